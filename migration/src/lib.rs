@@ -1,0 +1,115 @@
+//! Schema migrations for rollcall. The same migrations serve SQLite and PostgreSQL; where the
+//! dialects differ (column types), each backend gets its own DDL.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DatabaseBackend;
+
+pub use sea_orm_migration::MigratorTrait;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_init::Migration)]
+    }
+}
+
+mod m20261123_000001_init {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261123_000001_init"
+        }
+    }
+
+    /// Column types per backend: PostgreSQL gets native uuid/timestamptz/boolean,
+    /// SQLite stores uuids as 16-byte blobs and timestamps as RFC 3339 text.
+    struct Types {
+        uuid: &'static str,
+        ts: &'static str,
+        boolean: &'static str,
+    }
+
+    fn types(backend: DatabaseBackend) -> Types {
+        match backend {
+            DatabaseBackend::Postgres => Types {
+                uuid: "UUID",
+                ts: "TIMESTAMPTZ",
+                boolean: "BOOLEAN",
+            },
+            _ => Types {
+                uuid: "BLOB",
+                ts: "TEXT",
+                boolean: "BOOLEAN",
+            },
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let Types { uuid, ts, boolean } = types(manager.get_database_backend());
+            let statements = [
+                format!(
+                    "CREATE TABLE users (
+                        id {uuid} PRIMARY KEY NOT NULL,
+                        username TEXT NOT NULL,
+                        username_key TEXT NOT NULL,
+                        email TEXT NOT NULL,
+                        password_hash TEXT NOT NULL,
+                        first_name TEXT,
+                        last_name TEXT,
+                        phone TEXT,
+                        role TEXT NOT NULL CHECK (role IN ('OWNER', 'ADMIN', 'STANDARD')),
+                        disabled {boolean} NOT NULL DEFAULT FALSE,
+                        created_at {ts} NOT NULL,
+                        updated_at {ts} NOT NULL,
+                        last_login_at {ts},
+                        created_by {uuid} REFERENCES users (id) ON DELETE SET NULL
+                    )"
+                ),
+                "CREATE UNIQUE INDEX idx_users_username_key ON users (username_key)".into(),
+                "CREATE UNIQUE INDEX idx_users_email ON users (email)".into(),
+                // At most one owner, enforced by the database itself so that racing
+                // registrations or transfers cannot produce two.
+                "CREATE UNIQUE INDEX idx_users_one_owner ON users (role) WHERE role = 'OWNER'"
+                    .into(),
+                "CREATE INDEX idx_users_created ON users (created_at, id)".into(),
+                "CREATE INDEX idx_users_created_by ON users (created_by)".into(),
+                format!(
+                    "CREATE TABLE sessions (
+                        id {uuid} PRIMARY KEY NOT NULL,
+                        user_id {uuid} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                        created_at {ts} NOT NULL,
+                        revoked_at {ts}
+                    )"
+                ),
+                "CREATE INDEX idx_sessions_user ON sessions (user_id)".into(),
+                format!(
+                    "CREATE TABLE refresh_tokens (
+                        token_hash TEXT PRIMARY KEY NOT NULL,
+                        session_id {uuid} NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+                        created_at {ts} NOT NULL,
+                        expires_at {ts} NOT NULL,
+                        used_at {ts}
+                    )"
+                ),
+                "CREATE INDEX idx_refresh_tokens_session ON refresh_tokens (session_id)".into(),
+                "CREATE TABLE server_settings (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    value TEXT NOT NULL
+                )"
+                .into(),
+            ];
+            let db = manager.get_connection();
+            for sql in statements {
+                db.execute_unprepared(&sql).await?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The signed-in user of one request, loaded at most once per request.
+
+use tokio::sync::OnceCell;
+
+use crate::db::entities::user::Model as User;
+use crate::error::{AppError, AppResult};
+use crate::service::Service;
+
+/// What the HTTP layer knows about the caller: the bearer token, if any. The user behind it
+/// is loaded lazily (public operations never touch the database for it) and then cached for
+/// the rest of the request.
+pub struct RequestAuth {
+    token: Option<String>,
+    /// The outcome of checking the token: a user, or why it was refused. Database failures
+    /// are not cached, so a later field may retry.
+    viewer: OnceCell<Result<User, &'static str>>,
+}
+
+impl RequestAuth {
+    pub fn new(token: Option<String>) -> Self {
+        Self {
+            token,
+            viewer: OnceCell::new(),
+        }
+    }
+
+    /// The signed-in, enabled user with a live session, or UNAUTHENTICATED.
+    pub async fn viewer(&self, service: &Service) -> AppResult<&User> {
+        let Some(token) = self.token.as_deref() else {
+            return Err(AppError::Unauthenticated("Authentication required"));
+        };
+        let outcome = self
+            .viewer
+            .get_or_try_init(|| async {
+                match service.authenticate(token).await {
+                    Ok(user) => Ok(Ok(user)),
+                    Err(AppError::Unauthenticated(message)) => Ok(Err(message)),
+                    Err(other) => Err(other),
+                }
+            })
+            .await?;
+        outcome.as_ref().map_err(|message| AppError::Unauthenticated(message))
+    }
+
+    /// The viewer when one is signed in; `None` for anonymous requests or bad tokens.
+    pub async fn optional_viewer(&self, service: &Service) -> Option<&User> {
+        if self.token.is_none() {
+            return None;
+        }
+        self.viewer(service).await.ok()
+    }
+}

@@ -1,0 +1,161 @@
+//! The `rollcall` command: serve, migrate, schema, and user administration.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use crate::config::{Cli, CliRole, Command, Settings, UserCommand};
+use crate::db::{Db, Role};
+use crate::error::AppError;
+use crate::service::{NewUser, Service};
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&settings).await,
+        Command::Migrate => {
+            let db = Db::connect(&settings.database_url, 1).await?;
+            db.migrate().await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Command::User(command) => user_command(&settings, command).await,
+    }
+}
+
+async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let service = Service::start(settings).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(
+        "rollcall {} listening on http://{}/graphql ({})",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr()?,
+        service.db().backend_name()
+    );
+    crate::server::serve(listener, service, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let service = Service::start(settings).await?;
+    let result = match command {
+        UserCommand::Create {
+            username,
+            email,
+            role,
+        } => {
+            let password = read_password()?;
+            let role = match role {
+                CliRole::Owner => Role::Owner,
+                CliRole::Admin => Role::Admin,
+                CliRole::Standard => Role::Standard,
+            };
+            let input = NewUser {
+                username,
+                email,
+                password,
+                ..NewUser::default()
+            };
+            service.create_user(None, input, role).await.map(|user| {
+                println!("created {} ({:?}) {}", user.username, user.role, user.id);
+            })
+        }
+        UserCommand::PromoteOwner { username } => {
+            service.promote_owner(&username).await.map(|user| {
+                println!("{} is now the owner", user.username);
+            })
+        }
+    };
+    result.map_err(describe)
+}
+
+/// Reads the password from a prompt without echo, or from stdin's first line when piped.
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Repeat password: ")?;
+        if password != again {
+            bail!("the passwords differ");
+        }
+        Ok(password)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
+    }
+}
+
+fn describe(err: AppError) -> anyhow::Error {
+    match err {
+        AppError::BadInput(fields) | AppError::Conflict(fields) => {
+            let list: Vec<String> = fields.iter().map(|(f, m)| format!("{f} {m}")).collect();
+            anyhow::anyhow!("{}", list.join("; "))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}

@@ -1,0 +1,154 @@
+//! Command line and environment configuration. Every setting is a flag with an environment
+//! fallback so the same binary is configured the same way in a shell, a unit file or a container.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "rollcall", version, about = "A user-management GraphQL server")]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Manage users directly on the configured database.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from stdin, or prompted for without echo.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum, default_value = "standard")]
+        role: CliRole,
+    },
+    /// Recovery: make USERNAME the owner; the current owner becomes an admin.
+    PromoteOwner { username: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliRole {
+    Owner,
+    Admin,
+    Standard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite://path?mode=rwc` or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://rollcall.db?mode=rwc",
+        global = true
+    )]
+    pub database_url: String,
+    /// HS256 signing key for access tokens (at least 32 bytes). When absent, a random key is
+    /// generated once and kept in the database so every instance agrees.
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// Access token lifetime, e.g. `15m`.
+    #[arg(long, env = "ROLLCALL_ACCESS_TTL", default_value = "15m", value_parser = parse_duration, global = true)]
+    pub access_ttl: Duration,
+    /// Refresh token lifetime, e.g. `30d`.
+    #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = parse_duration, global = true)]
+    pub refresh_ttl: Duration,
+    /// Whether anyone may register (`open`) or only admins create users (`closed`).
+    #[arg(long, env = "ROLLCALL_REGISTRATION", value_enum, default_value = "open", global = true)]
+    pub registration: Registration,
+    /// Read-only demo mode: every mutation that changes users is refused.
+    #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub demo: bool,
+    /// Maximum database connections per instance.
+    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", default_value_t = 10, global = true)]
+    pub db_max_connections: u32,
+    /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
+    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", global = true)]
+    pub hash_concurrency: Option<usize>,
+}
+
+impl Settings {
+    /// Default settings on a loopback port chosen by the OS, without reading the environment:
+    /// for embedding the server and for tests.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            jwt_secret: None,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 86_400),
+            registration: Registration::Open,
+            demo: false,
+            db_max_connections: 10,
+            hash_concurrency: None,
+        }
+    }
+}
+
+/// Parses durations written like `2s`, `15m`, `12h`, `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` needs a unit: s, m, h or d"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 15m"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: unit must be s, m, h or d")),
+    };
+    if number == 0 {
+        return Err("a duration must be positive".into());
+    }
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

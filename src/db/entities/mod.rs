@@ -1,0 +1,6 @@
+//! SeaORM entities: one module per table.
+
+pub mod refresh_token;
+pub mod server_setting;
+pub mod session;
+pub mod user;

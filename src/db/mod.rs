@@ -1,0 +1,127 @@
+//! Database access: connecting, migrating, and the queries the service layer composes.
+
+pub mod entities;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+pub use entities::user::Role;
+
+/// How long a request waits for a pooled connection (or, on SQLite, for the write lock)
+/// before it fails instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pool plus a count of every statement it ran: the count lets tests prove that a query's
+/// cost does not grow with the size of the page.
+#[derive(Clone)]
+pub struct Db {
+    pub conn: DatabaseConnection,
+    statements: Arc<AtomicU64>,
+}
+
+impl Db {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(max_connections.max(1))
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_timeout(ACQUIRE_TIMEOUT)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                // WAL lets readers run beside the single writer; the busy timeout makes a second
+                // writer wait for the lock instead of failing with "database is locked".
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(ACQUIRE_TIMEOUT)
+                    .foreign_keys(true)
+            });
+        let mut conn = sea_orm::Database::connect(options).await?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        conn.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Self { conn, statements })
+    }
+
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.conn, None).await
+    }
+
+    /// Statements executed since start-up.
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.conn.get_database_backend()
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend() {
+            DatabaseBackend::Postgres => "postgresql",
+            DatabaseBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout rather than one failing
+    /// when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+    }
+
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.ping().await
+    }
+}
+
+/// Which unique index a failed write ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueViolation {
+    Username,
+    Email,
+    Owner,
+    Other,
+}
+
+/// Classifies a unique-constraint failure. PostgreSQL names the index, SQLite the columns;
+/// the index names were chosen to contain their column names so one check fits both.
+pub fn unique_violation(err: &DbErr) -> Option<UniqueViolation> {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(message)) => Some(if message.contains("username") {
+            UniqueViolation::Username
+        } else if message.contains("email") {
+            UniqueViolation::Email
+        } else if message.contains("one_owner") || message.contains("users.role") {
+            UniqueViolation::Owner
+        } else {
+            UniqueViolation::Other
+        }),
+        _ => None,
+    }
+}
+
+/// The current time at the precision both databases store (microseconds), so values read
+/// back compare equal to the ones written, which keyset cursors rely on.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}

@@ -1,0 +1,199 @@
+//! Queries on the users table.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::entities::session;
+use super::entities::user::{self, Column, Entity as Users, Model as User, Role};
+
+pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, DbErr> {
+    Users::find_by_id(id).one(db).await
+}
+
+pub async fn by_username(db: &impl ConnectionTrait, username: &str) -> Result<Option<User>, DbErr> {
+    Users::find()
+        .filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
+        .one(db)
+        .await
+}
+
+/// Finds a user by username or email: usernames cannot contain `@`, so the login is
+/// unambiguous.
+pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<User>, DbErr> {
+    let column = if login.contains('@') {
+        Column::Email
+    } else {
+        Column::UsernameKey
+    };
+    Users::find()
+        .filter(column.eq(login.trim().to_lowercase()))
+        .one(db)
+        .await
+}
+
+/// The user behind an access token, only while its session is live: one round trip per
+/// request decides both.
+pub async fn by_session(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> Result<Option<User>, DbErr> {
+    Users::find_by_id(user_id)
+        .filter(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(session::Entity)
+                .and_where(session::Column::Id.eq(session_id))
+                .and_where(session::Column::UserId.eq(user_id))
+                .and_where(session::Column::RevokedAt.is_null())
+                .to_owned(),
+        ))
+        .one(db)
+        .await
+}
+
+pub async fn by_ids(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<HashMap<Uuid, User>, DbErr> {
+    let users = Users::find()
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(users.into_iter().map(|u| (u.id, u)).collect())
+}
+
+pub async fn owner_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+    Ok(Users::find()
+        .filter(Column::Role.eq(Role::Owner))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// Which of a username key and an email already belong to someone other than `except`.
+pub async fn taken(
+    db: &impl ConnectionTrait,
+    username_key: Option<&str>,
+    email: Option<&str>,
+    except: Option<Uuid>,
+) -> Result<(bool, bool), DbErr> {
+    let mut any = Condition::any();
+    if let Some(key) = username_key {
+        any = any.add(Column::UsernameKey.eq(key));
+    }
+    if let Some(email) = email {
+        any = any.add(Column::Email.eq(email));
+    }
+    if username_key.is_none() && email.is_none() {
+        return Ok((false, false));
+    }
+    let mut query = Users::find().filter(any);
+    if let Some(id) = except {
+        query = query.filter(Column::Id.ne(id));
+    }
+    let found = query.limit(2).all(db).await?;
+    Ok((
+        found
+            .iter()
+            .any(|u| Some(u.username_key.as_str()) == username_key),
+        found.iter().any(|u| Some(u.email.as_str()) == email),
+    ))
+}
+
+/// What a `users` query filters on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    pub search: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+impl Filter {
+    fn condition(&self) -> Condition {
+        let mut all = Condition::all();
+        if let Some(search) = self.search.as_deref().filter(|s| !s.is_empty()) {
+            let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+            let mut any = Condition::any();
+            for column in [
+                Column::UsernameKey,
+                Column::Email,
+                Column::FirstName,
+                Column::LastName,
+            ] {
+                any = any.add(
+                    Expr::expr(Func::lower(Expr::col(column)))
+                        .like(LikeExpr::new(pattern.clone()).escape('\\')),
+                );
+            }
+            all = all.add(any);
+        }
+        if let Some(role) = self.role {
+            all = all.add(Column::Role.eq(role));
+        }
+        if let Some(disabled) = self.disabled {
+            all = all.add(Column::Disabled.eq(disabled));
+        }
+        all
+    }
+}
+
+/// Makes `%`, `_` and the escape character itself match literally.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A position in the (created_at, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// One keyset page: rows strictly after `after`, in (created_at, id) order. Fetches one extra
+/// row to learn whether another page follows.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    filter: &Filter,
+    after: Option<Position>,
+    limit: u64,
+) -> Result<(Vec<User>, bool), DbErr> {
+    let mut query = Users::find().filter(filter.condition());
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(Column::CreatedAt.gt(after.created_at))
+                .add(
+                    Condition::all()
+                        .add(Column::CreatedAt.eq(after.created_at))
+                        .add(Column::Id.gt(after.id)),
+                ),
+        );
+    }
+    let mut rows = query
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let has_next = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, has_next))
+}
+
+pub async fn count(db: &impl ConnectionTrait, filter: &Filter) -> Result<u64, DbErr> {
+    Users::find().filter(filter.condition()).count(db).await
+}
+
+pub use user::ActiveModel;

@@ -1,0 +1,116 @@
+//! The one error type of rollcall and its single mapping to GraphQL errors.
+//!
+//! Resolvers return `AppError` (through async-graphql's `Error`, which keeps it as the source);
+//! [`finalize_response`] then turns every error of a response into a client-safe message with an
+//! `extensions.code`. Anything that is not an `AppError` is logged and masked.
+
+use std::collections::BTreeMap;
+
+use async_graphql::{ErrorExtensionValues, Response, Value};
+use sea_orm::DbErr;
+
+/// Per-field messages, keyed by the input field name the client sent.
+pub type FieldErrors = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("invalid input")]
+    BadInput(FieldErrors),
+    #[error("already in use")]
+    Conflict(FieldErrors),
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// Details go to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::BadInput(_) => "BAD_USER_INPUT",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// A BAD_USER_INPUT error on one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        AppError::BadInput(BTreeMap::from([(field.to_owned(), message.into())]))
+    }
+
+    pub fn internal(context: impl std::fmt::Display) -> Self {
+        AppError::Internal(context.to_string())
+    }
+
+    /// The message a client may see.
+    fn public_message(&self) -> String {
+        match self {
+            AppError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            AppError::BadInput(_) => "Invalid input".to_owned(),
+            AppError::Conflict(_) => "Already in use".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub const INVALID_CREDENTIALS: AppError = AppError::Unauthenticated("Invalid credentials");
+const INTERNAL_MESSAGE: &str = "Internal server error";
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        AppError::Internal(format!("database: {err}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        AppError::Internal(format!("blocking task: {err}"))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// Gives every error of a response a safe message and an `extensions.code`.
+pub fn finalize_response(response: &mut Response) {
+    for error in &mut response.errors {
+        let mut extensions = error.extensions.take().unwrap_or_default();
+        if let Some(app) = error.source::<AppError>() {
+            if let AppError::Internal(detail) = app {
+                tracing::error!(path = ?error.path, %detail, "internal error");
+            }
+            let message = app.public_message();
+            extensions.set("code", app.code());
+            if let AppError::BadInput(fields) | AppError::Conflict(fields) = app {
+                extensions.set("fields", fields_value(fields));
+            }
+            error.message = message;
+        } else if error.source.is_some() {
+            // A foreign error reached a resolver's `?`: never show its text.
+            tracing::error!(path = ?error.path, message = %error.message, "unmapped error");
+            error.message = INTERNAL_MESSAGE.to_owned();
+            extensions = ErrorExtensionValues::default();
+            extensions.set("code", "INTERNAL_SERVER_ERROR");
+        } else if extensions.get("code").is_none() {
+            // Parse, validation and input-coercion errors from the GraphQL engine itself.
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+        error.extensions = Some(extensions);
+    }
+}
+
+fn fields_value(fields: &FieldErrors) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| (async_graphql::Name::new(k), Value::String(v.clone())))
+            .collect(),
+    )
+}

@@ -1,0 +1,94 @@
+use async_graphql::{Context, ID, Object};
+
+use super::guards::Access;
+use super::types::{
+    AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, UpdateUserInput,
+    UserObject, parse_id,
+};
+use super::{service, viewer};
+use crate::db::Role;
+use crate::error::AppResult;
+use crate::service::NewUser;
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Self-registration; the first account becomes the owner.
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> AppResult<AuthPayload> {
+        Ok(service(ctx)?.register(input.into()).await?.into())
+    }
+
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> AppResult<AuthPayload> {
+        Ok(service(ctx)?
+            .login(&input.login, &input.password)
+            .await?
+            .into())
+    }
+
+    /// Exchanges a refresh token for a new pair; the old refresh token stops working.
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> AppResult<AuthPayload> {
+        Ok(service(ctx)?.refresh(&refresh_token).await?.into())
+    }
+
+    /// Ends the session of this refresh token, including its access tokens.
+    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> AppResult<bool> {
+        service(ctx)?.logout(&refresh_token).await
+    }
+
+    #[graphql(guard = "Access::Manager")]
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateUserInput,
+    ) -> AppResult<UserObject> {
+        let role = input.role.map_or(Role::Standard, Into::into);
+        let new = NewUser {
+            username: input.username,
+            email: input.email,
+            password: input.password,
+            first_name: input.first_name,
+            last_name: input.last_name,
+            phone: input.phone,
+        };
+        let user = service(ctx)?
+            .create_user(Some(viewer(ctx).await?), new, role)
+            .await?;
+        Ok(UserObject::new(user))
+    }
+
+    #[graphql(guard = "Access::SignedIn")]
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateUserInput,
+    ) -> AppResult<UserObject> {
+        let user = service(ctx)?
+            .update_user(viewer(ctx).await?, parse_id(&id)?, input.into())
+            .await?;
+        Ok(UserObject::new(user))
+    }
+
+    /// Returns the deleted user's id.
+    #[graphql(guard = "Access::SignedIn")]
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
+        let id = service(ctx)?
+            .delete_user(viewer(ctx).await?, parse_id(&id)?)
+            .await?;
+        Ok(ID(id.to_string()))
+    }
+
+    /// OWNER only. `role: OWNER` transfers ownership: the caller becomes an ADMIN.
+    #[graphql(guard = "Access::Owner")]
+    async fn set_role(&self, ctx: &Context<'_>, id: ID, role: GqlRole) -> AppResult<UserObject> {
+        let user = service(ctx)?
+            .set_role(viewer(ctx).await?, parse_id(&id)?, role.into())
+            .await?;
+        Ok(UserObject::new(user))
+    }
+}

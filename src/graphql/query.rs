@@ -1,0 +1,74 @@
+use async_graphql::{Context, ID, Object};
+
+use super::guards::Access;
+use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
+use super::{service, viewer};
+use crate::db::users::Filter;
+use crate::error::{AppError, AppResult};
+use crate::service::UserRef;
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user.
+    #[graphql(guard = "Access::SignedIn")]
+    async fn me(&self, ctx: &Context<'_>) -> AppResult<UserObject> {
+        Ok(UserObject::new(viewer(ctx).await?.clone()))
+    }
+
+    /// One user by `id` or `username` (exactly one of them); null when there is none.
+    #[graphql(guard = "Access::SignedIn")]
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+        username: Option<String>,
+    ) -> AppResult<Option<UserObject>> {
+        let by = match (id, username) {
+            (Some(id), None) => UserRef::Id(parse_id(&id)?),
+            (None, Some(username)) => UserRef::Username(username),
+            _ => {
+                return Err(AppError::BadInput(
+                    [
+                        ("id".to_owned(), "give exactly one of id and username".to_owned()),
+                        ("username".to_owned(), "give exactly one of id and username".to_owned()),
+                    ]
+                    .into(),
+                ));
+            }
+        };
+        let user = service(ctx)?.get_user(viewer(ctx).await?, by).await?;
+        Ok(user.map(UserObject::new))
+    }
+
+    /// Users in creation order, by keyset pagination. ADMIN or OWNER only.
+    #[graphql(guard = "Access::Manager")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<UserFilter>,
+    ) -> AppResult<UserConnection> {
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let filter: Filter = filter.map(Into::into).unwrap_or_default();
+        let page = service(ctx)?
+            .list_users(viewer(ctx).await?, first, after, &filter)
+            .await?;
+        Ok(UserConnection::new(page, filter))
+    }
+
+    /// Public facts about this server.
+    async fn server_info(&self, ctx: &Context<'_>) -> AppResult<ServerInfo> {
+        let service = service(ctx)?;
+        Ok(ServerInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: i64::try_from(service.uptime().as_secs()).unwrap_or(i64::MAX),
+            database: service.db().backend_name().into(),
+            registration_open: service.registration_open(),
+            demo: service.demo(),
+        })
+    }
+}

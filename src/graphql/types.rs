@@ -1,0 +1,327 @@
+//! GraphQL object and input types. Names and shapes follow the published schema contract.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{UserLoader, optional_viewer, service};
+use crate::db::entities::user::Model as User;
+use crate::db::users::{Filter, Position};
+use crate::error::{AppError, AppResult};
+use crate::service::{self, NewUser, Page, UserChanges};
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(name = "Role", remote = "crate::db::Role")]
+pub enum GqlRole {
+    Owner,
+    Admin,
+    Standard,
+}
+
+/// A user as some viewer sees it.
+pub struct UserObject {
+    model: User,
+    /// Set where the caller is known to be this user without a token (the payload of
+    /// register, login and refresh).
+    is_caller: bool,
+}
+
+impl UserObject {
+    pub fn new(model: User) -> Self {
+        Self {
+            model,
+            is_caller: false,
+        }
+    }
+
+    pub fn of_caller(model: User) -> Self {
+        Self {
+            model,
+            is_caller: true,
+        }
+    }
+
+    /// `value` when the viewer may see this user's private fields, else `None`.
+    async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
+        let visible =
+            self.is_caller || service::can_see_private(optional_viewer(ctx).await, &self.model);
+        value.filter(|_| visible)
+    }
+}
+
+#[Object(name = "User")]
+impl UserObject {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+
+    async fn username(&self) -> &str {
+        &self.model.username
+    }
+
+    /// Null unless the viewer is this user, an admin or the owner.
+    async fn email(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.private(ctx, Some(&self.model.email)).await
+    }
+
+    async fn first_name(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.private(ctx, self.model.first_name.as_deref()).await
+    }
+
+    async fn last_name(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.private(ctx, self.model.last_name.as_deref()).await
+    }
+
+    async fn phone(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.private(ctx, self.model.phone.as_deref()).await
+    }
+
+    async fn role(&self) -> GqlRole {
+        self.model.role.into()
+    }
+
+    async fn disabled(&self) -> bool {
+        self.model.disabled
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.model.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.model.updated_at
+    }
+
+    async fn last_login_at(&self) -> Option<DateTime<Utc>> {
+        self.model.last_login_at
+    }
+
+    /// The account that created this one with `createUser`; null when self-registered.
+    async fn created_by(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
+        let Some(creator) = self.model.created_by else {
+            return Ok(None);
+        };
+        let loader = ctx
+            .data::<DataLoader<UserLoader>>()
+            .map_err(|_| AppError::internal("user loader missing"))?;
+        let user = loader
+            .load_one(creator)
+            .await
+            .map_err(|_| AppError::internal("loading createdBy"))?;
+        Ok(user.map(UserObject::new))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`: send the access token in an `Authorization: Bearer …` header.
+    pub token_type: String,
+    /// When the access token expires.
+    pub expires_at: DateTime<Utc>,
+    pub user: UserObject,
+}
+
+impl From<service::AuthSession> for AuthPayload {
+    fn from(session: service::AuthSession) -> Self {
+        Self {
+            access_token: session.access_token,
+            refresh_token: session.refresh_token,
+            token_type: "Bearer".into(),
+            expires_at: session.expires_at,
+            user: UserObject::of_caller(session.user),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    pub cursor: String,
+    pub node: UserObject,
+}
+
+/// A page of users. `totalCount` is computed only when a query selects it.
+pub struct UserConnection {
+    page: Page,
+    filter: Filter,
+}
+
+impl UserConnection {
+    pub fn new(page: Page, filter: Filter) -> Self {
+        Self { page, filter }
+    }
+}
+
+#[Object]
+impl UserConnection {
+    async fn edges(&self) -> Vec<UserEdge> {
+        self.page
+            .users
+            .iter()
+            .map(|u| UserEdge {
+                cursor: encode_cursor(u),
+                node: UserObject::new(u.clone()),
+            })
+            .collect()
+    }
+
+    async fn nodes(&self) -> Vec<UserObject> {
+        self.page.users.iter().cloned().map(UserObject::new).collect()
+    }
+
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_next_page: self.page.has_next,
+            has_previous_page: self.page.has_previous,
+            start_cursor: self.page.users.first().map(encode_cursor),
+            end_cursor: self.page.users.last().map(encode_cursor),
+        }
+    }
+
+    /// Users matching the filter, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
+        let count = service(ctx)?.count_users(&self.filter).await?;
+        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+    }
+}
+
+/// Opaque cursor: the row's creation time (microseconds) and id.
+pub fn encode_cursor(user: &User) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", user.created_at.timestamp_micros(), user.id))
+}
+
+pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
+    let invalid = || AppError::field("after", "is not a valid cursor");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    Ok(Position {
+        created_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
+        id: Uuid::parse_str(id).map_err(|_| invalid())?,
+    })
+}
+
+pub fn parse_id(id: &ID) -> AppResult<Uuid> {
+    Uuid::parse_str(id.as_str()).map_err(|_| AppError::field("id", "is not a valid user id"))
+}
+
+#[derive(SimpleObject)]
+pub struct ServerInfo {
+    pub name: String,
+    pub version: String,
+    pub uptime_seconds: i64,
+    /// `sqlite` or `postgresql`.
+    pub database: String,
+    pub registration_open: bool,
+    pub demo: bool,
+}
+
+#[derive(InputObject)]
+pub struct UserFilter {
+    /// Case-insensitive literal substring of username, email, first or last name.
+    pub search: Option<String>,
+    pub role: Option<GqlRole>,
+    pub disabled: Option<bool>,
+}
+
+impl From<UserFilter> for Filter {
+    fn from(f: UserFilter) -> Self {
+        Filter {
+            search: f.search,
+            role: f.role.map(Into::into),
+            disabled: f.disabled,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterInput {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl From<RegisterInput> for NewUser {
+    fn from(i: RegisterInput) -> Self {
+        NewUser {
+            username: i.username,
+            email: i.email,
+            password: i.password,
+            first_name: i.first_name,
+            last_name: i.last_name,
+            phone: i.phone,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    /// Username or email.
+    pub login: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    /// Defaults to STANDARD.
+    pub role: Option<GqlRole>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// Required when changing your own password or email.
+    pub current_password: Option<String>,
+    /// `null` clears the field; leaving it out keeps it.
+    pub first_name: MaybeUndefined<String>,
+    pub last_name: MaybeUndefined<String>,
+    pub phone: MaybeUndefined<String>,
+    pub disabled: Option<bool>,
+}
+
+fn patch(value: MaybeUndefined<String>) -> Option<Option<String>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v)),
+    }
+}
+
+impl From<UpdateUserInput> for UserChanges {
+    fn from(i: UpdateUserInput) -> Self {
+        UserChanges {
+            username: i.username,
+            email: i.email,
+            password: i.password,
+            current_password: i.current_password,
+            first_name: patch(i.first_name),
+            last_name: patch(i.last_name),
+            phone: patch(i.phone),
+            disabled: i.disabled,
+        }
+    }
+}

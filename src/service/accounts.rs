@@ -1,0 +1,176 @@
+//! Registration, login and the token lifecycle.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    IntoActiveModel,
+};
+use uuid::Uuid;
+
+use super::{Service, users::NewUser};
+use crate::auth::tokens;
+use crate::db::entities::user::{self, Model as User, Role};
+use crate::db::{self, UniqueViolation, sessions, unique_violation, users as user_queries};
+use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
+
+/// What a successful register, login or refresh hands back.
+pub struct AuthSession {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: User,
+}
+
+impl Service {
+    /// Self-registration. The first account on a database without an owner becomes the
+    /// owner; the partial unique index makes that hold even when registrations race.
+    pub async fn register(&self, input: NewUser) -> AppResult<AuthSession> {
+        self.writable()?;
+        if !self.registration_open() {
+            return Err(AppError::Forbidden("Registration is closed"));
+        }
+        let prepared = self.prepare_new_user(input, None).await?;
+        let mut may_own = true;
+        loop {
+            let tx = self.db().begin_write().await?;
+            let role = if may_own && !user_queries::owner_exists(&tx).await? {
+                Role::Owner
+            } else {
+                Role::Standard
+            };
+            let mut model = prepared.clone();
+            model.role = role;
+            match user::Entity::insert(model.clone().into_active_model().reset_all())
+                .exec_without_returning(&tx)
+                .await
+            {
+                Ok(_) => {
+                    let session = self.open_session(&tx, model.id).await?;
+                    tx.commit().await?;
+                    return self.finish(session, model);
+                }
+                Err(err) if unique_violation(&err) == Some(UniqueViolation::Owner) && may_own => {
+                    // Another registration became the owner first: this one is standard.
+                    tx.rollback().await?;
+                    may_own = false;
+                }
+                Err(err) => {
+                    tx.rollback().await?;
+                    return Err(self.insert_error(err, &model).await);
+                }
+            }
+        }
+    }
+
+    /// Login by username or email. Unknown users, wrong passwords and disabled accounts are
+    /// indistinguishable: same message, same argon2 cost.
+    pub async fn login(&self, login: &str, password: &str) -> AppResult<AuthSession> {
+        let user = if login.contains('\0') || login.len() > 320 {
+            None
+        } else {
+            user_queries::by_login(&self.db().conn, login).await?
+        };
+        let valid = self
+            .0
+            .passwords
+            .verify(password.to_owned(), user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let user = match user {
+            Some(user) if valid && !user.disabled => user,
+            _ => return Err(INVALID_CREDENTIALS),
+        };
+        let tx = self.db().begin_write().await?;
+        let mut active = user.into_active_model();
+        active.last_login_at = Set(Some(db::now()));
+        let user = active.update(&tx).await?;
+        let session = self.open_session(&tx, user.id).await?;
+        tx.commit().await?;
+        self.finish(session, user)
+    }
+
+    /// Rotates a refresh token. The old token is consumed atomically; presenting a token that
+    /// was already rotated revokes its whole family.
+    pub async fn refresh(&self, token: &str) -> AppResult<AuthSession> {
+        const INVALID: AppError = AppError::Unauthenticated("Invalid refresh token");
+        let hash = tokens::hash_refresh_token(token);
+        let tx = self.db().begin_write().await?;
+        if !sessions::consume_refresh_token(&tx, &hash).await? {
+            let reused = sessions::find_refresh_token(&tx, &hash)
+                .await?
+                .filter(|row| row.used_at.is_some());
+            if let Some(row) = reused {
+                tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
+                sessions::revoke(&tx, row.session_id).await?;
+                tx.commit().await?;
+            }
+            return Err(INVALID);
+        }
+        let row = sessions::find_refresh_token(&tx, &hash)
+            .await?
+            .ok_or(INVALID)?;
+        let session = sessions::find(&tx, row.session_id)
+            .await?
+            .filter(|s| s.revoked_at.is_none())
+            .ok_or(INVALID)?;
+        let user = user_queries::by_id(&tx, session.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(INVALID)?;
+        let refresh_token = self.add_refresh_token(&tx, session.id).await?;
+        tx.commit().await?;
+        self.finish((session.id, refresh_token), user)
+    }
+
+    /// Ends the session the refresh token belongs to. `false` when the token is unknown.
+    pub async fn logout(&self, token: &str) -> AppResult<bool> {
+        let hash = tokens::hash_refresh_token(token);
+        let Some(row) = sessions::find_refresh_token(&self.db().conn, &hash).await? else {
+            return Ok(false);
+        };
+        sessions::revoke(&self.db().conn, row.session_id).await?;
+        Ok(true)
+    }
+
+    /// The user an access token speaks for, while the token, its session and the account
+    /// are all still valid.
+    pub async fn authenticate(&self, access_token: &str) -> AppResult<User> {
+        let claims = self.0.tokens.verify(access_token)?;
+        user_queries::by_session(&self.db().conn, claims.sub, claims.sid)
+            .await?
+            .filter(|user| !user.disabled)
+            .ok_or(AppError::Unauthenticated("Invalid or expired token"))
+    }
+
+    async fn open_session(
+        &self,
+        tx: &DatabaseTransaction,
+        user_id: Uuid,
+    ) -> AppResult<(Uuid, String)> {
+        let session_id = sessions::create(tx, user_id).await?;
+        let refresh_token = self.add_refresh_token(tx, session_id).await?;
+        Ok((session_id, refresh_token))
+    }
+
+    async fn add_refresh_token(
+        &self,
+        db: &impl ConnectionTrait,
+        session_id: Uuid,
+    ) -> AppResult<String> {
+        let (token, hash) = tokens::new_refresh_token();
+        let ttl = chrono::Duration::from_std(self.0.refresh_ttl)
+            .map_err(|_| AppError::internal("refresh ttl out of range"))?;
+        sessions::insert_refresh_token(db, session_id, hash, db::now() + ttl).await?;
+        Ok(token)
+    }
+
+    fn finish(&self, (session_id, refresh_token): (Uuid, String), user: User) -> AppResult<AuthSession> {
+        let (access_token, expires_at) = self.0.tokens.issue(user.id, session_id)?;
+        Ok(AuthSession {
+            access_token,
+            refresh_token,
+            expires_at,
+            user,
+        })
+    }
+}
+

@@ -1,0 +1,139 @@
+//! The service layer: every rule about users, roles and tokens lives here, called by both the
+//! GraphQL resolvers and the command line.
+
+mod accounts;
+mod users;
+pub mod validation;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, EntityTrait};
+
+use crate::auth::{Passwords, TokenKeys, tokens};
+use crate::config::{Registration, Settings};
+use crate::db::entities::server_setting;
+use crate::db::entities::user::{Model as User, Role};
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+
+pub use accounts::AuthSession;
+pub use users::{NewUser, Page, UserChanges, UserRef};
+
+const JWT_SECRET_SETTING: &str = "jwt_secret";
+
+/// Shared, cheap to clone handle on everything a request needs.
+#[derive(Clone)]
+pub struct Service(Arc<Inner>);
+
+struct Inner {
+    db: Db,
+    passwords: Passwords,
+    tokens: TokenKeys,
+    registration_open: bool,
+    demo: bool,
+    refresh_ttl: Duration,
+    started: Instant,
+}
+
+/// A start-up failure, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("ROLLCALL_JWT_SECRET must be at least {min} bytes long (got {got}); generate one with `openssl rand -base64 48`", min = tokens::MIN_SECRET_BYTES)]
+    ShortSecret { got: usize },
+    #[error("cannot open the database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Other(#[from] AppError),
+}
+
+impl Service {
+    /// Connects, migrates, and loads (or creates) the signing key.
+    pub async fn start(settings: &Settings) -> Result<Self, StartError> {
+        if let Some(secret) = &settings.jwt_secret
+            && secret.len() < tokens::MIN_SECRET_BYTES
+        {
+            return Err(StartError::ShortSecret { got: secret.len() });
+        }
+        let db = Db::connect(&settings.database_url, settings.db_max_connections).await?;
+        db.migrate().await?;
+        let secret = match &settings.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => shared_secret(&db).await?,
+        };
+        let tokens = TokenKeys::new(secret.as_bytes(), settings.access_ttl)?;
+        let concurrency = settings
+            .hash_concurrency
+            .unwrap_or_else(Passwords::default_concurrency);
+        let passwords = Passwords::new(concurrency).await?;
+        Ok(Self(Arc::new(Inner {
+            db,
+            passwords,
+            tokens,
+            registration_open: settings.registration == Registration::Open,
+            demo: settings.demo,
+            refresh_ttl: settings.refresh_ttl,
+            started: Instant::now(),
+        })))
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    pub fn registration_open(&self) -> bool {
+        self.0.registration_open
+    }
+
+    pub fn demo(&self) -> bool {
+        self.0.demo
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    /// Refuses changes in demo mode.
+    fn writable(&self) -> AppResult<()> {
+        if self.0.demo {
+            Err(AppError::Forbidden("This server runs in read-only demo mode"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The generated signing key all instances on this database share: the first instance to
+/// start inserts one, everyone (including that instance) then reads whichever won.
+async fn shared_secret(db: &Db) -> AppResult<String> {
+    server_setting::Entity::insert(server_setting::ActiveModel {
+        name: Set(JWT_SECRET_SETTING.to_owned()),
+        value: Set(tokens::generate_secret()),
+    })
+    .on_conflict(
+        OnConflict::column(server_setting::Column::Name)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(&db.conn)
+    .await?;
+    server_setting::Entity::find_by_id(JWT_SECRET_SETTING.to_owned())
+        .one(&db.conn)
+        .await?
+        .map(|row| row.value)
+        .ok_or_else(|| AppError::internal("signing key missing after insert"))
+}
+
+/// Whether `viewer` may see `target`'s email, phone and names.
+pub fn can_see_private(viewer: Option<&User>, target: &User) -> bool {
+    viewer.is_some_and(|v| v.id == target.id || v.role.is_manager())
+}
+
+/// Whether `actor` may manage (edit, disable, delete) `target`, another user.
+fn manages(actor: &User, target: &User) -> bool {
+    matches!(
+        (actor.role, target.role),
+        (Role::Owner, Role::Admin | Role::Standard) | (Role::Admin, Role::Standard)
+    )
+}

@@ -1,0 +1,457 @@
+//! Managing users: creation, edits, deletion, roles, and reads.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter,
+};
+use uuid::Uuid;
+
+use super::validation::{self, Fields};
+use super::{Service, manages};
+use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
+use crate::db::users::{self as user_queries, Filter, Position};
+use crate::db::{self, UniqueViolation, sessions, unique_violation};
+use crate::error::{AppError, AppResult};
+
+/// Fields of a new account, as the client sent them.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// An edit. For the optional profile fields, `None` keeps the value and `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+    pub first_name: Option<Option<String>>,
+    pub last_name: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+    pub disabled: Option<bool>,
+}
+
+/// How a single user is looked up.
+pub enum UserRef {
+    Id(Uuid),
+    Username(String),
+}
+
+/// One page of a user listing.
+pub struct Page {
+    pub users: Vec<User>,
+    pub has_next: bool,
+    pub has_previous: bool,
+}
+
+pub const MAX_PAGE: i32 = 100;
+pub const DEFAULT_PAGE: i32 = 20;
+
+impl Service {
+    /// Creates an account for someone else. `actor` is `None` when the operator uses the
+    /// command line, which alone may create the first owner.
+    pub async fn create_user(
+        &self,
+        actor: Option<&User>,
+        input: NewUser,
+        role: Role,
+    ) -> AppResult<User> {
+        match (actor.map(|a| a.role), role) {
+            (Some(_), Role::Owner) => return Err(AppError::Forbidden("Nobody can create an owner")),
+            (Some(Role::Owner), _) | (Some(Role::Admin), Role::Standard) | (None, _) => {}
+            (Some(_), _) => {
+                return Err(AppError::Forbidden(
+                    "Your role cannot create users with this role",
+                ));
+            }
+        }
+        if actor.is_some() {
+            self.writable()?;
+        }
+        let mut model = self.prepare_new_user(input, actor.map(|a| a.id)).await?;
+        model.role = role;
+        let tx = self.db().begin_write().await?;
+        match Users::insert(model.clone().into_active_model().reset_all())
+            .exec_without_returning(&tx)
+            .await
+        {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(model)
+            }
+            Err(err) => {
+                tx.rollback().await?;
+                Err(self.insert_error(err, &model).await)
+            }
+        }
+    }
+
+    /// Validates a new account, checks its names are free and hashes its password.
+    pub(super) async fn prepare_new_user(
+        &self,
+        input: NewUser,
+        created_by: Option<Uuid>,
+    ) -> AppResult<User> {
+        let mut fields = Fields::new();
+        let username = fields.check("username", validation::username(&input.username));
+        let email = fields.check("email", validation::email(&input.email));
+        let password = fields.check("password", validation::password(&input.password));
+        let first_name = fields.check("firstName", validation::optional_text(input.first_name.as_deref()));
+        let last_name = fields.check("lastName", validation::optional_text(input.last_name.as_deref()));
+        let phone = fields.check("phone", validation::optional_text(input.phone.as_deref()));
+        fields.into_result()?;
+        let (Some(username), Some(email), Some(password), Some(first_name), Some(last_name), Some(phone)) =
+            (username, email, password, first_name, last_name, phone)
+        else {
+            return Err(AppError::internal("validated field missing"));
+        };
+        let username_key = username.to_ascii_lowercase();
+        self.check_free(Some(&username_key), Some(&email), None).await?;
+        let password_hash = self.0.passwords.hash(password).await?;
+        let now = db::now();
+        Ok(User {
+            id: Uuid::now_v7(),
+            username,
+            username_key,
+            email,
+            password_hash,
+            first_name,
+            last_name,
+            phone,
+            role: Role::Standard,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+            created_by,
+        })
+    }
+
+    /// CONFLICT listing every taken field.
+    async fn check_free(
+        &self,
+        username_key: Option<&str>,
+        email: Option<&str>,
+        except: Option<Uuid>,
+    ) -> AppResult<()> {
+        let (username_taken, email_taken) =
+            user_queries::taken(&self.db().conn, username_key, email, except).await?;
+        let mut fields = Fields::new();
+        if username_taken {
+            fields.add("username", "is already taken");
+        }
+        if email_taken {
+            fields.add("email", "is already registered");
+        }
+        fields.into_conflict()
+    }
+
+    /// Turns a failed insert or update into the right client error: a unique violation that
+    /// raced past [`Self::check_free`] is still a CONFLICT on the right fields.
+    pub(super) async fn insert_error(&self, err: DbErr, model: &User) -> AppError {
+        match unique_violation(&err) {
+            Some(UniqueViolation::Username | UniqueViolation::Email) => {
+                match self
+                    .check_free(Some(&model.username_key), Some(&model.email), Some(model.id))
+                    .await
+                {
+                    Err(conflict) => conflict,
+                    Ok(()) => AppError::Conflict(
+                        [("username".to_owned(), "is already taken".to_owned())].into(),
+                    ),
+                }
+            }
+            Some(UniqueViolation::Owner) => {
+                AppError::Forbidden("An owner already exists; transfer ownership instead")
+            }
+            _ => err.into(),
+        }
+    }
+
+    pub async fn update_user(
+        &self,
+        actor: &User,
+        id: Uuid,
+        changes: UserChanges,
+    ) -> AppResult<User> {
+        self.writable()?;
+        let target = user_queries::by_id(&self.db().conn, id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        let is_self = actor.id == target.id;
+        if !is_self && !manages(actor, &target) {
+            return Err(AppError::Forbidden("You may not edit this user"));
+        }
+        if changes.disabled == Some(true) {
+            if is_self {
+                return Err(AppError::Forbidden("You cannot disable your own account"));
+            }
+            if target.role == Role::Owner {
+                return Err(AppError::Forbidden("The owner cannot be disabled"));
+            }
+        }
+
+        let mut fields = Fields::new();
+        let username = changes
+            .username
+            .as_deref()
+            .and_then(|u| fields.check("username", validation::username(u)));
+        let email = changes
+            .email
+            .as_deref()
+            .and_then(|e| fields.check("email", validation::email(e)));
+        let password = changes
+            .password
+            .as_deref()
+            .and_then(|p| fields.check("password", validation::password(p)));
+        let mut text = |name: &str, value: &Option<Option<String>>| {
+            value
+                .as_ref()
+                .and_then(|v| fields.check(name, validation::optional_text(v.as_deref())))
+        };
+        let first_name = text("firstName", &changes.first_name);
+        let last_name = text("lastName", &changes.last_name);
+        let phone = text("phone", &changes.phone);
+        let email_changes = email.as_ref().is_some_and(|e| *e != target.email);
+        let needs_current = is_self && (changes.password.is_some() || email_changes);
+        if needs_current && changes.current_password.is_none() {
+            fields.add("currentPassword", "is required to change your password or email");
+        }
+        fields.into_result()?;
+        if needs_current {
+            let current = changes.current_password.clone().unwrap_or_default();
+            let ok = self
+                .0
+                .passwords
+                .verify(current, Some(target.password_hash.clone()))
+                .await?;
+            if !ok {
+                return Err(AppError::field("currentPassword", "is incorrect"));
+            }
+        }
+
+        let username_key = username.as_ref().map(|u| u.to_ascii_lowercase());
+        let new_key = username_key.as_deref().filter(|k| *k != target.username_key);
+        let new_email = email.as_deref().filter(|_| email_changes);
+        self.check_free(new_key, new_email, Some(target.id)).await?;
+        let password_hash = match password {
+            Some(p) => Some(self.0.passwords.hash(p).await?),
+            None => None,
+        };
+
+        let revoke = password_hash.is_some() || (changes.disabled == Some(true) && !target.disabled);
+        let mut active = target.clone().into_active_model();
+        if let (Some(username), Some(key)) = (username, username_key) {
+            active.username = Set(username);
+            active.username_key = Set(key);
+        }
+        if let Some(email) = email {
+            active.email = Set(email);
+        }
+        if let Some(hash) = password_hash {
+            active.password_hash = Set(hash);
+        }
+        if let Some(v) = first_name {
+            active.first_name = Set(v);
+        }
+        if let Some(v) = last_name {
+            active.last_name = Set(v);
+        }
+        if let Some(v) = phone {
+            active.phone = Set(v);
+        }
+        if let Some(disabled) = changes.disabled {
+            active.disabled = Set(disabled);
+        }
+        active.updated_at = Set(db::now());
+
+        let tx = self.db().begin_write().await?;
+        let updated = match active.update(&tx).await {
+            Ok(updated) => updated,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(self.insert_error(err, &target).await);
+            }
+        };
+        if revoke {
+            sessions::revoke_all_for_user(&tx, target.id).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    pub async fn delete_user(&self, actor: &User, id: Uuid) -> AppResult<Uuid> {
+        self.writable()?;
+        let target = user_queries::by_id(&self.db().conn, id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        if actor.id == target.id {
+            if target.role == Role::Owner {
+                return Err(AppError::Forbidden(
+                    "The owner must transfer ownership before deleting their account",
+                ));
+            }
+        } else if !manages(actor, &target) {
+            return Err(AppError::Forbidden("You may not delete this user"));
+        }
+        // The role condition keeps the owner even if it changed since the check above.
+        let result = Users::delete_many()
+            .filter(Column::Id.eq(id))
+            .filter(Column::Role.ne(Role::Owner))
+            .exec(&self.db().conn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(AppError::NotFound("No such user"));
+        }
+        Ok(id)
+    }
+
+    /// Changes another user's role; `Role::Owner` transfers ownership, demoting the caller to
+    /// admin in the same transaction. Every user whose role changes loses their sessions.
+    pub async fn set_role(&self, actor: &User, id: Uuid, role: Role) -> AppResult<User> {
+        self.writable()?;
+        if actor.role != Role::Owner {
+            return Err(AppError::Forbidden("Only the owner can change roles"));
+        }
+        if actor.id == id {
+            return Err(AppError::Forbidden("You cannot change your own role"));
+        }
+        let tx = self.db().begin_write().await?;
+        let target = user_queries::by_id(&tx, id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        if target.role == role {
+            tx.rollback().await?;
+            return Ok(target);
+        }
+        let now = db::now();
+        if role == Role::Owner {
+            // Conditional on the caller still being the owner: of two racing transfers, the
+            // second finds no owner row to demote and is refused.
+            let demoted = set_role_where(&tx, actor.id, Role::Admin, Some(Role::Owner), now).await?;
+            if !demoted {
+                tx.rollback().await?;
+                return Err(AppError::Forbidden("Only the owner can change roles"));
+            }
+            sessions::revoke_all_for_user(&tx, actor.id).await?;
+        }
+        set_role_where(&tx, id, role, None, now).await?;
+        sessions::revoke_all_for_user(&tx, id).await?;
+        let updated = user_queries::by_id(&tx, id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// Recovery from the command line: `username` becomes the owner, the owner an admin.
+    pub async fn promote_owner(&self, username: &str) -> AppResult<User> {
+        let tx = self.db().begin_write().await?;
+        let target = user_queries::by_username(&tx, username)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        if target.role == Role::Owner {
+            tx.rollback().await?;
+            return Ok(target);
+        }
+        let now = db::now();
+        let previous = Users::find()
+            .filter(Column::Role.eq(Role::Owner))
+            .one(&tx)
+            .await?;
+        if let Some(previous) = previous {
+            set_role_where(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
+            sessions::revoke_all_for_user(&tx, previous.id).await?;
+        }
+        set_role_where(&tx, target.id, Role::Owner, None, now).await?;
+        sessions::revoke_all_for_user(&tx, target.id).await?;
+        let updated = user_queries::by_id(&tx, target.id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
+    /// asking about someone else is refused before any lookup, so existence does not leak.
+    pub async fn get_user(&self, viewer: &User, by: UserRef) -> AppResult<Option<User>> {
+        let is_self = match &by {
+            UserRef::Id(id) => *id == viewer.id,
+            UserRef::Username(name) => name.to_ascii_lowercase() == viewer.username_key,
+        };
+        if is_self {
+            return Ok(Some(viewer.clone()));
+        }
+        if !viewer.role.is_manager() {
+            return Err(AppError::Forbidden("Only admins can look up other users"));
+        }
+        Ok(match by {
+            UserRef::Id(id) => user_queries::by_id(&self.db().conn, id).await?,
+            UserRef::Username(name) => user_queries::by_username(&self.db().conn, &name).await?,
+        })
+    }
+
+    pub async fn list_users(
+        &self,
+        viewer: &User,
+        first: Option<i32>,
+        after: Option<Position>,
+        filter: &Filter,
+    ) -> AppResult<Page> {
+        if !viewer.role.is_manager() {
+            return Err(AppError::Forbidden("Only admins can list users"));
+        }
+        let first = first.unwrap_or(DEFAULT_PAGE);
+        if !(0..=MAX_PAGE).contains(&first) {
+            return Err(AppError::field("first", format!("must be between 0 and {MAX_PAGE}")));
+        }
+        if filter.search.as_deref().is_some_and(|s| s.contains('\0') || s.len() > 200) {
+            return Err(AppError::field("search", "must be at most 200 characters, without NUL"));
+        }
+        let (users, has_next) =
+            user_queries::page(&self.db().conn, filter, after, first as u64).await?;
+        Ok(Page {
+            users,
+            has_next,
+            has_previous: after.is_some(),
+        })
+    }
+
+    pub async fn count_users(&self, filter: &Filter) -> AppResult<u64> {
+        Ok(user_queries::count(&self.db().conn, filter).await?)
+    }
+
+    /// Users by id, for the DataLoader.
+    pub async fn users_by_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> AppResult<std::collections::HashMap<Uuid, User>> {
+        Ok(user_queries::by_ids(&self.db().conn, ids).await?)
+    }
+}
+
+/// Sets `id`'s role, optionally only while it still holds `only_if`. Reports whether a row
+/// changed.
+async fn set_role_where(
+    db: &impl sea_orm::ConnectionTrait,
+    id: Uuid,
+    role: Role,
+    only_if: Option<Role>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DbErr> {
+    let mut update = Users::update_many()
+        .col_expr(Column::Role, Expr::value(role))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id));
+    if let Some(current) = only_if {
+        update = update.filter(Column::Role.eq(current));
+    }
+    Ok(update.exec(db).await?.rows_affected > 0)
+}

@@ -1,0 +1,153 @@
+//! Input validation. Every check records into one [`Fields`] so a client learns about every
+//! invalid field at once.
+
+use crate::error::{AppError, AppResult, FieldErrors};
+
+const TEXT_MAX: usize = 100;
+
+#[derive(Default)]
+pub struct Fields(FieldErrors);
+
+impl Fields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+    }
+
+    /// Records a check's failure, keeping its successful value.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> AppResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::BadInput(self.0))
+        }
+    }
+
+    pub fn into_conflict(self) -> AppResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Conflict(self.0))
+        }
+    }
+}
+
+/// NUL cannot be stored by PostgreSQL; refusing it here keeps it from becoming a driver error.
+fn no_nul(text: &str) -> Result<(), String> {
+    if text.contains('\0') {
+        Err("must not contain NUL characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// 3–32 ASCII letters, digits, `_`, `.`, `-`. Returns the name as given.
+pub fn username(text: &str) -> Result<String, String> {
+    no_nul(text)?;
+    let length = text.chars().count();
+    if !(3..=32).contains(&length) {
+        return Err("must be 3 to 32 characters".into());
+    }
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err("may contain only letters, digits, '_', '.' and '-'".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A plausible address (one `@`, a dotted domain, no spaces), returned lower-cased.
+pub fn email(text: &str) -> Result<String, String> {
+    no_nul(text)?;
+    let email = text.trim().to_lowercase();
+    let invalid = || Err("must be a valid email address".to_owned());
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid();
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return invalid();
+    };
+    let domain_ok = !domain.contains('@')
+        && domain.contains('.')
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if local.is_empty() || local.len() > 64 || !domain_ok {
+        return invalid();
+    }
+    Ok(email)
+}
+
+/// 8–128 characters, used exactly as given (never trimmed or truncated).
+pub fn password(text: &str) -> Result<String, String> {
+    no_nul(text)?;
+    let length = text.chars().count();
+    if !(8..=128).contains(&length) {
+        return Err("must be 8 to 128 characters".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// Names and phone: at most 100 characters; blank means "not set".
+pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
+    let Some(text) = text else { return Ok(None) };
+    no_nul(text)?;
+    let text = text.trim();
+    if text.chars().count() > TEXT_MAX {
+        return Err(format!("must be at most {TEXT_MAX} characters"));
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(username("al").is_err());
+        assert!(username("alice").is_ok());
+        assert!(username("a.l-i_ce9").is_ok());
+        assert!(username("al ice").is_err());
+        assert!(username("al@ce").is_err());
+        assert!(username(&"a".repeat(33)).is_err());
+        assert!(username("ali\0ce").is_err());
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(email(" Alice@Example.COM ").as_deref(), Ok("alice@example.com"));
+        for bad in ["alice", "alice@", "@example.com", "a@b", "a b@c.d", "a@b@c.d", "a@.com"] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_never_truncated() {
+        assert!(password("short").is_err());
+        assert!(password(&"p".repeat(128)).is_ok());
+        assert!(password(&"p".repeat(129)).is_err());
+        assert_eq!(password(" padded  ").as_deref(), Ok(" padded  "));
+    }
+
+    #[test]
+    fn texts() {
+        assert_eq!(optional_text(Some("  ")), Ok(None));
+        assert!(optional_text(Some(&"x".repeat(101))).is_err());
+        assert_eq!(optional_text(Some(" Ada ")), Ok(Some("Ada".into())));
+    }
+}
