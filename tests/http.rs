@@ -1,0 +1,104 @@
+//! The HTTP surface: endpoints, limits, batches, and the committed schema.
+
+mod support;
+
+use serde_json::json;
+use support::{TestApp, assert_code, assert_ok};
+
+async fn health_ready_and_graphiql(app: TestApp) {
+    let base = app.base_url();
+    let health = app.client.get(format!("{base}/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    let ready = app.client.get(format!("{base}/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), 200);
+    let page = app
+        .client
+        .get(format!("{base}/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("graphiql");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("body").to_lowercase().contains("graphiql"));
+}
+
+async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
+    let base = app.base_url();
+    let huge = format!(r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#, "a".repeat(1_100_000));
+    let response = app
+        .client
+        .post(format!("{base}/graphql"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 413);
+
+    let batch = json!([{"query": "{ serverInfo { name } }"}, {"query": "{ serverInfo { name } }"}]);
+    let response = app
+        .client
+        .post(format!("{base}/graphql"))
+        .json(&batch)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+
+    let response = app
+        .client
+        .post(format!("{base}/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+}
+
+async fn server_info_is_public(app: TestApp) {
+    let body = app
+        .gql(None, "{ serverInfo { name version uptimeSeconds database registrationOpen demo } }", json!({}))
+        .await;
+    assert_ok(&body);
+    let info = &body["data"]["serverInfo"];
+    assert_eq!(info["name"], "rollcall");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["registrationOpen"], true);
+    assert_eq!(info["demo"], false);
+    let expected = match app.backend {
+        support::Backend::Sqlite => "sqlite",
+        support::Backend::Postgres => "postgresql",
+    };
+    assert_eq!(info["database"], expected);
+}
+
+async fn every_error_has_a_code(app: TestApp) {
+    // Syntax error, unknown field, wrong argument type: all engine errors.
+    for query in ["{ me ", "{ nope }", "{ users(first: \"x\") { totalCount } }"] {
+        let body = app.gql(None, query, json!({})).await;
+        assert!(support::error_code(&body).is_some(), "{query}: {body}");
+    }
+    let body = app.gql(None, "{ me { id } }", json!({})).await;
+    assert_code(&body, "UNAUTHENTICATED");
+    let body = app.gql(Some("not-a-jwt"), "{ me { id } }", json!({})).await;
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
+backend_tests!(
+    health_ready_and_graphiql,
+    oversized_bodies_get_413_and_batches_400,
+    server_info_is_public,
+    every_error_has_a_code,
+);
+
+#[test]
+fn committed_schema_matches_the_code() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql is committed");
+    assert_eq!(
+        committed,
+        rollcall::graphql::sdl(),
+        "schema.graphql is stale: run `cargo run -- schema > schema.graphql`"
+    );
+}

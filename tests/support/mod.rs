@@ -1,0 +1,309 @@
+//! Shared test support: start the real server on a random loopback port against a fresh
+//! database (SQLite file or PostgreSQL database), and speak GraphQL over HTTP to it.
+//!
+//! PostgreSQL tests skip with a message when no server is reachable, unless
+//! `ROLLCALL_REQUIRE_POSTGRES=1` (as in CI), where they fail instead.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rollcall::config::Settings;
+use rollcall::server::RunningServer;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `$check` (an `async fn(TestApp)`) once per backend, as `sqlite::$check` and
+/// `postgres::$check`. `$check with $tweak` first passes the settings through `$tweak`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($check:ident $(with $tweak:expr)?),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut tweak: fn(&mut rollcall::config::Settings) = |_| {};
+                    $( tweak = $tweak; )?
+                    if let Some(app) = $crate::support::TestApp::spawn_with(
+                        $crate::support::Backend::Sqlite, tweak).await {
+                        super::$check(app).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut tweak: fn(&mut rollcall::config::Settings) = |_| {};
+                    $( tweak = $tweak; )?
+                    if let Some(app) = $crate::support::TestApp::spawn_with(
+                        $crate::support::Backend::Postgres, tweak).await {
+                        super::$check(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A database made for one test and removed when the test ends.
+pub struct TestDb {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("rollcall-test-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&dir).expect("create temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.join("test.db").display());
+                Some(Self {
+                    url,
+                    cleanup: Cleanup::Dir(dir),
+                })
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("ROLLCALL_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let admin = match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    Database::connect(admin_url.as_str()),
+                )
+                .await
+                {
+                    Ok(Ok(conn)) => conn,
+                    failure => {
+                        let reason = match failure {
+                            Ok(Err(err)) => err.to_string(),
+                            _ => "timed out".into(),
+                        };
+                        if std::env::var("ROLLCALL_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                            panic!("PostgreSQL required but unreachable at {admin_url}: {reason}");
+                        }
+                        eprintln!("skipping: no PostgreSQL at {admin_url} ({reason})");
+                        return None;
+                    }
+                };
+                let name = format!("rollcall_test_{}", uuid::Uuid::new_v4().simple());
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+                Some(Self {
+                    url: format!("{base}/{name}"),
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime; a thread of its own may block.
+                let _ = std::thread::spawn(move || {
+                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                        return;
+                    };
+                    runtime.block_on(async {
+                        if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                            let _ = admin
+                                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .await;
+                            let _ = admin.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// A running server with its own database.
+pub struct TestApp {
+    pub backend: Backend,
+    pub settings: Settings,
+    pub server: Option<RunningServer>,
+    pub client: reqwest::Client,
+    // Declared last: dropped after the server is gone.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<Self> {
+        let db = TestDb::create(backend).await?;
+        let mut settings = Settings::with_database(db.url.clone());
+        tweak(&mut settings);
+        let server = RunningServer::start(&settings).await.expect("server starts");
+        Some(Self {
+            backend,
+            settings,
+            server: Some(server),
+            client: reqwest::Client::new(),
+            db,
+        })
+    }
+
+    /// Another server on the same database, as a second instance behind a load balancer.
+    pub async fn second_instance(&self) -> RunningServer {
+        RunningServer::start(&self.settings).await.expect("second server starts")
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server().addr)
+    }
+
+    pub fn statement_count(&self) -> u64 {
+        self.server().service.db().statement_count()
+    }
+
+    /// Posts an operation; returns the whole response body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        gql_at(&self.client, &self.base_url(), token, query, variables).await
+    }
+
+    /// Registers a user with [`PASSWORD`] and returns its session.
+    pub async fn register(&self, username: &str) -> Session {
+        let body = self
+            .gql(
+                None,
+                REGISTER,
+                json!({"input": {"username": username, "email": format!("{username}@example.com"), "password": PASSWORD}}),
+            )
+            .await;
+        Session::from_payload(&body, "register")
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> Value {
+        self.gql(None, LOGIN, json!({"input": {"login": login, "password": password}})).await
+    }
+
+    /// Creates a user through `createUser` as `actor`; returns the new id.
+    pub async fn create_user(&self, actor: &Session, username: &str, role: &str) -> String {
+        let body = self
+            .gql(
+                Some(&actor.access),
+                "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
+                json!({"input": {"username": username, "email": format!("{username}@example.com"), "password": PASSWORD, "role": role}}),
+            )
+            .await;
+        body["data"]["createUser"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("createUser failed: {body}"))
+            .to_owned()
+    }
+
+    /// Creates a user as `actor`, then logs in as that user.
+    pub async fn user_with_role(&self, actor: &Session, username: &str, role: &str) -> Session {
+        self.create_user(actor, username, role).await;
+        let body = self.login(username, PASSWORD).await;
+        Session::from_payload(&body, "login")
+    }
+
+    /// Graceful stop of the server (the database stays until the app is dropped).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+pub async fn gql_at(
+    client: &reqwest::Client,
+    base_url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = client
+        .post(format!("{base_url}/graphql"))
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request sent");
+    assert_eq!(response.status(), 200, "GraphQL responses are 200");
+    response.json().await.expect("JSON body")
+}
+
+pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+
+/// Tokens and identity from an AuthPayload.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+    pub id: String,
+    pub role: String,
+}
+
+impl Session {
+    pub fn from_payload(body: &Value, field: &str) -> Self {
+        let payload = &body["data"][field];
+        let text = |v: &Value| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("{field} failed: {body}"))
+                .to_owned()
+        };
+        Self {
+            access: text(&payload["accessToken"]),
+            refresh: text(&payload["refreshToken"]),
+            id: text(&payload["user"]["id"]),
+            role: text(&payload["user"]["role"]),
+        }
+    }
+}
+
+/// `extensions.code` of the first error, if any.
+pub fn error_code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Asserts the response failed with `code`.
+#[track_caller]
+pub fn assert_code(body: &Value, code: &str) {
+    assert_eq!(error_code(body), Some(code), "expected {code}: {body}");
+}
+
+/// Asserts the response has no errors.
+#[track_caller]
+pub fn assert_ok(body: &Value) {
+    assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+}
