@@ -59,7 +59,12 @@ pub enum Registration {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on.
-    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "ROLLCALL_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
     /// Database URL: `sqlite://path?mode=rwc` or `postgres://...`.
     #[arg(
@@ -71,7 +76,12 @@ pub struct Settings {
     pub database_url: String,
     /// HS256 signing key for access tokens (at least 32 bytes). When absent, a random key is
     /// generated once and kept in the database so every instance agrees.
-    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ROLLCALL_JWT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub jwt_secret: Option<String>,
     /// Access token lifetime, e.g. `15m`.
     #[arg(long, env = "ROLLCALL_ACCESS_TTL", default_value = "15m", value_parser = parse_duration, global = true)]
@@ -80,13 +90,24 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = parse_duration, global = true)]
     pub refresh_ttl: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).
-    #[arg(long, env = "ROLLCALL_REGISTRATION", value_enum, default_value = "open", global = true)]
+    #[arg(
+        long,
+        env = "ROLLCALL_REGISTRATION",
+        value_enum,
+        default_value = "open",
+        global = true
+    )]
     pub registration: Registration,
     /// Read-only demo mode: every mutation that changes users is refused.
     #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub demo: bool,
     /// Maximum database connections per instance.
-    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "ROLLCALL_DB_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
     pub db_max_connections: u32,
     /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
     #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", global = true)]

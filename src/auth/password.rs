@@ -83,9 +83,27 @@ mod tests {
     async fn hashes_verify_and_use_owasp_parameters() {
         let passwords = Passwords::new(1).await.expect("pool");
         let hash = passwords.hash("correct horse".into()).await.expect("hash");
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(passwords.verify("correct horse".into(), Some(hash.clone())).await.expect("verify"));
-        assert!(!passwords.verify("wrong horse".into(), Some(hash)).await.expect("verify"));
-        assert!(!passwords.verify("anything".into(), None).await.expect("verify"));
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            passwords
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !passwords
+                .verify("wrong horse".into(), Some(hash))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !passwords
+                .verify("anything".into(), None)
+                .await
+                .expect("verify")
+        );
     }
 }

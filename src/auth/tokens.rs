@@ -115,8 +115,12 @@ mod tests {
     }
 
     fn sign(claims: serde_json::Value, alg: Algorithm) -> String {
-        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(&[7u8; 32]))
-            .expect("encode")
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .expect("encode")
     }
 
     fn claims() -> serde_json::Value {

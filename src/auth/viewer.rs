@@ -39,14 +39,14 @@ impl RequestAuth {
                 }
             })
             .await?;
-        outcome.as_ref().map_err(|message| AppError::Unauthenticated(message))
+        outcome
+            .as_ref()
+            .map_err(|message| AppError::Unauthenticated(message))
     }
 
     /// The viewer when one is signed in; `None` for anonymous requests or bad tokens.
     pub async fn optional_viewer(&self, service: &Service) -> Option<&User> {
-        if self.token.is_none() {
-            return None;
-        }
+        self.token.as_ref()?;
         self.viewer(service).await.ok()
     }
 }

@@ -48,9 +48,10 @@ pub fn request_data(
     service: &Service,
     token: Option<String>,
 ) -> async_graphql::Request {
-    request
-        .data(RequestAuth::new(token))
-        .data(DataLoader::new(UserLoader::new(service.clone()), tokio::spawn))
+    request.data(RequestAuth::new(token)).data(DataLoader::new(
+        UserLoader::new(service.clone()),
+        tokio::spawn,
+    ))
 }
 
 fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {

@@ -2,8 +2,8 @@ use async_graphql::{Context, ID, Object};
 
 use super::guards::Access;
 use super::types::{
-    AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, UpdateUserInput,
-    UserObject, parse_id,
+    AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, UpdateUserInput, UserObject,
+    parse_id,
 };
 use super::{service, viewer};
 use crate::db::Role;

@@ -31,8 +31,14 @@ impl Query {
             _ => {
                 return Err(AppError::BadInput(
                     [
-                        ("id".to_owned(), "give exactly one of id and username".to_owned()),
-                        ("username".to_owned(), "give exactly one of id and username".to_owned()),
+                        (
+                            "id".to_owned(),
+                            "give exactly one of id and username".to_owned(),
+                        ),
+                        (
+                            "username".to_owned(),
+                            "give exactly one of id and username".to_owned(),
+                        ),
                     ]
                     .into(),
                 ));

@@ -178,7 +178,12 @@ impl UserConnection {
     }
 
     async fn nodes(&self) -> Vec<UserObject> {
-        self.page.users.iter().cloned().map(UserObject::new).collect()
+        self.page
+            .users
+            .iter()
+            .cloned()
+            .map(UserObject::new)
+            .collect()
     }
 
     async fn page_info(&self) -> PageInfo {
@@ -199,7 +204,11 @@ impl UserConnection {
 
 /// Opaque cursor: the row's creation time (microseconds) and id.
 pub fn encode_cursor(user: &User) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", user.created_at.timestamp_micros(), user.id))
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        user.created_at.timestamp_micros(),
+        user.id
+    ))
 }
 
 pub fn decode_cursor(cursor: &str) -> AppResult<Position> {

@@ -73,7 +73,10 @@ impl Service {
         let valid = self
             .0
             .passwords
-            .verify(password.to_owned(), user.as_ref().map(|u| u.password_hash.clone()))
+            .verify(
+                password.to_owned(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
             .await?;
         let user = match user {
             Some(user) if valid && !user.disabled => user,
@@ -163,7 +166,11 @@ impl Service {
         Ok(token)
     }
 
-    fn finish(&self, (session_id, refresh_token): (Uuid, String), user: User) -> AppResult<AuthSession> {
+    fn finish(
+        &self,
+        (session_id, refresh_token): (Uuid, String),
+        user: User,
+    ) -> AppResult<AuthSession> {
         let (access_token, expires_at) = self.0.tokens.issue(user.id, session_id)?;
         Ok(AuthSession {
             access_token,
@@ -173,4 +180,3 @@ impl Service {
         })
     }
 }
-

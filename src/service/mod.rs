@@ -13,9 +13,9 @@ use sea_orm::{ActiveValue::Set, EntityTrait};
 
 use crate::auth::{Passwords, TokenKeys, tokens};
 use crate::config::{Registration, Settings};
+use crate::db::Db;
 use crate::db::entities::server_setting;
 use crate::db::entities::user::{Model as User, Role};
-use crate::db::Db;
 use crate::error::{AppError, AppResult};
 
 pub use accounts::AuthSession;
@@ -97,7 +97,9 @@ impl Service {
     /// Refuses changes in demo mode.
     fn writable(&self) -> AppResult<()> {
         if self.0.demo {
-            Err(AppError::Forbidden("This server runs in read-only demo mode"))
+            Err(AppError::Forbidden(
+                "This server runs in read-only demo mode",
+            ))
         } else {
             Ok(())
         }

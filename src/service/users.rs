@@ -64,7 +64,9 @@ impl Service {
         role: Role,
     ) -> AppResult<User> {
         match (actor.map(|a| a.role), role) {
-            (Some(_), Role::Owner) => return Err(AppError::Forbidden("Nobody can create an owner")),
+            (Some(_), Role::Owner) => {
+                return Err(AppError::Forbidden("Nobody can create an owner"));
+            }
             (Some(Role::Owner), _) | (Some(Role::Admin), Role::Standard) | (None, _) => {}
             (Some(_), _) => {
                 return Err(AppError::Forbidden(
@@ -103,17 +105,30 @@ impl Service {
         let username = fields.check("username", validation::username(&input.username));
         let email = fields.check("email", validation::email(&input.email));
         let password = fields.check("password", validation::password(&input.password));
-        let first_name = fields.check("firstName", validation::optional_text(input.first_name.as_deref()));
-        let last_name = fields.check("lastName", validation::optional_text(input.last_name.as_deref()));
+        let first_name = fields.check(
+            "firstName",
+            validation::optional_text(input.first_name.as_deref()),
+        );
+        let last_name = fields.check(
+            "lastName",
+            validation::optional_text(input.last_name.as_deref()),
+        );
         let phone = fields.check("phone", validation::optional_text(input.phone.as_deref()));
         fields.into_result()?;
-        let (Some(username), Some(email), Some(password), Some(first_name), Some(last_name), Some(phone)) =
-            (username, email, password, first_name, last_name, phone)
+        let (
+            Some(username),
+            Some(email),
+            Some(password),
+            Some(first_name),
+            Some(last_name),
+            Some(phone),
+        ) = (username, email, password, first_name, last_name, phone)
         else {
             return Err(AppError::internal("validated field missing"));
         };
         let username_key = username.to_ascii_lowercase();
-        self.check_free(Some(&username_key), Some(&email), None).await?;
+        self.check_free(Some(&username_key), Some(&email), None)
+            .await?;
         let password_hash = self.0.passwords.hash(password).await?;
         let now = db::now();
         Ok(User {
@@ -159,7 +174,11 @@ impl Service {
         match unique_violation(&err) {
             Some(UniqueViolation::Username | UniqueViolation::Email) => {
                 match self
-                    .check_free(Some(&model.username_key), Some(&model.email), Some(model.id))
+                    .check_free(
+                        Some(&model.username_key),
+                        Some(&model.email),
+                        Some(model.id),
+                    )
                     .await
                 {
                     Err(conflict) => conflict,
@@ -222,7 +241,10 @@ impl Service {
         let email_changes = email.as_ref().is_some_and(|e| *e != target.email);
         let needs_current = is_self && (changes.password.is_some() || email_changes);
         if needs_current && changes.current_password.is_none() {
-            fields.add("currentPassword", "is required to change your password or email");
+            fields.add(
+                "currentPassword",
+                "is required to change your password or email",
+            );
         }
         fields.into_result()?;
         if needs_current {
@@ -238,7 +260,9 @@ impl Service {
         }
 
         let username_key = username.as_ref().map(|u| u.to_ascii_lowercase());
-        let new_key = username_key.as_deref().filter(|k| *k != target.username_key);
+        let new_key = username_key
+            .as_deref()
+            .filter(|k| *k != target.username_key);
         let new_email = email.as_deref().filter(|_| email_changes);
         self.check_free(new_key, new_email, Some(target.id)).await?;
         let password_hash = match password {
@@ -246,7 +270,8 @@ impl Service {
             None => None,
         };
 
-        let revoke = password_hash.is_some() || (changes.disabled == Some(true) && !target.disabled);
+        let revoke =
+            password_hash.is_some() || (changes.disabled == Some(true) && !target.disabled);
         let mut active = target.clone().into_active_model();
         if let (Some(username), Some(key)) = (username, username_key) {
             active.username = Set(username);
@@ -335,7 +360,8 @@ impl Service {
         if role == Role::Owner {
             // Conditional on the caller still being the owner: of two racing transfers, the
             // second finds no owner row to demote and is refused.
-            let demoted = set_role_where(&tx, actor.id, Role::Admin, Some(Role::Owner), now).await?;
+            let demoted =
+                set_role_where(&tx, actor.id, Role::Admin, Some(Role::Owner), now).await?;
             if !demoted {
                 tx.rollback().await?;
                 return Err(AppError::Forbidden("Only the owner can change roles"));
@@ -410,10 +436,20 @@ impl Service {
         }
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
-            return Err(AppError::field("first", format!("must be between 0 and {MAX_PAGE}")));
+            return Err(AppError::field(
+                "first",
+                format!("must be between 0 and {MAX_PAGE}"),
+            ));
         }
-        if filter.search.as_deref().is_some_and(|s| s.contains('\0') || s.len() > 200) {
-            return Err(AppError::field("search", "must be at most 200 characters, without NUL"));
+        if filter
+            .search
+            .as_deref()
+            .is_some_and(|s| s.contains('\0') || s.len() > 200)
+        {
+            return Err(AppError::field(
+                "search",
+                "must be at most 200 characters, without NUL",
+            ));
         }
         let (users, has_next) =
             user_queries::page(&self.db().conn, filter, after, first as u64).await?;

@@ -14,7 +14,9 @@ impl Fields {
     }
 
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
     }
 
     /// Records a check's failure, keeping its successful value.
@@ -130,8 +132,19 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(email(" Alice@Example.COM ").as_deref(), Ok("alice@example.com"));
-        for bad in ["alice", "alice@", "@example.com", "a@b", "a b@c.d", "a@b@c.d", "a@.com"] {
+        assert_eq!(
+            email(" Alice@Example.COM ").as_deref(),
+            Ok("alice@example.com")
+        );
+        for bad in [
+            "alice",
+            "alice@",
+            "@example.com",
+            "a@b",
+            "a b@c.d",
+            "a@b@c.d",
+            "a@.com",
+        ] {
             assert!(email(bad).is_err(), "{bad}");
         }
     }
