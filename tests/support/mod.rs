@@ -73,7 +73,8 @@ impl TestDb {
     pub async fn create(backend: Backend) -> Option<Self> {
         match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("rollcall-test-{}", uuid::Uuid::new_v4()));
+                let dir =
+                    std::env::temp_dir().join(format!("rollcall-test-{}", uuid::Uuid::new_v4()));
                 std::fs::create_dir_all(&dir).expect("create temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.join("test.db").display());
                 Some(Self {
@@ -109,7 +110,9 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 let _ = admin.close().await;
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(b, _)| b);
                 Some(Self {
                     url: format!("{base}/{name}"),
                     cleanup: Cleanup::Postgres { admin_url, name },
@@ -129,13 +132,18 @@ impl Drop for TestDb {
                 let (admin_url, name) = (admin_url.clone(), name.clone());
                 // Drop runs inside the test's runtime; a thread of its own may block.
                 let _ = std::thread::spawn(move || {
-                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
                         return;
                     };
                     runtime.block_on(async {
                         if let Ok(admin) = Database::connect(admin_url.as_str()).await {
                             let _ = admin
-                                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute_unprepared(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
                                 .await;
                             let _ = admin.close().await;
                         }
@@ -166,7 +174,9 @@ impl TestApp {
         let db = TestDb::create(backend).await?;
         let mut settings = Settings::with_database(db.url.clone());
         tweak(&mut settings);
-        let server = RunningServer::start(&settings).await.expect("server starts");
+        let server = RunningServer::start(&settings)
+            .await
+            .expect("server starts");
         Some(Self {
             backend,
             settings,
@@ -178,7 +188,9 @@ impl TestApp {
 
     /// Another server on the same database, as a second instance behind a load balancer.
     pub async fn second_instance(&self) -> RunningServer {
-        RunningServer::start(&self.settings).await.expect("second server starts")
+        RunningServer::start(&self.settings)
+            .await
+            .expect("second server starts")
     }
 
     pub fn server(&self) -> &RunningServer {
@@ -211,7 +223,12 @@ impl TestApp {
     }
 
     pub async fn login(&self, login: &str, password: &str) -> Value {
-        self.gql(None, LOGIN, json!({"input": {"login": login, "password": password}})).await
+        self.gql(
+            None,
+            LOGIN,
+            json!({"input": {"login": login, "password": password}}),
+        )
+        .await
     }
 
     /// Creates a user through `createUser` as `actor`; returns the new id.
@@ -306,4 +323,80 @@ pub fn assert_code(body: &Value, code: &str) {
 #[track_caller]
 pub fn assert_ok(body: &Value) {
     assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+}
+
+/// The `rollcall` binary running as a process of its own.
+pub struct ServerProcess {
+    child: Option<std::process::Child>,
+    pub base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts `rollcall serve` on a random loopback port and waits until it listens.
+    pub fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = rollcall_command(database_url, env)
+            .arg("serve")
+            .env("ROLLCALL_LISTEN", "127.0.0.1:0")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("rollcall prints its address");
+        Self {
+            child: Some(child),
+            base_url: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM");
+        child.wait().expect("wait for rollcall")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `rollcall` command on `database_url` with a clean environment for its settings.
+pub fn rollcall_command(database_url: &str, env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROLLCALL_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
+    command
 }

@@ -1,0 +1,212 @@
+//! The `rollcall` binary itself: user administration, start-up checks, graceful shutdown.
+
+mod support;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::json;
+use support::{Backend, PASSWORD, ServerProcess, TestDb, gql_at, rollcall_command};
+
+fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = rollcall_command(database_url, &[])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rollcall");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(stdin.as_bytes())
+        .expect("write password");
+    child.wait_with_output().expect("rollcall exits")
+}
+
+async fn role_after_login(client: &reqwest::Client, base: &str, login: &str) -> String {
+    let body = gql_at(
+        client,
+        base,
+        None,
+        support::LOGIN,
+        json!({"input": {"login": login, "password": PASSWORD}}),
+    )
+    .await;
+    body["data"]["login"]["user"]["role"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login failed: {body}"))
+        .to_owned()
+}
+
+async fn create_and_promote(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let out = run_cli(
+        &db.url,
+        &[
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--role",
+            "owner",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_cli(
+        &db.url,
+        &[
+            "user",
+            "create",
+            "--username",
+            "bob",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A second owner is refused; invalid input names the fields.
+    let out = run_cli(
+        &db.url,
+        &[
+            "user",
+            "create",
+            "--username",
+            "carol",
+            "--email",
+            "carol@example.com",
+            "--role",
+            "owner",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!out.status.success());
+    let out = run_cli(
+        &db.url,
+        &["user", "create", "--username", "x", "--email", "nope"],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("username") && stderr.contains("email") && stderr.contains("password"),
+        "{stderr}"
+    );
+
+    let server = ServerProcess::start(&db.url, &[]);
+    let client = reqwest::Client::new();
+    assert_eq!(
+        role_after_login(&client, &server.base_url, "alice").await,
+        "OWNER"
+    );
+    assert_eq!(
+        role_after_login(&client, &server.base_url, "bob").await,
+        "ADMIN"
+    );
+
+    let out = run_cli(&db.url, &["user", "promote-owner", "bob"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        role_after_login(&client, &server.base_url, "bob").await,
+        "OWNER"
+    );
+    assert_eq!(
+        role_after_login(&client, &server.base_url, "alice").await,
+        "ADMIN"
+    );
+
+    let out = run_cli(&db.url, &["user", "promote-owner", "nobody"], "");
+    assert!(!out.status.success());
+
+    assert!(server.terminate().success(), "SIGTERM is a clean shutdown");
+}
+
+#[tokio::test]
+async fn sqlite_create_and_promote() {
+    create_and_promote(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_create_and_promote() {
+    create_and_promote(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn short_jwt_secret_stops_start_up() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let out = rollcall_command(&db.url, &[("ROLLCALL_JWT_SECRET", "too-short")])
+        .arg("serve")
+        .output()
+        .expect("run rollcall");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ROLLCALL_JWT_SECRET") && stderr.contains("32 bytes"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn generated_key_survives_restarts() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let client = reqwest::Client::new();
+    let first = ServerProcess::start(&db.url, &[]);
+    let body = gql_at(
+        &client,
+        &first.base_url,
+        None,
+        support::REGISTER,
+        json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
+    )
+    .await;
+    let token = body["data"]["register"]["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert!(first.terminate().success());
+    let second = ServerProcess::start(&db.url, &[]);
+    let me = gql_at(
+        &client,
+        &second.base_url,
+        Some(&token),
+        "{ me { username } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(me["data"]["me"]["username"], "alice", "{me}");
+}
+
+#[test]
+fn schema_command_prints_the_sdl() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("schema")
+        .output()
+        .expect("run rollcall schema");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        rollcall::graphql::sdl()
+    );
+}
