@@ -7,9 +7,19 @@ use support::{TestApp, assert_code, assert_ok};
 
 async fn health_ready_and_graphiql(app: TestApp) {
     let base = app.base_url();
-    let health = app.client.get(format!("{base}/health")).send().await.expect("health");
+    let health = app
+        .client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(health.status(), 200);
-    let ready = app.client.get(format!("{base}/ready")).send().await.expect("ready");
+    let ready = app
+        .client
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .expect("ready");
     assert_eq!(ready.status(), 200);
     let page = app
         .client
@@ -19,12 +29,21 @@ async fn health_ready_and_graphiql(app: TestApp) {
         .await
         .expect("graphiql");
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.expect("body").to_lowercase().contains("graphiql"));
+    assert!(
+        page.text()
+            .await
+            .expect("body")
+            .to_lowercase()
+            .contains("graphiql")
+    );
 }
 
 async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
     let base = app.base_url();
-    let huge = format!(r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#, "a".repeat(1_100_000));
+    let huge = format!(
+        r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#,
+        "a".repeat(1_100_000)
+    );
     let response = app
         .client
         .post(format!("{base}/graphql"))
@@ -58,7 +77,11 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
 
 async fn server_info_is_public(app: TestApp) {
     let body = app
-        .gql(None, "{ serverInfo { name version uptimeSeconds database registrationOpen demo } }", json!({}))
+        .gql(
+            None,
+            "{ serverInfo { name version uptimeSeconds database registrationOpen demo } }",
+            json!({}),
+        )
         .await;
     assert_ok(&body);
     let info = &body["data"]["serverInfo"];
@@ -75,7 +98,11 @@ async fn server_info_is_public(app: TestApp) {
 
 async fn every_error_has_a_code(app: TestApp) {
     // Syntax error, unknown field, wrong argument type: all engine errors.
-    for query in ["{ me ", "{ nope }", "{ users(first: \"x\") { totalCount } }"] {
+    for query in [
+        "{ me ",
+        "{ nope }",
+        "{ users(first: \"x\") { totalCount } }",
+    ] {
         let body = app.gql(None, query, json!({})).await;
         assert!(support::error_code(&body).is_some(), "{query}: {body}");
     }
