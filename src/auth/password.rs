@@ -1,47 +1,62 @@
-//! argon2id password hashing on the blocking thread pool.
+//! argon2id password hashing on a small dedicated thread pool.
 //!
-//! Each hash holds 19 MiB and about 40 ms of a core, so a semaphore bounds how many run at
-//! once: a login flood queues here instead of exhausting memory or the async workers.
+//! Each hash holds 19 MiB and about 40 ms of a core. A fixed number of hashing threads bounds
+//! memory (threads × 19 MiB) and keeps the work off the async executor; a login flood queues
+//! here. The threads run at a lower scheduling priority, so under a flood they take the CPU
+//! only when request handling does not need it: logins use every idle cycle while cheap
+//! requests keep their latency.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Nice value of hashing threads: low enough that request handling wins the CPU.
+const HASH_THREAD_NICE: i32 = 10;
+
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: Sender<Job>,
     /// Verified against when the user does not exist, so an unknown login costs the same as
     /// a wrong password and accounts cannot be enumerated by timing.
     dummy_hash: Arc<str>,
 }
 
 impl Passwords {
-    pub async fn new(concurrency: usize) -> AppResult<Self> {
-        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-        let dummy = tokio::task::spawn_blocking(|| {
-            let mut random = [0u8; 24];
-            rand::fill(&mut random);
-            hash_blocking(&hex::encode(random))
-        })
-        .await??;
-        Ok(Self {
-            permits,
-            dummy_hash: dummy.into(),
-        })
+    /// Starts `threads` hashing threads; they exit when the last handle is dropped.
+    pub async fn new(threads: usize) -> AppResult<Self> {
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || worker(&queue))
+                .map_err(|err| AppError::internal(format!("spawning hash thread: {err}")))?;
+        }
+        let mut passwords = Self {
+            jobs,
+            dummy_hash: Arc::from(""),
+        };
+        let mut random = [0u8; 24];
+        rand::fill(&mut random);
+        passwords.dummy_hash = passwords.hash(hex::encode(random)).await?.into();
+        Ok(passwords)
     }
 
-    /// Default bound: one hash per core, the most that can make progress at once.
+    /// Default: one hashing thread per core, the most that can make progress at once.
     pub fn default_concurrency() -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     }
 
     pub async fn hash(&self, password: String) -> AppResult<String> {
-        let _permit = self.acquire().await?;
-        tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
+        self.run(move || hash_blocking(&password)).await?
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is no user
@@ -49,22 +64,60 @@ impl Passwords {
     pub async fn verify(&self, password: String, hash: Option<String>) -> AppResult<bool> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
-        let _permit = self.acquire().await?;
-        let ok = tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await?;
+        let ok = self
+            .run(move || {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok()
+            })
+            .await?;
         Ok(known && ok)
     }
 
-    async fn acquire(&self) -> AppResult<tokio::sync::SemaphorePermit<'_>> {
-        self.permits
-            .acquire()
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> AppResult<T> {
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
+            .map_err(|_| AppError::internal("password hashing threads are gone"))?;
+        result
             .await
-            .map_err(|_| AppError::internal("password hashing pool closed"))
+            .map_err(|_| AppError::internal("password hashing job was dropped"))
     }
+}
+
+fn worker(queue: &Mutex<Receiver<Job>>) {
+    lower_priority();
+    loop {
+        // The lock is held only while waiting for the next job, never while hashing.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: setpriority only reads its integer arguments; on Linux, PRIO_PROCESS with
+    // who = 0 applies to the calling thread alone.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) };
+    if result != 0 {
+        tracing::debug!("could not lower the hashing thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {
+    let _ = HASH_THREAD_NICE;
 }
 
 /// argon2id with the crate defaults, which are OWASP's (m=19456 KiB, t=2, p=1).

@@ -19,7 +19,7 @@ use crate::db::entities::user::{Model as User, Role};
 use crate::error::{AppError, AppResult};
 
 pub use accounts::AuthSession;
-pub use users::{NewUser, Page, UserChanges, UserRef};
+pub use users::{ImportedUser, NewUser, Page, UserChanges, UserRef};
 
 const JWT_SECRET_SETTING: &str = "jwt_secret";
 

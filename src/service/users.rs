@@ -491,3 +491,84 @@ async fn set_role_where(
     }
     Ok(update.exec(db).await?.rows_affected > 0)
 }
+
+/// An account brought over from another system, its password already hashed (argon2 PHC).
+#[derive(Debug, Clone)]
+pub struct ImportedUser {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub role: Role,
+    pub created_by: Option<Uuid>,
+}
+
+/// Rows per INSERT: 14 columns each stays under SQLite's and PostgreSQL's parameter limits.
+const IMPORT_CHUNK: usize = 1_000;
+
+impl Service {
+    /// Bulk import in one transaction, for migrations from other user stores (and seeding
+    /// benchmarks). Same validation as `createUser`, but no hashing: hashes are taken as
+    /// given. Owners cannot be imported; there is only ever one, made by register or the CLI.
+    pub async fn import_users(&self, users: Vec<ImportedUser>) -> AppResult<Vec<Uuid>> {
+        let start = db::now();
+        let mut models = Vec::with_capacity(users.len());
+        for (index, input) in users.into_iter().enumerate() {
+            let mut fields = Fields::new();
+            let username = fields.check("username", validation::username(&input.username));
+            let email = fields.check("email", validation::email(&input.email));
+            if !input.password_hash.starts_with("$argon2") {
+                fields.add("passwordHash", "must be an argon2 PHC string");
+            }
+            if input.role == Role::Owner {
+                fields.add("role", "owners cannot be imported");
+            }
+            fields.into_result()?;
+            let (Some(username), Some(email)) = (username, email) else {
+                return Err(AppError::internal("validated field missing"));
+            };
+            // Distinct, increasing creation times keep the import's order in listings.
+            let created_at = start + chrono::Duration::microseconds(index as i64);
+            models.push(User {
+                id: Uuid::now_v7(),
+                username_key: username.to_ascii_lowercase(),
+                username,
+                email,
+                password_hash: input.password_hash,
+                first_name: input.first_name,
+                last_name: input.last_name,
+                phone: input.phone,
+                role: input.role,
+                disabled: false,
+                created_at,
+                updated_at: created_at,
+                last_login_at: None,
+                created_by: input.created_by,
+            });
+        }
+        let ids = models.iter().map(|m| m.id).collect();
+        let tx = self.db().begin_write().await?;
+        for chunk in models.chunks(IMPORT_CHUNK) {
+            let rows = chunk
+                .iter()
+                .map(|m| m.clone().into_active_model().reset_all());
+            if let Err(err) = Users::insert_many(rows).exec_without_returning(&tx).await {
+                tx.rollback().await?;
+                return Err(match unique_violation(&err) {
+                    Some(_) => AppError::Conflict(
+                        [(
+                            "username".to_owned(),
+                            "an imported username or email is already in use".to_owned(),
+                        )]
+                        .into(),
+                    ),
+                    None => err.into(),
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+}
