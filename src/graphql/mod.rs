@@ -7,10 +7,11 @@ mod mutation;
 mod query;
 mod types;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
 pub use loaders::UserLoader;
+pub use types::encode_cursor;
 pub use mutation::Mutation;
 pub use query::Query;
 
@@ -20,6 +21,9 @@ use crate::error::{AppError, AppResult};
 use crate::service::Service;
 
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The per-request user loader; its cache lives as long as the request.
+pub type UserDataLoader = DataLoader<UserLoader, HashMapCache>;
 
 /// Deep enough for any real client, shallow enough that `createdBy` chains cannot be used to
 /// make one request do unbounded work.
@@ -48,9 +52,11 @@ pub fn request_data(
     service: &Service,
     token: Option<String>,
 ) -> async_graphql::Request {
-    request.data(RequestAuth::new(token)).data(DataLoader::new(
+    // The cache lives only as long as the request.
+    request.data(RequestAuth::new(token)).data(DataLoader::with_cache(
         UserLoader::new(service.clone()),
         tokio::spawn,
+        HashMapCache::default(),
     ))
 }
 

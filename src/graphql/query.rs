@@ -2,7 +2,7 @@ use async_graphql::{Context, ID, Object};
 
 use super::guards::Access;
 use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
-use super::{service, viewer};
+use super::{UserDataLoader, service, viewer};
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult};
 use crate::service::UserRef;
@@ -62,6 +62,19 @@ impl Query {
         let page = service(ctx)?
             .list_users(viewer(ctx).await?, first, after, &filter)
             .await?;
+        let look = ctx.look_ahead();
+        if look.field("nodes").field("createdBy").exists()
+            || look.field("edges").field("node").field("createdBy").exists()
+        {
+            // One lookup for the whole page, made before any node resolves: left to the
+            // loader's timer, slow field resolution could split it into several batches.
+            let creators = page.users.iter().filter_map(|u| u.created_by);
+            ctx.data::<UserDataLoader>()
+                .map_err(|_| AppError::internal("user loader missing"))?
+                .load_many(creators)
+                .await
+                .map_err(|_| AppError::internal("loading creators"))?;
+        }
         Ok(UserConnection::new(page, filter))
     }
 

@@ -1,13 +1,12 @@
 //! GraphQL object and input types. Names and shapes follow the published schema contract.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{UserLoader, optional_viewer, service};
+use super::{UserDataLoader, optional_viewer, service};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult};
@@ -105,7 +104,7 @@ impl UserObject {
             return Ok(None);
         };
         let loader = ctx
-            .data::<DataLoader<UserLoader>>()
+            .data::<UserDataLoader>()
             .map_err(|_| AppError::internal("user loader missing"))?;
         let user = loader
             .load_one(creator)

@@ -1,0 +1,1215 @@
+//! Roles and the rules around them: registration, createUser, visibility, updateUser,
+//! deleteUser, setRole, validation, demo mode, pagination and the cost of `createdBy`.
+
+mod support;
+
+use std::collections::HashSet;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use support::{PASSWORD, Session, TestApp, assert_code, assert_ok};
+
+const ME: &str = "{ me { id username email role } }";
+const USER_BY_ID: &str =
+    "query($id: ID) { user(id: $id) { id username email firstName lastName phone role disabled } }";
+const CREATE: &str = "mutation($input: CreateUserInput!) { createUser(input: $input) { id username role createdBy { id } } }";
+const UPDATE: &str = "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id username email firstName lastName phone disabled role } }";
+const DELETE: &str = "mutation($id: ID!) { deleteUser(id: $id) }";
+const SET_ROLE: &str =
+    "mutation($id: ID!, $role: Role!) { setRole(id: $id, role: $role) { id username role } }";
+const USERS: &str = "query($first: Int, $after: String, $filter: UserFilter) { users(first: $first, after: $after, filter: $filter) { totalCount nodes { id username } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }";
+const NO_SUCH_ID: &str = "00000000-0000-4000-8000-000000000000";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async fn me(app: &TestApp, session: &Session) -> Value {
+    app.gql(Some(&session.access), ME, json!({})).await
+}
+
+async fn user_by_id(app: &TestApp, session: &Session, id: &str) -> Value {
+    app.gql(Some(&session.access), USER_BY_ID, json!({ "id": id }))
+        .await
+}
+
+async fn create(app: &TestApp, session: &Session, input: Value) -> Value {
+    app.gql(Some(&session.access), CREATE, json!({ "input": input }))
+        .await
+}
+
+/// A createUser input for `username` with [`PASSWORD`] and `role`.
+fn new_user(username: &str, role: &str) -> Value {
+    json!({
+        "username": username,
+        "email": format!("{username}@example.com"),
+        "password": PASSWORD,
+        "role": role,
+    })
+}
+
+async fn update(app: &TestApp, session: &Session, id: &str, input: Value) -> Value {
+    app.gql(
+        Some(&session.access),
+        UPDATE,
+        json!({ "id": id, "input": input }),
+    )
+    .await
+}
+
+async fn delete(app: &TestApp, session: &Session, id: &str) -> Value {
+    app.gql(Some(&session.access), DELETE, json!({ "id": id }))
+        .await
+}
+
+async fn set_role(app: &TestApp, session: &Session, id: &str, role: &str) -> Value {
+    app.gql(
+        Some(&session.access),
+        SET_ROLE,
+        json!({ "id": id, "role": role }),
+    )
+    .await
+}
+
+async fn users(app: &TestApp, session: &Session, variables: Value) -> Value {
+    app.gql(Some(&session.access), USERS, variables).await
+}
+
+/// Logs in with [`PASSWORD`] and returns the session.
+async fn login(app: &TestApp, username: &str) -> Session {
+    let body = app.login(username, PASSWORD).await;
+    Session::from_payload(&body, "login")
+}
+
+/// `totalCount` of `users` under `filter`, as `session`.
+async fn count(app: &TestApp, session: &Session, filter: Value) -> i64 {
+    let body = users(app, session, json!({ "first": 0, "filter": filter })).await;
+    assert_ok(&body);
+    body["data"]["users"]["totalCount"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("totalCount missing: {body}"))
+}
+
+/// Usernames of every user matching `filter`, in listing order.
+async fn usernames(app: &TestApp, session: &Session, filter: Value) -> Vec<String> {
+    let body = users(app, session, json!({ "first": 100, "filter": filter })).await;
+    assert_ok(&body);
+    body["data"]["users"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("nodes missing: {body}"))
+        .iter()
+        .map(|n| n["username"].as_str().expect("username").to_owned())
+        .collect()
+}
+
+/// `extensions.fields` of the first error.
+fn fields(body: &Value) -> &Value {
+    &body["errors"][0]["extensions"]["fields"]
+}
+
+/// Asserts `extensions.fields` of the first error names each of `names`.
+#[track_caller]
+fn assert_fields(body: &Value, names: &[&str]) {
+    let fields = fields(body)
+        .as_object()
+        .unwrap_or_else(|| panic!("no extensions.fields: {body}"));
+    for name in names {
+        assert!(fields.contains_key(*name), "fields lack {name}: {body}");
+    }
+}
+
+/// Asserts the response failed (with any code) and changed nothing visible in `data`.
+#[track_caller]
+fn assert_refused(body: &Value) {
+    assert!(
+        support::error_code(body).is_some(),
+        "expected an error: {body}"
+    );
+    assert!(body["data"].is_null(), "refused but data returned: {body}");
+}
+
+/// Creates the owner through the service layer (for servers where nobody can register).
+async fn owner_via_service(app: &TestApp) -> Session {
+    app.server()
+        .service
+        .create_user(
+            None,
+            rollcall::service::NewUser {
+                username: "owner".into(),
+                email: "owner@example.com".into(),
+                password: PASSWORD.into(),
+                ..Default::default()
+            },
+            rollcall::db::Role::Owner,
+        )
+        .await
+        .expect("service creates the owner");
+    login(app, "owner").await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+
+async fn first_registration_is_owner_then_standard(app: TestApp) {
+    let alice = app.register("alice").await;
+    assert_eq!(alice.role, "OWNER");
+    let bob = app.register("bob").await;
+    assert_eq!(bob.role, "STANDARD");
+    assert_eq!(me(&app, &alice).await["data"]["me"]["role"], "OWNER");
+    assert_eq!(me(&app, &bob).await["data"]["me"]["role"], "STANDARD");
+
+    // RegisterInput has no role: an inline `role` fails validation and creates nobody.
+    let body = app
+        .gql(
+            None,
+            &format!(
+                r#"mutation {{ register(input: {{ username: "carol", email: "carol@example.com", password: "{PASSWORD}", role: OWNER }}) {{ user {{ role }} }} }}"#
+            ),
+            json!({}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert!(body["data"].is_null(), "{body}");
+    // Sent through variables, `role` is either refused or ignored; it never picks the role.
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "dave", "email": "dave@example.com", "password": PASSWORD, "role": "OWNER"}}),
+        )
+        .await;
+    if body.get("errors").is_none() {
+        assert_eq!(
+            body["data"]["register"]["user"]["role"], "STANDARD",
+            "{body}"
+        );
+    } else {
+        assert_code(&body, "BAD_USER_INPUT");
+    }
+    assert_eq!(count(&app, &alice, json!({ "role": "OWNER" })).await, 1);
+    // The same registration without `role` works.
+    let carol = app.register("carol").await;
+    assert_eq!(carol.role, "STANDARD");
+}
+
+async fn exactly_one_owner_when_registrations_race(app: TestApp) {
+    let names: Vec<String> = (0..20).map(|i| format!("racer{i:02}")).collect();
+    let sessions = join_all(names.iter().map(|name| app.register(name))).await;
+    let owners: Vec<&Session> = sessions.iter().filter(|s| s.role == "OWNER").collect();
+    assert_eq!(owners.len(), 1, "register payloads: {sessions:?}");
+    let owner = owners[0];
+
+    // Ask the database, not the payloads: log every user in and read its role.
+    let mut owner_names = Vec::new();
+    for name in &names {
+        let session = login(&app, name).await;
+        let body = me(&app, &session).await;
+        assert_ok(&body);
+        if body["data"]["me"]["role"] == "OWNER" {
+            owner_names.push(name.clone());
+        } else {
+            assert_eq!(body["data"]["me"]["role"], "STANDARD", "{body}");
+        }
+    }
+    assert_eq!(owner_names.len(), 1, "owners: {owner_names:?}");
+    assert_eq!(count(&app, owner, json!({ "role": "OWNER" })).await, 1);
+    assert_eq!(count(&app, owner, json!({})).await, 20);
+}
+
+async fn closed_registration_still_allows_create_user(app: TestApp) {
+    let body = app
+        .gql(None, "{ serverInfo { registrationOpen } }", json!({}))
+        .await;
+    assert_eq!(
+        body["data"]["serverInfo"]["registrationOpen"], false,
+        "{body}"
+    );
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    assert!(app.login("alice", PASSWORD).await["errors"].is_array());
+
+    let owner = owner_via_service(&app).await;
+    let body = create(&app, &owner, new_user("bob", "ADMIN")).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["createUser"]["role"], "ADMIN");
+    let bob = login(&app, "bob").await;
+    assert_eq!(bob.role, "ADMIN");
+    let body = create(&app, &bob, new_user("carol", "STANDARD")).await;
+    assert_ok(&body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// createUser
+
+async fn create_user_by_role(app: TestApp) {
+    let owner = app.register("owner").await;
+
+    let body = create(&app, &owner, new_user("admin1", "ADMIN")).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["createUser"]["role"], "ADMIN");
+    assert_eq!(body["data"]["createUser"]["createdBy"]["id"], owner.id);
+    let body = create(&app, &owner, new_user("std1", "STANDARD")).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["createUser"]["role"], "STANDARD");
+    let body = create(&app, &owner, new_user("owner2", "OWNER")).await;
+    assert_code(&body, "FORBIDDEN");
+
+    let admin = login(&app, "admin1").await;
+    let body = create(&app, &admin, new_user("std2", "STANDARD")).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["createUser"]["createdBy"]["id"], admin.id);
+    let std2 = body["data"]["createUser"]["id"]
+        .as_str()
+        .expect("std2 id")
+        .to_owned();
+    let body = create(&app, &admin, new_user("admin2", "ADMIN")).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = create(&app, &admin, new_user("owner3", "OWNER")).await;
+    assert_code(&body, "FORBIDDEN");
+
+    let standard = login(&app, "std1").await;
+    let body = create(&app, &standard, new_user("std3", "STANDARD")).await;
+    assert_code(&body, "FORBIDDEN");
+
+    // The refused ones do not exist; createdBy reads back as the creator.
+    for name in ["owner2", "admin2", "owner3", "std3"] {
+        let body = app
+            .gql(
+                Some(&owner.access),
+                "query($u: String) { user(username: $u) { id } }",
+                json!({ "u": name }),
+            )
+            .await;
+        assert_ok(&body);
+        assert!(body["data"]["user"].is_null(), "{name} exists: {body}");
+    }
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "query($id: ID) { user(id: $id) { createdBy { id username } } }",
+            json!({ "id": std2 }),
+        )
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["user"]["createdBy"]["id"], admin.id);
+    assert_eq!(body["data"]["user"]["createdBy"]["username"], "admin1");
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "{ me { createdBy { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&body);
+    assert!(body["data"]["me"]["createdBy"].is_null(), "{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Visibility
+
+async fn visibility_of_users_and_private_fields(app: TestApp) {
+    let owner = app.register("owner").await;
+    let body = create(
+        &app,
+        &owner,
+        json!({
+            "username": "admin1", "email": "admin1@example.com", "password": PASSWORD,
+            "role": "ADMIN", "firstName": "Ada", "lastName": "Min", "phone": "+1 555 0100",
+        }),
+    )
+    .await;
+    assert_ok(&body);
+    let admin = login(&app, "admin1").await;
+    let body = create(
+        &app,
+        &admin,
+        json!({
+            "username": "std1", "email": "std1@example.com", "password": PASSWORD,
+            "firstName": "Stan", "lastName": "Dard", "phone": "+1 555 0101",
+        }),
+    )
+    .await;
+    assert_ok(&body);
+    let standard = login(&app, "std1").await;
+    assert_eq!(standard.role, "STANDARD");
+
+    // A standard user: me and itself, by id and by username.
+    let body = me(&app, &standard).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["me"]["username"], "std1");
+    assert_eq!(body["data"]["me"]["email"], "std1@example.com");
+    let body = user_by_id(&app, &standard, &standard.id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["user"]["id"], standard.id);
+    assert_eq!(body["data"]["user"]["firstName"], "Stan");
+    let body = app
+        .gql(
+            Some(&standard.access),
+            "{ user(username: \"std1\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["user"]["id"], standard.id);
+
+    // ... but not others, nor the listing.
+    let body = user_by_id(&app, &standard, &admin.id).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = user_by_id(&app, &standard, NO_SUCH_ID).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = users(&app, &standard, json!({})).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = users(&app, &admin, json!({})).await;
+    assert_ok(&body);
+
+    // Its creator: id, username and role, nothing private.
+    let body = app
+        .gql(
+            Some(&standard.access),
+            "{ me { createdBy { id username role email firstName lastName phone } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&body);
+    let creator = &body["data"]["me"]["createdBy"];
+    assert_eq!(creator["id"], admin.id, "{body}");
+    assert_eq!(creator["username"], "admin1");
+    assert_eq!(creator["role"], "ADMIN");
+    for field in ["email", "firstName", "lastName", "phone"] {
+        assert!(creator[field].is_null(), "{field} leaked: {body}");
+    }
+
+    // Admins and the owner see other users' private fields.
+    let body = user_by_id(&app, &admin, &standard.id).await;
+    assert_ok(&body);
+    let seen = &body["data"]["user"];
+    assert_eq!(seen["email"], "std1@example.com", "{body}");
+    assert_eq!(seen["firstName"], "Stan");
+    assert_eq!(seen["lastName"], "Dard");
+    assert_eq!(seen["phone"], "+1 555 0101");
+    let body = user_by_id(&app, &owner, &admin.id).await;
+    assert_ok(&body);
+    let seen = &body["data"]["user"];
+    assert_eq!(seen["email"], "admin1@example.com", "{body}");
+    assert_eq!(seen["firstName"], "Ada");
+    assert_eq!(seen["lastName"], "Min");
+    assert_eq!(seen["phone"], "+1 555 0100");
+    let body = app
+        .gql(
+            Some(&admin.access),
+            "{ users { nodes { username email } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&body);
+    let nodes = body["data"]["users"]["nodes"].as_array().expect("nodes");
+    assert!(
+        nodes.iter().all(|n| n["email"].is_string()),
+        "admin sees every email: {body}"
+    );
+
+    // user(): exactly one argument; an unknown id is null.
+    let body = app
+        .gql(
+            Some(&admin.access),
+            "query($id: ID) { user(id: $id, username: \"std1\") { id } }",
+            json!({ "id": standard.id }),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let body = app
+        .gql(Some(&admin.access), "{ user { id } }", json!({}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let body = user_by_id(&app, &admin, NO_SUCH_ID).await;
+    assert_ok(&body);
+    assert!(body["data"]["user"].is_null(), "{body}");
+    let body = app
+        .gql(
+            Some(&admin.access),
+            "{ user(username: \"STD1\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["user"]["id"], standard.id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// updateUser
+
+async fn update_own_profile_and_credentials(app: TestApp) {
+    let _owner = app.register("owner").await;
+    let bob = app.register("bob").await;
+
+    let body = update(
+        &app,
+        &bob,
+        &bob.id,
+        json!({ "firstName": "Bob", "lastName": "Builder", "phone": "+44 20 7946 0000" }),
+    )
+    .await;
+    assert_ok(&body);
+    let updated = &body["data"]["updateUser"];
+    assert_eq!(updated["firstName"], "Bob");
+    assert_eq!(updated["lastName"], "Builder");
+    assert_eq!(updated["phone"], "+44 20 7946 0000");
+
+    // Password and email need the current password.
+    let new_password = "a brand new password";
+    let body = update(&app, &bob, &bob.id, json!({ "password": new_password })).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["currentPassword"]);
+    let body = update(&app, &bob, &bob.id, json!({ "email": "bob2@example.com" })).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["currentPassword"]);
+    let body = update(
+        &app,
+        &bob,
+        &bob.id,
+        json!({ "password": new_password, "currentPassword": "not the password" }),
+    )
+    .await;
+    assert_refused(&body);
+    let body = update(
+        &app,
+        &bob,
+        &bob.id,
+        json!({ "email": "bob2@example.com", "currentPassword": "not the password" }),
+    )
+    .await;
+    assert_refused(&body);
+    assert_eq!(
+        me(&app, &bob).await["data"]["me"]["email"],
+        "bob@example.com"
+    );
+    assert!(app.login("bob", new_password).await["errors"].is_array());
+
+    let body = update(
+        &app,
+        &bob,
+        &bob.id,
+        json!({ "email": "bob2@example.com", "currentPassword": PASSWORD }),
+    )
+    .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["email"], "bob2@example.com");
+    let body = update(
+        &app,
+        &bob,
+        &bob.id,
+        json!({ "password": new_password, "currentPassword": PASSWORD }),
+    )
+    .await;
+    assert_ok(&body);
+    assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+    let body = app.login("bob2@example.com", new_password).await;
+    assert_ok(&body);
+}
+
+async fn update_other_users_by_role(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    let admin2_id = app.create_user(&owner, "admin2", "ADMIN").await;
+    let std1 = app.user_with_role(&owner, "std1", "STANDARD").await;
+    let std2_id = app.create_user(&owner, "std2", "STANDARD").await;
+
+    // ADMIN edits STANDARD, including a new password and disabled.
+    let body = update(&app, &admin, &std2_id, json!({ "firstName": "Second" })).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["firstName"], "Second");
+    let reset = "reset by the admin";
+    let body = update(&app, &admin, &std2_id, json!({ "password": reset })).await;
+    assert_ok(&body);
+    assert_ok(&app.login("std2", reset).await);
+    let body = update(&app, &admin, &std2_id, json!({ "disabled": true })).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["disabled"], true);
+    assert_code(&app.login("std2", reset).await, "UNAUTHENTICATED");
+    let body = update(&app, &admin, &std2_id, json!({ "disabled": false })).await;
+    assert_ok(&body);
+    assert_ok(&app.login("std2", reset).await);
+
+    // ... but not another ADMIN nor the OWNER.
+    let body = update(&app, &admin, &admin2_id, json!({ "firstName": "Nope" })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &admin, &admin2_id, json!({ "disabled": true })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &admin, &owner.id, json!({ "firstName": "Nope" })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &admin, &owner.id, json!({ "disabled": true })).await;
+    assert_code(&body, "FORBIDDEN");
+
+    // OWNER edits ADMIN (and STANDARD).
+    let body = update(
+        &app,
+        &owner,
+        &admin2_id,
+        json!({ "firstName": "Edited", "disabled": true }),
+    )
+    .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["firstName"], "Edited");
+    assert_eq!(body["data"]["updateUser"]["disabled"], true);
+    let body = update(&app, &owner, &std1.id, json!({ "lastName": "Edited" })).await;
+    assert_ok(&body);
+
+    // STANDARD edits nobody else.
+    let body = update(&app, &std1, &std2_id, json!({ "firstName": "Nope" })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &std1, &admin.id, json!({ "firstName": "Nope" })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &std1, &std1.id, json!({ "firstName": "Mine" })).await;
+    assert_ok(&body);
+
+    // The refused edits changed nothing.
+    let body = user_by_id(&app, &owner, &std2_id).await;
+    assert_eq!(body["data"]["user"]["firstName"], "Second", "{body}");
+    let body = user_by_id(&app, &owner, &owner.id).await;
+    assert!(body["data"]["user"]["firstName"].is_null(), "{body}");
+
+    // A missing target is NOT_FOUND.
+    let body = update(&app, &owner, NO_SUCH_ID, json!({ "firstName": "Ghost" })).await;
+    assert_code(&body, "NOT_FOUND");
+}
+
+async fn nobody_disables_themselves(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    let standard = app.user_with_role(&owner, "std1", "STANDARD").await;
+
+    for session in [&owner, &admin, &standard] {
+        let body = update(&app, session, &session.id, json!({ "disabled": true })).await;
+        assert_code(&body, "FORBIDDEN");
+        let body = me(&app, session).await;
+        assert_ok(&body);
+        // Editing oneself otherwise is fine.
+        let body = update(&app, session, &session.id, json!({ "firstName": "Self" })).await;
+        assert_ok(&body);
+        assert_eq!(body["data"]["updateUser"]["disabled"], false);
+    }
+    // Disabling someone else (whom one manages) works.
+    let body = update(&app, &owner, &admin.id, json!({ "disabled": true })).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["disabled"], true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// deleteUser
+
+async fn delete_user_by_role(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    let admin2_id = app.create_user(&owner, "admin2", "ADMIN").await;
+    let admin3_id = app.create_user(&owner, "admin3", "ADMIN").await;
+    let std1_id = app.create_user(&owner, "std1", "STANDARD").await;
+    let std2_id = app.create_user(&owner, "std2", "STANDARD").await;
+    let std3 = app.user_with_role(&owner, "std3", "STANDARD").await;
+    let std4_id = app.create_user(&owner, "std4", "STANDARD").await;
+
+    // ADMIN deletes STANDARD, not ADMIN nor OWNER.
+    let body = delete(&app, &admin, &std1_id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], std1_id);
+    let body = delete(&app, &admin, &admin2_id).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = delete(&app, &admin, &owner.id).await;
+    assert_code(&body, "FORBIDDEN");
+
+    // STANDARD deletes nobody else.
+    let body = delete(&app, &std3, &std4_id).await;
+    assert_code(&body, "FORBIDDEN");
+
+    // OWNER deletes ADMIN and STANDARD.
+    let body = delete(&app, &owner, &admin2_id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], admin2_id);
+    let body = delete(&app, &owner, &std2_id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], std2_id);
+
+    // Gone, and a second delete is NOT_FOUND.
+    for id in [&std1_id, &admin2_id, &std2_id] {
+        let body = user_by_id(&app, &owner, id).await;
+        assert_ok(&body);
+        assert!(body["data"]["user"].is_null(), "{id} still exists: {body}");
+    }
+    let body = delete(&app, &owner, &std2_id).await;
+    assert_code(&body, "NOT_FOUND");
+    let body = delete(&app, &owner, NO_SUCH_ID).await;
+    assert_code(&body, "NOT_FOUND");
+
+    // STANDARD and ADMIN may delete themselves.
+    let body = delete(&app, &std3, &std3.id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], std3.id);
+    let body = delete(&app, &admin, &admin.id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], admin.id);
+    assert_code(&app.login("admin1", PASSWORD).await, "UNAUTHENTICATED");
+
+    // The OWNER may not, until it hands ownership over.
+    let body = delete(&app, &owner, &owner.id).await;
+    assert_code(&body, "FORBIDDEN");
+    assert_ok(&me(&app, &owner).await);
+    let body = set_role(&app, &owner, &admin3_id, "OWNER").await;
+    assert_ok(&body);
+    let old_owner = login(&app, "owner").await;
+    assert_eq!(old_owner.role, "ADMIN");
+    let body = delete(&app, &old_owner, &old_owner.id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], owner.id);
+    let new_owner = login(&app, "admin3").await;
+    assert_eq!(new_owner.role, "OWNER");
+    let body = user_by_id(&app, &new_owner, &owner.id).await;
+    assert_ok(&body);
+    assert!(body["data"]["user"].is_null(), "{body}");
+    let body = delete(&app, &new_owner, &new_owner.id).await;
+    assert_code(&body, "FORBIDDEN");
+}
+
+// ---------------------------------------------------------------------------------------------
+// setRole
+
+async fn set_role_rules_and_ownership_transfer(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    let std1 = app.user_with_role(&owner, "std1", "STANDARD").await;
+    let std2_id = app.create_user(&owner, "std2", "STANDARD").await;
+
+    // Only the owner.
+    let body = set_role(&app, &admin, &std2_id, "ADMIN").await;
+    assert_code(&body, "FORBIDDEN");
+    let body = set_role(&app, &admin, &admin.id, "OWNER").await;
+    assert_code(&body, "FORBIDDEN");
+    let body = set_role(&app, &std1, &std1.id, "ADMIN").await;
+    assert_code(&body, "FORBIDDEN");
+    // Never on itself.
+    for role in ["ADMIN", "STANDARD", "OWNER"] {
+        let body = set_role(&app, &owner, &owner.id, role).await;
+        assert_code(&body, "FORBIDDEN");
+    }
+    assert_eq!(me(&app, &owner).await["data"]["me"]["role"], "OWNER");
+    let body = user_by_id(&app, &owner, &std2_id).await;
+    assert_eq!(body["data"]["user"]["role"], "STANDARD", "{body}");
+
+    // Promote and demote.
+    let body = set_role(&app, &owner, &std2_id, "ADMIN").await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
+    let std2 = login(&app, "std2").await;
+    assert_eq!(std2.role, "ADMIN");
+    assert_ok(&users(&app, &std2, json!({})).await);
+    let body = set_role(&app, &owner, &std2_id, "STANDARD").await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["setRole"]["role"], "STANDARD");
+    let body = set_role(&app, &owner, NO_SUCH_ID, "ADMIN").await;
+    assert_code(&body, "NOT_FOUND");
+
+    // Transfer: the target becomes OWNER, the caller ADMIN, and there is still one owner.
+    let body = set_role(&app, &owner, &admin.id, "OWNER").await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["setRole"]["role"], "OWNER");
+    let new_owner = login(&app, "admin1").await;
+    assert_eq!(new_owner.role, "OWNER");
+    let old_owner = login(&app, "owner").await;
+    assert_eq!(old_owner.role, "ADMIN");
+    assert_eq!(count(&app, &new_owner, json!({ "role": "OWNER" })).await, 1);
+    assert_eq!(
+        usernames(&app, &new_owner, json!({ "role": "OWNER" })).await,
+        ["admin1"]
+    );
+    // The new owner has the owner's powers; the old one has lost them.
+    let body = set_role(&app, &old_owner, &std1.id, "ADMIN").await;
+    assert_code(&body, "FORBIDDEN");
+    let body = set_role(&app, &new_owner, &std1.id, "ADMIN").await;
+    assert_ok(&body);
+    assert_eq!(count(&app, &new_owner, json!({ "role": "OWNER" })).await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+async fn validation_lists_every_field(app: TestApp) {
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "a!",
+                "email": "not an email",
+                "password": "short",
+                "firstName": "x".repeat(101),
+            }}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["username", "email", "password", "firstName"]);
+    // 100 characters is fine.
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "alice", "email": "alice@example.com", "password": PASSWORD,
+                "firstName": "x".repeat(100),
+            }}),
+        )
+        .await;
+    assert_ok(&body);
+
+    // Username and email both taken (email in another case): CONFLICT naming both.
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "ALICE@Example.COM", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "CONFLICT");
+    assert_fields(&body, &["username", "email"]);
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "ALICE", "email": "other@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "CONFLICT");
+    assert_fields(&body, &["username"]);
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice2", "email": "Alice@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "CONFLICT");
+    assert_fields(&body, &["email"]);
+    let bob = app.register("bob").await;
+    assert_eq!(bob.role, "STANDARD");
+}
+
+async fn nul_in_input_is_bad_input(app: TestApp) {
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "bad\u{0}name", "email": "nul@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["username"]);
+    // The same name without NUL registers; a NUL in a login is just bad credentials.
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "badname", "email": "nul@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_ok(&body);
+    let body = app.login("bad\u{0}name", PASSWORD).await;
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
+async fn password_length_limits(app: TestApp) {
+    let too_long = "p".repeat(129);
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "alice@example.com", "password": too_long}}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["password"]);
+    let seven = "p".repeat(7);
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "alice@example.com", "password": seven}}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["password"]);
+
+    let longest = format!("{}q", "p".repeat(127));
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "alice@example.com", "password": longest}}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_ok(&app.login("alice", &longest).await);
+    // Every character counts: the password is not truncated.
+    assert_code(
+        &app.login("alice", &"p".repeat(128)).await,
+        "UNAUTHENTICATED",
+    );
+    assert_code(
+        &app.login("alice", &"p".repeat(127)).await,
+        "UNAUTHENTICATED",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Demo mode
+
+async fn demo_mode_is_read_only(app: TestApp) {
+    let owner = owner_via_service(&app).await;
+    let target = app
+        .server()
+        .service
+        .create_user(
+            None,
+            rollcall::service::NewUser {
+                username: "std1".into(),
+                email: "std1@example.com".into(),
+                password: PASSWORD.into(),
+                ..Default::default()
+            },
+            rollcall::db::Role::Standard,
+        )
+        .await
+        .expect("service creates a standard user")
+        .id
+        .to_string();
+
+    let body = app.gql(None, "{ serverInfo { demo } }", json!({})).await;
+    assert_eq!(body["data"]["serverInfo"]["demo"], true, "{body}");
+
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    let body = create(&app, &owner, new_user("bob", "STANDARD")).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &owner, &target, json!({ "firstName": "Nope" })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = update(&app, &owner, &owner.id, json!({ "firstName": "Nope" })).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = delete(&app, &owner, &target).await;
+    assert_code(&body, "FORBIDDEN");
+    let body = set_role(&app, &owner, &target, "ADMIN").await;
+    assert_code(&body, "FORBIDDEN");
+
+    // Reads, login and refresh work, and nothing changed.
+    let body = me(&app, &owner).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["me"]["role"], "OWNER");
+    assert_eq!(count(&app, &owner, json!({})).await, 2);
+    let body = user_by_id(&app, &owner, &target).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["user"]["role"], "STANDARD");
+    assert!(body["data"]["user"]["firstName"].is_null(), "{body}");
+    let standard = login(&app, "std1").await;
+    assert_ok(&me(&app, &standard).await);
+    let body = app
+        .gql(
+            None,
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({ "t": standard.refresh }),
+        )
+        .await;
+    assert_ok(&body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pagination and search
+
+const FIRST_NAMES: [&str; 5] = ["Ann", "Bert", "Zebediah", "Dora", "Eve"];
+const LAST_NAMES: [&str; 5] = ["Smith", "Jones", "Okafor", "McZeb", "Lee"];
+
+async fn pagination_search_and_filters(app: TestApp) {
+    let owner = app.register("owner").await;
+    let mut created = vec!["owner".to_owned()];
+    for i in 0..25 {
+        let username = format!("user{i:02}");
+        let role = if i % 5 == 0 { "ADMIN" } else { "STANDARD" };
+        let body = create(
+            &app,
+            &owner,
+            json!({
+                "username": username,
+                "email": format!("{username}@example.com"),
+                "password": PASSWORD,
+                "role": role,
+                "firstName": FIRST_NAMES[i % 5],
+                "lastName": LAST_NAMES[(i / 5) % 5],
+            }),
+        )
+        .await;
+        assert_ok(&body);
+        created.push(username);
+    }
+
+    // Default page of 20, then the rest: creation order, no duplicates, no gaps.
+    let body = users(&app, &owner, json!({})).await;
+    assert_ok(&body);
+    let page = &body["data"]["users"];
+    assert_eq!(page["totalCount"], 26);
+    let nodes = page["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 20, "{body}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], true);
+    assert_eq!(page["pageInfo"]["hasPreviousPage"], false);
+    let mut seen: Vec<String> = nodes
+        .iter()
+        .map(|n| n["username"].as_str().expect("username").to_owned())
+        .collect();
+    let cursor = page["pageInfo"]["endCursor"]
+        .as_str()
+        .expect("endCursor")
+        .to_owned();
+    let body = users(&app, &owner, json!({ "after": cursor })).await;
+    assert_ok(&body);
+    let page = &body["data"]["users"];
+    let nodes = page["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 6, "{body}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], false);
+    assert_eq!(page["pageInfo"]["hasPreviousPage"], true);
+    seen.extend(
+        nodes
+            .iter()
+            .map(|n| n["username"].as_str().expect("username").to_owned()),
+    );
+    assert_eq!(seen, created);
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), 26);
+    // Small pages walk the same order.
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let body = users(&app, &owner, json!({ "first": 7, "after": after })).await;
+        assert_ok(&body);
+        let page = &body["data"]["users"];
+        for node in page["nodes"].as_array().expect("nodes") {
+            walked.push(node["username"].as_str().expect("username").to_owned());
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+        assert!(walked.len() <= 26, "pagination does not end: {walked:?}");
+    }
+    assert_eq!(walked, created);
+
+    // Limits and bad cursors.
+    let body = users(&app, &owner, json!({ "first": 101 })).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let body = users(&app, &owner, json!({ "first": 100 })).await;
+    assert_ok(&body);
+    assert_eq!(
+        body["data"]["users"]["nodes"].as_array().map(Vec::len),
+        Some(26)
+    );
+    for bad in ["garbage", "", "!!!!", "eyJ4IjoxfQ"] {
+        let body = users(&app, &owner, json!({ "after": bad })).await;
+        assert_code(&body, "BAD_USER_INPUT");
+    }
+
+    // Search: username, email, first and last name, case-insensitively.
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "USER0" })).await,
+        created[1..11]
+    );
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "User13@EXAMPLE" })).await,
+        ["user13"]
+    );
+    let zebediahs: Vec<String> = (0..25)
+        .filter(|i| i % 5 == 2)
+        .map(|i| format!("user{i:02}"))
+        .collect();
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "zEBEDIAH" })).await,
+        zebediahs
+    );
+    let mczebs: Vec<String> = (15..20).map(|i| format!("user{i:02}")).collect();
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "mczeb" })).await,
+        mczebs
+    );
+    // "zeb" is in Zebediah (first name) and McZeb (last name).
+    let zeb: Vec<String> = (0..25)
+        .filter(|i| i % 5 == 2 || (15..20).contains(i))
+        .map(|i| format!("user{i:02}"))
+        .collect();
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "ZEB" })).await,
+        zeb
+    );
+    assert_eq!(
+        count(&app, &owner, json!({ "search": "ZEB" })).await,
+        zeb.len() as i64
+    );
+
+    // `%` and `_` are literal.
+    for (username, last) in [("pct", "100%_done"), ("plain", "1000 done")] {
+        let mut input = new_user(username, "STANDARD");
+        input["lastName"] = json!(last);
+        assert_ok(&create(&app, &owner, input).await);
+    }
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "0%_" })).await,
+        ["pct"]
+    );
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "%" })).await,
+        ["pct"]
+    );
+    assert!(
+        usernames(&app, &owner, json!({ "search": "0_d" }))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "done" })).await,
+        ["pct", "plain"]
+    );
+    assert_eq!(count(&app, &owner, json!({ "search": "0%_" })).await, 1);
+
+    // Role and disabled filters, alone and together, honoured by totalCount.
+    assert_eq!(count(&app, &owner, json!({})).await, 28);
+    let admins: Vec<String> = (0..25).step_by(5).map(|i| format!("user{i:02}")).collect();
+    assert_eq!(
+        usernames(&app, &owner, json!({ "role": "ADMIN" })).await,
+        admins
+    );
+    assert_eq!(count(&app, &owner, json!({ "role": "ADMIN" })).await, 5);
+    assert_eq!(count(&app, &owner, json!({ "role": "STANDARD" })).await, 22);
+    assert_eq!(
+        usernames(&app, &owner, json!({ "role": "OWNER" })).await,
+        ["owner"]
+    );
+    for name in ["user03", "user05"] {
+        let body = app
+            .gql(
+                Some(&owner.access),
+                "query($u: String) { user(username: $u) { id } }",
+                json!({ "u": name }),
+            )
+            .await;
+        let id = body["data"]["user"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {body}"))
+            .to_owned();
+        assert_ok(&update(&app, &owner, &id, json!({ "disabled": true })).await);
+    }
+    assert_eq!(
+        usernames(&app, &owner, json!({ "disabled": true })).await,
+        ["user03", "user05"]
+    );
+    assert_eq!(count(&app, &owner, json!({ "disabled": true })).await, 2);
+    assert_eq!(count(&app, &owner, json!({ "disabled": false })).await, 26);
+    assert_eq!(
+        usernames(&app, &owner, json!({ "disabled": true, "role": "ADMIN" })).await,
+        ["user05"]
+    );
+    assert_eq!(
+        count(
+            &app,
+            &owner,
+            json!({ "disabled": false, "role": "ADMIN", "search": "user" })
+        )
+        .await,
+        4
+    );
+    // A filtered listing pages too.
+    let body = users(
+        &app,
+        &owner,
+        json!({ "first": 3, "filter": { "role": "ADMIN" } }),
+    )
+    .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["users"]["totalCount"], 5);
+    assert_eq!(body["data"]["users"]["pageInfo"]["hasNextPage"], true);
+    let cursor = body["data"]["users"]["pageInfo"]["endCursor"].clone();
+    let body = users(
+        &app,
+        &owner,
+        json!({ "first": 3, "after": cursor, "filter": { "role": "ADMIN" } }),
+    )
+    .await;
+    assert_ok(&body);
+    let rest: Vec<&str> = body["data"]["users"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["username"].as_str().expect("username"))
+        .collect();
+    assert_eq!(rest, ["user15", "user20"]);
+    assert_eq!(body["data"]["users"]["pageInfo"]["hasNextPage"], false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// N+1
+
+/// Statements run by one `users(first: $first) { nodes { createdBy { username } } }`.
+async fn created_by_cost(app: &TestApp, owner: &Session, first: usize) -> u64 {
+    let query = "query($first: Int) { users(first: $first) { nodes { createdBy { username } } } }";
+    let before = app.statement_count();
+    let body = app
+        .gql(Some(&owner.access), query, json!({ "first": first }))
+        .await;
+    let after = app.statement_count();
+    assert_ok(&body);
+    let nodes = body["data"]["users"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), first.min(32), "{body}");
+    assert!(
+        nodes
+            .iter()
+            .skip(2)
+            .all(|n| n["createdBy"]["username"] == "admin1"),
+        "{body}"
+    );
+    after - before
+}
+
+async fn created_by_is_batched(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    for i in 0..30 {
+        app.create_user(&admin, &format!("user{i:02}"), "STANDARD")
+            .await;
+    }
+    let small = created_by_cost(&app, &owner, 5).await;
+    let large = created_by_cost(&app, &owner, 50).await;
+    let again = created_by_cost(&app, &owner, 50).await;
+    assert_eq!(small, large, "statements for 5 users vs 50");
+    assert_eq!(large, again, "statement count is stable");
+    assert!(large <= 4, "{large} statements for one page");
+}
+
+backend_tests!(
+    first_registration_is_owner_then_standard,
+    exactly_one_owner_when_registrations_race,
+    closed_registration_still_allows_create_user
+        with |s| { s.registration = rollcall::config::Registration::Closed; },
+    create_user_by_role,
+    visibility_of_users_and_private_fields,
+    update_own_profile_and_credentials,
+    update_other_users_by_role,
+    nobody_disables_themselves,
+    delete_user_by_role,
+    set_role_rules_and_ownership_transfer,
+    validation_lists_every_field,
+    nul_in_input_is_bad_input,
+    password_length_limits,
+    demo_mode_is_read_only with |s| { s.demo = true; },
+    pagination_search_and_filters,
+    created_by_is_batched,
+);
