@@ -11,9 +11,9 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
 pub use loaders::UserLoader;
-pub use types::encode_cursor;
 pub use mutation::Mutation;
 pub use query::Query;
+pub use types::encode_cursor;
 
 use crate::auth::RequestAuth;
 use crate::db::entities::user::Model as User;
@@ -53,11 +53,13 @@ pub fn request_data(
     token: Option<String>,
 ) -> async_graphql::Request {
     // The cache lives only as long as the request.
-    request.data(RequestAuth::new(token)).data(DataLoader::with_cache(
-        UserLoader::new(service.clone()),
-        tokio::spawn,
-        HashMapCache::default(),
-    ))
+    request
+        .data(RequestAuth::new(token))
+        .data(DataLoader::with_cache(
+            UserLoader::new(service.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ))
 }
 
 fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {

@@ -64,7 +64,11 @@ impl Query {
             .await?;
         let look = ctx.look_ahead();
         if look.field("nodes").field("createdBy").exists()
-            || look.field("edges").field("node").field("createdBy").exists()
+            || look
+                .field("edges")
+                .field("node")
+                .field("createdBy")
+                .exists()
         {
             // One lookup for the whole page, made before any node resolves: left to the
             // loader's timer, slow field resolution could split it into several batches.

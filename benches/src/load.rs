@@ -1,0 +1,311 @@
+//! Driving load with wrk and reading what it and /proc report.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// What one wrk run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: u64,
+    /// Non-200 responses, socket errors, and 200s whose body carries GraphQL `errors`.
+    pub errors: u64,
+    /// Largest resident set seen while the load ran, in MiB (0 when not sampled).
+    pub peak_rss_mib: f64,
+}
+
+/// How each request body is chosen.
+pub enum Bodies {
+    /// One of these, at random.
+    Pick(Vec<String>),
+    /// refreshToken rotation: each thread keeps a queue of live refresh tokens, sends one and
+    /// queues the token the response returns.
+    Refresh(Vec<String>),
+}
+
+pub struct Load<'a> {
+    pub wrk: &'a Path,
+    pub url: String,
+    pub token: Option<String>,
+    pub bodies: Bodies,
+    pub connections: u32,
+    pub threads: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Processes whose summed RSS is sampled during the run.
+    pub pids: Vec<u32>,
+    pub work_dir: PathBuf,
+}
+
+impl Load<'_> {
+    pub fn run(&self) -> Result<Measured> {
+        let script = self
+            .work_dir
+            .join(format!("load-{}.lua", rand::random::<u32>()));
+        std::fs::write(&script, self.lua())?;
+        if !self.warmup.is_zero() {
+            self.wrk_once(&script, self.warmup)?;
+        }
+        let sampler = RssSampler::start(self.pids.clone());
+        let result = self.wrk_once(&script, self.duration);
+        let peak = sampler.stop();
+        let _ = std::fs::remove_file(&script);
+        let mut measured = result?;
+        measured.peak_rss_mib = peak;
+        Ok(measured)
+    }
+
+    fn wrk_once(&self, script: &Path, duration: Duration) -> Result<Measured> {
+        let output = Command::new(self.wrk)
+            .arg(format!("-t{}", self.threads.min(self.connections).max(1)))
+            .arg(format!("-c{}", self.connections))
+            .arg(format!("-d{}s", duration.as_secs().max(1)))
+            .arg("--timeout=10s")
+            .arg("--latency")
+            .arg("-s")
+            .arg(script)
+            .arg(&self.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running wrk")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+    }
+
+    fn lua(&self) -> String {
+        let mut lua = String::new();
+        lua.push_str(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+        );
+        if let Some(token) = &self.token {
+            let _ = writeln!(lua, "wrk.headers[\"Authorization\"] = \"Bearer {token}\"");
+        }
+        lua.push_str(
+            r#"
+local threads = {}
+local next_id = 0
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + (t:get("errors") or 0) end
+  io.write(string.format("graphql_errors %d\n", total))
+end
+errors = 0
+"#,
+        );
+        match &self.bodies {
+            Bodies::Pick(bodies) => {
+                lua.push_str("local bodies = {\n");
+                for body in bodies {
+                    let _ = writeln!(lua, "  {},", lua_string(body));
+                }
+                lua.push_str(
+                    r#"}
+function init(args) math.randomseed(id * 7919 + os.time()) end
+function request() return wrk.format(nil, nil, nil, bodies[math.random(#bodies)]) end
+function response(status, headers, body)
+  if status ~= 200 or body:find('"errors"', 1, true) then errors = errors + 1 end
+end
+"#,
+                );
+            }
+            Bodies::Refresh(tokens) => {
+                lua.push_str("local all_tokens = {\n");
+                for token in tokens {
+                    let _ = writeln!(lua, "  {},", lua_string(token));
+                }
+                let _ = writeln!(
+                    lua,
+                    "}}\nlocal thread_count = {}",
+                    self.threads.min(self.connections).max(1)
+                );
+                lua.push_str(
+                    r#"local queue = {}
+function init(args)
+  for i = 1, #all_tokens do
+    if (i - 1) % thread_count == id then table.insert(queue, all_tokens[i]) end
+  end
+end
+local template = '{"query":"mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken } }","variables":{"t":"%s"}}'
+function request()
+  local token = table.remove(queue, 1) or "exhausted"
+  return wrk.format(nil, nil, nil, string.format(template, token))
+end
+function response(status, headers, body)
+  local token = body:match('"refreshToken":"([^"]+)"')
+  if status ~= 200 or not token then errors = errors + 1 else table.insert(queue, token) end
+end
+"#,
+                );
+            }
+        }
+        lua
+    }
+}
+
+fn lua_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn parse_wrk(text: &str) -> Option<Measured> {
+    let mut m = Measured::default();
+    let mut socket_errors = 0;
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", value] => m.requests_per_sec = value.parse().ok()?,
+            ["50%", value] => m.p50_ms = duration_ms(value)?,
+            ["99%", value] => m.p99_ms = duration_ms(value)?,
+            [count, "requests", "in", ..] => m.requests = count.parse().ok()?,
+            ["graphql_errors", count] => m.errors += count.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                for pair in rest.chunks(2) {
+                    if let [_, count] = pair {
+                        socket_errors += count.trim_end_matches(',').parse::<u64>().unwrap_or(0);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    m.errors += socket_errors;
+    (m.requests_per_sec > 0.0 || m.requests == 0).then_some(m)
+}
+
+/// wrk prints `812.00us`, `1.23ms`, `2.01s`.
+fn duration_ms(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// Resident set size of a process and its children (PostGraphile's cluster workers), MiB.
+pub fn rss_mib(pids: &[u32]) -> f64 {
+    let mut all: Vec<u32> = pids.to_vec();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // Field 4, after the parenthesised command name, is the parent pid.
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid.is_some_and(|p| pids.contains(&p)) && !all.contains(&pid) {
+                    all.push(pid);
+                }
+            }
+        }
+    }
+    let kib: u64 = all
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum();
+    kib as f64 / 1024.0
+}
+
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak_kib: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let thread = (!pids.is_empty()).then(|| {
+            let (stop, peak) = (stop.clone(), peak_kib.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let kib = (rss_mib(&pids) * 1024.0) as u64;
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        });
+        Self {
+            stop,
+            peak_kib,
+            thread,
+        }
+    }
+
+    fn stop(mut self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let text = "Running 2s test @ http://127.0.0.1:1/graphql
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.10ms    1.20ms  20.00ms   80.00%
+  Latency Distribution
+     50%  812.00us
+     75%    3.00ms
+     90%    4.00ms
+     99%    1.50s
+  20000 requests in 2.00s, 5.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  10000.50
+graphql_errors 3
+";
+        let m = parse_wrk(text).expect("parsed");
+        assert_eq!(m.requests, 20000);
+        assert!((m.requests_per_sec - 10000.5).abs() < 1e-9);
+        assert!((m.p50_ms - 0.812).abs() < 1e-9);
+        assert!((m.p99_ms - 1500.0).abs() < 1e-9);
+        assert_eq!(m.errors, 6);
+    }
+}

@@ -1,0 +1,521 @@
+//! rollcall's benchmark: rollcall side by side with PostGraphile and the machine's ceilings.
+//!
+//! `cargo run --release -p rollcall-bench -- --db postgres --users 100000 --duration 10s`
+//! builds the release server, seeds a fresh database through the service layer, drives each
+//! scenario with wrk, and prints (and with `--write-results`, writes) a table.
+
+mod load;
+mod report;
+mod seed;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use load::{Bodies, Load, Measured};
+use report::{Report, Row};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark rollcall against PostGraphile and the machine's ceilings")]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "postgres")]
+    db: DbKind,
+    /// Users to seed.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Measured time per scenario.
+    #[arg(long, default_value = "10s", value_parser = rollcall::config::parse_duration)]
+    duration: Duration,
+    /// Unmeasured load before each scenario.
+    #[arg(long, default_value = "2s", value_parser = rollcall::config::parse_duration)]
+    warmup: Duration,
+    /// Concurrent connections per scenario.
+    #[arg(long, default_value_t = 50)]
+    connections: u32,
+    /// A quick run that only proves the benchmark works: 2,000 users, 2s per scenario, and
+    /// missing peer tools reported instead of fatal.
+    #[arg(long)]
+    short: bool,
+    /// Write the results as Markdown to this file (e.g. benches/RESULTS.md).
+    #[arg(long)]
+    write_results: Option<PathBuf>,
+    /// A PostgreSQL server where the benchmark may create and drop a database.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.short {
+        args.users = args.users.min(2_000);
+        args.duration = args.duration.min(Duration::from_secs(2));
+        args.warmup = args.warmup.min(Duration::from_secs(1));
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let work_dir = std::env::temp_dir().join(format!("rollcall-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)?;
+
+    let wrk = tools::wrk()?;
+    let server_bin = build_server()?;
+    let database = seed::Database::create(args.db, &args.postgres_url, &work_dir).await?;
+    let result = run(&args, cores, &wrk, &server_bin, &database, &work_dir).await;
+    database.drop_now().await;
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let report = result?;
+    println!("{}", report.markdown());
+    if let Some(path) = &args.write_results {
+        std::fs::write(path, report.markdown())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run(
+    args: &Args,
+    cores: usize,
+    wrk: &Path,
+    server_bin: &Path,
+    database: &seed::Database,
+    work_dir: &Path,
+) -> Result<Report> {
+    let started = Instant::now();
+    eprintln!("seeding {} users…", args.users);
+    let seeded = seed::seed(&database.url, args.users).await?;
+    eprintln!("seeded in {:.1}s", started.elapsed().as_secs_f64());
+
+    let mut report = Report::new(args, cores);
+    let server = ServerProcess::start(server_bin, &database.url)?;
+    let client = reqwest::Client::new();
+    wait_until_ready(&client, &server.base).await?;
+    // One request so lazily built state exists, then let the process settle.
+    graphql(
+        &client,
+        &server.base,
+        None,
+        json!({"query": "{ serverInfo { version } }"}),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report.idle_rss_mib = load::rss_mib(&[server.pid()]);
+
+    let owner = login(
+        &client,
+        &server.base,
+        &seeded.owner_login,
+        seed::OWNER_PASSWORD,
+    )
+    .await?;
+    let standard = login(
+        &client,
+        &server.base,
+        &seeded.logins[0].0,
+        seeded.logins[0].1,
+    )
+    .await?;
+    let url = format!("{}/graphql", server.base);
+    let load = |token: Option<&str>, bodies: Bodies, connections: u32| Load {
+        wrk,
+        url: url.clone(),
+        token: token.map(str::to_owned),
+        bodies,
+        connections,
+        threads: cores as u32,
+        duration: args.duration,
+        warmup: args.warmup,
+        pids: vec![server.pid()],
+        work_dir: work_dir.to_path_buf(),
+    };
+    let c = args.connections;
+    let one = |query: &str, variables: serde_json::Value| {
+        Bodies::Pick(vec![
+            json!({"query": query, "variables": variables}).to_string(),
+        ])
+    };
+
+    let mut scenario = |name: &str, measured: Measured| {
+        eprintln!(
+            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+            measured.requests_per_sec, measured.p50_ms, measured.p99_ms, measured.errors
+        );
+        report.rows.push(Row::rollcall(name, measured));
+    };
+
+    scenario(
+        "serverInfo (HTTP + GraphQL ceiling)",
+        load(None, one("{ serverInfo { version } }", json!({})), c).run()?,
+    );
+    scenario(
+        "me",
+        load(
+            Some(&standard),
+            one("{ me { id username role } }", json!({})),
+            c,
+        )
+        .run()?,
+    );
+    let by_id: Vec<String> = seeded
+        .sample_ids
+        .iter()
+        .map(|id| json!({"query": "query($id: ID!) { user(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
+        .collect();
+    scenario(
+        "user(id)",
+        load(Some(&owner), Bodies::Pick(by_id), c).run()?,
+    );
+    scenario(
+        "users(first: 50) + createdBy",
+        load(
+            Some(&owner),
+            one(
+                "{ users(first: 50) { nodes { id username email createdBy { username } } } }",
+                json!({}),
+            ),
+            c,
+        )
+        .run()?,
+    );
+    let searches: Vec<String> = (0..200)
+        .map(|i| {
+            let term = format!("user{:03}", (i * 37) % (args.users / 100).max(1));
+            json!({"query": "query($s: String!) { users(first: 50, filter: {search: $s}) { nodes { id username } } }", "variables": {"s": term}}).to_string()
+        })
+        .collect();
+    scenario(
+        "users(search)",
+        load(Some(&owner), Bodies::Pick(searches), c).run()?,
+    );
+    let page_query = "query($after: String) { users(first: 50, after: $after) { nodes { id username } pageInfo { endCursor } } }";
+    scenario(
+        "users(first: 50) page 1",
+        load(Some(&owner), one(page_query, json!({})), c).run()?,
+    );
+    let deep_name = format!("users(first: 50) page {}", seeded.deep_page);
+    scenario(
+        &deep_name,
+        load(
+            Some(&owner),
+            one(page_query, json!({"after": seeded.deep_cursor})),
+            c,
+        )
+        .run()?,
+    );
+    scenario(
+        "users(first: 50) + totalCount",
+        load(
+            Some(&owner),
+            one(
+                "{ users(first: 50) { totalCount nodes { id } } }",
+                json!({}),
+            ),
+            c,
+        )
+        .run()?,
+    );
+
+    let logins: Vec<String> = seeded
+        .logins
+        .iter()
+        .map(|(login, password)| json!({"query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }", "variables": {"i": {"login": login, "password": password}}}).to_string())
+        .collect();
+    scenario("login", load(None, Bodies::Pick(logins.clone()), c).run()?);
+
+    // Enough live refresh tokens that every connection always has one to rotate.
+    let mut refresh_tokens = Vec::new();
+    for (login_name, password) in seeded.logins.iter().cycle().take(c as usize * 3) {
+        let body = graphql(&client, &server.base, None, json!({"query": "mutation($i: LoginInput!) { login(input: $i) { refreshToken } }", "variables": {"i": {"login": login_name, "password": password}}})).await?;
+        refresh_tokens.push(
+            body["data"]["login"]["refreshToken"]
+                .as_str()
+                .context("login for refresh")?
+                .to_owned(),
+        );
+    }
+    let mut refresh = load(None, Bodies::Refresh(refresh_tokens), c);
+    refresh.warmup = Duration::ZERO;
+    scenario("refreshToken", refresh.run()?);
+
+    // `me` alone and then beside a login flood, at the same connection count.
+    let me_connections = (c / 5).max(2);
+    scenario(
+        "me, idle (fewer connections)",
+        load(
+            Some(&standard),
+            one("{ me { id username role } }", json!({})),
+            me_connections,
+        )
+        .run()?,
+    );
+    let flood = load(None, Bodies::Pick(logins), c);
+    let me_beside = load(
+        Some(&standard),
+        one("{ me { id username role } }", json!({})),
+        me_connections,
+    );
+    let (flood_result, me_result) = std::thread::scope(|s| {
+        let flood = s.spawn(|| flood.run());
+        std::thread::sleep(args.warmup);
+        let me = me_beside.run();
+        (flood.join(), me)
+    });
+    let flood_result = flood_result.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    scenario("me, during login flood", me_result?);
+    scenario("login flood (beside me)", flood_result);
+    drop(scenario);
+    server.stop();
+
+    // The machine's login ceiling: argon2id verifies on every core, no server involved.
+    report.argon2_verifies_per_sec =
+        seed::argon2_rate(cores, args.duration.min(Duration::from_secs(5)));
+    eprintln!(
+        "argon2 ceiling: {:.1} verifies/s",
+        report.argon2_verifies_per_sec
+    );
+
+    if args.db == DbKind::Postgres {
+        match peer(args, cores, wrk, database, &seeded, work_dir).await {
+            Ok(rows) => report.rows.extend(rows),
+            Err(err) if args.short => report
+                .notes
+                .push(format!("PostGraphile not measured: {err:#}")),
+            Err(err) => return Err(err),
+        }
+        match pgbench(args, database) {
+            Ok(tps) => report.pgbench_tps = Some(tps),
+            Err(err) if args.short => report.notes.push(format!("pgbench not measured: {err:#}")),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(report)
+}
+
+/// PostGraphile 4 on the same table, one worker per core, on the equivalent reads.
+async fn peer(
+    args: &Args,
+    cores: usize,
+    wrk: &Path,
+    database: &seed::Database,
+    seeded: &seed::Seeded,
+    work_dir: &Path,
+) -> Result<Vec<Row>> {
+    let tools_dir = std::env::var_os("ROLLCALL_BENCH_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tools"));
+    let bin = tools::postgraphile(&tools_dir)?;
+    let port = free_port()?;
+    let mut child = Command::new(bin)
+        .args([
+            "-c",
+            &database.url,
+            "-s",
+            "public",
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args([
+            "--cluster-workers",
+            &cores.to_string(),
+            "--disable-query-log",
+            "--disable-graphiql",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting postgraphile")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if graphql(&client, &base, None, json!({"query": "{ __typename }"})).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("postgraphile did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = load::rss_mib(&[child.id()]);
+        let load = |bodies: Bodies| Load {
+            wrk,
+            url: format!("{base}/graphql"),
+            token: None,
+            bodies,
+            connections: args.connections,
+            threads: cores as u32,
+            duration: args.duration,
+            warmup: args.warmup,
+            pids: vec![child.id()],
+            work_dir: work_dir.to_path_buf(),
+        };
+        let by_id: Vec<String> = seeded
+            .sample_ids
+            .iter()
+            .map(|id| json!({"query": "query($id: UUID!) { userById(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
+            .collect();
+        let by_id = load(Bodies::Pick(by_id)).run()?;
+        let page = load(Bodies::Pick(vec![json!({"query": "{ allUsers(first: 50, orderBy: [CREATED_AT_ASC, ID_ASC]) { nodes { id username email userByCreatedBy { username } } } }"}).to_string()])).run()?;
+        eprintln!("postgraphile: by id {:.0} req/s, page {:.0} req/s", by_id.requests_per_sec, page.requests_per_sec);
+        Ok(vec![
+            Row::peer("PostGraphile userById", by_id, idle),
+            Row::peer("PostGraphile allUsers(first: 50) + creator", page, idle),
+        ])
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    // Cluster workers exit with their master; give them a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    result
+}
+
+/// pgbench select-only by primary key, prepared, on the same server and database.
+fn pgbench(args: &Args, database: &seed::Database) -> Result<f64> {
+    let bin = tools::pgbench().context("pgbench not found")?;
+    let init = Command::new(&bin)
+        .args(["-i", "-q", "-s", "10", &database.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !init.success() {
+        bail!("pgbench -i failed");
+    }
+    let output = Command::new(&bin)
+        .args(["-n", "-S", "-M", "prepared"])
+        .arg(format!("-c{}", args.connections))
+        .arg("-j2")
+        .arg(format!("-T{}", args.duration.as_secs().max(1)))
+        .arg(&database.url)
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unexpected pgbench output: {text}"))
+}
+
+/// Builds the release server next to this binary and returns its path.
+fn build_server() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "rollcall", "--bin", "rollcall"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .status()
+        .context("cargo build")?;
+    if !status.success() {
+        bail!("building the release server failed");
+    }
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .join("rollcall");
+    if !bin.exists() {
+        bail!("{} not found after building", bin.display());
+    }
+    Ok(bin)
+}
+
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+impl ServerProcess {
+    fn start(bin: &Path, database_url: &str) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("ROLLCALL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting rollcall")?;
+        Ok(Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_until_ready(client: &reqwest::Client, base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/ready")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("rollcall did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn graphql(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let mut request = client.post(format!("{base}/graphql")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: serde_json::Value = request.send().await?.error_for_status()?.json().await?;
+    if body.get("errors").is_some() {
+        bail!("GraphQL errors: {body}");
+    }
+    Ok(body)
+}
+
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    login: &str,
+    password: &str,
+) -> Result<String> {
+    let body = graphql(
+        client,
+        base,
+        None,
+        json!({"query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }", "variables": {"i": {"login": login, "password": password}}}),
+    )
+    .await?;
+    Ok(body["data"]["login"]["accessToken"]
+        .as_str()
+        .context("login returned no token")?
+        .to_owned())
+}
