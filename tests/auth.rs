@@ -1,0 +1,771 @@
+//! Authentication over HTTP: login, access-token verification, refresh-token rotation and
+//! reuse detection, logout, immediate revocation, and several instances on one database.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use support::{PASSWORD, Session, TestApp, assert_code, assert_ok};
+
+/// The signing key the forgery checks configure, so they can sign tokens the server must
+/// accept and prove that the refusals are about the one thing each token gets wrong.
+fn known_secret() -> String {
+    "k".repeat(40)
+}
+
+const ME: &str = "{ me { id username role } }";
+const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
+const UPDATE_USER: &str = "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id disabled } }";
+const SET_ROLE: &str =
+    "mutation($id: ID!, $role: Role!) { setRole(id: $id, role: $role) { id role } }";
+const DELETE_USER: &str = "mutation($id: ID!) { deleteUser(id: $id) }";
+const USERS: &str = "{ users(first: 10) { totalCount nodes { id username } } }";
+
+// ---------------------------------------------------------------------------------------------
+// Login
+
+async fn login_by_username_and_email(app: TestApp) {
+    let alice = app.register("alice").await;
+    for login in ["alice", "ALICE", "alice@example.com", "Alice@EXAMPLE.com"] {
+        let before = Utc::now();
+        let body = app.login(login, PASSWORD).await;
+        assert_ok(&body);
+        let payload = &body["data"]["login"];
+        assert_eq!(payload["tokenType"], "Bearer", "{login}: {body}");
+        assert_eq!(payload["user"]["id"], alice.id.as_str(), "{login}: {body}");
+        assert_eq!(payload["user"]["username"], "alice", "{login}: {body}");
+        let expires = expires_at(payload);
+        assert!(
+            expires > before,
+            "{login}: expiresAt {expires} is not in the future"
+        );
+        // The default access lifetime is 15 minutes.
+        let lifetime = expires - before;
+        assert!(
+            lifetime > chrono::Duration::minutes(14) && lifetime <= chrono::Duration::minutes(16),
+            "{login}: expiresAt {expires} is not about 15 minutes ahead of {before}"
+        );
+
+        let session = Session::from_payload(&body, "login");
+        assert_ne!(
+            session.refresh, alice.refresh,
+            "every login gets its own refresh token"
+        );
+        let me = me(&app, &session.access).await;
+        assert_ok(&me);
+        assert_eq!(me["data"]["me"]["id"], alice.id.as_str());
+        assert_eq!(me["data"]["me"]["username"], "alice");
+        assert_eq!(me["data"]["me"]["role"], "OWNER");
+    }
+}
+
+async fn bad_credentials_are_indistinguishable(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
+    assert_ok(&disable(&app, &owner, &carol.id).await);
+
+    let wrong_password = app.login("bob", "not the password").await;
+    let unknown_user = app.login("nobody", PASSWORD).await;
+    let unknown_email = app.login("nobody@example.com", PASSWORD).await;
+    // Carol's password is right: only the disabled flag stands in the way.
+    let disabled = app.login("carol", PASSWORD).await;
+
+    for (what, body) in [
+        ("wrong password", &wrong_password),
+        ("unknown user", &unknown_user),
+        ("unknown email", &unknown_email),
+        ("disabled user", &disabled),
+    ] {
+        assert_code(body, "UNAUTHENTICATED");
+        assert!(
+            body["data"].is_null(),
+            "{what}: no data may come back: {body}"
+        );
+        let errors = body["errors"].as_array().expect("errors array");
+        assert_eq!(errors.len(), 1, "{what}: exactly one error: {body}");
+        // Same operation, so even path and locations must match: the whole error is equal.
+        assert_eq!(
+            body["errors"], wrong_password["errors"],
+            "{what} must fail exactly like a wrong password"
+        );
+        assert_eq!(
+            body["errors"][0]["message"], wrong_password["errors"][0]["message"],
+            "{what}: message"
+        );
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"],
+            wrong_password["errors"][0]["extensions"]["code"],
+            "{what}: code"
+        );
+    }
+    // Bob's own sessions are untouched by the failed attempt.
+    assert_ok(&me(&app, &bob.access).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access tokens
+
+/// With a generated key the tests cannot sign a valid token, but anything they sign is foreign.
+async fn tokens_not_signed_by_the_server_are_refused(app: TestApp) {
+    let alice = app.register("alice").await;
+    assert_ok(&me(&app, &alice.access).await);
+    let claims = jwt_payload(&alice.access);
+
+    let foreign = sign(&claims, Algorithm::HS256, known_secret().as_bytes());
+    assert_code(&me(&app, &foreign).await, "UNAUTHENTICATED");
+    let none = unsigned(&claims);
+    assert_code(&me(&app, &none).await, "UNAUTHENTICATED");
+    // The server's own signature over a header that says `none`.
+    let signature = alice.access.rsplit('.').next().expect("signature part");
+    let relabelled = format!("{}.{signature}", none.trim_end_matches('.'));
+    assert_code(&me(&app, &relabelled).await, "UNAUTHENTICATED");
+
+    // Tampering with the payload breaks the signature: a live token of a live session, given
+    // a later expiry, is refused for its signature alone.
+    let bob = app.user_with_role(&alice, "bob", "STANDARD").await;
+    let mut bob_claims = jwt_payload(&bob.access);
+    bob_claims["exp"] = json!(Utc::now().timestamp() + 365 * 86_400);
+    let tampered_payload = URL_SAFE_NO_PAD.encode(bob_claims.to_string());
+    let mut parts: Vec<&str> = bob.access.split('.').collect();
+    parts[1] = &tampered_payload;
+    assert_code(&me(&app, &parts.join(".")).await, "UNAUTHENTICATED");
+    assert_ok(&me(&app, &bob.access).await);
+
+    // Not JWTs at all.
+    for junk in ["", "Bearer", "a.b.c", "..", &alice.refresh] {
+        assert_code(&me(&app, junk).await, "UNAUTHENTICATED");
+    }
+}
+
+/// The server signs with a known key here, so the test can sign a token the server must accept
+/// and then get exactly one thing wrong at a time.
+async fn forged_tokens_are_refused(app: TestApp) {
+    let alice = app.register("alice").await;
+    let bob = app.user_with_role(&alice, "bob", "STANDARD").await;
+    let secret = known_secret();
+    let key = secret.as_bytes();
+    let issued = jwt_payload(&alice.access);
+    for claim in ["sub", "sid", "iat", "exp", "iss", "aud"] {
+        assert!(
+            !issued[claim].is_null(),
+            "the server's token carries `{claim}`: {issued}"
+        );
+    }
+    assert_eq!(issued["sub"], alice.id.as_str());
+    let header = jwt_header(&alice.access);
+    assert_eq!(
+        header["alg"], "HS256",
+        "the server signs with HS256: {header}"
+    );
+
+    let now = Utc::now().timestamp();
+    let good = json!({
+        "sub": issued["sub"], "sid": issued["sid"], "iat": now, "exp": now + 300,
+        "iss": issued["iss"], "aud": issued["aud"],
+    });
+
+    // The control: a well-formed token signed with the server's key is accepted, so every
+    // refusal below is about what that token gets wrong.
+    let accepted = me(&app, &sign(&good, Algorithm::HS256, key)).await;
+    assert_ok(&accepted);
+    assert_eq!(accepted["data"]["me"]["id"], alice.id.as_str());
+
+    let refuse = |what: String, token: String| {
+        let app = &app;
+        async move {
+            let body = me(app, &token).await;
+            assert_code(&body, "UNAUTHENTICATED");
+            assert!(
+                body["data"].is_null(),
+                "{what}: no data may come back: {body}"
+            );
+        }
+    };
+
+    // Other keys and algorithms.
+    refuse(
+        "another key".into(),
+        sign(
+            &good,
+            Algorithm::HS256,
+            b"another key that is long enough!!",
+        ),
+    )
+    .await;
+    refuse(
+        "secret plus a byte".into(),
+        sign(&good, Algorithm::HS256, format!("{secret}k").as_bytes()),
+    )
+    .await;
+    refuse("HS384, same key".into(), sign(&good, Algorithm::HS384, key)).await;
+    refuse("HS512, same key".into(), sign(&good, Algorithm::HS512, key)).await;
+    refuse("alg none".into(), unsigned(&good)).await;
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "typ": "JWT"}).to_string());
+        let payload = URL_SAFE_NO_PAD.encode(good.to_string());
+        refuse(format!("alg {alg}"), format!("{header}.{payload}.")).await;
+    }
+
+    // Each required claim, missing.
+    for claim in ["aud", "sid", "sub", "iss", "exp", "iat"] {
+        let mut claims = good.clone();
+        claims.as_object_mut().expect("claims object").remove(claim);
+        refuse(
+            format!("missing {claim}"),
+            sign(&claims, Algorithm::HS256, key),
+        )
+        .await;
+    }
+
+    // Each checked claim, wrong.
+    let wrong: [(&str, Value); 8] = [
+        ("iss", json!("someone-else")),
+        ("aud", json!("someone-else")),
+        ("aud", json!([])),
+        ("exp", json!(now - 5)),
+        ("sid", json!(uuid::Uuid::new_v4())),
+        ("sub", json!(uuid::Uuid::new_v4())),
+        // Bob is real, but the session is Alice's.
+        ("sub", json!(bob.id)),
+        ("sub", json!("not-a-uuid")),
+    ];
+    for (claim, value) in wrong {
+        let mut claims = good.clone();
+        claims[claim] = value.clone();
+        refuse(
+            format!("{claim} = {value}"),
+            sign(&claims, Algorithm::HS256, key),
+        )
+        .await;
+    }
+    // Expired a while ago, with an iat to match.
+    let mut expired = good.clone();
+    expired["iat"] = json!(now - 120);
+    expired["exp"] = json!(now - 60);
+    refuse("expired".into(), sign(&expired, Algorithm::HS256, key)).await;
+
+    // Bob's real session, but Alice as the subject and vice versa, fail; Bob's own claims pass.
+    let bob_issued = jwt_payload(&bob.access);
+    let mut bob_claims = good.clone();
+    bob_claims["sub"] = bob_issued["sub"].clone();
+    bob_claims["sid"] = bob_issued["sid"].clone();
+    let body = me(&app, &sign(&bob_claims, Algorithm::HS256, key)).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["me"]["id"], bob.id.as_str());
+    let mut crossed = bob_claims.clone();
+    crossed["sub"] = json!(alice.id);
+    refuse(
+        "Alice with Bob's session".into(),
+        sign(&crossed, Algorithm::HS256, key),
+    )
+    .await;
+
+    // A valid token of a session that has ended is refused although its signature is good.
+    assert_eq!(logout(&app, &alice.refresh).await["data"]["logout"], true);
+    refuse(
+        "well formed, session logged out".into(),
+        sign(&good, Algorithm::HS256, key),
+    )
+    .await;
+}
+
+async fn access_tokens_expire(app: TestApp) {
+    let before = Utc::now();
+    let alice = app.register("alice").await;
+    let body = app.login("alice", PASSWORD).await;
+    assert_ok(&body);
+    let expires = expires_at(&body["data"]["login"]);
+    assert!(
+        expires > before && expires - before <= chrono::Duration::seconds(3),
+        "expiresAt {expires} should be about a second after {before}"
+    );
+    let session = Session::from_payload(&body, "login");
+    assert_ok(&me(&app, &session.access).await);
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_code(&me(&app, &session.access).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+
+    // Only the access token expired: the session refreshes into a fresh one that works.
+    let refreshed = refresh(&app, &session.refresh).await;
+    assert_ok(&refreshed);
+    let renewed = Session::from_payload(&refreshed, "refreshToken");
+    assert_ok(&me(&app, &renewed.access).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh tokens
+
+async fn refresh_rotates_and_reuse_revokes_the_family(app: TestApp) {
+    let alice = app.register("alice").await;
+    let other = Session::from_payload(&app.login("alice", PASSWORD).await, "login");
+
+    let body = refresh(&app, &alice.refresh).await;
+    assert_ok(&body);
+    let payload = &body["data"]["refreshToken"];
+    assert_eq!(payload["tokenType"], "Bearer");
+    assert!(expires_at(payload) > Utc::now());
+    let rotated = Session::from_payload(&body, "refreshToken");
+    assert_eq!(rotated.id, alice.id);
+    assert_ne!(rotated.refresh, alice.refresh, "the refresh token rotates");
+    let me_body = me(&app, &rotated.access).await;
+    assert_ok(&me_body);
+    assert_eq!(me_body["data"]["me"]["id"], alice.id.as_str());
+
+    // A second rotation works too, from the newest token.
+    let body = refresh(&app, &rotated.refresh).await;
+    assert_ok(&body);
+    let newest = Session::from_payload(&body, "refreshToken");
+    assert_ok(&me(&app, &newest.access).await);
+
+    // Replaying an already-rotated token fails and ends the whole family.
+    let replay = refresh(&app, &alice.refresh).await;
+    assert_code(&replay, "UNAUTHENTICATED");
+    assert!(replay["data"].is_null(), "{replay}");
+    assert_code(&refresh(&app, &newest.refresh).await, "UNAUTHENTICATED");
+    assert_code(&refresh(&app, &rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &newest.access).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+
+    // Another login of the same user is another family and lives on.
+    assert_ok(&me(&app, &other.access).await);
+    let body = refresh(&app, &other.refresh).await;
+    assert_ok(&body);
+    assert_ok(&me(&app, &Session::from_payload(&body, "refreshToken").access).await);
+
+    // Tokens that were never issued.
+    for junk in ["", "nonsense", &alice.access] {
+        assert_code(&refresh(&app, junk).await, "UNAUTHENTICATED");
+    }
+}
+
+async fn simultaneous_refreshes_yield_at_most_one_token(app: TestApp) {
+    app.register("alice").await;
+    for round in 0..5 {
+        let session = Session::from_payload(&app.login("alice", PASSWORD).await, "login");
+        let (first, second) = tokio::join!(
+            refresh(&app, &session.refresh),
+            refresh(&app, &session.refresh)
+        );
+        let mut successes = 0;
+        for body in [&first, &second] {
+            if body.get("errors").is_none() {
+                successes += 1;
+            } else {
+                // The loser is told its token is no good, not that the database choked.
+                assert_code(body, "UNAUTHENTICATED");
+            }
+        }
+        assert!(
+            successes <= 1,
+            "round {round}: one refresh token rotated twice:\n{first}\n{second}"
+        );
+        // Whatever happened, the consumed token is spent.
+        assert_code(&refresh(&app, &session.refresh).await, "UNAUTHENTICATED");
+    }
+}
+
+async fn logout_ends_only_that_session(app: TestApp) {
+    let alice = app.register("alice").await;
+    let other = Session::from_payload(&app.login("alice", PASSWORD).await, "login");
+    assert_ok(&me(&app, &alice.access).await);
+
+    let body = logout(&app, &alice.refresh).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["logout"], true, "{body}");
+
+    assert_code(&refresh(&app, &alice.refresh).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+
+    assert_ok(&me(&app, &other.access).await);
+    let body = refresh(&app, &other.refresh).await;
+    assert_ok(&body);
+    assert_ok(&me(&app, &Session::from_payload(&body, "refreshToken").access).await);
+}
+
+async fn logout_of_a_rotated_session_ends_the_family(app: TestApp) {
+    let alice = app.register("alice").await;
+    let body = refresh(&app, &alice.refresh).await;
+    let rotated = Session::from_payload(&body, "refreshToken");
+    let body = logout(&app, &rotated.refresh).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    assert_code(&refresh(&app, &rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocation
+
+async fn disabling_revokes_at_once(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let bob_again = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
+    assert_ok(&me(&app, &bob.access).await);
+
+    let body = disable(&app, &owner, &bob.id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["disabled"], true);
+
+    assert_code(&me(&app, &bob.access).await, "UNAUTHENTICATED");
+    assert_code(&me(&app, &bob_again.access).await, "UNAUTHENTICATED");
+    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+
+    // Disabling revoked the refresh tokens; it did not merely block them while disabled.
+    let body = app
+        .gql(
+            Some(&owner.access),
+            UPDATE_USER,
+            json!({"id": bob.id, "input": {"disabled": false}}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_code(&refresh(&app, &bob_again.refresh).await, "UNAUTHENTICATED");
+    // Once enabled again, Bob can log in afresh.
+    let body = app.login("bob", PASSWORD).await;
+    assert_ok(&body);
+    assert_ok(&me(&app, &Session::from_payload(&body, "login").access).await);
+    // The owner was never affected.
+    assert_ok(&me(&app, &owner.access).await);
+}
+
+async fn deleting_revokes_at_once(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    assert_ok(&me(&app, &bob.access).await);
+
+    let body = app
+        .gql(Some(&owner.access), DELETE_USER, json!({"id": bob.id}))
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], bob.id.as_str());
+
+    assert_code(&me(&app, &bob.access).await, "UNAUTHENTICATED");
+    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+
+    // Deleting one's own account ends one's own sessions too.
+    let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
+    let body = app
+        .gql(Some(&carol.access), DELETE_USER, json!({"id": carol.id}))
+        .await;
+    assert_ok(&body);
+    assert_code(&me(&app, &carol.access).await, "UNAUTHENTICATED");
+    assert_code(&refresh(&app, &carol.refresh).await, "UNAUTHENTICATED");
+}
+
+async fn role_change_revokes_refresh_tokens(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+
+    let body = set_role(&app, &owner, &bob.id, "ADMIN").await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
+    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+
+    let admin = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
+    assert_eq!(admin.role, "ADMIN");
+    assert_ok(&set_role(&app, &owner, &bob.id, "STANDARD").await);
+    assert_code(&refresh(&app, &admin.refresh).await, "UNAUTHENTICATED");
+    // The owner's own sessions are not touched by changing someone else's role.
+    assert_ok(&refresh(&app, &owner.refresh).await);
+}
+
+async fn password_change_revokes_refresh_tokens(app: TestApp) {
+    const NEW_PASSWORD: &str = "a brand new passphrase";
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let bob_elsewhere = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
+
+    let body = app
+        .gql(
+            Some(&bob.access),
+            UPDATE_USER,
+            json!({"id": bob.id, "input": {"password": NEW_PASSWORD, "currentPassword": PASSWORD}}),
+        )
+        .await;
+    assert_ok(&body);
+
+    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(
+        &refresh(&app, &bob_elsewhere.refresh).await,
+        "UNAUTHENTICATED",
+    );
+    assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+    let body = app.login("bob", NEW_PASSWORD).await;
+    assert_ok(&body);
+    let fresh = Session::from_payload(&body, "login");
+    assert_ok(&me(&app, &fresh.access).await);
+    let body = refresh(&app, &fresh.refresh).await;
+    assert_ok(&body);
+    let fresh = Session::from_payload(&body, "refreshToken");
+
+    // A password set for Bob by the owner revokes Bob's sessions as well.
+    let body = app
+        .gql(
+            Some(&owner.access),
+            UPDATE_USER,
+            json!({"id": bob.id, "input": {"password": PASSWORD}}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_code(&refresh(&app, &fresh.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.login("bob", NEW_PASSWORD).await, "UNAUTHENTICATED");
+    let body = app.login("bob", PASSWORD).await;
+    assert_ok(&body);
+    assert_ok(&me(&app, &Session::from_payload(&body, "login").access).await);
+}
+
+async fn role_changes_take_effect_at_once(app: TestApp) {
+    let owner = app.register("owner").await;
+    let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
+    assert_code(&users(&app, &carol).await, "FORBIDDEN");
+
+    assert_ok(&set_role(&app, &owner, &carol.id, "ADMIN").await);
+    // Whatever happens to the old access token, it never acts with a role that is gone or
+    // one that was never checked: either refused, or allowed as the ADMIN Carol now is.
+    let old = users(&app, &carol).await;
+    if old.get("errors").is_some() {
+        assert_code(&old, "UNAUTHENTICATED");
+    }
+
+    let admin = Session::from_payload(&app.login("carol", PASSWORD).await, "login");
+    assert_eq!(admin.role, "ADMIN");
+    let body = users(&app, &admin).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["users"]["totalCount"], 2, "{body}");
+
+    assert_ok(&set_role(&app, &owner, &carol.id, "STANDARD").await);
+    // The ADMIN session opened before the demotion no longer lists users.
+    let stale = users(&app, &admin).await;
+    assert!(
+        stale["data"].is_null() || stale["data"]["users"].is_null(),
+        "a demoted ADMIN's old token still lists users: {stale}"
+    );
+    assert!(
+        matches!(
+            support::error_code(&stale),
+            Some("UNAUTHENTICATED" | "FORBIDDEN")
+        ),
+        "{stale}"
+    );
+    // A new session after the demotion is STANDARD and refused.
+    let standard = Session::from_payload(&app.login("carol", PASSWORD).await, "login");
+    assert_eq!(standard.role, "STANDARD");
+    assert_code(&users(&app, &standard).await, "FORBIDDEN");
+    let body = me(&app, &standard.access).await;
+    assert_eq!(body["data"]["me"]["role"], "STANDARD", "{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several instances on one database
+
+async fn instances_share_tokens_and_revocations(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let second = app.second_instance().await;
+    let other = format!("http://{}", second.addr);
+    let at_second = |token: Option<&str>, query: &'static str, variables: Value| {
+        let (client, other) = (&app.client, other.as_str());
+        let token = token.map(str::to_owned);
+        async move { support::gql_at(client, other, token.as_deref(), query, variables).await }
+    };
+
+    // An access token issued by one instance is accepted by the other.
+    let body = at_second(Some(&bob.access), ME, json!({})).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["me"]["id"], bob.id.as_str());
+
+    // Rotated on the first, replayed on the second: reuse, and the family is gone everywhere.
+    let body = refresh(&app, &bob.refresh).await;
+    assert_ok(&body);
+    let rotated = Session::from_payload(&body, "refreshToken");
+    assert_ok(&at_second(Some(&rotated.access), ME, json!({})).await);
+    let replay = at_second(None, REFRESH, json!({"t": bob.refresh})).await;
+    assert_code(&replay, "UNAUTHENTICATED");
+    assert_code(&refresh(&app, &rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(
+        &at_second(None, REFRESH, json!({"t": rotated.refresh})).await,
+        "UNAUTHENTICATED",
+    );
+    assert_code(&me(&app, &rotated.access).await, "UNAUTHENTICATED");
+    assert_code(
+        &at_second(Some(&rotated.access), ME, json!({})).await,
+        "UNAUTHENTICATED",
+    );
+
+    // Logged in on the second, refreshed on the first.
+    let body = at_second(
+        None,
+        support::LOGIN,
+        json!({"input": {"login": "bob", "password": PASSWORD}}),
+    )
+    .await;
+    let bob = Session::from_payload(&body, "login");
+    let body = refresh(&app, &bob.refresh).await;
+    assert_ok(&body);
+    let bob = Session::from_payload(&body, "refreshToken");
+    assert_ok(&me(&app, &bob.access).await);
+
+    // Disabled through the second instance, refused at once by the first.
+    let body = at_second(
+        Some(&owner.access),
+        UPDATE_USER,
+        json!({"id": bob.id, "input": {"disabled": true}}),
+    )
+    .await;
+    assert_ok(&body);
+    assert_code(&me(&app, &bob.access).await, "UNAUTHENTICATED");
+    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+    assert_code(
+        &at_second(Some(&bob.access), ME, json!({})).await,
+        "UNAUTHENTICATED",
+    );
+
+    // Logged out on the first, refused by the second.
+    let body = logout(&app, &owner.refresh).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    assert_code(
+        &at_second(Some(&owner.access), ME, json!({})).await,
+        "UNAUTHENTICATED",
+    );
+
+    second.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+
+async fn closed_registration_is_forbidden(app: TestApp) {
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    assert!(body["data"].is_null(), "{body}");
+    let info = app
+        .gql(None, "{ serverInfo { registrationOpen } }", json!({}))
+        .await;
+    assert_eq!(
+        info["data"]["serverInfo"]["registrationOpen"], false,
+        "{info}"
+    );
+    // Nothing was created: the refused registrant cannot log in.
+    assert_code(&app.login("alice", PASSWORD).await, "UNAUTHENTICATED");
+}
+
+backend_tests!(
+    login_by_username_and_email,
+    bad_credentials_are_indistinguishable,
+    tokens_not_signed_by_the_server_are_refused,
+    forged_tokens_are_refused with |s| s.jwt_secret = Some(crate::known_secret()),
+    access_tokens_expire with |s| s.access_ttl = std::time::Duration::from_secs(1),
+    refresh_rotates_and_reuse_revokes_the_family,
+    simultaneous_refreshes_yield_at_most_one_token,
+    logout_ends_only_that_session,
+    logout_of_a_rotated_session_ends_the_family,
+    disabling_revokes_at_once,
+    deleting_revokes_at_once,
+    role_change_revokes_refresh_tokens,
+    password_change_revokes_refresh_tokens,
+    role_changes_take_effect_at_once,
+    instances_share_tokens_and_revocations,
+    closed_registration_is_forbidden with |s| {
+        s.registration = rollcall::config::Registration::Closed;
+    },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers (candidates for tests/support: `me`, `refresh`, `logout`, `jwt_payload`, `sign`).
+
+async fn me(app: &TestApp, token: &str) -> Value {
+    app.gql(Some(token), ME, json!({})).await
+}
+
+async fn refresh(app: &TestApp, refresh_token: &str) -> Value {
+    app.gql(None, REFRESH, json!({"t": refresh_token})).await
+}
+
+async fn logout(app: &TestApp, refresh_token: &str) -> Value {
+    app.gql(None, LOGOUT, json!({"t": refresh_token})).await
+}
+
+async fn users(app: &TestApp, session: &Session) -> Value {
+    app.gql(Some(&session.access), USERS, json!({})).await
+}
+
+async fn disable(app: &TestApp, actor: &Session, id: &str) -> Value {
+    app.gql(
+        Some(&actor.access),
+        UPDATE_USER,
+        json!({"id": id, "input": {"disabled": true}}),
+    )
+    .await
+}
+
+async fn set_role(app: &TestApp, actor: &Session, id: &str, role: &str) -> Value {
+    app.gql(
+        Some(&actor.access),
+        SET_ROLE,
+        json!({"id": id, "role": role}),
+    )
+    .await
+}
+
+/// `expiresAt` of an AuthPayload.
+fn expires_at(payload: &Value) -> DateTime<Utc> {
+    let text = payload["expiresAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expiresAt missing: {payload}"));
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|err| panic!("expiresAt `{text}` is not RFC 3339: {err}"))
+        .with_timezone(&Utc)
+}
+
+fn jwt_part(token: &str, index: usize) -> Value {
+    let part = token
+        .split('.')
+        .nth(index)
+        .unwrap_or_else(|| panic!("`{token}` is not a JWT"));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap_or_else(|err| panic!("JWT part {index} is not base64url: {err}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|err| panic!("JWT part {index} not JSON: {err}"))
+}
+
+/// The claims of a JWT, unverified.
+fn jwt_payload(token: &str) -> Value {
+    jwt_part(token, 1)
+}
+
+fn jwt_header(token: &str) -> Value {
+    jwt_part(token, 0)
+}
+
+/// Signs `claims` with `alg` (an HMAC algorithm) and `secret`.
+fn sign(claims: &Value, alg: Algorithm, secret: &[u8]) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret))
+        .expect("sign test token")
+}
+
+/// `claims` under an `alg: none` header with an empty signature.
+fn unsigned(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
