@@ -108,7 +108,16 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Err(message) => return request_error(StatusCode::BAD_REQUEST, message),
     };
     let request = graphql::request_data(request, &state.service, bearer_token(&headers));
-    let mut response = state.schema.execute(request).await;
+    // Run to completion even if the client disconnects: dropping the future mid-transaction
+    // would hand a connection back to the pool in an unknown state.
+    let schema = state.schema.clone();
+    let mut response = match tokio::spawn(async move { schema.execute(request).await }).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(%err, "request task failed");
+            return request_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+    };
     finalize_response(&mut response);
     json_response(StatusCode::OK, &response)
 }
@@ -133,8 +142,13 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {
+    let code = if status.is_server_error() {
+        "INTERNAL_SERVER_ERROR"
+    } else {
+        "BAD_USER_INPUT"
+    };
     let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }]
+        "errors": [{ "message": message, "extensions": { "code": code } }]
     });
     json_response(status, &body)
 }

@@ -47,6 +47,8 @@ pub struct Load<'a> {
 
 impl Load<'_> {
     pub fn run(&self) -> Result<Measured> {
+        // Let the previous scenario's stragglers finish first.
+        std::thread::sleep(Duration::from_millis(500));
         let script = self
             .work_dir
             .join(format!("load-{}.lua", rand::random::<u32>()));

@@ -49,6 +49,9 @@ pub struct Args {
     /// Write the results as Markdown to this file (e.g. benches/RESULTS.md).
     #[arg(long)]
     write_results: Option<PathBuf>,
+    /// Run only the scenarios whose name contains this text (for quick comparisons).
+    #[arg(long)]
+    only: Option<String>,
     /// A PostgreSQL server where the benchmark may create and drop a database.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
@@ -143,6 +146,7 @@ async fn run(
         ])
     };
 
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
     let mut scenario = |name: &str, measured: Measured| {
         eprintln!(
             "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
@@ -151,126 +155,159 @@ async fn run(
         report.rows.push(Row::rollcall(name, measured));
     };
 
-    scenario(
-        "serverInfo (HTTP + GraphQL ceiling)",
-        load(None, one("{ serverInfo { version } }", json!({})), c).run()?,
-    );
-    scenario(
-        "me",
-        load(
-            Some(&standard),
-            one("{ me { id username role } }", json!({})),
-            c,
-        )
-        .run()?,
-    );
+    if wanted("serverInfo (HTTP + GraphQL ceiling)") {
+        scenario(
+            "serverInfo (HTTP + GraphQL ceiling)",
+            load(None, one("{ serverInfo { version } }", json!({})), c).run()?,
+        );
+    }
+    if wanted("me") {
+        scenario(
+            "me",
+            load(
+                Some(&standard),
+                one("{ me { id username role } }", json!({})),
+                c,
+            )
+            .run()?,
+        );
+    }
     let by_id: Vec<String> = seeded
         .sample_ids
         .iter()
         .map(|id| json!({"query": "query($id: ID!) { user(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
         .collect();
-    scenario(
-        "user(id)",
-        load(Some(&owner), Bodies::Pick(by_id), c).run()?,
-    );
-    scenario(
-        "users(first: 50) + createdBy",
-        load(
-            Some(&owner),
-            one(
-                "{ users(first: 50) { nodes { id username email createdBy { username } } } }",
-                json!({}),
-            ),
-            c,
-        )
-        .run()?,
-    );
+    if wanted("user(id)") {
+        scenario(
+            "user(id)",
+            load(Some(&owner), Bodies::Pick(by_id), c).run()?,
+        );
+    }
+    if wanted("users(first: 50) + createdBy") {
+        scenario(
+            "users(first: 50) + createdBy",
+            load(
+                Some(&owner),
+                one(
+                    "{ users(first: 50) { nodes { id username email createdBy { username } } } }",
+                    json!({}),
+                ),
+                c,
+            )
+            .run()?,
+        );
+    }
     let searches: Vec<String> = (0..200)
         .map(|i| {
             let term = format!("user{:03}", (i * 37) % (args.users / 100).max(1));
             json!({"query": "query($s: String!) { users(first: 50, filter: {search: $s}) { nodes { id username } } }", "variables": {"s": term}}).to_string()
         })
         .collect();
-    scenario(
-        "users(search)",
-        load(Some(&owner), Bodies::Pick(searches), c).run()?,
-    );
+    if wanted("users(search)") {
+        scenario(
+            "users(search)",
+            load(Some(&owner), Bodies::Pick(searches), c).run()?,
+        );
+    }
     let page_query = "query($after: String) { users(first: 50, after: $after) { nodes { id username } pageInfo { endCursor } } }";
-    scenario(
-        "users(first: 50) page 1",
-        load(Some(&owner), one(page_query, json!({})), c).run()?,
-    );
+    if wanted("users(first: 50) page 1") {
+        scenario(
+            "users(first: 50) page 1",
+            load(Some(&owner), one(page_query, json!({})), c).run()?,
+        );
+    }
     let deep_name = format!("users(first: 50) page {}", seeded.deep_page);
-    scenario(
-        &deep_name,
-        load(
-            Some(&owner),
-            one(page_query, json!({"after": seeded.deep_cursor})),
-            c,
-        )
-        .run()?,
-    );
-    scenario(
-        "users(first: 50) + totalCount",
-        load(
-            Some(&owner),
-            one(
-                "{ users(first: 50) { totalCount nodes { id } } }",
-                json!({}),
-            ),
-            c,
-        )
-        .run()?,
-    );
+    if wanted(&deep_name) {
+        scenario(
+            &deep_name,
+            load(
+                Some(&owner),
+                one(page_query, json!({"after": seeded.deep_cursor})),
+                c,
+            )
+            .run()?,
+        );
+    }
+    if wanted("users(first: 50) + totalCount") {
+        scenario(
+            "users(first: 50) + totalCount",
+            load(
+                Some(&owner),
+                one(
+                    "{ users(first: 50) { totalCount nodes { id } } }",
+                    json!({}),
+                ),
+                c,
+            )
+            .run()?,
+        );
+    }
 
     let logins: Vec<String> = seeded
         .logins
         .iter()
         .map(|(login, password)| json!({"query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }", "variables": {"i": {"login": login, "password": password}}}).to_string())
         .collect();
-    scenario("login", load(None, Bodies::Pick(logins.clone()), c).run()?);
-
-    // Enough live refresh tokens that every connection always has one to rotate.
-    let mut refresh_tokens = Vec::new();
-    for (login_name, password) in seeded.logins.iter().cycle().take(c as usize * 3) {
-        let body = graphql(&client, &server.base, None, json!({"query": "mutation($i: LoginInput!) { login(input: $i) { refreshToken } }", "variables": {"i": {"login": login_name, "password": password}}})).await?;
-        refresh_tokens.push(
-            body["data"]["login"]["refreshToken"]
-                .as_str()
-                .context("login for refresh")?
-                .to_owned(),
+    // Logins queue behind the hashing threads; a few connections per core keep every thread
+    // busy without leaving a long queue of unfinished requests at the end of the window.
+    let login_connections = (cores as u32 * 4).min(c);
+    if wanted("login") {
+        scenario(
+            "login",
+            load(None, Bodies::Pick(logins.clone()), login_connections).run()?,
         );
     }
-    let mut refresh = load(None, Bodies::Refresh(refresh_tokens), c);
-    refresh.warmup = Duration::ZERO;
-    scenario("refreshToken", refresh.run()?);
+
+    if wanted("refreshToken") {
+        // Enough live refresh tokens that every connection always has one to rotate.
+        let mut refresh_tokens = Vec::new();
+        for (login_name, password) in seeded.logins.iter().cycle().take(c as usize * 3) {
+            let body = graphql(&client, &server.base, None, json!({"query": "mutation($i: LoginInput!) { login(input: $i) { refreshToken } }", "variables": {"i": {"login": login_name, "password": password}}})).await?;
+            refresh_tokens.push(
+                body["data"]["login"]["refreshToken"]
+                    .as_str()
+                    .context("login for refresh")?
+                    .to_owned(),
+            );
+        }
+        let mut refresh = load(None, Bodies::Refresh(refresh_tokens), c);
+        refresh.warmup = Duration::ZERO;
+        scenario("refreshToken", refresh.run()?);
+    }
 
     // `me` alone and then beside a login flood, at the same connection count.
     let me_connections = (c / 5).max(2);
-    scenario(
-        "me, idle (fewer connections)",
-        load(
+    if wanted("me, idle (fewer connections)") {
+        scenario(
+            "me, idle (fewer connections)",
+            load(
+                Some(&standard),
+                one("{ me { id username role } }", json!({})),
+                me_connections,
+            )
+            .run()?,
+        );
+    }
+    if wanted("during login flood") {
+        let mut flood = load(None, Bodies::Pick(logins), c);
+        // The flood covers the whole `me` run, warm-up included.
+        flood.duration = args.warmup * 2 + args.duration + Duration::from_secs(1);
+        flood.warmup = Duration::ZERO;
+        let me_beside = load(
             Some(&standard),
             one("{ me { id username role } }", json!({})),
             me_connections,
-        )
-        .run()?,
-    );
-    let flood = load(None, Bodies::Pick(logins), c);
-    let me_beside = load(
-        Some(&standard),
-        one("{ me { id username role } }", json!({})),
-        me_connections,
-    );
-    let (flood_result, me_result) = std::thread::scope(|s| {
-        let flood = s.spawn(|| flood.run());
-        std::thread::sleep(args.warmup);
-        let me = me_beside.run();
-        (flood.join(), me)
-    });
-    let flood_result = flood_result.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
-    scenario("me, during login flood", me_result?);
-    scenario("login flood (beside me)", flood_result);
+        );
+        let (flood_result, me_result) = std::thread::scope(|s| {
+            let flood = s.spawn(|| flood.run());
+            std::thread::sleep(args.warmup + Duration::from_secs(1));
+            let me = me_beside.run();
+            (flood.join(), me)
+        });
+        let flood_result = flood_result.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        scenario("me, during login flood", me_result?);
+        scenario("login flood (beside me)", flood_result);
+    }
     drop(scenario);
     server.stop();
 

@@ -1,6 +1,7 @@
 //! Database access: connecting, migrating, and the queries the service layer composes.
 
 pub mod entities;
+mod pinned;
 pub mod sessions;
 pub mod users;
 
@@ -11,8 +12,9 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QuerySelect, QueryTrait, Select, SqlErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 
 pub use entities::user::Role;
@@ -27,6 +29,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Db {
     pub conn: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    /// PostgreSQL only: connections for hot reads that skip the pool's release ping.
+    pinned: Option<Arc<pinned::PinnedReads>>,
 }
 
 impl Db {
@@ -38,6 +42,9 @@ impl Db {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_timeout(ACQUIRE_TIMEOUT)
             .sqlx_logging(false)
+            // Pinging on every checkout would double the round trips of a one-query request;
+            // only connections idle long enough to have been dropped are checked.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .map_sqlx_sqlite_opts(|opts| {
                 // WAL lets readers run beside the single writer; the busy timeout makes a second
                 // writer wait for the lock instead of failing with "database is locked".
@@ -52,7 +59,33 @@ impl Db {
         conn.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Self { conn, statements })
+        let pinned = match conn.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                Some(Arc::new(pinned::PinnedReads::new(url, max_connections)?))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            conn,
+            statements,
+            pinned,
+        })
+    }
+
+    /// Runs a read outside any transaction, on the cheapest connection available.
+    pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
+        match &self.pinned {
+            Some(pinned) => {
+                self.statements.fetch_add(1, Ordering::Relaxed);
+                pinned.all(&select.build(DatabaseBackend::Postgres)).await
+            }
+            None => select.all(&self.conn).await,
+        }
+    }
+
+    /// The first row of a read; callers put a `LIMIT 1` or a unique key in the query.
+    pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr> {
+        Ok(self.all(select.limit(1)).await?.into_iter().next())
     }
 
     pub async fn migrate(&self) -> Result<(), DbErr> {

@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
+use super::Db;
 use super::entities::session;
 use super::entities::user::{self, Column, Entity as Users, Model as User, Role};
 
@@ -17,11 +18,21 @@ pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, 
     Users::find_by_id(id).one(db).await
 }
 
+/// `by_id` outside a transaction, on the read path.
+pub async fn read_by_id(db: &Db, id: Uuid) -> Result<Option<User>, DbErr> {
+    db.one(Users::find_by_id(id)).await
+}
+
+fn username_query(username: &str) -> Select<Users> {
+    Users::find().filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
+}
+
 pub async fn by_username(db: &impl ConnectionTrait, username: &str) -> Result<Option<User>, DbErr> {
-    Users::find()
-        .filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
-        .one(db)
-        .await
+    username_query(username).one(db).await
+}
+
+pub async fn read_by_username(db: &Db, username: &str) -> Result<Option<User>, DbErr> {
+    db.one(username_query(username)).await
 }
 
 /// Finds a user by username or email: usernames cannot contain `@`, so the login is
@@ -40,29 +51,22 @@ pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<U
 
 /// The user behind an access token, only while its session is live: one round trip per
 /// request decides both.
-pub async fn by_session(
-    db: &impl ConnectionTrait,
-    user_id: Uuid,
-    session_id: Uuid,
-) -> Result<Option<User>, DbErr> {
-    Users::find_by_id(user_id)
-        .filter(Expr::exists(
-            Query::select()
-                .expr(Expr::val(1))
-                .from(session::Entity)
-                .and_where(session::Column::Id.eq(session_id))
-                .and_where(session::Column::UserId.eq(user_id))
-                .and_where(session::Column::RevokedAt.is_null())
-                .to_owned(),
-        ))
-        .one(db)
-        .await
+pub async fn by_session(db: &Db, user_id: Uuid, session_id: Uuid) -> Result<Option<User>, DbErr> {
+    let query = Users::find_by_id(user_id).filter(Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(session::Entity)
+            .and_where(session::Column::Id.eq(session_id))
+            .and_where(session::Column::UserId.eq(user_id))
+            .and_where(session::Column::RevokedAt.is_null())
+            .to_owned(),
+    ));
+    db.one(query).await
 }
 
-pub async fn by_ids(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<HashMap<Uuid, User>, DbErr> {
-    let users = Users::find()
-        .filter(Column::Id.is_in(ids.iter().copied()))
-        .all(db)
+pub async fn by_ids(db: &Db, ids: &[Uuid]) -> Result<HashMap<Uuid, User>, DbErr> {
+    let users = db
+        .all(Users::find().filter(Column::Id.is_in(ids.iter().copied())))
         .await?;
     Ok(users.into_iter().map(|u| (u.id, u)).collect())
 }
@@ -164,7 +168,7 @@ pub struct Position {
 /// One keyset page: rows strictly after `after`, in (created_at, id) order. Fetches one extra
 /// row to learn whether another page follows.
 pub async fn page(
-    db: &impl ConnectionTrait,
+    db: &Db,
     filter: &Filter,
     after: Option<Position>,
     limit: u64,
@@ -181,11 +185,13 @@ pub async fn page(
                 ),
         );
     }
-    let mut rows = query
-        .order_by_asc(Column::CreatedAt)
-        .order_by_asc(Column::Id)
-        .limit(limit + 1)
-        .all(db)
+    let mut rows = db
+        .all(
+            query
+                .order_by_asc(Column::CreatedAt)
+                .order_by_asc(Column::Id)
+                .limit(limit + 1),
+        )
         .await?;
     let has_next = rows.len() as u64 > limit;
     rows.truncate(limit as usize);

@@ -138,7 +138,7 @@ impl Service {
     /// are all still valid.
     pub async fn authenticate(&self, access_token: &str) -> AppResult<User> {
         let claims = self.0.tokens.verify(access_token)?;
-        user_queries::by_session(&self.db().conn, claims.sub, claims.sid)
+        user_queries::by_session(self.db(), claims.sub, claims.sid)
             .await?
             .filter(|user| !user.disabled)
             .ok_or(AppError::Unauthenticated("Invalid or expired token"))

@@ -419,8 +419,8 @@ impl Service {
             return Err(AppError::Forbidden("Only admins can look up other users"));
         }
         Ok(match by {
-            UserRef::Id(id) => user_queries::by_id(&self.db().conn, id).await?,
-            UserRef::Username(name) => user_queries::by_username(&self.db().conn, &name).await?,
+            UserRef::Id(id) => user_queries::read_by_id(self.db(), id).await?,
+            UserRef::Username(name) => user_queries::read_by_username(self.db(), &name).await?,
         })
     }
 
@@ -451,8 +451,7 @@ impl Service {
                 "must be at most 200 characters, without NUL",
             ));
         }
-        let (users, has_next) =
-            user_queries::page(&self.db().conn, filter, after, first as u64).await?;
+        let (users, has_next) = user_queries::page(self.db(), filter, after, first as u64).await?;
         Ok(Page {
             users,
             has_next,
@@ -469,7 +468,7 @@ impl Service {
         &self,
         ids: &[Uuid],
     ) -> AppResult<std::collections::HashMap<Uuid, User>> {
-        Ok(user_queries::by_ids(&self.db().conn, ids).await?)
+        Ok(user_queries::by_ids(self.db(), ids).await?)
     }
 }
 

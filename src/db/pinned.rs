@@ -1,0 +1,81 @@
+//! PostgreSQL reads on connections kept outside sqlx's pool.
+//!
+//! sqlx pings every connection it takes back into its pool, a second round trip after each
+//! query. The hot read paths (the per-request session check, lookups, pages) run instead on a
+//! few connections held here for the life of the process: one query, one round trip, on a
+//! statement sqlx has already prepared on that connection. Writes and transactions keep
+//! using the pool.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
+use sea_orm::{DbErr, FromQueryResult, QueryResult, Statement};
+use sea_query_sqlx::SqlxValues;
+use tokio::sync::Mutex;
+
+pub struct PinnedReads {
+    options: PgConnectOptions,
+    slots: Vec<Mutex<Option<PgConnection>>>,
+    next: AtomicUsize,
+}
+
+impl PinnedReads {
+    /// Connections open lazily, on first use of their slot.
+    pub fn new(url: &str, connections: u32) -> Result<Self, DbErr> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|err| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("{err}"))))?;
+        let options = options.disable_statement_logging();
+        Ok(Self {
+            options,
+            slots: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub async fn all<M: FromQueryResult>(&self, statement: &Statement) -> Result<Vec<M>, DbErr> {
+        // A free slot if there is one; otherwise queue on the next in turn.
+        let slot = self.slots.iter().find_map(|slot| slot.try_lock().ok());
+        let mut guard = match slot {
+            Some(guard) => guard,
+            None => {
+                let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+                self.slots[index].lock().await
+            }
+        };
+        if guard.is_none() {
+            *guard = Some(
+                PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(conn_err)?,
+            );
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(DbErr::Custom("pinned connection missing".into()));
+        };
+        let values = statement
+            .values
+            .clone()
+            .unwrap_or_else(|| sea_orm::Values(Vec::new()));
+        let query = sqlx::query_with(
+            sqlx::AssertSqlSafe(statement.sql.as_str()),
+            SqlxValues(values),
+        );
+        match query.fetch_all(&mut *conn).await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|row| M::from_query_result(&QueryResult::from(row), ""))
+                .collect(),
+            Err(err) => {
+                // The connection may be broken; the next use of this slot reconnects.
+                *guard = None;
+                Err(DbErr::Query(sea_orm::RuntimeErr::Internal(err.to_string())))
+            }
+        }
+    }
+}
+
+fn conn_err(err: sqlx::Error) -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::Internal(err.to_string()))
+}
