@@ -55,7 +55,8 @@ impl Database {
                     .rsplit_once('/')
                     .map_or(postgres_url, |(b, _)| b);
                 Ok(Self {
-                    url: format!("{base}/{name}"),
+                    // Loopback: every server under test talks to PostgreSQL without TLS.
+                    url: format!("{base}/{name}?sslmode=disable"),
                     postgres: Some((postgres_url.to_owned(), name)),
                 })
             }

@@ -52,16 +52,36 @@ pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<U
 /// The user behind an access token, only while its session is live: one round trip per
 /// request decides both.
 pub async fn by_session(db: &Db, user_id: Uuid, session_id: Uuid) -> Result<Option<User>, DbErr> {
-    let query = Users::find_by_id(user_id).filter(Expr::exists(
-        Query::select()
-            .expr(Expr::val(1))
-            .from(session::Entity)
-            .and_where(session::Column::Id.eq(session_id))
-            .and_where(session::Column::UserId.eq(user_id))
-            .and_where(session::Column::RevokedAt.is_null())
-            .to_owned(),
-    ));
-    db.one(query).await
+    db.one(Users::find().filter(session_condition(user_id, session_id)))
+        .await
+}
+
+/// The viewer (as [`by_session`]) and another user, `other`, in the same round trip. The
+/// caller tells the rows apart by id, so `other` must not be `user_id`.
+pub async fn by_session_and_id(
+    db: &Db,
+    user_id: Uuid,
+    session_id: Uuid,
+    other: Uuid,
+) -> Result<Vec<User>, DbErr> {
+    let condition = Condition::any()
+        .add(session_condition(user_id, session_id))
+        .add(Column::Id.eq(other));
+    db.all(Users::find().filter(condition).limit(2)).await
+}
+
+fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
+    Condition::all()
+        .add(Column::Id.eq(user_id))
+        .add(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(session::Entity)
+                .and_where(session::Column::Id.eq(session_id))
+                .and_where(session::Column::UserId.eq(user_id))
+                .and_where(session::Column::RevokedAt.is_null())
+                .to_owned(),
+        ))
 }
 
 pub async fn by_ids(db: &Db, ids: &[Uuid]) -> Result<HashMap<Uuid, User>, DbErr> {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::validation::{self, Fields};
 use super::{Service, manages};
+use crate::auth::RequestAuth;
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
 use crate::db::{self, UniqueViolation, sessions, unique_violation};
@@ -406,8 +407,13 @@ impl Service {
     }
 
     /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
-    /// asking about someone else is refused before any lookup, so existence does not leak.
-    pub async fn get_user(&self, viewer: &User, by: UserRef) -> AppResult<Option<User>> {
+    /// asking about someone else is refused before the result is used, so existence does not
+    /// leak. By id, the target is read in the same query that authenticates the caller.
+    pub async fn get_user(&self, auth: &RequestAuth, by: UserRef) -> AppResult<Option<User>> {
+        let (viewer, prefetched) = match &by {
+            UserRef::Id(id) => auth.viewer_and(self, *id).await?,
+            UserRef::Username(_) => (auth.viewer(self).await?, None),
+        };
         let is_self = match &by {
             UserRef::Id(id) => *id == viewer.id,
             UserRef::Username(name) => name.to_ascii_lowercase() == viewer.username_key,
@@ -417,6 +423,9 @@ impl Service {
         }
         if !viewer.role.is_manager() {
             return Err(AppError::Forbidden("Only admins can look up other users"));
+        }
+        if let Some(target) = prefetched {
+            return Ok(target);
         }
         Ok(match by {
             UserRef::Id(id) => user_queries::read_by_id(self.db(), id).await?,
