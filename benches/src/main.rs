@@ -308,7 +308,6 @@ async fn run(
         scenario("me, during login flood", me_result?);
         scenario("login flood (beside me)", flood_result);
     }
-    drop(scenario);
     server.stop();
 
     // The machine's login ceiling: argon2id verifies on every core, no server involved.
