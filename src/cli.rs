@@ -14,6 +14,7 @@ use crate::service::{NewUser, Service};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::memory::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
