@@ -643,6 +643,33 @@ async fn instances_share_tokens_and_revocations(app: TestApp) {
     second.stop().await;
 }
 
+/// `user(id:)` authenticates in the same query as its lookup: a dead session must still be
+/// refused, whether the target is someone else or the caller.
+async fn user_by_id_checks_the_session_too(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let query = "query($id: ID!) { user(id: $id) { id username email } }";
+    let body = app
+        .gql(Some(&owner.access), query, json!({"id": bob}))
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["user"]["email"], "bob@example.com", "{body}");
+    assert_ok(&logout(&app, &owner.refresh).await);
+    for id in [bob.as_str(), owner.id.as_str()] {
+        let body = app.gql(Some(&owner.access), query, json!({"id": id})).await;
+        assert_code(&body, "UNAUTHENTICATED");
+    }
+    // Also when another field already loaded the (refused) viewer first.
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "query($id: ID!) { me { id } user(id: $id) { id } }",
+            json!({"id": bob}),
+        )
+        .await;
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Registration
 
@@ -683,6 +710,7 @@ backend_tests!(
     password_change_revokes_refresh_tokens,
     role_changes_take_effect_at_once,
     instances_share_tokens_and_revocations,
+    user_by_id_checks_the_session_too,
     closed_registration_is_forbidden with |s| {
         s.registration = rollcall::config::Registration::Closed;
     },
