@@ -448,7 +448,9 @@ fn pgbench(args: &Args, database: &seed::Database) -> Result<f64> {
 fn build_server() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "rollcall", "--bin", "rollcall"])
+        // Built together with this package, so dependencies resolve to the features this
+        // binary was already compiled with and nothing is built twice.
+        .args(["build", "--release", "-p", "rollcall-bench", "-p", "rollcall"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .context("cargo build")?;

@@ -143,16 +143,13 @@ impl Filter {
         if let Some(search) = self.search.as_deref().filter(|s| !s.is_empty()) {
             let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
             let mut any = Condition::any();
-            for column in [
-                Column::UsernameKey,
-                Column::Email,
-                Column::FirstName,
-                Column::LastName,
-            ] {
-                any = any.add(
-                    Expr::expr(Func::lower(Expr::col(column)))
-                        .like(LikeExpr::new(pattern.clone()).escape('\\')),
-                );
+            let like = || LikeExpr::new(pattern.clone()).escape('\\');
+            // Username keys and emails are stored lower-cased already.
+            for column in [Column::UsernameKey, Column::Email] {
+                any = any.add(Expr::col(column).like(like()));
+            }
+            for column in [Column::FirstName, Column::LastName] {
+                any = any.add(Expr::expr(Func::lower(Expr::col(column))).like(like()));
             }
             all = all.add(any);
         }
@@ -195,14 +192,17 @@ pub async fn page(
 ) -> Result<(Vec<User>, bool), DbErr> {
     let mut query = Users::find().filter(filter.condition());
     if let Some(after) = after {
+        // A row-value comparison: both databases walk the (created_at, id) index from the
+        // cursor, whatever the page number.
         query = query.filter(
-            Condition::any()
-                .add(Column::CreatedAt.gt(after.created_at))
-                .add(
-                    Condition::all()
-                        .add(Column::CreatedAt.eq(after.created_at))
-                        .add(Column::Id.gt(after.id)),
-                ),
+            Expr::tuple([
+                Expr::col((Users, Column::CreatedAt)).into(),
+                Expr::col((Users, Column::Id)).into(),
+            ])
+            .gt(Expr::tuple([
+                Expr::value(after.created_at),
+                Expr::value(after.id),
+            ])),
         );
     }
     let mut rows = db
