@@ -47,8 +47,9 @@ pub struct Load<'a> {
 
 impl Load<'_> {
     pub fn run(&self) -> Result<Measured> {
-        // Let the previous scenario's stragglers finish first.
-        std::thread::sleep(Duration::from_millis(500));
+        // Requests run to completion even when wrk hangs up: wait out the previous
+        // scenario's backlog before measuring this one.
+        wait_until_idle();
         let script = self
             .work_dir
             .join(format!("load-{}.lua", rand::random::<u32>()));
@@ -211,6 +212,43 @@ fn duration_ms(text: &str) -> Option<f64> {
         return None;
     };
     number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// Waits (at most a minute) until the machine's CPUs are nearly idle.
+pub fn wait_until_idle() {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut quiet = 0;
+    let mut last = cpu_times();
+    while quiet < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = cpu_times();
+        let (busy, total) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
+        quiet = if total > 0 && busy * 10 < total {
+            quiet + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+}
+
+/// (busy, total) jiffies of all CPUs, from /proc/stat.
+fn cpu_times() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// Resident set size of a process and its children (PostGraphile's cluster workers), MiB.

@@ -112,6 +112,34 @@ async fn run(
     tokio::time::sleep(Duration::from_secs(1)).await;
     report.idle_rss_mib = load::rss_mib(&[server.pid()]);
 
+    let peer = if args.db == DbKind::Postgres {
+        match Peer::start(cores, database).await {
+            Ok(peer) => Some(peer),
+            Err(err) if args.short => {
+                report
+                    .notes
+                    .push(format!("PostGraphile not measured: {err:#}"));
+                None
+            }
+            Err(err) => return Err(err),
+        }
+    } else {
+        None
+    };
+    let peer_load = |bodies: Bodies| {
+        peer.as_ref().map(|peer| Load {
+            wrk,
+            url: format!("{}/graphql", peer.url),
+            token: None,
+            bodies,
+            connections: args.connections,
+            threads: cores as u32,
+            duration: args.duration,
+            warmup: args.warmup,
+            pids: vec![peer.child.id()],
+            work_dir: work_dir.to_path_buf(),
+        })
+    };
     let owner = login(
         &client,
         &server.base,
@@ -146,13 +174,17 @@ async fn run(
         ])
     };
 
+    let peer_idle = peer.as_ref().map(|peer| peer.idle_rss_mib);
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
     let mut scenario = |name: &str, measured: Measured| {
         eprintln!(
             "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
             measured.requests_per_sec, measured.p50_ms, measured.p99_ms, measured.errors
         );
-        report.rows.push(Row::rollcall(name, measured));
+        report.rows.push(match peer_idle {
+            Some(idle) if name.starts_with("PostGraphile") => Row::peer(name, measured, idle),
+            _ => Row::rollcall(name, measured),
+        });
     };
 
     if wanted("serverInfo (HTTP + GraphQL ceiling)") {
@@ -182,6 +214,14 @@ async fn run(
             "user(id)",
             load(Some(&owner), Bodies::Pick(by_id), c).run()?,
         );
+        let by_id: Vec<String> = seeded
+            .sample_ids
+            .iter()
+            .map(|id| json!({"query": "query($id: UUID!) { userById(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
+            .collect();
+        if let Some(load) = peer_load(Bodies::Pick(by_id)) {
+            scenario("PostGraphile userById", load.run()?);
+        }
     }
     if wanted("users(first: 50) + createdBy") {
         scenario(
@@ -196,6 +236,14 @@ async fn run(
             )
             .run()?,
         );
+        let page = "{ allUsers(first: 50, orderBy: [CREATED_AT_ASC, ID_ASC]) { nodes { id username email userByCreatedBy { username } } } }";
+        if let Some(load) = peer_load(one(page, json!({}))) {
+            scenario("PostGraphile allUsers(first: 50) + creator", load.run()?);
+        }
+    }
+    // Hashing scenarios follow: the peer would only sit in memory.
+    if let Some(peer) = peer {
+        peer.stop();
     }
     let searches: Vec<String> = (0..200)
         .map(|i| {
@@ -319,13 +367,6 @@ async fn run(
     );
 
     if args.db == DbKind::Postgres {
-        match peer(args, cores, wrk, database, &seeded, work_dir).await {
-            Ok(rows) => report.rows.extend(rows),
-            Err(err) if args.short => report
-                .notes
-                .push(format!("PostGraphile not measured: {err:#}")),
-            Err(err) => return Err(err),
-        }
         match pgbench(args, database) {
             Ok(tps) => report.pgbench_tps = Some(tps),
             Err(err) if args.short => report.notes.push(format!("pgbench not measured: {err:#}")),
@@ -335,87 +376,71 @@ async fn run(
     Ok(report)
 }
 
-/// PostGraphile 4 on the same table, one worker per core, on the equivalent reads.
-async fn peer(
-    args: &Args,
-    cores: usize,
-    wrk: &Path,
-    database: &seed::Database,
-    seeded: &seed::Seeded,
-    work_dir: &Path,
-) -> Result<Vec<Row>> {
-    let tools_dir = std::env::var_os("ROLLCALL_BENCH_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tools"));
-    let bin = tools::postgraphile(&tools_dir)?;
-    let port = free_port()?;
-    let mut child = Command::new(bin)
-        .args([
-            "-c",
-            &database.url,
-            "-s",
-            "public",
-            "-n",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .args([
-            "--cluster-workers",
-            &cores.to_string(),
-            "--disable-query-log",
-            "--disable-graphiql",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting postgraphile")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let result = async {
+/// PostGraphile 4 on the same table, one worker per core, serving the equivalent reads. It
+/// runs beside rollcall so each of its scenarios directly follows rollcall's counterpart: a
+/// noisy machine then affects both sides of a ratio alike.
+struct Peer {
+    child: Child,
+    url: String,
+    idle_rss_mib: f64,
+}
+
+impl Peer {
+    async fn start(cores: usize, database: &seed::Database) -> Result<Self> {
+        let tools_dir = std::env::var_os("ROLLCALL_BENCH_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tools"));
+        let bin = tools::postgraphile(&tools_dir)?;
+        let port = free_port()?;
+        let child = Command::new(bin)
+            .args([
+                "-c",
+                &database.url,
+                "-s",
+                "public",
+                "-n",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .args([
+                "--cluster-workers",
+                &cores.to_string(),
+                "--disable-query-log",
+                "--disable-graphiql",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting postgraphile")?;
+        let mut peer = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            idle_rss_mib: 0.0,
+        };
+        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if graphql(&client, &base, None, json!({"query": "{ __typename }"})).await.is_ok() {
-                break;
-            }
+        while graphql(&client, &peer.url, None, json!({"query": "{ __typename }"}))
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
+                peer.stop();
                 bail!("postgraphile did not start");
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle = load::rss_mib(&[child.id()]);
-        let load = |bodies: Bodies| Load {
-            wrk,
-            url: format!("{base}/graphql"),
-            token: None,
-            bodies,
-            connections: args.connections,
-            threads: cores as u32,
-            duration: args.duration,
-            warmup: args.warmup,
-            pids: vec![child.id()],
-            work_dir: work_dir.to_path_buf(),
-        };
-        let by_id: Vec<String> = seeded
-            .sample_ids
-            .iter()
-            .map(|id| json!({"query": "query($id: UUID!) { userById(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
-            .collect();
-        let by_id = load(Bodies::Pick(by_id)).run()?;
-        let page = load(Bodies::Pick(vec![json!({"query": "{ allUsers(first: 50, orderBy: [CREATED_AT_ASC, ID_ASC]) { nodes { id username email userByCreatedBy { username } } } }"}).to_string()])).run()?;
-        eprintln!("postgraphile: by id {:.0} req/s, page {:.0} req/s", by_id.requests_per_sec, page.requests_per_sec);
-        Ok(vec![
-            Row::peer("PostGraphile userById", by_id, idle),
-            Row::peer("PostGraphile allUsers(first: 50) + creator", page, idle),
-        ])
+        peer.idle_rss_mib = load::rss_mib(&[peer.child.id()]);
+        Ok(peer)
     }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    // Cluster workers exit with their master; give them a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    result
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Cluster workers exit with their master.
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// pgbench select-only by primary key, prepared, on the same server and database.
@@ -450,7 +475,14 @@ fn build_server() -> Result<PathBuf> {
     let status = Command::new(cargo)
         // Built together with this package, so dependencies resolve to the features this
         // binary was already compiled with and nothing is built twice.
-        .args(["build", "--release", "-p", "rollcall-bench", "-p", "rollcall"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rollcall-bench",
+            "-p",
+            "rollcall",
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .context("cargo build")?;

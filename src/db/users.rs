@@ -196,8 +196,8 @@ pub async fn page(
         // cursor, whatever the page number.
         query = query.filter(
             Expr::tuple([
-                Expr::col((Users, Column::CreatedAt)).into(),
-                Expr::col((Users, Column::Id)).into(),
+                Expr::col((Users, Column::CreatedAt)),
+                Expr::col((Users, Column::Id)),
             ])
             .gt(Expr::tuple([
                 Expr::value(after.created_at),
