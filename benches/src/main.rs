@@ -57,8 +57,27 @@ pub struct Args {
     postgres_url: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Set on the child process that serves: the benchmark binary runs rollcall's own command
+/// line, so the server measured is exactly the release build of the library, compiled once.
+const AS_SERVER: &str = "ROLLCALL_BENCH_AS_SERVER";
+
+fn main() -> std::process::ExitCode {
+    if std::env::var_os(AS_SERVER).is_some() {
+        return rollcall::cli::main();
+    }
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(bench()));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench() -> Result<()> {
     let mut args = Args::parse();
     if args.short {
         args.users = args.users.min(2_000);
@@ -70,7 +89,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&work_dir)?;
 
     let wrk = tools::wrk()?;
-    let server_bin = build_server()?;
+    let server_bin = std::env::current_exe()?;
     let database = seed::Database::create(args.db, &args.postgres_url, &work_dir).await?;
     let result = run(&args, cores, &wrk, &server_bin, &database, &work_dir).await;
     database.drop_now().await;
@@ -469,36 +488,6 @@ fn pgbench(args: &Args, database: &seed::Database) -> Result<f64> {
         .with_context(|| format!("unexpected pgbench output: {text}"))
 }
 
-/// Builds the release server next to this binary and returns its path.
-fn build_server() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        // Built together with this package, so dependencies resolve to the features this
-        // binary was already compiled with and nothing is built twice.
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "rollcall-bench",
-            "-p",
-            "rollcall",
-        ])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .context("cargo build")?;
-    if !status.success() {
-        bail!("building the release server failed");
-    }
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .join("rollcall");
-    if !bin.exists() {
-        bail!("{} not found after building", bin.display());
-    }
-    Ok(bin)
-}
-
 struct ServerProcess {
     child: Child,
     base: String,
@@ -509,6 +498,7 @@ impl ServerProcess {
         let port = free_port()?;
         let child = Command::new(bin)
             .arg("serve")
+            .env(AS_SERVER, "1")
             .env("DATABASE_URL", database_url)
             .env("ROLLCALL_LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
