@@ -21,10 +21,6 @@ fn known_secret() -> String {
 const ME: &str = "{ me { id username role } }";
 const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
 const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
-const UPDATE_USER: &str = "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id disabled } }";
-const SET_ROLE: &str =
-    "mutation($id: ID!, $role: Role!) { setRole(id: $id, role: $role) { id role } }";
-const DELETE_USER: &str = "mutation($id: ID!) { deleteUser(id: $id) }";
 const USERS: &str = "{ users(first: 10) { totalCount nodes { id username } } }";
 
 // ---------------------------------------------------------------------------------------------
@@ -424,7 +420,7 @@ async fn disabling_revokes_at_once(app: TestApp) {
     let body = app
         .gql(
             Some(&owner.access),
-            UPDATE_USER,
+            support::UPDATE_USER,
             json!({"id": bob.id, "input": {"disabled": false}}),
         )
         .await;
@@ -444,7 +440,11 @@ async fn deleting_revokes_at_once(app: TestApp) {
     assert_ok(&me(&app, &bob.access).await);
 
     let body = app
-        .gql(Some(&owner.access), DELETE_USER, json!({"id": bob.id}))
+        .gql(
+            Some(&owner.access),
+            support::DELETE_USER,
+            json!({"id": bob.id}),
+        )
         .await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], bob.id.as_str());
@@ -456,7 +456,11 @@ async fn deleting_revokes_at_once(app: TestApp) {
     // Deleting one's own account ends one's own sessions too.
     let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
     let body = app
-        .gql(Some(&carol.access), DELETE_USER, json!({"id": carol.id}))
+        .gql(
+            Some(&carol.access),
+            support::DELETE_USER,
+            json!({"id": carol.id}),
+        )
         .await;
     assert_ok(&body);
     assert_code(&me(&app, &carol.access).await, "UNAUTHENTICATED");
@@ -467,14 +471,14 @@ async fn role_change_revokes_refresh_tokens(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
 
-    let body = set_role(&app, &owner, &bob.id, "ADMIN").await;
+    let body = app.set_role(&owner, &bob.id, "ADMIN").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
     assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
 
     let admin = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
     assert_eq!(admin.role, "ADMIN");
-    assert_ok(&set_role(&app, &owner, &bob.id, "STANDARD").await);
+    assert_ok(&app.set_role(&owner, &bob.id, "STANDARD").await);
     assert_code(&refresh(&app, &admin.refresh).await, "UNAUTHENTICATED");
     // The owner's own sessions are not touched by changing someone else's role.
     assert_ok(&refresh(&app, &owner.refresh).await);
@@ -489,7 +493,7 @@ async fn password_change_revokes_refresh_tokens(app: TestApp) {
     let body = app
         .gql(
             Some(&bob.access),
-            UPDATE_USER,
+            support::UPDATE_USER,
             json!({"id": bob.id, "input": {"password": NEW_PASSWORD, "currentPassword": PASSWORD}}),
         )
         .await;
@@ -513,7 +517,7 @@ async fn password_change_revokes_refresh_tokens(app: TestApp) {
     let body = app
         .gql(
             Some(&owner.access),
-            UPDATE_USER,
+            support::UPDATE_USER,
             json!({"id": bob.id, "input": {"password": PASSWORD}}),
         )
         .await;
@@ -530,7 +534,7 @@ async fn role_changes_take_effect_at_once(app: TestApp) {
     let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
     assert_code(&users(&app, &carol).await, "FORBIDDEN");
 
-    assert_ok(&set_role(&app, &owner, &carol.id, "ADMIN").await);
+    assert_ok(&app.set_role(&owner, &carol.id, "ADMIN").await);
     // Whatever happens to the old access token, it never acts with a role that is gone or
     // one that was never checked: either refused, or allowed as the ADMIN Carol now is.
     let old = users(&app, &carol).await;
@@ -544,7 +548,7 @@ async fn role_changes_take_effect_at_once(app: TestApp) {
     assert_ok(&body);
     assert_eq!(body["data"]["users"]["totalCount"], 2, "{body}");
 
-    assert_ok(&set_role(&app, &owner, &carol.id, "STANDARD").await);
+    assert_ok(&app.set_role(&owner, &carol.id, "STANDARD").await);
     // The ADMIN session opened before the demotion no longer lists users.
     let stale = users(&app, &admin).await;
     assert!(
@@ -619,7 +623,7 @@ async fn instances_share_tokens_and_revocations(app: TestApp) {
     // Disabled through the second instance, refused at once by the first.
     let body = at_second(
         Some(&owner.access),
-        UPDATE_USER,
+        support::UPDATE_USER,
         json!({"id": bob.id, "input": {"disabled": true}}),
     )
     .await;
@@ -736,21 +740,7 @@ async fn users(app: &TestApp, session: &Session) -> Value {
 }
 
 async fn disable(app: &TestApp, actor: &Session, id: &str) -> Value {
-    app.gql(
-        Some(&actor.access),
-        UPDATE_USER,
-        json!({"id": id, "input": {"disabled": true}}),
-    )
-    .await
-}
-
-async fn set_role(app: &TestApp, actor: &Session, id: &str, role: &str) -> Value {
-    app.gql(
-        Some(&actor.access),
-        SET_ROLE,
-        json!({"id": id, "role": role}),
-    )
-    .await
+    app.update_user(actor, id, json!({"disabled": true})).await
 }
 
 /// `expiresAt` of an AuthPayload.

@@ -13,10 +13,6 @@ const ME: &str = "{ me { id username email role } }";
 const USER_BY_ID: &str =
     "query($id: ID) { user(id: $id) { id username email firstName lastName phone role disabled } }";
 const CREATE: &str = "mutation($input: CreateUserInput!) { createUser(input: $input) { id username role createdBy { id } } }";
-const UPDATE: &str = "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id username email firstName lastName phone disabled role } }";
-const DELETE: &str = "mutation($id: ID!) { deleteUser(id: $id) }";
-const SET_ROLE: &str =
-    "mutation($id: ID!, $role: Role!) { setRole(id: $id, role: $role) { id username role } }";
 const USERS: &str = "query($first: Int, $after: String, $filter: UserFilter) { users(first: $first, after: $after, filter: $filter) { totalCount nodes { id username } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }";
 const NO_SUCH_ID: &str = "00000000-0000-4000-8000-000000000000";
 
@@ -45,29 +41,6 @@ fn new_user(username: &str, role: &str) -> Value {
         "password": PASSWORD,
         "role": role,
     })
-}
-
-async fn update(app: &TestApp, session: &Session, id: &str, input: Value) -> Value {
-    app.gql(
-        Some(&session.access),
-        UPDATE,
-        json!({ "id": id, "input": input }),
-    )
-    .await
-}
-
-async fn delete(app: &TestApp, session: &Session, id: &str) -> Value {
-    app.gql(Some(&session.access), DELETE, json!({ "id": id }))
-        .await
-}
-
-async fn set_role(app: &TestApp, session: &Session, id: &str, role: &str) -> Value {
-    app.gql(
-        Some(&session.access),
-        SET_ROLE,
-        json!({ "id": id, "role": role }),
-    )
-    .await
 }
 
 async fn users(app: &TestApp, session: &Session, variables: Value) -> Value {
@@ -447,13 +420,13 @@ async fn update_own_profile_and_credentials(app: TestApp) {
     let _owner = app.register("owner").await;
     let bob = app.register("bob").await;
 
-    let body = update(
-        &app,
-        &bob,
-        &bob.id,
-        json!({ "firstName": "Bob", "lastName": "Builder", "phone": "+44 20 7946 0000" }),
-    )
-    .await;
+    let body = app
+        .update_user(
+            &bob,
+            &bob.id,
+            json!({ "firstName": "Bob", "lastName": "Builder", "phone": "+44 20 7946 0000" }),
+        )
+        .await;
     assert_ok(&body);
     let updated = &body["data"]["updateUser"];
     assert_eq!(updated["firstName"], "Bob");
@@ -462,27 +435,31 @@ async fn update_own_profile_and_credentials(app: TestApp) {
 
     // Password and email need the current password.
     let new_password = "a brand new password";
-    let body = update(&app, &bob, &bob.id, json!({ "password": new_password })).await;
+    let body = app
+        .update_user(&bob, &bob.id, json!({ "password": new_password }))
+        .await;
     assert_code(&body, "BAD_USER_INPUT");
     assert_fields(&body, &["currentPassword"]);
-    let body = update(&app, &bob, &bob.id, json!({ "email": "bob2@example.com" })).await;
+    let body = app
+        .update_user(&bob, &bob.id, json!({ "email": "bob2@example.com" }))
+        .await;
     assert_code(&body, "BAD_USER_INPUT");
     assert_fields(&body, &["currentPassword"]);
-    let body = update(
-        &app,
-        &bob,
-        &bob.id,
-        json!({ "password": new_password, "currentPassword": "not the password" }),
-    )
-    .await;
+    let body = app
+        .update_user(
+            &bob,
+            &bob.id,
+            json!({ "password": new_password, "currentPassword": "not the password" }),
+        )
+        .await;
     assert_refused(&body);
-    let body = update(
-        &app,
-        &bob,
-        &bob.id,
-        json!({ "email": "bob2@example.com", "currentPassword": "not the password" }),
-    )
-    .await;
+    let body = app
+        .update_user(
+            &bob,
+            &bob.id,
+            json!({ "email": "bob2@example.com", "currentPassword": "not the password" }),
+        )
+        .await;
     assert_refused(&body);
     assert_eq!(
         me(&app, &bob).await["data"]["me"]["email"],
@@ -490,22 +467,22 @@ async fn update_own_profile_and_credentials(app: TestApp) {
     );
     assert!(app.login("bob", new_password).await["errors"].is_array());
 
-    let body = update(
-        &app,
-        &bob,
-        &bob.id,
-        json!({ "email": "bob2@example.com", "currentPassword": PASSWORD }),
-    )
-    .await;
+    let body = app
+        .update_user(
+            &bob,
+            &bob.id,
+            json!({ "email": "bob2@example.com", "currentPassword": PASSWORD }),
+        )
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["email"], "bob2@example.com");
-    let body = update(
-        &app,
-        &bob,
-        &bob.id,
-        json!({ "password": new_password, "currentPassword": PASSWORD }),
-    )
-    .await;
+    let body = app
+        .update_user(
+            &bob,
+            &bob.id,
+            json!({ "password": new_password, "currentPassword": PASSWORD }),
+        )
+        .await;
     assert_ok(&body);
     assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
     let body = app.login("bob2@example.com", new_password).await;
@@ -520,51 +497,75 @@ async fn update_other_users_by_role(app: TestApp) {
     let std2_id = app.create_user(&owner, "std2", "STANDARD").await;
 
     // ADMIN edits STANDARD, including a new password and disabled.
-    let body = update(&app, &admin, &std2_id, json!({ "firstName": "Second" })).await;
+    let body = app
+        .update_user(&admin, &std2_id, json!({ "firstName": "Second" }))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["firstName"], "Second");
     let reset = "reset by the admin";
-    let body = update(&app, &admin, &std2_id, json!({ "password": reset })).await;
+    let body = app
+        .update_user(&admin, &std2_id, json!({ "password": reset }))
+        .await;
     assert_ok(&body);
     assert_ok(&app.login("std2", reset).await);
-    let body = update(&app, &admin, &std2_id, json!({ "disabled": true })).await;
+    let body = app
+        .update_user(&admin, &std2_id, json!({ "disabled": true }))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["disabled"], true);
     assert_code(&app.login("std2", reset).await, "UNAUTHENTICATED");
-    let body = update(&app, &admin, &std2_id, json!({ "disabled": false })).await;
+    let body = app
+        .update_user(&admin, &std2_id, json!({ "disabled": false }))
+        .await;
     assert_ok(&body);
     assert_ok(&app.login("std2", reset).await);
 
     // ... but not another ADMIN nor the OWNER.
-    let body = update(&app, &admin, &admin2_id, json!({ "firstName": "Nope" })).await;
+    let body = app
+        .update_user(&admin, &admin2_id, json!({ "firstName": "Nope" }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &admin, &admin2_id, json!({ "disabled": true })).await;
+    let body = app
+        .update_user(&admin, &admin2_id, json!({ "disabled": true }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &admin, &owner.id, json!({ "firstName": "Nope" })).await;
+    let body = app
+        .update_user(&admin, &owner.id, json!({ "firstName": "Nope" }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &admin, &owner.id, json!({ "disabled": true })).await;
+    let body = app
+        .update_user(&admin, &owner.id, json!({ "disabled": true }))
+        .await;
     assert_code(&body, "FORBIDDEN");
 
     // OWNER edits ADMIN (and STANDARD).
-    let body = update(
-        &app,
-        &owner,
-        &admin2_id,
-        json!({ "firstName": "Edited", "disabled": true }),
-    )
-    .await;
+    let body = app
+        .update_user(
+            &owner,
+            &admin2_id,
+            json!({ "firstName": "Edited", "disabled": true }),
+        )
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["firstName"], "Edited");
     assert_eq!(body["data"]["updateUser"]["disabled"], true);
-    let body = update(&app, &owner, &std1.id, json!({ "lastName": "Edited" })).await;
+    let body = app
+        .update_user(&owner, &std1.id, json!({ "lastName": "Edited" }))
+        .await;
     assert_ok(&body);
 
     // STANDARD edits nobody else.
-    let body = update(&app, &std1, &std2_id, json!({ "firstName": "Nope" })).await;
+    let body = app
+        .update_user(&std1, &std2_id, json!({ "firstName": "Nope" }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &std1, &admin.id, json!({ "firstName": "Nope" })).await;
+    let body = app
+        .update_user(&std1, &admin.id, json!({ "firstName": "Nope" }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &std1, &std1.id, json!({ "firstName": "Mine" })).await;
+    let body = app
+        .update_user(&std1, &std1.id, json!({ "firstName": "Mine" }))
+        .await;
     assert_ok(&body);
 
     // The refused edits changed nothing.
@@ -574,7 +575,9 @@ async fn update_other_users_by_role(app: TestApp) {
     assert!(body["data"]["user"]["firstName"].is_null(), "{body}");
 
     // A missing target is NOT_FOUND.
-    let body = update(&app, &owner, NO_SUCH_ID, json!({ "firstName": "Ghost" })).await;
+    let body = app
+        .update_user(&owner, NO_SUCH_ID, json!({ "firstName": "Ghost" }))
+        .await;
     assert_code(&body, "NOT_FOUND");
 }
 
@@ -584,17 +587,23 @@ async fn nobody_disables_themselves(app: TestApp) {
     let standard = app.user_with_role(&owner, "std1", "STANDARD").await;
 
     for session in [&owner, &admin, &standard] {
-        let body = update(&app, session, &session.id, json!({ "disabled": true })).await;
+        let body = app
+            .update_user(session, &session.id, json!({ "disabled": true }))
+            .await;
         assert_code(&body, "FORBIDDEN");
         let body = me(&app, session).await;
         assert_ok(&body);
         // Editing oneself otherwise is fine.
-        let body = update(&app, session, &session.id, json!({ "firstName": "Self" })).await;
+        let body = app
+            .update_user(session, &session.id, json!({ "firstName": "Self" }))
+            .await;
         assert_ok(&body);
         assert_eq!(body["data"]["updateUser"]["disabled"], false);
     }
     // Disabling someone else (whom one manages) works.
-    let body = update(&app, &owner, &admin.id, json!({ "disabled": true })).await;
+    let body = app
+        .update_user(&owner, &admin.id, json!({ "disabled": true }))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["disabled"], true);
 }
@@ -613,23 +622,23 @@ async fn delete_user_by_role(app: TestApp) {
     let std4_id = app.create_user(&owner, "std4", "STANDARD").await;
 
     // ADMIN deletes STANDARD, not ADMIN nor OWNER.
-    let body = delete(&app, &admin, &std1_id).await;
+    let body = app.delete_user(&admin, &std1_id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], std1_id);
-    let body = delete(&app, &admin, &admin2_id).await;
+    let body = app.delete_user(&admin, &admin2_id).await;
     assert_code(&body, "FORBIDDEN");
-    let body = delete(&app, &admin, &owner.id).await;
+    let body = app.delete_user(&admin, &owner.id).await;
     assert_code(&body, "FORBIDDEN");
 
     // STANDARD deletes nobody else.
-    let body = delete(&app, &std3, &std4_id).await;
+    let body = app.delete_user(&std3, &std4_id).await;
     assert_code(&body, "FORBIDDEN");
 
     // OWNER deletes ADMIN and STANDARD.
-    let body = delete(&app, &owner, &admin2_id).await;
+    let body = app.delete_user(&owner, &admin2_id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], admin2_id);
-    let body = delete(&app, &owner, &std2_id).await;
+    let body = app.delete_user(&owner, &std2_id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], std2_id);
 
@@ -639,29 +648,29 @@ async fn delete_user_by_role(app: TestApp) {
         assert_ok(&body);
         assert!(body["data"]["user"].is_null(), "{id} still exists: {body}");
     }
-    let body = delete(&app, &owner, &std2_id).await;
+    let body = app.delete_user(&owner, &std2_id).await;
     assert_code(&body, "NOT_FOUND");
-    let body = delete(&app, &owner, NO_SUCH_ID).await;
+    let body = app.delete_user(&owner, NO_SUCH_ID).await;
     assert_code(&body, "NOT_FOUND");
 
     // STANDARD and ADMIN may delete themselves.
-    let body = delete(&app, &std3, &std3.id).await;
+    let body = app.delete_user(&std3, &std3.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], std3.id);
-    let body = delete(&app, &admin, &admin.id).await;
+    let body = app.delete_user(&admin, &admin.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], admin.id);
     assert_code(&app.login("admin1", PASSWORD).await, "UNAUTHENTICATED");
 
     // The OWNER may not, until it hands ownership over.
-    let body = delete(&app, &owner, &owner.id).await;
+    let body = app.delete_user(&owner, &owner.id).await;
     assert_code(&body, "FORBIDDEN");
     assert_ok(&me(&app, &owner).await);
-    let body = set_role(&app, &owner, &admin3_id, "OWNER").await;
+    let body = app.set_role(&owner, &admin3_id, "OWNER").await;
     assert_ok(&body);
     let old_owner = login(&app, "owner").await;
     assert_eq!(old_owner.role, "ADMIN");
-    let body = delete(&app, &old_owner, &old_owner.id).await;
+    let body = app.delete_user(&old_owner, &old_owner.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], owner.id);
     let new_owner = login(&app, "admin3").await;
@@ -669,7 +678,7 @@ async fn delete_user_by_role(app: TestApp) {
     let body = user_by_id(&app, &new_owner, &owner.id).await;
     assert_ok(&body);
     assert!(body["data"]["user"].is_null(), "{body}");
-    let body = delete(&app, &new_owner, &new_owner.id).await;
+    let body = app.delete_user(&new_owner, &new_owner.id).await;
     assert_code(&body, "FORBIDDEN");
 }
 
@@ -683,15 +692,15 @@ async fn set_role_rules_and_ownership_transfer(app: TestApp) {
     let std2_id = app.create_user(&owner, "std2", "STANDARD").await;
 
     // Only the owner.
-    let body = set_role(&app, &admin, &std2_id, "ADMIN").await;
+    let body = app.set_role(&admin, &std2_id, "ADMIN").await;
     assert_code(&body, "FORBIDDEN");
-    let body = set_role(&app, &admin, &admin.id, "OWNER").await;
+    let body = app.set_role(&admin, &admin.id, "OWNER").await;
     assert_code(&body, "FORBIDDEN");
-    let body = set_role(&app, &std1, &std1.id, "ADMIN").await;
+    let body = app.set_role(&std1, &std1.id, "ADMIN").await;
     assert_code(&body, "FORBIDDEN");
     // Never on itself.
     for role in ["ADMIN", "STANDARD", "OWNER"] {
-        let body = set_role(&app, &owner, &owner.id, role).await;
+        let body = app.set_role(&owner, &owner.id, role).await;
         assert_code(&body, "FORBIDDEN");
     }
     assert_eq!(me(&app, &owner).await["data"]["me"]["role"], "OWNER");
@@ -699,20 +708,20 @@ async fn set_role_rules_and_ownership_transfer(app: TestApp) {
     assert_eq!(body["data"]["user"]["role"], "STANDARD", "{body}");
 
     // Promote and demote.
-    let body = set_role(&app, &owner, &std2_id, "ADMIN").await;
+    let body = app.set_role(&owner, &std2_id, "ADMIN").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
     let std2 = login(&app, "std2").await;
     assert_eq!(std2.role, "ADMIN");
     assert_ok(&users(&app, &std2, json!({})).await);
-    let body = set_role(&app, &owner, &std2_id, "STANDARD").await;
+    let body = app.set_role(&owner, &std2_id, "STANDARD").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "STANDARD");
-    let body = set_role(&app, &owner, NO_SUCH_ID, "ADMIN").await;
+    let body = app.set_role(&owner, NO_SUCH_ID, "ADMIN").await;
     assert_code(&body, "NOT_FOUND");
 
     // Transfer: the target becomes OWNER, the caller ADMIN, and there is still one owner.
-    let body = set_role(&app, &owner, &admin.id, "OWNER").await;
+    let body = app.set_role(&owner, &admin.id, "OWNER").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "OWNER");
     let new_owner = login(&app, "admin1").await;
@@ -725,9 +734,9 @@ async fn set_role_rules_and_ownership_transfer(app: TestApp) {
         ["admin1"]
     );
     // The new owner has the owner's powers; the old one has lost them.
-    let body = set_role(&app, &old_owner, &std1.id, "ADMIN").await;
+    let body = app.set_role(&old_owner, &std1.id, "ADMIN").await;
     assert_code(&body, "FORBIDDEN");
-    let body = set_role(&app, &new_owner, &std1.id, "ADMIN").await;
+    let body = app.set_role(&new_owner, &std1.id, "ADMIN").await;
     assert_ok(&body);
     assert_eq!(count(&app, &new_owner, json!({ "role": "OWNER" })).await, 1);
 }
@@ -897,13 +906,17 @@ async fn demo_mode_is_read_only(app: TestApp) {
     assert_code(&body, "FORBIDDEN");
     let body = create(&app, &owner, new_user("bob", "STANDARD")).await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &owner, &target, json!({ "firstName": "Nope" })).await;
+    let body = app
+        .update_user(&owner, &target, json!({ "firstName": "Nope" }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = update(&app, &owner, &owner.id, json!({ "firstName": "Nope" })).await;
+    let body = app
+        .update_user(&owner, &owner.id, json!({ "firstName": "Nope" }))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = delete(&app, &owner, &target).await;
+    let body = app.delete_user(&owner, &target).await;
     assert_code(&body, "FORBIDDEN");
-    let body = set_role(&app, &owner, &target, "ADMIN").await;
+    let body = app.set_role(&owner, &target, "ADMIN").await;
     assert_code(&body, "FORBIDDEN");
 
     // Reads, login and refresh work, and nothing changed.
@@ -1106,7 +1119,10 @@ async fn pagination_search_and_filters(app: TestApp) {
             .as_str()
             .unwrap_or_else(|| panic!("{name}: {body}"))
             .to_owned();
-        assert_ok(&update(&app, &owner, &id, json!({ "disabled": true })).await);
+        assert_ok(
+            &app.update_user(&owner, &id, json!({ "disabled": true }))
+                .await,
+        );
     }
     assert_eq!(
         usernames(&app, &owner, json!({ "disabled": true })).await,

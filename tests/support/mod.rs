@@ -253,6 +253,32 @@ impl TestApp {
         Session::from_payload(&body, "login")
     }
 
+    /// `updateUser(id, input)` as `actor`.
+    pub async fn update_user(&self, actor: &Session, id: &str, input: Value) -> Value {
+        self.gql(
+            Some(&actor.access),
+            UPDATE_USER,
+            json!({"id": id, "input": input}),
+        )
+        .await
+    }
+
+    /// `deleteUser(id)` as `actor`.
+    pub async fn delete_user(&self, actor: &Session, id: &str) -> Value {
+        self.gql(Some(&actor.access), DELETE_USER, json!({"id": id}))
+            .await
+    }
+
+    /// `setRole(id, role)` as `actor`.
+    pub async fn set_role(&self, actor: &Session, id: &str, role: &str) -> Value {
+        self.gql(
+            Some(&actor.access),
+            SET_ROLE,
+            json!({"id": id, "role": role}),
+        )
+        .await
+    }
+
     /// Graceful stop of the server (the database stays until the app is dropped).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -279,6 +305,10 @@ pub async fn gql_at(
     response.json().await.expect("JSON body")
 }
 
+pub const UPDATE_USER: &str = "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id username email firstName lastName phone disabled role } }";
+pub const DELETE_USER: &str = "mutation($id: ID!) { deleteUser(id: $id) }";
+pub const SET_ROLE: &str =
+    "mutation($id: ID!, $role: Role!) { setRole(id: $id, role: $role) { id username role } }";
 pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
 pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
 
