@@ -196,13 +196,7 @@ async fn closed_registration_still_allows_create_user(app: TestApp) {
         body["data"]["serverInfo"]["registrationOpen"], false,
         "{body}"
     );
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("alice", "alice@example.com").await;
     assert_code(&body, "FORBIDDEN");
     assert!(app.login("alice", PASSWORD).await["errors"].is_array());
 
@@ -773,31 +767,13 @@ async fn validation_lists_every_field(app: TestApp) {
     assert_ok(&body);
 
     // Username and email both taken (email in another case): CONFLICT naming both.
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "alice", "email": "ALICE@Example.COM", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("alice", "ALICE@Example.COM").await;
     assert_code(&body, "CONFLICT");
     assert_fields(&body, &["username", "email"]);
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "ALICE", "email": "other@example.com", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("ALICE", "other@example.com").await;
     assert_code(&body, "CONFLICT");
     assert_fields(&body, &["username"]);
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "alice2", "email": "Alice@example.com", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("alice2", "Alice@example.com").await;
     assert_code(&body, "CONFLICT");
     assert_fields(&body, &["email"]);
     let bob = app.register("bob").await;
@@ -805,23 +781,11 @@ async fn validation_lists_every_field(app: TestApp) {
 }
 
 async fn nul_in_input_is_bad_input(app: TestApp) {
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "bad\u{0}name", "email": "nul@example.com", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("bad\u{0}name", "nul@example.com").await;
     assert_code(&body, "BAD_USER_INPUT");
     assert_fields(&body, &["username"]);
     // The same name without NUL registers; a NUL in a login is just bad credentials.
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "badname", "email": "nul@example.com", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("badname", "nul@example.com").await;
     assert_ok(&body);
     let body = app.login("bad\u{0}name", PASSWORD).await;
     assert_code(&body, "UNAUTHENTICATED");
@@ -896,13 +860,7 @@ async fn demo_mode_is_read_only(app: TestApp) {
     let body = app.gql(None, "{ serverInfo { demo } }", json!({})).await;
     assert_eq!(body["data"]["serverInfo"]["demo"], true, "{body}");
 
-    let body = app
-        .gql(
-            None,
-            support::REGISTER,
-            json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
-        )
-        .await;
+    let body = app.register_raw("alice", "alice@example.com").await;
     assert_code(&body, "FORBIDDEN");
     let body = create(&app, &owner, new_user("bob", "STANDARD")).await;
     assert_code(&body, "FORBIDDEN");

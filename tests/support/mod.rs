@@ -210,14 +210,20 @@ impl TestApp {
         gql_at(&self.client, &self.base_url(), token, query, variables).await
     }
 
+    /// Sends `register` with [`PASSWORD`]; returns the whole response.
+    pub async fn register_raw(&self, username: &str, email: &str) -> Value {
+        self.gql(
+            None,
+            REGISTER,
+            json!({"input": {"username": username, "email": email, "password": PASSWORD}}),
+        )
+        .await
+    }
+
     /// Registers a user with [`PASSWORD`] and returns its session.
     pub async fn register(&self, username: &str) -> Session {
         let body = self
-            .gql(
-                None,
-                REGISTER,
-                json!({"input": {"username": username, "email": format!("{username}@example.com"), "password": PASSWORD}}),
-            )
+            .register_raw(username, &format!("{username}@example.com"))
             .await;
         Session::from_payload(&body, "register")
     }
