@@ -25,6 +25,25 @@ fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Outp
     child.wait_with_output().expect("rollcall exits")
 }
 
+/// `rollcall user create` with [`PASSWORD`] on stdin.
+fn create_user(database_url: &str, username: &str, role: &str) -> std::process::Output {
+    let email = format!("{username}@example.com");
+    run_cli(
+        database_url,
+        &[
+            "user",
+            "create",
+            "--username",
+            username,
+            "--email",
+            &email,
+            "--role",
+            role,
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+}
+
 async fn role_after_login(client: &reqwest::Client, base: &str, login: &str) -> String {
     let body = gql_at(
         client,
@@ -44,39 +63,13 @@ async fn create_and_promote(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let out = run_cli(
-        &db.url,
-        &[
-            "user",
-            "create",
-            "--username",
-            "alice",
-            "--email",
-            "alice@example.com",
-            "--role",
-            "owner",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+    let out = create_user(&db.url, "alice", "owner");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_cli(
-        &db.url,
-        &[
-            "user",
-            "create",
-            "--username",
-            "bob",
-            "--email",
-            "bob@example.com",
-            "--role",
-            "admin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+    let out = create_user(&db.url, "bob", "admin");
     assert!(
         out.status.success(),
         "{}",
@@ -84,20 +77,7 @@ async fn create_and_promote(backend: Backend) {
     );
 
     // A second owner is refused; invalid input names the fields.
-    let out = run_cli(
-        &db.url,
-        &[
-            "user",
-            "create",
-            "--username",
-            "carol",
-            "--email",
-            "carol@example.com",
-            "--role",
-            "owner",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+    let out = create_user(&db.url, "carol", "owner");
     assert!(!out.status.success());
     let out = run_cli(
         &db.url,

@@ -100,22 +100,22 @@ fn assert_refused(body: &Value) {
     assert!(body["data"].is_null(), "refused but data returned: {body}");
 }
 
-/// Creates the owner through the service layer (for servers where nobody can register).
+/// Creates a user through the service layer, as the operator's CLI does (it works where
+/// nobody can register).
+async fn create_via_service(app: &TestApp, username: &str, role: rollcall::db::Role) -> String {
+    let input = rollcall::service::NewUser {
+        username: username.into(),
+        email: format!("{username}@example.com"),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
+    let user = app.server().service.create_user(None, input, role).await;
+    user.expect("service creates the user").id.to_string()
+}
+
+/// Creates the owner through the service layer and logs in as it.
 async fn owner_via_service(app: &TestApp) -> Session {
-    app.server()
-        .service
-        .create_user(
-            None,
-            rollcall::service::NewUser {
-                username: "owner".into(),
-                email: "owner@example.com".into(),
-                password: PASSWORD.into(),
-                ..Default::default()
-            },
-            rollcall::db::Role::Owner,
-        )
-        .await
-        .expect("service creates the owner");
+    create_via_service(app, "owner", rollcall::db::Role::Owner).await;
     login(app, "owner").await
 }
 
@@ -839,23 +839,7 @@ async fn password_length_limits(app: TestApp) {
 
 async fn demo_mode_is_read_only(app: TestApp) {
     let owner = owner_via_service(&app).await;
-    let target = app
-        .server()
-        .service
-        .create_user(
-            None,
-            rollcall::service::NewUser {
-                username: "std1".into(),
-                email: "std1@example.com".into(),
-                password: PASSWORD.into(),
-                ..Default::default()
-            },
-            rollcall::db::Role::Standard,
-        )
-        .await
-        .expect("service creates a standard user")
-        .id
-        .to_string();
+    let target = create_via_service(&app, "std1", rollcall::db::Role::Standard).await;
 
     let body = app.gql(None, "{ serverInfo { demo } }", json!({})).await;
     assert_eq!(body["data"]["serverInfo"]["demo"], true, "{body}");
