@@ -18,6 +18,8 @@ use crate::error::{AppError, AppResult};
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The hash of a random password nobody knows, with the same parameters as real hashes.
+/// Verified against when the user does not exist, so an unknown login costs the same as a
+/// wrong password and accounts cannot be enumerated by timing.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$eMY6eq+TzVX8Glq3Mhkcjw$jG4BfI64pUAWaqdwxgQfxfELyzBj6DuLxFRC+hlQ4iI";
 
 /// Nice value of hashing threads: low enough that request handling wins the CPU.
@@ -26,14 +28,11 @@ const HASH_THREAD_NICE: i32 = 10;
 #[derive(Clone)]
 pub struct Passwords {
     jobs: Sender<Job>,
-    /// Verified against when the user does not exist, so an unknown login costs the same as
-    /// a wrong password and accounts cannot be enumerated by timing.
-    dummy_hash: Arc<str>,
 }
 
 impl Passwords {
     /// Starts `threads` hashing threads; they exit when the last handle is dropped.
-    pub async fn new(threads: usize) -> AppResult<Self> {
+    pub fn new(threads: usize) -> AppResult<Self> {
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..threads.max(1) {
@@ -43,10 +42,7 @@ impl Passwords {
                 .spawn(move || worker(&queue))
                 .map_err(|err| AppError::internal(format!("spawning hash thread: {err}")))?;
         }
-        Ok(Self {
-            jobs,
-            dummy_hash: Arc::from(DUMMY_HASH),
-        })
+        Ok(Self { jobs })
     }
 
     /// Default: one hashing thread per core, the most that can make progress at once.
@@ -62,7 +58,7 @@ impl Passwords {
     /// (always `false` then).
     pub async fn verify(&self, password: String, hash: Option<String>) -> AppResult<bool> {
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let ok = self
             .run(move || {
                 Argon2::default()
@@ -133,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_use_owasp_parameters() {
-        let passwords = Passwords::new(1).await.expect("pool");
+        let passwords = Passwords::new(1).expect("pool");
         let hash = passwords.hash("correct horse".into()).await.expect("hash");
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),

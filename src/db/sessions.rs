@@ -69,14 +69,14 @@ pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<session:
 }
 
 /// Revokes one session: its access tokens stop working and its refresh tokens with them.
-pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
-    let result = session::Entity::update_many()
+pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
+    session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
         .filter(session::Column::Id.eq(id))
         .filter(session::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
-    Ok(result.rows_affected > 0)
+    Ok(())
 }
 
 /// Revokes every live session of a user.

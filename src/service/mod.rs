@@ -66,7 +66,7 @@ impl Service {
         let concurrency = settings
             .hash_concurrency
             .unwrap_or_else(Passwords::default_concurrency);
-        let passwords = Passwords::new(concurrency).await?;
+        let passwords = Passwords::new(concurrency)?;
         Ok(Self(Arc::new(Inner {
             db,
             passwords,
