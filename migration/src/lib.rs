@@ -11,7 +11,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_init::Migration)]
+        vec![
+            Box::new(m20261123_000001_init::Migration),
+            Box::new(m20261125_000002_search_index::Migration),
+        ]
     }
 }
 
@@ -108,6 +111,64 @@ mod m20261123_000001_init {
             let db = manager.get_connection();
             for sql in statements {
                 db.execute_unprepared(&sql).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A trigram index for `users(filter: {search})` on PostgreSQL: a substring search
+/// (`LIKE '%term%'`) cannot use a b-tree, so without it every search scans the table.
+/// `pg_trgm` ships with PostgreSQL's contrib package and is a trusted extension; where it
+/// cannot be installed, search keeps working without the index and a notice says why.
+/// SQLite has no such index and keeps scanning.
+mod m20261125_000002_search_index {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261125_000002_search_index"
+        }
+    }
+
+    /// One multi-column GIN index serves each arm of the search's OR; the expressions match
+    /// the ones the search query compares.
+    const UP: &str = r#"
+        DO $$
+        BEGIN
+            BEGIN
+                CREATE EXTENSION IF NOT EXISTS pg_trgm;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE NOTICE 'pg_trgm is unavailable (%): user search runs without an index', SQLERRM;
+                RETURN;
+            END;
+            CREATE INDEX IF NOT EXISTS idx_users_search ON users USING gin (
+                username_key gin_trgm_ops,
+                email gin_trgm_ops,
+                lower(first_name) gin_trgm_ops,
+                lower(last_name) gin_trgm_ops
+            );
+        END
+        $$
+    "#;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            if manager.get_database_backend() == DatabaseBackend::Postgres {
+                manager.get_connection().execute_unprepared(UP).await?;
+            }
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            if manager.get_database_backend() == DatabaseBackend::Postgres {
+                manager
+                    .get_connection()
+                    .execute_unprepared("DROP INDEX IF EXISTS idx_users_search")
+                    .await?;
             }
             Ok(())
         }

@@ -5,17 +5,23 @@
 //! here. The threads run at a lower scheduling priority, so under a flood they take the CPU
 //! only when request handling does not need it: logins use every idle cycle while cheap
 //! requests keep their latency.
+//!
+//! Each thread keeps its 19 MiB working memory while jobs are queued and gives it back to the
+//! system when the queue runs dry: a flood pays for fresh pages once per thread, not once per
+//! login, and an idle server holds none of it.
 
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A hashing thread's reusable working memory: empty until its first job.
+type Scratch = Vec<Block>;
+type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
 /// The hash of a random password nobody knows, with the same parameters as real hashes.
 /// Verified against when the user does not exist, so an unknown login costs the same as a
@@ -51,7 +57,8 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> AppResult<String> {
-        self.run(move || hash_blocking(&password)).await?
+        self.run(move |scratch| hash_blocking(&password, scratch))
+            .await?
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is no user
@@ -60,23 +67,19 @@ impl Passwords {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let ok = self
-            .run(move || {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), hash.as_str())
-                    .is_ok()
-            })
+            .run(move |scratch| verify_blocking(&password, &hash, scratch))
             .await?;
         Ok(known && ok)
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> AppResult<T> {
         let (done, result) = oneshot::channel();
         self.jobs
-            .send(Box::new(move || {
-                let _ = done.send(work());
+            .send(Box::new(move |scratch: &mut Scratch| {
+                let _ = done.send(work(scratch));
             }))
             .map_err(|_| AppError::internal("password hashing threads are gone"))?;
         result
@@ -87,15 +90,24 @@ impl Passwords {
 
 fn worker(queue: &Mutex<Receiver<Job>>) {
     lower_priority();
+    let mut scratch = Scratch::new();
     loop {
-        // The lock is held only while waiting for the next job, never while hashing.
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(_) => return,
+        // The lock is held only while taking or waiting for the next job, never while hashing.
+        let next = match queue.lock() {
+            Ok(queue) => match queue.try_recv() {
+                Ok(job) => Ok(job),
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued: give the working memory back before going idle.
+                    scratch = Scratch::new();
+                    queue.recv().map_err(|_| ())
+                }
+                Err(TryRecvError::Disconnected) => Err(()),
+            },
+            Err(_) => Err(()),
         };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
+        match next {
+            Ok(job) => job(&mut scratch),
+            Err(()) => return,
         }
     }
 }
@@ -116,11 +128,85 @@ fn lower_priority() {
 }
 
 /// argon2id with the crate defaults, which are OWASP's (m=19456 KiB, t=2, p=1).
-fn hash_blocking(password: &str) -> AppResult<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|err| AppError::internal(format!("argon2: {err}")))
+fn hash_blocking(password: &str, scratch: &mut Scratch) -> AppResult<String> {
+    let salt = argon2::password_hash::try_generate_salt()
+        .map_err(|err| AppError::internal(format!("salt: {err}")))?;
+    let params = Params::DEFAULT;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.clone(),
+        password,
+        &salt,
+        &mut out,
+        scratch,
+    )
+    .map_err(|err| AppError::internal(format!("argon2: {err}")))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params)
+            .map_err(|err| AppError::internal(format!("argon2 params: {err}")))?,
+        salt: Some(Salt::new(&salt).map_err(|err| AppError::internal(format!("salt: {err}")))?),
+        hash: Some(Output::new(&out).map_err(|err| AppError::internal(format!("argon2: {err}")))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Recomputes the hash with the parameters stored in `hash` (so hashes made with other
+/// parameters keep working) and compares in constant time. A malformed hash never matches.
+fn verify_blocking(password: &str, hash: &str, scratch: &mut Scratch) -> bool {
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(phc.algorithm.as_str()) else {
+        return false;
+    };
+    let Ok(version) = phc
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+    else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&phc) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    if compute(
+        algorithm, version, params, password, salt, &mut out, scratch,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    Output::new(&out).is_ok_and(|computed| computed == *expected)
+}
+
+/// One argon2 computation in the thread's working memory, grown to the size `params` needs.
+fn compute(
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    password: &str,
+    salt: &[u8],
+    out: &mut [u8],
+    scratch: &mut Scratch,
+) -> argon2::Result<()> {
+    let blocks = params.block_count();
+    if scratch.len() < blocks {
+        *scratch = vec![Block::new(); blocks];
+    }
+    Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        out,
+        &mut scratch[..blocks],
+    )
 }
 
 #[cfg(test)]
@@ -150,6 +236,52 @@ mod tests {
         assert!(
             !passwords
                 .verify("anything".into(), None)
+                .await
+                .expect("verify")
+        );
+    }
+
+    #[tokio::test]
+    async fn accepts_hashes_made_by_the_stock_hasher_and_other_parameters() {
+        use argon2::password_hash::PasswordHasher;
+
+        let passwords = Passwords::new(1).expect("pool");
+        let stock = Argon2::default()
+            .hash_password(b"correct horse")
+            .expect("hash")
+            .to_string();
+        // Smaller parameters than ours: the working memory is reused at another size.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).expect("params"),
+        )
+        .hash_password(b"battery staple")
+        .expect("hash")
+        .to_string();
+        for _ in 0..2 {
+            assert!(
+                passwords
+                    .verify("correct horse".into(), Some(stock.clone()))
+                    .await
+                    .expect("verify")
+            );
+            assert!(
+                passwords
+                    .verify("battery staple".into(), Some(small.clone()))
+                    .await
+                    .expect("verify")
+            );
+            assert!(
+                !passwords
+                    .verify("battery staple".into(), Some(stock.clone()))
+                    .await
+                    .expect("verify")
+            );
+        }
+        assert!(
+            !passwords
+                .verify("x".into(), Some("$argon2id$garbage".into()))
                 .await
                 .expect("verify")
         );

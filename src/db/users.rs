@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Order,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
@@ -138,6 +138,13 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether the search term is long enough to have trigrams (three characters).
+    fn trigram_search(&self) -> bool {
+        self.search
+            .as_deref()
+            .is_some_and(|term| term.chars().count() >= 3)
+    }
+
     fn condition(&self) -> Condition {
         let mut all = Condition::all();
         if let Some(search) = self.search.as_deref().filter(|s| !s.is_empty()) {
@@ -205,10 +212,19 @@ pub async fn page(
             ])),
         );
     }
+    // A PostgreSQL search that the trigram index can serve is ordered by an expression the
+    // (created_at, id) index cannot: otherwise the planner may walk that index and filter,
+    // reading every row before the first match when the matches sit late in the order. This
+    // way a search costs what its matches cost, wherever they are.
+    let created_at = if filter.trigram_search() && db.backend() == DatabaseBackend::Postgres {
+        Expr::col(Column::CreatedAt).add(Expr::cust("INTERVAL '0'"))
+    } else {
+        Expr::col(Column::CreatedAt)
+    };
     let mut rows = db
         .all(
             query
-                .order_by_asc(Column::CreatedAt)
+                .order_by(created_at, Order::Asc)
                 .order_by_asc(Column::Id)
                 .limit(limit + 1),
         )

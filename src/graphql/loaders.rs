@@ -1,6 +1,7 @@
 //! DataLoaders: `createdBy` of a whole page resolves in one batched query.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
@@ -19,13 +20,22 @@ impl UserLoader {
 }
 
 impl Loader<Uuid> for UserLoader {
-    type Value = User;
+    /// Shared: every `createdBy` that names the same user reads one cached copy.
+    type Value = Arc<User>;
     /// The error is logged where it happens; resolvers only learn that the lookup failed.
     type Error = ();
 
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, User>, ()> {
-        self.service.users_by_ids(keys).await.map_err(|err| {
-            tracing::error!(error = %err, "loading users by id");
-        })
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Arc<User>>, ()> {
+        match self.service.users_by_ids(keys).await {
+            Ok(users) => Ok(shared(users)),
+            Err(err) => {
+                tracing::error!(error = %err, "loading users by id");
+                Err(())
+            }
+        }
     }
+}
+
+pub fn shared(users: HashMap<Uuid, User>) -> HashMap<Uuid, Arc<User>> {
+    users.into_iter().map(|(id, u)| (id, Arc::new(u))).collect()
 }

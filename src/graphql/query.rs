@@ -1,6 +1,7 @@
 use async_graphql::{Context, ID, Object};
 
 use super::guards::Access;
+use super::loaders::shared;
 use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
 use super::{UserDataLoader, service, viewer};
 use crate::auth::RequestAuth;
@@ -67,21 +68,24 @@ impl Query {
             .list_users(viewer(ctx).await?, first, after, &filter)
             .await?;
         let look = ctx.look_ahead();
-        if look.field("nodes").field("createdBy").exists()
+        let wants_creators = look.field("nodes").field("createdBy").exists()
             || look
                 .field("edges")
                 .field("node")
                 .field("createdBy")
-                .exists()
-        {
-            // One lookup for the whole page, made before any node resolves: left to the
-            // loader's timer, slow field resolution could split it into several batches.
-            let creators = page.users.iter().filter_map(|u| u.created_by);
+                .exists();
+        let mut creators: Vec<_> = page.users.iter().filter_map(|u| u.created_by).collect();
+        if wants_creators && !creators.is_empty() {
+            // One lookup for the whole page, made here and fed to the loader: left to the
+            // loader's timer, slow field resolution could split it into several batches,
+            // and the timer itself would add its delay to every page.
+            creators.sort_unstable();
+            creators.dedup();
+            let found = service(ctx)?.users_by_ids(&creators).await?;
             ctx.data::<UserDataLoader>()
                 .map_err(|_| AppError::internal("user loader missing"))?
-                .load_many(creators)
-                .await
-                .map_err(|_| AppError::internal("loading creators"))?;
+                .feed_many(shared(found))
+                .await;
         }
         Ok(UserConnection::new(page, filter))
     }

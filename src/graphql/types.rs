@@ -1,5 +1,7 @@
 //! GraphQL object and input types. Names and shapes follow the published schema contract.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,25 +22,26 @@ pub enum GqlRole {
     Standard,
 }
 
-/// A user as some viewer sees it.
+/// A user as some viewer sees it. The model is shared, not copied, between a page, its
+/// edges and the loader's cache.
 pub struct UserObject {
-    model: User,
+    model: Arc<User>,
     /// Set where the caller is known to be this user without a token (the payload of
     /// register, login and refresh).
     is_caller: bool,
 }
 
 impl UserObject {
-    pub fn new(model: User) -> Self {
+    pub fn new(model: impl Into<Arc<User>>) -> Self {
         Self {
-            model,
+            model: model.into(),
             is_caller: false,
         }
     }
 
     pub fn of_caller(model: User) -> Self {
         Self {
-            model,
+            model: Arc::new(model),
             is_caller: true,
         }
     }
@@ -153,21 +156,27 @@ pub struct UserEdge {
 
 /// A page of users. `totalCount` is computed only when a query selects it.
 pub struct UserConnection {
-    page: Page,
+    users: Vec<Arc<User>>,
+    has_next: bool,
+    has_previous: bool,
     filter: Filter,
 }
 
 impl UserConnection {
     pub fn new(page: Page, filter: Filter) -> Self {
-        Self { page, filter }
+        Self {
+            users: page.users.into_iter().map(Arc::new).collect(),
+            has_next: page.has_next,
+            has_previous: page.has_previous,
+            filter,
+        }
     }
 }
 
 #[Object]
 impl UserConnection {
     async fn edges(&self) -> Vec<UserEdge> {
-        self.page
-            .users
+        self.users
             .iter()
             .map(|u| UserEdge {
                 cursor: encode_cursor(u),
@@ -177,20 +186,15 @@ impl UserConnection {
     }
 
     async fn nodes(&self) -> Vec<UserObject> {
-        self.page
-            .users
-            .iter()
-            .cloned()
-            .map(UserObject::new)
-            .collect()
+        self.users.iter().cloned().map(UserObject::new).collect()
     }
 
     async fn page_info(&self) -> PageInfo {
         PageInfo {
-            has_next_page: self.page.has_next,
-            has_previous_page: self.page.has_previous,
-            start_cursor: self.page.users.first().map(encode_cursor),
-            end_cursor: self.page.users.last().map(encode_cursor),
+            has_next_page: self.has_next,
+            has_previous_page: self.has_previous,
+            start_cursor: self.users.first().map(|u| encode_cursor(u)),
+            end_cursor: self.users.last().map(|u| encode_cursor(u)),
         }
     }
 
