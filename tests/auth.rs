@@ -398,6 +398,38 @@ async fn logout_of_a_rotated_session_ends_the_family(app: TestApp) {
     assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
 }
 
+/// Many requests in flight at once, from many sessions (some revoked), each answered for its
+/// own session: on PostgreSQL concurrent session checks share queries, and this proves the
+/// answers are not mixed up and revocation still holds within a shared query.
+async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
+    let owner = app.register("owner").await;
+    let mut sessions = vec![("owner".to_owned(), owner.clone(), true)];
+    for n in 0..7 {
+        let name = format!("user{n}");
+        let session = app.user_with_role(&owner, &name, "STANDARD").await;
+        // Every third user logs out, so their access token must be refused.
+        let live = n % 3 != 0;
+        if !live {
+            assert_eq!(logout(&app, &session.refresh).await["data"]["logout"], true);
+        }
+        sessions.push((name, session, live));
+    }
+
+    let requests = (0..120).map(|i| {
+        let (name, session, live) = &sessions[i % sessions.len()];
+        let app = &app;
+        async move { (name, *live, me(app, &session.access).await) }
+    });
+    for (name, live, body) in futures::future::join_all(requests).await {
+        if live {
+            assert_ok(&body);
+            assert_eq!(body["data"]["me"]["username"], name.as_str(), "{body}");
+        } else {
+            assert_code(&body, "UNAUTHENTICATED");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Revocation
 
@@ -702,6 +734,7 @@ backend_tests!(
     simultaneous_refreshes_yield_at_most_one_token,
     logout_ends_only_that_session,
     logout_of_a_rotated_session_ends_the_family,
+    concurrent_requests_see_only_their_own_session,
     disabling_revokes_at_once,
     deleting_revokes_at_once,
     role_change_revokes_refresh_tokens,

@@ -34,7 +34,9 @@ pub enum Bodies {
 pub struct Load<'a> {
     pub wrk: &'a Path,
     pub url: String,
-    pub token: Option<String>,
+    /// Bearer tokens; with several, each request picks one at random, so the server sees
+    /// many users' sessions rather than one.
+    pub tokens: Vec<String>,
     pub bodies: Bodies,
     pub connections: u32,
     pub threads: u32,
@@ -89,9 +91,14 @@ impl Load<'_> {
         lua.push_str(
             "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
         );
-        if let Some(token) = &self.token {
+        if let [token] = self.tokens.as_slice() {
             let _ = writeln!(lua, "wrk.headers[\"Authorization\"] = \"Bearer {token}\"");
         }
+        lua.push_str("local tokens = {\n");
+        for token in self.tokens.iter().filter(|_| self.tokens.len() > 1) {
+            let _ = writeln!(lua, "  {},", lua_string(&format!("Bearer {token}")));
+        }
+        lua.push_str("}\n");
         lua.push_str(
             r#"
 local threads = {}
@@ -117,8 +124,22 @@ errors = 0
                 }
                 lua.push_str(
                     r#"}
-function init(args) math.randomseed(id * 7919 + os.time()) end
-function request() return wrk.format(nil, nil, nil, bodies[math.random(#bodies)]) end
+-- Every request is formatted once, up front, so the load generator spends its share of the
+-- cores sending rather than building requests.
+local requests = {}
+function init(args)
+  math.randomseed(id * 7919 + os.time())
+  for _, body in ipairs(bodies) do
+    if #tokens == 0 then
+      table.insert(requests, wrk.format(nil, nil, nil, body))
+    end
+    for _, token in ipairs(tokens) do
+      local headers = { ["Content-Type"] = "application/json", ["Authorization"] = token }
+      table.insert(requests, wrk.format(nil, nil, headers, body))
+    end
+  end
+end
+function request() return requests[math.random(#requests)] end
 function response(status, headers, body)
   if status ~= 200 or body:find('"errors"', 1, true) then errors = errors + 1 end
 end

@@ -61,6 +61,9 @@ pub struct Args {
 /// line, so the server measured is exactly the release build of the library, compiled once.
 const AS_SERVER: &str = "ROLLCALL_BENCH_AS_SERVER";
 
+/// Distinct signed-in users behind the `me` scenarios.
+const ME_USERS: usize = 20;
+
 fn main() -> std::process::ExitCode {
     if std::env::var_os(AS_SERVER).is_some() {
         return rollcall::cli::main();
@@ -149,7 +152,7 @@ async fn run(
         peer.as_ref().map(|peer| Load {
             wrk,
             url: format!("{}/graphql", peer.url),
-            token: None,
+            tokens: Vec::new(),
             bodies,
             connections: args.connections,
             threads: cores as u32,
@@ -166,18 +169,17 @@ async fn run(
         seed::OWNER_PASSWORD,
     )
     .await?;
-    let standard = login(
-        &client,
-        &server.base,
-        &seeded.logins[0].0,
-        seeded.logins[0].1,
-    )
-    .await?;
+    // `me` runs as many standard users, each with a session of their own.
+    let mut standard = Vec::new();
+    for (name, password) in seeded.logins.iter().take(ME_USERS) {
+        standard.push(login(&client, &server.base, name, password).await?);
+    }
+    let owner = [owner];
     let url = format!("{}/graphql", server.base);
-    let load = |token: Option<&str>, bodies: Bodies, connections: u32| Load {
+    let load = |tokens: &[String], bodies: Bodies, connections: u32| Load {
         wrk,
         url: url.clone(),
-        token: token.map(str::to_owned),
+        tokens: tokens.to_vec(),
         bodies,
         connections,
         threads: cores as u32,
@@ -209,18 +211,13 @@ async fn run(
     if wanted("serverInfo (HTTP + GraphQL ceiling)") {
         scenario(
             "serverInfo (HTTP + GraphQL ceiling)",
-            load(None, one("{ serverInfo { version } }", json!({})), c).run()?,
+            load(&[], one("{ serverInfo { version } }", json!({})), c).run()?,
         );
     }
     if wanted("me") {
         scenario(
             "me",
-            load(
-                Some(&standard),
-                one("{ me { id username role } }", json!({})),
-                c,
-            )
-            .run()?,
+            load(&standard, one("{ me { id username role } }", json!({})), c).run()?,
         );
     }
     let by_id: Vec<String> = seeded
@@ -229,10 +226,7 @@ async fn run(
         .map(|id| json!({"query": "query($id: ID!) { user(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
         .collect();
     if wanted("user(id)") {
-        scenario(
-            "user(id)",
-            load(Some(&owner), Bodies::Pick(by_id), c).run()?,
-        );
+        scenario("user(id)", load(&owner, Bodies::Pick(by_id), c).run()?);
         let by_id: Vec<String> = seeded
             .sample_ids
             .iter()
@@ -246,7 +240,7 @@ async fn run(
         scenario(
             "users(first: 50) + createdBy",
             load(
-                Some(&owner),
+                &owner,
                 one(
                     "{ users(first: 50) { nodes { id username email createdBy { username } } } }",
                     json!({}),
@@ -273,14 +267,14 @@ async fn run(
     if wanted("users(search)") {
         scenario(
             "users(search)",
-            load(Some(&owner), Bodies::Pick(searches), c).run()?,
+            load(&owner, Bodies::Pick(searches), c).run()?,
         );
     }
     let page_query = "query($after: String) { users(first: 50, after: $after) { nodes { id username } pageInfo { endCursor } } }";
     if wanted("users(first: 50) page 1") {
         scenario(
             "users(first: 50) page 1",
-            load(Some(&owner), one(page_query, json!({})), c).run()?,
+            load(&owner, one(page_query, json!({})), c).run()?,
         );
     }
     let deep_name = format!("users(first: 50) page {}", seeded.deep_page);
@@ -288,7 +282,7 @@ async fn run(
         scenario(
             &deep_name,
             load(
-                Some(&owner),
+                &owner,
                 one(page_query, json!({"after": seeded.deep_cursor})),
                 c,
             )
@@ -299,7 +293,7 @@ async fn run(
         scenario(
             "users(first: 50) + totalCount",
             load(
-                Some(&owner),
+                &owner,
                 one(
                     "{ users(first: 50) { totalCount nodes { id } } }",
                     json!({}),
@@ -321,7 +315,7 @@ async fn run(
     if wanted("login") {
         scenario(
             "login",
-            load(None, Bodies::Pick(logins.clone()), login_connections).run()?,
+            load(&[], Bodies::Pick(logins.clone()), login_connections).run()?,
         );
     }
 
@@ -337,7 +331,7 @@ async fn run(
                     .to_owned(),
             );
         }
-        let mut refresh = load(None, Bodies::Refresh(refresh_tokens), c);
+        let mut refresh = load(&[], Bodies::Refresh(refresh_tokens), c);
         refresh.warmup = Duration::ZERO;
         scenario("refreshToken", refresh.run()?);
     }
@@ -348,7 +342,7 @@ async fn run(
         scenario(
             "me, idle (fewer connections)",
             load(
-                Some(&standard),
+                &standard,
                 one("{ me { id username role } }", json!({})),
                 me_connections,
             )
@@ -356,12 +350,12 @@ async fn run(
         );
     }
     if wanted("during login flood") {
-        let mut flood = load(None, Bodies::Pick(logins), c);
+        let mut flood = load(&[], Bodies::Pick(logins), c);
         // The flood covers the whole `me` run, warm-up included.
         flood.duration = args.warmup * 2 + args.duration + Duration::from_secs(1);
         flood.warmup = Duration::ZERO;
         let me_beside = load(
-            Some(&standard),
+            &standard,
             one("{ me { id username role } }", json!({})),
             me_connections,
         );

@@ -2,6 +2,7 @@
 
 pub mod entities;
 mod pinned;
+mod session_checks;
 pub mod sessions;
 pub mod users;
 
@@ -31,6 +32,8 @@ pub struct Db {
     statements: Arc<AtomicU64>,
     /// PostgreSQL only: connections for hot reads that skip the pool's release ping.
     pinned: Option<Arc<pinned::PinnedReads>>,
+    /// PostgreSQL only: the per-request session check, coalesced across requests.
+    session_checks: Option<Arc<session_checks::SessionChecks>>,
 }
 
 impl Db {
@@ -65,10 +68,17 @@ impl Db {
             }
             _ => None,
         };
+        let session_checks = pinned.as_ref().map(|reads| {
+            Arc::new(session_checks::SessionChecks::new(
+                reads.clone(),
+                statements.clone(),
+            ))
+        });
         Ok(Self {
             conn,
             statements,
             pinned,
+            session_checks,
         })
     }
 
@@ -86,6 +96,11 @@ impl Db {
     /// The first row of a read; callers put a `LIMIT 1` or a unique key in the query.
     pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr> {
         Ok(self.all(select.limit(1)).await?.into_iter().next())
+    }
+
+    /// The coalescing session check, where the database has one (PostgreSQL).
+    pub(crate) fn session_checks(&self) -> Option<&Arc<session_checks::SessionChecks>> {
+        self.session_checks.as_ref()
     }
 
     pub async fn migrate(&self) -> Result<(), DbErr> {

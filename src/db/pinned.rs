@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 use sea_orm::{DbErr, FromQueryResult, QueryResult, Statement};
 use sea_query_sqlx::SqlxValues;
@@ -35,6 +35,29 @@ impl PinnedReads {
     }
 
     pub async fn all<M: FromQueryResult>(&self, statement: &Statement) -> Result<Vec<M>, DbErr> {
+        let values = statement
+            .values
+            .clone()
+            .unwrap_or_else(|| sea_orm::Values(Vec::new()));
+        let query = sqlx::query_with(
+            sqlx::AssertSqlSafe(statement.sql.as_str()),
+            SqlxValues(values),
+        );
+        self.fetch(query)
+            .await?
+            .into_iter()
+            .map(|row| M::from_query_result(&QueryResult::from(row), ""))
+            .collect()
+    }
+
+    /// Runs `query` on a pinned connection.
+    pub async fn fetch<'q, A>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, A>,
+    ) -> Result<Vec<PgRow>, DbErr>
+    where
+        A: 'q + Send + sqlx::IntoArguments<sqlx::Postgres>,
+    {
         // A free slot if there is one; otherwise queue on the next in turn.
         let slot = self.slots.iter().find_map(|slot| slot.try_lock().ok());
         let mut guard = match slot {
@@ -54,19 +77,8 @@ impl PinnedReads {
         let Some(conn) = guard.as_mut() else {
             return Err(DbErr::Custom("pinned connection missing".into()));
         };
-        let values = statement
-            .values
-            .clone()
-            .unwrap_or_else(|| sea_orm::Values(Vec::new()));
-        let query = sqlx::query_with(
-            sqlx::AssertSqlSafe(statement.sql.as_str()),
-            SqlxValues(values),
-        );
         match query.fetch_all(&mut *conn).await {
-            Ok(rows) => rows
-                .into_iter()
-                .map(|row| M::from_query_result(&QueryResult::from(row), ""))
-                .collect(),
+            Ok(rows) => Ok(rows),
             Err(err) => {
                 // The connection may be broken; the next use of this slot reconnects.
                 *guard = None;

@@ -52,6 +52,9 @@ pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<U
 /// The user behind an access token, only while its session is live: one round trip per
 /// request decides both.
 pub async fn by_session(db: &Db, user_id: Uuid, session_id: Uuid) -> Result<Option<User>, DbErr> {
+    if let Some(checks) = db.session_checks() {
+        return Ok(checks.check(user_id, session_id, None).await?.0);
+    }
     db.one(Users::find().filter(session_condition(user_id, session_id)))
         .await
 }
@@ -64,6 +67,10 @@ pub async fn by_session_and_id(
     session_id: Uuid,
     other: Uuid,
 ) -> Result<Vec<User>, DbErr> {
+    if let Some(checks) = db.session_checks() {
+        let (viewer, other) = checks.check(user_id, session_id, Some(other)).await?;
+        return Ok(viewer.into_iter().chain(other).collect());
+    }
     let condition = Condition::any()
         .add(session_condition(user_id, session_id))
         .add(Column::Id.eq(other));
