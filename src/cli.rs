@@ -13,8 +13,8 @@ use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
     crate::memory::tune_allocator();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

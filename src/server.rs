@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use axum::Router;
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::error::finalize_response;
-use crate::graphql::{self, ApiSchema};
+use crate::graphql::{self, ApiSchema, DocumentCache};
 use crate::service::{Service, StartError};
 
 /// Largest request body accepted; larger ones get 413.
@@ -26,12 +27,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 struct AppState {
     schema: ApiSchema,
     service: Service,
+    documents: Arc<DocumentCache>,
 }
 
 pub fn router(service: Service) -> Router {
     let state = AppState {
         schema: graphql::build_schema(Some(service.clone())),
         service,
+        documents: Arc::default(),
     };
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
@@ -103,10 +106,11 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             };
         }
     };
-    let request = match parse_request(&bytes) {
+    let mut request = match parse_request(&bytes) {
         Ok(request) => request,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, message),
     };
+    state.documents.prepare(&mut request);
     let request = graphql::request_data(request, &state.service, bearer_token(&headers));
     // Run to completion even if the client disconnects: dropping the future mid-transaction
     // would hand a connection back to the pool in an unknown state.
@@ -124,12 +128,13 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// One GraphQL request per POST: a JSON array (a batch) is refused.
 fn parse_request(bytes: &Bytes) -> Result<async_graphql::Request, &'static str> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|_| "The body is not valid JSON")?;
-    if value.is_array() {
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
         return Err("Batched requests are not supported");
     }
-    serde_json::from_value(value).map_err(|_| "The body is not a GraphQL request")
+    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => "The body is not a GraphQL request",
+        _ => "The body is not valid JSON",
+    })
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<String> {

@@ -1,5 +1,7 @@
 //! Access tokens (HS256 JWTs) and opaque refresh tokens.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,12 +30,21 @@ pub struct AccessClaims {
     pub aud: String,
 }
 
+/// Tokens whose signature and claims were checked, kept with their claims; on overflow the
+/// cache starts over, so memory stays bounded.
+const MAX_VERIFIED: usize = 4096;
+
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     access_ttl: Duration,
+    /// A client sends the same token with every request until it expires; checking its
+    /// signature once is enough, because the signature of a given text never changes.
+    /// Only the expiry is rechecked on a hit. Revocation is not decided here: the session
+    /// check on every request does that.
+    verified: Arc<Mutex<HashMap<String, AccessClaims>>>,
 }
 
 impl TokenKeys {
@@ -53,6 +64,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             access_ttl,
+            verified: Arc::default(),
         })
     }
 
@@ -77,9 +89,33 @@ impl TokenKeys {
     }
 
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        const INVALID: AppError = AppError::Unauthenticated("Invalid or expired token");
+        let cached = self.verified().get(token).cloned();
+        if let Some(claims) = cached {
+            // The same rule as the full check (no leeway): expired once `exp` has passed.
+            return if claims.exp >= Utc::now().timestamp() {
+                Ok(claims)
+            } else {
+                self.verified().remove(token);
+                Err(INVALID)
+            };
+        }
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| AppError::Unauthenticated("Invalid or expired token"))
+            .map_err(|_| INVALID)?;
+        let mut verified = self.verified();
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccessClaims>> {
+        // Entries are inserted whole, so a panic elsewhere cannot leave one half-made.
+        self.verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -135,6 +171,22 @@ mod tests {
         let (token, _) = keys.issue(Uuid::nil(), Uuid::max()).expect("issue");
         let claims = keys.verify(&token).expect("verify");
         assert_eq!(claims.sid, Uuid::max());
+        // Again, from the cache of verified tokens; a changed text is checked in full.
+        assert_eq!(keys.verify(&token).expect("cached").sid, Uuid::max());
+        let mut tampered = token.clone();
+        tampered.push('x');
+        assert!(keys.verify(&tampered).is_err());
+    }
+
+    #[test]
+    fn a_cached_token_expires() {
+        let keys = keys();
+        let mut c = claims();
+        c["exp"] = json!(Utc::now().timestamp() + 1);
+        let token = sign(c, Algorithm::HS256);
+        assert!(keys.verify(&token).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(keys.verify(&token).is_err());
     }
 
     #[test]

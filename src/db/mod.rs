@@ -62,18 +62,14 @@ impl Db {
         conn.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        let pinned = match conn.get_database_backend() {
+        let (pinned, session_checks) = match conn.get_database_backend() {
             DatabaseBackend::Postgres => {
-                Some(Arc::new(pinned::PinnedReads::new(url, max_connections)?))
+                let reads = pinned::PinnedReads::new(url, max_connections, false)?;
+                let checks = session_checks::SessionChecks::connect(url, statements.clone())?;
+                (Some(Arc::new(reads)), Some(Arc::new(checks)))
             }
-            _ => None,
+            _ => (None, None),
         };
-        let session_checks = pinned.as_ref().map(|reads| {
-            Arc::new(session_checks::SessionChecks::new(
-                reads.clone(),
-                statements.clone(),
-            ))
-        });
         Ok(Self {
             conn,
             statements,

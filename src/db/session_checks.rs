@@ -23,7 +23,7 @@ use super::pinned::PinnedReads;
 
 /// Batches on their way to the database at once: enough to keep both the server and the
 /// database busy, few enough that queued checks gather into large batches.
-const MAX_RUNNING: usize = 2;
+const MAX_RUNNING: usize = 1;
 /// Sessions per query; a longer queue is split.
 const MAX_BATCH: usize = 512;
 
@@ -61,18 +61,19 @@ struct Queue {
 }
 
 pub struct SessionChecks {
-    reads: Arc<PinnedReads>,
+    reads: PinnedReads,
     statements: Arc<AtomicU64>,
     queue: Mutex<Queue>,
 }
 
 impl SessionChecks {
-    pub fn new(reads: Arc<PinnedReads>, statements: Arc<AtomicU64>) -> Self {
-        Self {
-            reads,
+    /// Checks run on connections of their own, one per runner, with generic plans.
+    pub fn connect(url: &str, statements: Arc<AtomicU64>) -> Result<Self, DbErr> {
+        Ok(Self {
+            reads: PinnedReads::new(url, MAX_RUNNING as u32, true)?,
             statements,
             queue: Mutex::new(Queue::default()),
-        }
+        })
     }
 
     /// User `user` if session `session` is theirs and not revoked, and user `other` if asked.

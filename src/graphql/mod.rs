@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, types, resolvers, guards and loaders. Resolvers only translate
 //! between GraphQL and the service layer.
 
+mod documents;
 mod guards;
 mod loaders;
 mod mutation;
@@ -10,6 +11,7 @@ mod types;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
+pub use documents::DocumentCache;
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
