@@ -13,7 +13,6 @@ use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
 pub fn main() -> ExitCode {
-    crate::memory::tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

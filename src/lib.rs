@@ -10,6 +10,6 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod graphql;
-pub mod memory;
+mod memory;
 pub mod server;
 pub mod service;
