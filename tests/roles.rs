@@ -1152,6 +1152,42 @@ async fn created_by_is_batched(app: TestApp) {
     assert!(large <= 4, "{large} statements for one page");
 }
 
+/// `createdBy` through edges, in a searched page, and one level further (the creators' own
+/// creators, which the page query did not fetch).
+async fn created_by_in_edges_searches_and_nested(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    for i in 0..4 {
+        app.create_user(&admin, &format!("member{i}"), "STANDARD")
+            .await;
+    }
+    let query = "query($filter: UserFilter) { users(first: 10, filter: $filter) { edges { node { username createdBy { username createdBy { username } } } } } }";
+    for filter in [json!(null), json!({"search": "member"})] {
+        let body = app
+            .gql(Some(&owner.access), query, json!({ "filter": filter }))
+            .await;
+        assert_ok(&body);
+        let edges = body["data"]["users"]["edges"].as_array().expect("edges");
+        let members: Vec<_> = edges
+            .iter()
+            .map(|edge| &edge["node"])
+            .filter(|node| {
+                node["username"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("member"))
+            })
+            .collect();
+        assert_eq!(members.len(), 4, "{body}");
+        for node in members {
+            assert_eq!(node["createdBy"]["username"], "admin1", "{body}");
+            assert_eq!(
+                node["createdBy"]["createdBy"]["username"], "owner",
+                "{body}"
+            );
+        }
+    }
+}
+
 backend_tests!(
     first_registration_is_owner_then_standard,
     exactly_one_owner_when_registrations_race,
@@ -1170,4 +1206,5 @@ backend_tests!(
     demo_mode_is_read_only with |s| { s.demo = true; },
     pagination_search_and_filters,
     created_by_is_batched,
+    created_by_in_edges_searches_and_nested,
 );

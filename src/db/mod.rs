@@ -14,8 +14,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    QuerySelect, QueryTrait, Select, SqlErr, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    FromQueryResult, QuerySelect, QueryTrait, Select, SqlErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
 
 pub use entities::user::Role;
@@ -64,7 +64,7 @@ impl Db {
         });
         let (pinned, session_checks) = match conn.get_database_backend() {
             DatabaseBackend::Postgres => {
-                let reads = pinned::PinnedReads::new(url, max_connections, false)?;
+                let reads = pinned::PinnedReads::new(url, max_connections)?;
                 let checks = session_checks::SessionChecks::connect(url, statements.clone())?;
                 (Some(Arc::new(reads)), Some(Arc::new(checks)))
             }
@@ -86,6 +86,24 @@ impl Db {
                 pinned.all(&select.build(DatabaseBackend::Postgres)).await
             }
             None => select.all(&self.conn).await,
+        }
+    }
+
+    /// [`Self::all`] for a statement written out rather than built from an entity. With
+    /// `planned_per_call`, PostgreSQL plans it for the values of each call (on the pool's
+    /// connections) instead of once: for text searches, whose best plan depends on the
+    /// pattern.
+    pub async fn all_statement<M: FromQueryResult>(
+        &self,
+        statement: Statement,
+        planned_per_call: bool,
+    ) -> Result<Vec<M>, DbErr> {
+        match &self.pinned {
+            Some(pinned) if !planned_per_call => {
+                self.statements.fetch_add(1, Ordering::Relaxed);
+                pinned.all(&statement).await
+            }
+            _ => M::find_by_statement(statement).all(&self.conn).await,
         }
     }
 

@@ -21,18 +21,18 @@ pub struct PinnedReads {
 }
 
 impl PinnedReads {
-    /// Connections open lazily, on first use of their slot. With `generic_plans`, statements
-    /// are planned once when prepared instead of at every execution: PostgreSQL otherwise
-    /// keeps re-planning a statement whose parameter is an array, and for a query of a few
-    /// index lookups the planning costs more than running it.
-    pub fn new(url: &str, connections: u32, generic_plans: bool) -> Result<Self, DbErr> {
+    /// Connections open lazily, on first use of their slot. Their statements are planned
+    /// once, when first prepared, instead of at every execution: PostgreSQL otherwise goes on
+    /// re-planning statements whose parameters it cannot size (arrays, cursors), and for
+    /// these short reads planning costs more than running. Reads whose plan should follow
+    /// their values (text searches) use the pool instead.
+    pub fn new(url: &str, connections: u32) -> Result<Self, DbErr> {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|err| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("{err}"))))?;
-        let mut options = options.disable_statement_logging();
-        if generic_plans {
-            options = options.options([("plan_cache_mode", "force_generic_plan")]);
-        }
+        let options = options
+            .disable_statement_logging()
+            .options([("plan_cache_mode", "force_generic_plan")]);
         Ok(Self {
             options,
             slots: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),

@@ -67,10 +67,10 @@ pub struct SessionChecks {
 }
 
 impl SessionChecks {
-    /// Checks run on connections of their own, one per runner, with generic plans.
+    /// Checks run on connections of their own, one per runner.
     pub fn connect(url: &str, statements: Arc<AtomicU64>) -> Result<Self, DbErr> {
         Ok(Self {
-            reads: PinnedReads::new(url, MAX_RUNNING as u32, true)?,
+            reads: PinnedReads::new(url, MAX_RUNNING as u32)?,
             statements,
             queue: Mutex::new(Queue::default()),
         })

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, FromQueryResult,
+    IdenStatic, Iterable, Order, PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect,
+    QueryTrait, Select, Statement,
 };
 use uuid::Uuid;
 
@@ -145,6 +146,10 @@ pub struct Filter {
 }
 
 impl Filter {
+    fn searching(&self) -> bool {
+        self.search.as_deref().is_some_and(|term| !term.is_empty())
+    }
+
     /// Whether the search term is long enough to have trigrams (three characters).
     fn trigram_search(&self) -> bool {
         self.search
@@ -196,14 +201,26 @@ pub struct Position {
     pub id: Uuid,
 }
 
+/// One keyset page: rows strictly after `after`, in (created_at, id) order, and whether
+/// another page follows.
+pub struct Page {
+    pub users: Vec<User>,
+    pub has_next: bool,
+    /// The users who created the page's users, by id, when asked for.
+    pub creators: HashMap<Uuid, User>,
+}
+
 /// One keyset page: rows strictly after `after`, in (created_at, id) order. Fetches one extra
-/// row to learn whether another page follows.
+/// row to learn whether another page follows. With `with_creators`, the same query also
+/// returns the users who created the page's users, so a page that shows `createdBy` still
+/// costs one round trip.
 pub async fn page(
     db: &Db,
     filter: &Filter,
     after: Option<Position>,
     limit: u64,
-) -> Result<(Vec<User>, bool), DbErr> {
+    with_creators: bool,
+) -> Result<Page, DbErr> {
     let mut query = Users::find().filter(filter.condition());
     if let Some(after) = after {
         // A row-value comparison: both databases walk the (created_at, id) index from the
@@ -228,17 +245,94 @@ pub async fn page(
     } else {
         Expr::col(Column::CreatedAt)
     };
-    let mut rows = db
-        .all(
-            query
-                .order_by(created_at, Order::Asc)
-                .order_by_asc(Column::Id)
-                .limit(limit + 1),
-        )
-        .await?;
-    let has_next = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    Ok((rows, has_next))
+    let query = query
+        .order_by(created_at, Order::Asc)
+        .order_by_asc(Column::Id)
+        .limit(limit + 1);
+    // Reads on PostgreSQL are planned once per connection; a search is planned per call, for
+    // its pattern.
+    let per_call = filter.searching();
+    let (mut users, creators) = if with_creators {
+        with_creators_of(db, query, per_call).await?
+    } else {
+        let statement = query.build(db.backend());
+        (db.all_statement(statement, per_call).await?, HashMap::new())
+    };
+    let has_next = users.len() as u64 > limit;
+    users.truncate(limit as usize);
+    Ok(Page {
+        users,
+        has_next,
+        creators,
+    })
+}
+
+/// Runs a page query together with the lookup of its creators: the page's rows come first
+/// (`part` 0, in page order), then the creators (`part` 1).
+async fn with_creators_of(
+    db: &Db,
+    page: Select<Users>,
+    planned_per_call: bool,
+) -> Result<(Vec<User>, HashMap<Uuid, User>), DbErr> {
+    let backend = db.backend();
+    let inner = page.build(backend);
+    // Both halves name their columns in the same order, the entity's, which the union needs.
+    let columns = |table: &str| {
+        Column::iter()
+            .map(|column| format!("{table}.\"{}\"", column.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // PostgreSQL plans `IN (subquery)` as a join that scans the table; an array of the ids
+    // makes it look each one up in the primary key.
+    let creator_ids = match backend {
+        DatabaseBackend::Postgres => "= ANY(ARRAY(SELECT created_by FROM page))",
+        _ => "IN (SELECT created_by FROM page)",
+    };
+    let sql = format!(
+        "WITH page AS ({inner}) \
+         SELECT 0 AS part, {page_columns} FROM page \
+         UNION ALL \
+         SELECT 1 AS part, {user_columns} FROM users u \
+         WHERE u.id {creator_ids} \
+         ORDER BY part, created_at, id",
+        inner = inner.sql,
+        creator_ids = creator_ids,
+        page_columns = columns("page"),
+        user_columns = columns("u"),
+    );
+    let statement = match inner.values {
+        Some(values) => Statement::from_sql_and_values(backend, sql, values),
+        None => Statement::from_string(backend, sql),
+    };
+    let mut users = Vec::new();
+    let mut creators = HashMap::new();
+    for row in db
+        .all_statement::<PageRow>(statement, planned_per_call)
+        .await?
+    {
+        if row.part == 0 {
+            users.push(row.user);
+        } else {
+            creators.insert(row.user.id, row.user);
+        }
+    }
+    Ok((users, creators))
+}
+
+/// A row of [`with_creators_of`].
+struct PageRow {
+    part: i32,
+    user: User,
+}
+
+impl FromQueryResult for PageRow {
+    fn from_query_result(row: &QueryResult, prefix: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            part: row.try_get(prefix, "part")?,
+            user: User::from_query_result(row, prefix)?,
+        })
+    }
 }
 
 pub async fn count(db: &impl ConnectionTrait, filter: &Filter) -> Result<u64, DbErr> {

@@ -1,4 +1,5 @@
-//! DataLoaders: `createdBy` of a whole page resolves in one batched query.
+//! DataLoaders: `createdBy` lookups a page query did not already answer (the creators'
+//! own creators, a single user's) resolve in one batched query per level.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,6 @@ impl Loader<Uuid> for UserLoader {
     }
 }
 
-pub fn shared(users: HashMap<Uuid, User>) -> HashMap<Uuid, Arc<User>> {
+fn shared(users: HashMap<Uuid, User>) -> HashMap<Uuid, Arc<User>> {
     users.into_iter().map(|(id, u)| (id, Arc::new(u))).collect()
 }

@@ -1,9 +1,8 @@
 use async_graphql::{Context, ID, Object};
 
 use super::guards::Access;
-use super::loaders::shared;
 use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
-use super::{UserDataLoader, service, viewer};
+use super::{service, viewer};
 use crate::auth::RequestAuth;
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult};
@@ -64,9 +63,6 @@ impl Query {
     ) -> AppResult<UserConnection> {
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let filter: Filter = filter.map(Into::into).unwrap_or_default();
-        let page = service(ctx)?
-            .list_users(viewer(ctx).await?, first, after, &filter)
-            .await?;
         let look = ctx.look_ahead();
         let wants_creators = look.field("nodes").field("createdBy").exists()
             || look
@@ -74,19 +70,10 @@ impl Query {
                 .field("node")
                 .field("createdBy")
                 .exists();
-        let mut creators: Vec<_> = page.users.iter().filter_map(|u| u.created_by).collect();
-        if wants_creators && !creators.is_empty() {
-            // One lookup for the whole page, made here and fed to the loader: left to the
-            // loader's timer, slow field resolution could split it into several batches,
-            // and the timer itself would add its delay to every page.
-            creators.sort_unstable();
-            creators.dedup();
-            let found = service(ctx)?.users_by_ids(&creators).await?;
-            ctx.data::<UserDataLoader>()
-                .map_err(|_| AppError::internal("user loader missing"))?
-                .feed_many(shared(found))
-                .await;
-        }
+        // Creators come with the page, in the same query, and `createdBy` resolves from them.
+        let page = service(ctx)?
+            .list_users(viewer(ctx).await?, first, after, &filter, wants_creators)
+            .await?;
         Ok(UserConnection::new(page, filter))
     }
 

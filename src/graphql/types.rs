@@ -1,5 +1,6 @@
 //! GraphQL object and input types. Names and shapes follow the published schema contract.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
@@ -29,13 +30,19 @@ pub struct UserObject {
     /// Set where the caller is known to be this user without a token (the payload of
     /// register, login and refresh).
     is_caller: bool,
+    /// Creators fetched with the page this user is on; `createdBy` looks here first.
+    creators: Option<Arc<Creators>>,
 }
+
+/// Users by id, as fetched together with a page.
+pub type Creators = HashMap<Uuid, Arc<User>>;
 
 impl UserObject {
     pub fn new(model: impl Into<Arc<User>>) -> Self {
         Self {
             model: model.into(),
             is_caller: false,
+            creators: None,
         }
     }
 
@@ -43,6 +50,15 @@ impl UserObject {
         Self {
             model: Arc::new(model),
             is_caller: true,
+            creators: None,
+        }
+    }
+
+    fn on_page(model: Arc<User>, creators: &Arc<Creators>) -> Self {
+        Self {
+            model,
+            is_caller: false,
+            creators: (!creators.is_empty()).then(|| creators.clone()),
         }
     }
 
@@ -106,6 +122,9 @@ impl UserObject {
         let Some(creator) = self.model.created_by else {
             return Ok(None);
         };
+        if let Some(user) = self.creators.as_ref().and_then(|found| found.get(&creator)) {
+            return Ok(Some(UserObject::new(user.clone())));
+        }
         let loader = ctx
             .data::<UserDataLoader>()
             .map_err(|_| AppError::internal("user loader missing"))?;
@@ -157,6 +176,7 @@ pub struct UserEdge {
 /// A page of users. `totalCount` is computed only when a query selects it.
 pub struct UserConnection {
     users: Vec<Arc<User>>,
+    creators: Arc<Creators>,
     has_next: bool,
     has_previous: bool,
     filter: Filter,
@@ -166,6 +186,12 @@ impl UserConnection {
     pub fn new(page: Page, filter: Filter) -> Self {
         Self {
             users: page.users.into_iter().map(Arc::new).collect(),
+            creators: Arc::new(
+                page.creators
+                    .into_iter()
+                    .map(|(id, user)| (id, Arc::new(user)))
+                    .collect(),
+            ),
             has_next: page.has_next,
             has_previous: page.has_previous,
             filter,
@@ -180,13 +206,16 @@ impl UserConnection {
             .iter()
             .map(|u| UserEdge {
                 cursor: encode_cursor(u),
-                node: UserObject::new(u.clone()),
+                node: UserObject::on_page(u.clone(), &self.creators),
             })
             .collect()
     }
 
     async fn nodes(&self) -> Vec<UserObject> {
-        self.users.iter().cloned().map(UserObject::new).collect()
+        self.users
+            .iter()
+            .map(|u| UserObject::on_page(u.clone(), &self.creators))
+            .collect()
     }
 
     async fn page_info(&self) -> PageInfo {

@@ -50,6 +50,8 @@ pub struct Page {
     pub users: Vec<User>,
     pub has_next: bool,
     pub has_previous: bool,
+    /// Who created the listed users, by id; filled only when asked for.
+    pub creators: std::collections::HashMap<Uuid, User>,
 }
 
 pub const MAX_PAGE: i32 = 100;
@@ -439,6 +441,7 @@ impl Service {
         first: Option<i32>,
         after: Option<Position>,
         filter: &Filter,
+        with_creators: bool,
     ) -> AppResult<Page> {
         if !viewer.role.is_manager() {
             return Err(AppError::Forbidden("Only admins can list users"));
@@ -460,11 +463,13 @@ impl Service {
                 "must be at most 200 characters, without NUL",
             ));
         }
-        let (users, has_next) = user_queries::page(self.db(), filter, after, first as u64).await?;
+        let page =
+            user_queries::page(self.db(), filter, after, first as u64, with_creators).await?;
         Ok(Page {
-            users,
-            has_next,
+            users: page.users,
+            has_next: page.has_next,
             has_previous: after.is_some(),
+            creators: page.creators,
         })
     }
 
