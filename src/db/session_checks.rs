@@ -21,8 +21,9 @@ use uuid::Uuid;
 use super::entities::user::Model as User;
 use super::pinned::PinnedReads;
 
-/// Batches on their way to the database at once: enough to keep both the server and the
-/// database busy, few enough that queued checks gather into large batches.
+/// Batches on their way to the database at once. One: a batch is a few index lookups, so one
+/// connection keeps up with the server, and checks that arrive meanwhile gather into the
+/// next batch; fewer, larger batches cost the database less than many small ones.
 const MAX_RUNNING: usize = 1;
 /// Sessions per query; a longer queue is split.
 const MAX_BATCH: usize = 512;
