@@ -69,6 +69,15 @@ impl RequestAuth {
         Ok((self.viewer(service).await?, other))
     }
 
+    /// The outcome of the token check when it needs no waiting: it has already run, or
+    /// there is no token. `None` when the check is still to be made.
+    pub fn settled_viewer(&self) -> Option<Option<&User>> {
+        if self.token.is_none() {
+            return Some(None);
+        }
+        self.viewer.get().map(|outcome| outcome.as_ref().ok())
+    }
+
     /// The viewer when one is signed in; `None` for anonymous requests or bad tokens.
     pub async fn optional_viewer(&self, service: &Service) -> Option<&User> {
         self.token.as_ref()?;

@@ -2,9 +2,12 @@
 
 pub mod entities;
 mod pinned;
+mod rows;
 mod session_checks;
 pub mod sessions;
 pub mod users;
+
+pub(crate) use rows::{FromPgRows, UserColumns};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +82,10 @@ impl Db {
     }
 
     /// Runs a read outside any transaction, on the cheapest connection available.
-    pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
+    pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr>
+    where
+        E::Model: rows::FromPgRows,
+    {
         match &self.pinned {
             Some(pinned) => {
                 self.statements.fetch_add(1, Ordering::Relaxed);
@@ -93,7 +99,7 @@ impl Db {
     /// `planned_per_call`, PostgreSQL plans it for the values of each call (on the pool's
     /// connections) instead of once: for text searches, whose best plan depends on the
     /// pattern.
-    pub async fn all_statement<M: FromQueryResult>(
+    pub async fn all_statement<M: FromQueryResult + rows::FromPgRows>(
         &self,
         statement: Statement,
         planned_per_call: bool,
@@ -108,7 +114,10 @@ impl Db {
     }
 
     /// The first row of a read; callers put a `LIMIT 1` or a unique key in the query.
-    pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr> {
+    pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr>
+    where
+        E::Model: rows::FromPgRows,
+    {
         Ok(self.all(select.limit(1)).await?.into_iter().next())
     }
 

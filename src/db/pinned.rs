@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
-use sea_orm::{DbErr, FromQueryResult, QueryResult, Statement};
+use sea_orm::{DbErr, Statement};
+
+use super::rows::FromPgRows;
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
@@ -40,7 +42,7 @@ impl PinnedReads {
         })
     }
 
-    pub async fn all<M: FromQueryResult>(&self, statement: &Statement) -> Result<Vec<M>, DbErr> {
+    pub async fn all<M: FromPgRows>(&self, statement: &Statement) -> Result<Vec<M>, DbErr> {
         let values = statement
             .values
             .clone()
@@ -49,11 +51,7 @@ impl PinnedReads {
             sqlx::AssertSqlSafe(statement.sql.as_str()),
             SqlxValues(values),
         );
-        self.fetch(query)
-            .await?
-            .into_iter()
-            .map(|row| M::from_query_result(&QueryResult::from(row), ""))
-            .collect()
+        M::from_pg_rows(self.fetch(query).await?)
     }
 
     /// Runs `query` on a pinned connection.

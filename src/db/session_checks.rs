@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sea_orm::DbErr;
 use sea_orm::sqlx::{self, Row as _};
-use sea_orm::{DbErr, FromQueryResult, QueryResult};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::UserColumns;
 use super::entities::user::Model as User;
 use super::pinned::PinnedReads;
 
@@ -177,11 +178,16 @@ impl SessionChecks {
             sqlx::query(SESSIONS_AND_USERS).bind(sessions).bind(others)
         };
         let mut found = Found::default();
-        for row in self.reads.fetch(query).await? {
+        let rows = self.reads.fetch(query).await?;
+        let Some(first) = rows.first() else {
+            return Ok(found);
+        };
+        let columns = UserColumns::find(first)?;
+        for row in &rows {
             let session: Option<Uuid> = row
                 .try_get("checked_session")
                 .map_err(|err| DbErr::Type(err.to_string()))?;
-            let user = User::from_query_result(&QueryResult::from(row), "")?;
+            let user = columns.read(row)?;
             match session {
                 Some(session) => found.by_session.insert(session, user),
                 None => found.by_id.insert(user.id, user),

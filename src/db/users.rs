@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sqlx::Row as _;
+use sea_orm::sqlx::postgres::PgRow;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, FromQueryResult,
     IdenStatic, Iterable, Order, PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect,
@@ -286,7 +288,7 @@ async fn with_creators_of(
     // PostgreSQL plans `IN (subquery)` as a join that scans the table; an array of the ids
     // makes it look each one up in the primary key.
     let creator_ids = match backend {
-        DatabaseBackend::Postgres => "= ANY(ARRAY(SELECT created_by FROM page))",
+        DatabaseBackend::Postgres => "= ANY(ARRAY(SELECT DISTINCT created_by FROM page))",
         _ => "IN (SELECT created_by FROM page)",
     };
     let sql = format!(
@@ -324,6 +326,25 @@ async fn with_creators_of(
 struct PageRow {
     part: i32,
     user: User,
+}
+
+impl super::FromPgRows for PageRow {
+    fn from_pg_rows(rows: Vec<PgRow>) -> Result<Vec<Self>, DbErr> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let columns = super::UserColumns::find(first)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Self {
+                    part: row
+                        .try_get("part")
+                        .map_err(|err| DbErr::Type(err.to_string()))?,
+                    user: columns.read(row)?,
+                })
+            })
+            .collect()
+    }
 }
 
 impl FromQueryResult for PageRow {

@@ -79,5 +79,10 @@ async fn viewer<'a>(ctx: &Context<'a>) -> AppResult<&'a User> {
 
 async fn optional_viewer<'a>(ctx: &Context<'a>) -> Option<&'a User> {
     let auth = ctx.data::<RequestAuth>().ok()?;
-    auth.optional_viewer(service(ctx).ok()?).await
+    if let Some(settled) = auth.settled_viewer() {
+        return settled;
+    }
+    // Boxed: field resolvers call this for every object of a page, and inline, the whole
+    // token check would make each of their futures as large as itself, copied at every call.
+    Box::pin(auth.optional_viewer(service(ctx).ok()?)).await
 }

@@ -70,7 +70,7 @@ impl UserObject {
     }
 }
 
-#[Object(name = "User")]
+#[Object(name = "User", serial)]
 impl UserObject {
     async fn id(&self) -> ID {
         ID(self.model.id.to_string())
@@ -128,8 +128,8 @@ impl UserObject {
         let loader = ctx
             .data::<UserDataLoader>()
             .map_err(|_| AppError::internal("user loader missing"))?;
-        let user = loader
-            .load_one(creator)
+        // Boxed, so this rarely taken path does not size every field's future of the type.
+        let user = Box::pin(loader.load_one(creator))
             .await
             .map_err(|_| AppError::internal("loading createdBy"))?;
         Ok(user.map(UserObject::new))

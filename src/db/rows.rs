@@ -1,0 +1,94 @@
+//! Users decoded straight from PostgreSQL rows on the pinned read path.
+//!
+//! SeaORM's generic decoding looks every column up by name, through a formatted string, on
+//! every row; a 50-user page spent a fifth of its server time there. Here the columns are
+//! found by name once per result and every row is read by position.
+
+use sea_orm::sqlx::postgres::PgRow;
+use sea_orm::sqlx::{Column as _, Row as _};
+use sea_orm::{ActiveEnum, DbErr, IdenStatic};
+
+use super::entities::user::{Column, Model as User, Role};
+
+/// Models the pinned reads return, decoded from a whole result at once.
+pub trait FromPgRows: Sized {
+    fn from_pg_rows(rows: Vec<PgRow>) -> Result<Vec<Self>, DbErr>;
+}
+
+impl FromPgRows for User {
+    fn from_pg_rows(rows: Vec<PgRow>) -> Result<Vec<Self>, DbErr> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let columns = UserColumns::find(first)?;
+        rows.iter().map(|row| columns.read(row)).collect()
+    }
+}
+
+/// Where each column of a user sits in the rows of one result.
+pub struct UserColumns {
+    at: [usize; 14],
+}
+
+/// The columns in the order of `UserColumns::at`.
+const COLUMNS: [Column; 14] = [
+    Column::Id,
+    Column::Username,
+    Column::UsernameKey,
+    Column::Email,
+    Column::PasswordHash,
+    Column::FirstName,
+    Column::LastName,
+    Column::Phone,
+    Column::Role,
+    Column::Disabled,
+    Column::CreatedAt,
+    Column::UpdatedAt,
+    Column::LastLoginAt,
+    Column::CreatedBy,
+];
+
+impl UserColumns {
+    pub fn find(row: &PgRow) -> Result<Self, DbErr> {
+        let mut at = [0; 14];
+        for (slot, column) in at.iter_mut().zip(COLUMNS) {
+            *slot = row
+                .columns()
+                .iter()
+                .find(|c| c.name() == column.as_str())
+                .map(|c| c.ordinal())
+                .ok_or_else(|| DbErr::Type(format!("column {} missing", column.as_str())))?;
+        }
+        Ok(Self { at })
+    }
+
+    pub fn read(&self, row: &PgRow) -> Result<User, DbErr> {
+        let at = &self.at;
+        let role: String = get(row, at[8])?;
+        Ok(User {
+            id: get(row, at[0])?,
+            username: get(row, at[1])?,
+            username_key: get(row, at[2])?,
+            email: get(row, at[3])?,
+            password_hash: get(row, at[4])?,
+            first_name: get(row, at[5])?,
+            last_name: get(row, at[6])?,
+            phone: get(row, at[7])?,
+            role: Role::try_from_value(&role)?,
+            disabled: get(row, at[9])?,
+            created_at: get(row, at[10])?,
+            updated_at: get(row, at[11])?,
+            last_login_at: get(row, at[12])?,
+            created_by: get(row, at[13])?,
+        })
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, index: usize) -> Result<T, DbErr>
+where
+    T: sea_orm::sqlx::Decode<'r, sea_orm::sqlx::Postgres>
+        + sea_orm::sqlx::Type<sea_orm::sqlx::Postgres>,
+{
+    row.try_get(index)
+        .map_err(|err| DbErr::Type(err.to_string()))
+}
