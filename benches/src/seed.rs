@@ -169,6 +169,14 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         .await?
         .context("no row before the deep page")?;
     let deep_cursor = rollcall::graphql::encode_cursor(&before);
+    // The table has just taken every row in bulk. Settle it as autovacuum soon would
+    // (planner statistics, the trigram index's pending list), so that every scenario, and the
+    // peer, reads the same settled table whenever autovacuum happens to run.
+    let settle = match service.db().backend() {
+        sea_orm::DatabaseBackend::Postgres => "VACUUM ANALYZE users",
+        _ => "ANALYZE",
+    };
+    service.db().conn.execute_unprepared(settle).await?;
     service.db().conn.clone().close().await?;
     Ok(Seeded {
         owner_login: "owner".into(),

@@ -51,6 +51,9 @@ impl Db {
             // Pinging on every checkout would double the round trips of a one-query request;
             // only connections idle long enough to have been dropped are checked.
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
+            // The pool serves what the pinned reads do not, text searches among them, whose
+            // best plan depends on the pattern: PostgreSQL must not settle on a generic plan.
+            .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
             .map_sqlx_sqlite_opts(|opts| {
                 // WAL lets readers run beside the single writer; the busy timeout makes a second
                 // writer wait for the lock instead of failing with "database is locked".

@@ -27,6 +27,31 @@ pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
 /// The per-request user loader; its cache lives as long as the request.
 pub type UserDataLoader = DataLoader<UserLoader, HashMapCache>;
 
+/// The request's user loader, made on first use: most requests never load a user by id.
+pub struct RequestLoader {
+    service: Service,
+    loader: std::sync::OnceLock<UserDataLoader>,
+}
+
+impl RequestLoader {
+    fn new(service: &Service) -> Self {
+        Self {
+            service: service.clone(),
+            loader: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &UserDataLoader {
+        self.loader.get_or_init(|| {
+            DataLoader::with_cache(
+                UserLoader::new(self.service.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            )
+        })
+    }
+}
+
 /// Deep enough for any real client, shallow enough that `createdBy` chains cannot be used to
 /// make one request do unbounded work.
 const MAX_DEPTH: usize = 12;
@@ -57,11 +82,7 @@ pub fn request_data(
     // The cache lives only as long as the request.
     request
         .data(RequestAuth::new(token))
-        .data(DataLoader::with_cache(
-            UserLoader::new(service.clone()),
-            tokio::spawn,
-            HashMapCache::default(),
-        ))
+        .data(RequestLoader::new(service))
 }
 
 fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{UserDataLoader, optional_viewer, service};
+use super::{RequestLoader, optional_viewer, service};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult};
@@ -126,8 +126,9 @@ impl UserObject {
             return Ok(Some(UserObject::new(user.clone())));
         }
         let loader = ctx
-            .data::<UserDataLoader>()
-            .map_err(|_| AppError::internal("user loader missing"))?;
+            .data::<RequestLoader>()
+            .map_err(|_| AppError::internal("user loader missing"))?
+            .get();
         // Boxed, so this rarely taken path does not size every field's future of the type.
         let user = Box::pin(loader.load_one(creator))
             .await
