@@ -68,6 +68,49 @@ impl Load<'_> {
         Ok(measured)
     }
 
+    /// Measures `self` and `other` in alternating rounds, each after its own warm-up, so a
+    /// machine whose speed drifts during the run affects both sides of their ratio alike.
+    /// Requests/s is the mean over the rounds (they are equally long), p50 the mean of the
+    /// rounds' p50 and p99 the worst round's p99.
+    pub fn run_alternating(&self, other: &Load) -> Result<(Measured, Measured)> {
+        let loads = [self, other];
+        let scripts = loads.map(|load| {
+            load.work_dir
+                .join(format!("load-{}.lua", rand::random::<u32>()))
+        });
+        for (load, script) in loads.iter().zip(&scripts) {
+            std::fs::write(script, load.lua())?;
+        }
+        let result = (|| {
+            for (load, script) in loads.iter().zip(&scripts) {
+                if !load.warmup.is_zero() {
+                    wait_until_idle();
+                    load.wrk_once(script, load.warmup)?;
+                }
+            }
+            let seconds = self.duration.as_secs().max(1);
+            let rounds = (seconds / 2).clamp(1, 5);
+            let slice = Duration::from_secs(seconds / rounds);
+            let mut measured: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+            for _ in 0..rounds {
+                for (i, (load, script)) in loads.iter().zip(&scripts).enumerate() {
+                    wait_until_idle();
+                    let sampler = RssSampler::start(load.pids.clone());
+                    let round = load.wrk_once(script, slice);
+                    let peak = sampler.stop();
+                    let mut round = round?;
+                    round.peak_rss_mib = peak;
+                    measured[i].push(round);
+                }
+            }
+            Ok((merge(&measured[0]), merge(&measured[1])))
+        })();
+        for script in &scripts {
+            let _ = std::fs::remove_file(script);
+        }
+        result
+    }
+
     fn wrk_once(&self, script: &Path, duration: Duration) -> Result<Measured> {
         let output = Command::new(self.wrk)
             .arg(format!("-t{}", self.threads.min(self.connections).max(1)))
@@ -236,6 +279,19 @@ fn duration_ms(text: &str) -> Option<f64> {
 }
 
 /// Waits (at most a minute) until the machine's CPUs are nearly idle.
+/// One result from equally long rounds (see [`Load::run_alternating`]).
+fn merge(rounds: &[Measured]) -> Measured {
+    let n = rounds.len().max(1) as f64;
+    Measured {
+        requests_per_sec: rounds.iter().map(|r| r.requests_per_sec).sum::<f64>() / n,
+        p50_ms: rounds.iter().map(|r| r.p50_ms).sum::<f64>() / n,
+        p99_ms: rounds.iter().map(|r| r.p99_ms).fold(0.0, f64::max),
+        requests: rounds.iter().map(|r| r.requests).sum(),
+        errors: rounds.iter().map(|r| r.errors).sum(),
+        peak_rss_mib: rounds.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max),
+    }
+}
+
 pub fn wait_until_idle() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut quiet = 0;

@@ -208,17 +208,18 @@ async fn run(
         });
     };
 
-    if wanted("serverInfo (HTTP + GraphQL ceiling)") {
-        scenario(
-            "serverInfo (HTTP + GraphQL ceiling)",
-            load(&[], one("{ serverInfo { version } }", json!({})), c).run()?,
-        );
-    }
-    if wanted("me") {
-        scenario(
-            "me",
-            load(&standard, one("{ me { id username role } }", json!({})), c).run()?,
-        );
+    // Each ratio's two sides are measured in alternating rounds.
+    let server_info = load(&[], one("{ serverInfo { version } }", json!({})), c);
+    let me = load(&standard, one("{ me { id username role } }", json!({})), c);
+    match (wanted("serverInfo (HTTP + GraphQL ceiling)"), wanted("me")) {
+        (true, true) => {
+            let (server_info, me) = server_info.run_alternating(&me)?;
+            scenario("serverInfo (HTTP + GraphQL ceiling)", server_info);
+            scenario("me", me);
+        }
+        (true, false) => scenario("serverInfo (HTTP + GraphQL ceiling)", server_info.run()?),
+        (false, true) => scenario("me", me.run()?),
+        (false, false) => {}
     }
     let by_id: Vec<String> = seeded
         .sample_ids
@@ -226,32 +227,38 @@ async fn run(
         .map(|id| json!({"query": "query($id: ID!) { user(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
         .collect();
     if wanted("user(id)") {
-        scenario("user(id)", load(&owner, Bodies::Pick(by_id), c).run()?);
+        let ours = load(&owner, Bodies::Pick(by_id), c);
         let by_id: Vec<String> = seeded
             .sample_ids
             .iter()
             .map(|id| json!({"query": "query($id: UUID!) { userById(id: $id) { id username email role } }", "variables": {"id": id}}).to_string())
             .collect();
-        if let Some(load) = peer_load(Bodies::Pick(by_id)) {
-            scenario("PostGraphile userById", load.run()?);
+        match peer_load(Bodies::Pick(by_id)) {
+            Some(theirs) => {
+                let (ours, theirs) = ours.run_alternating(&theirs)?;
+                scenario("user(id)", ours);
+                scenario("PostGraphile userById", theirs);
+            }
+            None => scenario("user(id)", ours.run()?),
         }
     }
     if wanted("users(first: 50) + createdBy") {
-        scenario(
-            "users(first: 50) + createdBy",
-            load(
-                &owner,
-                one(
-                    "{ users(first: 50) { nodes { id username email createdBy { username } } } }",
-                    json!({}),
-                ),
-                c,
-            )
-            .run()?,
+        let ours = load(
+            &owner,
+            one(
+                "{ users(first: 50) { nodes { id username email createdBy { username } } } }",
+                json!({}),
+            ),
+            c,
         );
         let page = "{ allUsers(first: 50, orderBy: [CREATED_AT_ASC, ID_ASC]) { nodes { id username email userByCreatedBy { username } } } }";
-        if let Some(load) = peer_load(one(page, json!({}))) {
-            scenario("PostGraphile allUsers(first: 50) + creator", load.run()?);
+        match peer_load(one(page, json!({}))) {
+            Some(theirs) => {
+                let (ours, theirs) = ours.run_alternating(&theirs)?;
+                scenario("users(first: 50) + createdBy", ours);
+                scenario("PostGraphile allUsers(first: 50) + creator", theirs);
+            }
+            None => scenario("users(first: 50) + createdBy", ours.run()?),
         }
     }
     // Hashing scenarios follow: the peer would only sit in memory.
