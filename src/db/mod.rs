@@ -7,7 +7,7 @@ mod session_checks;
 pub mod sessions;
 pub mod users;
 
-pub(crate) use rows::{FromPgRows, UserColumns};
+pub(crate) use rows::UserColumns;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

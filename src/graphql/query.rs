@@ -70,7 +70,7 @@ impl Query {
                 .field("node")
                 .field("createdBy")
                 .exists();
-        // Creators come with the page, in the same query, and `createdBy` resolves from them.
+        // Creators are fetched with the page, in one query, and `createdBy` resolves from them.
         let page = service(ctx)?
             .list_users(viewer(ctx).await?, first, after, &filter, wants_creators)
             .await?;
