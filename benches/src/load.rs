@@ -279,8 +279,8 @@ fn duration_ms(text: &str) -> Option<f64> {
 }
 
 /// Waits (at most a minute) until the machine's CPUs are nearly idle.
-/// One result from equally long rounds (see [`Load::run_alternating`]).
-fn merge(rounds: &[Measured]) -> Measured {
+/// One result from equally long rounds (as in [`Load::run_alternating`]).
+pub fn merge(rounds: &[Measured]) -> Measured {
     let n = rounds.len().max(1) as f64;
     Measured {
         requests_per_sec: rounds.iter().map(|r| r.requests_per_sec).sum::<f64>() / n,
