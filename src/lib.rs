@@ -5,6 +5,7 @@
 //! and thin resolvers), [`server`] (HTTP), [`cli`] (commands), [`error`] (the one error type).
 
 pub mod auth;
+mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -1137,13 +1137,20 @@ async fn created_by_cost(app: &TestApp, owner: &Session, first: usize) -> u64 {
     after - before
 }
 
-async fn created_by_is_batched(app: TestApp) {
+/// An owner, `admin1` (created by the owner) and `count` standard users `{prefix}NN` created
+/// by `admin1`; returns the owner's session.
+async fn owner_admin_and_members(app: &TestApp, prefix: &str, count: usize) -> Session {
     let owner = app.register("owner").await;
     let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
-    for i in 0..30 {
-        app.create_user(&admin, &format!("user{i:02}"), "STANDARD")
+    for i in 0..count {
+        app.create_user(&admin, &format!("{prefix}{i:02}"), "STANDARD")
             .await;
     }
+    owner
+}
+
+async fn created_by_is_batched(app: TestApp) {
+    let owner = owner_admin_and_members(&app, "user", 30).await;
     let small = created_by_cost(&app, &owner, 5).await;
     let large = created_by_cost(&app, &owner, 50).await;
     let again = created_by_cost(&app, &owner, 50).await;
@@ -1155,12 +1162,7 @@ async fn created_by_is_batched(app: TestApp) {
 /// `createdBy` through edges, in a searched page, and one level further (the creators' own
 /// creators, which the page query did not fetch).
 async fn created_by_in_edges_searches_and_nested(app: TestApp) {
-    let owner = app.register("owner").await;
-    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
-    for i in 0..4 {
-        app.create_user(&admin, &format!("member{i}"), "STANDARD")
-            .await;
-    }
+    let owner = owner_admin_and_members(&app, "member", 4).await;
     let query = "query($filter: UserFilter) { users(first: 10, filter: $filter) { edges { node { username createdBy { username createdBy { username } } } } } }";
     for filter in [json!(null), json!({"search": "member"})] {
         let body = app

@@ -1,7 +1,6 @@
 //! Access tokens (HS256 JWTs) and opaque refresh tokens.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::cache::BoundedCache;
 use crate::error::{AppError, AppResult};
 
 const ISSUER: &str = "rollcall";
@@ -30,8 +30,7 @@ pub struct AccessClaims {
     pub aud: String,
 }
 
-/// Tokens whose signature and claims were checked, kept with their claims; on overflow the
-/// cache starts over, so memory stays bounded.
+/// Tokens whose signature and claims were checked, kept with their claims.
 const MAX_VERIFIED: usize = 4096;
 
 #[derive(Clone)]
@@ -44,7 +43,7 @@ pub struct TokenKeys {
     /// signature once is enough, because the signature of a given text never changes.
     /// Only the expiry is rechecked on a hit. Revocation is not decided here: the session
     /// check on every request does that.
-    verified: Arc<Mutex<HashMap<String, AccessClaims>>>,
+    verified: Arc<BoundedCache<AccessClaims>>,
 }
 
 impl TokenKeys {
@@ -64,7 +63,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             access_ttl,
-            verified: Arc::default(),
+            verified: Arc::new(BoundedCache::new(MAX_VERIFIED)),
         })
     }
 
@@ -90,32 +89,20 @@ impl TokenKeys {
 
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
         const INVALID: AppError = AppError::Unauthenticated("Invalid or expired token");
-        let cached = self.verified().get(token).cloned();
-        if let Some(claims) = cached {
+        if let Some(claims) = self.verified.get(token) {
             // The same rule as the full check (no leeway): expired once `exp` has passed.
             return if claims.exp >= Utc::now().timestamp() {
                 Ok(claims)
             } else {
-                self.verified().remove(token);
+                self.verified.remove(token);
                 Err(INVALID)
             };
         }
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|_| INVALID)?;
-        let mut verified = self.verified();
-        if verified.len() >= MAX_VERIFIED {
-            verified.clear();
-        }
-        verified.insert(token.to_owned(), claims.clone());
+        self.verified.insert(token.to_owned(), claims.clone());
         Ok(claims)
-    }
-
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccessClaims>> {
-        // Entries are inserted whole, so a panic elsewhere cannot leave one half-made.
-        self.verified
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

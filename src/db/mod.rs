@@ -89,13 +89,8 @@ impl Db {
     where
         E::Model: rows::FromPgRows,
     {
-        match &self.pinned {
-            Some(pinned) => {
-                self.statements.fetch_add(1, Ordering::Relaxed);
-                pinned.all(&select.build(DatabaseBackend::Postgres)).await
-            }
-            None => select.all(&self.conn).await,
-        }
+        self.all_statement(select.build(self.backend()), false)
+            .await
     }
 
     /// [`Self::all`] for a statement written out rather than built from an entity. With

@@ -17,11 +17,7 @@ pub trait FromPgRows: Sized {
 
 impl FromPgRows for User {
     fn from_pg_rows(rows: Vec<PgRow>) -> Result<Vec<Self>, DbErr> {
-        let Some(first) = rows.first() else {
-            return Ok(Vec::new());
-        };
-        let columns = UserColumns::find(first)?;
-        rows.iter().map(|row| columns.read(row)).collect()
+        UserColumns::read_all(&rows, |_, user| Ok(user))
     }
 }
 
@@ -49,7 +45,21 @@ const COLUMNS: [Column; 14] = [
 ];
 
 impl UserColumns {
-    pub fn find(row: &PgRow) -> Result<Self, DbErr> {
+    /// Each row's user, passed with its row to `each` for whatever else the row carries.
+    pub fn read_all<T>(
+        rows: &[PgRow],
+        mut each: impl FnMut(&PgRow, User) -> Result<T, DbErr>,
+    ) -> Result<Vec<T>, DbErr> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let columns = Self::find(first)?;
+        rows.iter()
+            .map(|row| each(row, columns.read(row)?))
+            .collect()
+    }
+
+    fn find(row: &PgRow) -> Result<Self, DbErr> {
         let mut at = [0; 14];
         for (slot, column) in at.iter_mut().zip(COLUMNS) {
             *slot = row
@@ -62,7 +72,7 @@ impl UserColumns {
         Ok(Self { at })
     }
 
-    pub fn read(&self, row: &PgRow) -> Result<User, DbErr> {
+    fn read(&self, row: &PgRow) -> Result<User, DbErr> {
         let at = &self.at;
         let role: String = get(row, at[8])?;
         Ok(User {

@@ -177,17 +177,15 @@ impl SessionChecks {
         } else {
             sqlx::query(SESSIONS_AND_USERS).bind(sessions).bind(others)
         };
-        let mut found = Found::default();
         let rows = self.reads.fetch(query).await?;
-        let Some(first) = rows.first() else {
-            return Ok(found);
-        };
-        let columns = UserColumns::find(first)?;
-        for row in &rows {
+        let rows = UserColumns::read_all(&rows, |row, user| {
             let session: Option<Uuid> = row
                 .try_get("checked_session")
                 .map_err(|err| DbErr::Type(err.to_string()))?;
-            let user = columns.read(row)?;
+            Ok((session, user))
+        })?;
+        let mut found = Found::default();
+        for (session, user) in rows {
             match session {
                 Some(session) => found.by_session.insert(session, user),
                 None => found.by_id.insert(user.id, user),

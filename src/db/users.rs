@@ -200,11 +200,12 @@ pub struct Position {
     pub id: Uuid,
 }
 
-/// One keyset page: rows strictly after `after`, in (created_at, id) order, and whether
-/// another page follows.
+/// One keyset page: rows strictly after a cursor, in (created_at, id) order.
 pub struct Page {
     pub users: Vec<User>,
     pub has_next: bool,
+    /// Whether the page started after a cursor.
+    pub has_previous: bool,
     /// The users who created the page's users, by id, when asked for.
     pub creators: HashMap<Uuid, User>,
 }
@@ -272,6 +273,7 @@ pub async fn page(
     Ok(Page {
         users,
         has_next,
+        has_previous: after.is_some(),
         creators,
     })
 }

@@ -4,20 +4,27 @@
 //! executing a simple one. The parse of an operation depends on nothing but its text, so
 //! a parse made for one request is as good for the next; validation still runs every time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_graphql::parser::types::ExecutableDocument;
 
-/// Operations kept; on overflow the cache starts over, so memory stays bounded whatever
-/// clients send.
+use crate::cache::BoundedCache;
+
+/// Operations kept.
 const MAX_ENTRIES: usize = 256;
 /// Longer operations are parsed every time rather than kept.
 const MAX_QUERY_BYTES: usize = 4096;
 
-#[derive(Default)]
 pub struct DocumentCache {
-    parsed: Mutex<HashMap<String, Arc<ExecutableDocument>>>,
+    parsed: BoundedCache<Arc<ExecutableDocument>>,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        Self {
+            parsed: BoundedCache::new(MAX_ENTRIES),
+        }
+    }
 }
 
 impl DocumentCache {
@@ -27,8 +34,7 @@ impl DocumentCache {
         if request.query.len() > MAX_QUERY_BYTES {
             return;
         }
-        let cached = self.lock().get(&request.query).cloned();
-        if let Some(document) = cached {
+        if let Some(document) = self.parsed.get(&request.query) {
             request.set_parsed_query(ExecutableDocument::clone(&document));
             return;
         }
@@ -36,18 +42,7 @@ impl DocumentCache {
             return;
         };
         let document = Arc::new(document.clone());
-        let mut parsed = self.lock();
-        if parsed.len() >= MAX_ENTRIES {
-            parsed.clear();
-        }
-        parsed.insert(request.query.clone(), document);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecutableDocument>>> {
-        // Entries are inserted whole, so a panic elsewhere cannot leave one half-made.
-        self.parsed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.parsed.insert(request.query.clone(), document);
     }
 }
 
@@ -60,19 +55,19 @@ mod tests {
         let cache = DocumentCache::default();
         let mut first = async_graphql::Request::new("{ me { id } }");
         cache.prepare(&mut first);
-        assert_eq!(cache.lock().len(), 1);
+        assert_eq!(cache.parsed.len(), 1);
         let mut again = async_graphql::Request::new("{ me { id } }");
         cache.prepare(&mut again);
-        assert_eq!(cache.lock().len(), 1);
+        assert_eq!(cache.parsed.len(), 1);
         assert!(again.parsed_query().is_ok());
 
         let mut broken = async_graphql::Request::new("{ me { ");
         cache.prepare(&mut broken);
-        assert_eq!(cache.lock().len(), 1, "failed parses are not kept");
+        assert_eq!(cache.parsed.len(), 1, "failed parses are not kept");
 
         for n in 0..MAX_ENTRIES + 10 {
             cache.prepare(&mut async_graphql::Request::new(format!("{{ f{n} }}")));
         }
-        assert!(cache.lock().len() <= MAX_ENTRIES);
+        assert!(cache.parsed.len() <= MAX_ENTRIES);
     }
 }

@@ -18,8 +18,9 @@ use crate::db::entities::server_setting;
 use crate::db::entities::user::{Model as User, Role};
 use crate::error::{AppError, AppResult};
 
+pub use crate::db::users::Page;
 pub use accounts::AuthSession;
-pub use users::{ImportedUser, NewUser, Page, UserChanges, UserRef};
+pub use users::{ImportedUser, NewUser, UserChanges, UserRef};
 
 const JWT_SECRET_SETTING: &str = "jwt_secret";
 

@@ -45,15 +45,6 @@ pub enum UserRef {
     Username(String),
 }
 
-/// One page of a user listing.
-pub struct Page {
-    pub users: Vec<User>,
-    pub has_next: bool,
-    pub has_previous: bool,
-    /// Who created the listed users, by id; filled only when asked for.
-    pub creators: std::collections::HashMap<Uuid, User>,
-}
-
 pub const MAX_PAGE: i32 = 100;
 pub const DEFAULT_PAGE: i32 = 20;
 
@@ -442,7 +433,7 @@ impl Service {
         after: Option<Position>,
         filter: &Filter,
         with_creators: bool,
-    ) -> AppResult<Page> {
+    ) -> AppResult<user_queries::Page> {
         if !viewer.role.is_manager() {
             return Err(AppError::Forbidden("Only admins can list users"));
         }
@@ -463,14 +454,7 @@ impl Service {
                 "must be at most 200 characters, without NUL",
             ));
         }
-        let page =
-            user_queries::page(self.db(), filter, after, first as u64, with_creators).await?;
-        Ok(Page {
-            users: page.users,
-            has_next: page.has_next,
-            has_previous: after.is_some(),
-            creators: page.creators,
-        })
+        Ok(user_queries::page(self.db(), filter, after, first as u64, with_creators).await?)
     }
 
     pub async fn count_users(&self, filter: &Filter) -> AppResult<u64> {
