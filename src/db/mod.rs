@@ -111,6 +111,20 @@ impl Db {
         }
     }
 
+    /// Runs a statement written for PostgreSQL on a pinned connection, outside any
+    /// transaction; `None` on other databases, where the caller takes its portable path.
+    pub(crate) async fn pinned_fetch<'q, A>(
+        &self,
+        query: sea_orm::sqlx::query::Query<'q, sea_orm::sqlx::Postgres, A>,
+    ) -> Option<Result<Vec<sea_orm::sqlx::postgres::PgRow>, DbErr>>
+    where
+        A: 'q + Send + sea_orm::sqlx::IntoArguments<sea_orm::sqlx::Postgres>,
+    {
+        let pinned = self.pinned.as_ref()?;
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Some(pinned.fetch(query).await)
+    }
+
     /// The first row of a read; callers put a `LIMIT 1` or a unique key in the query.
     pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr>
     where

@@ -3,8 +3,8 @@
 //! sqlx pings every connection it takes back into its pool, a second round trip after each
 //! query. The hot read paths (the per-request session check, lookups, pages) run instead on a
 //! few connections held here for the life of the process: one query, one round trip, on a
-//! statement sqlx has already prepared on that connection. Writes and transactions keep
-//! using the pool.
+//! statement sqlx has already prepared on that connection. So does a login's write, which is
+//! one statement. Transactions and other writes keep using the pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

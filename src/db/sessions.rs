@@ -2,22 +2,88 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
+use sea_orm::sqlx;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
-use super::entities::{refresh_token, session};
+use super::Db;
+use super::entities::{refresh_token, session, user};
+
+/// A login's writes as one PostgreSQL statement. The user must still be enabled; the session
+/// and its first refresh token are inserted only if the user row was touched.
+const LOGIN: &str = "WITH login AS ( \
+        UPDATE users SET last_login_at = $1 WHERE id = $2 AND NOT disabled RETURNING id \
+    ), session AS ( \
+        INSERT INTO sessions (id, user_id, created_at) SELECT $3, id, $1 FROM login RETURNING id \
+    ) \
+    INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
+    SELECT $4, id, $1, $5 FROM session RETURNING session_id";
+
+/// What [`open_for_login`] wrote.
+pub struct Login {
+    pub session_id: Uuid,
+    /// The user's new `last_login_at`.
+    pub at: DateTime<Utc>,
+}
+
+/// Records a login: the user's `last_login_at`, a new session and its first refresh token.
+/// `None` when the user was disabled or deleted since the password check. On PostgreSQL it
+/// is one statement, one round trip: every extra round trip of a login wakes the server and
+/// the database on cores that a login flood needs for hashing.
+pub async fn open_for_login(
+    db: &Db,
+    user_id: Uuid,
+    token_hash: String,
+    expires_at: DateTime<Utc>,
+) -> Result<Option<Login>, DbErr> {
+    let at = super::now();
+    let session_id = Uuid::now_v7();
+    let query = sqlx::query(LOGIN)
+        .bind(at)
+        .bind(user_id)
+        .bind(session_id)
+        .bind(&token_hash)
+        .bind(expires_at);
+    if let Some(rows) = db.pinned_fetch(query).await {
+        return Ok((!rows?.is_empty()).then_some(Login { session_id, at }));
+    }
+    let tx = db.begin_write().await?;
+    let touched = user::Entity::update_many()
+        .col_expr(user::Column::LastLoginAt, Expr::value(at))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::Disabled.eq(false))
+        .exec(&tx)
+        .await?;
+    if touched.rows_affected != 1 {
+        return Ok(None);
+    }
+    insert(&tx, session_id, user_id, at).await?;
+    insert_refresh_token(&tx, session_id, token_hash, expires_at).await?;
+    tx.commit().await?;
+    Ok(Some(Login { session_id, at }))
+}
 
 pub async fn create(db: &impl ConnectionTrait, user_id: Uuid) -> Result<Uuid, DbErr> {
     let id = Uuid::now_v7();
+    insert(db, id, user_id, super::now()).await?;
+    Ok(id)
+}
+
+async fn insert(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    user_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
     session::Entity::insert(session::ActiveModel {
         id: Set(id),
         user_id: Set(user_id),
-        created_at: Set(super::now()),
+        created_at: Set(at),
         revoked_at: Set(None),
     })
     .exec_without_returning(db)
     .await?;
-    Ok(id)
+    Ok(())
 }
 
 pub async fn insert_refresh_token(

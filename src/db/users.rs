@@ -37,15 +37,13 @@ pub async fn read_by_username(db: &Db, username: &str) -> Result<Option<User>, D
 
 /// Finds a user by username or email: usernames cannot contain `@`, so the login is
 /// unambiguous.
-pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<User>, DbErr> {
+pub async fn by_login(db: &Db, login: &str) -> Result<Option<User>, DbErr> {
     let column = if login.contains('@') {
         Column::Email
     } else {
         Column::UsernameKey
     };
-    Users::find()
-        .filter(column.eq(login.trim().to_lowercase()))
-        .one(db)
+    db.one(Users::find().filter(column.eq(login.trim().to_lowercase())))
         .await
 }
 

@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    IntoActiveModel,
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
 use uuid::Uuid;
 
@@ -68,7 +67,7 @@ impl Service {
         let user = if login.contains('\0') || login.len() > 320 {
             None
         } else {
-            user_queries::by_login(&self.db().conn, login).await?
+            user_queries::by_login(self.db(), login).await?
         };
         let valid = self
             .0
@@ -82,13 +81,17 @@ impl Service {
             Some(user) if valid && !user.disabled => user,
             _ => return Err(INVALID_CREDENTIALS),
         };
-        let tx = self.db().begin_write().await?;
-        let mut active = user.into_active_model();
-        active.last_login_at = Set(Some(db::now()));
-        let user = active.update(&tx).await?;
-        let session = self.open_session(&tx, user.id).await?;
-        tx.commit().await?;
-        self.finish(session, user)
+        let (refresh_token, refresh_hash) = tokens::new_refresh_token();
+        let login =
+            sessions::open_for_login(self.db(), user.id, refresh_hash, self.refresh_expiry()?)
+                .await?
+                // Disabled or deleted since the lookup.
+                .ok_or(INVALID_CREDENTIALS)?;
+        let user = User {
+            last_login_at: Some(login.at),
+            ..user
+        };
+        self.finish((login.session_id, refresh_token), user)
     }
 
     /// Rotates a refresh token. The old token is consumed atomically; presenting a token that
@@ -184,10 +187,15 @@ impl Service {
         session_id: Uuid,
     ) -> AppResult<String> {
         let (token, hash) = tokens::new_refresh_token();
+        sessions::insert_refresh_token(db, session_id, hash, self.refresh_expiry()?).await?;
+        Ok(token)
+    }
+
+    /// When a refresh token issued now expires.
+    fn refresh_expiry(&self) -> AppResult<chrono::DateTime<chrono::Utc>> {
         let ttl = chrono::Duration::from_std(self.0.refresh_ttl)
             .map_err(|_| AppError::internal("refresh ttl out of range"))?;
-        sessions::insert_refresh_token(db, session_id, hash, db::now() + ttl).await?;
-        Ok(token)
+        Ok(db::now() + ttl)
     }
 
     fn finish(
