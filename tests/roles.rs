@@ -1190,6 +1190,70 @@ async fn created_by_in_edges_searches_and_nested(app: TestApp) {
     }
 }
 
+/// `nodes` of a page are built in one pass when the selection allows it; the same selection
+/// through fragments, a directive or `edges` takes async-graphql's generic path. Both give the
+/// same data.
+async fn page_nodes_match_the_generic_resolution(app: TestApp) {
+    let owner = owner_admin_and_members(&app, "member", 3).await;
+    let profiled = app.create_user(&owner, "profiled", "STANDARD").await;
+    let body = app
+        .update_user(
+            &owner,
+            &profiled,
+            json!({"firstName": "Ada", "lastName": "Lovelace", "phone": "+15550100"}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_ok(&app.login("profiled", PASSWORD).await);
+    let admin = Session::from_payload(&app.login("admin1", PASSWORD).await, "login");
+
+    const FIELDS: &str = "__typename id name: username email firstName lastName phone role disabled createdAt updatedAt lastLoginAt createdBy { __typename id username email role }";
+    let page = |selection: &str| format!("{{ users(first: 20) {{ {selection} }} }} ");
+    let fast = page(&format!("nodes {{ {FIELDS} }}"));
+    let generic = [
+        page(&format!("nodes {{ ... on User {{ {FIELDS} }} }}")),
+        page("nodes { ...fields }") + &format!("fragment fields on User {{ {FIELDS} }}"),
+        page(&format!(
+            "nodes {{ {FIELDS} extra: id @include(if: false) }}"
+        )),
+        page(&format!("nodes {{ id {FIELDS} }}")),
+    ];
+    for viewer in [&owner, &admin] {
+        let expected = app.gql(Some(&viewer.access), &fast, json!({})).await;
+        assert_ok(&expected);
+        let nodes = &expected["data"]["users"]["nodes"];
+        assert_eq!(nodes.as_array().map(Vec::len), Some(6), "{expected}");
+        let profiled = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|node| node["name"] == "profiled")
+            .expect("profiled user on the page");
+        assert_eq!(profiled["firstName"], "Ada", "{expected}");
+        assert_eq!(profiled["createdBy"]["username"], "owner", "{expected}");
+        assert!(profiled["lastLoginAt"].is_string(), "{expected}");
+        for query in &generic {
+            let body = app.gql(Some(&viewer.access), query, json!({})).await;
+            assert_eq!(body, expected, "{query}");
+        }
+        let edges = app
+            .gql(
+                Some(&viewer.access),
+                &page(&format!("edges {{ node {{ {FIELDS} }} }}")),
+                json!({}),
+            )
+            .await;
+        let edge_nodes: Vec<&Value> = edges["data"]["users"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|edge| &edge["node"])
+            .collect();
+        let nodes: Vec<&Value> = nodes.as_array().into_iter().flatten().collect();
+        assert_eq!(edge_nodes, nodes, "{edges}");
+    }
+}
+
 backend_tests!(
     first_registration_is_owner_then_standard,
     exactly_one_owner_when_registrations_race,
@@ -1209,4 +1273,5 @@ backend_tests!(
     pagination_search_and_filters,
     created_by_is_batched,
     created_by_in_edges_searches_and_nested,
+    page_nodes_match_the_generic_resolution,
 );

@@ -7,6 +7,7 @@ mod loaders;
 mod mutation;
 mod query;
 mod types;
+mod user_list;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
@@ -57,6 +58,8 @@ impl RequestLoader {
 const MAX_DEPTH: usize = 12;
 const MAX_COMPLEXITY: usize = 2_000;
 
+/// No extensions are registered: lists of users are built without per-field hooks
+/// (`user_list`), which extensions would expect to see.
 pub fn build_schema(service: Option<Service>) -> ApiSchema {
     let mut builder = Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::user_list::UserList;
 use super::{RequestLoader, optional_viewer, service};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
@@ -64,9 +65,22 @@ impl UserObject {
 
     /// `value` when the viewer may see this user's private fields, else `None`.
     async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
-        let visible =
-            self.is_caller || service::can_see_private(optional_viewer(ctx).await, &self.model);
+        let visible = self.private_visible(optional_viewer(ctx).await);
         value.filter(|_| visible)
+    }
+
+    /// Whether `viewer` may see this user's email, names and phone.
+    pub(super) fn private_visible(&self, viewer: Option<&User>) -> bool {
+        self.is_caller || service::can_see_private(viewer, &self.model)
+    }
+
+    pub(super) fn model(&self) -> &User {
+        &self.model
+    }
+
+    /// User `id` from the creators fetched with this user's page.
+    pub(super) fn creator(&self, id: Uuid) -> Option<Arc<User>> {
+        self.creators.as_ref()?.get(&id).cloned()
     }
 }
 
@@ -122,8 +136,8 @@ impl UserObject {
         let Some(creator) = self.model.created_by else {
             return Ok(None);
         };
-        if let Some(user) = self.creators.as_ref().and_then(|found| found.get(&creator)) {
-            return Ok(Some(UserObject::new(user.clone())));
+        if let Some(user) = self.creator(creator) {
+            return Ok(Some(UserObject::new(user)));
         }
         let loader = ctx
             .data::<RequestLoader>()
@@ -212,11 +226,13 @@ impl UserConnection {
             .collect()
     }
 
-    async fn nodes(&self) -> Vec<UserObject> {
-        self.users
-            .iter()
-            .map(|u| UserObject::on_page(u.clone(), &self.creators))
-            .collect()
+    async fn nodes(&self) -> UserList {
+        UserList(
+            self.users
+                .iter()
+                .map(|u| UserObject::on_page(u.clone(), &self.creators))
+                .collect(),
+        )
     }
 
     async fn page_info(&self) -> PageInfo {
