@@ -1190,9 +1190,9 @@ async fn created_by_in_edges_searches_and_nested(app: TestApp) {
     }
 }
 
-/// `nodes` of a page are built in one pass when the selection allows it; the same selection
-/// through fragments, a directive or `edges` takes async-graphql's generic path. Both give the
-/// same data.
+/// `nodes` and `edges` of a page are built in one pass when the selection allows it; the same
+/// selection through fragments or a directive takes async-graphql's generic path. Both give
+/// the same data.
 async fn page_nodes_match_the_generic_resolution(app: TestApp) {
     let owner = owner_admin_and_members(&app, "member", 3).await;
     let profiled = app.create_user(&owner, "profiled", "STANDARD").await;
@@ -1239,10 +1239,20 @@ async fn page_nodes_match_the_generic_resolution(app: TestApp) {
         let edges = app
             .gql(
                 Some(&viewer.access),
-                &page(&format!("edges {{ node {{ {FIELDS} }} }}")),
+                &page(&format!("edges {{ cursor node {{ {FIELDS} }} }}")),
                 json!({}),
             )
             .await;
+        let generic_edges = app
+            .gql(
+                Some(&viewer.access),
+                &page(&format!(
+                    "edges {{ ... on UserEdge {{ cursor node {{ {FIELDS} }} }} }}"
+                )),
+                json!({}),
+            )
+            .await;
+        assert_eq!(edges, generic_edges);
         let edge_nodes: Vec<&Value> = edges["data"]["users"]["edges"]
             .as_array()
             .into_iter()

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::user_list::UserList;
+use super::user_list::OnePassList;
 use super::{RequestLoader, optional_viewer, service};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
@@ -216,18 +216,20 @@ impl UserConnection {
 
 #[Object]
 impl UserConnection {
-    async fn edges(&self) -> Vec<UserEdge> {
-        self.users
-            .iter()
-            .map(|u| UserEdge {
-                cursor: encode_cursor(u),
-                node: UserObject::on_page(u.clone(), &self.creators),
-            })
-            .collect()
+    async fn edges(&self) -> OnePassList<UserEdge> {
+        OnePassList(
+            self.users
+                .iter()
+                .map(|u| UserEdge {
+                    cursor: encode_cursor(u),
+                    node: UserObject::on_page(u.clone(), &self.creators),
+                })
+                .collect(),
+        )
     }
 
-    async fn nodes(&self) -> UserList {
-        UserList(
+    async fn nodes(&self) -> OnePassList<UserObject> {
+        OnePassList(
             self.users
                 .iter()
                 .map(|u| UserObject::on_page(u.clone(), &self.creators))

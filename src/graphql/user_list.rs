@@ -1,10 +1,10 @@
-//! `[User!]!` lists built in one pass.
+//! Lists of users built in one pass.
 //!
 //! async-graphql resolves every field of every object as a boxed future of its own and merges
 //! the results one by one; on a 50-user page that is hundreds of futures for fields that are
-//! already in memory, and it was the largest share of a page's server time. When a list's
-//! selection asks only for plain fields of `User` (and `createdBy` from the creators fetched
-//! with the page) it is built here directly, with the same values and the same privacy rule.
+//! already in memory, and it was the largest share of a page's server time. When a page's
+//! `nodes` or `edges` select only plain fields (and `createdBy` from the creators fetched with
+//! the page) the list is built here directly, with the same values and the same privacy rule.
 //! Any other selection (fragments, directives, arguments, a repeated response key, `createdBy`
 //! below a creator) goes through async-graphql's own path. The schema registers no
 //! extensions, whose per-field hooks this path would skip.
@@ -18,24 +18,31 @@ use async_graphql::{
     ContextSelectionSet, Name, OutputType, Positioned, ScalarType, ServerResult, Value,
 };
 
-use super::types::{GqlRole, UserObject};
+use super::types::{GqlRole, UserEdge, UserObject};
 use crate::auth::RequestAuth;
 use crate::db::entities::user::Model as User;
 
-/// The list a `nodes` field returns.
-pub struct UserList(pub Vec<UserObject>);
+/// A list that is built in one pass when its selection allows, with the schema type of
+/// `[T!]!`.
+pub struct OnePassList<T>(pub Vec<T>);
 
-impl OutputType for UserList {
+/// List items that can be built in one pass.
+pub trait OnePass: OutputType + Sized {
+    /// The items' values, or `None` where the generic path must build them.
+    fn build(selection: &SelectionSet, viewer: Option<&User>, items: &[Self]) -> Option<Value>;
+}
+
+impl<T: OnePass> OutputType for OnePassList<T> {
     fn type_name() -> Cow<'static, str> {
-        <Vec<UserObject> as OutputType>::type_name()
+        <Vec<T> as OutputType>::type_name()
     }
 
     fn qualified_type_name() -> String {
-        <Vec<UserObject> as OutputType>::qualified_type_name()
+        <Vec<T> as OutputType>::qualified_type_name()
     }
 
     fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<UserObject> as OutputType>::create_type_info(registry)
+        <Vec<T> as OutputType>::create_type_info(registry)
     }
 
     async fn resolve(
@@ -43,11 +50,66 @@ impl OutputType for UserList {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
-        if let Some(value) = build(ctx, &self.0) {
+        // Only a viewer the request has already settled; field resolvers would otherwise
+        // check the token themselves.
+        let viewer = ctx
+            .data::<RequestAuth>()
+            .ok()
+            .and_then(RequestAuth::settled_viewer);
+        if let Some(value) = viewer.and_then(|viewer| T::build(&ctx.item.node, viewer, &self.0)) {
             return Ok(value);
         }
         resolve_list(ctx, field, &self.0, Some(self.0.len())).await
     }
+}
+
+impl OnePass for UserObject {
+    fn build(selection: &SelectionSet, viewer: Option<&User>, users: &[Self]) -> Option<Value> {
+        let plan = user_plan(selection, true)?;
+        list(users, |user| object(&plan, user, viewer))
+    }
+}
+
+impl OnePass for UserEdge {
+    fn build(selection: &SelectionSet, viewer: Option<&User>, edges: &[Self]) -> Option<Value> {
+        let mut plan = Vec::new();
+        for (key, field) in plain_fields(selection)? {
+            let read = match field.name.node.as_str() {
+                "__typename" => EdgeRead::Typename,
+                "cursor" => EdgeRead::Cursor,
+                "node" => EdgeRead::Node(user_plan(&field.selection_set.node, true)?),
+                _ => return None,
+            };
+            plan.push((key, read));
+        }
+        list(edges, |edge| {
+            let mut fields = async_graphql::indexmap::IndexMap::with_capacity(plan.len());
+            for (key, read) in &plan {
+                let value = match read {
+                    EdgeRead::Typename => Value::String("UserEdge".to_owned()),
+                    EdgeRead::Cursor => Value::String(edge.cursor.clone()),
+                    EdgeRead::Node(plan) => object(plan, &edge.node, viewer)?,
+                };
+                fields.insert(key.clone(), value);
+            }
+            Some(Value::Object(fields))
+        })
+    }
+}
+
+fn list<T>(items: &[T], each: impl FnMut(&T) -> Option<Value>) -> Option<Value> {
+    items
+        .iter()
+        .map(each)
+        .collect::<Option<Vec<_>>>()
+        .map(Value::List)
+}
+
+/// What one selected field of a `UserEdge` reads.
+enum EdgeRead {
+    Typename,
+    Cursor,
+    Node(Vec<(Name, Read)>),
 }
 
 /// What one selected field of a `User` reads.
@@ -67,23 +129,10 @@ enum Read {
     CreatedBy(Vec<(Name, Read)>),
 }
 
-/// The list's value, or `None` where the generic path must build it.
-fn build(ctx: &ContextSelectionSet<'_>, users: &[UserObject]) -> Option<Value> {
-    let plan = plan(&ctx.item.node, true)?;
-    // Only a viewer the request has already settled; field resolvers would otherwise check
-    // the token themselves.
-    let viewer = ctx.data::<RequestAuth>().ok()?.settled_viewer()?;
-    let values = users
-        .iter()
-        .map(|user| object(&plan, user, viewer))
-        .collect::<Option<Vec<_>>>()?;
-    Some(Value::List(values))
-}
-
-/// The reads of a selection set, when every selection is a plain field without arguments or
-/// directives and every response key is distinct.
-fn plan(selection: &SelectionSet, creators_allowed: bool) -> Option<Vec<(Name, Read)>> {
-    let mut reads: Vec<(Name, Read)> = Vec::with_capacity(selection.items.len());
+/// The selections of a set with their response keys, when every selection is a plain field
+/// without arguments or directives and every response key is distinct.
+fn plain_fields(selection: &SelectionSet) -> Option<Vec<(Name, &Field)>> {
+    let mut fields: Vec<(Name, &Field)> = Vec::with_capacity(selection.items.len());
     for item in &selection.items {
         let Selection::Field(field) = &item.node else {
             return None;
@@ -93,9 +142,18 @@ fn plan(selection: &SelectionSet, creators_allowed: bool) -> Option<Vec<(Name, R
             return None;
         }
         let key = &field.response_key().node;
-        if reads.iter().any(|(seen, _)| seen == key) {
+        if fields.iter().any(|(seen, _)| seen == key) {
             return None;
         }
+        fields.push((key.clone(), field));
+    }
+    Some(fields)
+}
+
+/// The reads of a `User` selection set; `createdBy` only where the page's creators serve it.
+fn user_plan(selection: &SelectionSet, creators_allowed: bool) -> Option<Vec<(Name, Read)>> {
+    let mut reads = Vec::new();
+    for (key, field) in plain_fields(selection)? {
         let read = match field.name.node.as_str() {
             "__typename" => Read::Typename,
             "id" => Read::Id,
@@ -110,11 +168,11 @@ fn plan(selection: &SelectionSet, creators_allowed: bool) -> Option<Vec<(Name, R
             "updatedAt" => Read::UpdatedAt,
             "lastLoginAt" => Read::LastLoginAt,
             "createdBy" if creators_allowed => {
-                Read::CreatedBy(plan(&field.selection_set.node, false)?)
+                Read::CreatedBy(user_plan(&field.selection_set.node, false)?)
             }
             _ => return None,
         };
-        reads.push((key.clone(), read));
+        reads.push((key, read));
     }
     Some(reads)
 }
