@@ -49,7 +49,8 @@ pub struct Args {
     /// Write the results as Markdown to this file (e.g. benches/RESULTS.md).
     #[arg(long)]
     write_results: Option<PathBuf>,
-    /// Run only the scenarios whose name contains this text (for quick comparisons).
+    /// Run only the scenarios whose name contains this text, or one of several separated by
+    /// commas (for quick comparisons).
     #[arg(long)]
     only: Option<String>,
     /// A PostgreSQL server where the benchmark may create and drop a database.
@@ -196,7 +197,11 @@ async fn run(
     };
 
     let peer_idle = peer.as_ref().map(|peer| peer.idle_rss_mib);
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
+    let wanted = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|part| name.contains(part)))
+    };
     let mut scenario = |name: &str, measured: Measured| {
         eprintln!(
             "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
