@@ -37,6 +37,7 @@ impl Loader<Uuid> for UserLoader {
     }
 }
 
-fn shared(users: HashMap<Uuid, User>) -> HashMap<Uuid, Arc<User>> {
+/// Users by id, each behind an `Arc` so that every object naming it shares one copy.
+pub(super) fn shared(users: HashMap<Uuid, User>) -> HashMap<Uuid, Arc<User>> {
     users.into_iter().map(|(id, u)| (id, Arc::new(u))).collect()
 }

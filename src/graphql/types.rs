@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::loaders::shared;
 use super::user_list::OnePassList;
 use super::{RequestLoader, optional_viewer, service};
 use crate::db::entities::user::Model as User;
@@ -201,12 +202,7 @@ impl UserConnection {
     pub fn new(page: Page, filter: Filter) -> Self {
         Self {
             users: page.users.into_iter().map(Arc::new).collect(),
-            creators: Arc::new(
-                page.creators
-                    .into_iter()
-                    .map(|(id, user)| (id, Arc::new(user)))
-                    .collect(),
-            ),
+            creators: Arc::new(shared(page.creators)),
             has_next: page.has_next,
             has_previous: page.has_previous,
             filter,

@@ -83,16 +83,11 @@ impl OnePass for UserEdge {
             plan.push((key, read));
         }
         list(edges, |edge| {
-            let mut fields = async_graphql::indexmap::IndexMap::with_capacity(plan.len());
-            for (key, read) in &plan {
-                let value = match read {
-                    EdgeRead::Typename => Value::String("UserEdge".to_owned()),
-                    EdgeRead::Cursor => Value::String(edge.cursor.clone()),
-                    EdgeRead::Node(plan) => object(plan, &edge.node, viewer)?,
-                };
-                fields.insert(key.clone(), value);
-            }
-            Some(Value::Object(fields))
+            fields(&plan, |read| match read {
+                EdgeRead::Typename => Some(Value::String("UserEdge".to_owned())),
+                EdgeRead::Cursor => Some(Value::String(edge.cursor.clone())),
+                EdgeRead::Node(plan) => object(plan, &edge.node, viewer),
+            })
         })
     }
 }
@@ -103,6 +98,15 @@ fn list<T>(items: &[T], each: impl FnMut(&T) -> Option<Value>) -> Option<Value> 
         .map(each)
         .collect::<Option<Vec<_>>>()
         .map(Value::List)
+}
+
+/// An object with one value per planned field, in the selection's order.
+fn fields<R>(plan: &[(Name, R)], mut value: impl FnMut(&R) -> Option<Value>) -> Option<Value> {
+    let mut fields = async_graphql::indexmap::IndexMap::with_capacity(plan.len());
+    for (key, read) in plan {
+        fields.insert(key.clone(), value(read)?);
+    }
+    Some(Value::Object(fields))
 }
 
 /// What one selected field of a `UserEdge` reads.
@@ -180,13 +184,13 @@ fn user_plan(selection: &SelectionSet, creators_allowed: bool) -> Option<Vec<(Na
 /// One user as an object; `None` when a creator was not fetched with the page.
 fn object(plan: &[(Name, Read)], user: &UserObject, viewer: Option<&User>) -> Option<Value> {
     let model = user.model();
+    let visible = user.private_visible(viewer);
     let private = |value: Option<&str>| match value {
-        Some(value) if user.private_visible(viewer) => Value::String(value.to_owned()),
+        Some(value) if visible => Value::String(value.to_owned()),
         _ => Value::Null,
     };
-    let mut fields = async_graphql::indexmap::IndexMap::with_capacity(plan.len());
-    for (key, read) in plan {
-        let value = match read {
+    fields(plan, |read| {
+        Some(match read {
             Read::Typename => Value::String("User".to_owned()),
             Read::Id => Value::String(model.id.to_string()),
             Read::Username => Value::String(model.username.clone()),
@@ -203,8 +207,6 @@ fn object(plan: &[(Name, Read)], user: &UserObject, viewer: Option<&User>) -> Op
                 None => Value::Null,
                 Some(id) => object(nested, &UserObject::new(user.creator(id)?), viewer)?,
             },
-        };
-        fields.insert(key.clone(), value);
-    }
-    Some(Value::Object(fields))
+        })
+    })
 }
