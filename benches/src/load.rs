@@ -88,9 +88,7 @@ impl Load<'_> {
                     load.wrk_once(script, load.warmup)?;
                 }
             }
-            let seconds = self.duration.as_secs().max(1);
-            let rounds = (seconds / 2).clamp(1, 5);
-            let slice = Duration::from_secs(seconds / rounds);
+            let (rounds, slice) = rounds(self.duration);
             let mut measured: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
             for _ in 0..rounds {
                 for (i, (load, script)) in loads.iter().zip(&scripts).enumerate() {
@@ -279,6 +277,14 @@ fn duration_ms(text: &str) -> Option<f64> {
 }
 
 /// Waits (at most a minute) until the machine's CPUs are nearly idle.
+/// How a measurement of `duration` is split into alternating rounds: up to five, none
+/// shorter than two seconds unless the whole measurement is.
+pub fn rounds(duration: Duration) -> (u64, Duration) {
+    let seconds = duration.as_secs().max(1);
+    let rounds = (seconds / 2).clamp(1, 5);
+    (rounds, Duration::from_secs(seconds / rounds))
+}
+
 /// One result from equally long rounds (as in [`Load::run_alternating`]).
 pub fn merge(rounds: &[Measured]) -> Measured {
     let n = rounds.len().max(1) as f64;

@@ -328,9 +328,7 @@ async fn run(
     // server involved) in alternating rounds, so both see the same machine.
     let mut ceiling = None;
     if wanted("login") {
-        let seconds = args.duration.as_secs().max(1);
-        let rounds = (seconds / 2).clamp(1, 5);
-        let slice = Duration::from_secs(seconds / rounds);
+        let (rounds, slice) = load::rounds(args.duration);
         let mut login = load(&[], Bodies::Pick(logins.clone()), login_connections);
         login.duration = slice;
         let mut measured = Vec::new();
