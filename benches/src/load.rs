@@ -52,6 +52,12 @@ impl Load<'_> {
         // Requests run to completion even when wrk hangs up: wait out the previous
         // scenario's backlog before measuring this one.
         wait_until_idle();
+        self.run_now()
+    }
+
+    /// [`Load::run`] without waiting for an idle machine: for a load measured beside another
+    /// that is still running.
+    pub fn run_now(&self) -> Result<Measured> {
         let script = self
             .work_dir
             .join(format!("load-{}.lua", rand::random::<u32>()));
@@ -276,7 +282,6 @@ fn duration_ms(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * factor)
 }
 
-/// Waits (at most a minute) until the machine's CPUs are nearly idle.
 /// How a measurement of `duration` is split into alternating rounds: up to five, none
 /// shorter than two seconds unless the whole measurement is.
 pub fn rounds(duration: Duration) -> (u64, Duration) {
@@ -298,6 +303,7 @@ pub fn merge(rounds: &[Measured]) -> Measured {
     }
 }
 
+/// Waits (at most a minute) until the machine's CPUs are nearly idle.
 pub fn wait_until_idle() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut quiet = 0;

@@ -375,18 +375,22 @@ async fn run(
     }
     if wanted("during login flood") {
         let mut flood = load(&[], Bodies::Pick(logins), c);
-        // The flood covers the whole `me` run, warm-up included.
-        flood.duration = args.warmup * 2 + args.duration + Duration::from_secs(1);
+        // The flood saturates hashing first, then covers the whole `me` run, warm-up included,
+        // with a second to spare at the end.
+        let lead = args.warmup + Duration::from_secs(1);
+        flood.duration = lead + args.warmup + args.duration + Duration::from_secs(2);
         flood.warmup = Duration::ZERO;
         let me_beside = load(
             &standard,
             one("{ me { id username role } }", json!({})),
             me_connections,
         );
+        load::wait_until_idle();
         let (flood_result, me_result) = std::thread::scope(|s| {
-            let flood = s.spawn(|| flood.run());
-            std::thread::sleep(args.warmup + Duration::from_secs(1));
-            let me = me_beside.run();
+            let flood = s.spawn(|| flood.run_now());
+            std::thread::sleep(lead);
+            // Not `run`: that would wait for an idle machine, i.e. for the flood to end.
+            let me = me_beside.run_now();
             (flood.join(), me)
         });
         let flood_result = flood_result.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
