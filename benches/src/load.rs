@@ -48,22 +48,30 @@ pub struct Load<'a> {
 }
 
 impl Load<'_> {
+    /// Waits for an idle machine, warms up, waits again, and measures. Requests run to
+    /// completion even when wrk hangs up, so the waits keep the previous scenario's backlog
+    /// and the warm-up's own (a queue of logins, say) out of the measured window.
     pub fn run(&self) -> Result<Measured> {
-        // Requests run to completion even when wrk hangs up: wait out the previous
-        // scenario's backlog before measuring this one.
         wait_until_idle();
-        self.run_now()
+        self.measure(true)
     }
 
-    /// [`Load::run`] without waiting for an idle machine: for a load measured beside another
-    /// that is still running.
+    /// Warms up and measures at once, without waiting for an idle machine: for a load
+    /// measured beside another that is still running.
     pub fn run_now(&self) -> Result<Measured> {
+        self.measure(false)
+    }
+
+    fn measure(&self, settle_after_warmup: bool) -> Result<Measured> {
         let script = self
             .work_dir
             .join(format!("load-{}.lua", rand::random::<u32>()));
         std::fs::write(&script, self.lua())?;
         if !self.warmup.is_zero() {
             self.wrk_once(&script, self.warmup)?;
+            if settle_after_warmup {
+                wait_until_idle();
+            }
         }
         let sampler = RssSampler::start(self.pids.clone());
         let result = self.wrk_once(&script, self.duration);
