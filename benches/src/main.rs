@@ -376,7 +376,7 @@ async fn run(
     if wanted("during login flood") {
         let mut flood = load(&[], Bodies::Pick(logins), c);
         // The flood saturates hashing first, then covers the whole `me` run, warm-up included,
-        // with a second to spare at the end.
+        // with time to spare at the end.
         let lead = args.warmup + Duration::from_secs(1);
         flood.duration = lead + args.warmup + args.duration + Duration::from_secs(2);
         flood.warmup = Duration::ZERO;
@@ -386,15 +386,21 @@ async fn run(
             me_connections,
         );
         load::wait_until_idle();
-        let (flood_result, me_result) = std::thread::scope(|s| {
+        let outcome = std::thread::scope(|s| {
             let flood = s.spawn(|| flood.run_now());
             std::thread::sleep(lead);
             // Not `run`: that would wait for an idle machine, i.e. for the flood to end.
             let me = me_beside.run_now();
-            (flood.join(), me)
+            let flood_outlasted_me = !flood.is_finished();
+            (flood.join(), me, flood_outlasted_me)
         });
+        let (flood_result, me_result, flood_outlasted_me) = outcome;
         let flood_result = flood_result.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
-        scenario("me, during login flood", me_result?);
+        let me_result = me_result?;
+        if !flood_outlasted_me {
+            bail!("the login flood ended before `me` finished measuring beside it");
+        }
+        scenario("me, during login flood", me_result);
         scenario("login flood (beside me)", flood_result);
     }
     server.stop();
