@@ -386,7 +386,7 @@ async fn run(
             me_connections,
         );
         load::wait_until_idle();
-        let outcome = std::thread::scope(|s| {
+        let (flood_result, me_result, flood_outlasted_me) = std::thread::scope(|s| {
             let flood = s.spawn(|| flood.run_now());
             std::thread::sleep(lead);
             // Not `run`: that would wait for an idle machine, i.e. for the flood to end.
@@ -394,7 +394,6 @@ async fn run(
             let flood_outlasted_me = !flood.is_finished();
             (flood.join(), me, flood_outlasted_me)
         });
-        let (flood_result, me_result, flood_outlasted_me) = outcome;
         let flood_result = flood_result.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
         let me_result = me_result?;
         if !flood_outlasted_me {

@@ -75,7 +75,7 @@ impl UserColumns {
 
     fn read(&self, row: &PgRow) -> Result<User, DbErr> {
         let at = &self.at;
-        let role: &str = get(row, at[8])?;
+        let role: String = get(row, at[8])?;
         Ok(User {
             id: get(row, at[0])?,
             username: get(row, at[1])?,
@@ -85,7 +85,7 @@ impl UserColumns {
             first_name: get(row, at[5])?,
             last_name: get(row, at[6])?,
             phone: get(row, at[7])?,
-            role: Role::try_from_value(&role.to_owned())?,
+            role: Role::try_from_value(&role)?,
             disabled: get(row, at[9])?,
             created_at: timestamp(row, at[10])?.ok_or_else(|| null("created_at"))?,
             updated_at: timestamp(row, at[11])?.ok_or_else(|| null("updated_at"))?,
