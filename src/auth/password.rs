@@ -2,9 +2,10 @@
 //!
 //! Each hash holds 19 MiB and about 40 ms of a core. A fixed number of hashing threads bounds
 //! memory (threads × 19 MiB) and keeps the work off the async executor; a login flood queues
-//! here. The threads run at a lower scheduling priority, so under a flood they take the CPU
-//! only when request handling does not need it: logins use every idle cycle while cheap
-//! requests keep their latency.
+//! here. The threads run at a lower scheduling priority, so under a flood logins use every
+//! idle cycle while other requests keep most of their throughput. Their tail latency still
+//! grows: with no core ever idle, a woken request thread can wait milliseconds to run
+//! (`benches/RESULTS.md` measures it).
 //!
 //! Each thread keeps its 19 MiB working memory while jobs are queued and gives it back to the
 //! system when the queue runs dry: a flood pays for fresh pages once per thread, not once per
