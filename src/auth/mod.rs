@@ -1,5 +1,6 @@
 //! Authentication: password hashing, tokens, and the per-request viewer.
 
+pub mod give_way;
 pub mod password;
 pub mod tokens;
 pub mod viewer;

@@ -2,10 +2,9 @@
 //!
 //! Each hash holds 19 MiB and about 40 ms of a core. A fixed number of hashing threads bounds
 //! memory (threads × 19 MiB) and keeps the work off the async executor; a login flood queues
-//! here. The threads run at a lower scheduling priority, so under a flood logins use every
-//! idle cycle while other requests keep most of their throughput. Their tail latency still
-//! grows: with no core ever idle, a woken request thread can wait milliseconds to run
-//! (`benches/RESULTS.md` measures it).
+//! here. The threads run at a lower priority and step aside whenever other threads wait for
+//! a core ([`super::give_way`]), so a flood of logins gets the idle cycles without holding up
+//! the rest.
 //!
 //! Each thread keeps its 19 MiB working memory while jobs are queued and gives it back to the
 //! system when the queue runs dry: a flood pays for fresh pages once per thread, not once per
@@ -18,6 +17,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
+use super::give_way::Breather;
 use crate::error::{AppError, AppResult};
 
 /// A hashing thread's reusable working memory: empty until its first job.
@@ -28,9 +28,6 @@ type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 /// Verified against when the user does not exist, so an unknown login costs the same as a
 /// wrong password and accounts cannot be enumerated by timing.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$eMY6eq+TzVX8Glq3Mhkcjw$jG4BfI64pUAWaqdwxgQfxfELyzBj6DuLxFRC+hlQ4iI";
-
-/// Nice value of hashing threads: low enough that request handling wins the CPU.
-const HASH_THREAD_NICE: i32 = 10;
 
 #[derive(Clone)]
 pub struct Passwords {
@@ -90,7 +87,7 @@ impl Passwords {
 }
 
 fn worker(queue: &Mutex<Receiver<Job>>) {
-    lower_priority();
+    let breather = Breather::for_this_thread();
     let mut scratch = Scratch::new();
     loop {
         // The lock is held only while taking or waiting for the next job, never while hashing.
@@ -107,25 +104,10 @@ fn worker(queue: &Mutex<Receiver<Job>>) {
             Err(_) => Err(()),
         };
         match next {
-            Ok(job) => job(&mut scratch),
+            Ok(job) => breather.run(|| job(&mut scratch)),
             Err(()) => return,
         }
     }
-}
-
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // SAFETY: setpriority only reads its integer arguments; on Linux, PRIO_PROCESS with
-    // who = 0 applies to the calling thread alone.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) };
-    if result != 0 {
-        tracing::debug!("could not lower the hashing thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {
-    let _ = HASH_THREAD_NICE;
 }
 
 /// argon2id with the crate defaults, which are OWASP's (m=19456 KiB, t=2, p=1).

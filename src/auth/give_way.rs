@@ -1,0 +1,248 @@
+//! Keeps password hashing from holding up other work on the machine.
+//!
+//! Hashing threads run at a lower priority (nice 10), but priority alone is not enough: the
+//! kernel's scheduler can leave a woken thread (a request worker, or the PostgreSQL backend
+//! serving it) waiting behind a running hash until the next timer tick, up to 4 ms, when that
+//! thread has just used more than its share of the core. Not even SCHED_IDLE avoids that. A
+//! hash is one 20–40 ms call that cannot be paused from outside, so while one runs, a timer
+//! interrupts its thread. If more threads are runnable than hashes are running, the thread
+//! sleeps for [`BREATH`], which takes it off the core and lets whatever waits run first, and
+//! the timer comes back after [`FASTEST`]. Otherwise the thread carries on at once and the
+//! timer backs off towards [`SLOWEST`]: an interrupt costs the hash tens of microseconds on a
+//! virtual machine, so a login flood alone keeps nearly the machine's whole hashing rate.
+//!
+//! SCHED_IDLE would hold other requests' latency a little lower still, but a flood of logins
+//! then loses several percent of its rate to being preempted by its own requests' work.
+
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+/// Hashing threads inside a hash; each of them counts as runnable system-wide.
+static HASHING: AtomicUsize = AtomicUsize::new(0);
+
+/// The timer's period while other threads keep turning up: the longest one waits behind a hash.
+#[cfg(target_os = "linux")]
+const FASTEST: Duration = Duration::from_micros(500);
+
+/// The timer's period on a machine with nothing else to run.
+#[cfg(target_os = "linux")]
+const SLOWEST: Duration = Duration::from_millis(8);
+
+/// Nice value of hashing threads.
+#[cfg(target_os = "linux")]
+const HASH_THREAD_NICE: libc::c_int = 10;
+
+/// Long enough that the hashing thread really leaves the core: a shorter sleep can end before
+/// the scheduler has switched away.
+#[cfg(target_os = "linux")]
+const BREATH: Duration = Duration::from_micros(20);
+
+#[cfg(target_os = "linux")]
+pub(super) use linux::Breather;
+
+#[cfg(not(target_os = "linux"))]
+pub(super) use other::Breather;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::cell::Cell;
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+    use std::sync::OnceLock;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::{BREATH, FASTEST, HASH_THREAD_NICE, HASHING, SLOWEST};
+
+    thread_local! {
+        /// This hashing thread's timer and its current period, for the signal handler.
+        static TIMER: Cell<Option<(libc::timer_t, Duration)>> = const { Cell::new(None) };
+    }
+
+    /// A hashing thread's interrupt timer. Without one (the system refused it) the thread
+    /// hashes at low priority without stepping aside.
+    pub struct Breather {
+        timer: Option<libc::timer_t>,
+    }
+
+    impl Breather {
+        /// Lowers the calling thread's priority and gives it a timer that interrupts it alone.
+        pub fn for_this_thread() -> Self {
+            lower_priority();
+            let timer = load_file().and(signal()).and_then(thread_timer);
+            if timer.is_none() {
+                tracing::debug!("hashing will not step aside for other threads: no timer");
+            }
+            Self { timer }
+        }
+
+        /// Runs `work` with the timer armed.
+        pub fn run<T>(&self, work: impl FnOnce() -> T) -> T {
+            HASHING.fetch_add(1, Ordering::Relaxed);
+            if let Some(timer) = self.timer {
+                set_period(timer, FASTEST);
+            }
+            let result = work();
+            if let Some(timer) = self.timer {
+                set_period(timer, Duration::ZERO);
+            }
+            HASHING.fetch_sub(1, Ordering::Relaxed);
+            result
+        }
+    }
+
+    impl Drop for Breather {
+        fn drop(&mut self) {
+            if let Some(timer) = self.timer {
+                TIMER.set(None);
+                // SAFETY: `timer` came from timer_create and is not used after this.
+                unsafe { libc::timer_delete(timer) };
+            }
+        }
+    }
+
+    /// Arms the timer to fire every `period` (zero disarms it). Async-signal-safe.
+    fn set_period(timer: libc::timer_t, period: Duration) {
+        TIMER.set(Some((timer, period)));
+        let interval = libc::timespec {
+            tv_sec: period.as_secs() as libc::time_t,
+            tv_nsec: period.subsec_nanos() as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: interval,
+            it_value: interval,
+        };
+        // SAFETY: `timer` came from timer_create and is deleted only when its Breather drops;
+        // `spec` is a valid itimerspec and the old value is not asked for.
+        unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Low enough that request handling wins the core whenever it asks.
+    fn lower_priority() {
+        // SAFETY: setpriority only reads its integer arguments; on Linux, PRIO_PROCESS with
+        // who = 0 applies to the calling thread alone.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) } != 0 {
+            tracing::debug!("could not lower the hashing thread's priority");
+        }
+    }
+
+    /// `/proc/loadavg`, kept open: its fourth field counts the runnable threads right now.
+    fn load_file() -> Option<&'static File> {
+        static FILE: OnceLock<Option<File>> = OnceLock::new();
+        FILE.get_or_init(|| File::open("/proc/loadavg").ok())
+            .as_ref()
+    }
+
+    /// The real-time signal the timers raise, with its handler installed once per process.
+    fn signal() -> Option<libc::c_int> {
+        static SIGNAL: OnceLock<Option<libc::c_int>> = OnceLock::new();
+        *SIGNAL.get_or_init(|| {
+            let signal = libc::SIGRTMIN() + 2;
+            if signal > libc::SIGRTMAX() {
+                return None;
+            }
+            // SAFETY: a zeroed sigaction is valid; the handler is an `extern "C" fn(c_int)`
+            // that only does async-signal-safe things.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_tick as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                (libc::sigaction(signal, &action, std::ptr::null_mut()) == 0).then_some(signal)
+            }
+        })
+    }
+
+    fn thread_timer(signal: libc::c_int) -> Option<libc::timer_t> {
+        // SAFETY: a zeroed sigevent is valid; gettid has no preconditions; timer_create writes
+        // the new timer's id into `timer` only on success.
+        unsafe {
+            let mut event: libc::sigevent = std::mem::zeroed();
+            event.sigev_notify = libc::SIGEV_THREAD_ID;
+            event.sigev_signo = signal;
+            event.sigev_notify_thread_id = libc::gettid();
+            let mut timer: libc::timer_t = std::ptr::null_mut();
+            (libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) == 0)
+                .then_some(timer)
+        }
+    }
+
+    /// Signal handler: thread-local and atomic reads, pread, timer_settime and nanosleep, all
+    /// async-signal-safe.
+    extern "C" fn on_tick(_: libc::c_int) {
+        let (Some(file), Some((timer, period))) = (load_file(), TIMER.get()) else {
+            return;
+        };
+        if period.is_zero() {
+            return;
+        }
+        // SAFETY: errno is thread-local; it is saved and restored so the interrupted code never
+        // sees the calls below. `buf` outlives the pread that fills it.
+        unsafe {
+            let errno = libc::__errno_location();
+            let saved = *errno;
+            let mut buf = [0u8; 128];
+            let read = libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
+            let runnable = usize::try_from(read)
+                .ok()
+                .and_then(|len| runnable_threads(&buf[..len.min(buf.len())]));
+            if runnable.is_some_and(|n| n > HASHING.load(Ordering::Relaxed)) {
+                let breath = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: BREATH.subsec_nanos() as libc::c_long,
+                };
+                libc::nanosleep(&breath, std::ptr::null_mut());
+                if period != FASTEST {
+                    set_period(timer, FASTEST);
+                }
+            } else if period < SLOWEST {
+                set_period(timer, (period * 2).min(SLOWEST));
+            }
+            *errno = saved;
+        }
+    }
+
+    /// The runnable count in `/proc/loadavg` ("0.50 0.40 0.30 3/151 2741" gives 3).
+    pub(super) fn runnable_threads(loadavg: &[u8]) -> Option<usize> {
+        let field = loadavg.split(|&b| b == b' ').nth(3)?;
+        let running = field.split(|&b| b == b'/').next()?;
+        if running.is_empty() {
+            return None;
+        }
+        running.iter().try_fold(0usize, |n, &digit| {
+            digit.is_ascii_digit().then(|| {
+                n.saturating_mul(10)
+                    .saturating_add(usize::from(digit - b'0'))
+            })
+        })
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::linux::runnable_threads;
+
+    #[test]
+    fn reads_the_runnable_count_from_loadavg() {
+        assert_eq!(runnable_threads(b"0.50 0.40 0.30 3/151 2741\n"), Some(3));
+        assert_eq!(runnable_threads(b"1.00 1.00 1.00 12/400 9"), Some(12));
+        assert_eq!(runnable_threads(b"garbage"), None);
+        assert_eq!(runnable_threads(b"1 2 3 x/4 5"), None);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod other {
+    /// Elsewhere hashing threads keep the default priority and never step aside.
+    pub struct Breather;
+
+    impl Breather {
+        pub fn for_this_thread() -> Self {
+            Self
+        }
+
+        pub fn run<T>(&self, work: impl FnOnce() -> T) -> T {
+            work()
+        }
+    }
+}
