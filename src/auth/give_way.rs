@@ -220,7 +220,53 @@ mod linux {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::Breather;
     use super::linux::runnable_threads;
+
+    /// Sleeps the thread has chosen to take, from the kernel's count for this thread.
+    fn voluntary_switches() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/status")
+            .expect("status")
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("voluntary_ctxt_switches")
+    }
+
+    #[test]
+    fn a_busy_hash_steps_aside_for_waiting_threads() {
+        let stop = AtomicBool::new(false);
+        let stepped_aside = std::thread::scope(|s| {
+            // More busy threads than any machine running the tests has idle cores for.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            for _ in 0..cores + 2 {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                });
+            }
+            let hashing = s.spawn(|| {
+                let breather = Breather::for_this_thread();
+                let before = voluntary_switches();
+                // Stands in for a hash: CPU work with no system calls of its own.
+                breather.run(|| {
+                    let until = Instant::now() + Duration::from_millis(300);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                });
+                voluntary_switches() - before
+            });
+            let stepped_aside = hashing.join().expect("hashing thread");
+            stop.store(true, Ordering::Relaxed);
+            stepped_aside
+        });
+        assert!(stepped_aside >= 3, "stepped aside {stepped_aside} times");
+    }
 
     #[test]
     fn reads_the_runnable_count_from_loadavg() {
