@@ -5,11 +5,11 @@
 //! serving it) waiting behind a running hash until the next timer tick, up to 4 ms, when that
 //! thread has just used more than its share of the core. Not even SCHED_IDLE avoids that. A
 //! hash is one 20–40 ms call that cannot be paused from outside, so while one runs, a timer
-//! interrupts its thread. If more threads are runnable than hashes are running, the thread
-//! sleeps for [`BREATH`], which takes it off the core and lets whatever waits run first, and
-//! the timer comes back after [`FASTEST`]. Otherwise the thread carries on at once and the
-//! timer backs off towards [`SLOWEST`]: an interrupt costs the hash tens of microseconds on a
-//! virtual machine, so a login flood alone keeps nearly the machine's whole hashing rate.
+//! interrupts its thread. If more threads are runnable than there are cores and hashes
+//! running, the thread sleeps for [`BREATH`], which takes it off the core and lets whatever
+//! waits run first, and the timer comes back after [`FASTEST`]. Otherwise the thread carries
+//! on at once and the timer backs off towards [`SLOWEST`]: an interrupt costs the hash tens of
+//! microseconds on a virtual machine, so a login flood alone keeps most of its hashing rate.
 //!
 //! SCHED_IDLE would hold other requests' latency a little lower still, but a flood of logins
 //! then loses several percent of its rate to being preempted by its own requests' work.
@@ -69,6 +69,7 @@ mod linux {
         /// Lowers the calling thread's priority and gives it a timer that interrupts it alone.
         pub fn for_this_thread() -> Self {
             lower_priority();
+            cores();
             let timer = load_file().and(signal()).and_then(thread_timer);
             if timer.is_none() {
                 tracing::debug!("hashing will not step aside for other threads: no timer");
@@ -124,6 +125,12 @@ mod linux {
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) } != 0 {
             tracing::debug!("could not lower the hashing thread's priority");
         }
+    }
+
+    /// Cores this process may run on, counted once.
+    fn cores() -> usize {
+        static CORES: OnceLock<usize> = OnceLock::new();
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// `/proc/loadavg`, kept open: its fourth field counts the runnable threads right now.
@@ -186,7 +193,10 @@ mod linux {
             let runnable = usize::try_from(read)
                 .ok()
                 .and_then(|len| runnable_threads(&buf[..len.min(buf.len())]));
-            if runnable.is_some_and(|n| n > HASHING.load(Ordering::Relaxed)) {
+            // Someone waits for a core only when there are more runnable threads than cores,
+            // and it is not a hash only when there are more than hashes.
+            let busy = HASHING.load(Ordering::Relaxed).max(cores());
+            if runnable.is_some_and(|n| n > busy) {
                 let breath = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: BREATH.subsec_nanos() as libc::c_long,
