@@ -127,10 +127,15 @@ mod linux {
         }
     }
 
-    /// Cores this process may run on, counted once.
-    fn cores() -> usize {
+    /// The machine's online cores, counted once: the runnable count in `/proc/loadavg` is the
+    /// machine's too, even where this process may use fewer.
+    pub(super) fn cores() -> usize {
         static CORES: OnceLock<usize> = OnceLock::new();
-        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        // SAFETY: sysconf only reads its integer argument.
+        *CORES.get_or_init(|| {
+            usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) })
+                .map_or(1, |n| n.max(1))
+        })
     }
 
     /// `/proc/loadavg`, kept open: its fourth field counts the runnable threads right now.
@@ -234,7 +239,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::Breather;
-    use super::linux::runnable_threads;
+    use super::linux::{cores, runnable_threads};
 
     /// Sleeps the thread has chosen to take, from the kernel's count for this thread.
     fn voluntary_switches() -> u64 {
@@ -251,8 +256,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let stepped_aside = std::thread::scope(|s| {
             // More busy threads than any machine running the tests has idle cores for.
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            for _ in 0..cores + 2 {
+            for _ in 0..cores() + 2 {
                 s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
                         std::hint::spin_loop();
