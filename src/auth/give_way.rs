@@ -69,6 +69,8 @@ mod linux {
         /// Lowers the calling thread's priority and gives it a timer that interrupts it alone.
         pub fn for_this_thread() -> Self {
             lower_priority();
+            // Everything the signal handler reads is initialised here, before the timer
+            // exists: initialising a OnceLock is not async-signal-safe.
             cores();
             let timer = load_file().and(signal()).and_then(thread_timer);
             if timer.is_none() {
@@ -105,10 +107,7 @@ mod linux {
     /// Arms the timer to fire every `period` (zero disarms it). Async-signal-safe.
     fn set_period(timer: libc::timer_t, period: Duration) {
         TIMER.set(Some((timer, period)));
-        let interval = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
-        };
+        let interval = timespec(period);
         let spec = libc::itimerspec {
             it_interval: interval,
             it_value: interval,
@@ -116,6 +115,13 @@ mod linux {
         // SAFETY: `timer` came from timer_create and is deleted only when its Breather drops;
         // `spec` is a valid itimerspec and the old value is not asked for.
         unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) };
+    }
+
+    fn timespec(duration: Duration) -> libc::timespec {
+        libc::timespec {
+            tv_sec: duration.as_secs() as libc::time_t,
+            tv_nsec: duration.subsec_nanos() as libc::c_long,
+        }
     }
 
     /// Low enough that request handling wins the core whenever it asks.
@@ -202,11 +208,7 @@ mod linux {
             // and it is not a hash only when there are more than hashes.
             let busy = HASHING.load(Ordering::Relaxed).max(cores());
             if runnable.is_some_and(|n| n > busy) {
-                let breath = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: BREATH.subsec_nanos() as libc::c_long,
-                };
-                libc::nanosleep(&breath, std::ptr::null_mut());
+                libc::nanosleep(&timespec(BREATH), std::ptr::null_mut());
                 if period != FASTEST {
                     set_period(timer, FASTEST);
                 }
