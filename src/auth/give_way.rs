@@ -34,13 +34,14 @@ const HASH_THREAD_NICE: libc::c_int = 10;
 
 /// Long enough for a woken request to get through its step (a worker and the database
 /// backend serving it, one after the other) before the hash takes the core back. Beside a
-/// login flood, 25 µs left `me`'s p99 at 6–17× its idle p99, 75 µs at 2.5–2.7×.
+/// login flood, a 26 µs breath left `me`'s p99 at 6–17× its idle p99, 75 µs at 2.5–2.7×.
 #[cfg(target_os = "linux")]
 const BREATH: Duration = Duration::from_micros(75);
 
 /// Timer slack of hashing threads, in nanoseconds. The kernel may end a sleep that much late
 /// (50 µs by default, or whatever a service manager sets), so without it a breath would last
-/// anything from [`BREATH`] to far longer, and cost logins their rate.
+/// anything from [`BREATH`] to [`BREATH`] plus that slack: longer than needed, at logins'
+/// cost.
 #[cfg(target_os = "linux")]
 const TIMER_SLACK_NS: libc::c_ulong = 1_000;
 
