@@ -179,3 +179,52 @@ async fn postgres_two_processes() {
 async fn sqlite_two_processes() {
     two_processes_share_one_database(Backend::Sqlite).await;
 }
+
+/// Instances deployed at the same moment on a new (or newly upgraded) database all come up:
+/// they take turns at the migrations instead of failing on what another one just created.
+async fn instances_starting_together(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let starting: Vec<_> = (0..4).map(|_| ServerProcess::spawn(&db.url, &[])).collect();
+    let servers: Vec<_> = starting
+        .into_iter()
+        .map(|server| server.listening())
+        .collect();
+
+    // They serve as one: a token issued by the first works on every other.
+    let client = reqwest::Client::new();
+    let registered = gql_at(
+        &client,
+        &servers[0].base_url,
+        None,
+        "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }",
+        json!({"i": {"username": "first", "email": "first@example.com", "password": PASSWORD}}),
+    )
+    .await;
+    let token = text(&registered["data"]["register"]["accessToken"]);
+    for server in &servers[1..] {
+        let me = gql_at(
+            &client,
+            &server.base_url,
+            Some(&token),
+            "{ me { username } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(me["data"]["me"]["username"], "first", "{me}");
+    }
+    for server in servers {
+        assert!(server.terminate().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_starting_together() {
+    instances_starting_together(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_instances_starting_together() {
+    instances_starting_together(Backend::Sqlite).await;
+}

@@ -16,9 +16,9 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    FromQueryResult, QuerySelect, QueryTrait, Select, SqlErr, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, Select, SqlErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 pub use entities::user::Role;
@@ -26,6 +26,9 @@ pub use entities::user::Role;
 /// How long a request waits for a pooled connection (or, on SQLite, for the write lock)
 /// before it fails instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// PostgreSQL advisory lock key that serialises migrations ("rollcall" in ASCII).
+const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c;
 
 /// The pool plus a count of every statement it ran: the count lets tests prove that a query's
 /// cost does not grow with the size of the page.
@@ -138,8 +141,18 @@ impl Db {
         self.session_checks.as_ref()
     }
 
+    /// Applies pending migrations. Instances started together on one database take turns:
+    /// the whole run is one write transaction (on PostgreSQL behind an advisory lock, on
+    /// SQLite holding the write lock), so the next one finds nothing left to do instead of
+    /// failing on a table the first has just created. A failed run leaves nothing behind.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.conn, None).await
+        let tx = self.begin_write().await?;
+        if self.backend() == DatabaseBackend::Postgres {
+            tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                .await?;
+        }
+        Migrator::up(&tx, None).await?;
+        tx.commit().await
     }
 
     /// Statements executed since start-up.

@@ -370,6 +370,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `rollcall serve` on a random loopback port and waits until it listens.
     pub fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(database_url, env).listening()
+    }
+
+    /// Starts `rollcall serve` without waiting for it, so several can start at once.
+    pub fn spawn(database_url: &str, env: &[(&str, &str)]) -> StartingServer {
         use std::io::BufRead;
         let mut child = rollcall_command(database_url, env)
             .arg("serve")
@@ -378,26 +383,34 @@ impl ServerProcess {
             .spawn()
             .expect("spawn rollcall");
         let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (send_address, address) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
+            let mut log = Vec::new();
+            let mut listening = false;
+            // Reads to the end either way, so the server never blocks on a full pipe.
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                if listening {
+                    continue;
+                }
+                if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest.split('/').next().unwrap_or_default().to_owned();
-                    let _ = tx.send(addr);
-                    sent = true;
+                    let _ = send_address.send(Ok(addr));
+                    listening = true;
+                } else if log.len() < 50 {
+                    log.push(line);
                 }
             }
+            if !listening {
+                // The process ended before it listened: hand its output to the test.
+                let _ = send_address.send(Err(log.join("\n")));
+            }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("rollcall prints its address");
-        Self {
+        StartingServer {
             child: Some(child),
-            base_url: format!("http://{addr}"),
+            address,
         }
     }
 
@@ -410,6 +423,37 @@ impl ServerProcess {
             .expect("kill runs");
         assert!(status.success(), "kill -TERM");
         child.wait().expect("wait for rollcall")
+    }
+}
+
+/// A `rollcall serve` process that may not be listening yet.
+pub struct StartingServer {
+    child: Option<std::process::Child>,
+    address: std::sync::mpsc::Receiver<Result<String, String>>,
+}
+
+impl StartingServer {
+    /// Waits until the server listens; panics with its output if it exits first.
+    pub fn listening(mut self) -> ServerProcess {
+        let mut server = ServerProcess {
+            child: self.child.take(),
+            base_url: String::new(),
+        };
+        match self.address.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addr)) => server.base_url = format!("http://{addr}"),
+            Ok(Err(log)) => panic!("rollcall exited before listening:\n{log}"),
+            Err(err) => panic!("rollcall did not print its address: {err}"),
+        }
+        server
+    }
+}
+
+impl Drop for StartingServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
