@@ -409,7 +409,10 @@ impl ServerProcess {
             }
         });
         StartingServer {
-            child: Some(child),
+            server: ServerProcess {
+                child: Some(child),
+                base_url: String::new(),
+            },
             address,
         }
     }
@@ -426,34 +429,23 @@ impl ServerProcess {
     }
 }
 
-/// A `rollcall serve` process that may not be listening yet.
+/// A `rollcall serve` process that may not be listening yet; dropped, it is killed like a
+/// [`ServerProcess`].
 pub struct StartingServer {
-    child: Option<std::process::Child>,
+    server: ServerProcess,
     address: std::sync::mpsc::Receiver<Result<String, String>>,
 }
 
 impl StartingServer {
     /// Waits until the server listens; panics with its output if it exits first.
-    pub fn listening(mut self) -> ServerProcess {
-        let mut server = ServerProcess {
-            child: self.child.take(),
-            base_url: String::new(),
-        };
+    pub fn listening(self) -> ServerProcess {
+        let mut server = self.server;
         match self.address.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(addr)) => server.base_url = format!("http://{addr}"),
             Ok(Err(log)) => panic!("rollcall exited before listening:\n{log}"),
             Err(err) => panic!("rollcall did not print its address: {err}"),
         }
         server
-    }
-}
-
-impl Drop for StartingServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
