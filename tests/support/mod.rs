@@ -385,7 +385,8 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("stderr piped");
         let (send_address, address) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut log = Vec::new();
+            // The last lines only: an error that stops start-up is printed last.
+            let mut log = std::collections::VecDeque::new();
             let mut listening = false;
             // Reads to the end either way, so the server never blocks on a full pipe.
             for line in std::io::BufReader::new(stderr)
@@ -399,13 +400,16 @@ impl ServerProcess {
                     let addr = rest.split('/').next().unwrap_or_default().to_owned();
                     let _ = send_address.send(Ok(addr));
                     listening = true;
-                } else if log.len() < 50 {
-                    log.push(line);
+                } else {
+                    if log.len() == 50 {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
                 }
             }
             if !listening {
                 // The process ended before it listened: hand its output to the test.
-                let _ = send_address.send(Err(log.join("\n")));
+                let _ = send_address.send(Err(Vec::from(log).join("\n")));
             }
         });
         StartingServer {
