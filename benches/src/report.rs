@@ -163,10 +163,11 @@ impl Report {
                 r.zip(p99_lower).map(|(r, lower)| r >= 2.0 && lower),
             );
         }
+        // Shares carry a decimal: a share just under its bound must not print as the bound.
         let r = ratio(self.find("me"), self.find_prefix("serverInfo"));
         target(
             "me ≥ 60% of serverInfo",
-            r.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            r.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
             r.map(|r| r >= 0.6),
         );
         let login = self.find("login").map(|m| m.requests_per_sec);
@@ -177,7 +178,7 @@ impl Report {
             "login ≥ 90% of raw argon2 verify rate",
             share.map_or("-".into(), |s| {
                 format!(
-                    "{:.0}% ({:.1} of {:.1}/s)",
+                    "{:.1}% ({:.1} of {:.1}/s)",
                     s * 100.0,
                     login.unwrap_or(0.0),
                     self.argon2_verifies_per_sec
