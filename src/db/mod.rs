@@ -11,13 +11,13 @@ pub(crate) use rows::UserColumns;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{SqliteError, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
-    DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, Select, SqlErr,
+    DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, RuntimeErr, Select, SqlErr,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
@@ -65,7 +65,7 @@ impl Db {
                     .busy_timeout(ACQUIRE_TIMEOUT)
                     .foreign_keys(true)
             });
-        let mut conn = sea_orm::Database::connect(options).await?;
+        let mut conn = open(options).await?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
         conn.set_metric_callback(move |_| {
@@ -198,6 +198,37 @@ pub enum UniqueViolation {
     Other,
 }
 
+/// Opens the pool. Instances starting together on a new SQLite file all switch it to WAL as
+/// they connect, and SQLite answers the losers of that race "database is locked" at once,
+/// without waiting out the busy timeout; the switch is over within milliseconds, so a
+/// connection refused that way is tried again until the acquire timeout.
+async fn open(options: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
+    let deadline = Instant::now() + ACQUIRE_TIMEOUT;
+    loop {
+        match sea_orm::Database::connect(options.clone()).await {
+            Err(err) if sqlite_busy(&err) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
+fn sqlite_busy(err: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(err))
+    | DbErr::Exec(RuntimeErr::SqlxError(err))
+    | DbErr::Query(RuntimeErr::SqlxError(err))) = err
+    else {
+        return false;
+    };
+    err.as_database_error()
+        .filter(|db| db.try_downcast_ref::<SqliteError>().is_some())
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 /// Classifies a unique-constraint failure. PostgreSQL names the index, SQLite the columns;
 /// the index names were chosen to contain their column names so one check fits both.
 pub fn unique_violation(err: &DbErr) -> Option<UniqueViolation> {
@@ -220,4 +251,41 @@ pub fn unique_violation(err: &DbErr) -> Option<UniqueViolation> {
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectOptions, DbErr, SqliteTransactionMode, TransactionOptions};
+    use sea_orm::{Database, TransactionTrait};
+
+    use super::sqlite_busy;
+
+    /// The retry at start-up hinges on telling SQLite's "database is locked" from every other
+    /// failure.
+    #[tokio::test]
+    async fn tells_sqlite_busy_from_other_errors() {
+        let path = std::env::temp_dir().join(format!("rollcall-busy-{}.db", std::process::id()));
+        let mut options = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+        options
+            .max_connections(1)
+            .map_sqlx_sqlite_opts(|opts| opts.busy_timeout(std::time::Duration::ZERO));
+        let immediate = || TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        let holder = Database::connect(options.clone()).await.expect("first");
+        let other = Database::connect(options).await.expect("second");
+        let writing = holder.begin_with_options(immediate()).await.expect("lock");
+        let refused = other
+            .begin_with_options(immediate())
+            .await
+            .expect_err("the write lock is taken");
+        assert!(sqlite_busy(&refused), "{refused:?}");
+        assert!(!sqlite_busy(&DbErr::Custom("database is locked".into())));
+        drop(writing);
+        drop((holder, other));
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }
