@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::auth;
 use crate::config::Settings;
 use crate::error::finalize_response;
 use crate::graphql::{self, ApiSchema, DocumentCache};
@@ -115,7 +116,8 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     // Run to completion even if the client disconnects: dropping the future mid-transaction
     // would hand a connection back to the pool in an unknown state.
     let schema = state.schema.clone();
-    let mut response = match tokio::spawn(async move { schema.execute(request).await }).await {
+    let work = auth::password::serve_request(async move { schema.execute(request).await });
+    let mut response = match tokio::spawn(work).await {
         Ok(response) => response,
         Err(err) => {
             tracing::error!(%err, "request task failed");

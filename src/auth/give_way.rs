@@ -7,18 +7,37 @@
 //! hash is one 20–40 ms call that cannot be paused from outside, so while one runs, a timer
 //! interrupts its thread. If more threads are runnable than there are cores and hashes
 //! running, the thread sleeps for [`BREATH`], which takes it off the core and lets whatever
-//! waits run first, and the timer comes back after [`FASTEST`]. Otherwise the thread carries
-//! on at once and the timer backs off towards [`SLOWEST`]: an interrupt costs the hash tens of
-//! microseconds on a virtual machine, so a login flood alone keeps most of its hashing rate.
+//! waits run first.
+//!
+//! The timer comes back after [`FASTEST`] while other requests are being served: a request
+//! that did not hash finished within the last [`PROTECT_FOR`] ([`other_work_done`]).
+//! Otherwise, and whenever nobody waits, it backs off towards [`SLOWEST`]. Every interrupt
+//! costs the hash tens of microseconds on a virtual machine (at the fastest cadence, about a
+//! tenth of a two-core machine's hashing rate), so a flood of nothing but logins, with no
+//! other request to make way for, keeps nearly all of its rate and still steps aside, at
+//! that slower pace, for whatever else waits.
 //!
 //! SCHED_IDLE would hold other requests' latency a little lower still, but a flood of logins
 //! then loses several percent of its rate to being preempted by its own requests' work.
 
 use std::sync::atomic::AtomicUsize;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Hashing threads inside a hash; each of them counts as runnable system-wide.
 static HASHING: AtomicUsize = AtomicUsize::new(0);
+
+/// When a request that did not hash last finished, in nanoseconds of the monotonic clock;
+/// zero if none has.
+#[cfg(target_os = "linux")]
+static OTHER_WORK_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long after such a request hashing keeps stepping aside at the fast cadence: long
+/// enough that a steady trickle of other requests keeps it, short enough that a login flood
+/// soon has the cores to itself.
+#[cfg(target_os = "linux")]
+const PROTECT_FOR: Duration = Duration::from_secs(1);
 
 /// The timer's period while other threads keep turning up: the longest one waits behind a hash.
 #[cfg(target_os = "linux")]
@@ -45,6 +64,50 @@ const BREATH: Duration = Duration::from_micros(75);
 #[cfg(target_os = "linux")]
 const TIMER_SLACK_NS: libc::c_ulong = 1_000;
 
+/// Records that a request finished without hashing: other requests are being served, and
+/// hashes should make way for them promptly.
+pub fn other_work_done() {
+    #[cfg(target_os = "linux")]
+    {
+        let now = now_nanos();
+        // Written at most once a millisecond, so busy request threads do not fight over the
+        // cache line.
+        if now.saturating_sub(OTHER_WORK_AT.load(Ordering::Relaxed)) > 1_000_000 {
+            OTHER_WORK_AT.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether a request that did not hash finished within [`PROTECT_FOR`] of `now`.
+#[cfg(target_os = "linux")]
+fn other_work_recent(now: u64) -> bool {
+    let at = OTHER_WORK_AT.load(Ordering::Relaxed);
+    at != 0 && now.saturating_sub(at) < PROTECT_FOR.as_nanos() as u64
+}
+
+/// The monotonic clock in nanoseconds. Async-signal-safe: the timer's handler reads it.
+#[cfg(target_os = "linux")]
+fn now_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into `now`, a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// The timer's next period: back to the fastest when threads were found waiting while other
+/// requests are being served, otherwise twice as long, up to the slowest.
+#[cfg(target_os = "linux")]
+fn next_period(period: Duration, waiting: bool, protecting: bool) -> Duration {
+    if waiting && protecting {
+        FASTEST
+    } else {
+        (period * 2).clamp(FASTEST, SLOWEST)
+    }
+}
+
 #[cfg(target_os = "linux")]
 pub(super) use linux::Breather;
 
@@ -60,7 +123,10 @@ mod linux {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use super::{BREATH, FASTEST, HASH_THREAD_NICE, HASHING, SLOWEST, TIMER_SLACK_NS};
+    use super::{
+        BREATH, FASTEST, HASH_THREAD_NICE, HASHING, SLOWEST, TIMER_SLACK_NS, next_period,
+        now_nanos, other_work_recent,
+    };
 
     thread_local! {
         /// This hashing thread's timer and its current period, for the signal handler.
@@ -92,7 +158,8 @@ mod linux {
         pub fn run<T>(&self, work: impl FnOnce() -> T) -> T {
             HASHING.fetch_add(1, Ordering::Relaxed);
             if let Some(timer) = self.timer {
-                set_period(timer, FASTEST);
+                let protecting = other_work_recent(now_nanos());
+                set_period(timer, if protecting { FASTEST } else { SLOWEST });
             }
             let result = work();
             if let Some(timer) = self.timer {
@@ -203,8 +270,8 @@ mod linux {
         }
     }
 
-    /// Signal handler: thread-local and atomic reads, pread, timer_settime and nanosleep, all
-    /// async-signal-safe.
+    /// Signal handler: thread-local and atomic reads, pread, clock_gettime, timer_settime and
+    /// nanosleep, all async-signal-safe.
     extern "C" fn on_tick(_: libc::c_int) {
         let (Some(file), Some((timer, period))) = (load_file(), TIMER.get()) else {
             return;
@@ -225,13 +292,13 @@ mod linux {
             // Someone waits for a core only when there are more runnable threads than cores,
             // and it is not a hash only when there are more than hashes.
             let busy = HASHING.load(Ordering::Relaxed).max(cores());
-            if runnable.is_some_and(|n| n > busy) {
+            let waiting = runnable.is_some_and(|n| n > busy);
+            if waiting {
                 libc::nanosleep(&timespec(BREATH), std::ptr::null_mut());
-                if period != FASTEST {
-                    set_period(timer, FASTEST);
-                }
-            } else if period < SLOWEST {
-                set_period(timer, (period * 2).min(SLOWEST));
+            }
+            let next = next_period(period, waiting, other_work_recent(now_nanos()));
+            if next != period {
+                set_period(timer, next);
             }
             *errno = saved;
         }
@@ -258,8 +325,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    use super::Breather;
     use super::linux::{cores, runnable_threads};
+    use super::{Breather, FASTEST, SLOWEST, next_period, other_work_done};
 
     /// Sleeps the thread has chosen to take, from the kernel's count for this thread.
     fn voluntary_switches() -> u64 {
@@ -271,11 +338,11 @@ mod tests {
             .expect("voluntary_ctxt_switches")
     }
 
-    #[test]
-    fn a_busy_hash_steps_aside_for_waiting_threads() {
+    /// Voluntary switches of a thread that spins through a 300 ms "hash" (CPU work with no
+    /// system calls of its own) beside more busy threads than the machine has cores.
+    fn breaths_in_a_crowded_hash() -> u64 {
         let stop = AtomicBool::new(false);
-        let stepped_aside = std::thread::scope(|s| {
-            // More busy threads than any machine running the tests has idle cores for.
+        std::thread::scope(|s| {
             for _ in 0..cores() + 2 {
                 s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
@@ -286,7 +353,6 @@ mod tests {
             let hashing = s.spawn(|| {
                 let breather = Breather::for_this_thread();
                 let before = voluntary_switches();
-                // Stands in for a hash: CPU work with no system calls of its own.
                 breather.run(|| {
                     let until = Instant::now() + Duration::from_millis(300);
                     while Instant::now() < until {
@@ -295,11 +361,32 @@ mod tests {
                 });
                 voluntary_switches() - before
             });
-            let stepped_aside = hashing.join().expect("hashing thread");
+            let breaths = hashing.join().expect("hashing thread");
             stop.store(true, Ordering::Relaxed);
-            stepped_aside
-        });
-        assert!(stepped_aside >= 3, "stepped aside {stepped_aside} times");
+            breaths
+        })
+    }
+
+    // One test, in this order: nothing else in this process records other requests, so the
+    // first half runs with none seen.
+    #[test]
+    fn a_busy_hash_steps_aside_often_only_while_other_requests_are_served() {
+        // No other request yet: the timer stays at its slowest, at most one breath per 8 ms.
+        let alone = breaths_in_a_crowded_hash();
+        assert!(alone <= 300 / 8 + 3, "stepped aside {alone} times with no requests");
+        other_work_done();
+        let serving = breaths_in_a_crowded_hash();
+        assert!(serving >= 3, "stepped aside {serving} times while serving");
+    }
+
+    #[test]
+    fn the_timer_comes_back_fast_only_for_waiting_threads_while_serving() {
+        assert_eq!(next_period(SLOWEST, true, true), FASTEST);
+        assert_eq!(next_period(FASTEST, true, true), FASTEST);
+        assert_eq!(next_period(FASTEST, true, false), FASTEST * 2);
+        assert_eq!(next_period(FASTEST, false, true), FASTEST * 2);
+        assert_eq!(next_period(SLOWEST, true, false), SLOWEST);
+        assert_eq!(next_period(SLOWEST, false, false), SLOWEST);
     }
 
     #[test]

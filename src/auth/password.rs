@@ -10,6 +10,7 @@
 //! system when the queue runs dry: a flood pays for fresh pages once per thread, not once per
 //! login, and an idle server holds none of it.
 
+use std::cell::Cell;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 
@@ -17,8 +18,29 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
-use super::give_way::Breather;
+use super::give_way::{self, Breather};
 use crate::error::{AppError, AppResult};
+
+tokio::task_local! {
+    /// Set once the request running in this task has asked for a hash.
+    static REQUEST_HASHED: Cell<bool>;
+}
+
+/// Runs one request's work and, when it asked for no hash, tells the hashing threads that
+/// other requests are being served, so that they make way for them promptly
+/// ([`give_way::other_work_done`]).
+pub async fn serve_request<T>(work: impl Future<Output = T>) -> T {
+    let (output, hashed) = REQUEST_HASHED
+        .scope(Cell::new(false), async {
+            let output = work.await;
+            (output, REQUEST_HASHED.with(Cell::get))
+        })
+        .await;
+    if !hashed {
+        give_way::other_work_done();
+    }
+    output
+}
 
 /// A hashing thread's reusable working memory: empty until its first job.
 type Scratch = Vec<Block>;
@@ -74,6 +96,7 @@ impl Passwords {
         &self,
         work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> AppResult<T> {
+        let _ = REQUEST_HASHED.try_with(|hashed| hashed.set(true));
         let (done, result) = oneshot::channel();
         self.jobs
             .send(Box::new(move |scratch: &mut Scratch| {
