@@ -373,7 +373,10 @@ mod tests {
     fn a_busy_hash_steps_aside_often_only_while_other_requests_are_served() {
         // No other request yet: the timer stays at its slowest, at most one breath per 8 ms.
         let alone = breaths_in_a_crowded_hash();
-        assert!(alone <= 300 / 8 + 3, "stepped aside {alone} times with no requests");
+        assert!(
+            alone <= 300 / 8 + 3,
+            "stepped aside {alone} times with no requests"
+        );
         other_work_done();
         let serving = breaths_in_a_crowded_hash();
         assert!(serving >= 3, "stepped aside {serving} times while serving");

@@ -247,6 +247,29 @@ mod tests {
         );
     }
 
+    /// What [`serve_request`] sees of a request's work. (Not `serve_request` itself: it
+    /// records other requests process-wide, which the stepping-aside test must not see.)
+    async fn asked_for_a_hash(work: impl Future<Output = ()>) -> bool {
+        REQUEST_HASHED
+            .scope(Cell::new(false), async {
+                work.await;
+                REQUEST_HASHED.with(Cell::get)
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_request_that_verifies_a_password_counts_as_hashing() {
+        let passwords = Passwords::new(1).expect("pool");
+        assert!(
+            asked_for_a_hash(async {
+                let _ = passwords.verify("anything".into(), None).await;
+            })
+            .await
+        );
+        assert!(!asked_for_a_hash(async {}).await);
+    }
+
     #[tokio::test]
     async fn accepts_hashes_made_by_the_stock_hasher_and_other_parameters() {
         use argon2::password_hash::PasswordHasher;
