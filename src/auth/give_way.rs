@@ -373,12 +373,13 @@ mod tests {
 
     // One test, in this order: nothing else in this process records other requests, so the
     // first half runs with none seen.
-    // One test, in this order: nothing else in this process records other requests, so the
-    // first half runs with none seen.
     #[test]
     fn a_busy_hash_steps_aside_only_while_other_requests_are_served() {
         let alone = breaths_in_a_crowded_hash();
-        assert!(alone <= 2, "stepped aside {alone} times with no other requests");
+        assert!(
+            alone <= 2,
+            "stepped aside {alone} times with no other requests"
+        );
         other_work_done();
         let serving = breaths_in_a_crowded_hash();
         assert!(serving >= 3, "stepped aside {serving} times while serving");
