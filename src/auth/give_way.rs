@@ -79,11 +79,12 @@ pub fn other_work_done() {
     }
 }
 
-/// Whether a request that did not hash finished within [`PROTECT_FOR`] of `now`.
+/// Whether a request that did not hash finished within the last [`PROTECT_FOR`].
+/// Async-signal-safe.
 #[cfg(target_os = "linux")]
-fn other_work_recent(now: u64) -> bool {
+fn other_work_recent() -> bool {
     let at = OTHER_WORK_AT.load(Ordering::Relaxed);
-    at != 0 && now.saturating_sub(at) < PROTECT_FOR.as_nanos() as u64
+    at != 0 && now_nanos().saturating_sub(at) < PROTECT_FOR.as_nanos() as u64
 }
 
 /// The monotonic clock in nanoseconds. Async-signal-safe: the timer's handler reads it.
@@ -126,7 +127,7 @@ mod linux {
 
     use super::{
         BREATH, FASTEST, HASH_THREAD_NICE, HASHING, SLOWEST, TIMER_SLACK_NS, next_period,
-        now_nanos, other_work_recent,
+        other_work_recent,
     };
 
     thread_local! {
@@ -159,7 +160,7 @@ mod linux {
         pub fn run<T>(&self, work: impl FnOnce() -> T) -> T {
             HASHING.fetch_add(1, Ordering::Relaxed);
             if let Some(timer) = self.timer {
-                let protecting = other_work_recent(now_nanos());
+                let protecting = other_work_recent();
                 set_period(timer, if protecting { FASTEST } else { SLOWEST });
             }
             let result = work();
@@ -286,7 +287,7 @@ mod linux {
             let errno = libc::__errno_location();
             let saved = *errno;
             // Other requests are the reason to step aside, so the load is read only then.
-            let step_aside = other_work_recent(now_nanos()) && {
+            let step_aside = other_work_recent() && {
                 let mut buf = [0u8; 128];
                 let read = libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
                 let runnable = usize::try_from(read)

@@ -30,16 +30,21 @@ tokio::task_local! {
 /// other requests are being served, so that they make way for them promptly
 /// ([`give_way::other_work_done`]).
 pub async fn serve_request<T>(work: impl Future<Output = T>) -> T {
-    let (output, hashed) = REQUEST_HASHED
-        .scope(Cell::new(false), async {
-            let output = work.await;
-            (output, REQUEST_HASHED.with(Cell::get))
-        })
-        .await;
+    let (output, hashed) = tracking_hashes(work).await;
     if !hashed {
         give_way::other_work_done();
     }
     output
+}
+
+/// Runs `work` and tells whether it asked for a hash.
+async fn tracking_hashes<T>(work: impl Future<Output = T>) -> (T, bool) {
+    REQUEST_HASHED
+        .scope(Cell::new(false), async {
+            let output = work.await;
+            (output, REQUEST_HASHED.with(Cell::get))
+        })
+        .await
 }
 
 /// A hashing thread's reusable working memory: empty until its first job.
@@ -247,27 +252,18 @@ mod tests {
         );
     }
 
-    /// What [`serve_request`] sees of a request's work. (Not `serve_request` itself: it
-    /// records other requests process-wide, which the stepping-aside test must not see.)
-    async fn asked_for_a_hash(work: impl Future<Output = ()>) -> bool {
-        REQUEST_HASHED
-            .scope(Cell::new(false), async {
-                work.await;
-                REQUEST_HASHED.with(Cell::get)
-            })
-            .await
-    }
-
     #[tokio::test]
     async fn a_request_that_verifies_a_password_counts_as_hashing() {
         let passwords = Passwords::new(1).expect("pool");
-        assert!(
-            asked_for_a_hash(async {
-                let _ = passwords.verify("anything".into(), None).await;
-            })
-            .await
-        );
-        assert!(!asked_for_a_hash(async {}).await);
+        // `tracking_hashes`, not `serve_request`: that records other requests process-wide,
+        // which the stepping-aside test must not see.
+        let ((), hashed) = tracking_hashes(async {
+            let _ = passwords.verify("anything".into(), None).await;
+        })
+        .await;
+        assert!(hashed);
+        let ((), hashed) = tracking_hashes(async {}).await;
+        assert!(!hashed);
     }
 
     #[tokio::test]
