@@ -6,13 +6,16 @@
 //! a core ([`super::give_way`]), so a flood of logins gets the idle cycles without holding up
 //! the rest.
 //!
-//! Each thread keeps its 19 MiB working memory while jobs are queued and gives it back to the
-//! system when the queue runs dry: a flood pays for fresh pages once per thread, not once per
-//! login, and an idle server holds none of it.
+//! Each thread keeps its 19 MiB working memory while jobs keep coming and gives it back to
+//! the system after [`KEEP_MEMORY_FOR`] without one: a flood, or logins a few at a time, pay
+//! for fresh pages once per thread, not once per login (on a virtual machine, faulting in a
+//! fresh 19 MiB costs three quarters of the hash itself), and an idle server holds none of it.
 
 use std::cell::Cell;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -51,6 +54,48 @@ async fn tracking_hashes<T>(work: impl Future<Output = T>) -> (T, bool) {
 type Scratch = Vec<Block>;
 type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
+/// How long an idle hashing thread keeps its working memory: longer than the gaps between
+/// the logins of a server that is busy at all, short enough that an idle one soon holds none.
+const KEEP_MEMORY_FOR: Duration = Duration::from_secs(2);
+
+/// Jobs waiting for a hashing thread.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// How long an idle thread keeps its working memory ([`KEEP_MEMORY_FOR`]).
+    keep_memory_for: Duration,
+    /// Times a thread gave its working memory back.
+    released: AtomicUsize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Set when the last [`Passwords`] handle is gone: the threads finish the queue and exit.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Jobs run outside the lock, so a panic cannot leave the queue half-changed.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Closes the queue when the last [`Passwords`] clone is dropped.
+struct Pool {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
+    }
+}
+
 /// The hash of a random password nobody knows, with the same parameters as real hashes.
 /// Verified against when the user does not exist, so an unknown login costs the same as a
 /// wrong password and accounts cannot be enumerated by timing.
@@ -58,22 +103,33 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$eMY6eq+TzVX8Glq3Mhkcjw$
 
 #[derive(Clone)]
 pub struct Passwords {
-    jobs: Sender<Job>,
+    pool: Arc<Pool>,
 }
 
 impl Passwords {
     /// Starts `threads` hashing threads; they exit when the last handle is dropped.
     pub fn new(threads: usize) -> AppResult<Self> {
-        let (jobs, queue) = channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        Self::start(threads, KEEP_MEMORY_FOR)
+    }
+
+    fn start(threads: usize, keep_memory_for: Duration) -> AppResult<Self> {
+        // Created first, so that the threads already started exit if a later one fails.
+        let pool = Arc::new(Pool {
+            queue: Arc::new(Queue {
+                state: Mutex::default(),
+                ready: Condvar::new(),
+                keep_memory_for,
+                released: AtomicUsize::new(0),
+            }),
+        });
         for index in 0..threads.max(1) {
-            let queue = queue.clone();
+            let queue = pool.queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || worker(&queue))
                 .map_err(|err| AppError::internal(format!("spawning hash thread: {err}")))?;
         }
-        Ok(Self { jobs })
+        Ok(Self { pool })
     }
 
     /// Default: one hashing thread per core, the most that can make progress at once.
@@ -103,37 +159,67 @@ impl Passwords {
     ) -> AppResult<T> {
         let _ = REQUEST_HASHED.try_with(|hashed| hashed.set(true));
         let (done, result) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |scratch: &mut Scratch| {
+        let queue = &self.pool.queue;
+        queue
+            .lock()
+            .jobs
+            .push_back(Box::new(move |scratch: &mut Scratch| {
                 let _ = done.send(work(scratch));
-            }))
-            .map_err(|_| AppError::internal("password hashing threads are gone"))?;
+            }));
+        queue.ready.notify_one();
         result
             .await
             .map_err(|_| AppError::internal("password hashing job was dropped"))
     }
 }
 
-fn worker(queue: &Mutex<Receiver<Job>>) {
+fn worker(queue: &Queue) {
     let breather = Breather::for_this_thread();
     let mut scratch = Scratch::new();
     loop {
-        // The lock is held only while taking or waiting for the next job, never while hashing.
-        let next = match queue.lock() {
-            Ok(queue) => match queue.try_recv() {
-                Ok(job) => Ok(job),
-                Err(TryRecvError::Empty) => {
-                    // Nothing queued: give the working memory back before going idle.
-                    scratch = Scratch::new();
-                    queue.recv().map_err(|_| ())
-                }
-                Err(TryRecvError::Disconnected) => Err(()),
-            },
-            Err(_) => Err(()),
-        };
-        match next {
-            Ok(job) => breather.run(|| job(&mut scratch)),
-            Err(()) => return,
+        match next(queue, !scratch.is_empty()) {
+            Next::Job(job) => breather.run(|| job(&mut scratch)),
+            // Outside the lock: unmapping 19 MiB takes a while.
+            Next::Idle => {
+                scratch = Scratch::new();
+                queue.released.fetch_add(1, Ordering::Relaxed);
+            }
+            Next::Closed => return,
+        }
+    }
+}
+
+enum Next {
+    Job(Job),
+    /// No job came for a while ([`KEEP_MEMORY_FOR`]): time to give the working memory back.
+    Idle,
+    Closed,
+}
+
+/// Waits for the next job; a thread `holding_memory` waits at most [`KEEP_MEMORY_FOR`].
+fn next(queue: &Queue, holding_memory: bool) -> Next {
+    let mut state = queue.lock();
+    loop {
+        if let Some(job) = state.jobs.pop_front() {
+            return Next::Job(job);
+        }
+        if state.closed {
+            return Next::Closed;
+        }
+        if holding_memory {
+            let (next, waited) = queue
+                .ready
+                .wait_timeout(state, queue.keep_memory_for)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = next;
+            if waited.timed_out() && state.jobs.is_empty() && !state.closed {
+                return Next::Idle;
+            }
+        } else {
+            state = queue
+                .ready
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 }
@@ -250,6 +336,26 @@ mod tests {
                 .await
                 .expect("verify")
         );
+    }
+
+    #[tokio::test]
+    async fn a_thread_keeps_its_memory_between_hashes_and_frees_it_when_idle() {
+        let keep = Duration::from_secs(1);
+        let passwords = Passwords::start(1, keep).expect("pool");
+        let released = || passwords.pool.queue.released.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            passwords.hash("correct horse".into()).await.expect("hash");
+        }
+        assert_eq!(
+            released(),
+            0,
+            "freed between hashes that came one after another"
+        );
+        tokio::time::sleep(keep * 3).await;
+        assert_eq!(released(), 1, "still held after idling");
+        passwords.hash("correct horse".into()).await.expect("hash");
+        tokio::time::sleep(keep * 3).await;
+        assert_eq!(released(), 2);
     }
 
     #[tokio::test]
