@@ -7,7 +7,7 @@
 //! request contending for it; jemalloc's thread caches and per-size bins avoid that. Every
 //! password hash also needs a 19 MiB block: glibc tends to keep such blocks in per-thread
 //! arenas after a login flood, while jemalloc hands freed memory back to the system after a
-//! short decay (and each hashing thread reuses its own block while logins are queued).
+//! short decay (and each hashing thread reuses its own block while logins keep coming).
 
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]

@@ -359,6 +359,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_idle_thread_frees_its_memory() {
+        let keep = Duration::from_secs(1);
+        let passwords = Passwords::start(2, keep).expect("pool");
+        // Both jobs must be running at once to pass the barrier, so each thread takes one.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let job = || {
+            let barrier = barrier.clone();
+            passwords.run(move |scratch| {
+                barrier.wait();
+                scratch.push(Block::new());
+            })
+        };
+        let (first, second) = tokio::join!(job(), job());
+        first.and(second).expect("jobs");
+        tokio::time::sleep(keep * 3).await;
+        assert_eq!(passwords.pool.queue.released.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
     async fn a_request_that_verifies_a_password_counts_as_hashing() {
         let passwords = Passwords::new(1).expect("pool");
         // `tracking_hashes`, not `serve_request`: that records other requests process-wide,
