@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -198,6 +198,9 @@ enum Next {
 
 /// Waits for the next job; a thread `holding_memory` waits at most [`KEEP_MEMORY_FOR`].
 fn next(queue: &Queue, holding_memory: bool) -> Next {
+    // One deadline for the whole wait: a wake-up whose job another thread took must not
+    // restart it.
+    let deadline = Instant::now() + queue.keep_memory_for;
     let mut state = queue.lock();
     loop {
         if let Some(job) = state.jobs.pop_front() {
@@ -207,14 +210,15 @@ fn next(queue: &Queue, holding_memory: bool) -> Next {
             return Next::Closed;
         }
         if holding_memory {
-            let (next, waited) = queue
-                .ready
-                .wait_timeout(state, queue.keep_memory_for)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state = next;
-            if waited.timed_out() && state.jobs.is_empty() && !state.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Next::Idle;
             }
+            state = queue
+                .ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         } else {
             state = queue
                 .ready
