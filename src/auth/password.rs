@@ -10,6 +10,8 @@
 //! the system after [`KEEP_MEMORY_FOR`] without one: a flood, or logins a few at a time, pay
 //! for fresh pages once per thread, not once per login (on a virtual machine, faulting in a
 //! fresh 19 MiB costs three quarters of the hash itself), and an idle server holds none of it.
+//! Jobs go to the waiting threads in turn, so with many threads and few logins a job can
+//! still reach a thread that has already freed its memory.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
