@@ -10,11 +10,13 @@
 //! the system after [`KEEP_MEMORY_FOR`] without one: a flood, or logins a few at a time, pay
 //! for fresh pages once per thread, not once per login (on a virtual machine, faulting in a
 //! fresh 19 MiB costs three quarters of the hash itself), and an idle server holds none of it.
-//! Jobs go to the waiting threads in turn, so with many threads and few logins a job can
-//! still reach a thread that has already freed its memory.
+//! A new job wakes the thread that went idle last, so logins that come a few at a time keep
+//! landing on threads whose memory is still warm, however many threads there are, and the
+//! others soon free theirs.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -63,7 +65,8 @@ const KEEP_MEMORY_FOR: Duration = Duration::from_secs(2);
 /// Jobs waiting for a hashing thread.
 struct Queue {
     state: Mutex<QueueState>,
-    ready: Condvar,
+    /// One per thread, so that a job wakes the thread of our choosing ([`QueueState::idle`]).
+    wake: Vec<Condvar>,
     /// How long an idle thread keeps its working memory ([`KEEP_MEMORY_FOR`]).
     keep_memory_for: Duration,
     /// Times a thread gave its working memory back.
@@ -73,6 +76,11 @@ struct Queue {
 #[derive(Default)]
 struct QueueState {
     jobs: VecDeque<Job>,
+    /// Threads waiting for a job, by index; a job wakes the last one. Threads holding memory
+    /// join at the back and those without at the front, so a job goes to the thread that
+    /// went idle most recently, whose memory is warm, and the others stay idle long enough
+    /// to free theirs.
+    idle: VecDeque<usize>,
     /// Set when the last [`Passwords`] handle is gone: the threads finish the queue and exit.
     closed: bool,
 }
@@ -94,7 +102,9 @@ struct Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.queue.lock().closed = true;
-        self.queue.ready.notify_all();
+        for wake in &self.queue.wake {
+            wake.notify_one();
+        }
     }
 }
 
@@ -115,20 +125,21 @@ impl Passwords {
     }
 
     fn start(threads: usize, keep_memory_for: Duration) -> AppResult<Self> {
+        let threads = threads.max(1);
         // Created first, so that the threads already started exit if a later one fails.
         let pool = Arc::new(Pool {
             queue: Arc::new(Queue {
                 state: Mutex::default(),
-                ready: Condvar::new(),
+                wake: (0..threads).map(|_| Condvar::new()).collect(),
                 keep_memory_for,
                 released: AtomicUsize::new(0),
             }),
         });
-        for index in 0..threads.max(1) {
+        for index in 0..threads {
             let queue = pool.queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || worker(&queue))
+                .spawn(move || worker(&queue, index))
                 .map_err(|err| AppError::internal(format!("spawning hash thread: {err}")))?;
         }
         Ok(Self { pool })
@@ -162,25 +173,36 @@ impl Passwords {
         let _ = REQUEST_HASHED.try_with(|hashed| hashed.set(true));
         let (done, result) = oneshot::channel();
         let queue = &self.pool.queue;
-        queue
-            .lock()
-            .jobs
-            .push_back(Box::new(move |scratch: &mut Scratch| {
+        {
+            let mut state = queue.lock();
+            state.jobs.push_back(Box::new(move |scratch: &mut Scratch| {
                 let _ = done.send(work(scratch));
             }));
-        queue.ready.notify_one();
+            if let Some(thread) = state.idle.pop_back() {
+                queue.wake[thread].notify_one();
+            }
+        }
+        // A job that panicked dropped `done` on its way out.
         result
             .await
             .map_err(|_| AppError::internal("password hashing job was dropped"))
     }
 }
 
-fn worker(queue: &Queue) {
+fn worker(queue: &Queue, index: usize) {
     let breather = Breather::for_this_thread();
     let mut scratch = Scratch::new();
     loop {
-        match next(queue, !scratch.is_empty()) {
-            Next::Job(job) => breather.run(|| job(&mut scratch)),
+        match next(queue, index, !scratch.is_empty()) {
+            Next::Job(job) => {
+                // A panicking job fails its own request only; the thread carries on for the
+                // rest, with fresh memory in case the panic left it half-written.
+                let run =
+                    breather.run(|| panic::catch_unwind(AssertUnwindSafe(|| job(&mut scratch))));
+                if run.is_err() {
+                    scratch = Scratch::new();
+                }
+            }
             // Outside the lock: unmapping 19 MiB takes a while.
             Next::Idle => {
                 scratch = Scratch::new();
@@ -199,31 +221,40 @@ enum Next {
 }
 
 /// Waits for the next job; a thread `holding_memory` waits at most [`KEEP_MEMORY_FOR`].
-fn next(queue: &Queue, holding_memory: bool) -> Next {
+fn next(queue: &Queue, index: usize, holding_memory: bool) -> Next {
     // One deadline for the whole wait: a wake-up whose job another thread took must not
     // restart it.
     let deadline = Instant::now() + queue.keep_memory_for;
+    let wake = &queue.wake[index];
     let mut state = queue.lock();
     loop {
         if let Some(job) = state.jobs.pop_front() {
+            state.idle.retain(|&idle| idle != index);
             return Next::Job(job);
         }
         if state.closed {
             return Next::Closed;
         }
+        // Not there when a job woke this thread and another thread took the job.
+        if !state.idle.contains(&index) {
+            if holding_memory {
+                state.idle.push_back(index);
+            } else {
+                state.idle.push_front(index);
+            }
+        }
         if holding_memory {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                state.idle.retain(|&idle| idle != index);
                 return Next::Idle;
             }
-            state = queue
-                .ready
+            state = wake
                 .wait_timeout(state, left)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         } else {
-            state = queue
-                .ready
+            state = wake
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
@@ -381,6 +412,55 @@ mod tests {
         first.and(second).expect("jobs");
         tokio::time::sleep(keep * 3).await;
         assert_eq!(passwords.pool.queue.released.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn jobs_go_to_the_thread_that_went_idle_last() {
+        // Jobs further apart than `keep` ÷ threads: handed out in turn, each would reach a
+        // thread that had freed its memory.
+        let keep = Duration::from_millis(600);
+        let gap = Duration::from_millis(200);
+        let passwords = Passwords::start(4, keep).expect("pool");
+        let mut ran_on = Vec::new();
+        for _ in 0..8 {
+            let thread = passwords
+                .run(|scratch| {
+                    if scratch.is_empty() {
+                        scratch.push(Block::new());
+                    }
+                    std::thread::current().name().map(str::to_owned)
+                })
+                .await
+                .expect("job");
+            ran_on.push(thread);
+            tokio::time::sleep(gap).await;
+        }
+        ran_on.dedup();
+        assert_eq!(ran_on.len(), 1, "jobs ran on {ran_on:?}");
+        let released = || passwords.pool.queue.released.load(Ordering::Relaxed);
+        assert_eq!(released(), 0, "a thread freed its memory between jobs");
+        tokio::time::sleep(keep * 3).await;
+        assert_eq!(
+            released(),
+            1,
+            "the busy thread kept its memory after idling"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_thread_carries_on() {
+        let passwords = Passwords::new(1).expect("pool");
+        let failed = passwords
+            .run(|_| -> () { panic!("a job that panics") })
+            .await;
+        assert!(failed.is_err());
+        let hash = passwords.hash("correct horse".into()).await.expect("hash");
+        assert!(
+            passwords
+                .verify("correct horse".into(), Some(hash))
+                .await
+                .expect("verify")
+        );
     }
 
     #[tokio::test]
