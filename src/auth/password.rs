@@ -443,7 +443,7 @@ mod tests {
         assert_eq!(
             released(),
             1,
-            "the busy thread kept its memory after idling"
+            "the busy thread still held its memory after idling"
         );
     }
 
