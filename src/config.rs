@@ -109,6 +109,10 @@ pub struct Settings {
         global = true
     )]
     pub db_max_connections: u32,
+    /// How long a request waits for a database connection, and (on PostgreSQL) how long one
+    /// statement may run, before it fails instead of hanging.
+    #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub db_timeout: Duration,
     /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
     #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", global = true)]
     pub hash_concurrency: Option<usize>,
@@ -127,35 +131,21 @@ impl Settings {
             registration: Registration::Open,
             demo: false,
             db_max_connections: 10,
+            db_timeout: Duration::from_secs(5),
             hash_concurrency: None,
         }
     }
 }
 
-/// Parses durations written like `2s`, `15m`, `12h`, `30d`.
+/// Parses durations such as `2s`, `15m`, `12h` or `30d` (humantime's syntax, so `1h 30m` too);
+/// zero is refused, since every duration here is a lifetime or a timeout.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` needs a unit: s, m, h or d"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 15m"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{text}`: unit must be s, m, h or d")),
-    };
-    if number == 0 {
+    let duration =
+        humantime::parse_duration(text.trim()).map_err(|err| format!("`{text}`: {err}"))?;
+    if duration.is_zero() {
         return Err("a duration must be positive".into());
     }
-    number
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -167,9 +157,10 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("15").is_err());
         assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
     }
 }

@@ -5,12 +5,17 @@
 //! `extensions.code`. Anything that is not an `AppError` is logged and masked.
 
 use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::sync::Arc;
 
 use async_graphql::{ErrorExtensionValues, Response, Value};
 use sea_orm::DbErr;
 
 /// Per-field messages, keyed by the input field name the client sent.
 pub type FieldErrors = BTreeMap<String, String>;
+
+/// The cause of an internal error, kept for the log (shared: async-graphql clones errors).
+pub type Source = Arc<dyn StdError + Send + Sync + 'static>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
@@ -24,9 +29,13 @@ pub enum AppError {
     Conflict(FieldErrors),
     #[error("{0}")]
     NotFound(&'static str),
-    /// Details go to the log only.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Shown to clients as a generic message; the context and its source chain go to the log.
+    #[error("{context}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Option<Source>,
+    },
 }
 
 impl AppError {
@@ -37,7 +46,7 @@ impl AppError {
             AppError::BadInput(_) => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::NotFound(_) => "NOT_FOUND",
-            AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+            AppError::Internal { .. } => "INTERNAL_SERVER_ERROR",
         }
     }
 
@@ -46,14 +55,29 @@ impl AppError {
         AppError::BadInput(BTreeMap::from([(field.to_owned(), message.into())]))
     }
 
-    pub fn internal(context: impl std::fmt::Display) -> Self {
-        AppError::Internal(context.to_string())
+    /// An internal error with no underlying cause (a broken invariant).
+    pub fn internal(context: &'static str) -> Self {
+        AppError::Internal {
+            context,
+            source: None,
+        }
+    }
+
+    /// An internal error caused by `source`.
+    pub fn internal_from(
+        context: &'static str,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        AppError::Internal {
+            context,
+            source: Some(Arc::new(source)),
+        }
     }
 
     /// The message a client may see.
     fn public_message(&self) -> String {
         match self {
-            AppError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            AppError::Internal { .. } => INTERNAL_MESSAGE.to_owned(),
             AppError::BadInput(_) => "Invalid input".to_owned(),
             AppError::Conflict(_) => "Already in use".to_owned(),
             other => other.to_string(),
@@ -62,29 +86,41 @@ impl AppError {
 }
 
 pub const INVALID_CREDENTIALS: AppError = AppError::Unauthenticated("Invalid credentials");
-const INTERNAL_MESSAGE: &str = "Internal server error";
+pub const INTERNAL_MESSAGE: &str = "Internal server error";
 
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
-        AppError::Internal(format!("database: {err}"))
+        AppError::internal_from("database", err)
     }
 }
 
 impl From<tokio::task::JoinError> for AppError {
     fn from(err: tokio::task::JoinError) -> Self {
-        AppError::Internal(format!("blocking task: {err}"))
+        AppError::internal_from("task", err)
     }
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// `err` and every cause below it, for the log.
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// Gives every error of a response a safe message and an `extensions.code`.
 pub fn finalize_response(response: &mut Response) {
     for error in &mut response.errors {
         let mut extensions = error.extensions.take().unwrap_or_default();
         if let Some(app) = error.source::<AppError>() {
-            if let AppError::Internal(detail) = app {
-                tracing::error!(path = ?error.path, %detail, "internal error");
+            if let AppError::Internal { .. } = app {
+                tracing::error!(path = ?error.path, error = %chain(app), "internal error");
             }
             let message = app.public_message();
             extensions.set("code", app.code());
@@ -113,4 +149,18 @@ fn fields_value(fields: &FieldErrors) -> Value {
             .map(|(k, v)| (async_graphql::Name::new(k), Value::String(v.clone())))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_keep_their_cause_for_the_log_only() {
+        let err = AppError::from(DbErr::Custom("connection reset".into()));
+        assert_eq!(err.public_message(), INTERNAL_MESSAGE);
+        let logged = chain(&err);
+        assert!(logged.starts_with("database: "), "{logged}");
+        assert!(logged.contains("connection reset"), "{logged}");
+    }
 }

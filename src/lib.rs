@@ -5,12 +5,10 @@
 //! and thin resolvers), [`server`] (HTTP), [`cli`] (commands), [`error`] (the one error type).
 
 pub mod auth;
-mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod graphql;
-mod memory;
 pub mod server;
 pub mod service;

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use axum::Router;
@@ -15,10 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth;
 use crate::config::Settings;
-use crate::error::finalize_response;
-use crate::graphql::{self, ApiSchema, DocumentCache};
+use crate::error::{AppError, INTERNAL_MESSAGE, finalize_response};
+use crate::graphql::{self, ApiSchema};
 use crate::service::{Service, StartError};
 
 /// Largest request body accepted; larger ones get 413.
@@ -28,14 +26,12 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 struct AppState {
     schema: ApiSchema,
     service: Service,
-    documents: Arc<DocumentCache>,
 }
 
 pub fn router(service: Service) -> Router {
     let state = AppState {
         schema: graphql::build_schema(Some(service.clone())),
         service,
-        documents: Arc::default(),
     };
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
@@ -69,10 +65,10 @@ impl RunningServer {
         let service = Service::start(settings).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
-            .map_err(|err| StartError::Other(crate::error::AppError::internal(err)))?;
+            .map_err(|err| StartError::Other(AppError::internal_from("cannot listen", err)))?;
         let addr = listener
             .local_addr()
-            .map_err(|err| StartError::Other(crate::error::AppError::internal(err)))?;
+            .map_err(|err| StartError::Other(AppError::internal_from("cannot listen", err)))?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, service.clone(), async {
             let _ = stopped.await;
@@ -101,27 +97,37 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
             return if too_large {
-                request_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body exceeds 1 MiB")
+                request_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "Request body exceeds 1 MiB",
+                )
             } else {
-                request_error(StatusCode::BAD_REQUEST, "Could not read the request body")
+                request_error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "Could not read the request body",
+                )
             };
         }
     };
-    let mut request = match parse_request(&bytes) {
+    let request = match parse_request(&bytes) {
         Ok(request) => request,
-        Err(message) => return request_error(StatusCode::BAD_REQUEST, message),
+        Err(message) => return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
     };
-    state.documents.prepare(&mut request);
     let request = graphql::request_data(request, &state.service, bearer_token(&headers));
-    // Run to completion even if the client disconnects: dropping the future mid-transaction
-    // would hand a connection back to the pool in an unknown state.
+    // Run to completion even if the client disconnects, so a mutation is never cut off
+    // between its statements.
     let schema = state.schema.clone();
-    let work = auth::password::serve_request(async move { schema.execute(request).await });
-    let mut response = match tokio::spawn(work).await {
+    let mut response = match tokio::spawn(async move { schema.execute(request).await }).await {
         Ok(response) => response,
         Err(err) => {
             tracing::error!(%err, "request task failed");
-            return request_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                INTERNAL_MESSAGE,
+            );
         }
     };
     finalize_response(&mut response);
@@ -148,12 +154,8 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn request_error(status: StatusCode, message: &str) -> Response {
-    let code = if status.is_server_error() {
-        "INTERNAL_SERVER_ERROR"
-    } else {
-        "BAD_USER_INPUT"
-    };
+/// An error answered before GraphQL runs, in the same shape as GraphQL's errors.
+fn request_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "errors": [{ "message": message, "extensions": { "code": code } }]
     });

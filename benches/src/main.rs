@@ -58,6 +58,12 @@ pub struct Args {
     postgres_url: String,
 }
 
+/// The server's allocator, as in rollcall's own `main.rs`: this binary re-executes itself as
+/// the server.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Set on the child process that serves: the benchmark binary runs rollcall's own command
 /// line, so the server measured is exactly the release build of the library, compiled once.
 const AS_SERVER: &str = "ROLLCALL_BENCH_AS_SERVER";

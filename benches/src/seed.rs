@@ -165,7 +165,7 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         .order_by_asc(user::Column::Id)
         .offset(((deep_page - 1) * 50 - 1) as u64)
         .limit(1)
-        .one(&service.db().conn)
+        .one(service.db().conn())
         .await?
         .context("no row before the deep page")?;
     let deep_cursor = rollcall::graphql::encode_cursor(&before);
@@ -176,8 +176,8 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         sea_orm::DatabaseBackend::Postgres => "VACUUM ANALYZE users",
         _ => "ANALYZE",
     };
-    service.db().conn.execute_unprepared(settle).await?;
-    service.db().conn.clone().close().await?;
+    service.db().conn().execute_unprepared(settle).await?;
+    service.db().conn().clone().close().await?;
     Ok(Seeded {
         owner_login: "owner".into(),
         logins,

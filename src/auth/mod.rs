@@ -1,6 +1,5 @@
 //! Authentication: password hashing, tokens, and the per-request viewer.
 
-pub mod give_way;
 pub mod password;
 pub mod tokens;
 pub mod viewer;

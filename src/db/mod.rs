@@ -1,13 +1,8 @@
 //! Database access: connecting, migrating, and the queries the service layer composes.
 
 pub mod entities;
-mod pinned;
-mod rows;
-mod session_checks;
 pub mod sessions;
 pub mod users;
-
-pub(crate) use rows::UserColumns;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,128 +12,56 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteError, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
-    DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, RuntimeErr, Select, SqlErr,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    DbErr, RuntimeErr, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use entities::user::Role;
 
-/// How long a request waits for a pooled connection (or, on SQLite, for the write lock)
-/// before it fails instead of hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// PostgreSQL advisory lock key that serialises migrations ("rollcall" in ASCII).
 const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c;
 
-/// The pool plus a count of every statement it ran: the count lets tests prove that a query's
-/// cost does not grow with the size of the page.
+/// The connection pools, and a count of every statement they ran: the count lets tests prove
+/// what a query costs.
 #[derive(Clone)]
 pub struct Db {
-    pub conn: DatabaseConnection,
+    conn: DatabaseConnection,
+    /// Where writes go. On PostgreSQL the same pool; on SQLite, which has one writer at a time
+    /// anyway, a pool of one connection, so writers wait their turn in the pool's queue
+    /// instead of many connections sleeping in SQLite's busy handler.
+    writer: DatabaseConnection,
     statements: Arc<AtomicU64>,
-    /// PostgreSQL only: connections for hot reads that skip the pool's release ping.
-    pinned: Option<Arc<pinned::PinnedReads>>,
-    /// PostgreSQL only: the per-request session check, coalesced across requests.
-    session_checks: Option<Arc<session_checks::SessionChecks>>,
 }
 
 impl Db {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(url);
-        options
-            .max_connections(max_connections.max(1))
-            .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_timeout(ACQUIRE_TIMEOUT)
-            .sqlx_logging(false)
-            // Pinging on every checkout would double the round trips of a one-query request;
-            // only connections idle long enough to have been dropped are checked.
-            .test_before_acquire_if_idle_for(Duration::from_secs(30))
-            // The pool serves what the pinned reads do not, text searches among them, whose
-            // best plan depends on the pattern: PostgreSQL must not settle on a generic plan.
-            .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
-            .map_sqlx_sqlite_opts(|opts| {
-                // WAL lets readers run beside the single writer; the busy timeout makes a second
-                // writer wait for the lock instead of failing with "database is locked".
-                opts.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(ACQUIRE_TIMEOUT)
-                    .foreign_keys(true)
-            });
-        let mut conn = open(options).await?;
+    /// Opens the pools. `timeout` bounds the wait for a connection and, on PostgreSQL, every
+    /// statement (`statement_timeout`), so a stalled database fails requests instead of
+    /// hanging them.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<Self, DbErr> {
         let statements = Arc::new(AtomicU64::new(0));
-        let counter = statements.clone();
-        conn.set_metric_callback(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
-        let (pinned, session_checks) = match conn.get_database_backend() {
-            DatabaseBackend::Postgres => {
-                let reads = pinned::PinnedReads::new(url, max_connections)?;
-                let checks = session_checks::SessionChecks::connect(url, statements.clone())?;
-                (Some(Arc::new(reads)), Some(Arc::new(checks)))
-            }
-            _ => (None, None),
+        let conn = open(options(url, max_connections.max(1), timeout), &statements).await?;
+        let writer = match conn.get_database_backend() {
+            DatabaseBackend::Sqlite => open(options(url, 1, timeout), &statements).await?,
+            _ => conn.clone(),
         };
         Ok(Self {
             conn,
+            writer,
             statements,
-            pinned,
-            session_checks,
         })
     }
 
-    /// Runs a read outside any transaction, on the cheapest connection available.
-    pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr>
-    where
-        E::Model: rows::FromPgRows,
-    {
-        self.all_statement(select.build(self.backend()), false)
-            .await
+    /// The pool for reads outside a transaction.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
     }
 
-    /// [`Self::all`] for a statement written out rather than built from an entity. With
-    /// `planned_per_call`, PostgreSQL plans it for the values of each call (on the pool's
-    /// connections) instead of once: for text searches, whose best plan depends on the
-    /// pattern.
-    pub async fn all_statement<M: FromQueryResult + rows::FromPgRows>(
-        &self,
-        statement: Statement,
-        planned_per_call: bool,
-    ) -> Result<Vec<M>, DbErr> {
-        match &self.pinned {
-            Some(pinned) if !planned_per_call => {
-                self.statements.fetch_add(1, Ordering::Relaxed);
-                pinned.all(&statement).await
-            }
-            _ => M::find_by_statement(statement).all(&self.conn).await,
-        }
-    }
-
-    /// Runs a statement written for PostgreSQL on a pinned connection, outside any
-    /// transaction; `None` on other databases, where the caller takes its portable path.
-    pub(crate) async fn pinned_fetch<'q, A>(
-        &self,
-        query: sea_orm::sqlx::query::Query<'q, sea_orm::sqlx::Postgres, A>,
-    ) -> Option<Result<Vec<sea_orm::sqlx::postgres::PgRow>, DbErr>>
-    where
-        A: 'q + Send + sea_orm::sqlx::IntoArguments<sea_orm::sqlx::Postgres>,
-    {
-        let pinned = self.pinned.as_ref()?;
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        Some(pinned.fetch(query).await)
-    }
-
-    /// The first row of a read; callers put a `LIMIT 1` or a unique key in the query.
-    pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr>
-    where
-        E::Model: rows::FromPgRows,
-    {
-        Ok(self.all(select.limit(1)).await?.into_iter().next())
-    }
-
-    /// The coalescing session check, where the database has one (PostgreSQL).
-    pub(crate) fn session_checks(&self) -> Option<&Arc<session_checks::SessionChecks>> {
-        self.session_checks.as_ref()
+    /// The pool for writes outside a transaction.
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
     }
 
     /// Applies pending migrations. Instances started together on one database take turns:
@@ -148,6 +71,9 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), DbErr> {
         let tx = self.begin_write().await?;
         if self.backend() == DatabaseBackend::Postgres {
+            // Building an index on a large table may take longer than a request may.
+            tx.execute_unprepared("SET LOCAL statement_timeout = 0")
+                .await?;
             tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                 .await?;
         }
@@ -173,10 +99,9 @@ impl Db {
     }
 
     /// A transaction that will write. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout rather than one failing
-    /// when it upgrades a read lock.
+    /// (`BEGIN IMMEDIATE`), so a writer never fails when it upgrades a read lock.
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.conn
+        self.writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
@@ -189,6 +114,29 @@ impl Db {
     }
 }
 
+fn options(url: &str, max_connections: u32, timeout: Duration) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    let statement_timeout = format!("{}ms", timeout.as_millis());
+    options
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(timeout)
+        .connect_timeout(timeout)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(move |opts| {
+            opts.options([("statement_timeout", statement_timeout.as_str())])
+        })
+        .map_sqlx_sqlite_opts(move |opts| {
+            // WAL lets readers run beside the single writer; the busy timeout makes a writer in
+            // another process wait for the lock instead of failing with "database is locked".
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(timeout)
+                .foreign_keys(true)
+        });
+    options
+}
+
 /// Which unique index a failed write ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UniqueViolation {
@@ -198,20 +146,31 @@ pub enum UniqueViolation {
     Other,
 }
 
-/// Opens the pool. Instances starting together on a new SQLite file all switch it to WAL as
-/// they connect, and SQLite answers the losers of that race "database is locked" at once,
-/// without waiting out the busy timeout; the switch is over within milliseconds, so a
-/// connection refused that way is tried again until the acquire timeout.
-async fn open(options: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
-    let deadline = Instant::now() + ACQUIRE_TIMEOUT;
-    loop {
+/// Opens a pool that counts its statements. Instances starting together on a new SQLite file
+/// all switch it to WAL as they connect, and SQLite answers the losers of that race "database
+/// is locked" at once, without waiting out the busy timeout; the switch is over within
+/// milliseconds, so a connection refused that way is tried again until the acquire timeout.
+async fn open(
+    options: ConnectOptions,
+    statements: &Arc<AtomicU64>,
+) -> Result<DatabaseConnection, DbErr> {
+    let deadline = Instant::now()
+        + options
+            .get_acquire_timeout()
+            .unwrap_or(Duration::from_secs(5));
+    let mut conn = loop {
         match sea_orm::Database::connect(options.clone()).await {
             Err(err) if sqlite_busy(&err) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            result => return result,
+            result => break result?,
         }
-    }
+    };
+    let counter = statements.clone();
+    conn.set_metric_callback(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    Ok(conn)
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.

@@ -2,22 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::sqlx;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::Db;
 use super::entities::{refresh_token, session, user};
-
-/// A login's writes as one PostgreSQL statement. The user must still be enabled; the session
-/// and its first refresh token are inserted only if the user row was touched.
-const LOGIN: &str = "WITH login AS ( \
-        UPDATE users SET last_login_at = $1 WHERE id = $2 AND NOT disabled RETURNING id \
-    ), session AS ( \
-        INSERT INTO sessions (id, user_id, created_at) SELECT $3, id, $1 FROM login RETURNING id \
-    ) \
-    INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
-    SELECT $4, id, $1, $5 FROM session RETURNING session_id";
 
 /// What [`open_for_login`] wrote.
 pub struct Login {
@@ -26,10 +15,8 @@ pub struct Login {
     pub at: DateTime<Utc>,
 }
 
-/// Records a login: the user's `last_login_at`, a new session and its first refresh token.
-/// `None` when the user was disabled or deleted since the password check. On PostgreSQL it
-/// is one statement, one round trip: every extra round trip of a login wakes the server and
-/// the database on cores that a login flood needs for hashing.
+/// Records a login in one transaction: the user's `last_login_at`, a new session and its
+/// first refresh token. `None` when the user was disabled or deleted since the password check.
 pub async fn open_for_login(
     db: &Db,
     user_id: Uuid,
@@ -38,15 +25,6 @@ pub async fn open_for_login(
 ) -> Result<Option<Login>, DbErr> {
     let at = super::now();
     let session_id = Uuid::now_v7();
-    let query = sqlx::query(LOGIN)
-        .bind(at)
-        .bind(user_id)
-        .bind(session_id)
-        .bind(&token_hash)
-        .bind(expires_at);
-    if let Some(rows) = db.pinned_fetch(query).await {
-        return Ok((!rows?.is_empty()).then_some(Login { session_id, at }));
-    }
     let tx = db.begin_write().await?;
     let touched = user::Entity::update_many()
         .col_expr(user::Column::LastLoginAt, Expr::value(at))

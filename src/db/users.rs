@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -18,67 +18,36 @@ pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, 
     Users::find_by_id(id).one(db).await
 }
 
-/// `by_id` outside a transaction, on the read path.
-pub async fn read_by_id(db: &Db, id: Uuid) -> Result<Option<User>, DbErr> {
-    db.one(Users::find_by_id(id)).await
-}
-
-fn username_query(username: &str) -> Select<Users> {
-    Users::find().filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
-}
-
 pub async fn by_username(db: &impl ConnectionTrait, username: &str) -> Result<Option<User>, DbErr> {
-    username_query(username).one(db).await
-}
-
-pub async fn read_by_username(db: &Db, username: &str) -> Result<Option<User>, DbErr> {
-    db.one(username_query(username)).await
+    Users::find()
+        .filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
+        .one(db)
+        .await
 }
 
 /// Finds a user by username or email: usernames cannot contain `@`, so the login is
 /// unambiguous.
-pub async fn by_login(db: &Db, login: &str) -> Result<Option<User>, DbErr> {
+pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<User>, DbErr> {
     let column = if login.contains('@') {
         Column::Email
     } else {
         Column::UsernameKey
     };
-    db.one(Users::find().filter(column.eq(login.trim().to_lowercase())))
+    Users::find()
+        .filter(column.eq(login.trim().to_lowercase()))
+        .one(db)
         .await
 }
 
-/// The user behind an access token, only while its session is live: one round trip per
-/// request decides both.
-pub async fn by_session(db: &Db, user_id: Uuid, session_id: Uuid) -> Result<Option<User>, DbErr> {
-    if let Some(checks) = db.session_checks() {
-        return Ok(checks.check(user_id, session_id, None).await?.0);
-    }
-    db.one(Users::find().filter(session_condition(user_id, session_id)))
-        .await
-}
-
-/// The viewer (as [`by_session`]) and another user, `other`, in the same round trip. The
-/// caller tells the rows apart by id, so `other` must not be `user_id`.
-pub async fn by_session_and_id(
-    db: &Db,
+/// The user behind an access token, only while its session is live: one query decides both.
+pub async fn by_session(
+    db: &impl ConnectionTrait,
     user_id: Uuid,
     session_id: Uuid,
-    other: Uuid,
-) -> Result<Vec<User>, DbErr> {
-    if let Some(checks) = db.session_checks() {
-        let (viewer, other) = checks.check(user_id, session_id, Some(other)).await?;
-        return Ok(viewer.into_iter().chain(other).collect());
-    }
-    let condition = Condition::any()
-        .add(session_condition(user_id, session_id))
-        .add(Column::Id.eq(other));
-    db.all(Users::find().filter(condition).limit(2)).await
-}
-
-fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
-    Condition::all()
-        .add(Column::Id.eq(user_id))
-        .add(Expr::exists(
+) -> Result<Option<User>, DbErr> {
+    Users::find()
+        .filter(Column::Id.eq(user_id))
+        .filter(Expr::exists(
             Query::select()
                 .expr(Expr::val(1))
                 .from(session::Entity)
@@ -87,11 +56,14 @@ fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
                 .and_where(session::Column::RevokedAt.is_null())
                 .to_owned(),
         ))
+        .one(db)
+        .await
 }
 
-pub async fn by_ids(db: &Db, ids: &[Uuid]) -> Result<HashMap<Uuid, User>, DbErr> {
-    let users = db
-        .all(Users::find().filter(Column::Id.is_in(ids.iter().copied())))
+pub async fn by_ids(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<HashMap<Uuid, User>, DbErr> {
+    let users = Users::find()
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .all(db)
         .await?;
     Ok(users.into_iter().map(|u| (u.id, u)).collect())
 }
@@ -143,10 +115,6 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn searching(&self) -> bool {
-        self.search.as_deref().is_some_and(|term| !term.is_empty())
-    }
-
     /// Whether the search term is long enough to have trigrams (three characters).
     fn trigram_search(&self) -> bool {
         self.search
@@ -204,20 +172,15 @@ pub struct Page {
     pub has_next: bool,
     /// Whether the page started after a cursor.
     pub has_previous: bool,
-    /// The users who created the page's users, by id, when asked for.
-    pub creators: HashMap<Uuid, User>,
 }
 
 /// One keyset page: rows strictly after `after`, in (created_at, id) order. Fetches one extra
-/// row to learn whether another page follows. With `with_creators`, also the users who
-/// created the page's users, so that `createdBy` costs one more statement per page, whatever
-/// its size.
+/// row to learn whether another page follows.
 pub async fn page(
     db: &Db,
     filter: &Filter,
     after: Option<Position>,
     limit: u64,
-    with_creators: bool,
 ) -> Result<Page, DbErr> {
     let mut query = Users::find().filter(filter.condition());
     if let Some(after) = after {
@@ -236,43 +199,24 @@ pub async fn page(
     }
     // A PostgreSQL search that the trigram index can serve is ordered by an expression the
     // (created_at, id) index cannot: otherwise the planner may walk that index and filter,
-    // reading every row before the first match when the matches sit late in the order. This
-    // way a search costs what its matches cost, wherever they are.
+    // reading every row before the first match when the matches sit late in the order.
     let created_at = if filter.trigram_search() && db.backend() == DatabaseBackend::Postgres {
         Expr::col(Column::CreatedAt).add(Expr::cust("INTERVAL '0'"))
     } else {
         Expr::col(Column::CreatedAt)
     };
-    let query = query
+    let mut users = query
         .order_by(created_at, Order::Asc)
         .order_by_asc(Column::Id)
-        .limit(limit + 1);
-    // Reads on PostgreSQL are planned once per connection; a search is planned per call, for
-    // its pattern.
-    let statement = query.build(db.backend());
-    let mut users: Vec<User> = db.all_statement(statement, filter.searching()).await?;
-    let creators = if with_creators {
-        // A second, primary-key query rather than a join or a union in the first: on a
-        // page, creators are few and repeat, and measured on PostgreSQL the two short
-        // statements cost less than one that materialises the page to look them up.
-        let mut ids: Vec<Uuid> = users.iter().filter_map(|u| u.created_by).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.is_empty() {
-            HashMap::new()
-        } else {
-            by_ids(db, &ids).await?
-        }
-    } else {
-        HashMap::new()
-    };
+        .limit(limit + 1)
+        .all(db.conn())
+        .await?;
     let has_next = users.len() as u64 > limit;
     users.truncate(limit as usize);
     Ok(Page {
         users,
         has_next,
         has_previous: after.is_some(),
-        creators,
     })
 }
 

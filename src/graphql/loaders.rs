@@ -1,5 +1,4 @@
-//! DataLoaders: `createdBy` lookups a page query did not already answer (the creators'
-//! own creators, a single user's) resolve in one batched query per level.
+//! DataLoaders: every `createdBy` of a response level resolves in one batched query.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +7,7 @@ use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
 use crate::db::entities::user::Model as User;
+use crate::error::AppError;
 use crate::service::Service;
 
 pub struct UserLoader {
@@ -23,21 +23,11 @@ impl UserLoader {
 impl Loader<Uuid> for UserLoader {
     /// Shared: every `createdBy` that names the same user reads one cached copy.
     type Value = Arc<User>;
-    /// The error is logged where it happens; resolvers only learn that the lookup failed.
-    type Error = ();
+    /// Shared by every key of the failed batch; the resolver maps it to the response.
+    type Error = Arc<AppError>;
 
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Arc<User>>, ()> {
-        match self.service.users_by_ids(keys).await {
-            Ok(users) => Ok(shared(users)),
-            Err(err) => {
-                tracing::error!(error = %err, "loading users by id");
-                Err(())
-            }
-        }
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Arc<User>>, Self::Error> {
+        let users = self.service.users_by_ids(keys).await.map_err(Arc::new)?;
+        Ok(users.into_iter().map(|(id, u)| (id, Arc::new(u))).collect())
     }
-}
-
-/// Users by id, each behind an `Arc` so that every object naming it shares one copy.
-pub(super) fn shared(users: HashMap<Uuid, User>) -> HashMap<Uuid, Arc<User>> {
-    users.into_iter().map(|(id, u)| (id, Arc::new(u))).collect()
 }

@@ -1,18 +1,15 @@
 //! The GraphQL API: schema, types, resolvers, guards and loaders. Resolvers only translate
 //! between GraphQL and the service layer.
 
-mod documents;
 mod guards;
 mod loaders;
 mod mutation;
 mod query;
 mod types;
-mod user_list;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
-pub use documents::DocumentCache;
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
@@ -58,8 +55,6 @@ impl RequestLoader {
 const MAX_DEPTH: usize = 12;
 const MAX_COMPLEXITY: usize = 2_000;
 
-/// No extensions are registered: lists of users are built without per-field hooks
-/// (`user_list`), which extensions would expect to see.
 pub fn build_schema(service: Option<Service>) -> ApiSchema {
     let mut builder = Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
@@ -103,10 +98,5 @@ async fn viewer<'a>(ctx: &Context<'a>) -> AppResult<&'a User> {
 
 async fn optional_viewer<'a>(ctx: &Context<'a>) -> Option<&'a User> {
     let auth = ctx.data::<RequestAuth>().ok()?;
-    if let Some(settled) = auth.settled_viewer() {
-        return settled;
-    }
-    // Boxed: field resolvers call this for every object of a page, and inline, the whole
-    // token check would make each of their futures as large as itself, copied at every call.
-    Box::pin(auth.optional_viewer(service(ctx).ok()?)).await
+    auth.optional_viewer(service(ctx).ok()?).await
 }

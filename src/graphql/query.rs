@@ -3,7 +3,6 @@ use async_graphql::{Context, ID, Object};
 use super::guards::Access;
 use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
 use super::{service, viewer};
-use crate::auth::RequestAuth;
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult};
 use crate::service::UserRef;
@@ -19,7 +18,7 @@ impl Query {
     }
 
     /// One user by `id` or `username` (exactly one of them); null when there is none.
-    // No guard: the service authenticates the caller in the same query as the lookup.
+    #[graphql(guard = "Access::SignedIn")]
     async fn user(
         &self,
         ctx: &Context<'_>,
@@ -45,10 +44,7 @@ impl Query {
                 ));
             }
         };
-        let auth = ctx
-            .data::<RequestAuth>()
-            .map_err(|_| AppError::internal("request auth missing"))?;
-        let user = service(ctx)?.get_user(auth, by).await?;
+        let user = service(ctx)?.get_user(viewer(ctx).await?, by).await?;
         Ok(user.map(UserObject::new))
     }
 
@@ -63,16 +59,8 @@ impl Query {
     ) -> AppResult<UserConnection> {
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let filter: Filter = filter.map(Into::into).unwrap_or_default();
-        let look = ctx.look_ahead();
-        let wants_creators = look.field("nodes").field("createdBy").exists()
-            || look
-                .field("edges")
-                .field("node")
-                .field("createdBy")
-                .exists();
-        // Creators are fetched with the page, in one query, and `createdBy` resolves from them.
         let page = service(ctx)?
-            .list_users(viewer(ctx).await?, first, after, &filter, wants_creators)
+            .list_users(viewer(ctx).await?, first, after, &filter)
             .await?;
         Ok(UserConnection::new(page, filter))
     }

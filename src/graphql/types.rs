@@ -1,6 +1,5 @@
 //! GraphQL object and input types. Names and shapes follow the published schema contract.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
@@ -9,8 +8,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::loaders::shared;
-use super::user_list::OnePassList;
 use super::{RequestLoader, optional_viewer, service};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
@@ -25,26 +22,19 @@ pub enum GqlRole {
     Standard,
 }
 
-/// A user as some viewer sees it. The model is shared, not copied, between a page, its
-/// edges and the loader's cache.
+/// A user as some viewer sees it. The model is shared, not copied, with the loader's cache.
 pub struct UserObject {
     model: Arc<User>,
     /// Set where the caller is known to be this user without a token (the payload of
     /// register, login and refresh).
     is_caller: bool,
-    /// Creators fetched with the page this user is on; `createdBy` looks here first.
-    creators: Option<Arc<Creators>>,
 }
-
-/// Users by id, as fetched together with a page.
-pub type Creators = HashMap<Uuid, Arc<User>>;
 
 impl UserObject {
     pub fn new(model: impl Into<Arc<User>>) -> Self {
         Self {
             model: model.into(),
             is_caller: false,
-            creators: None,
         }
     }
 
@@ -52,40 +42,18 @@ impl UserObject {
         Self {
             model: Arc::new(model),
             is_caller: true,
-            creators: None,
-        }
-    }
-
-    fn on_page(model: Arc<User>, creators: &Arc<Creators>) -> Self {
-        Self {
-            model,
-            is_caller: false,
-            creators: (!creators.is_empty()).then(|| creators.clone()),
         }
     }
 
     /// `value` when the viewer may see this user's private fields, else `None`.
     async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
-        let visible = self.private_visible(optional_viewer(ctx).await);
+        let visible =
+            self.is_caller || service::can_see_private(optional_viewer(ctx).await, &self.model);
         value.filter(|_| visible)
-    }
-
-    /// Whether `viewer` may see this user's email, names and phone.
-    pub(super) fn private_visible(&self, viewer: Option<&User>) -> bool {
-        self.is_caller || service::can_see_private(viewer, &self.model)
-    }
-
-    pub(super) fn model(&self) -> &User {
-        &self.model
-    }
-
-    /// User `id` from the creators fetched with this user's page.
-    pub(super) fn creator(&self, id: Uuid) -> Option<Arc<User>> {
-        self.creators.as_ref()?.get(&id).cloned()
     }
 }
 
-#[Object(name = "User", serial)]
+#[Object(name = "User")]
 impl UserObject {
     async fn id(&self) -> ID {
         ID(self.model.id.to_string())
@@ -137,17 +105,14 @@ impl UserObject {
         let Some(creator) = self.model.created_by else {
             return Ok(None);
         };
-        if let Some(user) = self.creator(creator) {
-            return Ok(Some(UserObject::new(user)));
-        }
         let loader = ctx
             .data::<RequestLoader>()
             .map_err(|_| AppError::internal("user loader missing"))?
             .get();
-        // Boxed, so this rarely taken path does not size every field's future of the type.
-        let user = Box::pin(loader.load_one(creator))
+        let user = loader
+            .load_one(creator)
             .await
-            .map_err(|_| AppError::internal("loading createdBy"))?;
+            .map_err(|err| AppError::internal_from("loading createdBy", err))?;
         Ok(user.map(UserObject::new))
     }
 }
@@ -192,7 +157,6 @@ pub struct UserEdge {
 /// A page of users. `totalCount` is computed only when a query selects it.
 pub struct UserConnection {
     users: Vec<Arc<User>>,
-    creators: Arc<Creators>,
     has_next: bool,
     has_previous: bool,
     filter: Filter,
@@ -202,7 +166,6 @@ impl UserConnection {
     pub fn new(page: Page, filter: Filter) -> Self {
         Self {
             users: page.users.into_iter().map(Arc::new).collect(),
-            creators: Arc::new(shared(page.creators)),
             has_next: page.has_next,
             has_previous: page.has_previous,
             filter,
@@ -212,25 +175,21 @@ impl UserConnection {
 
 #[Object]
 impl UserConnection {
-    async fn edges(&self) -> OnePassList<UserEdge> {
-        OnePassList(
-            self.users
-                .iter()
-                .map(|u| UserEdge {
-                    cursor: encode_cursor(u),
-                    node: UserObject::on_page(u.clone(), &self.creators),
-                })
-                .collect(),
-        )
+    async fn edges(&self) -> Vec<UserEdge> {
+        self.users
+            .iter()
+            .map(|u| UserEdge {
+                cursor: encode_cursor(u),
+                node: UserObject::new(u.clone()),
+            })
+            .collect()
     }
 
-    async fn nodes(&self) -> OnePassList<UserObject> {
-        OnePassList(
-            self.users
-                .iter()
-                .map(|u| UserObject::on_page(u.clone(), &self.creators))
-                .collect(),
-        )
+    async fn nodes(&self) -> Vec<UserObject> {
+        self.users
+            .iter()
+            .map(|u| UserObject::new(u.clone()))
+            .collect()
     }
 
     async fn page_info(&self) -> PageInfo {

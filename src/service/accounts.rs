@@ -55,7 +55,9 @@ impl Service {
                 }
                 Err(err) => {
                     tx.rollback().await?;
-                    return Err(self.insert_error(err, &model).await);
+                    return Err(self
+                        .unique_error(err, &model.username_key, &model.email, model.id)
+                        .await);
                 }
             }
         }
@@ -67,7 +69,7 @@ impl Service {
         let user = if login.contains('\0') || login.len() > 320 {
             None
         } else {
-            user_queries::by_login(self.db(), login).await?
+            user_queries::by_login(self.db().conn(), login).await?
         };
         let valid = self
             .0
@@ -130,10 +132,10 @@ impl Service {
     /// Ends the session the refresh token belongs to. `false` when the token is unknown.
     pub async fn logout(&self, token: &str) -> AppResult<bool> {
         let hash = tokens::hash_refresh_token(token);
-        let Some(row) = sessions::find_refresh_token(&self.db().conn, &hash).await? else {
+        let Some(row) = sessions::find_refresh_token(self.db().conn(), &hash).await? else {
             return Ok(false);
         };
-        sessions::revoke(&self.db().conn, row.session_id).await?;
+        sessions::revoke(self.db().writer(), row.session_id).await?;
         Ok(true)
     }
 
@@ -141,34 +143,10 @@ impl Service {
     /// are all still valid.
     pub async fn authenticate(&self, access_token: &str) -> AppResult<User> {
         let claims = self.0.tokens.verify(access_token)?;
-        user_queries::by_session(self.db(), claims.sub, claims.sid)
+        user_queries::by_session(self.db().conn(), claims.sub, claims.sid)
             .await?
             .filter(|user| !user.disabled)
             .ok_or(AppError::Unauthenticated("Invalid or expired token"))
-    }
-
-    /// [`Self::authenticate`] plus a lookup of user `other` in the same query: `user(id:)`
-    /// costs one round trip, like `me`.
-    pub async fn authenticate_with(
-        &self,
-        access_token: &str,
-        other: Uuid,
-    ) -> AppResult<(User, Option<User>)> {
-        let claims = self.0.tokens.verify(access_token)?;
-        if other == claims.sub {
-            let viewer = self.authenticate(access_token).await?;
-            return Ok((viewer.clone(), Some(viewer)));
-        }
-        let rows =
-            user_queries::by_session_and_id(self.db(), claims.sub, claims.sid, other).await?;
-        // Rows with the viewer's id can only have matched the session condition.
-        let viewer = rows
-            .iter()
-            .find(|user| user.id == claims.sub && !user.disabled)
-            .cloned()
-            .ok_or(AppError::Unauthenticated("Invalid or expired token"))?;
-        let target = rows.into_iter().find(|user| user.id == other);
-        Ok((viewer, target))
     }
 
     async fn open_session(
@@ -194,7 +172,7 @@ impl Service {
     /// When a refresh token issued now expires.
     fn refresh_expiry(&self) -> AppResult<chrono::DateTime<chrono::Utc>> {
         let ttl = chrono::Duration::from_std(self.0.refresh_ttl)
-            .map_err(|_| AppError::internal("refresh ttl out of range"))?;
+            .map_err(|err| AppError::internal_from("refresh ttl out of range", err))?;
         Ok(db::now() + ttl)
     }
 

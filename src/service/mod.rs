@@ -2,6 +2,7 @@
 //! GraphQL resolvers and the command line.
 
 mod accounts;
+pub mod rules;
 mod users;
 pub mod validation;
 
@@ -15,7 +16,6 @@ use crate::auth::{Passwords, TokenKeys, tokens};
 use crate::config::{Registration, Settings};
 use crate::db::Db;
 use crate::db::entities::server_setting;
-use crate::db::entities::user::{Model as User, Role};
 use crate::error::{AppError, AppResult};
 
 pub use crate::db::users::Page;
@@ -57,7 +57,12 @@ impl Service {
         {
             return Err(StartError::ShortSecret { got: secret.len() });
         }
-        let db = Db::connect(&settings.database_url, settings.db_max_connections).await?;
+        let db = Db::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            settings.db_timeout,
+        )
+        .await?;
         db.migrate().await?;
         let secret = match &settings.jwt_secret {
             Some(secret) => secret.clone(),
@@ -119,24 +124,13 @@ async fn shared_secret(db: &Db) -> AppResult<String> {
             .do_nothing()
             .to_owned(),
     )
-    .exec_without_returning(&db.conn)
+    .exec_without_returning(db.writer())
     .await?;
     server_setting::Entity::find_by_id(JWT_SECRET_SETTING.to_owned())
-        .one(&db.conn)
+        .one(db.writer())
         .await?
         .map(|row| row.value)
         .ok_or_else(|| AppError::internal("signing key missing after insert"))
 }
 
-/// Whether `viewer` may see `target`'s email, phone and names.
-pub fn can_see_private(viewer: Option<&User>, target: &User) -> bool {
-    viewer.is_some_and(|v| v.id == target.id || v.role.is_manager())
-}
-
-/// Whether `actor` may manage (edit, disable, delete) `target`, another user.
-fn manages(actor: &User, target: &User) -> bool {
-    matches!(
-        (actor.role, target.role),
-        (Role::Owner, Role::Admin | Role::Standard) | (Role::Admin, Role::Standard)
-    )
-}
+pub use rules::can_see_private;

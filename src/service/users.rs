@@ -8,8 +8,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::validation::{self, Fields};
-use super::{Service, manages};
-use crate::auth::RequestAuth;
+use super::{Service, rules};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
 use crate::db::{self, UniqueViolation, sessions, unique_violation};
@@ -57,18 +56,8 @@ impl Service {
         input: NewUser,
         role: Role,
     ) -> AppResult<User> {
-        match (actor.map(|a| a.role), role) {
-            (Some(_), Role::Owner) => {
-                return Err(AppError::Forbidden("Nobody can create an owner"));
-            }
-            (Some(Role::Owner), _) | (Some(Role::Admin), Role::Standard) | (None, _) => {}
-            (Some(_), _) => {
-                return Err(AppError::Forbidden(
-                    "Your role cannot create users with this role",
-                ));
-            }
-        }
-        if actor.is_some() {
+        if let Some(actor) = actor {
+            rules::check_create(actor.role, role)?;
             self.writable()?;
         }
         let mut model = self.prepare_new_user(input, actor.map(|a| a.id)).await?;
@@ -84,7 +73,9 @@ impl Service {
             }
             Err(err) => {
                 tx.rollback().await?;
-                Err(self.insert_error(err, &model).await)
+                Err(self
+                    .unique_error(err, &model.username_key, &model.email, model.id)
+                    .await)
             }
         }
     }
@@ -151,7 +142,7 @@ impl Service {
         except: Option<Uuid>,
     ) -> AppResult<()> {
         let (username_taken, email_taken) =
-            user_queries::taken(&self.db().conn, username_key, email, except).await?;
+            user_queries::taken(self.db().conn(), username_key, email, except).await?;
         let mut fields = Fields::new();
         if username_taken {
             fields.add("username", "is already taken");
@@ -163,28 +154,32 @@ impl Service {
     }
 
     /// Turns a failed insert or update into the right client error: a unique violation that
-    /// raced past [`Self::check_free`] is still a CONFLICT on the right fields.
-    pub(super) async fn insert_error(&self, err: DbErr, model: &User) -> AppError {
-        match unique_violation(&err) {
-            Some(UniqueViolation::Username | UniqueViolation::Email) => {
-                match self
-                    .check_free(
-                        Some(&model.username_key),
-                        Some(&model.email),
-                        Some(model.id),
-                    )
-                    .await
-                {
-                    Err(conflict) => conflict,
-                    Ok(()) => AppError::Conflict(
-                        [("username".to_owned(), "is already taken".to_owned())].into(),
-                    ),
-                }
-            }
+    /// raced past [`Self::check_free`] is still a CONFLICT, on the fields the written row
+    /// (`username_key`, `email`, id `id`) now shares with another.
+    pub(super) async fn unique_error(
+        &self,
+        err: DbErr,
+        username_key: &str,
+        email: &str,
+        id: Uuid,
+    ) -> AppError {
+        let field = match unique_violation(&err) {
+            Some(UniqueViolation::Username) => "username",
+            Some(UniqueViolation::Email) => "email",
             Some(UniqueViolation::Owner) => {
-                AppError::Forbidden("An owner already exists; transfer ownership instead")
+                return AppError::Forbidden("An owner already exists; transfer ownership instead");
             }
-            _ => err.into(),
+            _ => return err.into(),
+        };
+        match self
+            .check_free(Some(username_key), Some(email), Some(id))
+            .await
+        {
+            Err(conflict) => conflict,
+            // The other row is gone again; report the index that refused the write.
+            Ok(()) => {
+                AppError::Conflict([(field.to_owned(), "is already in use".to_owned())].into())
+            }
         }
     }
 
@@ -195,21 +190,11 @@ impl Service {
         changes: UserChanges,
     ) -> AppResult<User> {
         self.writable()?;
-        let target = user_queries::by_id(&self.db().conn, id)
+        let target = user_queries::by_id(self.db().conn(), id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
+        rules::check_edit(actor, &target, changes.disabled == Some(true))?;
         let is_self = actor.id == target.id;
-        if !is_self && !manages(actor, &target) {
-            return Err(AppError::Forbidden("You may not edit this user"));
-        }
-        if changes.disabled == Some(true) {
-            if is_self {
-                return Err(AppError::Forbidden("You cannot disable your own account"));
-            }
-            if target.role == Role::Owner {
-                return Err(AppError::Forbidden("The owner cannot be disabled"));
-            }
-        }
 
         let mut fields = Fields::new();
         let username = changes
@@ -266,6 +251,10 @@ impl Service {
 
         let revoke =
             password_hash.is_some() || (changes.disabled == Some(true) && !target.disabled);
+        let written_key = username_key
+            .clone()
+            .unwrap_or_else(|| target.username_key.clone());
+        let written_email = email.clone().unwrap_or_else(|| target.email.clone());
         let mut active = target.clone().into_active_model();
         if let (Some(username), Some(key)) = (username, username_key) {
             active.username = Set(username);
@@ -296,7 +285,9 @@ impl Service {
             Ok(updated) => updated,
             Err(err) => {
                 tx.rollback().await?;
-                return Err(self.insert_error(err, &target).await);
+                return Err(self
+                    .unique_error(err, &written_key, &written_email, target.id)
+                    .await);
             }
         };
         if revoke {
@@ -308,23 +299,15 @@ impl Service {
 
     pub async fn delete_user(&self, actor: &User, id: Uuid) -> AppResult<Uuid> {
         self.writable()?;
-        let target = user_queries::by_id(&self.db().conn, id)
+        let target = user_queries::by_id(self.db().conn(), id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
-        if actor.id == target.id {
-            if target.role == Role::Owner {
-                return Err(AppError::Forbidden(
-                    "The owner must transfer ownership before deleting their account",
-                ));
-            }
-        } else if !manages(actor, &target) {
-            return Err(AppError::Forbidden("You may not delete this user"));
-        }
+        rules::check_delete(actor, &target)?;
         // The role condition keeps the owner even if it changed since the check above.
         let result = Users::delete_many()
             .filter(Column::Id.eq(id))
             .filter(Column::Role.ne(Role::Owner))
-            .exec(&self.db().conn)
+            .exec(self.db().writer())
             .await?;
         if result.rows_affected == 0 {
             return Err(AppError::NotFound("No such user"));
@@ -336,12 +319,7 @@ impl Service {
     /// admin in the same transaction. Every user whose role changes loses their sessions.
     pub async fn set_role(&self, actor: &User, id: Uuid, role: Role) -> AppResult<User> {
         self.writable()?;
-        if actor.role != Role::Owner {
-            return Err(AppError::Forbidden("Only the owner can change roles"));
-        }
-        if actor.id == id {
-            return Err(AppError::Forbidden("You cannot change your own role"));
-        }
+        rules::check_set_role(actor, id)?;
         let tx = self.db().begin_write().await?;
         let target = user_queries::by_id(&tx, id)
             .await?
@@ -400,13 +378,8 @@ impl Service {
     }
 
     /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
-    /// asking about someone else is refused before the result is used, so existence does not
-    /// leak. By id, the target is read in the same query that authenticates the caller.
-    pub async fn get_user(&self, auth: &RequestAuth, by: UserRef) -> AppResult<Option<User>> {
-        let (viewer, prefetched) = match &by {
-            UserRef::Id(id) => auth.viewer_and(self, *id).await?,
-            UserRef::Username(_) => (auth.viewer(self).await?, None),
-        };
+    /// asking about someone else is refused before any lookup, so existence does not leak.
+    pub async fn get_user(&self, viewer: &User, by: UserRef) -> AppResult<Option<User>> {
         let is_self = match &by {
             UserRef::Id(id) => *id == viewer.id,
             UserRef::Username(name) => name.to_ascii_lowercase() == viewer.username_key,
@@ -414,15 +387,11 @@ impl Service {
         if is_self {
             return Ok(Some(viewer.clone()));
         }
-        if !viewer.role.is_manager() {
-            return Err(AppError::Forbidden("Only admins can look up other users"));
-        }
-        if let Some(target) = prefetched {
-            return Ok(target);
-        }
+        rules::check_see_others(viewer.role)?;
+        let conn = self.db().conn();
         Ok(match by {
-            UserRef::Id(id) => user_queries::read_by_id(self.db(), id).await?,
-            UserRef::Username(name) => user_queries::read_by_username(self.db(), &name).await?,
+            UserRef::Id(id) => user_queries::by_id(conn, id).await?,
+            UserRef::Username(name) => user_queries::by_username(conn, &name).await?,
         })
     }
 
@@ -432,11 +401,8 @@ impl Service {
         first: Option<i32>,
         after: Option<Position>,
         filter: &Filter,
-        with_creators: bool,
     ) -> AppResult<user_queries::Page> {
-        if !viewer.role.is_manager() {
-            return Err(AppError::Forbidden("Only admins can list users"));
-        }
+        rules::check_see_others(viewer.role)?;
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
             return Err(AppError::field(
@@ -454,11 +420,11 @@ impl Service {
                 "must be at most 200 characters, without NUL",
             ));
         }
-        Ok(user_queries::page(self.db(), filter, after, first as u64, with_creators).await?)
+        Ok(user_queries::page(self.db(), filter, after, first as u64).await?)
     }
 
     pub async fn count_users(&self, filter: &Filter) -> AppResult<u64> {
-        Ok(user_queries::count(&self.db().conn, filter).await?)
+        Ok(user_queries::count(self.db().conn(), filter).await?)
     }
 
     /// Users by id, for the DataLoader.
@@ -466,7 +432,7 @@ impl Service {
         &self,
         ids: &[Uuid],
     ) -> AppResult<std::collections::HashMap<Uuid, User>> {
-        Ok(user_queries::by_ids(self.db(), ids).await?)
+        Ok(user_queries::by_ids(self.db().conn(), ids).await?)
     }
 }
 
@@ -507,8 +473,8 @@ const IMPORT_CHUNK: usize = 1_000;
 
 impl Service {
     /// Bulk import in one transaction, for migrations from other user stores (and seeding
-    /// benchmarks). Same validation as `createUser`, but no hashing: hashes are taken as
-    /// given. Owners cannot be imported; there is only ever one, made by register or the CLI.
+    /// benchmarks). Same validation as `createUser` (errors name the row), but no hashing:
+    /// hashes are taken as given. Owners cannot be imported; there is only ever one, made by register or the CLI.
     pub async fn import_users(&self, users: Vec<ImportedUser>) -> AppResult<Vec<Uuid>> {
         let start = db::now();
         let mut models = Vec::with_capacity(users.len());
@@ -516,14 +482,25 @@ impl Service {
             let mut fields = Fields::new();
             let username = fields.check("username", validation::username(&input.username));
             let email = fields.check("email", validation::email(&input.email));
+            let first_name = fields.check(
+                "firstName",
+                validation::optional_text(input.first_name.as_deref()),
+            );
+            let last_name = fields.check(
+                "lastName",
+                validation::optional_text(input.last_name.as_deref()),
+            );
+            let phone = fields.check("phone", validation::optional_text(input.phone.as_deref()));
             if !input.password_hash.starts_with("$argon2") {
                 fields.add("passwordHash", "must be an argon2 PHC string");
             }
             if input.role == Role::Owner {
                 fields.add("role", "owners cannot be imported");
             }
-            fields.into_result()?;
-            let (Some(username), Some(email)) = (username, email) else {
+            fields.into_result().map_err(|err| at_row(index, err))?;
+            let (Some(username), Some(email), Some(first_name), Some(last_name), Some(phone)) =
+                (username, email, first_name, last_name, phone)
+            else {
                 return Err(AppError::internal("validated field missing"));
             };
             // Distinct, increasing creation times keep the import's order in listings.
@@ -534,9 +511,9 @@ impl Service {
                 username,
                 email,
                 password_hash: input.password_hash,
-                first_name: input.first_name,
-                last_name: input.last_name,
-                phone: input.phone,
+                first_name,
+                last_name,
+                phone,
                 role: input.role,
                 disabled: false,
                 created_at,
@@ -567,5 +544,18 @@ impl Service {
         }
         tx.commit().await?;
         Ok(ids)
+    }
+}
+
+/// Prefixes each field of a row's validation error with the row's index (`3.email`).
+fn at_row(index: usize, err: AppError) -> AppError {
+    match err {
+        AppError::BadInput(fields) => AppError::BadInput(
+            fields
+                .into_iter()
+                .map(|(field, message)| (format!("{index}.{field}"), message))
+                .collect(),
+        ),
+        other => other,
     }
 }

@@ -1,0 +1,226 @@
+//! Who may do what to whom: the role rules as pure functions, so the whole matrix is tested in
+//! one place. The service layer calls them with the rows it has just read.
+
+use crate::db::entities::user::{Model as User, Role};
+use crate::error::{AppError, AppResult};
+
+/// Whether `viewer` may see `target`'s email, names and phone.
+pub fn can_see_private(viewer: Option<&User>, target: &User) -> bool {
+    viewer.is_some_and(|v| v.id == target.id || v.role.is_manager())
+}
+
+/// Whether a user with role `actor` manages (edits, disables, deletes) another with `target`:
+/// the owner manages everyone else, admins manage standard users.
+pub fn manages(actor: Role, target: Role) -> bool {
+    matches!(
+        (actor, target),
+        (Role::Owner, Role::Admin | Role::Standard) | (Role::Admin, Role::Standard)
+    )
+}
+
+/// Looking up or listing users other than oneself.
+pub fn check_see_others(viewer: Role) -> AppResult<()> {
+    if viewer.is_manager() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("Only admins can look up other users"))
+    }
+}
+
+/// `createUser` with `role`. Nobody creates an owner through the API.
+pub fn check_create(actor: Role, role: Role) -> AppResult<()> {
+    if role == Role::Owner {
+        return Err(AppError::Forbidden("Nobody can create an owner"));
+    }
+    if actor == Role::Owner || (actor == Role::Admin && role == Role::Standard) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "Your role cannot create users with this role",
+        ))
+    }
+}
+
+/// `updateUser` of `target`; `disabling` when the edit sets `disabled: true`.
+pub fn check_edit(actor: &User, target: &User, disabling: bool) -> AppResult<()> {
+    let is_self = actor.id == target.id;
+    if !is_self && !manages(actor.role, target.role) {
+        return Err(AppError::Forbidden("You may not edit this user"));
+    }
+    if disabling {
+        if is_self {
+            return Err(AppError::Forbidden("You cannot disable your own account"));
+        }
+        if target.role == Role::Owner {
+            return Err(AppError::Forbidden("The owner cannot be disabled"));
+        }
+    }
+    Ok(())
+}
+
+/// `deleteUser` of `target`: anyone may delete themselves except the owner, who must hand
+/// ownership over first.
+pub fn check_delete(actor: &User, target: &User) -> AppResult<()> {
+    if actor.id == target.id {
+        if target.role == Role::Owner {
+            return Err(AppError::Forbidden(
+                "The owner must transfer ownership before deleting their account",
+            ));
+        }
+        Ok(())
+    } else if manages(actor.role, target.role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("You may not delete this user"))
+    }
+}
+
+/// `setRole` on user `target_id`: the owner only, on others only (nobody changes their own
+/// role, so nobody raises it).
+pub fn check_set_role(actor: &User, target_id: uuid::Uuid) -> AppResult<()> {
+    if actor.role != Role::Owner {
+        return Err(AppError::Forbidden("Only the owner can change roles"));
+    }
+    if actor.id == target_id {
+        return Err(AppError::Forbidden("You cannot change your own role"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLES: [Role; 3] = [Role::Owner, Role::Admin, Role::Standard];
+
+    fn user(role: Role) -> User {
+        let now = chrono::Utc::now();
+        User {
+            id: uuid::Uuid::new_v4(),
+            username: "someone".into(),
+            username_key: "someone".into(),
+            email: "someone@example.com".into(),
+            password_hash: String::new(),
+            first_name: None,
+            last_name: None,
+            phone: None,
+            role,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+            created_by: None,
+        }
+    }
+
+    /// `(actor, target)` → whether the actor manages the target, for every pair of roles.
+    #[test]
+    fn who_manages_whom() {
+        use Role::*;
+        let expected = [
+            ((Owner, Owner), false),
+            ((Owner, Admin), true),
+            ((Owner, Standard), true),
+            ((Admin, Owner), false),
+            ((Admin, Admin), false),
+            ((Admin, Standard), true),
+            ((Standard, Owner), false),
+            ((Standard, Admin), false),
+            ((Standard, Standard), false),
+        ];
+        for ((actor, target), manages_it) in expected {
+            assert_eq!(manages(actor, target), manages_it, "{actor:?} → {target:?}");
+            let (a, t) = (user(actor), user(target));
+            assert_eq!(
+                check_edit(&a, &t, false).is_ok(),
+                manages_it,
+                "edit {actor:?} → {target:?}"
+            );
+            assert_eq!(
+                check_delete(&a, &t).is_ok(),
+                manages_it,
+                "delete {actor:?} → {target:?}"
+            );
+            // Disabling another follows managing; the owner is never disabled.
+            assert_eq!(
+                check_edit(&a, &t, true).is_ok(),
+                manages_it && target != Owner,
+                "disable {actor:?} → {target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn who_creates_which_role() {
+        use Role::*;
+        let expected = [
+            ((Owner, Owner), false),
+            ((Owner, Admin), true),
+            ((Owner, Standard), true),
+            ((Admin, Owner), false),
+            ((Admin, Admin), false),
+            ((Admin, Standard), true),
+            ((Standard, Owner), false),
+            ((Standard, Admin), false),
+            ((Standard, Standard), false),
+        ];
+        for ((actor, role), allowed) in expected {
+            let outcome = check_create(actor, role);
+            assert_eq!(outcome.is_ok(), allowed, "{actor:?} creates {role:?}");
+            if let Err(err) = outcome {
+                assert_eq!(err.code(), "FORBIDDEN");
+            }
+        }
+    }
+
+    #[test]
+    fn what_everyone_may_do_to_themselves() {
+        for role in ROLES {
+            let me = user(role);
+            assert!(check_edit(&me, &me, false).is_ok(), "{role:?} edits self");
+            assert!(
+                check_edit(&me, &me, true).is_err(),
+                "{role:?} disables self"
+            );
+            assert_eq!(
+                check_delete(&me, &me).is_ok(),
+                role != Role::Owner,
+                "{role:?} deletes self"
+            );
+            assert!(
+                check_set_role(&me, me.id).is_err(),
+                "{role:?} sets own role"
+            );
+            assert!(
+                can_see_private(Some(&me), &me),
+                "{role:?} sees own private fields"
+            );
+        }
+    }
+
+    #[test]
+    fn who_sees_and_changes_roles_of_others() {
+        for viewer in ROLES {
+            let v = user(viewer);
+            for target in ROLES {
+                let t = user(target);
+                assert_eq!(
+                    can_see_private(Some(&v), &t),
+                    viewer.is_manager(),
+                    "{viewer:?} sees {target:?}"
+                );
+                assert_eq!(
+                    check_set_role(&v, t.id).is_ok(),
+                    viewer == Role::Owner,
+                    "{viewer:?} sets {target:?}"
+                );
+            }
+            assert_eq!(
+                check_see_others(viewer).is_ok(),
+                viewer.is_manager(),
+                "{viewer:?} looks up others"
+            );
+            assert!(!can_see_private(None, &v), "anonymous sees {viewer:?}");
+        }
+    }
+}
