@@ -122,7 +122,7 @@ impl Filter {
             .is_some_and(|term| term.chars().count() >= 3)
     }
 
-    fn condition(&self) -> Condition {
+    fn condition(&self, backend: DatabaseBackend) -> Condition {
         let mut all = Condition::all();
         if let Some(search) = self.search.as_deref().filter(|s| !s.is_empty()) {
             let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
@@ -136,6 +136,21 @@ impl Filter {
                 any = any.add(Expr::expr(Func::lower(Expr::col(column))).like(like()));
             }
             all = all.add(any);
+            // The indexed form of the same search (see the search_text migration); the exact
+            // condition above stays, so a match across two fields is never returned.
+            if self.trigram_search() {
+                all = match backend {
+                    DatabaseBackend::Postgres => all.add(Expr::cust_with_values(
+                        format!("({SEARCH_TEXT}) LIKE $1"),
+                        [pattern.clone()],
+                    )),
+                    DatabaseBackend::Sqlite => all.add(Expr::cust_with_values(
+                        "users.rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?)",
+                        [format!("\"{}\"", search.replace('"', "\"\""))],
+                    )),
+                    _ => all,
+                };
+            }
         }
         if let Some(role) = self.role {
             all = all.add(Column::Role.eq(role));
@@ -146,6 +161,10 @@ impl Filter {
         all
     }
 }
+
+/// The expression PostgreSQL's search index is built on, exactly as the migration wrote it.
+const SEARCH_TEXT: &str = "username_key || E'\\n' || email || E'\\n' || \
+    coalesce(lower(first_name), '') || E'\\n' || coalesce(lower(last_name), '')";
 
 /// Makes `%`, `_` and the escape character itself match literally.
 fn escape_like(text: &str) -> String {
@@ -182,7 +201,7 @@ pub async fn page(
     after: Option<Position>,
     limit: u64,
 ) -> Result<Page, DbErr> {
-    let mut query = Users::find().filter(filter.condition());
+    let mut query = Users::find().filter(filter.condition(db.backend()));
     if let Some(after) = after {
         // A row-value comparison: both databases walk the (created_at, id) index from the
         // cursor, whatever the page number.
@@ -221,7 +240,40 @@ pub async fn page(
 }
 
 pub async fn count(db: &impl ConnectionTrait, filter: &Filter) -> Result<u64, DbErr> {
-    Users::find().filter(filter.condition()).count(db).await
+    Users::find()
+        .filter(filter.condition(db.get_database_backend()))
+        .count(db)
+        .await
 }
 
 pub use user::ActiveModel;
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DatabaseBackend, EntityTrait, QueryFilter, QueryTrait};
+
+    use super::*;
+
+    /// The indexed condition binds its own value, after the four exact `LIKE`s.
+    #[test]
+    fn search_binds_every_pattern() {
+        let filter = Filter {
+            search: Some("Ali%".into()),
+            ..Filter::default()
+        };
+        for backend in [DatabaseBackend::Postgres, DatabaseBackend::Sqlite] {
+            let statement = Users::find()
+                .filter(filter.condition(backend))
+                .build(backend);
+            let values = statement.values.map(|v| v.0).unwrap_or_default();
+            assert_eq!(values.len(), 5, "{}", statement.sql);
+            if backend == DatabaseBackend::Postgres {
+                assert!(statement.sql.contains(") LIKE $5"), "{}", statement.sql);
+                assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+            } else {
+                assert!(statement.sql.contains("MATCH ?"), "{}", statement.sql);
+                assert_eq!(values[4], sea_orm::Value::from("\"Ali%\""));
+            }
+        }
+    }
+}
