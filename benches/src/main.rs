@@ -100,7 +100,7 @@ async fn bench() -> Result<()> {
 
     let wrk = tools::wrk()?;
     let server_bin = std::env::current_exe()?;
-    let database = seed::Database::create(args.db, &args.postgres_url, &work_dir).await?;
+    let database = seed::Database::create(args.db, &args.postgres_url, &work_dir, "bench").await?;
     let result = run(&args, cores, &wrk, &server_bin, &database, &work_dir).await;
     database.drop_now().await;
     let _ = std::fs::remove_dir_all(&work_dir);
@@ -288,6 +288,13 @@ async fn run(
             load(&owner, Bodies::Pick(searches), c).run()?,
         );
     }
+    const PREFIX_SEARCH: &str = "users(search) common prefix";
+    if wanted(PREFIX_SEARCH) {
+        scenario(
+            PREFIX_SEARCH,
+            common_prefix_search(args, cores, wrk, server_bin, work_dir).await?,
+        );
+    }
     let page_query = "query($after: String) { users(first: 50, after: $after) { nodes { id username } pageInfo { endCursor } } }";
     if wanted("users(first: 50) page 1") {
         scenario(
@@ -427,6 +434,52 @@ async fn run(
         }
     }
     Ok(report)
+}
+
+/// `users(first: 50, filter: {search: "u123"})` on a database of its own holding the
+/// common-prefix population ([`seed::seed_common_prefix`]), served by a second rollcall.
+async fn common_prefix_search(
+    args: &Args,
+    cores: usize,
+    wrk: &Path,
+    server_bin: &Path,
+    work_dir: &Path,
+) -> Result<Measured> {
+    let database =
+        seed::Database::create(args.db, &args.postgres_url, work_dir, "bench_prefix").await?;
+    let result = async {
+        eprintln!("seeding {} common-prefix users…", args.users);
+        let owner_login = seed::seed_common_prefix(&database.url, args.users).await?;
+        let server = ServerProcess::start(server_bin, &database.url)?;
+        let client = reqwest::Client::new();
+        let measured = async {
+            wait_until_ready(&client, &server.base).await?;
+            let owner = login(&client, &server.base, &owner_login, seed::OWNER_PASSWORD).await?;
+            let body = json!({
+                "query": "query($s: String!) { users(first: 50, filter: {search: $s}) { nodes { id username } } }",
+                "variables": {"s": "u123"},
+            });
+            Load {
+                wrk,
+                url: format!("{}/graphql", server.base),
+                tokens: vec![owner],
+                bodies: Bodies::Pick(vec![body.to_string()]),
+                connections: args.connections,
+                threads: cores as u32,
+                duration: args.duration,
+                warmup: args.warmup,
+                pids: vec![server.pid()],
+                work_dir: work_dir.to_path_buf(),
+            }
+            .run()
+        }
+        .await;
+        server.stop();
+        measured
+    }
+    .await;
+    database.drop_now().await;
+    result
 }
 
 /// PostGraphile 4 on the same table, one worker per core, serving the equivalent reads. It

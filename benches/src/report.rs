@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::Args;
 use crate::load::Measured;
+use crate::{Args, DbKind};
 
 pub struct Row {
     pub name: String,
@@ -41,7 +41,16 @@ pub struct Report {
     header: String,
     connections: u32,
     cores: usize,
+    db: DbKind,
 }
+
+/// lldap 0.6.3 on PostgreSQL, measured on this benchmark's machine class: `me`, a user by id,
+/// and a list of 50, in requests/s. SQLite must serve at least five times these.
+const LLDAP: [(&str, f64); 3] = [
+    ("me", 675.0),
+    ("user(id)", 623.0),
+    ("users(first: 50) + createdBy", 311.0),
+];
 
 impl Report {
     pub fn new(args: &Args, cores: usize) -> Self {
@@ -69,6 +78,7 @@ impl Report {
             header,
             connections: args.connections,
             cores,
+            db: args.db,
         }
     }
 
@@ -122,6 +132,20 @@ impl Report {
             );
         }
 
+        let ratio = |a: Option<&Measured>, b: Option<&Measured>| match (a, b) {
+            (Some(a), Some(b)) if b.requests_per_sec > 0.0 => {
+                Some(a.requests_per_sec / b.requests_per_sec)
+            }
+            _ => None,
+        };
+        if let Some(share) = ratio(self.find("me"), self.find_prefix("serverInfo")) {
+            let _ = writeln!(
+                out,
+                "- `me` as a share of `serverInfo`: {:.1}% (reported, not a target)",
+                share * 100.0
+            );
+        }
+
         out.push_str("\n## Targets\n\n| target | measured | result |\n|---|---|---|\n");
         let mut target = |name: &str, measured: String, ok: Option<bool>| {
             let verdict = match ok {
@@ -131,51 +155,68 @@ impl Report {
             };
             let _ = writeln!(out, "| {name} | {measured} | {verdict} |");
         };
-        let ratio = |a: Option<&Measured>, b: Option<&Measured>| match (a, b) {
-            (Some(a), Some(b)) if b.requests_per_sec > 0.0 => {
-                Some(a.requests_per_sec / b.requests_per_sec)
+        if self.db == DbKind::Postgres {
+            for (ours, theirs, label) in [
+                (
+                    "user(id)",
+                    "PostGraphile userById",
+                    "user(id) ≥ 2× PostGraphile, lower p99",
+                ),
+                (
+                    "users(first: 50) + createdBy",
+                    "PostGraphile allUsers(first: 50) + creator",
+                    "users(first: 50) ≥ 2× PostGraphile, lower p99",
+                ),
+            ] {
+                let (a, b) = (self.find(ours), self.find(theirs));
+                let r = ratio(a, b);
+                let p99_lower = a.zip(b).map(|(a, b)| a.p99_ms < b.p99_ms);
+                target(
+                    label,
+                    match (r, a, b) {
+                        (Some(r), Some(a), Some(b)) => {
+                            format!("{r:.2}×, p99 {:.2} vs {:.2} ms", a.p99_ms, b.p99_ms)
+                        }
+                        _ => "-".into(),
+                    },
+                    r.zip(p99_lower).map(|(r, lower)| r >= 2.0 && lower),
+                );
             }
-            _ => None,
-        };
-        for (ours, theirs, label) in [
-            (
-                "user(id)",
-                "PostGraphile userById",
-                "user(id) ≥ 2× PostGraphile, lower p99",
-            ),
-            (
-                "users(first: 50) + createdBy",
-                "PostGraphile allUsers(first: 50) + creator",
-                "users(first: 50) ≥ 2× PostGraphile, lower p99",
-            ),
-        ] {
-            let (a, b) = (self.find(ours), self.find(theirs));
-            let r = ratio(a, b);
-            let p99_lower = a.zip(b).map(|(a, b)| a.p99_ms < b.p99_ms);
+        } else {
+            for (name, lldap) in LLDAP {
+                let rate = self.find(name).map(|m| m.requests_per_sec);
+                target(
+                    &format!("{name} ≥ 5× lldap on PostgreSQL ({:.0}/s)", 5.0 * lldap),
+                    rate.map_or("-".into(), |r| format!("{r:.0}/s ({:.1}×)", r / lldap)),
+                    rate.map(|r| r >= 5.0 * lldap),
+                );
+            }
+            let refresh = self.find("refreshToken").map(|m| m.p99_ms);
             target(
-                label,
-                match (r, a, b) {
-                    (Some(r), Some(a), Some(b)) => {
-                        format!("{r:.2}×, p99 {:.2} vs {:.2} ms", a.p99_ms, b.p99_ms)
-                    }
-                    _ => "-".into(),
-                },
-                r.zip(p99_lower).map(|(r, lower)| r >= 2.0 && lower),
+                "refreshToken p99 ≤ 100 ms",
+                refresh.map_or("-".into(), |p| format!("{p:.2} ms")),
+                refresh.map(|p| p <= 100.0),
             );
         }
-        // Shares carry a decimal: a share just under its bound must not print as the bound.
-        let r = ratio(self.find("me"), self.find_prefix("serverInfo"));
-        target(
-            "me ≥ 60% of serverInfo",
-            r.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
-            r.map(|r| r >= 0.6),
-        );
+        let search_floor = if self.db == DbKind::Postgres {
+            1000.0
+        } else {
+            200.0
+        };
+        for name in ["users(search)", "users(search) common prefix"] {
+            let rate = self.find(name).map(|m| m.requests_per_sec);
+            target(
+                &format!("{name} ≥ {search_floor:.0} req/s"),
+                rate.map_or("-".into(), |r| format!("{r:.0}/s")),
+                rate.map(|r| r >= search_floor),
+            );
+        }
         let login = self.find("login").map(|m| m.requests_per_sec);
         let share = login
             .filter(|_| self.argon2_verifies_per_sec > 0.0)
             .map(|l| l / self.argon2_verifies_per_sec);
         target(
-            "login ≥ 90% of raw argon2 verify rate",
+            "login ≥ 80% of raw argon2 verify rate",
             share.map_or("-".into(), |s| {
                 format!(
                     "{:.1}% ({:.1} of {:.1}/s)",
@@ -184,7 +225,7 @@ impl Report {
                     self.argon2_verifies_per_sec
                 )
             }),
-            share.map(|s| s >= 0.9),
+            share.map(|s| s >= 0.8),
         );
         let (idle, flood) = (
             self.find("me, idle (fewer connections)"),

@@ -33,14 +33,23 @@ pub struct Database {
 }
 
 impl Database {
-    pub async fn create(kind: DbKind, postgres_url: &str, work_dir: &Path) -> Result<Self> {
+    /// A new database called `label` (unique to this run).
+    pub async fn create(
+        kind: DbKind,
+        postgres_url: &str,
+        work_dir: &Path,
+        label: &str,
+    ) -> Result<Self> {
         match kind {
             DbKind::Sqlite => Ok(Self {
-                url: format!("sqlite://{}?mode=rwc", work_dir.join("bench.db").display()),
+                url: format!(
+                    "sqlite://{}?mode=rwc",
+                    work_dir.join(format!("{label}.db")).display()
+                ),
                 postgres: None,
             }),
             DbKind::Postgres => {
-                let name = format!("rollcall_bench_{}", std::process::id());
+                let name = format!("rollcall_{label}_{}", std::process::id());
                 let admin = SeaDatabase::connect(postgres_url)
                     .await
                     .with_context(|| format!("connecting to {postgres_url}"))?;
@@ -169,15 +178,7 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         .await?
         .context("no row before the deep page")?;
     let deep_cursor = rollcall::graphql::encode_cursor(&before);
-    // The table has just taken every row in bulk. Settle it as autovacuum soon would
-    // (planner statistics, the trigram index's pending list), so that every scenario, and the
-    // peer, reads the same settled table whenever autovacuum happens to run.
-    let settle = match service.db().backend() {
-        sea_orm::DatabaseBackend::Postgres => "VACUUM ANALYZE users",
-        _ => "ANALYZE",
-    };
-    service.db().conn().execute_unprepared(settle).await?;
-    service.db().conn().clone().close().await?;
+    settle(&service).await?;
     Ok(Seeded {
         owner_login: "owner".into(),
         logins,
@@ -185,6 +186,60 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         deep_page,
         deep_cursor,
     })
+}
+
+/// The table has just taken every row in bulk. Settle it as autovacuum soon would (planner
+/// statistics, the trigram index's pending list), so that every scenario, and the peer, reads
+/// the same settled table whenever autovacuum happens to run.
+async fn settle(service: &Service) -> Result<()> {
+    let settle = match service.db().backend() {
+        sea_orm::DatabaseBackend::Postgres => "VACUUM ANALYZE users",
+        _ => "ANALYZE",
+    };
+    service.db().conn().execute_unprepared(settle).await?;
+    service.db().conn().clone().close().await?;
+    Ok(())
+}
+
+/// A population whose usernames and emails share one prefix (`u1` … `uN`,
+/// `u1@example.com` …, no names), where a search for a common fragment such as `u123` is hard
+/// for a planner: every row holds some of its trigrams. Returns the owner's login.
+pub async fn seed_common_prefix(url: &str, users: usize) -> Result<String> {
+    let service = Service::start(&Settings::with_database(url)).await?;
+    let owner = NewUser {
+        username: "owner".into(),
+        email: "owner@example.com".into(),
+        password: OWNER_PASSWORD.into(),
+        ..NewUser::default()
+    };
+    service
+        .create_user(None, owner, Role::Owner)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = Argon2::default()
+        .hash_password(PASSWORDS[0].as_bytes())
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+        .to_string();
+    for start in (1..=users).step_by(IMPORT_BATCH) {
+        let batch = (start..(start + IMPORT_BATCH).min(users + 1))
+            .map(|i| ImportedUser {
+                username: format!("u{i}"),
+                email: format!("u{i}@example.com"),
+                password_hash: hash.clone(),
+                first_name: None,
+                last_name: None,
+                phone: None,
+                role: Role::Standard,
+                created_by: None,
+            })
+            .collect();
+        service
+            .import_users(batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    settle(&service).await?;
+    Ok("owner".into())
 }
 
 /// argon2id verifies per second with rollcall's parameters on `threads` threads: the raw
