@@ -1,0 +1,100 @@
+//! Uniqueness under races, and the validation of bulk imports.
+
+mod support;
+
+use rollcall::db::Role;
+use rollcall::service::ImportedUser;
+use serde_json::json;
+use support::{TestApp, assert_code};
+
+/// Two users change their email to the same new address at once, many times over. Whichever
+/// loses is told the email is in use, whether the pre-check or the unique index caught it
+/// (the index path once re-checked the old values and blamed the username).
+async fn racing_email_changes_conflict_on_email(app: TestApp) {
+    let owner = app.register("owner").await;
+    let a = app.create_user(&owner, "racer-a", "STANDARD").await;
+    let b = app.create_user(&owner, "racer-b", "STANDARD").await;
+    for round in 0..15 {
+        let email = format!("shared{round}@example.com");
+        let (first, second) = tokio::join!(
+            app.update_user(&owner, &a, json!({"email": email})),
+            app.update_user(&owner, &b, json!({"email": email})),
+        );
+        let failed: Vec<_> = [&first, &second]
+            .into_iter()
+            .filter(|body| body.get("errors").is_some())
+            .collect();
+        assert_eq!(failed.len(), 1, "round {round}: {first} / {second}");
+        assert_code(failed[0], "CONFLICT");
+        let fields = &failed[0]["errors"][0]["extensions"]["fields"];
+        assert!(
+            fields.get("email").is_some(),
+            "round {round}: {}",
+            failed[0]
+        );
+        assert!(
+            fields.get("username").is_none(),
+            "round {round}: {}",
+            failed[0]
+        );
+    }
+}
+
+fn imported(username: &str) -> ImportedUser {
+    ImportedUser {
+        username: username.into(),
+        email: format!("{username}@example.com"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+            .into(),
+        first_name: None,
+        last_name: None,
+        phone: None,
+        role: Role::Standard,
+        created_by: None,
+    }
+}
+
+/// Imports check names and phone as `createUser` does, name the row, and write nothing when
+/// any row is invalid.
+async fn imports_validate_like_create_user(app: TestApp) {
+    let service = &app.server().service;
+    let mut rows = vec![imported("import-ok"), imported("import-bad")];
+    rows[1].first_name = Some("x".repeat(101));
+    rows[1].phone = Some("0\u{0}1".into());
+    let err = service
+        .import_users(rows)
+        .await
+        .expect_err("a 101-character name and a NUL are refused");
+    assert_eq!(err.code(), "BAD_USER_INPUT");
+    let rollcall::error::AppError::BadInput(fields) = err else {
+        unreachable!()
+    };
+    assert!(fields.contains_key("1.firstName"), "{fields:?}");
+    assert!(fields.contains_key("1.phone"), "{fields:?}");
+
+    let mut rows = vec![imported("import-ok")];
+    rows[0].last_name = Some("  Lovelace ".into());
+    service
+        .import_users(rows)
+        .await
+        .expect("a valid row imports");
+    let owner = app.register("owner").await;
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "{ users(filter: {search: \"import\"}) { nodes { username lastName } } }",
+            json!({}),
+        )
+        .await;
+    // Trimmed like createUser's, and the refused batch left nothing behind.
+    assert_eq!(
+        body["data"]["users"]["nodes"],
+        json!([{"username": "import-ok", "lastName": "Lovelace"}]),
+        "{body}"
+    );
+}
+
+backend_tests!(
+    racing_email_changes_conflict_on_email,
+    imports_validate_like_create_user,
+);
