@@ -6,7 +6,9 @@ use std::io::Write;
 use std::process::Stdio;
 
 use serde_json::json;
-use support::{Backend, PASSWORD, ServerProcess, TestDb, gql_at, rollcall_command};
+use support::{
+    Backend, PASSWORD, ServerProcess, TestDb, gql_at, output_or_kill, rollcall_command, run_or_kill,
+};
 
 fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = rollcall_command(database_url, &[])
@@ -22,7 +24,7 @@ fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Outp
         .expect("stdin piped")
         .write_all(stdin.as_bytes())
         .expect("write password");
-    child.wait_with_output().expect("rollcall exits")
+    output_or_kill(child, &format!("rollcall {}", args.join(" ")))
 }
 
 /// `rollcall user create` with [`PASSWORD`] on stdin.
@@ -136,10 +138,10 @@ async fn postgres_create_and_promote() {
 #[tokio::test]
 async fn short_jwt_secret_stops_start_up() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let out = rollcall_command(&db.url, &[("ROLLCALL_JWT_SECRET", "too-short")])
-        .arg("serve")
-        .output()
-        .expect("run rollcall");
+    let out = run_or_kill(
+        rollcall_command(&db.url, &[("ROLLCALL_JWT_SECRET", "too-short")]).arg("serve"),
+        "rollcall serve with a short key",
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -180,10 +182,10 @@ async fn generated_key_survives_restarts() {
 
 #[test]
 fn schema_command_prints_the_sdl() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("schema")
-        .output()
-        .expect("run rollcall schema");
+    let out = run_or_kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall")).arg("schema"),
+        "rollcall schema",
+    );
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),

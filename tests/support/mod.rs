@@ -429,7 +429,7 @@ impl ServerProcess {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -TERM");
-        child.wait().expect("wait for rollcall")
+        wait_or_kill(&mut child, "rollcall serve after SIGTERM")
     }
 }
 
@@ -475,4 +475,63 @@ pub fn rollcall_command(database_url: &str, env: &[(&str, &str)]) -> std::proces
         .env("RUST_LOG", "info")
         .envs(env.iter().copied());
     command
+}
+
+/// How long a test waits for a process to exit before it kills it and fails.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for `child` to exit. After [`PROCESS_TIMEOUT`] it kills the child and fails the
+/// test, so a process that hangs is a failure and not a test run that never ends.
+#[track_caller]
+pub fn wait_or_kill(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child process") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {PROCESS_TIMEOUT:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Like [`std::process::Child::wait_with_output`], but killing the child and failing the
+/// test after [`PROCESS_TIMEOUT`]. Its piped stdout and stderr are read while it runs.
+#[track_caller]
+pub fn output_or_kill(mut child: std::process::Child, what: &str) -> std::process::Output {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_or_kill(&mut child, what);
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("read stdout"),
+        stderr: stderr.join().expect("read stderr"),
+    }
+}
+
+/// Like [`std::process::Command::output`] (stdin empty, stdout and stderr captured), but
+/// failing the test after [`PROCESS_TIMEOUT`].
+#[track_caller]
+pub fn run_or_kill(command: &mut std::process::Command, what: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawn {what}: {err}"));
+    output_or_kill(child, what)
 }
