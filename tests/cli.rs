@@ -5,9 +5,8 @@ mod support;
 use std::io::Write;
 use std::process::Stdio;
 
-use serde_json::json;
 use support::{
-    Backend, PASSWORD, ServerProcess, TestDb, gql_at, output_or_kill, rollcall_command, run_or_kill,
+    Backend, Gql, PASSWORD, ServerProcess, TestDb, output_or_kill, rollcall_command, run_or_kill,
 };
 
 fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
@@ -46,21 +45,6 @@ fn create_user(database_url: &str, username: &str, role: &str) -> std::process::
     )
 }
 
-async fn role_after_login(client: &reqwest::Client, base: &str, login: &str) -> String {
-    let body = gql_at(
-        client,
-        base,
-        None,
-        support::LOGIN,
-        json!({"input": {"login": login, "password": PASSWORD}}),
-    )
-    .await;
-    body["data"]["login"]["user"]["role"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login failed: {body}"))
-        .to_owned()
-}
-
 async fn create_and_promote(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
@@ -94,15 +78,8 @@ async fn create_and_promote(backend: Backend) {
     );
 
     let server = ServerProcess::start(&db.url, &[]);
-    let client = reqwest::Client::new();
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "alice").await,
-        "OWNER"
-    );
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "bob").await,
-        "ADMIN"
-    );
+    assert_eq!(server.login_as("alice").await.role, "OWNER");
+    assert_eq!(server.login_as("bob").await.role, "ADMIN");
 
     let out = run_cli(&db.url, &["user", "promote-owner", "bob"], "");
     assert!(
@@ -110,14 +87,8 @@ async fn create_and_promote(backend: Backend) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "bob").await,
-        "OWNER"
-    );
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "alice").await,
-        "ADMIN"
-    );
+    assert_eq!(server.login_as("bob").await.role, "OWNER");
+    assert_eq!(server.login_as("alice").await.role, "ADMIN");
 
     let out = run_cli(&db.url, &["user", "promote-owner", "nobody"], "");
     assert!(!out.status.success());
@@ -153,30 +124,11 @@ async fn short_jwt_secret_stops_start_up() {
 #[tokio::test]
 async fn generated_key_survives_restarts() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let client = reqwest::Client::new();
     let first = ServerProcess::start(&db.url, &[]);
-    let body = gql_at(
-        &client,
-        &first.base_url,
-        None,
-        support::REGISTER,
-        json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
-    )
-    .await;
-    let token = body["data"]["register"]["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let alice = first.register("alice").await;
     assert!(first.terminate().success());
     let second = ServerProcess::start(&db.url, &[]);
-    let me = gql_at(
-        &client,
-        &second.base_url,
-        Some(&token),
-        "{ me { username } }",
-        json!({}),
-    )
-    .await;
+    let me = second.me(&alice.access).await;
     assert_eq!(me["data"]["me"]["username"], "alice", "{me}");
 }
 
