@@ -482,24 +482,67 @@ async fn deleting_revokes_at_once(app: TestApp) {
     assert_code(&app.refresh(&carol.refresh).await, "UNAUTHENTICATED");
 }
 
-async fn role_change_revokes_refresh_tokens(app: TestApp) {
+async fn role_change_revokes_sessions(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    assert_ok(&app.me(&bob.access).await);
 
     let body = app.set_role(&owner, &bob.id, "ADMIN").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
 
     let admin = app.login_as("bob").await;
     assert_eq!(admin.role, "ADMIN");
+    assert_ok(&app.me(&admin.access).await);
     assert_ok(&app.set_role(&owner, &bob.id, "STANDARD").await);
+    assert_code(&app.me(&admin.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&admin.refresh).await, "UNAUTHENTICATED");
     // The owner's own sessions are not touched by changing someone else's role.
+    assert_ok(&app.me(&owner.access).await);
     assert_ok(&app.refresh(&owner.refresh).await);
 }
 
-async fn password_change_revokes_refresh_tokens(app: TestApp) {
+/// Handing ownership over changes two roles, so both users lose every session: the old owner's
+/// tokens must not keep acting with the owner's powers.
+async fn ownership_transfer_revokes_both_users_sessions(app: TestApp) {
+    let owner = app.register("owner").await;
+    let owner_elsewhere = app.login_as("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    let bystander = app.user_with_role(&owner, "std1", "STANDARD").await;
+    for session in [&owner, &owner_elsewhere, &admin] {
+        assert_ok(&app.me(&session.access).await);
+    }
+
+    let body = app.set_role(&owner, &admin.id, "OWNER").await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["setRole"]["role"], "OWNER", "{body}");
+
+    for (who, session) in [
+        ("old owner", &owner),
+        ("old owner's other session", &owner_elsewhere),
+        ("new owner", &admin),
+    ] {
+        let body = app.me(&session.access).await;
+        assert_code(&body, "UNAUTHENTICATED");
+        assert!(body["data"].is_null(), "{who}: {body}");
+        assert_code(&app.refresh(&session.refresh).await, "UNAUTHENTICATED");
+    }
+    // The old owner's old token can no longer change roles.
+    assert_code(
+        &app.set_role(&owner, &bystander.id, "ADMIN").await,
+        "UNAUTHENTICATED",
+    );
+    // Nobody else's sessions ended.
+    assert_ok(&app.me(&bystander.access).await);
+
+    // Signing in again gives each their new role.
+    assert_eq!(app.login_as("owner").await.role, "ADMIN");
+    assert_eq!(app.login_as("admin1").await.role, "OWNER");
+}
+
+async fn password_change_revokes_sessions(app: TestApp) {
     const NEW_PASSWORD: &str = "a brand new passphrase";
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
@@ -514,6 +557,9 @@ async fn password_change_revokes_refresh_tokens(app: TestApp) {
         .await;
     assert_ok(&body);
 
+    // Every session ends, the one that changed the password included.
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob_elsewhere.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
     assert_code(
         &app.refresh(&bob_elsewhere.refresh).await,
@@ -533,8 +579,11 @@ async fn password_change_revokes_refresh_tokens(app: TestApp) {
         .update_user(&owner, &bob.id, json!({"password": PASSWORD}))
         .await;
     assert_ok(&body);
+    assert_code(&app.me(&fresh.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&fresh.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.login("bob", NEW_PASSWORD).await, "UNAUTHENTICATED");
+    // The owner who set it keeps their session.
+    assert_ok(&app.me(&owner.access).await);
     let body = app.login("bob", PASSWORD).await;
     assert_ok(&body);
     assert_ok(&app.me(&Session::from_payload(&body, "login").access).await);
@@ -546,12 +595,12 @@ async fn role_changes_take_effect_at_once(app: TestApp) {
     assert_code(&app.users(&carol, json!({"first": 10})).await, "FORBIDDEN");
 
     assert_ok(&app.set_role(&owner, &carol.id, "ADMIN").await);
-    // Whatever happens to the old access token, it never acts with a role that is gone or
-    // one that was never checked: either refused, or allowed as the ADMIN Carol now is.
+    // The role change ended Carol's sessions: the old access token acts with no role at all,
+    // neither the STANDARD one that is gone nor the ADMIN one it was never issued for.
     let old = app.users(&carol, json!({"first": 10})).await;
-    if old.get("errors").is_some() {
-        assert_code(&old, "UNAUTHENTICATED");
-    }
+    assert_code(&old, "UNAUTHENTICATED");
+    assert!(old["data"].is_null(), "{old}");
+    assert_code(&app.me(&carol.access).await, "UNAUTHENTICATED");
 
     let admin = app.login_as("carol").await;
     assert_eq!(admin.role, "ADMIN");
@@ -566,13 +615,7 @@ async fn role_changes_take_effect_at_once(app: TestApp) {
         stale["data"].is_null() || stale["data"]["users"].is_null(),
         "a demoted ADMIN's old token still lists users: {stale}"
     );
-    assert!(
-        matches!(
-            support::error_code(&stale),
-            Some("UNAUTHENTICATED" | "FORBIDDEN")
-        ),
-        "{stale}"
-    );
+    assert_code(&stale, "UNAUTHENTICATED");
     // A new session after the demotion is STANDARD and refused.
     let standard = app.login_as("carol").await;
     assert_eq!(standard.role, "STANDARD");
@@ -686,8 +729,9 @@ backend_tests!(
     concurrent_requests_see_only_their_own_session,
     disabling_revokes_at_once,
     deleting_revokes_at_once,
-    role_change_revokes_refresh_tokens,
-    password_change_revokes_refresh_tokens,
+    role_change_revokes_sessions,
+    ownership_transfer_revokes_both_users_sessions,
+    password_change_revokes_sessions,
     role_changes_take_effect_at_once,
     instances_share_tokens_and_revocations,
     user_by_id_checks_the_session_too,
