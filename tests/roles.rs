@@ -1109,6 +1109,50 @@ async fn created_by_is_batched(app: TestApp) {
     assert!(large <= 4, "{large} statements for one page");
 }
 
+/// Statements run by `query` as `session`; the query must succeed.
+async fn statements_for(app: &TestApp, session: &Session, query: &str) -> (u64, Value) {
+    let before = app.statement_count();
+    let body = app.gql(Some(&session.access), query, json!({})).await;
+    let after = app.statement_count();
+    assert_ok(&body);
+    (after - before, body)
+}
+
+/// `totalCount` is one more statement, run only for a query that selects it.
+async fn total_count_costs_a_statement_only_when_selected(app: TestApp) {
+    let owner = owner_admin_and_members(&app, "member", 8).await;
+    let plain = "{ users(first: 5) { nodes { id } } }";
+    let counted = "{ users(first: 5) { totalCount nodes { id } } }";
+
+    let mut costs = Vec::new();
+    // Alternated and repeated, so neither query is measured only while something is warming.
+    for query in [plain, counted, plain, counted] {
+        let (cost, body) = statements_for(&app, &owner, query).await;
+        let page = &body["data"]["users"];
+        assert_eq!(page["nodes"].as_array().map(Vec::len), Some(5), "{body}");
+        if query == counted {
+            assert_eq!(page["totalCount"], 10, "{body}");
+        } else {
+            assert!(page.get("totalCount").is_none(), "{body}");
+        }
+        costs.push(cost);
+    }
+    let (without, with) = (costs[0], costs[1]);
+    assert_eq!(
+        costs[2], without,
+        "statements for the page alone are stable: {costs:?}"
+    );
+    assert_eq!(
+        costs[3], with,
+        "statements with totalCount are stable: {costs:?}"
+    );
+    assert!(
+        without < with,
+        "totalCount selected costs {with} statements, not selected {without}: the count runs \
+         either always or never"
+    );
+}
+
 /// `createdBy` through edges, in a searched page, and one level further (the creators' own
 /// creators, which the page query did not fetch).
 async fn created_by_in_edges_searches_and_nested(app: TestApp) {
@@ -1232,6 +1276,7 @@ backend_tests!(
     demo_mode_is_read_only with |s| { s.demo = true; },
     pagination_search_and_filters,
     created_by_is_batched,
+    total_count_costs_a_statement_only_when_selected,
     created_by_in_edges_searches_and_nested,
     page_nodes_match_the_generic_resolution,
 );
