@@ -341,6 +341,24 @@ async fn refresh_rotates_and_reuse_revokes_the_family(app: TestApp) {
     }
 }
 
+/// A refresh token lives `ROLLCALL_REFRESH_TTL` (a second here) and not a moment longer.
+async fn refresh_tokens_expire(app: TestApp) {
+    let alice = app.register("alice").await;
+    // The control: a young refresh token rotates, so the refusal below is about age alone.
+    let body = app.refresh(&alice.refresh).await;
+    assert_ok(&body);
+    let rotated = Session::from_payload(&body, "refreshToken");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let body = app.refresh(&rotated.refresh).await;
+    assert_code(&body, "UNAUTHENTICATED");
+    assert!(body["data"].is_null(), "{body}");
+
+    // A new login gets a new refresh token that works.
+    let fresh = app.login_as("alice").await;
+    assert_ok(&app.refresh(&fresh.refresh).await);
+}
+
 async fn simultaneous_refreshes_yield_exactly_one_token(app: TestApp) {
     app.register("alice").await;
     for round in 0..5 {
@@ -727,6 +745,7 @@ backend_tests!(
     forged_tokens_are_refused with |s| s.jwt_secret = Some(crate::known_secret()),
     access_tokens_expire with |s| s.access_ttl = std::time::Duration::from_secs(1),
     refresh_rotates_and_reuse_revokes_the_family,
+    refresh_tokens_expire with |s| s.refresh_ttl = std::time::Duration::from_secs(1),
     simultaneous_refreshes_yield_exactly_one_token,
     logout_ends_only_that_session,
     logout_of_a_rotated_session_ends_the_family,
