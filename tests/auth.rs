@@ -698,6 +698,33 @@ async fn instances_share_tokens_and_revocations(app: TestApp) {
     second_server.stop().await;
 }
 
+/// A user deleted through one instance is refused by another at once, with the access token
+/// that instance itself issued and had just accepted.
+async fn deleted_users_are_refused_by_every_instance(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob_id = app.create_user(&owner, "bob", "STANDARD").await;
+    let second_server = app.second_instance().await;
+    let second = app.at(&second_server);
+    let bob = second.login_as("bob").await;
+    let body = second.me(&bob.access).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["me"]["id"], bob_id.as_str(), "{body}");
+
+    let body = app.delete_user(&owner, &bob_id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], bob_id.as_str(), "{body}");
+
+    let body = second.me(&bob.access).await;
+    assert_code(&body, "UNAUTHENTICATED");
+    assert!(body["data"].is_null(), "{body}");
+    assert_code(&second.refresh(&bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&second.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+    // The owner, who deleted Bob, keeps their session.
+    assert_ok(&second.me(&owner.access).await);
+
+    second_server.stop().await;
+}
+
 /// `user(id:)` authenticates in the same query as its lookup: a dead session must still be
 /// refused, whether the target is someone else or the caller.
 async fn user_by_id_checks_the_session_too(app: TestApp) {
@@ -757,6 +784,7 @@ backend_tests!(
     password_change_revokes_sessions,
     role_changes_take_effect_at_once,
     instances_share_tokens_and_revocations,
+    deleted_users_are_refused_by_every_instance,
     user_by_id_checks_the_session_too,
     closed_registration_is_forbidden with |s| {
         s.registration = rollcall::config::Registration::Closed;
