@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Backend, Gql, ServerProcess, Session, TestDb, assert_code};
+use support::{Backend, Gql, ServerProcess, Session, TestDb, assert_code, error_code};
 
 struct Pair {
     a: ServerProcess,
@@ -74,6 +74,15 @@ async fn two_processes_share_one_database(backend: Backend) {
             .map(|(_, who)| *who)
             .collect();
         assert_eq!(won.len(), 1, "round {round}: one transfer wins: {x} {y}");
+        // The loser is refused: FORBIDDEN when its caller was authenticated before the winner
+        // committed (a transfer demotes the caller only while it is still the owner), and
+        // UNAUTHENTICATED when after (the transfer ended the caller's sessions).
+        let lost = if won[0] == others[0] { &y } else { &x };
+        assert!(
+            matches!(error_code(lost), Some("FORBIDDEN" | "UNAUTHENTICATED")),
+            "round {round}: the losing transfer is refused: {lost}"
+        );
+        assert!(lost["data"]["setRole"].is_null(), "round {round}: {lost}");
         let mut owners = Vec::new();
         for (name, _) in &people {
             if pair.on(round % 2 == 1).login_as(name).await.role == "OWNER" {
