@@ -10,18 +10,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::{PASSWORD, Session, TestApp, assert_code, assert_ok};
+use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok};
 
 /// The signing key the forgery checks configure, so they can sign tokens the server must
 /// accept and prove that the refusals are about the one thing each token gets wrong.
 fn known_secret() -> String {
     "k".repeat(40)
 }
-
-const ME: &str = "{ me { id username role } }";
-const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
-const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
-const USERS: &str = "{ users(first: 10) { totalCount nodes { id username } } }";
 
 // ---------------------------------------------------------------------------------------------
 // Login
@@ -53,7 +48,7 @@ async fn login_by_username_and_email(app: TestApp) {
             session.refresh, alice.refresh,
             "every login gets its own refresh token"
         );
-        let me = me(&app, &session.access).await;
+        let me = app.me(&session.access).await;
         assert_ok(&me);
         assert_eq!(me["data"]["me"]["id"], alice.id.as_str());
         assert_eq!(me["data"]["me"]["username"], "alice");
@@ -65,7 +60,7 @@ async fn bad_credentials_are_indistinguishable(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
     let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
-    assert_ok(&disable(&app, &owner, &carol.id).await);
+    assert_ok(&app.disable(&owner, &carol.id).await);
 
     let wrong_password = app.login("bob", "not the password").await;
     let unknown_user = app.login("nobody", PASSWORD).await;
@@ -102,7 +97,7 @@ async fn bad_credentials_are_indistinguishable(app: TestApp) {
         );
     }
     // Bob's own sessions are untouched by the failed attempt.
-    assert_ok(&me(&app, &bob.access).await);
+    assert_ok(&app.me(&bob.access).await);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,17 +106,17 @@ async fn bad_credentials_are_indistinguishable(app: TestApp) {
 /// With a generated key the tests cannot sign a valid token, but anything they sign is foreign.
 async fn tokens_not_signed_by_the_server_are_refused(app: TestApp) {
     let alice = app.register("alice").await;
-    assert_ok(&me(&app, &alice.access).await);
+    assert_ok(&app.me(&alice.access).await);
     let claims = jwt_payload(&alice.access);
 
     let foreign = sign(&claims, Algorithm::HS256, known_secret().as_bytes());
-    assert_code(&me(&app, &foreign).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&foreign).await, "UNAUTHENTICATED");
     let none = unsigned(&claims);
-    assert_code(&me(&app, &none).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&none).await, "UNAUTHENTICATED");
     // The server's own signature over a header that says `none`.
     let signature = alice.access.rsplit('.').next().expect("signature part");
     let relabelled = format!("{}.{signature}", none.trim_end_matches('.'));
-    assert_code(&me(&app, &relabelled).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&relabelled).await, "UNAUTHENTICATED");
 
     // Tampering with the payload breaks the signature: a live token of a live session, given
     // a later expiry, is refused for its signature alone.
@@ -131,12 +126,12 @@ async fn tokens_not_signed_by_the_server_are_refused(app: TestApp) {
     let tampered_payload = URL_SAFE_NO_PAD.encode(bob_claims.to_string());
     let mut parts: Vec<&str> = bob.access.split('.').collect();
     parts[1] = &tampered_payload;
-    assert_code(&me(&app, &parts.join(".")).await, "UNAUTHENTICATED");
-    assert_ok(&me(&app, &bob.access).await);
+    assert_code(&app.me(&parts.join(".")).await, "UNAUTHENTICATED");
+    assert_ok(&app.me(&bob.access).await);
 
     // Not JWTs at all.
     for junk in ["", "Bearer", "a.b.c", "..", &alice.refresh] {
-        assert_code(&me(&app, junk).await, "UNAUTHENTICATED");
+        assert_code(&app.me(junk).await, "UNAUTHENTICATED");
     }
 }
 
@@ -169,14 +164,14 @@ async fn forged_tokens_are_refused(app: TestApp) {
 
     // The control: a well-formed token signed with the server's key is accepted, so every
     // refusal below is about what that token gets wrong.
-    let accepted = me(&app, &sign(&good, Algorithm::HS256, key)).await;
+    let accepted = app.me(&sign(&good, Algorithm::HS256, key)).await;
     assert_ok(&accepted);
     assert_eq!(accepted["data"]["me"]["id"], alice.id.as_str());
 
     let refuse = |what: String, token: String| {
         let app = &app;
         async move {
-            let body = me(app, &token).await;
+            let body = app.me(&token).await;
             assert_code(&body, "UNAUTHENTICATED");
             assert!(
                 body["data"].is_null(),
@@ -252,7 +247,7 @@ async fn forged_tokens_are_refused(app: TestApp) {
     let mut bob_claims = good.clone();
     bob_claims["sub"] = bob_issued["sub"].clone();
     bob_claims["sid"] = bob_issued["sid"].clone();
-    let body = me(&app, &sign(&bob_claims, Algorithm::HS256, key)).await;
+    let body = app.me(&sign(&bob_claims, Algorithm::HS256, key)).await;
     assert_ok(&body);
     assert_eq!(body["data"]["me"]["id"], bob.id.as_str());
     let mut crossed = bob_claims.clone();
@@ -264,7 +259,7 @@ async fn forged_tokens_are_refused(app: TestApp) {
     .await;
 
     // A valid token of a session that has ended is refused although its signature is good.
-    assert_eq!(logout(&app, &alice.refresh).await["data"]["logout"], true);
+    assert_eq!(app.logout(&alice.refresh).await["data"]["logout"], true);
     refuse(
         "well formed, session logged out".into(),
         sign(&good, Algorithm::HS256, key),
@@ -283,17 +278,17 @@ async fn access_tokens_expire(app: TestApp) {
         "expiresAt {expires} should be about a second after {before}"
     );
     let session = Session::from_payload(&body, "login");
-    assert_ok(&me(&app, &session.access).await);
+    assert_ok(&app.me(&session.access).await);
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_code(&me(&app, &session.access).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&session.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 
     // Only the access token expired: the session refreshes into a fresh one that works.
-    let refreshed = refresh(&app, &session.refresh).await;
+    let refreshed = app.refresh(&session.refresh).await;
     assert_ok(&refreshed);
     let renewed = Session::from_payload(&refreshed, "refreshToken");
-    assert_ok(&me(&app, &renewed.access).await);
+    assert_ok(&app.me(&renewed.access).await);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,9 +296,9 @@ async fn access_tokens_expire(app: TestApp) {
 
 async fn refresh_rotates_and_reuse_revokes_the_family(app: TestApp) {
     let alice = app.register("alice").await;
-    let other = Session::from_payload(&app.login("alice", PASSWORD).await, "login");
+    let other = app.login_as("alice").await;
 
-    let body = refresh(&app, &alice.refresh).await;
+    let body = app.refresh(&alice.refresh).await;
     assert_ok(&body);
     let payload = &body["data"]["refreshToken"];
     assert_eq!(payload["tokenType"], "Bearer");
@@ -311,91 +306,117 @@ async fn refresh_rotates_and_reuse_revokes_the_family(app: TestApp) {
     let rotated = Session::from_payload(&body, "refreshToken");
     assert_eq!(rotated.id, alice.id);
     assert_ne!(rotated.refresh, alice.refresh, "the refresh token rotates");
-    let me_body = me(&app, &rotated.access).await;
+    let me_body = app.me(&rotated.access).await;
     assert_ok(&me_body);
     assert_eq!(me_body["data"]["me"]["id"], alice.id.as_str());
 
     // A second rotation works too, from the newest token.
-    let body = refresh(&app, &rotated.refresh).await;
+    let body = app.refresh(&rotated.refresh).await;
     assert_ok(&body);
     let newest = Session::from_payload(&body, "refreshToken");
-    assert_ok(&me(&app, &newest.access).await);
+    assert_ok(&app.me(&newest.access).await);
 
     // Replaying an already-rotated token fails and ends the whole family.
-    let replay = refresh(&app, &alice.refresh).await;
+    let replay = app.refresh(&alice.refresh).await;
     assert_code(&replay, "UNAUTHENTICATED");
     assert!(replay["data"].is_null(), "{replay}");
-    assert_code(&refresh(&app, &newest.refresh).await, "UNAUTHENTICATED");
-    assert_code(&refresh(&app, &rotated.refresh).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &newest.access).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &rotated.access).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&newest.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&newest.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 
     // Another login of the same user is another family and lives on.
-    assert_ok(&me(&app, &other.access).await);
-    let body = refresh(&app, &other.refresh).await;
+    assert_ok(&app.me(&other.access).await);
+    let body = app.refresh(&other.refresh).await;
     assert_ok(&body);
-    assert_ok(&me(&app, &Session::from_payload(&body, "refreshToken").access).await);
+    assert_ok(
+        &app.me(&Session::from_payload(&body, "refreshToken").access)
+            .await,
+    );
 
     // Tokens that were never issued.
     for junk in ["", "nonsense", &alice.access] {
-        assert_code(&refresh(&app, junk).await, "UNAUTHENTICATED");
+        assert_code(&app.refresh(junk).await, "UNAUTHENTICATED");
     }
 }
 
-async fn simultaneous_refreshes_yield_at_most_one_token(app: TestApp) {
+/// A refresh token lives `ROLLCALL_REFRESH_TTL` (a second here) and not a moment longer.
+async fn refresh_tokens_expire(app: TestApp) {
+    let alice = app.register("alice").await;
+    // The control: a young refresh token rotates, so the refusal below is about age alone.
+    let body = app.refresh(&alice.refresh).await;
+    assert_ok(&body);
+    let rotated = Session::from_payload(&body, "refreshToken");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let body = app.refresh(&rotated.refresh).await;
+    assert_code(&body, "UNAUTHENTICATED");
+    assert!(body["data"].is_null(), "{body}");
+
+    // A new login gets a new refresh token that works.
+    let fresh = app.login_as("alice").await;
+    assert_ok(&app.refresh(&fresh.refresh).await);
+}
+
+async fn simultaneous_refreshes_yield_exactly_one_token(app: TestApp) {
     app.register("alice").await;
     for round in 0..5 {
-        let session = Session::from_payload(&app.login("alice", PASSWORD).await, "login");
-        let (first, second) = tokio::join!(
-            refresh(&app, &session.refresh),
-            refresh(&app, &session.refresh)
-        );
+        let session = app.login_as("alice").await;
+        let (first, second) =
+            tokio::join!(app.refresh(&session.refresh), app.refresh(&session.refresh));
         let mut successes = 0;
         for body in [&first, &second] {
             if body.get("errors").is_none() {
                 successes += 1;
+                assert!(
+                    body["data"]["refreshToken"]["accessToken"].is_string(),
+                    "round {round}: {body}"
+                );
             } else {
                 // The loser is told its token is no good, not that the database choked.
                 assert_code(body, "UNAUTHENTICATED");
             }
         }
-        assert!(
-            successes <= 1,
-            "round {round}: one refresh token rotated twice:\n{first}\n{second}"
+        assert_eq!(
+            successes, 1,
+            "round {round}: a valid refresh token must rotate exactly once:\n{first}\n{second}"
         );
         // Whatever happened, the consumed token is spent.
-        assert_code(&refresh(&app, &session.refresh).await, "UNAUTHENTICATED");
+        assert_code(&app.refresh(&session.refresh).await, "UNAUTHENTICATED");
     }
 }
 
 async fn logout_ends_only_that_session(app: TestApp) {
     let alice = app.register("alice").await;
-    let other = Session::from_payload(&app.login("alice", PASSWORD).await, "login");
-    assert_ok(&me(&app, &alice.access).await);
+    let other = app.login_as("alice").await;
+    assert_ok(&app.me(&alice.access).await);
 
-    let body = logout(&app, &alice.refresh).await;
+    let body = app.logout(&alice.refresh).await;
     assert_ok(&body);
     assert_eq!(body["data"]["logout"], true, "{body}");
 
-    assert_code(&refresh(&app, &alice.refresh).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 
-    assert_ok(&me(&app, &other.access).await);
-    let body = refresh(&app, &other.refresh).await;
+    assert_ok(&app.me(&other.access).await);
+    let body = app.refresh(&other.refresh).await;
     assert_ok(&body);
-    assert_ok(&me(&app, &Session::from_payload(&body, "refreshToken").access).await);
+    assert_ok(
+        &app.me(&Session::from_payload(&body, "refreshToken").access)
+            .await,
+    );
 }
 
 async fn logout_of_a_rotated_session_ends_the_family(app: TestApp) {
     let alice = app.register("alice").await;
-    let body = refresh(&app, &alice.refresh).await;
+    let body = app.refresh(&alice.refresh).await;
     let rotated = Session::from_payload(&body, "refreshToken");
-    let body = logout(&app, &rotated.refresh).await;
+    let body = app.logout(&rotated.refresh).await;
     assert_eq!(body["data"]["logout"], true, "{body}");
-    assert_code(&refresh(&app, &rotated.refresh).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &rotated.access).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &alice.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 }
 
 /// Many requests in flight at once, from many sessions (some revoked), each answered for its
@@ -410,7 +431,7 @@ async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
         // Every third user logs out, so their access token must be refused.
         let live = n % 3 != 0;
         if !live {
-            assert_eq!(logout(&app, &session.refresh).await["data"]["logout"], true);
+            assert_eq!(app.logout(&session.refresh).await["data"]["logout"], true);
         }
         sessions.push((name, session, live));
     }
@@ -418,7 +439,7 @@ async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
     let requests = (0..120).map(|i| {
         let (name, session, live) = &sessions[i % sessions.len()];
         let app = &app;
-        async move { (name, *live, me(app, &session.access).await) }
+        async move { (name, *live, app.me(&session.access).await) }
     });
     for (name, live, body) in futures::future::join_all(requests).await {
         if live {
@@ -436,169 +457,195 @@ async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
 async fn disabling_revokes_at_once(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
-    let bob_again = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
-    assert_ok(&me(&app, &bob.access).await);
+    let bob_again = app.login_as("bob").await;
+    assert_ok(&app.me(&bob.access).await);
 
-    let body = disable(&app, &owner, &bob.id).await;
+    let body = app.disable(&owner, &bob.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["disabled"], true);
 
-    assert_code(&me(&app, &bob.access).await, "UNAUTHENTICATED");
-    assert_code(&me(&app, &bob_again.access).await, "UNAUTHENTICATED");
-    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob_again.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
 
     // Disabling revoked the refresh tokens; it did not merely block them while disabled.
     let body = app
-        .gql(
-            Some(&owner.access),
-            support::UPDATE_USER,
-            json!({"id": bob.id, "input": {"disabled": false}}),
-        )
+        .update_user(&owner, &bob.id, json!({"disabled": false}))
         .await;
     assert_ok(&body);
-    assert_code(&refresh(&app, &bob_again.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob_again.refresh).await, "UNAUTHENTICATED");
     // Once enabled again, Bob can log in afresh.
     let body = app.login("bob", PASSWORD).await;
     assert_ok(&body);
-    assert_ok(&me(&app, &Session::from_payload(&body, "login").access).await);
+    assert_ok(&app.me(&Session::from_payload(&body, "login").access).await);
     // The owner was never affected.
-    assert_ok(&me(&app, &owner.access).await);
+    assert_ok(&app.me(&owner.access).await);
 }
 
 async fn deleting_revokes_at_once(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
-    assert_ok(&me(&app, &bob.access).await);
+    assert_ok(&app.me(&bob.access).await);
 
-    let body = app
-        .gql(
-            Some(&owner.access),
-            support::DELETE_USER,
-            json!({"id": bob.id}),
-        )
-        .await;
+    let body = app.delete_user(&owner, &bob.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], bob.id.as_str());
 
-    assert_code(&me(&app, &bob.access).await, "UNAUTHENTICATED");
-    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
 
     // Deleting one's own account ends one's own sessions too.
     let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
-    let body = app
-        .gql(
-            Some(&carol.access),
-            support::DELETE_USER,
-            json!({"id": carol.id}),
-        )
-        .await;
+    let body = app.delete_user(&carol, &carol.id).await;
     assert_ok(&body);
-    assert_code(&me(&app, &carol.access).await, "UNAUTHENTICATED");
-    assert_code(&refresh(&app, &carol.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&carol.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&carol.refresh).await, "UNAUTHENTICATED");
 }
 
-async fn role_change_revokes_refresh_tokens(app: TestApp) {
+async fn role_change_revokes_sessions(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    assert_ok(&app.me(&bob.access).await);
 
     let body = app.set_role(&owner, &bob.id, "ADMIN").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
-    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
 
-    let admin = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
+    let admin = app.login_as("bob").await;
     assert_eq!(admin.role, "ADMIN");
+    assert_ok(&app.me(&admin.access).await);
     assert_ok(&app.set_role(&owner, &bob.id, "STANDARD").await);
-    assert_code(&refresh(&app, &admin.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&admin.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&admin.refresh).await, "UNAUTHENTICATED");
     // The owner's own sessions are not touched by changing someone else's role.
-    assert_ok(&refresh(&app, &owner.refresh).await);
+    assert_ok(&app.me(&owner.access).await);
+    assert_ok(&app.refresh(&owner.refresh).await);
 }
 
-async fn password_change_revokes_refresh_tokens(app: TestApp) {
+/// Handing ownership over changes two roles, so both users lose every session: the old owner's
+/// tokens must not keep acting with the owner's powers.
+async fn ownership_transfer_revokes_both_users_sessions(app: TestApp) {
+    let owner = app.register("owner").await;
+    let owner_elsewhere = app.login_as("owner").await;
+    let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
+    let bystander = app.user_with_role(&owner, "std1", "STANDARD").await;
+    for session in [&owner, &owner_elsewhere, &admin] {
+        assert_ok(&app.me(&session.access).await);
+    }
+
+    let body = app.set_role(&owner, &admin.id, "OWNER").await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["setRole"]["role"], "OWNER", "{body}");
+
+    for (who, session) in [
+        ("old owner", &owner),
+        ("old owner's other session", &owner_elsewhere),
+        ("new owner", &admin),
+    ] {
+        let body = app.me(&session.access).await;
+        assert_code(&body, "UNAUTHENTICATED");
+        assert!(body["data"].is_null(), "{who}: {body}");
+        assert_code(&app.refresh(&session.refresh).await, "UNAUTHENTICATED");
+    }
+    // The old owner's old token can no longer change roles.
+    assert_code(
+        &app.set_role(&owner, &bystander.id, "ADMIN").await,
+        "UNAUTHENTICATED",
+    );
+    // Nobody else's sessions ended.
+    assert_ok(&app.me(&bystander.access).await);
+
+    // Signing in again gives each their new role.
+    assert_eq!(app.login_as("owner").await.role, "ADMIN");
+    assert_eq!(app.login_as("admin1").await.role, "OWNER");
+}
+
+async fn password_change_revokes_sessions(app: TestApp) {
     const NEW_PASSWORD: &str = "a brand new passphrase";
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
-    let bob_elsewhere = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
+    let bob_elsewhere = app.login_as("bob").await;
 
     let body = app
-        .gql(
-            Some(&bob.access),
-            support::UPDATE_USER,
-            json!({"id": bob.id, "input": {"password": NEW_PASSWORD, "currentPassword": PASSWORD}}),
+        .update_user(
+            &bob,
+            &bob.id,
+            json!({"password": NEW_PASSWORD, "currentPassword": PASSWORD}),
         )
         .await;
     assert_ok(&body);
 
-    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    // Every session ends, the one that changed the password included.
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob_elsewhere.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
     assert_code(
-        &refresh(&app, &bob_elsewhere.refresh).await,
+        &app.refresh(&bob_elsewhere.refresh).await,
         "UNAUTHENTICATED",
     );
     assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
     let body = app.login("bob", NEW_PASSWORD).await;
     assert_ok(&body);
     let fresh = Session::from_payload(&body, "login");
-    assert_ok(&me(&app, &fresh.access).await);
-    let body = refresh(&app, &fresh.refresh).await;
+    assert_ok(&app.me(&fresh.access).await);
+    let body = app.refresh(&fresh.refresh).await;
     assert_ok(&body);
     let fresh = Session::from_payload(&body, "refreshToken");
 
     // A password set for Bob by the owner revokes Bob's sessions as well.
     let body = app
-        .gql(
-            Some(&owner.access),
-            support::UPDATE_USER,
-            json!({"id": bob.id, "input": {"password": PASSWORD}}),
-        )
+        .update_user(&owner, &bob.id, json!({"password": PASSWORD}))
         .await;
     assert_ok(&body);
-    assert_code(&refresh(&app, &fresh.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&fresh.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&fresh.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.login("bob", NEW_PASSWORD).await, "UNAUTHENTICATED");
+    // The owner who set it keeps their session.
+    assert_ok(&app.me(&owner.access).await);
     let body = app.login("bob", PASSWORD).await;
     assert_ok(&body);
-    assert_ok(&me(&app, &Session::from_payload(&body, "login").access).await);
+    assert_ok(&app.me(&Session::from_payload(&body, "login").access).await);
 }
 
 async fn role_changes_take_effect_at_once(app: TestApp) {
     let owner = app.register("owner").await;
     let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
-    assert_code(&users(&app, &carol).await, "FORBIDDEN");
+    assert_code(&app.users(&carol, json!({"first": 10})).await, "FORBIDDEN");
 
     assert_ok(&app.set_role(&owner, &carol.id, "ADMIN").await);
-    // Whatever happens to the old access token, it never acts with a role that is gone or
-    // one that was never checked: either refused, or allowed as the ADMIN Carol now is.
-    let old = users(&app, &carol).await;
-    if old.get("errors").is_some() {
-        assert_code(&old, "UNAUTHENTICATED");
-    }
+    // The role change ended Carol's sessions: the old access token acts with no role at all,
+    // neither the STANDARD one that is gone nor the ADMIN one it was never issued for.
+    let old = app.users(&carol, json!({"first": 10})).await;
+    assert_code(&old, "UNAUTHENTICATED");
+    assert!(old["data"].is_null(), "{old}");
+    assert_code(&app.me(&carol.access).await, "UNAUTHENTICATED");
 
-    let admin = Session::from_payload(&app.login("carol", PASSWORD).await, "login");
+    let admin = app.login_as("carol").await;
     assert_eq!(admin.role, "ADMIN");
-    let body = users(&app, &admin).await;
+    let body = app.users(&admin, json!({"first": 10})).await;
     assert_ok(&body);
     assert_eq!(body["data"]["users"]["totalCount"], 2, "{body}");
 
     assert_ok(&app.set_role(&owner, &carol.id, "STANDARD").await);
     // The ADMIN session opened before the demotion no longer lists users.
-    let stale = users(&app, &admin).await;
+    let stale = app.users(&admin, json!({"first": 10})).await;
     assert!(
         stale["data"].is_null() || stale["data"]["users"].is_null(),
         "a demoted ADMIN's old token still lists users: {stale}"
     );
-    assert!(
-        matches!(
-            support::error_code(&stale),
-            Some("UNAUTHENTICATED" | "FORBIDDEN")
-        ),
-        "{stale}"
-    );
+    assert_code(&stale, "UNAUTHENTICATED");
     // A new session after the demotion is STANDARD and refused.
-    let standard = Session::from_payload(&app.login("carol", PASSWORD).await, "login");
+    let standard = app.login_as("carol").await;
     assert_eq!(standard.role, "STANDARD");
-    assert_code(&users(&app, &standard).await, "FORBIDDEN");
-    let body = me(&app, &standard.access).await;
+    assert_code(
+        &app.users(&standard, json!({"first": 10})).await,
+        "FORBIDDEN",
+    );
+    let body = app.me(&standard.access).await;
     assert_eq!(body["data"]["me"]["role"], "STANDARD", "{body}");
 }
 
@@ -608,75 +655,74 @@ async fn role_changes_take_effect_at_once(app: TestApp) {
 async fn instances_share_tokens_and_revocations(app: TestApp) {
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
-    let second = app.second_instance().await;
-    let other = format!("http://{}", second.addr);
-    let at_second = |token: Option<&str>, query: &'static str, variables: Value| {
-        let (client, other) = (&app.client, other.as_str());
-        let token = token.map(str::to_owned);
-        async move { support::gql_at(client, other, token.as_deref(), query, variables).await }
-    };
+    let second_server = app.second_instance().await;
+    let second = app.at(&second_server);
 
     // An access token issued by one instance is accepted by the other.
-    let body = at_second(Some(&bob.access), ME, json!({})).await;
+    let body = second.me(&bob.access).await;
     assert_ok(&body);
     assert_eq!(body["data"]["me"]["id"], bob.id.as_str());
 
     // Rotated on the first, replayed on the second: reuse, and the family is gone everywhere.
-    let body = refresh(&app, &bob.refresh).await;
+    let body = app.refresh(&bob.refresh).await;
     assert_ok(&body);
     let rotated = Session::from_payload(&body, "refreshToken");
-    assert_ok(&at_second(Some(&rotated.access), ME, json!({})).await);
-    let replay = at_second(None, REFRESH, json!({"t": bob.refresh})).await;
+    assert_ok(&second.me(&rotated.access).await);
+    let replay = second.refresh(&bob.refresh).await;
     assert_code(&replay, "UNAUTHENTICATED");
-    assert_code(&refresh(&app, &rotated.refresh).await, "UNAUTHENTICATED");
-    assert_code(
-        &at_second(None, REFRESH, json!({"t": rotated.refresh})).await,
-        "UNAUTHENTICATED",
-    );
-    assert_code(&me(&app, &rotated.access).await, "UNAUTHENTICATED");
-    assert_code(
-        &at_second(Some(&rotated.access), ME, json!({})).await,
-        "UNAUTHENTICATED",
-    );
+    assert_code(&app.refresh(&rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(&second.refresh(&rotated.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&second.me(&rotated.access).await, "UNAUTHENTICATED");
 
     // Logged in on the second, refreshed on the first.
-    let body = at_second(
-        None,
-        support::LOGIN,
-        json!({"input": {"login": "bob", "password": PASSWORD}}),
-    )
-    .await;
-    let bob = Session::from_payload(&body, "login");
-    let body = refresh(&app, &bob.refresh).await;
+    let bob = second.login_as("bob").await;
+    let body = app.refresh(&bob.refresh).await;
     assert_ok(&body);
     let bob = Session::from_payload(&body, "refreshToken");
-    assert_ok(&me(&app, &bob.access).await);
+    assert_ok(&app.me(&bob.access).await);
 
     // Disabled through the second instance, refused at once by the first.
-    let body = at_second(
-        Some(&owner.access),
-        support::UPDATE_USER,
-        json!({"id": bob.id, "input": {"disabled": true}}),
-    )
-    .await;
+    let body = second.disable(&owner, &bob.id).await;
     assert_ok(&body);
-    assert_code(&me(&app, &bob.access).await, "UNAUTHENTICATED");
-    assert_code(&refresh(&app, &bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
-    assert_code(
-        &at_second(Some(&bob.access), ME, json!({})).await,
-        "UNAUTHENTICATED",
-    );
+    assert_code(&second.me(&bob.access).await, "UNAUTHENTICATED");
 
     // Logged out on the first, refused by the second.
-    let body = logout(&app, &owner.refresh).await;
+    let body = app.logout(&owner.refresh).await;
     assert_eq!(body["data"]["logout"], true, "{body}");
-    assert_code(
-        &at_second(Some(&owner.access), ME, json!({})).await,
-        "UNAUTHENTICATED",
-    );
+    assert_code(&second.me(&owner.access).await, "UNAUTHENTICATED");
 
-    second.stop().await;
+    second_server.stop().await;
+}
+
+/// A user deleted through one instance is refused by another at once, with the access token
+/// that instance itself issued and had just accepted.
+async fn deleted_users_are_refused_by_every_instance(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob_id = app.create_user(&owner, "bob", "STANDARD").await;
+    let second_server = app.second_instance().await;
+    let second = app.at(&second_server);
+    let bob = second.login_as("bob").await;
+    let body = second.me(&bob.access).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["me"]["id"], bob_id.as_str(), "{body}");
+
+    let body = app.delete_user(&owner, &bob_id).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["deleteUser"], bob_id.as_str(), "{body}");
+
+    let body = second.me(&bob.access).await;
+    assert_code(&body, "UNAUTHENTICATED");
+    assert!(body["data"].is_null(), "{body}");
+    assert_code(&second.refresh(&bob.refresh).await, "UNAUTHENTICATED");
+    assert_code(&second.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+    // The owner, who deleted Bob, keeps their session.
+    assert_ok(&second.me(&owner.access).await);
+
+    second_server.stop().await;
 }
 
 /// `user(id:)` authenticates in the same query as its lookup: a dead session must still be
@@ -684,15 +730,12 @@ async fn instances_share_tokens_and_revocations(app: TestApp) {
 async fn user_by_id_checks_the_session_too(app: TestApp) {
     let owner = app.register("alice").await;
     let bob = app.create_user(&owner, "bob", "STANDARD").await;
-    let query = "query($id: ID!) { user(id: $id) { id username email } }";
-    let body = app
-        .gql(Some(&owner.access), query, json!({"id": bob}))
-        .await;
+    let body = app.user_by_id(&owner, &bob).await;
     assert_ok(&body);
     assert_eq!(body["data"]["user"]["email"], "bob@example.com", "{body}");
-    assert_ok(&logout(&app, &owner.refresh).await);
+    assert_ok(&app.logout(&owner.refresh).await);
     for id in [bob.as_str(), owner.id.as_str()] {
-        let body = app.gql(Some(&owner.access), query, json!({"id": id})).await;
+        let body = app.user_by_id(&owner, id).await;
         assert_code(&body, "UNAUTHENTICATED");
     }
     // Also when another field already loaded the (refused) viewer first.
@@ -713,9 +756,7 @@ async fn closed_registration_is_forbidden(app: TestApp) {
     let body = app.register_raw("alice", "alice@example.com").await;
     assert_code(&body, "FORBIDDEN");
     assert!(body["data"].is_null(), "{body}");
-    let info = app
-        .gql(None, "{ serverInfo { registrationOpen } }", json!({}))
-        .await;
+    let info = app.server_info().await;
     assert_eq!(
         info["data"]["serverInfo"]["registrationOpen"], false,
         "{info}"
@@ -731,16 +772,19 @@ backend_tests!(
     forged_tokens_are_refused with |s| s.jwt_secret = Some(crate::known_secret()),
     access_tokens_expire with |s| s.access_ttl = std::time::Duration::from_secs(1),
     refresh_rotates_and_reuse_revokes_the_family,
-    simultaneous_refreshes_yield_at_most_one_token,
+    refresh_tokens_expire with |s| s.refresh_ttl = std::time::Duration::from_secs(1),
+    simultaneous_refreshes_yield_exactly_one_token,
     logout_ends_only_that_session,
     logout_of_a_rotated_session_ends_the_family,
     concurrent_requests_see_only_their_own_session,
     disabling_revokes_at_once,
     deleting_revokes_at_once,
-    role_change_revokes_refresh_tokens,
-    password_change_revokes_refresh_tokens,
+    role_change_revokes_sessions,
+    ownership_transfer_revokes_both_users_sessions,
+    password_change_revokes_sessions,
     role_changes_take_effect_at_once,
     instances_share_tokens_and_revocations,
+    deleted_users_are_refused_by_every_instance,
     user_by_id_checks_the_session_too,
     closed_registration_is_forbidden with |s| {
         s.registration = rollcall::config::Registration::Closed;
@@ -748,27 +792,7 @@ backend_tests!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (candidates for tests/support: `me`, `refresh`, `logout`, `jwt_payload`, `sign`).
-
-async fn me(app: &TestApp, token: &str) -> Value {
-    app.gql(Some(token), ME, json!({})).await
-}
-
-async fn refresh(app: &TestApp, refresh_token: &str) -> Value {
-    app.gql(None, REFRESH, json!({"t": refresh_token})).await
-}
-
-async fn logout(app: &TestApp, refresh_token: &str) -> Value {
-    app.gql(None, LOGOUT, json!({"t": refresh_token})).await
-}
-
-async fn users(app: &TestApp, session: &Session) -> Value {
-    app.gql(Some(&session.access), USERS, json!({})).await
-}
-
-async fn disable(app: &TestApp, actor: &Session, id: &str) -> Value {
-    app.update_user(actor, id, json!({"disabled": true})).await
-}
+// Helpers for tokens
 
 /// `expiresAt` of an AuthPayload.
 fn expires_at(payload: &Value) -> DateTime<Utc> {

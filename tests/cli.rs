@@ -5,8 +5,9 @@ mod support;
 use std::io::Write;
 use std::process::Stdio;
 
-use serde_json::json;
-use support::{Backend, PASSWORD, ServerProcess, TestDb, gql_at, rollcall_command};
+use support::{
+    Backend, Gql, PASSWORD, ServerProcess, TestDb, output_or_kill, rollcall_command, run_or_kill,
+};
 
 fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = rollcall_command(database_url, &[])
@@ -22,7 +23,7 @@ fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Outp
         .expect("stdin piped")
         .write_all(stdin.as_bytes())
         .expect("write password");
-    child.wait_with_output().expect("rollcall exits")
+    output_or_kill(child, &format!("rollcall {}", args.join(" ")))
 }
 
 /// `rollcall user create` with [`PASSWORD`] on stdin.
@@ -42,21 +43,6 @@ fn create_user(database_url: &str, username: &str, role: &str) -> std::process::
         ],
         &format!("{PASSWORD}\n"),
     )
-}
-
-async fn role_after_login(client: &reqwest::Client, base: &str, login: &str) -> String {
-    let body = gql_at(
-        client,
-        base,
-        None,
-        support::LOGIN,
-        json!({"input": {"login": login, "password": PASSWORD}}),
-    )
-    .await;
-    body["data"]["login"]["user"]["role"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login failed: {body}"))
-        .to_owned()
 }
 
 async fn create_and_promote(backend: Backend) {
@@ -92,15 +78,8 @@ async fn create_and_promote(backend: Backend) {
     );
 
     let server = ServerProcess::start(&db.url, &[]);
-    let client = reqwest::Client::new();
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "alice").await,
-        "OWNER"
-    );
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "bob").await,
-        "ADMIN"
-    );
+    assert_eq!(server.login_as("alice").await.role, "OWNER");
+    assert_eq!(server.login_as("bob").await.role, "ADMIN");
 
     let out = run_cli(&db.url, &["user", "promote-owner", "bob"], "");
     assert!(
@@ -108,14 +87,8 @@ async fn create_and_promote(backend: Backend) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "bob").await,
-        "OWNER"
-    );
-    assert_eq!(
-        role_after_login(&client, &server.base_url, "alice").await,
-        "ADMIN"
-    );
+    assert_eq!(server.login_as("bob").await.role, "OWNER");
+    assert_eq!(server.login_as("alice").await.role, "ADMIN");
 
     let out = run_cli(&db.url, &["user", "promote-owner", "nobody"], "");
     assert!(!out.status.success());
@@ -136,10 +109,10 @@ async fn postgres_create_and_promote() {
 #[tokio::test]
 async fn short_jwt_secret_stops_start_up() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let out = rollcall_command(&db.url, &[("ROLLCALL_JWT_SECRET", "too-short")])
-        .arg("serve")
-        .output()
-        .expect("run rollcall");
+    let out = run_or_kill(
+        rollcall_command(&db.url, &[("ROLLCALL_JWT_SECRET", "too-short")]).arg("serve"),
+        "rollcall serve with a short key",
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -151,39 +124,20 @@ async fn short_jwt_secret_stops_start_up() {
 #[tokio::test]
 async fn generated_key_survives_restarts() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let client = reqwest::Client::new();
     let first = ServerProcess::start(&db.url, &[]);
-    let body = gql_at(
-        &client,
-        &first.base_url,
-        None,
-        support::REGISTER,
-        json!({"input": {"username": "alice", "email": "alice@example.com", "password": PASSWORD}}),
-    )
-    .await;
-    let token = body["data"]["register"]["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let alice = first.register("alice").await;
     assert!(first.terminate().success());
     let second = ServerProcess::start(&db.url, &[]);
-    let me = gql_at(
-        &client,
-        &second.base_url,
-        Some(&token),
-        "{ me { username } }",
-        json!({}),
-    )
-    .await;
+    let me = second.me(&alice.access).await;
     assert_eq!(me["data"]["me"]["username"], "alice", "{me}");
 }
 
 #[test]
 fn schema_command_prints_the_sdl() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .arg("schema")
-        .output()
-        .expect("run rollcall schema");
+    let out = run_or_kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall")).arg("schema"),
+        "rollcall schema",
+    );
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::json;
-use support::{TestApp, assert_code, assert_ok};
+use support::{Gql, TestApp, assert_code, assert_ok};
 
 async fn health_ready_and_graphiql(app: TestApp) {
     let base = app.base_url();
@@ -76,13 +76,7 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
 }
 
 async fn server_info_is_public(app: TestApp) {
-    let body = app
-        .gql(
-            None,
-            "{ serverInfo { name version uptimeSeconds database registrationOpen demo } }",
-            json!({}),
-        )
-        .await;
+    let body = app.server_info().await;
     assert_ok(&body);
     let info = &body["data"]["serverInfo"];
     assert_eq!(info["name"], "rollcall");
@@ -106,9 +100,9 @@ async fn every_error_has_a_code(app: TestApp) {
         let body = app.gql(None, query, json!({})).await;
         assert!(support::error_code(&body).is_some(), "{query}: {body}");
     }
-    let body = app.gql(None, "{ me { id } }", json!({})).await;
+    let body = app.gql(None, support::ME, json!({})).await;
     assert_code(&body, "UNAUTHENTICATED");
-    let body = app.gql(Some("not-a-jwt"), "{ me { id } }", json!({})).await;
+    let body = app.me("not-a-jwt").await;
     assert_code(&body, "UNAUTHENTICATED");
 }
 

@@ -7,55 +7,18 @@ use std::collections::HashSet;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use support::{PASSWORD, Session, TestApp, assert_code, assert_ok};
+use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok, new_user};
 
-const ME: &str = "{ me { id username email role } }";
-const USER_BY_ID: &str =
-    "query($id: ID) { user(id: $id) { id username email firstName lastName phone role disabled } }";
-const CREATE: &str = "mutation($input: CreateUserInput!) { createUser(input: $input) { id username role createdBy { id } } }";
-const USERS: &str = "query($first: Int, $after: String, $filter: UserFilter) { users(first: $first, after: $after, filter: $filter) { totalCount nodes { id username } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }";
 const NO_SUCH_ID: &str = "00000000-0000-4000-8000-000000000000";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-async fn me(app: &TestApp, session: &Session) -> Value {
-    app.gql(Some(&session.access), ME, json!({})).await
-}
-
-async fn user_by_id(app: &TestApp, session: &Session, id: &str) -> Value {
-    app.gql(Some(&session.access), USER_BY_ID, json!({ "id": id }))
-        .await
-}
-
-async fn create(app: &TestApp, session: &Session, input: Value) -> Value {
-    app.gql(Some(&session.access), CREATE, json!({ "input": input }))
-        .await
-}
-
-/// A createUser input for `username` with [`PASSWORD`] and `role`.
-fn new_user(username: &str, role: &str) -> Value {
-    json!({
-        "username": username,
-        "email": format!("{username}@example.com"),
-        "password": PASSWORD,
-        "role": role,
-    })
-}
-
-async fn users(app: &TestApp, session: &Session, variables: Value) -> Value {
-    app.gql(Some(&session.access), USERS, variables).await
-}
-
-/// Logs in with [`PASSWORD`] and returns the session.
-async fn login(app: &TestApp, username: &str) -> Session {
-    let body = app.login(username, PASSWORD).await;
-    Session::from_payload(&body, "login")
-}
-
 /// `totalCount` of `users` under `filter`, as `session`.
 async fn count(app: &TestApp, session: &Session, filter: Value) -> i64 {
-    let body = users(app, session, json!({ "first": 0, "filter": filter })).await;
+    let body = app
+        .users(session, json!({ "first": 0, "filter": filter }))
+        .await;
     assert_ok(&body);
     body["data"]["users"]["totalCount"]
         .as_i64()
@@ -64,7 +27,9 @@ async fn count(app: &TestApp, session: &Session, filter: Value) -> i64 {
 
 /// Usernames of every user matching `filter`, in listing order.
 async fn usernames(app: &TestApp, session: &Session, filter: Value) -> Vec<String> {
-    let body = users(app, session, json!({ "first": 100, "filter": filter })).await;
+    let body = app
+        .users(session, json!({ "first": 100, "filter": filter }))
+        .await;
     assert_ok(&body);
     body["data"]["users"]["nodes"]
         .as_array()
@@ -90,13 +55,10 @@ fn assert_fields(body: &Value, names: &[&str]) {
     }
 }
 
-/// Asserts the response failed (with any code) and changed nothing visible in `data`.
+/// Asserts the response failed with `code` and changed nothing visible in `data`.
 #[track_caller]
-fn assert_refused(body: &Value) {
-    assert!(
-        support::error_code(body).is_some(),
-        "expected an error: {body}"
-    );
+fn assert_refused(body: &Value, code: &str) {
+    assert_code(body, code);
     assert!(body["data"].is_null(), "refused but data returned: {body}");
 }
 
@@ -116,7 +78,7 @@ async fn create_via_service(app: &TestApp, username: &str, role: rollcall::db::R
 /// Creates the owner through the service layer and logs in as it.
 async fn owner_via_service(app: &TestApp) -> Session {
     create_via_service(app, "owner", rollcall::db::Role::Owner).await;
-    login(app, "owner").await
+    app.login_as("owner").await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -127,8 +89,8 @@ async fn first_registration_is_owner_then_standard(app: TestApp) {
     assert_eq!(alice.role, "OWNER");
     let bob = app.register("bob").await;
     assert_eq!(bob.role, "STANDARD");
-    assert_eq!(me(&app, &alice).await["data"]["me"]["role"], "OWNER");
-    assert_eq!(me(&app, &bob).await["data"]["me"]["role"], "STANDARD");
+    assert_eq!(app.me(&alice.access).await["data"]["me"]["role"], "OWNER");
+    assert_eq!(app.me(&bob.access).await["data"]["me"]["role"], "STANDARD");
 
     // RegisterInput has no role: an inline `role` fails validation and creates nobody.
     let body = app
@@ -142,7 +104,7 @@ async fn first_registration_is_owner_then_standard(app: TestApp) {
         .await;
     assert_code(&body, "BAD_USER_INPUT");
     assert!(body["data"].is_null(), "{body}");
-    // Sent through variables, `role` is either refused or ignored; it never picks the role.
+    // Sent through variables, `role` is refused the same way and creates nobody either.
     let body = app
         .gql(
             None,
@@ -150,14 +112,9 @@ async fn first_registration_is_owner_then_standard(app: TestApp) {
             json!({"input": {"username": "dave", "email": "dave@example.com", "password": PASSWORD, "role": "OWNER"}}),
         )
         .await;
-    if body.get("errors").is_none() {
-        assert_eq!(
-            body["data"]["register"]["user"]["role"], "STANDARD",
-            "{body}"
-        );
-    } else {
-        assert_code(&body, "BAD_USER_INPUT");
-    }
+    assert_code(&body, "BAD_USER_INPUT");
+    assert!(body["data"].is_null(), "{body}");
+    assert_code(&app.login("dave", PASSWORD).await, "UNAUTHENTICATED");
     assert_eq!(count(&app, &alice, json!({ "role": "OWNER" })).await, 1);
     // The same registration without `role` works.
     let carol = app.register("carol").await;
@@ -174,8 +131,8 @@ async fn exactly_one_owner_when_registrations_race(app: TestApp) {
     // Ask the database, not the payloads: log every user in and read its role.
     let mut owner_names = Vec::new();
     for name in &names {
-        let session = login(&app, name).await;
-        let body = me(&app, &session).await;
+        let session = app.login_as(name).await;
+        let body = app.me(&session.access).await;
         assert_ok(&body);
         if body["data"]["me"]["role"] == "OWNER" {
             owner_names.push(name.clone());
@@ -189,24 +146,24 @@ async fn exactly_one_owner_when_registrations_race(app: TestApp) {
 }
 
 async fn closed_registration_still_allows_create_user(app: TestApp) {
-    let body = app
-        .gql(None, "{ serverInfo { registrationOpen } }", json!({}))
-        .await;
+    let body = app.server_info().await;
     assert_eq!(
         body["data"]["serverInfo"]["registrationOpen"], false,
         "{body}"
     );
     let body = app.register_raw("alice", "alice@example.com").await;
     assert_code(&body, "FORBIDDEN");
-    assert!(app.login("alice", PASSWORD).await["errors"].is_array());
+    assert_code(&app.login("alice", PASSWORD).await, "UNAUTHENTICATED");
 
     let owner = owner_via_service(&app).await;
-    let body = create(&app, &owner, new_user("bob", "ADMIN")).await;
+    let body = app.create_user_raw(&owner, new_user("bob", "ADMIN")).await;
     assert_ok(&body);
     assert_eq!(body["data"]["createUser"]["role"], "ADMIN");
-    let bob = login(&app, "bob").await;
+    let bob = app.login_as("bob").await;
     assert_eq!(bob.role, "ADMIN");
-    let body = create(&app, &bob, new_user("carol", "STANDARD")).await;
+    let body = app
+        .create_user_raw(&bob, new_user("carol", "STANDARD"))
+        .await;
     assert_ok(&body);
 }
 
@@ -216,42 +173,50 @@ async fn closed_registration_still_allows_create_user(app: TestApp) {
 async fn create_user_by_role(app: TestApp) {
     let owner = app.register("owner").await;
 
-    let body = create(&app, &owner, new_user("admin1", "ADMIN")).await;
+    let body = app
+        .create_user_raw(&owner, new_user("admin1", "ADMIN"))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["createUser"]["role"], "ADMIN");
     assert_eq!(body["data"]["createUser"]["createdBy"]["id"], owner.id);
-    let body = create(&app, &owner, new_user("std1", "STANDARD")).await;
+    let body = app
+        .create_user_raw(&owner, new_user("std1", "STANDARD"))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["createUser"]["role"], "STANDARD");
-    let body = create(&app, &owner, new_user("owner2", "OWNER")).await;
+    let body = app
+        .create_user_raw(&owner, new_user("owner2", "OWNER"))
+        .await;
     assert_code(&body, "FORBIDDEN");
 
-    let admin = login(&app, "admin1").await;
-    let body = create(&app, &admin, new_user("std2", "STANDARD")).await;
+    let admin = app.login_as("admin1").await;
+    let body = app
+        .create_user_raw(&admin, new_user("std2", "STANDARD"))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["createUser"]["createdBy"]["id"], admin.id);
     let std2 = body["data"]["createUser"]["id"]
         .as_str()
         .expect("std2 id")
         .to_owned();
-    let body = create(&app, &admin, new_user("admin2", "ADMIN")).await;
+    let body = app
+        .create_user_raw(&admin, new_user("admin2", "ADMIN"))
+        .await;
     assert_code(&body, "FORBIDDEN");
-    let body = create(&app, &admin, new_user("owner3", "OWNER")).await;
+    let body = app
+        .create_user_raw(&admin, new_user("owner3", "OWNER"))
+        .await;
     assert_code(&body, "FORBIDDEN");
 
-    let standard = login(&app, "std1").await;
-    let body = create(&app, &standard, new_user("std3", "STANDARD")).await;
+    let standard = app.login_as("std1").await;
+    let body = app
+        .create_user_raw(&standard, new_user("std3", "STANDARD"))
+        .await;
     assert_code(&body, "FORBIDDEN");
 
     // The refused ones do not exist; createdBy reads back as the creator.
     for name in ["owner2", "admin2", "owner3", "std3"] {
-        let body = app
-            .gql(
-                Some(&owner.access),
-                "query($u: String) { user(username: $u) { id } }",
-                json!({ "u": name }),
-            )
-            .await;
+        let body = app.user_by_name(&owner, name).await;
         assert_ok(&body);
         assert!(body["data"]["user"].is_null(), "{name} exists: {body}");
     }
@@ -281,57 +246,51 @@ async fn create_user_by_role(app: TestApp) {
 
 async fn visibility_of_users_and_private_fields(app: TestApp) {
     let owner = app.register("owner").await;
-    let body = create(
-        &app,
-        &owner,
-        json!({
-            "username": "admin1", "email": "admin1@example.com", "password": PASSWORD,
-            "role": "ADMIN", "firstName": "Ada", "lastName": "Min", "phone": "+1 555 0100",
-        }),
-    )
-    .await;
+    let body = app
+        .create_user_raw(
+            &owner,
+            json!({
+                "username": "admin1", "email": "admin1@example.com", "password": PASSWORD,
+                "role": "ADMIN", "firstName": "Ada", "lastName": "Min", "phone": "+1 555 0100",
+            }),
+        )
+        .await;
     assert_ok(&body);
-    let admin = login(&app, "admin1").await;
-    let body = create(
-        &app,
-        &admin,
-        json!({
-            "username": "std1", "email": "std1@example.com", "password": PASSWORD,
-            "firstName": "Stan", "lastName": "Dard", "phone": "+1 555 0101",
-        }),
-    )
-    .await;
+    let admin = app.login_as("admin1").await;
+    let body = app
+        .create_user_raw(
+            &admin,
+            json!({
+                "username": "std1", "email": "std1@example.com", "password": PASSWORD,
+                "firstName": "Stan", "lastName": "Dard", "phone": "+1 555 0101",
+            }),
+        )
+        .await;
     assert_ok(&body);
-    let standard = login(&app, "std1").await;
+    let standard = app.login_as("std1").await;
     assert_eq!(standard.role, "STANDARD");
 
     // A standard user: me and itself, by id and by username.
-    let body = me(&app, &standard).await;
+    let body = app.me(&standard.access).await;
     assert_ok(&body);
     assert_eq!(body["data"]["me"]["username"], "std1");
     assert_eq!(body["data"]["me"]["email"], "std1@example.com");
-    let body = user_by_id(&app, &standard, &standard.id).await;
+    let body = app.user_by_id(&standard, &standard.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["user"]["id"], standard.id);
     assert_eq!(body["data"]["user"]["firstName"], "Stan");
-    let body = app
-        .gql(
-            Some(&standard.access),
-            "{ user(username: \"std1\") { id } }",
-            json!({}),
-        )
-        .await;
+    let body = app.user_by_name(&standard, "std1").await;
     assert_ok(&body);
     assert_eq!(body["data"]["user"]["id"], standard.id);
 
     // ... but not others, nor the listing.
-    let body = user_by_id(&app, &standard, &admin.id).await;
+    let body = app.user_by_id(&standard, &admin.id).await;
     assert_code(&body, "FORBIDDEN");
-    let body = user_by_id(&app, &standard, NO_SUCH_ID).await;
+    let body = app.user_by_id(&standard, NO_SUCH_ID).await;
     assert_code(&body, "FORBIDDEN");
-    let body = users(&app, &standard, json!({})).await;
+    let body = app.users(&standard, json!({})).await;
     assert_code(&body, "FORBIDDEN");
-    let body = users(&app, &admin, json!({})).await;
+    let body = app.users(&admin, json!({})).await;
     assert_ok(&body);
 
     // Its creator: id, username and role, nothing private.
@@ -352,14 +311,14 @@ async fn visibility_of_users_and_private_fields(app: TestApp) {
     }
 
     // Admins and the owner see other users' private fields.
-    let body = user_by_id(&app, &admin, &standard.id).await;
+    let body = app.user_by_id(&admin, &standard.id).await;
     assert_ok(&body);
     let seen = &body["data"]["user"];
     assert_eq!(seen["email"], "std1@example.com", "{body}");
     assert_eq!(seen["firstName"], "Stan");
     assert_eq!(seen["lastName"], "Dard");
     assert_eq!(seen["phone"], "+1 555 0101");
-    let body = user_by_id(&app, &owner, &admin.id).await;
+    let body = app.user_by_id(&owner, &admin.id).await;
     assert_ok(&body);
     let seen = &body["data"]["user"];
     assert_eq!(seen["email"], "admin1@example.com", "{body}");
@@ -393,16 +352,10 @@ async fn visibility_of_users_and_private_fields(app: TestApp) {
         .gql(Some(&admin.access), "{ user { id } }", json!({}))
         .await;
     assert_code(&body, "BAD_USER_INPUT");
-    let body = user_by_id(&app, &admin, NO_SUCH_ID).await;
+    let body = app.user_by_id(&admin, NO_SUCH_ID).await;
     assert_ok(&body);
     assert!(body["data"]["user"].is_null(), "{body}");
-    let body = app
-        .gql(
-            Some(&admin.access),
-            "{ user(username: \"STD1\") { id } }",
-            json!({}),
-        )
-        .await;
+    let body = app.user_by_name(&admin, "STD1").await;
     assert_ok(&body);
     assert_eq!(body["data"]["user"]["id"], standard.id);
 }
@@ -446,7 +399,8 @@ async fn update_own_profile_and_credentials(app: TestApp) {
             json!({ "password": new_password, "currentPassword": "not the password" }),
         )
         .await;
-    assert_refused(&body);
+    assert_refused(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["currentPassword"]);
     let body = app
         .update_user(
             &bob,
@@ -454,12 +408,13 @@ async fn update_own_profile_and_credentials(app: TestApp) {
             json!({ "email": "bob2@example.com", "currentPassword": "not the password" }),
         )
         .await;
-    assert_refused(&body);
+    assert_refused(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["currentPassword"]);
     assert_eq!(
-        me(&app, &bob).await["data"]["me"]["email"],
+        app.me(&bob.access).await["data"]["me"]["email"],
         "bob@example.com"
     );
-    assert!(app.login("bob", new_password).await["errors"].is_array());
+    assert_code(&app.login("bob", new_password).await, "UNAUTHENTICATED");
 
     let body = app
         .update_user(
@@ -563,9 +518,9 @@ async fn update_other_users_by_role(app: TestApp) {
     assert_ok(&body);
 
     // The refused edits changed nothing.
-    let body = user_by_id(&app, &owner, &std2_id).await;
+    let body = app.user_by_id(&owner, &std2_id).await;
     assert_eq!(body["data"]["user"]["firstName"], "Second", "{body}");
-    let body = user_by_id(&app, &owner, &owner.id).await;
+    let body = app.user_by_id(&owner, &owner.id).await;
     assert!(body["data"]["user"]["firstName"].is_null(), "{body}");
 
     // A missing target is NOT_FOUND.
@@ -585,7 +540,7 @@ async fn nobody_disables_themselves(app: TestApp) {
             .update_user(session, &session.id, json!({ "disabled": true }))
             .await;
         assert_code(&body, "FORBIDDEN");
-        let body = me(&app, session).await;
+        let body = app.me(&session.access).await;
         assert_ok(&body);
         // Editing oneself otherwise is fine.
         let body = app
@@ -638,7 +593,7 @@ async fn delete_user_by_role(app: TestApp) {
 
     // Gone, and a second delete is NOT_FOUND.
     for id in [&std1_id, &admin2_id, &std2_id] {
-        let body = user_by_id(&app, &owner, id).await;
+        let body = app.user_by_id(&owner, id).await;
         assert_ok(&body);
         assert!(body["data"]["user"].is_null(), "{id} still exists: {body}");
     }
@@ -659,17 +614,17 @@ async fn delete_user_by_role(app: TestApp) {
     // The OWNER may not, until it hands ownership over.
     let body = app.delete_user(&owner, &owner.id).await;
     assert_code(&body, "FORBIDDEN");
-    assert_ok(&me(&app, &owner).await);
+    assert_ok(&app.me(&owner.access).await);
     let body = app.set_role(&owner, &admin3_id, "OWNER").await;
     assert_ok(&body);
-    let old_owner = login(&app, "owner").await;
+    let old_owner = app.login_as("owner").await;
     assert_eq!(old_owner.role, "ADMIN");
     let body = app.delete_user(&old_owner, &old_owner.id).await;
     assert_ok(&body);
     assert_eq!(body["data"]["deleteUser"], owner.id);
-    let new_owner = login(&app, "admin3").await;
+    let new_owner = app.login_as("admin3").await;
     assert_eq!(new_owner.role, "OWNER");
-    let body = user_by_id(&app, &new_owner, &owner.id).await;
+    let body = app.user_by_id(&new_owner, &owner.id).await;
     assert_ok(&body);
     assert!(body["data"]["user"].is_null(), "{body}");
     let body = app.delete_user(&new_owner, &new_owner.id).await;
@@ -697,17 +652,17 @@ async fn set_role_rules_and_ownership_transfer(app: TestApp) {
         let body = app.set_role(&owner, &owner.id, role).await;
         assert_code(&body, "FORBIDDEN");
     }
-    assert_eq!(me(&app, &owner).await["data"]["me"]["role"], "OWNER");
-    let body = user_by_id(&app, &owner, &std2_id).await;
+    assert_eq!(app.me(&owner.access).await["data"]["me"]["role"], "OWNER");
+    let body = app.user_by_id(&owner, &std2_id).await;
     assert_eq!(body["data"]["user"]["role"], "STANDARD", "{body}");
 
     // Promote and demote.
     let body = app.set_role(&owner, &std2_id, "ADMIN").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "ADMIN");
-    let std2 = login(&app, "std2").await;
+    let std2 = app.login_as("std2").await;
     assert_eq!(std2.role, "ADMIN");
-    assert_ok(&users(&app, &std2, json!({})).await);
+    assert_ok(&app.users(&std2, json!({})).await);
     let body = app.set_role(&owner, &std2_id, "STANDARD").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "STANDARD");
@@ -718,9 +673,9 @@ async fn set_role_rules_and_ownership_transfer(app: TestApp) {
     let body = app.set_role(&owner, &admin.id, "OWNER").await;
     assert_ok(&body);
     assert_eq!(body["data"]["setRole"]["role"], "OWNER");
-    let new_owner = login(&app, "admin1").await;
+    let new_owner = app.login_as("admin1").await;
     assert_eq!(new_owner.role, "OWNER");
-    let old_owner = login(&app, "owner").await;
+    let old_owner = app.login_as("owner").await;
     assert_eq!(old_owner.role, "ADMIN");
     assert_eq!(count(&app, &new_owner, json!({ "role": "OWNER" })).await, 1);
     assert_eq!(
@@ -841,12 +796,14 @@ async fn demo_mode_is_read_only(app: TestApp) {
     let owner = owner_via_service(&app).await;
     let target = create_via_service(&app, "std1", rollcall::db::Role::Standard).await;
 
-    let body = app.gql(None, "{ serverInfo { demo } }", json!({})).await;
+    let body = app.server_info().await;
     assert_eq!(body["data"]["serverInfo"]["demo"], true, "{body}");
 
     let body = app.register_raw("alice", "alice@example.com").await;
     assert_code(&body, "FORBIDDEN");
-    let body = create(&app, &owner, new_user("bob", "STANDARD")).await;
+    let body = app
+        .create_user_raw(&owner, new_user("bob", "STANDARD"))
+        .await;
     assert_code(&body, "FORBIDDEN");
     let body = app
         .update_user(&owner, &target, json!({ "firstName": "Nope" }))
@@ -862,23 +819,17 @@ async fn demo_mode_is_read_only(app: TestApp) {
     assert_code(&body, "FORBIDDEN");
 
     // Reads, login and refresh work, and nothing changed.
-    let body = me(&app, &owner).await;
+    let body = app.me(&owner.access).await;
     assert_ok(&body);
     assert_eq!(body["data"]["me"]["role"], "OWNER");
     assert_eq!(count(&app, &owner, json!({})).await, 2);
-    let body = user_by_id(&app, &owner, &target).await;
+    let body = app.user_by_id(&owner, &target).await;
     assert_ok(&body);
     assert_eq!(body["data"]["user"]["role"], "STANDARD");
     assert!(body["data"]["user"]["firstName"].is_null(), "{body}");
-    let standard = login(&app, "std1").await;
-    assert_ok(&me(&app, &standard).await);
-    let body = app
-        .gql(
-            None,
-            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
-            json!({ "t": standard.refresh }),
-        )
-        .await;
+    let standard = app.login_as("std1").await;
+    assert_ok(&app.me(&standard.access).await);
+    let body = app.refresh(&standard.refresh).await;
     assert_ok(&body);
 }
 
@@ -894,25 +845,25 @@ async fn pagination_search_and_filters(app: TestApp) {
     for i in 0..25 {
         let username = format!("user{i:02}");
         let role = if i % 5 == 0 { "ADMIN" } else { "STANDARD" };
-        let body = create(
-            &app,
-            &owner,
-            json!({
-                "username": username,
-                "email": format!("{username}@example.com"),
-                "password": PASSWORD,
-                "role": role,
-                "firstName": FIRST_NAMES[i % 5],
-                "lastName": LAST_NAMES[(i / 5) % 5],
-            }),
-        )
-        .await;
+        let body = app
+            .create_user_raw(
+                &owner,
+                json!({
+                    "username": username,
+                    "email": format!("{username}@example.com"),
+                    "password": PASSWORD,
+                    "role": role,
+                    "firstName": FIRST_NAMES[i % 5],
+                    "lastName": LAST_NAMES[(i / 5) % 5],
+                }),
+            )
+            .await;
         assert_ok(&body);
         created.push(username);
     }
 
     // Default page of 20, then the rest: creation order, no duplicates, no gaps.
-    let body = users(&app, &owner, json!({})).await;
+    let body = app.users(&owner, json!({})).await;
     assert_ok(&body);
     let page = &body["data"]["users"];
     assert_eq!(page["totalCount"], 26);
@@ -928,7 +879,7 @@ async fn pagination_search_and_filters(app: TestApp) {
         .as_str()
         .expect("endCursor")
         .to_owned();
-    let body = users(&app, &owner, json!({ "after": cursor })).await;
+    let body = app.users(&owner, json!({ "after": cursor })).await;
     assert_ok(&body);
     let page = &body["data"]["users"];
     let nodes = page["nodes"].as_array().expect("nodes");
@@ -947,7 +898,9 @@ async fn pagination_search_and_filters(app: TestApp) {
     let mut walked = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let body = users(&app, &owner, json!({ "first": 7, "after": after })).await;
+        let body = app
+            .users(&owner, json!({ "first": 7, "after": after }))
+            .await;
         assert_ok(&body);
         let page = &body["data"]["users"];
         for node in page["nodes"].as_array().expect("nodes") {
@@ -962,16 +915,16 @@ async fn pagination_search_and_filters(app: TestApp) {
     assert_eq!(walked, created);
 
     // Limits and bad cursors.
-    let body = users(&app, &owner, json!({ "first": 101 })).await;
+    let body = app.users(&owner, json!({ "first": 101 })).await;
     assert_code(&body, "BAD_USER_INPUT");
-    let body = users(&app, &owner, json!({ "first": 100 })).await;
+    let body = app.users(&owner, json!({ "first": 100 })).await;
     assert_ok(&body);
     assert_eq!(
         body["data"]["users"]["nodes"].as_array().map(Vec::len),
         Some(26)
     );
     for bad in ["garbage", "", "!!!!", "eyJ4IjoxfQ"] {
-        let body = users(&app, &owner, json!({ "after": bad })).await;
+        let body = app.users(&owner, json!({ "after": bad })).await;
         assert_code(&body, "BAD_USER_INPUT");
     }
 
@@ -1015,7 +968,7 @@ async fn pagination_search_and_filters(app: TestApp) {
     for (username, last) in [("pct", "100%_done"), ("plain", "1000 done")] {
         let mut input = new_user(username, "STANDARD");
         input["lastName"] = json!(last);
-        assert_ok(&create(&app, &owner, input).await);
+        assert_ok(&app.create_user_raw(&owner, input).await);
     }
     assert_eq!(
         usernames(&app, &owner, json!({ "search": "0%_" })).await,
@@ -1050,13 +1003,7 @@ async fn pagination_search_and_filters(app: TestApp) {
         ["owner"]
     );
     for name in ["user03", "user05"] {
-        let body = app
-            .gql(
-                Some(&owner.access),
-                "query($u: String) { user(username: $u) { id } }",
-                json!({ "u": name }),
-            )
-            .await;
+        let body = app.user_by_name(&owner, name).await;
         let id = body["data"]["user"]["id"]
             .as_str()
             .unwrap_or_else(|| panic!("{name}: {body}"))
@@ -1086,22 +1033,19 @@ async fn pagination_search_and_filters(app: TestApp) {
         4
     );
     // A filtered listing pages too.
-    let body = users(
-        &app,
-        &owner,
-        json!({ "first": 3, "filter": { "role": "ADMIN" } }),
-    )
-    .await;
+    let body = app
+        .users(&owner, json!({ "first": 3, "filter": { "role": "ADMIN" } }))
+        .await;
     assert_ok(&body);
     assert_eq!(body["data"]["users"]["totalCount"], 5);
     assert_eq!(body["data"]["users"]["pageInfo"]["hasNextPage"], true);
     let cursor = body["data"]["users"]["pageInfo"]["endCursor"].clone();
-    let body = users(
-        &app,
-        &owner,
-        json!({ "first": 3, "after": cursor, "filter": { "role": "ADMIN" } }),
-    )
-    .await;
+    let body = app
+        .users(
+            &owner,
+            json!({ "first": 3, "after": cursor, "filter": { "role": "ADMIN" } }),
+        )
+        .await;
     assert_ok(&body);
     let rest: Vec<&str> = body["data"]["users"]["nodes"]
         .as_array()
@@ -1157,6 +1101,50 @@ async fn created_by_is_batched(app: TestApp) {
     assert_eq!(small, large, "statements for 5 users vs 50");
     assert_eq!(large, again, "statement count is stable");
     assert!(large <= 4, "{large} statements for one page");
+}
+
+/// Statements run by `query` as `session`; the query must succeed.
+async fn statements_for(app: &TestApp, session: &Session, query: &str) -> (u64, Value) {
+    let before = app.statement_count();
+    let body = app.gql(Some(&session.access), query, json!({})).await;
+    let after = app.statement_count();
+    assert_ok(&body);
+    (after - before, body)
+}
+
+/// `totalCount` is one more statement, run only for a query that selects it.
+async fn total_count_costs_a_statement_only_when_selected(app: TestApp) {
+    let owner = owner_admin_and_members(&app, "member", 8).await;
+    let plain = "{ users(first: 5) { nodes { id } } }";
+    let counted = "{ users(first: 5) { totalCount nodes { id } } }";
+
+    let mut costs = Vec::new();
+    // Alternated and repeated, so neither query is measured only while something is warming.
+    for query in [plain, counted, plain, counted] {
+        let (cost, body) = statements_for(&app, &owner, query).await;
+        let page = &body["data"]["users"];
+        assert_eq!(page["nodes"].as_array().map(Vec::len), Some(5), "{body}");
+        if query == counted {
+            assert_eq!(page["totalCount"], 10, "{body}");
+        } else {
+            assert!(page.get("totalCount").is_none(), "{body}");
+        }
+        costs.push(cost);
+    }
+    let (without, with) = (costs[0], costs[1]);
+    assert_eq!(
+        costs[2], without,
+        "statements for the page alone are stable: {costs:?}"
+    );
+    assert_eq!(
+        costs[3], with,
+        "statements with totalCount are stable: {costs:?}"
+    );
+    assert!(
+        without < with,
+        "totalCount selected costs {with} statements, not selected {without}: the count runs \
+         either always or never"
+    );
 }
 
 /// `createdBy` through edges, in a searched page, and one level further (the creators' own
@@ -1282,6 +1270,7 @@ backend_tests!(
     demo_mode_is_read_only with |s| { s.demo = true; },
     pagination_search_and_filters,
     created_by_is_batched,
+    total_count_costs_a_statement_only_when_selected,
     created_by_in_edges_searches_and_nested,
     page_nodes_match_the_generic_resolution,
 );

@@ -2,53 +2,18 @@
 
 mod support;
 
-use serde_json::{Value, json};
-use support::{Backend, PASSWORD, ServerProcess, TestDb, gql_at};
-
-const LOGIN: &str =
-    "mutation($i: LoginInput!) { login(input: $i) { accessToken refreshToken user { id role } } }";
-const REFRESH: &str =
-    "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken } }";
+use support::{Backend, Gql, ServerProcess, Session, TestDb, assert_code, error_code};
 
 struct Pair {
     a: ServerProcess,
     b: ServerProcess,
-    client: reqwest::Client,
 }
 
 impl Pair {
-    async fn on(&self, first: bool, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let base = if first {
-            &self.a.base_url
-        } else {
-            &self.b.base_url
-        };
-        gql_at(&self.client, base, token, query, variables).await
+    /// The first or the second process.
+    fn on(&self, first: bool) -> &ServerProcess {
+        if first { &self.a } else { &self.b }
     }
-
-    async fn login(&self, first: bool, login: &str) -> Value {
-        let body = self
-            .on(
-                first,
-                None,
-                LOGIN,
-                json!({"i": {"login": login, "password": PASSWORD}}),
-            )
-            .await;
-        assert!(body.get("errors").is_none(), "login {login}: {body}");
-        body["data"]["login"].clone()
-    }
-}
-
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {value}"))
-        .to_owned()
-}
-
-fn code(body: &Value) -> Option<&str> {
-    support::error_code(body)
 }
 
 async fn two_processes_share_one_database(backend: Backend) {
@@ -59,93 +24,49 @@ async fn two_processes_share_one_database(backend: Backend) {
     let pair = Pair {
         a: ServerProcess::start(&db.url, &[]),
         b: ServerProcess::start(&db.url, &[]),
-        client: reqwest::Client::new(),
     };
 
-    let register =
-        "mutation($i: RegisterInput!) { register(input: $i) { accessToken user { id } } }";
-    let owner = pair
-        .on(
-            true,
-            None,
-            register,
-            json!({"i": {"username": "owner", "email": "owner@example.com", "password": PASSWORD}}),
-        )
-        .await;
-    let owner_token = text(&owner["data"]["register"]["accessToken"]);
-    let create = "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }";
+    let owner = pair.on(true).register("owner").await;
     let mut ids = Vec::new();
     for name in ["ann", "ben", "cat"] {
-        let body = pair
-            .on(false, Some(&owner_token), create, json!({"i": {"username": name, "email": format!("{name}@example.com"), "password": PASSWORD}}))
-            .await;
-        ids.push(text(&body["data"]["createUser"]["id"]));
+        ids.push(pair.on(false).create_user(&owner, name, "STANDARD").await);
     }
 
     // A token issued by one instance is accepted by the other.
-    let ann = pair.login(true, "ann").await;
-    let ann_access = text(&ann["accessToken"]);
-    let me = pair
-        .on(false, Some(&ann_access), "{ me { username } }", json!({}))
-        .await;
+    let ann = pair.on(true).login_as("ann").await;
+    let me = pair.on(false).me(&ann.access).await;
     assert_eq!(me["data"]["me"]["username"], "ann", "{me}");
 
     // A refresh token rotated on one and replayed on the other is reuse: the family dies.
-    let first_refresh = text(&ann["refreshToken"]);
-    let rotated = pair
-        .on(true, None, REFRESH, json!({"t": first_refresh}))
-        .await;
-    let newest = text(&rotated["data"]["refreshToken"]["refreshToken"]);
-    let replay = pair
-        .on(false, None, REFRESH, json!({"t": first_refresh}))
-        .await;
-    assert_eq!(code(&replay), Some("UNAUTHENTICATED"), "{replay}");
-    let after = pair.on(true, None, REFRESH, json!({"t": newest})).await;
-    assert_eq!(
-        code(&after),
-        Some("UNAUTHENTICATED"),
-        "the family is revoked: {after}"
-    );
+    let rotated = pair.on(true).refresh(&ann.refresh).await;
+    let newest = Session::from_payload(&rotated, "refreshToken");
+    let replay = pair.on(false).refresh(&ann.refresh).await;
+    assert_code(&replay, "UNAUTHENTICATED");
+    let after = pair.on(true).refresh(&newest.refresh).await;
+    assert_code(&after, "UNAUTHENTICATED");
 
     // A user disabled through one instance is refused at once by the other.
-    let ben = pair.login(false, "ben").await;
-    let ben_access = text(&ben["accessToken"]);
-    let disable =
-        "mutation($id: ID!) { updateUser(id: $id, input: {disabled: true}) { disabled } }";
-    let body = pair
-        .on(true, Some(&owner_token), disable, json!({"id": ids[1]}))
-        .await;
+    let ben = pair.on(false).login_as("ben").await;
+    let body = pair.on(true).disable(&owner, &ids[1]).await;
     assert_eq!(body["data"]["updateUser"]["disabled"], true, "{body}");
-    let me = pair
-        .on(false, Some(&ben_access), "{ me { id } }", json!({}))
-        .await;
-    assert_eq!(code(&me), Some("UNAUTHENTICATED"), "{me}");
+    let me = pair.on(false).me(&ben.access).await;
+    assert_code(&me, "UNAUTHENTICATED");
 
     // Ownership transfers racing on both instances leave exactly one owner.
-    let owner_id = text(&owner["data"]["register"]["user"]["id"]);
     let people = [
-        ("owner", owner_id),
+        ("owner", owner.id.clone()),
         ("ann", ids[0].clone()),
         ("cat", ids[2].clone()),
     ];
-    let set_role = "mutation($id: ID!) { setRole(id: $id, role: OWNER) { role } }";
     let mut current = 0;
     for round in 0..3 {
-        let token = text(&pair.login(round % 2 == 0, people[current].0).await["accessToken"]);
+        let session = pair.on(round % 2 == 0).login_as(people[current].0).await;
         let others: Vec<usize> = (0..people.len()).filter(|i| *i != current).collect();
         let (x, y) = tokio::join!(
-            pair.on(
-                true,
-                Some(&token),
-                set_role,
-                json!({"id": people[others[0]].1})
-            ),
-            pair.on(
-                false,
-                Some(&token),
-                set_role,
-                json!({"id": people[others[1]].1})
-            ),
+            pair.on(true)
+                .set_role(&session, &people[others[0]].1, "OWNER"),
+            pair.on(false)
+                .set_role(&session, &people[others[1]].1, "OWNER"),
         );
         let won: Vec<usize> = [(&x, others[0]), (&y, others[1])]
             .iter()
@@ -153,9 +74,18 @@ async fn two_processes_share_one_database(backend: Backend) {
             .map(|(_, who)| *who)
             .collect();
         assert_eq!(won.len(), 1, "round {round}: one transfer wins: {x} {y}");
+        // The loser is refused: FORBIDDEN when its caller was authenticated before the winner
+        // committed (a transfer demotes the caller only while it is still the owner), and
+        // UNAUTHENTICATED when after (the transfer ended the caller's sessions).
+        let lost = if won[0] == others[0] { &y } else { &x };
+        assert!(
+            matches!(error_code(lost), Some("FORBIDDEN" | "UNAUTHENTICATED")),
+            "round {round}: the losing transfer is refused: {lost}"
+        );
+        assert!(lost["data"]["setRole"].is_null(), "round {round}: {lost}");
         let mut owners = Vec::new();
         for (name, _) in &people {
-            if pair.login(round % 2 == 1, name).await["user"]["role"] == "OWNER" {
+            if pair.on(round % 2 == 1).login_as(name).await.role == "OWNER" {
                 owners.push(*name);
             }
         }
@@ -193,25 +123,9 @@ async fn instances_starting_together(backend: Backend) {
         .collect();
 
     // They serve as one: a token issued by the first works on every other.
-    let client = reqwest::Client::new();
-    let registered = gql_at(
-        &client,
-        &servers[0].base_url,
-        None,
-        "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }",
-        json!({"i": {"username": "first", "email": "first@example.com", "password": PASSWORD}}),
-    )
-    .await;
-    let token = text(&registered["data"]["register"]["accessToken"]);
+    let first = servers[0].register("first").await;
     for server in &servers[1..] {
-        let me = gql_at(
-            &client,
-            &server.base_url,
-            Some(&token),
-            "{ me { username } }",
-            json!({}),
-        )
-        .await;
+        let me = server.me(&first.access).await;
         assert_eq!(me["data"]["me"]["username"], "first", "{me}");
     }
     for server in servers {

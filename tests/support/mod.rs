@@ -193,6 +193,14 @@ impl TestApp {
             .expect("second server starts")
     }
 
+    /// Requests to `server` (another instance on this app's database) with this app's client.
+    pub fn at(&self, server: &RunningServer) -> Endpoint {
+        Endpoint {
+            client: self.client.clone(),
+            base_url: format!("http://{}", server.addr),
+        }
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().expect("server running")
     }
@@ -205,13 +213,57 @@ impl TestApp {
         self.server().service.db().statement_count()
     }
 
-    /// Posts an operation; returns the whole response body.
-    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+    /// Graceful stop of the server (the database stays until the app is dropped).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+/// A server reached over HTTP at `base_url`, such as a second instance of a [`TestApp`].
+pub struct Endpoint {
+    pub client: reqwest::Client,
+    pub base_url: String,
+}
+
+impl Gql for TestApp {
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         gql_at(&self.client, &self.base_url(), token, query, variables).await
+    }
+}
+
+impl Gql for Endpoint {
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        gql_at(&self.client, &self.base_url, token, query, variables).await
+    }
+}
+
+impl Gql for ServerProcess {
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        gql_at(&self.client, &self.base_url, token, query, variables).await
+    }
+}
+
+/// The operations the tests send, spoken to any server: a [`TestApp`], another instance of it
+/// ([`Endpoint`]) or a `rollcall` process ([`ServerProcess`]).
+#[allow(async_fn_in_trait)]
+pub trait Gql {
+    /// Posts an operation; returns the whole response body.
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value;
+
+    /// `me` with `token`.
+    async fn me(&self, token: &str) -> Value {
+        self.gql(Some(token), ME, json!({})).await
+    }
+
+    /// `serverInfo`, asked without a token.
+    async fn server_info(&self) -> Value {
+        self.gql(None, SERVER_INFO, json!({})).await
     }
 
     /// Sends `register` with [`PASSWORD`]; returns the whole response.
-    pub async fn register_raw(&self, username: &str, email: &str) -> Value {
+    async fn register_raw(&self, username: &str, email: &str) -> Value {
         self.gql(
             None,
             REGISTER,
@@ -221,14 +273,14 @@ impl TestApp {
     }
 
     /// Registers a user with [`PASSWORD`] and returns its session.
-    pub async fn register(&self, username: &str) -> Session {
+    async fn register(&self, username: &str) -> Session {
         let body = self
             .register_raw(username, &format!("{username}@example.com"))
             .await;
         Session::from_payload(&body, "register")
     }
 
-    pub async fn login(&self, login: &str, password: &str) -> Value {
+    async fn login(&self, login: &str, password: &str) -> Value {
         self.gql(
             None,
             LOGIN,
@@ -237,15 +289,51 @@ impl TestApp {
         .await
     }
 
+    /// Logs in with [`PASSWORD`] and returns the session.
+    async fn login_as(&self, login: &str) -> Session {
+        Session::from_payload(&self.login(login, PASSWORD).await, "login")
+    }
+
+    /// `refreshToken(refreshToken)`.
+    async fn refresh(&self, refresh_token: &str) -> Value {
+        self.gql(None, REFRESH, json!({"t": refresh_token})).await
+    }
+
+    /// `logout(refreshToken)`.
+    async fn logout(&self, refresh_token: &str) -> Value {
+        self.gql(None, LOGOUT, json!({"t": refresh_token})).await
+    }
+
+    /// `users` as `session`, with `first`, `after` and `filter` taken from `variables`.
+    async fn users(&self, session: &Session, variables: Value) -> Value {
+        self.gql(Some(&session.access), USERS, variables).await
+    }
+
+    /// `user(id:)` as `session`.
+    async fn user_by_id(&self, session: &Session, id: &str) -> Value {
+        self.gql(Some(&session.access), USER_BY_ID, json!({"id": id}))
+            .await
+    }
+
+    /// `user(username:)` as `session`.
+    async fn user_by_name(&self, session: &Session, username: &str) -> Value {
+        self.gql(
+            Some(&session.access),
+            USER_BY_NAME,
+            json!({"username": username}),
+        )
+        .await
+    }
+
+    /// `createUser(input)` as `actor`; returns the whole response.
+    async fn create_user_raw(&self, actor: &Session, input: Value) -> Value {
+        self.gql(Some(&actor.access), CREATE_USER, json!({"input": input}))
+            .await
+    }
+
     /// Creates a user through `createUser` as `actor`; returns the new id.
-    pub async fn create_user(&self, actor: &Session, username: &str, role: &str) -> String {
-        let body = self
-            .gql(
-                Some(&actor.access),
-                "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
-                json!({"input": {"username": username, "email": format!("{username}@example.com"), "password": PASSWORD, "role": role}}),
-            )
-            .await;
+    async fn create_user(&self, actor: &Session, username: &str, role: &str) -> String {
+        let body = self.create_user_raw(actor, new_user(username, role)).await;
         body["data"]["createUser"]["id"]
             .as_str()
             .unwrap_or_else(|| panic!("createUser failed: {body}"))
@@ -253,14 +341,13 @@ impl TestApp {
     }
 
     /// Creates a user as `actor`, then logs in as that user.
-    pub async fn user_with_role(&self, actor: &Session, username: &str, role: &str) -> Session {
+    async fn user_with_role(&self, actor: &Session, username: &str, role: &str) -> Session {
         self.create_user(actor, username, role).await;
-        let body = self.login(username, PASSWORD).await;
-        Session::from_payload(&body, "login")
+        self.login_as(username).await
     }
 
     /// `updateUser(id, input)` as `actor`.
-    pub async fn update_user(&self, actor: &Session, id: &str, input: Value) -> Value {
+    async fn update_user(&self, actor: &Session, id: &str, input: Value) -> Value {
         self.gql(
             Some(&actor.access),
             UPDATE_USER,
@@ -269,14 +356,19 @@ impl TestApp {
         .await
     }
 
+    /// `updateUser(id, {disabled: true})` as `actor`.
+    async fn disable(&self, actor: &Session, id: &str) -> Value {
+        self.update_user(actor, id, json!({"disabled": true})).await
+    }
+
     /// `deleteUser(id)` as `actor`.
-    pub async fn delete_user(&self, actor: &Session, id: &str) -> Value {
+    async fn delete_user(&self, actor: &Session, id: &str) -> Value {
         self.gql(Some(&actor.access), DELETE_USER, json!({"id": id}))
             .await
     }
 
     /// `setRole(id, role)` as `actor`.
-    pub async fn set_role(&self, actor: &Session, id: &str, role: &str) -> Value {
+    async fn set_role(&self, actor: &Session, id: &str, role: &str) -> Value {
         self.gql(
             Some(&actor.access),
             SET_ROLE,
@@ -284,16 +376,9 @@ impl TestApp {
         )
         .await
     }
-
-    /// Graceful stop of the server (the database stays until the app is dropped).
-    pub async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop().await;
-        }
-    }
 }
 
-pub async fn gql_at(
+async fn gql_at(
     client: &reqwest::Client,
     base_url: &str,
     token: Option<&str>,
@@ -311,12 +396,32 @@ pub async fn gql_at(
     response.json().await.expect("JSON body")
 }
 
+/// A createUser input for `username` with [`PASSWORD`] and `role`.
+pub fn new_user(username: &str, role: &str) -> Value {
+    json!({
+        "username": username,
+        "email": format!("{username}@example.com"),
+        "password": PASSWORD,
+        "role": role,
+    })
+}
+
+pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+pub const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+pub const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
+pub const ME: &str = "{ me { id username email role } }";
+pub const SERVER_INFO: &str =
+    "{ serverInfo { name version uptimeSeconds database registrationOpen demo } }";
+pub const USER_BY_ID: &str =
+    "query($id: ID) { user(id: $id) { id username email firstName lastName phone role disabled } }";
+pub const USER_BY_NAME: &str = "query($username: String) { user(username: $username) { id username email firstName lastName phone role disabled } }";
+pub const USERS: &str = "query($first: Int, $after: String, $filter: UserFilter) { users(first: $first, after: $after, filter: $filter) { totalCount nodes { id username } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }";
+pub const CREATE_USER: &str = "mutation($input: CreateUserInput!) { createUser(input: $input) { id username role createdBy { id } } }";
 pub const UPDATE_USER: &str = "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { id username email firstName lastName phone disabled role } }";
 pub const DELETE_USER: &str = "mutation($id: ID!) { deleteUser(id: $id) }";
 pub const SET_ROLE: &str =
     "mutation($id: ID!, $role: Role!) { setRole(id: $id, role: $role) { id username role } }";
-pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
-pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
 
 /// Tokens and identity from an AuthPayload.
 #[derive(Debug, Clone)]
@@ -365,6 +470,7 @@ pub fn assert_ok(body: &Value) {
 pub struct ServerProcess {
     child: Option<std::process::Child>,
     pub base_url: String,
+    client: reqwest::Client,
 }
 
 impl ServerProcess {
@@ -416,6 +522,7 @@ impl ServerProcess {
             server: ServerProcess {
                 child: Some(child),
                 base_url: String::new(),
+                client: reqwest::Client::new(),
             },
             address,
         }
@@ -429,7 +536,7 @@ impl ServerProcess {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -TERM");
-        child.wait().expect("wait for rollcall")
+        wait_or_kill(&mut child, "rollcall serve after SIGTERM")
     }
 }
 
@@ -475,4 +582,63 @@ pub fn rollcall_command(database_url: &str, env: &[(&str, &str)]) -> std::proces
         .env("RUST_LOG", "info")
         .envs(env.iter().copied());
     command
+}
+
+/// How long a test waits for a process to exit before it kills it and fails.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for `child` to exit. After [`PROCESS_TIMEOUT`] it kills the child and fails the
+/// test, so a process that hangs is a failure and not a test run that never ends.
+#[track_caller]
+pub fn wait_or_kill(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child process") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {PROCESS_TIMEOUT:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Like [`std::process::Child::wait_with_output`], but killing the child and failing the
+/// test after [`PROCESS_TIMEOUT`]. Its piped stdout and stderr are read while it runs.
+#[track_caller]
+pub fn output_or_kill(mut child: std::process::Child, what: &str) -> std::process::Output {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_or_kill(&mut child, what);
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("read stdout"),
+        stderr: stderr.join().expect("read stderr"),
+    }
+}
+
+/// Like [`std::process::Command::output`] (stdin empty, stdout and stderr captured), but
+/// failing the test after [`PROCESS_TIMEOUT`].
+#[track_caller]
+pub fn run_or_kill(command: &mut std::process::Command, what: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawn {what}: {err}"));
+    output_or_kill(child, what)
 }
