@@ -5,7 +5,7 @@ mod support;
 use rollcall::db::Role;
 use rollcall::service::ImportedUser;
 use serde_json::json;
-use support::{TestApp, assert_code};
+use support::{Gql, TestApp, assert_code};
 
 /// Two users change their email to the same new address at once, many times over. Whichever
 /// loses is told the email is in use, whether the pre-check or the unique index caught it
@@ -94,7 +94,27 @@ async fn imports_validate_like_create_user(app: TestApp) {
     );
 }
 
+/// A standard user cannot learn which ids exist by editing or deleting them: an existing
+/// user and a made-up id get the same refusal.
+async fn refusals_do_not_reveal_which_ids_exist(app: TestApp) {
+    let owner = app.register("owner").await;
+    let other = app.create_user(&owner, "someone", "STANDARD").await;
+    let member = app.user_with_role(&owner, "member", "STANDARD").await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    for id in [&other, &missing] {
+        let body = app
+            .update_user(&member, id, json!({"firstName": "X"}))
+            .await;
+        assert_code(&body, "FORBIDDEN");
+        let body = app.delete_user(&member, id).await;
+        assert_code(&body, "FORBIDDEN");
+    }
+    // Where the caller may manage users, a missing id is simply not found.
+    assert_code(&app.delete_user(&owner, &missing).await, "NOT_FOUND");
+}
+
 backend_tests!(
+    refusals_do_not_reveal_which_ids_exist,
     racing_email_changes_conflict_on_email,
     imports_validate_like_create_user,
 );
