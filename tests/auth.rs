@@ -420,8 +420,7 @@ async fn logout_of_a_rotated_session_ends_the_family(app: TestApp) {
 }
 
 /// Many requests in flight at once, from many sessions (some revoked), each answered for its
-/// own session: on PostgreSQL concurrent session checks share queries, and this proves the
-/// answers are not mixed up and revocation still holds within a shared query.
+/// own session: answers are never mixed up and revocation holds under concurrency.
 async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
     let owner = app.register("owner").await;
     let mut sessions = vec![("owner".to_owned(), owner.clone(), true)];

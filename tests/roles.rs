@@ -1178,9 +1178,8 @@ async fn created_by_in_edges_searches_and_nested(app: TestApp) {
     }
 }
 
-/// `nodes` and `edges` of a page are built in one pass when the selection allows it; the same
-/// selection through fragments or a directive takes async-graphql's generic path. Both give
-/// the same data.
+/// A page's `nodes` give the same data whether the fields are selected directly, through
+/// fragments or beside a skipped directive, for every viewer.
 async fn page_nodes_match_the_generic_resolution(app: TestApp) {
     let owner = owner_admin_and_members(&app, "member", 3).await;
     let profiled = app.create_user(&owner, "profiled", "STANDARD").await;

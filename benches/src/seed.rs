@@ -201,8 +201,9 @@ async fn settle(service: &Service) -> Result<()> {
     Ok(())
 }
 
-/// A population whose usernames and emails share one prefix (`u1` … `uN`,
-/// `u1@example.com` …, no names), where a search for a common fragment such as `u123` is hard
+/// A population whose usernames and emails share one prefix (`u100` … `u100099` for 100,000
+/// users, `u100@example.com` …, no names; usernames need three characters, so it starts at
+/// 100), where a search for a common fragment such as `u123` is hard
 /// for a planner: every row holds some of its trigrams. Returns the owner's login.
 pub async fn seed_common_prefix(url: &str, users: usize) -> Result<String> {
     let service = Service::start(&Settings::with_database(url)).await?;
@@ -220,8 +221,9 @@ pub async fn seed_common_prefix(url: &str, users: usize) -> Result<String> {
         .hash_password(PASSWORDS[0].as_bytes())
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
         .to_string();
-    for start in (1..=users).step_by(IMPORT_BATCH) {
-        let batch = (start..(start + IMPORT_BATCH).min(users + 1))
+    let (first, end) = (100, 100 + users);
+    for start in (first..end).step_by(IMPORT_BATCH) {
+        let batch = (start..(start + IMPORT_BATCH).min(end))
             .map(|i| ImportedUser {
                 username: format!("u{i}"),
                 email: format!("u{i}@example.com"),

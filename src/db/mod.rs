@@ -123,6 +123,9 @@ fn options(url: &str, max_connections: u32, timeout: Duration) -> ConnectOptions
         .acquire_timeout(timeout)
         .connect_timeout(timeout)
         .sqlx_logging(false)
+        // A ping before every checkout would double the round trips of a one-query request;
+        // connections idle long enough to have been dropped by the network are still checked.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .map_sqlx_postgres_opts(move |opts| {
             opts.options([("statement_timeout", statement_timeout.as_str())])
         })

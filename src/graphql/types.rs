@@ -53,7 +53,7 @@ impl UserObject {
     }
 }
 
-#[Object(name = "User")]
+#[Object(name = "User", serial)]
 impl UserObject {
     async fn id(&self) -> ID {
         ID(self.model.id.to_string())
