@@ -93,7 +93,8 @@ pub struct Seeded {
     pub deep_cursor: String,
 }
 
-pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
+/// The service on a new database, with its owner (`owner`, [`OWNER_PASSWORD`]).
+async fn service_with_owner(url: &str) -> Result<Service> {
     let service = Service::start(&Settings::with_database(url)).await?;
     let owner = NewUser {
         username: "owner".into(),
@@ -105,6 +106,11 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         .create_user(None, owner, Role::Owner)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(service)
+}
+
+pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
+    let service = service_with_owner(url).await?;
     let mut admins = Vec::new();
     for i in 0..ADMINS {
         let admin = NewUser {
@@ -206,17 +212,7 @@ async fn settle(service: &Service) -> Result<()> {
 /// 100), where a search for a common fragment such as `u123` is hard
 /// for a planner: every row holds some of its trigrams. Returns the owner's login.
 pub async fn seed_common_prefix(url: &str, users: usize) -> Result<String> {
-    let service = Service::start(&Settings::with_database(url)).await?;
-    let owner = NewUser {
-        username: "owner".into(),
-        email: "owner@example.com".into(),
-        password: OWNER_PASSWORD.into(),
-        ..NewUser::default()
-    };
-    service
-        .create_user(None, owner, Role::Owner)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service = service_with_owner(url).await?;
     let hash = Argon2::default()
         .hash_password(PASSWORDS[0].as_bytes())
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?

@@ -113,38 +113,38 @@ mod tests {
         }
     }
 
-    /// `(actor, target)` → whether the actor manages the target, for every pair of roles.
+    /// For every pair of roles `(actor, other)`: whether the actor manages a user with the
+    /// other role, and whether the actor may create one.
+    const MATRIX: [((Role, Role), bool, bool); 9] = {
+        use Role::*;
+        [
+            ((Owner, Owner), false, false),
+            ((Owner, Admin), true, true),
+            ((Owner, Standard), true, true),
+            ((Admin, Owner), false, false),
+            ((Admin, Admin), false, false),
+            ((Admin, Standard), true, true),
+            ((Standard, Owner), false, false),
+            ((Standard, Admin), false, false),
+            ((Standard, Standard), false, false),
+        ]
+    };
+
     #[test]
     fn who_manages_whom() {
-        use Role::*;
-        let expected = [
-            ((Owner, Owner), false),
-            ((Owner, Admin), true),
-            ((Owner, Standard), true),
-            ((Admin, Owner), false),
-            ((Admin, Admin), false),
-            ((Admin, Standard), true),
-            ((Standard, Owner), false),
-            ((Standard, Admin), false),
-            ((Standard, Standard), false),
-        ];
-        for ((actor, target), manages_it) in expected {
+        for ((actor, target), manages_it, _) in MATRIX {
             assert_eq!(manages(actor, target), manages_it, "{actor:?} → {target:?}");
             let (a, t) = (user(actor), user(target));
-            assert_eq!(
-                check_edit(&a, &t, false).is_ok(),
-                manages_it,
-                "edit {actor:?} → {target:?}"
-            );
-            assert_eq!(
-                check_delete(&a, &t).is_ok(),
-                manages_it,
-                "delete {actor:?} → {target:?}"
-            );
+            let edit = check_edit(&a, &t, false);
+            assert_eq!(edit.is_ok(), manages_it, "edit {actor:?} → {target:?}");
+            let delete = check_delete(&a, &t);
+            assert_eq!(delete.is_ok(), manages_it, "delete {actor:?} → {target:?}");
             // Disabling another follows managing; the owner is never disabled.
+            let disable = check_edit(&a, &t, true);
+            let may_disable = manages_it && target != Role::Owner;
             assert_eq!(
-                check_edit(&a, &t, true).is_ok(),
-                manages_it && target != Owner,
+                disable.is_ok(),
+                may_disable,
                 "disable {actor:?} → {target:?}"
             );
         }
@@ -152,19 +152,7 @@ mod tests {
 
     #[test]
     fn who_creates_which_role() {
-        use Role::*;
-        let expected = [
-            ((Owner, Owner), false),
-            ((Owner, Admin), true),
-            ((Owner, Standard), true),
-            ((Admin, Owner), false),
-            ((Admin, Admin), false),
-            ((Admin, Standard), true),
-            ((Standard, Owner), false),
-            ((Standard, Admin), false),
-            ((Standard, Standard), false),
-        ];
-        for ((actor, role), allowed) in expected {
+        for ((actor, role), _, allowed) in MATRIX {
             let outcome = check_create(actor, role);
             assert_eq!(outcome.is_ok(), allowed, "{actor:?} creates {role:?}");
             if let Err(err) = outcome {

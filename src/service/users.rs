@@ -87,30 +87,26 @@ impl Service {
         created_by: Option<Uuid>,
     ) -> AppResult<User> {
         let mut fields = Fields::new();
-        let username = fields.check("username", validation::username(&input.username));
-        let email = fields.check("email", validation::email(&input.email));
+        let profile = validation::profile(
+            &mut fields,
+            &input.username,
+            &input.email,
+            input.first_name.as_deref(),
+            input.last_name.as_deref(),
+            input.phone.as_deref(),
+        );
         let password = fields.check("password", validation::password(&input.password));
-        let first_name = fields.check(
-            "firstName",
-            validation::optional_text(input.first_name.as_deref()),
-        );
-        let last_name = fields.check(
-            "lastName",
-            validation::optional_text(input.last_name.as_deref()),
-        );
-        let phone = fields.check("phone", validation::optional_text(input.phone.as_deref()));
         fields.into_result()?;
-        let (
-            Some(username),
-            Some(email),
-            Some(password),
-            Some(first_name),
-            Some(last_name),
-            Some(phone),
-        ) = (username, email, password, first_name, last_name, phone)
-        else {
+        let (Some(profile), Some(password)) = (profile, password) else {
             return Err(AppError::internal("validated field missing"));
         };
+        let validation::Profile {
+            username,
+            email,
+            first_name,
+            last_name,
+            phone,
+        } = profile;
         let username_key = username.to_ascii_lowercase();
         self.check_free(Some(&username_key), Some(&email), None)
             .await?;
@@ -482,23 +478,21 @@ const IMPORT_CHUNK: usize = 1_000;
 impl Service {
     /// Bulk import in one transaction, for migrations from other user stores (and seeding
     /// benchmarks). Same validation as `createUser` (errors name the row), but no hashing:
-    /// hashes are taken as given. Owners cannot be imported; there is only ever one, made by register or the CLI.
+    /// hashes are taken as given. Owners cannot be imported; there is only ever one, made by
+    /// register or the CLI.
     pub async fn import_users(&self, users: Vec<ImportedUser>) -> AppResult<Vec<Uuid>> {
         let start = db::now();
         let mut models = Vec::with_capacity(users.len());
         for (index, input) in users.into_iter().enumerate() {
             let mut fields = Fields::new();
-            let username = fields.check("username", validation::username(&input.username));
-            let email = fields.check("email", validation::email(&input.email));
-            let first_name = fields.check(
-                "firstName",
-                validation::optional_text(input.first_name.as_deref()),
+            let profile = validation::profile(
+                &mut fields,
+                &input.username,
+                &input.email,
+                input.first_name.as_deref(),
+                input.last_name.as_deref(),
+                input.phone.as_deref(),
             );
-            let last_name = fields.check(
-                "lastName",
-                validation::optional_text(input.last_name.as_deref()),
-            );
-            let phone = fields.check("phone", validation::optional_text(input.phone.as_deref()));
             if !input.password_hash.starts_with("$argon2") {
                 fields.add("passwordHash", "must be an argon2 PHC string");
             }
@@ -506,8 +500,13 @@ impl Service {
                 fields.add("role", "owners cannot be imported");
             }
             fields.into_result().map_err(|err| at_row(index, err))?;
-            let (Some(username), Some(email), Some(first_name), Some(last_name), Some(phone)) =
-                (username, email, first_name, last_name, phone)
+            let Some(validation::Profile {
+                username,
+                email,
+                first_name,
+                last_name,
+                phone,
+            }) = profile
             else {
                 return Err(AppError::internal("validated field missing"));
             };

@@ -47,6 +47,39 @@ impl Fields {
     }
 }
 
+/// The fields every account has, validated and normalised.
+pub struct Profile {
+    pub username: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Checks the fields every new account has (created, registered or imported alike), recording
+/// each failure in `fields`; `Some` only when all pass.
+pub fn profile(
+    fields: &mut Fields,
+    username_text: &str,
+    email_text: &str,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    phone: Option<&str>,
+) -> Option<Profile> {
+    let username = fields.check("username", username(username_text));
+    let email = fields.check("email", email(email_text));
+    let first_name = fields.check("firstName", optional_text(first_name));
+    let last_name = fields.check("lastName", optional_text(last_name));
+    let phone = fields.check("phone", optional_text(phone));
+    Some(Profile {
+        username: username?,
+        email: email?,
+        first_name: first_name?,
+        last_name: last_name?,
+        phone: phone?,
+    })
+}
+
 /// NUL cannot be stored by PostgreSQL; refusing it here keeps it from becoming a driver error.
 fn no_nul(text: &str) -> Result<(), String> {
     if text.contains('\0') {
