@@ -46,8 +46,16 @@ pub async fn by_session(
     session_id: Uuid,
 ) -> Result<Option<User>, DbErr> {
     Users::find()
-        .filter(Column::Id.eq(user_id))
-        .filter(Expr::exists(
+        .filter(session_condition(user_id, session_id))
+        .one(db)
+        .await
+}
+
+/// User `user_id`, while session `session_id` is theirs and not revoked.
+fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
+    Condition::all()
+        .add(Column::Id.eq(user_id))
+        .add(Expr::exists(
             Query::select()
                 .expr(Expr::val(1))
                 .from(session::Entity)
@@ -56,7 +64,24 @@ pub async fn by_session(
                 .and_where(session::Column::RevokedAt.is_null())
                 .to_owned(),
         ))
-        .one(db)
+}
+
+/// The viewer (as [`by_session`]) and user `other`, in one query; the caller tells the rows
+/// apart by id, so `other` must not be `user_id`.
+pub async fn by_session_or_id(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    session_id: Uuid,
+    other: Uuid,
+) -> Result<Vec<User>, DbErr> {
+    Users::find()
+        .filter(
+            Condition::any()
+                .add(session_condition(user_id, session_id))
+                .add(Column::Id.eq(other)),
+        )
+        .limit(2)
+        .all(db)
         .await
 }
 

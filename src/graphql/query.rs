@@ -3,6 +3,7 @@ use async_graphql::{Context, ID, Object};
 use super::guards::Access;
 use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
 use super::{service, viewer};
+use crate::auth::RequestAuth;
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult};
 use crate::service::UserRef;
@@ -18,7 +19,7 @@ impl Query {
     }
 
     /// One user by `id` or `username` (exactly one of them); null when there is none.
-    #[graphql(guard = "Access::SignedIn")]
+    // No guard: by id, the caller is authenticated in the same query as the lookup.
     async fn user(
         &self,
         ctx: &Context<'_>,
@@ -44,7 +45,15 @@ impl Query {
                 ));
             }
         };
-        let user = service(ctx)?.get_user(viewer(ctx).await?, by).await?;
+        let service = service(ctx)?;
+        let auth = ctx
+            .data::<RequestAuth>()
+            .map_err(|_| AppError::internal("request auth missing"))?;
+        let (viewer, prefetched) = match &by {
+            UserRef::Id(id) => auth.viewer_and(service, *id).await?,
+            UserRef::Username(_) => (auth.viewer(service).await?, None),
+        };
+        let user = service.get_user(viewer, by, prefetched).await?;
         Ok(user.map(UserObject::new))
     }
 

@@ -149,6 +149,29 @@ impl Service {
             .ok_or(AppError::Unauthenticated("Invalid or expired token"))
     }
 
+    /// [`Self::authenticate`] plus user `other`, read in the same query.
+    pub async fn authenticate_with(
+        &self,
+        access_token: &str,
+        other: Uuid,
+    ) -> AppResult<(User, Option<User>)> {
+        let claims = self.0.tokens.verify(access_token)?;
+        if other == claims.sub {
+            let viewer = self.authenticate(access_token).await?;
+            return Ok((viewer.clone(), Some(viewer)));
+        }
+        let rows =
+            user_queries::by_session_or_id(self.db().conn(), claims.sub, claims.sid, other).await?;
+        // Rows with the viewer's id can only have matched the session condition.
+        let viewer = rows
+            .iter()
+            .find(|user| user.id == claims.sub && !user.disabled)
+            .cloned()
+            .ok_or(AppError::Unauthenticated("Invalid or expired token"))?;
+        let target = rows.into_iter().find(|user| user.id == other);
+        Ok((viewer, target))
+    }
+
     async fn open_session(
         &self,
         tx: &DatabaseTransaction,

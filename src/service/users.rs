@@ -382,8 +382,14 @@ impl Service {
     }
 
     /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
-    /// asking about someone else is refused before any lookup, so existence does not leak.
-    pub async fn get_user(&self, viewer: &User, by: UserRef) -> AppResult<Option<User>> {
+    /// asking about someone else is refused before the result is used, so existence does not
+    /// leak. `prefetched` is the target when it was read with the viewer.
+    pub async fn get_user(
+        &self,
+        viewer: &User,
+        by: UserRef,
+        prefetched: Option<Option<User>>,
+    ) -> AppResult<Option<User>> {
         let is_self = match &by {
             UserRef::Id(id) => *id == viewer.id,
             UserRef::Username(name) => name.to_ascii_lowercase() == viewer.username_key,
@@ -392,6 +398,9 @@ impl Service {
             return Ok(Some(viewer.clone()));
         }
         rules::check_see_others(viewer.role)?;
+        if let Some(target) = prefetched {
+            return Ok(target);
+        }
         let conn = self.db().conn();
         Ok(match by {
             UserRef::Id(id) => user_queries::by_id(conn, id).await?,
