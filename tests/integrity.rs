@@ -118,3 +118,29 @@ backend_tests!(
     racing_email_changes_conflict_on_email,
     imports_validate_like_create_user,
 );
+
+/// A statement that runs past `ROLLCALL_DB_TIMEOUT` is cancelled by PostgreSQL instead of
+/// holding its request (and a pooled connection) indefinitely; the pool stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statements_time_out() {
+    use sea_orm::ConnectionTrait;
+
+    let tweak = |settings: &mut rollcall::config::Settings| {
+        settings.db_timeout = std::time::Duration::from_millis(500);
+    };
+    let Some(app) = TestApp::spawn_with(support::Backend::Postgres, tweak).await else {
+        return;
+    };
+    let db = app.server().service.db();
+    let started = std::time::Instant::now();
+    let slow = db.conn().execute_unprepared("SELECT pg_sleep(5)").await;
+    assert!(
+        slow.is_err(),
+        "a 5 s statement finished under a 500 ms timeout"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    db.conn()
+        .execute_unprepared("SELECT 1")
+        .await
+        .expect("the pool still answers");
+}

@@ -82,21 +82,21 @@ pub async fn insert_refresh_token(
     Ok(())
 }
 
-/// Marks an unused, unexpired token as used. Exactly one of several concurrent callers sees
-/// `true`: the conditional update is the atomic step of rotation.
+/// Marks an unused, unexpired token as used and returns its session. Exactly one of several
+/// concurrent callers gets `Some`: the conditional update is the atomic step of rotation.
 pub async fn consume_refresh_token(
     db: &impl ConnectionTrait,
     token_hash: &str,
-) -> Result<bool, DbErr> {
+) -> Result<Option<Uuid>, DbErr> {
     let now = super::now();
-    let result = refresh_token::Entity::update_many()
+    let consumed = refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
         .filter(refresh_token::Column::TokenHash.eq(token_hash))
         .filter(refresh_token::Column::UsedAt.is_null())
         .filter(refresh_token::Column::ExpiresAt.gt(now))
-        .exec(db)
+        .exec_with_returning(db)
         .await?;
-    Ok(result.rows_affected == 1)
+    Ok(consumed.first().map(|row| row.session_id))
 }
 
 pub async fn find_refresh_token(

@@ -51,6 +51,26 @@ pub async fn by_session(
         .await
 }
 
+/// The user of session `session_id` while it is not revoked, in one query.
+pub async fn by_live_session(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+) -> Result<Option<User>, DbErr> {
+    Users::find()
+        .filter(
+            Column::Id.in_subquery(
+                Query::select()
+                    .column(session::Column::UserId)
+                    .from(session::Entity)
+                    .and_where(session::Column::Id.eq(session_id))
+                    .and_where(session::Column::RevokedAt.is_null())
+                    .to_owned(),
+            ),
+        )
+        .one(db)
+        .await
+}
+
 /// User `user_id`, while session `session_id` is theirs and not revoked.
 fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
     Condition::all()

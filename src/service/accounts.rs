@@ -102,7 +102,7 @@ impl Service {
         const INVALID: AppError = AppError::Unauthenticated("Invalid refresh token");
         let hash = tokens::hash_refresh_token(token);
         let tx = self.db().begin_write().await?;
-        if !sessions::consume_refresh_token(&tx, &hash).await? {
+        let Some(session_id) = sessions::consume_refresh_token(&tx, &hash).await? else {
             let reused = sessions::find_refresh_token(&tx, &hash)
                 .await?
                 .filter(|row| row.used_at.is_some());
@@ -112,21 +112,14 @@ impl Service {
                 tx.commit().await?;
             }
             return Err(INVALID);
-        }
-        let row = sessions::find_refresh_token(&tx, &hash)
-            .await?
-            .ok_or(INVALID)?;
-        let session = sessions::find(&tx, row.session_id)
-            .await?
-            .filter(|s| s.revoked_at.is_none())
-            .ok_or(INVALID)?;
-        let user = user_queries::by_id(&tx, session.user_id)
+        };
+        let user = user_queries::by_live_session(&tx, session_id)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(INVALID)?;
-        let refresh_token = self.add_refresh_token(&tx, session.id).await?;
+        let refresh_token = self.add_refresh_token(&tx, session_id).await?;
         tx.commit().await?;
-        self.finish((session.id, refresh_token), user)
+        self.finish((session_id, refresh_token), user)
     }
 
     /// Ends the session the refresh token belongs to. `false` when the token is unknown.
