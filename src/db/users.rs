@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -261,16 +261,8 @@ pub async fn page(
             ])),
         );
     }
-    // A PostgreSQL search that the trigram index can serve is ordered by an expression the
-    // (created_at, id) index cannot: otherwise the planner may walk that index and filter,
-    // reading every row before the first match when the matches sit late in the order.
-    let created_at = if filter.trigram_search() && db.backend() == DatabaseBackend::Postgres {
-        Expr::col(Column::CreatedAt).add(Expr::cust("INTERVAL '0'"))
-    } else {
-        Expr::col(Column::CreatedAt)
-    };
     let mut users = query
-        .order_by(created_at, Order::Asc)
+        .order_by_asc(Column::CreatedAt)
         .order_by_asc(Column::Id)
         .limit(limit + 1)
         .all(db.conn())
