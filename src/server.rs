@@ -90,6 +90,10 @@ impl RunningServer {
     }
 }
 
+/// One GraphQL request per POST. The body is read here rather than by async-graphql-axum's
+/// extractor: that one reads past axum's body limit, reports an oversized body as a generic
+/// I/O error, and accepts batches and multipart bodies, where this server answers 413, and
+/// 400 for batches, with a JSON error and its code.
 async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,

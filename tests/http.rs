@@ -53,6 +53,11 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .await
         .expect("post");
     assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE",
+        "{body}"
+    );
 
     let batch = json!([{"query": "{ serverInfo { name } }"}, {"query": "{ serverInfo { name } }"}]);
     let response = app
@@ -63,6 +68,11 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .await
         .expect("post");
     assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
 
     let response = app
         .client
