@@ -552,7 +552,14 @@ impl Peer {
         Ok(peer)
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// Stopped however the benchmark ends, a failed scenario included.
+impl Drop for Peer {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Cluster workers exit with their master.
@@ -613,7 +620,14 @@ impl ServerProcess {
         self.child.id()
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A scenario that fails returns early with `?`: the server must not outlive the benchmark.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
