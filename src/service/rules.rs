@@ -41,6 +41,17 @@ pub fn check_create(actor: Role, role: Role) -> AppResult<()> {
     }
 }
 
+/// Before user `id` is even looked up for an edit or a deletion: someone who manages nobody may
+/// act on themselves only, and is refused without the lookup, so that whether `id` exists does
+/// not show.
+pub fn check_reach(actor: &User, id: uuid::Uuid, refusal: &'static str) -> AppResult<()> {
+    if actor.id == id || actor.role.is_manager() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(refusal))
+    }
+}
+
 /// `updateUser` of `target`; `disabling` when the edit sets `disabled: true`.
 pub fn check_edit(actor: &User, target: &User, disabling: bool) -> AppResult<()> {
     let is_self = actor.id == target.id;
@@ -183,6 +194,7 @@ mod tests {
                 can_see_private(Some(&me), &me),
                 "{role:?} sees own private fields"
             );
+            assert!(check_reach(&me, me.id, "").is_ok(), "{role:?} reaches self");
         }
     }
 
@@ -207,6 +219,12 @@ mod tests {
                 check_see_others(viewer).is_ok(),
                 viewer.is_manager(),
                 "{viewer:?} looks up others"
+            );
+            let reach = check_reach(&v, uuid::Uuid::new_v4(), "refused");
+            assert_eq!(
+                reach.is_ok(),
+                viewer.is_manager(),
+                "{viewer:?} reaches another id"
             );
             assert!(!can_see_private(None, &v), "anonymous sees {viewer:?}");
         }

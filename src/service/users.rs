@@ -186,10 +186,7 @@ impl Service {
         changes: UserChanges,
     ) -> AppResult<User> {
         self.writable()?;
-        // Refused before the lookup, so that whether `id` exists does not show.
-        if actor.id != id && !actor.role.is_manager() {
-            return Err(AppError::Forbidden("You may not edit this user"));
-        }
+        rules::check_reach(actor, id, "You may not edit this user")?;
         let target = user_queries::by_id(self.db().conn(), id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
@@ -299,10 +296,7 @@ impl Service {
 
     pub async fn delete_user(&self, actor: &User, id: Uuid) -> AppResult<Uuid> {
         self.writable()?;
-        // Refused before the lookup, so that whether `id` exists does not show.
-        if actor.id != id && !actor.role.is_manager() {
-            return Err(AppError::Forbidden("You may not delete this user"));
-        }
+        rules::check_reach(actor, id, "You may not delete this user")?;
         let target = user_queries::by_id(self.db().conn(), id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
