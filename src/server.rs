@@ -101,23 +101,15 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
             return if too_large {
-                request_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    "Request body exceeds 1 MiB",
-                )
+                request_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body exceeds 1 MiB")
             } else {
-                request_error(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
-                    "Could not read the request body",
-                )
+                request_error(StatusCode::BAD_REQUEST, "Could not read the request body")
             };
         }
     };
     let request = match parse_request(&bytes) {
         Ok(request) => request,
-        Err(message) => return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
+        Err(message) => return request_error(StatusCode::BAD_REQUEST, message),
     };
     let request = graphql::request_data(request, &state.service, bearer_token(&headers));
     // Run to completion even if the client disconnects, so a mutation is never cut off
@@ -127,11 +119,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(response) => response,
         Err(err) => {
             tracing::error!(%err, "request task failed");
-            return request_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_SERVER_ERROR",
-                INTERNAL_MESSAGE,
-            );
+            return request_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE);
         }
     };
     finalize_response(&mut response);
@@ -159,7 +147,13 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// An error answered before GraphQL runs, in the same shape as GraphQL's errors.
-fn request_error(status: StatusCode, code: &str, message: &str) -> Response {
+/// Its code follows from the status.
+fn request_error(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        status if status.is_server_error() => "INTERNAL_SERVER_ERROR",
+        _ => "BAD_REQUEST",
+    };
     let body = serde_json::json!({
         "errors": [{ "message": message, "extensions": { "code": code } }]
     });
