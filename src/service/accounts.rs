@@ -7,10 +7,12 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Service, users::NewUser};
-use crate::auth::tokens;
+use crate::auth::{AccessClaims, tokens};
 use crate::db::entities::user::{self, Model as User, Role};
 use crate::db::{self, UniqueViolation, sessions, unique_violation, users as user_queries};
 use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
+
+const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 
 /// What a successful register, login or refresh hands back.
 pub struct AuthSession {
@@ -136,10 +138,15 @@ impl Service {
     /// are all still valid.
     pub async fn authenticate(&self, access_token: &str) -> AppResult<User> {
         let claims = self.0.tokens.verify(access_token)?;
+        self.session_user(&claims).await
+    }
+
+    /// The enabled user of verified `claims` while their session is live.
+    async fn session_user(&self, claims: &AccessClaims) -> AppResult<User> {
         user_queries::by_session(self.db().conn(), claims.sub, claims.sid)
             .await?
             .filter(|user| !user.disabled)
-            .ok_or(AppError::Unauthenticated("Invalid or expired token"))
+            .ok_or(INVALID_TOKEN)
     }
 
     /// [`Self::authenticate`] plus user `other`, read in the same query.
@@ -150,7 +157,7 @@ impl Service {
     ) -> AppResult<(User, Option<User>)> {
         let claims = self.0.tokens.verify(access_token)?;
         if other == claims.sub {
-            let viewer = self.authenticate(access_token).await?;
+            let viewer = self.session_user(&claims).await?;
             return Ok((viewer.clone(), Some(viewer)));
         }
         let rows =
@@ -160,7 +167,7 @@ impl Service {
             .iter()
             .find(|user| user.id == claims.sub && !user.disabled)
             .cloned()
-            .ok_or(AppError::Unauthenticated("Invalid or expired token"))?;
+            .ok_or(INVALID_TOKEN)?;
         let target = rows.into_iter().find(|user| user.id == other);
         Ok((viewer, target))
     }
