@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Fuzzes the GraphQL API of a live rollcall server with schemathesis, from the schema the
+# binary prints (`rollcall schema`; the standard introspection query is deeper than the
+# server's depth limit): first without credentials, then signed in as the owner.
+# Fails on any 5xx, on a response that is not a well-formed GraphQL response with an error
+# code on every error (tests/fuzz/checks.py), and on a server that dies or panics.
+#
+# Uses the already built server: $ROLLCALL_BIN, by default the debug binary under
+# ${CARGO_TARGET_DIR:-target}. Installs the pinned fuzzer into a venv
+# ($ROLLCALL_FUZZ_VENV, by default ${CARGO_TARGET_DIR:-target}/fuzz-venv), reused while
+# tests/fuzz/requirements.txt is unchanged. ROLLCALL_FUZZ_SECONDS (default 120) is the
+# fuzzing time, split between the two runs; ROLLCALL_FUZZ_SEED repeats a run's data.
+# Traffic goes only to the server it starts on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+target=${CARGO_TARGET_DIR:-target}
+bin=${ROLLCALL_BIN:-$target/debug/rollcall}
+venv=${ROLLCALL_FUZZ_VENV:-$target/fuzz-venv}
+seconds=${ROLLCALL_FUZZ_SECONDS:-120}
+seed=${ROLLCALL_FUZZ_SEED:-}
+fuzz_dir=$PWD/tests/fuzz
+
+if [[ ! -x $bin ]]; then
+    echo "fuzz: no server binary at $bin (build it with: cargo build --bin rollcall)" >&2
+    exit 1
+fi
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+
+# The venv, reinstalled only when the pinned requirements change.
+if [[ ! -x $venv/bin/python ]]; then
+    python3 -m venv "$venv"
+fi
+if ! cmp -s "$fuzz_dir/requirements.txt" "$venv/requirements.installed"; then
+    "$venv/bin/pip" install --disable-pip-version-check --quiet -r "$fuzz_dir/requirements.txt"
+    cp "$fuzz_dir/requirements.txt" "$venv/requirements.installed"
+fi
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The server, on a fresh SQLite database, with a clean environment for its settings.
+(
+    for name in $(compgen -e | grep '^ROLLCALL_' || true); do
+        unset "$name"
+    done
+    export DATABASE_URL="sqlite://$work/fuzz.db?mode=rwc"
+    export ROLLCALL_LISTEN=127.0.0.1:0
+    export ROLLCALL_IP_RATE_LIMIT=0
+    export RUST_LOG=info NO_COLOR=1
+    exec "$bin" serve
+) 2>"$work/server.log" &
+server_pid=$!
+
+addr=
+for _ in $(seq 600); do
+    addr=$(sed -n 's|.*listening on http://\([^/]*\)/.*|\1|p' "$work/server.log" | head -n 1)
+    [[ -n $addr ]] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "fuzz: the server exited before it listened:" >&2
+        cat "$work/server.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [[ $addr != 127.0.0.1:* ]]; then
+    echo "fuzz: the server did not report a loopback address (got '$addr'):" >&2
+    cat "$work/server.log" >&2
+    exit 1
+fi
+url=http://$addr/graphql
+echo "fuzz: rollcall listening at $url"
+"$bin" schema >"$work/schema.graphql"
+
+# The owner the fuzzer signs in as, and users for it to act on (tests/fuzz/accounts.py).
+cp "$fuzz_dir/schemathesis.toml" "$work/schemathesis.toml"
+"$venv/bin/python" "$fuzz_dir/accounts.py" "$url" "$work"
+token=$(cat "$work/token")
+
+fuzz() {
+    local label=$1 budget=$2
+    shift 2
+    echo "fuzz: $label, ${budget}s"
+    # Hypothesis and schemathesis write their files in the working directory: the temp dir.
+    (cd "$work" && SCHEMATHESIS_HOOKS="$fuzz_dir/checks.py" \
+        timeout --kill-after=10 $((budget + 60)) "$venv/bin/schemathesis" \
+        --config-file "$work/schemathesis.toml" run "$work/schema.graphql" --url "$url" \
+        --checks rollcall_graphql_response,response_schema_conformance \
+        --max-time "$budget" \
+        --workers 2 \
+        --generation-database none \
+        --request-timeout 30 \
+        --no-color \
+        ${seed:+--seed "$seed"} \
+        "$@")
+}
+
+status=0
+anonymous=$((seconds / 3))
+fuzz "without credentials" "$anonymous" || status=1
+fuzz "signed in as the owner" "$((seconds - anonymous))" \
+    --header "Authorization: Bearer $token" || status=1
+
+# The server must have lived through it, and answer.
+if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "fuzz: FAILED: the server is no longer running" >&2
+    status=1
+elif ! "$venv/bin/python" -c 'import sys, urllib.request
+sys.exit(urllib.request.urlopen(sys.argv[1], timeout=10).read() != b"ok")' "http://$addr/health"; then
+    echo "fuzz: FAILED: the server no longer answers /health" >&2
+    status=1
+fi
+if grep -q 'panicked' "$work/server.log"; then
+    echo "fuzz: FAILED: the server panicked:" >&2
+    grep -B 2 -A 10 'panicked' "$work/server.log" >&2
+    status=1
+fi
+if [[ $status -ne 0 ]]; then
+    echo "fuzz: the server's last log lines:" >&2
+    tail -n 40 "$work/server.log" >&2
+    echo "fuzz: FAILED" >&2
+else
+    echo "fuzz: passed"
+fi
+exit "$status"
