@@ -538,6 +538,17 @@ impl ServerProcess {
         assert!(status.success(), "kill -TERM");
         wait_or_kill(&mut child, "rollcall serve after SIGTERM")
     }
+
+    /// Sends SIGKILL, as a crash or the OOM killer would, and waits for the exit status.
+    pub fn kill(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -KILL");
+        wait_or_kill(&mut child, "rollcall serve after SIGKILL")
+    }
 }
 
 /// A `rollcall serve` process that may not be listening yet; dropped, it is killed like a
