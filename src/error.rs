@@ -29,6 +29,15 @@ pub enum AppError {
     Conflict(FieldErrors),
     #[error("{0}")]
     NotFound(&'static str),
+    /// Too many attempts; the client may try again after `retry_after_seconds`.
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        retry_after_seconds: u64,
+    },
+    /// The request ran past `ROLLCALL_REQUEST_TIMEOUT`; nothing it started was kept.
+    #[error("{0}")]
+    Timeout(&'static str),
     /// Shown to clients as a generic message; the context and its source chain go to the log.
     #[error("{context}")]
     Internal {
@@ -46,6 +55,8 @@ impl AppError {
             AppError::BadInput(_) => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::NotFound(_) => "NOT_FOUND",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Timeout(_) => "TIMEOUT",
             AppError::Internal { .. } => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -71,6 +82,14 @@ impl AppError {
         AppError::Internal {
             context,
             source: Some(Arc::new(source)),
+        }
+    }
+
+    /// RATE_LIMITED, to be retried after `wait` (rounded up to whole seconds, at least one).
+    pub fn rate_limited(message: &'static str, wait: std::time::Duration) -> Self {
+        AppError::RateLimited {
+            message,
+            retry_after_seconds: wait.as_millis().div_ceil(1000).max(1) as u64,
         }
     }
 
@@ -130,6 +149,13 @@ pub fn finalize_response(response: &mut Response) {
             extensions.set("code", app.code());
             if let AppError::BadInput(fields) | AppError::Conflict(fields) = app {
                 extensions.set("fields", fields_value(fields));
+            }
+            if let AppError::RateLimited {
+                retry_after_seconds,
+                ..
+            } = app
+            {
+                extensions.set("retryAfterSeconds", *retry_after_seconds);
             }
             error.message = message;
         } else if error.source.is_some() {

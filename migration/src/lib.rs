@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_init::Migration),
             Box::new(m20261125_000002_search_index::Migration),
             Box::new(m20261203_000003_search_text::Migration),
+            Box::new(m20261204_000004_credential_failures::Migration),
         ]
     }
 }
@@ -255,6 +256,42 @@ mod m20261203_000003_search_text {
                     }
                 }
             }
+            Ok(())
+        }
+    }
+}
+
+/// Failed password checks per account (or per unknown login), so that the throttle holds across
+/// restarts and across instances on one database. Times are Unix milliseconds: compared in
+/// SQL the same way on both backends.
+mod m20261204_000004_credential_failures {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261204_000004_credential_failures"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let db = manager.get_connection();
+            db.execute_unprepared(
+                "CREATE TABLE credential_failures (
+                    subject TEXT PRIMARY KEY NOT NULL,
+                    failures INTEGER NOT NULL,
+                    locked_until BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )",
+            )
+            .await?;
+            db.execute_unprepared(
+                "CREATE INDEX idx_credential_failures_updated ON credential_failures (updated_at)",
+            )
+            .await?;
             Ok(())
         }
     }

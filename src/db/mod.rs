@@ -2,6 +2,7 @@
 
 pub mod entities;
 pub mod sessions;
+pub mod throttle;
 pub mod users;
 
 use std::sync::Arc;

@@ -9,10 +9,14 @@ use uuid::Uuid;
 use super::{Service, users::NewUser};
 use crate::auth::{AccessClaims, tokens};
 use crate::db::entities::user::{self, Model as User, Role};
-use crate::db::{self, UniqueViolation, sessions, unique_violation, users as user_queries};
+use crate::db::{
+    self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
+};
 use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
+use crate::service::Subject;
+use crate::service::validation::{self, Fields};
 
-const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
+pub(super) const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 
 /// What a successful register, login or refresh hands back.
 pub struct AuthSession {
@@ -23,8 +27,10 @@ pub struct AuthSession {
 }
 
 impl Service {
-    /// Self-registration. The first account on a database without an owner becomes the
-    /// owner; the partial unique index makes that hold even when registrations race.
+    /// Self-registration. The first account on an empty database becomes the owner; once any
+    /// account exists (registered, created on the command line or imported) registrations are
+    /// standard users. The partial unique index on the owner keeps racing first registrations
+    /// from making two owners: the loser retries as a standard user.
     pub async fn register(&self, input: NewUser) -> AppResult<AuthSession> {
         self.writable()?;
         if !self.registration_open() {
@@ -34,7 +40,7 @@ impl Service {
         let mut may_own = true;
         loop {
             let tx = self.db().begin_write().await?;
-            let role = if may_own && !user_queries::owner_exists(&tx).await? {
+            let role = if may_own && !user_queries::any_exists(&tx).await? {
                 Role::Owner
             } else {
                 Role::Standard
@@ -66,23 +72,28 @@ impl Service {
     }
 
     /// Login by username or email. Unknown users, wrong passwords and disabled accounts are
-    /// indistinguishable: same message, same argon2 cost.
+    /// indistinguishable: same message, same argon2 cost, same throttle.
     pub async fn login(&self, login: &str, password: &str) -> AppResult<AuthSession> {
-        let user = if login.contains('\0') || login.len() > 320 {
-            None
-        } else {
-            user_queries::by_login(self.db().conn(), login).await?
+        let mut fields = Fields::new();
+        if login.contains('\0') || login.len() > 320 {
+            fields.add("login", "must be a username or an email address");
+        }
+        fields.check("password", validation::given_password(password));
+        fields.into_result()?;
+        let user = user_queries::by_login(self.db().conn(), login).await?;
+        let subject = match &user {
+            Some(user) => Subject::User(user.id),
+            None => Subject::Login(login.trim().to_lowercase()),
         };
-        let valid = self
-            .0
-            .passwords
-            .verify(
-                password.to_owned(),
-                user.as_ref().map(|u| u.password_hash.clone()),
-            )
-            .await?;
+        // A disabled account is checked against the dummy hash: it never succeeds, so its
+        // attempts count as failures like any other.
+        let hash = user
+            .as_ref()
+            .filter(|u| !u.disabled)
+            .map(|u| u.password_hash.clone());
+        let valid = self.check_password(&subject, password, hash).await?;
         let user = match user {
-            Some(user) if valid && !user.disabled => user,
+            Some(user) if valid => user,
             _ => return Err(INVALID_CREDENTIALS),
         };
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
@@ -96,6 +107,31 @@ impl Service {
             ..user
         };
         self.finish((login.session_id, refresh_token), user)
+    }
+
+    /// Checks `password` against `hash` (`None`: against the dummy hash, never matching), counted
+    /// by the per-account throttle: while `subject` is throttled it fails at once with
+    /// RATE_LIMITED, without hashing; a match starts the count afresh.
+    pub(super) async fn check_password(
+        &self,
+        subject: &Subject,
+        password: &str,
+        hash: Option<String>,
+    ) -> AppResult<bool> {
+        // A full queue refuses before the attempt is counted.
+        self.0.passwords.check_room()?;
+        let subject = subject.key();
+        if let Err(wait) = throttle::reserve(self.db().writer(), &subject, self.0.throttle).await? {
+            return Err(AppError::rate_limited(
+                "Too many failed attempts; try again later",
+                wait,
+            ));
+        }
+        let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
+        if valid {
+            throttle::clear(self.db().writer(), &subject).await?;
+        }
+        Ok(valid)
     }
 
     /// Rotates a refresh token. The old token is consumed atomically; presenting a token that

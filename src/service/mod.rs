@@ -6,21 +6,22 @@ pub mod rules;
 mod users;
 pub mod validation;
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, EntityTrait};
 
-use crate::auth::{Passwords, TokenKeys, tokens};
+use crate::auth::{IpLimiter, Passwords, TokenKeys, tokens};
 use crate::config::{Registration, Settings};
-use crate::db::Db;
 use crate::db::entities::server_setting;
+use crate::db::{Db, throttle};
 use crate::error::{AppError, AppResult};
 
 pub use crate::db::users::Page;
 pub use accounts::AuthSession;
-pub use users::{ImportedUser, NewUser, UserChanges, UserRef};
+pub use users::{DEFAULT_PAGE, ImportedUser, MAX_PAGE, NewUser, UserChanges, UserRef};
 
 const JWT_SECRET_SETTING: &str = "jwt_secret";
 
@@ -35,8 +36,30 @@ struct Inner {
     registration_open: bool,
     demo: bool,
     refresh_ttl: Duration,
+    throttle: throttle::Policy,
+    ip_limiter: IpLimiter,
     started: Instant,
 }
+
+/// Whose failed password checks an attempt counts towards.
+pub(crate) enum Subject {
+    User(uuid::Uuid),
+    /// A login that matches no account, normalised; throttled like an account so the throttle
+    /// does not tell which logins exist.
+    Login(String),
+}
+
+impl Subject {
+    fn key(&self) -> String {
+        match self {
+            Subject::User(id) => format!("user:{id}"),
+            Subject::Login(login) => format!("login:{login}"),
+        }
+    }
+}
+
+/// How often the throttles forget what no longer matters.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 
 /// A start-up failure, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +96,35 @@ impl Service {
             .hash_concurrency
             .unwrap_or_else(Passwords::default_concurrency);
         let passwords = Passwords::new(concurrency)?;
-        Ok(Self(Arc::new(Inner {
+        let service = Self(Arc::new(Inner {
             db,
             passwords,
             tokens,
             registration_open: settings.registration == Registration::Open,
             demo: settings.demo,
             refresh_ttl: settings.refresh_ttl,
+            throttle: throttle::Policy {
+                after: settings.throttle_after,
+                max_wait: settings.throttle_max,
+            },
+            ip_limiter: IpLimiter::new(settings.ip_rate_limit),
             started: Instant::now(),
-        })))
+        }));
+        tokio::spawn(housekeeping(Arc::downgrade(&service.0)));
+        Ok(service)
+    }
+
+    /// Counts a credential attempt (login, register, refreshToken, re-verification) against
+    /// the client's IP bucket. `None` (no HTTP client: the command line, embedders) is not
+    /// limited.
+    pub fn limit_ip(&self, ip: Option<IpAddr>) -> AppResult<()> {
+        match ip.map(|ip| self.0.ip_limiter.check(ip)) {
+            Some(Err(wait)) => Err(AppError::rate_limited(
+                "Too many attempts from this address; try again later",
+                wait,
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -108,6 +151,23 @@ impl Service {
             ))
         } else {
             Ok(())
+        }
+    }
+}
+
+/// Periodic clean-up for as long as the service lives: forgotten throttle rows and idle IP
+/// buckets.
+async fn housekeeping(service: Weak<Inner>) {
+    let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = service.upgrade() else {
+            return;
+        };
+        inner.ip_limiter.forget_idle();
+        if let Err(err) = throttle::purge(inner.db.writer()).await {
+            tracing::warn!(error = %err, "purging old credential failures");
         }
     }
 }

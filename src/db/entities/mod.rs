@@ -1,5 +1,6 @@
 //! SeaORM entities: one module per table.
 
+pub mod credential_failure;
 pub mod refresh_token;
 pub mod server_setting;
 pub mod session;

@@ -1,0 +1,140 @@
+//! The per-account credential throttle's table: an attempt is counted before its password is
+//! checked, with a compare-and-swap on the row, so parallel attempts each get their own count
+//! and none can slip past the threshold.
+
+use std::time::Duration;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+use super::entities::credential_failure::{ActiveModel, Column, Entity, Model};
+
+/// When throttling starts and how long it lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Failures in a row after which every further attempt waits.
+    pub after: u32,
+    /// The longest wait; waits double from one second up to it.
+    pub max_wait: Duration,
+}
+
+impl Policy {
+    /// The lock an attempt numbered `attempt` (1-based, since the last success) sets before it
+    /// runs: none below the threshold, then 1 s, 2 s, 4 s … up to `max_wait`.
+    fn lock_for(&self, attempt: u32) -> Duration {
+        if attempt < self.after {
+            return Duration::ZERO;
+        }
+        let doublings = (attempt - self.after).min(30);
+        Duration::from_secs(1u64 << doublings).min(self.max_wait)
+    }
+}
+
+/// Rows untouched for this long are forgotten, so unknown logins cannot grow the table forever.
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Counts an attempt on `subject` before its password is checked. `Err(wait)` while the
+/// subject is locked: the attempt must fail without checking anything.
+pub async fn reserve(
+    db: &impl ConnectionTrait,
+    subject: &str,
+    policy: Policy,
+) -> Result<Result<(), Duration>, DbErr> {
+    // Each round either wins the swap or sees another attempt's newer row.
+    for _ in 0..16 {
+        let now = now_ms();
+        let current = Entity::find_by_id(subject.to_owned()).one(db).await?;
+        let attempt = match &current {
+            Some(row) if row.locked_until > now => {
+                return Ok(Err(Duration::from_millis((row.locked_until - now) as u64)));
+            }
+            Some(row) => u32::try_from(row.failures).unwrap_or(0).saturating_add(1),
+            None => 1,
+        };
+        let lock = policy.lock_for(attempt);
+        let locked_until = if lock.is_zero() {
+            0
+        } else {
+            now + lock.as_millis() as i64
+        };
+        let model = ActiveModel {
+            subject: Set(subject.to_owned()),
+            failures: Set(i32::try_from(attempt).unwrap_or(i32::MAX)),
+            locked_until: Set(locked_until),
+            updated_at: Set(now),
+        };
+        let swapped = match current {
+            None => {
+                Entity::insert(model)
+                    .on_conflict(OnConflict::column(Column::Subject).do_nothing().to_owned())
+                    .exec_without_returning(db)
+                    .await?
+                    == 1
+            }
+            Some(Model {
+                failures,
+                locked_until,
+                ..
+            }) => {
+                Entity::update_many()
+                    .set(model)
+                    .filter(Column::Subject.eq(subject))
+                    .filter(Column::Failures.eq(failures))
+                    .filter(Column::LockedUntil.eq(locked_until))
+                    .exec(db)
+                    .await?
+                    .rows_affected
+                    == 1
+            }
+        };
+        if swapped {
+            return Ok(Ok(()));
+        }
+    }
+    Err(DbErr::Custom(
+        "credential throttle: too much contention on one subject".into(),
+    ))
+}
+
+/// A successful check: the subject starts afresh.
+pub async fn clear(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
+    Entity::delete_by_id(subject.to_owned()).exec(db).await?;
+    Ok(())
+}
+
+/// Forgets subjects nobody has tried for [`FORGET_AFTER`] and that are not locked.
+pub async fn purge(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let now = now_ms();
+    let before = now - FORGET_AFTER.as_millis() as i64;
+    Ok(Entity::delete_many()
+        .filter(Column::UpdatedAt.lt(before))
+        .filter(Column::LockedUntil.lt(now))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_from_the_threshold_up_to_the_cap() {
+        let policy = Policy {
+            after: 5,
+            max_wait: Duration::from_secs(15 * 60),
+        };
+        let waits: Vec<u64> = (1..=17).map(|n| policy.lock_for(n).as_secs()).collect();
+        assert_eq!(
+            waits,
+            [
+                0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900, 900
+            ]
+        );
+        assert_eq!(policy.lock_for(u32::MAX), Duration::from_secs(900));
+    }
+}
