@@ -1,10 +1,12 @@
 //! Command line and environment configuration. Every setting is a flag with an environment
 //! fallback so the same binary is configured the same way in a shell, a unit file or a container.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
 #[derive(Debug, Parser)]
 #[command(name = "rollcall", version, about = "A user-management GraphQL server")]
@@ -56,7 +58,7 @@ pub enum Registration {
     Closed,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(
@@ -71,6 +73,8 @@ pub struct Settings {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://rollcall.db?mode=rwc",
+        // It may hold a password: `--help` shows the default, never the environment's value.
+        hide_env_values = true,
         global = true
     )]
     pub database_url: String,
@@ -116,6 +120,105 @@ pub struct Settings {
     /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
     #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", global = true)]
     pub hash_concurrency: Option<usize>,
+    /// Consecutive failed password checks on one account (or unknown login) before it is
+    /// throttled.
+    #[arg(long, env = "ROLLCALL_THROTTLE_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub throttle_after: u32,
+    /// Longest wait a throttled account is given; waits double from one second up to it.
+    #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_duration, global = true)]
+    pub throttle_max: Duration,
+    /// Credential attempts (login, register, refreshToken, password re-verification) per
+    /// client IP and minute; `0` turns the limit off.
+    #[arg(
+        long,
+        env = "ROLLCALL_IP_RATE_LIMIT",
+        default_value_t = 60,
+        global = true
+    )]
+    pub ip_rate_limit: u32,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` is believed
+    /// when they connect; by default the client IP is always the socket's.
+    #[arg(
+        long,
+        env = "ROLLCALL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+    /// A request running longer is answered with TIMEOUT and its database work rolled back.
+    #[arg(long, env = "ROLLCALL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub request_timeout: Duration,
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, global = true)]
+    pub max_depth: usize,
+    /// Most aliased fields one document may have.
+    #[arg(
+        long,
+        env = "ROLLCALL_MAX_ALIASES",
+        default_value_t = 15,
+        global = true
+    )]
+    pub max_aliases: usize,
+    /// Most directives one document may have.
+    #[arg(
+        long,
+        env = "ROLLCALL_MAX_DIRECTIVES",
+        default_value_t = 50,
+        global = true
+    )]
+    pub max_directives: usize,
+    /// Longest query text, in bytes.
+    #[arg(
+        long,
+        env = "ROLLCALL_MAX_QUERY_BYTES",
+        default_value_t = 16 * 1024,
+        global = true
+    )]
+    pub max_query_bytes: usize,
+    /// Highest query complexity: each field counts one, a list field times its `first`.
+    #[arg(
+        long,
+        env = "ROLLCALL_MAX_COMPLEXITY",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub max_complexity: usize,
+    /// Whether the schema may be introspected; `false` also drops "Did you mean …" hints.
+    #[arg(long, env = "ROLLCALL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub introspection: bool,
+}
+
+/// Written out so the signing key and the database URL (which may hold a password) never
+/// reach a log through `{:?}`.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &"<redacted>")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("registration", &self.registration)
+            .field("demo", &self.demo)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_timeout", &self.db_timeout)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .field("throttle_after", &self.throttle_after)
+            .field("throttle_max", &self.throttle_max)
+            .field("ip_rate_limit", &self.ip_rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_depth", &self.max_depth)
+            .field("max_aliases", &self.max_aliases)
+            .field("max_directives", &self.max_directives)
+            .field("max_query_bytes", &self.max_query_bytes)
+            .field("max_complexity", &self.max_complexity)
+            .field("introspection", &self.introspection)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -133,6 +236,17 @@ impl Settings {
             db_max_connections: 10,
             db_timeout: Duration::from_secs(5),
             hash_concurrency: None,
+            throttle_after: 5,
+            throttle_max: Duration::from_secs(15 * 60),
+            ip_rate_limit: 60,
+            trusted_proxies: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            max_depth: 10,
+            max_aliases: 15,
+            max_directives: 50,
+            max_query_bytes: 16 * 1024,
+            max_complexity: 5_000,
+            introspection: true,
         }
     }
 }
@@ -162,5 +276,15 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut settings = Settings::with_database("postgres://app:hunter2hunter2@db/rollcall");
+        settings.jwt_secret = Some("s3cret-signing-key-that-is-long-enough".into());
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("request_timeout"), "{printed}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Each hash holds 19 MiB and tens of milliseconds of a core. A fixed number of threads
 //! (`ROLLCALL_HASH_CONCURRENCY`) fed by a bounded channel bounds that memory and keeps the work
-//! off the async workers. The threads run under `SCHED_IDLE`, so the kernel lets request
+//! off the async workers. When the channel is full a request is refused at once with
+//! RATE_LIMITED rather than queued for longer than anyone waits, and a job whose request has
+//! been answered or abandoned meanwhile is skipped, not computed. The threads run under `SCHED_IDLE`, so the kernel lets request
 //! handling preempt a running hash: during a login flood other requests still come first.
 //!
 //! A verification runs in its thread's working memory, kept while more jobs wait: a fresh
@@ -18,8 +20,13 @@ use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
 
-/// Jobs waiting per hashing thread before new ones wait to be queued.
+/// Jobs waiting per hashing thread (about a second of work) before new ones are refused.
 const QUEUE_PER_THREAD: usize = 32;
+
+const BUSY: AppError = AppError::RateLimited {
+    message: "The server is busy checking passwords; try again shortly",
+    retry_after_seconds: 1,
+};
 
 /// The hash of a random password nobody knows, with the same parameters as real hashes.
 /// Verified against when the user does not exist, so an unknown login costs the same as a
@@ -62,6 +69,15 @@ impl Passwords {
         Ok(Self { jobs })
     }
 
+    /// RATE_LIMITED while the queue is full, so callers can refuse before doing other work.
+    pub fn check_room(&self) -> AppResult<()> {
+        if self.jobs.is_full() {
+            Err(BUSY)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Default: one hashing thread per core, the most that can make progress at once.
     pub fn default_concurrency() -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -94,12 +110,17 @@ impl Passwords {
     ) -> AppResult<T> {
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
-            let _ = done.send(work(memory));
+            // The request was answered or abandoned while this waited: nobody wants the result.
+            if !done.is_closed() {
+                let _ = done.send(work(memory));
+            }
         });
-        self.jobs
-            .send_async(job)
-            .await
-            .map_err(|_| AppError::internal("the hashing threads have stopped"))?;
+        self.jobs.try_send(job).map_err(|err| match err {
+            flume::TrySendError::Full(_) => BUSY,
+            flume::TrySendError::Disconnected(_) => {
+                AppError::internal("the hashing threads have stopped")
+            }
+        })?;
         result
             .await
             .map_err(|_| AppError::internal("a password hashing job failed"))
@@ -226,6 +247,61 @@ mod tests {
                 .await
                 .expect("verify")
         );
+    }
+
+    // The test thread blocks on the first job starting, so the job's task runs on a worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_full_queue_refuses_at_once_and_abandoned_jobs_are_skipped() {
+        use futures::FutureExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let passwords = Passwords::new(1).expect("pool");
+        // Hold the only thread until the queue has been filled.
+        let (started, is_running) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let passwords = passwords.clone();
+            async move {
+                passwords
+                    .run(move |_| {
+                        let _ = started.send(());
+                        let _ = gate.recv();
+                    })
+                    .await
+            }
+        });
+        is_running.recv().expect("the blocking job starts");
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        for _ in 0..QUEUE_PER_THREAD {
+            let ran = ran.clone();
+            // Polled once: queued, then dropped, as a request whose client went away.
+            let queued = passwords
+                .run(move |_| ran.fetch_add(1, Ordering::SeqCst))
+                .now_or_never();
+            assert!(queued.is_none(), "queued, not finished");
+        }
+        let refused = passwords.run(|_| ()).now_or_never();
+        assert!(
+            matches!(refused, Some(Err(AppError::RateLimited { .. }))),
+            "a full queue refuses at once: {refused:?}"
+        );
+        assert!(matches!(
+            passwords.check_room(),
+            Err(AppError::RateLimited { .. })
+        ));
+        release.send(()).expect("release");
+        blocker.await.expect("join").expect("the blocking job ran");
+        // The abandoned jobs are skipped; once they are, new work runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match passwords.run(|_| ()).await {
+                Ok(()) => break,
+                Err(AppError::RateLimited { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(err) => panic!("runs after the queue drained: {err:?}"),
+            }
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

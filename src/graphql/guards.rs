@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Guard, Result};
 
-use super::viewer;
+use super::{ClientIp, service, viewer};
 use crate::db::Role;
 use crate::error::AppError;
 
@@ -29,4 +29,20 @@ impl Guard for Access {
             Err(AppError::Forbidden("Your role does not allow this").into())
         }
     }
+}
+
+/// A credential attempt (login, register, refreshToken): it draws from the client IP's bucket
+/// before anything else runs.
+pub struct IpLimited;
+
+impl Guard for IpLimited {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        Ok(limit_ip(ctx)?)
+    }
+}
+
+/// The IP bucket check, for resolvers where only some calls are credential attempts.
+pub fn limit_ip(ctx: &Context<'_>) -> crate::error::AppResult<()> {
+    let ip = ctx.data_opt::<ClientIp>().and_then(|client| client.0);
+    service(ctx)?.limit_ip(ip)
 }

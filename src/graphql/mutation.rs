@@ -1,6 +1,6 @@
 use async_graphql::{Context, ID, Object};
 
-use super::guards::Access;
+use super::guards::{Access, IpLimited, limit_ip};
 use super::types::{
     AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, UpdateUserInput, UserObject,
     parse_id,
@@ -14,11 +14,13 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
-    /// Self-registration; the first account becomes the owner.
+    /// Self-registration; the first account on an empty database becomes the owner.
+    #[graphql(guard = "IpLimited")]
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> AppResult<AuthPayload> {
         Ok(service(ctx)?.register(input.into()).await?.into())
     }
 
+    #[graphql(guard = "IpLimited")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> AppResult<AuthPayload> {
         Ok(service(ctx)?
             .login(&input.login, &input.password)
@@ -27,6 +29,7 @@ impl Mutation {
     }
 
     /// Exchanges a refresh token for a new pair; the old refresh token stops working.
+    #[graphql(guard = "IpLimited")]
     async fn refresh_token(
         &self,
         ctx: &Context<'_>,
@@ -68,6 +71,10 @@ impl Mutation {
         id: ID,
         input: UpdateUserInput,
     ) -> AppResult<UserObject> {
+        if input.current_password.is_some() {
+            // A password re-verification: a credential attempt like a login.
+            limit_ip(ctx)?;
+        }
         let user = service(ctx)?
             .update_user(viewer(ctx).await?, parse_id(&id)?, input.into())
             .await?;
