@@ -2,6 +2,7 @@
 //! between GraphQL and the service layer.
 
 mod guards;
+mod limits;
 mod loaders;
 mod mutation;
 mod query;
@@ -10,6 +11,7 @@ mod types;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
+pub use limits::Limits;
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
@@ -19,6 +21,9 @@ use crate::auth::RequestAuth;
 use crate::db::entities::user::Model as User;
 use crate::error::{AppError, AppResult};
 use crate::service::Service;
+
+/// The client's address, as the HTTP layer determined it (`None` outside HTTP).
+pub struct ClientIp(pub Option<std::net::IpAddr>);
 
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -50,15 +55,13 @@ impl RequestLoader {
     }
 }
 
-/// Deep enough for any real client, shallow enough that `createdBy` chains cannot be used to
-/// make one request do unbounded work.
-const MAX_DEPTH: usize = 12;
-const MAX_COMPLEXITY: usize = 2_000;
-
-pub fn build_schema(service: Option<Service>) -> ApiSchema {
+pub fn build_schema(service: Option<Service>, limits: Limits) -> ApiSchema {
     let mut builder = Schema::build(Query, Mutation, EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+        .limit_complexity(limits.complexity)
+        .extension(limits::DocumentLimits(limits));
+    if !limits.introspection {
+        builder = builder.disable_introspection().disable_suggestions();
+    }
     if let Some(service) = service {
         builder = builder.data(service);
     }
@@ -67,7 +70,7 @@ pub fn build_schema(service: Option<Service>) -> ApiSchema {
 
 /// The SDL that `rollcall schema` prints and `schema.graphql` holds.
 pub fn sdl() -> String {
-    build_schema(None).sdl()
+    build_schema(None, Limits::default()).sdl()
 }
 
 /// Per-request data: the caller's credentials and a fresh DataLoader, so nothing cached
@@ -76,11 +79,12 @@ pub fn request_data(
     request: async_graphql::Request,
     service: &Service,
     token: Option<String>,
+    client_ip: Option<std::net::IpAddr>,
 ) -> async_graphql::Request {
-    // The cache lives only as long as the request.
     request
         .data(RequestAuth::new(token))
         .data(RequestLoader::new(service))
+        .data(ClientIp(client_ip))
 }
 
 fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {

@@ -6,7 +6,7 @@ use super::{service, viewer};
 use crate::auth::RequestAuth;
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult};
-use crate::service::UserRef;
+use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
 
 pub struct Query;
 
@@ -58,7 +58,11 @@ impl Query {
     }
 
     /// Users in creation order, by keyset pagination. ADMIN or OWNER only.
-    #[graphql(guard = "Access::Manager")]
+    #[graphql(
+        guard = "Access::Manager",
+        // Each of up to `first` users costs what is selected of it.
+        complexity = "1 + page_size(first) * child_complexity"
+    )]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -86,4 +90,9 @@ impl Query {
             demo: service.demo(),
         })
     }
+}
+
+/// The page size a `users(first:)` asks for, as the complexity limit counts it.
+fn page_size(first: Option<i32>) -> usize {
+    usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0)
 }

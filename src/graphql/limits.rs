@@ -1,0 +1,373 @@
+//! Bounds on what one document may ask for, checked right after parsing, before anything runs:
+//! its length, depth, aliases and directives, and how many password checks it would cause.
+//! Complexity is async-graphql's own limit, set in [`super::build_schema`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::{
+    ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
+};
+use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variables};
+
+use crate::config::Settings;
+
+/// Mutation fields that hash or check a password: argon2 work a document may cause once.
+const PASSWORD_FIELDS: [&str; 3] = ["login", "register", "createUser"];
+/// `updateUser` checks or hashes a password only when its input sets one of these.
+const UPDATE_PASSWORD_INPUTS: [&str; 2] = ["password", "currentPassword"];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub depth: usize,
+    pub complexity: usize,
+    pub aliases: usize,
+    pub directives: usize,
+    pub query_bytes: usize,
+    pub introspection: bool,
+}
+
+impl Limits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            depth: settings.max_depth,
+            complexity: settings.max_complexity,
+            aliases: settings.max_aliases,
+            directives: settings.max_directives,
+            query_bytes: settings.max_query_bytes,
+            introspection: settings.introspection,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_settings(&Settings::with_database(String::new()))
+    }
+}
+
+/// The extension enforcing the document limits.
+pub struct DocumentLimits(pub Limits);
+
+impl ExtensionFactory for DocumentLimits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(DocumentCheck(self.0))
+    }
+}
+
+struct DocumentCheck(Limits);
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for DocumentCheck {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let limits = self.0;
+        if query.len() > limits.query_bytes {
+            return Err(refusal(format!(
+                "The query is {} bytes long; at most {} are accepted",
+                query.len(),
+                limits.query_bytes
+            )));
+        }
+        let document = next.run(ctx, query, variables).await?;
+        let counts = Counts::of(&document, variables);
+        if counts.introspects && !limits.introspection {
+            return Err(refusal("Introspection is turned off on this server".into()));
+        }
+        if counts.depth > limits.depth {
+            return Err(refusal(format!(
+                "The query is nested {} levels deep; at most {} are accepted",
+                counts.depth, limits.depth
+            )));
+        }
+        if counts.aliases > limits.aliases {
+            return Err(refusal(format!(
+                "The document has {} aliases; at most {} are accepted",
+                counts.aliases, limits.aliases
+            )));
+        }
+        if counts.directives > limits.directives {
+            return Err(refusal(format!(
+                "The document has {} directives; at most {} are accepted",
+                counts.directives, limits.directives
+            )));
+        }
+        if counts.password_checks > 1 {
+            return Err(refusal(format!(
+                "The document selects {} fields that check or set a password ({}, or updateUser \
+                 with a password); send one per request",
+                counts.password_checks,
+                PASSWORD_FIELDS.join(", ")
+            )));
+        }
+        Ok(document)
+    }
+}
+
+fn refusal(message: String) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "BAD_USER_INPUT");
+    error.extensions = Some(extensions);
+    error
+}
+
+/// What a document holds, as written: every operation and fragment once.
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    /// The deepest field nesting, fragments expanded (as async-graphql counts it), except that
+    /// introspection's `ofType` adds no level: it is a chain of single objects as long as a
+    /// type's modifiers, and clients' standard introspection query nests it seven deep.
+    depth: usize,
+    aliases: usize,
+    directives: usize,
+    /// Whether it asks for `__schema` or `__type` (`__typename` is no introspection).
+    introspects: bool,
+    /// Password-checking mutation fields over all operations, fragments expanded.
+    password_checks: usize,
+}
+
+impl Counts {
+    fn of(document: &ExecutableDocument, variables: &Variables) -> Self {
+        let mut counts = Counts::default();
+        for (_, operation) in document.operations.iter() {
+            let operation = &operation.node;
+            counts.directives += operation.directives.len();
+            counts.directives += operation
+                .variable_definitions
+                .iter()
+                .map(|definition| definition.node.directives.len())
+                .sum::<usize>();
+            counts.add_selections(&operation.selection_set.node);
+            let mut visited = HashSet::new();
+            counts.depth = counts.depth.max(depth(
+                &operation.selection_set.node,
+                &document.fragments,
+                &mut visited,
+            ));
+            if operation.ty == OperationType::Mutation {
+                let mut visited = HashSet::new();
+                counts.password_checks += password_checks(
+                    &operation.selection_set.node,
+                    &document.fragments,
+                    variables,
+                    &mut visited,
+                );
+            }
+        }
+        for fragment in document.fragments.values() {
+            counts.directives += fragment.node.directives.len();
+            counts.add_selections(&fragment.node.selection_set.node);
+        }
+        counts
+    }
+
+    fn add_selections(&mut self, set: &SelectionSet) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    self.aliases += usize::from(field.node.alias.is_some());
+                    self.introspects |=
+                        matches!(field.node.name.node.as_str(), "__schema" | "__type");
+                    self.directives += field.node.directives.len();
+                    self.add_selections(&field.node.selection_set.node);
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.directives += spread.node.directives.len();
+                }
+                Selection::InlineFragment(inline) => {
+                    self.directives += inline.node.directives.len();
+                    self.add_selections(&inline.node.selection_set.node);
+                }
+            }
+        }
+    }
+}
+
+/// How deep `set` nests fields, through fragments (each expanded once per path).
+fn depth(
+    set: &SelectionSet,
+    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
+    visited: &mut HashSet<Name>,
+) -> usize {
+    let mut deepest = 0;
+    for item in &set.items {
+        let here = match &item.node {
+            Selection::Field(field) => {
+                let below = depth(&field.node.selection_set.node, fragments, visited);
+                let level = usize::from(field.node.name.node != "ofType");
+                level + below
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                match fragments.get(name) {
+                    Some(fragment) if visited.insert(name.clone()) => {
+                        let inner = depth(&fragment.node.selection_set.node, fragments, visited);
+                        visited.remove(name);
+                        inner
+                    }
+                    _ => 0,
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                depth(&inline.node.selection_set.node, fragments, visited)
+            }
+        };
+        deepest = deepest.max(here);
+    }
+    deepest
+}
+
+/// Password-checking fields among a mutation's root fields, through fragments (each expanded
+/// once per path, so cycles end; the validator refuses them anyway).
+fn password_checks(
+    set: &SelectionSet,
+    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
+    variables: &Variables,
+    visited: &mut HashSet<Name>,
+) -> usize {
+    let mut count = 0;
+    for item in &set.items {
+        count += match &item.node {
+            Selection::Field(field) => {
+                let field = &field.node;
+                let name = field.name.node.as_str();
+                let checks = PASSWORD_FIELDS.contains(&name)
+                    || (name == "updateUser"
+                        && field.arguments.iter().any(|(argument, value)| {
+                            // An undefined variable counts as unset.
+                            let filled = value.node.clone().into_const_with(|name| {
+                                Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(Value::Null))
+                            });
+                            argument.node == "input" && filled.is_ok_and(|v| sets_password(&v))
+                        }));
+                usize::from(checks)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                match fragments.get(name) {
+                    Some(fragment) if visited.insert(name.clone()) => {
+                        let inner = password_checks(
+                            &fragment.node.selection_set.node,
+                            fragments,
+                            variables,
+                            visited,
+                        );
+                        visited.remove(name);
+                        inner
+                    }
+                    _ => 0,
+                }
+            }
+            Selection::InlineFragment(inline) => password_checks(
+                &inline.node.selection_set.node,
+                fragments,
+                variables,
+                visited,
+            ),
+        };
+    }
+    count
+}
+
+/// Whether an `UpdateUserInput` value (its variables filled in) sets a password field.
+fn sets_password(input: &Value) -> bool {
+    match input {
+        Value::Object(object) => UPDATE_PASSWORD_INPUTS
+            .iter()
+            .any(|key| object.get(*key).is_some_and(|v| *v != Value::Null)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(query: &str, variables: serde_json::Value) -> Counts {
+        let document = async_graphql::parser::parse_query(query).expect("parses");
+        Counts::of(&document, &Variables::from_json(variables))
+    }
+
+    #[test]
+    fn password_checks_are_found_however_they_are_written() {
+        let none = serde_json::json!({});
+        let login = r#"login(input: {login: "a", password: "b"}) { accessToken }"#;
+        assert_eq!(
+            counts(&format!("mutation {{ {login} }}"), none.clone()).password_checks,
+            1
+        );
+        assert_eq!(
+            counts(
+                &format!("mutation {{ a: {login} b: {login} }}"),
+                none.clone()
+            ),
+            Counts {
+                depth: 2,
+                aliases: 2,
+                directives: 0,
+                introspects: false,
+                password_checks: 2
+            }
+        );
+        let fragments = format!(
+            "mutation {{ ...F ... on Mutation {{ {login} }} }} fragment F on Mutation {{ {login} }}"
+        );
+        assert_eq!(counts(&fragments, none.clone()).password_checks, 2);
+        let operations = format!("mutation A {{ {login} }} mutation B {{ {login} }}");
+        assert_eq!(counts(&operations, none.clone()).password_checks, 2);
+        // A query selecting a field called `login` is no password check.
+        assert_eq!(
+            counts("query { login: me { id } }", none.clone()).password_checks,
+            0
+        );
+    }
+
+    #[test]
+    fn update_user_counts_only_when_it_touches_a_password() {
+        let edit = |input: &str| {
+            format!(
+                r#"mutation($input: UpdateUserInput!, $p: String) {{ updateUser(id: "1", input: {input}) {{ id }} }}"#
+            )
+        };
+        let vars = serde_json::json!({"input": {"firstName": "A"}, "p": null});
+        assert_eq!(
+            counts(&edit(r#"{firstName: "A"}"#), vars.clone()).password_checks,
+            0
+        );
+        assert_eq!(
+            counts(&edit(r#"{password: "x"}"#), vars.clone()).password_checks,
+            1
+        );
+        assert_eq!(
+            counts(&edit("{currentPassword: $p}"), vars.clone()).password_checks,
+            0
+        );
+        assert_eq!(counts(&edit("$input"), vars).password_checks, 0);
+        let vars = serde_json::json!({"input": {"currentPassword": "x"}});
+        assert_eq!(counts(&edit("$input"), vars).password_checks, 1);
+    }
+
+    #[test]
+    fn depth_counts_fields_through_fragments_but_not_of_type() {
+        let none = serde_json::json!({});
+        assert_eq!(counts("{ me { id } }", none.clone()).depth, 2);
+        let query = "{ me { ...A } } fragment A on User { createdBy { ... on User { id } } }";
+        assert_eq!(counts(query, none.clone()).depth, 3);
+        let introspection =
+            "{ __schema { types { fields { type { ofType { ofType { ofType { name } } } } } } } }";
+        assert_eq!(counts(introspection, none).depth, 5);
+    }
+
+    #[test]
+    fn directives_everywhere_are_counted() {
+        let query = r#"query Q($a: Boolean!) @x { me @include(if: $a) { ...F @skip(if: $a) ... @include(if: $a) { id } } } fragment F on User @y { id @z }"#;
+        assert_eq!(counts(query, serde_json::json!({})).directives, 6);
+    }
+}
