@@ -60,6 +60,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let service = Service::start(settings).await?;
+    if !settings.listen.ip().is_loopback()
+        && !crate::db::users::owner_exists(service.db().conn()).await?
+    {
+        tracing::warn!(
+            "listening on {} while the database has no owner: on an empty database the first \
+             registration becomes the owner. Create the owner first (`rollcall user create \
+             --role owner`), or serve with ROLLCALL_REGISTRATION=closed",
+            settings.listen
+        );
+    }
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -69,7 +79,7 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
         listener.local_addr()?,
         service.db().backend_name()
     );
-    crate::server::serve(listener, service, shutdown_signal()).await?;
+    crate::server::serve(listener, service, settings, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

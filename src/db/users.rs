@@ -18,6 +18,19 @@ pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, 
     Users::find_by_id(id).one(db).await
 }
 
+/// Users `ids` read inside a write transaction so that a decision about them holds until it
+/// commits: their rows are locked on PostgreSQL (in id order, so two such transactions cannot
+/// deadlock); on SQLite the write transaction already keeps every other writer out.
+pub async fn lock(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<User>, DbErr> {
+    let mut query = Users::find()
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(Column::Id);
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.all(db).await
+}
+
 pub async fn by_username(db: &impl ConnectionTrait, username: &str) -> Result<Option<User>, DbErr> {
     Users::find()
         .filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
@@ -111,6 +124,17 @@ pub async fn by_ids(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<HashMap<U
         .all(db)
         .await?;
     Ok(users.into_iter().map(|u| (u.id, u)).collect())
+}
+
+/// Whether the database holds any account at all.
+pub async fn any_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+    Ok(Users::find()
+        .select_only()
+        .column(Column::Id)
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?
+        .is_some())
 }
 
 pub async fn owner_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {

@@ -8,14 +8,14 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::validation::{self, Fields};
-use super::{Service, rules};
+use super::{Service, Subject, rules};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
 use crate::db::{self, UniqueViolation, sessions, unique_violation};
 use crate::error::{AppError, AppResult};
 
-/// Fields of a new account, as the client sent them.
-#[derive(Debug, Clone, Default)]
+/// Fields of a new account, as the client sent them. No `Debug`: it holds a password.
+#[derive(Clone, Default)]
 pub struct NewUser {
     pub username: String,
     pub email: String,
@@ -26,7 +26,8 @@ pub struct NewUser {
 }
 
 /// An edit. For the optional profile fields, `None` keeps the value and `Some(None)` clears it.
-#[derive(Debug, Clone, Default)]
+/// No `Debug`: it holds passwords.
+#[derive(Clone, Default)]
 pub struct UserChanges {
     pub username: Option<String>,
     pub email: Option<String>,
@@ -43,6 +44,10 @@ pub enum UserRef {
     Id(Uuid),
     Username(String),
 }
+
+/// Ownership needs someone who can sign in: a disabled owner would leave nobody in charge.
+const DISABLED_OWNER: AppError =
+    AppError::Forbidden("Ownership cannot go to a disabled account; enable it first");
 
 pub const MAX_PAGE: i32 = 100;
 pub const DEFAULT_PAGE: i32 = 20;
@@ -95,7 +100,10 @@ impl Service {
             input.last_name.as_deref(),
             input.phone.as_deref(),
         );
-        let password = fields.check("password", validation::password(&input.password));
+        let password = fields.check(
+            "password",
+            validation::new_password(&input.password, &input.username, &input.email),
+        );
         fields.into_result()?;
         let (Some(profile), Some(password)) = (profile, password) else {
             return Err(AppError::internal("validated field missing"));
@@ -202,10 +210,14 @@ impl Service {
             .email
             .as_deref()
             .and_then(|e| fields.check("email", validation::email(e)));
-        let password = changes
-            .password
-            .as_deref()
-            .and_then(|p| fields.check("password", validation::password(p)));
+        let password = changes.password.as_deref().and_then(|p| {
+            let username = username.as_deref().unwrap_or(&target.username);
+            let email = email.as_deref().unwrap_or(&target.email);
+            fields.check("password", validation::new_password(p, username, email))
+        });
+        if let Some(current) = &changes.current_password {
+            fields.check("currentPassword", validation::given_password(current));
+        }
         let mut text = |name: &str, value: &Option<Option<String>>| {
             value
                 .as_ref()
@@ -224,11 +236,13 @@ impl Service {
         }
         fields.into_result()?;
         if needs_current {
-            let current = changes.current_password.clone().unwrap_or_default();
+            let current = changes.current_password.as_deref().unwrap_or_default();
             let ok = self
-                .0
-                .passwords
-                .verify(current, Some(target.password_hash.clone()))
+                .check_password(
+                    &Subject::User(target.id),
+                    current,
+                    Some(target.password_hash.clone()),
+                )
                 .await?;
             if !ok {
                 return Err(AppError::field("currentPassword", "is incorrect"));
@@ -278,6 +292,17 @@ impl Service {
         active.updated_at = Set(db::now());
 
         let tx = self.db().begin_write().await?;
+        // Decided again on the rows as they are now, locked until the write commits: a role
+        // changed since the check above must not let an edit through.
+        if let Err(err) = self
+            .recheck(&tx, actor.id, target.id, |actor, target| {
+                rules::check_edit(actor, target, changes.disabled == Some(true))
+            })
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         let updated = match active.update(&tx).await {
             Ok(updated) => updated,
             Err(err) => {
@@ -301,16 +326,32 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         rules::check_delete(actor, &target)?;
-        // The role condition keeps the owner even if it changed since the check above.
-        let result = Users::delete_many()
-            .filter(Column::Id.eq(id))
-            .filter(Column::Role.ne(Role::Owner))
-            .exec(self.db().writer())
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(AppError::NotFound("No such user"));
+        let tx = self.db().begin_write().await?;
+        if let Err(err) = self.recheck(&tx, actor.id, id, rules::check_delete).await {
+            tx.rollback().await?;
+            return Err(err);
         }
+        Users::delete_by_id(id).exec(&tx).await?;
+        tx.commit().await?;
         Ok(id)
+    }
+
+    /// Inside write transaction `tx`: reads and locks the actor and the target as they are now
+    /// and applies `rule` to them. Refuses when either is gone or the actor was disabled.
+    async fn recheck(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        actor_id: Uuid,
+        target_id: Uuid,
+        rule: impl FnOnce(&User, &User) -> AppResult<()>,
+    ) -> AppResult<()> {
+        let rows = user_queries::lock(tx, &[actor_id, target_id]).await?;
+        let find = |id: Uuid| rows.iter().find(|user| user.id == id);
+        let actor = find(actor_id)
+            .filter(|actor| !actor.disabled)
+            .ok_or(super::accounts::INVALID_TOKEN)?;
+        let target = find(target_id).ok_or(AppError::NotFound("No such user"))?;
+        rule(actor, target)
     }
 
     /// Changes another user's role; `Role::Owner` transfers ownership, demoting the caller to
@@ -319,12 +360,17 @@ impl Service {
         self.writable()?;
         rules::check_set_role(actor, id)?;
         let tx = self.db().begin_write().await?;
-        let target = user_queries::by_id(&tx, id)
-            .await?
-            .ok_or(AppError::NotFound("No such user"))?;
+        let Some(target) = user_queries::lock(&tx, &[id]).await?.pop() else {
+            tx.rollback().await?;
+            return Err(AppError::NotFound("No such user"));
+        };
         if target.role == role {
             tx.rollback().await?;
             return Ok(target);
+        }
+        if role == Role::Owner && target.disabled {
+            tx.rollback().await?;
+            return Err(DISABLED_OWNER);
         }
         let now = db::now();
         if role == Role::Owner {
@@ -356,6 +402,10 @@ impl Service {
         if target.role == Role::Owner {
             tx.rollback().await?;
             return Ok(target);
+        }
+        if target.disabled {
+            tx.rollback().await?;
+            return Err(DISABLED_OWNER);
         }
         let now = db::now();
         let previous = Users::find()
@@ -463,7 +513,8 @@ async fn set_role_where(
 }
 
 /// An account brought over from another system, its password already hashed (argon2 PHC).
-#[derive(Debug, Clone)]
+/// No `Debug`: it holds the hash.
+#[derive(Clone)]
 pub struct ImportedUser {
     pub username: String,
     pub email: String,

@@ -137,6 +137,41 @@ pub fn password(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Characters of a password the strength estimate looks at: its cost grows quickly with length,
+/// and a prefix this long that is guessable already makes the whole weak.
+const ESTIMATE_CHARS: usize = 64;
+
+/// A password being set for the account `username` / `email`: [`password`]'s rules, not one of
+/// the common or easily guessed passwords zxcvbn knows, and not containing the username or the
+/// email's local part (parts shorter than three characters are too common to refuse).
+pub fn new_password(text: &str, username: &str, email: &str) -> Result<String, String> {
+    let password = password(text)?;
+    let lower = password.to_lowercase();
+    let local = email.split('@').next().unwrap_or_default().to_lowercase();
+    let username = username.to_lowercase();
+    for (part, what) in [(&username, "username"), (&local, "email address")] {
+        if part.chars().count() >= 3 && lower.contains(part.as_str()) {
+            return Err(format!("must not contain your {what}"));
+        }
+    }
+    let prefix: String = password.chars().take(ESTIMATE_CHARS).collect();
+    let estimate = zxcvbn::zxcvbn(&prefix, &[&username, &local]);
+    if u8::from(estimate.score()) < 2 {
+        return Err("is too common or too easy to guess".into());
+    }
+    Ok(password)
+}
+
+/// A password given to be checked (login, re-verification): bounded like a new one before any
+/// hashing, but not judged, since it was set under earlier rules.
+pub fn given_password(text: &str) -> Result<(), String> {
+    no_nul(text)?;
+    if text.chars().count() > 128 {
+        return Err("must be at most 128 characters".into());
+    }
+    Ok(())
+}
+
 /// Names and phone: at most 100 characters; blank means "not set".
 pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
     let Some(text) = text else { return Ok(None) };
@@ -188,6 +223,41 @@ mod tests {
         assert!(password(&"p".repeat(128)).is_ok());
         assert!(password(&"p".repeat(129)).is_err());
         assert_eq!(password(" padded  ").as_deref(), Ok(" padded  "));
+    }
+
+    #[test]
+    fn new_passwords() {
+        let ok = |p: &str| new_password(p, "alice", "alice.smith@example.com");
+        assert!(ok("correct horse battery").is_ok());
+        assert!(ok(&"x7!qZ".repeat(25)).is_ok());
+        for common in [
+            "password1",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou",
+            "Password123",
+        ] {
+            assert_eq!(
+                ok(common),
+                Err("is too common or too easy to guess".into()),
+                "{common}"
+            );
+        }
+        assert_eq!(
+            ok("my name is ALICE, ok?"),
+            Err("must not contain your username".into())
+        );
+        assert_eq!(
+            ok("Alice.Smith rides a bike"),
+            Err("must not contain your username".into())
+        );
+        assert_eq!(
+            new_password("bob.smith rides a bike", "robert", "bob.smith@example.com"),
+            Err("must not contain your email address".into())
+        );
+        // A one-letter local part is not a reason to refuse.
+        assert!(new_password("a strange violet teapot", "robert", "a@example.com").is_ok());
+        assert!(ok("short").is_err());
     }
 
     #[test]
