@@ -144,3 +144,68 @@ fn schema_command_prints_the_sdl() {
         rollcall::graphql::sdl()
     );
 }
+
+#[test]
+fn help_never_prints_secret_values() {
+    let secret_url = "postgres://app:hunter2-in-the-url@127.0.0.1:1/rollcall";
+    let output = run_or_kill(
+        rollcall_command(
+            secret_url,
+            &[(
+                "ROLLCALL_JWT_SECRET",
+                "a-signing-key-nobody-may-see-0123456789",
+            )],
+        )
+        .arg("--help"),
+        "rollcall --help",
+    );
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("DATABASE_URL"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("nobody-may-see"), "{text}");
+}
+
+/// Listening beyond loopback with no owner gets a warning; an account made on the command
+/// line means later registrations are standard users.
+#[tokio::test]
+async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard() {
+    use std::io::BufRead;
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    // Started on 0.0.0.0 only to read its log; no request goes anywhere but 127.0.0.1.
+    let mut child = rollcall_command(&db.url, &[])
+        .args(["--listen", "0.0.0.0:0", "serve"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rollcall");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut warned = false;
+    while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
+        warned |= line.contains("no owner");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning about the missing owner");
+
+    let output = create_user(&db.url, "operator", "admin");
+    assert!(output.status.success(), "{output:?}");
+    let server = ServerProcess::start(&db.url, &[]);
+    let first = server.register("first").await;
+    assert_eq!(first.role, "STANDARD");
+}

@@ -173,6 +173,8 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<Self> {
         let db = TestDb::create(backend).await?;
         let mut settings = Settings::with_database(db.url.clone());
+        // Tests log in far more often than a person; the tests of the limit turn it back on.
+        settings.ip_rate_limit = 0;
         tweak(&mut settings);
         let server = RunningServer::start(&settings)
             .await
@@ -654,4 +656,27 @@ pub fn run_or_kill(command: &mut std::process::Command, what: &str) -> std::proc
         .spawn()
         .unwrap_or_else(|err| panic!("spawn {what}: {err}"));
     output_or_kill(child, what)
+}
+
+impl TestApp {
+    /// A POST to `/graphql` to build by hand (headers, body), for answers that are not 200.
+    pub fn post(&self) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/graphql", self.base_url()))
+    }
+
+    /// A connection to this app's database beside the server's, as another program would open.
+    pub async fn database(&self) -> sea_orm::DatabaseConnection {
+        Database::connect(self.db.url.as_str())
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+/// `extensions.retryAfterSeconds` of a RATE_LIMITED answer.
+#[track_caller]
+pub fn retry_after(body: &Value) -> u64 {
+    assert_code(body, "RATE_LIMITED");
+    body["errors"][0]["extensions"]["retryAfterSeconds"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("retryAfterSeconds missing: {body}"))
 }

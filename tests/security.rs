@@ -1,0 +1,659 @@
+//! Attacks refused: the credential throttles, one password check per request, the GraphQL
+//! limits, cross-site bodies, bootstrap and account rules, the password policy.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rollcall::db::Role;
+use rollcall::service::NewUser;
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use serde_json::{Value, json};
+use support::*;
+
+/// Logs in as `login` with a wrong password.
+async fn wrong_login(app: &impl Gql, login: &str) -> Value {
+    app.login(login, "not the right password").await
+}
+
+async fn account_throttle_after_five_failures(app: TestApp) {
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    for _ in 0..5 {
+        assert_code(&wrong_login(&app, "bob").await, "UNAUTHENTICATED");
+    }
+    // Throttled: even the right password fails at once, by username or by email.
+    let started = Instant::now();
+    let wait = retry_after(&app.login("bob", PASSWORD).await);
+    assert_eq!(wait, 1, "the first wait is one second");
+    retry_after(&app.login("bob@example.com", PASSWORD).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused without hashing"
+    );
+    // A second instance on the same database sees the same count.
+    let second = app.second_instance().await;
+    retry_after(&app.at(&second).login("bob", PASSWORD).await);
+    // After the wait the right password works and starts the count afresh.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_ok(&app.login("bob", PASSWORD).await);
+    for _ in 0..4 {
+        assert_code(&wrong_login(&app, "bob").await, "UNAUTHENTICATED");
+    }
+    assert_ok(&app.login("bob", PASSWORD).await);
+    second.stop().await;
+}
+
+async fn waits_grow_and_unknown_logins_are_throttled_alike(app: TestApp) {
+    for _ in 0..5 {
+        assert_code(&wrong_login(&app, "nobody").await, "UNAUTHENTICATED");
+    }
+    assert_eq!(retry_after(&wrong_login(&app, "nobody").await), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The sixth failure doubles the wait.
+    assert_code(&wrong_login(&app, "NOBODY").await, "UNAUTHENTICATED");
+    assert_eq!(retry_after(&wrong_login(&app, "nobody").await), 2);
+}
+
+async fn parallel_attempts_cannot_slip_past_the_count(app: TestApp) {
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    let answers = join_all((0..20).map(|_| wrong_login(&app, "bob"))).await;
+    let checked = answers
+        .iter()
+        .filter(|a| error_code(a) == Some("UNAUTHENTICATED"))
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|a| error_code(a) == Some("RATE_LIMITED"))
+        .count();
+    assert_eq!(checked + throttled, 20, "{answers:?}");
+    assert!(checked <= 5, "{checked} password checks got through");
+}
+
+async fn current_password_is_throttled_with_the_account(app: TestApp) {
+    let bob = app.register("bob").await;
+    let change = |current: &str| {
+        app.update_user(
+            &bob,
+            &bob.id,
+            json!({"password": "a brand new passphrase", "currentPassword": current}),
+        )
+    };
+    for _ in 0..5 {
+        let body = change("wrong current password").await;
+        assert_code(&body, "BAD_USER_INPUT");
+        assert_eq!(
+            body["errors"][0]["extensions"]["fields"]["currentPassword"],
+            "is incorrect"
+        );
+    }
+    retry_after(&change(PASSWORD).await);
+    // The same count guards the login.
+    retry_after(&app.login("bob", PASSWORD).await);
+}
+
+async fn unknown_and_known_logins_take_alike(app: TestApp) {
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    async fn median(app: &TestApp, login: &str) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..9 {
+            let started = Instant::now();
+            assert_code(&wrong_login(app, login).await, "UNAUTHENTICATED");
+            times.push(started.elapsed());
+        }
+        times.sort();
+        times[times.len() / 2]
+    }
+    // Interleaved, so load on the machine affects both alike.
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        known.push(median(&app, "bob").await);
+        unknown.push(median(&app, "nobody").await);
+    }
+    let (known, unknown) = (
+        known.iter().sum::<Duration>().as_secs_f64(),
+        unknown.iter().sum::<Duration>().as_secs_f64(),
+    );
+    let ratio = known / unknown;
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "known {known:.3}s vs unknown {unknown:.3}s"
+    );
+}
+
+#[tokio::test]
+async fn the_ip_limit_counts_credential_attempts_per_client() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 3).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    assert_code(&wrong_login(&app, "alice").await, "UNAUTHENTICATED");
+    assert_ok(&app.refresh(&alice.refresh).await);
+    let refused = wrong_login(&app, "alice").await;
+    let wait = retry_after(&refused);
+    assert!((1..=20).contains(&wait), "{refused}");
+    assert_code(
+        &app.register_raw("carol", "carol@example.com").await,
+        "RATE_LIMITED",
+    );
+    // Other operations are not credential attempts.
+    assert_ok(&app.me(&alice.access).await);
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.ip_rate_limit = 2;
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await
+    else {
+        return;
+    };
+    let login_from = |client: &str| {
+        app.post()
+            .header("x-forwarded-for", format!("10.9.9.9, {client}"))
+            .json(&json!({
+                "query": LOGIN,
+                "variables": {"input": {"login": "nobody", "password": "wrong password!"}}
+            }))
+            .send()
+    };
+    let code = |response: reqwest::Response| async move {
+        let body: Value = response.json().await.expect("json");
+        error_code(&body).map(str::to_owned)
+    };
+    for _ in 0..2 {
+        let answer = code(login_from("198.51.100.1").await.expect("sent")).await;
+        assert_eq!(answer.as_deref(), Some("UNAUTHENTICATED"));
+    }
+    let answer = code(login_from("198.51.100.1").await.expect("sent")).await;
+    assert_eq!(answer.as_deref(), Some("RATE_LIMITED"));
+    // Another client behind the same proxy has its own bucket.
+    let answer = code(login_from("198.51.100.2").await.expect("sent")).await;
+    assert_eq!(answer.as_deref(), Some("UNAUTHENTICATED"));
+
+    // Without trusted proxies the header is ignored: everyone here is 127.0.0.1.
+    let Some(direct) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 2).await else {
+        return;
+    };
+    for (n, client) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .enumerate()
+    {
+        let response = direct
+            .post()
+            .header("x-forwarded-for", *client)
+            .json(&json!({
+                "query": LOGIN,
+                "variables": {"input": {"login": "nobody", "password": "wrong password!"}}
+            }))
+            .send()
+            .await
+            .expect("sent");
+        let answer = code(response).await;
+        let expected = if n < 2 {
+            "UNAUTHENTICATED"
+        } else {
+            "RATE_LIMITED"
+        };
+        assert_eq!(answer.as_deref(), Some(expected));
+    }
+}
+
+/// Each way of putting two password checks in one document, refused before any of it runs.
+async fn one_password_check_per_request(app: TestApp) {
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    let login = r#"login(input: {login: "bob", password: "wrong password!"}) { accessToken }"#;
+    let documents = [
+        format!("mutation {{ a: {login} b: {login} }}"),
+        format!(
+            "mutation {{ ...F ...F2 }} fragment F on Mutation {{ {login} }} fragment F2 on Mutation {{ b: {login} }}"
+        ),
+        format!("mutation {{ ... on Mutation {{ {login} }} c: {login} }}"),
+        format!("mutation A {{ {login} }} mutation B {{ {login} }}"),
+        format!(
+            r#"mutation {{ {login} register(input: {{username: "x1", email: "x1@example.com", password: "correct horse battery"}}) {{ accessToken }} }}"#
+        ),
+    ];
+    for document in &documents {
+        // Three times each: were any of it run, bob would be throttled by now.
+        for _ in 0..3 {
+            let body = app.gql(None, document, json!({})).await;
+            assert_code(&body, "BAD_USER_INPUT");
+            let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("password"), "{body}");
+            assert!(body["data"].is_null(), "{body}");
+        }
+    }
+    assert_ok(&app.login("bob", PASSWORD).await);
+    assert_code(&app.login("x1", PASSWORD).await, "UNAUTHENTICATED");
+    // One password check and other fields beside it are fine.
+    let body = app
+        .gql(None, &format!("mutation {{ {login} }}"), json!({}))
+        .await;
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
+async fn graphql_limits(app: TestApp) {
+    let owner = app.register("owner").await;
+    let token = Some(owner.access.as_str());
+    let refused = |body: &Value, words: &str| {
+        assert_code(body, "BAD_USER_INPUT");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "expected {words:?}: {body}");
+    };
+    // Depth: ten levels pass, eleven do not.
+    let nested = |levels: usize| {
+        let mut inner = "id".to_owned();
+        for _ in 0..levels - 3 {
+            inner = format!("createdBy {{ {inner} }}");
+        }
+        format!("{{ users {{ nodes {{ {inner} }} }} }}")
+    };
+    assert_ok(&app.gql(token, &nested(10), json!({})).await);
+    refused(
+        &app.gql(token, &nested(11), json!({})).await,
+        "nested 11 levels",
+    );
+    // Clients' standard introspection query (GraphiQL's) passes.
+    assert_ok(&app.gql(None, INTROSPECTION, json!({})).await);
+    // Aliases: fifteen pass, sixteen do not.
+    let aliases = |n: usize| {
+        let fields: Vec<String> = (0..n).map(|i| format!("a{i}: me {{ id }}")).collect();
+        format!("{{ {} }}", fields.join(" "))
+    };
+    assert_ok(&app.gql(token, &aliases(15), json!({})).await);
+    refused(&app.gql(token, &aliases(16), json!({})).await, "aliases");
+    // Directives: fifty pass, fifty-one do not.
+    let directives = |n: usize| format!("{{ me {{ {} }} }}", "id @include(if: true) ".repeat(n));
+    assert_ok(&app.gql(token, &directives(50), json!({})).await);
+    refused(
+        &app.gql(token, &directives(51), json!({})).await,
+        "directives",
+    );
+    // Query text: 16 KiB pass, one byte more does not.
+    let sized = |bytes: usize| {
+        let query = "{ me { id } }";
+        format!("{query}{}", " ".repeat(bytes - query.len()))
+    };
+    assert_ok(&app.gql(token, &sized(16 * 1024), json!({})).await);
+    refused(
+        &app.gql(token, &sized(16 * 1024 + 1), json!({})).await,
+        "bytes",
+    );
+    // Complexity: a list counts as many times as `first` asks for.
+    let page = |first: usize| {
+        format!(
+            "users(first: {first}) {{ nodes {{ id username email firstName lastName phone role disabled createdAt updatedAt lastLoginAt createdBy {{ id username email firstName lastName phone role disabled createdAt updatedAt }} }} }}"
+        )
+    };
+    let copies = |first: usize, n: usize| {
+        let fields: Vec<String> = (0..n).map(|i| format!("p{i}: {}", page(first))).collect();
+        format!("{{ {} }}", fields.join(" "))
+    };
+    assert_ok(
+        &app.gql(token, &format!("{{ {} }}", page(100)), json!({}))
+            .await,
+    );
+    refused(
+        &app.gql(token, &copies(100, 3), json!({})).await,
+        "too complex",
+    );
+    // The same selection asking for fewer users is cheap enough.
+    assert_ok(&app.gql(token, &copies(5, 3), json!({})).await);
+}
+
+#[tokio::test]
+async fn introspection_and_suggestions_can_be_turned_off() {
+    let typo = "{ serverInfo { nme } }";
+    let Some(open) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    assert_ok(
+        &open
+            .gql(None, "{ __schema { queryType { name } } }", json!({}))
+            .await,
+    );
+    let body = open.gql(None, typo, json!({})).await;
+    assert!(body.to_string().contains("Did you mean"), "{body}");
+
+    let Some(closed) = TestApp::spawn_with(Backend::Sqlite, |s| s.introspection = false).await
+    else {
+        return;
+    };
+    for query in [
+        "{ __schema { queryType { name } } }",
+        "{ __type(name: \"User\") { name } }",
+        "{ me { ... on User { id } } } fragment F on Query { __schema { types { name } } }",
+    ] {
+        let body = closed.gql(None, query, json!({})).await;
+        assert_code(&body, "BAD_USER_INPUT");
+        assert!(
+            body.to_string().contains("Introspection is turned off"),
+            "{body}"
+        );
+    }
+    // `__typename` is no introspection.
+    assert_ok(&closed.gql(None, "{ __typename }", json!({})).await);
+    let body = closed.gql(None, typo, json!({})).await;
+    assert!(body.get("errors").is_some(), "{body}");
+    assert!(!body.to_string().contains("Did you mean"), "{body}");
+    // Ordinary queries still work.
+    assert_ok(&closed.server_info().await);
+}
+
+#[tokio::test]
+async fn bodies_a_browser_sends_cross_site_are_refused_unrun() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let mutation = json!({
+        "query": REGISTER,
+        "variables": {"input": {"username": "victim", "email": "v@example.com", "password": PASSWORD}}
+    })
+    .to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=xyz"),
+        None,
+    ] {
+        let mut request = app.post().body(mutation.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("sent");
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        let body: Value = response.json().await.expect("json");
+        assert_code(&body, "UNSUPPORTED_MEDIA_TYPE");
+    }
+    // Nothing ran: the name is still free.
+    assert_ok(&app.register_raw("victim", "v@example.com").await);
+}
+
+/// A request past the timeout is answered with TIMEOUT and leaves nothing behind.
+async fn a_request_past_the_timeout_is_rolled_back(app: TestApp) {
+    let database = app.database().await;
+    // Another program holds the users table, so the registration's write has to wait.
+    let blocker = database.begin().await.expect("begin");
+    match app.backend {
+        Backend::Postgres => {
+            blocker
+                .execute_unprepared("LOCK TABLE users IN EXCLUSIVE MODE")
+                .await
+                .expect("lock");
+        }
+        Backend::Sqlite => {
+            // SQLite began a deferred transaction; a write makes it hold the write lock.
+            blocker
+                .execute_unprepared(
+                    "INSERT INTO server_settings (name, value) VALUES ('test-lock', 'held')",
+                )
+                .await
+                .expect("take the write lock");
+        }
+    }
+    let started = Instant::now();
+    let response = app
+        .post()
+        .json(&json!({
+            "query": REGISTER,
+            "variables": {"input": {"username": "late", "email": "late@example.com", "password": PASSWORD}}
+        }))
+        .send()
+        .await
+        .expect("sent");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_code(&body, "TIMEOUT");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "answered after {elapsed:?}"
+    );
+    blocker.rollback().await.expect("release");
+    // Nothing of the registration was kept.
+    let count = database
+        .query_one_raw(Statement::from_string(
+            database.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM users WHERE username_key = 'late'",
+        ))
+        .await
+        .expect("count")
+        .and_then(|row| row.try_get::<i64>("", "n").ok());
+    assert_eq!(count, Some(0));
+    assert_ok(&app.register_raw("late", "late@example.com").await);
+    let _ = database.close().await;
+}
+
+async fn a_full_hashing_queue_refuses_at_once(app: TestApp) {
+    // One thread, 32 places: far more logins at once than that are refused, not queued.
+    let app = &app;
+    let answers =
+        join_all((0..120).map(|i| async move { wrong_login(app, &format!("nobody{i}")).await }))
+            .await;
+    let busy = answers
+        .iter()
+        .filter(|a| error_code(a) == Some("RATE_LIMITED"))
+        .count();
+    for answer in &answers {
+        let code = error_code(answer);
+        assert!(
+            matches!(code, Some("UNAUTHENTICATED" | "RATE_LIMITED")),
+            "{answer}"
+        );
+    }
+    assert!(busy > 0, "no login was refused");
+    let message = answers
+        .iter()
+        .find(|a| error_code(a) == Some("RATE_LIMITED"))
+        .and_then(|a| a["errors"][0]["message"].as_str())
+        .unwrap_or_default();
+    assert!(message.contains("busy"), "{message}");
+    // And the server is fine afterwards.
+    assert_ok(&app.server_info().await);
+}
+
+async fn registration_makes_an_owner_only_on_an_empty_database(app: TestApp) {
+    // An account made by the operator (the command line's path), not an owner.
+    let service = &app.server().service;
+    let admin = NewUser {
+        username: "operator".into(),
+        email: "operator@example.com".into(),
+        password: PASSWORD.into(),
+        ..NewUser::default()
+    };
+    service
+        .create_user(None, admin, Role::Admin)
+        .await
+        .expect("created");
+    let first = app.register("first").await;
+    assert_eq!(first.role, "STANDARD");
+}
+
+async fn the_first_registrant_of_an_empty_database_owns_it(app: TestApp) {
+    assert_eq!(app.register("first").await.role, "OWNER");
+    assert_eq!(app.register("second").await.role, "STANDARD");
+}
+
+/// An admin's edit decided on a role that changed before its write is refused: the decision
+/// is taken again on the locked row inside the write's transaction.
+async fn authorisation_is_decided_inside_the_write(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin", "ADMIN").await;
+    let target = app.create_user(&owner, "target", "STANDARD").await;
+    let victim = app.create_user(&owner, "victim", "STANDARD").await;
+
+    for (id, action) in [(&target, "update"), (&victim, "delete")] {
+        let database = app.database().await;
+        let promote = database.begin().await.expect("begin");
+        let sql = |backend: Backend| match backend {
+            Backend::Postgres => format!("UPDATE users SET role = 'ADMIN' WHERE id = '{id}'"),
+            Backend::Sqlite => format!(
+                "UPDATE users SET role = 'ADMIN' WHERE hex(id) = upper(replace('{id}', '-', ''))"
+            ),
+        };
+        // The promotion holds its lock while the admin's request starts.
+        promote
+            .execute_unprepared(&sql(app.backend))
+            .await
+            .expect("promote");
+        let request = async {
+            match action {
+                "update" => {
+                    app.update_user(&admin, id, json!({"firstName": "Edited"}))
+                        .await
+                }
+                _ => app.delete_user(&admin, id).await,
+            }
+        };
+        let commit = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            promote.commit().await.expect("commit");
+        };
+        let (answer, ()) = tokio::join!(request, commit);
+        assert_code(&answer, "FORBIDDEN");
+        let seen = app.user_by_id(&owner, id).await;
+        assert_eq!(seen["data"]["user"]["role"], "ADMIN", "{seen}");
+        assert_eq!(seen["data"]["user"]["firstName"], Value::Null, "{seen}");
+        let _ = database.close().await;
+    }
+}
+
+async fn ownership_never_goes_to_a_disabled_account(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "ADMIN").await;
+    assert_ok(&app.disable(&owner, &bob).await);
+    let body = app.set_role(&owner, &bob, "OWNER").await;
+    assert_code(&body, "FORBIDDEN");
+    assert!(body.to_string().contains("disabled"), "{body}");
+    let err = app
+        .server()
+        .service
+        .promote_owner("bob")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), "FORBIDDEN");
+    // The owner is unchanged.
+    assert_eq!(app.me(&owner.access).await["data"]["me"]["role"], "OWNER");
+}
+
+#[tokio::test]
+async fn the_password_policy_refuses_common_and_personal_passwords() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let register = |username: &str, password: &str| {
+        app.gql(
+            None,
+            REGISTER,
+            json!({"input": {
+                "username": username,
+                "email": format!("{username}.mail@example.com"),
+                "password": password,
+            }}),
+        )
+    };
+    let reason = |body: &Value| {
+        assert_code(body, "BAD_USER_INPUT");
+        body["errors"][0]["extensions"]["fields"]["password"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for common in ["password123", "qwertyuiop", "12345678", "iloveyou"] {
+        assert_eq!(
+            reason(&register("alice", common).await),
+            "is too common or too easy to guess"
+        );
+    }
+    assert_eq!(
+        reason(&register("alice", "ALICE is my name, really").await),
+        "must not contain your username"
+    );
+    assert_eq!(
+        reason(&register("carol", "I am carol.mail after all").await),
+        "must not contain your username"
+    );
+    let owner = Session::from_payload(&register("owner", PASSWORD).await, "register");
+    // The same rules when a password is changed.
+    let body = app
+        .update_user(
+            &owner,
+            &owner.id,
+            json!({"password": "owner owner owner", "currentPassword": PASSWORD}),
+        )
+        .await;
+    assert_eq!(reason(&body), "must not contain your username");
+    // Over-long inputs are refused before any hashing.
+    let long = "x".repeat(129);
+    let body = app.login("owner", &long).await;
+    assert_eq!(reason(&body), "must be at most 128 characters");
+    let body = app
+        .update_user(
+            &owner,
+            &owner.id,
+            json!({"password": "a brand new passphrase", "currentPassword": long}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["extensions"]["fields"]["currentPassword"].is_string(),
+        "{body}"
+    );
+}
+
+backend_tests!(
+    account_throttle_after_five_failures,
+    waits_grow_and_unknown_logins_are_throttled_alike,
+    parallel_attempts_cannot_slip_past_the_count,
+    current_password_is_throttled_with_the_account,
+    unknown_and_known_logins_take_alike with |s| s.throttle_after = 1_000,
+    one_password_check_per_request,
+    graphql_limits,
+    a_request_past_the_timeout_is_rolled_back
+        with |s| s.request_timeout = std::time::Duration::from_secs(1),
+    a_full_hashing_queue_refuses_at_once with |s| s.hash_concurrency = Some(1),
+    registration_makes_an_owner_only_on_an_empty_database,
+    the_first_registrant_of_an_empty_database_owns_it,
+    authorisation_is_decided_inside_the_write,
+    ownership_never_goes_to_a_disabled_account,
+);
+
+/// graphql-js's `getIntrospectionQuery()`, as GraphiQL and code generators send it.
+const INTROSPECTION: &str = r#"
+    query IntrospectionQuery {
+      __schema {
+        queryType { name }
+        mutationType { name }
+        subscriptionType { name }
+        types { ...FullType }
+        directives { name description locations args { ...InputValue } }
+      }
+    }
+    fragment FullType on __Type {
+      kind name description
+      fields(includeDeprecated: true) {
+        name description
+        args { ...InputValue }
+        type { ...TypeRef }
+        isDeprecated deprecationReason
+      }
+      inputFields { ...InputValue }
+      interfaces { ...TypeRef }
+      enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+      possibleTypes { ...TypeRef }
+    }
+    fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+    fragment TypeRef on __Type {
+      kind name
+      ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+        ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+    }
+"#;
