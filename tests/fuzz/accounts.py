@@ -33,7 +33,7 @@ owner = call(
         "input": {
             "username": "fuzz-owner",
             "email": "fuzz-owner@example.com",
-            "password": "fuzz-owner-password-1",
+            "password": "quiet harbour lanterns 42",
         }
     },
 )["register"]
@@ -50,7 +50,7 @@ for role in ("ADMIN", "STANDARD"):
             "input": {
                 "username": name,
                 "email": f"{name}@example.com",
-                "password": f"{name}-password-1",
+                "password": "seven amber kites at dusk",
                 "role": role,
             }
         },

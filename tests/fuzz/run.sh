@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the GraphQL API of a live rollcall server with schemathesis, from the schema the
-# binary prints (`rollcall schema`; the standard introspection query is deeper than the
-# server's depth limit): first without credentials, then signed in as the owner.
+# binary prints (`rollcall schema`, what the committed schema.graphql holds): first without
+# credentials, then signed in as the owner.
 # Fails on any 5xx, on a response that is not a well-formed GraphQL response with an error
 # code on every error (tests/fuzz/checks.py), and on a server that dies or panics.
 #
@@ -31,6 +31,8 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
 fi
+# Absolute: the fuzzer runs from a temporary directory.
+venv=$(cd "$venv" && pwd)
 if ! cmp -s "$fuzz_dir/requirements.txt" "$venv/requirements.installed"; then
     "$venv/bin/pip" install --disable-pip-version-check --quiet -r "$fuzz_dir/requirements.txt"
     cp "$fuzz_dir/requirements.txt" "$venv/requirements.installed"
