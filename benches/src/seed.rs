@@ -16,7 +16,7 @@ use sea_orm::{ConnectionTrait, Database as SeaDatabase, EntityTrait, QueryOrder,
 
 use crate::DbKind;
 
-pub const OWNER_PASSWORD: &str = "bench-owner-password";
+pub const OWNER_PASSWORD: &str = "bench quiet harbour lanterns";
 /// Seeded users share these few passwords, so seeding costs four hashes, not N.
 const PASSWORDS: [&str; 4] = [
     "bench-password-0",
