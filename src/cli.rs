@@ -7,20 +7,23 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, CliRole, Command, Settings, UserCommand};
+use crate::config::{Cli, CliRole, Command, LogFormat, Settings, UserCommand};
 use crate::db::{Db, Role};
 use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.settings.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -53,6 +53,12 @@ pub enum CliRole {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Registration {
     Open,
     Closed,
@@ -183,6 +189,27 @@ pub struct Settings {
         global = true
     )]
     pub max_complexity: usize,
+    /// Browser origins allowed to call the API (comma-separated, e.g.
+    /// `https://app.example.com`); `*` allows any origin. None by default.
+    #[arg(long, env = "ROLLCALL_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin, global = true)]
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// Bearer token that lets non-loopback clients read `/metrics`.
+    #[arg(
+        long,
+        env = "ROLLCALL_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub metrics_token: Option<String>,
+    /// Log lines as human-readable `text` or `json`.
+    #[arg(
+        long,
+        env = "ROLLCALL_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// Whether the schema may be introspected; `false` also drops "Did you mean …" hints.
     #[arg(long, env = "ROLLCALL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
@@ -217,6 +244,12 @@ impl fmt::Debug for Settings {
             .field("max_query_bytes", &self.max_query_bytes)
             .field("max_complexity", &self.max_complexity)
             .field("introspection", &self.introspection)
+            .field("cors_origins", &self.cors_origins)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -247,6 +280,9 @@ impl Settings {
             max_query_bytes: 16 * 1024,
             max_complexity: 5_000,
             introspection: true,
+            cors_origins: Vec::new(),
+            metrics_token: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -260,6 +296,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("a duration must be positive".into());
     }
     Ok(duration)
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, no path; or `*`.
+pub fn parse_origin(text: &str) -> Result<axum::http::HeaderValue, String> {
+    let text = text.trim();
+    let valid = text == "*"
+        || text.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+        });
+    if !valid {
+        return Err(format!(
+            "`{text}` is not an origin like https://app.example.com (no path, no trailing slash)"
+        ));
+    }
+    axum::http::HeaderValue::from_str(text).map_err(|err| format!("`{text}`: {err}"))
 }
 
 #[cfg(test)]

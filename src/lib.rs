@@ -10,5 +10,6 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod graphql;
+pub mod metrics;
 pub mod server;
 pub mod service;

@@ -19,6 +19,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
 
 /// Jobs waiting per hashing thread (about a second of work) before new ones are refused.
 const QUEUE_PER_THREAD: usize = 32;
@@ -41,11 +42,17 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 #[derive(Clone)]
 pub struct Passwords {
     jobs: flume::Sender<Job>,
+    metrics: Metrics,
 }
 
 impl Passwords {
     /// Starts `threads` hashing threads.
     pub fn new(threads: usize) -> AppResult<Self> {
+        Self::with_metrics(threads, Metrics::default())
+    }
+
+    /// [`Self::new`], counting refusals and waits in `metrics`.
+    pub fn with_metrics(threads: usize, metrics: Metrics) -> AppResult<Self> {
         let threads = threads.max(1);
         let (jobs, queue) = flume::bounded::<Job>(threads * QUEUE_PER_THREAD);
         for index in 0..threads {
@@ -66,16 +73,22 @@ impl Passwords {
                 })
                 .map_err(|err| AppError::internal_from("spawning a hashing thread", err))?;
         }
-        Ok(Self { jobs })
+        Ok(Self { jobs, metrics })
     }
 
     /// RATE_LIMITED while the queue is full, so callers can refuse before doing other work.
     pub fn check_room(&self) -> AppResult<()> {
         if self.jobs.is_full() {
+            self.metrics.throttled("busy");
             Err(BUSY)
         } else {
             Ok(())
         }
+    }
+
+    /// Jobs waiting for a hashing thread.
+    pub fn queue_len(&self) -> usize {
+        self.jobs.len()
     }
 
     /// Default: one hashing thread per core, the most that can make progress at once.
@@ -109,14 +122,20 @@ impl Passwords {
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> AppResult<T> {
         let (done, result) = oneshot::channel();
+        let queued = std::time::Instant::now();
+        let wait = self.metrics.hash_wait.clone();
         let job: Job = Box::new(move |memory| {
+            wait.observe(queued.elapsed().as_secs_f64());
             // The request was answered or abandoned while this waited: nobody wants the result.
             if !done.is_closed() {
                 let _ = done.send(work(memory));
             }
         });
         self.jobs.try_send(job).map_err(|err| match err {
-            flume::TrySendError::Full(_) => BUSY,
+            flume::TrySendError::Full(_) => {
+                self.metrics.throttled("busy");
+                BUSY
+            }
             flume::TrySendError::Disconnected(_) => {
                 AppError::internal("the hashing threads have stopped")
             }

@@ -25,6 +25,14 @@ impl RequestAuth {
         }
     }
 
+    /// The user this request signed in as, if anything asked (for the request log).
+    pub fn signed_in(&self) -> Option<Uuid> {
+        match self.viewer.get() {
+            Some(Ok(user)) => Some(user.id),
+            _ => None,
+        }
+    }
+
     /// The signed-in, enabled user with a live session, or UNAUTHENTICATED.
     pub async fn viewer(&self, service: &Service) -> AppResult<&User> {
         let Some(token) = self.token.as_deref() else {

@@ -110,8 +110,37 @@ impl Db {
             .await
     }
 
+    /// Connections (in use, idle) over the pools, for metrics.
+    pub fn connection_counts(&self) -> (u32, u32) {
+        let pools = if self.backend() == DatabaseBackend::Sqlite {
+            vec![&self.conn, &self.writer]
+        } else {
+            vec![&self.conn]
+        };
+        pools.into_iter().fold((0, 0), |(in_use, idle), conn| {
+            let (size, free) = pool_size(conn);
+            (in_use + size.saturating_sub(free), idle + free)
+        })
+    }
+
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.conn.ping().await
+    }
+}
+
+/// (connections, idle connections) of one pool.
+fn pool_size(conn: &DatabaseConnection) -> (u32, u32) {
+    let idle = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    match conn.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let pool = conn.get_postgres_connection_pool();
+            (pool.size(), idle(pool.num_idle()))
+        }
+        DatabaseBackend::Sqlite => {
+            let pool = conn.get_sqlite_connection_pool();
+            (pool.size(), idle(pool.num_idle()))
+        }
+        _ => (0, 0),
     }
 }
 

@@ -47,6 +47,23 @@ impl Default for Limits {
     }
 }
 
+/// Each operation's name and first root field, recorded for the request log and metrics.
+#[derive(Debug, Default)]
+pub struct OperationInfo(std::sync::OnceLock<Vec<(Option<String>, String)>>);
+
+impl OperationInfo {
+    /// The first root field of the operation `name` selects (the only one when `None`).
+    pub fn root_field(&self, name: Option<&str>) -> Option<String> {
+        let operations = self.0.get()?;
+        let found = match name {
+            Some(name) => operations.iter().find(|(n, _)| n.as_deref() == Some(name)),
+            None if operations.len() == 1 => operations.first(),
+            None => None,
+        };
+        found.map(|(_, field)| field.clone())
+    }
+}
+
 /// The extension enforcing the document limits.
 pub struct DocumentLimits(pub Limits);
 
@@ -76,6 +93,29 @@ impl Extension for DocumentCheck {
             )));
         }
         let document = next.run(ctx, query, variables).await?;
+        if let Some(info) = ctx.data_opt::<Arc<OperationInfo>>() {
+            let roots = document
+                .operations
+                .iter()
+                .map(|(name, operation)| {
+                    let field = operation
+                        .node
+                        .selection_set
+                        .node
+                        .items
+                        .iter()
+                        .find_map(|item| match &item.node {
+                            Selection::Field(field) => Some(field.node.name.node.to_string()),
+                            _ => None,
+                        });
+                    (
+                        name.map(|n| n.to_string()),
+                        field.unwrap_or_else(|| "fragment".to_owned()),
+                    )
+                })
+                .collect();
+            let _ = info.0.set(roots);
+        }
         let counts = Counts::of(&document, variables);
         if counts.introspects && !limits.introspection {
             return Err(refusal("Introspection is turned off on this server".into()));

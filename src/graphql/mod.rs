@@ -8,10 +8,12 @@ mod mutation;
 mod query;
 mod types;
 
+use std::sync::Arc;
+
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
-pub use limits::Limits;
+pub use limits::{Limits, OperationInfo};
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
@@ -78,13 +80,15 @@ pub fn sdl() -> String {
 pub fn request_data(
     request: async_graphql::Request,
     service: &Service,
-    token: Option<String>,
-    client_ip: Option<std::net::IpAddr>,
+    auth: Arc<RequestAuth>,
+    info: Arc<OperationInfo>,
+    client_ip: std::net::IpAddr,
 ) -> async_graphql::Request {
     request
-        .data(RequestAuth::new(token))
+        .data(auth)
         .data(RequestLoader::new(service))
-        .data(ClientIp(client_ip))
+        .data(info)
+        .data(ClientIp(Some(client_ip)))
 }
 
 fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {
@@ -95,12 +99,12 @@ fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {
 /// The signed-in user, loaded once per request.
 async fn viewer<'a>(ctx: &Context<'a>) -> AppResult<&'a User> {
     let auth = ctx
-        .data::<RequestAuth>()
+        .data::<Arc<RequestAuth>>()
         .map_err(|_| AppError::internal("request auth missing"))?;
     auth.viewer(service(ctx)?).await
 }
 
 async fn optional_viewer<'a>(ctx: &Context<'a>) -> Option<&'a User> {
-    let auth = ctx.data::<RequestAuth>().ok()?;
+    let auth = ctx.data::<Arc<RequestAuth>>().ok()?;
     auth.optional_viewer(service(ctx).ok()?).await
 }

@@ -47,7 +47,7 @@ impl Query {
         };
         let service = service(ctx)?;
         let auth = ctx
-            .data::<RequestAuth>()
+            .data::<std::sync::Arc<RequestAuth>>()
             .map_err(|_| AppError::internal("request auth missing"))?;
         let (viewer, prefetched) = match &by {
             UserRef::Id(id) => auth.viewer_and(service, *id).await?,

@@ -92,6 +92,7 @@ impl Service {
             .filter(|u| !u.disabled)
             .map(|u| u.password_hash.clone());
         let valid = self.check_password(&subject, password, hash).await?;
+        self.metrics().login(valid);
         let user = match user {
             Some(user) if valid => user,
             _ => return Err(INVALID_CREDENTIALS),
@@ -122,7 +123,8 @@ impl Service {
         self.0.passwords.check_room()?;
         let subject = subject.key();
         if let Err(wait) = throttle::reserve(self.db().writer(), &subject, self.0.throttle).await? {
-            return Err(AppError::rate_limited(
+            return Err(self.throttled(
+                "account",
                 "Too many failed attempts; try again later",
                 wait,
             ));

@@ -18,6 +18,7 @@ use crate::config::{Registration, Settings};
 use crate::db::entities::server_setting;
 use crate::db::{Db, throttle};
 use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
 
 pub use crate::db::users::Page;
 pub use accounts::AuthSession;
@@ -38,6 +39,7 @@ struct Inner {
     refresh_ttl: Duration,
     throttle: throttle::Policy,
     ip_limiter: IpLimiter,
+    metrics: Metrics,
     started: Instant,
 }
 
@@ -95,7 +97,8 @@ impl Service {
         let concurrency = settings
             .hash_concurrency
             .unwrap_or_else(Passwords::default_concurrency);
-        let passwords = Passwords::new(concurrency)?;
+        let metrics = Metrics::default();
+        let passwords = Passwords::with_metrics(concurrency, metrics.clone())?;
         let service = Self(Arc::new(Inner {
             db,
             passwords,
@@ -108,6 +111,7 @@ impl Service {
                 max_wait: settings.throttle_max,
             },
             ip_limiter: IpLimiter::new(settings.ip_rate_limit),
+            metrics,
             started: Instant::now(),
         }));
         tokio::spawn(housekeeping(Arc::downgrade(&service.0)));
@@ -119,7 +123,8 @@ impl Service {
     /// limited.
     pub fn limit_ip(&self, ip: Option<IpAddr>) -> AppResult<()> {
         match ip.map(|ip| self.0.ip_limiter.check(ip)) {
-            Some(Err(wait)) => Err(AppError::rate_limited(
+            Some(Err(wait)) => Err(self.throttled(
+                "ip",
                 "Too many attempts from this address; try again later",
                 wait,
             )),
@@ -129,6 +134,21 @@ impl Service {
 
     pub fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Password hashes waiting for a thread.
+    pub fn hash_queue_len(&self) -> usize {
+        self.0.passwords.queue_len()
+    }
+
+    /// RATE_LIMITED from throttle `kind`, counted.
+    fn throttled(&self, kind: &'static str, message: &'static str, wait: Duration) -> AppError {
+        self.0.metrics.throttled(kind);
+        AppError::rate_limited(message, wait)
     }
 
     pub fn registration_open(&self) -> bool {

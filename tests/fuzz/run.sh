@@ -15,18 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 target=${CARGO_TARGET_DIR:-target}
-bin=${ROLLCALL_BIN:-$target/debug/rollcall}
 venv=${ROLLCALL_FUZZ_VENV:-$target/fuzz-venv}
 seconds=${ROLLCALL_FUZZ_SECONDS:-120}
 seed=${ROLLCALL_FUZZ_SEED:-}
 fuzz_dir=$PWD/tests/fuzz
 
-if [[ ! -x $bin ]]; then
-    echo "fuzz: no server binary at $bin (build it with: cargo build --bin rollcall)" >&2
-    exit 1
-fi
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
-
+source tests/support/serve.sh
+bin=$(rollcall_bin)
 # The venv, reinstalled only when the pinned requirements change.
 if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
@@ -38,52 +33,11 @@ if ! cmp -s "$fuzz_dir/requirements.txt" "$venv/requirements.installed"; then
     cp "$fuzz_dir/requirements.txt" "$venv/requirements.installed"
 fi
 
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.2
-        done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The server, on a fresh SQLite database, with a clean environment for its settings.
-(
-    for name in $(compgen -e | grep '^ROLLCALL_' || true); do
-        unset "$name"
-    done
-    export DATABASE_URL="sqlite://$work/fuzz.db?mode=rwc"
-    export ROLLCALL_LISTEN=127.0.0.1:0
-    export ROLLCALL_IP_RATE_LIMIT=0
-    export RUST_LOG=info NO_COLOR=1
-    exec "$bin" serve
-) 2>"$work/server.log" &
-server_pid=$!
-
-addr=
-for _ in $(seq 600); do
-    addr=$(sed -n 's|.*listening on http://\([^/]*\)/.*|\1|p' "$work/server.log" | head -n 1)
-    [[ -n $addr ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "fuzz: the server exited before it listened:" >&2
-        cat "$work/server.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ $addr != 127.0.0.1:* ]]; then
-    echo "fuzz: the server did not report a loopback address (got '$addr'):" >&2
-    cat "$work/server.log" >&2
-    exit 1
-fi
-url=http://$addr/graphql
+start_rollcall
+# The fuzzer's files live beside the server's and go with them.
+work=$ROLLCALL_WORK
+server_pid=$ROLLCALL_PID
+url=$ROLLCALL_URL
 echo "fuzz: rollcall listening at $url"
 "$bin" schema >"$work/schema.graphql"
 
@@ -121,18 +75,18 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "fuzz: FAILED: the server is no longer running" >&2
     status=1
 elif ! "$venv/bin/python" -c 'import sys, urllib.request
-sys.exit(urllib.request.urlopen(sys.argv[1], timeout=10).read() != b"ok")' "http://$addr/health"; then
+sys.exit(urllib.request.urlopen(sys.argv[1], timeout=10).read() != b"ok")' "${url%/graphql}/health"; then
     echo "fuzz: FAILED: the server no longer answers /health" >&2
     status=1
 fi
-if grep -q 'panicked' "$work/server.log"; then
+if grep -q 'panicked' "$ROLLCALL_LOG"; then
     echo "fuzz: FAILED: the server panicked:" >&2
-    grep -B 2 -A 10 'panicked' "$work/server.log" >&2
+    grep -B 2 -A 10 'panicked' "$ROLLCALL_LOG" >&2
     status=1
 fi
 if [[ $status -ne 0 ]]; then
     echo "fuzz: the server's last log lines:" >&2
-    tail -n 40 "$work/server.log" >&2
+    tail -n 40 "$ROLLCALL_LOG" >&2
     echo "fuzz: FAILED" >&2
 else
     echo "fuzz: passed"

@@ -473,6 +473,8 @@ pub struct ServerProcess {
     child: Option<std::process::Child>,
     pub base_url: String,
     client: reqwest::Client,
+    /// Every line the server wrote to stderr after it started listening.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -492,6 +494,8 @@ impl ServerProcess {
             .expect("spawn rollcall");
         let stderr = child.stderr.take().expect("stderr piped");
         let (send_address, address) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             // The last lines only: an error that stops start-up is printed last.
             let mut log = std::collections::VecDeque::new();
@@ -502,6 +506,9 @@ impl ServerProcess {
                 .map_while(Result::ok)
             {
                 if listening {
+                    if let Ok(mut kept) = kept.lock() {
+                        kept.push(line);
+                    }
                     continue;
                 }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -525,8 +532,31 @@ impl ServerProcess {
                 child: Some(child),
                 base_url: String::new(),
                 client: reqwest::Client::new(),
+                log,
             },
             address,
+        }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The server's log lines so far, once one contains `marker` (waiting for it up to
+    /// [`PROCESS_TIMEOUT`]).
+    pub fn log_lines_until(&self, marker: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            if lines.iter().any(|line| line.contains(marker)) {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {marker:?}:\n{}",
+                lines.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -1,0 +1,78 @@
+//! Who is calling: the socket's address, or the client behind a trusted proxy.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// The client's address: the socket's, or, when the socket's is a trusted proxy, the last
+/// address in `X-Forwarded-For` that is not itself a trusted proxy. Addresses a client put
+/// further left are never believed.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.ip().to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        let parsed = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<SocketAddr>().map(|addr| addr.ip()));
+        match parsed {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(&client) {
+                    return client;
+                }
+            }
+            // Garbage from beyond the last trusted proxy: that proxy is the client we know.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn the_client_ip_comes_from_forwarded_for_only_through_trusted_proxies() {
+        let proxy: SocketAddr = "10.0.0.2:443".parse().expect("addr");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/24".parse().expect("net")];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let headers = forwarded("203.0.113.9, 198.51.100.4");
+        // No trusted proxies: the socket's address, whatever the header says.
+        assert_eq!(client_ip(proxy, &headers, &[]), ip("10.0.0.2"));
+        // Through a trusted proxy: the last hop it saw; the client-written part is ignored.
+        assert_eq!(client_ip(proxy, &headers, &trusted), ip("198.51.100.4"));
+        // Several trusted proxies in a row are skipped.
+        let chain = forwarded("198.51.100.4, 10.0.0.7");
+        assert_eq!(client_ip(proxy, &chain, &trusted), ip("198.51.100.4"));
+        // A direct client is never believed.
+        let direct: SocketAddr = "192.0.2.1:5555".parse().expect("addr");
+        assert_eq!(client_ip(direct, &headers, &trusted), ip("192.0.2.1"));
+        // No header, or garbage: the proxy itself.
+        assert_eq!(
+            client_ip(proxy, &HeaderMap::new(), &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_ip(proxy, &forwarded("nonsense"), &trusted),
+            ip("10.0.0.2")
+        );
+    }
+}

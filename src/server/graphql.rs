@@ -1,0 +1,372 @@
+//! GraphQL over HTTP (the GraphQL-over-HTTP specification): `POST /graphql` with a JSON body,
+//! `GET /graphql?query=…` for queries, answered as `application/graphql-response+json` (with
+//! its status codes) when the client accepts it and as `application/json` otherwise.
+//!
+//! The body is read here rather than by async-graphql-axum's extractor: that one reads past
+//! axum's body limit, reports an oversized body as a generic I/O error, and accepts batches
+//! and multipart bodies, where this server answers 413, and 400 for batches.
+//!
+//! A request runs in its handler's future: when the client goes away, or the request timeout
+//! passes, it is dropped, and with it any open transaction (rolled back) and any password
+//! check still waiting for a hashing thread (skipped).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_graphql::parser::types::OperationType;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::client_ip::client_ip;
+use super::{AppState, RequestSummary, coded_error, json_response, request_error};
+use crate::auth::RequestAuth;
+use crate::error::{AppError, finalize_response};
+use crate::graphql::{self, OperationInfo};
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// How the client wants its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/graphql-response+json`: 400 for requests that fail before execution.
+    GraphqlResponse,
+    /// `application/json`: 200 for every well-formed request, as older clients expect.
+    Json,
+}
+
+/// The media type to answer with, from `Accept`; `None` when the client accepts neither.
+fn negotiate(headers: &HeaderMap) -> Option<Media> {
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    if accept.is_empty() {
+        return Some(Media::Json);
+    }
+    let mut json = false;
+    for item in accept {
+        let mut parts = item.split(';').map(str::trim);
+        let essence = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let refused = parts.any(|p| p.replace(' ', "").eq_ignore_ascii_case("q=0"));
+        if refused {
+            continue;
+        }
+        match essence.as_str() {
+            GRAPHQL_RESPONSE => return Some(Media::GraphqlResponse),
+            "application/json" | "application/*" | "*/*" => json = true,
+            _ => {}
+        }
+    }
+    json.then_some(Media::Json)
+}
+
+/// `POST /graphql`: one GraphQL request as JSON.
+pub async fn post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !is_json(&headers) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST bodies must be JSON (Content-Type: application/json)",
+        );
+    }
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let client_ip = client_ip(peer, &headers, &state.trusted_proxies);
+    let timeout = state.request_timeout;
+    let work = async {
+        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let too_large = std::error::Error::source(&err)
+                    .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+                return if too_large {
+                    request_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body exceeds 1 MiB")
+                } else {
+                    request_error(StatusCode::BAD_REQUEST, "Could not read the request body")
+                };
+            }
+        };
+        match parse_body(&bytes) {
+            Ok(request) => execute(&state, &headers, request, client_ip, media).await,
+            Err(message) => request_error(StatusCode::BAD_REQUEST, message),
+        }
+    };
+    with_timeout(timeout, client_ip, work).await
+}
+
+/// `GET /graphql?query=…&variables=…&operationName=…`: queries only. Without a query, a
+/// browser gets GraphiQL.
+pub async fn get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(query) = params.get("query") else {
+        return super::graphiql(&state, &headers);
+    };
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let mut request = async_graphql::Request::new(query.clone());
+    if let Some(name) = params.get("operationName").filter(|n| !n.is_empty()) {
+        request = request.operation_name(name.clone());
+    }
+    for (key, slot) in [("variables", 0), ("extensions", 1)] {
+        let Some(text) = params.get(key).filter(|t| !t.is_empty()) else {
+            continue;
+        };
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value @ serde_json::Value::Object(_)) => {
+                if slot == 0 {
+                    request = request.variables(async_graphql::Variables::from_json(value));
+                } else if let Ok(extensions) = serde_json::from_value(value) {
+                    request.extensions = extensions;
+                }
+            }
+            _ => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "`variables` and `extensions` must be JSON objects",
+                );
+            }
+        }
+    }
+    if selects_mutation(&request) {
+        let mut response = request_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Mutations are sent with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let client_ip = client_ip(peer, &headers, &state.trusted_proxies);
+    let timeout = state.request_timeout;
+    with_timeout(
+        timeout,
+        client_ip,
+        execute(&state, &headers, request, client_ip, media),
+    )
+    .await
+}
+
+/// Whether the operation `request` selects is a mutation (a document that does not parse, or
+/// names no such operation, is left to execution to refuse).
+fn selects_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    document.operations.iter().any(|(name, operation)| {
+        let selected = match (&request.operation_name, name) {
+            (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        selected && operation.node.ty == OperationType::Mutation
+    })
+}
+
+async fn with_timeout(
+    timeout: std::time::Duration,
+    client_ip: IpAddr,
+    work: impl Future<Output = Response>,
+) -> Response {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?timeout, %client_ip, "request timed out; its work was rolled back");
+            let error = AppError::Timeout(
+                "The request took too long and was stopped; its unfinished work was rolled back",
+            );
+            coded_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.code(),
+                &error.to_string(),
+            )
+        }
+    }
+}
+
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    client_ip: IpAddr,
+    media: Media,
+) -> Response {
+    let started = Instant::now();
+    let operation_name = request.operation_name.clone();
+    let auth = Arc::new(RequestAuth::new(bearer_token(headers)));
+    let info = Arc::new(OperationInfo::default());
+    let request = graphql::request_data(
+        request,
+        &state.service,
+        auth.clone(),
+        info.clone(),
+        client_ip,
+    );
+    let mut response = state.schema.execute(request).await;
+    finalize_response(&mut response);
+
+    let codes: Vec<String> = response
+        .errors
+        .iter()
+        .filter_map(|error| {
+            let code = error.extensions.as_ref()?.get("code")?;
+            match code {
+                async_graphql::Value::String(code) => Some(code.clone()),
+                _ => None,
+            }
+        })
+        .collect();
+    // Refused before execution: parse, validation, limits, variables.
+    let refused = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let operation = if refused {
+        "invalid".to_owned()
+    } else {
+        info.root_field(operation_name.as_deref())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let code_refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    state
+        .service
+        .metrics()
+        .request(&operation, started.elapsed(), &code_refs);
+
+    let mut http = match media {
+        Media::GraphqlResponse if refused => {
+            // The specification's form for a request that never executed: no `data` entry.
+            let body = serde_json::json!({ "errors": response.errors });
+            json_response(StatusCode::BAD_REQUEST, &body)
+        }
+        _ => json_response(StatusCode::OK, &response),
+    };
+    if media == Media::GraphqlResponse {
+        http.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
+        );
+    }
+    http.extensions_mut().insert(RequestSummary {
+        operation_name: operation_name.map(|name| name.chars().take(100).collect()),
+        operation: Some(operation),
+        user: auth.signed_in(),
+        codes,
+    });
+    http
+}
+
+/// One GraphQL request per POST: a JSON array (a batch) is refused.
+fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, &'static str> {
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
+        return Err("Batched requests are not supported");
+    }
+    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => {
+            "The body is not a GraphQL request (a JSON object with a string `query`)"
+        }
+        _ => "The body is not valid JSON",
+    })
+}
+
+/// `application/json`, with or without parameters. Anything else (notably `text/plain` and
+/// the form encodings, which a browser sends cross-site without a preflight) is refused
+/// before it runs.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn not_acceptable() -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        "Responses are application/graphql-response+json or application/json",
+    )
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn the_answer_follows_accept() {
+        let accept = |value: &str| negotiate(&with(header::ACCEPT, value));
+        assert_eq!(negotiate(&HeaderMap::new()), Some(Media::Json));
+        assert_eq!(accept("application/json"), Some(Media::Json));
+        assert_eq!(accept("*/*"), Some(Media::Json));
+        assert_eq!(
+            accept("application/graphql-response+json, application/json;q=0.9"),
+            Some(Media::GraphqlResponse)
+        );
+        assert_eq!(accept("application/graphql-response+json;q=0"), None);
+        assert_eq!(accept("text/html"), None);
+    }
+
+    #[test]
+    fn only_json_bodies_are_accepted() {
+        let content = |value: &str| is_json(&with(header::CONTENT_TYPE, value));
+        assert!(content("application/json"));
+        assert!(content("Application/JSON; charset=utf-8"));
+        for refused in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert!(!content(refused), "{refused}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn mutations_are_recognised_for_get() {
+        let selected = |query: &str, name: Option<&str>| {
+            let mut request = async_graphql::Request::new(query);
+            if let Some(name) = name {
+                request = request.operation_name(name);
+            }
+            selects_mutation(&request)
+        };
+        assert!(selected("mutation { logout(refreshToken: \"x\") }", None));
+        assert!(!selected("{ me { id } }", None));
+        let both = "query Q { me { id } } mutation M { logout(refreshToken: \"x\") }";
+        assert!(!selected(both, Some("Q")));
+        assert!(selected(both, Some("M")));
+        assert!(!selected("not graphql", None));
+    }
+}

@@ -1,0 +1,246 @@
+//! The HTTP server: `/graphql` (GraphQL over HTTP, and GraphiQL for browsers), `/health`,
+//! `/ready`, `/metrics`; around them CORS, a request id, one log line per request, and
+//! headers suitable for an API.
+
+mod client_ip;
+mod graphql;
+mod observe;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use uuid::Uuid;
+
+pub use graphql::MAX_BODY_BYTES;
+
+use crate::config::Settings;
+use crate::error::{AppError, INTERNAL_MESSAGE};
+use crate::graphql::{ApiSchema, Limits, build_schema};
+use crate::service::{Service, StartError};
+
+/// How long browsers may cache a CORS preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+struct AppState {
+    schema: ApiSchema,
+    service: Service,
+    request_timeout: Duration,
+    trusted_proxies: Arc<[IpNet]>,
+    metrics_token: Option<Arc<str>>,
+}
+
+/// What a GraphQL handler tells the request log about its request.
+#[derive(Debug, Clone, Default)]
+struct RequestSummary {
+    /// The client's `operationName`, shortened.
+    operation_name: Option<String>,
+    /// The operation's first root field, as metrics label it.
+    operation: Option<String>,
+    /// The signed-in user, when the request checked its token.
+    user: Option<Uuid>,
+    codes: Vec<String>,
+}
+
+pub fn router(service: Service, settings: &Settings) -> Router {
+    let state = AppState {
+        schema: build_schema(Some(service.clone()), Limits::from_settings(settings)),
+        service,
+        request_timeout: settings.request_timeout,
+        trusted_proxies: settings.trusted_proxies.clone().into(),
+        metrics_token: settings.metrics_token.as_deref().map(Arc::from),
+    };
+    let request_id = HeaderName::from_static("x-request-id");
+    // Layers run outside in from the last one added: the request id is set first, so the
+    // log line and the response both carry it.
+    Router::new()
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(observe::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::disable())
+        // A panic fails its own request with a 500, not the connection.
+        .layer(CatchPanicLayer::custom(|_| {
+            request_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
+        }))
+        .layer(cors(&settings.cors_origins))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(axum::middleware::from_fn(observe::request_log))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// CORS for browser frontends on other origins: exactly the configured origins (or any,
+/// with `*`; no credentials either way, since rollcall uses no cookies), for GET and POST with
+/// `Content-Type` and `Authorization`. Other origins get no CORS headers at all.
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    let allow = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().cloned())
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(CORS_MAX_AGE)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and finishes requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    service: Service,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(service, settings).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A server running in the background of this process, as tests and embedders use it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub service: Service,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub async fn start(settings: &Settings) -> Result<Self, StartError> {
+        let service = Service::start(settings).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|err| StartError::Other(AppError::internal_from("cannot listen", err)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| StartError::Other(AppError::internal_from("cannot listen", err)))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app =
+            router(service.clone(), settings).into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            service,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Graceful stop; waits for requests in flight.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// An error answered outside GraphQL's execution, in the same shape as GraphQL's errors.
+/// Its code follows from the status.
+fn request_error(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::NOT_ACCEPTABLE => "NOT_ACCEPTABLE",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        status if status.is_server_error() => "INTERNAL_SERVER_ERROR",
+        _ => "BAD_REQUEST",
+    };
+    coded_error(status, code, message)
+}
+
+/// [`request_error`] with a code of its own.
+fn coded_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    let mut response = json_response(status, &body);
+    response.extensions_mut().insert(RequestSummary {
+        codes: vec![code.to_owned()],
+        ..RequestSummary::default()
+    });
+    response
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(%err, "serializing response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `GET /graphql` without a query: GraphiQL for a browser, a 400 for anything else.
+fn graphiql(_state: &AppState, headers: &HeaderMap) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !browser {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "A GET request needs a `query` parameter",
+        );
+    }
+    Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response()
+}
+
+async fn not_found() -> Response {
+    request_error(StatusCode::NOT_FOUND, "No such endpoint")
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.service.db().ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(err) => {
+            tracing::warn!(%err, "readiness check: database unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! What operators see: one log line per request, and `GET /metrics`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::client_ip::client_ip;
+use super::{AppState, RequestSummary};
+
+/// Logs one line per request once it is answered: its id, method, path, status and duration,
+/// and for GraphQL its operation, the signed-in user and the error codes. Never a body, a
+/// header value other than the request id, or a variable, so no password or token.
+pub async fn request_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_id: String = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-")
+        .chars()
+        .take(128)
+        .collect();
+    let response = next.run(request).await;
+    let summary = response.extensions().get::<RequestSummary>();
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let operation = summary.and_then(|s| s.operation.as_deref()).unwrap_or("-");
+    let operation_name = summary
+        .and_then(|s| s.operation_name.as_deref())
+        .unwrap_or("-");
+    let user = summary
+        .and_then(|s| s.user)
+        .map_or_else(|| "-".to_owned(), |id| id.to_string());
+    let errors = summary
+        .map(|s| s.codes.join(","))
+        .filter(|codes| !codes.is_empty())
+        .unwrap_or_else(|| "-".to_owned());
+    tracing::info!(
+        target: "rollcall::request",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        status,
+        duration_ms = format_args!("{duration_ms:.1}"),
+        operation,
+        operation_name,
+        user = %user,
+        errors = %errors,
+        "request"
+    );
+    response
+}
+
+/// `GET /metrics`, Prometheus' text exposition (OpenMetrics). Loopback clients may read it;
+/// others only with `Authorization: Bearer <ROLLCALL_METRICS_TOKEN>` when that is set.
+pub async fn metrics(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let loopback = client_ip(peer, &headers, &state.trusted_proxies).is_loopback();
+    if !loopback && !token_matches(&headers, state.metrics_token.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics are served to loopback clients, or with the metrics token\n",
+        )
+            .into_response();
+    }
+    let service = &state.service;
+    let metrics = service.metrics();
+    metrics.hash_queue.set(service.hash_queue_len() as i64);
+    let (in_use, idle) = service.db().connection_counts();
+    for (state, count) in [("in_use", in_use), ("idle", idle)] {
+        metrics
+            .db_connections
+            .get_or_create(&crate::metrics::StateLabel { state })
+            .set(i64::from(count));
+    }
+    match crate::metrics::encode(&metrics.registry()) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(%err, "encoding metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Compares SHA-256 digests: how long the comparison takes tells at most how much of the
+/// digest matched, which says nothing about the token.
+fn token_matches(headers: &HeaderMap, expected: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return false;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes())
+}

@@ -1,0 +1,375 @@
+//! The people who call and run rollcall: browsers on other origins (CORS), GraphQL over HTTP
+//! to the letter, request ids, request logs and metrics.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::*;
+
+const APP: &str = "https://app.example.com";
+
+async fn spawn(tweak: impl FnOnce(&mut rollcall::config::Settings)) -> Option<TestApp> {
+    TestApp::spawn_with(Backend::Sqlite, tweak).await
+}
+
+#[tokio::test]
+async fn cors_answers_allowed_origins_only() {
+    let Some(app) = spawn(|s| {
+        s.cors_origins = vec![rollcall::config::parse_origin(APP).expect("origin")];
+    })
+    .await
+    else {
+        return;
+    };
+    let preflight = |origin: &str| {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/graphql", app.base_url()),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
+            .send()
+    };
+    let allowed = preflight(APP).await.expect("sent");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], APP);
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("content-type"),
+        "{allowed_headers}"
+    );
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .expect("ascii")
+            .contains("POST")
+    );
+    assert_eq!(headers["access-control-max-age"], "600");
+
+    let refused = preflight("https://evil.example.com").await.expect("sent");
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    // The actual request from an allowed origin carries the header; others' do not.
+    for (origin, expected) in [(APP, Some(APP)), ("https://evil.example.com", None)] {
+        let response = app
+            .post()
+            .header("origin", origin)
+            .json(&json!({"query": SERVER_INFO}))
+            .send()
+            .await
+            .expect("sent");
+        let header = response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        assert_eq!(header.as_deref(), expected, "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn without_configured_origins_no_origin_is_allowed() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let response = app
+        .post()
+        .header("origin", APP)
+        .json(&json!({"query": SERVER_INFO}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn the_request_id_goes_round_trip() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let response = app
+        .post()
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({"query": SERVER_INFO}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let response = app
+        .post()
+        .json(&json!({"query": SERVER_INFO}))
+        .send()
+        .await
+        .expect("sent");
+    let generated = response.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+}
+
+/// GraphQL over HTTP: the media type follows `Accept`, with its status codes.
+#[tokio::test]
+async fn responses_follow_the_graphql_over_http_spec() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let send = |accept: &'static str, query: &'static str| {
+        app.post()
+            .header("accept", accept)
+            .json(&json!({"query": query}))
+            .send()
+    };
+    const GRAPHQL: &str = "application/graphql-response+json";
+    let ok = send(GRAPHQL, SERVER_INFO).await.expect("sent");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(
+        ok.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with(GRAPHQL)
+    );
+    // A document that fails validation: 400 and no `data` with the GraphQL media type...
+    let invalid = send(GRAPHQL, "{ nonsense }").await.expect("sent");
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+    let body: Value = invalid.json().await.expect("json");
+    assert!(body.get("data").is_none(), "{body}");
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+    // ...and 200 for clients that only know application/json.
+    let legacy = send("application/json", "{ nonsense }")
+        .await
+        .expect("sent");
+    assert_eq!(legacy.status(), StatusCode::OK);
+    assert!(
+        legacy.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/json")
+    );
+    // A field error during execution is still a 200 with data.
+    let unauthenticated = send(GRAPHQL, "{ me { id } }").await.expect("sent");
+    assert_eq!(unauthenticated.status(), StatusCode::OK);
+    let body: Value = unauthenticated.json().await.expect("json");
+    assert_code(&body, "UNAUTHENTICATED");
+    // Neither media type acceptable: 406.
+    let html = send("text/html", SERVER_INFO).await.expect("sent");
+    assert_eq!(html.status(), StatusCode::NOT_ACCEPTABLE);
+}
+
+#[tokio::test]
+async fn get_runs_queries_and_refuses_mutations() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let get = |params: &[(&str, &str)]| {
+        app.client
+            .get(format!("{}/graphql", app.base_url()))
+            .header("accept", "application/json")
+            .query(params)
+            .send()
+    };
+    let response = get(&[
+        (
+            "query",
+            "query($skip: Boolean!) { serverInfo { name @skip(if: $skip) } }",
+        ),
+        ("variables", "{\"skip\": false}"),
+    ])
+    .await
+    .expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["data"]["serverInfo"]["name"], "rollcall", "{body}");
+
+    let mutation = get(&[("query", "mutation { logout(refreshToken: \"x\") }")])
+        .await
+        .expect("sent");
+    assert_eq!(mutation.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(mutation.headers()["allow"], "POST");
+
+    let bad_variables = get(&[("query", "{ serverInfo { name } }"), ("variables", "[1]")])
+        .await
+        .expect("sent");
+    assert_eq!(bad_variables.status(), StatusCode::BAD_REQUEST);
+    let missing = get(&[]).await.expect("sent");
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+}
+
+/// `rollcall_logins_total{result="…"}` and friends from `/metrics`.
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name_and_labels)?;
+            rest.trim().split(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_logins_and_requests() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let scrape = || async {
+        let response = app
+            .client
+            .get(format!("{}/metrics", app.base_url()))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("text")
+    };
+    let before = scrape().await;
+    app.register("alice").await;
+    assert_code(
+        &app.login("alice", "not the password").await,
+        "UNAUTHENTICATED",
+    );
+    assert_ok(&app.login("alice", PASSWORD).await);
+    let after = scrape().await;
+    let failures = "rollcall_logins_total{result=\"failure\"}";
+    let successes = "rollcall_logins_total{result=\"success\"}";
+    assert_eq!(
+        metric(&after, failures) - metric(&before, failures),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, successes) - metric(&before, successes),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "rollcall_requests_total{operation=\"login\"}") >= 2.0,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "rollcall_errors_total{code=\"UNAUTHENTICATED\"}") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("rollcall_request_duration_seconds_bucket"),
+        "{after}"
+    );
+    assert!(after.contains("rollcall_password_hash_queue"), "{after}");
+    assert!(
+        after.contains("rollcall_db_connections{state=\"in_use\"}"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_loopback_or_the_token() {
+    let Some(app) = spawn(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        s.metrics_token = Some("metrics-token-for-the-test".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let scrape = |token: Option<&'static str>| {
+        let mut request = app
+            .client
+            .get(format!("{}/metrics", app.base_url()))
+            // As a client beyond the (trusted) proxy on loopback.
+            .header("x-forwarded-for", "203.0.113.7");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        scrape(None).await.expect("sent").status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        scrape(Some("wrong")).await.expect("sent").status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        scrape(Some("metrics-token-for-the-test"))
+            .await
+            .expect("sent")
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// One log line per request with its id, operation, user, status and codes, and no secret in
+/// any line, in both formats.
+#[tokio::test]
+async fn request_logs_name_the_request_and_hide_secrets() {
+    for format in ["text", "json"] {
+        let Some(db) = TestDb::create(Backend::Sqlite).await else {
+            return;
+        };
+        let server = ServerProcess::start(&db.url, &[("ROLLCALL_LOG_FORMAT", format)]);
+        let alice = server.register("alice").await;
+        let wrong = "not-the-password-9f8e7d";
+        assert_code(&server.login("alice", wrong).await, "UNAUTHENTICATED");
+        let response = server
+            .client()
+            .post(format!("{}/graphql", server.base_url))
+            .header("x-request-id", format!("log-test-{format}"))
+            .bearer_auth(&alice.access)
+            .json(&json!({"query": ME, "operationName": null}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        let lines = server.log_lines_until(&format!("log-test-{format}"));
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("log-test-{format}")))
+            .expect("the request's line");
+        assert!(line.contains(&alice.id), "{line}");
+        assert!(line.contains("me"), "{line}");
+        assert!(line.contains("200"), "{line}");
+        if format == "json" {
+            for line in &lines {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+            }
+        }
+        let failed = lines
+            .iter()
+            .find(|l| l.contains("UNAUTHENTICATED"))
+            .expect("the failed login's line");
+        assert!(failed.contains("login"), "{failed}");
+        for secret in [
+            PASSWORD,
+            wrong,
+            alice.access.as_str(),
+            alice.refresh.as_str(),
+            "$argon2",
+        ] {
+            assert!(
+                lines.iter().all(|l| !l.contains(secret)),
+                "a secret reached the log"
+            );
+        }
+    }
+}
