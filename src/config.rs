@@ -186,6 +186,10 @@ pub struct Settings {
     /// Whether the schema may be introspected; `false` also drops "Did you mean …" hints.
     #[arg(long, env = "ROLLCALL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
+    /// Whether `GET /graphql` serves GraphiQL, an in-browser IDE whose files are all in the
+    /// binary; `false` answers 404 there and serves none of its files.
+    #[arg(long, env = "ROLLCALL_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub graphiql: bool,
 }
 
 /// Written out so the signing key and the database URL (which may hold a password) never
@@ -217,6 +221,7 @@ impl fmt::Debug for Settings {
             .field("max_query_bytes", &self.max_query_bytes)
             .field("max_complexity", &self.max_complexity)
             .field("introspection", &self.introspection)
+            .field("graphiql", &self.graphiql)
             .finish()
     }
 }
@@ -247,6 +252,7 @@ impl Settings {
             max_query_bytes: 16 * 1024,
             max_complexity: 5_000,
             introspection: true,
+            graphiql: true,
         }
     }
 }

@@ -5,12 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -32,6 +31,7 @@ struct AppState {
     service: Service,
     request_timeout: Duration,
     trusted_proxies: Arc<[IpNet]>,
+    graphiql: bool,
 }
 
 pub fn router(service: Service, settings: &Settings) -> Router {
@@ -40,8 +40,13 @@ pub fn router(service: Service, settings: &Settings) -> Router {
         service,
         request_timeout: settings.request_timeout,
         trusted_proxies: settings.trusted_proxies.clone().into(),
+        graphiql: settings.graphiql,
     };
-    Router::new()
+    let mut router = Router::new();
+    if settings.graphiql {
+        router = router.merge(crate::graphiql::routes());
+    }
+    router
         .route("/graphql", get(graphiql).post(graphql_post))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -265,8 +270,14 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     }
 }
 
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+/// GraphiQL, unless it is turned off (`ROLLCALL_GRAPHIQL=false`): then 404, as for any path
+/// the server does not serve.
+async fn graphiql(State(state): State<AppState>) -> Response {
+    if state.graphiql {
+        crate::graphiql::page()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 async fn health() -> &'static str {
