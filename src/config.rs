@@ -213,6 +213,10 @@ pub struct Settings {
     /// Whether the schema may be introspected; `false` also drops "Did you mean …" hints.
     #[arg(long, env = "ROLLCALL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
+    /// Whether `GET /graphql` serves GraphiQL, an in-browser IDE whose files are all in the
+    /// binary; `false` answers 404 there and serves none of its files.
+    #[arg(long, env = "ROLLCALL_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub graphiql: bool,
 }
 
 /// Written out so the signing key and the database URL (which may hold a password) never
@@ -250,6 +254,7 @@ impl fmt::Debug for Settings {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("log_format", &self.log_format)
+            .field("graphiql", &self.graphiql)
             .finish()
     }
 }
@@ -283,6 +288,7 @@ impl Settings {
             cors_origins: Vec::new(),
             metrics_token: None,
             log_format: LogFormat::Text,
+            graphiql: true,
         }
     }
 }

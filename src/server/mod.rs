@@ -11,11 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -44,6 +43,7 @@ struct AppState {
     request_timeout: Duration,
     trusted_proxies: Arc<[IpNet]>,
     metrics_token: Option<Arc<str>>,
+    graphiql: bool,
 }
 
 /// What a GraphQL handler tells the request log about its request.
@@ -65,11 +65,16 @@ pub fn router(service: Service, settings: &Settings) -> Router {
         request_timeout: settings.request_timeout,
         trusted_proxies: settings.trusted_proxies.clone().into(),
         metrics_token: settings.metrics_token.as_deref().map(Arc::from),
+        graphiql: settings.graphiql,
     };
     let request_id = HeaderName::from_static("x-request-id");
     // Layers run outside in from the last one added: the request id is set first, so the
     // log line and the response both carry it.
-    Router::new()
+    let mut router = Router::new();
+    if settings.graphiql {
+        router = router.merge(crate::graphiql::routes());
+    }
+    router
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -212,19 +217,21 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     }
 }
 
-/// `GET /graphql` without a query: GraphiQL for a browser, a 400 for anything else.
-fn graphiql(_state: &AppState, headers: &HeaderMap) -> Response {
+/// `GET /graphql` without a query: GraphiQL for a browser (404 when it is turned off), a 400
+/// for anything else.
+fn graphiql(state: &AppState, headers: &HeaderMap) -> Response {
     let browser = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
-    if !browser {
-        return request_error(
+    match (browser, state.graphiql) {
+        (true, true) => crate::graphiql::page(),
+        (true, false) => request_error(StatusCode::NOT_FOUND, "No such endpoint"),
+        (false, _) => request_error(
             StatusCode::BAD_REQUEST,
             "A GET request needs a `query` parameter",
-        );
+        ),
     }
-    Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response()
 }
 
 async fn not_found() -> Response {
