@@ -21,8 +21,6 @@ npm run generate
 npm run typecheck
 
 start_rollcall
-if ! npm start; then
-    echo "typescript: FAILED; the server's last log lines:" >&2
-    tail -n 40 "$ROLLCALL_LOG" >&2
-    exit 1
-fi
+status=0
+npm start || status=1
+finish_rollcall typescript "$status"

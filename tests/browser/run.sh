@@ -62,14 +62,4 @@ export SCREENSHOT=$browser_dir/graphiql.png
 
 status=0
 (cd "$browser_dir" && timeout --kill-after=10 180 node graphiql.mjs) || status=1
-if grep -q 'panicked' "$ROLLCALL_LOG"; then
-    echo "browser: FAILED: the server panicked:" >&2
-    grep -B 2 -A 10 'panicked' "$ROLLCALL_LOG" >&2
-    status=1
-fi
-if [[ $status -ne 0 ]]; then
-    echo "browser: the server's last log lines:" >&2
-    tail -n 40 "$ROLLCALL_LOG" >&2
-    echo "browser: FAILED" >&2
-fi
-exit "$status"
+finish_rollcall browser "$status"

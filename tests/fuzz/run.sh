@@ -79,16 +79,4 @@ sys.exit(urllib.request.urlopen(sys.argv[1], timeout=10).read() != b"ok")' "${ur
     echo "fuzz: FAILED: the server no longer answers /health" >&2
     status=1
 fi
-if grep -q 'panicked' "$ROLLCALL_LOG"; then
-    echo "fuzz: FAILED: the server panicked:" >&2
-    grep -B 2 -A 10 'panicked' "$ROLLCALL_LOG" >&2
-    status=1
-fi
-if [[ $status -ne 0 ]]; then
-    echo "fuzz: the server's last log lines:" >&2
-    tail -n 40 "$ROLLCALL_LOG" >&2
-    echo "fuzz: FAILED" >&2
-else
-    echo "fuzz: passed"
-fi
-exit "$status"
+finish_rollcall fuzz "$status"

@@ -66,3 +66,22 @@ start_rollcall() {
     ROLLCALL_URL=http://$addr/graphql
     export ROLLCALL_URL
 }
+
+# `finish_rollcall LABEL STATUS` ends a script: it fails if the server panicked, shows the
+# server's last log lines on any failure, and exits with the outcome.
+finish_rollcall() {
+    local label=$1 status=$2
+    if grep -q 'panicked' "$ROLLCALL_LOG"; then
+        echo "$label: FAILED: the server panicked:" >&2
+        grep -B 2 -A 10 'panicked' "$ROLLCALL_LOG" >&2
+        status=1
+    fi
+    if [[ $status -ne 0 ]]; then
+        echo "$label: the server's last log lines:" >&2
+        tail -n 40 "$ROLLCALL_LOG" >&2
+        echo "$label: FAILED" >&2
+    else
+        echo "$label: passed"
+    fi
+    exit "$status"
+}
