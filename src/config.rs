@@ -99,6 +99,16 @@ pub struct Settings {
     /// Refresh token lifetime, e.g. `30d`.
     #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = parse_duration, global = true)]
     pub refresh_ttl: Duration,
+    /// Longest a session (one login) lasts, however often its refresh token rotates.
+    #[arg(long, env = "ROLLCALL_SESSION_MAX_AGE", default_value = "90d", value_parser = parse_duration, global = true)]
+    pub session_max_age: Duration,
+    /// A session not refreshed for this long ends.
+    #[arg(long, env = "ROLLCALL_SESSION_IDLE", default_value = "30d", value_parser = parse_duration, global = true)]
+    pub session_idle: Duration,
+    /// A rotated refresh token presented again this soon is answered with a new pair for the
+    /// same session, not treated as theft: a client's tabs that refresh at once race themselves.
+    #[arg(long, env = "ROLLCALL_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub refresh_reuse_grace: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).
     #[arg(
         long,
@@ -232,6 +242,9 @@ impl fmt::Debug for Settings {
             )
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("session_max_age", &self.session_max_age)
+            .field("session_idle", &self.session_idle)
+            .field("refresh_reuse_grace", &self.refresh_reuse_grace)
             .field("registration", &self.registration)
             .field("demo", &self.demo)
             .field("db_max_connections", &self.db_max_connections)
@@ -269,6 +282,9 @@ impl Settings {
             jwt_secret: None,
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 86_400),
+            session_max_age: Duration::from_secs(90 * 86_400),
+            session_idle: Duration::from_secs(30 * 86_400),
+            refresh_reuse_grace: Duration::from_secs(10),
             registration: Registration::Open,
             demo: false,
             db_max_connections: 10,

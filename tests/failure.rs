@@ -464,8 +464,9 @@ async fn sigkill_mid_load_loses_nothing_answered(backend: Backend) {
         join_all((0..7).map(|w| registering_worker(&http, w, &progress))),
     );
 
-    // Started again on the same database, without any repair.
-    let server = ServerProcess::start(&db.url, &[]);
+    // Started again on the same database, without any repair. A reuse grace of a millisecond:
+    // a rotation committed just before the kill must show as spent, not be answered again.
+    let server = ServerProcess::start(&db.url, &[("ROLLCALL_REFRESH_REUSE_GRACE", "1ms")]);
     let http = Http::new(&server.base_url);
     let conn = sea_orm::Database::connect(db.url.as_str())
         .await

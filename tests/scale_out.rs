@@ -4,6 +4,9 @@ mod support;
 
 use support::{Backend, Gql, ServerProcess, Session, TestDb, assert_code, error_code};
 
+/// A reuse grace short enough to wait out, so that a replay counts as reuse.
+const GRACE: &[(&str, &str)] = &[("ROLLCALL_REFRESH_REUSE_GRACE", "200ms")];
+
 struct Pair {
     a: ServerProcess,
     b: ServerProcess,
@@ -22,8 +25,8 @@ async fn two_processes_share_one_database(backend: Backend) {
     };
     // Neither process is given a key: both must agree on the one generated in the database.
     let pair = Pair {
-        a: ServerProcess::start(&db.url, &[]),
-        b: ServerProcess::start(&db.url, &[]),
+        a: ServerProcess::start(&db.url, GRACE),
+        b: ServerProcess::start(&db.url, GRACE),
     };
 
     let owner = pair.on(true).register("owner").await;
@@ -37,9 +40,11 @@ async fn two_processes_share_one_database(backend: Backend) {
     let me = pair.on(false).me(&ann.access).await;
     assert_eq!(me["data"]["me"]["username"], "ann", "{me}");
 
-    // A refresh token rotated on one and replayed on the other is reuse: the family dies.
+    // A refresh token rotated on one and replayed on the other after the grace is reuse: the
+    // family dies.
     let rotated = pair.on(true).refresh(&ann.refresh).await;
     let newest = Session::from_payload(&rotated, "refreshToken");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let replay = pair.on(false).refresh(&ann.refresh).await;
     assert_code(&replay, "UNAUTHENTICATED");
     let after = pair.on(true).refresh(&newest.refresh).await;

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_search_index::Migration),
             Box::new(m20261203_000003_search_text::Migration),
             Box::new(m20261204_000004_credential_failures::Migration),
+            Box::new(m20261205_000005_session_details::Migration),
         ]
     }
 }
@@ -292,6 +293,48 @@ mod m20261204_000004_credential_failures {
                 "CREATE INDEX idx_credential_failures_updated ON credential_failures (updated_at)",
             )
             .await?;
+            Ok(())
+        }
+    }
+}
+
+/// What a session list shows and what its expiry needs: when the session last refreshed (the
+/// idle limit counts from it; existing sessions start from their creation), and the client's
+/// address and User-Agent at login. An index on `used_at` lets the periodic purge of used
+/// refresh tokens find them without scanning.
+mod m20261205_000005_session_details {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261205_000005_session_details"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let postgres = manager.get_database_backend() == DatabaseBackend::Postgres;
+            let ts = if postgres { "TIMESTAMPTZ" } else { "TEXT" };
+            let mut statements = vec![
+                format!("ALTER TABLE sessions ADD COLUMN last_used_at {ts}"),
+                "UPDATE sessions SET last_used_at = created_at".to_owned(),
+                "ALTER TABLE sessions ADD COLUMN ip TEXT".to_owned(),
+                "ALTER TABLE sessions ADD COLUMN user_agent TEXT".to_owned(),
+                "CREATE INDEX idx_refresh_tokens_used ON refresh_tokens (used_at)".to_owned(),
+                "CREATE INDEX idx_refresh_tokens_expires ON refresh_tokens (expires_at)".to_owned(),
+            ];
+            // SQLite cannot add NOT NULL to an existing column; the application always writes it.
+            if postgres {
+                statements
+                    .push("ALTER TABLE sessions ALTER COLUMN last_used_at SET NOT NULL".to_owned());
+            }
+            let db = manager.get_connection();
+            for sql in statements {
+                db.execute_unprepared(&sql).await?;
+            }
             Ok(())
         }
     }

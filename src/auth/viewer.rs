@@ -33,6 +33,12 @@ impl RequestAuth {
         }
     }
 
+    /// The session (`sid`) of the request's token when it is validly signed and unexpired;
+    /// whether that session is still live is [`Self::viewer`]'s to check.
+    pub fn session_id(&self, service: &Service) -> Option<Uuid> {
+        service.token_session(self.token.as_deref()?)
+    }
+
     /// The signed-in, enabled user with a live session, or UNAUTHENTICATED.
     pub async fn viewer(&self, service: &Service) -> AppResult<&User> {
         let Some(token) = self.token.as_deref() else {

@@ -1,12 +1,45 @@
 //! Sessions (token families) and refresh tokens.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QueryOrder,
+};
 use uuid::Uuid;
 
 use super::Db;
 use super::entities::{refresh_token, session, user};
+
+/// Where the client of a login or registration came from, kept on its session for the session
+/// list.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// The moments a session must be younger than to be live, computed from the session limits
+/// at one instant: created after `born_after` (the maximum age) and last refreshed after
+/// `used_after` (the idle limit). Comparing stored times with cut-offs, rather than computing
+/// in SQL, works the same on both backends (SQLite keeps times as text).
+#[derive(Clone, Copy, Debug)]
+pub struct Live {
+    pub born_after: DateTime<Utc>,
+    pub used_after: DateTime<Utc>,
+}
+
+impl Live {
+    /// The condition on `sessions` columns: not revoked and within both limits.
+    pub fn condition(&self) -> Condition {
+        Condition::all()
+            .add(session::Column::RevokedAt.is_null())
+            .add(session::Column::CreatedAt.gt(self.born_after))
+            .add(session::Column::LastUsedAt.gt(self.used_after))
+    }
+}
 
 /// What [`open_for_login`] wrote.
 pub struct Login {
@@ -20,6 +53,7 @@ pub struct Login {
 pub async fn open_for_login(
     db: &Db,
     user_id: Uuid,
+    origin: &Origin,
     token_hash: String,
     expires_at: DateTime<Utc>,
 ) -> Result<Option<Login>, DbErr> {
@@ -35,15 +69,19 @@ pub async fn open_for_login(
     if touched.rows_affected != 1 {
         return Ok(None);
     }
-    insert(&tx, session_id, user_id, at).await?;
+    insert(&tx, session_id, user_id, origin, at).await?;
     insert_refresh_token(&tx, session_id, token_hash, expires_at).await?;
     tx.commit().await?;
     Ok(Some(Login { session_id, at }))
 }
 
-pub async fn create(db: &impl ConnectionTrait, user_id: Uuid) -> Result<Uuid, DbErr> {
+pub async fn create(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    origin: &Origin,
+) -> Result<Uuid, DbErr> {
     let id = Uuid::now_v7();
-    insert(db, id, user_id, super::now()).await?;
+    insert(db, id, user_id, origin, super::now()).await?;
     Ok(id)
 }
 
@@ -51,6 +89,7 @@ async fn insert(
     db: &impl ConnectionTrait,
     id: Uuid,
     user_id: Uuid,
+    origin: &Origin,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     session::Entity::insert(session::ActiveModel {
@@ -58,6 +97,9 @@ async fn insert(
         user_id: Set(user_id),
         created_at: Set(at),
         revoked_at: Set(None),
+        last_used_at: Set(at),
+        ip: Set(origin.ip.map(|ip| ip.to_string())),
+        user_agent: Set(origin.user_agent.clone()),
     })
     .exec_without_returning(db)
     .await?;
@@ -112,6 +154,31 @@ pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<session:
     session::Entity::find_by_id(id).one(db).await
 }
 
+/// Records a refresh of session `id`: the idle limit counts from now on.
+pub async fn touch(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
+    session::Entity::update_many()
+        .col_expr(session::Column::LastUsedAt, Expr::value(super::now()))
+        .filter(session::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// User `user_id`'s live sessions, newest first.
+pub async fn list_live(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    live: &Live,
+) -> Result<Vec<session::Model>, DbErr> {
+    session::Entity::find()
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(live.condition())
+        .order_by_desc(session::Column::CreatedAt)
+        .order_by_desc(session::Column::Id)
+        .all(db)
+        .await
+}
+
 /// Revokes one session: its access tokens stop working and its refresh tokens with them.
 pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
     session::Entity::update_many()
@@ -123,7 +190,33 @@ pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// Revokes every live session of a user.
+/// Revokes session `id` if it is live; whether it was.
+pub async fn revoke_live(db: &impl ConnectionTrait, id: Uuid, live: &Live) -> Result<bool, DbErr> {
+    let revoked = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
+        .filter(session::Column::Id.eq(id))
+        .filter(live.condition())
+        .exec(db)
+        .await?;
+    Ok(revoked.rows_affected == 1)
+}
+
+/// Revokes every live session of a user; how many there were.
+pub async fn revoke_live_for_user(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    live: &Live,
+) -> Result<u64, DbErr> {
+    let revoked = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(live.condition())
+        .exec(db)
+        .await?;
+    Ok(revoked.rows_affected)
+}
+
+/// Revokes every session of a user that is not revoked yet.
 pub async fn revoke_all_for_user(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), DbErr> {
     session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
@@ -132,4 +225,61 @@ pub async fn revoke_all_for_user(db: &impl ConnectionTrait, user_id: Uuid) -> Re
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// What [`purge`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub refresh_tokens: u64,
+    pub sessions: u64,
+}
+
+/// How long a session's row outlives its end. Nothing checks an ended session any more; the
+/// margin keeps recent ones in the database for an operator looking into an incident.
+const ENDED_SESSION_KEPT: chrono::Duration = chrono::Duration::days(1);
+
+/// Deletes what no longer decides anything, so the tables do not grow without bound: refresh
+/// tokens used longer ago than the reuse grace (`used_before`) or expired, and sessions ended
+/// (revoked, or past a limit of `live`) for more than a day, with their remaining tokens.
+pub async fn purge(
+    db: &impl ConnectionTrait,
+    used_before: DateTime<Utc>,
+    live: &Live,
+) -> Result<Purged, DbErr> {
+    let now = super::now();
+    let refresh_tokens = refresh_token::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(refresh_token::Column::UsedAt.lt(used_before))
+                .add(refresh_token::Column::ExpiresAt.lt(now)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    let ended = Condition::any()
+        .add(session::Column::RevokedAt.lt(now - ENDED_SESSION_KEPT))
+        .add(session::Column::CreatedAt.lt(live.born_after - ENDED_SESSION_KEPT))
+        .add(session::Column::LastUsedAt.lt(live.used_after - ENDED_SESSION_KEPT));
+    // Their tokens first: the foreign key cascades too, but saying so does not depend on it.
+    refresh_token::Entity::delete_many()
+        .filter(
+            refresh_token::Column::SessionId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(session::Column::Id)
+                    .from(session::Entity)
+                    .cond_where(ended.clone())
+                    .to_owned(),
+            ),
+        )
+        .exec(db)
+        .await?;
+    let sessions = session::Entity::delete_many()
+        .filter(ended)
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(Purged {
+        refresh_tokens,
+        sessions,
+    })
 }

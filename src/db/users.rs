@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::Db;
 use super::entities::session;
 use super::entities::user::{self, Column, Entity as Users, Model as User, Role};
+use super::sessions::Live;
 
 pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, DbErr> {
     Users::find_by_id(id).one(db).await
@@ -57,17 +58,19 @@ pub async fn by_session(
     db: &impl ConnectionTrait,
     user_id: Uuid,
     session_id: Uuid,
+    live: &Live,
 ) -> Result<Option<User>, DbErr> {
     Users::find()
-        .filter(session_condition(user_id, session_id))
+        .filter(session_condition(user_id, session_id, live))
         .one(db)
         .await
 }
 
-/// The user of session `session_id` while it is not revoked, in one query.
+/// The user of session `session_id` while it is live, in one query.
 pub async fn by_live_session(
     db: &impl ConnectionTrait,
     session_id: Uuid,
+    live: &Live,
 ) -> Result<Option<User>, DbErr> {
     Users::find()
         .filter(
@@ -76,7 +79,7 @@ pub async fn by_live_session(
                     .column(session::Column::UserId)
                     .from(session::Entity)
                     .and_where(session::Column::Id.eq(session_id))
-                    .and_where(session::Column::RevokedAt.is_null())
+                    .cond_where(live.condition())
                     .to_owned(),
             ),
         )
@@ -84,8 +87,9 @@ pub async fn by_live_session(
         .await
 }
 
-/// User `user_id`, while session `session_id` is theirs and not revoked.
-fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
+/// User `user_id`, while session `session_id` is theirs and live: a revoked session, or one
+/// past its maximum age or idle limit, stops its access tokens at once.
+fn session_condition(user_id: Uuid, session_id: Uuid, live: &Live) -> Condition {
     Condition::all()
         .add(Column::Id.eq(user_id))
         .add(Expr::exists(
@@ -94,7 +98,7 @@ fn session_condition(user_id: Uuid, session_id: Uuid) -> Condition {
                 .from(session::Entity)
                 .and_where(session::Column::Id.eq(session_id))
                 .and_where(session::Column::UserId.eq(user_id))
-                .and_where(session::Column::RevokedAt.is_null())
+                .cond_where(live.condition())
                 .to_owned(),
         ))
 }
@@ -106,11 +110,12 @@ pub async fn by_session_or_id(
     user_id: Uuid,
     session_id: Uuid,
     other: Uuid,
+    live: &Live,
 ) -> Result<Vec<User>, DbErr> {
     Users::find()
         .filter(
             Condition::any()
-                .add(session_condition(user_id, session_id))
+                .add(session_condition(user_id, session_id, live))
                 .add(Column::Id.eq(other)),
         )
         .limit(2)

@@ -27,6 +27,41 @@ use crate::service::Service;
 /// The client's address, as the HTTP layer determined it (`None` outside HTTP).
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
+/// The client's `User-Agent` header, shortened to [`USER_AGENT_MAX`] characters (`None` outside
+/// HTTP or when absent): kept on the sessions a login opens, so their list tells them apart.
+pub struct UserAgent(pub Option<String>);
+
+/// The longest User-Agent kept: real ones fit, and a client cannot make session rows large.
+pub const USER_AGENT_MAX: usize = 200;
+
+impl UserAgent {
+    /// From the header's value; not UTF-8 or blank counts as absent.
+    pub fn from_header(value: Option<&axum::http::HeaderValue>) -> Self {
+        let text = value
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| text.chars().take(USER_AGENT_MAX).collect());
+        Self(text)
+    }
+}
+
+/// Where this request's client came from, for the session a login or registration opens.
+fn origin(ctx: &Context<'_>) -> crate::service::Origin {
+    crate::service::Origin {
+        ip: ctx.data_opt::<ClientIp>().and_then(|client| client.0),
+        user_agent: ctx
+            .data_opt::<UserAgent>()
+            .and_then(|agent| agent.0.clone()),
+    }
+}
+
+/// The session of the request's access token, if it carries a valid one.
+fn current_session(ctx: &Context<'_>) -> Option<uuid::Uuid> {
+    let auth = ctx.data::<Arc<RequestAuth>>().ok()?;
+    auth.session_id(service(ctx).ok()?)
+}
+
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// The per-request user loader; its cache lives as long as the request.
@@ -83,12 +118,14 @@ pub fn request_data(
     auth: Arc<RequestAuth>,
     info: Arc<OperationInfo>,
     client_ip: std::net::IpAddr,
+    user_agent: UserAgent,
 ) -> async_graphql::Request {
     request
         .data(auth)
         .data(RequestLoader::new(service))
         .data(info)
         .data(ClientIp(Some(client_ip)))
+        .data(user_agent)
 }
 
 fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {

@@ -3,9 +3,9 @@ use async_graphql::{Context, ID, Object};
 use super::guards::{Access, IpLimited, limit_ip};
 use super::types::{
     AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, UpdateUserInput, UserObject,
-    parse_id,
+    parse_id, parse_session_id,
 };
-use super::{service, viewer};
+use super::{origin, service, viewer};
 use crate::db::Role;
 use crate::error::AppResult;
 use crate::service::NewUser;
@@ -17,13 +17,16 @@ impl Mutation {
     /// Self-registration; the first account on an empty database becomes the owner.
     #[graphql(guard = "IpLimited")]
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> AppResult<AuthPayload> {
-        Ok(service(ctx)?.register(input.into()).await?.into())
+        Ok(service(ctx)?
+            .register(input.into(), &origin(ctx))
+            .await?
+            .into())
     }
 
     #[graphql(guard = "IpLimited")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> AppResult<AuthPayload> {
         Ok(service(ctx)?
-            .login(&input.login, &input.password)
+            .login(&input.login, &input.password, &origin(ctx))
             .await?
             .into())
     }
@@ -41,6 +44,21 @@ impl Mutation {
     /// Ends the session of this refresh token, including its access tokens.
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> AppResult<bool> {
         service(ctx)?.logout(&refresh_token).await
+    }
+
+    /// Ends one session (its access and refresh tokens stop at once): one's own, or one of a
+    /// user one manages. `false` when it had already ended.
+    #[graphql(guard = "Access::SignedIn")]
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
+        let id = parse_session_id(&id)?;
+        service(ctx)?.revoke_session(viewer(ctx).await?, id).await
+    }
+
+    /// Ends every session of the caller, this one included; returns how many there were.
+    #[graphql(guard = "Access::SignedIn")]
+    async fn logout_everywhere(&self, ctx: &Context<'_>) -> AppResult<i32> {
+        let count = service(ctx)?.logout_everywhere(viewer(ctx).await?).await?;
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
     #[graphql(guard = "Access::Manager")]

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{RequestLoader, optional_viewer, service};
+use super::{RequestLoader, current_session, optional_viewer, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult};
@@ -115,6 +115,45 @@ impl UserObject {
             .map_err(|err| AppError::internal_from("loading createdBy", err))?;
         Ok(user.map(UserObject::new))
     }
+
+    /// Live sessions, newest first. This user and those who manage them may see them; anyone
+    /// else gets FORBIDDEN.
+    async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionObject>> {
+        let viewer = viewer(ctx).await?;
+        let sessions = service(ctx)?.sessions_of(viewer, &self.model).await?;
+        let current = current_session(ctx);
+        Ok(sessions
+            .into_iter()
+            .map(|session| SessionObject {
+                current: Some(session.id) == current,
+                id: ID(session.id.to_string()),
+                created_at: session.created_at,
+                last_used_at: session.last_used_at,
+                expires_at: session.expires_at,
+                user_agent: session.user_agent,
+                ip: session.ip,
+            })
+            .collect())
+    }
+}
+
+/// One login and its refresh-token family.
+#[derive(SimpleObject)]
+#[graphql(name = "Session")]
+pub struct SessionObject {
+    pub id: ID,
+    pub created_at: DateTime<Utc>,
+    /// The last refresh (the login, before any).
+    pub last_used_at: DateTime<Utc>,
+    /// When the session ends unless refreshed: the earlier of its maximum age and its idle
+    /// limit.
+    pub expires_at: DateTime<Utc>,
+    /// The client's User-Agent at login.
+    pub user_agent: Option<String>,
+    /// The client's address at login.
+    pub ip: Option<String>,
+    /// Whether the request's access token belongs to this session.
+    pub current: bool,
 }
 
 #[derive(SimpleObject)]
@@ -231,6 +270,10 @@ pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
 
 pub fn parse_id(id: &ID) -> AppResult<Uuid> {
     Uuid::parse_str(id.as_str()).map_err(|_| AppError::field("id", "is not a valid user id"))
+}
+
+pub fn parse_session_id(id: &ID) -> AppResult<Uuid> {
+    Uuid::parse_str(id.as_str()).map_err(|_| AppError::field("id", "is not a valid session id"))
 }
 
 #[derive(SimpleObject)]

@@ -220,6 +220,7 @@ async fn execute(
         auth.clone(),
         info.clone(),
         client_ip,
+        graphql::UserAgent::from_header(headers.get(axum::http::header::USER_AGENT)),
     );
     let mut response = state.schema.execute(request).await;
     finalize_response(&mut response);

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{Service, users::NewUser};
 use crate::auth::{AccessClaims, tokens};
 use crate::db::entities::user::{self, Model as User, Role};
+use crate::db::sessions::Origin;
 use crate::db::{
     self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
 };
@@ -31,7 +32,7 @@ impl Service {
     /// account exists (registered, created on the command line or imported) registrations are
     /// standard users. The partial unique index on the owner keeps racing first registrations
     /// from making two owners: the loser retries as a standard user.
-    pub async fn register(&self, input: NewUser) -> AppResult<AuthSession> {
+    pub async fn register(&self, input: NewUser, origin: &Origin) -> AppResult<AuthSession> {
         self.writable()?;
         if !self.registration_open() {
             return Err(AppError::Forbidden("Registration is closed"));
@@ -52,7 +53,7 @@ impl Service {
                 .await
             {
                 Ok(_) => {
-                    let session = self.open_session(&tx, model.id).await?;
+                    let session = self.open_session(&tx, model.id, origin).await?;
                     tx.commit().await?;
                     return self.finish(session, model);
                 }
@@ -73,7 +74,12 @@ impl Service {
 
     /// Login by username or email. Unknown users, wrong passwords and disabled accounts are
     /// indistinguishable: same message, same argon2 cost, same throttle.
-    pub async fn login(&self, login: &str, password: &str) -> AppResult<AuthSession> {
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        origin: &Origin,
+    ) -> AppResult<AuthSession> {
         let mut fields = Fields::new();
         if login.contains('\0') || login.len() > 320 {
             fields.add("login", "must be a username or an email address");
@@ -98,11 +104,16 @@ impl Service {
             _ => return Err(INVALID_CREDENTIALS),
         };
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
-        let login =
-            sessions::open_for_login(self.db(), user.id, refresh_hash, self.refresh_expiry()?)
-                .await?
-                // Disabled or deleted since the lookup.
-                .ok_or(INVALID_CREDENTIALS)?;
+        let login = sessions::open_for_login(
+            self.db(),
+            user.id,
+            origin,
+            refresh_hash,
+            self.refresh_expiry()?,
+        )
+        .await?
+        // Disabled or deleted since the lookup.
+        .ok_or(INVALID_CREDENTIALS)?;
         let user = User {
             last_login_at: Some(login.at),
             ..user
@@ -137,27 +148,42 @@ impl Service {
     }
 
     /// Rotates a refresh token. The old token is consumed atomically; presenting a token that
-    /// was already rotated revokes its whole family.
+    /// was already rotated revokes its whole family, unless it comes back within the reuse
+    /// grace: a client racing itself (two tabs refreshing at once) then gets another pair for
+    /// the same session. Sessions past their maximum age or idle limit do not refresh.
     pub async fn refresh(&self, token: &str) -> AppResult<AuthSession> {
         const INVALID: AppError = AppError::Unauthenticated("Invalid refresh token");
         let hash = tokens::hash_refresh_token(token);
+        let live = self.live();
         let tx = self.db().begin_write().await?;
-        let Some(session_id) = sessions::consume_refresh_token(&tx, &hash).await? else {
-            let reused = sessions::find_refresh_token(&tx, &hash)
-                .await?
-                .filter(|row| row.used_at.is_some());
-            if let Some(row) = reused {
-                tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
-                sessions::revoke(&tx, row.session_id).await?;
-                tx.commit().await?;
+        let session_id = match sessions::consume_refresh_token(&tx, &hash).await? {
+            Some(session_id) => session_id,
+            None => {
+                // Unknown, expired, or already rotated. The row read here is committed: on
+                // PostgreSQL the consuming UPDATE waited for a concurrent rotation of the same
+                // row, on SQLite the write transaction excludes it.
+                let Some((row, used_at)) = sessions::find_refresh_token(&tx, &hash)
+                    .await?
+                    .and_then(|row| row.used_at.map(|at| (row, at)))
+                else {
+                    return Err(INVALID);
+                };
+                if used_at <= self.grace_start() {
+                    tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
+                    sessions::revoke(&tx, row.session_id).await?;
+                    tx.commit().await?;
+                    return Err(INVALID);
+                }
+                tracing::debug!(session = %row.session_id, "refresh token reused within the grace");
+                row.session_id
             }
-            return Err(INVALID);
         };
-        let user = user_queries::by_live_session(&tx, session_id)
+        let user = user_queries::by_live_session(&tx, session_id, &live)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(INVALID)?;
         let refresh_token = self.add_refresh_token(&tx, session_id).await?;
+        sessions::touch(&tx, session_id).await?;
         tx.commit().await?;
         self.finish((session_id, refresh_token), user)
     }
@@ -181,10 +207,20 @@ impl Service {
 
     /// The enabled user of verified `claims` while their session is live.
     async fn session_user(&self, claims: &AccessClaims) -> AppResult<User> {
-        user_queries::by_session(self.db().conn(), claims.sub, claims.sid)
+        user_queries::by_session(self.db().conn(), claims.sub, claims.sid, &self.live())
             .await?
             .filter(|user| !user.disabled)
             .ok_or(INVALID_TOKEN)
+    }
+
+    /// The session an access token belongs to, when the token is valid; whether the session is
+    /// still live is for [`Self::authenticate`] to say.
+    pub fn token_session(&self, access_token: &str) -> Option<Uuid> {
+        self.0
+            .tokens
+            .verify(access_token)
+            .ok()
+            .map(|claims| claims.sid)
     }
 
     /// [`Self::authenticate`] plus user `other`, read in the same query.
@@ -198,8 +234,14 @@ impl Service {
             let viewer = self.session_user(&claims).await?;
             return Ok((viewer.clone(), Some(viewer)));
         }
-        let rows =
-            user_queries::by_session_or_id(self.db().conn(), claims.sub, claims.sid, other).await?;
+        let rows = user_queries::by_session_or_id(
+            self.db().conn(),
+            claims.sub,
+            claims.sid,
+            other,
+            &self.live(),
+        )
+        .await?;
         // Rows with the viewer's id can only have matched the session condition.
         let viewer = rows
             .iter()
@@ -214,8 +256,9 @@ impl Service {
         &self,
         tx: &DatabaseTransaction,
         user_id: Uuid,
+        origin: &Origin,
     ) -> AppResult<(Uuid, String)> {
-        let session_id = sessions::create(tx, user_id).await?;
+        let session_id = sessions::create(tx, user_id, origin).await?;
         let refresh_token = self.add_refresh_token(tx, session_id).await?;
         Ok((session_id, refresh_token))
     }

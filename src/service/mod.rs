@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod rules;
+mod sessions;
 mod users;
 pub mod validation;
 
@@ -20,8 +21,10 @@ use crate::db::{Db, throttle};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 
+pub use crate::db::sessions::{Origin, Purged};
 pub use crate::db::users::Page;
 pub use accounts::AuthSession;
+pub use sessions::SessionInfo;
 pub use users::{DEFAULT_PAGE, ImportedUser, MAX_PAGE, NewUser, UserChanges, UserRef};
 
 const JWT_SECRET_SETTING: &str = "jwt_secret";
@@ -37,6 +40,9 @@ struct Inner {
     registration_open: bool,
     demo: bool,
     refresh_ttl: Duration,
+    session_max_age: Duration,
+    session_idle: Duration,
+    refresh_reuse_grace: Duration,
     throttle: throttle::Policy,
     ip_limiter: IpLimiter,
     metrics: Metrics,
@@ -106,6 +112,9 @@ impl Service {
             registration_open: settings.registration == Registration::Open,
             demo: settings.demo,
             refresh_ttl: settings.refresh_ttl,
+            session_max_age: settings.session_max_age,
+            session_idle: settings.session_idle,
+            refresh_reuse_grace: settings.refresh_reuse_grace,
             throttle: throttle::Policy {
                 after: settings.throttle_after,
                 max_wait: settings.throttle_max,
@@ -175,8 +184,8 @@ impl Service {
     }
 }
 
-/// Periodic clean-up for as long as the service lives: forgotten throttle rows and idle IP
-/// buckets.
+/// Periodic clean-up for as long as the service lives: forgotten throttle rows, idle IP
+/// buckets, and spent refresh tokens and ended sessions.
 async fn housekeeping(service: Weak<Inner>) {
     let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,6 +197,12 @@ async fn housekeeping(service: Weak<Inner>) {
         inner.ip_limiter.forget_idle();
         if let Err(err) = throttle::purge(inner.db.writer()).await {
             tracing::warn!(error = %err, "purging old credential failures");
+        }
+        // Held for this round only, so the service can still end between rounds.
+        let service = Service(inner);
+        match service.purge_sessions().await {
+            Ok(purged) => tracing::debug!(?purged, "purged refresh tokens and sessions"),
+            Err(err) => tracing::warn!(error = %err, "purging refresh tokens and sessions"),
         }
     }
 }

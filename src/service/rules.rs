@@ -18,6 +18,17 @@ pub fn manages(actor: Role, target: Role) -> bool {
     )
 }
 
+/// Listing or ending `target`'s sessions: one's own, and those of the users one manages.
+pub fn check_sessions(actor: &User, target: &User) -> AppResult<()> {
+    if actor.id == target.id || manages(actor.role, target.role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "You may not see or end this user's sessions",
+        ))
+    }
+}
+
 /// Looking up or listing users other than oneself.
 pub fn check_see_others(viewer: Role) -> AppResult<()> {
     if viewer.is_manager() {

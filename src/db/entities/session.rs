@@ -10,6 +10,12 @@ pub struct Model {
     pub user_id: Uuid,
     pub created_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
+    /// The last refresh (the login at first): the idle limit counts from here.
+    pub last_used_at: DateTimeUtc,
+    /// The client's address at login, as text.
+    pub ip: Option<String>,
+    /// The client's User-Agent at login, shortened.
+    pub user_agent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

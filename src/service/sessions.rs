@@ -1,0 +1,108 @@
+//! Sessions as their users see them: the list, revoking one, ending all, and their limits.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Service;
+use super::rules;
+use crate::db::entities::user::Model as User;
+use crate::db::sessions::{self, Live, Purged};
+use crate::db::{self, users as user_queries};
+use crate::error::{AppError, AppResult};
+
+/// One live session, as the session list shows it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    /// The earlier of the maximum age and the idle limit; a refresh moves the latter on.
+    pub expires_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// `at` moved back by `by`; a limit too long to represent means no limit in practice.
+fn before(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_sub_signed(by))
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// `at` moved on by `by`, saturating.
+fn after(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_add_signed(by))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl Service {
+    /// The cut-offs a session must be younger than to be live, as of now.
+    pub(super) fn live(&self) -> Live {
+        let now = db::now();
+        Live {
+            born_after: before(now, self.0.session_max_age),
+            used_after: before(now, self.0.session_idle),
+        }
+    }
+
+    /// Refresh tokens rotated after this moment are within the reuse grace.
+    pub(super) fn grace_start(&self) -> DateTime<Utc> {
+        before(db::now(), self.0.refresh_reuse_grace)
+    }
+
+    /// `target`'s live sessions, newest first, for `target` and those who manage them.
+    pub async fn sessions_of(&self, viewer: &User, target: &User) -> AppResult<Vec<SessionInfo>> {
+        rules::check_sessions(viewer, target)?;
+        let rows = sessions::list_live(self.db().conn(), target.id, &self.live()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SessionInfo {
+                id: row.id,
+                created_at: row.created_at,
+                last_used_at: row.last_used_at,
+                expires_at: after(row.created_at, self.0.session_max_age)
+                    .min(after(row.last_used_at, self.0.session_idle)),
+                ip: row.ip,
+                user_agent: row.user_agent,
+            })
+            .collect())
+    }
+
+    /// Revokes session `id` when it is the viewer's or a user's the viewer manages: its access
+    /// and refresh tokens stop at once. `false` when it had already ended. Someone who manages
+    /// nobody is refused for any session not their own, known or not, so that whether an id
+    /// exists does not show.
+    pub async fn revoke_session(&self, viewer: &User, id: Uuid) -> AppResult<bool> {
+        const REFUSED: AppError = AppError::Forbidden("You may not end this session");
+        let Some(session) = sessions::find(self.db().writer(), id).await? else {
+            return if viewer.role.is_manager() {
+                Ok(false)
+            } else {
+                Err(REFUSED)
+            };
+        };
+        if session.user_id != viewer.id {
+            // Deleted users take their sessions with them, so a missing owner is a race.
+            let Some(target) = user_queries::by_id(self.db().writer(), session.user_id).await?
+            else {
+                return Ok(false);
+            };
+            rules::check_sessions(viewer, &target).map_err(|_| REFUSED)?;
+        }
+        Ok(sessions::revoke_live(self.db().writer(), id, &self.live()).await?)
+    }
+
+    /// Ends every live session of `viewer`, the one asking included; how many there were.
+    pub async fn logout_everywhere(&self, viewer: &User) -> AppResult<u64> {
+        Ok(sessions::revoke_live_for_user(self.db().writer(), viewer.id, &self.live()).await?)
+    }
+
+    /// Deletes refresh tokens and sessions that no longer decide anything (see
+    /// [`sessions::purge`]); the periodic housekeeping calls it.
+    pub async fn purge_sessions(&self) -> AppResult<Purged> {
+        Ok(sessions::purge(self.db().writer(), self.grace_start(), &self.live()).await?)
+    }
+}

@@ -1,0 +1,345 @@
+//! Sessions over HTTP: the list with its details, who sees whose, revoking one, ending all,
+//! the maximum age and idle limits, the refresh reuse grace, and the purge of spent rows.
+
+mod support;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok};
+
+const MY_SESSIONS: &str =
+    "{ me { sessions { id createdAt lastUsedAt expiresAt userAgent ip current } } }";
+const USER_SESSIONS: &str =
+    "query($id: ID!) { user(id: $id) { sessions { id userAgent current } } }";
+const REVOKE: &str = "mutation($id: ID!) { revokeSession(id: $id) }";
+const LOGOUT_EVERYWHERE: &str = "mutation { logoutEverywhere }";
+
+/// Logs in as `login` with `user_agent` in the User-Agent header.
+async fn login_with_agent(app: &TestApp, login: &str, user_agent: &str) -> Session {
+    let body: Value = app
+        .post()
+        .header("user-agent", user_agent)
+        .json(&json!({
+            "query": support::LOGIN,
+            "variables": {"input": {"login": login, "password": PASSWORD}},
+        }))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON body");
+    Session::from_payload(&body, "login")
+}
+
+/// `me.sessions` as `session`; panics on errors.
+async fn my_sessions(app: &TestApp, session: &Session) -> Vec<Value> {
+    let body = app.gql(Some(&session.access), MY_SESSIONS, json!({})).await;
+    assert_ok(&body);
+    body["data"]["me"]["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("sessions missing: {body}"))
+        .clone()
+}
+
+/// The session id (`sid`) of an access token.
+fn sid(session: &Session) -> String {
+    let part = session.access.split('.').nth(1).expect("a JWT");
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+        .expect("base64url");
+    let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    claims["sid"].as_str().expect("sid claim").to_owned()
+}
+
+/// Rows of `table` for `session_id`, read beside the server.
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let db = app.database().await;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("count query")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("a count")
+}
+
+async fn lists_own_sessions_newest_first(app: TestApp) {
+    app.register("alice").await;
+    let laptop = login_with_agent(&app, "alice", "Laptop/1.0").await;
+    let phone = login_with_agent(&app, "alice", &format!("Phone/2.0 {}", "x".repeat(300))).await;
+
+    let sessions = my_sessions(&app, &phone).await;
+    // The registration's session, the laptop's and the phone's.
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert_eq!(sessions[0]["id"], sid(&phone).as_str(), "newest first");
+    assert_eq!(sessions[1]["id"], sid(&laptop).as_str());
+    assert_eq!(sessions[0]["current"], true);
+    assert_eq!(sessions[1]["current"], false);
+    assert_eq!(sessions[2]["current"], false);
+    let agent = sessions[0]["userAgent"].as_str().expect("a user agent");
+    assert!(agent.starts_with("Phone/2.0 x"), "{agent}");
+    assert_eq!(agent.chars().count(), 200, "shortened: {agent}");
+    assert_eq!(sessions[1]["userAgent"], "Laptop/1.0");
+    for session in &sessions {
+        assert_eq!(session["ip"], "127.0.0.1", "{session}");
+        assert_eq!(session["createdAt"], session["lastUsedAt"], "{session}");
+        assert!(session["expiresAt"].as_str() > session["createdAt"].as_str());
+    }
+
+    // From the laptop, the laptop's session is the current one.
+    let sessions = my_sessions(&app, &laptop).await;
+    let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{sessions:?}");
+    assert_eq!(current[0]["id"], sid(&laptop).as_str());
+
+    // A refresh moves lastUsedAt on, and keeps the session.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let body = app.refresh(&laptop.refresh).await;
+    let refreshed = Session::from_payload(&body, "refreshToken");
+    assert_eq!(sid(&refreshed), sid(&laptop));
+    let sessions = my_sessions(&app, &refreshed).await;
+    assert_eq!(sessions.len(), 3);
+    let row = &sessions[1];
+    assert_eq!(row["current"], true, "{row}");
+    assert!(
+        row["lastUsedAt"].as_str() > row["createdAt"].as_str(),
+        "{row}"
+    );
+
+    // Logged out, a session leaves the list.
+    assert_ok(&app.logout(&phone.refresh).await);
+    let sessions = my_sessions(&app, &refreshed).await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert!(sessions.iter().all(|s| s["id"] != sid(&phone).as_str()));
+}
+
+async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "adam", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
+
+    for viewer in [&owner, &admin] {
+        let body = app
+            .gql(Some(&viewer.access), USER_SESSIONS, json!({"id": bob.id}))
+            .await;
+        assert_ok(&body);
+        let sessions = body["data"]["user"]["sessions"].as_array().expect("list");
+        assert_eq!(sessions.len(), 1, "{body}");
+        assert_eq!(sessions[0]["id"], sid(&bob).as_str());
+        assert_eq!(sessions[0]["current"], false, "not the viewer's session");
+    }
+    // The owner sees an admin's sessions, the admin does not see the owner's.
+    let body = app
+        .gql(Some(&owner.access), USER_SESSIONS, json!({"id": admin.id}))
+        .await;
+    assert_ok(&body);
+    let body = app
+        .gql(Some(&admin.access), USER_SESSIONS, json!({"id": owner.id}))
+        .await;
+    assert_code(&body, "FORBIDDEN");
+
+    // A standard user looks up nobody else (as before) and cannot end others' sessions.
+    let body = app
+        .gql(Some(&carol.access), USER_SESSIONS, json!({"id": bob.id}))
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    let body = app
+        .gql(Some(&carol.access), REVOKE, json!({"id": sid(&bob)}))
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    // Nor tell whether a session id exists.
+    let body = app
+        .gql(
+            Some(&carol.access),
+            REVOKE,
+            json!({"id": "0192f1d2-0000-7000-8000-000000000000"}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    assert_ok(&app.me(&bob.access).await);
+    let body = app
+        .gql(Some(&admin.access), REVOKE, json!({"id": sid(&owner)}))
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    assert_ok(&app.me(&owner.access).await);
+
+    // Anonymous callers are asked to sign in.
+    let body = app.gql(None, LOGOUT_EVERYWHERE, json!({})).await;
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
+async fn revoking_a_session_stops_its_tokens_at_once(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let bob_again = app.login_as("bob").await;
+
+    // Bob ends his other session himself.
+    let body = app
+        .gql(Some(&bob_again.access), REVOKE, json!({"id": sid(&bob)}))
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["revokeSession"], true, "{body}");
+    assert_code(&app.me(&bob.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob.refresh).await, "UNAUTHENTICATED");
+    assert_ok(&app.me(&bob_again.access).await);
+    // Already ended: false.
+    let body = app
+        .gql(Some(&bob_again.access), REVOKE, json!({"id": sid(&bob)}))
+        .await;
+    assert_eq!(body["data"]["revokeSession"], false, "{body}");
+
+    // The owner ends Bob's remaining one.
+    let body = app
+        .gql(Some(&owner.access), REVOKE, json!({"id": sid(&bob_again)}))
+        .await;
+    assert_eq!(body["data"]["revokeSession"], true, "{body}");
+    assert_code(&app.me(&bob_again.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&bob_again.refresh).await, "UNAUTHENTICATED");
+    let body = app
+        .gql(Some(&owner.access), REVOKE, json!({"id": "not-an-id"}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+}
+
+async fn logout_everywhere_ends_every_session(app: TestApp) {
+    let alice = app.register("alice").await;
+    let second = app.login_as("alice").await;
+    let third = app.login_as("alice").await;
+    app.register("bob").await;
+    let bob = app.login_as("bob").await;
+    // An ended session is not counted.
+    assert_ok(&app.logout(&second.refresh).await);
+
+    let body = app
+        .gql(Some(&third.access), LOGOUT_EVERYWHERE, json!({}))
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["logoutEverywhere"], 2, "{body}");
+    for session in [&alice, &second, &third] {
+        assert_code(&app.me(&session.access).await, "UNAUTHENTICATED");
+        assert_code(&app.refresh(&session.refresh).await, "UNAUTHENTICATED");
+    }
+    // Other users' sessions live on.
+    assert_ok(&app.me(&bob.access).await);
+    let fresh = app.login_as("alice").await;
+    assert_eq!(my_sessions(&app, &fresh).await.len(), 1);
+}
+
+/// `ROLLCALL_SESSION_MAX_AGE` (two seconds here) ends a session however often it refreshes,
+/// access tokens included.
+async fn sessions_end_at_their_maximum_age(app: TestApp) {
+    let alice = app.register("alice").await;
+    let mut current = alice.clone();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let body = app.refresh(&current.refresh).await;
+        assert_ok(&body);
+        current = Session::from_payload(&body, "refreshToken");
+    }
+    let listed = my_sessions(&app, &current).await;
+    assert_eq!(listed.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_code(&app.me(&current.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&current.refresh).await, "UNAUTHENTICATED");
+    let fresh = app.login_as("alice").await;
+    assert_eq!(my_sessions(&app, &fresh).await.len(), 1, "only the new one");
+}
+
+/// `ROLLCALL_SESSION_IDLE` (one second here) ends a session that is not refreshed; refreshing
+/// keeps it going.
+async fn idle_sessions_end(app: TestApp) {
+    let alice = app.register("alice").await;
+    let idle = app.login_as("alice").await;
+    let mut busy = app.login_as("alice").await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let body = app.refresh(&busy.refresh).await;
+        assert_ok(&body);
+        busy = Session::from_payload(&body, "refreshToken");
+    }
+    assert_code(&app.refresh(&idle.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&idle.access).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
+    let listed = my_sessions(&app, &busy).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], sid(&busy).as_str());
+}
+
+/// A rotated token presented again within the grace gets a pair for the same session; after
+/// the grace (a second here) the reuse revokes the session.
+async fn reuse_within_the_grace_keeps_the_session(app: TestApp) {
+    let alice = app.register("alice").await;
+    let body = app.refresh(&alice.refresh).await;
+    let first = Session::from_payload(&body, "refreshToken");
+    let body = app.refresh(&alice.refresh).await;
+    assert_ok(&body);
+    let again = Session::from_payload(&body, "refreshToken");
+    assert_eq!(sid(&again), sid(&alice), "the same session");
+    assert_ne!(again.refresh, first.refresh);
+    assert_ok(&app.me(&first.access).await);
+    assert_ok(&app.me(&again.access).await);
+    assert_eq!(my_sessions(&app, &again).await.len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&again.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&again.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&first.refresh).await, "UNAUTHENTICATED");
+}
+
+/// The housekeeping purge deletes used refresh tokens past the grace and expired ones, and
+/// sessions ended for over a day; the live session and its unused token stay.
+async fn purge_removes_spent_rows(app: TestApp) {
+    let alice = app.register("alice").await;
+    let mut current = alice.clone();
+    for _ in 0..3 {
+        let body = app.refresh(&current.refresh).await;
+        current = Session::from_payload(&body, "refreshToken");
+    }
+    let ended = app.login_as("alice").await;
+    assert_ok(&app.logout(&ended.refresh).await);
+    // Revoked a day and more ago, as far as the purge can tell.
+    let db = app.database().await;
+    let long_ago = match app.backend {
+        support::Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
+        support::Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
+    };
+    db.execute_unprepared(&format!(
+        "UPDATE sessions SET revoked_at = {long_ago} WHERE revoked_at IS NOT NULL"
+    ))
+    .await
+    .expect("age the revoked session");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 5);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 2);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let purged = app
+        .server()
+        .service
+        .purge_sessions()
+        .await
+        .expect("purge runs");
+    assert_eq!(purged.refresh_tokens, 3, "{purged:?}");
+    assert_eq!(purged.sessions, 1, "{purged:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 1);
+
+    // The live session is untouched.
+    assert_ok(&app.me(&current.access).await);
+    assert_ok(&app.refresh(&current.refresh).await);
+}
+
+backend_tests!(
+    lists_own_sessions_newest_first,
+    managers_see_the_sessions_of_those_they_manage,
+    revoking_a_session_stops_its_tokens_at_once,
+    logout_everywhere_ends_every_session,
+    sessions_end_at_their_maximum_age with |s| s.session_max_age = std::time::Duration::from_secs(2),
+    idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(1),
+    reuse_within_the_grace_keeps_the_session with |s| {
+        s.refresh_reuse_grace = std::time::Duration::from_secs(1);
+    },
+    purge_removes_spent_rows with |s| s.refresh_reuse_grace = std::time::Duration::from_millis(200),
+);
