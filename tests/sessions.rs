@@ -289,8 +289,9 @@ async fn reuse_within_the_grace_keeps_the_session(app: TestApp) {
     assert_code(&app.refresh(&first.refresh).await, "UNAUTHENTICATED");
 }
 
-/// The housekeeping purge deletes used refresh tokens past the grace and expired ones, and
-/// sessions ended for over a day; the live session and its unused token stay.
+/// The housekeeping purge deletes expired refresh tokens (used ones included: until then a
+/// replay must still count as reuse) and sessions ended for over a day; live sessions and
+/// their unexpired tokens stay.
 async fn purge_removes_spent_rows(app: TestApp) {
     let alice = app.register("alice").await;
     let mut current = alice.clone();
@@ -314,19 +315,28 @@ async fn purge_removes_spent_rows(app: TestApp) {
     assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 5);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 2);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let purged = app
-        .server()
-        .service
-        .purge_sessions()
-        .await
-        .expect("purge runs");
-    assert_eq!(purged.refresh_tokens, 3, "{purged:?}");
+    // Used but unexpired tokens stay, so a replay still revokes (the grace is 200 ms here).
+    let service = &app.server().service;
+    let purged = service.purge_sessions().await.expect("purge runs");
     assert_eq!(purged.sessions, 1, "{purged:?}");
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 1);
+    assert_eq!(purged.refresh_tokens, 0, "{purged:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 4);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 1);
 
-    // The live session is untouched.
+    // Past the refresh-token lifetime (two seconds here) all of them go; the session, refreshed
+    // meanwhile, stays with its newest token.
+    let body = app.refresh(&current.refresh).await;
+    current = Session::from_payload(&body, "refreshToken");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let body = app.refresh(&current.refresh).await;
+    assert_ok(&body);
+    current = Session::from_payload(&body, "refreshToken");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let purged = service.purge_sessions().await.expect("purge runs");
+    assert_eq!(purged.refresh_tokens, 5, "{purged:?}");
+    assert_eq!(purged.sessions, 0, "{purged:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 1);
     assert_ok(&app.me(&current.access).await);
     assert_ok(&app.refresh(&current.refresh).await);
 }
@@ -341,5 +351,8 @@ backend_tests!(
     reuse_within_the_grace_keeps_the_session with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_secs(1);
     },
-    purge_removes_spent_rows with |s| s.refresh_reuse_grace = std::time::Duration::from_millis(200),
+    purge_removes_spent_rows with |s| {
+        s.refresh_reuse_grace = std::time::Duration::from_millis(200);
+        s.refresh_ttl = std::time::Duration::from_secs(2);
+    },
 );

@@ -300,7 +300,7 @@ mod m20261204_000004_credential_failures {
 
 /// What a session list shows and what its expiry needs: when the session last refreshed (the
 /// idle limit counts from it; existing sessions start from their creation), and the client's
-/// address and User-Agent at login. An index on `used_at` lets the periodic purge of used
+/// address and User-Agent at login. An index on `expires_at` lets the periodic purge of expired
 /// refresh tokens find them without scanning.
 mod m20261205_000005_session_details {
     use super::*;
@@ -323,7 +323,6 @@ mod m20261205_000005_session_details {
                 "UPDATE sessions SET last_used_at = created_at".to_owned(),
                 "ALTER TABLE sessions ADD COLUMN ip TEXT".to_owned(),
                 "ALTER TABLE sessions ADD COLUMN user_agent TEXT".to_owned(),
-                "CREATE INDEX idx_refresh_tokens_used ON refresh_tokens (used_at)".to_owned(),
                 "CREATE INDEX idx_refresh_tokens_expires ON refresh_tokens (expires_at)".to_owned(),
             ];
             // SQLite cannot add NOT NULL to an existing column; the application always writes it.

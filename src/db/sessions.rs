@@ -238,21 +238,16 @@ pub struct Purged {
 /// margin keeps recent ones in the database for an operator looking into an incident.
 const ENDED_SESSION_KEPT: chrono::Duration = chrono::Duration::days(1);
 
-/// Deletes what no longer decides anything, so the tables do not grow without bound: refresh
-/// tokens used longer ago than the reuse grace (`used_before`) or expired, and sessions ended
-/// (revoked, or past a limit of `live`) for more than a day, with their remaining tokens.
-pub async fn purge(
-    db: &impl ConnectionTrait,
-    used_before: DateTime<Utc>,
-    live: &Live,
-) -> Result<Purged, DbErr> {
+/// Deletes what no longer decides anything, so the tables do not grow without bound: expired
+/// refresh tokens, used or not, and sessions ended (revoked, or past a limit of `live`) for
+/// more than a day, with their remaining tokens. A used token is kept until it expires: until
+/// then a replay of it is recognised as reuse and revokes its session, where a deleted one
+/// would pass for an unknown token. Each session so holds at most the tokens it rotated within
+/// one refresh-token lifetime.
+pub async fn purge(db: &impl ConnectionTrait, live: &Live) -> Result<Purged, DbErr> {
     let now = super::now();
     let refresh_tokens = refresh_token::Entity::delete_many()
-        .filter(
-            Condition::any()
-                .add(refresh_token::Column::UsedAt.lt(used_before))
-                .add(refresh_token::Column::ExpiresAt.lt(now)),
-        )
+        .filter(refresh_token::Column::ExpiresAt.lt(now))
         .exec(db)
         .await?
         .rows_affected;

@@ -103,6 +103,6 @@ impl Service {
     /// Deletes refresh tokens and sessions that no longer decide anything (see
     /// [`sessions::purge`]); the periodic housekeeping calls it.
     pub async fn purge_sessions(&self) -> AppResult<Purged> {
-        Ok(sessions::purge(self.db().writer(), self.grace_start(), &self.live()).await?)
+        Ok(sessions::purge(self.db().writer(), &self.live()).await?)
     }
 }
