@@ -145,8 +145,8 @@ pub struct SessionObject {
     pub created_at: DateTime<Utc>,
     /// The last refresh (the login, before any).
     pub last_used_at: DateTime<Utc>,
-    /// When the session ends unless refreshed: the earlier of its maximum age and its idle
-    /// limit.
+    /// When the session ends: at its maximum age, or sooner if not refreshed within the idle
+    /// limit (each refresh moves this on, up to the maximum age).
     pub expires_at: DateTime<Utc>,
     /// The client's User-Agent at login.
     pub user_agent: Option<String>,
