@@ -153,6 +153,14 @@ mod tests {
     };
 
     #[test]
+    fn everyone_sees_and_ends_their_own_sessions() {
+        for role in ROLES {
+            let me = user(role);
+            assert!(check_sessions(&me, &me).is_ok(), "{role:?}");
+        }
+    }
+
+    #[test]
     fn who_manages_whom() {
         for ((actor, target), manages_it, _) in MATRIX {
             assert_eq!(manages(actor, target), manages_it, "{actor:?} → {target:?}");
@@ -161,6 +169,13 @@ mod tests {
             assert_eq!(edit.is_ok(), manages_it, "edit {actor:?} → {target:?}");
             let delete = check_delete(&a, &t);
             assert_eq!(delete.is_ok(), manages_it, "delete {actor:?} → {target:?}");
+            // Sessions follow managing too.
+            let sessions = check_sessions(&a, &t);
+            assert_eq!(
+                sessions.is_ok(),
+                manages_it,
+                "sessions {actor:?} → {target:?}"
+            );
             // Disabling another follows managing; the owner is never disabled.
             let disable = check_edit(&a, &t, true);
             let may_disable = manages_it && target != Role::Owner;
