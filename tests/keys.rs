@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use support::{Gql, TestApp, assert_code, assert_ok, rollcall_command, run_or_kill};
 
@@ -150,6 +151,28 @@ async fn rotation_keeps_old_tokens_until_they_expire(app: TestApp) {
     assert_eq!(kids(&jwks(&app).await), vec![new_kid.clone()]);
     assert_eq!(kids(&jwks_at(&app, &other.base_url).await.0), vec![new_kid]);
     assert_ok(&app.me(&app.login_as("alice").await.access).await);
+
+    // The next reload deletes the old key, private part and all.
+    let database = app.database().await;
+    let mut stored = Vec::new();
+    for _ in 0..40 {
+        stored = database
+            .query_all_raw(Statement::from_string(
+                database.get_database_backend(),
+                "SELECT kid FROM signing_keys",
+            ))
+            .await
+            .expect("keys")
+            .iter()
+            .filter_map(|row| row.try_get::<String>("", "kid").ok())
+            .collect();
+        if stored.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, vec![kid(&again.access)]);
+    let _ = database.close().await;
     second.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! The HTTP server: `/graphql` (GraphQL over HTTP, and GraphiQL for browsers), `/health`,
-//! `/ready`, `/metrics`, `/.well-known/jwks.json`; around them CORS, a request id, one log line per request, and
-//! headers suitable for an API.
+//! `/ready`, `/metrics`, `/.well-known/jwks.json`; around them CORS, a request id, one log
+//! line per request, and headers suitable for an API.
 
 mod client_ip;
 mod graphql;
