@@ -233,3 +233,32 @@ backend_tests!(
     the_rotate_command_switches_running_servers with |s| s.access_ttl = crate::SHORT_TTL,
     a_secret_selects_hs256_and_publishes_nothing with |s| s.jwt_secret = Some("k".repeat(40)),
 );
+
+/// Instances starting at once on a new database create one first key between them.
+async fn instances_starting_together_agree(backend: support::Backend) {
+    let Some(db) = support::TestDb::create(backend).await else {
+        return;
+    };
+    let settings = rollcall::config::Settings::with_database(db.url.clone());
+    let starts = (0..4).map(|_| {
+        let settings = settings.clone();
+        tokio::spawn(async move { rollcall::service::Service::start(&settings).await })
+    });
+    let mut kids = Vec::new();
+    for start in futures::future::join_all(starts).await {
+        let service = start.expect("join").expect("service starts");
+        kids.push(service.current_kid().expect("a current kid"));
+    }
+    kids.dedup();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_instances_starting_together_agree() {
+    instances_starting_together_agree(support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_starting_together_agree() {
+    instances_starting_together_agree(support::Backend::Postgres).await;
+}
