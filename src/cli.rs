@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, CliRole, Command, LogFormat, Settings, UserCommand};
+use crate::config::{Cli, CliRole, Command, KeysCommand, LogFormat, Settings, UserCommand};
 use crate::db::{Db, Role};
 use crate::error::AppError;
 use crate::service::{NewUser, Service};
@@ -58,6 +58,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(command) => user_command(&settings, command).await,
+        Command::Keys(KeysCommand::Rotate) => {
+            let service = Service::start(&settings).await?;
+            let kid = service.rotate_signing_key().await.map_err(describe)?;
+            println!("{kid}");
+            eprintln!(
+                "new signing key {kid} is current; running servers switch to it within {}s",
+                service.key_reload_every().as_secs()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -28,6 +28,16 @@ pub enum Command {
     /// Manage users directly on the configured database.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the keys that sign access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key current and print its kid. The old key keeps verifying the
+    /// tokens it signed until they have expired; running servers switch within 30 seconds.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,8 +94,9 @@ pub struct Settings {
         global = true
     )]
     pub database_url: String,
-    /// HS256 signing key for access tokens (at least 32 bytes). When absent, a random key is
-    /// generated once and kept in the database so every instance agrees.
+    /// Shared secret (at least 32 bytes) that signs access tokens with HS256 instead of the
+    /// default Ed25519 keys, which are kept in the database and published at
+    /// `/.well-known/jwks.json`.
     #[arg(
         long,
         env = "ROLLCALL_JWT_SECRET",

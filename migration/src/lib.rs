@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_search_text::Migration),
             Box::new(m20261204_000004_credential_failures::Migration),
             Box::new(m20261205_000005_session_details::Migration),
+            Box::new(m20261205_000006_signing_keys::Migration),
         ]
     }
 }
@@ -334,6 +335,49 @@ mod m20261205_000005_session_details {
             for sql in statements {
                 db.execute_unprepared(&sql).await?;
             }
+            Ok(())
+        }
+    }
+}
+
+/// Ed25519 signing keys for access tokens, shared by every instance on the database. The
+/// current key is the newest one not retired; a retired key still verifies the tokens it
+/// signed until they have expired.
+mod m20261205_000006_signing_keys {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261205_000006_signing_keys"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let ts = match manager.get_database_backend() {
+                DatabaseBackend::Postgres => "TIMESTAMPTZ",
+                _ => "TEXT",
+            };
+            manager
+                .get_connection()
+                .execute_unprepared(&format!(
+                    "CREATE TABLE signing_keys (
+                        kid TEXT PRIMARY KEY NOT NULL,
+                        private_key TEXT NOT NULL,
+                        public_key TEXT NOT NULL,
+                        created_at {ts} NOT NULL,
+                        retired_at {ts}
+                    )"
+                ))
+                .await?;
+            // The HS256 key earlier versions generated and kept here signs nothing any more.
+            manager
+                .get_connection()
+                .execute_unprepared("DELETE FROM server_settings WHERE name = 'jwt_secret'")
+                .await?;
             Ok(())
         }
     }

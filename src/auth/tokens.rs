@@ -1,21 +1,29 @@
-//! Access tokens (HS256 JWTs) and opaque refresh tokens.
+//! Access tokens (JWTs signed with Ed25519, or HS256 with a configured secret) and opaque
+//! refresh tokens.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::db::entities::signing_key;
 use crate::error::{AppError, AppResult};
 
 const ISSUER: &str = "rollcall";
 const AUDIENCE: &str = "rollcall";
 /// Shortest signing key accepted: HS256 needs at least its output size.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// How often an instance reloads the signing keys from the database at most.
+const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -28,32 +36,137 @@ pub struct AccessClaims {
     pub aud: String,
 }
 
+/// The keys that sign and verify access tokens. Cheap to clone; clones share the key set, which
+/// [`TokenKeys::reload`] replaces.
 #[derive(Clone)]
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    algorithm: Algorithm,
+    keys: Arc<RwLock<Arc<KeySet>>>,
     validation: Validation,
     access_ttl: Duration,
 }
 
+enum KeySet {
+    Secret {
+        encoding: EncodingKey,
+        decoding: DecodingKey,
+    },
+    Ed25519 {
+        current_kid: String,
+        current: EncodingKey,
+        public: HashMap<String, PublicKey>,
+    },
+}
+
+/// A key that verifies tokens, with the end of its verification window once it is retired.
+struct PublicKey {
+    x: String,
+    decoding: DecodingKey,
+    until: Option<DateTime<Utc>>,
+}
+
 impl TokenKeys {
+    /// HS256 with a shared secret.
     pub fn new(secret: &[u8], access_ttl: Duration) -> AppResult<Self> {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(AppError::internal("signing key shorter than 32 bytes"));
         }
-        // Only HS256 is accepted; jku/jwk headers are never consulted because the key is fixed.
-        let mut validation = Validation::new(Algorithm::HS256);
+        let keys = KeySet::Secret {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        };
+        Ok(Self::with(Algorithm::HS256, keys, access_ttl))
+    }
+
+    /// EdDSA with the keys stored in the database: the newest key not retired signs, and
+    /// every key verifies the tokens it signed until [`TokenKeys::verifies_until`].
+    pub fn ed25519(stored: &[signing_key::Model], access_ttl: Duration) -> AppResult<Self> {
+        let keys = ed25519_set(stored, access_ttl)?;
+        Ok(Self::with(Algorithm::EdDSA, keys, access_ttl))
+    }
+
+    fn with(algorithm: Algorithm, keys: KeySet, access_ttl: Duration) -> Self {
+        // Only the configured algorithm is accepted, and only with keys of our own: jku/jwk
+        // headers are never consulted.
+        let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         // Without this list a token lacking `aud` would still pass.
         validation.set_required_spec_claims(&["sub", "iat", "exp", "iss", "aud"]);
         validation.leeway = 0;
-        Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+        Self {
+            algorithm,
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
             validation,
             access_ttl,
-        })
+        }
+    }
+
+    /// Whether tokens are signed with keys from the database (EdDSA) rather than a secret.
+    pub fn uses_stored_keys(&self) -> bool {
+        self.algorithm == Algorithm::EdDSA
+    }
+
+    /// How often the stored keys are reloaded: every 30 s, or every half access token
+    /// lifetime when that is shorter (at least every second).
+    pub fn reload_every(&self) -> Duration {
+        reload_every(self.access_ttl)
+    }
+
+    /// When a key retired at `retired_at` stops verifying: once the last token it signed has
+    /// expired. An instance that has not reloaded yet may sign with it for up to
+    /// [`TokenKeys::reload_every`] after its retirement, so that long is added.
+    pub fn verifies_until(&self, retired_at: DateTime<Utc>) -> DateTime<Utc> {
+        verifies_until(retired_at, self.access_ttl)
+    }
+
+    /// Replaces the stored keys with `stored`. With a shared secret there is nothing to do.
+    pub fn reload(&self, stored: &[signing_key::Model]) -> AppResult<()> {
+        if !self.uses_stored_keys() {
+            return Ok(());
+        }
+        let keys = Arc::new(ed25519_set(stored, self.access_ttl)?);
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The kid that signs new tokens; `None` with a shared secret.
+    pub fn current_kid(&self) -> Option<String> {
+        match &*self.current() {
+            KeySet::Secret { .. } => None,
+            KeySet::Ed25519 { current_kid, .. } => Some(current_kid.clone()),
+        }
+    }
+
+    /// The public keys that verify tokens now, as a JWK set; empty with a shared secret.
+    pub fn jwks(&self) -> Value {
+        let now = Utc::now();
+        let mut keys = Vec::new();
+        if let KeySet::Ed25519 { public, .. } = &*self.current() {
+            let mut live: Vec<(&String, &PublicKey)> = public
+                .iter()
+                .filter(|(_, key)| key.until.is_none_or(|until| until > now))
+                .collect();
+            live.sort_by(|a, b| a.0.cmp(b.0));
+            keys = live
+                .into_iter()
+                .map(|(kid, key)| {
+                    json!({"kty": "OKP", "crv": "Ed25519", "x": key.x, "kid": kid,
+                           "use": "sig", "alg": "EdDSA"})
+                })
+                .collect();
+        }
+        json!({ "keys": keys })
     }
 
     /// Issues an access token and returns it with its expiry.
@@ -70,7 +183,20 @@ impl TokenKeys {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let keys = self.current();
+        let mut header = Header::new(self.algorithm);
+        let encoding = match &*keys {
+            KeySet::Secret { encoding, .. } => encoding,
+            KeySet::Ed25519 {
+                current_kid,
+                current,
+                ..
+            } => {
+                header.kid = Some(current_kid.clone());
+                current
+            }
+        };
+        let token = jsonwebtoken::encode(&header, &claims, encoding)
             .map_err(|err| AppError::internal_from("signing an access token", err))?;
         let expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or(expires);
         Ok((token, expires))
@@ -79,15 +205,102 @@ impl TokenKeys {
     /// Checks signature and claims. Revocation is not decided here: the session check on
     /// every request does that.
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let invalid = || AppError::Unauthenticated("Invalid or expired token");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        if header.alg != self.algorithm {
+            return Err(invalid());
+        }
+        let keys = self.current();
+        let decoding = match &*keys {
+            KeySet::Secret { decoding, .. } => decoding,
+            KeySet::Ed25519 { public, .. } => {
+                let key = header
+                    .kid
+                    .as_ref()
+                    .and_then(|kid| public.get(kid))
+                    .ok_or_else(invalid)?;
+                if key.until.is_some_and(|until| until <= Utc::now()) {
+                    return Err(invalid());
+                }
+                &key.decoding
+            }
+        };
+        jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| AppError::Unauthenticated("Invalid or expired token"))
+            .map_err(|_| invalid())
     }
 }
 
-/// A new random signing key (256 bits), base64url encoded.
-pub fn generate_secret() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes())
+fn reload_every(access_ttl: Duration) -> Duration {
+    (access_ttl / 2).clamp(Duration::from_secs(1), RELOAD_AT_MOST_EVERY)
+}
+
+fn verifies_until(retired_at: DateTime<Utc>, access_ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(access_ttl + reload_every(access_ttl))
+        .ok()
+        .and_then(|window| retired_at.checked_add_signed(window))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The Ed25519 key set from the stored keys; fails when no key is current or one is damaged.
+fn ed25519_set(stored: &[signing_key::Model], access_ttl: Duration) -> AppResult<KeySet> {
+    let current = stored
+        .iter()
+        .filter(|key| key.retired_at.is_none())
+        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+        .ok_or_else(|| AppError::internal("no current signing key"))?;
+    let mut public = HashMap::new();
+    for key in stored {
+        let damaged = || AppError::internal("a stored signing key is damaged");
+        let bytes: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(&key.public_key)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(damaged)?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| damaged())?;
+        let decoding = DecodingKey::from_ed_components(&key.public_key).map_err(|_| damaged())?;
+        let until = key
+            .retired_at
+            .map(|retired| verifies_until(retired, access_ttl));
+        public.insert(
+            key.kid.clone(),
+            PublicKey {
+                x: key.public_key.clone(),
+                decoding,
+                until,
+            },
+        );
+    }
+    let damaged = || AppError::internal("the current signing key is damaged");
+    let der = STANDARD
+        .decode(&current.private_key)
+        .map_err(|_| damaged())?;
+    let signing = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|_| damaged())?;
+    if URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes()) != current.public_key {
+        return Err(damaged());
+    }
+    Ok(KeySet::Ed25519 {
+        current_kid: current.kid.clone(),
+        current: EncodingKey::from_ed_der(&der),
+        public,
+    })
+}
+
+/// A new Ed25519 key pair, created at `now`; its kid is its RFC 7638 JWK thumbprint.
+pub fn new_signing_key(now: DateTime<Utc>) -> AppResult<signing_key::Model> {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&random_bytes());
+    let der = signing
+        .to_pkcs8_der()
+        .map_err(|err| AppError::internal_from("encoding a signing key", err))?;
+    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+    let thumbprint = Sha256::digest(format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#));
+    Ok(signing_key::Model {
+        kid: URL_SAFE_NO_PAD.encode(thumbprint),
+        private_key: STANDARD.encode(der.as_bytes()),
+        public_key: x,
+        created_at: now,
+        retired_at: None,
+    })
 }
 
 /// A new refresh token: 256 random bits the client keeps, and the SHA-256 we store.
@@ -175,5 +388,109 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         assert!(TokenKeys::new(&[1u8; 31], Duration::from_secs(60)).is_err());
+    }
+
+    fn ed_keys(stored: &[signing_key::Model]) -> TokenKeys {
+        TokenKeys::ed25519(stored, Duration::from_secs(60)).expect("ed25519 keys")
+    }
+
+    fn kid_of(token: &str) -> Option<String> {
+        jsonwebtoken::decode_header(token).expect("header").kid
+    }
+
+    #[test]
+    fn ed25519_tokens_carry_the_current_kid_and_verify() {
+        let key = new_signing_key(Utc::now()).expect("key");
+        let keys = ed_keys(std::slice::from_ref(&key));
+        let (token, _) = keys.issue(Uuid::nil(), Uuid::max()).expect("issue");
+        let header = jsonwebtoken::decode_header(&token).expect("header");
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+        assert_eq!(keys.verify(&token).expect("verify").sid, Uuid::max());
+        let jwks = keys.jwks();
+        assert_eq!(jwks["keys"][0]["kid"], json!(key.kid));
+        assert_eq!(jwks["keys"][0]["x"], json!(key.public_key));
+        // As another service would: with the published x only.
+        let decoding = DecodingKey::from_ed_components(&key.public_key).expect("x");
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        assert!(jsonwebtoken::decode::<AccessClaims>(&token, &decoding, &validation).is_ok());
+    }
+
+    #[test]
+    fn no_algorithm_confusion_and_no_unknown_kids() {
+        let key = new_signing_key(Utc::now()).expect("key");
+        let ed = ed_keys(std::slice::from_ref(&key));
+        let hs = keys();
+        // HS256 signed with the public key (the classic confusion), or with any secret.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        for secret in [key.public_key.as_bytes(), &[7u8; 32][..]] {
+            let forged =
+                jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(secret))
+                    .expect("encode");
+            assert!(ed.verify(&forged).is_err());
+        }
+        let (hs_token, _) = hs.issue(Uuid::nil(), Uuid::nil()).expect("issue");
+        assert!(ed.verify(&hs_token).is_err());
+        let (ed_token, _) = ed.issue(Uuid::nil(), Uuid::nil()).expect("issue");
+        assert!(hs.verify(&ed_token).is_err());
+        assert_eq!(hs.jwks(), json!({"keys": []}));
+        // A token signed by a key this server does not know, under its kid or another.
+        let stranger = new_signing_key(Utc::now()).expect("key");
+        let (foreign, _) = ed_keys(std::slice::from_ref(&stranger))
+            .issue(Uuid::nil(), Uuid::nil())
+            .expect("issue");
+        assert!(ed.verify(&foreign).is_err());
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        let der = STANDARD.decode(&stranger.private_key).expect("der");
+        let impostor = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_ed_der(&der))
+            .expect("sign");
+        assert!(ed.verify(&impostor).is_err());
+    }
+
+    #[test]
+    fn retired_keys_verify_until_their_window_ends() {
+        let now = Utc::now();
+        let mut old = new_signing_key(now - chrono::Duration::seconds(10)).expect("key");
+        let new = new_signing_key(now).expect("key");
+        let signed_by_old = ed_keys(std::slice::from_ref(&old))
+            .issue(Uuid::nil(), Uuid::nil())
+            .expect("issue")
+            .0;
+        old.retired_at = Some(now);
+        let keys = ed_keys(&[old.clone(), new.clone()]);
+        assert_eq!(keys.current_kid(), Some(new.kid.clone()));
+        assert_eq!(
+            kid_of(&keys.issue(Uuid::nil(), Uuid::nil()).expect("issue").0),
+            Some(new.kid.clone())
+        );
+        assert!(keys.verify(&signed_by_old).is_ok());
+        assert_eq!(keys.jwks()["keys"].as_array().map(Vec::len), Some(2));
+        // Past its window (60 s + 30 s reload allowance) the old key neither verifies nor is
+        // published.
+        old.retired_at = Some(now - chrono::Duration::seconds(91));
+        keys.reload(&[old.clone(), new.clone()]).expect("reload");
+        assert!(keys.verify(&signed_by_old).is_err());
+        assert_eq!(keys.jwks()["keys"].as_array().map(Vec::len), Some(1));
+        assert_eq!(keys.jwks()["keys"][0]["kid"], json!(new.kid));
+    }
+
+    #[test]
+    fn stored_keys_must_be_whole() {
+        let mut key = new_signing_key(Utc::now()).expect("key");
+        assert!(!format!("{key:?}").contains(&key.private_key));
+        key.public_key = URL_SAFE_NO_PAD.encode([1u8; 31]);
+        assert!(TokenKeys::ed25519(std::slice::from_ref(&key), Duration::from_secs(60)).is_err());
+        let other = new_signing_key(Utc::now()).expect("key");
+        key.public_key = other.public_key;
+        assert!(TokenKeys::ed25519(&[key.clone()], Duration::from_secs(60)).is_err());
+        key.retired_at = Some(Utc::now());
+        key.public_key = new_signing_key(Utc::now()).expect("key").public_key;
+        assert!(
+            TokenKeys::ed25519(&[key], Duration::from_secs(60)).is_err(),
+            "no current key"
+        );
     }
 }

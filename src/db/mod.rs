@@ -2,6 +2,7 @@
 
 pub mod entities;
 pub mod sessions;
+pub mod signing_keys;
 pub mod throttle;
 pub mod users;
 

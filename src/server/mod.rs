@@ -1,9 +1,10 @@
 //! The HTTP server: `/graphql` (GraphQL over HTTP, and GraphiQL for browsers), `/health`,
-//! `/ready`, `/metrics`; around them CORS, a request id, one log line per request, and
-//! headers suitable for an API.
+//! `/ready`, `/metrics`, `/.well-known/jwks.json`; around them CORS, a request id, one log
+//! line per request, and headers suitable for an API.
 
 mod client_ip;
 mod graphql;
+mod jwks;
 mod observe;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ pub fn router(service: Service, settings: &Settings) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(observe::metrics))
+        .route("/.well-known/jwks.json", get(jwks::jwks))
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         // A panic fails its own request with a 500, not the connection.

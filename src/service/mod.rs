@@ -11,13 +11,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, EntityTrait};
-
 use crate::auth::{IpLimiter, Passwords, TokenKeys, tokens};
 use crate::config::{Registration, Settings};
-use crate::db::entities::server_setting;
-use crate::db::{Db, throttle};
+use crate::db::{Db, signing_keys, throttle};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 
@@ -26,8 +22,6 @@ pub use crate::db::users::Page;
 pub use accounts::AuthSession;
 pub use sessions::SessionInfo;
 pub use users::{DEFAULT_PAGE, ImportedUser, MAX_PAGE, NewUser, UserChanges, UserRef};
-
-const JWT_SECRET_SETTING: &str = "jwt_secret";
 
 /// Shared, cheap to clone handle on everything a request needs.
 #[derive(Clone)]
@@ -81,7 +75,8 @@ pub enum StartError {
 }
 
 impl Service {
-    /// Connects, migrates, and loads (or creates) the signing key.
+    /// Connects, migrates, and loads the signing keys: the configured secret, or the Ed25519
+    /// keys in the database (creating the first one).
     pub async fn start(settings: &Settings) -> Result<Self, StartError> {
         if let Some(secret) = &settings.jwt_secret
             && secret.len() < tokens::MIN_SECRET_BYTES
@@ -95,11 +90,15 @@ impl Service {
         )
         .await?;
         db.migrate().await?;
-        let secret = match &settings.jwt_secret {
-            Some(secret) => secret.clone(),
-            None => shared_secret(&db).await?,
+        let tokens = match &settings.jwt_secret {
+            Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
+            None => {
+                let now = chrono::Utc::now();
+                let first = tokens::new_signing_key(now)?;
+                signing_keys::ensure_current(&db, || first).await?;
+                TokenKeys::ed25519(&signing_keys::all(db.writer()).await?, settings.access_ttl)?
+            }
         };
-        let tokens = TokenKeys::new(secret.as_bytes(), settings.access_ttl)?;
         let concurrency = settings
             .hash_concurrency
             .unwrap_or_else(Passwords::default_concurrency);
@@ -124,7 +123,47 @@ impl Service {
             started: Instant::now(),
         }));
         tokio::spawn(housekeeping(Arc::downgrade(&service.0)));
+        if service.0.tokens.uses_stored_keys() {
+            tokio::spawn(reload_keys(Arc::downgrade(&service.0)));
+        }
         Ok(service)
+    }
+
+    /// Makes a new signing key current and retires the current one, which keeps verifying
+    /// the tokens it signed until they have expired. Returns the new key's kid. Other
+    /// instances pick the new key up when they next reload their keys.
+    pub async fn rotate_signing_key(&self) -> AppResult<String> {
+        if !self.0.tokens.uses_stored_keys() {
+            return Err(AppError::Forbidden(
+                "ROLLCALL_JWT_SECRET is set: tokens are signed with it, not with stored keys",
+            ));
+        }
+        let now = chrono::Utc::now();
+        let key = tokens::new_signing_key(now)?;
+        let kid = key.kid.clone();
+        signing_keys::rotate(&self.0.db, key, now).await?;
+        self.reload_signing_keys().await?;
+        Ok(kid)
+    }
+
+    /// Reads the signing keys from the database again.
+    pub async fn reload_signing_keys(&self) -> AppResult<()> {
+        reload_keys_once(&self.0).await
+    }
+
+    /// The public keys that verify access tokens now, as a JWK set (empty with a secret).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.0.tokens.jwks()
+    }
+
+    /// How often the signing keys are reloaded from the database.
+    pub fn key_reload_every(&self) -> Duration {
+        self.0.tokens.reload_every()
+    }
+
+    /// The kid new access tokens are signed with; `None` with a secret.
+    pub fn current_kid(&self) -> Option<String> {
+        self.0.tokens.current_kid()
     }
 
     /// Counts a credential attempt (login, register, refreshToken, re-verification) against
@@ -207,25 +246,41 @@ async fn housekeeping(service: Weak<Inner>) {
     }
 }
 
-/// The generated signing key all instances on this database share: the first instance to
-/// start inserts one, everyone (including that instance) then reads whichever won.
-async fn shared_secret(db: &Db) -> AppResult<String> {
-    server_setting::Entity::insert(server_setting::ActiveModel {
-        name: Set(JWT_SECRET_SETTING.to_owned()),
-        value: Set(tokens::generate_secret()),
-    })
-    .on_conflict(
-        OnConflict::column(server_setting::Column::Name)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db.writer())
-    .await?;
-    server_setting::Entity::find_by_id(JWT_SECRET_SETTING.to_owned())
-        .one(db.writer())
-        .await?
-        .map(|row| row.value)
-        .ok_or_else(|| AppError::internal("signing key missing after insert"))
+/// Reloads the signing keys for as long as the service lives, so a key rotated by another
+/// instance or by `rollcall keys rotate` is used here within [`TokenKeys::reload_every`].
+async fn reload_keys(service: Weak<Inner>) {
+    let Some(every) = service.upgrade().map(|inner| inner.tokens.reload_every()) else {
+        return;
+    };
+    let mut every = tokio::time::interval(every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(inner) = service.upgrade() else {
+            return;
+        };
+        if let Err(err) = reload_keys_once(&inner).await {
+            tracing::warn!(error = %err, "reloading the signing keys");
+        }
+    }
+}
+
+/// Loads the signing keys; deletes those no token they signed can still use.
+async fn reload_keys_once(inner: &Inner) -> AppResult<()> {
+    let mut keys = signing_keys::all(inner.db.writer()).await?;
+    let now = chrono::Utc::now();
+    let (expired, live): (Vec<_>, Vec<_>) = keys.drain(..).partition(|key| {
+        key.retired_at
+            .is_some_and(|retired| inner.tokens.verifies_until(retired) <= now)
+    });
+    let expired: Vec<String> = expired.into_iter().map(|key| key.kid).collect();
+    match signing_keys::delete(inner.db.writer(), expired).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "deleted signing keys past their last token"),
+        Err(err) => tracing::warn!(error = %err, "deleting old signing keys"),
+    }
+    inner.tokens.reload(&live)
 }
 
 pub use rules::can_see_private;

@@ -4,4 +4,5 @@ pub mod credential_failure;
 pub mod refresh_token;
 pub mod server_setting;
 pub mod session;
+pub mod signing_key;
 pub mod user;

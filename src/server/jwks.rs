@@ -1,0 +1,23 @@
+//! `GET /.well-known/jwks.json`: the public keys that verify access tokens, so other services
+//! check tokens without a shared secret. With `ROLLCALL_JWT_SECRET` the set is empty: the
+//! secret is never published.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::{AppState, json_response};
+
+/// How long clients may cache the key set. A new key is current for this long at most before
+/// a client that cached the set without it may see its tokens; such clients should refetch the
+/// set on an unknown kid.
+const CACHE_CONTROL: &str = "public, max-age=300";
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = json_response(StatusCode::OK, &state.service.jwks());
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    response
+}
