@@ -20,7 +20,7 @@ npm ci --no-audit --no-fund
 npm run generate
 npm run typecheck
 
-start_rollcall
+start_rollcall ROLLCALL_REFRESH_REUSE_GRACE=1s
 status=0
 npm start || status=1
 finish_rollcall typescript "$status"
