@@ -146,9 +146,12 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 password,
                 ..NewUser::default()
             };
-            service.create_user(None, input, role).await.map(|user| {
-                println!("created {} ({:?}) {}", user.username, user.role, user.id);
-            })
+            service
+                .create_user(None, input, role, None)
+                .await
+                .map(|user| {
+                    println!("created {} ({:?}) {}", user.username, user.role, user.id);
+                })
         }
         UserCommand::PromoteOwner { username } => {
             service.promote_owner(&username).await.map(|user| {

@@ -120,6 +120,11 @@ pub struct Settings {
     /// same session, not treated as theft: a client's tabs that refresh at once race themselves.
     #[arg(long, env = "ROLLCALL_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_duration, global = true)]
     pub refresh_reuse_grace: Duration,
+    /// Sensitive actions (role changes, deleting others, admin creation, API tokens, turning
+    /// off two-factor login) need a fresh password or TOTP check once the session's login is
+    /// older than this. A refresh does not count as a login.
+    #[arg(long, env = "ROLLCALL_STEP_UP_WINDOW", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub step_up_window: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).
     #[arg(
         long,
@@ -256,6 +261,7 @@ impl fmt::Debug for Settings {
             .field("session_max_age", &self.session_max_age)
             .field("session_idle", &self.session_idle)
             .field("refresh_reuse_grace", &self.refresh_reuse_grace)
+            .field("step_up_window", &self.step_up_window)
             .field("registration", &self.registration)
             .field("demo", &self.demo)
             .field("db_max_connections", &self.db_max_connections)
@@ -296,6 +302,7 @@ impl Settings {
             session_max_age: Duration::from_secs(90 * 86_400),
             session_idle: Duration::from_secs(30 * 86_400),
             refresh_reuse_grace: Duration::from_secs(10),
+            step_up_window: Duration::from_secs(600),
             registration: Registration::Open,
             demo: false,
             db_max_connections: 10,

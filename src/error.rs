@@ -29,6 +29,12 @@ pub enum AppError {
     Conflict(FieldErrors),
     #[error("{0}")]
     NotFound(&'static str),
+    /// The account has two-factor login on: the login needs a (right, unused) code.
+    #[error("{0}")]
+    TotpRequired(&'static str),
+    /// A sensitive action needs the password or a TOTP code again.
+    #[error("{0}")]
+    VerificationRequired(&'static str),
     /// Too many attempts; the client may try again after `retry_after_seconds`.
     #[error("{message}")]
     RateLimited {
@@ -55,6 +61,8 @@ impl AppError {
             AppError::BadInput(_) => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::NotFound(_) => "NOT_FOUND",
+            AppError::TotpRequired(_) => "TOTP_REQUIRED",
+            AppError::VerificationRequired(_) => "VERIFICATION_REQUIRED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Timeout(_) => "TIMEOUT",
             AppError::Internal { .. } => "INTERNAL_SERVER_ERROR",

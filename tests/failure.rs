@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use futures::{StreamExt, stream};
-use rollcall::auth::tokens::hash_refresh_token;
+use rollcall::auth::tokens::hash_token;
 use rollcall::db::entities::{refresh_token, session, user};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 use serde_json::{Value, json};
@@ -626,7 +626,7 @@ async fn sigkill_mid_load_loses_nothing_answered(backend: Backend) {
         let row = db_state
             .tokens
             .iter()
-            .find(|t| t.token_hash == hash_refresh_token(&user.refresh))
+            .find(|t| t.token_hash == hash_token(&user.refresh))
             .unwrap_or_else(|| panic!("{}'s newest refresh token is missing", user.name));
         let body = http.me(&user.access).await;
         assert_eq!(body["data"]["me"]["username"], user.name.as_str(), "{body}");

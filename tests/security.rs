@@ -470,7 +470,7 @@ async fn registration_makes_an_owner_only_on_an_empty_database(app: TestApp) {
         ..NewUser::default()
     };
     service
-        .create_user(None, admin, Role::Admin)
+        .create_user(None, admin, Role::Admin, None)
         .await
         .expect("created");
     let first = app.register("first").await;

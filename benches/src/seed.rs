@@ -103,7 +103,7 @@ async fn service_with_owner(url: &str) -> Result<Service> {
         ..NewUser::default()
     };
     service
-        .create_user(None, owner, Role::Owner)
+        .create_user(None, owner, Role::Owner, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(service)
@@ -122,7 +122,7 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
         };
         admins.push(
             service
-                .create_user(None, admin, Role::Admin)
+                .create_user(None, admin, Role::Admin, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .id,

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000004_credential_failures::Migration),
             Box::new(m20261205_000005_session_details::Migration),
             Box::new(m20261205_000006_signing_keys::Migration),
+            Box::new(m20261206_000007_credentials::Migration),
         ]
     }
 }
@@ -378,6 +379,85 @@ mod m20261205_000006_signing_keys {
                 .get_connection()
                 .execute_unprepared("DELETE FROM server_settings WHERE name = 'jwt_secret'")
                 .await?;
+            Ok(())
+        }
+    }
+}
+
+/// API tokens (only their SHA-256 is kept), two-factor login (a TOTP secret per user and
+/// hashed one-time recovery codes), the audit trail, and when a session last proved its
+/// password or code (for step-up verification).
+mod m20261206_000007_credentials {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261206_000007_credentials"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let (uuid, ts) = match manager.get_database_backend() {
+                DatabaseBackend::Postgres => ("UUID", "TIMESTAMPTZ"),
+                _ => ("BLOB", "TEXT"),
+            };
+            let statements = [
+                format!(
+                    "CREATE TABLE api_tokens (
+                        id {uuid} PRIMARY KEY NOT NULL,
+                        user_id {uuid} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                        name TEXT NOT NULL,
+                        token_hash TEXT NOT NULL,
+                        created_at {ts} NOT NULL,
+                        last_used_at {ts},
+                        expires_at {ts},
+                        created_by {uuid}
+                    )"
+                ),
+                "CREATE UNIQUE INDEX idx_api_tokens_hash ON api_tokens (token_hash)".into(),
+                "CREATE INDEX idx_api_tokens_user ON api_tokens (user_id)".into(),
+                format!(
+                    "CREATE TABLE user_totp (
+                        user_id {uuid} PRIMARY KEY NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                        secret TEXT NOT NULL,
+                        created_at {ts} NOT NULL,
+                        confirmed_at {ts},
+                        last_step BIGINT
+                    )"
+                ),
+                format!(
+                    "CREATE TABLE recovery_codes (
+                        user_id {uuid} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                        code_hash TEXT NOT NULL,
+                        used_at {ts},
+                        PRIMARY KEY (user_id, code_hash)
+                    )"
+                ),
+                format!(
+                    "CREATE TABLE audit_log (
+                        id {uuid} PRIMARY KEY NOT NULL,
+                        at {ts} NOT NULL,
+                        actor_id {uuid},
+                        action TEXT NOT NULL,
+                        target_id {uuid},
+                        target_role TEXT,
+                        ip TEXT,
+                        fields TEXT NOT NULL
+                    )"
+                ),
+                "CREATE INDEX idx_audit_log_at ON audit_log (at, id)".into(),
+                "CREATE INDEX idx_audit_log_target ON audit_log (target_id, at)".into(),
+                "CREATE INDEX idx_audit_log_actor ON audit_log (actor_id, at)".into(),
+                format!("ALTER TABLE sessions ADD COLUMN verified_at {ts}"),
+            ];
+            let db = manager.get_connection();
+            for sql in statements {
+                db.execute_unprepared(&sql).await?;
+            }
             Ok(())
         }
     }

@@ -3,6 +3,7 @@
 pub mod ip_limit;
 pub mod password;
 pub mod tokens;
+pub mod totp;
 pub mod viewer;
 
 pub use ip_limit::IpLimiter;

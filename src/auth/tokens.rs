@@ -306,11 +306,31 @@ pub fn new_signing_key(now: DateTime<Utc>) -> AppResult<signing_key::Model> {
 /// A new refresh token: 256 random bits the client keeps, and the SHA-256 we store.
 pub fn new_refresh_token() -> (String, String) {
     let token = URL_SAFE_NO_PAD.encode(random_bytes());
-    let hash = hash_refresh_token(&token);
+    let hash = hash_token(&token);
     (token, hash)
 }
 
-pub fn hash_refresh_token(token: &str) -> String {
+/// What every API token starts with, so a leaked one is recognisable (secret scanners, logs).
+pub const API_TOKEN_PREFIX: &str = "rc_";
+
+/// A new API token: the prefix and 256 random bits, and the SHA-256 we store.
+pub fn new_api_token() -> (String, String) {
+    let token = format!(
+        "{API_TOKEN_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes())
+    );
+    let hash = hash_token(&token);
+    (token, hash)
+}
+
+/// Whether a bearer token is an API token rather than a JWT (which never starts so).
+pub fn is_api_token(token: &str) -> bool {
+    token.starts_with(API_TOKEN_PREFIX)
+}
+
+/// The stored SHA-256 of a refresh or API token: they are random enough that a fast hash is
+/// safe.
+pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -3,18 +3,19 @@
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::tokens;
 use crate::db::entities::user::Model as User;
 use crate::error::{AppError, AppResult};
-use crate::service::Service;
+use crate::service::{Credential, Service, Signed};
 
-/// What the HTTP layer knows about the caller: the bearer token, if any. The user behind it
-/// is loaded lazily (public operations never touch the database for it) and then cached for
+/// What the HTTP layer knows about the caller: the bearer token (an access token or an API
+/// token), if any. The user behind it is loaded lazily (public operations never touch the database for it) and then cached for
 /// the rest of the request.
 pub struct RequestAuth {
     token: Option<String>,
     /// The outcome of checking the token: a user, or why it was refused. Database failures
     /// are not cached, so a later field may retry.
-    viewer: OnceCell<Result<User, &'static str>>,
+    viewer: OnceCell<Result<Signed, &'static str>>,
 }
 
 impl RequestAuth {
@@ -28,19 +29,30 @@ impl RequestAuth {
     /// The user this request signed in as, if anything asked (for the request log).
     pub fn signed_in(&self) -> Option<Uuid> {
         match self.viewer.get() {
-            Some(Ok(user)) => Some(user.id),
+            Some(Ok(signed)) => Some(signed.user.id),
             _ => None,
         }
     }
 
-    /// The session (`sid`) of the request's token when it is validly signed and unexpired;
-    /// whether that session is still live is [`Self::viewer`]'s to check.
-    pub fn session_id(&self, service: &Service) -> Option<Uuid> {
-        service.token_session(self.token.as_deref()?)
+    /// The session of the request's access token, once [`Self::viewer`] has accepted it.
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self.viewer.get() {
+            Some(Ok(Signed {
+                credential: Credential::Session(id),
+                ..
+            })) => Some(*id),
+            _ => None,
+        }
     }
 
-    /// The signed-in, enabled user with a live session, or UNAUTHENTICATED.
+    /// The signed-in, enabled user with a live session or an unexpired API token, or
+    /// UNAUTHENTICATED.
     pub async fn viewer(&self, service: &Service) -> AppResult<&User> {
+        Ok(&self.signed(service).await?.user)
+    }
+
+    /// [`Self::viewer`] with the credential it signed in with.
+    pub async fn signed(&self, service: &Service) -> AppResult<&Signed> {
         let Some(token) = self.token.as_deref() else {
             return Err(AppError::Unauthenticated("Authentication required"));
         };
@@ -48,7 +60,7 @@ impl RequestAuth {
             .viewer
             .get_or_try_init(|| async {
                 match service.authenticate(token).await {
-                    Ok(user) => Ok(Ok(user)),
+                    Ok(signed) => Ok(Ok(signed)),
                     Err(AppError::Unauthenticated(message)) => Ok(Err(message)),
                     Err(other) => Err(other),
                 }
@@ -67,12 +79,12 @@ impl RequestAuth {
         service: &Service,
         other: Uuid,
     ) -> AppResult<(&User, Option<Option<User>>)> {
-        if self.viewer.initialized() {
-            return Ok((self.viewer(service).await?, None));
-        }
         let Some(token) = self.token.as_deref() else {
             return Err(AppError::Unauthenticated("Authentication required"));
         };
+        if self.viewer.initialized() || tokens::is_api_token(token) {
+            return Ok((self.viewer(service).await?, None));
+        }
         let (outcome, other) = match service.authenticate_with(token, other).await {
             Ok((viewer, other)) => (Ok(viewer), Some(other)),
             Err(AppError::Unauthenticated(message)) => (Err(message), None),

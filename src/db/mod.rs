@@ -1,9 +1,12 @@
 //! Database access: connecting, migrating, and the queries the service layer composes.
 
+pub mod api_tokens;
+pub mod audit;
 pub mod entities;
 pub mod sessions;
 pub mod signing_keys;
 pub mod throttle;
+pub mod totp;
 pub mod users;
 
 use std::sync::Arc;

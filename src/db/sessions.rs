@@ -11,6 +11,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::Db;
+use super::audit::{self, Action, NewEntry};
 use super::entities::{refresh_token, session, user};
 
 /// Where the client of a login or registration came from, kept on its session for the session
@@ -48,11 +49,12 @@ pub struct Login {
     pub at: DateTime<Utc>,
 }
 
-/// Records a login in one transaction: the user's `last_login_at`, a new session and its
-/// first refresh token. `None` when the user was disabled or deleted since the password check.
+/// Records a login in one transaction: the user's `last_login_at`, a new session, its first
+/// refresh token and the audit entry. `None` when the user was disabled or deleted since the
+/// password check.
 pub async fn open_for_login(
     db: &Db,
-    user_id: Uuid,
+    user: &user::Model,
     origin: &Origin,
     token_hash: String,
     expires_at: DateTime<Utc>,
@@ -62,15 +64,20 @@ pub async fn open_for_login(
     let tx = db.begin_write().await?;
     let touched = user::Entity::update_many()
         .col_expr(user::Column::LastLoginAt, Expr::value(at))
-        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::Id.eq(user.id))
         .filter(user::Column::Disabled.eq(false))
         .exec(&tx)
         .await?;
     if touched.rows_affected != 1 {
         return Ok(None);
     }
-    insert(&tx, session_id, user_id, origin, at).await?;
+    insert(&tx, session_id, user.id, origin, at).await?;
     insert_refresh_token(&tx, session_id, token_hash, expires_at).await?;
+    audit::record(
+        &tx,
+        NewEntry::new(Action::LoggedIn, Some(user.id), origin.ip).target(user.id, user.role),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some(Login { session_id, at }))
 }
@@ -100,6 +107,7 @@ async fn insert(
         last_used_at: Set(at),
         ip: Set(origin.ip.map(|ip| ip.to_string())),
         user_agent: Set(origin.user_agent.clone()),
+        verified_at: Set(None),
     })
     .exec_without_returning(db)
     .await?;
@@ -152,6 +160,16 @@ pub async fn find_refresh_token(
 
 pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<session::Model>, DbErr> {
     session::Entity::find_by_id(id).one(db).await
+}
+
+/// Records a password or TOTP check made in session `id` for a sensitive action.
+pub async fn mark_verified(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
+    session::Entity::update_many()
+        .col_expr(session::Column::VerifiedAt, Expr::value(super::now()))
+        .filter(session::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Records a refresh of session `id`: the idle limit counts from now on.

@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Guard, Result};
 
-use super::{ClientIp, service, viewer};
+use super::{ClientIp, caller, service, viewer};
 use crate::db::Role;
 use crate::error::AppError;
 
@@ -28,6 +28,16 @@ impl Guard for Access {
         } else {
             Err(AppError::Forbidden("Your role does not allow this").into())
         }
+    }
+}
+
+/// Mutations that manage users or credentials: a login's access token, never an API token.
+pub struct Interactive;
+
+impl Guard for Interactive {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        caller(ctx).await?.session()?;
+        Ok(())
     }
 }
 

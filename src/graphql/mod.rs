@@ -56,10 +56,22 @@ fn origin(ctx: &Context<'_>) -> crate::service::Origin {
     }
 }
 
-/// The session of the request's access token, if it carries a valid one.
+/// The session of the request's access token, once the viewer is loaded.
 fn current_session(ctx: &Context<'_>) -> Option<uuid::Uuid> {
-    let auth = ctx.data::<Arc<RequestAuth>>().ok()?;
-    auth.session_id(service(ctx).ok()?)
+    ctx.data::<Arc<RequestAuth>>().ok()?.session_id()
+}
+
+/// The signed-in caller with their credential and address, for mutations.
+async fn caller<'a>(ctx: &Context<'a>) -> AppResult<crate::service::Caller<'a>> {
+    let auth = ctx
+        .data::<Arc<RequestAuth>>()
+        .map_err(|_| AppError::internal("request auth missing"))?;
+    let signed = auth.signed(service(ctx)?).await?;
+    Ok(crate::service::Caller {
+        user: &signed.user,
+        credential: signed.credential,
+        ip: ctx.data_opt::<ClientIp>().and_then(|client| client.0),
+    })
 }
 
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;

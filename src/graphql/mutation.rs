@@ -1,11 +1,13 @@
 use async_graphql::{Context, ID, Object};
 
-use super::guards::{Access, IpLimited, limit_ip};
+use chrono::{DateTime, Utc};
+
+use super::guards::{Access, Interactive, IpLimited, limit_ip};
 use super::types::{
-    AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, UpdateUserInput, UserObject,
-    parse_id, parse_session_id,
+    ApiTokenPayload, AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, TotpSetup,
+    UpdateUserInput, UserObject, VerificationInput, parse_id, parse_session_id,
 };
-use super::{origin, service, viewer};
+use super::{caller, origin, service};
 use crate::db::Role;
 use crate::error::AppResult;
 use crate::service::NewUser;
@@ -26,7 +28,12 @@ impl Mutation {
     #[graphql(guard = "IpLimited")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> AppResult<AuthPayload> {
         Ok(service(ctx)?
-            .login(&input.login, &input.password, &origin(ctx))
+            .login(
+                &input.login,
+                &input.password,
+                input.totp_code.as_deref(),
+                &origin(ctx),
+            )
             .await?
             .into())
     }
@@ -43,30 +50,35 @@ impl Mutation {
 
     /// Ends the session of this refresh token, including its access tokens.
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> AppResult<bool> {
-        service(ctx)?.logout(&refresh_token).await
+        let ip = origin(ctx).ip;
+        service(ctx)?.logout(&refresh_token, ip).await
     }
 
     /// Ends one session (its access and refresh tokens stop at once): one's own, or one of a
     /// user one manages. `false` when it had already ended.
-    #[graphql(guard = "Access::SignedIn")]
+    #[graphql(guard = "Interactive")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let id = parse_session_id(&id)?;
-        service(ctx)?.revoke_session(viewer(ctx).await?, id).await
+        service(ctx)?.revoke_session(&caller(ctx).await?, id).await
     }
 
     /// Ends every session of the caller, this one included; returns how many there were.
-    #[graphql(guard = "Access::SignedIn")]
+    #[graphql(guard = "Interactive")]
     async fn logout_everywhere(&self, ctx: &Context<'_>) -> AppResult<i32> {
-        let count = service(ctx)?.logout_everywhere(viewer(ctx).await?).await?;
+        let count = service(ctx)?.logout_everywhere(&caller(ctx).await?).await?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
-    #[graphql(guard = "Access::Manager")]
+    /// Creating an ADMIN needs step-up `verification` once the login is older than the step-up
+    /// window.
+    #[graphql(guard = "Interactive.and(Access::Manager)")]
     async fn create_user(
         &self,
         ctx: &Context<'_>,
         input: CreateUserInput,
+        verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
+        let verification = verified(ctx, verification)?;
         let role = input.role.map_or(Role::Standard, Into::into);
         let new = NewUser {
             username: input.username,
@@ -77,12 +89,12 @@ impl Mutation {
             phone: input.phone,
         };
         let user = service(ctx)?
-            .create_user(Some(viewer(ctx).await?), new, role)
+            .create_user(Some(&caller(ctx).await?), new, role, verification.as_ref())
             .await?;
         Ok(UserObject::new(user))
     }
 
-    #[graphql(guard = "Access::SignedIn")]
+    #[graphql(guard = "Interactive")]
     async fn update_user(
         &self,
         ctx: &Context<'_>,
@@ -94,26 +106,126 @@ impl Mutation {
             limit_ip(ctx)?;
         }
         let user = service(ctx)?
-            .update_user(viewer(ctx).await?, parse_id(&id)?, input.into())
+            .update_user(&caller(ctx).await?, parse_id(&id)?, input.into())
             .await?;
         Ok(UserObject::new(user))
     }
 
-    /// Returns the deleted user's id.
-    #[graphql(guard = "Access::SignedIn")]
-    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
+    /// Returns the deleted user's id. Deleting someone else needs step-up `verification` once
+    /// the login is older than the step-up window.
+    #[graphql(guard = "Interactive")]
+    async fn delete_user(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        verification: Option<VerificationInput>,
+    ) -> AppResult<ID> {
+        let verification = verified(ctx, verification)?;
         let id = service(ctx)?
-            .delete_user(viewer(ctx).await?, parse_id(&id)?)
+            .delete_user(&caller(ctx).await?, parse_id(&id)?, verification.as_ref())
             .await?;
         Ok(ID(id.to_string()))
     }
 
-    /// OWNER only. `role: OWNER` transfers ownership: the caller becomes an ADMIN.
-    #[graphql(guard = "Access::Owner")]
-    async fn set_role(&self, ctx: &Context<'_>, id: ID, role: GqlRole) -> AppResult<UserObject> {
+    /// OWNER only. `role: OWNER` transfers ownership: the caller becomes an ADMIN. Needs
+    /// step-up `verification` once the login is older than the step-up window.
+    #[graphql(guard = "Interactive.and(Access::Owner)")]
+    async fn set_role(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        role: GqlRole,
+        verification: Option<VerificationInput>,
+    ) -> AppResult<UserObject> {
+        let verification = verified(ctx, verification)?;
         let user = service(ctx)?
-            .set_role(viewer(ctx).await?, parse_id(&id)?, role.into())
+            .set_role(
+                &caller(ctx).await?,
+                parse_id(&id)?,
+                role.into(),
+                verification.as_ref(),
+            )
             .await?;
         Ok(UserObject::new(user))
     }
+
+    /// A new API token for the caller, or for `userId` when the caller manages that user. The
+    /// token is in this response only; it acts as its user for queries and never manages
+    /// anything. Needs step-up `verification` once the login is older than the step-up window.
+    #[graphql(guard = "Interactive")]
+    async fn create_api_token(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        expires_at: Option<DateTime<Utc>>,
+        user_id: Option<ID>,
+        verification: Option<VerificationInput>,
+    ) -> AppResult<ApiTokenPayload> {
+        let verification = verified(ctx, verification)?;
+        let user_id = user_id.as_ref().map(parse_id).transpose()?;
+        let (token, row) = service(ctx)?
+            .create_api_token(
+                &caller(ctx).await?,
+                user_id,
+                &name,
+                expires_at,
+                verification.as_ref(),
+            )
+            .await?;
+        Ok(ApiTokenPayload {
+            token,
+            api_token: row.into(),
+        })
+    }
+
+    /// Revokes an API token at once: one's own, or one of a user one manages. `false` when
+    /// there was no such token.
+    #[graphql(guard = "Interactive")]
+    async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
+        let id = uuid::Uuid::parse_str(id.as_str())
+            .map_err(|_| crate::error::AppError::field("id", "is not a valid token id"))?;
+        service(ctx)?
+            .revoke_api_token(&caller(ctx).await?, id)
+            .await
+    }
+
+    /// Starts two-factor setup: a secret for an authenticator app and ten recovery codes,
+    /// shown only now. Logins need a code once `confirmTotp` succeeds.
+    #[graphql(guard = "Interactive")]
+    async fn enable_totp(&self, ctx: &Context<'_>) -> AppResult<TotpSetup> {
+        Ok(service(ctx)?.enable_totp(&caller(ctx).await?).await?.into())
+    }
+
+    /// Turns two-factor login on with a current code from the app just set up.
+    #[graphql(guard = "Interactive")]
+    async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
+        limit_ip(ctx)?;
+        service(ctx)?.confirm_totp(&caller(ctx).await?, &code).await
+    }
+
+    /// Turns two-factor login off. Always needs `verification`: a TOTP or recovery code while
+    /// it is on. `false` when it was not on.
+    #[graphql(guard = "Interactive")]
+    async fn disable_totp(
+        &self,
+        ctx: &Context<'_>,
+        verification: VerificationInput,
+    ) -> AppResult<bool> {
+        let verification = verified(ctx, Some(verification))?.unwrap_or_default();
+        service(ctx)?
+            .disable_totp(&caller(ctx).await?, &verification)
+            .await
+    }
+}
+
+/// A verification is a credential attempt: it draws from the client IP's bucket like a login.
+fn verified(
+    ctx: &Context<'_>,
+    verification: Option<VerificationInput>,
+) -> AppResult<Option<crate::service::Verification>> {
+    let verification = verification.filter(|v| v.password.is_some() || v.totp_code.is_some());
+    if verification.is_some() {
+        limit_ip(ctx)?;
+    }
+    Ok(verification.map(Into::into))
 }

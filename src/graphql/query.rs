@@ -1,7 +1,10 @@
 use async_graphql::{Context, ID, Object};
 
 use super::guards::Access;
-use super::types::{ServerInfo, UserConnection, UserFilter, UserObject, decode_cursor, parse_id};
+use super::types::{
+    AuditConnection, AuditFilter, ServerInfo, UserConnection, UserFilter, UserObject,
+    decode_cursor, parse_id,
+};
 use super::{service, viewer};
 use crate::auth::RequestAuth;
 use crate::db::users::Filter;
@@ -76,6 +79,31 @@ impl Query {
             .list_users(viewer(ctx).await?, first, after, &filter)
             .await?;
         Ok(UserConnection::new(page, filter))
+    }
+
+    /// Changes to accounts, roles, tokens, sessions and two-factor login, newest first, by
+    /// keyset pagination. The OWNER sees every entry; an ADMIN sees entries about STANDARD
+    /// users and about themselves.
+    #[graphql(
+        guard = "Access::Manager",
+        complexity = "1 + page_size(first) * child_complexity"
+    )]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<AuditFilter>,
+    ) -> AppResult<AuditConnection> {
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let filter = filter
+            .map(AuditFilter::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let page = service(ctx)?
+            .audit_log(viewer(ctx).await?, first, after, &filter)
+            .await?;
+        Ok(page.into())
     }
 
     /// Public facts about this server.

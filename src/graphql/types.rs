@@ -135,6 +135,241 @@ impl UserObject {
             })
             .collect())
     }
+
+    /// Unexpired API tokens, newest first. This user and those who manage them may see them;
+    /// anyone else gets FORBIDDEN. The tokens themselves are never shown again.
+    async fn api_tokens(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiTokenObject>> {
+        let viewer = viewer(ctx).await?;
+        let tokens = service(ctx)?.api_tokens_of(viewer, &self.model).await?;
+        Ok(tokens.into_iter().map(ApiTokenObject::from).collect())
+    }
+
+    /// Whether two-factor login is on. This user and those who manage them may see it.
+    async fn totp_enabled(&self, ctx: &Context<'_>) -> AppResult<bool> {
+        let viewer = viewer(ctx).await?;
+        service(ctx)?.totp_enabled(viewer, &self.model).await
+    }
+}
+
+/// A long-lived credential for scripts; its token is shown only when it is created.
+#[derive(SimpleObject)]
+#[graphql(name = "ApiToken")]
+pub struct ApiTokenObject {
+    pub id: ID,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// To the minute: uses are recorded at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Null: it never expires (revoke it when it is no longer needed).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::db::entities::api_token::Model> for ApiTokenObject {
+    fn from(row: crate::db::entities::api_token::Model) -> Self {
+        Self {
+            id: ID(row.id.to_string()),
+            name: row.name,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ApiTokenPayload {
+    /// The token, shown only now: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub api_token: ApiTokenObject,
+}
+
+/// What `enableTotp` shows once. Nothing is enforced until `confirmTotp`.
+#[derive(SimpleObject)]
+pub struct TotpSetup {
+    /// The secret in base32, for typing into an authenticator app.
+    pub secret: String,
+    /// The same as an `otpauth://` URI, for a QR code.
+    pub uri: String,
+    /// One-time codes that stand in for a TOTP code when the app is lost; keep them safe.
+    pub recovery_codes: Vec<String>,
+}
+
+impl From<service::TotpSetup> for TotpSetup {
+    fn from(setup: service::TotpSetup) -> Self {
+        Self {
+            secret: setup.secret,
+            uri: setup.uri,
+            recovery_codes: setup.recovery_codes,
+        }
+    }
+}
+
+/// Proof that the caller is still who signed in, for sensitive actions. With two-factor login
+/// on, `totpCode` (a current code or a recovery code) is required; otherwise `password`.
+#[derive(InputObject, Default)]
+pub struct VerificationInput {
+    pub password: Option<String>,
+    pub totp_code: Option<String>,
+}
+
+impl From<VerificationInput> for service::Verification {
+    fn from(input: VerificationInput) -> Self {
+        Self {
+            password: input.password,
+            totp_code: input.totp_code,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(name = "AuditAction", remote = "crate::service::AuditAction")]
+pub enum GqlAuditAction {
+    UserRegistered,
+    UserCreated,
+    UserUpdated,
+    UserDeleted,
+    UsersImported,
+    RoleChanged,
+    LoggedIn,
+    LoggedOut,
+    SessionRevoked,
+    AllSessionsRevoked,
+    RefreshTokenReused,
+    ApiTokenCreated,
+    ApiTokenRevoked,
+    TotpSetupStarted,
+    TotpEnabled,
+    TotpDisabled,
+    RecoveryCodeUsed,
+    SigningKeyRotated,
+}
+
+/// One change to an account, a role, a token, a session or two-factor login.
+pub struct AuditEntryObject(crate::db::entities::audit_entry::Model);
+
+#[Object(name = "AuditEntry")]
+impl AuditEntryObject {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+
+    /// Null when an entry was written before this action had a name this server knows.
+    async fn action(&self) -> Option<GqlAuditAction> {
+        crate::service::AuditAction::from_name(&self.0.action).map(Into::into)
+    }
+
+    /// Who made the change; null for the command line and the server itself.
+    async fn actor_id(&self) -> Option<ID> {
+        self.0.actor_id.map(|id| ID(id.to_string()))
+    }
+
+    /// The actor, while their account exists.
+    async fn actor(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
+        load_user(ctx, self.0.actor_id).await
+    }
+
+    /// The user the change is about.
+    async fn target_id(&self) -> Option<ID> {
+        self.0.target_id.map(|id| ID(id.to_string()))
+    }
+
+    /// The target, while their account exists.
+    async fn target(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
+        load_user(ctx, self.0.target_id).await
+    }
+
+    /// The client's address; null for the command line.
+    async fn ip(&self) -> Option<&str> {
+        self.0.ip.as_deref()
+    }
+
+    /// The names of the changed fields; never their values.
+    async fn fields(&self) -> Vec<&str> {
+        self.0.fields.split(',').filter(|f| !f.is_empty()).collect()
+    }
+}
+
+/// User `id` through the request's loader.
+async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<UserObject>> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let loader = ctx
+        .data::<RequestLoader>()
+        .map_err(|_| AppError::internal("user loader missing"))?
+        .get();
+    let user = loader
+        .load_one(id)
+        .await
+        .map_err(|err| AppError::internal_from("loading a user", err))?;
+    Ok(user.map(UserObject::new))
+}
+
+#[derive(SimpleObject)]
+pub struct AuditEdge {
+    pub cursor: String,
+    pub node: AuditEntryObject,
+}
+
+/// A page of audit entries, newest first.
+#[derive(SimpleObject)]
+pub struct AuditConnection {
+    pub edges: Vec<AuditEdge>,
+    pub page_info: PageInfo,
+}
+
+impl From<service::AuditPage> for AuditConnection {
+    fn from(page: service::AuditPage) -> Self {
+        let cursor =
+            |entry: &crate::db::entities::audit_entry::Model| position_cursor(entry.at, entry.id);
+        let start_cursor = page.entries.first().map(cursor);
+        let end_cursor = page.entries.last().map(cursor);
+        Self {
+            edges: page
+                .entries
+                .into_iter()
+                .map(|entry| AuditEdge {
+                    cursor: cursor(&entry),
+                    node: AuditEntryObject(entry),
+                })
+                .collect(),
+            page_info: PageInfo {
+                has_next_page: page.has_next,
+                has_previous_page: page.has_previous,
+                start_cursor,
+                end_cursor,
+            },
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct AuditFilter {
+    pub action: Option<GqlAuditAction>,
+    pub actor_id: Option<ID>,
+    pub target_id: Option<ID>,
+}
+
+impl AuditFilter {
+    pub fn parse(self) -> AppResult<service::AuditFilter> {
+        let id = |field: &str, value: Option<ID>| {
+            value
+                .map(|id| {
+                    Uuid::parse_str(id.as_str())
+                        .map_err(|_| AppError::field(field, "is not a valid user id"))
+                })
+                .transpose()
+        };
+        Ok(service::AuditFilter {
+            action: self.action.map(Into::into),
+            actor: id("actorId", self.actor_id)?,
+            target: id("targetId", self.target_id)?,
+        })
+    }
 }
 
 /// One login and its refresh-token family.
@@ -249,11 +484,12 @@ impl UserConnection {
 
 /// Opaque cursor: the row's creation time (microseconds) and id.
 pub fn encode_cursor(user: &User) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        user.created_at.timestamp_micros(),
-        user.id
-    ))
+    position_cursor(user.created_at, user.id)
+}
+
+/// A cursor for a row at (`at`, `id`) in a keyset order.
+fn position_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", at.timestamp_micros(), id))
 }
 
 pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
@@ -333,6 +569,8 @@ pub struct LoginInput {
     /// Username or email.
     pub login: String,
     pub password: String,
+    /// With two-factor login on: a current TOTP code, or one of the recovery codes.
+    pub totp_code: Option<String>,
 }
 
 #[derive(InputObject)]

@@ -8,14 +8,15 @@ use uuid::Uuid;
 
 use super::{Service, users::NewUser};
 use crate::auth::{AccessClaims, tokens};
+use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{self, Model as User, Role};
 use crate::db::sessions::Origin;
 use crate::db::{
     self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
 };
 use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
-use crate::service::Subject;
 use crate::service::validation::{self, Fields};
+use crate::service::{Credential, Signed, Subject};
 
 pub(super) const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 
@@ -54,6 +55,12 @@ impl Service {
             {
                 Ok(_) => {
                     let session = self.open_session(&tx, model.id, origin).await?;
+                    audit::record(
+                        &tx,
+                        NewEntry::new(Action::UserRegistered, Some(model.id), origin.ip)
+                            .target(model.id, model.role),
+                    )
+                    .await?;
                     tx.commit().await?;
                     return self.finish(session, model);
                 }
@@ -78,6 +85,7 @@ impl Service {
         &self,
         login: &str,
         password: &str,
+        totp_code: Option<&str>,
         origin: &Origin,
     ) -> AppResult<AuthSession> {
         let mut fields = Fields::new();
@@ -85,6 +93,11 @@ impl Service {
             fields.add("login", "must be a username or an email address");
         }
         fields.check("password", validation::given_password(password));
+        if let Some(code) = totp_code
+            && self.check_code_field(code, "totpCode").is_err()
+        {
+            fields.add("totpCode", "must be a TOTP or recovery code");
+        }
         fields.into_result()?;
         let user = user_queries::by_login(self.db().conn(), login).await?;
         let subject = match &user {
@@ -97,16 +110,36 @@ impl Service {
             .as_ref()
             .filter(|u| !u.disabled)
             .map(|u| u.password_hash.clone());
-        let valid = self.check_password(&subject, password, hash).await?;
+        // Counted now, cleared only once every factor has passed: a stolen password does
+        // not buy unlimited guesses at the second factor.
+        self.0.passwords.check_room()?;
+        self.reserve_attempt(&subject).await?;
+        let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
         self.metrics().login(valid);
         let user = match user {
             Some(user) if valid => user,
             _ => return Err(INVALID_CREDENTIALS),
         };
+        if let Some(totp) = self.totp_of(&user).await? {
+            let Some(code) = totp_code else {
+                return Err(AppError::TotpRequired(
+                    "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
+                ));
+            };
+            if !self
+                .second_factor(&user, &totp, code, true, origin.ip)
+                .await?
+            {
+                return Err(AppError::TotpRequired(
+                    "The two-factor code is wrong or was already used",
+                ));
+            }
+        }
+        self.clear_attempts(&subject).await?;
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
         let login = sessions::open_for_login(
             self.db(),
-            user.id,
+            &user,
             origin,
             refresh_hash,
             self.refresh_expiry()?,
@@ -132,19 +165,29 @@ impl Service {
     ) -> AppResult<bool> {
         // A full queue refuses before the attempt is counted.
         self.0.passwords.check_room()?;
-        let subject = subject.key();
-        if let Err(wait) = throttle::reserve(self.db().writer(), &subject, self.0.throttle).await? {
-            return Err(self.throttled(
-                "account",
-                "Too many failed attempts; try again later",
-                wait,
-            ));
-        }
+        self.reserve_attempt(subject).await?;
         let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
         if valid {
-            throttle::clear(self.db().writer(), &subject).await?;
+            self.clear_attempts(subject).await?;
         }
         Ok(valid)
+    }
+
+    /// Counts a credential attempt on `subject` before anything is checked; while the subject
+    /// is throttled, RATE_LIMITED.
+    pub(super) async fn reserve_attempt(&self, subject: &Subject) -> AppResult<()> {
+        match throttle::reserve(self.db().writer(), &subject.key(), self.0.throttle).await? {
+            Ok(()) => Ok(()),
+            Err(wait) => {
+                Err(self.throttled("account", "Too many failed attempts; try again later", wait))
+            }
+        }
+    }
+
+    /// A success: `subject`'s failure count starts afresh.
+    pub(super) async fn clear_attempts(&self, subject: &Subject) -> AppResult<()> {
+        throttle::clear(self.db().writer(), &subject.key()).await?;
+        Ok(())
     }
 
     /// Rotates a refresh token. The old token is consumed atomically; presenting a token that
@@ -153,7 +196,7 @@ impl Service {
     /// the same session. Sessions past their maximum age or idle limit do not refresh.
     pub async fn refresh(&self, token: &str) -> AppResult<AuthSession> {
         const INVALID: AppError = AppError::Unauthenticated("Invalid refresh token");
-        let hash = tokens::hash_refresh_token(token);
+        let hash = tokens::hash_token(token);
         let live = self.live();
         let tx = self.db().begin_write().await?;
         let session_id = match sessions::consume_refresh_token(&tx, &hash).await? {
@@ -171,6 +214,14 @@ impl Service {
                 if used_at <= self.grace_start() {
                     tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
                     sessions::revoke(&tx, row.session_id).await?;
+                    if let Some(owner) = session_owner(&tx, row.session_id).await? {
+                        audit::record(
+                            &tx,
+                            NewEntry::new(Action::RefreshTokenReused, None, None)
+                                .target(owner.id, owner.role),
+                        )
+                        .await?;
+                    }
                     tx.commit().await?;
                     return Err(INVALID);
                 }
@@ -189,20 +240,35 @@ impl Service {
     }
 
     /// Ends the session the refresh token belongs to. `false` when the token is unknown.
-    pub async fn logout(&self, token: &str) -> AppResult<bool> {
-        let hash = tokens::hash_refresh_token(token);
+    pub async fn logout(&self, token: &str, ip: Option<std::net::IpAddr>) -> AppResult<bool> {
+        let hash = tokens::hash_token(token);
         let Some(row) = sessions::find_refresh_token(self.db().conn(), &hash).await? else {
             return Ok(false);
         };
-        sessions::revoke(self.db().writer(), row.session_id).await?;
+        let tx = self.db().begin_write().await?;
+        sessions::revoke(&tx, row.session_id).await?;
+        if let Some(owner) = session_owner(&tx, row.session_id).await? {
+            audit::record(
+                &tx,
+                NewEntry::new(Action::LoggedOut, Some(owner.id), ip).target(owner.id, owner.role),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(true)
     }
 
     /// The user an access token speaks for, while the token, its session and the account
     /// are all still valid.
-    pub async fn authenticate(&self, access_token: &str) -> AppResult<User> {
-        let claims = self.0.tokens.verify(access_token)?;
-        self.session_user(&claims).await
+    pub async fn authenticate(&self, token: &str) -> AppResult<Signed> {
+        if tokens::is_api_token(token) {
+            return self.authenticate_api_token(token).await;
+        }
+        let claims = self.0.tokens.verify(token)?;
+        Ok(Signed {
+            user: self.session_user(&claims).await?,
+            credential: Credential::Session(claims.sid),
+        })
     }
 
     /// The enabled user of verified `claims` while their session is live.
@@ -213,26 +279,20 @@ impl Service {
             .ok_or(INVALID_TOKEN)
     }
 
-    /// The session an access token belongs to, when the token is valid; whether the session is
-    /// still live is for [`Self::authenticate`] to say.
-    pub fn token_session(&self, access_token: &str) -> Option<Uuid> {
-        self.0
-            .tokens
-            .verify(access_token)
-            .ok()
-            .map(|claims| claims.sid)
-    }
-
     /// [`Self::authenticate`] plus user `other`, read in the same query.
     pub async fn authenticate_with(
         &self,
         access_token: &str,
         other: Uuid,
-    ) -> AppResult<(User, Option<User>)> {
+    ) -> AppResult<(Signed, Option<User>)> {
         let claims = self.0.tokens.verify(access_token)?;
+        let signed = |user| Signed {
+            user,
+            credential: Credential::Session(claims.sid),
+        };
         if other == claims.sub {
             let viewer = self.session_user(&claims).await?;
-            return Ok((viewer.clone(), Some(viewer)));
+            return Ok((signed(viewer.clone()), Some(viewer)));
         }
         let rows = user_queries::by_session_or_id(
             self.db().conn(),
@@ -249,7 +309,7 @@ impl Service {
             .cloned()
             .ok_or(INVALID_TOKEN)?;
         let target = rows.into_iter().find(|user| user.id == other);
-        Ok((viewer, target))
+        Ok((signed(viewer), target))
     }
 
     async fn open_session(
@@ -293,4 +353,12 @@ impl Service {
             user,
         })
     }
+}
+
+/// The user session `session_id` belongs to, for the audit entry of a change to it.
+async fn session_owner(db: &impl ConnectionTrait, session_id: Uuid) -> AppResult<Option<User>> {
+    let Some(session) = sessions::find(db, session_id).await? else {
+        return Ok(None);
+    };
+    Ok(user_queries::by_id(db, session.user_id).await?)
 }

@@ -2,8 +2,12 @@
 //! GraphQL resolvers and the command line.
 
 mod accounts;
+mod api_tokens;
+mod audit;
 pub mod rules;
 mod sessions;
+mod step_up;
+mod totp;
 mod users;
 pub mod validation;
 
@@ -13,14 +17,20 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{IpLimiter, Passwords, TokenKeys, tokens};
 use crate::config::{Registration, Settings};
-use crate::db::{Db, signing_keys, throttle};
+use crate::db::audit::NewEntry;
+use crate::db::entities::user::Model as User;
+use crate::db::{Db, audit as audit_log, signing_keys, throttle};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 
+pub use crate::db::audit::{Action as AuditAction, Filter as AuditFilter};
 pub use crate::db::sessions::{Origin, Purged};
 pub use crate::db::users::Page;
 pub use accounts::AuthSession;
+pub use audit::AuditPage;
 pub use sessions::SessionInfo;
+pub use step_up::Verification;
+pub use totp::TotpSetup;
 pub use users::{DEFAULT_PAGE, ImportedUser, MAX_PAGE, NewUser, UserChanges, UserRef};
 
 /// Shared, cheap to clone handle on everything a request needs.
@@ -37,10 +47,55 @@ struct Inner {
     session_max_age: Duration,
     session_idle: Duration,
     refresh_reuse_grace: Duration,
+    step_up_window: Duration,
     throttle: throttle::Policy,
     ip_limiter: IpLimiter,
     metrics: Metrics,
     started: Instant,
+}
+
+/// How a request's caller signed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of this session (a login).
+    Session(uuid::Uuid),
+    /// This API token: queries only, never management.
+    ApiToken(uuid::Uuid),
+}
+
+/// A user signed in with a credential, as authentication found them.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    pub user: User,
+    pub credential: Credential,
+}
+
+/// The signed-in caller of a mutation: who, with what, and from where (for the audit trail).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    pub user: &'a User,
+    pub credential: Credential,
+    pub ip: Option<IpAddr>,
+}
+
+/// API tokens act as their user for queries; changes to users and credentials need a login.
+pub const INTERACTIVE_REQUIRED: AppError = AppError::Forbidden(
+    "An interactive session is required: API tokens cannot manage users or credentials",
+);
+
+impl Caller<'_> {
+    /// The caller's session; API tokens are refused.
+    pub fn session(&self) -> AppResult<uuid::Uuid> {
+        match self.credential {
+            Credential::Session(id) => Ok(id),
+            Credential::ApiToken(_) => Err(INTERACTIVE_REQUIRED),
+        }
+    }
+
+    /// An audit entry of `action` by this caller.
+    fn audit(&self, action: AuditAction) -> NewEntry {
+        NewEntry::new(action, Some(self.user.id), self.ip)
+    }
 }
 
 /// Whose failed password checks an attempt counts towards.
@@ -114,6 +169,7 @@ impl Service {
             session_max_age: settings.session_max_age,
             session_idle: settings.session_idle,
             refresh_reuse_grace: settings.refresh_reuse_grace,
+            step_up_window: settings.step_up_window,
             throttle: throttle::Policy {
                 after: settings.throttle_after,
                 max_wait: settings.throttle_max,
@@ -142,6 +198,11 @@ impl Service {
         let key = tokens::new_signing_key(now)?;
         let kid = key.kid.clone();
         signing_keys::rotate(&self.0.db, key, now).await?;
+        audit_log::record(
+            self.db().writer(),
+            NewEntry::new(AuditAction::SigningKeyRotated, None, None),
+        )
+        .await?;
         self.reload_signing_keys().await?;
         Ok(kid)
     }
@@ -236,6 +297,11 @@ async fn housekeeping(service: Weak<Inner>) {
         inner.ip_limiter.forget_idle();
         if let Err(err) = throttle::purge(inner.db.writer()).await {
             tracing::warn!(error = %err, "purging old credential failures");
+        }
+        if let Err(err) =
+            crate::db::api_tokens::purge_expired(inner.db.writer(), crate::db::now()).await
+        {
+            tracing::warn!(error = %err, "purging expired API tokens");
         }
         // Held for this round only, so the service can still end between rounds.
         let service = Service(inner);

@@ -29,6 +29,18 @@ pub fn check_sessions(actor: &User, target: &User) -> AppResult<()> {
     }
 }
 
+/// Seeing or changing `target`'s API tokens and two-factor state, or issuing them a token:
+/// oneself, and the users one manages.
+pub fn check_credentials(actor: &User, target: &User) -> AppResult<()> {
+    if actor.id == target.id || manages(actor.role, target.role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "You may not see or change this user's credentials",
+        ))
+    }
+}
+
 /// Looking up or listing users other than oneself.
 pub fn check_see_others(viewer: Role) -> AppResult<()> {
     if viewer.is_manager() {

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Service;
-use super::rules;
+use super::{Caller, Service, rules};
+use crate::db::audit::{self, Action};
 use crate::db::entities::user::Model as User;
 use crate::db::sessions::{self, Live, Purged};
 use crate::db::{self, users as user_queries};
@@ -71,12 +71,14 @@ impl Service {
             .collect())
     }
 
-    /// Revokes session `id` when it is the viewer's or a user's the viewer manages: its access
+    /// Revokes session `id` when it is the caller's or a user's the caller manages: its access
     /// and refresh tokens stop at once. `false` when it had already ended. Someone who manages
     /// nobody is refused for any session not their own, known or not, so that whether an id
     /// exists does not show.
-    pub async fn revoke_session(&self, viewer: &User, id: Uuid) -> AppResult<bool> {
+    pub async fn revoke_session(&self, caller: &Caller<'_>, id: Uuid) -> AppResult<bool> {
         const REFUSED: AppError = AppError::Forbidden("You may not end this session");
+        caller.session()?;
+        let viewer = caller.user;
         let Some(session) = sessions::find(self.db().writer(), id).await? else {
             return if viewer.role.is_manager() {
                 Ok(false)
@@ -84,20 +86,47 @@ impl Service {
                 Err(REFUSED)
             };
         };
-        if session.user_id != viewer.id {
+        let target = if session.user_id == viewer.id {
+            viewer.clone()
+        } else {
             // Deleted users take their sessions with them, so a missing owner is a race.
             let Some(target) = user_queries::by_id(self.db().writer(), session.user_id).await?
             else {
                 return Ok(false);
             };
             rules::check_sessions(viewer, &target).map_err(|_| REFUSED)?;
+            target
+        };
+        let tx = self.db().begin_write().await?;
+        let revoked = sessions::revoke_live(&tx, id, &self.live()).await?;
+        if revoked {
+            audit::record(
+                &tx,
+                caller
+                    .audit(Action::SessionRevoked)
+                    .target(target.id, target.role),
+            )
+            .await?;
         }
-        Ok(sessions::revoke_live(self.db().writer(), id, &self.live()).await?)
+        tx.commit().await?;
+        Ok(revoked)
     }
 
-    /// Ends every live session of `viewer`, the one asking included; how many there were.
-    pub async fn logout_everywhere(&self, viewer: &User) -> AppResult<u64> {
-        Ok(sessions::revoke_live_for_user(self.db().writer(), viewer.id, &self.live()).await?)
+    /// Ends every live session of the caller, the one asking included; how many there were.
+    pub async fn logout_everywhere(&self, caller: &Caller<'_>) -> AppResult<u64> {
+        caller.session()?;
+        let user = caller.user;
+        let tx = self.db().begin_write().await?;
+        let count = sessions::revoke_live_for_user(&tx, user.id, &self.live()).await?;
+        audit::record(
+            &tx,
+            caller
+                .audit(Action::AllSessionsRevoked)
+                .target(user.id, user.role),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// Deletes refresh tokens and sessions that no longer decide anything (see

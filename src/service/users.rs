@@ -8,7 +8,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::validation::{self, Fields};
-use super::{Service, Subject, rules};
+use super::{Caller, Service, Subject, Verification, rules};
+use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
 use crate::db::{self, UniqueViolation, sessions, unique_violation};
@@ -55,24 +56,34 @@ pub const DEFAULT_PAGE: i32 = 20;
 impl Service {
     /// Creates an account for someone else. `actor` is `None` when the operator uses the
     /// command line, which alone may create the first owner.
+    /// Creating an ADMIN is a sensitive action: it needs step-up verification.
     pub async fn create_user(
         &self,
-        actor: Option<&User>,
+        caller: Option<&Caller<'_>>,
         input: NewUser,
         role: Role,
+        verification: Option<&Verification>,
     ) -> AppResult<User> {
-        if let Some(actor) = actor {
-            rules::check_create(actor.role, role)?;
+        if let Some(caller) = caller {
+            caller.session()?;
+            rules::check_create(caller.user.role, role)?;
             self.writable()?;
+            if role == Role::Admin {
+                self.step_up(caller, verification).await?;
+            }
         }
-        let mut model = self.prepare_new_user(input, actor.map(|a| a.id)).await?;
+        let actor = caller.map(|caller| caller.user.id);
+        let mut model = self.prepare_new_user(input, actor).await?;
         model.role = role;
+        let entry = NewEntry::new(Action::UserCreated, actor, caller.and_then(|c| c.ip))
+            .target(model.id, role);
         let tx = self.db().begin_write().await?;
         match Users::insert(model.clone().into_active_model().reset_all())
             .exec_without_returning(&tx)
             .await
         {
             Ok(_) => {
+                audit::record(&tx, entry).await?;
                 tx.commit().await?;
                 Ok(model)
             }
@@ -189,10 +200,12 @@ impl Service {
 
     pub async fn update_user(
         &self,
-        actor: &User,
+        caller: &Caller<'_>,
         id: Uuid,
         changes: UserChanges,
     ) -> AppResult<User> {
+        caller.session()?;
+        let actor = caller.user;
         self.writable()?;
         rules::check_reach(actor, id, "You may not edit this user")?;
         let target = user_queries::by_id(self.db().conn(), id)
@@ -262,6 +275,18 @@ impl Service {
 
         let revoke =
             password_hash.is_some() || (changes.disabled == Some(true) && !target.disabled);
+        let changed: Vec<&'static str> = [
+            ("username", changes.username.is_some()),
+            ("email", changes.email.is_some()),
+            ("password", changes.password.is_some()),
+            ("firstName", changes.first_name.is_some()),
+            ("lastName", changes.last_name.is_some()),
+            ("phone", changes.phone.is_some()),
+            ("disabled", changes.disabled.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
         let written_key = username_key
             .clone()
             .unwrap_or_else(|| target.username_key.clone());
@@ -315,23 +340,49 @@ impl Service {
         if revoke {
             sessions::revoke_all_for_user(&tx, target.id).await?;
         }
+        audit::record(
+            &tx,
+            caller
+                .audit(Action::UserUpdated)
+                .target(updated.id, updated.role)
+                .fields(changed),
+        )
+        .await?;
         tx.commit().await?;
         Ok(updated)
     }
 
-    pub async fn delete_user(&self, actor: &User, id: Uuid) -> AppResult<Uuid> {
+    /// Deleting another user is a sensitive action: it needs step-up verification.
+    pub async fn delete_user(
+        &self,
+        caller: &Caller<'_>,
+        id: Uuid,
+        verification: Option<&Verification>,
+    ) -> AppResult<Uuid> {
+        caller.session()?;
+        let actor = caller.user;
         self.writable()?;
         rules::check_reach(actor, id, "You may not delete this user")?;
         let target = user_queries::by_id(self.db().conn(), id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         rules::check_delete(actor, &target)?;
+        if target.id != actor.id {
+            self.step_up(caller, verification).await?;
+        }
         let tx = self.db().begin_write().await?;
         if let Err(err) = self.recheck(&tx, actor.id, id, rules::check_delete).await {
             tx.rollback().await?;
             return Err(err);
         }
         Users::delete_by_id(id).exec(&tx).await?;
+        audit::record(
+            &tx,
+            caller
+                .audit(Action::UserDeleted)
+                .target(target.id, target.role),
+        )
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -356,9 +407,19 @@ impl Service {
 
     /// Changes another user's role; `Role::Owner` transfers ownership, demoting the caller to
     /// admin in the same transaction. Every user whose role changes loses their sessions.
-    pub async fn set_role(&self, actor: &User, id: Uuid, role: Role) -> AppResult<User> {
+    /// A sensitive action: it needs step-up verification.
+    pub async fn set_role(
+        &self,
+        caller: &Caller<'_>,
+        id: Uuid,
+        role: Role,
+        verification: Option<&Verification>,
+    ) -> AppResult<User> {
+        caller.session()?;
+        let actor = caller.user;
         self.writable()?;
         rules::check_set_role(actor, id)?;
+        self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         let Some(target) = user_queries::lock(&tx, &[id]).await?.pop() else {
             tx.rollback().await?;
@@ -383,12 +444,28 @@ impl Service {
                 return Err(AppError::Forbidden("Only the owner can change roles"));
             }
             sessions::revoke_all_for_user(&tx, actor.id).await?;
+            audit::record(
+                &tx,
+                caller
+                    .audit(Action::RoleChanged)
+                    .target(actor.id, Role::Admin)
+                    .fields(["role"]),
+            )
+            .await?;
         }
         set_role_where(&tx, id, role, None, now).await?;
         sessions::revoke_all_for_user(&tx, id).await?;
         let updated = user_queries::by_id(&tx, id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
+        audit::record(
+            &tx,
+            caller
+                .audit(Action::RoleChanged)
+                .target(id, role)
+                .fields(["role"]),
+        )
+        .await?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -412,12 +489,21 @@ impl Service {
             .filter(Column::Role.eq(Role::Owner))
             .one(&tx)
             .await?;
+        let changed = |id| {
+            NewEntry::new(Action::RoleChanged, None, None)
+                .target(id, Role::Admin)
+                .fields(["role"])
+        };
         if let Some(previous) = previous {
             set_role_where(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
             sessions::revoke_all_for_user(&tx, previous.id).await?;
+            audit::record(&tx, changed(previous.id)).await?;
         }
         set_role_where(&tx, target.id, Role::Owner, None, now).await?;
         sessions::revoke_all_for_user(&tx, target.id).await?;
+        let mut entry = changed(target.id);
+        entry.target = Some((target.id, Role::Owner));
+        audit::record(&tx, entry).await?;
         let updated = user_queries::by_id(&tx, target.id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
@@ -603,6 +689,7 @@ impl Service {
                 });
             }
         }
+        audit::record(&tx, NewEntry::new(Action::UsersImported, None, None)).await?;
         tx.commit().await?;
         Ok(ids)
     }

@@ -16,6 +16,9 @@ pub struct Model {
     pub ip: Option<String>,
     /// The client's User-Agent at login, shortened.
     pub user_agent: Option<String>,
+    /// The last password or TOTP check made for a sensitive action; with `created_at` (the
+    /// login) it decides whether step-up verification is needed.
+    pub verified_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,142 @@
+//! TOTP (RFC 6238: SHA-1, six digits, 30-second steps, one step of skew either way) and
+//! recovery codes.
+
+use sha2::{Digest, Sha256};
+use totp_rs::{Builder, Secret, Totp};
+
+use crate::error::{AppError, AppResult};
+
+const ISSUER: &str = "rollcall";
+/// How many recovery codes a setup hands out.
+pub const RECOVERY_CODES: usize = 10;
+/// Crockford-like alphabet without look-alikes (no 0/O, 1/I/L).
+const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+
+/// A new secret: 160 random bits, as RFC 4226 recommends, in base32.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 20];
+    rand::fill(&mut bytes);
+    Secret::new_stack(bytes).to_base32()
+}
+
+fn totp(secret: &str, account: &str) -> AppResult<Totp> {
+    let damaged = || AppError::internal("a stored TOTP secret is damaged");
+    let secret = Secret::try_from_base32(secret).map_err(|_| damaged())?;
+    Builder::new()
+        .with_secret(secret)
+        .with_issuer(Some(ISSUER))
+        .with_account_name(account.replace(':', "_"))
+        .build()
+        .map_err(|_| damaged())
+}
+
+/// The `otpauth://` URI an authenticator app scans.
+pub fn uri(secret: &str, account: &str) -> AppResult<String> {
+    totp(secret, account)?
+        .to_url()
+        .map_err(|err| AppError::internal_from("building a TOTP URI", err))
+}
+
+/// The time step `code` belongs to when it is right for now or one step either side.
+pub fn check(secret: &str, code: &str, unix_time: u64) -> AppResult<Option<i64>> {
+    let code = code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    Ok(totp(secret, "user")?
+        .check(code, unix_time)
+        .and_then(|step| i64::try_from(step).ok()))
+}
+
+/// Whether `code` has the shape of a recovery code rather than a TOTP code.
+pub fn is_recovery_code(code: &str) -> bool {
+    code.trim().len() > 6
+}
+
+/// Ten new recovery codes (`XXXX-XXXX-XXXX-XXXX`, 80 random bits each) with their hashes.
+pub fn new_recovery_codes() -> Vec<(String, String)> {
+    (0..RECOVERY_CODES)
+        .map(|_| {
+            let mut bytes = [0u8; 16];
+            rand::fill(&mut bytes);
+            let chars: Vec<char> = bytes
+                .iter()
+                .map(|b| CODE_ALPHABET[usize::from(*b) % CODE_ALPHABET.len()] as char)
+                .collect();
+            let code = chars
+                .chunks(4)
+                .map(|chunk| chunk.iter().collect::<String>())
+                .collect::<Vec<_>>()
+                .join("-");
+            let hash = hash_recovery_code(&code);
+            (code, hash)
+        })
+        .collect()
+}
+
+/// The stored form of a recovery code: SHA-256 of its letters, ignoring case and dashes. The
+/// codes are random enough (80 bits) that a fast hash is safe.
+pub fn hash_recovery_code(code: &str) -> String {
+    let normal: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    hex::encode(Sha256::digest(normal.as_bytes()))
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_of_the_current_and_adjacent_steps_pass() {
+        let secret = new_secret();
+        let t = totp(&secret, "alice").expect("totp");
+        let now = 1_800_000_000;
+        for (offset, ok) in [
+            (-60i64, false),
+            (-30, true),
+            (0, true),
+            (30, true),
+            (60, false),
+        ] {
+            let code = t
+                .generate(u64::try_from(now + offset).expect("time"))
+                .to_string();
+            assert_eq!(
+                check(&secret, &code, now as u64).expect("check").is_some(),
+                ok,
+                "{offset}"
+            );
+        }
+        assert_eq!(check(&secret, "12345", now as u64).expect("check"), None);
+        assert!(
+            uri(&secret, "alice")
+                .expect("uri")
+                .starts_with("otpauth://totp/")
+        );
+    }
+
+    #[test]
+    fn recovery_codes_are_distinct_and_hash_loosely() {
+        let codes = new_recovery_codes();
+        assert_eq!(codes.len(), RECOVERY_CODES);
+        let (code, hash) = &codes[0];
+        assert_eq!(code.len(), 19);
+        assert!(is_recovery_code(code));
+        assert_eq!(
+            &hash_recovery_code(&code.to_lowercase().replace('-', "")),
+            hash
+        );
+        let mut unique: Vec<_> = codes.iter().map(|(c, _)| c).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), RECOVERY_CODES);
+    }
+}

@@ -1,0 +1,101 @@
+//! Two-factor login: TOTP secrets, the last accepted time step, and recovery codes.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
+use uuid::Uuid;
+
+use super::entities::recovery_code::{self, Entity as Codes};
+use super::entities::user_totp::{self, Column, Entity as Totps, Model as UserTotp};
+
+pub async fn get(db: &impl ConnectionTrait, user_id: Uuid) -> Result<Option<UserTotp>, DbErr> {
+    Totps::find_by_id(user_id).one(db).await
+}
+
+/// Starts a setup: a new unconfirmed secret and new recovery codes replace any earlier ones.
+pub async fn start(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    secret: String,
+    code_hashes: Vec<String>,
+) -> Result<(), DbErr> {
+    remove(db, user_id).await?;
+    Totps::insert(user_totp::ActiveModel {
+        user_id: Set(user_id),
+        secret: Set(secret),
+        created_at: Set(super::now()),
+        confirmed_at: Set(None),
+        last_step: Set(None),
+    })
+    .exec_without_returning(db)
+    .await?;
+    let rows = code_hashes
+        .into_iter()
+        .map(|code_hash| recovery_code::ActiveModel {
+            user_id: Set(user_id),
+            code_hash: Set(code_hash),
+            used_at: Set(None),
+        });
+    Codes::insert_many(rows).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// Marks the pending secret confirmed with the code of `step`; `false` when there is no pending
+/// secret (none, or already confirmed).
+pub async fn confirm(db: &impl ConnectionTrait, user_id: Uuid, step: i64) -> Result<bool, DbErr> {
+    let updated = Totps::update_many()
+        .col_expr(Column::ConfirmedAt, Expr::value(super::now()))
+        .col_expr(Column::LastStep, Expr::value(step))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::ConfirmedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Accepts the code of `step` once: `false` when a code of this step or a later one was
+/// already accepted. The conditional update decides between concurrent attempts.
+pub async fn accept_step(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    step: i64,
+) -> Result<bool, DbErr> {
+    let updated = Totps::update_many()
+        .col_expr(Column::LastStep, Expr::value(step))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::ConfirmedAt.is_not_null())
+        .filter(
+            Condition::any()
+                .add(Column::LastStep.is_null())
+                .add(Column::LastStep.lt(step)),
+        )
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Uses recovery code `code_hash` of `user_id` once: `false` when unknown or already used.
+pub async fn use_recovery_code(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    code_hash: &str,
+) -> Result<bool, DbErr> {
+    let updated = Codes::update_many()
+        .col_expr(recovery_code::Column::UsedAt, Expr::value(super::now()))
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .filter(recovery_code::Column::CodeHash.eq(code_hash))
+        .filter(recovery_code::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Removes `user_id`'s secret and recovery codes; whether a secret existed.
+pub async fn remove(db: &impl ConnectionTrait, user_id: Uuid) -> Result<bool, DbErr> {
+    Codes::delete_many()
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(Totps::delete_by_id(user_id).exec(db).await?.rows_affected > 0)
+}

@@ -1,0 +1,149 @@
+//! API tokens: created (for oneself, or by a manager for a user they manage), listed, revoked,
+//! and accepted as credentials for queries.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Caller, Credential, Service, Signed, Verification, rules};
+use crate::auth::tokens;
+use crate::db::audit::{self, Action};
+use crate::db::entities::api_token::Model as ApiToken;
+use crate::db::entities::user::Model as User;
+use crate::db::{self, api_tokens, users as user_queries};
+use crate::error::{AppError, AppResult};
+
+/// Unexpired tokens one user may hold: enough for any set of scripts, and a bound on rows.
+pub const MAX_API_TOKENS: u64 = 100;
+/// `lastUsedAt` is written at most this often per token.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+impl Service {
+    /// Creates an API token for the caller, or for `user_id` when the caller manages that
+    /// user. Returns the plaintext, shown only now, with the stored row.
+    pub async fn create_api_token(
+        &self,
+        caller: &Caller<'_>,
+        user_id: Option<Uuid>,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+        verification: Option<&Verification>,
+    ) -> AppResult<(String, ApiToken)> {
+        self.writable()?;
+        caller.session()?;
+        let name = name.trim();
+        let mut fields = super::validation::Fields::new();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            fields.add(
+                "name",
+                "must be 1 to 100 characters, without control characters",
+            );
+        }
+        if expires_at.is_some_and(|at| at <= Utc::now()) {
+            fields.add("expiresAt", "must be in the future");
+        }
+        fields.into_result()?;
+        let target = match user_id.filter(|id| *id != caller.user.id) {
+            None => caller.user.clone(),
+            Some(id) => {
+                rules::check_reach(caller.user, id, "You may not issue tokens for this user")?;
+                let target = user_queries::by_id(self.db().conn(), id)
+                    .await?
+                    .ok_or(AppError::NotFound("No such user"))?;
+                rules::check_credentials(caller.user, &target)?;
+                target
+            }
+        };
+        self.step_up(caller, verification).await?;
+        let now = db::now();
+        if api_tokens::count_live(self.db().writer(), target.id, now).await? >= MAX_API_TOKENS {
+            return Err(AppError::Forbidden(
+                "This user holds the most API tokens allowed (100); revoke one first",
+            ));
+        }
+        let (token, hash) = tokens::new_api_token();
+        let row = api_tokens::new_row(target.id, name.to_owned(), hash, expires_at, caller.user.id);
+        let mut fields = vec!["name"];
+        if expires_at.is_some() {
+            fields.push("expiresAt");
+        }
+        let tx = self.db().begin_write().await?;
+        api_tokens::insert(&tx, row.clone()).await?;
+        audit::record(
+            &tx,
+            caller
+                .audit(Action::ApiTokenCreated)
+                .target(target.id, target.role)
+                .fields(fields),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((token, row))
+    }
+
+    /// Revokes token `id`: one's own, or one of a user one manages. `false` when there was no
+    /// such token; someone who manages nobody is refused for any token not their own, known or
+    /// not, so that whether an id exists does not show.
+    pub async fn revoke_api_token(&self, caller: &Caller<'_>, id: Uuid) -> AppResult<bool> {
+        const REFUSED: AppError = AppError::Forbidden("You may not revoke this token");
+        self.writable()?;
+        caller.session()?;
+        let Some(token) = api_tokens::by_id(self.db().writer(), id).await? else {
+            return if caller.user.role.is_manager() {
+                Ok(false)
+            } else {
+                Err(REFUSED)
+            };
+        };
+        let target = if token.user_id == caller.user.id {
+            caller.user.clone()
+        } else {
+            let Some(target) = user_queries::by_id(self.db().writer(), token.user_id).await? else {
+                return Ok(false);
+            };
+            rules::check_credentials(caller.user, &target).map_err(|_| REFUSED)?;
+            target
+        };
+        let tx = self.db().begin_write().await?;
+        let deleted = api_tokens::delete(&tx, id).await?;
+        if deleted {
+            audit::record(
+                &tx,
+                caller
+                    .audit(Action::ApiTokenRevoked)
+                    .target(target.id, target.role),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// `target`'s unexpired API tokens, newest first, for `target` and those who manage them.
+    pub async fn api_tokens_of(&self, viewer: &User, target: &User) -> AppResult<Vec<ApiToken>> {
+        rules::check_credentials(viewer, target)?;
+        Ok(api_tokens::list_live(self.db().conn(), target.id, db::now()).await?)
+    }
+
+    /// The enabled user an unexpired API token belongs to.
+    pub(super) async fn authenticate_api_token(&self, token: &str) -> AppResult<Signed> {
+        let now = db::now();
+        let hash = tokens::hash_token(token);
+        let row = api_tokens::by_hash(self.db().conn(), &hash, now)
+            .await?
+            .ok_or(super::accounts::INVALID_TOKEN)?;
+        let user = user_queries::by_id(self.db().conn(), row.user_id)
+            .await?
+            .filter(|user| !user.disabled)
+            .ok_or(super::accounts::INVALID_TOKEN)?;
+        if row.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
+            // Bookkeeping only: a failure here must not fail the request.
+            if let Err(err) = api_tokens::touch(self.db().writer(), row.id, now).await {
+                tracing::warn!(error = %err, "recording an API token's use");
+            }
+        }
+        Ok(Signed {
+            user,
+            credential: Credential::ApiToken(row.id),
+        })
+    }
+}

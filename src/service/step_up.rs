@@ -1,0 +1,112 @@
+//! Step-up verification: sensitive actions need a recent login, or the password (the TOTP code
+//! when two-factor login is on) given again.
+
+use super::{Caller, Service, Subject, validation};
+use crate::db::entities::user::Model as User;
+use crate::db::{self, sessions, totp as totp_rows};
+use crate::error::{AppError, AppResult};
+
+/// What a caller gives to prove it is still them. No `Debug`: it holds a password.
+#[derive(Clone, Default)]
+pub struct Verification {
+    pub password: Option<String>,
+    pub totp_code: Option<String>,
+}
+
+impl Verification {
+    fn is_empty(&self) -> bool {
+        self.password.is_none() && self.totp_code.is_none()
+    }
+}
+
+impl Service {
+    /// Lets a sensitive action through when the caller's session logged in within the step-up
+    /// window (or verified since), or when `verification` is right. A refresh does not count.
+    /// API tokens are refused outright.
+    pub(super) async fn step_up(
+        &self,
+        caller: &Caller<'_>,
+        verification: Option<&Verification>,
+    ) -> AppResult<()> {
+        let session_id = caller.session()?;
+        if let Some(verification) = verification.filter(|v| !v.is_empty()) {
+            return self.verify(caller, session_id, verification).await;
+        }
+        let session = sessions::find(self.db().writer(), session_id)
+            .await?
+            .ok_or(super::accounts::INVALID_TOKEN)?;
+        let proved = session
+            .verified_at
+            .map_or(session.created_at, |at| at.max(session.created_at));
+        let window =
+            chrono::Duration::from_std(self.0.step_up_window).unwrap_or(chrono::Duration::MAX);
+        if db::now().signed_duration_since(proved) <= window {
+            Ok(())
+        } else {
+            Err(AppError::VerificationRequired(
+                "This action needs verification: give your password, or your TOTP code when two-factor login is on",
+            ))
+        }
+    }
+
+    /// Checks `verification` for the caller, counted by the account throttle, and records
+    /// the success on the session. With two-factor login on, only a TOTP (or recovery) code
+    /// will do.
+    pub(super) async fn verify(
+        &self,
+        caller: &Caller<'_>,
+        session_id: uuid::Uuid,
+        verification: &Verification,
+    ) -> AppResult<()> {
+        let user = caller.user;
+        let totp = totp_rows::get(self.db().writer(), user.id)
+            .await?
+            .filter(|row| row.confirmed_at.is_some());
+        if let Some(totp) = totp {
+            let Some(code) = verification.totp_code.as_deref() else {
+                return Err(AppError::VerificationRequired(
+                    "Two-factor login is on: give a TOTP code (or a recovery code)",
+                ));
+            };
+            self.check_code_field(code, "verification.totpCode")?;
+            self.reserve_attempt(&Subject::User(user.id)).await?;
+            if !self
+                .second_factor(user, &totp, code, true, caller.ip)
+                .await?
+            {
+                return Err(AppError::field("verification.totpCode", "is incorrect"));
+            }
+            self.clear_attempts(&Subject::User(user.id)).await?;
+        } else {
+            let Some(password) = verification.password.as_deref() else {
+                return Err(AppError::VerificationRequired("Give your password"));
+            };
+            if let Err(message) = validation::given_password(password) {
+                return Err(AppError::field("verification.password", message));
+            }
+            if !self.password_matches(user, password).await? {
+                return Err(AppError::field("verification.password", "is incorrect"));
+            }
+        }
+        sessions::mark_verified(self.db().writer(), session_id).await?;
+        Ok(())
+    }
+
+    /// Checks `user`'s password, counted by the account throttle.
+    async fn password_matches(&self, user: &User, password: &str) -> AppResult<bool> {
+        self.check_password(
+            &Subject::User(user.id),
+            password,
+            Some(user.password_hash.clone()),
+        )
+        .await
+    }
+
+    /// Refuses a code that could never be right before anything is counted.
+    pub(super) fn check_code_field(&self, code: &str, field: &str) -> AppResult<()> {
+        if code.len() > 64 || code.contains('\0') {
+            return Err(AppError::field(field, "must be a TOTP or recovery code"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! Two-factor login with TOTP: setup, confirmation, turning it off, and checking codes.
+
+use std::net::IpAddr;
+
+use super::{Caller, Service, Subject, Verification, rules};
+use crate::auth::totp;
+use crate::db::audit::{self, Action, NewEntry};
+use crate::db::entities::user::Model as User;
+use crate::db::entities::user_totp::Model as UserTotp;
+use crate::db::totp as totp_rows;
+use crate::error::{AppError, AppResult};
+
+/// What `enableTotp` shows once: the secret, as text and as an `otpauth://` URI, and the
+/// recovery codes. None of it is shown again.
+pub struct TotpSetup {
+    pub secret: String,
+    pub uri: String,
+    pub recovery_codes: Vec<String>,
+}
+
+impl Service {
+    /// Starts two-factor setup with a new secret and recovery codes; nothing is enforced until
+    /// [`Self::confirm_totp`]. Starting again before confirming replaces the pending secret.
+    pub async fn enable_totp(&self, caller: &Caller<'_>) -> AppResult<TotpSetup> {
+        self.writable()?;
+        caller.session()?;
+        let user = caller.user;
+        if totp_rows::get(self.db().writer(), user.id)
+            .await?
+            .is_some_and(|row| row.confirmed_at.is_some())
+        {
+            return Err(AppError::Forbidden(
+                "Two-factor login is already on; turn it off first to set it up again",
+            ));
+        }
+        let secret = totp::new_secret();
+        let uri = totp::uri(&secret, &user.username)?;
+        let (recovery_codes, hashes): (Vec<String>, Vec<String>) =
+            totp::new_recovery_codes().into_iter().unzip();
+        let tx = self.db().begin_write().await?;
+        totp_rows::start(&tx, user.id, secret.clone(), hashes).await?;
+        audit::record(
+            &tx,
+            caller
+                .audit(Action::TotpSetupStarted)
+                .target(user.id, user.role),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TotpSetup {
+            secret,
+            uri,
+            recovery_codes,
+        })
+    }
+
+    /// Turns two-factor login on with a current code from the app just set up.
+    pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
+        self.writable()?;
+        caller.session()?;
+        let user = caller.user;
+        self.check_code_field(code, "code")?;
+        let Some(pending) = totp_rows::get(self.db().writer(), user.id)
+            .await?
+            .filter(|row| row.confirmed_at.is_none())
+        else {
+            return Err(AppError::Forbidden(
+                "There is no two-factor setup to confirm: call enableTotp first",
+            ));
+        };
+        let subject = Subject::User(user.id);
+        self.reserve_attempt(&subject).await?;
+        let Some(step) = totp::check(&pending.secret, code, totp::unix_now())? else {
+            return Err(AppError::field("code", "is incorrect"));
+        };
+        let tx = self.db().begin_write().await?;
+        if !totp_rows::confirm(&tx, user.id, step).await? {
+            tx.rollback().await?;
+            return Err(AppError::Forbidden(
+                "There is no two-factor setup to confirm: call enableTotp first",
+            ));
+        }
+        audit::record(
+            &tx,
+            caller.audit(Action::TotpEnabled).target(user.id, user.role),
+        )
+        .await?;
+        tx.commit().await?;
+        self.clear_attempts(&subject).await?;
+        Ok(true)
+    }
+
+    /// Turns two-factor login off (or drops an unconfirmed setup) after a verification, which
+    /// is always needed here: the TOTP code when it is on, else the password. Whether there
+    /// was anything to turn off.
+    pub async fn disable_totp(
+        &self,
+        caller: &Caller<'_>,
+        verification: &Verification,
+    ) -> AppResult<bool> {
+        self.writable()?;
+        let session = caller.session()?;
+        self.verify(caller, session, verification).await?;
+        let user = caller.user;
+        let tx = self.db().begin_write().await?;
+        let existed = totp_rows::remove(&tx, user.id).await?;
+        if existed {
+            audit::record(
+                &tx,
+                caller
+                    .audit(Action::TotpDisabled)
+                    .target(user.id, user.role),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(existed)
+    }
+
+    /// Whether `target` has two-factor login on, for themselves and those who manage them.
+    pub async fn totp_enabled(&self, viewer: &User, target: &User) -> AppResult<bool> {
+        rules::check_credentials(viewer, target)?;
+        Ok(totp_rows::get(self.db().conn(), target.id)
+            .await?
+            .is_some_and(|row| row.confirmed_at.is_some()))
+    }
+
+    /// `user`'s confirmed two-factor settings, if they have it on.
+    pub(super) async fn totp_of(&self, user: &User) -> AppResult<Option<UserTotp>> {
+        Ok(totp_rows::get(self.db().writer(), user.id)
+            .await?
+            .filter(|row| row.confirmed_at.is_some()))
+    }
+
+    /// Checks a second factor: a TOTP code of now or one step either side that no earlier
+    /// check accepted, or (with `allow_recovery`) an unused recovery code, which is then used
+    /// up. The caller counts the attempt.
+    pub(super) async fn second_factor(
+        &self,
+        user: &User,
+        totp: &UserTotp,
+        code: &str,
+        allow_recovery: bool,
+        ip: Option<IpAddr>,
+    ) -> AppResult<bool> {
+        if totp::is_recovery_code(code) {
+            if !allow_recovery {
+                return Ok(false);
+            }
+            let tx = self.db().begin_write().await?;
+            let used =
+                totp_rows::use_recovery_code(&tx, user.id, &totp::hash_recovery_code(code)).await?;
+            if used {
+                audit::record(
+                    &tx,
+                    NewEntry::new(Action::RecoveryCodeUsed, Some(user.id), ip)
+                        .target(user.id, user.role),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(used);
+        }
+        let Some(step) = totp::check(&totp.secret, code, totp::unix_now())? else {
+            return Ok(false);
+        };
+        // A code is accepted once: replaying it, or an earlier one, fails.
+        Ok(totp_rows::accept_step(self.db().writer(), user.id, step).await?)
+    }
+}
