@@ -71,7 +71,11 @@ async fn create_via_service(app: &TestApp, username: &str, role: rollcall::db::R
         password: PASSWORD.into(),
         ..Default::default()
     };
-    let user = app.server().service.create_user(None, input, role, None).await;
+    let user = app
+        .server()
+        .service
+        .create_user(None, input, role, None)
+        .await;
     user.expect("service creates the user").id.to_string()
 }
 

@@ -73,6 +73,15 @@ pub async fn delete(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> 
     Ok(Tokens::delete_by_id(id).exec(db).await?.rows_affected > 0)
 }
 
+/// Deletes every token of `user_id`; how many.
+pub async fn delete_for_user(db: &impl ConnectionTrait, user_id: Uuid) -> Result<u64, DbErr> {
+    Ok(Tokens::delete_many()
+        .filter(Column::UserId.eq(user_id))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 /// Records a use of token `id` at `now`.
 pub async fn touch(db: &impl ConnectionTrait, id: Uuid, now: DateTime<Utc>) -> Result<(), DbErr> {
     Tokens::update_many()

@@ -17,6 +17,8 @@ use crate::config::Settings;
 const PASSWORD_FIELDS: [&str; 3] = ["login", "register", "createUser"];
 /// `updateUser` checks or hashes a password only when its input sets one of these.
 const UPDATE_PASSWORD_INPUTS: [&str; 2] = ["password", "currentPassword"];
+/// Any field whose step-up `verification` gives a password checks it.
+const VERIFICATION_PASSWORD: [&str; 1] = ["password"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -140,8 +142,8 @@ impl Extension for DocumentCheck {
         }
         if counts.password_checks > 1 {
             return Err(refusal(format!(
-                "The document selects {} fields that check or set a password ({}, or updateUser \
-                 with a password); send one per request",
+                "The document selects {} fields that check or set a password ({}, updateUser \
+                 with a password, or a verification with a password); send one per request",
                 counts.password_checks,
                 PASSWORD_FIELDS.join(", ")
             )));
@@ -278,15 +280,19 @@ fn password_checks(
             Selection::Field(field) => {
                 let field = &field.node;
                 let name = field.name.node.as_str();
+                // Whether argument `argument` sets one of `keys`.
+                let sets = |argument: &str, keys: &[&str]| {
+                    field.arguments.iter().any(|(name, value)| {
+                        // An undefined variable counts as unset.
+                        let filled = value.node.clone().into_const_with(|name| {
+                            Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(Value::Null))
+                        });
+                        name.node == argument && filled.is_ok_and(|v| sets_any(&v, keys))
+                    })
+                };
                 let checks = PASSWORD_FIELDS.contains(&name)
-                    || (name == "updateUser"
-                        && field.arguments.iter().any(|(argument, value)| {
-                            // An undefined variable counts as unset.
-                            let filled = value.node.clone().into_const_with(|name| {
-                                Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(Value::Null))
-                            });
-                            argument.node == "input" && filled.is_ok_and(|v| sets_password(&v))
-                        }));
+                    || (name == "updateUser" && sets("input", &UPDATE_PASSWORD_INPUTS))
+                    || sets("verification", &VERIFICATION_PASSWORD);
                 usize::from(checks)
             }
             Selection::FragmentSpread(spread) => {
@@ -316,10 +322,10 @@ fn password_checks(
     count
 }
 
-/// Whether an `UpdateUserInput` value (its variables filled in) sets a password field.
-fn sets_password(input: &Value) -> bool {
+/// Whether an input object value (its variables filled in) sets one of `keys`.
+fn sets_any(input: &Value, keys: &[&str]) -> bool {
     match input {
-        Value::Object(object) => UPDATE_PASSWORD_INPUTS
+        Value::Object(object) => keys
             .iter()
             .any(|key| object.get(*key).is_some_and(|v| *v != Value::Null)),
         _ => false,
@@ -392,6 +398,22 @@ mod tests {
         assert_eq!(counts(&edit("$input"), vars).password_checks, 0);
         let vars = serde_json::json!({"input": {"currentPassword": "x"}});
         assert_eq!(counts(&edit("$input"), vars).password_checks, 1);
+    }
+
+    #[test]
+    fn a_verification_password_counts_once_per_field() {
+        let none = serde_json::json!({});
+        let set_role = r#"setRole(id: "1", role: ADMIN, verification: {password: "x"}) { id }"#;
+        let by_code = r#"setRole(id: "1", role: ADMIN, verification: {totpCode: "1"}) { id }"#;
+        let admin = r#"createUser(input: {username: "a", email: "a@b.c", password: "p"}, verification: {password: "x"}) { id }"#;
+        let count = |query: String| counts(&query, none.clone()).password_checks;
+        assert_eq!(count(format!("mutation {{ {set_role} }}")), 1);
+        assert_eq!(count(format!("mutation {{ {by_code} }}")), 0);
+        assert_eq!(count(format!("mutation {{ {admin} }}")), 1);
+        assert_eq!(
+            count(format!("mutation {{ a: {set_role} b: {set_role} }}")),
+            2
+        );
     }
 
     #[test]

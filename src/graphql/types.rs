@@ -102,18 +102,7 @@ impl UserObject {
 
     /// The account that created this one with `createUser`; null when self-registered.
     async fn created_by(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
-        let Some(creator) = self.model.created_by else {
-            return Ok(None);
-        };
-        let loader = ctx
-            .data::<RequestLoader>()
-            .map_err(|_| AppError::internal("user loader missing"))?
-            .get();
-        let user = loader
-            .load_one(creator)
-            .await
-            .map_err(|err| AppError::internal_from("loading createdBy", err))?;
-        Ok(user.map(UserObject::new))
+        load_user(ctx, self.model.created_by).await
     }
 
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
@@ -293,7 +282,8 @@ impl AuditEntryObject {
     }
 }
 
-/// User `id` through the request's loader.
+/// User `id` through the request's loader: every such field of a response level is read in one
+/// batched query.
 async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<UserObject>> {
     let Some(id) = id else {
         return Ok(None);
@@ -305,7 +295,7 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<User
     let user = loader
         .load_one(id)
         .await
-        .map_err(|err| AppError::internal_from("loading a user", err))?;
+        .map_err(|err| AppError::internal_from("loading a user by id", err))?;
     Ok(user.map(UserObject::new))
 }
 

@@ -12,7 +12,7 @@ use super::{Caller, Service, Subject, Verification, rules};
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
-use crate::db::{self, UniqueViolation, sessions, unique_violation};
+use crate::db::{self, UniqueViolation, api_tokens, sessions, unique_violation};
 use crate::error::{AppError, AppResult};
 
 /// Fields of a new account, as the client sent them. No `Debug`: it holds a password.
@@ -339,6 +339,10 @@ impl Service {
         };
         if revoke {
             sessions::revoke_all_for_user(&tx, target.id).await?;
+        }
+        if changes.disabled == Some(true) {
+            // Disabling ends every credential: enabling again does not revive old tokens.
+            api_tokens::delete_for_user(&tx, target.id).await?;
         }
         audit::record(
             &tx,

@@ -1,0 +1,405 @@
+//! API tokens and the audit trail over HTTP: tokens shown once and stored hashed, acting for
+//! queries only, issued by managers, stopped by revocation, expiry, disabling and deletion;
+//! audit entries for every kind of change, who sees which, and their pagination.
+
+mod support;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok, new_user};
+
+const CREATE_TOKEN: &str = "mutation($name: String!, $expiresAt: DateTime, $userId: ID) { createApiToken(name: $name, expiresAt: $expiresAt, userId: $userId) { token apiToken { id name createdAt lastUsedAt expiresAt } } }";
+const REVOKE_TOKEN: &str = "mutation($id: ID!) { revokeApiToken(id: $id) }";
+const MY_TOKENS: &str = "{ me { apiTokens { id name lastUsedAt expiresAt } } }";
+const USER_TOKENS: &str = "query($id: ID!) { user(id: $id) { apiTokens { id name } } }";
+const AUDIT: &str = "query($first: Int, $after: String, $filter: AuditFilter) { auditLog(first: $first, after: $after, filter: $filter) { edges { cursor node { id at action actorId targetId ip fields actor { username } target { username } } } pageInfo { hasNextPage hasPreviousPage endCursor } } }";
+
+/// Creates an API token as `session`; returns (token, id).
+async fn create_token(app: &TestApp, session: &Session, variables: Value) -> (String, String) {
+    let body = app
+        .gql(Some(&session.access), CREATE_TOKEN, variables)
+        .await;
+    assert_ok(&body);
+    let payload = &body["data"]["createApiToken"];
+    (
+        payload["token"].as_str().expect("token").to_owned(),
+        payload["apiToken"]["id"].as_str().expect("id").to_owned(),
+    )
+}
+
+async fn scalar(app: &TestApp, sql: &str) -> Vec<String> {
+    let db = app.database().await;
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("text"))
+        .collect()
+}
+
+async fn tokens_act_for_queries_and_never_manage(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let (token, id) = create_token(&app, &owner, json!({"name": "backup script"})).await;
+    assert!(token.starts_with("rc_"), "{token}");
+
+    // Acts as its user for queries.
+    let me = app.me(&token).await;
+    assert_ok(&me);
+    assert_eq!(me["data"]["me"]["username"], "alice");
+    let users = app
+        .gql(Some(&token), support::USERS, json!({"first": 5}))
+        .await;
+    assert_ok(&users);
+
+    // Listed without the token; only its SHA-256 is stored.
+    let listed = app.gql(Some(&owner.access), MY_TOKENS, json!({})).await;
+    assert_ok(&listed);
+    let tokens = listed["data"]["me"]["apiTokens"].as_array().expect("list");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0]["id"], id.as_str());
+    assert_eq!(tokens[0]["name"], "backup script");
+    assert!(!tokens[0]["lastUsedAt"].is_null(), "its use was recorded");
+    assert!(!listed.to_string().contains(&token));
+    let stored = scalar(&app, "SELECT token_hash FROM api_tokens").await;
+    assert_eq!(stored, vec![hex::encode(Sha256::digest(token.as_bytes()))]);
+
+    // Every management and credential mutation needs an interactive session.
+    let attempts = [
+        (
+            support::CREATE_USER,
+            json!({"input": new_user("carol", "STANDARD")}),
+        ),
+        (
+            support::UPDATE_USER,
+            json!({"id": owner.id, "input": {"firstName": "A"}}),
+        ),
+        (
+            support::UPDATE_USER,
+            json!({"id": bob, "input": {"disabled": true}}),
+        ),
+        (support::DELETE_USER, json!({"id": bob})),
+        (support::SET_ROLE, json!({"id": bob, "role": "ADMIN"})),
+        (CREATE_TOKEN, json!({"name": "another"})),
+        (REVOKE_TOKEN, json!({"id": id})),
+        ("mutation { logoutEverywhere }", json!({})),
+        (
+            "mutation($id: ID!) { revokeSession(id: $id) }",
+            json!({"id": uuid::Uuid::nil()}),
+        ),
+        ("mutation { enableTotp { secret } }", json!({})),
+        ("mutation { confirmTotp(code: \"123456\") }", json!({})),
+        (
+            "mutation { disableTotp(verification: {password: \"x\"}) }",
+            json!({}),
+        ),
+    ];
+    for (query, variables) in attempts {
+        let body = app.gql(Some(&token), query, variables).await;
+        assert_code(&body, "FORBIDDEN");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("interactive session"), "{query}: {body}");
+    }
+    // Nothing changed: bob is still there and the token still works.
+    assert_ok(&app.user_by_id(&owner, &bob).await);
+    assert_ok(&app.me(&token).await);
+
+    // A forged token with the prefix is refused like any bad token.
+    assert_code(&app.me("rc_not-a-real-token").await, "UNAUTHENTICATED");
+}
+
+async fn revocation_expiry_disabling_and_deletion_stop_tokens(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob_id = app.create_user(&owner, "bob", "STANDARD").await;
+    let bob = app.login_as("bob").await;
+
+    let (revoked, revoked_id) = create_token(&app, &bob, json!({"name": "one"})).await;
+    assert_ok(&app.me(&revoked).await);
+    let body = app
+        .gql(Some(&bob.access), REVOKE_TOKEN, json!({"id": revoked_id}))
+        .await;
+    assert_eq!(body["data"]["revokeApiToken"], true, "{body}");
+    assert_code(&app.me(&revoked).await, "UNAUTHENTICATED");
+    // Gone: a manager is told so; anyone else is refused as for any token not their own, so
+    // that whether an id exists does not show.
+    let again = app
+        .gql(Some(&owner.access), REVOKE_TOKEN, json!({"id": revoked_id}))
+        .await;
+    assert_eq!(again["data"]["revokeApiToken"], false, "{again}");
+    let again = app
+        .gql(Some(&bob.access), REVOKE_TOKEN, json!({"id": revoked_id}))
+        .await;
+    assert_code(&again, "FORBIDDEN");
+
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (expiring, _) = create_token(
+        &app,
+        &bob,
+        json!({"name": "short", "expiresAt": soon.to_rfc3339()}),
+    )
+    .await;
+    assert_ok(&app.me(&expiring).await);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_code(&app.me(&expiring).await, "UNAUTHENTICATED");
+
+    // Disabling stops the token at once, and enabling again does not revive it.
+    let (kept, _) = create_token(&app, &bob, json!({"name": "kept"})).await;
+    assert_ok(&app.me(&kept).await);
+    assert_ok(&app.disable(&owner, &bob_id).await);
+    assert_code(&app.me(&kept).await, "UNAUTHENTICATED");
+    assert_ok(
+        &app.update_user(&owner, &bob_id, json!({"disabled": false}))
+            .await,
+    );
+    assert_code(&app.me(&kept).await, "UNAUTHENTICATED");
+
+    // Deleting the user stops the tokens an admin issued for them.
+    let issued = app
+        .gql(
+            Some(&owner.access),
+            CREATE_TOKEN,
+            json!({"name": "issued", "userId": bob_id}),
+        )
+        .await;
+    assert_ok(&issued);
+    let issued = issued["data"]["createApiToken"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(app.me(&issued).await["data"]["me"]["id"], bob_id.as_str());
+    assert_ok(&app.delete_user(&owner, &bob_id).await);
+    assert_code(&app.me(&issued).await, "UNAUTHENTICATED");
+}
+
+async fn managers_issue_and_see_tokens_of_users_they_manage(app: TestApp) {
+    let owner = app.register("alice").await;
+    let admin = app.user_with_role(&owner, "adele", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
+
+    // An admin issues a token for a standard user: it acts as that user.
+    let (for_bob, for_bob_id) =
+        create_token(&app, &admin, json!({"name": "ci", "userId": bob.id})).await;
+    assert_eq!(app.me(&for_bob).await["data"]["me"]["id"], bob.id.as_str());
+    let seen = app
+        .gql(Some(&admin.access), USER_TOKENS, json!({"id": bob.id}))
+        .await;
+    assert_ok(&seen);
+    assert_eq!(
+        seen["data"]["user"]["apiTokens"][0]["id"],
+        for_bob_id.as_str()
+    );
+    // Bob sees it among his own.
+    let own = app.gql(Some(&bob.access), MY_TOKENS, json!({})).await;
+    assert_eq!(own["data"]["me"]["apiTokens"][0]["id"], for_bob_id.as_str());
+
+    // Nobody issues for, or sees the tokens of, someone they do not manage.
+    for (actor, target) in [(&admin, &owner.id), (&bob, &carol.id), (&admin, &admin.id)] {
+        let body = app
+            .gql(
+                Some(&actor.access),
+                CREATE_TOKEN,
+                json!({"name": "x", "userId": target}),
+            )
+            .await;
+        if actor.id == *target {
+            assert_ok(&body);
+        } else {
+            assert_code(&body, "FORBIDDEN");
+        }
+    }
+    let hidden = app
+        .gql(Some(&admin.access), USER_TOKENS, json!({"id": owner.id}))
+        .await;
+    assert_code(&hidden, "FORBIDDEN");
+
+    // Revocation: the admin may revoke bob's token; carol may not revoke it.
+    let refused = app
+        .gql(Some(&carol.access), REVOKE_TOKEN, json!({"id": for_bob_id}))
+        .await;
+    assert_code(&refused, "FORBIDDEN");
+    assert_ok(&app.me(&for_bob).await);
+    let revoked = app
+        .gql(Some(&admin.access), REVOKE_TOKEN, json!({"id": for_bob_id}))
+        .await;
+    assert_eq!(revoked["data"]["revokeApiToken"], true, "{revoked}");
+    assert_code(&app.me(&for_bob).await, "UNAUTHENTICATED");
+}
+
+async fn token_input_is_validated(app: TestApp) {
+    let owner = app.register("alice").await;
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let body = app
+        .gql(
+            Some(&owner.access),
+            CREATE_TOKEN,
+            json!({"name": "  ", "expiresAt": past}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let fields = &body["errors"][0]["extensions"]["fields"];
+    assert!(fields["name"].is_string(), "{body}");
+    assert!(fields["expiresAt"].is_string(), "{body}");
+    let missing = app
+        .gql(
+            Some(&owner.access),
+            CREATE_TOKEN,
+            json!({"name": "x", "userId": uuid::Uuid::now_v7()}),
+        )
+        .await;
+    assert_code(&missing, "NOT_FOUND");
+}
+
+/// The audit entries `session` may read, newest first, with `variables`.
+async fn audit(app: &TestApp, session: &Session, variables: Value) -> Value {
+    app.gql(Some(&session.access), AUDIT, variables).await
+}
+
+fn actions(body: &Value) -> Vec<String> {
+    body["data"]["auditLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no audit page: {body}"))
+        .iter()
+        .map(|edge| edge["node"]["action"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+async fn the_audit_trail_records_every_kind_of_change(app: TestApp) {
+    let owner = app.register("alice").await;
+    let admin = app.user_with_role(&owner, "adele", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    assert_ok(
+        &app.update_user(
+            &owner,
+            &bob.id,
+            json!({"firstName": "Bob", "phone": "+1 555"}),
+        )
+        .await,
+    );
+    // A refused change leaves no entry: the entry is written with the change or not at all.
+    let taken = app
+        .update_user(&owner, &bob.id, json!({"email": "adele@example.com"}))
+        .await;
+    assert_code(&taken, "CONFLICT");
+    let (_, token_id) = create_token(&app, &bob, json!({"name": "script"})).await;
+    assert_ok(
+        &app.gql(Some(&bob.access), REVOKE_TOKEN, json!({"id": token_id}))
+            .await,
+    );
+    assert_ok(&app.set_role(&owner, &admin.id, "STANDARD").await);
+    assert_ok(&app.logout(&bob.refresh).await);
+
+    let all = audit(&app, &owner, json!({"first": 50})).await;
+    assert_ok(&all);
+    assert_eq!(
+        actions(&all),
+        [
+            "LOGGED_OUT",
+            "ROLE_CHANGED",
+            "API_TOKEN_REVOKED",
+            "API_TOKEN_CREATED",
+            "USER_UPDATED",
+            "LOGGED_IN",
+            "USER_CREATED",
+            "LOGGED_IN",
+            "USER_CREATED",
+            "USER_REGISTERED",
+        ]
+    );
+    let edges = all["data"]["auditLog"]["edges"].as_array().expect("edges");
+    let updated = &edges[4]["node"];
+    assert_eq!(updated["actorId"], owner.id.as_str());
+    assert_eq!(updated["targetId"], bob.id.as_str());
+    assert_eq!(updated["actor"]["username"], "alice");
+    assert_eq!(updated["target"]["username"], "bob");
+    assert_eq!(updated["fields"], json!(["firstName", "phone"]));
+    assert_eq!(updated["ip"], "127.0.0.1");
+    assert_eq!(edges[1]["node"]["fields"], json!(["role"]));
+    // Never a secret: no password, token or hash in the stored entries.
+    let stored = scalar(
+        &app,
+        "SELECT action || ' ' || fields || ' ' || COALESCE(ip, '') FROM audit_log",
+    )
+    .await
+    .join("\n");
+    assert!(
+        !stored.contains(PASSWORD) && !stored.contains("$argon2"),
+        "{stored}"
+    );
+
+    // Filters.
+    let created = audit(
+        &app,
+        &owner,
+        json!({"filter": {"action": "USER_CREATED", "targetId": bob.id}}),
+    )
+    .await;
+    assert_eq!(actions(&created), ["USER_CREATED"]);
+    let by_bob = audit(&app, &owner, json!({"filter": {"actorId": bob.id}})).await;
+    assert_eq!(
+        actions(&by_bob),
+        [
+            "LOGGED_OUT",
+            "API_TOKEN_REVOKED",
+            "API_TOKEN_CREATED",
+            "LOGGED_IN"
+        ]
+    );
+
+    // Keyset pages, newest first, with no overlap.
+    let first = audit(&app, &owner, json!({"first": 4})).await;
+    assert_eq!(first["data"]["auditLog"]["pageInfo"]["hasNextPage"], true);
+    let cursor = first["data"]["auditLog"]["pageInfo"]["endCursor"].clone();
+    let second = audit(&app, &owner, json!({"first": 4, "after": cursor})).await;
+    assert_eq!(
+        [actions(&first), actions(&second)].concat(),
+        actions(&all)[..8].to_vec()
+    );
+    assert_eq!(
+        second["data"]["auditLog"]["pageInfo"]["hasPreviousPage"],
+        true
+    );
+}
+
+async fn admins_read_entries_about_standard_users_and_themselves(app: TestApp) {
+    let owner = app.register("alice").await;
+    let admin = app.user_with_role(&owner, "adele", "ADMIN").await;
+    let other_admin = app.user_with_role(&owner, "otto", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+
+    let seen = audit(&app, &admin, json!({"first": 50})).await;
+    assert_ok(&seen);
+    let edges = seen["data"]["auditLog"]["edges"].as_array().expect("edges");
+    let targets: Vec<&str> = edges
+        .iter()
+        .map(|edge| edge["node"]["targetId"].as_str().unwrap_or(""))
+        .collect();
+    assert!(targets.contains(&bob.id.as_str()), "{seen}");
+    assert!(targets.contains(&admin.id.as_str()), "{seen}");
+    assert!(
+        targets.iter().all(|id| *id == bob.id || *id == admin.id),
+        "only bob's and adele's own entries: {seen}"
+    );
+    assert!(!targets.contains(&other_admin.id.as_str()));
+    assert!(!targets.contains(&owner.id.as_str()));
+
+    let refused = audit(&app, &bob, json!({})).await;
+    assert_code(&refused, "FORBIDDEN");
+    let with_token = create_token(&app, &owner, json!({"name": "reader"}))
+        .await
+        .0;
+    let by_token = app.gql(Some(&with_token), AUDIT, json!({})).await;
+    assert_ok(&by_token);
+}
+
+backend_tests!(
+    tokens_act_for_queries_and_never_manage,
+    revocation_expiry_disabling_and_deletion_stop_tokens,
+    managers_issue_and_see_tokens_of_users_they_manage,
+    token_input_is_validated,
+    the_audit_trail_records_every_kind_of_change,
+    admins_read_entries_about_standard_users_and_themselves,
+);

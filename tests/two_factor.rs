@@ -1,0 +1,294 @@
+//! Two-factor login and step-up verification over HTTP: TOTP setup and confirmation, codes
+//! accepted once, recovery codes used once, the throttle counting wrong codes, and sensitive
+//! actions refused after the step-up window until the password or code is given again, which
+//! a refresh does not get around.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok, new_user};
+use totp_rs::{Builder, Secret};
+
+const ENABLE: &str = "mutation { enableTotp { secret uri recoveryCodes } }";
+const CONFIRM: &str = "mutation($code: String!) { confirmTotp(code: $code) }";
+const DISABLE: &str = "mutation($v: VerificationInput!) { disableTotp(verification: $v) }";
+const TOTP_ENABLED: &str = "{ me { totpEnabled } }";
+const SET_ROLE: &str = "mutation($id: ID!, $role: Role!, $v: VerificationInput) { setRole(id: $id, role: $role, verification: $v) { role } }";
+const DELETE: &str =
+    "mutation($id: ID!, $v: VerificationInput) { deleteUser(id: $id, verification: $v) }";
+const CREATE_ADMIN: &str = "mutation($input: CreateUserInput!, $v: VerificationInput) { createUser(input: $input, verification: $v) { id } }";
+const CREATE_TOKEN: &str =
+    "mutation($v: VerificationInput) { createApiToken(name: \"t\", verification: $v) { token } }";
+
+/// The code an authenticator app shows for `secret` at `offset` seconds from now.
+fn code(secret: &str, offset: i64) -> String {
+    let totp = Builder::new()
+        .with_secret(Secret::try_from_base32(secret).expect("base32 secret"))
+        .build()
+        .expect("totp");
+    let at = u64::try_from(chrono::Utc::now().timestamp() + offset).expect("time");
+    totp.generate(at).to_string()
+}
+
+/// Starts and confirms two-factor login for `session`; returns the secret, the recovery codes
+/// and the code that confirmed.
+async fn turn_on(app: &TestApp, session: &Session) -> (String, Vec<String>, String) {
+    let setup = app.gql(Some(&session.access), ENABLE, json!({})).await;
+    assert_ok(&setup);
+    let secret = setup["data"]["enableTotp"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let codes = setup["data"]["enableTotp"]["recoveryCodes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    let confirming = code(&secret, 0);
+    let confirmed = app
+        .gql(Some(&session.access), CONFIRM, json!({"code": confirming}))
+        .await;
+    assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
+    (secret, codes, confirming)
+}
+
+async fn login_with(app: &TestApp, login: &str, password: &str, totp: Option<&str>) -> Value {
+    app.gql(
+        None,
+        support::LOGIN,
+        json!({"input": {"login": login, "password": password, "totpCode": totp}}),
+    )
+    .await
+}
+
+async fn totp_is_enforced_once_confirmed(app: TestApp) {
+    let alice = app.register("alice").await;
+    let setup = app.gql(Some(&alice.access), ENABLE, json!({})).await;
+    assert_ok(&setup);
+    let payload = &setup["data"]["enableTotp"];
+    let secret = payload["secret"].as_str().expect("secret").to_owned();
+    let uri = payload["uri"].as_str().expect("uri");
+    assert!(uri.starts_with("otpauth://totp/rollcall:alice?"), "{uri}");
+    assert!(uri.contains(&format!("secret={secret}")), "{uri}");
+    assert_eq!(payload["recoveryCodes"].as_array().map(Vec::len), Some(10));
+
+    // Not enforced before confirmation; a wrong code does not confirm.
+    assert_ok(&login_with(&app, "alice", PASSWORD, None).await);
+    let me = app.gql(Some(&alice.access), TOTP_ENABLED, json!({})).await;
+    assert_eq!(me["data"]["me"]["totpEnabled"], false);
+    let wrong = app
+        .gql(Some(&alice.access), CONFIRM, json!({"code": "000000"}))
+        .await;
+    assert_code(&wrong, "BAD_USER_INPUT");
+
+    // Starting again replaces the pending secret; the new one confirms.
+    let (secret, recovery, confirming) = turn_on(&app, &alice).await;
+    let me = app.gql(Some(&alice.access), TOTP_ENABLED, json!({})).await;
+    assert_eq!(me["data"]["me"]["totpEnabled"], true);
+    // The secret is never shown again.
+    let again = app.gql(Some(&alice.access), ENABLE, json!({})).await;
+    assert_code(&again, "FORBIDDEN");
+    assert!(!again.to_string().contains(&secret));
+
+    // Without a code, or with a wrong one: TOTP_REQUIRED. A wrong password: as ever.
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, None).await,
+        "TOTP_REQUIRED",
+    );
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some("123456")).await,
+        "TOTP_REQUIRED",
+    );
+    assert_code(
+        &login_with(&app, "alice", "wrong password", Some(&code(&secret, 30))).await,
+        "UNAUTHENTICATED",
+    );
+
+    // The code that confirmed cannot log in (no replay); the next step's code can, once.
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some(&confirming)).await,
+        "TOTP_REQUIRED",
+    );
+    let next = code(&secret, 30);
+    let session = login_with(&app, "alice", PASSWORD, Some(&next)).await;
+    assert_ok(&session);
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some(&next)).await,
+        "TOTP_REQUIRED",
+    );
+
+    // A recovery code works once, in any case and without its dashes.
+    let typed = recovery[0].to_lowercase().replace('-', "");
+    assert_ok(&login_with(&app, "alice", PASSWORD, Some(&typed)).await);
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some(&recovery[0])).await,
+        "TOTP_REQUIRED",
+    );
+
+    // Turning it off needs the second factor, not the password.
+    let by_password = app
+        .gql(
+            Some(&alice.access),
+            DISABLE,
+            json!({"v": {"password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&by_password, "VERIFICATION_REQUIRED");
+    let off = app
+        .gql(
+            Some(&alice.access),
+            DISABLE,
+            json!({"v": {"totpCode": recovery[1]}}),
+        )
+        .await;
+    assert_eq!(off["data"]["disableTotp"], true, "{off}");
+    assert_ok(&login_with(&app, "alice", PASSWORD, None).await);
+}
+
+async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
+    let alice = app.register("alice").await;
+    let (secret, _, _) = turn_on(&app, &alice).await;
+    for _ in 0..3 {
+        assert_code(
+            &login_with(&app, "alice", PASSWORD, Some("000000")).await,
+            "TOTP_REQUIRED",
+        );
+    }
+    // Throttled now: even the right password and code wait.
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some(&code(&secret, 30))).await,
+        "RATE_LIMITED",
+    );
+}
+
+async fn sensitive_actions_need_a_recent_login(app: TestApp) {
+    let registered = app.register("alice").await;
+    let bob = app.create_user(&registered, "bob", "STANDARD").await;
+    let carol = app.user_with_role(&registered, "carol", "STANDARD").await;
+    let owner = app.login_as("alice").await;
+
+    // Within the window (the login was just now) no verification is needed.
+    let promoted = app
+        .gql(
+            Some(&owner.access),
+            SET_ROLE,
+            json!({"id": bob, "role": "ADMIN"}),
+        )
+        .await;
+    assert_ok(&promoted);
+
+    tokio::time::sleep(WAIT).await;
+    // A refresh is not a login: the refreshed session still needs verification.
+    let refreshed = Session::from_payload(&app.refresh(&owner.refresh).await, "refreshToken");
+    let attempts = [
+        (SET_ROLE, json!({"id": bob, "role": "STANDARD"})),
+        (DELETE, json!({"id": carol.id})),
+        (CREATE_ADMIN, json!({"input": new_user("dave", "ADMIN")})),
+        (CREATE_TOKEN, json!({})),
+    ];
+    for (query, variables) in &attempts {
+        let body = app
+            .gql(Some(&refreshed.access), query, variables.clone())
+            .await;
+        assert_code(&body, "VERIFICATION_REQUIRED");
+    }
+    // Nothing happened.
+    let still = app.user_by_id(&owner, &bob).await;
+    assert_eq!(still["data"]["user"]["role"], "ADMIN", "{still}");
+    // Not sensitive: a standard user created, one's own profile edited.
+    assert_ok(
+        &app.create_user_raw(&refreshed, new_user("erin", "STANDARD"))
+            .await,
+    );
+
+    // A wrong password is refused on its field; the right one lets the action through and
+    // counts as fresh for the rest of the window.
+    let mut with_wrong = attempts[0].1.clone();
+    with_wrong["v"] = json!({"password": "not my password"});
+    let wrong = app.gql(Some(&refreshed.access), SET_ROLE, with_wrong).await;
+    assert_code(&wrong, "BAD_USER_INPUT");
+    assert!(
+        wrong["errors"][0]["extensions"]["fields"]["verification.password"].is_string(),
+        "{wrong}"
+    );
+    let mut with_password = attempts[0].1.clone();
+    with_password["v"] = json!({"password": PASSWORD});
+    let demoted = app
+        .gql(Some(&refreshed.access), SET_ROLE, with_password)
+        .await;
+    assert_eq!(demoted["data"]["setRole"]["role"], "STANDARD", "{demoted}");
+    for (query, variables) in &attempts[1..] {
+        let body = app
+            .gql(Some(&refreshed.access), query, variables.clone())
+            .await;
+        assert_ok(&body);
+    }
+
+    // Deleting oneself is not someone else's account: no verification.
+    let erin = app.login_as("erin").await;
+    tokio::time::sleep(WAIT).await;
+    assert_ok(
+        &app.gql(Some(&erin.access), DELETE, json!({"id": erin.id}))
+            .await,
+    );
+}
+
+async fn with_totp_on_only_the_code_verifies(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let (secret, recovery, confirming) = turn_on(&app, &owner).await;
+    tokio::time::sleep(WAIT).await;
+
+    let by_password = app
+        .gql(
+            Some(&owner.access),
+            SET_ROLE,
+            json!({"id": bob, "role": "ADMIN", "v": {"password": PASSWORD}}),
+        )
+        .await;
+    assert_code(&by_password, "VERIFICATION_REQUIRED");
+    let replayed = app
+        .gql(
+            Some(&owner.access),
+            SET_ROLE,
+            json!({"id": bob, "role": "ADMIN", "v": {"totpCode": confirming}}),
+        )
+        .await;
+    assert_code(&replayed, "BAD_USER_INPUT");
+    let by_code = app
+        .gql(
+            Some(&owner.access),
+            SET_ROLE,
+            json!({"id": bob, "role": "ADMIN", "v": {"totpCode": code(&secret, 30)}}),
+        )
+        .await;
+    assert_eq!(by_code["data"]["setRole"]["role"], "ADMIN", "{by_code}");
+
+    tokio::time::sleep(WAIT).await;
+    let by_recovery = app
+        .gql(
+            Some(&owner.access),
+            DELETE,
+            json!({"id": bob, "v": {"totpCode": recovery[0]}}),
+        )
+        .await;
+    assert_ok(&by_recovery);
+}
+
+/// The step-up window of these tests, and a wait that outlasts it.
+const WINDOW: Duration = Duration::from_secs(3);
+const WAIT: Duration = Duration::from_millis(3_300);
+
+fn short_window(settings: &mut rollcall::config::Settings) {
+    settings.step_up_window = WINDOW;
+}
+
+backend_tests!(
+    totp_is_enforced_once_confirmed,
+    wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 3,
+    sensitive_actions_need_a_recent_login with super::short_window,
+    with_totp_on_only_the_code_verifies with super::short_window,
+);
