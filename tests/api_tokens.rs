@@ -362,6 +362,23 @@ async fn the_audit_trail_records_every_kind_of_change(app: TestApp) {
         second["data"]["auditLog"]["pageInfo"]["hasPreviousPage"],
         true
     );
+
+    // Ending sessions is recorded too.
+    let elsewhere = app.login_as("alice").await;
+    let ended = app
+        .gql(
+            Some(&elsewhere.access),
+            "mutation { logoutEverywhere }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&ended);
+    let fresh = app.login_as("alice").await;
+    let latest = audit(&app, &fresh, json!({"first": 3})).await;
+    assert_eq!(
+        actions(&latest),
+        ["LOGGED_IN", "ALL_SESSIONS_REVOKED", "LOGGED_IN"]
+    );
 }
 
 async fn admins_read_entries_about_standard_users_and_themselves(app: TestApp) {

@@ -145,7 +145,40 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
         )
         .await;
     assert_eq!(off["data"]["disableTotp"], true, "{off}");
-    assert_ok(&login_with(&app, "alice", PASSWORD, None).await);
+    let plain = login_with(&app, "alice", PASSWORD, None).await;
+    assert_ok(&plain);
+
+    // Each step is in the audit trail; never a secret or a code.
+    let trail = app
+        .gql(
+            Some(&Session::from_payload(&plain, "login").access),
+            "{ auditLog(first: 50) { edges { node { action fields } } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&trail);
+    let actions: Vec<&str> = trail["data"]["auditLog"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|edge| edge["node"]["action"].as_str())
+        .filter(|action| *action != "LOGGED_IN")
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "TOTP_DISABLED",
+            "RECOVERY_CODE_USED",
+            "RECOVERY_CODE_USED",
+            "TOTP_ENABLED",
+            "TOTP_SETUP_STARTED",
+            "TOTP_SETUP_STARTED",
+            "USER_REGISTERED",
+        ]
+    );
+    for secret in [secret.as_str(), recovery[0].as_str(), next.as_str()] {
+        assert!(!trail.to_string().contains(secret));
+    }
 }
 
 async fn wrong_codes_count_towards_the_throttle(app: TestApp) {

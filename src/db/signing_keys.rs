@@ -52,6 +52,11 @@ pub async fn rotate(db: &Db, new: Model, now: DateTime<Utc>) -> Result<(), DbErr
     Entity::insert(new.into_active_model())
         .exec_without_returning(&tx)
         .await?;
+    super::audit::record(
+        &tx,
+        super::audit::NewEntry::new(super::audit::Action::SigningKeyRotated, None, None),
+    )
+    .await?;
     tx.commit().await
 }
 

@@ -19,7 +19,7 @@ use crate::auth::{IpLimiter, Passwords, TokenKeys, tokens};
 use crate::config::{Registration, Settings};
 use crate::db::audit::NewEntry;
 use crate::db::entities::user::Model as User;
-use crate::db::{Db, audit as audit_log, signing_keys, throttle};
+use crate::db::{Db, signing_keys, throttle};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 
@@ -198,11 +198,6 @@ impl Service {
         let key = tokens::new_signing_key(now)?;
         let kid = key.kid.clone();
         signing_keys::rotate(&self.0.db, key, now).await?;
-        audit_log::record(
-            self.db().writer(),
-            NewEntry::new(AuditAction::SigningKeyRotated, None, None),
-        )
-        .await?;
         self.reload_signing_keys().await?;
         Ok(kid)
     }
