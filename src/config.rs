@@ -120,9 +120,9 @@ pub struct Settings {
     /// same session, not treated as theft: a client's tabs that refresh at once race themselves.
     #[arg(long, env = "ROLLCALL_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_duration, global = true)]
     pub refresh_reuse_grace: Duration,
-    /// Sensitive actions (role changes, deleting others, admin creation, API tokens, turning
-    /// off two-factor login) need a fresh password or TOTP check once the session's login is
-    /// older than this. A refresh does not count as a login.
+    /// Sensitive actions (role changes, deleting others, admin creation, API tokens, setting up
+    /// two-factor login) need a fresh password or TOTP check once the session's login is older
+    /// than this. A refresh does not count as a login.
     #[arg(long, env = "ROLLCALL_STEP_UP_WINDOW", default_value = "10m", value_parser = parse_duration, global = true)]
     pub step_up_window: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).

@@ -227,6 +227,15 @@ async fn managers_issue_and_see_tokens_of_users_they_manage(app: TestApp) {
         .await;
     assert_eq!(revoked["data"]["revokeApiToken"], true, "{revoked}");
     assert_code(&app.me(&for_bob).await, "UNAUTHENTICATED");
+
+    // A token issued for someone rests on the issuer managing them: when the admin is demoted,
+    // the tokens they issued stop, while bob's own token keeps working.
+    let (issued, _) = create_token(&app, &admin, json!({"name": "ci", "userId": bob.id})).await;
+    let (own, _) = create_token(&app, &bob, json!({"name": "mine"})).await;
+    assert_ok(&app.me(&issued).await);
+    assert_ok(&app.set_role(&owner, &admin.id, "STANDARD").await);
+    assert_code(&app.me(&issued).await, "UNAUTHENTICATED");
+    assert_ok(&app.me(&own).await);
 }
 
 async fn token_input_is_validated(app: TestApp) {
@@ -243,6 +252,21 @@ async fn token_input_is_validated(app: TestApp) {
     let fields = &body["errors"][0]["extensions"]["fields"];
     assert!(fields["name"].is_string(), "{body}");
     assert!(fields["expiresAt"].is_string(), "{body}");
+    let far = app
+        .gql(
+            Some(&owner.access),
+            CREATE_TOKEN,
+            json!({"name": "x", "expiresAt": (chrono::Utc::now() + chrono::Duration::days(4_000)).to_rfc3339()}),
+        )
+        .await;
+    assert_code(&far, "BAD_USER_INPUT");
+    assert!(
+        far["errors"][0]["extensions"]["fields"]["expiresAt"].is_string(),
+        "{far}"
+    );
+    let later = (chrono::Utc::now() + chrono::Duration::days(3_000)).to_rfc3339();
+    let (token, _) = create_token(&app, &owner, json!({"name": "x", "expiresAt": later})).await;
+    assert_ok(&app.me(&token).await);
     let missing = app
         .gql(
             Some(&owner.access),
@@ -402,6 +426,13 @@ async fn admins_read_entries_about_standard_users_and_themselves(app: TestApp) {
     );
     assert!(!targets.contains(&other_admin.id.as_str()));
     assert!(!targets.contains(&owner.id.as_str()));
+    // Addresses: adele's own and bob's (whom she manages) show; the owner's do not.
+    for edge in edges {
+        let node = &edge["node"];
+        let actor = node["actorId"].as_str().unwrap_or("");
+        let shown = node["ip"].as_str() == Some("127.0.0.1");
+        assert_eq!(shown, actor == admin.id || actor == bob.id, "{node}");
+    }
 
     let refused = audit(&app, &bob, json!({})).await;
     assert_code(&refused, "FORBIDDEN");

@@ -183,6 +183,8 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
 
 async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
     let alice = app.register("alice").await;
+    // The confirmation counts as an attempt and does not clear the count (it proves only that
+    // the caller holds the secret just handed out): with three wrong codes, four in a row.
     let (secret, _, _) = turn_on(&app, &alice).await;
     for _ in 0..3 {
         assert_code(
@@ -221,6 +223,7 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
         (DELETE, json!({"id": carol.id})),
         (CREATE_ADMIN, json!({"input": new_user("dave", "ADMIN")})),
         (CREATE_TOKEN, json!({})),
+        (ENABLE, json!({})),
     ];
     for (query, variables) in &attempts {
         let body = app
@@ -320,8 +323,9 @@ fn short_window(settings: &mut rollcall::config::Settings) {
 }
 
 backend_tests!(
-    totp_is_enforced_once_confirmed,
-    wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 3,
+    // These logins fail on purpose more often than the default throttle allows.
+    totp_is_enforced_once_confirmed with |s| s.throttle_after = 20,
+    wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 4,
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,
 );

@@ -82,6 +82,28 @@ pub async fn delete_for_user(db: &impl ConnectionTrait, user_id: Uuid) -> Result
         .rows_affected)
 }
 
+/// Deletes the tokens `user_id` issued for others and those others issued for `user_id`: they
+/// rest on the issuer managing the user, which a role change, disabling or deletion may end.
+pub async fn delete_issued_across(db: &impl ConnectionTrait, user_id: Uuid) -> Result<u64, DbErr> {
+    Ok(Tokens::delete_many()
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(Column::CreatedBy.eq(user_id))
+                        .add(Column::UserId.ne(user_id)),
+                )
+                .add(
+                    Condition::all()
+                        .add(Column::UserId.eq(user_id))
+                        .add(Column::CreatedBy.ne(user_id)),
+                ),
+        )
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 /// Records a use of token `id` at `now`.
 pub async fn touch(db: &impl ConnectionTrait, id: Uuid, now: DateTime<Utc>) -> Result<(), DbErr> {
     Tokens::update_many()

@@ -13,15 +13,21 @@ pub async fn get(db: &impl ConnectionTrait, user_id: Uuid) -> Result<Option<User
     Totps::find_by_id(user_id).one(db).await
 }
 
-/// Starts a setup: a new unconfirmed secret and new recovery codes replace any earlier ones.
+/// Starts a setup: a new unconfirmed secret and new recovery codes replace a pending setup.
+/// `false`, changing nothing, when two-factor login is already on: the insert then meets the
+/// confirmed row, however the caller raced.
 pub async fn start(
     db: &impl ConnectionTrait,
     user_id: Uuid,
     secret: String,
     code_hashes: Vec<String>,
-) -> Result<(), DbErr> {
-    remove(db, user_id).await?;
-    Totps::insert(user_totp::ActiveModel {
+) -> Result<bool, DbErr> {
+    Totps::delete_many()
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::ConfirmedAt.is_null())
+        .exec(db)
+        .await?;
+    let inserted = Totps::insert(user_totp::ActiveModel {
         user_id: Set(user_id),
         secret: Set(secret),
         created_at: Set(super::now()),
@@ -29,7 +35,16 @@ pub async fn start(
         last_step: Set(None),
     })
     .exec_without_returning(db)
-    .await?;
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(err) if super::unique_violation(&err).is_some() => return Ok(false),
+        Err(err) => return Err(err),
+    }
+    Codes::delete_many()
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
     let rows = code_hashes
         .into_iter()
         .map(|code_hash| recovery_code::ActiveModel {
@@ -38,16 +53,22 @@ pub async fn start(
             used_at: Set(None),
         });
     Codes::insert_many(rows).exec_without_returning(db).await?;
-    Ok(())
+    Ok(true)
 }
 
-/// Marks the pending secret confirmed with the code of `step`; `false` when there is no pending
-/// secret (none, or already confirmed).
-pub async fn confirm(db: &impl ConnectionTrait, user_id: Uuid, step: i64) -> Result<bool, DbErr> {
+/// Marks pending secret `secret` confirmed with the code of `step`; `false` when it is not
+/// pending any more (confirmed, or replaced by a newer setup since its code was checked).
+pub async fn confirm(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    secret: &str,
+    step: i64,
+) -> Result<bool, DbErr> {
     let updated = Totps::update_many()
         .col_expr(Column::ConfirmedAt, Expr::value(super::now()))
         .col_expr(Column::LastStep, Expr::value(step))
         .filter(Column::UserId.eq(user_id))
+        .filter(Column::Secret.eq(secret))
         .filter(Column::ConfirmedAt.is_null())
         .exec(db)
         .await?;

@@ -190,10 +190,19 @@ impl Mutation {
     }
 
     /// Starts two-factor setup: a secret for an authenticator app and ten recovery codes,
-    /// shown only now. Logins need a code once `confirmTotp` succeeds.
+    /// shown only now. Logins need a code once `confirmTotp` succeeds. Needs step-up
+    /// `verification` once the login is older than the step-up window.
     #[graphql(guard = "Interactive")]
-    async fn enable_totp(&self, ctx: &Context<'_>) -> AppResult<TotpSetup> {
-        Ok(service(ctx)?.enable_totp(&caller(ctx).await?).await?.into())
+    async fn enable_totp(
+        &self,
+        ctx: &Context<'_>,
+        verification: Option<VerificationInput>,
+    ) -> AppResult<TotpSetup> {
+        let verification = verified(ctx, verification)?;
+        Ok(service(ctx)?
+            .enable_totp(&caller(ctx).await?, verification.as_ref())
+            .await?
+            .into())
     }
 
     /// Turns two-factor login on with a current code from the app just set up.

@@ -271,9 +271,19 @@ impl AuditEntryObject {
         load_user(ctx, self.0.target_id).await
     }
 
-    /// The client's address; null for the command line.
-    async fn ip(&self) -> Option<&str> {
-        self.0.ip.as_deref()
+    /// The actor's client address; null for the command line, and for readers who do not
+    /// manage the actor (an admin does not see the owner's addresses).
+    async fn ip(&self, ctx: &Context<'_>) -> AppResult<Option<&str>> {
+        let Some(ip) = self.0.ip.as_deref() else {
+            return Ok(None);
+        };
+        let viewer = viewer(ctx).await?;
+        let actor = match self.0.actor_id {
+            Some(id) if id == viewer.id => Some(Arc::new(viewer.clone())),
+            Some(id) => load_model(ctx, id).await?,
+            None => None,
+        };
+        Ok(service::rules::can_see_actor_ip(viewer, actor.as_deref()).then_some(ip))
     }
 
     /// The names of the changed fields; never their values.
@@ -288,15 +298,18 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<User
     let Some(id) = id else {
         return Ok(None);
     };
+    Ok(load_model(ctx, id).await?.map(UserObject::new))
+}
+
+async fn load_model(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Arc<User>>> {
     let loader = ctx
         .data::<RequestLoader>()
         .map_err(|_| AppError::internal("user loader missing"))?
         .get();
-    let user = loader
+    loader
         .load_one(id)
         .await
-        .map_err(|err| AppError::internal_from("loading a user by id", err))?;
-    Ok(user.map(UserObject::new))
+        .map_err(|err| AppError::internal_from("loading a user by id", err))
 }
 
 #[derive(SimpleObject)]

@@ -146,7 +146,7 @@ pub async fn get(
             }
         }
     }
-    if selects_mutation(&request) {
+    if selects_mutation(&mut request) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Mutations are sent with POST",
@@ -167,13 +167,15 @@ pub async fn get(
 }
 
 /// Whether the operation `request` selects is a mutation (a document that does not parse, or
-/// names no such operation, is left to execution to refuse).
-fn selects_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+/// names no such operation, is left to execution to refuse). The parsed document stays in the
+/// request, so execution does not parse it again.
+fn selects_mutation(request: &mut async_graphql::Request) -> bool {
+    let wanted = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
         return false;
     };
     document.operations.iter().any(|(name, operation)| {
-        let selected = match (&request.operation_name, name) {
+        let selected = match (&wanted, name) {
             (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
             (None, _) => true,
             (Some(_), None) => false,
@@ -361,7 +363,7 @@ mod tests {
             if let Some(name) = name {
                 request = request.operation_name(name);
             }
-            selects_mutation(&request)
+            selects_mutation(&mut request)
         };
         assert!(selected("mutation { logout(refreshToken: \"x\") }", None));
         assert!(!selected("{ me { id } }", None));

@@ -213,8 +213,8 @@ impl Service {
                 };
                 if used_at <= self.grace_start() {
                     tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
-                    sessions::revoke(&tx, row.session_id).await?;
-                    if let Some(owner) = session_owner(&tx, row.session_id).await? {
+                    let ended = sessions::revoke(&tx, row.session_id).await?;
+                    if ended && let Some(owner) = session_owner(&tx, row.session_id).await? {
                         audit::record(
                             &tx,
                             NewEntry::new(Action::RefreshTokenReused, None, None)
@@ -246,8 +246,8 @@ impl Service {
             return Ok(false);
         };
         let tx = self.db().begin_write().await?;
-        sessions::revoke(&tx, row.session_id).await?;
-        if let Some(owner) = session_owner(&tx, row.session_id).await? {
+        let ended = sessions::revoke(&tx, row.session_id).await?;
+        if ended && let Some(owner) = session_owner(&tx, row.session_id).await? {
             audit::record(
                 &tx,
                 NewEntry::new(Action::LoggedOut, Some(owner.id), ip).target(owner.id, owner.role),

@@ -14,6 +14,8 @@ use crate::error::{AppError, AppResult};
 
 /// Unexpired tokens one user may hold: enough for any set of scripts, and a bound on rows.
 pub const MAX_API_TOKENS: u64 = 100;
+/// The furthest expiry a token may be given (ten years); none means no expiry.
+const MAX_LIFETIME_DAYS: i64 = 3_650;
 /// `lastUsedAt` is written at most this often per token.
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -38,8 +40,16 @@ impl Service {
                 "must be 1 to 100 characters, without control characters",
             );
         }
-        if expires_at.is_some_and(|at| at <= Utc::now()) {
-            fields.add("expiresAt", "must be in the future");
+        // Stored at the precision both databases keep, and within a range both order alike.
+        let expires_at =
+            expires_at.and_then(|at| DateTime::from_timestamp_micros(at.timestamp_micros()));
+        if let Some(at) = expires_at {
+            let now = Utc::now();
+            if at <= now {
+                fields.add("expiresAt", "must be in the future");
+            } else if at > now + chrono::Duration::days(MAX_LIFETIME_DAYS) {
+                fields.add("expiresAt", "must be within ten years");
+            }
         }
         fields.into_result()?;
         let target = match user_id.filter(|id| *id != caller.user.id) {
@@ -84,24 +94,16 @@ impl Service {
     /// such token; someone who manages nobody is refused for any token not their own, known or
     /// not, so that whether an id exists does not show.
     pub async fn revoke_api_token(&self, caller: &Caller<'_>, id: Uuid) -> AppResult<bool> {
-        const REFUSED: AppError = AppError::Forbidden("You may not revoke this token");
         self.writable()?;
         caller.session()?;
-        let Some(token) = api_tokens::by_id(self.db().writer(), id).await? else {
-            return if caller.user.role.is_manager() {
-                Ok(false)
-            } else {
-                Err(REFUSED)
-            };
-        };
-        let target = if token.user_id == caller.user.id {
-            caller.user.clone()
-        } else {
-            let Some(target) = user_queries::by_id(self.db().writer(), token.user_id).await? else {
-                return Ok(false);
-            };
-            rules::check_credentials(caller.user, &target).map_err(|_| REFUSED)?;
-            target
+        let owner = api_tokens::by_id(self.db().writer(), id)
+            .await?
+            .map(|token| token.user_id);
+        let Some(target) = self
+            .credential_owner(caller.user, owner, "You may not revoke this token")
+            .await?
+        else {
+            return Ok(false);
         };
         let tx = self.db().begin_write().await?;
         let deleted = api_tokens::delete(&tx, id).await?;

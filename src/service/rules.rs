@@ -18,27 +18,24 @@ pub fn manages(actor: Role, target: Role) -> bool {
     )
 }
 
-/// Listing or ending `target`'s sessions: one's own, and those of the users one manages.
-pub fn check_sessions(actor: &User, target: &User) -> AppResult<()> {
-    if actor.id == target.id || manages(actor.role, target.role) {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "You may not see or end this user's sessions",
-        ))
-    }
-}
-
-/// Seeing or changing `target`'s API tokens and two-factor state, or issuing them a token:
-/// oneself, and the users one manages.
+/// Seeing or ending `target`'s sessions, seeing or changing their API tokens and two-factor
+/// state, or issuing them a token: oneself, and the users one manages.
 pub fn check_credentials(actor: &User, target: &User) -> AppResult<()> {
     if actor.id == target.id || manages(actor.role, target.role) {
         Ok(())
     } else {
         Err(AppError::Forbidden(
-            "You may not see or change this user's credentials",
+            "You may not see or change this user's sessions or credentials",
         ))
     }
+}
+
+/// Whether `viewer` may see where an audit entry's actor acted from (the client IP): their own
+/// entries, and those of users they manage; the owner sees every address. `actor` is the actor
+/// while their account exists.
+pub fn can_see_actor_ip(viewer: &User, actor: Option<&User>) -> bool {
+    viewer.role == Role::Owner
+        || actor.is_some_and(|actor| actor.id == viewer.id || manages(viewer.role, actor.role))
 }
 
 /// Looking up or listing users other than oneself.
@@ -165,10 +162,10 @@ mod tests {
     };
 
     #[test]
-    fn everyone_sees_and_ends_their_own_sessions() {
+    fn everyone_sees_and_ends_their_own_sessions_and_credentials() {
         for role in ROLES {
             let me = user(role);
-            assert!(check_sessions(&me, &me).is_ok(), "{role:?}");
+            assert!(check_credentials(&me, &me).is_ok(), "{role:?}");
         }
     }
 
@@ -181,12 +178,12 @@ mod tests {
             assert_eq!(edit.is_ok(), manages_it, "edit {actor:?} → {target:?}");
             let delete = check_delete(&a, &t);
             assert_eq!(delete.is_ok(), manages_it, "delete {actor:?} → {target:?}");
-            // Sessions follow managing too.
-            let sessions = check_sessions(&a, &t);
+            // Sessions, API tokens and two-factor state follow managing too.
+            let credentials = check_credentials(&a, &t);
             assert_eq!(
-                sessions.is_ok(),
+                credentials.is_ok(),
                 manages_it,
-                "sessions {actor:?} → {target:?}"
+                "credentials {actor:?} → {target:?}"
             );
             // Disabling another follows managing; the owner is never disabled.
             let disable = check_edit(&a, &t, true);
@@ -196,6 +193,23 @@ mod tests {
                 may_disable,
                 "disable {actor:?} → {target:?}"
             );
+        }
+    }
+
+    #[test]
+    fn who_sees_an_audit_actors_address() {
+        for ((viewer, actor), manages_it, _) in MATRIX {
+            let (v, a) = (user(viewer), user(actor));
+            assert_eq!(
+                can_see_actor_ip(&v, Some(&a)),
+                manages_it || viewer == Role::Owner,
+                "{viewer:?} sees {actor:?}'s address"
+            );
+            assert!(
+                can_see_actor_ip(&v, Some(&v)),
+                "{viewer:?} sees own address"
+            );
+            assert_eq!(can_see_actor_ip(&v, None), viewer == Role::Owner);
         }
     }
 

@@ -55,7 +55,7 @@ impl Service {
 
     /// `target`'s live sessions, newest first, for `target` and those who manage them.
     pub async fn sessions_of(&self, viewer: &User, target: &User) -> AppResult<Vec<SessionInfo>> {
-        rules::check_sessions(viewer, target)?;
+        rules::check_credentials(viewer, target)?;
         let rows = sessions::list_live(self.db().conn(), target.id, &self.live()).await?;
         Ok(rows
             .into_iter()
@@ -76,26 +76,15 @@ impl Service {
     /// nobody is refused for any session not their own, known or not, so that whether an id
     /// exists does not show.
     pub async fn revoke_session(&self, caller: &Caller<'_>, id: Uuid) -> AppResult<bool> {
-        const REFUSED: AppError = AppError::Forbidden("You may not end this session");
         caller.session()?;
-        let viewer = caller.user;
-        let Some(session) = sessions::find(self.db().writer(), id).await? else {
-            return if viewer.role.is_manager() {
-                Ok(false)
-            } else {
-                Err(REFUSED)
-            };
-        };
-        let target = if session.user_id == viewer.id {
-            viewer.clone()
-        } else {
-            // Deleted users take their sessions with them, so a missing owner is a race.
-            let Some(target) = user_queries::by_id(self.db().writer(), session.user_id).await?
-            else {
-                return Ok(false);
-            };
-            rules::check_sessions(viewer, &target).map_err(|_| REFUSED)?;
-            target
+        let owner = sessions::find(self.db().writer(), id)
+            .await?
+            .map(|session| session.user_id);
+        let Some(target) = self
+            .credential_owner(caller.user, owner, "You may not end this session")
+            .await?
+        else {
+            return Ok(false);
         };
         let tx = self.db().begin_write().await?;
         let revoked = sessions::revoke_live(&tx, id, &self.live()).await?;
@@ -110,6 +99,35 @@ impl Service {
         }
         tx.commit().await?;
         Ok(revoked)
+    }
+
+    /// The user a session or API token to end belongs to, when the caller may end it: the
+    /// caller, or a user they manage. `Ok(None)` when there is nothing to end (`owner` is
+    /// `None`: no such session or token) and the caller manages someone. Someone who manages
+    /// nobody is refused for anything not their own, known or not, so that whether an id
+    /// exists does not show.
+    pub(super) async fn credential_owner(
+        &self,
+        caller: &User,
+        owner: Option<Uuid>,
+        refusal: &'static str,
+    ) -> AppResult<Option<User>> {
+        let Some(owner) = owner else {
+            return if caller.role.is_manager() {
+                Ok(None)
+            } else {
+                Err(AppError::Forbidden(refusal))
+            };
+        };
+        if owner == caller.id {
+            return Ok(Some(caller.clone()));
+        }
+        // Deleted users take their sessions and tokens with them, so a missing owner is a race.
+        let Some(target) = user_queries::by_id(self.db().writer(), owner).await? else {
+            return Ok(None);
+        };
+        rules::check_credentials(caller, &target).map_err(|_| AppError::Forbidden(refusal))?;
+        Ok(Some(target))
     }
 
     /// Ends every live session of the caller, the one asking included; how many there were.

@@ -21,24 +21,32 @@ pub struct TotpSetup {
 impl Service {
     /// Starts two-factor setup with a new secret and recovery codes; nothing is enforced until
     /// [`Self::confirm_totp`]. Starting again before confirming replaces the pending secret.
-    pub async fn enable_totp(&self, caller: &Caller<'_>) -> AppResult<TotpSetup> {
+    /// A sensitive action: whoever sets the second factor decides who can log in next, so a
+    /// stolen access token alone must not do it.
+    pub async fn enable_totp(
+        &self,
+        caller: &Caller<'_>,
+        verification: Option<&Verification>,
+    ) -> AppResult<TotpSetup> {
+        const ALREADY_ON: AppError = AppError::Forbidden(
+            "Two-factor login is already on; turn it off first to set it up again",
+        );
         self.writable()?;
         caller.session()?;
         let user = caller.user;
-        if totp_rows::get(self.db().writer(), user.id)
-            .await?
-            .is_some_and(|row| row.confirmed_at.is_some())
-        {
-            return Err(AppError::Forbidden(
-                "Two-factor login is already on; turn it off first to set it up again",
-            ));
+        if self.totp_of(user).await?.is_some() {
+            return Err(ALREADY_ON);
         }
+        self.step_up(caller, verification).await?;
         let secret = totp::new_secret();
         let uri = totp::uri(&secret, &user.username)?;
         let (recovery_codes, hashes): (Vec<String>, Vec<String>) =
             totp::new_recovery_codes().into_iter().unzip();
         let tx = self.db().begin_write().await?;
-        totp_rows::start(&tx, user.id, secret.clone(), hashes).await?;
+        if !totp_rows::start(&tx, user.id, secret.clone(), hashes).await? {
+            tx.rollback().await?;
+            return Err(ALREADY_ON);
+        }
         audit::record(
             &tx,
             caller
@@ -54,7 +62,9 @@ impl Service {
         })
     }
 
-    /// Turns two-factor login on with a current code from the app just set up.
+    /// Turns two-factor login on with a current code from the app just set up. A wrong code
+    /// counts towards the account throttle; a right one does not clear it (it proves only that
+    /// the caller holds the secret they were just given).
     pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
         self.writable()?;
         caller.session()?;
@@ -74,7 +84,7 @@ impl Service {
             return Err(AppError::field("code", "is incorrect"));
         };
         let tx = self.db().begin_write().await?;
-        if !totp_rows::confirm(&tx, user.id, step).await? {
+        if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             tx.rollback().await?;
             return Err(AppError::Forbidden(
                 "There is no two-factor setup to confirm: call enableTotp first",
@@ -86,7 +96,6 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
-        self.clear_attempts(&subject).await?;
         Ok(true)
     }
 

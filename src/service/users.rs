@@ -341,8 +341,10 @@ impl Service {
             sessions::revoke_all_for_user(&tx, target.id).await?;
         }
         if changes.disabled == Some(true) {
-            // Disabling ends every credential: enabling again does not revive old tokens.
+            // Disabling ends every credential, and the tokens this user issued for others:
+            // enabling again revives none of them.
             api_tokens::delete_for_user(&tx, target.id).await?;
+            api_tokens::delete_issued_across(&tx, target.id).await?;
         }
         audit::record(
             &tx,
@@ -379,6 +381,8 @@ impl Service {
             tx.rollback().await?;
             return Err(err);
         }
+        // The user's own tokens go with the row; those they issued for others go here.
+        api_tokens::delete_issued_across(&tx, id).await?;
         Users::delete_by_id(id).exec(&tx).await?;
         audit::record(
             &tx,
@@ -448,6 +452,7 @@ impl Service {
                 return Err(AppError::Forbidden("Only the owner can change roles"));
             }
             sessions::revoke_all_for_user(&tx, actor.id).await?;
+            api_tokens::delete_issued_across(&tx, actor.id).await?;
             audit::record(
                 &tx,
                 caller
@@ -459,6 +464,7 @@ impl Service {
         }
         set_role_where(&tx, id, role, None, now).await?;
         sessions::revoke_all_for_user(&tx, id).await?;
+        api_tokens::delete_issued_across(&tx, id).await?;
         let updated = user_queries::by_id(&tx, id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
@@ -501,10 +507,12 @@ impl Service {
         if let Some(previous) = previous {
             set_role_where(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
             sessions::revoke_all_for_user(&tx, previous.id).await?;
+            api_tokens::delete_issued_across(&tx, previous.id).await?;
             audit::record(&tx, changed(previous.id)).await?;
         }
         set_role_where(&tx, target.id, Role::Owner, None, now).await?;
         sessions::revoke_all_for_user(&tx, target.id).await?;
+        api_tokens::delete_issued_across(&tx, target.id).await?;
         let mut entry = changed(target.id);
         entry.target = Some((target.id, Role::Owner));
         audit::record(&tx, entry).await?;
