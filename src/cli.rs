@@ -158,6 +158,13 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 println!("{} is now the owner", user.username);
             })
         }
+        UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
+            if was_on {
+                println!("two-factor login is off for {username}; their sessions ended");
+            } else {
+                println!("{username} had no two-factor login set up");
+            }
+        }),
     };
     result.map_err(describe)
 }

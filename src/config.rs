@@ -53,6 +53,9 @@ pub enum UserCommand {
     },
     /// Recovery: make USERNAME the owner; the current owner becomes an admin.
     PromoteOwner { username: String },
+    /// Recovery: turn off USERNAME's two-factor login (authenticator and recovery codes lost)
+    /// and end their sessions; they log in with their password alone and may set it up again.
+    ResetTotp { username: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -106,6 +106,72 @@ async fn postgres_create_and_promote() {
     create_and_promote(Backend::Postgres).await;
 }
 
+/// A user who lost their authenticator and recovery codes gets back in once the operator
+/// resets their two-factor login; the sessions they had end.
+async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let out = create_user(&db.url, "alice", "owner");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = ServerProcess::start(&db.url, &[]);
+    let alice = server.login_as("alice").await;
+    let setup = server
+        .gql(
+            Some(&alice.access),
+            "mutation { enableTotp { secret } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let secret = setup["data"]["enableTotp"]["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("enableTotp failed: {setup}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).expect("base32"))
+        .build()
+        .expect("totp");
+    let now = u64::try_from(chrono::Utc::now().timestamp()).expect("time");
+    let confirmed = server
+        .gql(
+            Some(&alice.access),
+            "mutation($c: String!) { confirmTotp(code: $c) }",
+            serde_json::json!({"c": totp.generate(now).to_string()}),
+        )
+        .await;
+    assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
+    support::assert_code(&server.login("alice", PASSWORD).await, "TOTP_REQUIRED");
+
+    let out = run_cli(&db.url, &["user", "reset-totp", "alice"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("two-factor login is off"));
+    assert_eq!(server.login_as("alice").await.role, "OWNER");
+    support::assert_code(&server.me(&alice.access).await, "UNAUTHENTICATED");
+    assert!(
+        !run_cli(&db.url, &["user", "reset-totp", "nobody"], "")
+            .status
+            .success()
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn sqlite_reset_totp_lets_a_locked_out_user_in() {
+    reset_totp_lets_a_locked_out_user_in(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_reset_totp_lets_a_locked_out_user_in() {
+    reset_totp_lets_a_locked_out_user_in(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn short_jwt_secret_stops_start_up() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");

@@ -7,7 +7,7 @@ use crate::auth::totp;
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::Model as User;
 use crate::db::entities::user_totp::Model as UserTotp;
-use crate::db::totp as totp_rows;
+use crate::db::{sessions, totp as totp_rows, users as user_queries};
 use crate::error::{AppError, AppResult};
 
 /// What `enableTotp` shows once: the secret, as text and as an `otpauth://` URI, and the
@@ -119,6 +119,28 @@ impl Service {
                 caller
                     .audit(Action::TotpDisabled)
                     .target(user.id, user.role),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(existed)
+    }
+
+    /// Recovery from the command line: turns off `username`'s two-factor login (or drops a
+    /// pending setup) and ends their sessions, which whoever set the factor may hold. Whether
+    /// there was anything to turn off.
+    pub async fn reset_totp(&self, username: &str) -> AppResult<bool> {
+        let tx = self.db().begin_write().await?;
+        let Some(user) = user_queries::by_username(&tx, username).await? else {
+            tx.rollback().await?;
+            return Err(AppError::NotFound("No such user"));
+        };
+        let existed = totp_rows::remove(&tx, user.id).await?;
+        if existed {
+            sessions::revoke_all_for_user(&tx, user.id).await?;
+            audit::record(
+                &tx,
+                NewEntry::new(Action::TotpDisabled, None, None).target(user.id, user.role),
             )
             .await?;
         }
