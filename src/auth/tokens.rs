@@ -24,6 +24,9 @@ const AUDIENCE: &str = "rollcall";
 pub const MIN_SECRET_BYTES: usize = 32;
 /// How often an instance reloads the signing keys from the database at most.
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+/// Access tokens remembered as verified: a client sends its token with every request, and an
+/// Ed25519 verification costs more than the rest of a small query's work.
+const VERIFIED_TOKENS: usize = 4_096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -44,6 +47,9 @@ pub struct TokenKeys {
     keys: Arc<RwLock<Arc<KeySet>>>,
     validation: Validation,
     access_ttl: Duration,
+    /// Tokens whose signature and claims checked out, by their whole text; a hit skips only
+    /// the signature check, never the expiry. Emptied whenever the keys are reloaded.
+    verified: Arc<quick_cache::sync::Cache<String, AccessClaims>>,
 }
 
 enum KeySet {
@@ -99,6 +105,7 @@ impl TokenKeys {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             validation,
             access_ttl,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -130,6 +137,8 @@ impl TokenKeys {
             .keys
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        // A key that stopped verifying must not live on in remembered verifications.
+        self.verified.clear();
         Ok(())
     }
 
@@ -205,6 +214,22 @@ impl TokenKeys {
     /// Checks signature and claims. Revocation is not decided here: the session check on
     /// every request does that.
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
+        let invalid = || AppError::Unauthenticated("Invalid or expired token");
+        if let Some(claims) = self.verified.get(token) {
+            // As jsonwebtoken decides expiry with no leeway: valid up to and including `exp`.
+            return if claims.exp >= Utc::now().timestamp() {
+                Ok(claims)
+            } else {
+                Err(invalid())
+            };
+        }
+        let claims = self.verify_signed(token)?;
+        self.verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    /// [`Self::verify`] without the memory of earlier verifications.
+    fn verify_signed(&self, token: &str) -> AppResult<AccessClaims> {
         let invalid = || AppError::Unauthenticated("Invalid or expired token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.alg != self.algorithm {
@@ -403,6 +428,27 @@ mod tests {
             URL_SAFE_NO_PAD.encode(claims().to_string())
         );
         assert!(keys.verify(&none).is_err());
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_reloads_forget_them() {
+        let keys = keys();
+        let token = sign(claims(), Algorithm::HS256);
+        let verified = keys.verify(&token).expect("verify");
+        assert_eq!(keys.verified.len(), 1);
+        // Remembered, then past its expiry (as it would be a while later).
+        let mut past = verified;
+        past.exp = Utc::now().timestamp() - 1;
+        keys.verified.insert(token.clone(), past);
+        assert!(keys.verify(&token).is_err(), "expired, though remembered");
+        // A token remembered under one key set is checked again under the next.
+        let key = new_signing_key(Utc::now()).expect("key");
+        let ed = ed_keys(std::slice::from_ref(&key));
+        let (token, _) = ed.issue(Uuid::nil(), Uuid::nil()).expect("issue");
+        assert!(ed.verify(&token).is_ok());
+        let other = new_signing_key(Utc::now()).expect("key");
+        ed.reload(std::slice::from_ref(&other)).expect("reload");
+        assert!(ed.verify(&token).is_err(), "its key is gone");
     }
 
     #[test]
