@@ -110,6 +110,11 @@ impl Service {
             .as_ref()
             .filter(|u| !u.disabled)
             .map(|u| u.password_hash.clone());
+        // Read before the attempt is counted, so that nothing but the checks themselves lies
+        // between counting and clearing; unknown logins run the same query.
+        let totp = self
+            .totp_of_id(user.as_ref().map_or(Uuid::nil(), |user| user.id))
+            .await?;
         // Counted now, cleared only once every factor has passed: a stolen password does
         // not buy unlimited guesses at the second factor.
         self.0.passwords.check_room()?;
@@ -120,7 +125,7 @@ impl Service {
             Some(user) if valid => user,
             _ => return Err(INVALID_CREDENTIALS),
         };
-        if let Some(totp) = self.totp_of(&user).await? {
+        if let Some(totp) = totp {
             let Some(code) = totp_code else {
                 return Err(AppError::TotpRequired(
                     "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",

@@ -158,7 +158,11 @@ impl Service {
 
     /// `user`'s confirmed two-factor settings, if they have it on.
     pub(super) async fn totp_of(&self, user: &User) -> AppResult<Option<UserTotp>> {
-        Ok(totp_rows::get(self.db().writer(), user.id)
+        self.totp_of_id(user.id).await
+    }
+
+    pub(super) async fn totp_of_id(&self, user_id: uuid::Uuid) -> AppResult<Option<UserTotp>> {
+        Ok(totp_rows::get(self.db().conn(), user_id)
             .await?
             .filter(|row| row.confirmed_at.is_some()))
     }
