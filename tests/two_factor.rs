@@ -181,6 +181,26 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     }
 }
 
+/// Two logins racing with one code, or one recovery code: exactly one gets in.
+async fn a_code_raced_twice_lets_one_login_in(app: TestApp) {
+    let alice = app.register("alice").await;
+    let (secret, recovery, _) = turn_on(&app, &alice).await;
+    let next = code(&secret, 30);
+    for code in [next.as_str(), recovery[0].as_str()] {
+        let (a, b) = tokio::join!(
+            login_with(&app, "alice", PASSWORD, Some(code)),
+            login_with(&app, "alice", PASSWORD, Some(code)),
+        );
+        let passed = [&a, &b]
+            .iter()
+            .filter(|body| body.get("errors").is_none())
+            .count();
+        assert_eq!(passed, 1, "{a}\n{b}");
+        let refused = if a.get("errors").is_some() { &a } else { &b };
+        assert_code(refused, "TOTP_REQUIRED");
+    }
+}
+
 async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
     let alice = app.register("alice").await;
     // The confirmation counts as an attempt and does not clear the count (it proves only that
@@ -326,6 +346,7 @@ backend_tests!(
     // These logins fail on purpose more often than the default throttle allows.
     totp_is_enforced_once_confirmed with |s| s.throttle_after = 20,
     wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 4,
+    a_code_raced_twice_lets_one_login_in with |s| s.throttle_after = 20,
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,
 );
