@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::guards::{Access, Interactive, IpLimited, limit_ip};
 use super::types::{
     ApiTokenPayload, AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, TotpSetup,
-    UpdateUserInput, UserObject, VerificationInput, parse_id, parse_session_id,
+    UpdateUserInput, UserObject, VerificationInput, parse_id, parse_uuid,
 };
 use super::{caller, origin, service};
 use crate::db::Role;
@@ -58,7 +58,7 @@ impl Mutation {
     /// user one manages. `false` when it had already ended.
     #[graphql(guard = "Interactive")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
-        let id = parse_session_id(&id)?;
+        let id = parse_uuid(&id, "id", "session")?;
         service(ctx)?.revoke_session(&caller(ctx).await?, id).await
     }
 
@@ -162,7 +162,10 @@ impl Mutation {
         verification: Option<VerificationInput>,
     ) -> AppResult<ApiTokenPayload> {
         let verification = verified(ctx, verification)?;
-        let user_id = user_id.as_ref().map(parse_id).transpose()?;
+        let user_id = user_id
+            .as_ref()
+            .map(|id| parse_uuid(id, "userId", "user"))
+            .transpose()?;
         let (token, row) = service(ctx)?
             .create_api_token(
                 &caller(ctx).await?,
@@ -182,8 +185,7 @@ impl Mutation {
     /// there was no such token.
     #[graphql(guard = "Interactive")]
     async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
-        let id = uuid::Uuid::parse_str(id.as_str())
-            .map_err(|_| crate::error::AppError::field("id", "is not a valid token id"))?;
+        let id = parse_uuid(&id, "id", "token")?;
         service(ctx)?
             .revoke_api_token(&caller(ctx).await?, id)
             .await
@@ -232,9 +234,11 @@ fn verified(
     ctx: &Context<'_>,
     verification: Option<VerificationInput>,
 ) -> AppResult<Option<crate::service::Verification>> {
-    let verification = verification.filter(|v| v.password.is_some() || v.totp_code.is_some());
+    let verification = verification
+        .map(crate::service::Verification::from)
+        .filter(|v| !v.is_empty());
     if verification.is_some() {
         limit_ip(ctx)?;
     }
-    Ok(verification.map(Into::into))
+    Ok(verification)
 }

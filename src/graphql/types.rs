@@ -360,12 +360,7 @@ pub struct AuditFilter {
 impl AuditFilter {
     pub fn parse(self) -> AppResult<service::AuditFilter> {
         let id = |field: &str, value: Option<ID>| {
-            value
-                .map(|id| {
-                    Uuid::parse_str(id.as_str())
-                        .map_err(|_| AppError::field(field, "is not a valid user id"))
-                })
-                .transpose()
+            value.map(|id| parse_uuid(&id, field, "user")).transpose()
         };
         Ok(service::AuditFilter {
             action: self.action.map(Into::into),
@@ -507,12 +502,14 @@ pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
     })
 }
 
-pub fn parse_id(id: &ID) -> AppResult<Uuid> {
-    Uuid::parse_str(id.as_str()).map_err(|_| AppError::field("id", "is not a valid user id"))
+/// The uuid in argument `field`, naming what kind of id it should be when it is none.
+pub fn parse_uuid(id: &ID, field: &str, kind: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| AppError::field(field, format!("is not a valid {kind} id")))
 }
 
-pub fn parse_session_id(id: &ID) -> AppResult<Uuid> {
-    Uuid::parse_str(id.as_str()).map_err(|_| AppError::field("id", "is not a valid session id"))
+pub fn parse_id(id: &ID) -> AppResult<Uuid> {
+    parse_uuid(id, "id", "user")
 }
 
 #[derive(SimpleObject)]

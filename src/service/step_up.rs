@@ -14,7 +14,8 @@ pub struct Verification {
 }
 
 impl Verification {
-    fn is_empty(&self) -> bool {
+    /// Gives nothing: as if no verification were given.
+    pub fn is_empty(&self) -> bool {
         self.password.is_none() && self.totp_code.is_none()
     }
 }
