@@ -250,8 +250,12 @@ pub fn unique_violation(err: &DbErr) -> Option<UniqueViolation> {
 /// The current time at the precision both databases store (microseconds), so values read
 /// back compare equal to the ones written, which keyset cursors rely on.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
-    let now = chrono::Utc::now();
-    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    at_micros(chrono::Utc::now())
+}
+
+/// `at` at the precision both databases store (microseconds).
+pub fn at_micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
 #[cfg(test)]

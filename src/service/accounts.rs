@@ -93,10 +93,8 @@ impl Service {
             fields.add("login", "must be a username or an email address");
         }
         fields.check("password", validation::given_password(password));
-        if let Some(code) = totp_code
-            && self.check_code_field(code, "totpCode").is_err()
-        {
-            fields.add("totpCode", "must be a TOTP or recovery code");
+        if let Some(code) = totp_code {
+            fields.check("totpCode", validation::second_factor_code(code));
         }
         fields.into_result()?;
         let user = user_queries::by_login(self.db().conn(), login).await?;
@@ -113,7 +111,7 @@ impl Service {
         // Read before the attempt is counted, so that nothing but the checks themselves lies
         // between counting and clearing; unknown logins run the same query.
         let totp = self
-            .totp_of_id(user.as_ref().map_or(Uuid::nil(), |user| user.id))
+            .totp_of(user.as_ref().map_or(Uuid::nil(), |user| user.id))
             .await?;
         // Counted now, cleared only once every factor has passed: a stolen password does
         // not buy unlimited guesses at the second factor.
@@ -131,10 +129,7 @@ impl Service {
                     "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
                 ));
             };
-            if !self
-                .second_factor(&user, &totp, code, true, origin.ip)
-                .await?
-            {
+            if !self.second_factor(&user, &totp, code, origin.ip).await? {
                 return Err(AppError::TotpRequired(
                     "The two-factor code is wrong or was already used",
                 ));
@@ -218,15 +213,8 @@ impl Service {
                 };
                 if used_at <= self.grace_start() {
                     tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
-                    let ended = sessions::revoke(&tx, row.session_id).await?;
-                    if ended && let Some(owner) = session_owner(&tx, row.session_id).await? {
-                        audit::record(
-                            &tx,
-                            NewEntry::new(Action::RefreshTokenReused, None, None)
-                                .target(owner.id, owner.role),
-                        )
+                    end_session(&tx, row.session_id, Action::RefreshTokenReused, None, false)
                         .await?;
-                    }
                     tx.commit().await?;
                     return Err(INVALID);
                 }
@@ -251,14 +239,7 @@ impl Service {
             return Ok(false);
         };
         let tx = self.db().begin_write().await?;
-        let ended = sessions::revoke(&tx, row.session_id).await?;
-        if ended && let Some(owner) = session_owner(&tx, row.session_id).await? {
-            audit::record(
-                &tx,
-                NewEntry::new(Action::LoggedOut, Some(owner.id), ip).target(owner.id, owner.role),
-            )
-            .await?;
-        }
+        end_session(&tx, row.session_id, Action::LoggedOut, ip, true).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -360,10 +341,29 @@ impl Service {
     }
 }
 
-/// The user session `session_id` belongs to, for the audit entry of a change to it.
-async fn session_owner(db: &impl ConnectionTrait, session_id: Uuid) -> AppResult<Option<User>> {
-    let Some(session) = sessions::find(db, session_id).await? else {
-        return Ok(None);
+/// Inside `tx`: revokes session `session_id` and, when that ended it, records `action` about
+/// its user, as its actor when `by_owner` (a logout), else with no actor (a detected reuse).
+async fn end_session(
+    tx: &DatabaseTransaction,
+    session_id: Uuid,
+    action: Action,
+    ip: Option<std::net::IpAddr>,
+    by_owner: bool,
+) -> AppResult<()> {
+    if !sessions::revoke(tx, session_id).await? {
+        return Ok(());
+    }
+    let Some(session) = sessions::find(tx, session_id).await? else {
+        return Ok(());
     };
-    Ok(user_queries::by_id(db, session.user_id).await?)
+    let Some(owner) = user_queries::by_id(tx, session.user_id).await? else {
+        return Ok(());
+    };
+    let actor = by_owner.then_some(owner.id);
+    audit::record(
+        tx,
+        NewEntry::new(action, actor, ip).target(owner.id, owner.role),
+    )
+    .await?;
+    Ok(())
 }

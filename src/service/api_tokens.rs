@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Caller, Credential, Service, Signed, Verification, rules};
+use super::{Caller, Credential, Service, Signed, Verification, rules, validation};
 use crate::auth::tokens;
 use crate::db::audit::{self, Action};
 use crate::db::entities::api_token::Model as ApiToken;
@@ -32,17 +32,10 @@ impl Service {
     ) -> AppResult<(String, ApiToken)> {
         self.writable()?;
         caller.session()?;
-        let name = name.trim();
-        let mut fields = super::validation::Fields::new();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            fields.add(
-                "name",
-                "must be 1 to 100 characters, without control characters",
-            );
-        }
+        let mut fields = validation::Fields::new();
+        let name = fields.check("name", validation::token_name(name));
         // Stored at the precision both databases keep, and within a range both order alike.
-        let expires_at =
-            expires_at.and_then(|at| DateTime::from_timestamp_micros(at.timestamp_micros()));
+        let expires_at = expires_at.map(db::at_micros);
         if let Some(at) = expires_at {
             let now = Utc::now();
             if at <= now {
@@ -52,6 +45,7 @@ impl Service {
             }
         }
         fields.into_result()?;
+        let name = name.ok_or_else(|| AppError::internal("validated field missing"))?;
         let target = match user_id.filter(|id| *id != caller.user.id) {
             None => caller.user.clone(),
             Some(id) => {
@@ -71,7 +65,7 @@ impl Service {
             ));
         }
         let (token, hash) = tokens::new_api_token();
-        let row = api_tokens::new_row(target.id, name.to_owned(), hash, expires_at, caller.user.id);
+        let row = api_tokens::new_row(target.id, name, hash, expires_at, caller.user.id);
         let mut fields = vec!["name"];
         if expires_at.is_some() {
             fields.push("expiresAt");

@@ -23,7 +23,7 @@ pub struct SessionInfo {
 }
 
 /// `at` moved back by `by`; a limit too long to represent means no limit in practice.
-fn before(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
+pub(super) fn before(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(by)
         .ok()
         .and_then(|by| at.checked_sub_signed(by))

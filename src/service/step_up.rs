@@ -3,7 +3,7 @@
 
 use super::{Caller, Service, Subject, validation};
 use crate::db::entities::user::Model as User;
-use crate::db::{self, sessions, totp as totp_rows};
+use crate::db::{self, sessions};
 use crate::error::{AppError, AppResult};
 
 /// What a caller gives to prove it is still them. No `Debug`: it holds a password.
@@ -39,9 +39,7 @@ impl Service {
         let proved = session
             .verified_at
             .map_or(session.created_at, |at| at.max(session.created_at));
-        let window =
-            chrono::Duration::from_std(self.0.step_up_window).unwrap_or(chrono::Duration::MAX);
-        if db::now().signed_duration_since(proved) <= window {
+        if proved >= super::sessions::before(db::now(), self.0.step_up_window) {
             Ok(())
         } else {
             Err(AppError::VerificationRequired(
@@ -60,21 +58,16 @@ impl Service {
         verification: &Verification,
     ) -> AppResult<()> {
         let user = caller.user;
-        let totp = totp_rows::get(self.db().writer(), user.id)
-            .await?
-            .filter(|row| row.confirmed_at.is_some());
-        if let Some(totp) = totp {
+        if let Some(totp) = self.totp_of(user.id).await? {
             let Some(code) = verification.totp_code.as_deref() else {
                 return Err(AppError::VerificationRequired(
                     "Two-factor login is on: give a TOTP code (or a recovery code)",
                 ));
             };
-            self.check_code_field(code, "verification.totpCode")?;
+            validation::second_factor_code(code)
+                .map_err(|message| AppError::field("verification.totpCode", message))?;
             self.reserve_attempt(&Subject::User(user.id)).await?;
-            if !self
-                .second_factor(user, &totp, code, true, caller.ip)
-                .await?
-            {
+            if !self.second_factor(user, &totp, code, caller.ip).await? {
                 return Err(AppError::field("verification.totpCode", "is incorrect"));
             }
             self.clear_attempts(&Subject::User(user.id)).await?;
@@ -101,13 +94,5 @@ impl Service {
             Some(user.password_hash.clone()),
         )
         .await
-    }
-
-    /// Refuses a code that could never be right before anything is counted.
-    pub(super) fn check_code_field(&self, code: &str, field: &str) -> AppResult<()> {
-        if code.len() > 64 || code.contains('\0') {
-            return Err(AppError::field(field, "must be a TOTP or recovery code"));
-        }
-        Ok(())
     }
 }

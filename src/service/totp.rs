@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::{Caller, Service, Subject, Verification, rules};
+use super::{Caller, Service, Subject, Verification, rules, validation};
 use crate::auth::totp;
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::Model as User;
@@ -34,7 +34,7 @@ impl Service {
         self.writable()?;
         caller.session()?;
         let user = caller.user;
-        if self.totp_of(user).await?.is_some() {
+        if self.totp_of(user.id).await?.is_some() {
             return Err(ALREADY_ON);
         }
         self.step_up(caller, verification).await?;
@@ -66,17 +66,17 @@ impl Service {
     /// counts towards the account throttle; a right one does not clear it (it proves only that
     /// the caller holds the secret they were just given).
     pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
+        const NOTHING_PENDING: AppError =
+            AppError::Forbidden("There is no two-factor setup to confirm: call enableTotp first");
         self.writable()?;
         caller.session()?;
         let user = caller.user;
-        self.check_code_field(code, "code")?;
+        validation::second_factor_code(code).map_err(|message| AppError::field("code", message))?;
         let Some(pending) = totp_rows::get(self.db().writer(), user.id)
             .await?
             .filter(|row| row.confirmed_at.is_none())
         else {
-            return Err(AppError::Forbidden(
-                "There is no two-factor setup to confirm: call enableTotp first",
-            ));
+            return Err(NOTHING_PENDING);
         };
         let subject = Subject::User(user.id);
         self.reserve_attempt(&subject).await?;
@@ -86,9 +86,7 @@ impl Service {
         let tx = self.db().begin_write().await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             tx.rollback().await?;
-            return Err(AppError::Forbidden(
-                "There is no two-factor setup to confirm: call enableTotp first",
-            ));
+            return Err(NOTHING_PENDING);
         }
         audit::record(
             &tx,
@@ -151,37 +149,27 @@ impl Service {
     /// Whether `target` has two-factor login on, for themselves and those who manage them.
     pub async fn totp_enabled(&self, viewer: &User, target: &User) -> AppResult<bool> {
         rules::check_credentials(viewer, target)?;
-        Ok(totp_rows::get(self.db().conn(), target.id)
-            .await?
-            .is_some_and(|row| row.confirmed_at.is_some()))
+        Ok(self.totp_of(target.id).await?.is_some())
     }
 
-    /// `user`'s confirmed two-factor settings, if they have it on.
-    pub(super) async fn totp_of(&self, user: &User) -> AppResult<Option<UserTotp>> {
-        self.totp_of_id(user.id).await
-    }
-
-    pub(super) async fn totp_of_id(&self, user_id: uuid::Uuid) -> AppResult<Option<UserTotp>> {
+    /// The user's confirmed two-factor settings, if they have it on.
+    pub(super) async fn totp_of(&self, user_id: uuid::Uuid) -> AppResult<Option<UserTotp>> {
         Ok(totp_rows::get(self.db().conn(), user_id)
             .await?
             .filter(|row| row.confirmed_at.is_some()))
     }
 
     /// Checks a second factor: a TOTP code of now or one step either side that no earlier
-    /// check accepted, or (with `allow_recovery`) an unused recovery code, which is then used
-    /// up. The caller counts the attempt.
+    /// check accepted, or an unused recovery code, which is then used up. The caller counts
+    /// the attempt.
     pub(super) async fn second_factor(
         &self,
         user: &User,
         totp: &UserTotp,
         code: &str,
-        allow_recovery: bool,
         ip: Option<IpAddr>,
     ) -> AppResult<bool> {
         if totp::is_recovery_code(code) {
-            if !allow_recovery {
-                return Ok(false);
-            }
             let tx = self.db().begin_write().await?;
             let used =
                 totp_rows::use_recovery_code(&tx, user.id, &totp::hash_recovery_code(code)).await?;

@@ -183,6 +183,27 @@ pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
+/// An API token's name: 1–100 characters once trimmed, no control characters. Returns it
+/// trimmed.
+pub fn token_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > TEXT_MAX || text.chars().any(char::is_control) {
+        return Err(format!(
+            "must be 1 to {TEXT_MAX} characters, without control characters"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// A TOTP or recovery code as given: refused before anything is counted when it could never
+/// be right.
+pub fn second_factor_code(code: &str) -> Result<(), String> {
+    if code.len() > 64 || code.contains('\0') {
+        return Err("must be a TOTP or recovery code".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
