@@ -48,7 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
-            let db = Db::connect(&settings.database_url, 1, settings.db_timeout).await?;
+            let db = Db::connect(&settings.database_url, Some(1), settings.db_timeout).await?;
             db.migrate().await?;
             eprintln!("migrations applied");
             Ok(())

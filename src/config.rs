@@ -140,14 +140,11 @@ pub struct Settings {
     /// Read-only demo mode: every mutation that changes users is refused.
     #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub demo: bool,
-    /// Maximum database connections per instance.
-    #[arg(
-        long,
-        env = "ROLLCALL_DB_MAX_CONNECTIONS",
-        default_value_t = 10,
-        global = true
-    )]
-    pub db_max_connections: u32,
+    /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on
+    /// PostgreSQL; on SQLite, one per core plus one, since its queries run on this server's
+    /// own CPUs and every further connection only adds a cache and a thread.
+    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
     /// How long a request waits for a database connection, and (on PostgreSQL) how long one
     /// statement may run, before it fails instead of hanging.
     #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
@@ -308,7 +305,7 @@ impl Settings {
             step_up_window: Duration::from_secs(600),
             registration: Registration::Open,
             demo: false,
-            db_max_connections: 10,
+            db_max_connections: None,
             db_timeout: Duration::from_secs(5),
             hash_concurrency: None,
             throttle_after: 5,

@@ -211,6 +211,32 @@ fn schema_command_prints_the_sdl() {
     );
 }
 
+/// The server's allocator settings reach jemalloc, and jemalloc is the C `malloc` too (SQLite's):
+/// only unprefixed jemalloc reads `MALLOC_CONF`, and it names where each setting came from.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_allocator_settings_take_effect() {
+    let out = run_or_kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("schema")
+            .env("MALLOC_CONF", "confirm_conf:true"),
+        "rollcall schema",
+    );
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("global variable malloc_conf): \"oversize_threshold:0,"),
+        "{log}"
+    );
+    for setting in [
+        "background_thread:true",
+        "dirty_decay_ms:1000",
+        "muzzy_decay_ms:0",
+    ] {
+        assert!(log.contains(&format!("Set conf value: {setting}")), "{log}");
+    }
+}
+
 #[test]
 fn help_never_prints_secret_values() {
     let secret_url = "postgres://app:hunter2-in-the-url@127.0.0.1:1/rollcall";

@@ -43,10 +43,11 @@ impl Db {
     /// hanging them.
     pub async fn connect(
         url: &str,
-        max_connections: u32,
+        max_connections: Option<u32>,
         timeout: Duration,
     ) -> Result<Self, DbErr> {
         let statements = Arc::new(AtomicU64::new(0));
+        let max_connections = max_connections.unwrap_or_else(|| default_pool_size(url));
         let conn = open(options(url, max_connections.max(1), timeout), &statements).await?;
         let writer = match conn.get_database_backend() {
             DatabaseBackend::Sqlite => open(options(url, 1, timeout), &statements).await?,
@@ -129,6 +130,17 @@ impl Db {
 
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.conn.ping().await
+    }
+}
+
+/// PostgreSQL: 10. SQLite runs its queries on this process's threads, one per connection, so
+/// readers beyond the cores only add memory (a page cache, prepared statements, a thread).
+fn default_pool_size(url: &str) -> u32 {
+    if url.starts_with("sqlite:") {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        u32::try_from(cores + 1).unwrap_or(u32::MAX)
+    } else {
+        10
     }
 }
 
@@ -263,7 +275,18 @@ mod tests {
     use sea_orm::{ConnectOptions, DbErr, SqliteTransactionMode, TransactionOptions};
     use sea_orm::{Database, TransactionTrait};
 
-    use super::sqlite_busy;
+    use super::{default_pool_size, sqlite_busy};
+
+    /// SQLite's readers follow the cores; PostgreSQL keeps a fixed pool.
+    #[test]
+    fn pool_size_defaults_by_backend() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            default_pool_size("sqlite://rollcall.db?mode=rwc") as usize,
+            cores + 1
+        );
+        assert_eq!(default_pool_size("postgres://127.0.0.1/rollcall"), 10);
+    }
 
     /// The retry at start-up hinges on telling SQLite's "database is locked" from every other
     /// failure.
