@@ -13,6 +13,21 @@ pub async fn get(db: &impl ConnectionTrait, user_id: Uuid) -> Result<Option<User
     Totps::find_by_id(user_id).one(db).await
 }
 
+/// Which of `user_ids` have two-factor login on (confirmed).
+pub async fn confirmed_among(
+    db: &impl ConnectionTrait,
+    user_ids: &[Uuid],
+) -> Result<Vec<Uuid>, DbErr> {
+    Ok(Totps::find()
+        .filter(Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(Column::ConfirmedAt.is_not_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| row.user_id)
+        .collect())
+}
+
 /// Starts a setup: a new unconfirmed secret and new recovery codes replace a pending setup.
 /// `false`, changing nothing, when two-factor login is already on: the insert then meets the
 /// confirmed row, however the caller raced.

@@ -1,4 +1,5 @@
-//! DataLoaders: every `createdBy` of a response level resolves in one batched query.
+//! DataLoaders: every `createdBy`, and every `totpEnabled`, of a response level resolves in one
+//! batched query.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,5 +30,24 @@ impl Loader<Uuid> for UserLoader {
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Arc<User>>, Self::Error> {
         let users = self.service.users_by_ids(keys).await.map_err(Arc::new)?;
         Ok(users.into_iter().map(|(id, u)| (id, Arc::new(u))).collect())
+    }
+}
+
+/// Key for whether a user has two-factor login on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TotpOf(pub Uuid);
+
+impl Loader<TotpOf> for UserLoader {
+    type Value = bool;
+    type Error = Arc<AppError>;
+
+    async fn load(&self, keys: &[TotpOf]) -> Result<HashMap<TotpOf, bool>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
+        let on = self
+            .service
+            .totp_enabled_among(&ids)
+            .await
+            .map_err(Arc::new)?;
+        Ok(keys.iter().map(|&key| (key, on.contains(&key.0))).collect())
     }
 }

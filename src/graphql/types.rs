@@ -8,7 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{RequestLoader, current_session, optional_viewer, service, viewer};
+use super::loaders::TotpOf;
+use super::{RequestLoader, UserDataLoader, current_session, optional_viewer, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult};
@@ -135,8 +136,12 @@ impl UserObject {
 
     /// Whether two-factor login is on. This user and those who manage them may see it.
     async fn totp_enabled(&self, ctx: &Context<'_>) -> AppResult<bool> {
-        let viewer = viewer(ctx).await?;
-        service(ctx)?.totp_enabled(viewer, &self.model).await
+        service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
+        loader(ctx)?
+            .load_one(TotpOf(self.model.id))
+            .await
+            .map(|on| on.unwrap_or(false))
+            .map_err(|err| AppError::internal_from("loading two-factor state", err))
     }
 }
 
@@ -301,12 +306,15 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<User
     Ok(load_model(ctx, id).await?.map(UserObject::new))
 }
 
-async fn load_model(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Arc<User>>> {
-    let loader = ctx
+fn loader<'a>(ctx: &Context<'a>) -> AppResult<&'a UserDataLoader> {
+    Ok(ctx
         .data::<RequestLoader>()
         .map_err(|_| AppError::internal("user loader missing"))?
-        .get();
-    loader
+        .get())
+}
+
+async fn load_model(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Arc<User>>> {
+    loader(ctx)?
         .load_one(id)
         .await
         .map_err(|err| AppError::internal_from("loading a user by id", err))

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::{Caller, Service, Subject, Verification, rules, validation};
+use super::{Caller, Service, Subject, Verification, validation};
 use crate::auth::totp;
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::Model as User;
@@ -146,10 +146,10 @@ impl Service {
         Ok(existed)
     }
 
-    /// Whether `target` has two-factor login on, for themselves and those who manage them.
-    pub async fn totp_enabled(&self, viewer: &User, target: &User) -> AppResult<bool> {
-        rules::check_credentials(viewer, target)?;
-        Ok(self.totp_of(target.id).await?.is_some())
+    /// Which of `user_ids` have two-factor login on, for the DataLoader: a page of users costs
+    /// one query. Who may see it is [`super::rules::check_credentials`], checked per user first.
+    pub async fn totp_enabled_among(&self, user_ids: &[uuid::Uuid]) -> AppResult<Vec<uuid::Uuid>> {
+        Ok(totp_rows::confirmed_among(self.db().conn(), user_ids).await?)
     }
 
     /// The user's confirmed two-factor settings, if they have it on.
