@@ -44,11 +44,11 @@ pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<ApiToke
 /// `user_id`'s unexpired tokens, newest first.
 pub async fn list_live(
     db: &impl ConnectionTrait,
-    user_id: Uuid,
+    user_ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<Vec<ApiToken>, DbErr> {
     Tokens::find()
-        .filter(Column::UserId.eq(user_id))
+        .filter(Column::UserId.is_in(user_ids.iter().copied()))
         .filter(live(now))
         .order_by_desc(Column::CreatedAt)
         .order_by_desc(Column::Id)

@@ -185,11 +185,11 @@ pub async fn touch(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
 /// User `user_id`'s live sessions, newest first.
 pub async fn list_live(
     db: &impl ConnectionTrait,
-    user_id: Uuid,
+    user_ids: &[Uuid],
     live: &Live,
 ) -> Result<Vec<session::Model>, DbErr> {
     session::Entity::find()
-        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(live.condition())
         .order_by_desc(session::Column::CreatedAt)
         .order_by_desc(session::Column::Id)

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::loaders::TotpOf;
+use super::loaders::{ApiTokensOf, SessionsOf, TotpOf};
 use super::{RequestLoader, UserDataLoader, current_session, optional_viewer, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
@@ -109,8 +109,12 @@ impl UserObject {
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
     /// else gets FORBIDDEN.
     async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionObject>> {
-        let viewer = viewer(ctx).await?;
-        let sessions = service(ctx)?.sessions_of(viewer, &self.model).await?;
+        service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
+        let sessions = loader(ctx)?
+            .load_one(SessionsOf(self.model.id))
+            .await
+            .map_err(|err| AppError::internal_from("loading sessions", err))?
+            .unwrap_or_default();
         let current = current_session(ctx);
         Ok(sessions
             .into_iter()
@@ -129,8 +133,12 @@ impl UserObject {
     /// Unexpired API tokens, newest first. This user and those who manage them may see them;
     /// anyone else gets FORBIDDEN. The tokens themselves are never shown again.
     async fn api_tokens(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiTokenObject>> {
-        let viewer = viewer(ctx).await?;
-        let tokens = service(ctx)?.api_tokens_of(viewer, &self.model).await?;
+        service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
+        let tokens = loader(ctx)?
+            .load_one(ApiTokensOf(self.model.id))
+            .await
+            .map_err(|err| AppError::internal_from("loading API tokens", err))?
+            .unwrap_or_default();
         Ok(tokens.into_iter().map(ApiTokenObject::from).collect())
     }
 

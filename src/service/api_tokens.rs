@@ -8,7 +8,6 @@ use super::{Caller, Credential, Service, Signed, Verification, rules, validation
 use crate::auth::tokens;
 use crate::db::audit::{self, Action};
 use crate::db::entities::api_token::Model as ApiToken;
-use crate::db::entities::user::Model as User;
 use crate::db::{self, api_tokens, users as user_queries};
 use crate::error::{AppError, AppResult};
 
@@ -114,10 +113,11 @@ impl Service {
         Ok(deleted)
     }
 
-    /// `target`'s unexpired API tokens, newest first, for `target` and those who manage them.
-    pub async fn api_tokens_of(&self, viewer: &User, target: &User) -> AppResult<Vec<ApiToken>> {
-        rules::check_credentials(viewer, target)?;
-        Ok(api_tokens::list_live(self.db().conn(), target.id, db::now()).await?)
+    /// The unexpired API tokens of each of `user_ids`, newest first, for the DataLoader: a
+    /// page of users costs one query. Who may see them is [`rules::check_credentials`],
+    /// checked per user first.
+    pub async fn api_tokens_among(&self, user_ids: &[Uuid]) -> AppResult<Vec<ApiToken>> {
+        Ok(api_tokens::list_live(self.db().conn(), user_ids, db::now()).await?)
     }
 
     /// The enabled user an unexpired API token belongs to.

@@ -14,6 +14,7 @@ use crate::error::{AppError, AppResult};
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
     pub id: Uuid,
+    pub user_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     /// The earlier of the maximum age and the idle limit; a refresh moves the latter on.
@@ -53,14 +54,16 @@ impl Service {
         before(db::now(), self.0.refresh_reuse_grace)
     }
 
-    /// `target`'s live sessions, newest first, for `target` and those who manage them.
-    pub async fn sessions_of(&self, viewer: &User, target: &User) -> AppResult<Vec<SessionInfo>> {
-        rules::check_credentials(viewer, target)?;
-        let rows = sessions::list_live(self.db().conn(), target.id, &self.live()).await?;
+    /// The live sessions of each of `user_ids`, newest first, for the DataLoader: a page of
+    /// users costs one query. Who may see them is [`rules::check_credentials`], checked per
+    /// user first.
+    pub async fn sessions_among(&self, user_ids: &[Uuid]) -> AppResult<Vec<SessionInfo>> {
+        let rows = sessions::list_live(self.db().conn(), user_ids, &self.live()).await?;
         Ok(rows
             .into_iter()
             .map(|row| SessionInfo {
                 id: row.id,
+                user_id: row.user_id,
                 created_at: row.created_at,
                 last_used_at: row.last_used_at,
                 expires_at: after(row.created_at, self.0.session_max_age)
