@@ -41,7 +41,7 @@ pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<ApiToke
     Tokens::find_by_id(id).one(db).await
 }
 
-/// `user_id`'s unexpired tokens, newest first.
+/// The unexpired tokens of `user_ids`, each user's newest first.
 pub async fn list_live(
     db: &impl ConnectionTrait,
     user_ids: &[Uuid],

@@ -182,7 +182,7 @@ pub async fn touch(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// User `user_id`'s live sessions, newest first.
+/// The live sessions of `user_ids`, each user's newest first.
 pub async fn list_live(
     db: &impl ConnectionTrait,
     user_ids: &[Uuid],

@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::loaders::{ApiTokensOf, SessionsOf, TotpOf};
-use super::{RequestLoader, UserDataLoader, current_session, optional_viewer, service, viewer};
+use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
+use super::{RequestLoader, current_session, optional_viewer, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult};
@@ -110,10 +111,8 @@ impl UserObject {
     /// else gets FORBIDDEN.
     async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionObject>> {
         service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
-        let sessions = loader(ctx)?
-            .load_one(SessionsOf(self.model.id))
-            .await
-            .map_err(|err| AppError::internal_from("loading sessions", err))?
+        let sessions = load(ctx, SessionsOf(self.model.id), "loading sessions")
+            .await?
             .unwrap_or_default();
         let current = current_session(ctx);
         Ok(sessions
@@ -134,10 +133,8 @@ impl UserObject {
     /// anyone else gets FORBIDDEN. The tokens themselves are never shown again.
     async fn api_tokens(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiTokenObject>> {
         service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
-        let tokens = loader(ctx)?
-            .load_one(ApiTokensOf(self.model.id))
-            .await
-            .map_err(|err| AppError::internal_from("loading API tokens", err))?
+        let tokens = load(ctx, ApiTokensOf(self.model.id), "loading API tokens")
+            .await?
             .unwrap_or_default();
         Ok(tokens.into_iter().map(ApiTokenObject::from).collect())
     }
@@ -145,11 +142,9 @@ impl UserObject {
     /// Whether two-factor login is on. This user and those who manage them may see it.
     async fn totp_enabled(&self, ctx: &Context<'_>) -> AppResult<bool> {
         service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
-        loader(ctx)?
-            .load_one(TotpOf(self.model.id))
-            .await
-            .map(|on| on.unwrap_or(false))
-            .map_err(|err| AppError::internal_from("loading two-factor state", err))
+        Ok(load(ctx, TotpOf(self.model.id), "loading two-factor state")
+            .await?
+            .unwrap_or(false))
     }
 }
 
@@ -314,18 +309,28 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<User
     Ok(load_model(ctx, id).await?.map(UserObject::new))
 }
 
-fn loader<'a>(ctx: &Context<'a>) -> AppResult<&'a UserDataLoader> {
-    Ok(ctx
-        .data::<RequestLoader>()
-        .map_err(|_| AppError::internal("user loader missing"))?
-        .get())
+async fn load_model(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Arc<User>>> {
+    load(ctx, id, "loading a user by id").await
 }
 
-async fn load_model(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Arc<User>>> {
-    loader(ctx)?
-        .load_one(id)
+/// What the request's loader holds for `key`, batched with every other such key of the
+/// response level; `None` when the batch has nothing for it. `what` names a failed batch in
+/// the log.
+async fn load<K>(
+    ctx: &Context<'_>,
+    key: K,
+    what: &'static str,
+) -> AppResult<Option<<UserLoader as Loader<K>>::Value>>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    UserLoader: Loader<K, Error = Arc<AppError>>,
+{
+    ctx.data::<RequestLoader>()
+        .map_err(|_| AppError::internal("user loader missing"))?
+        .get()
+        .load_one(key)
         .await
-        .map_err(|err| AppError::internal_from("loading a user by id", err))
+        .map_err(|err| AppError::internal_from(what, err))
 }
 
 #[derive(SimpleObject)]
