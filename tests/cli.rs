@@ -26,6 +26,15 @@ fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Outp
     output_or_kill(child, &format!("rollcall {}", args.join(" ")))
 }
 
+/// A command that must have succeeded; its error output says why not.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `rollcall user create` with [`PASSWORD`] on stdin.
 fn create_user(database_url: &str, username: &str, role: &str) -> std::process::Output {
     let email = format!("{username}@example.com");
@@ -50,17 +59,9 @@ async fn create_and_promote(backend: Backend) {
         return;
     };
     let out = create_user(&db.url, "alice", "owner");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let out = create_user(&db.url, "bob", "admin");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     // A second owner is refused; invalid input names the fields.
     let out = create_user(&db.url, "carol", "owner");
@@ -82,11 +83,7 @@ async fn create_and_promote(backend: Backend) {
     assert_eq!(server.login_as("bob").await.role, "ADMIN");
 
     let out = run_cli(&db.url, &["user", "promote-owner", "bob"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(server.login_as("bob").await.role, "OWNER");
     assert_eq!(server.login_as("alice").await.role, "ADMIN");
 
@@ -113,11 +110,7 @@ async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
         return;
     };
     let out = create_user(&db.url, "alice", "owner");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let server = ServerProcess::start(&db.url, &[]);
     let alice = server.login_as("alice").await;
     let setup = server
@@ -146,11 +139,7 @@ async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
     support::assert_code(&server.login("alice", PASSWORD).await, "TOTP_REQUIRED");
 
     let out = run_cli(&db.url, &["user", "reset-totp", "alice"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("two-factor login is off"));
     assert_eq!(server.login_as("alice").await.role, "OWNER");
     support::assert_code(&server.me(&alice.access).await, "UNAUTHENTICATED");
