@@ -145,3 +145,26 @@ async fn postgres_statements_time_out() {
         .await
         .expect("the pool still answers");
 }
+
+/// PostgreSQL's user-search index takes new users directly, not through GIN's pending list,
+/// which every search would otherwise read in full until the next vacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_search_index_has_no_pending_list() {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let Some(app) = TestApp::spawn(support::Backend::Postgres).await else {
+        return;
+    };
+    let db = app.database().await;
+    let options = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT array_to_string(reloptions, ',') AS options FROM pg_class \
+             WHERE relname = 'idx_users_search_text'",
+        ))
+        .await
+        .expect("read the index options")
+        .expect("the search index exists");
+    let options: Option<String> = options.try_get("", "options").expect("options column");
+    assert_eq!(options.as_deref(), Some("fastupdate=off"));
+}

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000005_session_details::Migration),
             Box::new(m20261205_000006_signing_keys::Migration),
             Box::new(m20261206_000007_credentials::Migration),
+            Box::new(m20261207_000008_search_index_direct::Migration),
         ]
     }
 }
@@ -457,6 +458,49 @@ mod m20261206_000007_credentials {
             let db = manager.get_connection();
             for sql in statements {
                 db.execute_unprepared(&sql).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// PostgreSQL's search index takes each new user directly instead of through GIN's pending
+/// list. With the default fast update, rows inserted since the last (auto)vacuum sit in an
+/// unsorted list that every search reads in full: after a bulk import of 100,000 users that
+/// list held about 3,900 entries, and a search's index scan read 431 pages in 3.5 ms, against
+/// 83 pages in 0.7 ms once it was merged. Users are written rarely and searched often, so the
+/// writes pay. The migration also merges what is pending now.
+mod m20261207_000008_search_index_direct {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261207_000008_search_index_direct"
+        }
+    }
+
+    /// A no-op where pg_trgm was unavailable and the index was never built.
+    const POSTGRES_UP: &str = r#"
+        DO $$
+        BEGIN
+            IF to_regclass('idx_users_search_text') IS NOT NULL THEN
+                ALTER INDEX idx_users_search_text SET (fastupdate = off);
+                PERFORM gin_clean_pending_list('idx_users_search_text'::regclass);
+            END IF;
+        END
+        $$
+    "#;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            if manager.get_database_backend() == DatabaseBackend::Postgres {
+                manager
+                    .get_connection()
+                    .execute_unprepared(POSTGRES_UP)
+                    .await?;
             }
             Ok(())
         }
