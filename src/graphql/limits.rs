@@ -3,9 +3,7 @@
 //! Complexity is async-graphql's own limit, set in [`super::build_schema`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{
     ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
 };
@@ -66,90 +64,92 @@ impl OperationInfo {
     }
 }
 
-/// The extension enforcing the document limits.
-pub struct DocumentLimits(pub Limits);
-
-impl ExtensionFactory for DocumentLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(DocumentCheck(self.0))
+/// Checks the document of `request` against `limits` and records its operations in `info`.
+/// The document is parsed here once and kept in the request, so execution does not parse it
+/// again; a document that does not parse is refused with async-graphql's own parse error.
+///
+/// This runs in the HTTP handler rather than as a schema extension: any registered extension
+/// makes async-graphql wrap every field and list item of a response in the extension chain,
+/// which cost the `users` page about a tenth of its rate (benches/RESULTS.md).
+pub fn check(
+    limits: &Limits,
+    request: &mut async_graphql::Request,
+    info: &OperationInfo,
+) -> ServerResult<()> {
+    if request.query.len() > limits.query_bytes {
+        return Err(refusal(format!(
+            "The query is {} bytes long; at most {} are accepted",
+            request.query.len(),
+            limits.query_bytes
+        )));
     }
+    // Set aside while the parsed document borrows the request.
+    let variables = std::mem::take(&mut request.variables);
+    let checked = request
+        .parsed_query()
+        .and_then(|document| check_document(limits, document, &variables, info));
+    request.variables = variables;
+    checked
 }
 
-struct DocumentCheck(Limits);
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for DocumentCheck {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let limits = self.0;
-        if query.len() > limits.query_bytes {
-            return Err(refusal(format!(
-                "The query is {} bytes long; at most {} are accepted",
-                query.len(),
-                limits.query_bytes
-            )));
-        }
-        let document = next.run(ctx, query, variables).await?;
-        if let Some(info) = ctx.data_opt::<Arc<OperationInfo>>() {
-            let roots = document
-                .operations
+fn check_document(
+    limits: &Limits,
+    document: &ExecutableDocument,
+    variables: &Variables,
+    info: &OperationInfo,
+) -> ServerResult<()> {
+    let roots = document
+        .operations
+        .iter()
+        .map(|(name, operation)| {
+            let field = operation
+                .node
+                .selection_set
+                .node
+                .items
                 .iter()
-                .map(|(name, operation)| {
-                    let field = operation
-                        .node
-                        .selection_set
-                        .node
-                        .items
-                        .iter()
-                        .find_map(|item| match &item.node {
-                            Selection::Field(field) => Some(field.node.name.node.to_string()),
-                            _ => None,
-                        });
-                    (
-                        name.map(|n| n.to_string()),
-                        field.unwrap_or_else(|| "fragment".to_owned()),
-                    )
-                })
-                .collect();
-            let _ = info.0.set(roots);
-        }
-        let counts = Counts::of(&document, variables);
-        if counts.introspects && !limits.introspection {
-            return Err(refusal("Introspection is turned off on this server".into()));
-        }
-        if counts.depth > limits.depth {
-            return Err(refusal(format!(
-                "The query is nested {} levels deep; at most {} are accepted",
-                counts.depth, limits.depth
-            )));
-        }
-        if counts.aliases > limits.aliases {
-            return Err(refusal(format!(
-                "The document has {} aliases; at most {} are accepted",
-                counts.aliases, limits.aliases
-            )));
-        }
-        if counts.directives > limits.directives {
-            return Err(refusal(format!(
-                "The document has {} directives; at most {} are accepted",
-                counts.directives, limits.directives
-            )));
-        }
-        if counts.password_checks > 1 {
-            return Err(refusal(format!(
-                "The document selects {} fields that check or set a password ({}, updateUser \
-                 with a password, or a verification with a password); send one per request",
-                counts.password_checks,
-                PASSWORD_FIELDS.join(", ")
-            )));
-        }
-        Ok(document)
+                .find_map(|item| match &item.node {
+                    Selection::Field(field) => Some(field.node.name.node.to_string()),
+                    _ => None,
+                });
+            (
+                name.map(|n| n.to_string()),
+                field.unwrap_or_else(|| "fragment".to_owned()),
+            )
+        })
+        .collect();
+    let _ = info.0.set(roots);
+    let counts = Counts::of(document, variables);
+    if counts.introspects && !limits.introspection {
+        return Err(refusal("Introspection is turned off on this server".into()));
     }
+    if counts.depth > limits.depth {
+        return Err(refusal(format!(
+            "The query is nested {} levels deep; at most {} are accepted",
+            counts.depth, limits.depth
+        )));
+    }
+    if counts.aliases > limits.aliases {
+        return Err(refusal(format!(
+            "The document has {} aliases; at most {} are accepted",
+            counts.aliases, limits.aliases
+        )));
+    }
+    if counts.directives > limits.directives {
+        return Err(refusal(format!(
+            "The document has {} directives; at most {} are accepted",
+            counts.directives, limits.directives
+        )));
+    }
+    if counts.password_checks > 1 {
+        return Err(refusal(format!(
+            "The document selects {} fields that check or set a password ({}, updateUser \
+             with a password, or a verification with a password); send one per request",
+            counts.password_checks,
+            PASSWORD_FIELDS.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn refusal(message: String) -> ServerError {
@@ -431,5 +431,47 @@ mod tests {
     fn directives_everywhere_are_counted() {
         let query = r#"query Q($a: Boolean!) @x { me @include(if: $a) { ...F @skip(if: $a) ... @include(if: $a) { id } } } fragment F on User @y { id @z }"#;
         assert_eq!(counts(query, serde_json::json!({})).directives, 6);
+    }
+
+    /// The whole check on a request: refusals, parse errors, variables left in place and the
+    /// operations recorded for the request log.
+    #[test]
+    fn check_refuses_records_and_keeps_the_request_whole() {
+        let limits = Limits {
+            depth: 3,
+            complexity: 100,
+            aliases: 1,
+            directives: 1,
+            query_bytes: 200,
+            introspection: false,
+        };
+        let run = |query: &str| {
+            let mut request = async_graphql::Request::new(query)
+                .variables(Variables::from_json(serde_json::json!({"a": 1})));
+            let info = OperationInfo::default();
+            let outcome = check(&limits, &mut request, &info).map_err(|error| error.message);
+            (outcome, info, request)
+        };
+
+        let (outcome, info, request) = run("query Q { me { id } } mutation M { logout }");
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(info.root_field(Some("M")).as_deref(), Some("logout"));
+        assert_eq!(
+            request.variables,
+            Variables::from_json(serde_json::json!({"a": 1}))
+        );
+
+        let refused = |query: &str| run(query).0.expect_err(query);
+        assert!(refused(&format!("{{ me {{ id }} }} #{}", "x".repeat(200))).contains("bytes"));
+        assert!(refused("{ me { id ").contains("expected"), "a parse error");
+        assert!(refused("{ __schema { queryType { name } } }").contains("Introspection"));
+        assert!(refused("{ me { createdBy { createdBy { id } } } }").contains("nested 4"));
+        assert!(refused("{ a: me { id } b: me { id } }").contains("2 aliases"));
+        assert!(
+            refused("{ me @skip(if: false) { id @skip(if: false) } }").contains("2 directives")
+        );
+        let two = r#"mutation { login(input: {login: "a", password: "b"}) { accessToken }
+            register(input: {username: "u", email: "u@x.y", password: "p"}) { accessToken } }"#;
+        assert!(refused(two).contains("2 fields that check or set a password"));
     }
 }

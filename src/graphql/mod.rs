@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
-pub use limits::{Limits, OperationInfo};
+pub use limits::{Limits, OperationInfo, check as check_document};
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
@@ -104,10 +104,11 @@ impl RequestLoader {
     }
 }
 
+/// The schema with async-graphql's complexity limit; the other limits are checked on each
+/// request's document before it executes ([`limits::check`]).
 pub fn build_schema(service: Option<Service>, limits: Limits) -> ApiSchema {
-    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
-        .limit_complexity(limits.complexity)
-        .extension(limits::DocumentLimits(limits));
+    let mut builder =
+        Schema::build(Query, Mutation, EmptySubscription).limit_complexity(limits.complexity);
     if !limits.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
@@ -128,14 +129,12 @@ pub fn request_data(
     request: async_graphql::Request,
     service: &Service,
     auth: Arc<RequestAuth>,
-    info: Arc<OperationInfo>,
     client_ip: std::net::IpAddr,
     user_agent: UserAgent,
 ) -> async_graphql::Request {
     request
         .data(auth)
         .data(RequestLoader::new(service))
-        .data(info)
         .data(ClientIp(Some(client_ip)))
         .data(user_agent)
 }

@@ -208,23 +208,27 @@ async fn with_timeout(
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     client_ip: IpAddr,
     media: Media,
 ) -> Response {
     let started = Instant::now();
     let operation_name = request.operation_name.clone();
     let auth = Arc::new(RequestAuth::new(bearer_token(headers)));
-    let info = Arc::new(OperationInfo::default());
-    let request = graphql::request_data(
-        request,
-        &state.service,
-        auth.clone(),
-        info.clone(),
-        client_ip,
-        graphql::UserAgent::from_header(headers.get(axum::http::header::USER_AGENT)),
-    );
-    let mut response = state.schema.execute(request).await;
+    let info = OperationInfo::default();
+    let mut response = match graphql::check_document(&state.limits, &mut request, &info) {
+        Ok(()) => {
+            let request = graphql::request_data(
+                request,
+                &state.service,
+                auth.clone(),
+                client_ip,
+                graphql::UserAgent::from_header(headers.get(axum::http::header::USER_AGENT)),
+            );
+            state.schema.execute(request).await
+        }
+        Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
+    };
     finalize_response(&mut response);
 
     let codes: Vec<String> = response

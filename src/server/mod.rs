@@ -40,6 +40,7 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 struct AppState {
     schema: ApiSchema,
+    limits: Limits,
     service: Service,
     request_timeout: Duration,
     trusted_proxies: Arc<[IpNet]>,
@@ -62,6 +63,7 @@ struct RequestSummary {
 pub fn router(service: Service, settings: &Settings) -> Router {
     let state = AppState {
         schema: build_schema(Some(service.clone()), Limits::from_settings(settings)),
+        limits: Limits::from_settings(settings),
         service,
         request_timeout: settings.request_timeout,
         trusted_proxies: settings.trusted_proxies.clone().into(),
