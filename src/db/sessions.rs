@@ -49,12 +49,13 @@ pub struct Login {
     pub at: DateTime<Utc>,
 }
 
-/// Records a login in one transaction: the user's `last_login_at`, a new session, its first
-/// refresh token and the audit entry. `None` when the user was disabled or deleted since the
-/// password check.
+/// Records a login in one transaction: the user's `last_login_at`, the end of the throttle's
+/// count for `throttle_subject`, a new session, its first refresh token and the audit entry.
+/// `None` when the user was disabled or deleted since the password check; the count then stays.
 pub async fn open_for_login(
     db: &Db,
     user: &user::Model,
+    throttle_subject: &str,
     origin: &Origin,
     token_hash: String,
     expires_at: DateTime<Utc>,
@@ -71,6 +72,7 @@ pub async fn open_for_login(
     if touched.rows_affected != 1 {
         return Ok(None);
     }
+    super::throttle::clear(&tx, throttle_subject).await?;
     insert(&tx, session_id, user.id, origin, at).await?;
     insert_refresh_token(&tx, session_id, token_hash, expires_at).await?;
     audit::record(

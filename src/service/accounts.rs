@@ -135,11 +135,11 @@ impl Service {
                 ));
             }
         }
-        self.clear_attempts(&subject).await?;
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
         let login = sessions::open_for_login(
             self.db(),
             &user,
+            &subject.key(),
             origin,
             refresh_hash,
             self.refresh_expiry()?,
