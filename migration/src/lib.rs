@@ -466,10 +466,9 @@ mod m20261206_000007_credentials {
 
 /// PostgreSQL's search index takes each new user directly instead of through GIN's pending
 /// list. With the default fast update, rows inserted since the last (auto)vacuum sit in an
-/// unsorted list that every search reads in full: after a bulk import of 100,000 users that
-/// list held about 3,900 entries, and a search's index scan read 431 pages in 3.5 ms, against
-/// 83 pages in 0.7 ms once it was merged. Users are written rarely and searched often, so the
-/// writes pay. The migration also merges what is pending now.
+/// unsorted list that every search reads in full (after a bulk import, several times the work
+/// of the index itself: benches/RESULTS.md). Users are written rarely and searched often, so
+/// the writes pay. The migration also merges what is pending now.
 mod m20261207_000008_search_index_direct {
     use super::*;
 
