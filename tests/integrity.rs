@@ -168,3 +168,46 @@ async fn postgres_search_index_has_no_pending_list() {
     let options: Option<String> = options.try_get("", "options").expect("options column");
     assert_eq!(options.as_deref(), Some("fastupdate=off"));
 }
+
+/// A request dropped while its transaction's `BEGIN` is on the wire (a client that
+/// disconnects, the request timeout) leaves no pooled connection inside a transaction. If one
+/// did, later requests' statements would run in it and hold its locks, and after their first
+/// error every statement on that connection would fail until the server restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_abandoned_begin_leaves_no_connection_in_a_transaction() {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let Some(app) = TestApp::spawn(support::Backend::Postgres).await else {
+        return;
+    };
+    let db = app.server().service.db();
+    for polls in 0..120 {
+        let mut begin = std::pin::pin!(db.begin_write());
+        for _ in 0..polls % 6 {
+            if futures::poll!(begin.as_mut()).is_ready() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    // Connections go back to the pool (sending any rollback queued for them) as they are used.
+    for _ in 0..20 {
+        db.conn()
+            .execute_unprepared("SELECT 1")
+            .await
+            .expect("the pool answers");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let observer = app.database().await;
+    let row = observer
+        .query_one_raw(Statement::from_string(
+            observer.get_database_backend(),
+            "SELECT count(*) AS stuck FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+        ))
+        .await
+        .expect("read pg_stat_activity")
+        .expect("one row");
+    let stuck: i64 = row.try_get("", "stuck").expect("stuck column");
+    assert_eq!(stuck, 0, "pooled connections left inside a transaction");
+}
