@@ -108,7 +108,7 @@ async fn bench() -> Result<()> {
         std::fs::write(path, report.markdown())?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(())
+    report.no_unexpected_errors()
 }
 
 async fn run(
@@ -411,7 +411,7 @@ async fn run(
             bail!("the login flood ended before `me` finished measuring beside it");
         }
         scenario("me, during login flood", me_result);
-        scenario("login flood (beside me)", flood_result);
+        scenario(report::FLOOD, flood_result);
     }
     server.stop();
 
