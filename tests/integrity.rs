@@ -175,7 +175,7 @@ async fn postgres_search_index_has_no_pending_list() {
 /// error every statement on that connection would fail until the server restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_abandoned_begin_leaves_no_connection_in_a_transaction() {
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::ConnectionTrait;
 
     let Some(app) = TestApp::spawn(support::Backend::Postgres).await else {
         return;
@@ -198,16 +198,11 @@ async fn postgres_abandoned_begin_leaves_no_connection_in_a_transaction() {
             .expect("the pool answers");
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let observer = app.database().await;
-    let row = observer
-        .query_one_raw(Statement::from_string(
-            observer.get_database_backend(),
-            "SELECT count(*) AS stuck FROM pg_stat_activity WHERE datname = current_database() \
+    let stuck = app
+        .count(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND state LIKE 'idle in transaction%'",
-        ))
-        .await
-        .expect("read pg_stat_activity")
-        .expect("one row");
-    let stuck: i64 = row.try_get("", "stuck").expect("stuck column");
+        )
+        .await;
     assert_eq!(stuck, 0, "pooled connections left inside a transaction");
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok};
 
@@ -51,17 +51,6 @@ fn sid(session: &Session) -> String {
         .expect("base64url");
     let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
     claims["sid"].as_str().expect("sid claim").to_owned()
-}
-
-/// Rows of `table` for `session_id`, read beside the server.
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = app.database().await;
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .expect("count query")
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).expect("a count")
 }
 
 async fn lists_own_sessions_newest_first(app: TestApp) {
@@ -312,16 +301,16 @@ async fn purge_removes_spent_rows(app: TestApp) {
     ))
     .await
     .expect("age the revoked session");
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 5);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 5);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 2);
 
     // Used but unexpired tokens stay, so a replay still revokes (the grace is 200 ms here).
     let service = &app.server().service;
     let purged = service.purge_sessions().await.expect("purge runs");
     assert_eq!(purged.sessions, 1, "{purged:?}");
     assert_eq!(purged.refresh_tokens, 0, "{purged:?}");
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 4);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 4);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1);
 
     // Past the refresh-token lifetime (two seconds here) all of them go; the session, refreshed
     // meanwhile, stays with its newest token.
@@ -335,8 +324,8 @@ async fn purge_removes_spent_rows(app: TestApp) {
     let purged = service.purge_sessions().await.expect("purge runs");
     assert_eq!(purged.refresh_tokens, 5, "{purged:?}");
     assert_eq!(purged.sessions, 0, "{purged:?}");
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM refresh_tokens").await, 1);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1);
     assert_ok(&app.me(&current.access).await);
     assert_ok(&app.refresh(&current.refresh).await);
 }

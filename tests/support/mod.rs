@@ -700,6 +700,20 @@ impl TestApp {
             .await
             .expect("connect to the test database")
     }
+
+    /// The number `sql` (a `SELECT COUNT(*) …`) returns, read beside the server.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = self.database().await;
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect("count query")
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("a count")
+    }
 }
 
 /// `extensions.retryAfterSeconds` of a RATE_LIMITED answer.
