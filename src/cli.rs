@@ -192,6 +192,6 @@ fn describe(err: AppError) -> anyhow::Error {
             let list: Vec<String> = fields.iter().map(|(f, m)| format!("{f} {m}")).collect();
             anyhow::anyhow!("{}", list.join("; "))
         }
-        other => anyhow::anyhow!("{other}"),
+        other => anyhow::anyhow!("{}", crate::error::chain(&other)),
     }
 }

@@ -276,14 +276,17 @@ fn ed25519_set(stored: &[signing_key::Model], access_ttl: Duration) -> AppResult
         .ok_or_else(|| AppError::internal("no current signing key"))?;
     let mut public = HashMap::new();
     for key in stored {
-        let damaged = || AppError::internal("a stored signing key is damaged");
-        let bytes: [u8; 32] = URL_SAFE_NO_PAD
+        const DAMAGED: &str = "a stored signing key is damaged";
+        let bytes = URL_SAFE_NO_PAD
             .decode(&key.public_key)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(damaged)?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| damaged())?;
-        let decoding = DecodingKey::from_ed_components(&key.public_key).map_err(|_| damaged())?;
+            .map_err(|err| AppError::internal_from(DAMAGED, err))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| AppError::internal("a stored signing key is not 32 bytes"))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|err| AppError::internal_from(DAMAGED, err))?;
+        let decoding = DecodingKey::from_ed_components(&key.public_key)
+            .map_err(|err| AppError::internal_from(DAMAGED, err))?;
         let until = key
             .retired_at
             .map(|retired| verifies_until(retired, access_ttl));
@@ -296,13 +299,16 @@ fn ed25519_set(stored: &[signing_key::Model], access_ttl: Duration) -> AppResult
             },
         );
     }
-    let damaged = || AppError::internal("the current signing key is damaged");
+    const DAMAGED: &str = "the current signing key is damaged";
     let der = STANDARD
         .decode(&current.private_key)
-        .map_err(|_| damaged())?;
-    let signing = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|_| damaged())?;
+        .map_err(|err| AppError::internal_from(DAMAGED, err))?;
+    let signing = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+        .map_err(|err| AppError::internal_from(DAMAGED, err))?;
     if URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes()) != current.public_key {
-        return Err(damaged());
+        return Err(AppError::internal(
+            "the current signing key does not match its public key",
+        ));
     }
     Ok(KeySet::Ed25519 {
         current_kid: current.kid.clone(),

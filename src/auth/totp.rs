@@ -20,14 +20,15 @@ pub fn new_secret() -> String {
 }
 
 fn totp(secret: &str, account: &str) -> AppResult<Totp> {
-    let damaged = || AppError::internal("a stored TOTP secret is damaged");
-    let secret = Secret::try_from_base32(secret).map_err(|_| damaged())?;
+    const DAMAGED: &str = "a stored TOTP secret is damaged";
+    let secret =
+        Secret::try_from_base32(secret).map_err(|err| AppError::internal_from(DAMAGED, err))?;
     Builder::new()
         .with_secret(secret)
         .with_issuer(Some(ISSUER))
         .with_account_name(account.replace(':', "_"))
         .build()
-        .map_err(|_| damaged())
+        .map_err(|err| AppError::internal_from(DAMAGED, err))
 }
 
 /// The `otpauth://` URI an authenticator app scans.

@@ -20,7 +20,7 @@ use crate::config::{Registration, Settings};
 use crate::db::audit::NewEntry;
 use crate::db::entities::user::Model as User;
 use crate::db::{Db, signing_keys, throttle};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, chain};
 use crate::metrics::Metrics;
 
 pub use crate::db::audit::{Action as AuditAction, Filter as AuditFilter};
@@ -302,7 +302,9 @@ async fn housekeeping(service: Weak<Inner>) {
         let service = Service(inner);
         match service.purge_sessions().await {
             Ok(purged) => tracing::debug!(?purged, "purged refresh tokens and sessions"),
-            Err(err) => tracing::warn!(error = %err, "purging refresh tokens and sessions"),
+            Err(err) => {
+                tracing::warn!(error = %chain(&err), "purging refresh tokens and sessions")
+            }
         }
     }
 }
@@ -322,7 +324,7 @@ async fn reload_keys(service: Weak<Inner>) {
             return;
         };
         if let Err(err) = reload_keys_once(&inner).await {
-            tracing::warn!(error = %err, "reloading the signing keys");
+            tracing::warn!(error = %chain(&err), "reloading the signing keys");
         }
     }
 }
