@@ -54,15 +54,13 @@ pub fn is_recovery_code(code: &str) -> bool {
     code.trim().len() > 6
 }
 
-/// Ten new recovery codes (`XXXX-XXXX-XXXX-XXXX`, 80 random bits each) with their hashes.
+/// Ten new recovery codes (`XXXX-XXXX-XXXX-XXXX`, 16 symbols drawn uniformly from 31: 79
+/// random bits each) with their hashes.
 pub fn new_recovery_codes() -> Vec<(String, String)> {
     (0..RECOVERY_CODES)
         .map(|_| {
-            let mut bytes = [0u8; 16];
-            rand::fill(&mut bytes);
-            let chars: Vec<char> = bytes
-                .iter()
-                .map(|b| CODE_ALPHABET[usize::from(*b) % CODE_ALPHABET.len()] as char)
+            let chars: Vec<char> = (0..16)
+                .map(|_| CODE_ALPHABET[rand::random_range(0..CODE_ALPHABET.len())] as char)
                 .collect();
             let code = chars
                 .chunks(4)
@@ -76,7 +74,7 @@ pub fn new_recovery_codes() -> Vec<(String, String)> {
 }
 
 /// The stored form of a recovery code: SHA-256 of its letters, ignoring case and dashes. The
-/// codes are random enough (80 bits) that a fast hash is safe.
+/// codes are random enough (79 bits) that a fast hash is safe.
 pub fn hash_recovery_code(code: &str) -> String {
     let normal: String = code
         .chars()
