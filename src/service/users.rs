@@ -396,21 +396,28 @@ impl Service {
     }
 
     /// Inside write transaction `tx`: reads and locks the actor and the target as they are now
-    /// and applies `rule` to them. Refuses when either is gone or the actor was disabled.
+    /// and applies `rule` to them, so a request checked just before a concurrent change of
+    /// either cannot act on what it checked. Refuses when either is gone or the actor was
+    /// disabled; returns the target as locked.
     async fn recheck(
         &self,
         tx: &sea_orm::DatabaseTransaction,
         actor_id: Uuid,
         target_id: Uuid,
         rule: impl FnOnce(&User, &User) -> AppResult<()>,
-    ) -> AppResult<()> {
-        let rows = user_queries::lock(tx, &[actor_id, target_id]).await?;
-        let find = |id: Uuid| rows.iter().find(|user| user.id == id);
-        let actor = find(actor_id)
+    ) -> AppResult<User> {
+        let mut rows = user_queries::lock(tx, &[actor_id, target_id]).await?;
+        let actor = rows
+            .iter()
+            .find(|user| user.id == actor_id)
             .filter(|actor| !actor.disabled)
             .ok_or(super::accounts::INVALID_TOKEN)?;
-        let target = find(target_id).ok_or(AppError::NotFound("No such user"))?;
-        rule(actor, target)
+        let at = rows
+            .iter()
+            .position(|user| user.id == target_id)
+            .ok_or(AppError::NotFound("No such user"))?;
+        rule(actor, &rows[at])?;
+        Ok(rows.swap_remove(at))
     }
 
     /// Changes another user's role; `Role::Owner` transfers ownership, demoting the caller to
@@ -429,9 +436,17 @@ impl Service {
         rules::check_set_role(actor, id)?;
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
-        let Some(target) = user_queries::lock(&tx, &[id]).await?.pop() else {
-            tx.rollback().await?;
-            return Err(AppError::NotFound("No such user"));
+        let target = match self
+            .recheck(&tx, actor.id, id, |actor, target| {
+                rules::check_set_role(actor, target.id)
+            })
+            .await
+        {
+            Ok(target) => target,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err);
+            }
         };
         if target.role == role {
             tx.rollback().await?;
