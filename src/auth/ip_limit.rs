@@ -1,5 +1,5 @@
 //! The per-client-IP token bucket on credential attempts (login, register, refreshToken,
-//! password re-verification), from `governor`.
+//! `currentPassword`, a step-up verification, confirmTotp), from `governor`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Guard, Result};
 
-use super::{ClientIp, caller, service, viewer};
+use super::{caller, viewer};
 use crate::db::Role;
 use crate::error::AppError;
 
@@ -39,20 +39,4 @@ impl Guard for Interactive {
         caller(ctx).await?.session()?;
         Ok(())
     }
-}
-
-/// A credential attempt (login, register, refreshToken): it draws from the client IP's bucket
-/// before anything else runs.
-pub struct IpLimited;
-
-impl Guard for IpLimited {
-    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        Ok(limit_ip(ctx)?)
-    }
-}
-
-/// The IP bucket check, for resolvers where only some calls are credential attempts.
-pub fn limit_ip(ctx: &Context<'_>) -> crate::error::AppResult<()> {
-    let ip = ctx.data_opt::<ClientIp>().and_then(|client| client.0);
-    service(ctx)?.limit_ip(ip)
 }

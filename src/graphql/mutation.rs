@@ -2,7 +2,7 @@ use async_graphql::{Context, ID, Object};
 
 use chrono::{DateTime, Utc};
 
-use super::guards::{Access, Interactive, IpLimited, limit_ip};
+use super::guards::{Access, Interactive};
 use super::types::{
     ApiTokenPayload, AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, TotpSetup,
     UpdateUserInput, UserObject, VerificationInput, parse_id, parse_uuid,
@@ -10,14 +10,13 @@ use super::types::{
 use super::{caller, origin, service};
 use crate::db::Role;
 use crate::error::AppResult;
-use crate::service::NewUser;
+use crate::service::{NewUser, Verification};
 
 pub struct Mutation;
 
 #[Object]
 impl Mutation {
     /// Self-registration; the first account on an empty database becomes the owner.
-    #[graphql(guard = "IpLimited")]
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> AppResult<AuthPayload> {
         Ok(service(ctx)?
             .register(input.into(), &origin(ctx))
@@ -25,7 +24,6 @@ impl Mutation {
             .into())
     }
 
-    #[graphql(guard = "IpLimited")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> AppResult<AuthPayload> {
         Ok(service(ctx)?
             .login(
@@ -39,13 +37,15 @@ impl Mutation {
     }
 
     /// Exchanges a refresh token for a new pair; the old refresh token stops working.
-    #[graphql(guard = "IpLimited")]
     async fn refresh_token(
         &self,
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> AppResult<AuthPayload> {
-        Ok(service(ctx)?.refresh(&refresh_token).await?.into())
+        Ok(service(ctx)?
+            .refresh(&refresh_token, origin(ctx).ip)
+            .await?
+            .into())
     }
 
     /// Ends the session of this refresh token, including its access tokens.
@@ -78,7 +78,7 @@ impl Mutation {
         input: CreateUserInput,
         verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
-        let verification = verified(ctx, verification)?;
+        let verification = verification.map(Verification::from);
         let role = input.role.map_or(Role::Standard, Into::into);
         let new = NewUser {
             username: input.username,
@@ -101,10 +101,6 @@ impl Mutation {
         id: ID,
         input: UpdateUserInput,
     ) -> AppResult<UserObject> {
-        if input.current_password.is_some() {
-            // A password re-verification: a credential attempt like a login.
-            limit_ip(ctx)?;
-        }
         let user = service(ctx)?
             .update_user(&caller(ctx).await?, parse_id(&id)?, input.into())
             .await?;
@@ -120,7 +116,7 @@ impl Mutation {
         id: ID,
         verification: Option<VerificationInput>,
     ) -> AppResult<ID> {
-        let verification = verified(ctx, verification)?;
+        let verification = verification.map(Verification::from);
         let id = service(ctx)?
             .delete_user(&caller(ctx).await?, parse_id(&id)?, verification.as_ref())
             .await?;
@@ -137,7 +133,7 @@ impl Mutation {
         role: GqlRole,
         verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
-        let verification = verified(ctx, verification)?;
+        let verification = verification.map(Verification::from);
         let user = service(ctx)?
             .set_role(
                 &caller(ctx).await?,
@@ -161,7 +157,7 @@ impl Mutation {
         user_id: Option<ID>,
         verification: Option<VerificationInput>,
     ) -> AppResult<ApiTokenPayload> {
-        let verification = verified(ctx, verification)?;
+        let verification = verification.map(Verification::from);
         let user_id = user_id
             .as_ref()
             .map(|id| parse_uuid(id, "userId", "user"))
@@ -200,7 +196,7 @@ impl Mutation {
         ctx: &Context<'_>,
         verification: Option<VerificationInput>,
     ) -> AppResult<TotpSetup> {
-        let verification = verified(ctx, verification)?;
+        let verification = verification.map(Verification::from);
         Ok(service(ctx)?
             .enable_totp(&caller(ctx).await?, verification.as_ref())
             .await?
@@ -210,7 +206,6 @@ impl Mutation {
     /// Turns two-factor login on with a current code from the app just set up.
     #[graphql(guard = "Interactive")]
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
-        limit_ip(ctx)?;
         service(ctx)?.confirm_totp(&caller(ctx).await?, &code).await
     }
 
@@ -222,23 +217,9 @@ impl Mutation {
         ctx: &Context<'_>,
         verification: VerificationInput,
     ) -> AppResult<bool> {
-        let verification = verified(ctx, Some(verification))?.unwrap_or_default();
+        let verification = Verification::from(verification);
         service(ctx)?
             .disable_totp(&caller(ctx).await?, &verification)
             .await
     }
-}
-
-/// A verification is a credential attempt: it draws from the client IP's bucket like a login.
-fn verified(
-    ctx: &Context<'_>,
-    verification: Option<VerificationInput>,
-) -> AppResult<Option<crate::service::Verification>> {
-    let verification = verification
-        .map(crate::service::Verification::from)
-        .filter(|v| !v.is_empty());
-    if verification.is_some() {
-        limit_ip(ctx)?;
-    }
-    Ok(verification)
 }

@@ -34,6 +34,7 @@ impl Service {
     /// standard users. The partial unique index on the owner keeps racing first registrations
     /// from making two owners: the loser retries as a standard user.
     pub async fn register(&self, input: NewUser, origin: &Origin) -> AppResult<AuthSession> {
+        self.limit_ip(origin.ip)?;
         self.writable()?;
         if !self.registration_open() {
             return Err(AppError::Forbidden("Registration is closed"));
@@ -88,6 +89,7 @@ impl Service {
         totp_code: Option<&str>,
         origin: &Origin,
     ) -> AppResult<AuthSession> {
+        self.limit_ip(origin.ip)?;
         let mut fields = Fields::new();
         if login.contains('\0') || login.len() > 320 {
             fields.add("login", "must be a username or an email address");
@@ -194,8 +196,13 @@ impl Service {
     /// was already rotated revokes its whole family, unless it comes back within the reuse
     /// grace: a client racing itself (two tabs refreshing at once) then gets another pair for
     /// the same session. Sessions past their maximum age or idle limit do not refresh.
-    pub async fn refresh(&self, token: &str) -> AppResult<AuthSession> {
+    pub async fn refresh(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> AppResult<AuthSession> {
         const INVALID: AppError = AppError::Unauthenticated("Invalid refresh token");
+        self.limit_ip(ip)?;
         let hash = tokens::hash_token(token);
         let live = self.live();
         let tx = self.db().begin_write().await?;

@@ -48,7 +48,8 @@ impl Service {
         }
     }
 
-    /// Checks `verification` for the caller, counted by the account throttle, and records
+    /// Checks `verification` for the caller, counted by the client IP's bucket and the account
+    /// throttle, and records
     /// the success on the session. With two-factor login on, only a TOTP (or recovery) code
     /// will do.
     pub(super) async fn verify(
@@ -57,6 +58,7 @@ impl Service {
         session_id: uuid::Uuid,
         verification: &Verification,
     ) -> AppResult<()> {
+        self.limit_ip(caller.ip)?;
         let user = caller.user;
         if let Some(totp) = self.totp_of(user.id).await? {
             let Some(code) = verification.totp_code.as_deref() else {

@@ -68,8 +68,9 @@ impl Service {
     pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
         const NOTHING_PENDING: AppError =
             AppError::Forbidden("There is no two-factor setup to confirm: call enableTotp first");
-        self.writable()?;
         caller.session()?;
+        self.limit_ip(caller.ip)?;
+        self.writable()?;
         let user = caller.user;
         validation::second_factor_code(code).map_err(|message| AppError::field("code", message))?;
         let Some(pending) = totp_rows::get(self.db().writer(), user.id)

@@ -205,6 +205,9 @@ impl Service {
         changes: UserChanges,
     ) -> AppResult<User> {
         caller.session()?;
+        if changes.current_password.is_some() {
+            self.limit_ip(caller.ip)?;
+        }
         let actor = caller.user;
         self.writable()?;
         rules::check_reach(actor, id, "You may not edit this user")?;
