@@ -1,7 +1,7 @@
 //! Reading the audit trail: the owner sees every entry, admins those about standard users and
 //! about themselves.
 
-use super::{DEFAULT_PAGE, MAX_PAGE, Service};
+use super::{Service, validation};
 use crate::db::audit::{self, Filter, Scope};
 use crate::db::entities::audit_entry::Model as AuditEntry;
 use crate::db::entities::user::{Model as User, Role};
@@ -30,15 +30,9 @@ impl Service {
                 return Err(AppError::Forbidden("Only admins can read the audit log"));
             }
         };
-        let first = first.unwrap_or(DEFAULT_PAGE);
-        if !(0..=MAX_PAGE).contains(&first) {
-            return Err(AppError::field(
-                "first",
-                format!("must be between 0 and {MAX_PAGE}"),
-            ));
-        }
+        let first = validation::page_size(first)?;
         let (entries, has_next) =
-            audit::page(self.db().conn(), scope, filter, after, first as u64).await?;
+            audit::page(self.db().conn(), scope, filter, after, first).await?;
         Ok(AuditPage {
             entries,
             has_next,

@@ -31,7 +31,8 @@ pub use audit::AuditPage;
 pub use sessions::SessionInfo;
 pub use step_up::Verification;
 pub use totp::TotpSetup;
-pub use users::{DEFAULT_PAGE, ImportedUser, MAX_PAGE, NewUser, UserChanges, UserRef};
+pub use users::{ImportedUser, NewUser, UserChanges, UserRef};
+pub use validation::{DEFAULT_PAGE, MAX_PAGE};
 
 /// Shared, cheap to clone handle on everything a request needs.
 #[derive(Clone)]

@@ -50,9 +50,6 @@ pub enum UserRef {
 const DISABLED_OWNER: AppError =
     AppError::Forbidden("Ownership cannot go to a disabled account; enable it first");
 
-pub const MAX_PAGE: i32 = 100;
-pub const DEFAULT_PAGE: i32 = 20;
-
 impl Service {
     /// Creates an account for someone else. `actor` is `None` when the operator uses the
     /// command line, which alone may create the first owner.
@@ -576,13 +573,7 @@ impl Service {
         filter: &Filter,
     ) -> AppResult<user_queries::Page> {
         rules::check_see_others(viewer.role)?;
-        let first = first.unwrap_or(DEFAULT_PAGE);
-        if !(0..=MAX_PAGE).contains(&first) {
-            return Err(AppError::field(
-                "first",
-                format!("must be between 0 and {MAX_PAGE}"),
-            ));
-        }
+        let first = validation::page_size(first)?;
         if filter
             .search
             .as_deref()
@@ -593,7 +584,7 @@ impl Service {
                 "must be at most 200 characters, without NUL",
             ));
         }
-        Ok(user_queries::page(self.db(), filter, after, first as u64).await?)
+        Ok(user_queries::page(self.db(), filter, after, first).await?)
     }
 
     pub async fn count_users(&self, filter: &Filter) -> AppResult<u64> {

@@ -56,6 +56,19 @@ pub struct Profile {
     pub phone: Option<String>,
 }
 
+/// Largest page a list returns, and the size when `first` is not given.
+pub const MAX_PAGE: i32 = 100;
+pub const DEFAULT_PAGE: i32 = 20;
+
+/// `first` of a list: [`DEFAULT_PAGE`] when not given, else at most [`MAX_PAGE`].
+pub fn page_size(first: Option<i32>) -> AppResult<u64> {
+    let first = first.unwrap_or(DEFAULT_PAGE);
+    u64::try_from(first)
+        .ok()
+        .filter(|&size| size <= MAX_PAGE as u64)
+        .ok_or_else(|| AppError::field("first", format!("must be between 0 and {MAX_PAGE}")))
+}
+
 /// Checks the fields every new account has (created, registered or imported alike), recording
 /// each failure in `fields`; `Some` only when all pass.
 pub fn profile(
@@ -207,6 +220,20 @@ pub fn second_factor_code(code: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(None).ok(), Some(20));
+        assert_eq!(page_size(Some(0)).ok(), Some(0));
+        assert_eq!(page_size(Some(100)).ok(), Some(100));
+        for refused in [-1, 101, i32::MIN, i32::MAX] {
+            let err = page_size(Some(refused)).expect_err("refused");
+            assert!(
+                matches!(&err, AppError::BadInput(f) if f.contains_key("first")),
+                "{refused}"
+            );
+        }
+    }
 
     #[test]
     fn usernames() {
