@@ -22,18 +22,12 @@ pub mod service;
 /// `tikv-jemallocator` with the `unprefixed_malloc_on_supported_platforms` feature; the
 /// library does not use it, so nothing else links jemalloc.
 ///
-/// Why jemalloc: request handling allocates many small blocks across worker threads, where
-/// glibc's arena locks contend; a 19 MiB argon2 block freed by one login is reused by the next
-/// instead of being faulted in again. It is also the C `malloc` (the crate's unprefixed
-/// feature), so SQLite's allocations, which its worker threads make and request threads free,
-/// share it instead of contending in glibc.
-///
-/// The settings: a login's argon2 block is above jemalloc's "oversize" threshold, whose
-/// dedicated arena hands memory back at once, so every login faulted in a fresh block; with the
-/// threshold off, the block stays with its thread's arena and the next login reuses it. Memory
-/// left idle goes back to the system after a second, purged by jemalloc's own background
-/// thread even when the server is idle; with the default ten seconds, what one burst of
-/// requests freed was still held when the next burst came.
+/// Why jemalloc: request threads free what other threads allocated (sqlx's and SQLite's
+/// workers), where glibc's arenas contend; as the C `malloc` too, SQLite shares it. The
+/// settings: with the "oversize" threshold off, a login's 19 MiB argon2 block stays in its
+/// thread's arena for the next login instead of being faulted in again; memory left idle goes
+/// back to the system after a second, purged by jemalloc's background thread even when the
+/// server is idle.
 #[macro_export]
 macro_rules! global_allocator {
     () => {

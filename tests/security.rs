@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rollcall::db::Role;
 use rollcall::service::NewUser;
-use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 use support::*;
 
@@ -419,15 +419,11 @@ async fn a_request_past_the_timeout_is_rolled_back(app: TestApp) {
     );
     blocker.rollback().await.expect("release");
     // Nothing of the registration was kept.
-    let count = database
-        .query_one_raw(Statement::from_string(
-            database.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM users WHERE username_key = 'late'",
-        ))
-        .await
-        .expect("count")
-        .and_then(|row| row.try_get::<i64>("", "n").ok());
-    assert_eq!(count, Some(0));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE username_key = 'late'")
+            .await,
+        0
+    );
     assert_ok(&app.register_raw("late", "late@example.com").await);
     let _ = database.close().await;
 }

@@ -4,12 +4,13 @@
 //! (`ROLLCALL_HASH_CONCURRENCY`) fed by a bounded channel bounds that memory and keeps the work
 //! off the async workers. When the channel is full a request is refused at once with
 //! RATE_LIMITED rather than queued for longer than anyone waits, and a job whose request has
-//! been answered or abandoned meanwhile is skipped, not computed. The threads run under `SCHED_IDLE`, so the kernel lets request
-//! handling preempt a running hash: during a login flood other requests still come first.
+//! been answered or abandoned meanwhile is skipped, not computed. The threads run under
+//! `SCHED_IDLE`, so the kernel lets request handling preempt a running hash: during a login
+//! flood other requests still come first.
 //!
-//! A verification runs in its thread's working memory, kept while more jobs wait: a fresh
-//! block costs page faults that, measured, slowed each verify by three quarters. When the
-//! queue is empty the block is dropped, so an idle server holds none of it.
+//! A verification runs in its thread's working memory, kept while more jobs wait, because a
+//! fresh block costs page faults on every verify (benches/RESULTS.md). When the queue is empty
+//! the block is dropped, so an idle server holds none of it.
 
 use std::panic::{self, AssertUnwindSafe};
 

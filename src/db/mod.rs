@@ -172,9 +172,9 @@ fn options(url: &str, max_connections: u32, timeout: Duration) -> ConnectOptions
         // A ping before every checkout would double the round trips of a one-query request;
         // connections idle long enough to have been dropped by the network are still checked.
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
-        // No idle or lifetime reaping: sqlx 0.9.0's reaper was seen spinning a core for
-        // minutes when a pool closed during its sweep (its idle count had wrapped around). The
-        // check above already replaces connections that went stale while idle.
+        // No idle or lifetime reaping: sqlx's reaper can spin a core for minutes when a pool
+        // closes during its sweep (its idle count wraps around). The check above already
+        // replaces connections that went stale while idle.
         .idle_timeout(None)
         .max_lifetime(None)
         .map_sqlx_postgres_opts(move |opts| {

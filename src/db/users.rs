@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::entities::session;
-use super::entities::user::{self, Column, Entity as Users, Model as User, Role};
+use super::entities::user::{Column, Entity as Users, Model as User, Role};
 use super::sessions::Live;
 
 pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, DbErr> {
@@ -311,8 +311,6 @@ pub async fn count(db: &impl ConnectionTrait, filter: &Filter) -> Result<u64, Db
         .count(db)
         .await
 }
-
-pub use user::ActiveModel;
 
 #[cfg(test)]
 mod tests {

@@ -70,7 +70,7 @@ impl OperationInfo {
 ///
 /// This runs in the HTTP handler rather than as a schema extension: any registered extension
 /// makes async-graphql wrap every field and list item of a response in the extension chain,
-/// which slowed the `users` page by 4–19% in alternating runs (benches/RESULTS.md).
+/// which slows the `users` page (benches/RESULTS.md).
 pub fn check(
     limits: &Limits,
     request: &mut async_graphql::Request,

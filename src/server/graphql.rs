@@ -8,7 +8,8 @@
 //!
 //! A request runs in its handler's future: when the client goes away, or the request timeout
 //! passes, it is dropped, and with it any open transaction (rolled back) and any password
-//! check still waiting for a hashing thread (skipped).
+//! check still waiting for a hashing thread (skipped). Only a DataLoader batch already sent
+//! (a read, on its own task) runs to its end.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -27,8 +27,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
 
-pub use graphql::MAX_BODY_BYTES;
-
 use crate::config::Settings;
 use crate::error::{AppError, INTERNAL_MESSAGE};
 use crate::graphql::{ApiSchema, Limits, build_schema};

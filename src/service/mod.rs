@@ -204,7 +204,7 @@ impl Service {
     }
 
     /// Reads the signing keys from the database again.
-    pub async fn reload_signing_keys(&self) -> AppResult<()> {
+    async fn reload_signing_keys(&self) -> AppResult<()> {
         reload_keys_once(&self.0).await
     }
 
