@@ -695,6 +695,54 @@ async fn sigkill_mid_load_loses_nothing_answered(backend: Backend) {
     assert!(server.terminate().success());
 }
 
+/// A role change checked while its caller was the owner, but waiting for its target's row
+/// while the ownership moved on, is refused: the caller is checked again under the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let target = app.create_user(&owner, "target", "STANDARD").await;
+    let heir = app.create_user(&owner, "heir", "STANDARD").await;
+    let db = app.database().await;
+    // What a transfer commits, held open, with the target's row locked as well.
+    let transfer = db.begin().await.expect("begin");
+    for sql in [
+        format!("UPDATE users SET role = 'ADMIN' WHERE id = '{}'", owner.id),
+        format!("UPDATE users SET role = 'OWNER' WHERE id = '{heir}'"),
+        format!("SELECT id FROM users WHERE id = '{target}' FOR UPDATE"),
+    ] {
+        transfer.execute_unprepared(&sql).await.expect("transfer");
+    }
+    let change = app.set_role(&owner, &target, "ADMIN");
+    let app_ref = &app;
+    let release = async move {
+        // The request passed its checks as the owner and now waits for a row lock.
+        let waiting = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app_ref.count(waiting).await == 0 {
+            assert!(Instant::now() < deadline, "the role change never waited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        transfer.commit().await.expect("commit");
+    };
+    let (body, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(change, release) })
+        .await
+        .expect("answered");
+    assert_code(&body, "FORBIDDEN");
+    let role = app
+        .count(&format!(
+            "SELECT count(*) FROM users WHERE id = '{target}' AND role = 'STANDARD'"
+        ))
+        .await;
+    assert_eq!(role, 1, "the target kept its role");
+    let _ = db.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sigkill_mid_load_loses_nothing_answered() {
     sigkill_mid_load_loses_nothing_answered(Backend::Sqlite).await;
