@@ -318,6 +318,31 @@ async fn metrics_need_loopback_or_the_token() {
     );
 }
 
+/// A reverse proxy on the same host that is not listed as trusted does not make the clients
+/// it forwards loopback clients.
+#[tokio::test]
+async fn metrics_are_not_opened_by_an_untrusted_local_proxy() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let url = format!("{}/metrics", app.base_url());
+    let direct = app.client.get(&url).send().await.expect("sent");
+    assert_eq!(direct.status(), StatusCode::OK);
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+    ] {
+        let relayed = app
+            .client
+            .get(&url)
+            .header(name, value)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(relayed.status(), StatusCode::FORBIDDEN, "{name}");
+    }
+}
+
 /// One log line per request with its id, operation, user, status and codes, and no secret in
 /// any line, in both formats.
 #[tokio::test]

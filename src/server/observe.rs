@@ -63,13 +63,17 @@ pub async fn request_log(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`, Prometheus' text exposition (OpenMetrics). Loopback clients may read it;
-/// others only with `Authorization: Bearer <ROLLCALL_METRICS_TOKEN>` when that is set.
+/// others only with `Authorization: Bearer <ROLLCALL_METRICS_TOKEN>` when that is set. A
+/// request that names a client it was forwarded for is never taken as loopback: a reverse
+/// proxy on the same host, not listed as trusted, would otherwise open it to everyone.
 pub async fn metrics(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let loopback = client_ip(peer, &headers, &state.trusted_proxies).is_loopback();
+    let forwarded =
+        headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED);
+    let loopback = !forwarded && client_ip(peer, &headers, &state.trusted_proxies).is_loopback();
     if !loopback && !token_matches(&headers, state.metrics_token.as_deref()) {
         return (
             StatusCode::FORBIDDEN,
