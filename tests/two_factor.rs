@@ -19,6 +19,7 @@ const SET_ROLE: &str = "mutation($id: ID!, $role: Role!, $v: VerificationInput) 
 const DELETE: &str =
     "mutation($id: ID!, $v: VerificationInput) { deleteUser(id: $id, verification: $v) }";
 const CREATE_ADMIN: &str = "mutation($input: CreateUserInput!, $v: VerificationInput) { createUser(input: $input, verification: $v) { id } }";
+const UPDATE_OTHER: &str = "mutation($id: ID!, $input: UpdateUserInput!, $v: VerificationInput) { updateUser(id: $id, input: $input, verification: $v) { id } }";
 const CREATE_TOKEN: &str =
     "mutation($v: VerificationInput) { createApiToken(name: \"t\", verification: $v) { token } }";
 
@@ -240,6 +241,14 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
     let refreshed = Session::from_payload(&app.refresh(&owner.refresh).await, "refreshToken");
     let attempts = [
         (SET_ROLE, json!({"id": bob, "role": "STANDARD"})),
+        (
+            UPDATE_OTHER,
+            json!({"id": bob, "input": {"password": "violet kettle thunder moss"}}),
+        ),
+        (
+            UPDATE_OTHER,
+            json!({"id": bob, "input": {"email": "bob.new@example.com"}}),
+        ),
         (DELETE, json!({"id": carol.id})),
         (CREATE_ADMIN, json!({"input": new_user("dave", "ADMIN")})),
         (CREATE_TOKEN, json!({})),
@@ -254,10 +263,19 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
     // Nothing happened.
     let still = app.user_by_id(&owner, &bob).await;
     assert_eq!(still["data"]["user"]["role"], "ADMIN", "{still}");
-    // Not sensitive: a standard user created, one's own profile edited.
+    assert_eq!(still["data"]["user"]["email"], "bob@example.com", "{still}");
+    // Not sensitive: a standard user created, another's name changed.
     assert_ok(
         &app.create_user_raw(&refreshed, new_user("erin", "STANDARD"))
             .await,
+    );
+    assert_ok(
+        &app.gql(
+            Some(&refreshed.access),
+            UPDATE_OTHER,
+            json!({"id": bob, "input": {"firstName": "Bob"}}),
+        )
+        .await,
     );
 
     // A wrong password is refused on its field; the right one lets the action through and

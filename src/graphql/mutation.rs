@@ -94,15 +94,24 @@ impl Mutation {
         Ok(UserObject::new(user))
     }
 
+    /// Changing someone else's password or email needs step-up `verification` once the login
+    /// is older than the step-up window: it decides who can sign in as them.
     #[graphql(guard = "Interactive")]
     async fn update_user(
         &self,
         ctx: &Context<'_>,
         id: ID,
         input: UpdateUserInput,
+        verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
+        let verification = verification.map(Verification::from);
         let user = service(ctx)?
-            .update_user(&caller(ctx).await?, parse_id(&id)?, input.into())
+            .update_user(
+                &caller(ctx).await?,
+                parse_id(&id)?,
+                input.into(),
+                verification.as_ref(),
+            )
             .await?;
         Ok(UserObject::new(user))
     }

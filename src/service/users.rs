@@ -195,11 +195,14 @@ impl Service {
         }
     }
 
+    /// Edits a user: oneself (a new password or email needs the current password), or someone
+    /// the caller manages (a new password or email for them needs step-up verification).
     pub async fn update_user(
         &self,
         caller: &Caller<'_>,
         id: Uuid,
         changes: UserChanges,
+        verification: Option<&Verification>,
     ) -> AppResult<User> {
         caller.session()?;
         if changes.current_password.is_some() {
@@ -260,6 +263,10 @@ impl Service {
             if !ok {
                 return Err(AppError::field("currentPassword", "is incorrect"));
             }
+        }
+        if !is_self && (changes.password.is_some() || email_changes) {
+            // Whoever sets another's password or email can sign in as them.
+            self.step_up(caller, verification).await?;
         }
 
         let username_key = username.as_ref().map(|u| u.to_ascii_lowercase());
