@@ -49,16 +49,17 @@ impl Service {
     }
 
     /// Checks `verification` for the caller, counted by the client IP's bucket and the account
-    /// throttle, and records
-    /// the success on the session. With two-factor login on, only a TOTP (or recovery) code
-    /// will do.
+    /// throttle, and records the success on the session. With two-factor login on, only a TOTP
+    /// (or recovery) code will do. An empty verification is not an attempt.
     pub(super) async fn verify(
         &self,
         caller: &Caller<'_>,
         session_id: uuid::Uuid,
         verification: &Verification,
     ) -> AppResult<()> {
-        self.limit_ip(caller.ip)?;
+        if !verification.is_empty() {
+            self.limit_ip(caller.ip)?;
+        }
         let user = caller.user;
         if let Some(totp) = self.totp_of(user.id).await? {
             let Some(code) = verification.totp_code.as_deref() else {
