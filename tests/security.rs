@@ -143,6 +143,27 @@ async fn the_ip_limit_counts_credential_attempts_per_client() {
     assert_ok(&app.me(&alice.access).await);
 }
 
+/// `currentPassword` counts against the IP only where it is checked: sent along with an edit of
+/// someone else, it is not an attempt.
+#[tokio::test]
+async fn the_ip_limit_counts_current_password_only_when_checked() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 2).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let bob = app.create_user(&alice, "bob", "STANDARD").await;
+    for name in ["Bob", "Robert", "Bobby"] {
+        let edit = json!({"firstName": name, "currentPassword": PASSWORD});
+        assert_ok(&app.update_user(&alice, &bob, edit).await);
+    }
+    let own = json!({"password": "a new Passphrase 77", "currentPassword": PASSWORD});
+    assert_ok(&app.update_user(&alice, &alice.id, own).await);
+    assert_code(
+        &app.login("alice", "a new Passphrase 77").await,
+        "RATE_LIMITED",
+    );
+}
+
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {

@@ -205,9 +205,6 @@ impl Service {
         verification: Option<&Verification>,
     ) -> AppResult<User> {
         caller.session()?;
-        if changes.current_password.is_some() {
-            self.limit_ip(caller.ip)?;
-        }
         let actor = caller.user;
         self.writable()?;
         rules::check_reach(actor, id, "You may not edit this user")?;
@@ -252,6 +249,9 @@ impl Service {
         }
         fields.into_result()?;
         if needs_current {
+            // Counted only here, where it is checked: a `currentPassword` sent along with an
+            // edit that needs none is not an attempt.
+            self.limit_ip(caller.ip)?;
             let current = changes.current_password.as_deref().unwrap_or_default();
             let ok = self
                 .check_password(
