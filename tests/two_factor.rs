@@ -264,6 +264,7 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
     let still = app.user_by_id(&owner, &bob).await;
     assert_eq!(still["data"]["user"]["role"], "ADMIN", "{still}");
     assert_eq!(still["data"]["user"]["email"], "bob@example.com", "{still}");
+    assert_ok(&app.login("bob", PASSWORD).await);
     // Not sensitive: a standard user created, another's name changed.
     assert_ok(
         &app.create_user_raw(&refreshed, new_user("erin", "STANDARD"))
@@ -300,6 +301,10 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
             .await;
         assert_ok(&body);
     }
+    assert_ok(
+        &app.login("bob.new@example.com", "violet kettle thunder moss")
+            .await,
+    );
 
     // Deleting oneself is not someone else's account: no verification.
     let erin = app.login_as("erin").await;
