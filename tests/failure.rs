@@ -721,13 +721,7 @@ async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
     let app_ref = &app;
     let release = async move {
         // The request passed its checks as the owner and now waits for a row lock.
-        let waiting = "SELECT count(*) FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while app_ref.count(waiting).await == 0 {
-            assert!(Instant::now() < deadline, "the role change never waited");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_waiting_for_locks(app_ref, 1).await;
         transfer.commit().await.expect("commit");
     };
     let (body, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(change, release) })
@@ -740,6 +734,65 @@ async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
         ))
         .await;
     assert_eq!(role, 1, "the target kept its role");
+    let _ = db.close().await;
+}
+
+/// Waits until `n` statements of the test's database wait for a lock.
+async fn until_waiting_for_locks(app: &TestApp, n: i64) {
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.count(waiting).await < n {
+        assert!(Instant::now() < deadline, "{n} lock waits never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deleting a user sets `createdBy` of the users they created to null, so it locks those rows
+/// too: taken with the rest in one ordered set, a role change of one of them that waits for
+/// the deletion cannot deadlock with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_deadlock() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let creator = app.user_with_role(&alice, "creator", "ADMIN").await;
+    let created = app.create_user(&creator, "created", "STANDARD").await;
+    // An owner whose id sorts after `created`'s, so a role change locks `created` first.
+    let heir = app.create_user(&alice, "heir", "STANDARD").await;
+    assert_ok(&app.set_role(&alice, &heir, "OWNER").await);
+    let owner = app.login_as("heir").await;
+    assert!(created < heir, "ids are ordered by creation");
+
+    let db = app.database().await;
+    // Holds the deletion after its users are locked and before its row goes.
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared("LOCK TABLE api_tokens IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let deletion = app.delete_user(&owner, &creator.id);
+    let change = async {
+        until_waiting_for_locks(&app, 1).await;
+        app.set_role(&owner, &created, "ADMIN").await
+    };
+    let release = async {
+        until_waiting_for_locks(&app, 2).await;
+        hold.commit().await.expect("commit");
+    };
+    let (deleted, changed, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        tokio::join!(deletion, change, release)
+    })
+    .await
+    .expect("answered");
+    assert_ok(&deleted);
+    assert_eq!(changed["data"]["setRole"]["role"], "ADMIN", "{changed}");
+    let orphan = format!(
+        "SELECT count(*) FROM users WHERE id = '{created}' AND created_by IS NULL AND role = 'ADMIN'"
+    );
+    assert_eq!(app.count(&orphan).await, 1);
     let _ = db.close().await;
 }
 

@@ -327,7 +327,7 @@ impl Service {
         // Decided again on the rows as they are now, locked until the write commits: a role
         // changed since the check above must not let an edit through.
         if let Err(err) = self
-            .recheck(&tx, actor.id, target.id, |actor, target| {
+            .recheck(&tx, (actor.id, target.id), false, |actor, target| {
                 rules::check_edit(actor, target, changes.disabled == Some(true))
             })
             .await
@@ -384,7 +384,10 @@ impl Service {
             self.step_up(caller, verification).await?;
         }
         let tx = self.db().begin_write().await?;
-        if let Err(err) = self.recheck(&tx, actor.id, id, rules::check_delete).await {
+        if let Err(err) = self
+            .recheck(&tx, (actor.id, id), true, rules::check_delete)
+            .await
+        {
             tx.rollback().await?;
             return Err(err);
         }
@@ -405,15 +408,17 @@ impl Service {
     /// Inside write transaction `tx`: reads and locks the actor and the target as they are now
     /// and applies `rule` to them, so a request checked just before a concurrent change of
     /// either cannot act on what it checked. Refuses when either is gone or the actor was
-    /// disabled; returns the target as locked.
+    /// disabled; returns the target as locked. `deleting` also locks the users the target
+    /// created, whose rows its deletion writes.
     async fn recheck(
         &self,
         tx: &sea_orm::DatabaseTransaction,
-        actor_id: Uuid,
-        target_id: Uuid,
+        (actor_id, target_id): (Uuid, Uuid),
+        deleting: bool,
         rule: impl FnOnce(&User, &User) -> AppResult<()>,
     ) -> AppResult<User> {
-        let mut rows = user_queries::lock(tx, &[actor_id, target_id]).await?;
+        let created = deleting.then_some(target_id);
+        let mut rows = user_queries::lock(tx, &[actor_id, target_id], created).await?;
         let actor = rows
             .iter()
             .find(|user| user.id == actor_id)
@@ -444,7 +449,7 @@ impl Service {
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         let target = match self
-            .recheck(&tx, actor.id, id, |actor, target| {
+            .recheck(&tx, (actor.id, id), false, |actor, target| {
                 rules::check_set_role(actor, target.id)
             })
             .await
