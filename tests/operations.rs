@@ -331,6 +331,7 @@ async fn metrics_are_not_opened_by_an_untrusted_local_proxy() {
     for (name, value) in [
         ("x-forwarded-for", "203.0.113.7"),
         ("forwarded", "for=203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
     ] {
         let relayed = app
             .client

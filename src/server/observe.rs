@@ -71,8 +71,9 @@ pub async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let forwarded =
-        headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED);
+    let forwarded = ["x-forwarded-for", "x-real-ip", "forwarded"]
+        .iter()
+        .any(|name| headers.contains_key(*name));
     let loopback = !forwarded && client_ip(peer, &headers, &state.trusted_proxies).is_loopback();
     if !loopback && !token_matches(&headers, state.metrics_token.as_deref()) {
         return (
