@@ -443,7 +443,58 @@ async fn admins_read_entries_about_standard_users_and_themselves(app: TestApp) {
     assert_ok(&by_token);
 }
 
+/// Each mutation of a document acts as its caller is by then: a session ended, or an ownership
+/// handed over, earlier in the same document issues no token after it; nor does anyone issue
+/// tokens for a disabled account (enabling it must revive none).
+async fn a_document_acts_as_its_caller_is_by_then(app: TestApp) {
+    let owner = app.register("alice").await;
+    let adele = app.create_user(&owner, "adele", "ADMIN").await;
+    let heir = app.create_user(&owner, "heir", "STANDARD").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let tokens = "SELECT count(*) FROM api_tokens";
+
+    let owner = app.login_as("alice").await;
+    assert_ok(&app.disable(&owner, &bob).await);
+    let for_disabled = app
+        .gql(
+            Some(&owner.access),
+            CREATE_TOKEN,
+            json!({"name": "ci", "userId": bob}),
+        )
+        .await;
+    assert_code(&for_disabled, "FORBIDDEN");
+
+    let handed_over = app
+        .gql(
+            Some(&owner.access),
+            "mutation($heir: ID!, $admin: ID!) { setRole(id: $heir, role: OWNER) { role } \
+             createApiToken(name: \"keep\", userId: $admin) { token } }",
+            json!({"heir": heir, "admin": adele}),
+        )
+        .await;
+    let errors = handed_over["errors"].as_array().expect("an error");
+    assert_eq!(errors.len(), 1, "{handed_over}");
+    assert_eq!(errors[0]["path"][0], "createApiToken", "{handed_over}");
+    assert_eq!(
+        errors[0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{handed_over}"
+    );
+    let heir = app.login_as("heir").await;
+    assert_eq!(heir.role, "OWNER");
+    let ended = app
+        .gql(
+            Some(&heir.access),
+            "mutation { logoutEverywhere createApiToken(name: \"late\") { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ended["errors"][0]["path"][0], "createApiToken", "{ended}");
+    assert_code(&ended, "UNAUTHENTICATED");
+    assert_eq!(app.count(tokens).await, 0);
+}
+
 backend_tests!(
+    a_document_acts_as_its_caller_is_by_then,
     tokens_act_for_queries_and_never_manage,
     revocation_expiry_disabling_and_deletion_stop_tokens,
     managers_issue_and_see_tokens_of_users_they_manage,

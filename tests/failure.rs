@@ -16,8 +16,8 @@ use rollcall::db::entities::{refresh_token, session, user};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 use serde_json::{Value, json};
 use support::{
-    Backend, Gql, PASSWORD, ServerProcess, Session, TestApp, TestDb, assert_code, assert_ok,
-    error_code, run_or_kill,
+    Backend, CREATE_USER, Gql, PASSWORD, ServerProcess, Session, TestApp, TestDb, assert_code,
+    assert_ok, error_code, new_user, run_or_kill,
 };
 
 /// Longest any single request may take before the test counts it as hanging.
@@ -793,6 +793,90 @@ async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_d
         "SELECT count(*) FROM users WHERE id = '{created}' AND created_by IS NULL AND role = 'ADMIN'"
     );
     assert_eq!(app.count(&orphan).await, 1);
+    let _ = db.close().await;
+}
+
+/// An admin demoted while a request of theirs waits for their row is refused by it: creating a
+/// user, issuing a token for a standard user, ending one's session. The demotion is held open
+/// until each request waits for the row, then committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_manager_demoted_mid_request_is_refused() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let adele = app.user_with_role(&owner, "adele", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let bob_session = app
+        .count(&format!(
+            "SELECT count(*) FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL",
+            bob.id
+        ))
+        .await;
+    assert_eq!(bob_session, 1);
+    let db = app.database().await;
+    let session_id: uuid::Uuid = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT id FROM sessions WHERE user_id = '{}'", bob.id),
+        ))
+        .await
+        .expect("query")
+        .expect("a session")
+        .try_get_by_index(0)
+        .expect("an id");
+    let requests = [
+        (CREATE_USER, json!({"input": new_user("carol", "STANDARD")})),
+        (
+            "mutation($id: ID!) { createApiToken(name: \"ci\", userId: $id) { token } }",
+            json!({"id": bob.id}),
+        ),
+        (
+            "mutation($id: ID!) { revokeSession(id: $id) }",
+            json!({"id": session_id.to_string()}),
+        ),
+    ];
+    for (query, variables) in requests {
+        let demotion = db.begin().await.expect("begin");
+        demotion
+            .execute_unprepared(&format!(
+                "UPDATE users SET role = 'STANDARD' WHERE id = '{}'",
+                adele.id
+            ))
+            .await
+            .expect("demote");
+        let request = app.gql(Some(&adele.access), query, variables);
+        let release = async {
+            until_waiting_for_locks(&app, 1).await;
+            demotion.commit().await.expect("commit");
+        };
+        let (body, ()) =
+            tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(request, release) })
+                .await
+                .expect("answered");
+        assert_code(&body, "FORBIDDEN");
+        db.execute_unprepared(&format!(
+            "UPDATE users SET role = 'ADMIN' WHERE id = '{}'",
+            adele.id
+        ))
+        .await
+        .expect("restore");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM users WHERE username = 'carol'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM api_tokens").await, 0);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM sessions WHERE id = '{session_id}' AND revoked_at IS NULL"
+        ))
+        .await,
+        1
+    );
     let _ = db.close().await;
 }
 

@@ -164,6 +164,18 @@ pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<session:
     session::Entity::find_by_id(id).one(db).await
 }
 
+/// Session `id` while it is live.
+pub async fn find_live(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    live: &Live,
+) -> Result<Option<session::Model>, DbErr> {
+    session::Entity::find_by_id(id)
+        .filter(live.condition())
+        .one(db)
+        .await
+}
+
 /// Records a password or TOTP check made in session `id` for a sensitive action.
 pub async fn mark_verified(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
     session::Entity::update_many()

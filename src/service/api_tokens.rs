@@ -57,19 +57,39 @@ impl Service {
             }
         };
         self.step_up(caller, verification).await?;
-        let now = db::now();
-        if api_tokens::count_live(self.db().writer(), target.id, now).await? >= MAX_API_TOKENS {
-            return Err(AppError::Forbidden(
-                "This user holds the most API tokens allowed (100); revoke one first",
-            ));
-        }
         let (token, hash) = tokens::new_api_token();
-        let row = api_tokens::new_row(target.id, name, hash, expires_at, caller.user.id);
         let mut fields = vec!["name"];
         if expires_at.is_some() {
             fields.push("expiresAt");
         }
         let tx = self.db().begin_write().await?;
+        // Decided again on both users as they are now, locked until the token is in: a role
+        // lost or an account disabled meanwhile must not leave a token behind, and two
+        // requests cannot both take the last place under the limit.
+        let target = match self
+            .recheck(&tx, (caller.user.id, target.id), false, |actor, target| {
+                if target.disabled {
+                    return Err(AppError::Forbidden(
+                        "This account is disabled; enable it before issuing it tokens",
+                    ));
+                }
+                rules::check_credentials(actor, target)
+            })
+            .await
+        {
+            Ok(target) => target,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err);
+            }
+        };
+        if api_tokens::count_live(&tx, target.id, db::now()).await? >= MAX_API_TOKENS {
+            tx.rollback().await?;
+            return Err(AppError::Forbidden(
+                "This user holds the most API tokens allowed (100); revoke one first",
+            ));
+        }
+        let row = api_tokens::new_row(target.id, name, hash, expires_at, caller.user.id);
         api_tokens::insert(&tx, row.clone()).await?;
         audit::record(
             &tx,
@@ -99,6 +119,14 @@ impl Service {
             return Ok(false);
         };
         let tx = self.db().begin_write().await?;
+        let refusal = "You may not revoke this token";
+        if let Err(err) = self
+            .recheck_credentials(&tx, caller, &target, refusal)
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         let deleted = api_tokens::delete(&tx, id).await?;
         if deleted {
             audit::record(

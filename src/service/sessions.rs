@@ -90,6 +90,14 @@ impl Service {
             return Ok(false);
         };
         let tx = self.db().begin_write().await?;
+        let refusal = "You may not end this session";
+        if let Err(err) = self
+            .recheck_credentials(&tx, caller, &target, refusal)
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         let revoked = sessions::revoke_live(&tx, id, &self.live()).await?;
         if revoked {
             audit::record(
@@ -131,6 +139,24 @@ impl Service {
         };
         rules::check_credentials(caller, &target).map_err(|_| AppError::Forbidden(refusal))?;
         Ok(Some(target))
+    }
+
+    /// Inside write transaction `tx`: [`Self::credential_owner`]'s decision taken again on the
+    /// caller and `target` as they are now, so a role lost since cannot end another's
+    /// credentials.
+    pub(super) async fn recheck_credentials(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        caller: &Caller<'_>,
+        target: &User,
+        refusal: &'static str,
+    ) -> AppResult<()> {
+        let rule = |actor: &User, target: &User| {
+            rules::check_credentials(actor, target).map_err(|_| AppError::Forbidden(refusal))
+        };
+        self.recheck(tx, (caller.user.id, target.id), false, rule)
+            .await
+            .map(drop)
     }
 
     /// Ends every live session of the caller, the one asking included; how many there were.

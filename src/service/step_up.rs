@@ -33,7 +33,8 @@ impl Service {
         if let Some(verification) = verification.filter(|v| !v.is_empty()) {
             return self.verify(caller, session_id, verification).await;
         }
-        let session = sessions::find(self.db().writer(), session_id)
+        // Live as of now: a session ended since the request began proves nothing.
+        let session = sessions::find_live(self.db().writer(), session_id, &self.live())
             .await?
             .ok_or(super::accounts::INVALID_TOKEN)?;
         let proved = session

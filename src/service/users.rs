@@ -75,6 +75,16 @@ impl Service {
         let entry = NewEntry::new(Action::UserCreated, actor, caller.and_then(|c| c.ip))
             .target(model.id, role);
         let tx = self.db().begin_write().await?;
+        if let Some(caller) = caller {
+            // The caller as they are now: a role lost since the check above (even earlier in
+            // the same request) must not create what only that role could.
+            let actor = caller.user.id;
+            let rule = |actor: &User, _: &User| rules::check_create(actor.role, role);
+            if let Err(err) = self.recheck(&tx, (actor, actor), false, rule).await {
+                tx.rollback().await?;
+                return Err(err);
+            }
+        }
         match Users::insert(model.clone().into_active_model().reset_all())
             .exec_without_returning(&tx)
             .await
@@ -410,7 +420,7 @@ impl Service {
     /// either cannot act on what it checked. Refuses when either is gone or the actor was
     /// disabled; returns the target as locked. `deleting` also locks the users the target
     /// created, whose rows its deletion writes.
-    async fn recheck(
+    pub(super) async fn recheck(
         &self,
         tx: &sea_orm::DatabaseTransaction,
         (actor_id, target_id): (Uuid, Uuid),
@@ -572,6 +582,8 @@ impl Service {
         }
         let conn = self.db().conn();
         Ok(match by {
+            // No username holds NUL, and PostgreSQL refuses it in a query.
+            UserRef::Username(name) if name.contains('\0') => None,
             UserRef::Id(id) => user_queries::by_id(conn, id).await?,
             UserRef::Username(name) => user_queries::by_username(conn, &name).await?,
         })
