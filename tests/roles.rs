@@ -930,10 +930,27 @@ async fn pagination_search_and_filters(app: TestApp) {
         body["data"]["users"]["nodes"].as_array().map(Vec::len),
         Some(26)
     );
-    for bad in ["garbage", "", "!!!!", "eyJ4IjoxfQ"] {
+    // Times past what PostgreSQL stores (years before 1 and after 9999) are no cursors either.
+    let out_of_range = [
+        "LTgwMDAwMDAwMDAwMDAwMDAwMDA6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw",
+        "MjUzNDAyMzAwODAwMDAwMDAwOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA",
+    ];
+    for bad in ["garbage", "", "!!!!", "eyJ4IjoxfQ"]
+        .into_iter()
+        .chain(out_of_range)
+    {
         let body = app.users(&owner, json!({ "after": bad })).await;
         assert_code(&body, "BAD_USER_INPUT");
+        let audit = "query($after: String) { auditLog(after: $after) { edges { cursor } } }";
+        let body = app
+            .gql(Some(&owner.access), audit, json!({ "after": bad }))
+            .await;
+        assert_code(&body, "BAD_USER_INPUT");
     }
+    // No username holds NUL: nobody is found, and nothing fails.
+    let body = app.user_by_name(&owner, "user\u{0}01").await;
+    assert_ok(&body);
+    assert!(body["data"]["user"].is_null(), "{body}");
 
     // Search: username, email, first and last name, case-insensitively.
     assert_eq!(
@@ -1258,7 +1275,30 @@ async fn page_nodes_match_the_generic_resolution(app: TestApp) {
     }
 }
 
+/// Search folds case beyond ASCII on both databases, as it does for ASCII; accents still count.
+async fn search_folds_case_beyond_ascii(app: TestApp) {
+    let owner = app.register("owner").await;
+    for (username, first, last) in [
+        ("alpha", "Émile", "Østerberg"),
+        ("beta", "Emile", "Osterberg"),
+    ] {
+        let mut input = new_user(username, "STANDARD");
+        input["firstName"] = json!(first);
+        input["lastName"] = json!(last);
+        assert_ok(&app.create_user_raw(&owner, input).await);
+    }
+    for term in ["Émile", "émile", "ÉMILE", "østerb", "ØSTER", "Émi"] {
+        let found = usernames(&app, &owner, json!({ "search": term })).await;
+        assert_eq!(found, ["alpha"], "{term}");
+    }
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": "emile" })).await,
+        ["beta"]
+    );
+}
+
 backend_tests!(
+    search_folds_case_beyond_ascii,
     first_registration_is_owner_then_standard,
     exactly_one_owner_when_registrations_race,
     closed_registration_still_allows_create_user

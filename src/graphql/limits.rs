@@ -194,11 +194,22 @@ impl Counts {
                 &mut visited,
             ));
             if operation.ty == OperationType::Mutation {
+                // The variables as the operation will see them: a variable not sent takes
+                // its declared default.
+                let mut variables = variables.clone();
+                for definition in &operation.variable_definitions {
+                    let definition = &definition.node;
+                    if let Some(default) = &definition.default_value {
+                        variables
+                            .entry(definition.name.node.clone())
+                            .or_insert_with(|| default.node.clone());
+                    }
+                }
                 let mut visited = HashSet::new();
                 counts.password_checks += password_checks(
                     &operation.selection_set.node,
                     &document.fragments,
-                    variables,
+                    &variables,
                     &mut visited,
                 );
             }
@@ -398,6 +409,13 @@ mod tests {
         assert_eq!(counts(&edit("$input"), vars).password_checks, 0);
         let vars = serde_json::json!({"input": {"currentPassword": "x"}});
         assert_eq!(counts(&edit("$input"), vars).password_checks, 1);
+        // A variable not sent takes its default; one sent as null does not.
+        let with_default =
+            r#"mutation($p: String = "x") { updateUser(id: "1", input: {password: $p}) { id } }"#;
+        let none = serde_json::json!({});
+        assert_eq!(counts(with_default, none).password_checks, 1);
+        let null = serde_json::json!({"p": null});
+        assert_eq!(counts(with_default, null).password_checks, 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use uuid::Uuid;
 
 use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
@@ -517,8 +517,12 @@ pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    // Within the years both databases store: PostgreSQL refuses times chrono still takes.
+    let created_at = DateTime::from_timestamp_micros(micros)
+        .filter(|at| (1..=9999).contains(&at.year()))
+        .ok_or_else(invalid)?;
     Ok(Position {
-        created_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
+        created_at,
         id: Uuid::parse_str(id).map_err(|_| invalid())?,
     })
 }
