@@ -394,13 +394,17 @@ impl Service {
             self.step_up(caller, verification).await?;
         }
         let tx = self.db().begin_write().await?;
-        if let Err(err) = self
+        // The audit entry records the target's role as it is deleted.
+        let target = match self
             .recheck(&tx, (actor.id, id), true, rules::check_delete)
             .await
         {
-            tx.rollback().await?;
-            return Err(err);
-        }
+            Ok(target) => target,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err);
+            }
+        };
         // The user's own tokens go with the row; those they issued for others go here.
         api_tokens::delete_issued_across(&tx, id).await?;
         Users::delete_by_id(id).exec(&tx).await?;
