@@ -10,6 +10,9 @@
 # ($ROLLCALL_FUZZ_VENV, by default ${CARGO_TARGET_DIR:-target}/fuzz-venv), reused while
 # tests/fuzz/requirements.txt is unchanged. ROLLCALL_FUZZ_SECONDS (default 120) is the
 # fuzzing time, split between the two runs; ROLLCALL_FUZZ_SEED repeats a run's data.
+# ROLLCALL_FUZZ_DB=postgres fuzzes a server on a fresh PostgreSQL database (created on
+# $ROLLCALL_FUZZ_POSTGRES, by default postgres://postgres@127.0.0.1:5432, and dropped at the
+# end) instead of SQLite: some input only PostgreSQL refuses.
 # Traffic goes only to the server it starts on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,12 +36,30 @@ if ! cmp -s "$fuzz_dir/requirements.txt" "$venv/requirements.installed"; then
     cp "$fuzz_dir/requirements.txt" "$venv/requirements.installed"
 fi
 
-start_rollcall
+settings=()
+case ${ROLLCALL_FUZZ_DB:-sqlite} in
+sqlite) ;;
+postgres)
+    postgres=${ROLLCALL_FUZZ_POSTGRES:-postgres://postgres@127.0.0.1:5432}
+    database=rollcall_fuzz_$$_$RANDOM
+    psql "$postgres/postgres" -qc "CREATE DATABASE $database"
+    settings+=("DATABASE_URL=$postgres/$database")
+    ;;
+*)
+    echo "ROLLCALL_FUZZ_DB is sqlite or postgres" >&2
+    exit 2
+    ;;
+esac
+start_rollcall "${settings[@]}"
+if [[ -n ${database:-} ]]; then
+    # After the server stops, its database goes too.
+    trap 'stop_rollcall; psql "$postgres/postgres" -qc "DROP DATABASE IF EXISTS $database" || true' EXIT
+fi
 # The fuzzer's files live beside the server's and go with them.
 work=$ROLLCALL_WORK
 server_pid=$ROLLCALL_PID
 url=$ROLLCALL_URL
-echo "fuzz: rollcall listening at $url"
+echo "fuzz: rollcall on ${ROLLCALL_FUZZ_DB:-sqlite} listening at $url"
 "$bin" schema >"$work/schema.graphql"
 
 # The owner the fuzzer signs in as, and users for it to act on (tests/fuzz/accounts.py).
