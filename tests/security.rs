@@ -327,6 +327,20 @@ async fn graphql_limits(app: TestApp) {
     );
     // The same selection asking for fewer users is cheap enough.
     assert_ok(&app.gql(token, &copies(5, 3), json!({})).await);
+    // Forty fragments, each spreading the next twice: 2^40 fields from under 2 KB, refused
+    // at once rather than walked (the walk would hold a worker thread for hours).
+    let mut bomb = String::from("{ ...F0 } ");
+    for i in 0..40 {
+        bomb += &format!("fragment F{i} on Query {{ ...F{n} ...F{n} }} ", n = i + 1);
+    }
+    bomb += "fragment F40 on Query { serverInfo { version } }";
+    let answered = tokio::time::timeout(Duration::from_secs(30), app.gql(None, &bomb, json!({})))
+        .await
+        .expect("answered, not walked");
+    refused(&answered, "spreads its fragments into 2199023255552 fields");
+    // Spread within the limit, a fragment used many times is fine.
+    let shared = "{ a: serverInfo { ...V } b: serverInfo { ...V } } fragment V on ServerInfo { version name }";
+    assert_ok(&app.gql(None, shared, json!({})).await);
 }
 
 #[tokio::test]

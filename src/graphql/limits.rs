@@ -129,6 +129,13 @@ fn check_document(
             counts.depth, limits.depth
         )));
     }
+    if counts.fields > limits.complexity {
+        return Err(refusal(format!(
+            "The document spreads its fragments into {} fields; at most {} (the complexity \
+             limit) are accepted",
+            counts.fields, limits.complexity
+        )));
+    }
     if counts.aliases > limits.aliases {
         return Err(refusal(format!(
             "The document has {} aliases; at most {} are accepted",
@@ -173,6 +180,10 @@ struct Counts {
     introspects: bool,
     /// Password-checking mutation fields over all operations, fragments expanded.
     password_checks: usize,
+    /// Fields of the largest operation with its fragments spread: what async-graphql's own
+    /// validation walks, which a few fragments that each spread the next twice make
+    /// exponential in the document's length.
+    fields: usize,
 }
 
 impl Counts {
@@ -187,12 +198,9 @@ impl Counts {
                 .map(|definition| definition.node.directives.len())
                 .sum::<usize>();
             counts.add_selections(&operation.selection_set.node);
-            let mut visited = HashSet::new();
-            counts.depth = counts.depth.max(depth(
-                &operation.selection_set.node,
-                &document.fragments,
-                &mut visited,
-            ));
+            let size = Spread::new(&document.fragments).size(&operation.selection_set.node);
+            counts.depth = counts.depth.max(size.depth);
+            counts.fields = counts.fields.max(size.fields);
             if operation.ty == OperationType::Mutation {
                 // The variables as the operation will see them: a variable not sent takes
                 // its declared default.
@@ -205,13 +213,8 @@ impl Counts {
                             .or_insert_with(|| default.node.clone());
                     }
                 }
-                let mut visited = HashSet::new();
-                counts.password_checks += password_checks(
-                    &operation.selection_set.node,
-                    &document.fragments,
-                    &variables,
-                    &mut visited,
-                );
+                counts.password_checks += Spread::new(&document.fragments)
+                    .password_checks(&operation.selection_set.node, &variables);
             }
         }
         for fragment in document.fragments.values() {
@@ -243,94 +246,110 @@ impl Counts {
     }
 }
 
-/// How deep `set` nests fields, through fragments (each expanded once per path).
-fn depth(
-    set: &SelectionSet,
-    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
-    visited: &mut HashSet<Name>,
-) -> usize {
-    let mut deepest = 0;
-    for item in &set.items {
-        let here = match &item.node {
-            Selection::Field(field) => {
-                let below = depth(&field.node.selection_set.node, fragments, visited);
-                let level = usize::from(field.node.name.node != "ofType");
-                level + below
-            }
-            Selection::FragmentSpread(spread) => {
-                let name = &spread.node.fragment_name.node;
-                match fragments.get(name) {
-                    Some(fragment) if visited.insert(name.clone()) => {
-                        let inner = depth(&fragment.node.selection_set.node, fragments, visited);
-                        visited.remove(name);
-                        inner
-                    }
-                    _ => 0,
-                }
-            }
-            Selection::InlineFragment(inline) => {
-                depth(&inline.node.selection_set.node, fragments, visited)
-            }
-        };
-        deepest = deepest.max(here);
-    }
-    deepest
+/// The nesting and the number of fields of a selection set, fragments spread.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    depth: usize,
+    fields: usize,
 }
 
-/// Password-checking fields among a mutation's root fields, through fragments (each expanded
-/// once per path, so cycles end; the validator refuses them anyway).
-fn password_checks(
-    set: &SelectionSet,
-    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
-    variables: &Variables,
-    visited: &mut HashSet<Name>,
-) -> usize {
-    let mut count = 0;
-    for item in &set.items {
-        count += match &item.node {
-            Selection::Field(field) => {
-                let field = &field.node;
-                let name = field.name.node.as_str();
-                // Whether argument `argument` sets one of `keys`.
-                let sets = |argument: &str, keys: &[&str]| {
-                    field.arguments.iter().any(|(name, value)| {
-                        // An undefined variable counts as unset.
-                        let filled = value.node.clone().into_const_with(|name| {
-                            Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(Value::Null))
-                        });
-                        name.node == argument && filled.is_ok_and(|v| sets_any(&v, keys))
-                    })
-                };
-                let checks = PASSWORD_FIELDS.contains(&name)
-                    || (name == "updateUser" && sets("input", &UPDATE_PASSWORD_INPUTS))
-                    || sets("verification", &VERIFICATION_PASSWORD);
-                usize::from(checks)
-            }
-            Selection::FragmentSpread(spread) => {
-                let name = &spread.node.fragment_name.node;
-                match fragments.get(name) {
-                    Some(fragment) if visited.insert(name.clone()) => {
-                        let inner = password_checks(
-                            &fragment.node.selection_set.node,
-                            fragments,
-                            variables,
-                            visited,
-                        );
-                        visited.remove(name);
-                        inner
-                    }
-                    _ => 0,
-                }
-            }
-            Selection::InlineFragment(inline) => password_checks(
-                &inline.node.selection_set.node,
-                fragments,
-                variables,
-                visited,
-            ),
-        };
+/// Walks selection sets with their fragments spread, each fragment's result worked out once
+/// and reused, so the walk is as long as the document however often fragments spread each
+/// other. A fragment met again inside itself counts nothing (the validator refuses cycles).
+struct Spread<'a, T> {
+    fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
+    done: HashMap<Name, T>,
+    open: HashSet<Name>,
+}
+
+impl<'a, T: Copy + Default> Spread<'a, T> {
+    fn new(fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>) -> Self {
+        Self {
+            fragments,
+            done: HashMap::new(),
+            open: HashSet::new(),
+        }
     }
-    count
+
+    /// `walk` of fragment `name`'s selection set, from memory after the first time.
+    fn fragment(&mut self, name: &Name, walk: impl FnOnce(&mut Self, &'a SelectionSet) -> T) -> T {
+        if let Some(done) = self.done.get(name) {
+            return *done;
+        }
+        let Some(fragment) = self.fragments.get(name) else {
+            return T::default();
+        };
+        if !self.open.insert(name.clone()) {
+            return T::default();
+        }
+        let result = walk(self, &fragment.node.selection_set.node);
+        self.open.remove(name);
+        self.done.insert(name.clone(), result);
+        result
+    }
+}
+
+impl<'a> Spread<'a, Size> {
+    /// How deep `set` nests fields, and how many fields it holds.
+    fn size(&mut self, set: &'a SelectionSet) -> Size {
+        let mut total = Size::default();
+        for item in &set.items {
+            let here = match &item.node {
+                Selection::Field(field) => {
+                    let below = self.size(&field.node.selection_set.node);
+                    Size {
+                        depth: usize::from(field.node.name.node != "ofType") + below.depth,
+                        fields: below.fields.saturating_add(1),
+                    }
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(&spread.node.fragment_name.node, |walk, set| walk.size(set))
+                }
+                Selection::InlineFragment(inline) => self.size(&inline.node.selection_set.node),
+            };
+            total.depth = total.depth.max(here.depth);
+            total.fields = total.fields.saturating_add(here.fields);
+        }
+        total
+    }
+}
+
+impl<'a> Spread<'a, usize> {
+    /// Password-checking fields among a mutation's root fields.
+    fn password_checks(&mut self, set: &'a SelectionSet, variables: &Variables) -> usize {
+        let mut count = 0usize;
+        for item in &set.items {
+            let here = match &item.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    let name = field.name.node.as_str();
+                    // Whether argument `argument` sets one of `keys`.
+                    let sets = |argument: &str, keys: &[&str]| {
+                        field.arguments.iter().any(|(name, value)| {
+                            // An undefined variable counts as unset.
+                            let filled = value.node.clone().into_const_with(|name| {
+                                Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(Value::Null))
+                            });
+                            name.node == argument && filled.is_ok_and(|v| sets_any(&v, keys))
+                        })
+                    };
+                    let checks = PASSWORD_FIELDS.contains(&name)
+                        || (name == "updateUser" && sets("input", &UPDATE_PASSWORD_INPUTS))
+                        || sets("verification", &VERIFICATION_PASSWORD);
+                    usize::from(checks)
+                }
+                Selection::FragmentSpread(spread) => self
+                    .fragment(&spread.node.fragment_name.node, |walk, set| {
+                        walk.password_checks(set, variables)
+                    }),
+                Selection::InlineFragment(inline) => {
+                    self.password_checks(&inline.node.selection_set.node, variables)
+                }
+            };
+            count = count.saturating_add(here);
+        }
+        count
+    }
 }
 
 /// Whether an input object value (its variables filled in) sets one of `keys`.
@@ -370,7 +389,8 @@ mod tests {
                 aliases: 2,
                 directives: 0,
                 introspects: false,
-                password_checks: 2
+                password_checks: 2,
+                fields: 4,
             }
         );
         let fragments = format!(
@@ -443,6 +463,29 @@ mod tests {
         let introspection =
             "{ __schema { types { fields { type { ofType { ofType { ofType { name } } } } } } } }";
         assert_eq!(counts(introspection, none).depth, 5);
+    }
+
+    /// Fragments that each spread the next twice: 2^40 fields, counted in a moment and refused.
+    #[test]
+    fn fragments_spreading_each_other_are_counted_once_each() {
+        let mut query = String::from("mutation { ...F0 } ");
+        for i in 0..40 {
+            query += &format!(
+                "fragment F{i} on Mutation {{ ...F{n} ...F{n} }} ",
+                n = i + 1
+            );
+        }
+        query += r#"fragment F40 on Mutation { logout(refreshToken: "x") }"#;
+        let none = serde_json::json!({});
+        let spread = counts(&query, none.clone());
+        assert_eq!(spread.fields, 1 << 40);
+        assert_eq!(spread.depth, 1);
+        assert_eq!(spread.password_checks, 0);
+        let with_login = query.replace(
+            r#"logout(refreshToken: "x")"#,
+            r#"login(input: {login: "a", password: "b"}) { accessToken }"#,
+        );
+        assert_eq!(counts(&with_login, none).password_checks, 1 << 40);
     }
 
     #[test]

@@ -147,7 +147,8 @@ pub async fn get(
             }
         }
     }
-    if selects_mutation(&mut request) {
+    // Parsed only within the size limit, which execution would refuse anyway.
+    if request.query.len() <= state.limits.query_bytes && selects_mutation(&mut request) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Mutations are sent with POST",
