@@ -359,18 +359,24 @@ async fn request_logs_name_the_request_and_hide_secrets() {
         let response = server
             .client()
             .post(format!("{}/graphql", server.base_url))
-            .header("x-request-id", format!("log-test-{format}"))
+            // Spaces and `=` would forge the text line's other fields.
+            .header(
+                "x-request-id",
+                format!("log-test-{format} status=999 user=x"),
+            )
             .bearer_auth(&alice.access)
             .json(&json!({"query": ME, "operationName": null}))
             .send()
             .await
             .expect("sent");
         assert_eq!(response.status(), StatusCode::OK);
-        let lines = server.log_lines_until(&format!("log-test-{format}"));
+        let logged_id = format!("log-test-{format}_status_999_user_x");
+        let lines = server.log_lines_until(&logged_id);
         let line = lines
             .iter()
-            .find(|l| l.contains(&format!("log-test-{format}")))
+            .find(|l| l.contains(&logged_id))
             .expect("the request's line");
+        assert!(!line.contains("status=999"), "{line}");
         assert!(line.contains(&alice.id), "{line}");
         assert!(line.contains("me"), "{line}");
         assert!(line.contains("200"), "{line}");

@@ -23,6 +23,8 @@ pub async fn request_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // Kept to characters that cannot end the field, so a client cannot forge the line's
+    // other fields (`x status=200 user=…`) in the text format.
     let request_id: String = request
         .headers()
         .get("x-request-id")
@@ -30,6 +32,13 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         .unwrap_or("-")
         .chars()
         .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:/+@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let response = next.run(request).await;
     let summary = response.extensions().get::<RequestSummary>();
