@@ -176,6 +176,28 @@ async fn short_jwt_secret_stops_start_up() {
     );
 }
 
+/// A database URL that does not parse, or names no driver, fails start-up without its password
+/// in the error.
+#[test]
+fn a_bad_database_url_is_reported_without_its_password() {
+    for url in [
+        "postgres://app:pa/ss#w?rd@127.0.0.1:5432/rollcall",
+        "mysqlx://app:hunter2secret@127.0.0.1/rollcall",
+    ] {
+        let out = run_or_kill(
+            rollcall_command(url, &[]).arg("migrate"),
+            "rollcall migrate with a bad URL",
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("pa/ss") && !stderr.contains("hunter2"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("error"), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn generated_key_survives_restarts() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");

@@ -48,9 +48,21 @@ impl Db {
     ) -> Result<Self, DbErr> {
         let statements = Arc::new(AtomicU64::new(0));
         let max_connections = max_connections.unwrap_or_else(|| default_pool_size(url));
-        let conn = open(options(url, max_connections.max(1), timeout), &statements).await?;
+        // SeaORM quotes the whole URL, password included, in some of its errors (a URL that
+        // does not parse, an unknown scheme); they end up in logs.
+        let redact = |err: DbErr| match err.to_string() {
+            text if text.contains(url) => {
+                DbErr::Conn(RuntimeErr::Internal(text.replace(url, "<DATABASE_URL>")))
+            }
+            _ => err,
+        };
+        let conn = open(options(url, max_connections.max(1), timeout), &statements)
+            .await
+            .map_err(redact)?;
         let writer = match conn.get_database_backend() {
-            DatabaseBackend::Sqlite => open(options(url, 1, timeout), &statements).await?,
+            DatabaseBackend::Sqlite => open(options(url, 1, timeout), &statements)
+                .await
+                .map_err(redact)?,
             _ => conn.clone(),
         };
         Ok(Self {
