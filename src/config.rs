@@ -143,14 +143,14 @@ pub struct Settings {
     /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on
     /// PostgreSQL; on SQLite, one per core plus one, since its queries run on this server's
     /// own CPUs and every further connection only adds a cache and a thread.
-    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", global = true)]
+    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub db_max_connections: Option<u32>,
     /// How long a request waits for a database connection, and (on PostgreSQL) how long one
     /// statement may run, before it fails instead of hanging.
-    #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_db_timeout, global = true)]
     pub db_timeout: Duration,
     /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
-    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", global = true)]
+    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), global = true)]
     pub hash_concurrency: Option<usize>,
     /// Consecutive failed password checks on one account (or unknown login) before it is
     /// throttled.
@@ -174,6 +174,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_TRUSTED_PROXIES",
         value_delimiter = ',',
+        value_parser = parse_proxy,
         global = true
     )]
     pub trusted_proxies: Vec<IpNet>,
@@ -219,11 +220,13 @@ pub struct Settings {
     /// `https://app.example.com`); `*` allows any origin. None by default.
     #[arg(long, env = "ROLLCALL_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin, global = true)]
     pub cors_origins: Vec<axum::http::HeaderValue>,
-    /// Bearer token that lets non-loopback clients read `/metrics`.
+    /// Bearer token that lets non-loopback clients read `/metrics`. An empty one is refused:
+    /// it would match a request without a token.
     #[arg(
         long,
         env = "ROLLCALL_METRICS_TOKEN",
         hide_env_values = true,
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
         global = true
     )]
     pub metrics_token: Option<String>,
@@ -329,13 +332,37 @@ impl Settings {
 
 /// Parses durations such as `2s`, `15m`, `12h` or `30d` (humantime's syntax, so `1h 30m` too);
 /// zero is refused, since every duration here is a lifetime or a timeout.
+/// The longest duration any setting takes: times computed from it stay representable.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =
         humantime::parse_duration(text.trim()).map_err(|err| format!("`{text}`: {err}"))?;
     if duration.is_zero() {
         return Err("a duration must be positive".into());
     }
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is longer than 100 years"));
+    }
     Ok(duration)
+}
+
+/// At most a day: it is also PostgreSQL's `statement_timeout`, which stops at about 24 days,
+/// and no request should wait that long for the database.
+fn parse_db_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration > Duration::from_secs(24 * 60 * 60) {
+        return Err(format!("`{text}` is longer than a day"));
+    }
+    Ok(duration)
+}
+
+/// A proxy's address (`10.0.0.5`, taken as a single host) or range (`10.0.0.0/8`).
+fn parse_proxy(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR range"))
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, no path; or `*`.
@@ -367,6 +394,33 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
+        // Times computed from settings must stay representable; a request's database wait
+        // must stay within PostgreSQL's statement_timeout.
+        assert!(parse_duration("101y").is_err());
+        assert!(parse_db_timeout("1day").is_ok());
+        assert!(parse_db_timeout("25h").is_err());
+    }
+
+    /// What operators write: bare addresses, spaces after commas; never an empty metrics
+    /// token (it would match a request without one) or zero connections or hashing threads.
+    #[test]
+    fn settings_as_operators_write_them() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["rollcall"], args].concat());
+        let cli = parse(&["--trusted-proxies", "10.0.0.5, 192.168.0.0/16,::1"]).expect("proxies");
+        let proxies: Vec<String> = cli
+            .settings
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.5/32", "192.168.0.0/16", "::1/128"]);
+        assert!(parse(&["--trusted-proxies", "nonsense"]).is_err());
+        assert!(parse(&["--metrics-token", ""]).is_err());
+        assert!(parse(&["--metrics-token", "t0ken"]).is_ok());
+        assert!(parse(&["--db-max-connections", "0"]).is_err());
+        assert!(parse(&["--hash-concurrency", "0"]).is_err());
+        assert!(parse(&["--hash-concurrency", "2"]).is_ok());
     }
 
     #[test]
