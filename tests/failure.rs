@@ -880,6 +880,48 @@ async fn postgres_a_manager_demoted_mid_request_is_refused() {
     let _ = db.close().await;
 }
 
+/// Two two-factor setups started at once take turns on the caller's row: both answer with a
+/// setup, and the one left pending is the second's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_setups_at_once_both_start() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared(&format!(
+        "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
+        alice.id
+    ))
+    .await
+    .expect("lock");
+    let enable = "mutation { enableTotp { secret } }";
+    let first = app.gql(Some(&alice.access), enable, json!({}));
+    let second = app.gql(Some(&alice.access), enable, json!({}));
+    let release = async {
+        until_waiting_for_locks(&app, 2).await;
+        hold.commit().await.expect("commit");
+    };
+    let (first, second, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        tokio::join!(first, second, release)
+    })
+    .await
+    .expect("answered");
+    assert_ok(&first);
+    assert_ok(&second);
+    let pending = app
+        .count(&format!(
+            "SELECT count(*) FROM user_totp WHERE user_id = '{}' AND confirmed_at IS NULL",
+            alice.id
+        ))
+        .await;
+    assert_eq!(pending, 1);
+    let _ = db.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sigkill_mid_load_loses_nothing_answered() {
     sigkill_mid_load_loses_nothing_answered(Backend::Sqlite).await;

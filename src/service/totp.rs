@@ -43,6 +43,16 @@ impl Service {
         let (recovery_codes, hashes): (Vec<String>, Vec<String>) =
             totp::new_recovery_codes().into_iter().unzip();
         let tx = self.db().begin_write().await?;
+        // The caller's row, locked: two setups started at once take turns, so the second
+        // replaces the first's pending secret instead of running into it and answering
+        // "already on".
+        if let Err(err) = self
+            .recheck(&tx, (user.id, user.id), false, |_, _| Ok(()))
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         if !totp_rows::start(&tx, user.id, secret.clone(), hashes).await? {
             tx.rollback().await?;
             return Err(ALREADY_ON);
