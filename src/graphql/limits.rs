@@ -200,21 +200,27 @@ impl Counts {
             counts.add_selections(&operation.selection_set.node);
             let size = Spread::new(&document.fragments).size(&operation.selection_set.node);
             counts.depth = counts.depth.max(size.depth);
-            counts.fields = counts.fields.max(size.fields);
+            // Summed: async-graphql validates every operation of a document, not only the one
+            // it runs.
+            counts.fields = counts.fields.saturating_add(size.fields);
             if operation.ty == OperationType::Mutation {
-                // The variables as the operation will see them: a variable not sent takes
-                // its declared default.
-                let mut variables = variables.clone();
-                for definition in &operation.variable_definitions {
-                    let definition = &definition.node;
-                    if let Some(default) = &definition.default_value {
-                        variables
-                            .entry(definition.name.node.clone())
-                            .or_insert_with(|| default.node.clone());
-                    }
-                }
-                counts.password_checks += Spread::new(&document.fragments)
-                    .password_checks(&operation.selection_set.node, &variables);
+                // A variable not sent takes its declared default. Looked up, never copied: a
+                // document may hold hundreds of operations over a large variables object.
+                let defaults: HashMap<&Name, &Value> = operation
+                    .variable_definitions
+                    .iter()
+                    .filter_map(|definition| {
+                        let definition = &definition.node;
+                        let default = definition.default_value.as_ref()?;
+                        Some((&definition.name.node, &default.node))
+                    })
+                    .collect();
+                let variable =
+                    |name: &Name| variables.get(name).or_else(|| defaults.get(name).copied());
+                counts.password_checks = counts.password_checks.saturating_add(
+                    Spread::new(&document.fragments)
+                        .password_checks(&operation.selection_set.node, &variable),
+                );
             }
         }
         for fragment in document.fragments.values() {
@@ -315,22 +321,34 @@ impl<'a> Spread<'a, Size> {
 }
 
 impl<'a> Spread<'a, usize> {
-    /// Password-checking fields among a mutation's root fields.
-    fn password_checks(&mut self, set: &'a SelectionSet, variables: &Variables) -> usize {
+    /// Password-checking fields among a mutation's root fields; `variable` gives a variable's
+    /// value as the operation sees it.
+    fn password_checks(
+        &mut self,
+        set: &'a SelectionSet,
+        variable: &dyn Fn(&Name) -> Option<&'a Value>,
+    ) -> usize {
         let mut count = 0usize;
         for item in &set.items {
             let here = match &item.node {
                 Selection::Field(field) => {
                     let field = &field.node;
                     let name = field.name.node.as_str();
-                    // Whether argument `argument` sets one of `keys`.
+                    // Whether argument `argument` sets one of `keys`. Variables are filled in
+                    // by what they hold at those keys only; an undefined one counts as unset.
                     let sets = |argument: &str, keys: &[&str]| {
                         field.arguments.iter().any(|(name, value)| {
-                            // An undefined variable counts as unset.
-                            let filled = value.node.clone().into_const_with(|name| {
-                                Ok::<_, ()>(variables.get(&name).cloned().unwrap_or(Value::Null))
-                            });
-                            name.node == argument && filled.is_ok_and(|v| sets_any(&v, keys))
+                            name.node == argument
+                                && value
+                                    .node
+                                    .clone()
+                                    .into_const_with(|name| {
+                                        Ok::<_, ()>(
+                                            variable(&name)
+                                                .map_or(Value::Null, |v| at_keys(v, keys)),
+                                        )
+                                    })
+                                    .is_ok_and(|v| sets_any(&v, keys))
                         })
                     };
                     let checks = PASSWORD_FIELDS.contains(&name)
@@ -340,15 +358,35 @@ impl<'a> Spread<'a, usize> {
                 }
                 Selection::FragmentSpread(spread) => self
                     .fragment(&spread.node.fragment_name.node, |walk, set| {
-                        walk.password_checks(set, variables)
+                        walk.password_checks(set, variable)
                     }),
                 Selection::InlineFragment(inline) => {
-                    self.password_checks(&inline.node.selection_set.node, variables)
+                    self.password_checks(&inline.node.selection_set.node, variable)
                 }
             };
             count = count.saturating_add(here);
         }
         count
+    }
+}
+
+/// What `sets_any` needs of a variable's value: an object keeps only `keys`, each as null or
+/// not; anything else, whether it is null.
+fn at_keys(value: &Value, keys: &[&str]) -> Value {
+    let set = |value: &Value| {
+        if *value == Value::Null {
+            Value::Null
+        } else {
+            Value::Boolean(true)
+        }
+    };
+    match value {
+        Value::Object(object) => Value::Object(
+            keys.iter()
+                .filter_map(|key| Some((Name::new(key), set(object.get(*key)?))))
+                .collect(),
+        ),
+        other => set(other),
     }
 }
 
@@ -485,7 +523,10 @@ mod tests {
             r#"logout(refreshToken: "x")"#,
             r#"login(input: {login: "a", password: "b"}) { accessToken }"#,
         );
-        assert_eq!(counts(&with_login, none).password_checks, 1 << 40);
+        assert_eq!(counts(&with_login, none.clone()).password_checks, 1 << 40);
+        // async-graphql validates every operation of a document: their fields add up.
+        let two = "query a { me { id } } query b { me { id } }";
+        assert_eq!(counts(two, none).fields, 4);
     }
 
     #[test]
