@@ -120,12 +120,15 @@ impl Service {
         };
         let tx = self.db().begin_write().await?;
         let refusal = "You may not revoke this token";
-        if let Err(err) = self
+        match self
             .recheck_credentials(&tx, caller, &target, refusal)
             .await
         {
-            tx.rollback().await?;
-            return Err(err);
+            Ok(true) => {}
+            outcome => {
+                tx.rollback().await?;
+                return outcome;
+            }
         }
         let deleted = api_tokens::delete(&tx, id).await?;
         if deleted {

@@ -91,12 +91,15 @@ impl Service {
         };
         let tx = self.db().begin_write().await?;
         let refusal = "You may not end this session";
-        if let Err(err) = self
+        match self
             .recheck_credentials(&tx, caller, &target, refusal)
             .await
         {
-            tx.rollback().await?;
-            return Err(err);
+            Ok(true) => {}
+            outcome => {
+                tx.rollback().await?;
+                return outcome;
+            }
         }
         let revoked = sessions::revoke_live(&tx, id, &self.live()).await?;
         if revoked {
@@ -143,20 +146,25 @@ impl Service {
 
     /// Inside write transaction `tx`: [`Self::credential_owner`]'s decision taken again on the
     /// caller and `target` as they are now, so a role lost since cannot end another's
-    /// credentials.
+    /// credentials. `Ok(false)` when `target` is gone: their credentials went with them.
     pub(super) async fn recheck_credentials(
         &self,
         tx: &sea_orm::DatabaseTransaction,
         caller: &Caller<'_>,
         target: &User,
         refusal: &'static str,
-    ) -> AppResult<()> {
+    ) -> AppResult<bool> {
         let rule = |actor: &User, target: &User| {
             rules::check_credentials(actor, target).map_err(|_| AppError::Forbidden(refusal))
         };
-        self.recheck(tx, (caller.user.id, target.id), false, rule)
+        match self
+            .recheck(tx, (caller.user.id, target.id), false, rule)
             .await
-            .map(drop)
+        {
+            Ok(_) => Ok(true),
+            Err(AppError::NotFound(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Ends every live session of the caller, the one asking included; how many there were.
