@@ -112,36 +112,14 @@ impl Service {
         let owner = api_tokens::by_id(self.db().writer(), id)
             .await?
             .map(|token| token.user_id);
-        let Some(target) = self
-            .credential_owner(caller.user, owner, "You may not revoke this token")
-            .await?
-        else {
-            return Ok(false);
-        };
-        let tx = self.db().begin_write().await?;
-        let refusal = "You may not revoke this token";
-        match self
-            .recheck_credentials(&tx, caller, &target, refusal)
-            .await
-        {
-            Ok(true) => {}
-            outcome => {
-                tx.rollback().await?;
-                return outcome;
-            }
-        }
-        let deleted = api_tokens::delete(&tx, id).await?;
-        if deleted {
-            audit::record(
-                &tx,
-                caller
-                    .audit(Action::ApiTokenRevoked)
-                    .target(target.id, target.role),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        self.end_credential(
+            caller,
+            owner,
+            "You may not revoke this token",
+            Action::ApiTokenRevoked,
+            async |tx| api_tokens::delete(tx, id).await,
+        )
+        .await
     }
 
     /// The unexpired API tokens of each of `user_ids`, newest first, for the DataLoader: a

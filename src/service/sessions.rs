@@ -1,6 +1,7 @@
 //! Sessions as their users see them: the list, revoking one, ending all, and their limits.
 
 use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseTransaction, DbErr};
 use uuid::Uuid;
 
 use super::{Caller, Service, rules};
@@ -83,36 +84,15 @@ impl Service {
         let owner = sessions::find(self.db().writer(), id)
             .await?
             .map(|session| session.user_id);
-        let Some(target) = self
-            .credential_owner(caller.user, owner, "You may not end this session")
-            .await?
-        else {
-            return Ok(false);
-        };
-        let tx = self.db().begin_write().await?;
-        let refusal = "You may not end this session";
-        match self
-            .recheck_credentials(&tx, caller, &target, refusal)
-            .await
-        {
-            Ok(true) => {}
-            outcome => {
-                tx.rollback().await?;
-                return outcome;
-            }
-        }
-        let revoked = sessions::revoke_live(&tx, id, &self.live()).await?;
-        if revoked {
-            audit::record(
-                &tx,
-                caller
-                    .audit(Action::SessionRevoked)
-                    .target(target.id, target.role),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
+        let live = self.live();
+        self.end_credential(
+            caller,
+            owner,
+            "You may not end this session",
+            Action::SessionRevoked,
+            async |tx| sessions::revoke_live(tx, id, &live).await,
+        )
+        .await
     }
 
     /// The user a session or API token to end belongs to, when the caller may end it: the
@@ -144,27 +124,45 @@ impl Service {
         Ok(Some(target))
     }
 
-    /// Inside write transaction `tx`: [`Self::credential_owner`]'s decision taken again on the
-    /// caller and `target` as they are now, so a role lost since cannot end another's
-    /// credentials. `Ok(false)` when `target` is gone: their credentials went with them.
-    pub(super) async fn recheck_credentials(
+    /// Ends one credential (a session or API token) of `owner` with `end`, which answers
+    /// whether there was one to end, and records `action`. [`Self::credential_owner`] decides
+    /// first; then, inside the write transaction, the same rule is applied again to the caller
+    /// and the owner as they are now, so a role lost since cannot end another's credentials.
+    /// `false` as well when the owner is gone meanwhile: their credentials went with them.
+    pub(super) async fn end_credential(
         &self,
-        tx: &sea_orm::DatabaseTransaction,
         caller: &Caller<'_>,
-        target: &User,
+        owner: Option<Uuid>,
         refusal: &'static str,
+        action: Action,
+        end: impl AsyncFnOnce(&DatabaseTransaction) -> Result<bool, DbErr>,
     ) -> AppResult<bool> {
+        let Some(target) = self.credential_owner(caller.user, owner, refusal).await? else {
+            return Ok(false);
+        };
+        let tx = self.db().begin_write().await?;
         let rule = |actor: &User, target: &User| {
             rules::check_credentials(actor, target).map_err(|_| AppError::Forbidden(refusal))
         };
-        match self
-            .recheck(tx, (caller.user.id, target.id), false, rule)
+        let target = match self
+            .recheck(&tx, (caller.user.id, target.id), false, rule)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(AppError::NotFound(_)) => Ok(false),
-            Err(err) => Err(err),
+            Ok(target) => target,
+            Err(err) => {
+                tx.rollback().await?;
+                return match err {
+                    AppError::NotFound(_) => Ok(false),
+                    err => Err(err),
+                };
+            }
+        };
+        let ended = end(&tx).await?;
+        if ended {
+            audit::record(&tx, caller.audit(action).target(target.id, target.role)).await?;
         }
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Ends every live session of the caller, the one asking included; how many there were.
