@@ -222,15 +222,19 @@ impl Filter {
         let mut all = Condition::all();
         if let Some(search) = self.search.as_deref().filter(|s| !s.is_empty()) {
             let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
-            let mut any = Condition::any();
-            let like = || LikeExpr::new(pattern.clone()).escape('\\');
-            // Username keys and emails are stored lower-cased already.
-            for column in [Column::UsernameKey, Column::Email] {
-                any = any.add(Expr::col(column).like(like()));
-            }
-            for column in [Column::FirstName, Column::LastName] {
-                any = any.add(Expr::expr(Func::lower(Expr::col(column))).like(like()));
-            }
+            // The exact condition: the term within one of the four fields.
+            let exact = || {
+                let like = || LikeExpr::new(pattern.clone()).escape('\\');
+                let mut any = Condition::any();
+                // Username keys and emails are stored lower-cased already.
+                for column in [Column::UsernameKey, Column::Email] {
+                    any = any.add(Expr::col(column).like(like()));
+                }
+                for column in [Column::FirstName, Column::LastName] {
+                    any = any.add(Expr::expr(Func::lower(Expr::col(column))).like(like()));
+                }
+                any
+            };
             // The indexed form of the same search (see the search_text migration).
             all = match backend {
                 // A phrase of trigrams matches within one field, folding case by Unicode's
@@ -242,10 +246,10 @@ impl Filter {
                 )),
                 // The exact condition stays beside the index's, so a match across a field
                 // boundary is never returned.
-                DatabaseBackend::Postgres if self.trigram_search() => all.add(any).add(
+                DatabaseBackend::Postgres if self.trigram_search() => all.add(exact()).add(
                     Expr::cust_with_values(format!("({SEARCH_TEXT}) LIKE $1"), [pattern.clone()]),
                 ),
-                _ => all.add(any),
+                _ => all.add(exact()),
             };
         }
         if let Some(role) = self.role {
