@@ -180,7 +180,7 @@ struct Counts {
     introspects: bool,
     /// Password-checking mutation fields over all operations, fragments expanded.
     password_checks: usize,
-    /// Fields of the largest operation with its fragments spread: what async-graphql's own
+    /// Fields of every operation with its fragments spread: what async-graphql's own
     /// validation walks, which a few fragments that each spread the next twice make
     /// exponential in the document's length.
     fields: usize,
@@ -189,6 +189,9 @@ struct Counts {
 impl Counts {
     fn of(document: &ExecutableDocument, variables: &Variables) -> Self {
         let mut counts = Counts::default();
+        // A fragment's size is the same wherever it is spread: one walker serves every
+        // operation.
+        let mut sizes = Spread::new(&document.fragments);
         for (_, operation) in document.operations.iter() {
             let operation = &operation.node;
             counts.directives += operation.directives.len();
@@ -198,7 +201,7 @@ impl Counts {
                 .map(|definition| definition.node.directives.len())
                 .sum::<usize>();
             counts.add_selections(&operation.selection_set.node);
-            let size = Spread::new(&document.fragments).size(&operation.selection_set.node);
+            let size = sizes.size(&operation.selection_set.node);
             counts.depth = counts.depth.max(size.depth);
             // Summed: async-graphql validates every operation of a document, not only the one
             // it runs.

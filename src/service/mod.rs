@@ -223,8 +223,8 @@ impl Service {
         self.0.tokens.current_kid()
     }
 
-    /// Counts a credential attempt (login, register, refreshToken, a checked
-    /// `currentPassword`, a step-up verification, confirmTotp) against the client's IP bucket, before it runs.
+    /// Counts a credential attempt (login, register, refreshToken, a checked `currentPassword`,
+    /// a step-up verification, confirmTotp) against the client's IP bucket, before it runs.
     /// `None` (no HTTP client: the command line, embedders) is not limited.
     fn limit_ip(&self, ip: Option<IpAddr>) -> AppResult<()> {
         match ip.map(|ip| self.0.ip_limiter.check(ip)) {
