@@ -699,34 +699,20 @@ async fn sigkill_mid_load_loses_nothing_answered(backend: Backend) {
 /// while the ownership moved on, is refused: the caller is checked again under the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
-    use sea_orm::TransactionTrait;
-
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
     let owner = app.register("owner").await;
     let target = app.create_user(&owner, "target", "STANDARD").await;
     let heir = app.create_user(&owner, "heir", "STANDARD").await;
-    let db = app.database().await;
-    // What a transfer commits, held open, with the target's row locked as well.
-    let transfer = db.begin().await.expect("begin");
-    for sql in [
+    // What a transfer commits, held open, with the target's row locked as well; released once
+    // the request, past its checks as the owner, waits for a row lock.
+    let transfer = [
         format!("UPDATE users SET role = 'ADMIN' WHERE id = '{}'", owner.id),
         format!("UPDATE users SET role = 'OWNER' WHERE id = '{heir}'"),
         format!("SELECT id FROM users WHERE id = '{target}' FOR UPDATE"),
-    ] {
-        transfer.execute_unprepared(&sql).await.expect("transfer");
-    }
-    let change = app.set_role(&owner, &target, "ADMIN");
-    let app_ref = &app;
-    let release = async move {
-        // The request passed its checks as the owner and now waits for a row lock.
-        until_waiting_for_locks(app_ref, 1).await;
-        transfer.commit().await.expect("commit");
-    };
-    let (body, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(change, release) })
-        .await
-        .expect("answered");
+    ];
+    let body = while_held(&app, &transfer, 1, app.set_role(&owner, &target, "ADMIN")).await;
     assert_code(&body, "FORBIDDEN");
     let role = app
         .count(&format!(
@@ -734,7 +720,34 @@ async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
         ))
         .await;
     assert_eq!(role, 1, "the target kept its role");
+}
+
+/// Runs `requests` while a transaction that has run `held` stays open, and commits it once
+/// `waiting` statements of the test's database wait for a lock: what the requests do next
+/// meets what it committed.
+async fn while_held<T>(
+    app: &TestApp,
+    held: &[String],
+    waiting: i64,
+    requests: impl Future<Output = T>,
+) -> T {
+    use sea_orm::TransactionTrait;
+
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    for sql in held {
+        hold.execute_unprepared(sql).await.expect("held statement");
+    }
+    let release = async {
+        until_waiting_for_locks(app, waiting).await;
+        hold.commit().await.expect("commit");
+    };
+    let (answers, ()) =
+        tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(requests, release) })
+            .await
+            .expect("answered");
     let _ = db.close().await;
+    answers
 }
 
 /// Waits until `n` statements of the test's database wait for a lock.
@@ -753,8 +766,6 @@ async fn until_waiting_for_locks(app: &TestApp, n: i64) {
 /// the deletion cannot deadlock with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_deadlock() {
-    use sea_orm::TransactionTrait;
-
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
@@ -767,33 +778,22 @@ async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_d
     let owner = app.login_as("heir").await;
     assert!(created < heir, "ids are ordered by creation");
 
-    let db = app.database().await;
-    // Holds the deletion after its users are locked and before its row goes.
-    let hold = db.begin().await.expect("begin");
-    hold.execute_unprepared("LOCK TABLE api_tokens IN EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    // Holds the deletion after its users are locked and before its row goes; the role change
+    // starts once the deletion waits, and both are let go once it waits too.
+    let hold = ["LOCK TABLE api_tokens IN EXCLUSIVE MODE".to_owned()];
     let deletion = app.delete_user(&owner, &creator.id);
     let change = async {
         until_waiting_for_locks(&app, 1).await;
         app.set_role(&owner, &created, "ADMIN").await
     };
-    let release = async {
-        until_waiting_for_locks(&app, 2).await;
-        hold.commit().await.expect("commit");
-    };
-    let (deleted, changed, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        tokio::join!(deletion, change, release)
-    })
-    .await
-    .expect("answered");
+    let (deleted, changed) =
+        while_held(&app, &hold, 2, async { tokio::join!(deletion, change) }).await;
     assert_ok(&deleted);
     assert_eq!(changed["data"]["setRole"]["role"], "ADMIN", "{changed}");
     let orphan = format!(
         "SELECT count(*) FROM users WHERE id = '{created}' AND created_by IS NULL AND role = 'ADMIN'"
     );
     assert_eq!(app.count(&orphan).await, 1);
-    let _ = db.close().await;
 }
 
 /// An admin demoted while a request of theirs waits for their row is refused by it: creating a
@@ -801,8 +801,6 @@ async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_d
 /// until each request waits for the row, then committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_manager_demoted_mid_request_is_refused() {
-    use sea_orm::TransactionTrait;
-
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
@@ -838,25 +836,13 @@ async fn postgres_a_manager_demoted_mid_request_is_refused() {
             json!({"id": session_id.to_string()}),
         ),
     ];
+    let demotion = [format!(
+        "UPDATE users SET role = 'STANDARD' WHERE id = '{}'",
+        adele.id
+    )];
     for (query, variables) in requests {
-        let demotion = db.begin().await.expect("begin");
-        demotion
-            .execute_unprepared(&format!(
-                "UPDATE users SET role = 'STANDARD' WHERE id = '{}'",
-                adele.id
-            ))
-            .await
-            .expect("demote");
         let request = app.gql(Some(&adele.access), query, variables);
-        let release = async {
-            until_waiting_for_locks(&app, 1).await;
-            demotion.commit().await.expect("commit");
-        };
-        let (body, ()) =
-            tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(request, release) })
-                .await
-                .expect("answered");
-        assert_code(&body, "FORBIDDEN");
+        assert_code(&while_held(&app, &demotion, 1, request).await, "FORBIDDEN");
         db.execute_unprepared(&format!(
             "UPDATE users SET role = 'ADMIN' WHERE id = '{}'",
             adele.id
@@ -884,32 +870,18 @@ async fn postgres_a_manager_demoted_mid_request_is_refused() {
 /// setup, and the one left pending is the second's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_setups_at_once_both_start() {
-    use sea_orm::TransactionTrait;
-
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
     let alice = app.register("alice").await;
-    let db = app.database().await;
-    let hold = db.begin().await.expect("begin");
-    hold.execute_unprepared(&format!(
+    let hold = [format!(
         "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
         alice.id
-    ))
-    .await
-    .expect("lock");
+    )];
     let enable = "mutation { enableTotp { secret } }";
     let first = app.gql(Some(&alice.access), enable, json!({}));
     let second = app.gql(Some(&alice.access), enable, json!({}));
-    let release = async {
-        until_waiting_for_locks(&app, 2).await;
-        hold.commit().await.expect("commit");
-    };
-    let (first, second, ()) = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        tokio::join!(first, second, release)
-    })
-    .await
-    .expect("answered");
+    let (first, second) = while_held(&app, &hold, 2, async { tokio::join!(first, second) }).await;
     assert_ok(&first);
     assert_ok(&second);
     let pending = app
@@ -919,7 +891,6 @@ async fn postgres_two_setups_at_once_both_start() {
         ))
         .await;
     assert_eq!(pending, 1);
-    let _ = db.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
