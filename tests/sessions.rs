@@ -330,8 +330,63 @@ async fn purge_removes_spent_rows(app: TestApp) {
     assert_ok(&app.refresh(&current.refresh).await);
 }
 
+/// The credential fields are nullable: an admin's page that holds the owner keeps its data,
+/// with null and FORBIDDEN for the owner's fields only. In the payload of login and refresh
+/// they answer for the user just signed in, whatever token the request carries.
+async fn credential_fields_answer_per_user_and_for_the_payload(app: TestApp) {
+    let owner = app.register("owner").await;
+    let admin = app.user_with_role(&owner, "admin", "ADMIN").await;
+    app.create_user(&owner, "member", "STANDARD").await;
+    let page = "{ users(first: 10) { nodes { username totpEnabled sessions { id } apiTokens { name } } } }";
+    let body = app.gql(Some(&admin.access), page, json!({})).await;
+    let nodes = body["data"]["users"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the page survives: {body}"));
+    assert_eq!(nodes.len(), 3, "{body}");
+    for node in nodes {
+        let managed = node["username"] == "member" || node["username"] == "admin";
+        for field in ["totpEnabled", "sessions", "apiTokens"] {
+            assert_eq!(node[field].is_null(), !managed, "{field}: {body}");
+        }
+    }
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 3, "one per refused field: {body}");
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{body}");
+    }
+
+    let payload = "mutation($input: LoginInput!) { login(input: $input) { user { username totpEnabled sessions { current } apiTokens { name } } } }";
+    let input = json!({"input": {"login": "member", "password": PASSWORD}});
+    // Without a token, and with someone else's.
+    for token in [None, Some(owner.access.as_str())] {
+        let body = app.gql(token, payload, input.clone()).await;
+        assert_ok(&body);
+        let user = &body["data"]["login"]["user"];
+        assert_eq!(user["username"], "member", "{body}");
+        assert_eq!(user["totpEnabled"], false, "{body}");
+        let current: Vec<&Value> = user["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .filter(|s| s["current"] == true)
+            .collect();
+        assert_eq!(current.len(), 1, "the new session is current: {body}");
+    }
+    let member = app.login_as("member").await;
+    let refresh = "mutation($t: String!) { refreshToken(refreshToken: $t) { user { username totpEnabled sessions { current } } } }";
+    let body = app
+        .gql(Some(&owner.access), refresh, json!({"t": member.refresh}))
+        .await;
+    assert_ok(&body);
+    assert_eq!(
+        body["data"]["refreshToken"]["user"]["totpEnabled"], false,
+        "{body}"
+    );
+}
+
 backend_tests!(
     lists_own_sessions_newest_first,
+    credential_fields_answer_per_user_and_for_the_payload,
     managers_see_the_sessions_of_those_they_manage,
     revoking_a_session_stops_its_tokens_at_once,
     logout_everywhere_ends_every_session,

@@ -27,31 +27,40 @@ pub enum GqlRole {
 /// A user as some viewer sees it. The model is shared, not copied, with the loader's cache.
 pub struct UserObject {
     model: Arc<User>,
-    /// Set where the caller is known to be this user without a token (the payload of
-    /// register, login and refresh).
-    is_caller: bool,
+    /// The session just opened, where the viewer is this user by the payload of register,
+    /// login or refresh rather than by the request's token (which may be expired, absent or
+    /// someone else's).
+    opened: Option<Uuid>,
 }
 
 impl UserObject {
     pub fn new(model: impl Into<Arc<User>>) -> Self {
         Self {
             model: model.into(),
-            is_caller: false,
+            opened: None,
         }
     }
 
-    pub fn of_caller(model: User) -> Self {
+    pub fn of_session(model: User, session: Uuid) -> Self {
         Self {
             model: Arc::new(model),
-            is_caller: true,
+            opened: Some(session),
         }
     }
 
     /// `value` when the viewer may see this user's private fields, else `None`.
     async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
-        let visible =
-            self.is_caller || service::can_see_private(optional_viewer(ctx).await, &self.model);
+        let visible = self.opened.is_some()
+            || service::can_see_private(optional_viewer(ctx).await, &self.model);
         value.filter(|_| visible)
+    }
+
+    /// Whether the viewer may see this user's credentials (FORBIDDEN if not).
+    async fn check_credentials(&self, ctx: &Context<'_>) -> AppResult<()> {
+        if self.opened.is_some() {
+            return Ok(());
+        }
+        service::rules::check_credentials(viewer(ctx).await?, &self.model)
     }
 }
 
@@ -108,43 +117,49 @@ impl UserObject {
     }
 
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
-    /// else gets FORBIDDEN.
-    async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionObject>> {
-        service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
+    /// else gets null and a FORBIDDEN error (nullable, so one refused user in a list does not
+    /// null the whole list).
+    async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<SessionObject>>> {
+        self.check_credentials(ctx).await?;
         let sessions = load(ctx, SessionsOf(self.model.id), "loading sessions")
             .await?
             .unwrap_or_default();
-        let current = current_session(ctx);
-        Ok(sessions
-            .into_iter()
-            .map(|session| SessionObject {
-                current: Some(session.id) == current,
-                id: ID(session.id.to_string()),
-                created_at: session.created_at,
-                last_used_at: session.last_used_at,
-                expires_at: session.expires_at,
-                user_agent: session.user_agent,
-                ip: session.ip,
-            })
-            .collect())
+        let current = self.opened.or_else(|| current_session(ctx));
+        Ok(Some(
+            sessions
+                .into_iter()
+                .map(|session| SessionObject {
+                    current: Some(session.id) == current,
+                    id: ID(session.id.to_string()),
+                    created_at: session.created_at,
+                    last_used_at: session.last_used_at,
+                    expires_at: session.expires_at,
+                    user_agent: session.user_agent,
+                    ip: session.ip,
+                })
+                .collect(),
+        ))
     }
 
     /// Unexpired API tokens, newest first. This user and those who manage them may see them;
-    /// anyone else gets FORBIDDEN. The tokens themselves are never shown again.
-    async fn api_tokens(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiTokenObject>> {
-        service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
+    /// anyone else gets null and a FORBIDDEN error. The tokens themselves are never shown again.
+    async fn api_tokens(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<ApiTokenObject>>> {
+        self.check_credentials(ctx).await?;
         let tokens = load(ctx, ApiTokensOf(self.model.id), "loading API tokens")
             .await?
             .unwrap_or_default();
-        Ok(tokens.into_iter().map(ApiTokenObject::from).collect())
+        Ok(Some(tokens.into_iter().map(ApiTokenObject::from).collect()))
     }
 
-    /// Whether two-factor login is on. This user and those who manage them may see it.
-    async fn totp_enabled(&self, ctx: &Context<'_>) -> AppResult<bool> {
-        service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
-        Ok(load(ctx, TotpOf(self.model.id), "loading two-factor state")
-            .await?
-            .unwrap_or(false))
+    /// Whether two-factor login is on. This user and those who manage them may see it; anyone
+    /// else gets null and a FORBIDDEN error.
+    async fn totp_enabled(&self, ctx: &Context<'_>) -> AppResult<Option<bool>> {
+        self.check_credentials(ctx).await?;
+        Ok(Some(
+            load(ctx, TotpOf(self.model.id), "loading two-factor state")
+                .await?
+                .unwrap_or(false),
+        ))
     }
 }
 
@@ -428,7 +443,7 @@ impl From<service::AuthSession> for AuthPayload {
             refresh_token: session.refresh_token,
             token_type: "Bearer".into(),
             expires_at: session.expires_at,
-            user: UserObject::of_caller(session.user),
+            user: UserObject::of_session(session.user, session.session_id),
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct AuthSession {
     pub access_token: String,
     pub refresh_token: String,
     pub expires_at: DateTime<Utc>,
+    /// The session the tokens belong to.
+    pub session_id: Uuid,
     pub user: User,
 }
 
@@ -343,6 +345,7 @@ impl Service {
             access_token,
             refresh_token,
             expires_at,
+            session_id,
             user,
         })
     }
