@@ -1297,8 +1297,56 @@ async fn search_folds_case_beyond_ascii(app: TestApp) {
     );
 }
 
+/// Addresses that look the same are one account, on both databases: registered full-width,
+/// found typed plainly; an accent as one character or as a letter and a combining mark.
+/// Invisible characters, control characters in names and a phone that is no number are
+/// refused, each naming its field.
+async fn lookalike_input_is_one_value_or_refused(app: TestApp) {
+    let body = app
+        .register_raw("emile", "\u{C9}mile@\u{FF25}xample.com")
+        .await;
+    assert_ok(&body);
+    assert_eq!(
+        body["data"]["register"]["user"]["email"], "\u{E9}mile@example.com",
+        "{body}"
+    );
+    assert_ok(&app.login("E\u{301}MILE@example.com", PASSWORD).await);
+    let body = app.register_raw("emile2", "e\u{301}mile@example.com").await;
+    assert_code(&body, "CONFLICT");
+    assert_fields(&body, &["email"]);
+
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "zed",
+                "email": "z\u{200B}ed@example.com",
+                "password": PASSWORD,
+                "firstName": "Zed\u{202E}",
+                "lastName": "Line\nbreak",
+                "phone": "call me maybe",
+            }}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["email", "firstName", "lastName", "phone"]);
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "zed", "email": "zed@example.com", "password": PASSWORD,
+                "firstName": "Zed", "phone": "+44 (20) 7946-0000 ext. 12",
+            }}),
+        )
+        .await;
+    assert_ok(&body);
+}
+
 backend_tests!(
     search_folds_case_beyond_ascii,
+    lookalike_input_is_one_value_or_refused,
     first_registration_is_owner_then_standard,
     exactly_one_owner_when_registrations_race,
     closed_registration_still_allows_create_user

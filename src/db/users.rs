@@ -61,18 +61,15 @@ pub async fn by_username(db: &impl ConnectionTrait, username: &str) -> Result<Op
         .await
 }
 
-/// Finds a user by username or email: usernames cannot contain `@`, so the login is
-/// unambiguous.
+/// Finds a user by username or email, `login` in the form keys are stored in
+/// (`validation::login_key`): usernames cannot contain `@`, so the login is unambiguous.
 pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<User>, DbErr> {
     let column = if login.contains('@') {
         Column::Email
     } else {
         Column::UsernameKey
     };
-    Users::find()
-        .filter(column.eq(login.trim().to_lowercase()))
-        .one(db)
-        .await
+    Users::find().filter(column.eq(login)).one(db).await
 }
 
 /// The user behind an access token, only while its session is live: one query decides both.

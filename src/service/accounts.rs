@@ -101,10 +101,11 @@ impl Service {
             fields.check("totpCode", validation::second_factor_code(code));
         }
         fields.into_result()?;
-        let user = user_queries::by_login(self.db().conn(), login).await?;
+        let login = validation::login_key(login);
+        let user = user_queries::by_login(self.db().conn(), &login).await?;
         let subject = match &user {
             Some(user) => Subject::User(user.id),
-            None => Subject::Login(login.trim().to_lowercase()),
+            None => Subject::Login(login),
         };
         // A disabled account is checked against the dummy hash: it never succeeds, so its
         // attempts count as failures like any other.

@@ -50,6 +50,8 @@ pub enum UserRef {
 const DISABLED_OWNER: AppError =
     AppError::Forbidden("Ownership cannot go to a disabled account; enable it first");
 
+/// A check of an optional text field (a name or the phone).
+type Check = fn(Option<&str>) -> Result<Option<String>, String>;
 impl Service {
     /// Creates an account for someone else. `actor` is `None` when the operator uses the
     /// command line, which alone may create the first owner.
@@ -241,14 +243,14 @@ impl Service {
         if let Some(current) = &changes.current_password {
             fields.check("currentPassword", validation::given_password(current));
         }
-        let mut text = |name: &str, value: &Option<Option<String>>| {
+        let mut text = |name: &str, value: &Option<Option<String>>, check: Check| {
             value
                 .as_ref()
-                .and_then(|v| fields.check(name, validation::optional_text(v.as_deref())))
+                .and_then(|v| fields.check(name, check(v.as_deref())))
         };
-        let first_name = text("firstName", &changes.first_name);
-        let last_name = text("lastName", &changes.last_name);
-        let phone = text("phone", &changes.phone);
+        let first_name = text("firstName", &changes.first_name, validation::optional_text);
+        let last_name = text("lastName", &changes.last_name, validation::optional_text);
+        let phone = text("phone", &changes.phone, validation::phone);
         let email_changes = email.as_ref().is_some_and(|e| *e != target.email);
         let needs_current = is_self && (changes.password.is_some() || email_changes);
         if needs_current && changes.current_password.is_none() {

@@ -2,6 +2,7 @@
 //! invalid field at once.
 
 use crate::error::{AppError, AppResult, FieldErrors};
+use unicode_normalization::UnicodeNormalization;
 
 const TEXT_MAX: usize = 100;
 
@@ -83,7 +84,7 @@ pub fn profile(
     let email = fields.check("email", email(email_text));
     let first_name = fields.check("firstName", optional_text(first_name));
     let last_name = fields.check("lastName", optional_text(last_name));
-    let phone = fields.check("phone", optional_text(phone));
+    let phone = fields.check("phone", self::phone(phone));
     Some(Profile {
         username: username?,
         email: email?,
@@ -118,12 +119,44 @@ pub fn username(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// A plausible address (one `@`, a dotted domain, no spaces), returned lower-cased.
+/// The form a login or an email address is stored and looked up in: trimmed, NFKC-normalised
+/// and lower-cased, so addresses that look the same (a full-width letter, an accent typed as
+/// one character or as two) are one account.
+pub fn login_key(text: &str) -> String {
+    let lower: String = text.trim().nfkc().collect::<String>().to_lowercase();
+    // Lower-casing can leave a sequence NFKC would write differently (U+0130 → i + U+0307).
+    lower.nfkc().collect()
+}
+
+/// Characters that show as nothing (Unicode's default-ignorable code points: zero-width
+/// spaces and joiners, bidirectional controls, variation selectors, the byte-order mark):
+/// two addresses differing only by them would look identical.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Controls that reorder how text around them is shown (a name could make the text after it
+/// in a list read backwards). Zero-width joiners stay allowed in names: some scripts need them.
+fn reorders(c: char) -> bool {
+    matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A plausible address (one `@`, a dotted domain, no spaces or invisible characters), returned
+/// as its [`login_key`].
 pub fn email(text: &str) -> Result<String, String> {
     no_nul(text)?;
-    let email = text.trim().to_lowercase();
+    let email = login_key(text);
     let invalid = || Err("must be a valid email address".to_owned());
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.len() > 254
+        || email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
         return invalid();
     }
     let Some((local, domain)) = email.split_once('@') else {
@@ -185,7 +218,8 @@ pub fn given_password(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Names and phone: at most 100 characters; blank means "not set".
+/// Names: at most 100 characters, no control characters or bidirectional overrides; blank
+/// means "not set".
 pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
     let Some(text) = text else { return Ok(None) };
     no_nul(text)?;
@@ -193,7 +227,41 @@ pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
     if text.chars().count() > TEXT_MAX {
         return Err(format!("must be at most {TEXT_MAX} characters"));
     }
+    if text.chars().any(|c| c.is_control() || reorders(c)) {
+        return Err("must not contain control characters".into());
+    }
     Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+/// A phone number as people write one: 3–20 digits with spaces and `+ - ( ) . /` between
+/// them, and an optional extension (`x12`, `ext. 12`). Returned trimmed; blank means "not set".
+pub fn phone(text: Option<&str>) -> Result<Option<String>, String> {
+    let Some(text) = optional_text(text)? else {
+        return Ok(None);
+    };
+    let lower = text.to_ascii_lowercase();
+    let (number, extension) = lower.split_at(
+        lower
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(lower.len()),
+    );
+    let extension_ok = extension.is_empty()
+        || ["extension", "ext.", "ext", "x"].iter().any(|prefix| {
+            extension.strip_prefix(prefix).is_some_and(|digits| {
+                let digits = digits.trim_start();
+                (1..=10).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+        });
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
+    let number_ok = number
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-()./".contains(c))
+        && (3..=20).contains(&digits);
+    if number_ok && extension_ok {
+        Ok(Some(text))
+    } else {
+        Err("must be a phone number: digits, spaces and + - ( ) . /, and an optional extension such as x12".into())
+    }
 }
 
 /// An API token's name: 1–100 characters once trimmed, no control characters. Returns it
@@ -313,5 +381,58 @@ mod tests {
         assert_eq!(optional_text(Some("  ")), Ok(None));
         assert!(optional_text(Some(&"x".repeat(101))).is_err());
         assert_eq!(optional_text(Some(" Ada ")), Ok(Some("Ada".into())));
+        assert!(optional_text(Some("Ada\u{7}")).is_err());
+        assert!(optional_text(Some("Ada\u{202E}nilrad")).is_err());
+        // Persian writes some names with a zero-width non-joiner.
+        assert!(optional_text(Some("\u{645}\u{6CC}\u{200C}\u{631}")).is_ok());
+    }
+
+    #[test]
+    fn phones() {
+        for ok in [
+            "+1 555 0100",
+            "(020) 7946-0000",
+            "+15550100",
+            "555.0100 x12",
+            "555-0100 ext. 7",
+            "112",
+        ] {
+            assert_eq!(phone(Some(ok)), Ok(Some(ok.to_owned())), "{ok}");
+        }
+        assert_eq!(phone(Some("  ")), Ok(None));
+        for bad in [
+            "call me",
+            "12",
+            "555-0100 x",
+            "555 0100 ext 1a",
+            "+1 555 0100\u{200B}",
+        ] {
+            assert!(phone(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lookalike_emails_are_one_key() {
+        assert_eq!(email(" Ada@Example.COM "), Ok("ada@example.com".into()));
+        // Full-width letters, and an accent as one character or as a letter and a mark.
+        assert_eq!(
+            email("\u{FF41}da@example.com"),
+            Ok("ada@example.com".into())
+        );
+        assert_eq!(
+            email("\u{E9}mile@example.com"),
+            email("e\u{301}mile@example.com")
+        );
+        assert_eq!(
+            login_key("E\u{301}mile@Example.com"),
+            email("\u{C9}mile@example.com").unwrap()
+        );
+        for bad in [
+            "ad\u{200B}a@example.com",
+            "ada@exam\u{202E}ple.com",
+            "ada\u{FEFF}@example.com",
+        ] {
+            assert!(email(bad).is_err(), "{bad:?}");
+        }
     }
 }
