@@ -216,39 +216,40 @@ async fn get_runs_queries_and_refuses_mutations() {
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
 }
 
-/// `rollcall_logins_total{result="…"}` and friends from `/metrics`.
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(name_and_labels)?;
-            rest.trim().split(' ').next()?.parse().ok()
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn metrics_count_logins_and_requests() {
     let Some(app) = spawn(|_| {}).await else {
         return;
     };
-    let scrape = || async {
-        let response = app
-            .client
-            .get(format!("{}/metrics", app.base_url()))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.expect("text")
-    };
-    let before = scrape().await;
+    let before = app.metrics().await;
     app.register("alice").await;
     assert_code(
         &app.login("alice", "not the password").await,
         "UNAUTHENTICATED",
     );
     assert_ok(&app.login("alice", PASSWORD).await);
-    let after = scrape().await;
+    // Refused over HTTP, before GraphQL runs: counted too.
+    let refused = app
+        .client
+        .post(format!("{}/graphql", app.base_url()))
+        .header("content-type", "text/plain")
+        .body("{ serverInfo { name } }")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let after = app.metrics().await;
+    let unsupported = "rollcall_errors_total{code=\"UNSUPPORTED_MEDIA_TYPE\"}";
+    assert_eq!(
+        metric(&after, unsupported) - metric(&before, unsupported),
+        1.0,
+        "{after}"
+    );
+    let invalid = "rollcall_requests_total{operation=\"invalid\"}";
+    assert!(
+        metric(&after, invalid) > metric(&before, invalid),
+        "{after}"
+    );
     let failures = "rollcall_logins_total{result=\"failure\"}";
     let successes = "rollcall_logins_total{result=\"success\"}";
     assert_eq!(
@@ -316,6 +317,16 @@ async fn metrics_need_loopback_or_the_token() {
             .status(),
         StatusCode::OK
     );
+    // The scheme is case-insensitive, as on the GraphQL endpoint.
+    let lower = app
+        .client
+        .get(format!("{}/metrics", app.base_url()))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("authorization", "bearer metrics-token-for-the-test")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(lower.status(), StatusCode::OK);
 }
 
 /// An empty metrics token (a template's unfilled variable) is no token: a remote client

@@ -452,6 +452,12 @@ async fn a_request_past_the_timeout_is_rolled_back(app: TestApp) {
         elapsed < Duration::from_secs(4),
         "answered after {elapsed:?}"
     );
+    let metrics = app.metrics().await;
+    assert_eq!(
+        support::metric(&metrics, "rollcall_errors_total{code=\"TIMEOUT\"}"),
+        1.0,
+        "{metrics}"
+    );
     blocker.rollback().await.expect("release");
     // Nothing of the registration was kept.
     assert_eq!(

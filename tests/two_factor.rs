@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok, new_user};
+use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok, metric, new_user};
 use totp_rs::{Builder, Secret};
 
 const ENABLE: &str = "mutation { enableTotp { secret uri recoveryCodes } }";
@@ -94,7 +94,9 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     assert_code(&again, "FORBIDDEN");
     assert!(!again.to_string().contains(&secret));
 
-    // Without a code, or with a wrong one: TOTP_REQUIRED. A wrong password: as ever.
+    // Without a code, or with a wrong one: TOTP_REQUIRED. A wrong password: as ever. In the
+    // metrics, the missing code is no result yet and the wrong one a failure.
+    let before = app.metrics().await;
     assert_code(
         &login_with(&app, "alice", PASSWORD, None).await,
         "TOTP_REQUIRED",
@@ -103,6 +105,15 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
         &login_with(&app, "alice", PASSWORD, Some("123456")).await,
         "TOTP_REQUIRED",
     );
+    let after = app.metrics().await;
+    for (result, change) in [("success", 0.0), ("failure", 1.0)] {
+        let series = format!("rollcall_logins_total{{result=\"{result}\"}}");
+        assert_eq!(
+            metric(&after, &series) - metric(&before, &series),
+            change,
+            "{result}: {after}"
+        );
+    }
     assert_code(
         &login_with(&app, "alice", "wrong password", Some(&code(&secret, 30))).await,
         "UNAUTHENTICATED",

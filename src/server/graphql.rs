@@ -77,16 +77,47 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !is_json(&headers) {
+    let started = Instant::now();
+    let response = respond_to_post(&state, peer, &headers, body).await;
+    counted(&state, started, response)
+}
+
+/// Counts in the metrics a response that never finished executing (refused over HTTP before
+/// GraphQL ran, or timed out); [`execute`] counts the others.
+fn counted(state: &AppState, started: Instant, response: Response) -> Response {
+    let summary = response.extensions().get::<RequestSummary>();
+    if let Some(summary) = summary.filter(|summary| summary.operation.is_none()) {
+        let codes: Vec<&str> = summary.codes.iter().map(String::as_str).collect();
+        // A timed-out request was valid, but which operation it ran is not known here.
+        let operation = if codes.contains(&"TIMEOUT") {
+            "unknown"
+        } else {
+            "invalid"
+        };
+        state
+            .service
+            .metrics()
+            .request(operation, started.elapsed(), &codes);
+    }
+    response
+}
+
+async fn respond_to_post(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    if !is_json(headers) {
         return request_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "POST bodies must be JSON (Content-Type: application/json)",
         );
     }
-    let Some(media) = negotiate(&headers) else {
+    let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
-    let client_ip = client_ip(peer, &headers, &state.trusted_proxies);
+    let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
     let work = async {
         let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
@@ -102,7 +133,7 @@ pub async fn post(
             }
         };
         match parse_body(&bytes) {
-            Ok(request) => execute(&state, &headers, request, client_ip, media).await,
+            Ok(request) => execute(state, headers, request, client_ip, media).await,
             Err(message) => request_error(StatusCode::BAD_REQUEST, message),
         }
     };
@@ -120,10 +151,22 @@ pub async fn get(
     let Some(query) = params.get("query") else {
         return super::graphiql(&state, &headers);
     };
-    let Some(media) = negotiate(&headers) else {
+    let started = Instant::now();
+    let response = respond_to_get(&state, peer, query, &params, &headers).await;
+    counted(&state, started, response)
+}
+
+async fn respond_to_get(
+    state: &AppState,
+    peer: SocketAddr,
+    query: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
-    let mut request = async_graphql::Request::new(query.clone());
+    let mut request = async_graphql::Request::new(query);
     if let Some(name) = params.get("operationName").filter(|n| !n.is_empty()) {
         request = request.operation_name(name.clone());
     }
@@ -158,12 +201,12 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let client_ip = client_ip(peer, &headers, &state.trusted_proxies);
+    let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
     with_timeout(
         timeout,
         client_ip,
-        execute(&state, &headers, request, client_ip, media),
+        execute(state, headers, request, client_ip, media),
     )
     .await
 }
@@ -314,7 +357,7 @@ fn not_acceptable() -> Response {
     )
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

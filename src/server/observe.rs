@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::client_ip::client_ip;
+use super::graphql::bearer_token;
 use super::{AppState, RequestSummary};
 
 /// Logs one line per request once it is answered: its id, method, path, status and duration,
@@ -118,10 +119,7 @@ fn token_matches(headers: &HeaderMap, expected: Option<&str>) -> bool {
     let Some(expected) = expected.filter(|token| !token.is_empty()) else {
         return false;
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    // The scheme in any case, as on the GraphQL endpoint.
+    let given = bearer_token(headers).unwrap_or_default();
     Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes())
 }

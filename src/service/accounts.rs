@@ -123,18 +123,22 @@ impl Service {
         self.0.passwords.check_room()?;
         self.reserve_attempt(&subject).await?;
         let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
-        self.metrics().login(valid);
         let user = match user {
             Some(user) if valid => user,
-            _ => return Err(INVALID_CREDENTIALS),
+            _ => {
+                self.metrics().login(false);
+                return Err(INVALID_CREDENTIALS);
+            }
         };
         if let Some(totp) = totp {
+            // Not counted either way: the client is asked for the code and comes back with it.
             let Some(code) = totp_code else {
                 return Err(AppError::TotpRequired(
                     "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
                 ));
             };
             if !self.second_factor(&user, &totp, code, origin.ip).await? {
+                self.metrics().login(false);
                 return Err(AppError::TotpRequired(
                     "The two-factor code is wrong or was already used",
                 ));
@@ -149,9 +153,13 @@ impl Service {
             refresh_hash,
             self.refresh_expiry()?,
         )
-        .await?
+        .await?;
         // Disabled or deleted since the lookup.
-        .ok_or(INVALID_CREDENTIALS)?;
+        let Some(login) = login else {
+            self.metrics().login(false);
+            return Err(INVALID_CREDENTIALS);
+        };
+        self.metrics().login(true);
         let user = User {
             last_login_at: Some(login.at),
             ..user

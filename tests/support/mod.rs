@@ -215,6 +215,18 @@ impl TestApp {
         self.server().service.db().statement_count()
     }
 
+    /// The text of `/metrics`, read from loopback.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base_url()))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("text")
+    }
+
     /// Graceful stop of the server (the database stays until the app is dropped).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -718,6 +730,17 @@ impl TestApp {
 
 /// `extensions.retryAfterSeconds` of a RATE_LIMITED answer.
 #[track_caller]
+/// The value of one series in `/metrics` text (`rollcall_logins_total{result="failure"}`),
+/// 0 when absent.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name_and_labels)?;
+            rest.trim().split(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn retry_after(body: &Value) -> u64 {
     assert_code(body, "RATE_LIMITED");
     body["errors"][0]["extensions"]["retryAfterSeconds"]
