@@ -625,17 +625,24 @@ pub struct CreateUserInput {
     pub phone: Option<String>,
 }
 
+/// A change to some of a user's fields: a field left out is kept.
 #[derive(InputObject)]
 pub struct UpdateUserInput {
+    /// Left out or `null`: kept (it cannot be cleared).
     pub username: Option<String>,
+    /// Left out or `null`: kept (it cannot be cleared).
     pub email: Option<String>,
+    /// Left out or `null`: kept. A new password ends the user's sessions.
     pub password: Option<String>,
     /// Required when changing your own password or email.
     pub current_password: Option<String>,
     /// `null` clears the field; leaving it out keeps it.
     pub first_name: MaybeUndefined<String>,
+    /// `null` clears the field; leaving it out keeps it.
     pub last_name: MaybeUndefined<String>,
+    /// `null` clears the field; leaving it out keeps it.
     pub phone: MaybeUndefined<String>,
+    /// Left out or `null`: kept. `true` ends the user's sessions and deletes their API tokens.
     pub disabled: Option<bool>,
 }
 
