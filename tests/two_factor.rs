@@ -317,13 +317,24 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
             .await,
     );
 
-    // Deleting oneself is not someone else's account: no verification.
+    // Deleting oneself cannot be undone either: a stale session needs the password too.
     let erin = app.login_as("erin").await;
     tokio::time::sleep(WAIT).await;
-    assert_ok(
+    assert_code(
         &app.gql(Some(&erin.access), DELETE, json!({"id": erin.id}))
             .await,
+        "VERIFICATION_REQUIRED",
     );
+    assert_ok(&app.login("erin", PASSWORD).await);
+    assert_ok(
+        &app.gql(
+            Some(&erin.access),
+            DELETE,
+            json!({"id": erin.id, "v": {"password": PASSWORD}}),
+        )
+        .await,
+    );
+    assert_code(&app.login("erin", PASSWORD).await, "UNAUTHENTICATED");
 }
 
 async fn with_totp_on_only_the_code_verifies(app: TestApp) {

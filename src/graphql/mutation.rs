@@ -116,8 +116,8 @@ impl Mutation {
         Ok(UserObject::new(user))
     }
 
-    /// Returns the deleted user's id. Deleting someone else needs step-up `verification` once
-    /// the login is older than the step-up window.
+    /// Returns the deleted user's id. Needs step-up `verification` once the login is older
+    /// than the step-up window, for one's own account too.
     #[graphql(guard = "Interactive")]
     async fn delete_user(
         &self,

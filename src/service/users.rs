@@ -392,9 +392,9 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         rules::check_delete(actor, &target)?;
-        if target.id != actor.id {
-            self.step_up(caller, verification).await?;
-        }
+        // Oneself included: a deletion cannot be undone, and a stolen access token must not
+        // be enough for it.
+        self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         // The audit entry records the target's role as it is deleted.
         let target = match self
