@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashSet;
 
 use futures::future::join_all;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok, new_user};
 
@@ -1344,9 +1345,47 @@ async fn lookalike_input_is_one_value_or_refused(app: TestApp) {
     assert_ok(&body);
 }
 
+/// Emails stored before they were normalised are rewritten by the migration that started
+/// normalising them, so a login by email still finds them; one whose normalised form is taken
+/// is left as it was.
+async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
+    app.register("emile").await;
+    app.register("eve").await;
+    app.register("eve2").await;
+    let db = app.database().await;
+    let run = |sql: &'static str| {
+        let db = &db;
+        async move {
+            db.execute_unprepared(sql).await.expect(sql);
+        }
+    };
+    // As the earlier release stored them: trimmed and lower-cased only.
+    run("UPDATE users SET email = 'e\u{301}mile@example.com' WHERE username = 'emile'").await;
+    run("UPDATE users SET email = '\u{FF45}ve@example.com' WHERE username = 'eve2'").await;
+    run("DELETE FROM seaql_migrations WHERE version = 'm20261208_000009_email_keys'").await;
+    assert_code(
+        &app.login("\u{E9}mile@example.com", PASSWORD).await,
+        "UNAUTHENTICATED",
+    );
+
+    // Another instance starting migrates.
+    let instance = app.second_instance().await;
+    let second = app.at(&instance);
+    assert_ok(&second.login("\u{E9}mile@example.com", PASSWORD).await);
+    assert_ok(&second.login("eve@example.com", PASSWORD).await);
+    // eve's address was taken: eve2's stays as it was, and eve2 still logs in by name.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE email = '\u{FF45}ve@example.com'")
+            .await,
+        1
+    );
+    assert_ok(&second.login("eve2", PASSWORD).await);
+}
+
 backend_tests!(
     search_folds_case_beyond_ascii,
     lookalike_input_is_one_value_or_refused,
+    emails_stored_before_normalisation_are_migrated,
     first_registration_is_owner_then_standard,
     exactly_one_owner_when_registrations_race,
     closed_registration_still_allows_create_user

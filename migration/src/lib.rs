@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000006_signing_keys::Migration),
             Box::new(m20261206_000007_credentials::Migration),
             Box::new(m20261207_000008_search_index_direct::Migration),
+            Box::new(m20261208_000009_email_keys::Migration),
         ]
     }
 }
@@ -500,6 +501,68 @@ mod m20261207_000008_search_index_direct {
                     .get_connection()
                     .execute_unprepared(POSTGRES_UP)
                     .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+mod m20261208_000009_email_keys {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+    use unicode_normalization::UnicodeNormalization;
+
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261208_000009_email_keys"
+        }
+    }
+
+    /// The stored form of an email from this release on (the server's `login_key`, as of this
+    /// migration): trimmed, NFKC-normalised, lower-cased.
+    fn key(email: &str) -> String {
+        let lower = email.trim().nfkc().collect::<String>().to_lowercase();
+        lower.nfkc().collect()
+    }
+
+    /// Emails stored before were only trimmed and lower-cased; those that NFKC writes
+    /// differently are rewritten, so logins by email (now looked up in that form) still find
+    /// them and look-alike addresses stay unique. Where the rewritten form is already taken,
+    /// the address is left as it was: its owner still logs in by username.
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let db = manager.get_connection();
+            let backend = manager.get_database_backend();
+            let rows = db
+                .query_all_raw(Statement::from_string(backend, "SELECT email FROM users"))
+                .await?;
+            for row in rows {
+                let email: String = row.try_get("", "email")?;
+                let key = key(&email);
+                if email.is_ascii() || key == email {
+                    continue;
+                }
+                let (old, new) = (email.clone(), key.clone());
+                let sql = match backend {
+                    DatabaseBackend::Postgres => {
+                        "UPDATE users SET email = $1 WHERE email = $2 \
+                         AND NOT EXISTS (SELECT 1 FROM users WHERE email = $1)"
+                    }
+                    _ => {
+                        "UPDATE users SET email = ?1 WHERE email = ?2 \
+                         AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?1)"
+                    }
+                };
+                db.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql,
+                    [new.into(), old.into()],
+                ))
+                .await?;
             }
             Ok(())
         }
