@@ -148,10 +148,11 @@ pub async fn get(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(query) = params.get("query") else {
-        return super::graphiql(&state, &headers);
-    };
     let started = Instant::now();
+    let Some(query) = params.get("query") else {
+        // The page itself is no GraphQL request; a refusal in its place is counted.
+        return counted(&state, started, super::graphiql(&state, &headers));
+    };
     let response = respond_to_get(&state, peer, query, &params, &headers).await;
     counted(&state, started, response)
 }

@@ -728,8 +728,6 @@ impl TestApp {
     }
 }
 
-/// `extensions.retryAfterSeconds` of a RATE_LIMITED answer.
-#[track_caller]
 /// The value of one series in `/metrics` text (`rollcall_logins_total{result="failure"}`),
 /// 0 when absent.
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -741,6 +739,8 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `extensions.retryAfterSeconds` of a RATE_LIMITED answer.
+#[track_caller]
 pub fn retry_after(body: &Value) -> u64 {
     assert_code(body, "RATE_LIMITED");
     body["errors"][0]["extensions"]["retryAfterSeconds"]
