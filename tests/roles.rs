@@ -750,6 +750,10 @@ async fn nul_in_input_is_bad_input(app: TestApp) {
     let body = app.login("bad\u{0}name", PASSWORD).await;
     assert_code(&body, "BAD_USER_INPUT");
     assert_fields(&body, &["login"]);
+    // 318 bytes as sent, over 3,000 once NFKC spells each character out: refused too.
+    let body = app.login(&"\u{FDFA}".repeat(106), PASSWORD).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["login"]);
 }
 
 async fn password_length_limits(app: TestApp) {
@@ -1379,7 +1383,24 @@ async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
             .await,
         1
     );
-    assert_ok(&second.login("eve2", PASSWORD).await);
+    let eve2 = second.login_as("eve2").await;
+    // Stored values sent back unchanged, from before today's rules, are no change: not
+    // judged again, no currentPassword needed.
+    run("UPDATE users SET phone = 'call after 5pm' WHERE username = 'eve2'").await;
+    let body = second
+        .update_user(
+            &eve2,
+            &eve2.id,
+            json!({"email": "\u{FF45}ve@example.com", "phone": "call after 5pm", "firstName": "Eve"}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["firstName"], "Eve", "{body}");
+    let body = second
+        .update_user(&eve2, &eve2.id, json!({"phone": "call before 5pm"}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["phone"]);
 }
 
 backend_tests!(

@@ -372,16 +372,23 @@ async fn credential_fields_answer_per_user_and_for_the_payload(app: TestApp) {
             .collect();
         assert_eq!(current.len(), 1, "the new session is current: {body}");
     }
+    // Refreshed with another standard user's token attached, who may see none of member's.
+    let other = app.user_with_role(&owner, "other", "STANDARD").await;
     let member = app.login_as("member").await;
     let refresh = "mutation($t: String!) { refreshToken(refreshToken: $t) { user { username totpEnabled sessions { current } } } }";
     let body = app
-        .gql(Some(&owner.access), refresh, json!({"t": member.refresh}))
+        .gql(Some(&other.access), refresh, json!({"t": member.refresh}))
         .await;
     assert_ok(&body);
-    assert_eq!(
-        body["data"]["refreshToken"]["user"]["totpEnabled"], false,
-        "{body}"
-    );
+    let user = &body["data"]["refreshToken"]["user"];
+    assert_eq!(user["totpEnabled"], false, "{body}");
+    let current = user["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter(|s| s["current"] == true)
+        .count();
+    assert_eq!(current, 1, "{body}");
 }
 
 backend_tests!(

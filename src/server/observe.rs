@@ -116,7 +116,8 @@ pub async fn metrics(
 /// digest matched, which says nothing about the token.
 fn token_matches(headers: &HeaderMap, expected: Option<&str>) -> bool {
     // An empty setting is no token: it must not match a request that sends none.
-    let Some(expected) = expected.filter(|token| !token.is_empty()) else {
+    // Trimmed like the token a request sends.
+    let Some(expected) = expected.map(str::trim).filter(|token| !token.is_empty()) else {
         return false;
     };
     // The scheme in any case, as on the GraphQL endpoint.

@@ -93,7 +93,11 @@ impl Service {
     ) -> AppResult<AuthSession> {
         self.limit_ip(origin.ip)?;
         let mut fields = Fields::new();
-        if login.contains('\0') || login.len() > 320 {
+        // Bounded before and after normalising: NFKC can make one character eighteen.
+        let login = (!login.contains('\0') && login.len() <= 320)
+            .then(|| validation::login_key(login))
+            .filter(|key| key.len() <= 320);
+        if login.is_none() {
             fields.add("login", "must be a username or an email address");
         }
         fields.check("password", validation::given_password(password));
@@ -101,7 +105,7 @@ impl Service {
             fields.check("totpCode", validation::second_factor_code(code));
         }
         fields.into_result()?;
-        let login = validation::login_key(login);
+        let login = login.unwrap_or_default();
         let user = user_queries::by_login(self.db().conn(), &login).await?;
         let subject = match &user {
             Some(user) => Subject::User(user.id),

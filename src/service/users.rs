@@ -226,14 +226,18 @@ impl Service {
         rules::check_edit(actor, &target, changes.disabled == Some(true))?;
         let is_self = actor.id == target.id;
 
+        // A value sent back as it is stored is no change: it is not judged again (it may
+        // predate a rule, as a profile form sends every field) and not written.
         let mut fields = Fields::new();
         let username = changes
             .username
             .as_deref()
+            .filter(|u| *u != target.username)
             .and_then(|u| fields.check("username", validation::username(u)));
         let email = changes
             .email
             .as_deref()
+            .filter(|e| *e != target.email)
             .and_then(|e| fields.check("email", validation::email(e)));
         let password = changes.password.as_deref().and_then(|p| {
             let username = username.as_deref().unwrap_or(&target.username);
@@ -243,15 +247,29 @@ impl Service {
         if let Some(current) = &changes.current_password {
             fields.check("currentPassword", validation::given_password(current));
         }
-        let mut text = |name: &str, value: &Option<Option<String>>, check: Check| {
-            value
-                .as_ref()
-                .and_then(|v| fields.check(name, check(v.as_deref())))
-        };
-        let first_name = text("firstName", &changes.first_name, validation::optional_text);
-        let last_name = text("lastName", &changes.last_name, validation::optional_text);
-        let phone = text("phone", &changes.phone, validation::phone);
+        let mut text =
+            |name: &str, value: &Option<Option<String>>, stored: &Option<String>, check: Check| {
+                value
+                    .as_ref()
+                    .filter(|value| *value != stored)
+                    .and_then(|value| fields.check(name, check(value.as_deref())))
+                    .filter(|value| value != stored)
+            };
+        let first_name = text(
+            "firstName",
+            &changes.first_name,
+            &target.first_name,
+            validation::optional_text,
+        );
+        let last_name = text(
+            "lastName",
+            &changes.last_name,
+            &target.last_name,
+            validation::optional_text,
+        );
+        let phone = text("phone", &changes.phone, &target.phone, validation::phone);
         let email_changes = email.as_ref().is_some_and(|e| *e != target.email);
+        let disabled = changes.disabled.filter(|d| *d != target.disabled);
         let needs_current = is_self && (changes.password.is_some() || email_changes);
         if needs_current && changes.current_password.is_none() {
             fields.add(
@@ -260,6 +278,21 @@ impl Service {
             );
         }
         fields.into_result()?;
+        let changed: Vec<&'static str> = [
+            ("username", username.is_some()),
+            ("email", email_changes),
+            ("password", changes.password.is_some()),
+            ("firstName", first_name.is_some()),
+            ("lastName", last_name.is_some()),
+            ("phone", phone.is_some()),
+            ("disabled", disabled.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
+        if changed.is_empty() {
+            return Ok(target);
+        }
         if needs_current {
             // Counted only here, where it is checked: a `currentPassword` sent along with an
             // edit that needs none is not an attempt.
@@ -292,20 +325,7 @@ impl Service {
             None => None,
         };
 
-        let revoke =
-            password_hash.is_some() || (changes.disabled == Some(true) && !target.disabled);
-        let changed: Vec<&'static str> = [
-            ("username", changes.username.is_some()),
-            ("email", changes.email.is_some()),
-            ("password", changes.password.is_some()),
-            ("firstName", changes.first_name.is_some()),
-            ("lastName", changes.last_name.is_some()),
-            ("phone", changes.phone.is_some()),
-            ("disabled", changes.disabled.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect();
+        let revoke = password_hash.is_some() || disabled == Some(true);
         let written_key = username_key
             .clone()
             .unwrap_or_else(|| target.username_key.clone());
@@ -330,7 +350,7 @@ impl Service {
         if let Some(v) = phone {
             active.phone = Set(v);
         }
-        if let Some(disabled) = changes.disabled {
+        if let Some(disabled) = disabled {
             active.disabled = Set(disabled);
         }
         active.updated_at = Set(db::now());
@@ -359,7 +379,7 @@ impl Service {
         if revoke {
             sessions::revoke_all_for_user(&tx, target.id).await?;
         }
-        if changes.disabled == Some(true) {
+        if disabled == Some(true) {
             // Disabling ends every credential, and the tokens this user issued for others:
             // enabling again revives none of them.
             api_tokens::delete_for_user(&tx, target.id).await?;
@@ -377,7 +397,7 @@ impl Service {
         Ok(updated)
     }
 
-    /// Deleting another user is a sensitive action: it needs step-up verification.
+    /// Deleting a user, oneself included, is a sensitive action: it needs step-up verification.
     pub async fn delete_user(
         &self,
         caller: &Caller<'_>,

@@ -141,9 +141,10 @@ fn invisible(c: char) -> bool {
 }
 
 /// Controls that reorder how text around them is shown (a name could make the text after it
-/// in a list read backwards). Zero-width joiners stay allowed in names: some scripts need them.
+/// in a list read backwards), and the line and paragraph separators. Zero-width joiners stay
+/// allowed in names: some scripts need them.
 fn reorders(c: char) -> bool {
-    matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A plausible address (one `@`, a dotted domain, no spaces or invisible characters), returned
