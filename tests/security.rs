@@ -646,6 +646,55 @@ async fn the_password_policy_refuses_common_and_personal_passwords() {
     );
 }
 
+/// A login given up on while it waits for a hashing thread is not counted against the
+/// account: here the client gives up on three wrong-password logins queued behind others.
+async fn an_attempt_nobody_waited_for_is_not_counted(app: TestApp) {
+    let alice = app.register("alice").await;
+    let app = &app;
+    let fillers =
+        join_all((0..30).map(|i| async move { wrong_login(app, &format!("nobody{i}")).await }));
+    let impatient = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&app.metrics().await, "rollcall_password_hash_queue") < 20.0 {
+            assert!(Instant::now() < deadline, "the hashing queue never filled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        join_all((0..3).map(|_| {
+            app.post()
+                .timeout(Duration::from_millis(50))
+                .json(&json!({
+                    "query": LOGIN,
+                    "variables": {"input": {"login": "alice", "password": "not the password"}},
+                }))
+                .send()
+        }))
+        .await
+    };
+    let (_, given_up) = tokio::join!(fillers, impatient);
+    for outcome in given_up {
+        assert!(
+            outcome.is_err(),
+            "answered before the client gave up: {outcome:?}"
+        );
+    }
+    let counted = format!(
+        "SELECT COALESCE(SUM(failures), 0) FROM credential_failures WHERE subject = 'user:{}'",
+        alice.id
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = app.count(&counted).await;
+        if count == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{count} attempts still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And a wrong password that is answered counts as ever.
+    assert_code(&wrong_login(app, "alice").await, "UNAUTHENTICATED");
+    assert_eq!(app.count(&counted).await, 1);
+}
+
 backend_tests!(
     account_throttle_after_five_failures,
     waits_grow_and_unknown_logins_are_throttled_alike,
@@ -657,6 +706,7 @@ backend_tests!(
     a_request_past_the_timeout_is_rolled_back
         with |s| s.request_timeout = std::time::Duration::from_secs(1),
     a_full_hashing_queue_refuses_at_once with |s| s.hash_concurrency = Some(1),
+    an_attempt_nobody_waited_for_is_not_counted with |s| s.hash_concurrency = Some(1),
     registration_makes_an_owner_only_on_an_empty_database,
     the_first_registrant_of_an_empty_database_owns_it,
     authorisation_is_decided_inside_the_write,

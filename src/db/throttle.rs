@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::entities::credential_failure::{ActiveModel, Column, Entity, Model};
@@ -94,6 +94,20 @@ pub async fn reserve(
     Err(DbErr::Custom(
         "credential throttle: too much contention on one subject".into(),
     ))
+}
+
+/// Takes back one count of an attempt whose check never ran. The lock it may have set stays:
+/// it only delays, and another attempt may have extended it meanwhile.
+pub async fn release(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
+    // In scope here only: it gives every type a `min`.
+    use sea_orm::ExprTrait;
+    Entity::update_many()
+        .col_expr(Column::Failures, Expr::col(Column::Failures).sub(1))
+        .filter(Column::Subject.eq(subject))
+        .filter(Column::Failures.gt(0))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// A successful check: the subject starts afresh.

@@ -125,8 +125,9 @@ impl Service {
         // Counted now, cleared only once every factor has passed: a stolen password does
         // not buy unlimited guesses at the second factor.
         self.0.passwords.check_room()?;
-        self.reserve_attempt(&subject).await?;
+        let attempt = self.reserve_attempt(&subject).await?;
         let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
+        attempt.checked();
         let user = match user {
             Some(user) if valid => user,
             _ => {
@@ -182,8 +183,9 @@ impl Service {
     ) -> AppResult<bool> {
         // A full queue refuses before the attempt is counted.
         self.0.passwords.check_room()?;
-        self.reserve_attempt(subject).await?;
+        let attempt = self.reserve_attempt(subject).await?;
         let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
+        attempt.checked();
         if valid {
             self.clear_attempts(subject).await?;
         }
@@ -191,10 +193,15 @@ impl Service {
     }
 
     /// Counts a credential attempt on `subject` before anything is checked; while the subject
-    /// is throttled, RATE_LIMITED.
-    pub(super) async fn reserve_attempt(&self, subject: &Subject) -> AppResult<()> {
-        match throttle::reserve(self.db().writer(), &subject.key(), self.0.throttle).await? {
-            Ok(()) => Ok(()),
+    /// is throttled, RATE_LIMITED. The count is taken back if the returned [`Attempt`] is
+    /// dropped before its check ran.
+    pub(super) async fn reserve_attempt(&self, subject: &Subject) -> AppResult<Attempt> {
+        let key = subject.key();
+        match throttle::reserve(self.db().writer(), &key, self.0.throttle).await? {
+            Ok(()) => Ok(Attempt {
+                db: self.db().writer().clone(),
+                key: Some(key),
+            }),
             Err(wait) => {
                 Err(self.throttled("account", "Too many failed attempts; try again later", wait))
             }
@@ -389,4 +396,36 @@ async fn end_session(
     )
     .await?;
     Ok(())
+}
+
+/// A counted credential attempt whose check has not run yet. Dropped before
+/// [`Attempt::checked`] (its request timed out, its client went away, or the hashing queue
+/// refused it), it takes its count back: nobody learned anything from it, and under load a
+/// person whose login was given up on must not be throttled for it.
+#[must_use]
+pub(super) struct Attempt {
+    db: sea_orm::DatabaseConnection,
+    key: Option<String>,
+}
+
+impl Attempt {
+    /// The check ran: the count stands until a success clears it.
+    pub(super) fn checked(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let (Some(key), Ok(runtime)) = (self.key.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let db = self.db.clone();
+        runtime.spawn(async move {
+            if let Err(err) = throttle::release(&db, &key).await {
+                tracing::warn!(error = %err, "taking back an unchecked credential attempt");
+            }
+        });
+    }
 }

@@ -70,8 +70,10 @@ impl Service {
             };
             validation::second_factor_code(code)
                 .map_err(|message| AppError::field("verification.totpCode", message))?;
-            self.reserve_attempt(&Subject::User(user.id)).await?;
-            if !self.second_factor(user, &totp, code, caller.ip).await? {
+            let attempt = self.reserve_attempt(&Subject::User(user.id)).await?;
+            let passed = self.second_factor(user, &totp, code, caller.ip).await?;
+            attempt.checked();
+            if !passed {
                 return Err(AppError::field("verification.totpCode", "is incorrect"));
             }
             self.clear_attempts(&Subject::User(user.id)).await?;

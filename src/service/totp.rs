@@ -90,8 +90,10 @@ impl Service {
             return Err(NOTHING_PENDING);
         };
         let subject = Subject::User(user.id);
-        self.reserve_attempt(&subject).await?;
-        let Some(step) = totp::check(&pending.secret, code, totp::unix_now())? else {
+        let attempt = self.reserve_attempt(&subject).await?;
+        let step = totp::check(&pending.secret, code, totp::unix_now())?;
+        attempt.checked();
+        let Some(step) = step else {
             return Err(AppError::field("code", "is incorrect"));
         };
         let tx = self.db().begin_write().await?;
