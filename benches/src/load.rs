@@ -1,5 +1,6 @@
 //! Driving load with wrk and reading what it and /proc report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,6 +19,9 @@ pub struct Measured {
     pub requests: u64,
     /// Non-200 responses, socket errors, and 200s whose body carries GraphQL `errors`.
     pub errors: u64,
+    /// The errors by what they were: the GraphQL error code (`HTTP 503` when the body had
+    /// none), or the kind of socket error wrk saw.
+    pub error_kinds: BTreeMap<String, u64>,
     /// Largest resident set seen while the load ran, in MiB (0 when not sampled).
     pub peak_rss_mib: f64,
 }
@@ -165,10 +169,23 @@ function setup(thread)
 end
 function done(summary, latency, requests)
   local total = 0
-  for _, t in ipairs(threads) do total = total + (t:get("errors") or 0) end
+  local kinds = {}
+  for _, t in ipairs(threads) do
+    total = total + (t:get("errors") or 0)
+    for kind, count in pairs(t:get("kinds") or {}) do kinds[kind] = (kinds[kind] or 0) + count end
+  end
   io.write(string.format("graphql_errors %d\n", total))
+  for kind, count in pairs(kinds) do io.write(string.format("error_kind %s %d\n", kind, count)) end
 end
 errors = 0
+kinds = {}
+function failed(status, body)
+  errors = errors + 1
+  local kind = body:match('"code":"([A-Z_]+)"') or ("HTTP_" .. status)
+  -- A full hashing queue and the account throttle share a code; their messages differ.
+  if kind == "RATE_LIMITED" and body:find("busy", 1, true) then kind = "RATE_LIMITED_busy" end
+  kinds[kind] = (kinds[kind] or 0) + 1
+end
 "#,
         );
         match &self.bodies {
@@ -196,7 +213,7 @@ function init(args)
 end
 function request() return requests[math.random(#requests)] end
 function response(status, headers, body)
-  if status ~= 200 or body:find('"errors"', 1, true) then errors = errors + 1 end
+  if status ~= 200 or body:find('"errors"', 1, true) then failed(status, body) end
 end
 "#,
                 );
@@ -225,7 +242,7 @@ function request()
 end
 function response(status, headers, body)
   local token = body:match('"refreshToken":"([^"]+)"')
-  if status ~= 200 or not token then errors = errors + 1 else table.insert(queue, token) end
+  if status ~= 200 or not token then failed(status, body) else table.insert(queue, token) end
 end
 "#,
                 );
@@ -260,10 +277,18 @@ fn parse_wrk(text: &str) -> Option<Measured> {
             ["99%", value] => m.p99_ms = duration_ms(value)?,
             [count, "requests", "in", ..] => m.requests = count.parse().ok()?,
             ["graphql_errors", count] => m.errors += count.parse::<u64>().ok()?,
+            ["error_kind", kind, count] => {
+                *m.error_kinds.entry((*kind).to_owned()).or_default() +=
+                    count.parse::<u64>().ok()?;
+            }
             ["Socket", "errors:", rest @ ..] => {
                 for pair in rest.chunks(2) {
-                    if let [_, count] = pair {
-                        socket_errors += count.trim_end_matches(',').parse::<u64>().unwrap_or(0);
+                    if let [kind, count] = pair {
+                        let count = count.trim_end_matches(',').parse::<u64>().unwrap_or(0);
+                        socket_errors += count;
+                        if count > 0 {
+                            *m.error_kinds.entry(format!("socket_{kind}")).or_default() += count;
+                        }
                     }
                 }
             }
@@ -307,6 +332,13 @@ pub fn merge(rounds: &[Measured]) -> Measured {
         p99_ms: rounds.iter().map(|r| r.p99_ms).fold(0.0, f64::max),
         requests: rounds.iter().map(|r| r.requests).sum(),
         errors: rounds.iter().map(|r| r.errors).sum(),
+        error_kinds: rounds.iter().flat_map(|r| &r.error_kinds).fold(
+            BTreeMap::new(),
+            |mut all, (kind, count)| {
+                *all.entry(kind.clone()).or_default() += count;
+                all
+            },
+        ),
         peak_rss_mib: rounds.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max),
     }
 }
@@ -437,6 +469,8 @@ mod tests {
   Socket errors: connect 0, read 2, write 0, timeout 1
 Requests/sec:  10000.50
 graphql_errors 3
+error_kind RATE_LIMITED 2
+error_kind HTTP_503 1
 ";
         let m = parse_wrk(text).expect("parsed");
         assert_eq!(m.requests, 20000);
@@ -444,5 +478,19 @@ graphql_errors 3
         assert!((m.p50_ms - 0.812).abs() < 1e-9);
         assert!((m.p99_ms - 1500.0).abs() < 1e-9);
         assert_eq!(m.errors, 6);
+        let kinds: Vec<(&str, u64)> = m
+            .error_kinds
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("HTTP_503", 1),
+                ("RATE_LIMITED", 2),
+                ("socket_read", 2),
+                ("socket_timeout", 1)
+            ]
+        );
     }
 }

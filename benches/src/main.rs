@@ -208,8 +208,12 @@ async fn run(
     };
     let mut scenario = |name: &str, measured: Measured| {
         eprintln!(
-            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
-            measured.requests_per_sec, measured.p50_ms, measured.p99_ms, measured.errors
+            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}{}",
+            measured.requests_per_sec,
+            measured.p50_ms,
+            measured.p99_ms,
+            measured.errors,
+            report::error_kinds(&measured)
         );
         report.rows.push(match peer_idle {
             Some(idle) if name.starts_with("PostGraphile") => Row::peer(name, measured, idle),

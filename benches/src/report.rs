@@ -134,6 +134,13 @@ impl Report {
                 m.peak_rss_mib
             );
         }
+        let with_errors: Vec<&Row> = self.rows.iter().filter(|r| r.measured.errors > 0).collect();
+        if !with_errors.is_empty() {
+            out.push_str("\nErrors by kind (a request wrk timed out and the server then answered counts twice):\n\n");
+            for row in with_errors {
+                let _ = writeln!(out, "- {}:{}", row.name, error_kinds(&row.measured));
+            }
+        }
         out.push_str("\n## Ceilings\n\n");
         let _ = writeln!(out, "- rollcall idle RSS: {:.1} MiB", self.idle_rss_mib);
         if let Some(peer) = self.rows.iter().find_map(|r| r.idle_rss_mib) {
@@ -328,4 +335,17 @@ fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| format!("Linux {}", s.trim()))
         .unwrap_or_default()
+}
+
+/// ` (TIMEOUT 40, socket_timeout 40)`, or nothing when there were no errors.
+pub fn error_kinds(measured: &Measured) -> String {
+    if measured.error_kinds.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = measured
+        .error_kinds
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    format!(" ({})", kinds.join(", "))
 }
