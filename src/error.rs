@@ -54,6 +54,9 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// The code of [`AppError::Timeout`], which the HTTP layer also recognises in answers.
+    pub const TIMEOUT_CODE: &'static str = "TIMEOUT";
+
     pub fn code(&self) -> &'static str {
         match self {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
@@ -64,7 +67,7 @@ impl AppError {
             AppError::TotpRequired(_) => "TOTP_REQUIRED",
             AppError::VerificationRequired(_) => "VERIFICATION_REQUIRED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
-            AppError::Timeout(_) => "TIMEOUT",
+            AppError::Timeout(_) => Self::TIMEOUT_CODE,
             AppError::Internal { .. } => "INTERNAL_SERVER_ERROR",
         }
     }

@@ -538,7 +538,10 @@ mod m20261208_000009_email_keys {
             let db = manager.get_connection();
             let backend = manager.get_database_backend();
             let rows = db
-                .query_all_raw(Statement::from_string(backend, "SELECT email FROM users"))
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    "SELECT id, email FROM users",
+                ))
                 .await?;
             for row in rows {
                 let email: String = row.try_get("", "email")?;
@@ -557,12 +560,23 @@ mod m20261208_000009_email_keys {
                          AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?1)"
                     }
                 };
-                db.execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    sql,
-                    [new.into(), old.into()],
-                ))
-                .await?;
+                let rewritten = db
+                    .execute_raw(Statement::from_sql_and_values(
+                        backend,
+                        sql,
+                        [new.into(), old.into()],
+                    ))
+                    .await?
+                    .rows_affected();
+                if rewritten == 0 {
+                    // The id, not the address: logs travel further than the database.
+                    let id: sea_orm_migration::sea_orm::prelude::Uuid = row.try_get("", "id")?;
+                    tracing::warn!(
+                        user = %id,
+                        "email left as stored: its normalised form belongs to another account; \
+                         this user logs in by username"
+                    );
+                }
             }
             Ok(())
         }

@@ -89,7 +89,7 @@ fn counted(state: &AppState, started: Instant, response: Response) -> Response {
     if let Some(summary) = summary.filter(|summary| summary.operation.is_none()) {
         let codes: Vec<&str> = summary.codes.iter().map(String::as_str).collect();
         // A timed-out request was valid, but which operation it ran is not known here.
-        let operation = if codes.contains(&"TIMEOUT") {
+        let operation = if codes.contains(&AppError::TIMEOUT_CODE) {
             "unknown"
         } else {
             "invalid"
