@@ -121,7 +121,8 @@ pub struct Settings {
     pub session_idle: Duration,
     /// A rotated refresh token presented again this soon is answered with a new pair for the
     /// same session, not treated as theft: a client's tabs that refresh at once race themselves.
-    #[arg(long, env = "ROLLCALL_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_duration, global = true)]
+    /// `0s` turns the grace off, for those who would rather end such sessions.
+    #[arg(long, env = "ROLLCALL_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_grace, global = true)]
     pub refresh_reuse_grace: Duration,
     /// Sensitive actions (role changes, deleting others, admin creation, API tokens, setting up
     /// two-factor login) need a fresh password or TOTP check once the session's login is older
@@ -150,7 +151,7 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_db_timeout, global = true)]
     pub db_timeout: Duration,
     /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
-    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), global = true)]
+    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = at_least_one(), global = true)]
     pub hash_concurrency: Option<usize>,
     /// Consecutive failed password checks on one account (or unknown login) before it is
     /// throttled.
@@ -182,7 +183,7 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub request_timeout: Duration,
     /// Deepest selection nesting a query may have.
-    #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, global = true)]
+    #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, value_parser = at_least_one(), global = true)]
     pub max_depth: usize,
     /// Most aliased fields one document may have.
     #[arg(
@@ -205,6 +206,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_MAX_QUERY_BYTES",
         default_value_t = 16 * 1024,
+        value_parser = at_least_one(),
         global = true
     )]
     pub max_query_bytes: usize,
@@ -213,6 +215,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_MAX_COMPLEXITY",
         default_value_t = 5_000,
+        value_parser = at_least_one(),
         global = true
     )]
     pub max_complexity: usize,
@@ -332,6 +335,11 @@ impl Settings {
 /// The longest duration any setting takes: times computed from it stay representable.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
+/// A count that must be at least 1: zero would refuse every query, or hash nothing.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
 /// Parses durations such as `2s`, `15m`, `12h` or `30d` (humantime's syntax, so `1h 30m` too);
 /// zero is refused, since every duration here is a lifetime or a timeout.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -348,6 +356,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// At most a day: it is also PostgreSQL's `statement_timeout`, which stops at about 24 days,
 /// and no request should wait that long for the database.
+/// [`parse_duration`], zero included: a grace may be none.
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(duration) if duration.is_zero() => Ok(duration),
+        _ => parse_duration(text),
+    }
+}
+
 fn parse_db_timeout(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration > Duration::from_secs(24 * 60 * 60) {
@@ -419,6 +435,15 @@ mod tests {
         assert!(parse(&["--db-max-connections", "0"]).is_err());
         assert!(parse(&["--hash-concurrency", "0"]).is_err());
         assert!(parse(&["--hash-concurrency", "2"]).is_ok());
+        let grace = |text| {
+            parse(&["--refresh-reuse-grace", text]).map(|cli| cli.settings.refresh_reuse_grace)
+        };
+        assert_eq!(grace("0s").expect("no grace"), std::time::Duration::ZERO);
+        assert!(grace("-1s").is_err());
+        for limit in ["--max-depth", "--max-query-bytes", "--max-complexity"] {
+            assert!(parse(&[limit, "0"]).is_err(), "{limit} 0");
+            assert!(parse(&[limit, "1"]).is_ok(), "{limit} 1");
+        }
     }
 
     #[test]

@@ -164,6 +164,30 @@ async fn the_ip_limit_counts_current_password_only_when_checked() {
     );
 }
 
+/// A standard user, who cannot list users, learns from renaming themselves which usernames are
+/// taken: those renames count against the IP. An owner's renames of others do not.
+#[tokio::test]
+async fn the_ip_limit_counts_a_standard_users_renames() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 3).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let bob = app.create_user(&alice, "bob", "STANDARD").await;
+    for name in ["robert", "bobby"] {
+        assert_ok(
+            &app.update_user(&alice, &bob, json!({"username": name}))
+                .await,
+        );
+    }
+    let bobby = app.login_as("bobby").await;
+    let probe = json!({"username": "alice"});
+    assert_code(
+        &app.update_user(&bobby, &bob, probe.clone()).await,
+        "CONFLICT",
+    );
+    assert_code(&app.update_user(&bobby, &bob, probe).await, "RATE_LIMITED");
+}
+
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {

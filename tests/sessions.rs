@@ -278,6 +278,16 @@ async fn reuse_within_the_grace_keeps_the_session(app: TestApp) {
     assert_code(&app.refresh(&first.refresh).await, "UNAUTHENTICATED");
 }
 
+/// With no grace, the first replay of a rotated token is reuse: the session ends at once.
+async fn without_a_grace_any_replay_ends_the_session(app: TestApp) {
+    let alice = app.register("alice").await;
+    let body = app.refresh(&alice.refresh).await;
+    let rotated = Session::from_payload(&body, "refreshToken");
+    assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
+    assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&rotated.refresh).await, "UNAUTHENTICATED");
+}
+
 /// The housekeeping purge deletes expired refresh tokens (used ones included: until then a
 /// replay must still count as reuse) and sessions ended for over a day; live sessions and
 /// their unexpired tokens stay.
@@ -401,6 +411,9 @@ backend_tests!(
     idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(1),
     reuse_within_the_grace_keeps_the_session with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_secs(1);
+    },
+    without_a_grace_any_replay_ends_the_session with |s| {
+        s.refresh_reuse_grace = std::time::Duration::ZERO;
     },
     purge_removes_spent_rows with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_millis(200);

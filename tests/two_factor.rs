@@ -231,6 +231,54 @@ async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
     );
 }
 
+/// The right password (here `currentPassword`, for a new email) takes back only its own count:
+/// it cannot clear the wrong codes counted before it, or a stolen password would buy unlimited
+/// guesses at the code, a few at a time.
+async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
+    let alice = app.register("alice").await;
+    let (secret, _, _) = turn_on(&app, &alice).await;
+    for _ in 0..2 {
+        assert_code(
+            &login_with(&app, "alice", PASSWORD, Some("000000")).await,
+            "TOTP_REQUIRED",
+        );
+    }
+    let new_email = app
+        .gql(
+            Some(&alice.access),
+            UPDATE_OTHER,
+            json!({"id": alice.id, "input": {"email": "alice2@example.com", "currentPassword": PASSWORD}}),
+        )
+        .await;
+    assert_ok(&new_email);
+    // The confirmation, two wrong codes and these two: five, the threshold of this test.
+    for _ in 0..2 {
+        assert_code(
+            &login_with(&app, "alice", PASSWORD, Some("000000")).await,
+            "TOTP_REQUIRED",
+        );
+    }
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some(&code(&secret, 30))).await,
+        "RATE_LIMITED",
+    );
+}
+
+/// A verification given in a session that ends within the same request proves nothing: the
+/// document's later step-up is refused, not let through on the right password.
+async fn a_verification_in_an_ended_session_is_refused(app: TestApp) {
+    let alice = app.register("alice").await;
+    let body = app
+        .gql(
+            Some(&alice.access),
+            "mutation($v: VerificationInput) { logoutEverywhere t: createApiToken(name: \"t\", verification: $v) { token } }",
+            json!({"v": {"password": PASSWORD}}),
+        )
+        .await;
+    assert_eq!(body["data"]["t"], Value::Null, "{body}");
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
 async fn sensitive_actions_need_a_recent_login(app: TestApp) {
     let registered = app.register("alice").await;
     let bob = app.create_user(&registered, "bob", "STANDARD").await;
@@ -431,6 +479,8 @@ backend_tests!(
     // These logins fail on purpose more often than the default throttle allows.
     totp_is_enforced_once_confirmed with |s| s.throttle_after = 20,
     wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 4,
+    a_password_does_not_clear_wrong_codes with |s| s.throttle_after = 5,
+    a_verification_in_an_ended_session_is_refused,
     a_code_raced_twice_lets_one_login_in with |s| s.throttle_after = 20,
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,

@@ -176,14 +176,20 @@ pub async fn find_live(
         .await
 }
 
-/// Records a password or TOTP check made in session `id` for a sensitive action.
-pub async fn mark_verified(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
-    session::Entity::update_many()
+/// Records a password or TOTP check made in session `id` for a sensitive action; false when
+/// the session is no longer live (ended while the check ran, say), which proves nothing.
+pub async fn mark_verified(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    live: &Live,
+) -> Result<bool, DbErr> {
+    let marked = session::Entity::update_many()
         .col_expr(session::Column::VerifiedAt, Expr::value(super::now()))
         .filter(session::Column::Id.eq(id))
+        .filter(live.condition())
         .exec(db)
         .await?;
-    Ok(())
+    Ok(marked.rows_affected == 1)
 }
 
 /// Records a refresh of session `id`: the idle limit counts from now on.

@@ -174,7 +174,8 @@ impl Service {
 
     /// Checks `password` against `hash` (`None`: against the dummy hash, never matching), counted
     /// by the per-account throttle: while `subject` is throttled it fails at once with
-    /// RATE_LIMITED, without hashing; a match starts the count afresh.
+    /// RATE_LIMITED, without hashing; a match starts the count afresh, or only takes its own
+    /// count back when two-factor login is on.
     pub(super) async fn check_password(
         &self,
         subject: &Subject,
@@ -187,7 +188,14 @@ impl Service {
         let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
         attempt.checked();
         if valid {
-            self.clear_attempts(subject).await?;
+            match subject {
+                // With two-factor login on, the count also holds guesses at the code, which the
+                // password cannot vouch for: only this attempt is taken back.
+                Subject::User(id) if self.totp_of(*id).await?.is_some() => {
+                    throttle::release(self.db().writer(), &subject.key()).await?;
+                }
+                _ => self.clear_attempts(subject).await?,
+            }
         }
         Ok(valid)
     }

@@ -88,7 +88,11 @@ impl Service {
                 return Err(AppError::field("verification.password", "is incorrect"));
             }
         }
-        sessions::mark_verified(self.db().writer(), session_id).await?;
+        // Live as of now, as without a verification: the right password in a session that
+        // ended meanwhile lets nothing through.
+        if !sessions::mark_verified(self.db().writer(), session_id, &self.live()).await? {
+            return Err(super::accounts::INVALID_TOKEN);
+        }
         Ok(())
     }
 

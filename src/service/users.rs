@@ -293,10 +293,15 @@ impl Service {
         if changed.is_empty() {
             return Ok(target);
         }
-        if needs_current {
-            // Counted only here, where it is checked: a `currentPassword` sent along with an
-            // edit that needs none is not an attempt.
+        // A standard user cannot list users; renaming oneself answers, name by name, which
+        // usernames are taken, so it is counted like a credential attempt.
+        let probes_names = username.is_some() && rules::check_see_others(actor.role).is_err();
+        if needs_current || probes_names {
+            // Counted only here: a `currentPassword` sent along with an edit that needs none
+            // is not an attempt.
             self.limit_ip(caller.ip)?;
+        }
+        if needs_current {
             let current = changes.current_password.as_deref().unwrap_or_default();
             let ok = self
                 .check_password(
