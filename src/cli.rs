@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let service = Service::start(settings).await?;
     if !settings.listen.ip().is_loopback()
         && !crate::db::users::owner_exists(service.db().conn()).await?
@@ -92,38 +93,57 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
         listener.local_addr()?,
         service.db().backend_name()
     );
-    crate::server::serve(listener, service, settings, shutdown_signal()).await?;
+    crate::server::serve(listener, service, settings, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. Listens from the call on, not from the first poll: the
+/// server says it is listening before it polls this, and a signal sent as soon as it says so
+/// must stop it cleanly too.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::SignalKind;
+        (
+            listen(SignalKind::interrupt(), "SIGINT"),
+            listen(SignalKind::terminate(), "SIGTERM"),
+        )
+    };
+    #[cfg(not(unix))]
+    let (interrupt, terminate) = (
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+        std::future::pending::<()>(),
+    );
+    async move {
+        tokio::select! {
+            () = interrupt => {},
+            () = terminate => {},
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    }
+}
+
+/// Resolves when `kind` arrives; never, when it cannot be listened for.
+#[cfg(unix)]
+fn listen(
+    kind: tokio::signal::unix::SignalKind,
+    name: &'static str,
+) -> impl Future<Output = ()> + Send + 'static {
+    let signals = tokio::signal::unix::signal(kind);
+    async move {
+        match signals {
+            Ok(mut signals) => {
+                signals.recv().await;
             }
             Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
+                tracing::error!(%err, "cannot listen for {name}");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {

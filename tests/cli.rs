@@ -161,6 +161,73 @@ async fn postgres_reset_totp_lets_a_locked_out_user_in() {
     reset_totp_lets_a_locked_out_user_in(Backend::Postgres).await;
 }
 
+/// A command cleans up nothing: with the CLI's own settings (here a 30-day idle limit, where
+/// the server keeps sessions for 60), it would delete sessions the server still honours.
+async fn commands_leave_the_clean_up_to_servers(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    assert_succeeded(&create_user(&db.url, "alice", "owner"));
+    let server = ServerProcess::start(&db.url, &[("ROLLCALL_SESSION_IDLE", "60d")]);
+    let alice = server.login_as("alice").await;
+    let forty_days_ago = chrono::Utc::now() - chrono::Duration::days(40);
+    let at = match backend {
+        Backend::Sqlite => format!("'{}'", forty_days_ago.to_rfc3339()),
+        Backend::Postgres => format!("TIMESTAMPTZ '{}'", forty_days_ago.to_rfc3339()),
+    };
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        &format!("UPDATE sessions SET last_used_at = {at}"),
+    )
+    .await
+    .expect("age the session");
+    let _ = conn.close().await;
+    // Hashing bob's password keeps the command running long enough for a clean-up to act.
+    assert_succeeded(&create_user(&db.url, "bob", "standard"));
+    support::assert_ok(&server.refresh(&alice.refresh).await);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn sqlite_commands_leave_the_clean_up_to_servers() {
+    commands_leave_the_clean_up_to_servers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_commands_leave_the_clean_up_to_servers() {
+    commands_leave_the_clean_up_to_servers(Backend::Postgres).await;
+}
+
+/// A client that stalls halfway through a request's head holds its connection open; the
+/// shutdown waits for it only as long as a request may run, and a little more.
+#[tokio::test]
+async fn a_stalled_client_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[("ROLLCALL_REQUEST_TIMEOUT", "1s")]);
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stalled
+        .write_all(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("half a request head");
+    let asked = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // 1 s of request timeout and 5 s of slack, with room for a slow machine.
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn short_jwt_secret_stops_start_up() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");

@@ -176,6 +176,42 @@ async fn rotation_keeps_old_tokens_until_they_expire(app: TestApp) {
     second.stop().await;
 }
 
+/// A key rotated on one instance works on another at once, long before its periodic reload
+/// (30 s with these settings): meeting the new kid, it reloads, and its JWKS has the key too.
+async fn a_rotated_key_works_at_once_on_every_instance(app: TestApp) {
+    let second = app.second_instance().await;
+    let other = app.at(&second);
+    app.register("alice").await;
+    let new_kid = app
+        .server()
+        .service
+        .rotate_signing_key()
+        .await
+        .expect("rotate");
+    let fresh = app.login_as("alice").await;
+    assert_eq!(kid(&fresh.access), new_kid);
+    assert_ok(&other.me(&fresh.access).await);
+    let set = jwks_at(&app, &other.base_url).await.0;
+    verify_with_jwks(&fresh.access, &set).expect("the other instance publishes the new key");
+    // A kid nobody issued is still refused.
+    let (head, rest) = fresh.access.split_once('.').expect("jwt");
+    let mut forged_head: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, head)
+            .expect("header"),
+    )
+    .expect("header json");
+    forged_head["kid"] = json!("no-such-kid");
+    let forged_head = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        forged_head.to_string(),
+    );
+    assert_code(
+        &other.me(&format!("{forged_head}.{rest}")).await,
+        "UNAUTHENTICATED",
+    );
+    second.stop().await;
+}
+
 /// `rollcall keys rotate` against a running server's database.
 async fn the_rotate_command_switches_running_servers(app: TestApp) {
     let old_kid = kid(&app.register("alice").await.access);
@@ -231,6 +267,7 @@ backend_tests!(
     tokens_are_eddsa_and_verify_with_the_jwks,
     rotation_keeps_old_tokens_until_they_expire with |s| s.access_ttl = crate::SHORT_TTL,
     the_rotate_command_switches_running_servers with |s| s.access_ttl = crate::SHORT_TTL,
+    a_rotated_key_works_at_once_on_every_instance,
     a_secret_selects_hs256_and_publishes_nothing with |s| s.jwt_secret = Some("k".repeat(40)),
 );
 

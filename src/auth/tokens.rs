@@ -228,6 +228,18 @@ impl TokenKeys {
         Ok(claims)
     }
 
+    /// Whether `token` names a kid this instance does not hold: a key rotated in by another
+    /// instance (or `rollcall keys rotate`) that this one has not reloaded yet, or a forgery.
+    pub fn signed_by_unknown_key(&self, token: &str) -> bool {
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return false;
+        };
+        match (&*self.current(), header.kid) {
+            (KeySet::Ed25519 { public, .. }, Some(kid)) => !public.contains_key(&kid),
+            _ => false,
+        }
+    }
+
     /// [`Self::verify`] without the memory of earlier verifications.
     fn verify_signed(&self, token: &str) -> AppResult<AccessClaims> {
         let invalid = || AppError::Unauthenticated("Invalid or expired token");

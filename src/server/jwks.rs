@@ -14,7 +14,7 @@ use super::{AppState, json_response};
 const CACHE_CONTROL: &str = "public, max-age=300";
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = json_response(StatusCode::OK, &state.service.jwks());
+    let mut response = json_response(StatusCode::OK, &state.service.jwks().await);
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_CONTROL),

@@ -119,18 +119,43 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
         .max_age(CORS_MAX_AGE)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and finishes requests in flight.
-pub async fn serve(
+/// Serves until `shutdown` resolves, then stops accepting and finishes requests in flight,
+/// for at most the request timeout and [`SHUTDOWN_SLACK`]: a client that stalls halfway
+/// through sending a request would otherwise hold the shutdown for ever.
+pub fn serve(
     listener: TcpListener,
     service: Service,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    service.run_in_background();
     let app = router(service, settings).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = settings.request_timeout + SHUTDOWN_SLACK;
+    async move {
+        let (began, beginning) = oneshot::channel::<()>();
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = began.send(());
+        });
+        let overdue = async move {
+            match beginning.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                // Serving ended on its own.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = std::future::IntoFuture::into_future(serving) => served,
+            () = overdue => {
+                tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
+                Ok(())
+            }
+        }
+    }
 }
+
+/// How much longer than the request timeout a shutdown waits for open connections.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
 /// A server running in the background of this process, as tests and embedders use it.
 pub struct RunningServer {
@@ -150,15 +175,9 @@ impl RunningServer {
             .local_addr()
             .map_err(|err| StartError::Other(AppError::internal_from("cannot listen", err)))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app =
-            router(service.clone(), settings).into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(serve(listener, service.clone(), settings, async {
+            let _ = stopped.await;
+        }));
         Ok(Self {
             addr,
             service,

@@ -287,11 +287,23 @@ impl Service {
         if tokens::is_api_token(token) {
             return self.authenticate_api_token(token).await;
         }
-        let claims = self.0.tokens.verify(token)?;
+        let claims = self.verify_access_token(token).await?;
         Ok(Signed {
             user: self.session_user(&claims).await?,
             credential: Credential::Session(claims.sid),
         })
+    }
+
+    /// Checks an access token's signature and claims; a kid this instance does not know yet
+    /// makes it reload its keys (at most once a second) and check again.
+    async fn verify_access_token(&self, token: &str) -> AppResult<AccessClaims> {
+        match self.0.tokens.verify(token) {
+            Err(_) if self.0.tokens.signed_by_unknown_key(token) => {
+                self.reload_keys_on_demand().await;
+                self.0.tokens.verify(token)
+            }
+            checked => checked,
+        }
     }
 
     /// The enabled user of verified `claims` while their session is live.
@@ -308,7 +320,7 @@ impl Service {
         access_token: &str,
         other: Uuid,
     ) -> AppResult<(Signed, Option<User>)> {
-        let claims = self.0.tokens.verify(access_token)?;
+        let claims = self.verify_access_token(access_token).await?;
         let signed = |user| Signed {
             user,
             credential: Credential::Session(claims.sid),

@@ -53,7 +53,13 @@ struct Inner {
     ip_limiter: IpLimiter,
     metrics: Metrics,
     started: Instant,
+    /// When the keys were last reloaded on demand (see [`Service::reload_keys_on_demand`]).
+    keys_reloaded_on_demand: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// The least time between two on-demand key reloads, so tokens with made-up kids cannot make
+/// an instance query the database on every request.
+const ON_DEMAND_RELOAD_GAP: Duration = Duration::from_secs(1);
 
 /// How a request's caller signed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,12 +184,19 @@ impl Service {
             ip_limiter: IpLimiter::new(settings.ip_rate_limit),
             metrics,
             started: Instant::now(),
+            keys_reloaded_on_demand: tokio::sync::Mutex::new(None),
         }));
-        tokio::spawn(housekeeping(Arc::downgrade(&service.0)));
-        if service.0.tokens.uses_stored_keys() {
-            tokio::spawn(reload_keys(Arc::downgrade(&service.0)));
-        }
         Ok(service)
+    }
+
+    /// Starts the clean-up and key reloading that a serving instance runs for as long as it
+    /// lives. Only servers call this: a CLI command would clean up with its own settings
+    /// (session limits, token lifetimes), which may not be the servers'.
+    pub fn run_in_background(&self) {
+        tokio::spawn(housekeeping(Arc::downgrade(&self.0)));
+        if self.0.tokens.uses_stored_keys() {
+            tokio::spawn(reload_keys(Arc::downgrade(&self.0)));
+        }
     }
 
     /// Makes a new signing key current and retires the current one, which keeps verifying
@@ -209,8 +222,30 @@ impl Service {
     }
 
     /// The public keys that verify access tokens now, as a JWK set (empty with a secret).
-    pub fn jwks(&self) -> serde_json::Value {
+    /// Read from the database again when older than a second: a verifier that meets a new kid
+    /// fetches the set from whichever instance its request reaches, and that instance may not
+    /// have reloaded since another rotated the key.
+    pub async fn jwks(&self) -> serde_json::Value {
+        self.reload_keys_on_demand().await;
         self.0.tokens.jwks()
+    }
+
+    /// Reloads the signing keys now, unless another on-demand reload ran within
+    /// [`ON_DEMAND_RELOAD_GAP`]. Between the periodic reloads, a token signed by a key another
+    /// instance has just rotated in would otherwise be refused here.
+    pub(super) async fn reload_keys_on_demand(&self) {
+        if !self.0.tokens.uses_stored_keys() {
+            return;
+        }
+        // Held across the reload: requests arriving meanwhile wait for it rather than repeat it.
+        let mut last = self.0.keys_reloaded_on_demand.lock().await;
+        if last.is_some_and(|at| at.elapsed() < ON_DEMAND_RELOAD_GAP) {
+            return;
+        }
+        if let Err(err) = reload_keys_once(&self.0).await {
+            tracing::warn!(error = %chain(&err), "reloading the signing keys on demand");
+        }
+        *last = Some(Instant::now());
     }
 
     /// How often the signing keys are reloaded from the database.
