@@ -291,6 +291,7 @@ async fn without_a_grace_any_replay_ends_the_session(app: TestApp) {
 /// The housekeeping purge deletes expired refresh tokens (used ones included: until then a
 /// replay must still count as reuse) and sessions ended for over a day; live sessions and
 /// their unexpired tokens stay.
+/// Two rows a statement here, so the five expired tokens take three.
 async fn purge_removes_spent_rows(app: TestApp) {
     let alice = app.register("alice").await;
     let mut current = alice.clone();
@@ -316,7 +317,7 @@ async fn purge_removes_spent_rows(app: TestApp) {
 
     // Used but unexpired tokens stay, so a replay still revokes (the grace is 200 ms here).
     let service = &app.server().service;
-    let purged = service.purge_sessions().await.expect("purge runs");
+    let purged = service.purge_sessions(2).await.expect("purge runs");
     assert_eq!(purged.sessions, 1, "{purged:?}");
     assert_eq!(purged.refresh_tokens, 0, "{purged:?}");
     assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 4);
@@ -331,7 +332,7 @@ async fn purge_removes_spent_rows(app: TestApp) {
     assert_ok(&body);
     current = Session::from_payload(&body, "refreshToken");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let purged = service.purge_sessions().await.expect("purge runs");
+    let purged = service.purge_sessions(2).await.expect("purge runs");
     assert_eq!(purged.refresh_tokens, 5, "{purged:?}");
     assert_eq!(purged.sessions, 0, "{purged:?}");
     assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 1);

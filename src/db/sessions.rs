@@ -4,9 +4,10 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -282,37 +283,62 @@ const ENDED_SESSION_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// then a replay of it is recognised as reuse and revokes its session, where a deleted one
 /// would pass for an unknown token. Each session so holds at most the tokens it rotated within
 /// one refresh-token lifetime.
-pub async fn purge(db: &impl ConnectionTrait, live: &Live) -> Result<Purged, DbErr> {
+///
+/// Each statement deletes at most `batch` rows, so a backlog (after an outage, say) is worked
+/// off in statements that end well within the statement timeout rather than in one that never
+/// does.
+pub async fn purge(db: &impl ConnectionTrait, live: &Live, batch: u64) -> Result<Purged, DbErr> {
     let now = super::now();
-    let refresh_tokens = refresh_token::Entity::delete_many()
-        .filter(refresh_token::Column::ExpiresAt.lt(now))
-        .exec(db)
-        .await?
-        .rows_affected;
+    let mut purged = Purged {
+        refresh_tokens: 0,
+        sessions: 0,
+    };
+    loop {
+        let expired = Query::select()
+            .column(refresh_token::Column::TokenHash)
+            .from(refresh_token::Entity)
+            .and_where(refresh_token::Column::ExpiresAt.lt(now))
+            .limit(batch)
+            .to_owned();
+        let deleted = refresh_token::Entity::delete_many()
+            .filter(refresh_token::Column::TokenHash.in_subquery(expired))
+            .exec(db)
+            .await?
+            .rows_affected;
+        purged.refresh_tokens += deleted;
+        if deleted < batch {
+            break;
+        }
+    }
     let ended = Condition::any()
         .add(session::Column::RevokedAt.lt(now - ENDED_SESSION_KEPT))
         .add(session::Column::CreatedAt.lt(live.born_after - ENDED_SESSION_KEPT))
         .add(session::Column::LastUsedAt.lt(live.used_after - ENDED_SESSION_KEPT));
-    // Their tokens first: the foreign key cascades too, but saying so does not depend on it.
-    refresh_token::Entity::delete_many()
-        .filter(
-            refresh_token::Column::SessionId.in_subquery(
-                sea_orm::sea_query::Query::select()
-                    .column(session::Column::Id)
-                    .from(session::Entity)
-                    .cond_where(ended.clone())
-                    .to_owned(),
-            ),
-        )
-        .exec(db)
-        .await?;
-    let sessions = session::Entity::delete_many()
-        .filter(ended)
-        .exec(db)
-        .await?
-        .rows_affected;
-    Ok(Purged {
-        refresh_tokens,
-        sessions,
-    })
+    loop {
+        let ids: Vec<Uuid> = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(ended.clone())
+            .limit(batch)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let Some(found) = u64::try_from(ids.len()).ok().filter(|n| *n > 0) else {
+            break;
+        };
+        // Their tokens first: the foreign key cascades too, but saying so does not depend on it.
+        refresh_token::Entity::delete_many()
+            .filter(refresh_token::Column::SessionId.is_in(ids.clone()))
+            .exec(db)
+            .await?;
+        purged.sessions += session::Entity::delete_many()
+            .filter(session::Column::Id.is_in(ids))
+            .exec(db)
+            .await?
+            .rows_affected;
+        if found < batch {
+            break;
+        }
+    }
+    Ok(purged)
 }

@@ -122,6 +122,9 @@ impl Subject {
     }
 }
 
+/// Rows one clean-up statement deletes at most.
+const PURGE_BATCH: u64 = 5_000;
+
 /// How often the throttles forget what no longer matters.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 
@@ -336,7 +339,7 @@ async fn housekeeping(service: Weak<Inner>) {
         }
         // Held for this round only, so the service can still end between rounds.
         let service = Service(inner);
-        match service.purge_sessions().await {
+        match service.purge_sessions(PURGE_BATCH).await {
             Ok(purged) => tracing::debug!(?purged, "purged refresh tokens and sessions"),
             Err(err) => {
                 tracing::warn!(error = %chain(&err), "purging refresh tokens and sessions")

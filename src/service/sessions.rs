@@ -182,9 +182,9 @@ impl Service {
         Ok(count)
     }
 
-    /// Deletes refresh tokens and sessions that no longer decide anything (see
-    /// [`sessions::purge`]); the periodic housekeeping calls it.
-    pub async fn purge_sessions(&self) -> AppResult<Purged> {
-        Ok(sessions::purge(self.db().writer(), &self.live()).await?)
+    /// Deletes refresh tokens and sessions that no longer decide anything, at most `batch`
+    /// rows a statement (see [`sessions::purge`]); the periodic housekeeping calls it.
+    pub async fn purge_sessions(&self, batch: u64) -> AppResult<Purged> {
+        Ok(sessions::purge(self.db().writer(), &self.live(), batch).await?)
     }
 }
