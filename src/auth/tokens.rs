@@ -127,16 +127,23 @@ impl TokenKeys {
         verifies_until(retired_at, self.access_ttl)
     }
 
-    /// Replaces the stored keys with `stored`. With a shared secret there is nothing to do.
+    /// Replaces the stored keys with `stored`, unless they are the keys held already. With a
+    /// shared secret there is nothing to do.
     pub fn reload(&self, stored: &[signing_key::Model]) -> AppResult<()> {
         if !self.uses_stored_keys() {
             return Ok(());
         }
-        let keys = Arc::new(ed25519_set(stored, self.access_ttl)?);
-        *self
+        let keys = ed25519_set(stored, self.access_ttl)?;
+        let mut held = self
             .keys
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Reloads come often (on every unknown kid, at most once a second); the remembered
+        // verifications stay while nothing changed.
+        if same_keys(&held, &keys) {
+            return Ok(());
+        }
+        *held = Arc::new(keys);
         // A key that stopped verifying must not live on in remembered verifications.
         self.verified.clear();
         Ok(())
@@ -265,6 +272,33 @@ impl TokenKeys {
         jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|_| invalid())
+    }
+}
+
+/// Whether two key sets sign with the same key and verify with the same keys, windows and all.
+fn same_keys(a: &KeySet, b: &KeySet) -> bool {
+    match (a, b) {
+        (
+            KeySet::Ed25519 {
+                current_kid: a_kid,
+                public: a_public,
+                ..
+            },
+            KeySet::Ed25519 {
+                current_kid: b_kid,
+                public: b_public,
+                ..
+            },
+        ) => {
+            a_kid == b_kid
+                && a_public.len() == b_public.len()
+                && a_public.iter().all(|(kid, key)| {
+                    b_public
+                        .get(kid)
+                        .is_some_and(|other| other.x == key.x && other.until == key.until)
+                })
+        }
+        _ => false,
     }
 }
 

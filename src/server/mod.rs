@@ -59,6 +59,7 @@ struct RequestSummary {
 }
 
 pub fn router(service: Service, settings: &Settings) -> Router {
+    service.run_in_background();
     let state = AppState {
         schema: build_schema(Some(service.clone()), Limits::from_settings(settings)),
         limits: Limits::from_settings(settings),
@@ -128,7 +129,6 @@ pub fn serve(
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
-    service.run_in_background();
     let app = router(service, settings).into_make_service_with_connect_info::<SocketAddr>();
     let grace = settings.request_timeout + SHUTDOWN_SLACK;
     async move {

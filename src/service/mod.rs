@@ -53,13 +53,20 @@ struct Inner {
     ip_limiter: IpLimiter,
     metrics: Metrics,
     started: Instant,
-    /// When the keys were last reloaded on demand (see [`Service::reload_keys_on_demand`]).
-    keys_reloaded_on_demand: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last key reload began; held while one runs, so reloads never overlap and an
+    /// older read never replaces a newer one.
+    keys_reloaded: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether the clean-up and key reloading run (see [`Service::run_in_background`]).
+    background: std::sync::atomic::AtomicBool,
 }
 
 /// The least time between two on-demand key reloads, so tokens with made-up kids cannot make
-/// an instance query the database on every request.
+/// an instance query the database more than once a second.
 const ON_DEMAND_RELOAD_GAP: Duration = Duration::from_secs(1);
+
+/// The longest a key reload may take; a request waiting for one then goes on with the keys
+/// held, rather than hang on a stalled database.
+const KEY_RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a request's caller signed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,15 +194,23 @@ impl Service {
             ip_limiter: IpLimiter::new(settings.ip_rate_limit),
             metrics,
             started: Instant::now(),
-            keys_reloaded_on_demand: tokio::sync::Mutex::new(None),
+            keys_reloaded: tokio::sync::Mutex::new(None),
+            background: std::sync::atomic::AtomicBool::new(false),
         }));
         Ok(service)
     }
 
-    /// Starts the clean-up and key reloading that a serving instance runs for as long as it
-    /// lives. Only servers call this: a CLI command would clean up with its own settings
-    /// (session limits, token lifetimes), which may not be the servers'.
+    /// Starts, once, the clean-up and key reloading that a serving instance runs for as long
+    /// as it lives; building the HTTP router does. CLI commands do not: they would clean up
+    /// with their own settings (session limits, token lifetimes), which may not be the servers'.
     pub fn run_in_background(&self) {
+        if self
+            .0
+            .background
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         tokio::spawn(housekeeping(Arc::downgrade(&self.0)));
         if self.0.tokens.uses_stored_keys() {
             tokio::spawn(reload_keys(Arc::downgrade(&self.0)));
@@ -215,40 +230,47 @@ impl Service {
         let key = tokens::new_signing_key(now)?;
         let kid = key.kid.clone();
         signing_keys::rotate(&self.0.db, key, now).await?;
-        self.reload_signing_keys().await?;
+        let mut last = self.0.keys_reloaded.lock().await;
+        *last = Some(Instant::now());
+        load_keys(&self.0, false).await?;
         Ok(kid)
     }
 
-    /// Reads the signing keys from the database again.
-    async fn reload_signing_keys(&self) -> AppResult<()> {
-        reload_keys_once(&self.0).await
-    }
-
     /// The public keys that verify access tokens now, as a JWK set (empty with a secret).
-    /// Read from the database again when older than a second: a verifier that meets a new kid
-    /// fetches the set from whichever instance its request reaches, and that instance may not
-    /// have reloaded since another rotated the key.
+    /// Read from the database again first when they are older than a second and no reload is
+    /// running: a verifier that meets a new kid fetches the set from whichever instance its
+    /// request reaches, which may not have reloaded since another rotated the key. The set is
+    /// never held back for the database: a reload in progress or one that fails leaves it as is.
     pub async fn jwks(&self) -> serde_json::Value {
-        self.reload_keys_on_demand().await;
+        if self.0.tokens.uses_stored_keys()
+            && let Ok(mut last) = self.0.keys_reloaded.try_lock()
+            && last.is_none_or(|began| began.elapsed() >= ON_DEMAND_RELOAD_GAP)
+        {
+            *last = Some(Instant::now());
+            reload_within_timeout(&self.0, false).await;
+        }
         self.0.tokens.jwks()
     }
 
-    /// Reloads the signing keys now, unless another on-demand reload ran within
-    /// [`ON_DEMAND_RELOAD_GAP`]. Between the periodic reloads, a token signed by a key another
-    /// instance has just rotated in would otherwise be refused here.
+    /// Reloads the signing keys for a request that met a kid this instance does not hold (a
+    /// key another instance has just rotated in, or a forgery). Every request waiting here is
+    /// served by one reload that began after it asked; reloads run at most once a second.
     pub(super) async fn reload_keys_on_demand(&self) {
         if !self.0.tokens.uses_stored_keys() {
             return;
         }
-        // Held across the reload: requests arriving meanwhile wait for it rather than repeat it.
-        let mut last = self.0.keys_reloaded_on_demand.lock().await;
-        if last.is_some_and(|at| at.elapsed() < ON_DEMAND_RELOAD_GAP) {
+        let asked = Instant::now();
+        let mut last = self.0.keys_reloaded.lock().await;
+        // A reload that began after this asked has read what this one would.
+        if last.is_some_and(|began| began >= asked) {
             return;
         }
-        if let Err(err) = reload_keys_once(&self.0).await {
-            tracing::warn!(error = %chain(&err), "reloading the signing keys on demand");
+        if let Some(rest) = last.and_then(|began| ON_DEMAND_RELOAD_GAP.checked_sub(began.elapsed()))
+        {
+            tokio::time::sleep(rest).await;
         }
         *last = Some(Instant::now());
+        reload_within_timeout(&self.0, false).await;
     }
 
     /// How often the signing keys are reloaded from the database.
@@ -362,25 +384,38 @@ async fn reload_keys(service: Weak<Inner>) {
         let Some(inner) = service.upgrade() else {
             return;
         };
-        if let Err(err) = reload_keys_once(&inner).await {
-            tracing::warn!(error = %chain(&err), "reloading the signing keys");
-        }
+        let mut last = inner.keys_reloaded.lock().await;
+        *last = Some(Instant::now());
+        reload_within_timeout(&inner, true).await;
     }
 }
 
-/// Loads the signing keys; deletes those no token they signed can still use.
-async fn reload_keys_once(inner: &Inner) -> AppResult<()> {
-    let mut keys = signing_keys::all(inner.db.writer()).await?;
+/// [`load_keys`], given up after [`KEY_RELOAD_TIMEOUT`]; a failure is logged and the keys
+/// held stay. The caller holds [`Inner::keys_reloaded`].
+async fn reload_within_timeout(inner: &Inner, delete_expired: bool) {
+    match tokio::time::timeout(KEY_RELOAD_TIMEOUT, load_keys(inner, delete_expired)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %chain(&err), "reloading the signing keys"),
+        Err(_) => tracing::warn!(?KEY_RELOAD_TIMEOUT, "reloading the signing keys timed out"),
+    }
+}
+
+/// Loads the signing keys that still verify tokens; with `delete_expired` (the periodic
+/// reload only), deletes the others.
+async fn load_keys(inner: &Inner, delete_expired: bool) -> AppResult<()> {
+    let mut keys = signing_keys::all(inner.db.conn()).await?;
     let now = chrono::Utc::now();
     let (expired, live): (Vec<_>, Vec<_>) = keys.drain(..).partition(|key| {
         key.retired_at
             .is_some_and(|retired| inner.tokens.verifies_until(retired) <= now)
     });
-    let expired: Vec<String> = expired.into_iter().map(|key| key.kid).collect();
-    match signing_keys::delete(inner.db.writer(), expired).await {
-        Ok(0) => {}
-        Ok(deleted) => tracing::info!(deleted, "deleted signing keys past their last token"),
-        Err(err) => tracing::warn!(error = %err, "deleting old signing keys"),
+    if delete_expired {
+        let expired: Vec<String> = expired.into_iter().map(|key| key.kid).collect();
+        match signing_keys::delete(inner.db.writer(), expired).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted signing keys past their last token"),
+            Err(err) => tracing::warn!(error = %err, "deleting old signing keys"),
+        }
     }
     inner.tokens.reload(&live)
 }
