@@ -72,7 +72,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal();
     let service = Service::start(settings).await?;
     if !settings.listen.ip().is_loopback()
         && !crate::db::users::owner_exists(service.db().conn()).await?
@@ -87,6 +86,8 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // Until here a signal stops the process at once (start-up may wait on a migration lock).
+    let shutdown = shutdown_signal();
     tracing::info!(
         "rollcall {} listening on http://{}/graphql ({})",
         env!("CARGO_PKG_VERSION"),
