@@ -192,7 +192,7 @@ impl Service {
                 // With two-factor login on, the count also holds guesses at the code, which the
                 // password cannot vouch for: only this attempt is taken back.
                 Subject::User(id) if self.totp_of(*id).await?.is_some() => {
-                    throttle::release(self.db().writer(), &subject.key()).await?;
+                    throttle::forgive(self.db().writer(), &subject.key(), self.0.throttle).await?;
                 }
                 _ => self.clear_attempts(subject).await?,
             }
