@@ -74,6 +74,21 @@ async fn imports_validate_like_create_user(app: TestApp) {
     assert!(fields.contains_key("1.firstName"), "{fields:?}");
     assert!(fields.contains_key("1.phone"), "{fields:?}");
 
+    // A hash must parse, and its cost stay bounded: it is checked on every login attempt.
+    for hash in [
+        "$argon2id$not-a-hash",
+        "$argon2id$v=19$m=4294967295,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+        "$argon2id$v=19$m=19456,t=1000,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+    ] {
+        let mut row = imported("import-hash");
+        row.password_hash = hash.into();
+        let err = service.import_users(vec![row]).await.expect_err(hash);
+        let rollcall::error::AppError::BadInput(fields) = err else {
+            panic!("{hash}: not BAD_USER_INPUT");
+        };
+        assert!(fields.contains_key("0.passwordHash"), "{hash}: {fields:?}");
+    }
+
     let mut rows = vec![imported("import-ok")];
     rows[0].last_name = Some("  Lovelace ".into());
     service

@@ -642,6 +642,22 @@ async fn the_password_policy_refuses_common_and_personal_passwords() {
         reason(&register("carol", "I am carol.mail after all").await),
         "must not contain your username"
     );
+    // Judged against the email as stored: a space or full-width letters typed into the email
+    // do not let its local part through.
+    for email in [" Bob.Smith@example.com", "ｂｏｂ.smith@example.com"] {
+        let body = app
+            .gql(
+                None,
+                REGISTER,
+                json!({"input": {"username": "robert", "email": email, "password": "bob.smith rides a bike"}}),
+            )
+            .await;
+        assert_eq!(
+            reason(&body),
+            "must not contain your email address",
+            "{email}"
+        );
+    }
     let owner = Session::from_payload(&register("owner", PASSWORD).await, "register");
     // The same rules when a password is changed.
     let body = app
@@ -666,6 +682,15 @@ async fn the_password_policy_refuses_common_and_personal_passwords() {
     assert_code(&body, "BAD_USER_INPUT");
     assert!(
         body["errors"][0]["extensions"]["fields"]["currentPassword"].is_string(),
+        "{body}"
+    );
+    // An invalid new email is reported with the `currentPassword` it would need, at once.
+    let body = app
+        .update_user(&owner, &owner.id, json!({"email": "not an address"}))
+        .await;
+    let fields = &body["errors"][0]["extensions"]["fields"];
+    assert!(
+        fields["email"].is_string() && fields["currentPassword"].is_string(),
         "{body}"
     );
 }

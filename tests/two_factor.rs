@@ -316,6 +316,24 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
             .await;
         assert_code(&body, "VERIFICATION_REQUIRED");
     }
+    // Input that could not be created anyway is refused on its fields first, without asking
+    // for (or counting) a verification.
+    let mut invalid = new_user("x", "ADMIN");
+    invalid["email"] = json!("not an address");
+    let body = app
+        .gql(
+            Some(&refreshed.access),
+            CREATE_ADMIN,
+            json!({"input": invalid, "v": {"password": "not my password"}}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let fields = &body["errors"][0]["extensions"]["fields"];
+    assert!(
+        fields["username"].is_string() && fields["email"].is_string(),
+        "{body}"
+    );
+    assert!(fields["verification.password"].is_null(), "{body}");
     // Nothing happened.
     let still = app.user_by_id(&owner, &bob).await;
     assert_eq!(still["data"]["user"]["role"], "ADMIN", "{still}");

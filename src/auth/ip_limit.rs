@@ -1,5 +1,6 @@
 //! The per-client-IP token bucket on credential attempts (login, register, refreshToken,
-//! `currentPassword`, a step-up verification, confirmTotp), from `governor`.
+//! `currentPassword`, a step-up verification, confirmTotp, a standard user's new username),
+//! from `governor`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -147,9 +147,29 @@ impl Passwords {
     }
 }
 
+/// The most memory (KiB) and passes a stored hash may ask for: an imported hash is checked on
+/// every login attempt, by anyone, so its cost must stay bounded.
+const MAX_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_PASSES: u32 = 16;
+
+/// Whether `hash` is an argon2 PHC string this server can check, at a bounded cost.
+pub fn is_usable_hash(hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|phc| parts(&phc).is_some())
+}
+
+/// A PHC string's algorithm and parameters, when argon2 and within the bounds above.
+fn parts(phc: &PasswordHash) -> Option<(Algorithm, Params)> {
+    phc.salt.as_ref()?;
+    phc.hash.as_ref()?;
+    let algorithm = Algorithm::try_from(phc.algorithm.as_str()).ok()?;
+    let params = Params::try_from(phc).ok()?;
+    (params.m_cost() <= MAX_MEMORY_KIB && params.t_cost() <= MAX_PASSES)
+        .then_some((algorithm, params))
+}
+
 /// argon2's verification (the parameters, salt and expected output from the PHC string, a
 /// constant-time comparison) computed in `memory`, grown to what the parameters need. A
-/// malformed hash never matches.
+/// malformed hash, or one past the cost bounds, never matches.
 fn verify_in(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
     let Ok(phc) = PasswordHash::new(hash) else {
         return false;
@@ -157,10 +177,7 @@ fn verify_in(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
         return false;
     };
-    let (Ok(algorithm), Ok(params)) = (
-        Algorithm::try_from(phc.algorithm.as_str()),
-        Params::try_from(&phc),
-    ) else {
+    let Some((algorithm, params)) = parts(&phc) else {
         return false;
     };
     let Ok(version) = phc

@@ -284,7 +284,8 @@ impl Service {
     }
 
     /// Counts a credential attempt (login, register, refreshToken, a checked `currentPassword`,
-    /// a step-up verification, confirmTotp) against the client's IP bucket, before it runs.
+    /// a step-up verification, confirmTotp, a standard user's new username) against the
+    /// client's IP bucket, before it runs.
     /// `None` (no HTTP client: the command line, embedders) is not limited.
     fn limit_ip(&self, ip: Option<IpAddr>) -> AppResult<()> {
         match ip.map(|ip| self.0.ip_limiter.check(ip)) {

@@ -52,6 +52,35 @@ const DISABLED_OWNER: AppError =
 
 /// A check of an optional text field (a name or the phone).
 type Check = fn(Option<&str>) -> Result<Option<String>, String>;
+/// Every invalid field of a new account at once; its profile as stored, and its password.
+fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profile, String)> {
+    let mut fields = Fields::new();
+    let profile = validation::profile(
+        &mut fields,
+        &input.username,
+        &input.email,
+        input.first_name.as_deref(),
+        input.last_name.as_deref(),
+        input.phone.as_deref(),
+    );
+    // Judged against the names as stored: an email typed with a space or in full-width
+    // letters must not let its own local part through as a password.
+    let (username, email) = profile
+        .as_ref()
+        .map_or((input.username.as_str(), input.email.as_str()), |p| {
+            (p.username.as_str(), p.email.as_str())
+        });
+    let password = fields.check(
+        "password",
+        validation::new_password(&input.password, username, email),
+    );
+    fields.into_result()?;
+    match (profile, password) {
+        (Some(profile), Some(password)) => Ok((profile, password)),
+        _ => Err(AppError::internal("validated field missing")),
+    }
+}
+
 impl Service {
     /// Creates an account for someone else. `actor` is `None` when the operator uses the
     /// command line, which alone may create the first owner.
@@ -68,6 +97,9 @@ impl Service {
             rules::check_create(caller.user.role, role)?;
             self.writable()?;
             if role == Role::Admin {
+                // Every invalid field first, as without step-up: a verification is not asked
+                // for (nor counted) on input that could not be created anyway.
+                validate_new_user(&input)?;
                 self.step_up(caller, verification).await?;
             }
         }
@@ -111,23 +143,7 @@ impl Service {
         input: NewUser,
         created_by: Option<Uuid>,
     ) -> AppResult<User> {
-        let mut fields = Fields::new();
-        let profile = validation::profile(
-            &mut fields,
-            &input.username,
-            &input.email,
-            input.first_name.as_deref(),
-            input.last_name.as_deref(),
-            input.phone.as_deref(),
-        );
-        let password = fields.check(
-            "password",
-            validation::new_password(&input.password, &input.username, &input.email),
-        );
-        fields.into_result()?;
-        let (Some(profile), Some(password)) = (profile, password) else {
-            return Err(AppError::internal("validated field missing"));
-        };
+        let (profile, password) = validate_new_user(&input)?;
         let validation::Profile {
             username,
             email,
@@ -269,8 +285,13 @@ impl Service {
         );
         let phone = text("phone", &changes.phone, &target.phone, validation::phone);
         let email_changes = email.as_ref().is_some_and(|e| *e != target.email);
+        // A new email that is invalid would be a change too: its missing `currentPassword` is
+        // reported with it, not in a second round once the address is fixed.
+        let bad_email_sent =
+            email.is_none() && changes.email.as_deref().is_some_and(|e| e != target.email);
         let disabled = changes.disabled.filter(|d| *d != target.disabled);
-        let needs_current = is_self && (changes.password.is_some() || email_changes);
+        let needs_current =
+            is_self && (changes.password.is_some() || email_changes || bad_email_sent);
         if needs_current && changes.current_password.is_none() {
             fields.add(
                 "currentPassword",
@@ -632,7 +653,7 @@ impl Service {
         if filter
             .search
             .as_deref()
-            .is_some_and(|s| s.contains('\0') || s.len() > 200)
+            .is_some_and(|s| s.contains('\0') || s.chars().count() > 200)
         {
             return Err(AppError::field(
                 "search",
@@ -709,8 +730,11 @@ impl Service {
                 input.last_name.as_deref(),
                 input.phone.as_deref(),
             );
-            if !input.password_hash.starts_with("$argon2") {
-                fields.add("passwordHash", "must be an argon2 PHC string");
+            if !crate::auth::password::is_usable_hash(&input.password_hash) {
+                fields.add(
+                    "passwordHash",
+                    "must be an argon2 PHC string of at most 256 MiB and 16 passes",
+                );
             }
             if input.role == Role::Owner {
                 fields.add("role", "owners cannot be imported");
