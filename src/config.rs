@@ -354,8 +354,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// At most a day: it is also PostgreSQL's `statement_timeout`, which stops at about 24 days,
-/// and no request should wait that long for the database.
 /// [`parse_duration`], zero included: a grace may be none.
 fn parse_grace(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text.trim()) {
@@ -364,6 +362,8 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// At most a day: it is also PostgreSQL's `statement_timeout`, which stops at about 24 days,
+/// and no request should wait that long for the database.
 fn parse_db_timeout(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration > Duration::from_secs(24 * 60 * 60) {

@@ -19,7 +19,7 @@ pub struct Measured {
     pub requests: u64,
     /// Non-200 responses, socket errors, and 200s whose body carries GraphQL `errors`.
     pub errors: u64,
-    /// The errors by what they were: the GraphQL error code (`HTTP 503` when the body had
+    /// The errors by what they were: the GraphQL error code (`HTTP_503` when the body had
     /// none), or the kind of socket error wrk saw.
     pub error_kinds: BTreeMap<String, u64>,
     /// Largest resident set seen while the load ran, in MiB (0 when not sampled).
@@ -172,19 +172,26 @@ function done(summary, latency, requests)
   local kinds = {}
   for _, t in ipairs(threads) do
     total = total + (t:get("errors") or 0)
-    for kind, count in pairs(t:get("kinds") or {}) do kinds[kind] = (kinds[kind] or 0) + count end
+    for kind, count in string.gmatch(t:get("kinds_text") or "", "([%w_]+)=(%d+)") do
+      kinds[kind] = (kinds[kind] or 0) + tonumber(count)
+    end
   end
   io.write(string.format("graphql_errors %d\n", total))
   for kind, count in pairs(kinds) do io.write(string.format("error_kind %s %d\n", kind, count)) end
 end
 errors = 0
 kinds = {}
+-- The counts as text too (`KIND=n;…`): wrk hands strings between threads more simply than tables.
+kinds_text = ""
 function failed(status, body)
   errors = errors + 1
   local kind = body:match('"code":"([A-Z_]+)"') or ("HTTP_" .. status)
   -- A full hashing queue and the account throttle share a code; their messages differ.
   if kind == "RATE_LIMITED" and body:find("busy", 1, true) then kind = "RATE_LIMITED_busy" end
   kinds[kind] = (kinds[kind] or 0) + 1
+  local parts = {}
+  for k, n in pairs(kinds) do table.insert(parts, k .. "=" .. n) end
+  kinds_text = table.concat(parts, ";")
 end
 "#,
         );
