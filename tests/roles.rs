@@ -1325,17 +1325,20 @@ async fn lookalike_input_is_one_value_or_refused(app: TestApp) {
             None,
             support::REGISTER,
             json!({"input": {
-                "username": "zed",
+                "username": "...",
                 "email": "z\u{200B}ed@example.com",
                 "password": PASSWORD,
                 "firstName": "Zed\u{202E}",
-                "lastName": "Line\nbreak",
+                "lastName": "\u{200B}\u{3164}",
                 "phone": "call me maybe",
             }}),
         )
         .await;
     assert_code(&body, "BAD_USER_INPUT");
-    assert_fields(&body, &["email", "firstName", "lastName", "phone"]);
+    assert_fields(
+        &body,
+        &["username", "email", "firstName", "lastName", "phone"],
+    );
     let body = app
         .gql(
             None,

@@ -103,7 +103,8 @@ fn no_nul(text: &str) -> Result<(), String> {
     }
 }
 
-/// 3–32 ASCII letters, digits, `_`, `.`, `-`. Returns the name as given.
+/// 3–32 ASCII letters, digits, `_`, `.`, `-`, at least one a letter or digit (`...` names
+/// nobody). Returns the name as given.
 pub fn username(text: &str) -> Result<String, String> {
     no_nul(text)?;
     let length = text.chars().count();
@@ -115,6 +116,9 @@ pub fn username(text: &str) -> Result<String, String> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
         return Err("may contain only letters, digits, '_', '.' and '-'".into());
+    }
+    if !text.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return Err("must contain a letter or a digit".into());
     }
     Ok(text.to_owned())
 }
@@ -231,6 +235,10 @@ pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
     if text.chars().any(|c| c.is_control() || reorders(c)) {
         return Err("must not contain control characters".into());
     }
+    // Only characters that show as nothing would be a name nobody can see.
+    if !text.is_empty() && text.chars().all(|c| invisible(c) || c.is_whitespace()) {
+        return Err("must contain a visible character".into());
+    }
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
@@ -265,11 +273,14 @@ pub fn phone(text: Option<&str>) -> Result<Option<String>, String> {
     }
 }
 
-/// An API token's name: 1–100 characters once trimmed, no control characters. Returns it
-/// trimmed.
+/// An API token's name: 1–100 characters once trimmed, no control characters or bidirectional
+/// overrides (a name could otherwise read backwards in a list). Returns it trimmed.
 pub fn token_name(text: &str) -> Result<String, String> {
     let text = text.trim();
-    if text.is_empty() || text.chars().count() > TEXT_MAX || text.chars().any(char::is_control) {
+    if text.is_empty()
+        || text.chars().count() > TEXT_MAX
+        || text.chars().any(|c| c.is_control() || reorders(c))
+    {
         return Err(format!(
             "must be 1 to {TEXT_MAX} characters, without control characters"
         ));
@@ -313,6 +324,10 @@ mod tests {
         assert!(username("al@ce").is_err());
         assert!(username(&"a".repeat(33)).is_err());
         assert!(username("ali\0ce").is_err());
+        for punctuation in ["...", "---", "_._"] {
+            assert!(username(punctuation).is_err(), "{punctuation}");
+        }
+        assert!(username("_a_").is_ok());
     }
 
     #[test]
@@ -386,6 +401,11 @@ mod tests {
         assert!(optional_text(Some("Ada\u{202E}nilrad")).is_err());
         // Persian writes some names with a zero-width non-joiner.
         assert!(optional_text(Some("\u{645}\u{6CC}\u{200C}\u{631}")).is_ok());
+        for unseen in ["\u{200B}", " \u{3164} ", "\u{FEFF}\u{200D}"] {
+            assert!(optional_text(Some(unseen)).is_err(), "{unseen:?}");
+        }
+        assert!(token_name("\u{202E}gnp.exe").is_err());
+        assert_eq!(token_name(" deploy ").as_deref(), Ok("deploy"));
     }
 
     #[test]
