@@ -498,6 +498,18 @@ mod tests {
         let ed = ed_keys(std::slice::from_ref(&key));
         let (token, _) = ed.issue(Uuid::nil(), Uuid::nil()).expect("issue");
         assert!(ed.verify(&token).is_ok());
+        // Reloading the same keys keeps what was remembered; retiring one forgets it.
+        ed.reload(std::slice::from_ref(&key)).expect("reload");
+        assert_eq!(ed.verified.len(), 1, "same keys, same memory");
+        let mut retired = key.clone();
+        retired.retired_at = Some(Utc::now());
+        let next = new_signing_key(Utc::now()).expect("key");
+        ed.reload(&[retired, next]).expect("reload");
+        assert_eq!(ed.verified.len(), 0, "a key's window changed");
+        assert!(
+            ed.verify(&token).is_ok(),
+            "still within the retired key's window"
+        );
         let other = new_signing_key(Utc::now()).expect("key");
         ed.reload(std::slice::from_ref(&other)).expect("reload");
         assert!(ed.verify(&token).is_err(), "its key is gone");

@@ -53,9 +53,9 @@ struct Inner {
     ip_limiter: IpLimiter,
     metrics: Metrics,
     started: Instant,
-    /// When the last key reload began; held while one runs, so reloads never overlap and an
-    /// older read never replaces a newer one.
-    keys_reloaded: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while keys reload, so reloads never overlap and an older read never replaces a
+    /// newer one.
+    key_reloads: tokio::sync::Mutex<KeyReloads>,
     /// Whether the clean-up and key reloading run (see [`Service::run_in_background`]).
     background: std::sync::atomic::AtomicBool,
 }
@@ -67,6 +67,19 @@ const ON_DEMAND_RELOAD_GAP: Duration = Duration::from_secs(1);
 /// The longest a key reload may take; a request waiting for one then goes on with the keys
 /// held, rather than hang on a stalled database.
 const KEY_RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest a request with an unknown kid waits for the keys, queue and gap included.
+const ON_DEMAND_WAIT: Duration = Duration::from_secs(3);
+
+/// When keys were last reloaded.
+#[derive(Default)]
+struct KeyReloads {
+    /// The last reload tried, read through or not: the gap between reloads counts from it.
+    tried: Option<Instant>,
+    /// When the last reload that read the keys through began: it saw every key committed
+    /// before then.
+    read: Option<Instant>,
+}
 
 /// How a request's caller signed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +207,7 @@ impl Service {
             ip_limiter: IpLimiter::new(settings.ip_rate_limit),
             metrics,
             started: Instant::now(),
-            keys_reloaded: tokio::sync::Mutex::new(None),
+            key_reloads: tokio::sync::Mutex::new(KeyReloads::default()),
             background: std::sync::atomic::AtomicBool::new(false),
         }));
         Ok(service)
@@ -230,47 +243,55 @@ impl Service {
         let key = tokens::new_signing_key(now)?;
         let kid = key.kid.clone();
         signing_keys::rotate(&self.0.db, key, now).await?;
-        let mut last = self.0.keys_reloaded.lock().await;
-        *last = Some(Instant::now());
-        load_keys(&self.0, false).await?;
+        let mut reloads = self.0.key_reloads.lock().await;
+        let began = Instant::now();
+        load_keys(&self.0).await?;
+        reloads.tried = Some(began);
+        reloads.read = Some(began);
         Ok(kid)
     }
 
     /// The public keys that verify access tokens now, as a JWK set (empty with a secret).
-    /// Read from the database again first when they are older than a second and no reload is
+    /// Read from the database again first when no reload was tried for a second and none is
     /// running: a verifier that meets a new kid fetches the set from whichever instance its
-    /// request reaches, which may not have reloaded since another rotated the key. The set is
-    /// never held back for the database: a reload in progress or one that fails leaves it as is.
+    /// request reaches, which may not have reloaded since another rotated the key. It waits
+    /// for that at most [`KEY_RELOAD_TIMEOUT`]; a reload that fails leaves the set as it was.
     pub async fn jwks(&self) -> serde_json::Value {
         if self.0.tokens.uses_stored_keys()
-            && let Ok(mut last) = self.0.keys_reloaded.try_lock()
-            && last.is_none_or(|began| began.elapsed() >= ON_DEMAND_RELOAD_GAP)
+            && let Ok(mut reloads) = self.0.key_reloads.try_lock()
+            && reloads
+                .tried
+                .is_none_or(|tried| tried.elapsed() >= ON_DEMAND_RELOAD_GAP)
         {
-            *last = Some(Instant::now());
-            reload_within_timeout(&self.0, false).await;
+            reload(&self.0, &mut reloads).await;
         }
         self.0.tokens.jwks()
     }
 
     /// Reloads the signing keys for a request that met a kid this instance does not hold (a
-    /// key another instance has just rotated in, or a forgery). Every request waiting here is
-    /// served by one reload that began after it asked; reloads run at most once a second.
+    /// key another instance has just rotated in, or a forgery): unless a reload that began
+    /// after it asked has read the keys through, it waits for one, at most once a second and
+    /// for at most [`ON_DEMAND_WAIT`] in all.
     pub(super) async fn reload_keys_on_demand(&self) {
         if !self.0.tokens.uses_stored_keys() {
             return;
         }
         let asked = Instant::now();
-        let mut last = self.0.keys_reloaded.lock().await;
-        // A reload that began after this asked has read what this one would.
-        if last.is_some_and(|began| began >= asked) {
-            return;
+        let waited = tokio::time::timeout(ON_DEMAND_WAIT, async {
+            let mut reloads = self.0.key_reloads.lock().await;
+            if reloads.read.is_some_and(|began| began >= asked) {
+                return;
+            }
+            let since = reloads.tried.map(|tried| tried.elapsed());
+            if let Some(rest) = since.and_then(|since| ON_DEMAND_RELOAD_GAP.checked_sub(since)) {
+                tokio::time::sleep(rest).await;
+            }
+            reload(&self.0, &mut reloads).await;
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(?ON_DEMAND_WAIT, "gave up waiting for the signing keys");
         }
-        if let Some(rest) = last.and_then(|began| ON_DEMAND_RELOAD_GAP.checked_sub(began.elapsed()))
-        {
-            tokio::time::sleep(rest).await;
-        }
-        *last = Some(Instant::now());
-        reload_within_timeout(&self.0, false).await;
     }
 
     /// How often the signing keys are reloaded from the database.
@@ -385,40 +406,48 @@ async fn reload_keys(service: Weak<Inner>) {
         let Some(inner) = service.upgrade() else {
             return;
         };
-        let mut last = inner.keys_reloaded.lock().await;
-        *last = Some(Instant::now());
-        reload_within_timeout(&inner, true).await;
-    }
-}
-
-/// [`load_keys`], given up after [`KEY_RELOAD_TIMEOUT`]; a failure is logged and the keys
-/// held stay. The caller holds [`Inner::keys_reloaded`].
-async fn reload_within_timeout(inner: &Inner, delete_expired: bool) {
-    match tokio::time::timeout(KEY_RELOAD_TIMEOUT, load_keys(inner, delete_expired)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %chain(&err), "reloading the signing keys"),
-        Err(_) => tracing::warn!(?KEY_RELOAD_TIMEOUT, "reloading the signing keys timed out"),
-    }
-}
-
-/// Loads the signing keys that still verify tokens; with `delete_expired` (the periodic
-/// reload only), deletes the others.
-async fn load_keys(inner: &Inner, delete_expired: bool) -> AppResult<()> {
-    let mut keys = signing_keys::all(inner.db.conn()).await?;
-    let now = chrono::Utc::now();
-    let (expired, live): (Vec<_>, Vec<_>) = keys.drain(..).partition(|key| {
-        key.retired_at
-            .is_some_and(|retired| inner.tokens.verifies_until(retired) <= now)
-    });
-    if delete_expired {
-        let expired: Vec<String> = expired.into_iter().map(|key| key.kid).collect();
+        let expired = reload(&inner, &mut *inner.key_reloads.lock().await).await;
+        // After the keys are in use and the lock is free: a slow delete holds up nothing.
         match signing_keys::delete(inner.db.writer(), expired).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted signing keys past their last token"),
             Err(err) => tracing::warn!(error = %err, "deleting old signing keys"),
         }
     }
-    inner.tokens.reload(&live)
+}
+
+/// [`load_keys`] under `reloads` (the caller holds its lock), given up after
+/// [`KEY_RELOAD_TIMEOUT`]; a failure is logged and the keys held stay. Returns the kids of the
+/// keys past their last token.
+async fn reload(inner: &Inner, reloads: &mut KeyReloads) -> Vec<String> {
+    let began = Instant::now();
+    reloads.tried = Some(began);
+    match tokio::time::timeout(KEY_RELOAD_TIMEOUT, load_keys(inner)).await {
+        Ok(Ok(expired)) => {
+            reloads.read = Some(began);
+            expired
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %chain(&err), "reloading the signing keys");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!(?KEY_RELOAD_TIMEOUT, "reloading the signing keys timed out");
+            Vec::new()
+        }
+    }
+}
+
+/// Puts the signing keys that still verify tokens in use; returns the kids of the others.
+async fn load_keys(inner: &Inner) -> AppResult<Vec<String>> {
+    let mut keys = signing_keys::all(inner.db.conn()).await?;
+    let now = chrono::Utc::now();
+    let (expired, live): (Vec<_>, Vec<_>) = keys.drain(..).partition(|key| {
+        key.retired_at
+            .is_some_and(|retired| inner.tokens.verifies_until(retired) <= now)
+    });
+    inner.tokens.reload(&live)?;
+    Ok(expired.into_iter().map(|key| key.kid).collect())
 }
 
 pub use rules::can_see_private;
