@@ -216,8 +216,13 @@ async fn a_stalled_client_does_not_hold_the_shutdown() {
         .write_all(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .expect("half a request head");
-    // Time for the server to take the connection from its backlog and start reading.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Connections are taken in order: once a later one is answered, the stalled one is held.
+    let later = server
+        .gql(None, "{ serverInfo { version } }", serde_json::json!({}))
+        .await;
+    support::assert_ok(&later);
+    // And a moment for its task to read the half head it was sent.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let asked = std::time::Instant::now();
     let status = server.terminate();
     assert!(status.success(), "{status:?}");

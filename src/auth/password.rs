@@ -148,7 +148,8 @@ impl Passwords {
 }
 
 /// The most memory (KiB) and passes a stored hash may ask for: an imported hash is checked on
-/// every login attempt, by anyone, so its cost must stay bounded.
+/// every login attempt, by anyone, so its cost must stay bounded. Generous on purpose (about
+/// a hundred times this server's own cost at most), so hashes from other stores import.
 const MAX_MEMORY_KIB: u32 = 256 * 1024;
 const MAX_PASSES: u32 = 16;
 
@@ -157,14 +158,18 @@ pub fn is_usable_hash(hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|phc| parts(&phc).is_some())
 }
 
-/// A PHC string's algorithm and parameters, when argon2 and within the bounds above.
-fn parts(phc: &PasswordHash) -> Option<(Algorithm, Params)> {
+/// A PHC string's algorithm, version and parameters, when argon2 and within the bounds above.
+fn parts(phc: &PasswordHash) -> Option<(Algorithm, Version, Params)> {
     phc.salt.as_ref()?;
     phc.hash.as_ref()?;
     let algorithm = Algorithm::try_from(phc.algorithm.as_str()).ok()?;
+    let version = phc
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+        .ok()?;
     let params = Params::try_from(phc).ok()?;
     (params.m_cost() <= MAX_MEMORY_KIB && params.t_cost() <= MAX_PASSES)
-        .then_some((algorithm, params))
+        .then_some((algorithm, version, params))
 }
 
 /// argon2's verification (the parameters, salt and expected output from the PHC string, a
@@ -177,13 +182,11 @@ fn verify_in(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
         return false;
     };
-    let Some((algorithm, params)) = parts(&phc) else {
-        return false;
-    };
-    let Ok(version) = phc
-        .version
-        .map_or(Ok(Version::default()), Version::try_from)
-    else {
+    let Some((algorithm, version, params)) = parts(&phc) else {
+        // Only a stored hash that is not the server's own gets here: say why it never matches.
+        tracing::warn!(
+            "a stored password hash is not argon2 within the cost bounds; it never matches"
+        );
         return false;
     };
     let blocks = params.block_count();
@@ -246,6 +249,28 @@ mod tests {
 
     /// A malformed dummy hash would make unknown-user logins instant, and nothing else would
     /// notice.
+    #[test]
+    fn usable_hashes_are_argon2_within_the_bounds() {
+        let hash = |version: &str, m: u32, t: u32| {
+            format!(
+                "$argon2id${version}m={m},t={t},p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+            )
+        };
+        assert!(is_usable_hash(DUMMY_HASH));
+        assert!(is_usable_hash(&hash("v=19$", MAX_MEMORY_KIB, MAX_PASSES)));
+        assert!(
+            is_usable_hash(&hash("", 19_456, 2)),
+            "no version: argon2's default"
+        );
+        assert!(!is_usable_hash(&hash("v=19$", MAX_MEMORY_KIB + 1, 2)));
+        assert!(!is_usable_hash(&hash("v=19$", 19_456, MAX_PASSES + 1)));
+        assert!(!is_usable_hash(&hash("v=18$", 19_456, 2)));
+        assert!(!is_usable_hash("$argon2id$v=19$m=19456,t=2,p=1"));
+        assert!(!is_usable_hash(
+            "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+        ));
+    }
+
     #[test]
     fn the_dummy_hash_has_the_real_parameters() {
         let dummy = PasswordHash::new(DUMMY_HASH).expect("dummy hash parses");

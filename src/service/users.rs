@@ -715,7 +715,8 @@ const IMPORT_CHUNK: usize = 1_000;
 impl Service {
     /// Bulk import in one transaction, for migrations from other user stores (and seeding
     /// benchmarks). Same validation as `createUser` (errors name the row), but no hashing:
-    /// hashes are taken as given. Owners cannot be imported; there is only ever one, made by
+    /// hashes are checked to be argon2 of a known version within the cost bounds, not
+    /// computed. Owners cannot be imported; there is only ever one, made by
     /// register or the CLI.
     pub async fn import_users(&self, users: Vec<ImportedUser>) -> AppResult<Vec<Uuid>> {
         let start = db::now();

@@ -280,9 +280,10 @@ pub fn token_name(text: &str) -> Result<String, String> {
     if text.is_empty()
         || text.chars().count() > TEXT_MAX
         || text.chars().any(|c| c.is_control() || reorders(c))
+        || text.chars().all(|c| invisible(c) || c.is_whitespace())
     {
         return Err(format!(
-            "must be 1 to {TEXT_MAX} characters, without control characters"
+            "must be 1 to {TEXT_MAX} visible characters, without control characters or bidirectional overrides"
         ));
     }
     Ok(text.to_owned())
@@ -405,6 +406,7 @@ mod tests {
             assert!(optional_text(Some(unseen)).is_err(), "{unseen:?}");
         }
         assert!(token_name("\u{202E}gnp.exe").is_err());
+        assert!(token_name("\u{200B}\u{2060}").is_err());
         assert_eq!(token_name(" deploy ").as_deref(), Ok("deploy"));
     }
 
