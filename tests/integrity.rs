@@ -60,9 +60,14 @@ async fn imports_validate_like_create_user(app: TestApp) {
     // Registered first: once imported accounts exist, registrations are not owners.
     let owner = app.register("owner").await;
     let service = &app.server().service;
-    let mut rows = vec![imported("import-ok"), imported("import-bad")];
+    let mut rows = vec![
+        imported("import-ok"),
+        imported("import-bad"),
+        imported("import-bad-too"),
+    ];
     rows[1].first_name = Some("x".repeat(101));
     rows[1].phone = Some("0\u{0}1".into());
+    rows[2].email = "nope".into();
     let err = service
         .import_users(rows)
         .await
@@ -73,6 +78,36 @@ async fn imports_validate_like_create_user(app: TestApp) {
     };
     assert!(fields.contains_key("1.firstName"), "{fields:?}");
     assert!(fields.contains_key("1.phone"), "{fields:?}");
+    assert!(
+        fields.contains_key("2.email"),
+        "every row at once: {fields:?}"
+    );
+
+    // Once every row is valid: names in use by an account or an earlier row, and creators
+    // that are no user, each named by its row.
+    let mut rows = vec![imported("owner"), imported("twin"), imported("TWIN")];
+    rows[2].email = "twin@example.com".into();
+    let err = service.import_users(rows).await.expect_err("names in use");
+    let rollcall::error::AppError::Conflict(fields) = err else {
+        panic!("not CONFLICT: {err:?}");
+    };
+    let mut named: Vec<&str> = fields.keys().map(String::as_str).collect();
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        ["0.email", "0.username", "2.email", "2.username"],
+        "{fields:?}"
+    );
+    let mut row = imported("orphan");
+    row.created_by = Some(uuid::Uuid::new_v4());
+    let err = service
+        .import_users(vec![row])
+        .await
+        .expect_err("no such creator");
+    let rollcall::error::AppError::BadInput(fields) = err else {
+        panic!("not BAD_USER_INPUT: {err:?}");
+    };
+    assert!(fields.contains_key("0.createdBy"), "{fields:?}");
 
     // A hash must parse, and its cost stay bounded: it is checked on every login attempt.
     for hash in [

@@ -199,6 +199,52 @@ pub async fn taken(
     ))
 }
 
+/// Of `username_keys` and `emails`, those some user already has; and of `ids`, those that
+/// are users. Asked in chunks, for bulk imports.
+pub async fn existing(
+    db: &impl ConnectionTrait,
+    username_keys: &[String],
+    emails: &[String],
+    ids: &[Uuid],
+) -> Result<(Vec<String>, Vec<String>, Vec<Uuid>), DbErr> {
+    const CHUNK: usize = 1_000;
+    let (mut keys, mut mails, mut found) = (Vec::new(), Vec::new(), Vec::new());
+    for chunk in username_keys.chunks(CHUNK) {
+        keys.extend(
+            Users::find()
+                .select_only()
+                .column(Column::UsernameKey)
+                .filter(Column::UsernameKey.is_in(chunk.iter().cloned()))
+                .into_tuple::<String>()
+                .all(db)
+                .await?,
+        );
+    }
+    for chunk in emails.chunks(CHUNK) {
+        mails.extend(
+            Users::find()
+                .select_only()
+                .column(Column::Email)
+                .filter(Column::Email.is_in(chunk.iter().cloned()))
+                .into_tuple::<String>()
+                .all(db)
+                .await?,
+        );
+    }
+    for chunk in ids.chunks(CHUNK) {
+        found.extend(
+            Users::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple::<Uuid>()
+                .all(db)
+                .await?,
+        );
+    }
+    Ok((keys, mails, found))
+}
+
 /// What a `users` query filters on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Filter {

@@ -718,9 +718,14 @@ impl Service {
     /// hashes are checked to be argon2 of a known version within the cost bounds, not
     /// computed. Owners cannot be imported; there is only ever one, made by
     /// register or the CLI.
+    ///
+    /// Every invalid field of every row is reported at once (`3.email`); once all are valid,
+    /// every username or email already in use, by an account or by an earlier row, and every
+    /// `createdBy` that is no user, as CONFLICT or BAD_USER_INPUT naming the row.
     pub async fn import_users(&self, users: Vec<ImportedUser>) -> AppResult<Vec<Uuid>> {
         let start = db::now();
         let mut models = Vec::with_capacity(users.len());
+        let mut invalid = std::collections::BTreeMap::new();
         for (index, input) in users.into_iter().enumerate() {
             let mut fields = Fields::new();
             let profile = validation::profile(
@@ -740,7 +745,11 @@ impl Service {
             if input.role == Role::Owner {
                 fields.add("role", "owners cannot be imported");
             }
-            fields.into_result().map_err(|err| at_row(index, err))?;
+            if let Err(AppError::BadInput(row)) = fields.into_result().map_err(|e| at_row(index, e))
+            {
+                invalid.extend(row);
+                continue;
+            }
             let Some(validation::Profile {
                 username,
                 email,
@@ -770,6 +779,10 @@ impl Service {
                 created_by: input.created_by,
             });
         }
+        if !invalid.is_empty() {
+            return Err(AppError::BadInput(invalid));
+        }
+        self.check_importable(&models).await?;
         let ids = models.iter().map(|m| m.id).collect();
         let tx = self.db().begin_write().await?;
         for chunk in models.chunks(IMPORT_CHUNK) {
@@ -793,6 +806,61 @@ impl Service {
         audit::record(&tx, NewEntry::new(Action::UsersImported, None, None)).await?;
         tx.commit().await?;
         Ok(ids)
+    }
+}
+
+impl Service {
+    /// The checks of a bulk import that need the database, each naming its rows: creators
+    /// that are no user (BAD_USER_INPUT), then names already in use (CONFLICT).
+    async fn check_importable(&self, models: &[User]) -> AppResult<()> {
+        use std::collections::{HashMap, HashSet};
+        let keys: Vec<String> = models.iter().map(|m| m.username_key.clone()).collect();
+        let emails: Vec<String> = models.iter().map(|m| m.email.clone()).collect();
+        let mut creators: Vec<Uuid> = models.iter().filter_map(|m| m.created_by).collect();
+        creators.sort_unstable();
+        creators.dedup();
+        let (used_keys, used_emails, users) =
+            user_queries::existing(self.db().conn(), &keys, &emails, &creators).await?;
+        let users: HashSet<Uuid> = users.into_iter().collect();
+        let mut fields = Fields::new();
+        for (index, model) in models.iter().enumerate() {
+            if model.created_by.is_some_and(|id| !users.contains(&id)) {
+                fields.add(&format!("{index}.createdBy"), "is no user");
+            }
+        }
+        fields.into_result()?;
+        let (used_keys, used_emails): (HashSet<String>, HashSet<String>) = (
+            used_keys.into_iter().collect(),
+            used_emails.into_iter().collect(),
+        );
+        let (mut first_key, mut first_email) = (HashMap::new(), HashMap::new());
+        let mut taken = Fields::new();
+        for (index, model) in models.iter().enumerate() {
+            let earlier_key = *first_key
+                .entry(model.username_key.as_str())
+                .or_insert(index);
+            let earlier_email = *first_email.entry(model.email.as_str()).or_insert(index);
+            if used_keys.contains(&model.username_key) {
+                taken.add(&format!("{index}.username"), "is already taken");
+            } else if earlier_key != index {
+                taken.add(
+                    &format!("{index}.username"),
+                    format!("repeats row {earlier_key}'s"),
+                );
+            }
+            if used_emails.contains(&model.email) {
+                taken.add(&format!("{index}.email"), "is already registered");
+            } else if earlier_email != index {
+                taken.add(
+                    &format!("{index}.email"),
+                    format!("repeats row {earlier_email}'s"),
+                );
+            }
+        }
+        match taken.into_result() {
+            Err(AppError::BadInput(fields)) => Err(AppError::Conflict(fields)),
+            other => other,
+        }
     }
 }
 
