@@ -200,49 +200,42 @@ pub async fn taken(
 }
 
 /// Of `username_keys` and `emails`, those some user already has; and of `ids`, those that
-/// are users. Asked in chunks, for bulk imports.
+/// are users. For bulk imports.
 pub async fn existing(
     db: &impl ConnectionTrait,
     username_keys: &[String],
     emails: &[String],
     ids: &[Uuid],
 ) -> Result<(Vec<String>, Vec<String>, Vec<Uuid>), DbErr> {
-    const CHUNK: usize = 1_000;
-    let (mut keys, mut mails, mut found) = (Vec::new(), Vec::new(), Vec::new());
-    for chunk in username_keys.chunks(CHUNK) {
-        keys.extend(
-            Users::find()
-                .select_only()
-                .column(Column::UsernameKey)
-                .filter(Column::UsernameKey.is_in(chunk.iter().cloned()))
-                .into_tuple::<String>()
-                .all(db)
-                .await?,
-        );
-    }
-    for chunk in emails.chunks(CHUNK) {
-        mails.extend(
-            Users::find()
-                .select_only()
-                .column(Column::Email)
-                .filter(Column::Email.is_in(chunk.iter().cloned()))
-                .into_tuple::<String>()
-                .all(db)
-                .await?,
-        );
-    }
-    for chunk in ids.chunks(CHUNK) {
+    Ok((
+        present(db, Column::UsernameKey, username_keys).await?,
+        present(db, Column::Email, emails).await?,
+        present(db, Column::Id, ids).await?,
+    ))
+}
+
+/// The values of `column` among `values` that some user has, asked a thousand at a time.
+async fn present<T>(
+    db: &impl ConnectionTrait,
+    column: Column,
+    values: &[T],
+) -> Result<Vec<T>, DbErr>
+where
+    T: Clone + Into<sea_orm::Value> + sea_orm::TryGetable,
+{
+    let mut found = Vec::new();
+    for chunk in values.chunks(1_000) {
         found.extend(
             Users::find()
                 .select_only()
-                .column(Column::Id)
-                .filter(Column::Id.is_in(chunk.iter().copied()))
-                .into_tuple::<Uuid>()
+                .column(column)
+                .filter(column.is_in(chunk.iter().cloned()))
+                .into_tuple::<T>()
                 .all(db)
                 .await?,
         );
     }
-    Ok((keys, mails, found))
+    Ok(found)
 }
 
 /// What a `users` query filters on.
