@@ -1339,6 +1339,11 @@ async fn lookalike_input_is_one_value_or_refused(app: TestApp) {
         &body,
         &["username", "email", "firstName", "lastName", "phone"],
     );
+    for odd in ["z..ed@example.com", "zed@ex<a>mple.com"] {
+        let body = app.register_raw("zed", odd).await;
+        assert_code(&body, "BAD_USER_INPUT");
+        assert_fields(&body, &["email"]);
+    }
     let body = app
         .gql(
             None,

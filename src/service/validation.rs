@@ -167,12 +167,29 @@ pub fn email(text: &str) -> Result<String, String> {
     let Some((local, domain)) = email.split_once('@') else {
         return invalid();
     };
-    let domain_ok = !domain.contains('@')
-        && domain.contains('.')
-        && domain
-            .split('.')
-            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
-    if local.is_empty() || local.len() > 64 || !domain_ok {
+    // Labels of letters (any script, with their combining marks), digits and inner hyphens,
+    // 63 bytes at most, as DNS and IDNA allow.
+    let domain_ok = domain.contains('.')
+        && domain.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| {
+                    c.is_alphanumeric()
+                        || c == '-'
+                        || unicode_normalization::char::is_combining_mark(c)
+                })
+        });
+    // What an address may hold unquoted (RFC 5322's atext, and any non-ASCII character as
+    // RFC 6531 allows), in dot-separated parts none of which is empty.
+    let local_ok = (1..=64).contains(&local.len())
+        && local.split('.').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| {
+                    !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                })
+        });
+    if !local_ok || !domain_ok {
         return invalid();
     }
     Ok(email)
@@ -345,8 +362,27 @@ mod tests {
             "a b@c.d",
             "a@b@c.d",
             "a@.com",
+            "a..b@example.com",
+            ".alice@example.com",
+            "alice.@example.com",
+            "al<i>ce@example.com",
+            "alice@exa_mple.com",
+            "alice@ex<a>.com",
+            "alice@-example.com",
         ] {
             assert!(email(bad).is_err(), "{bad}");
+        }
+        let long_label = format!("alice@{}.com", "a".repeat(64));
+        assert!(email(&long_label).is_err());
+        for good in [
+            "o'brien+news@example.co.uk",
+            "first.last@sub-domain.example.com",
+            "émile@bücher.de",
+            "user@xn--bcher-kva.de",
+            "ユーザー@例え.jp",
+            "नमस्ते@उदाहरण.भारत",
+        ] {
+            assert!(email(good).is_ok(), "{good}");
         }
     }
 
