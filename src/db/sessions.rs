@@ -289,10 +289,7 @@ const ENDED_SESSION_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// does.
 pub async fn purge(db: &impl ConnectionTrait, live: &Live, batch: u64) -> Result<Purged, DbErr> {
     let now = super::now();
-    let mut purged = Purged {
-        refresh_tokens: 0,
-        sessions: 0,
-    };
+    let mut purged = Purged::default();
     loop {
         let expired = Query::select()
             .column(refresh_token::Column::TokenHash)

@@ -41,7 +41,8 @@ impl Service {
         if !self.registration_open() {
             return Err(AppError::Forbidden("Registration is closed"));
         }
-        let prepared = self.prepare_new_user(input, None).await?;
+        let validated = super::users::validate_new_user(&input)?;
+        let prepared = self.prepare_new_user(validated, None).await?;
         let mut may_own = true;
         loop {
             let tx = self.db().begin_write().await?;

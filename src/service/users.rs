@@ -50,10 +50,15 @@ pub enum UserRef {
 const DISABLED_OWNER: AppError =
     AppError::Forbidden("Ownership cannot go to a disabled account; enable it first");
 
+/// Why a username or an email is refused as in use.
+const USERNAME_TAKEN: &str = "is already taken";
+const EMAIL_TAKEN: &str = "is already registered";
+
 /// A check of an optional text field (a name or the phone).
 type Check = fn(Option<&str>) -> Result<Option<String>, String>;
+
 /// Every invalid field of a new account at once; its profile as stored, and its password.
-fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profile, String)> {
+pub(super) fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profile, String)> {
     let mut fields = Fields::new();
     let profile = validation::profile(
         &mut fields,
@@ -96,15 +101,15 @@ impl Service {
             caller.session()?;
             rules::check_create(caller.user.role, role)?;
             self.writable()?;
-            if role == Role::Admin {
-                // Every invalid field first, as without step-up: a verification is not asked
-                // for (nor counted) on input that could not be created anyway.
-                validate_new_user(&input)?;
-                self.step_up(caller, verification).await?;
-            }
+        }
+        // Every invalid field first: a verification is not asked for (nor counted) on input
+        // that could not be created anyway.
+        let validated = validate_new_user(&input)?;
+        if let Some(caller) = caller.filter(|_| role == Role::Admin) {
+            self.step_up(caller, verification).await?;
         }
         let actor = caller.map(|caller| caller.user.id);
-        let mut model = self.prepare_new_user(input, actor).await?;
+        let mut model = self.prepare_new_user(validated, actor).await?;
         model.role = role;
         let entry = NewEntry::new(Action::UserCreated, actor, caller.and_then(|c| c.ip))
             .target(model.id, role);
@@ -137,13 +142,13 @@ impl Service {
         }
     }
 
-    /// Validates a new account, checks its names are free and hashes its password.
+    /// A new account from its validated profile and password ([`validate_new_user`]): checks
+    /// its names are free and hashes its password.
     pub(super) async fn prepare_new_user(
         &self,
-        input: NewUser,
+        (profile, password): (validation::Profile, String),
         created_by: Option<Uuid>,
     ) -> AppResult<User> {
-        let (profile, password) = validate_new_user(&input)?;
         let validation::Profile {
             username,
             email,
@@ -185,10 +190,10 @@ impl Service {
             user_queries::taken(self.db().conn(), username_key, email, except).await?;
         let mut fields = Fields::new();
         if username_taken {
-            fields.add("username", "is already taken");
+            fields.add("username", USERNAME_TAKEN);
         }
         if email_taken {
-            fields.add("email", "is already registered");
+            fields.add("email", EMAIL_TAKEN);
         }
         fields.into_conflict()
     }
@@ -807,9 +812,7 @@ impl Service {
         tx.commit().await?;
         Ok(ids)
     }
-}
 
-impl Service {
     /// The checks of a bulk import that need the database, each naming its rows: creators
     /// that are no user (BAD_USER_INPUT), then names already in use (CONFLICT).
     async fn check_importable(&self, models: &[User]) -> AppResult<()> {
@@ -841,7 +844,7 @@ impl Service {
                 .or_insert(index);
             let earlier_email = *first_email.entry(model.email.as_str()).or_insert(index);
             if used_keys.contains(&model.username_key) {
-                taken.add(&format!("{index}.username"), "is already taken");
+                taken.add(&format!("{index}.username"), USERNAME_TAKEN);
             } else if earlier_key != index {
                 taken.add(
                     &format!("{index}.username"),
@@ -849,7 +852,7 @@ impl Service {
                 );
             }
             if used_emails.contains(&model.email) {
-                taken.add(&format!("{index}.email"), "is already registered");
+                taken.add(&format!("{index}.email"), EMAIL_TAKEN);
             } else if earlier_email != index {
                 taken.add(
                     &format!("{index}.email"),
@@ -857,10 +860,7 @@ impl Service {
                 );
             }
         }
-        match taken.into_result() {
-            Err(AppError::BadInput(fields)) => Err(AppError::Conflict(fields)),
-            other => other,
-        }
+        taken.into_conflict()
     }
 }
 
