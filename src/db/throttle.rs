@@ -99,15 +99,18 @@ pub async fn reserve(
 /// Takes back one count of an attempt whose check never ran. The lock it may have set stays:
 /// it only delays, and another attempt may have extended it meanwhile.
 pub async fn release(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
+    one_less(subject).exec(db).await?;
+    Ok(())
+}
+
+/// The update that takes one count off `subject`, never below zero.
+fn one_less(subject: &str) -> sea_orm::UpdateMany<Entity> {
     // In scope here only: it gives every type a `min`.
     use sea_orm::ExprTrait;
     Entity::update_many()
         .col_expr(Column::Failures, Expr::col(Column::Failures).sub(1))
         .filter(Column::Subject.eq(subject))
         .filter(Column::Failures.gt(0))
-        .exec(db)
-        .await?;
-    Ok(())
 }
 
 /// Takes back one count of an attempt whose check passed but does not clear the rest (a right
@@ -123,11 +126,8 @@ pub async fn forgive(
     // SET reads the row as it was: `failures - 1` is the count after this update.
     let unlocked = Expr::case(Expr::col(Column::Failures).sub(1).lt(after), 0)
         .finally(Expr::col(Column::LockedUntil));
-    Entity::update_many()
-        .col_expr(Column::Failures, Expr::col(Column::Failures).sub(1))
+    one_less(subject)
         .col_expr(Column::LockedUntil, unlocked.into())
-        .filter(Column::Subject.eq(subject))
-        .filter(Column::Failures.gt(0))
         .exec(db)
         .await?;
     Ok(())
