@@ -210,7 +210,10 @@ fn read_password() -> anyhow::Result<String> {
 fn describe(err: AppError) -> anyhow::Error {
     match err {
         AppError::BadInput(fields) | AppError::Conflict(fields) => {
-            let list: Vec<String> = fields.iter().map(|(f, m)| format!("{f} {m}")).collect();
+            let list: Vec<String> = fields
+                .iter()
+                .map(|(f, e)| format!("{f} {}", e.message))
+                .collect();
             anyhow::anyhow!("{}", list.join("; "))
         }
         other => anyhow::anyhow!("{}", crate::error::chain(&other)),

@@ -4,6 +4,7 @@
 //! [`finalize_response`] then turns every error of a response into a client-safe message with an
 //! `extensions.code`. Anything that is not an `AppError` is logged and masked.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -11,8 +12,72 @@ use std::sync::Arc;
 use async_graphql::{ErrorExtensionValues, Response, Value};
 use sea_orm::DbErr;
 
-/// Per-field messages, keyed by the input field name the client sent.
-pub type FieldErrors = BTreeMap<String, String>;
+/// Why each refused field was refused, keyed by the input field name the client sent.
+pub type FieldErrors = BTreeMap<String, FieldError>;
+
+/// Why one field was refused: a stable code a client can branch on or translate, and a short
+/// English message it can show as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub code: FieldCode,
+    pub message: Cow<'static, str>,
+}
+
+impl FieldError {
+    pub fn new(code: FieldCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// BAD_USER_INPUT with this reason on `field`.
+    pub fn on(self, field: &str) -> AppError {
+        AppError::BadInput(BTreeMap::from([(field.to_owned(), self)]))
+    }
+}
+
+/// The codes of `extensions.fieldCodes`. Clients depend on their names: add, never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldCode {
+    /// The field must be given in this request.
+    Required,
+    /// Too short or too long.
+    Length,
+    /// Characters or syntax the field does not take.
+    Format,
+    /// A number or time outside what the field takes.
+    Range,
+    /// A new password that is common or easy to guess.
+    WeakPassword,
+    /// A new password that contains the username or the email's local part.
+    PersonalPassword,
+    /// A password or code that does not match.
+    Incorrect,
+    /// Already used by another account (or by an earlier row of an import).
+    Taken,
+    /// Names something that does not exist.
+    NotFound,
+    /// A value this operation does not take (with the message saying why).
+    NotAllowed,
+}
+
+impl FieldCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldCode::Required => "REQUIRED",
+            FieldCode::Length => "LENGTH",
+            FieldCode::Format => "FORMAT",
+            FieldCode::Range => "RANGE",
+            FieldCode::WeakPassword => "WEAK_PASSWORD",
+            FieldCode::PersonalPassword => "PERSONAL_PASSWORD",
+            FieldCode::Incorrect => "INCORRECT",
+            FieldCode::Taken => "TAKEN",
+            FieldCode::NotFound => "NOT_FOUND",
+            FieldCode::NotAllowed => "NOT_ALLOWED",
+        }
+    }
+}
 
 /// The cause of an internal error, kept for the log (shared: async-graphql clones errors).
 pub type Source = Arc<dyn StdError + Send + Sync + 'static>;
@@ -73,8 +138,8 @@ impl AppError {
     }
 
     /// A BAD_USER_INPUT error on one field.
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        AppError::BadInput(BTreeMap::from([(field.to_owned(), message.into())]))
+    pub fn field(field: &str, code: FieldCode, message: impl Into<Cow<'static, str>>) -> Self {
+        FieldError::new(code, message).on(field)
     }
 
     /// An internal error with no underlying cause (a broken invariant).
@@ -159,7 +224,8 @@ pub fn finalize_response(response: &mut Response) {
             let message = app.public_message();
             extensions.set("code", app.code());
             if let AppError::BadInput(fields) | AppError::Conflict(fields) = app {
-                extensions.set("fields", fields_value(fields));
+                extensions.set("fields", fields_value(fields, |e| e.message.to_string()));
+                extensions.set("fieldCodes", fields_value(fields, |e| e.code.as_str().into()));
             }
             if let AppError::RateLimited {
                 retry_after_seconds,
@@ -183,11 +249,11 @@ pub fn finalize_response(response: &mut Response) {
     }
 }
 
-fn fields_value(fields: &FieldErrors) -> Value {
+fn fields_value(fields: &FieldErrors, part: impl Fn(&FieldError) -> String) -> Value {
     Value::Object(
         fields
             .iter()
-            .map(|(k, v)| (async_graphql::Name::new(k), Value::String(v.clone())))
+            .map(|(k, v)| (async_graphql::Name::new(k), Value::String(part(v))))
             .collect(),
     )
 }

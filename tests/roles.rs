@@ -56,6 +56,21 @@ fn assert_fields(body: &Value, names: &[&str]) {
     }
 }
 
+/// Asserts `extensions.fieldCodes` of the first error is exactly `codes`, and names the same
+/// fields as `extensions.fields`.
+#[track_caller]
+fn assert_field_codes(body: &Value, codes: Value) {
+    let extensions = &body["errors"][0]["extensions"];
+    assert_eq!(extensions["fieldCodes"], codes, "{body}");
+    let named = |key: &str| -> Vec<String> {
+        extensions[key]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(named("fields"), named("fieldCodes"), "{body}");
+}
+
 /// Asserts the response failed with `code` and changed nothing visible in `data`.
 #[track_caller]
 fn assert_refused(body: &Value, code: &str) {
@@ -712,7 +727,34 @@ async fn validation_lists_every_field(app: TestApp) {
         )
         .await;
     assert_code(&body, "BAD_USER_INPUT");
-    assert_fields(&body, &["username", "email", "password", "firstName"]);
+    assert_field_codes(
+        &body,
+        json!({"username": "LENGTH", "email": "FORMAT", "password": "LENGTH", "firstName": "LENGTH"}),
+    );
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "a!b", "email": "alice@example.com", "password": "password1",
+                "phone": "call me",
+            }}),
+        )
+        .await;
+    assert_field_codes(
+        &body,
+        json!({"username": "FORMAT", "password": "WEAK_PASSWORD", "phone": "FORMAT"}),
+    );
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "alice", "email": "alice@example.com", "password": "alice's own secret",
+            }}),
+        )
+        .await;
+    assert_field_codes(&body, json!({"password": "PERSONAL_PASSWORD"}));
     // 100 characters is fine.
     let body = app
         .gql(
@@ -729,7 +771,7 @@ async fn validation_lists_every_field(app: TestApp) {
     // Username and email both taken (email in another case): CONFLICT naming both.
     let body = app.register_raw("alice", "ALICE@Example.COM").await;
     assert_code(&body, "CONFLICT");
-    assert_fields(&body, &["username", "email"]);
+    assert_field_codes(&body, json!({"username": "TAKEN", "email": "TAKEN"}));
     let body = app.register_raw("ALICE", "other@example.com").await;
     assert_code(&body, "CONFLICT");
     assert_fields(&body, &["username"]);

@@ -88,6 +88,10 @@ async fn current_password_is_throttled_with_the_account(app: TestApp) {
             body["errors"][0]["extensions"]["fields"]["currentPassword"],
             "is incorrect"
         );
+        assert_eq!(
+            body["errors"][0]["extensions"]["fieldCodes"]["currentPassword"],
+            "INCORRECT"
+        );
     }
     retry_after(&change(PASSWORD).await);
     // The same count guards the login.

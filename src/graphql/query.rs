@@ -8,7 +8,7 @@ use super::types::{
 use super::{service, viewer};
 use crate::auth::RequestAuth;
 use crate::db::users::Filter;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldCode, FieldError};
 use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
 
 pub struct Query;
@@ -32,19 +32,16 @@ impl Query {
         let by = match (id, username) {
             (Some(id), None) => UserRef::Id(parse_id(&id)?),
             (None, Some(username)) => UserRef::Username(username),
-            _ => {
+            (id, _) => {
+                // Neither given: one is required; both: one is too many.
+                let code = if id.is_none() {
+                    FieldCode::Required
+                } else {
+                    FieldCode::NotAllowed
+                };
+                let error = FieldError::new(code, "give exactly one of id and username");
                 return Err(AppError::BadInput(
-                    [
-                        (
-                            "id".to_owned(),
-                            "give exactly one of id and username".to_owned(),
-                        ),
-                        (
-                            "username".to_owned(),
-                            "give exactly one of id and username".to_owned(),
-                        ),
-                    ]
-                    .into(),
+                    [("id".to_owned(), error.clone()), ("username".to_owned(), error)].into(),
                 ));
             }
         };

@@ -13,7 +13,7 @@ use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
 use super::{RequestLoader, current_session, optional_viewer, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldCode};
 use crate::service::{self, NewUser, Page, UserChanges};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -527,7 +527,7 @@ fn position_cursor(at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
-    let invalid = || AppError::field("after", "is not a valid cursor");
+    let invalid = || AppError::field("after", FieldCode::Format, "is not a valid cursor");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
@@ -545,7 +545,7 @@ pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
 /// The uuid in argument `field`, naming what kind of id it should be when it is none.
 pub fn parse_uuid(id: &ID, field: &str, kind: &str) -> AppResult<Uuid> {
     Uuid::parse_str(id.as_str())
-        .map_err(|_| AppError::field(field, format!("is not a valid {kind} id")))
+        .map_err(|_| AppError::field(field, FieldCode::Format, format!("is not a valid {kind} id")))
 }
 
 pub fn parse_id(id: &ID) -> AppResult<Uuid> {

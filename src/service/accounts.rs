@@ -14,7 +14,7 @@ use crate::db::sessions::Origin;
 use crate::db::{
     self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
 };
-use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
+use crate::error::{AppError, AppResult, FieldCode, INVALID_CREDENTIALS};
 use crate::service::validation::{self, Fields};
 use crate::service::{Credential, Signed, Subject};
 
@@ -99,7 +99,11 @@ impl Service {
             .then(|| validation::login_key(login))
             .filter(|key| key.len() <= 320);
         if login.is_none() {
-            fields.add("login", "must be a username or an email address");
+            fields.add(
+                "login",
+                FieldCode::Format,
+                "must be a username or an email address",
+            );
         }
         fields.check("password", validation::given_password(password));
         if let Some(code) = totp_code {

@@ -9,7 +9,7 @@ use crate::auth::tokens;
 use crate::db::audit::{self, Action};
 use crate::db::entities::api_token::Model as ApiToken;
 use crate::db::{self, api_tokens, users as user_queries};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldCode};
 
 /// Unexpired tokens one user may hold: enough for any set of scripts, and a bound on rows.
 pub const MAX_API_TOKENS: u64 = 100;
@@ -38,9 +38,9 @@ impl Service {
         if let Some(at) = expires_at {
             let now = Utc::now();
             if at <= now {
-                fields.add("expiresAt", "must be in the future");
+                fields.add("expiresAt", FieldCode::Range, "must be in the future");
             } else if at > now + chrono::Duration::days(MAX_LIFETIME_DAYS) {
-                fields.add("expiresAt", "must be within ten years");
+                fields.add("expiresAt", FieldCode::Range, "must be within ten years");
             }
         }
         fields.into_result()?;

@@ -4,7 +4,7 @@
 use super::{Caller, Service, Subject, validation};
 use crate::db::entities::user::Model as User;
 use crate::db::{self, sessions};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldCode};
 
 /// What a caller gives to prove it is still them. No `Debug`: it holds a password.
 #[derive(Clone, Default)]
@@ -69,23 +69,31 @@ impl Service {
                 ));
             };
             validation::second_factor_code(code)
-                .map_err(|message| AppError::field("verification.totpCode", message))?;
+                .map_err(|error| error.on("verification.totpCode"))?;
             let attempt = self.reserve_attempt(&Subject::User(user.id)).await?;
             let passed = self.second_factor(user, &totp, code, caller.ip).await?;
             attempt.checked();
             if !passed {
-                return Err(AppError::field("verification.totpCode", "is incorrect"));
+                return Err(AppError::field(
+                    "verification.totpCode",
+                    FieldCode::Incorrect,
+                    "is incorrect",
+                ));
             }
             self.clear_attempts(&Subject::User(user.id)).await?;
         } else {
             let Some(password) = verification.password.as_deref() else {
                 return Err(AppError::VerificationRequired("Give your password"));
             };
-            if let Err(message) = validation::given_password(password) {
-                return Err(AppError::field("verification.password", message));
+            if let Err(error) = validation::given_password(password) {
+                return Err(error.on("verification.password"));
             }
             if !self.password_matches(user, password).await? {
-                return Err(AppError::field("verification.password", "is incorrect"));
+                return Err(AppError::field(
+                    "verification.password",
+                    FieldCode::Incorrect,
+                    "is incorrect",
+                ));
             }
         }
         // Live as of now, as without a verification: the right password in a session that

@@ -8,7 +8,7 @@ use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::Model as User;
 use crate::db::entities::user_totp::Model as UserTotp;
 use crate::db::{sessions, totp as totp_rows, users as user_queries};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldCode};
 
 /// What `enableTotp` shows once: the secret, as text and as an `otpauth://` URI, and the
 /// recovery codes. None of it is shown again.
@@ -82,7 +82,7 @@ impl Service {
         self.limit_ip(caller.ip)?;
         self.writable()?;
         let user = caller.user;
-        validation::second_factor_code(code).map_err(|message| AppError::field("code", message))?;
+        validation::second_factor_code(code).map_err(|error| error.on("code"))?;
         let Some(pending) = totp_rows::get(self.db().writer(), user.id)
             .await?
             .filter(|row| row.confirmed_at.is_none())
@@ -94,7 +94,7 @@ impl Service {
         let step = totp::check(&pending.secret, code, totp::unix_now())?;
         attempt.checked();
         let Some(step) = step else {
-            return Err(AppError::field("code", "is incorrect"));
+            return Err(AppError::field("code", FieldCode::Incorrect, "is incorrect"));
         };
         let tx = self.db().begin_write().await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {

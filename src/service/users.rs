@@ -13,7 +13,7 @@ use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
 use crate::db::{self, UniqueViolation, api_tokens, sessions, unique_violation};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldCode, FieldError};
 
 /// Fields of a new account, as the client sent them. No `Debug`: it holds a password.
 #[derive(Clone, Default)]
@@ -55,7 +55,7 @@ const USERNAME_TAKEN: &str = "is already taken";
 const EMAIL_TAKEN: &str = "is already registered";
 
 /// A check of an optional text field (a name or the phone).
-type Check = fn(Option<&str>) -> Result<Option<String>, String>;
+type Check = fn(Option<&str>) -> validation::Checked<Option<String>>;
 
 /// Every invalid field of a new account at once; its profile as stored, and its password.
 pub(super) fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profile, String)> {
@@ -190,10 +190,10 @@ impl Service {
             user_queries::taken(self.db().conn(), username_key, email, except).await?;
         let mut fields = Fields::new();
         if username_taken {
-            fields.add("username", USERNAME_TAKEN);
+            fields.add("username", FieldCode::Taken, USERNAME_TAKEN);
         }
         if email_taken {
-            fields.add("email", EMAIL_TAKEN);
+            fields.add("email", FieldCode::Taken, EMAIL_TAKEN);
         }
         fields.into_conflict()
     }
@@ -223,7 +223,8 @@ impl Service {
             Err(conflict) => conflict,
             // The other row is gone again; report the index that refused the write.
             Ok(()) => {
-                AppError::Conflict([(field.to_owned(), "is already in use".to_owned())].into())
+                let error = FieldError::new(FieldCode::Taken, "is already in use");
+                AppError::Conflict([(field.to_owned(), error)].into())
             }
         }
     }
@@ -300,6 +301,7 @@ impl Service {
         if needs_current && changes.current_password.is_none() {
             fields.add(
                 "currentPassword",
+                FieldCode::Required,
                 "is required to change your password or email",
             );
         }
@@ -337,7 +339,11 @@ impl Service {
                 )
                 .await?;
             if !ok {
-                return Err(AppError::field("currentPassword", "is incorrect"));
+                return Err(AppError::field(
+                    "currentPassword",
+                    FieldCode::Incorrect,
+                    "is incorrect",
+                ));
             }
         }
         if !is_self && (changes.password.is_some() || email_changes) {
@@ -662,6 +668,7 @@ impl Service {
         {
             return Err(AppError::field(
                 "search",
+                FieldCode::Length,
                 "must be at most 200 characters, without NUL",
             ));
         }
@@ -744,11 +751,12 @@ impl Service {
             if !crate::auth::password::is_usable_hash(&input.password_hash) {
                 fields.add(
                     "passwordHash",
+                    FieldCode::Format,
                     "must be an argon2 PHC string of at most 256 MiB and 16 passes",
                 );
             }
             if input.role == Role::Owner {
-                fields.add("role", "owners cannot be imported");
+                fields.add("role", FieldCode::NotAllowed, "owners cannot be imported");
             }
             if let Err(AppError::BadInput(row)) = fields.into_result().map_err(|e| at_row(index, e))
             {
@@ -797,13 +805,13 @@ impl Service {
             if let Err(err) = Users::insert_many(rows).exec_without_returning(&tx).await {
                 tx.rollback().await?;
                 return Err(match unique_violation(&err) {
-                    Some(_) => AppError::Conflict(
-                        [(
-                            "username".to_owned(),
-                            "an imported username or email is already in use".to_owned(),
-                        )]
-                        .into(),
-                    ),
+                    Some(_) => {
+                        let error = FieldError::new(
+                            FieldCode::Taken,
+                            "an imported username or email is already in use",
+                        );
+                        AppError::Conflict([("username".to_owned(), error)].into())
+                    }
                     None => err.into(),
                 });
             }
@@ -828,7 +836,11 @@ impl Service {
         let mut fields = Fields::new();
         for (index, model) in models.iter().enumerate() {
             if model.created_by.is_some_and(|id| !users.contains(&id)) {
-                fields.add(&format!("{index}.createdBy"), "is no user");
+                fields.add(
+                    &format!("{index}.createdBy"),
+                    FieldCode::NotFound,
+                    "is no user",
+                );
             }
         }
         fields.into_result()?;
@@ -844,18 +856,20 @@ impl Service {
                 .or_insert(index);
             let earlier_email = *first_email.entry(model.email.as_str()).or_insert(index);
             if used_keys.contains(&model.username_key) {
-                taken.add(&format!("{index}.username"), USERNAME_TAKEN);
+                taken.add(&format!("{index}.username"), FieldCode::Taken, USERNAME_TAKEN);
             } else if earlier_key != index {
                 taken.add(
                     &format!("{index}.username"),
+                    FieldCode::Taken,
                     format!("repeats row {earlier_key}'s"),
                 );
             }
             if used_emails.contains(&model.email) {
-                taken.add(&format!("{index}.email"), EMAIL_TAKEN);
+                taken.add(&format!("{index}.email"), FieldCode::Taken, EMAIL_TAKEN);
             } else if earlier_email != index {
                 taken.add(
                     &format!("{index}.email"),
+                    FieldCode::Taken,
                     format!("repeats row {earlier_email}'s"),
                 );
             }

@@ -1,10 +1,18 @@
 //! Input validation. Every check records into one [`Fields`] so a client learns about every
 //! invalid field at once.
 
-use crate::error::{AppError, AppResult, FieldErrors};
+use crate::error::{AppError, AppResult, FieldCode, FieldError, FieldErrors};
+use std::borrow::Cow;
 use unicode_normalization::UnicodeNormalization;
 
 const TEXT_MAX: usize = 100;
+
+/// What a check of one field gives: the value to store, or why it is refused.
+pub type Checked<T> = Result<T, FieldError>;
+
+fn refused<T>(code: FieldCode, message: impl Into<Cow<'static, str>>) -> Checked<T> {
+    Err(FieldError::new(code, message))
+}
 
 #[derive(Default)]
 pub struct Fields(FieldErrors);
@@ -14,18 +22,21 @@ impl Fields {
         Self::default()
     }
 
-    pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0
-            .entry(field.to_owned())
-            .or_insert_with(|| message.into());
+    /// Records why `field` was refused, unless a reason for it is recorded already.
+    pub fn add(&mut self, field: &str, code: FieldCode, message: impl Into<Cow<'static, str>>) {
+        self.refuse(field, FieldError::new(code, message));
+    }
+
+    fn refuse(&mut self, field: &str, error: FieldError) {
+        self.0.entry(field.to_owned()).or_insert(error);
     }
 
     /// Records a check's failure, keeping its successful value.
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+    pub fn check<T>(&mut self, field: &str, result: Checked<T>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(message) => {
-                self.add(field, message);
+            Err(error) => {
+                self.refuse(field, error);
                 None
             }
         }
@@ -67,7 +78,13 @@ pub fn page_size(first: Option<i32>) -> AppResult<u64> {
     u64::try_from(first)
         .ok()
         .filter(|&size| size <= MAX_PAGE as u64)
-        .ok_or_else(|| AppError::field("first", format!("must be between 0 and {MAX_PAGE}")))
+        .ok_or_else(|| {
+            AppError::field(
+                "first",
+                FieldCode::Range,
+                format!("must be between 0 and {MAX_PAGE}"),
+            )
+        })
 }
 
 /// Checks the fields every new account has (created, registered or imported alike), recording
@@ -95,9 +112,9 @@ pub fn profile(
 }
 
 /// NUL cannot be stored by PostgreSQL; refusing it here keeps it from becoming a driver error.
-fn no_nul(text: &str) -> Result<(), String> {
+fn no_nul(text: &str) -> Checked<()> {
     if text.contains('\0') {
-        Err("must not contain NUL characters".into())
+        refused(FieldCode::Format, "must not contain NUL characters")
     } else {
         Ok(())
     }
@@ -105,20 +122,23 @@ fn no_nul(text: &str) -> Result<(), String> {
 
 /// 3–32 ASCII letters, digits, `_`, `.`, `-`, at least one a letter or digit (`...` names
 /// nobody). Returns the name as given.
-pub fn username(text: &str) -> Result<String, String> {
+pub fn username(text: &str) -> Checked<String> {
     no_nul(text)?;
     let length = text.chars().count();
     if !(3..=32).contains(&length) {
-        return Err("must be 3 to 32 characters".into());
+        return refused(FieldCode::Length, "must be 3 to 32 characters");
     }
     if !text
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
-        return Err("may contain only letters, digits, '_', '.' and '-'".into());
+        return refused(
+            FieldCode::Format,
+            "may contain only letters, digits, '_', '.' and '-'",
+        );
     }
     if !text.chars().any(|c| c.is_ascii_alphanumeric()) {
-        return Err("must contain a letter or a digit".into());
+        return refused(FieldCode::Format, "must contain a letter or a digit");
     }
     Ok(text.to_owned())
 }
@@ -153,10 +173,10 @@ fn reorders(c: char) -> bool {
 
 /// A plausible address (one `@`, a dotted domain, no spaces or invisible characters), returned
 /// as its [`login_key`].
-pub fn email(text: &str) -> Result<String, String> {
+pub fn email(text: &str) -> Checked<String> {
     no_nul(text)?;
     let email = login_key(text);
-    let invalid = || Err("must be a valid email address".to_owned());
+    let invalid = || refused(FieldCode::Format, "must be a valid email address");
     if email.len() > 254
         || email
             .chars()
@@ -196,11 +216,11 @@ pub fn email(text: &str) -> Result<String, String> {
 }
 
 /// 8–128 characters, used exactly as given (never trimmed or truncated).
-pub fn password(text: &str) -> Result<String, String> {
+pub fn password(text: &str) -> Checked<String> {
     no_nul(text)?;
     let length = text.chars().count();
     if !(8..=128).contains(&length) {
-        return Err("must be 8 to 128 characters".into());
+        return refused(FieldCode::Length, "must be 8 to 128 characters");
     }
     Ok(text.to_owned())
 }
@@ -212,56 +232,65 @@ const ESTIMATE_CHARS: usize = 64;
 /// A password being set for the account `username` / `email`: [`password`]'s rules, not one of
 /// the common or easily guessed passwords zxcvbn knows, and not containing the username or the
 /// email's local part (parts shorter than three characters are too common to refuse).
-pub fn new_password(text: &str, username: &str, email: &str) -> Result<String, String> {
+pub fn new_password(text: &str, username: &str, email: &str) -> Checked<String> {
     let password = password(text)?;
     let lower = password.to_lowercase();
     let local = email.split('@').next().unwrap_or_default().to_lowercase();
     let username = username.to_lowercase();
     for (part, what) in [(&username, "username"), (&local, "email address")] {
         if part.chars().count() >= 3 && lower.contains(part.as_str()) {
-            return Err(format!("must not contain your {what}"));
+            return refused(
+                FieldCode::PersonalPassword,
+                format!("must not contain your {what}"),
+            );
         }
     }
     let prefix: String = password.chars().take(ESTIMATE_CHARS).collect();
     let estimate = zxcvbn::zxcvbn(&prefix, &[&username, &local]);
     if u8::from(estimate.score()) < 2 {
-        return Err("is too common or too easy to guess".into());
+        return refused(
+            FieldCode::WeakPassword,
+            "is too common or too easy to guess",
+        );
     }
     Ok(password)
 }
 
 /// A password given to be checked (login, re-verification): bounded like a new one before any
 /// hashing, but not judged, since it was set under earlier rules.
-pub fn given_password(text: &str) -> Result<(), String> {
+pub fn given_password(text: &str) -> Checked<()> {
     no_nul(text)?;
     if text.chars().count() > 128 {
-        return Err("must be at most 128 characters".into());
+        return refused(FieldCode::Length, "must be at most 128 characters");
     }
     Ok(())
 }
 
 /// Names: at most 100 characters, no control characters or bidirectional overrides; blank
 /// means "not set".
-pub fn optional_text(text: Option<&str>) -> Result<Option<String>, String> {
+pub fn optional_text(text: Option<&str>) -> Checked<Option<String>> {
     let Some(text) = text else { return Ok(None) };
     no_nul(text)?;
     let text = text.trim();
     if text.chars().count() > TEXT_MAX {
-        return Err(format!("must be at most {TEXT_MAX} characters"));
+        return refused(
+            FieldCode::Length,
+            format!("must be at most {TEXT_MAX} characters"),
+        );
     }
     if text.chars().any(|c| c.is_control() || reorders(c)) {
-        return Err("must not contain control characters".into());
+        return refused(FieldCode::Format, "must not contain control characters");
     }
     // Only characters that show as nothing would be a name nobody can see.
     if !text.is_empty() && text.chars().all(|c| invisible(c) || c.is_whitespace()) {
-        return Err("must contain a visible character".into());
+        return refused(FieldCode::Format, "must contain a visible character");
     }
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
 /// A phone number as people write one: 3–20 digits with spaces and `+ - ( ) . /` between
 /// them, and an optional extension (`x12`, `ext. 12`). Returned trimmed; blank means "not set".
-pub fn phone(text: Option<&str>) -> Result<Option<String>, String> {
+pub fn phone(text: Option<&str>) -> Checked<Option<String>> {
     let Some(text) = optional_text(text)? else {
         return Ok(None);
     };
@@ -286,31 +315,41 @@ pub fn phone(text: Option<&str>) -> Result<Option<String>, String> {
     if number_ok && extension_ok {
         Ok(Some(text))
     } else {
-        Err("must be a phone number: digits, spaces and + - ( ) . /, and an optional extension such as x12".into())
+        refused(
+            FieldCode::Format,
+            "must be a phone number: digits, spaces and + - ( ) . /, and an optional extension such as x12",
+        )
     }
 }
 
 /// An API token's name: 1–100 characters once trimmed, no control characters or bidirectional
 /// overrides (a name could otherwise read backwards in a list). Returns it trimmed.
-pub fn token_name(text: &str) -> Result<String, String> {
+pub fn token_name(text: &str) -> Checked<String> {
     let text = text.trim();
-    if text.is_empty()
-        || text.chars().count() > TEXT_MAX
+    let length_ok = !text.is_empty() && text.chars().count() <= TEXT_MAX;
+    if !length_ok
         || text.chars().any(|c| c.is_control() || reorders(c))
         || text.chars().all(|c| invisible(c) || c.is_whitespace())
     {
-        return Err(format!(
-            "must be 1 to {TEXT_MAX} visible characters, without control characters or bidirectional overrides"
-        ));
+        return refused(
+            if length_ok {
+                FieldCode::Format
+            } else {
+                FieldCode::Length
+            },
+            format!(
+                "must be 1 to {TEXT_MAX} visible characters, without control characters or bidirectional overrides"
+            ),
+        );
     }
     Ok(text.to_owned())
 }
 
 /// A TOTP or recovery code as given: refused before anything is counted when it could never
 /// be right.
-pub fn second_factor_code(code: &str) -> Result<(), String> {
+pub fn second_factor_code(code: &str) -> Checked<()> {
     if code.len() > 64 || code.contains('\0') {
-        return Err("must be a TOTP or recovery code".into());
+        return refused(FieldCode::Format, "must be a TOTP or recovery code");
     }
     Ok(())
 }
@@ -407,26 +446,29 @@ mod tests {
             "Password123",
         ] {
             assert_eq!(
-                ok(common),
-                Err("is too common or too easy to guess".into()),
+                ok(common).map_err(|e| e.code),
+                Err(FieldCode::WeakPassword),
                 "{common}"
             );
         }
         assert_eq!(
             ok("my name is ALICE, ok?"),
-            Err("must not contain your username".into())
+            refused(FieldCode::PersonalPassword, "must not contain your username")
         );
         assert_eq!(
             ok("Alice.Smith rides a bike"),
-            Err("must not contain your username".into())
+            refused(FieldCode::PersonalPassword, "must not contain your username")
         );
         assert_eq!(
             new_password("bob.smith rides a bike", "robert", "bob.smith@example.com"),
-            Err("must not contain your email address".into())
+            refused(
+                FieldCode::PersonalPassword,
+                "must not contain your email address"
+            )
         );
         // A one-letter local part is not a reason to refuse.
         assert!(new_password("a strange violet teapot", "robert", "a@example.com").is_ok());
-        assert!(ok("short").is_err());
+        assert_eq!(ok("short").map_err(|e| e.code), Err(FieldCode::Length));
     }
 
     #[test]
