@@ -138,7 +138,8 @@ pub struct Settings {
         global = true
     )]
     pub registration: Registration,
-    /// Read-only demo mode: every mutation that changes users is refused.
+    /// Read-only demo mode: every mutation that changes users, tokens or other visitors' sessions
+    /// is refused; login, refresh and logout work.
     #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub demo: bool,
     /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on

@@ -225,7 +225,10 @@ pub fn finalize_response(response: &mut Response) {
             extensions.set("code", app.code());
             if let AppError::BadInput(fields) | AppError::Conflict(fields) = app {
                 extensions.set("fields", fields_value(fields, |e| e.message.to_string()));
-                extensions.set("fieldCodes", fields_value(fields, |e| e.code.as_str().into()));
+                extensions.set(
+                    "fieldCodes",
+                    fields_value(fields, |e| e.code.as_str().into()),
+                );
             }
             if let AppError::RateLimited {
                 retry_after_seconds,

@@ -885,6 +885,45 @@ async fn demo_mode_is_read_only(app: TestApp) {
     assert_ok(&app.me(&standard.access).await);
     let body = app.refresh(&standard.refresh).await;
     assert_ok(&body);
+
+    // Ending sessions: a visitor's own, yes; those of others sharing the account, no.
+    let other_visitor = app.login_as("std1").await;
+    let revoke = "mutation($id: ID!) { revokeSession(id: $id) }";
+    let body = app
+        .gql(
+            Some(&standard.access),
+            revoke,
+            json!({"id": other_visitor.sid()}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    let body = app
+        .gql(
+            Some(&owner.access),
+            revoke,
+            json!({"id": other_visitor.sid()}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    let body = app
+        .gql(
+            Some(&standard.access),
+            "mutation { logoutEverywhere }",
+            json!({}),
+        )
+        .await;
+    assert_code(&body, "FORBIDDEN");
+    assert_ok(&app.me(&other_visitor.access).await);
+    let body = app
+        .gql(
+            Some(&other_visitor.access),
+            revoke,
+            json!({"id": other_visitor.sid()}),
+        )
+        .await;
+    assert_eq!(body["data"]["revokeSession"], true, "{body}");
+    assert_code(&app.me(&other_visitor.access).await, "UNAUTHENTICATED");
+    assert_ok(&app.me(&standard.access).await);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -44,15 +44,6 @@ async fn my_sessions(app: &TestApp, session: &Session) -> Vec<Value> {
         .clone()
 }
 
-/// The session id (`sid`) of an access token.
-fn sid(session: &Session) -> String {
-    let part = session.access.split('.').nth(1).expect("a JWT");
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
-        .expect("base64url");
-    let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
-    claims["sid"].as_str().expect("sid claim").to_owned()
-}
-
 async fn lists_own_sessions_newest_first(app: TestApp) {
     app.register("alice").await;
     let laptop = login_with_agent(&app, "alice", "Laptop/1.0").await;
@@ -61,8 +52,8 @@ async fn lists_own_sessions_newest_first(app: TestApp) {
     let sessions = my_sessions(&app, &phone).await;
     // The registration's session, the laptop's and the phone's.
     assert_eq!(sessions.len(), 3, "{sessions:?}");
-    assert_eq!(sessions[0]["id"], sid(&phone).as_str(), "newest first");
-    assert_eq!(sessions[1]["id"], sid(&laptop).as_str());
+    assert_eq!(sessions[0]["id"], phone.sid().as_str(), "newest first");
+    assert_eq!(sessions[1]["id"], laptop.sid().as_str());
     assert_eq!(sessions[0]["current"], true);
     assert_eq!(sessions[1]["current"], false);
     assert_eq!(sessions[2]["current"], false);
@@ -80,13 +71,13 @@ async fn lists_own_sessions_newest_first(app: TestApp) {
     let sessions = my_sessions(&app, &laptop).await;
     let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
     assert_eq!(current.len(), 1, "{sessions:?}");
-    assert_eq!(current[0]["id"], sid(&laptop).as_str());
+    assert_eq!(current[0]["id"], laptop.sid().as_str());
 
     // A refresh moves lastUsedAt on, and keeps the session.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let body = app.refresh(&laptop.refresh).await;
     let refreshed = Session::from_payload(&body, "refreshToken");
-    assert_eq!(sid(&refreshed), sid(&laptop));
+    assert_eq!(refreshed.sid(), laptop.sid());
     let sessions = my_sessions(&app, &refreshed).await;
     assert_eq!(sessions.len(), 3);
     let row = &sessions[1];
@@ -100,7 +91,7 @@ async fn lists_own_sessions_newest_first(app: TestApp) {
     assert_ok(&app.logout(&phone.refresh).await);
     let sessions = my_sessions(&app, &refreshed).await;
     assert_eq!(sessions.len(), 2, "{sessions:?}");
-    assert!(sessions.iter().all(|s| s["id"] != sid(&phone).as_str()));
+    assert!(sessions.iter().all(|s| s["id"] != phone.sid().as_str()));
 }
 
 async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
@@ -116,7 +107,7 @@ async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
         assert_ok(&body);
         let sessions = body["data"]["user"]["sessions"].as_array().expect("list");
         assert_eq!(sessions.len(), 1, "{body}");
-        assert_eq!(sessions[0]["id"], sid(&bob).as_str());
+        assert_eq!(sessions[0]["id"], bob.sid().as_str());
         assert_eq!(sessions[0]["current"], false, "not the viewer's session");
     }
     // The owner sees an admin's sessions, the admin does not see the owner's.
@@ -135,7 +126,7 @@ async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
         .await;
     assert_code(&body, "FORBIDDEN");
     let body = app
-        .gql(Some(&carol.access), REVOKE, json!({"id": sid(&bob)}))
+        .gql(Some(&carol.access), REVOKE, json!({"id": bob.sid()}))
         .await;
     assert_code(&body, "FORBIDDEN");
     // Nor tell whether a session id exists.
@@ -149,7 +140,7 @@ async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
     assert_code(&body, "FORBIDDEN");
     assert_ok(&app.me(&bob.access).await);
     let body = app
-        .gql(Some(&admin.access), REVOKE, json!({"id": sid(&owner)}))
+        .gql(Some(&admin.access), REVOKE, json!({"id": owner.sid()}))
         .await;
     assert_code(&body, "FORBIDDEN");
     assert_ok(&app.me(&owner.access).await);
@@ -166,7 +157,7 @@ async fn revoking_a_session_stops_its_tokens_at_once(app: TestApp) {
 
     // Bob ends his other session himself.
     let body = app
-        .gql(Some(&bob_again.access), REVOKE, json!({"id": sid(&bob)}))
+        .gql(Some(&bob_again.access), REVOKE, json!({"id": bob.sid()}))
         .await;
     assert_ok(&body);
     assert_eq!(body["data"]["revokeSession"], true, "{body}");
@@ -175,13 +166,13 @@ async fn revoking_a_session_stops_its_tokens_at_once(app: TestApp) {
     assert_ok(&app.me(&bob_again.access).await);
     // Already ended: false.
     let body = app
-        .gql(Some(&bob_again.access), REVOKE, json!({"id": sid(&bob)}))
+        .gql(Some(&bob_again.access), REVOKE, json!({"id": bob.sid()}))
         .await;
     assert_eq!(body["data"]["revokeSession"], false, "{body}");
 
     // The owner ends Bob's remaining one.
     let body = app
-        .gql(Some(&owner.access), REVOKE, json!({"id": sid(&bob_again)}))
+        .gql(Some(&owner.access), REVOKE, json!({"id": bob_again.sid()}))
         .await;
     assert_eq!(body["data"]["revokeSession"], true, "{body}");
     assert_code(&app.me(&bob_again.access).await, "UNAUTHENTICATED");
@@ -253,7 +244,7 @@ async fn idle_sessions_end(app: TestApp) {
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
     let listed = my_sessions(&app, &busy).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["id"], sid(&busy).as_str());
+    assert_eq!(listed[0]["id"], busy.sid().as_str());
 }
 
 /// A rotated token presented again within the grace gets a pair for the same session; after
@@ -265,7 +256,7 @@ async fn reuse_within_the_grace_keeps_the_session(app: TestApp) {
     let body = app.refresh(&alice.refresh).await;
     assert_ok(&body);
     let again = Session::from_payload(&body, "refreshToken");
-    assert_eq!(sid(&again), sid(&alice), "the same session");
+    assert_eq!(again.sid(), alice.sid(), "the same session");
     assert_ne!(again.refresh, first.refresh);
     assert_ok(&app.me(&first.access).await);
     assert_ok(&app.me(&again.access).await);

@@ -41,7 +41,11 @@ impl Query {
                 };
                 let error = FieldError::new(code, "give exactly one of id and username");
                 return Err(AppError::BadInput(
-                    [("id".to_owned(), error.clone()), ("username".to_owned(), error)].into(),
+                    [
+                        ("id".to_owned(), error.clone()),
+                        ("username".to_owned(), error),
+                    ]
+                    .into(),
                 ));
             }
         };

@@ -544,8 +544,13 @@ pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
 
 /// The uuid in argument `field`, naming what kind of id it should be when it is none.
 pub fn parse_uuid(id: &ID, field: &str, kind: &str) -> AppResult<Uuid> {
-    Uuid::parse_str(id.as_str())
-        .map_err(|_| AppError::field(field, FieldCode::Format, format!("is not a valid {kind} id")))
+    Uuid::parse_str(id.as_str()).map_err(|_| {
+        AppError::field(
+            field,
+            FieldCode::Format,
+            format!("is not a valid {kind} id"),
+        )
+    })
 }
 
 pub fn parse_id(id: &ID) -> AppResult<Uuid> {

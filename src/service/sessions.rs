@@ -78,9 +78,12 @@ impl Service {
     /// Revokes session `id` when it is the caller's or a user's the caller manages: its access
     /// and refresh tokens stop at once. `false` when it had already ended. Someone who manages
     /// nobody is refused for any session not their own, known or not, so that whether an id
-    /// exists does not show.
+    /// exists does not show. In demo mode only the caller's own current session may end: the
+    /// others of a shared demo account are other visitors'.
     pub async fn revoke_session(&self, caller: &Caller<'_>, id: Uuid) -> AppResult<bool> {
-        caller.session()?;
+        if caller.session()? != id {
+            self.writable()?;
+        }
         let owner = sessions::find(self.db().writer(), id)
             .await?
             .map(|session| session.user_id);
@@ -166,8 +169,10 @@ impl Service {
     }
 
     /// Ends every live session of the caller, the one asking included; how many there were.
+    /// Refused in demo mode, where it would sign out every visitor of a shared account.
     pub async fn logout_everywhere(&self, caller: &Caller<'_>) -> AppResult<u64> {
         caller.session()?;
+        self.writable()?;
         let user = caller.user;
         let tx = self.db().begin_write().await?;
         let count = sessions::revoke_live_for_user(&tx, user.id, &self.live()).await?;

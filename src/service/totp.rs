@@ -94,7 +94,11 @@ impl Service {
         let step = totp::check(&pending.secret, code, totp::unix_now())?;
         attempt.checked();
         let Some(step) = step else {
-            return Err(AppError::field("code", FieldCode::Incorrect, "is incorrect"));
+            return Err(AppError::field(
+                "code",
+                FieldCode::Incorrect,
+                "is incorrect",
+            ));
         };
         let tx = self.db().begin_write().await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {

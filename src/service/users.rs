@@ -856,7 +856,11 @@ impl Service {
                 .or_insert(index);
             let earlier_email = *first_email.entry(model.email.as_str()).or_insert(index);
             if used_keys.contains(&model.username_key) {
-                taken.add(&format!("{index}.username"), FieldCode::Taken, USERNAME_TAKEN);
+                taken.add(
+                    &format!("{index}.username"),
+                    FieldCode::Taken,
+                    USERNAME_TAKEN,
+                );
             } else if earlier_key != index {
                 taken.add(
                     &format!("{index}.username"),

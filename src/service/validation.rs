@@ -453,11 +453,17 @@ mod tests {
         }
         assert_eq!(
             ok("my name is ALICE, ok?"),
-            refused(FieldCode::PersonalPassword, "must not contain your username")
+            refused(
+                FieldCode::PersonalPassword,
+                "must not contain your username"
+            )
         );
         assert_eq!(
             ok("Alice.Smith rides a bike"),
-            refused(FieldCode::PersonalPassword, "must not contain your username")
+            refused(
+                FieldCode::PersonalPassword,
+                "must not contain your username"
+            )
         );
         assert_eq!(
             new_password("bob.smith rides a bike", "robert", "bob.smith@example.com"),

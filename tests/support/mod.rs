@@ -461,6 +461,15 @@ impl Session {
             role: text(&payload["user"]["role"]),
         }
     }
+
+    /// The session id, from the access token's `sid` claim.
+    pub fn sid(&self) -> String {
+        let part = self.access.split('.').nth(1).expect("a JWT");
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+            .expect("base64url");
+        let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+        claims["sid"].as_str().expect("sid claim").to_owned()
+    }
 }
 
 /// `extensions.code` of the first error, if any.
