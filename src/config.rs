@@ -154,8 +154,8 @@ pub struct Settings {
     /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
     #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = at_least_one(), global = true)]
     pub hash_concurrency: Option<usize>,
-    /// Consecutive failed password checks on one account (or unknown login) before it is
-    /// throttled.
+    /// Consecutive failed password or two-factor checks on one account's logins (or an unknown
+    /// login), or inside one session, before it is throttled.
     #[arg(long, env = "ROLLCALL_THROTTLE_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub throttle_after: u32,
     /// Longest wait a throttled account is given; waits double from one second up to it.

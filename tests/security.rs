@@ -72,17 +72,22 @@ async fn parallel_attempts_cannot_slip_past_the_count(app: TestApp) {
     assert!(checked <= 5, "{checked} password checks got through");
 }
 
-async fn current_password_is_throttled_with_the_account(app: TestApp) {
+/// A password given again inside a session is counted per session: five wrong
+/// `currentPassword`s stop that session's next, not the account's logins; and logins locked by
+/// someone who knows only the username do not stop the signed-in owner from verifying.
+async fn current_password_is_throttled_per_session(app: TestApp) {
+    let owner = app.register("owner").await;
     let bob = app.register("bob").await;
-    let change = |current: &str| {
+    let change = async |session: &Session, current: &str| {
         app.update_user(
-            &bob,
-            &bob.id,
+            session,
+            &session.id,
             json!({"password": "a brand new passphrase", "currentPassword": current}),
         )
+        .await
     };
     for _ in 0..5 {
-        let body = change("wrong current password").await;
+        let body = change(&bob, "wrong current password").await;
         assert_code(&body, "BAD_USER_INPUT");
         assert_eq!(
             body["errors"][0]["extensions"]["fields"]["currentPassword"],
@@ -93,9 +98,16 @@ async fn current_password_is_throttled_with_the_account(app: TestApp) {
             "INCORRECT"
         );
     }
-    retry_after(&change(PASSWORD).await);
-    // The same count guards the login.
-    retry_after(&app.login("bob", PASSWORD).await);
+    retry_after(&change(&bob, PASSWORD).await);
+    // The account's logins are not locked by it, and another session has its own count.
+    let again = app.login_as("bob").await;
+    assert_ok(&change(&again, PASSWORD).await);
+
+    for _ in 0..5 {
+        assert_code(&wrong_login(&app, "owner").await, "UNAUTHENTICATED");
+    }
+    retry_after(&app.login("owner", PASSWORD).await);
+    assert_ok(&change(&owner, PASSWORD).await);
 }
 
 async fn unknown_and_known_logins_take_alike(app: TestApp) {
@@ -752,7 +764,7 @@ backend_tests!(
     account_throttle_after_five_failures,
     waits_grow_and_unknown_logins_are_throttled_alike,
     parallel_attempts_cannot_slip_past_the_count,
-    current_password_is_throttled_with_the_account,
+    current_password_is_throttled_per_session,
     unknown_and_known_logins_take_alike with |s| s.throttle_after = 1_000,
     one_password_check_per_request,
     graphql_limits,

@@ -215,10 +215,9 @@ async fn a_code_raced_twice_lets_one_login_in(app: TestApp) {
 
 async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
     let alice = app.register("alice").await;
-    // The confirmation counts as an attempt and does not clear the count (it proves only that
-    // the caller holds the secret just handed out): with three wrong codes, four in a row.
+    // The confirmation is counted on its session, not on the account's logins.
     let (secret, _, _) = turn_on(&app, &alice).await;
-    for _ in 0..3 {
+    for _ in 0..4 {
         assert_code(
             &login_with(&app, "alice", PASSWORD, Some("000000")).await,
             "TOTP_REQUIRED",
@@ -233,7 +232,8 @@ async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
 
 /// The right password (here `currentPassword`, for a new email) takes back only its own count:
 /// it cannot clear the wrong codes counted before it, or a stolen password would buy unlimited
-/// guesses at the code, a few at a time.
+/// guesses at the code, a few at a time. Codes given at login count on the account, codes
+/// given inside a session (step-up) on that session, and neither count is cleared.
 async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
     let alice = app.register("alice").await;
     let (secret, _, _) = turn_on(&app, &alice).await;
@@ -242,6 +242,14 @@ async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
             &login_with(&app, "alice", PASSWORD, Some("000000")).await,
             "TOTP_REQUIRED",
         );
+        let step_up = app
+            .gql(
+                Some(&alice.access),
+                CREATE_TOKEN,
+                json!({"v": {"totpCode": "000000"}}),
+            )
+            .await;
+        assert_code(&step_up, "BAD_USER_INPUT");
     }
     let new_email = app
         .gql(
@@ -251,12 +259,19 @@ async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
         )
         .await;
     assert_ok(&new_email);
-    // The confirmation and two wrong codes stay counted; the password's own count is gone.
-    let failures = format!(
-        "SELECT COALESCE(SUM(failures), 0) FROM credential_failures WHERE subject = 'user:{}'",
-        alice.id
+    let failures = |subject: String| {
+        format!(
+            "SELECT COALESCE(SUM(failures), 0) FROM credential_failures WHERE subject = '{subject}'"
+        )
+    };
+    assert_eq!(app.count(&failures(format!("user:{}", alice.id))).await, 2);
+    // The session's count also holds the confirmation, which does not clear it (it proves
+    // only that the caller holds the secret just handed out).
+    assert_eq!(
+        app.count(&failures(format!("session:{}", alice.sid())))
+            .await,
+        3
     );
-    assert_eq!(app.count(&failures).await, 3);
     // Not a lock of its own either: the right code still gets in.
     assert_ok(&login_with(&app, "alice", PASSWORD, Some(&code(&secret, 30))).await);
 }

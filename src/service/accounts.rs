@@ -196,7 +196,9 @@ impl Service {
             match subject {
                 // With two-factor login on, the count also holds guesses at the code, which the
                 // password cannot vouch for: only this attempt is taken back.
-                Subject::User(id) if self.totp_of(*id).await?.is_some() => {
+                Subject::User(id) | Subject::Session { user: id, .. }
+                    if self.totp_of(*id).await?.is_some() =>
+                {
                     throttle::forgive(self.db().writer(), &subject.key(), self.0.throttle).await?;
                 }
                 _ => self.clear_attempts(subject).await?,

@@ -127,10 +127,19 @@ impl Caller<'_> {
 
 /// Whose failed password checks an attempt counts towards.
 pub(crate) enum Subject {
+    /// Logins to an account.
     User(uuid::Uuid),
     /// A login that matches no account, normalised; throttled like an account so the throttle
     /// does not tell which logins exist.
     Login(String),
+    /// Passwords and codes given again inside a signed-in session (step-up verification,
+    /// `currentPassword`, confirming two-factor setup). Counted per session, not per account:
+    /// anyone who knows a login can lock the account's logins, and that must not also stop its
+    /// owner, already signed in, from verifying (an owner could then not act on an admin).
+    Session {
+        user: uuid::Uuid,
+        session: uuid::Uuid,
+    },
 }
 
 impl Subject {
@@ -138,6 +147,7 @@ impl Subject {
         match self {
             Subject::User(id) => format!("user:{id}"),
             Subject::Login(login) => format!("login:{login}"),
+            Subject::Session { session, .. } => format!("session:{session}"),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! when two-factor login is on) given again.
 
 use super::{Caller, Service, Subject, validation};
-use crate::db::entities::user::Model as User;
 use crate::db::{self, sessions};
 use crate::error::{AppError, AppResult, FieldCode};
 
@@ -49,7 +48,7 @@ impl Service {
         }
     }
 
-    /// Checks `verification` for the caller, counted by the client IP's bucket and the account
+    /// Checks `verification` for the caller, counted by the client IP's bucket and the session's
     /// throttle, and records the success on the session. With two-factor login on, only a TOTP
     /// (or recovery) code will do. An empty verification is not an attempt.
     pub(super) async fn verify(
@@ -62,6 +61,10 @@ impl Service {
             self.limit_ip(caller.ip)?;
         }
         let user = caller.user;
+        let subject = Subject::Session {
+            user: user.id,
+            session: session_id,
+        };
         if let Some(totp) = self.totp_of(user.id).await? {
             let Some(code) = verification.totp_code.as_deref() else {
                 return Err(AppError::VerificationRequired(
@@ -70,7 +73,7 @@ impl Service {
             };
             validation::second_factor_code(code)
                 .map_err(|error| error.on("verification.totpCode"))?;
-            let attempt = self.reserve_attempt(&Subject::User(user.id)).await?;
+            let attempt = self.reserve_attempt(&subject).await?;
             let passed = self.second_factor(user, &totp, code, caller.ip).await?;
             attempt.checked();
             if !passed {
@@ -80,7 +83,7 @@ impl Service {
                     "is incorrect",
                 ));
             }
-            self.clear_attempts(&Subject::User(user.id)).await?;
+            self.clear_attempts(&subject).await?;
         } else {
             let Some(password) = verification.password.as_deref() else {
                 return Err(AppError::VerificationRequired("Give your password"));
@@ -88,7 +91,8 @@ impl Service {
             if let Err(error) = validation::given_password(password) {
                 return Err(error.on("verification.password"));
             }
-            if !self.password_matches(user, password).await? {
+            let hash = Some(user.password_hash.clone());
+            if !self.check_password(&subject, password, hash).await? {
                 return Err(AppError::field(
                     "verification.password",
                     FieldCode::Incorrect,
@@ -102,15 +106,5 @@ impl Service {
             return Err(super::accounts::INVALID_TOKEN);
         }
         Ok(())
-    }
-
-    /// Checks `user`'s password, counted by the account throttle.
-    async fn password_matches(&self, user: &User, password: &str) -> AppResult<bool> {
-        self.check_password(
-            &Subject::User(user.id),
-            password,
-            Some(user.password_hash.clone()),
-        )
-        .await
     }
 }

@@ -89,7 +89,10 @@ impl Service {
         else {
             return Err(NOTHING_PENDING);
         };
-        let subject = Subject::User(user.id);
+        let subject = Subject::Session {
+            user: user.id,
+            session: caller.session()?,
+        };
         let attempt = self.reserve_attempt(&subject).await?;
         let step = totp::check(&pending.secret, code, totp::unix_now())?;
         attempt.checked();

@@ -333,7 +333,10 @@ impl Service {
             let current = changes.current_password.as_deref().unwrap_or_default();
             let ok = self
                 .check_password(
-                    &Subject::User(target.id),
+                    &Subject::Session {
+                        user: target.id,
+                        session: caller.session()?,
+                    },
                     current,
                     Some(target.password_hash.clone()),
                 )
