@@ -866,6 +866,35 @@ async fn postgres_a_manager_demoted_mid_request_is_refused() {
     let _ = db.close().await;
 }
 
+/// A write whose session is revoked while it waits for the caller's row is refused: a
+/// revocation committed before the write's lock ends what the session had started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_session_revoked_mid_request_writes_nothing() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let adele = app.user_with_role(&owner, "adele", "ADMIN").await;
+    // What `revokeSession` does: lock the session's user, then end the session.
+    let revocation = [
+        format!("SELECT id FROM users WHERE id = '{}' FOR UPDATE", adele.id),
+        format!(
+            "UPDATE sessions SET revoked_at = now() WHERE user_id = '{}'",
+            adele.id
+        ),
+    ];
+    let request = app.create_user_raw(&adele, new_user("carol", "STANDARD"));
+    assert_code(
+        &while_held(&app, &revocation, 1, request).await,
+        "UNAUTHENTICATED",
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM users WHERE username = 'carol'")
+            .await,
+        0
+    );
+}
+
 /// Two two-factor setups started at once take turns on the caller's row: both answer with a
 /// setup, and the one left pending is the second's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

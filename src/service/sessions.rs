@@ -147,10 +147,7 @@ impl Service {
         let rule = |actor: &User, target: &User| {
             rules::check_credentials(actor, target).map_err(|_| AppError::Forbidden(refusal))
         };
-        let target = match self
-            .recheck(&tx, (caller.user.id, target.id), false, rule)
-            .await
-        {
+        let target = match self.recheck(&tx, caller, target.id, false, rule).await {
             Ok(target) => target,
             Err(err) => {
                 tx.rollback().await?;
@@ -175,6 +172,15 @@ impl Service {
         self.writable()?;
         let user = caller.user;
         let tx = self.db().begin_write().await?;
+        // The caller's row, locked as every revocation does, so a write of theirs waiting for
+        // it sees its session ended.
+        if let Err(err) = self
+            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         let count = sessions::revoke_live_for_user(&tx, user.id, &self.live()).await?;
         audit::record(
             &tx,

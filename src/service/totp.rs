@@ -47,7 +47,7 @@ impl Service {
         // replaces the first's pending secret instead of running into it and answering
         // "already on".
         if let Err(err) = self
-            .recheck(&tx, (user.id, user.id), false, |_, _| Ok(()))
+            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
             .await
         {
             tx.rollback().await?;

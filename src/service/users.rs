@@ -117,9 +117,8 @@ impl Service {
         if let Some(caller) = caller {
             // The caller as they are now: a role lost since the check above (even earlier in
             // the same request) must not create what only that role could.
-            let actor = caller.user.id;
             let rule = |actor: &User, _: &User| rules::check_create(actor.role, role);
-            if let Err(err) = self.recheck(&tx, (actor, actor), false, rule).await {
+            if let Err(err) = self.recheck(&tx, caller, caller.user.id, false, rule).await {
                 tx.rollback().await?;
                 return Err(err);
             }
@@ -399,7 +398,7 @@ impl Service {
         // Decided again on the rows as they are now, locked until the write commits: a role
         // changed since the check above must not let an edit through.
         if let Err(err) = self
-            .recheck(&tx, (actor.id, target.id), false, |actor, target| {
+            .recheck(&tx, caller, target.id, false, |actor, target| {
                 rules::check_edit(actor, target, changes.disabled == Some(true))
             })
             .await
@@ -458,7 +457,7 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // The audit entry records the target's role as it is deleted.
         let target = match self
-            .recheck(&tx, (actor.id, id), true, rules::check_delete)
+            .recheck(&tx, caller, id, true, rules::check_delete)
             .await
         {
             Ok(target) => target,
@@ -481,18 +480,21 @@ impl Service {
         Ok(id)
     }
 
-    /// Inside write transaction `tx`: reads and locks the actor and the target as they are now
+    /// Inside write transaction `tx`: reads and locks the caller and the target as they are now
     /// and applies `rule` to them, so a request checked just before a concurrent change of
-    /// either cannot act on what it checked. Refuses when either is gone or the actor was
-    /// disabled; returns the target as locked. `deleting` also locks the users the target
-    /// created, whose rows its deletion writes.
+    /// either cannot act on what it checked. Refuses when either is gone, the caller was
+    /// disabled or their session ended meanwhile (revoking a session locks its user first, so
+    /// a revocation committed before this lock is seen); returns the target as locked.
+    /// `deleting` also locks the users the target created, whose rows its deletion writes.
     pub(super) async fn recheck(
         &self,
         tx: &sea_orm::DatabaseTransaction,
-        (actor_id, target_id): (Uuid, Uuid),
+        caller: &Caller<'_>,
+        target_id: Uuid,
         deleting: bool,
         rule: impl FnOnce(&User, &User) -> AppResult<()>,
     ) -> AppResult<User> {
+        let actor_id = caller.user.id;
         let created = deleting.then_some(target_id);
         let mut rows = user_queries::lock(tx, &[actor_id, target_id], created).await?;
         let actor = rows
@@ -500,6 +502,12 @@ impl Service {
             .find(|user| user.id == actor_id)
             .filter(|actor| !actor.disabled)
             .ok_or(super::accounts::INVALID_TOKEN)?;
+        if sessions::find_live(tx, caller.session()?, &self.live())
+            .await?
+            .is_none()
+        {
+            return Err(super::accounts::INVALID_TOKEN);
+        }
         let at = rows
             .iter()
             .position(|user| user.id == target_id)
@@ -525,7 +533,7 @@ impl Service {
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         let target = match self
-            .recheck(&tx, (actor.id, id), false, |actor, target| {
+            .recheck(&tx, caller, id, false, |actor, target| {
                 rules::check_set_role(actor, target.id)
             })
             .await
