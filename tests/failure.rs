@@ -895,6 +895,39 @@ async fn postgres_a_session_revoked_mid_request_writes_nothing() {
     );
 }
 
+/// `disableTotp` verified by password drops only a pending setup: one confirmed while the
+/// request ran (here held between the check and the removal) stays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_password_never_removes_a_factor_confirmed_meanwhile() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    assert_ok(
+        &app.gql(
+            Some(&alice.access),
+            "mutation { enableTotp { secret } }",
+            json!({}),
+        )
+        .await,
+    );
+    let confirmation = [format!(
+        "UPDATE user_totp SET confirmed_at = now() WHERE user_id = '{}'",
+        alice.id
+    )];
+    let request = app.gql(
+        Some(&alice.access),
+        "mutation($v: VerificationInput!) { disableTotp(verification: $v) }",
+        json!({"v": {"password": PASSWORD}}),
+    );
+    let body = while_held(&app, &confirmation, 1, request).await;
+    assert_code(&body, "VERIFICATION_REQUIRED");
+    let on = app
+        .gql(Some(&alice.access), "{ me { totpEnabled } }", json!({}))
+        .await;
+    assert_eq!(on["data"]["me"]["totpEnabled"], true, "{on}");
+}
+
 /// Two two-factor setups started at once take turns on the caller's row: both answer with a
 /// setup, and the one left pending is the second's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,11 +127,30 @@ pub async fn use_recovery_code(
     Ok(updated.rows_affected == 1)
 }
 
-/// Removes `user_id`'s secret and recovery codes; whether a secret existed.
-pub async fn remove(db: &impl ConnectionTrait, user_id: Uuid) -> Result<bool, DbErr> {
-    Codes::delete_many()
-        .filter(recovery_code::Column::UserId.eq(user_id))
+/// Removes `user_id`'s secret and recovery codes (only if the factor is `confirmed` or pending as
+/// said, when said); whether a secret was removed.
+pub async fn remove(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    confirmed: Option<bool>,
+) -> Result<bool, DbErr> {
+    let state = match confirmed {
+        None => Condition::all(),
+        Some(true) => Condition::all().add(Column::ConfirmedAt.is_not_null()),
+        Some(false) => Condition::all().add(Column::ConfirmedAt.is_null()),
+    };
+    let removed = Totps::delete_many()
+        .filter(Column::UserId.eq(user_id))
+        .filter(state)
         .exec(db)
-        .await?;
-    Ok(Totps::delete_by_id(user_id).exec(db).await?.rows_affected > 0)
+        .await?
+        .rows_affected
+        > 0;
+    if removed {
+        Codes::delete_many()
+            .filter(recovery_code::Column::UserId.eq(user_id))
+            .exec(db)
+            .await?;
+    }
+    Ok(removed)
 }

@@ -30,7 +30,10 @@ impl Service {
     ) -> AppResult<()> {
         let session_id = caller.session()?;
         if let Some(verification) = verification.filter(|v| !v.is_empty()) {
-            return self.verify(caller, session_id, verification).await;
+            return self
+                .verify(caller, session_id, verification)
+                .await
+                .map(drop);
         }
         // Live as of now: a session ended since the request began proves nothing.
         let session = sessions::find_live(self.db().writer(), session_id, &self.live())
@@ -50,13 +53,14 @@ impl Service {
 
     /// Checks `verification` for the caller, counted by the client IP's bucket and the session's
     /// throttle, and records the success on the session. With two-factor login on, only a TOTP
-    /// (or recovery) code will do. An empty verification is not an attempt.
+    /// (or recovery) code will do, and `true` says one was checked. An empty verification is not
+    /// an attempt.
     pub(super) async fn verify(
         &self,
         caller: &Caller<'_>,
         session_id: uuid::Uuid,
         verification: &Verification,
-    ) -> AppResult<()> {
+    ) -> AppResult<bool> {
         if !verification.is_empty() {
             self.limit_ip(caller.ip)?;
         }
@@ -65,7 +69,8 @@ impl Service {
             user: user.id,
             session: session_id,
         };
-        if let Some(totp) = self.totp_of(user.id).await? {
+        let totp = self.totp_of(user.id).await?;
+        if let Some(totp) = &totp {
             let Some(code) = verification.totp_code.as_deref() else {
                 return Err(AppError::VerificationRequired(
                     "Two-factor login is on: give a TOTP code (or a recovery code)",
@@ -74,7 +79,7 @@ impl Service {
             validation::second_factor_code(code)
                 .map_err(|error| error.on("verification.totpCode"))?;
             let attempt = self.reserve_attempt(&subject).await?;
-            let passed = self.second_factor(user, &totp, code, caller.ip).await?;
+            let passed = self.second_factor(user, totp, code, caller.ip).await?;
             attempt.checked();
             if !passed {
                 return Err(AppError::field(
@@ -105,6 +110,6 @@ impl Service {
         if !sessions::mark_verified(self.db().writer(), session_id, &self.live()).await? {
             return Err(super::accounts::INVALID_TOKEN);
         }
-        Ok(())
+        Ok(totp.is_some())
     }
 }

@@ -127,10 +127,18 @@ impl Service {
     ) -> AppResult<bool> {
         self.writable()?;
         let session = caller.session()?;
-        self.verify(caller, session, verification).await?;
+        let by_code = self.verify(caller, session, verification).await?;
         let user = caller.user;
         let tx = self.db().begin_write().await?;
-        let existed = totp_rows::remove(&tx, user.id).await?;
+        // Only what the verification vouched for: a password drops a pending setup, never a
+        // factor confirmed since it was checked.
+        let existed = totp_rows::remove(&tx, user.id, Some(by_code)).await?;
+        if !existed && !by_code && totp_rows::get(&tx, user.id).await?.is_some() {
+            tx.rollback().await?;
+            return Err(AppError::VerificationRequired(
+                "Two-factor login was turned on meanwhile: give a TOTP code (or a recovery code)",
+            ));
+        }
         if existed {
             audit::record(
                 &tx,
@@ -153,7 +161,7 @@ impl Service {
             tx.rollback().await?;
             return Err(AppError::NotFound("No such user"));
         };
-        let existed = totp_rows::remove(&tx, user.id).await?;
+        let existed = totp_rows::remove(&tx, user.id, None).await?;
         if existed {
             sessions::revoke_all_for_user(&tx, user.id).await?;
             audit::record(
