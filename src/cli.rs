@@ -73,9 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let service = Service::start(settings).await?;
-    if !settings.listen.ip().is_loopback()
-        && !crate::db::users::owner_exists(service.db().conn()).await?
-    {
+    if !settings.listen.ip().is_loopback() && !service.has_owner().await? {
         tracing::warn!(
             "listening on {} while the database has no owner: on an empty database the first \
              registration becomes the owner. Create the owner first (`rollcall user create \

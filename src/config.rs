@@ -124,9 +124,10 @@ pub struct Settings {
     /// `0s` turns the grace off, for those who would rather end such sessions.
     #[arg(long, env = "ROLLCALL_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_grace, global = true)]
     pub refresh_reuse_grace: Duration,
-    /// Sensitive actions (role changes, deleting others, admin creation, API tokens, setting up
-    /// two-factor login) need a fresh password or TOTP check once the session's login is older
-    /// than this. A refresh does not count as a login.
+    /// Sensitive actions (role changes, deleting a user, oneself included, creating an admin,
+    /// setting another's password or email, API tokens, setting up two-factor login) need a
+    /// fresh password or TOTP check once the session's login is older than this. A refresh does
+    /// not count as a login.
     #[arg(long, env = "ROLLCALL_STEP_UP_WINDOW", default_value = "10m", value_parser = parse_duration, global = true)]
     pub step_up_window: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).
@@ -161,8 +162,9 @@ pub struct Settings {
     /// Longest wait a throttled account is given; waits double from one second up to it.
     #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_duration, global = true)]
     pub throttle_max: Duration,
-    /// Credential attempts (login, register, refreshToken, password re-verification) per
-    /// client IP and minute; `0` turns the limit off.
+    /// Credential attempts per client IP and minute (login, register, refreshToken,
+    /// `currentPassword`, `verification`, `confirmTotp`, a standard user's new username); `0`
+    /// turns the limit off.
     #[arg(
         long,
         env = "ROLLCALL_IP_RATE_LIMIT",

@@ -2,8 +2,8 @@
 //!
 //! Layout: [`config`] (flags and environment), [`db`] (entities and queries), [`auth`]
 //! (passwords, tokens, the per-request viewer), [`service`] (every rule), [`graphql`] (schema
-//! and thin resolvers), [`server`] (HTTP), [`graphiql`] (the
-//! in-browser IDE and its files), [`cli`] (commands), [`error`] (the one error type).
+//! and thin resolvers), [`server`] (HTTP), [`metrics`] (the Prometheus registry), [`graphiql`]
+//! (the in-browser IDE and its files), [`cli`] (commands), [`error`] (the one error type).
 
 pub mod auth;
 pub mod cli;

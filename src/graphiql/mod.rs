@@ -78,7 +78,6 @@ pub fn page() -> Response {
             (header::CONTENT_TYPE, HTML),
             (header::CACHE_CONTROL, REVALIDATE),
             (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],
         PAGE,
@@ -92,8 +91,6 @@ impl Asset {
             [
                 (header::CONTENT_TYPE, self.content_type),
                 (header::CACHE_CONTROL, self.cache_control),
-                // Browsers take a script for a script and a licence for text, never guess.
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
             self.body,
         )

@@ -58,15 +58,18 @@ fn origin(ctx: &Context<'_>) -> crate::service::Origin {
 
 /// The session of the request's access token, once the viewer is loaded.
 fn current_session(ctx: &Context<'_>) -> Option<uuid::Uuid> {
-    ctx.data::<Arc<RequestAuth>>().ok()?.session_id()
+    request_auth(ctx).ok()?.session_id()
+}
+
+/// The request's credential, resolved at most once.
+fn request_auth<'a>(ctx: &Context<'a>) -> AppResult<&'a Arc<RequestAuth>> {
+    ctx.data::<Arc<RequestAuth>>()
+        .map_err(|_| AppError::internal("request auth missing"))
 }
 
 /// The signed-in caller with their credential and address, for mutations.
 async fn caller<'a>(ctx: &Context<'a>) -> AppResult<crate::service::Caller<'a>> {
-    let auth = ctx
-        .data::<Arc<RequestAuth>>()
-        .map_err(|_| AppError::internal("request auth missing"))?;
-    let signed = auth.signed(service(ctx)?).await?;
+    let signed = request_auth(ctx)?.signed(service(ctx)?).await?;
     Ok(crate::service::Caller {
         user: &signed.user,
         credential: signed.credential,
@@ -146,13 +149,10 @@ fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {
 
 /// The signed-in user, loaded once per request.
 async fn viewer<'a>(ctx: &Context<'a>) -> AppResult<&'a User> {
-    let auth = ctx
-        .data::<Arc<RequestAuth>>()
-        .map_err(|_| AppError::internal("request auth missing"))?;
-    auth.viewer(service(ctx)?).await
+    request_auth(ctx)?.viewer(service(ctx)?).await
 }
 
 async fn optional_viewer<'a>(ctx: &Context<'a>) -> Option<&'a User> {
-    let auth = ctx.data::<Arc<RequestAuth>>().ok()?;
+    let auth = request_auth(ctx).ok()?;
     auth.optional_viewer(service(ctx).ok()?).await
 }

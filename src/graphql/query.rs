@@ -5,8 +5,7 @@ use super::types::{
     AuditConnection, AuditFilter, ServerInfo, UserConnection, UserFilter, UserObject,
     decode_cursor, parse_id,
 };
-use super::{service, viewer};
-use crate::auth::RequestAuth;
+use super::{request_auth, service, viewer};
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult, FieldCode, FieldError};
 use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
@@ -50,9 +49,7 @@ impl Query {
             }
         };
         let service = service(ctx)?;
-        let auth = ctx
-            .data::<std::sync::Arc<RequestAuth>>()
-            .map_err(|_| AppError::internal("request auth missing"))?;
+        let auth = request_auth(ctx)?;
         let (viewer, prefetched) = match &by {
             UserRef::Id(id) => auth.viewer_and(service, *id).await?,
             UserRef::Username(_) => (auth.viewer(service).await?, None),
@@ -121,7 +118,8 @@ impl Query {
     }
 }
 
-/// The page size a `users(first:)` asks for, as the complexity limit counts it.
+/// The page size a list's `first` asks for (`users`, `auditLog`), as the complexity limit
+/// counts it.
 fn page_size(first: Option<i32>) -> usize {
     usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0)
 }

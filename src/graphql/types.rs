@@ -51,7 +51,7 @@ impl UserObject {
     /// `value` when the viewer may see this user's private fields, else `None`.
     async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
         let visible = self.opened.is_some()
-            || service::can_see_private(optional_viewer(ctx).await, &self.model);
+            || service::rules::can_see_private(optional_viewer(ctx).await, &self.model);
         value.filter(|_| visible)
     }
 
@@ -511,7 +511,9 @@ impl UserConnection {
 
     /// Users matching the filter, across all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
-        let count = service(ctx)?.count_users(&self.filter).await?;
+        let count = service(ctx)?
+            .count_users(viewer(ctx).await?, &self.filter)
+            .await?;
         Ok(i64::try_from(count).unwrap_or(i64::MAX))
     }
 }

@@ -8,9 +8,8 @@ use axum::response::Response;
 
 use super::{AppState, json_response};
 
-/// How long clients may cache the key set. A new key is current for this long at most before
-/// a client that cached the set without it may see its tokens; such clients should refetch the
-/// set on an unknown kid.
+/// How long verifiers may cache the key set. A key rotated in can sign tokens before a cached
+/// set holds it, so verifiers should fetch the set again on an unknown kid.
 const CACHE_CONTROL: &str = "public, max-age=300";
 
 pub async fn jwks(State(state): State<AppState>) -> Response {

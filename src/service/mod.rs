@@ -459,5 +459,3 @@ async fn load_keys(inner: &Inner) -> AppResult<Vec<String>> {
     inner.tokens.reload(&live)?;
     Ok(expired.into_iter().map(|key| key.kid).collect())
 }
-
-pub use rules::can_see_private;

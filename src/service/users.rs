@@ -87,7 +87,7 @@ pub(super) fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profi
 }
 
 impl Service {
-    /// Creates an account for someone else. `actor` is `None` when the operator uses the
+    /// Creates an account for someone else. `caller` is `None` when the operator uses the
     /// command line, which alone may create the first owner.
     /// Creating an ADMIN is a sensitive action: it needs step-up verification.
     pub async fn create_user(
@@ -686,8 +686,14 @@ impl Service {
         Ok(user_queries::page(self.db(), filter, after, first).await?)
     }
 
-    pub async fn count_users(&self, filter: &Filter) -> AppResult<u64> {
+    pub async fn count_users(&self, viewer: &User, filter: &Filter) -> AppResult<u64> {
+        rules::check_see_others(viewer.role)?;
         Ok(user_queries::count(self.db().conn(), filter).await?)
+    }
+
+    /// Whether the database has an owner yet.
+    pub async fn has_owner(&self) -> AppResult<bool> {
+        Ok(user_queries::owner_exists(self.db().conn()).await?)
     }
 
     /// Users by id, for the DataLoader.

@@ -216,7 +216,7 @@ pub fn email(text: &str) -> Checked<String> {
 }
 
 /// 8–128 characters, used exactly as given (never trimmed or truncated).
-pub fn password(text: &str) -> Checked<String> {
+fn password(text: &str) -> Checked<String> {
     no_nul(text)?;
     let length = text.chars().count();
     if !(8..=128).contains(&length) {

@@ -5,7 +5,6 @@ pub mod audit_entry;
 pub mod credential_failure;
 pub mod recovery_code;
 pub mod refresh_token;
-pub mod server_setting;
 pub mod session;
 pub mod signing_key;
 pub mod user;
