@@ -14,7 +14,7 @@ use crate::db::sessions::Origin;
 use crate::db::{
     self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
 };
-use crate::error::{AppError, AppResult, FieldCode, INVALID_CREDENTIALS};
+use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
 use crate::service::validation::{self, Fields};
 use crate::service::{Credential, Signed, Subject};
 
@@ -94,17 +94,7 @@ impl Service {
     ) -> AppResult<AuthSession> {
         self.limit_ip(origin.ip)?;
         let mut fields = Fields::new();
-        // Bounded before and after normalising: NFKC can make one character eighteen.
-        let login = (!login.contains('\0') && login.len() <= 320)
-            .then(|| validation::login_key(login))
-            .filter(|key| key.len() <= 320);
-        if login.is_none() {
-            fields.add(
-                "login",
-                FieldCode::Format,
-                "must be a username or an email address",
-            );
-        }
+        let login = fields.check("login", validation::login(login));
         fields.check("password", validation::given_password(password));
         if let Some(code) = totp_code {
             fields.check("totpCode", validation::second_factor_code(code));
@@ -129,10 +119,7 @@ impl Service {
             .await?;
         // Counted now, cleared only once every factor has passed: a stolen password does
         // not buy unlimited guesses at the second factor.
-        self.0.passwords.check_room()?;
-        let attempt = self.reserve_attempt(&subject).await?;
-        let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
-        attempt.checked();
+        let valid = self.counted_verify(&subject, password, hash).await?;
         let user = match user {
             Some(user) if valid => user,
             _ => {
@@ -187,11 +174,7 @@ impl Service {
         password: &str,
         hash: Option<String>,
     ) -> AppResult<bool> {
-        // A full queue refuses before the attempt is counted.
-        self.0.passwords.check_room()?;
-        let attempt = self.reserve_attempt(subject).await?;
-        let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
-        attempt.checked();
+        let valid = self.counted_verify(subject, password, hash).await?;
         if valid {
             match subject {
                 // With two-factor login on, the count also holds guesses at the code, which the
@@ -204,6 +187,22 @@ impl Service {
                 _ => self.clear_attempts(subject).await?,
             }
         }
+        Ok(valid)
+    }
+
+    /// Verifies `password` against `hash` as one counted attempt on `subject`, which stays
+    /// counted: the caller decides when a success clears it.
+    async fn counted_verify(
+        &self,
+        subject: &Subject,
+        password: &str,
+        hash: Option<String>,
+    ) -> AppResult<bool> {
+        // A full queue refuses before the attempt is counted.
+        self.0.passwords.check_room()?;
+        let attempt = self.reserve_attempt(subject).await?;
+        let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
+        attempt.checked();
         Ok(valid)
     }
 

@@ -672,16 +672,8 @@ impl Service {
     ) -> AppResult<user_queries::Page> {
         rules::check_see_others(viewer.role)?;
         let first = validation::page_size(first)?;
-        if filter
-            .search
-            .as_deref()
-            .is_some_and(|s| s.contains('\0') || s.chars().count() > 200)
-        {
-            return Err(AppError::field(
-                "search",
-                FieldCode::Length,
-                "must be at most 200 characters, without NUL",
-            ));
+        if let Some(search) = filter.search.as_deref() {
+            validation::search(search).map_err(|error| error.on("search"))?;
         }
         Ok(user_queries::page(self.db(), filter, after, first).await?)
     }

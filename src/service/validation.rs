@@ -152,6 +152,30 @@ pub fn login_key(text: &str) -> String {
     lower.nfkc().collect()
 }
 
+/// What `login` takes, as its [`login_key`]; bounded before and after normalising, since NFKC
+/// can make one character eighteen.
+pub fn login(text: &str) -> Checked<String> {
+    const MAX_BYTES: usize = 320;
+    let key = (!text.contains('\0') && text.len() <= MAX_BYTES)
+        .then(|| login_key(text))
+        .filter(|key| key.len() <= MAX_BYTES);
+    key.map_or_else(
+        || refused(FieldCode::Format, "must be a username or an email address"),
+        Ok,
+    )
+}
+
+/// A `users` search term: at most 200 characters (each costs the trigram index work).
+pub fn search(text: &str) -> Checked<()> {
+    if text.contains('\0') || text.chars().count() > 200 {
+        return refused(
+            FieldCode::Length,
+            "must be at most 200 characters, without NUL",
+        );
+    }
+    Ok(())
+}
+
 /// Characters that show as nothing (Unicode's default-ignorable code points: zero-width
 /// spaces and joiners, bidirectional controls, variation selectors, the byte-order mark):
 /// two addresses differing only by them would look identical.
