@@ -449,6 +449,23 @@ mod tests {
         }
     }
 
+    /// `with_database` is what the flags default to (the listen address aside), so embedders
+    /// and tests run what `rollcall serve` runs. The environment is not read here.
+    #[test]
+    fn embedded_defaults_are_the_flags_defaults() {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["rollcall"])
+            .expect("the defaults parse");
+        let flags = Cli::from_arg_matches(&matches).expect("settings").settings;
+        let embedded = Settings {
+            listen: flags.listen,
+            ..Settings::with_database(flags.database_url.clone())
+        };
+        assert_eq!(format!("{flags:?}"), format!("{embedded:?}"));
+    }
+
     #[test]
     fn debug_output_hides_secrets() {
         let mut settings = Settings::with_database("postgres://app:hunter2hunter2@db/rollcall");
