@@ -11,9 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::Db;
-use super::audit::{self, Action, NewEntry};
-use super::entities::{refresh_token, session, user};
+use super::entities::{refresh_token, session};
 
 /// Where the client of a login or registration came from, kept on its session for the session
 /// list.
@@ -41,48 +39,6 @@ impl Live {
             .add(session::Column::CreatedAt.gt(self.born_after))
             .add(session::Column::LastUsedAt.gt(self.used_after))
     }
-}
-
-/// What [`open_for_login`] wrote.
-pub struct Login {
-    pub session_id: Uuid,
-    /// The user's new `last_login_at`.
-    pub at: DateTime<Utc>,
-}
-
-/// Records a login in one transaction: the user's `last_login_at`, the end of the throttle's
-/// count for `throttle_subject`, a new session, its first refresh token and the audit entry.
-/// `None` when the user was disabled or deleted since the password check; the count then stays.
-pub async fn open_for_login(
-    db: &Db,
-    user: &user::Model,
-    throttle_subject: &str,
-    origin: &Origin,
-    token_hash: String,
-    expires_at: DateTime<Utc>,
-) -> Result<Option<Login>, DbErr> {
-    let at = super::now();
-    let session_id = Uuid::now_v7();
-    let tx = db.begin_write().await?;
-    let touched = user::Entity::update_many()
-        .col_expr(user::Column::LastLoginAt, Expr::value(at))
-        .filter(user::Column::Id.eq(user.id))
-        .filter(user::Column::Disabled.eq(false))
-        .exec(&tx)
-        .await?;
-    if touched.rows_affected != 1 {
-        return Ok(None);
-    }
-    super::throttle::clear(&tx, throttle_subject).await?;
-    insert(&tx, session_id, user.id, origin, at).await?;
-    insert_refresh_token(&tx, session_id, token_hash, expires_at).await?;
-    audit::record(
-        &tx,
-        NewEntry::new(Action::LoggedIn, Some(user.id), origin.ip).target(user.id, user.role),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Some(Login { session_id, at }))
 }
 
 pub async fn create(

@@ -38,8 +38,13 @@ pub async fn ensure_current(db: &Db, new: impl FnOnce() -> Model) -> Result<(), 
     tx.commit().await
 }
 
-/// Retires the current key at `now` and makes `new` the current one.
-pub async fn rotate(db: &Db, new: Model, now: DateTime<Utc>) -> Result<(), DbErr> {
+/// Retires the current key at `now` and makes `new` the current one, recording `entry` with it.
+pub async fn rotate(
+    db: &Db,
+    new: Model,
+    now: DateTime<Utc>,
+    entry: super::audit::NewEntry,
+) -> Result<(), DbErr> {
     let tx = locked(db).await?;
     Entity::update_many()
         .set(ActiveModel {
@@ -52,11 +57,7 @@ pub async fn rotate(db: &Db, new: Model, now: DateTime<Utc>) -> Result<(), DbErr
     Entity::insert(new.into_active_model())
         .exec_without_returning(&tx)
         .await?;
-    super::audit::record(
-        &tx,
-        super::audit::NewEntry::new(super::audit::Action::SigningKeyRotated, None, None),
-    )
-    .await?;
+    super::audit::record(&tx, entry).await?;
     tx.commit().await
 }
 

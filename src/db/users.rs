@@ -161,6 +161,22 @@ pub async fn any_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
         .is_some())
 }
 
+/// Stamps a login at `at` on user `id` while the account is enabled; false when it is
+/// disabled or gone.
+pub async fn record_login(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let touched = Users::update_many()
+        .col_expr(Column::LastLoginAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Disabled.eq(false))
+        .exec(db)
+        .await?;
+    Ok(touched.rows_affected == 1)
+}
+
 pub async fn owner_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
     Ok(Users::find()
         .filter(Column::Role.eq(Role::Owner))

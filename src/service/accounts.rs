@@ -141,27 +141,30 @@ impl Service {
                 ));
             }
         }
-        let (refresh_token, refresh_hash) = tokens::new_refresh_token();
-        let login = sessions::open_for_login(
-            self.db(),
-            &user,
-            &subject.key(),
-            origin,
-            refresh_hash,
-            self.refresh_expiry()?,
-        )
-        .await?;
-        // Disabled or deleted since the lookup.
-        let Some(login) = login else {
+        // One transaction: the user's `last_login_at`, the end of the throttle's count, the
+        // session, its first refresh token and the audit entry.
+        let tx = self.db().begin_write().await?;
+        let at = db::now();
+        // Disabled or deleted since the lookup: the count stays.
+        if !user_queries::record_login(&tx, user.id, at).await? {
+            tx.rollback().await?;
             self.metrics().login(false);
             return Err(INVALID_CREDENTIALS);
-        };
+        }
+        throttle::clear(&tx, &subject.key()).await?;
+        let session = self.open_session(&tx, user.id, origin).await?;
+        audit::record(
+            &tx,
+            NewEntry::new(Action::LoggedIn, Some(user.id), origin.ip).target(user.id, user.role),
+        )
+        .await?;
+        tx.commit().await?;
         self.metrics().login(true);
         let user = User {
-            last_login_at: Some(login.at),
+            last_login_at: Some(at),
             ..user
         };
-        self.finish((login.session_id, refresh_token), user)
+        self.finish(session, user)
     }
 
     /// Checks `password` against `hash` (`None`: against the dummy hash, never matching), counted

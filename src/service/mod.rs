@@ -252,7 +252,8 @@ impl Service {
         let now = chrono::Utc::now();
         let key = tokens::new_signing_key(now)?;
         let kid = key.kid.clone();
-        signing_keys::rotate(&self.0.db, key, now).await?;
+        let entry = NewEntry::new(AuditAction::SigningKeyRotated, None, None);
+        signing_keys::rotate(&self.0.db, key, now, entry).await?;
         let mut reloads = self.0.key_reloads.lock().await;
         let began = Instant::now();
         load_keys(&self.0).await?;
