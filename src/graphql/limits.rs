@@ -159,12 +159,9 @@ fn check_document(
     Ok(())
 }
 
+/// A refusal of the document; `finalize_response` gives it its code, as it does the engine's.
 fn refusal(message: String) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", "BAD_USER_INPUT");
-    error.extensions = Some(extensions);
-    error
+    ServerError::new(message, None)
 }
 
 /// What a document holds, as written: every operation and fragment once.
