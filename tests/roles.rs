@@ -780,6 +780,25 @@ async fn validation_lists_every_field(app: TestApp) {
     assert_fields(&body, &["email"]);
     let bob = app.register("bob").await;
     assert_eq!(bob.role, "STANDARD");
+
+    // A refused nullable root field is there, as null, beside its error.
+    let lookup = "query($id: ID, $username: String) { user(id: $id, username: $username) { id } serverInfo { demo } }";
+    let both = app
+        .gql(
+            Some(&bob.access),
+            lookup,
+            json!({"id": bob.id, "username": "bob"}),
+        )
+        .await;
+    assert_field_codes(
+        &both,
+        json!({"id": "NOT_ALLOWED", "username": "NOT_ALLOWED"}),
+    );
+    assert!(both["data"]["user"].is_null(), "{both}");
+    assert!(both["data"].get("user").is_some(), "user missing: {both}");
+    assert_eq!(both["data"]["serverInfo"]["demo"], false, "{both}");
+    let neither = app.gql(Some(&bob.access), lookup, json!({})).await;
+    assert_field_codes(&neither, json!({"id": "REQUIRED", "username": "REQUIRED"}));
 }
 
 async fn nul_in_input_is_bad_input(app: TestApp) {
@@ -1010,6 +1029,7 @@ async fn pagination_search_and_filters(app: TestApp) {
     // Limits and bad cursors.
     let body = app.users(&owner, json!({ "first": 101 })).await;
     assert_code(&body, "BAD_USER_INPUT");
+    assert_field_codes(&body, json!({"first": "RANGE"}));
     let body = app.users(&owner, json!({ "first": 100 })).await;
     assert_ok(&body);
     assert_eq!(

@@ -61,6 +61,17 @@ fn current_session(ctx: &Context<'_>) -> Option<uuid::Uuid> {
     request_auth(ctx).ok()?.session_id()
 }
 
+/// A nullable field's value, or null with its error recorded at the field's path. async-graphql
+/// leaves a field whose resolver fails out of its object, where GraphQL (and every typed client)
+/// expects the key with null.
+fn or_null<T>(ctx: &Context<'_>, result: AppResult<Option<T>>) -> Option<T> {
+    result.unwrap_or_else(|err| {
+        let error = async_graphql::Error::from(err).into_server_error(ctx.item.pos);
+        ctx.add_error(ctx.set_error_path(error));
+        None
+    })
+}
+
 /// The request's credential, resolved at most once.
 fn request_auth<'a>(ctx: &Context<'a>) -> AppResult<&'a Arc<RequestAuth>> {
     ctx.data::<Arc<RequestAuth>>()

@@ -5,7 +5,7 @@ use super::types::{
     AuditConnection, AuditFilter, ServerInfo, UserConnection, UserFilter, UserObject,
     decode_cursor, parse_id,
 };
-use super::{request_auth, service, viewer};
+use super::{or_null, request_auth, service, viewer};
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult, FieldCode, FieldError};
 use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
@@ -27,35 +27,8 @@ impl Query {
         ctx: &Context<'_>,
         id: Option<ID>,
         username: Option<String>,
-    ) -> AppResult<Option<UserObject>> {
-        let by = match (id, username) {
-            (Some(id), None) => UserRef::Id(parse_id(&id)?),
-            (None, Some(username)) => UserRef::Username(username),
-            (id, _) => {
-                // Neither given: one is required; both: one is too many.
-                let code = if id.is_none() {
-                    FieldCode::Required
-                } else {
-                    FieldCode::NotAllowed
-                };
-                let error = FieldError::new(code, "give exactly one of id and username");
-                return Err(AppError::BadInput(
-                    [
-                        ("id".to_owned(), error.clone()),
-                        ("username".to_owned(), error),
-                    ]
-                    .into(),
-                ));
-            }
-        };
-        let service = service(ctx)?;
-        let auth = request_auth(ctx)?;
-        let (viewer, prefetched) = match &by {
-            UserRef::Id(id) => auth.viewer_and(service, *id).await?,
-            UserRef::Username(_) => (auth.viewer(service).await?, None),
-        };
-        let user = service.get_user(viewer, by, prefetched).await?;
-        Ok(user.map(UserObject::new))
+    ) -> Option<UserObject> {
+        or_null(ctx, find_user(ctx, id, username).await)
     }
 
     /// Users in creation order, by keyset pagination. ADMIN or OWNER only.
@@ -122,4 +95,40 @@ impl Query {
 /// counts it.
 fn page_size(first: Option<i32>) -> usize {
     usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0)
+}
+
+/// `user`: exactly one of `id` and `username`.
+async fn find_user(
+    ctx: &Context<'_>,
+    id: Option<ID>,
+    username: Option<String>,
+) -> AppResult<Option<UserObject>> {
+    let by = match (id, username) {
+        (Some(id), None) => UserRef::Id(parse_id(&id)?),
+        (None, Some(username)) => UserRef::Username(username),
+        (id, _) => {
+            // Neither given: one is required; both: one is too many.
+            let code = if id.is_none() {
+                FieldCode::Required
+            } else {
+                FieldCode::NotAllowed
+            };
+            let error = FieldError::new(code, "give exactly one of id and username");
+            return Err(AppError::BadInput(
+                [
+                    ("id".to_owned(), error.clone()),
+                    ("username".to_owned(), error),
+                ]
+                .into(),
+            ));
+        }
+    };
+    let service = service(ctx)?;
+    let auth = request_auth(ctx)?;
+    let (viewer, prefetched) = match &by {
+        UserRef::Id(id) => auth.viewer_and(service, *id).await?,
+        UserRef::Username(_) => (auth.viewer(service).await?, None),
+    };
+    let user = service.get_user(viewer, by, prefetched).await?;
+    Ok(user.map(UserObject::new))
 }

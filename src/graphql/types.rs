@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, Utc};
 use uuid::Uuid;
 
 use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
-use super::{RequestLoader, current_session, optional_viewer, service, viewer};
+use super::{RequestLoader, current_session, optional_viewer, or_null, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult, FieldCode};
@@ -112,20 +112,21 @@ impl UserObject {
     }
 
     /// The account that created this one with `createUser`; null when self-registered.
-    async fn created_by(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
-        load_user(ctx, self.model.created_by).await
+    async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
+        or_null(ctx, load_user(ctx, self.model.created_by).await)
     }
 
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
     /// else gets null and a FORBIDDEN error (nullable, so one refused user in a list does not
     /// null the whole list).
-    async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<SessionObject>>> {
-        self.check_credentials(ctx).await?;
-        let sessions = load(ctx, SessionsOf(self.model.id), "loading sessions")
-            .await?
-            .unwrap_or_default();
+    async fn sessions(&self, ctx: &Context<'_>) -> Option<Vec<SessionObject>> {
+        let sessions = async {
+            self.check_credentials(ctx).await?;
+            load(ctx, SessionsOf(self.model.id), "loading sessions").await
+        };
         let current = self.opened.or_else(|| current_session(ctx));
-        Ok(Some(
+        let sessions = or_null(ctx, sessions.await.map(|s| Some(s.unwrap_or_default())))?;
+        Some(
             sessions
                 .into_iter()
                 .map(|session| SessionObject {
@@ -138,28 +139,29 @@ impl UserObject {
                     ip: session.ip,
                 })
                 .collect(),
-        ))
+        )
     }
 
     /// Unexpired API tokens, newest first. This user and those who manage them may see them;
     /// anyone else gets null and a FORBIDDEN error. The tokens themselves are never shown again.
-    async fn api_tokens(&self, ctx: &Context<'_>) -> AppResult<Option<Vec<ApiTokenObject>>> {
-        self.check_credentials(ctx).await?;
-        let tokens = load(ctx, ApiTokensOf(self.model.id), "loading API tokens")
-            .await?
-            .unwrap_or_default();
-        Ok(Some(tokens.into_iter().map(ApiTokenObject::from).collect()))
+    async fn api_tokens(&self, ctx: &Context<'_>) -> Option<Vec<ApiTokenObject>> {
+        let tokens = async {
+            self.check_credentials(ctx).await?;
+            load(ctx, ApiTokensOf(self.model.id), "loading API tokens").await
+        };
+        let tokens = or_null(ctx, tokens.await.map(|t| Some(t.unwrap_or_default())))?;
+        Some(tokens.into_iter().map(ApiTokenObject::from).collect())
     }
 
     /// Whether two-factor login is on. This user and those who manage them may see it; anyone
     /// else gets null and a FORBIDDEN error.
-    async fn totp_enabled(&self, ctx: &Context<'_>) -> AppResult<Option<bool>> {
-        self.check_credentials(ctx).await?;
-        Ok(Some(
-            load(ctx, TotpOf(self.model.id), "loading two-factor state")
-                .await?
-                .unwrap_or(false),
-        ))
+    async fn totp_enabled(&self, ctx: &Context<'_>) -> Option<bool> {
+        let enabled = async {
+            self.check_credentials(ctx).await?;
+            let on = load(ctx, TotpOf(self.model.id), "loading two-factor state").await?;
+            Ok(Some(on.unwrap_or(false)))
+        };
+        or_null(ctx, enabled.await)
     }
 }
 
@@ -280,8 +282,8 @@ impl AuditEntryObject {
     }
 
     /// The actor, while their account exists.
-    async fn actor(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
-        load_user(ctx, self.0.actor_id).await
+    async fn actor(&self, ctx: &Context<'_>) -> Option<UserObject> {
+        or_null(ctx, load_user(ctx, self.0.actor_id).await)
     }
 
     /// The user the change is about.
@@ -290,23 +292,27 @@ impl AuditEntryObject {
     }
 
     /// The target, while their account exists.
-    async fn target(&self, ctx: &Context<'_>) -> AppResult<Option<UserObject>> {
-        load_user(ctx, self.0.target_id).await
+    async fn target(&self, ctx: &Context<'_>) -> Option<UserObject> {
+        or_null(ctx, load_user(ctx, self.0.target_id).await)
     }
 
     /// The actor's client address; null for the command line, and for readers who do not
     /// manage the actor (an admin does not see the owner's addresses).
-    async fn ip(&self, ctx: &Context<'_>) -> AppResult<Option<&str>> {
-        let Some(ip) = self.0.ip.as_deref() else {
-            return Ok(None);
+    async fn ip(&self, ctx: &Context<'_>) -> Option<&str> {
+        let ip = self.0.ip.as_deref()?;
+        let visible = async {
+            let viewer = viewer(ctx).await?;
+            let actor = match self.0.actor_id {
+                Some(id) if id == viewer.id => Some(Arc::new(viewer.clone())),
+                Some(id) => load_model(ctx, id).await?,
+                None => None,
+            };
+            Ok(Some(service::rules::can_see_actor_ip(
+                viewer,
+                actor.as_deref(),
+            )))
         };
-        let viewer = viewer(ctx).await?;
-        let actor = match self.0.actor_id {
-            Some(id) if id == viewer.id => Some(Arc::new(viewer.clone())),
-            Some(id) => load_model(ctx, id).await?,
-            None => None,
-        };
-        Ok(service::rules::can_see_actor_ip(viewer, actor.as_deref()).then_some(ip))
+        or_null(ctx, visible.await)?.then_some(ip)
     }
 
     /// The names of the changed fields; never their values.
