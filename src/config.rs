@@ -139,8 +139,8 @@ pub struct Settings {
         global = true
     )]
     pub registration: Registration,
-    /// Read-only demo mode: every mutation that changes users, tokens or other visitors' sessions
-    /// is refused; login, refresh and logout work.
+    /// Read-only demo mode: every mutation that changes users or tokens is refused, and so is
+    /// ending any session but the caller's current one; login, refresh and logout work.
     #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub demo: bool,
     /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on

@@ -400,6 +400,9 @@ async fn logout_ends_only_that_session(app: TestApp) {
     let body = app.logout(&alice.refresh).await;
     assert_ok(&body);
     assert_eq!(body["data"]["logout"], true, "{body}");
+    // Again: nothing was left to end.
+    let again = app.logout(&alice.refresh).await;
+    assert_eq!(again["data"]["logout"], false, "{again}");
 
     assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");

@@ -83,6 +83,23 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .await
         .expect("post");
     assert_eq!(response.status(), 400);
+
+    // JSON that is no GraphQL request: without `query`, or with another type of it.
+    for body in [json!({}), json!({"variables": {}}), json!({"query": 5})] {
+        let response = app
+            .client
+            .post(format!("{base}/graphql"))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: serde_json::Value = response.json().await.expect("JSON error body");
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body}: {answer}"
+        );
+    }
 }
 
 async fn server_info_is_public(app: TestApp) {

@@ -871,6 +871,11 @@ async fn demo_mode_is_read_only(app: TestApp) {
 
     let body = app.server_info().await;
     assert_eq!(body["data"]["serverInfo"]["demo"], true, "{body}");
+    // A sign-up form that follows `registrationOpen` does not show.
+    assert_eq!(
+        body["data"]["serverInfo"]["registrationOpen"], false,
+        "{body}"
+    );
 
     let body = app.register_raw("alice", "alice@example.com").await;
     assert_code(&body, "FORBIDDEN");

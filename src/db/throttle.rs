@@ -1,4 +1,4 @@
-//! The per-account credential throttle's table: an attempt is counted before its password is
+//! The credential throttle's table (per account, unknown login or session): an attempt is counted before its password is
 //! checked, with a compare-and-swap on the row, so parallel attempts each get their own count
 //! and none can slip past the threshold.
 

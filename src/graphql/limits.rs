@@ -159,6 +159,22 @@ fn check_document(
     Ok(())
 }
 
+/// The message of async-graphql's own complexity refusal.
+const TOO_COMPLEX: &str = "Query is too complex.";
+
+/// Names the limit in async-graphql's complexity refusal, as every other limit's refusal
+/// does.
+pub fn name_complexity_limit(response: &mut async_graphql::Response, limit: usize) {
+    for error in &mut response.errors {
+        if error.message == TOO_COMPLEX {
+            error.message = format!(
+                "The query is too complex: its complexity (each field, times `first` for a \
+                 page's fields) is over {limit}"
+            );
+        }
+    }
+}
+
 /// A refusal of the document; `finalize_response` gives it its code, as it does the engine's.
 fn refusal(message: String) -> ServerError {
     ServerError::new(message, None)

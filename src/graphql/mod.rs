@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
-pub use limits::{Limits, OperationInfo, check as check_document};
+pub use limits::{Limits, OperationInfo, check as check_document, name_complexity_limit};
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;

@@ -572,7 +572,9 @@ pub struct ServerInfo {
     pub uptime_seconds: i64,
     /// `sqlite` or `postgresql`.
     pub database: String,
+    /// Whether `register` is taken now: false when registration is closed or in demo mode.
     pub registration_open: bool,
+    /// Read-only demo mode: mutations that change users, tokens or others' sessions are refused.
     pub demo: bool,
 }
 

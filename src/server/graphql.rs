@@ -275,6 +275,7 @@ async fn execute(
         }
         Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
     };
+    graphql::name_complexity_limit(&mut response, state.limits.complexity);
     finalize_response(&mut response);
 
     let codes: Vec<String> = response
@@ -332,12 +333,18 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, &'static str> {
     if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
         return Err("Batched requests are not supported");
     }
-    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => {
-            "The body is not a GraphQL request (a JSON object with a string `query`)"
-        }
-        _ => "The body is not valid JSON",
-    })
+    const NOT_A_REQUEST: &str =
+        "The body is not a GraphQL request (a JSON object with a string `query`)";
+    let request: async_graphql::Request =
+        serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+            serde_json::error::Category::Data => NOT_A_REQUEST,
+            _ => "The body is not valid JSON",
+        })?;
+    // async-graphql reads a missing `query` as an empty one; there is no request without it.
+    if request.query.is_empty() {
+        return Err(NOT_A_REQUEST);
+    }
+    Ok(request)
 }
 
 /// `application/json`, with or without parameters. Anything else (notably `text/plain` and

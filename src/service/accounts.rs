@@ -168,9 +168,9 @@ impl Service {
     }
 
     /// Checks `password` against `hash` (`None`: against the dummy hash, never matching), counted
-    /// by the per-account throttle: while `subject` is throttled it fails at once with
-    /// RATE_LIMITED, without hashing; a match starts the count afresh, or only takes its own
-    /// count back when two-factor login is on.
+    /// on `subject` (a session, for re-verification): while it is throttled it fails at once
+    /// with RATE_LIMITED, without hashing; a match starts the count afresh, or only takes its
+    /// own count back when two-factor login is on.
     pub(super) async fn check_password(
         &self,
         subject: &Subject,
@@ -185,7 +185,7 @@ impl Service {
                 Subject::User(id) | Subject::Session { user: id, .. }
                     if self.totp_of(*id).await?.is_some() =>
                 {
-                    throttle::forgive(self.db().writer(), &subject.key(), self.0.throttle).await?;
+                    self.forgive_attempt(subject).await?;
                 }
                 _ => self.clear_attempts(subject).await?,
             }
@@ -220,7 +220,11 @@ impl Service {
                 key: Some(key),
             }),
             Err(wait) => {
-                Err(self.throttled("account", "Too many failed attempts; try again later", wait))
+                let kind = match subject {
+                    Subject::Session { .. } => "session",
+                    Subject::User(_) | Subject::Login(_) => "account",
+                };
+                Err(self.throttled(kind, "Too many failed attempts; try again later", wait))
             }
         }
     }
@@ -228,6 +232,13 @@ impl Service {
     /// A success: `subject`'s failure count starts afresh.
     pub(super) async fn clear_attempts(&self, subject: &Subject) -> AppResult<()> {
         throttle::clear(self.db().writer(), &subject.key()).await?;
+        Ok(())
+    }
+
+    /// A success that vouches only for itself (one factor of two, or a confirmation): its own
+    /// count is taken back, the other failures stay counted.
+    pub(super) async fn forgive_attempt(&self, subject: &Subject) -> AppResult<()> {
+        throttle::forgive(self.db().writer(), &subject.key(), self.0.throttle).await?;
         Ok(())
     }
 
@@ -285,9 +296,9 @@ impl Service {
             return Ok(false);
         };
         let tx = self.db().begin_write().await?;
-        end_session(&tx, row.session_id, Action::LoggedOut, ip, true).await?;
+        let ended = end_session(&tx, row.session_id, Action::LoggedOut, ip, true).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(ended)
     }
 
     /// The user an access token speaks for, while the token, its session and the account
@@ -402,21 +413,22 @@ impl Service {
 
 /// Inside `tx`: revokes session `session_id` and, when that ended it, records `action` about
 /// its user, as its actor when `by_owner` (a logout), else with no actor (a detected reuse).
+/// Whether it ended the session (false when it had been revoked already).
 async fn end_session(
     tx: &DatabaseTransaction,
     session_id: Uuid,
     action: Action,
     ip: Option<std::net::IpAddr>,
     by_owner: bool,
-) -> AppResult<()> {
+) -> AppResult<bool> {
     if !sessions::revoke(tx, session_id).await? {
-        return Ok(());
+        return Ok(false);
     }
     let Some(session) = sessions::find(tx, session_id).await? else {
-        return Ok(());
+        return Ok(true);
     };
     let Some(owner) = user_queries::by_id(tx, session.user_id).await? else {
-        return Ok(());
+        return Ok(true);
     };
     let actor = by_owner.then_some(owner.id);
     audit::record(
@@ -424,7 +436,7 @@ async fn end_session(
         NewEntry::new(action, actor, ip).target(owner.id, owner.role),
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// A counted credential attempt whose check has not run yet. Dropped before

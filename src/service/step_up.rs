@@ -88,7 +88,9 @@ impl Service {
                     "is incorrect",
                 ));
             }
-            self.clear_attempts(&subject).await?;
+            // The session's count may also hold wrong `currentPassword`s, which a code does not
+            // vouch for.
+            self.forgive_attempt(&subject).await?;
         } else {
             let Some(password) = verification.password.as_deref() else {
                 return Err(AppError::VerificationRequired("Give your password"));

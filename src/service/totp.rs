@@ -73,8 +73,8 @@ impl Service {
     }
 
     /// Turns two-factor login on with a current code from the app just set up. A wrong code
-    /// counts towards the account throttle; a right one does not clear it (it proves only that
-    /// the caller holds the secret they were just given).
+    /// counts towards the session's throttle; a right one takes back only its own count (it
+    /// proves only that the caller holds the secret they were just given).
     pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
         const NOTHING_PENDING: AppError =
             AppError::Forbidden("There is no two-factor setup to confirm: call enableTotp first");
@@ -103,6 +103,7 @@ impl Service {
                 "is incorrect",
             ));
         };
+        self.forgive_attempt(&subject).await?;
         let tx = self.db().begin_write().await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             tx.rollback().await?;
@@ -133,7 +134,10 @@ impl Service {
         // Only what the verification vouched for: a password drops a pending setup, never a
         // factor confirmed since it was checked.
         let existed = totp_rows::remove(&tx, user.id, Some(by_code)).await?;
-        if !existed && !by_code && totp_rows::get(&tx, user.id).await?.is_some() {
+        let confirmed_meanwhile = totp_rows::get(&tx, user.id)
+            .await?
+            .is_some_and(|row| row.confirmed_at.is_some());
+        if !existed && !by_code && confirmed_meanwhile {
             tx.rollback().await?;
             return Err(AppError::VerificationRequired(
                 "Two-factor login was turned on meanwhile: give a TOTP code (or a recovery code)",

@@ -483,8 +483,9 @@ impl Service {
     /// Inside write transaction `tx`: reads and locks the caller and the target as they are now
     /// and applies `rule` to them, so a request checked just before a concurrent change of
     /// either cannot act on what it checked. Refuses when either is gone, the caller was
-    /// disabled or their session ended meanwhile (revoking a session locks its user first, so
-    /// a revocation committed before this lock is seen); returns the target as locked.
+    /// disabled or their session ended meanwhile (`revokeSession`, `logoutEverywhere`, role
+    /// changes, disabling and deleting lock the session's user first, so one of them committed
+    /// before this lock is seen; a logout by refresh token is not); returns the target as locked.
     /// `deleting` also locks the users the target created, whose rows its deletion writes.
     pub(super) async fn recheck(
         &self,

@@ -156,22 +156,19 @@ pub fn login_key(text: &str) -> String {
 /// can make one character eighteen.
 pub fn login(text: &str) -> Checked<String> {
     const MAX_BYTES: usize = 320;
-    let key = (!text.contains('\0') && text.len() <= MAX_BYTES)
+    const MESSAGE: &str = "must be a username or an email address";
+    no_nul(text).map_err(|_| FieldError::new(FieldCode::Format, MESSAGE))?;
+    let key = (text.len() <= MAX_BYTES)
         .then(|| login_key(text))
         .filter(|key| key.len() <= MAX_BYTES);
-    key.map_or_else(
-        || refused(FieldCode::Format, "must be a username or an email address"),
-        Ok,
-    )
+    key.map_or_else(|| refused(FieldCode::Length, MESSAGE), Ok)
 }
 
 /// A `users` search term: at most 200 characters (each costs the trigram index work).
 pub fn search(text: &str) -> Checked<()> {
-    if text.contains('\0') || text.chars().count() > 200 {
-        return refused(
-            FieldCode::Length,
-            "must be at most 200 characters, without NUL",
-        );
+    no_nul(text)?;
+    if text.chars().count() > 200 {
+        return refused(FieldCode::Length, "must be at most 200 characters");
     }
     Ok(())
 }
@@ -201,10 +198,12 @@ pub fn email(text: &str) -> Checked<String> {
     no_nul(text)?;
     let email = login_key(text);
     let invalid = || refused(FieldCode::Format, "must be a valid email address");
-    if email.len() > 254
-        || email
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    if email.len() > 254 {
+        return refused(FieldCode::Length, "must be at most 254 bytes");
+    }
+    if email
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
     {
         return invalid();
     }
@@ -372,8 +371,12 @@ pub fn token_name(text: &str) -> Checked<String> {
 /// A TOTP or recovery code as given: refused before anything is counted when it could never
 /// be right.
 pub fn second_factor_code(code: &str) -> Checked<()> {
-    if code.len() > 64 || code.contains('\0') {
-        return refused(FieldCode::Format, "must be a TOTP or recovery code");
+    const MESSAGE: &str = "must be a TOTP or recovery code";
+    if code.contains('\0') {
+        return refused(FieldCode::Format, MESSAGE);
+    }
+    if code.len() > 64 {
+        return refused(FieldCode::Length, MESSAGE);
     }
     Ok(())
 }
