@@ -185,6 +185,10 @@ pub struct Settings {
     /// A request running longer is answered with TIMEOUT and its database work rolled back.
     #[arg(long, env = "ROLLCALL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub request_timeout: Duration,
+    /// A connection whose client takes longer to send a request's head (or sends none while
+    /// kept alive) is closed, so slow clients cannot hold connections open.
+    #[arg(long, env = "ROLLCALL_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub header_timeout: Duration,
     /// Deepest selection nesting a query may have.
     #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, value_parser = at_least_one(), global = true)]
     pub max_depth: usize,
@@ -280,6 +284,7 @@ impl fmt::Debug for Settings {
             .field("ip_rate_limit", &self.ip_rate_limit)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("request_timeout", &self.request_timeout)
+            .field("header_timeout", &self.header_timeout)
             .field("max_depth", &self.max_depth)
             .field("max_aliases", &self.max_aliases)
             .field("max_directives", &self.max_directives)
@@ -321,6 +326,7 @@ impl Settings {
             ip_rate_limit: 60,
             trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
             max_depth: 10,
             max_aliases: 15,
             max_directives: 50,

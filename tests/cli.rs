@@ -234,6 +234,42 @@ async fn a_stalled_client_does_not_hold_the_shutdown() {
     drop(stalled);
 }
 
+/// A client that sends a request's head too slowly loses its connection at the header
+/// timeout, while others are served.
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[("ROLLCALL_HEADER_TIMEOUT", "1s")]);
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("half a request head");
+    let started = std::time::Instant::now();
+    support::assert_ok(
+        &server
+            .gql(None, "{ serverInfo { version } }", serde_json::json!({}))
+            .await,
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the slow connection was still open after 10 s"
+    );
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test]
 async fn short_jwt_secret_stops_start_up() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");

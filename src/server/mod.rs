@@ -121,8 +121,8 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and finishes requests in flight,
-/// for at most the request timeout and [`SHUTDOWN_SLACK`]: a client that stalls halfway
-/// through sending a request would otherwise hold the shutdown for ever.
+/// for at most the request timeout and [`SHUTDOWN_SLACK`]: a client that stalls while
+/// sending a request would otherwise hold the shutdown until the header timeout.
 pub fn serve(
     listener: TcpListener,
     service: Service,
@@ -131,27 +131,19 @@ pub fn serve(
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
     let app = router(service, settings).into_make_service_with_connect_info::<SocketAddr>();
     let grace = settings.request_timeout + SHUTDOWN_SLACK;
-    async move {
-        let (began, beginning) = oneshot::channel::<()>();
-        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = began.send(());
-        });
-        let overdue = async move {
-            match beginning.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                // Serving ended on its own.
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            served = std::future::IntoFuture::into_future(serving) => served,
-            () = overdue => {
-                tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
-                Ok(())
-            }
-        }
-    }
+    // axum-server rather than `axum::serve`, which cannot bound how long a client may take to
+    // send a request's head: a client sending it slowly would hold its connection for ever.
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let mut server = axum_server::Server::from_listener(listener).handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(settings.header_timeout);
+    tokio::spawn(async move {
+        shutdown.await;
+        handle.graceful_shutdown(Some(grace));
+    });
+    server.serve(app)
 }
 
 /// How much longer than the request timeout a shutdown waits for open connections.
