@@ -913,30 +913,17 @@ async fn demo_mode_is_read_only(app: TestApp) {
     // Ending sessions: a visitor's own, yes; those of others sharing the account, no.
     let other_visitor = app.login_as("std1").await;
     let revoke = "mutation($id: ID!) { revokeSession(id: $id) }";
-    let body = app
-        .gql(
-            Some(&standard.access),
-            revoke,
-            json!({"id": other_visitor.sid()}),
-        )
-        .await;
-    assert_code(&body, "FORBIDDEN");
-    let body = app
-        .gql(
-            Some(&owner.access),
-            revoke,
-            json!({"id": other_visitor.sid()}),
-        )
-        .await;
-    assert_code(&body, "FORBIDDEN");
-    let body = app
-        .gql(
-            Some(&standard.access),
-            "mutation { logoutEverywhere }",
-            json!({}),
-        )
-        .await;
-    assert_code(&body, "FORBIDDEN");
+    let other_sid = json!({"id": other_visitor.sid()});
+    for (caller, query, variables) in [
+        (&standard, revoke, &other_sid),
+        (&owner, revoke, &other_sid),
+        (&standard, "mutation { logoutEverywhere }", &json!({})),
+    ] {
+        let body = app
+            .gql(Some(&caller.access), query, variables.clone())
+            .await;
+        assert_code(&body, "FORBIDDEN");
+    }
     assert_ok(&app.me(&other_visitor.access).await);
     let body = app
         .gql(
