@@ -186,8 +186,10 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub request_timeout: Duration,
     /// A connection whose client takes longer to send a request's head (or sends none while
-    /// kept alive) is closed, so slow clients cannot hold connections open.
-    #[arg(long, env = "ROLLCALL_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
+    /// kept alive) is closed, so slow clients cannot hold connections open. Longer than the
+    /// idle timeout of a proxy's pooled connections (60 s for nginx and AWS's load balancers),
+    /// which would otherwise send a request into a closing connection.
+    #[arg(long, env = "ROLLCALL_HEADER_TIMEOUT", default_value = "75s", value_parser = parse_duration, global = true)]
     pub header_timeout: Duration,
     /// Deepest selection nesting a query may have.
     #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, value_parser = at_least_one(), global = true)]
@@ -326,7 +328,7 @@ impl Settings {
             ip_rate_limit: 60,
             trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(75),
             max_depth: 10,
             max_aliases: 15,
             max_directives: 50,

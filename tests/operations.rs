@@ -214,6 +214,9 @@ async fn get_runs_queries_and_refuses_mutations() {
     assert_eq!(bad_variables.status(), StatusCode::BAD_REQUEST);
     let missing = get(&[]).await.expect("sent");
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    // An empty query is none, as it is in a POST body.
+    let empty = get(&[("query", "")]).await.expect("sent");
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -230,10 +230,10 @@ async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
     );
 }
 
-/// The right password (here `currentPassword`, for a new email) takes back only its own count:
+/// The right password (here `currentPassword`, for a new email) clears only the password count:
 /// it cannot clear the wrong codes counted before it, or a stolen password would buy unlimited
-/// guesses at the code, a few at a time. Codes given at login count on the account, codes
-/// given inside a session (step-up) on that session, and neither count is cleared.
+/// guesses at the code, a few at a time. Codes given at login count on the account; passwords
+/// and codes given inside a session each on their own count of that session.
 async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
     let alice = app.register("alice").await;
     let (secret, recovery, _) = turn_on(&app, &alice).await;
@@ -251,24 +251,43 @@ async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
             .await;
         assert_code(&step_up, "BAD_USER_INPUT");
     }
-    let new_email = app
-        .gql(
-            Some(&alice.access),
-            UPDATE_OTHER,
-            json!({"id": alice.id, "input": {"email": "alice2@example.com", "currentPassword": PASSWORD}}),
-        )
-        .await;
-    assert_ok(&new_email);
+    // Two wrong passwords in the session, then a right one (a new email needs it).
+    let change_email = |current: &str| json!({"id": alice.id, "input": {"email": "alice2@example.com", "currentPassword": current}});
+    for _ in 0..2 {
+        let wrong = app
+            .gql(
+                Some(&alice.access),
+                UPDATE_OTHER,
+                change_email("not it at all"),
+            )
+            .await;
+        assert_code(&wrong, "BAD_USER_INPUT");
+    }
     let failures = |subject: String| {
         format!(
             "SELECT COALESCE(SUM(failures), 0) FROM credential_failures WHERE subject = '{subject}'"
         )
     };
+    let codes = failures(format!("session:{}:code", alice.sid()));
+    let passwords = failures(format!("session:{}:password", alice.sid()));
+    assert_eq!(app.count(&passwords).await, 2);
+    let new_email = app
+        .gql(Some(&alice.access), UPDATE_OTHER, change_email(PASSWORD))
+        .await;
+    assert_ok(&new_email);
+    // The password cleared its own count only: the wrong codes, at login and in the session,
+    // stay counted.
+    assert_eq!(app.count(&passwords).await, 0);
     assert_eq!(app.count(&failures(format!("user:{}", alice.id))).await, 2);
-    let in_session = failures(format!("session:{}", alice.sid()));
-    assert_eq!(app.count(&in_session).await, 2);
-    // A right code in the session takes back its own count only: it does not vouch for
-    // passwords guessed there (nor does the confirmation, which counted nothing).
+    assert_eq!(app.count(&codes).await, 2);
+    // And a right code clears only the codes' count.
+    for _ in 0..2 {
+        let new_password = json!({"id": alice.id, "input": {"password": "violet kettle thunder moss", "currentPassword": "not it at all"}});
+        let wrong = app
+            .gql(Some(&alice.access), UPDATE_OTHER, new_password)
+            .await;
+        assert_code(&wrong, "BAD_USER_INPUT");
+    }
     let step_up = app
         .gql(
             Some(&alice.access),
@@ -277,7 +296,8 @@ async fn a_password_does_not_clear_wrong_codes(app: TestApp) {
         )
         .await;
     assert_ok(&step_up);
-    assert_eq!(app.count(&in_session).await, 2);
+    assert_eq!(app.count(&codes).await, 0);
+    assert_eq!(app.count(&passwords).await, 2);
     // Not a lock of its own either: the right code still gets in.
     assert_ok(&login_with(&app, "alice", PASSWORD, Some(&code(&secret, 30))).await);
 }

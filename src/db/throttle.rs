@@ -113,26 +113,6 @@ fn one_less(subject: &str) -> sea_orm::UpdateMany<Entity> {
         .filter(Column::Failures.gt(0))
 }
 
-/// Takes back one count of an attempt whose check passed but does not clear the rest (a right
-/// password while wrong TOTP codes are counted), with the lock it may have set: below the
-/// threshold again, no lock is due.
-pub async fn forgive(
-    db: &impl ConnectionTrait,
-    subject: &str,
-    policy: Policy,
-) -> Result<(), DbErr> {
-    use sea_orm::ExprTrait;
-    let after = i32::try_from(policy.after).unwrap_or(i32::MAX);
-    // SET reads the row as it was: `failures - 1` is the count after this update.
-    let unlocked = Expr::case(Expr::col(Column::Failures).sub(1).lt(after), 0)
-        .finally(Expr::col(Column::LockedUntil));
-    one_less(subject)
-        .col_expr(Column::LockedUntil, unlocked.into())
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 /// A successful check: the subject starts afresh.
 pub async fn clear(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
     Entity::delete_by_id(subject.to_owned()).exec(db).await?;

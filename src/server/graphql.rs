@@ -149,7 +149,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let Some(query) = params.get("query") else {
+    let Some(query) = params.get("query").filter(|query| !query.is_empty()) else {
         // The page itself is no GraphQL request; a refusal in its place is counted.
         return counted(&state, started, super::graphiql(&state, &headers));
     };

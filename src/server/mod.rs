@@ -137,7 +137,9 @@ pub fn serve(
     // HTTP/1.1, as before: proxies speak it to their upstreams.
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
-        .handle(handle.clone());
+        .handle(handle.clone())
+        // Out of file descriptors, say: the server backs off and goes on accepting.
+        .accept_error_handler(|peer, err| tracing::error!(?peer, %err, "accept error"));
     server
         .http_builder()
         .http1()

@@ -167,28 +167,23 @@ impl Service {
         self.finish(session, user)
     }
 
-    /// Checks `password` against `hash` (`None`: against the dummy hash, never matching), counted
-    /// on `subject` (a session, for re-verification): while it is throttled it fails at once
-    /// with RATE_LIMITED, without hashing; a match starts the count afresh, or only takes its
-    /// own count back when two-factor login is on.
+    /// Checks `password` given again inside session `session`, counted on the session's
+    /// password count: while it is throttled it fails at once with RATE_LIMITED, without
+    /// hashing; a match starts the count afresh. (The login clears its own count only once
+    /// every factor has passed.)
     pub(super) async fn check_password(
         &self,
-        subject: &Subject,
+        session: Uuid,
         password: &str,
-        hash: Option<String>,
+        hash: String,
     ) -> AppResult<bool> {
-        let valid = self.counted_verify(subject, password, hash).await?;
+        let subject = Subject::Session {
+            session,
+            factor: super::Factor::Password,
+        };
+        let valid = self.counted_verify(&subject, password, Some(hash)).await?;
         if valid {
-            match subject {
-                // With two-factor login on, the count also holds guesses at the code, which the
-                // password cannot vouch for: only this attempt is taken back.
-                Subject::User(id) | Subject::Session { user: id, .. }
-                    if self.totp_of(*id).await?.is_some() =>
-                {
-                    self.forgive_attempt(subject).await?;
-                }
-                _ => self.clear_attempts(subject).await?,
-            }
+            self.clear_attempts(&subject).await?;
         }
         Ok(valid)
     }
@@ -232,13 +227,6 @@ impl Service {
     /// A success: `subject`'s failure count starts afresh.
     pub(super) async fn clear_attempts(&self, subject: &Subject) -> AppResult<()> {
         throttle::clear(self.db().writer(), &subject.key()).await?;
-        Ok(())
-    }
-
-    /// A success that vouches only for itself (one factor of two, or a confirmation): its own
-    /// count is taken back, the other failures stay counted.
-    pub(super) async fn forgive_attempt(&self, subject: &Subject) -> AppResult<()> {
-        throttle::forgive(self.db().writer(), &subject.key(), self.0.throttle).await?;
         Ok(())
     }
 

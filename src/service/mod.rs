@@ -132,14 +132,21 @@ pub(crate) enum Subject {
     /// A login that matches no account, normalised; throttled like an account so the throttle
     /// does not tell which logins exist.
     Login(String),
-    /// Passwords and codes given again inside a signed-in session (step-up verification,
+    /// Passwords or codes given again inside a signed-in session (step-up verification,
     /// `currentPassword`, confirming two-factor setup). Counted per session, not per account:
     /// anyone who knows a login can lock the account's logins, and that must not also stop its
-    /// owner, already signed in, from verifying (an owner could then not act on an admin).
-    Session {
-        user: uuid::Uuid,
-        session: uuid::Uuid,
-    },
+    /// owner, already signed in, from verifying (an owner could then not act on an admin). And
+    /// per factor: a right password clears only the password count, a right code only the
+    /// code count, so neither vouches for guesses at the other.
+    Session { session: uuid::Uuid, factor: Factor },
+}
+
+/// What a verification inside a session checked.
+#[derive(Clone, Copy)]
+pub(crate) enum Factor {
+    Password,
+    /// A TOTP or recovery code.
+    Code,
 }
 
 impl Subject {
@@ -147,7 +154,14 @@ impl Subject {
         match self {
             Subject::User(id) => format!("user:{id}"),
             Subject::Login(login) => format!("login:{login}"),
-            Subject::Session { session, .. } => format!("session:{session}"),
+            Subject::Session {
+                session,
+                factor: Factor::Password,
+            } => format!("session:{session}:password"),
+            Subject::Session {
+                session,
+                factor: Factor::Code,
+            } => format!("session:{session}:code"),
         }
     }
 }

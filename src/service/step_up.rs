@@ -1,7 +1,7 @@
 //! Step-up verification: sensitive actions need a recent login, or the password (the TOTP code
 //! when two-factor login is on) given again.
 
-use super::{Caller, Service, Subject, validation};
+use super::{Caller, Factor, Service, Subject, validation};
 use crate::db::{self, sessions};
 use crate::error::{AppError, AppResult, FieldCode};
 
@@ -65,10 +65,6 @@ impl Service {
             self.limit_ip(caller.ip)?;
         }
         let user = caller.user;
-        let subject = Subject::Session {
-            user: user.id,
-            session: session_id,
-        };
         let totp = self.totp_of(user.id).await?;
         if let Some(totp) = &totp {
             let Some(code) = verification.totp_code.as_deref() else {
@@ -78,6 +74,10 @@ impl Service {
             };
             validation::second_factor_code(code)
                 .map_err(|error| error.on("verification.totpCode"))?;
+            let subject = Subject::Session {
+                session: session_id,
+                factor: Factor::Code,
+            };
             let attempt = self.reserve_attempt(&subject).await?;
             let passed = self.second_factor(user, totp, code, caller.ip).await?;
             attempt.checked();
@@ -88,9 +88,7 @@ impl Service {
                     "is incorrect",
                 ));
             }
-            // The session's count may also hold wrong `currentPassword`s, which a code does not
-            // vouch for.
-            self.forgive_attempt(&subject).await?;
+            self.clear_attempts(&subject).await?;
         } else {
             let Some(password) = verification.password.as_deref() else {
                 return Err(AppError::VerificationRequired("Give your password"));
@@ -98,8 +96,8 @@ impl Service {
             if let Err(error) = validation::given_password(password) {
                 return Err(error.on("verification.password"));
             }
-            let hash = Some(user.password_hash.clone());
-            if !self.check_password(&subject, password, hash).await? {
+            let hash = user.password_hash.clone();
+            if !self.check_password(session_id, password, hash).await? {
                 return Err(AppError::field(
                     "verification.password",
                     FieldCode::Incorrect,

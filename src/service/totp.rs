@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::{Caller, Service, Subject, Verification, validation};
+use super::{Caller, Factor, Service, Subject, Verification, validation};
 use crate::auth::totp;
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::Model as User;
@@ -90,8 +90,8 @@ impl Service {
             return Err(NOTHING_PENDING);
         };
         let subject = Subject::Session {
-            user: user.id,
             session: caller.session()?,
+            factor: Factor::Code,
         };
         let attempt = self.reserve_attempt(&subject).await?;
         let step = totp::check(&pending.secret, code, totp::unix_now())?;
@@ -103,7 +103,7 @@ impl Service {
                 "is incorrect",
             ));
         };
-        self.forgive_attempt(&subject).await?;
+        self.clear_attempts(&subject).await?;
         let tx = self.db().begin_write().await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             tx.rollback().await?;

@@ -8,7 +8,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::validation::{self, Fields};
-use super::{Caller, Service, Subject, Verification, rules};
+use super::{Caller, Service, Verification, rules};
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
 use crate::db::users::{self as user_queries, Filter, Position};
@@ -331,14 +331,7 @@ impl Service {
         if needs_current {
             let current = changes.current_password.as_deref().unwrap_or_default();
             let ok = self
-                .check_password(
-                    &Subject::Session {
-                        user: target.id,
-                        session: caller.session()?,
-                    },
-                    current,
-                    Some(target.password_hash.clone()),
-                )
+                .check_password(caller.session()?, current, target.password_hash.clone())
                 .await?;
             if !ok {
                 return Err(AppError::field(
