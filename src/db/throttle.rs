@@ -1,5 +1,5 @@
-//! The credential throttle's table (per account, unknown login or session): an attempt is counted before its password is
-//! checked, with a compare-and-swap on the row, so parallel attempts each get their own count
+//! The credential throttle's table (per account, unknown login or session): an attempt is
+//! counted before its password is checked, with a compare-and-swap on the row, so parallel attempts each get their own count
 //! and none can slip past the threshold.
 
 use std::time::Duration;
@@ -99,18 +99,15 @@ pub async fn reserve(
 /// Takes back one count of an attempt whose check never ran. The lock it may have set stays:
 /// it only delays, and another attempt may have extended it meanwhile.
 pub async fn release(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
-    one_less(subject).exec(db).await?;
-    Ok(())
-}
-
-/// The update that takes one count off `subject`, never below zero.
-fn one_less(subject: &str) -> sea_orm::UpdateMany<Entity> {
     // In scope here only: it gives every type a `min`.
     use sea_orm::ExprTrait;
     Entity::update_many()
         .col_expr(Column::Failures, Expr::col(Column::Failures).sub(1))
         .filter(Column::Subject.eq(subject))
         .filter(Column::Failures.gt(0))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// A successful check: the subject starts afresh.

@@ -55,12 +55,27 @@ impl UserObject {
         value.filter(|_| visible)
     }
 
-    /// Whether the viewer may see this user's credentials (FORBIDDEN if not).
-    async fn check_credentials(&self, ctx: &Context<'_>) -> AppResult<()> {
-        if self.opened.is_some() {
-            return Ok(());
-        }
-        service::rules::check_credentials(viewer(ctx).await?, &self.model)
+    /// This user's credentials of the kind `key` names, through the request's loader (the
+    /// kind's default when the batch holds none), when the viewer may see them; else null, with
+    /// FORBIDDEN at the field.
+    async fn credentials<K>(
+        &self,
+        ctx: &Context<'_>,
+        key: K,
+        what: &'static str,
+    ) -> Option<<UserLoader as Loader<K>>::Value>
+    where
+        K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+        UserLoader: Loader<K, Error = Arc<AppError>>,
+        <UserLoader as Loader<K>>::Value: Default,
+    {
+        let loaded = async {
+            if self.opened.is_none() {
+                service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
+            }
+            Ok(Some(load(ctx, key, what).await?.unwrap_or_default()))
+        };
+        or_null(ctx, loaded.await)
     }
 }
 
@@ -120,12 +135,10 @@ impl UserObject {
     /// else gets null and a FORBIDDEN error (nullable, so one refused user in a list does not
     /// null the whole list).
     async fn sessions(&self, ctx: &Context<'_>) -> Option<Vec<SessionObject>> {
-        let sessions = async {
-            self.check_credentials(ctx).await?;
-            load(ctx, SessionsOf(self.model.id), "loading sessions").await
-        };
+        let sessions = self
+            .credentials(ctx, SessionsOf(self.model.id), "loading sessions")
+            .await?;
         let current = self.opened.or_else(|| current_session(ctx));
-        let sessions = or_null(ctx, sessions.await.map(|s| Some(s.unwrap_or_default())))?;
         Some(
             sessions
                 .into_iter()
@@ -145,23 +158,17 @@ impl UserObject {
     /// Unexpired API tokens, newest first. This user and those who manage them may see them;
     /// anyone else gets null and a FORBIDDEN error. The tokens themselves are never shown again.
     async fn api_tokens(&self, ctx: &Context<'_>) -> Option<Vec<ApiTokenObject>> {
-        let tokens = async {
-            self.check_credentials(ctx).await?;
-            load(ctx, ApiTokensOf(self.model.id), "loading API tokens").await
-        };
-        let tokens = or_null(ctx, tokens.await.map(|t| Some(t.unwrap_or_default())))?;
+        let tokens = self
+            .credentials(ctx, ApiTokensOf(self.model.id), "loading API tokens")
+            .await?;
         Some(tokens.into_iter().map(ApiTokenObject::from).collect())
     }
 
     /// Whether two-factor login is on. This user and those who manage them may see it; anyone
     /// else gets null and a FORBIDDEN error.
     async fn totp_enabled(&self, ctx: &Context<'_>) -> Option<bool> {
-        let enabled = async {
-            self.check_credentials(ctx).await?;
-            let on = load(ctx, TotpOf(self.model.id), "loading two-factor state").await?;
-            Ok(Some(on.unwrap_or(false)))
-        };
-        or_null(ctx, enabled.await)
+        self.credentials(ctx, TotpOf(self.model.id), "loading two-factor state")
+            .await
     }
 }
 

@@ -154,14 +154,13 @@ impl Subject {
         match self {
             Subject::User(id) => format!("user:{id}"),
             Subject::Login(login) => format!("login:{login}"),
-            Subject::Session {
-                session,
-                factor: Factor::Password,
-            } => format!("session:{session}:password"),
-            Subject::Session {
-                session,
-                factor: Factor::Code,
-            } => format!("session:{session}:code"),
+            Subject::Session { session, factor } => {
+                let factor = match factor {
+                    Factor::Password => "password",
+                    Factor::Code => "code",
+                };
+                format!("session:{session}:{factor}")
+            }
         }
     }
 }

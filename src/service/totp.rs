@@ -73,8 +73,7 @@ impl Service {
     }
 
     /// Turns two-factor login on with a current code from the app just set up. A wrong code
-    /// counts towards the session's throttle; a right one takes back only its own count (it
-    /// proves only that the caller holds the secret they were just given).
+    /// counts towards the session's code throttle; a right one clears that count.
     pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
         const NOTHING_PENDING: AppError =
             AppError::Forbidden("There is no two-factor setup to confirm: call enableTotp first");
@@ -134,10 +133,12 @@ impl Service {
         // Only what the verification vouched for: a password drops a pending setup, never a
         // factor confirmed since it was checked.
         let existed = totp_rows::remove(&tx, user.id, Some(by_code)).await?;
-        let confirmed_meanwhile = totp_rows::get(&tx, user.id)
-            .await?
-            .is_some_and(|row| row.confirmed_at.is_some());
-        if !existed && !by_code && confirmed_meanwhile {
+        if !existed
+            && !by_code
+            && totp_rows::get(&tx, user.id)
+                .await?
+                .is_some_and(|row| row.confirmed_at.is_some())
+        {
             tx.rollback().await?;
             return Err(AppError::VerificationRequired(
                 "Two-factor login was turned on meanwhile: give a TOTP code (or a recovery code)",
