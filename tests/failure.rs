@@ -712,7 +712,9 @@ async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
         format!("UPDATE users SET role = 'OWNER' WHERE id = '{heir}'"),
         format!("SELECT id FROM users WHERE id = '{target}' FOR UPDATE"),
     ];
-    let body = while_held(&app, &transfer, 1, app.set_role(&owner, &target, "ADMIN")).await;
+    let body = app
+        .while_held(&transfer, 1, app.set_role(&owner, &target, "ADMIN"))
+        .await;
     assert_code(&body, "FORBIDDEN");
     let role = app
         .count(&format!(
@@ -720,45 +722,6 @@ async fn postgres_role_change_waiting_out_a_transfer_is_refused() {
         ))
         .await;
     assert_eq!(role, 1, "the target kept its role");
-}
-
-/// Runs `requests` while a transaction that has run `held` stays open, and commits it once
-/// `waiting` statements of the test's database wait for a lock: what the requests do next
-/// meets what it committed.
-async fn while_held<T>(
-    app: &TestApp,
-    held: &[String],
-    waiting: i64,
-    requests: impl Future<Output = T>,
-) -> T {
-    use sea_orm::TransactionTrait;
-
-    let db = app.database().await;
-    let hold = db.begin().await.expect("begin");
-    for sql in held {
-        hold.execute_unprepared(sql).await.expect("held statement");
-    }
-    let release = async {
-        until_waiting_for_locks(app, waiting).await;
-        hold.commit().await.expect("commit");
-    };
-    let (answers, ()) =
-        tokio::time::timeout(REQUEST_TIMEOUT, async { tokio::join!(requests, release) })
-            .await
-            .expect("answered");
-    let _ = db.close().await;
-    answers
-}
-
-/// Waits until `n` statements of the test's database wait for a lock.
-async fn until_waiting_for_locks(app: &TestApp, n: i64) {
-    let waiting = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.count(waiting).await < n {
-        assert!(Instant::now() < deadline, "{n} lock waits never came");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Deleting a user sets `createdBy` of the users they created to null, so it locks those rows
@@ -783,11 +746,12 @@ async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_d
     let hold = ["LOCK TABLE api_tokens IN EXCLUSIVE MODE".to_owned()];
     let deletion = app.delete_user(&owner, &creator.id);
     let change = async {
-        until_waiting_for_locks(&app, 1).await;
+        app.until_waiting_for_locks(1).await;
         app.set_role(&owner, &created, "ADMIN").await
     };
-    let (deleted, changed) =
-        while_held(&app, &hold, 2, async { tokio::join!(deletion, change) }).await;
+    let (deleted, changed) = app
+        .while_held(&hold, 2, async { tokio::join!(deletion, change) })
+        .await;
     assert_ok(&deleted);
     assert_eq!(changed["data"]["setRole"]["role"], "ADMIN", "{changed}");
     let orphan = format!(
@@ -842,7 +806,7 @@ async fn postgres_a_manager_demoted_mid_request_is_refused() {
     )];
     for (query, variables) in requests {
         let request = app.gql(Some(&adele.access), query, variables);
-        assert_code(&while_held(&app, &demotion, 1, request).await, "FORBIDDEN");
+        assert_code(&app.while_held(&demotion, 1, request).await, "FORBIDDEN");
         db.execute_unprepared(&format!(
             "UPDATE users SET role = 'ADMIN' WHERE id = '{}'",
             adele.id
@@ -885,7 +849,7 @@ async fn postgres_a_session_revoked_mid_request_writes_nothing() {
     ];
     let request = app.create_user_raw(&adele, new_user("carol", "STANDARD"));
     assert_code(
-        &while_held(&app, &revocation, 1, request).await,
+        &app.while_held(&revocation, 1, request).await,
         "UNAUTHENTICATED",
     );
     assert_eq!(
@@ -893,6 +857,27 @@ async fn postgres_a_session_revoked_mid_request_writes_nothing() {
             .await,
         0
     );
+}
+
+/// A logout by refresh token takes the session's user's row as every revocation does, so a
+/// write of theirs holding it (here the test's lock) finishes before the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_logout_waits_for_a_write_holding_the_user() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let write = [format!(
+        "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
+        alice.id
+    )];
+    let logout = app.logout(&alice.refresh);
+    let body = app.while_held(&write, 1, logout).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    let me = app
+        .gql(Some(&alice.access), "{ me { id } }", json!({}))
+        .await;
+    assert_code(&me, "UNAUTHENTICATED");
 }
 
 /// `disableTotp` verified by password drops only a pending setup: one confirmed while the
@@ -920,7 +905,7 @@ async fn postgres_a_password_never_removes_a_factor_confirmed_meanwhile() {
         "mutation($v: VerificationInput!) { disableTotp(verification: $v) }",
         json!({"v": {"password": PASSWORD}}),
     );
-    let body = while_held(&app, &confirmation, 1, request).await;
+    let body = app.while_held(&confirmation, 1, request).await;
     assert_code(&body, "VERIFICATION_REQUIRED");
     let on = app
         .gql(Some(&alice.access), "{ me { totpEnabled } }", json!({}))
@@ -943,7 +928,9 @@ async fn postgres_two_setups_at_once_both_start() {
     let enable = "mutation { enableTotp { secret } }";
     let first = app.gql(Some(&alice.access), enable, json!({}));
     let second = app.gql(Some(&alice.access), enable, json!({}));
-    let (first, second) = while_held(&app, &hold, 2, async { tokio::join!(first, second) }).await;
+    let (first, second) = app
+        .while_held(&hold, 2, async { tokio::join!(first, second) })
+        .await;
     assert_ok(&first);
     assert_ok(&second);
     let pending = app

@@ -256,3 +256,27 @@ async fn postgres_abandoned_begin_leaves_no_connection_in_a_transaction() {
         .await;
     assert_eq!(stuck, 0, "pooled connections left inside a transaction");
 }
+
+/// An import's creators stay users until it commits: one deleted while the import waits for
+/// its row (the test's transaction holds the deletion open) is named as no user, not a
+/// foreign-key failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_creator_deleted_during_an_import_is_named() {
+    let Some(app) = TestApp::spawn(support::Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let creator = app.create_user(&owner, "creator", "ADMIN").await;
+    let deletion = [format!("DELETE FROM users WHERE id = '{creator}'")];
+    let mut row = imported("created");
+    row.created_by = Some(creator.parse().expect("an id"));
+    let import = app.server().service.import_users(vec![row]);
+    let err = app
+        .while_held(&deletion, 1, import)
+        .await
+        .expect_err("the creator is gone");
+    let rollcall::error::AppError::BadInput(fields) = err else {
+        panic!("not BAD_USER_INPUT: {err:?}");
+    };
+    assert!(fields.contains_key("0.createdBy"), "{fields:?}");
+}

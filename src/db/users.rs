@@ -216,40 +216,43 @@ pub async fn taken(
 }
 
 /// Of `username_keys` and `emails`, those some user already has; and of `ids`, those that
-/// are users. For bulk imports.
+/// are users, share-locked on PostgreSQL so they stay users until the transaction ends (on
+/// SQLite a write transaction keeps every other writer out). For bulk imports.
 pub async fn existing(
     db: &impl ConnectionTrait,
     username_keys: &[String],
     emails: &[String],
     ids: &[Uuid],
 ) -> Result<(Vec<String>, Vec<String>, Vec<Uuid>), DbErr> {
+    let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
     Ok((
-        present(db, Column::UsernameKey, username_keys).await?,
-        present(db, Column::Email, emails).await?,
-        present(db, Column::Id, ids).await?,
+        present(db, Column::UsernameKey, username_keys, false).await?,
+        present(db, Column::Email, emails, false).await?,
+        present(db, Column::Id, ids, postgres).await?,
     ))
 }
 
-/// The values of `column` among `values` that some user has, asked a thousand at a time.
+/// The values of `column` among `values` that some user has, asked a thousand at a time;
+/// `locked` reads the rows `FOR SHARE`.
 async fn present<T>(
     db: &impl ConnectionTrait,
     column: Column,
     values: &[T],
+    locked: bool,
 ) -> Result<Vec<T>, DbErr>
 where
     T: Clone + Into<sea_orm::Value> + sea_orm::TryGetable,
 {
     let mut found = Vec::new();
     for chunk in values.chunks(1_000) {
-        found.extend(
-            Users::find()
-                .select_only()
-                .column(column)
-                .filter(column.is_in(chunk.iter().cloned()))
-                .into_tuple::<T>()
-                .all(db)
-                .await?,
-        );
+        let mut query = Users::find()
+            .select_only()
+            .column(column)
+            .filter(column.is_in(chunk.iter().cloned()));
+        if locked {
+            query = query.lock_shared();
+        }
+        found.extend(query.into_tuple::<T>().all(db).await?);
     }
     Ok(found)
 }

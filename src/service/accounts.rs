@@ -283,7 +283,13 @@ impl Service {
         let Some(row) = sessions::find_refresh_token(self.db().conn(), &hash).await? else {
             return Ok(false);
         };
+        let Some(session) = sessions::find(self.db().conn(), row.session_id).await? else {
+            return Ok(false);
+        };
         let tx = self.db().begin_write().await?;
+        // The session's user, locked as every revocation does, so a write of theirs that
+        // holds or waits for the row ends before the session does or sees it ended.
+        user_queries::lock(&tx, &[session.user_id], None).await?;
         let ended = end_session(&tx, row.session_id, Action::LoggedOut, ip, true).await?;
         tx.commit().await?;
         Ok(ended)

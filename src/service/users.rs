@@ -476,9 +476,11 @@ impl Service {
     /// Inside write transaction `tx`: reads and locks the caller and the target as they are now
     /// and applies `rule` to them, so a request checked just before a concurrent change of
     /// either cannot act on what it checked. Refuses when either is gone, the caller was
-    /// disabled or their session ended meanwhile (`revokeSession`, `logoutEverywhere`, role
-    /// changes, disabling and deleting lock the session's user first, so one of them committed
-    /// before this lock is seen; a logout by refresh token is not); returns the target as locked.
+    /// disabled or their session ended meanwhile (`logout`, `revokeSession`, `logoutEverywhere`,
+    /// role changes, disabling and deleting lock the session's user first, so one of them
+    /// committed before this lock is seen; a refresh token's detected reuse does not, as it
+    /// holds the token's row and must not wait for a user a deletion holds); returns the
+    /// target as locked.
     /// `deleting` also locks the users the target created, whose rows its deletion writes.
     pub(super) async fn recheck(
         &self,
@@ -798,9 +800,12 @@ impl Service {
         if !invalid.is_empty() {
             return Err(AppError::BadInput(invalid));
         }
-        self.check_importable(&models).await?;
         let ids = models.iter().map(|m| m.id).collect();
         let tx = self.db().begin_write().await?;
+        if let Err(err) = check_importable(&tx, &models).await {
+            tx.rollback().await?;
+            return Err(err);
+        }
         for chunk in models.chunks(IMPORT_CHUNK) {
             let rows = chunk
                 .iter()
@@ -823,66 +828,67 @@ impl Service {
         tx.commit().await?;
         Ok(ids)
     }
+}
 
-    /// The checks of a bulk import that need the database, each naming its rows: creators
-    /// that are no user (BAD_USER_INPUT), then names already in use (CONFLICT).
-    async fn check_importable(&self, models: &[User]) -> AppResult<()> {
-        use std::collections::{HashMap, HashSet};
-        let keys: Vec<String> = models.iter().map(|m| m.username_key.clone()).collect();
-        let emails: Vec<String> = models.iter().map(|m| m.email.clone()).collect();
-        let mut creators: Vec<Uuid> = models.iter().filter_map(|m| m.created_by).collect();
-        creators.sort_unstable();
-        creators.dedup();
-        let (used_keys, used_emails, users) =
-            user_queries::existing(self.db().conn(), &keys, &emails, &creators).await?;
-        let users: HashSet<Uuid> = users.into_iter().collect();
-        let mut fields = Fields::new();
-        for (index, model) in models.iter().enumerate() {
-            if model.created_by.is_some_and(|id| !users.contains(&id)) {
-                fields.add(
-                    &format!("{index}.createdBy"),
-                    FieldCode::NotFound,
-                    "is no user",
-                );
-            }
+/// The checks of a bulk import that need the database, inside its transaction `tx`, each
+/// naming its rows: creators that are no user (BAD_USER_INPUT), then names already in use
+/// (CONFLICT). The creators stay locked until the import commits, so none is deleted first.
+async fn check_importable(tx: &sea_orm::DatabaseTransaction, models: &[User]) -> AppResult<()> {
+    use std::collections::{HashMap, HashSet};
+    let keys: Vec<String> = models.iter().map(|m| m.username_key.clone()).collect();
+    let emails: Vec<String> = models.iter().map(|m| m.email.clone()).collect();
+    let mut creators: Vec<Uuid> = models.iter().filter_map(|m| m.created_by).collect();
+    creators.sort_unstable();
+    creators.dedup();
+    let (used_keys, used_emails, users) =
+        user_queries::existing(tx, &keys, &emails, &creators).await?;
+    let users: HashSet<Uuid> = users.into_iter().collect();
+    let mut fields = Fields::new();
+    for (index, model) in models.iter().enumerate() {
+        if model.created_by.is_some_and(|id| !users.contains(&id)) {
+            fields.add(
+                &format!("{index}.createdBy"),
+                FieldCode::NotFound,
+                "is no user",
+            );
         }
-        fields.into_result()?;
-        let (used_keys, used_emails): (HashSet<String>, HashSet<String>) = (
-            used_keys.into_iter().collect(),
-            used_emails.into_iter().collect(),
-        );
-        let (mut first_key, mut first_email) = (HashMap::new(), HashMap::new());
-        let mut taken = Fields::new();
-        for (index, model) in models.iter().enumerate() {
-            let earlier_key = *first_key
-                .entry(model.username_key.as_str())
-                .or_insert(index);
-            let earlier_email = *first_email.entry(model.email.as_str()).or_insert(index);
-            if used_keys.contains(&model.username_key) {
-                taken.add(
-                    &format!("{index}.username"),
-                    FieldCode::Taken,
-                    USERNAME_TAKEN,
-                );
-            } else if earlier_key != index {
-                taken.add(
-                    &format!("{index}.username"),
-                    FieldCode::Taken,
-                    format!("repeats row {earlier_key}'s"),
-                );
-            }
-            if used_emails.contains(&model.email) {
-                taken.add(&format!("{index}.email"), FieldCode::Taken, EMAIL_TAKEN);
-            } else if earlier_email != index {
-                taken.add(
-                    &format!("{index}.email"),
-                    FieldCode::Taken,
-                    format!("repeats row {earlier_email}'s"),
-                );
-            }
-        }
-        taken.into_conflict()
     }
+    fields.into_result()?;
+    let (used_keys, used_emails): (HashSet<String>, HashSet<String>) = (
+        used_keys.into_iter().collect(),
+        used_emails.into_iter().collect(),
+    );
+    let (mut first_key, mut first_email) = (HashMap::new(), HashMap::new());
+    let mut taken = Fields::new();
+    for (index, model) in models.iter().enumerate() {
+        let earlier_key = *first_key
+            .entry(model.username_key.as_str())
+            .or_insert(index);
+        let earlier_email = *first_email.entry(model.email.as_str()).or_insert(index);
+        if used_keys.contains(&model.username_key) {
+            taken.add(
+                &format!("{index}.username"),
+                FieldCode::Taken,
+                USERNAME_TAKEN,
+            );
+        } else if earlier_key != index {
+            taken.add(
+                &format!("{index}.username"),
+                FieldCode::Taken,
+                format!("repeats row {earlier_key}'s"),
+            );
+        }
+        if used_emails.contains(&model.email) {
+            taken.add(&format!("{index}.email"), FieldCode::Taken, EMAIL_TAKEN);
+        } else if earlier_email != index {
+            taken.add(
+                &format!("{index}.email"),
+                FieldCode::Taken,
+                format!("repeats row {earlier_email}'s"),
+            );
+        }
+    }
+    taken.into_conflict()
 }
 
 /// Prefixes each field of a row's validation error with the row's index (`3.email`).

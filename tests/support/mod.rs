@@ -722,6 +722,49 @@ impl TestApp {
             .expect("connect to the test database")
     }
 
+    /// On PostgreSQL: runs `requests` while a transaction that has run `held` stays open, and
+    /// commits it once `waiting` statements of the test's database wait for a lock, so what
+    /// the requests do next meets what it committed. Fails when they never wait or hang.
+    pub async fn while_held<T>(
+        &self,
+        held: &[String],
+        waiting: i64,
+        requests: impl std::future::Future<Output = T>,
+    ) -> T {
+        use sea_orm::TransactionTrait;
+
+        let db = self.database().await;
+        let hold = db.begin().await.expect("begin");
+        for sql in held {
+            hold.execute_unprepared(sql).await.expect("held statement");
+        }
+        let release = async {
+            self.until_waiting_for_locks(waiting).await;
+            hold.commit().await.expect("commit");
+        };
+        let (answers, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(requests, release)
+        })
+        .await
+        .expect("answered");
+        let _ = db.close().await;
+        answers
+    }
+
+    /// On PostgreSQL: waits until `n` statements of the test's database wait for a lock.
+    pub async fn until_waiting_for_locks(&self, n: i64) {
+        let waiting = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.count(waiting).await < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} lock waits never came"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The number `sql` (a `SELECT COUNT(*) …`) returns, read beside the server.
     pub async fn count(&self, sql: &str) -> i64 {
         let db = self.database().await;
