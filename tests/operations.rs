@@ -175,6 +175,29 @@ async fn responses_follow_the_graphql_over_http_spec() {
     // Neither media type acceptable: 406.
     let html = send("text/html", SERVER_INFO).await.expect("sent");
     assert_eq!(html.status(), StatusCode::NOT_ACCEPTABLE);
+    // The client's preference by quality decides.
+    let prefers_json = send(
+        "application/json;q=1, application/graphql-response+json;q=0.1",
+        "{ nonsense }",
+    )
+    .await
+    .expect("sent");
+    assert_eq!(prefers_json.status(), StatusCode::OK);
+    // A non-null variable left out or sent as null: refused before anything runs.
+    let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+    for variables in [json!({}), json!({"i": null})] {
+        let response = app
+            .post()
+            .header("accept", GRAPHQL)
+            .json(&json!({"query": login, "variables": variables}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{variables}");
+        let body: Value = response.json().await.expect("json");
+        assert!(body.get("data").is_none(), "{body}");
+        assert_code(&body, "BAD_USER_INPUT");
+    }
 }
 
 #[tokio::test]

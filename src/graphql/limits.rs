@@ -85,11 +85,52 @@ pub fn check(
     }
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
-    let checked = request
-        .parsed_query()
-        .and_then(|document| check_document(limits, document, &variables, info));
+    let wanted = request.operation_name.clone();
+    let checked = request.parsed_query().and_then(|document| {
+        check_document(limits, document, &variables, info)?;
+        check_required_variables(document, wanted.as_deref(), &variables)
+    });
     request.variables = variables;
     checked
+}
+
+/// Refuses a request that leaves out, or sets to null, a variable of non-null type without a
+/// default, before anything runs (the specification's variable coercion). async-graphql's
+/// validation checks only the variables given, and would run the operation and fail the
+/// fields that use such a variable one by one, or pass a null into a nullable argument.
+fn check_required_variables(
+    document: &ExecutableDocument,
+    wanted: Option<&str>,
+    variables: &Variables,
+) -> ServerResult<()> {
+    let mut operations = document.operations.iter();
+    let selected = match wanted {
+        Some(wanted) => operations.find(|(name, _)| name.is_some_and(|n| n.as_str() == wanted)),
+        // Several operations and no name: async-graphql refuses the document.
+        None if document.operations.iter().count() == 1 => operations.next(),
+        None => None,
+    };
+    let Some((_, operation)) = selected else {
+        return Ok(());
+    };
+    for definition in &operation.node.variable_definitions {
+        let variable = &definition.node;
+        let ty = &variable.var_type.node;
+        if ty.nullable || variable.default_value.is_some() {
+            continue;
+        }
+        let name = &variable.name.node;
+        let problem = match variables.get(name) {
+            None => "was not provided",
+            Some(Value::Null) => "must not be null",
+            Some(_) => continue,
+        };
+        return Err(ServerError::new(
+            format!("Variable `${name}` of type `{ty}` {problem}"),
+            Some(definition.pos),
+        ));
+    }
+    Ok(())
 }
 
 fn check_document(
@@ -423,6 +464,39 @@ mod tests {
     fn counts(query: &str, variables: serde_json::Value) -> Counts {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         Counts::of(&document, &Variables::from_json(variables))
+    }
+
+    #[test]
+    fn required_variables_must_be_given_and_not_null() {
+        let check = |query: &str, name: Option<&str>, variables: serde_json::Value| {
+            let document = async_graphql::parser::parse_query(query).expect("parses");
+            check_required_variables(&document, name, &Variables::from_json(variables))
+                .map_err(|err| err.message)
+        };
+        let none = serde_json::json!({});
+        let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+        assert_eq!(
+            check(login, None, none.clone()),
+            Err("Variable `$i` of type `LoginInput!` was not provided".to_owned())
+        );
+        assert_eq!(
+            check(login, None, serde_json::json!({"i": null})),
+            Err("Variable `$i` of type `LoginInput!` must not be null".to_owned())
+        );
+        assert_eq!(check(login, None, serde_json::json!({"i": {}})), Ok(()));
+        // Nullable, or with a default: may be left out.
+        assert_eq!(
+            check("query($f: Int) { me { id } }", None, none.clone()),
+            Ok(())
+        );
+        assert_eq!(
+            check("query($f: Int! = 5) { me { id } }", None, none.clone()),
+            Ok(())
+        );
+        // Only the selected operation's variables count.
+        let two = "query A($f: Int!) { me { id } } query B { me { id } }";
+        assert_eq!(check(two, Some("B"), none.clone()), Ok(()));
+        assert!(check(two, Some("A"), none).is_err());
     }
 
     #[test]

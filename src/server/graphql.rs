@@ -43,31 +43,46 @@ enum Media {
 }
 
 /// The media type to answer with, from `Accept`; `None` when the client accepts neither.
+/// The one with the higher quality wins, the GraphQL one on a tie; a wildcard stands for
+/// `application/json`, which every client of the older form understands, unless that one is
+/// refused by name.
 fn negotiate(headers: &HeaderMap) -> Option<Media> {
-    let accept: Vec<&str> = headers
+    let mut ranges = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .collect();
-    if accept.is_empty() {
+        .filter(|range| !range.trim().is_empty())
+        .peekable();
+    if ranges.peek().is_none() {
         return Some(Media::Json);
     }
-    let mut json = false;
-    for item in accept {
-        let mut parts = item.split(';').map(str::trim);
+    // Per media type: the quality of the most specific range naming it (RFC 9110, 12.5.1).
+    let (mut graphql, mut json) = (None, [None; 3]);
+    for range in ranges {
+        let mut parts = range.split(';').map(str::trim);
         let essence = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let refused = parts.any(|p| p.replace(' ', "").eq_ignore_ascii_case("q=0"));
-        if refused {
-            continue;
-        }
+        let quality = parts
+            .filter_map(|param| param.split_once('='))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
         match essence.as_str() {
-            GRAPHQL_RESPONSE => return Some(Media::GraphqlResponse),
-            "application/json" | "application/*" | "*/*" => json = true,
+            GRAPHQL_RESPONSE => graphql = Some(quality),
+            "application/json" => json[0] = Some(quality),
+            "application/*" => json[1] = Some(quality),
+            "*/*" => json[2] = Some(quality),
             _ => {}
         }
     }
-    json.then_some(Media::Json)
+    let wildcard = json[1].or(json[2]).unwrap_or(0.0);
+    let json = json.into_iter().flatten().next().unwrap_or(0.0);
+    match graphql {
+        Some(graphql) if graphql > 0.0 && graphql >= json => Some(Media::GraphqlResponse),
+        _ if json > 0.0 => Some(Media::Json),
+        // `application/json` refused by name, anything else welcome.
+        None if wildcard > 0.0 => Some(Media::GraphqlResponse),
+        _ => None,
+    }
 }
 
 /// `POST /graphql`: one GraphQL request as JSON.
@@ -337,6 +352,9 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, &'static str> {
         "The body is not a GraphQL request (a JSON object with a string `query`)";
     let request: async_graphql::Request =
         serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+            serde_json::error::Category::Data if has_string_query(bytes) => {
+                "`variables` and `extensions` must be JSON objects, `operationName` a string"
+            }
             serde_json::error::Category::Data => NOT_A_REQUEST,
             _ => "The body is not valid JSON",
         })?;
@@ -345,6 +363,13 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, &'static str> {
         return Err(NOT_A_REQUEST);
     }
     Ok(request)
+}
+
+/// Whether `bytes` are a JSON object with a string `query`: a body that is, and still is no
+/// request, has another member wrong.
+fn has_string_query(bytes: &Bytes) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .is_ok_and(|body| body.get("query").is_some_and(serde_json::Value::is_string))
 }
 
 /// `application/json`, with or without parameters. Anything else (notably `text/plain` and
@@ -395,6 +420,25 @@ mod tests {
             Some(Media::GraphqlResponse)
         );
         assert_eq!(accept("application/graphql-response+json;q=0"), None);
+        assert_eq!(
+            accept("application/json;q=1, application/graphql-response+json;q=0.1"),
+            Some(Media::Json)
+        );
+        assert_eq!(
+            accept("application/json, application/graphql-response+json"),
+            Some(Media::GraphqlResponse)
+        );
+        assert_eq!(
+            accept("application/json;q=0, */*"),
+            Some(Media::GraphqlResponse),
+            "the most specific range decides"
+        );
+        assert_eq!(accept("application/json;q=0, text/*"), None);
+        assert_eq!(
+            accept("*/*;q=0.5, application/graphql-response+json;q=0.4"),
+            Some(Media::Json)
+        );
+        assert_eq!(accept("text/html, application/*;q=0.3"), Some(Media::Json));
         assert_eq!(accept("text/html"), None);
     }
 
@@ -411,6 +455,22 @@ mod tests {
             assert!(!content(refused), "{refused}");
         }
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_body_is_refused_for_what_it_gets_wrong() {
+        let refusal = |body: &str| parse_body(&Bytes::from(body.to_owned())).err();
+        assert_eq!(refusal(r#"{"query": "{ me { id } }"}"#), None);
+        assert_eq!(
+            refusal(r#"{"query": "{ me { id } }", "variables": [1]}"#),
+            Some("`variables` and `extensions` must be JSON objects, `operationName` a string")
+        );
+        assert_eq!(
+            refusal(r#"{"query": 1}"#),
+            Some("The body is not a GraphQL request (a JSON object with a string `query`)")
+        );
+        assert_eq!(refusal("[{}]"), Some("Batched requests are not supported"));
+        assert_eq!(refusal("{"), Some("The body is not valid JSON"));
     }
 
     #[test]
