@@ -63,7 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let kid = service.rotate_signing_key().await.map_err(describe)?;
             println!("{kid}");
             eprintln!(
-                "new signing key {kid} is current; running servers switch to it within {}s",
+                "new signing key {kid} is current; running servers switch to it within {}s \
+                 (those given ROLLCALL_JWT_SECRET sign with the secret and use no stored key)",
                 service.key_reload_every().as_secs()
             );
             Ok(())

@@ -661,11 +661,11 @@ async fn the_password_policy_refuses_common_and_personal_passwords() {
     }
     assert_eq!(
         reason(&register("alice", "ALICE is my name, really").await),
-        "must not contain your username"
+        "must not contain the account's username"
     );
     assert_eq!(
         reason(&register("carol", "I am carol.mail after all").await),
-        "must not contain your username"
+        "must not contain the account's username"
     );
     // Judged against the email as stored: a space or full-width letters typed into the email
     // do not let its local part through.
@@ -679,7 +679,7 @@ async fn the_password_policy_refuses_common_and_personal_passwords() {
             .await;
         assert_eq!(
             reason(&body),
-            "must not contain your email address",
+            "must not contain the account's email address",
             "{email}"
         );
     }
@@ -692,7 +692,7 @@ async fn the_password_policy_refuses_common_and_personal_passwords() {
             json!({"password": "owner owner owner", "currentPassword": PASSWORD}),
         )
         .await;
-    assert_eq!(reason(&body), "must not contain your username");
+    assert_eq!(reason(&body), "must not contain the account's username");
     // Over-long inputs are refused before any hashing.
     let long = "x".repeat(129);
     let body = app.login("owner", &long).await;

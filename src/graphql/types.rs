@@ -179,7 +179,7 @@ pub struct ApiTokenObject {
     pub id: ID,
     pub name: String,
     pub created_at: DateTime<Utc>,
-    /// To the minute: uses are recorded at most once a minute.
+    /// Up to a minute behind the latest use: uses are recorded at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
     /// Null: it never expires (revoke it when it is no longer needed).
     pub expires_at: Option<DateTime<Utc>>,

@@ -161,7 +161,15 @@ pub fn login(text: &str) -> Checked<String> {
     let key = (text.len() <= MAX_BYTES)
         .then(|| login_key(text))
         .filter(|key| key.len() <= MAX_BYTES);
-    key.map_or_else(|| refused(FieldCode::Length, MESSAGE), Ok)
+    key.map_or_else(
+        || {
+            refused(
+                FieldCode::Length,
+                "is too long for a username or an email address",
+            )
+        },
+        Ok,
+    )
 }
 
 /// A `users` search term: at most 200 characters (each costs the trigram index work).
@@ -264,7 +272,7 @@ pub fn new_password(text: &str, username: &str, email: &str) -> Checked<String> 
         if part.chars().count() >= 3 && lower.contains(part.as_str()) {
             return refused(
                 FieldCode::PersonalPassword,
-                format!("must not contain your {what}"),
+                format!("must not contain the account's {what}"),
             );
         }
     }
@@ -302,7 +310,10 @@ pub fn optional_text(text: Option<&str>) -> Checked<Option<String>> {
         );
     }
     if text.chars().any(|c| c.is_control() || reorders(c)) {
-        return refused(FieldCode::Format, "must not contain control characters");
+        return refused(
+            FieldCode::Format,
+            "must not contain control characters or bidirectional overrides",
+        );
     }
     // Only characters that show as nothing would be a name nobody can see.
     if !text.is_empty() && text.chars().all(|c| invisible(c) || c.is_whitespace()) {
@@ -482,21 +493,21 @@ mod tests {
             ok("my name is ALICE, ok?"),
             refused(
                 FieldCode::PersonalPassword,
-                "must not contain your username"
+                "must not contain the account's username"
             )
         );
         assert_eq!(
             ok("Alice.Smith rides a bike"),
             refused(
                 FieldCode::PersonalPassword,
-                "must not contain your username"
+                "must not contain the account's username"
             )
         );
         assert_eq!(
             new_password("bob.smith rides a bike", "robert", "bob.smith@example.com"),
             refused(
                 FieldCode::PersonalPassword,
-                "must not contain your email address"
+                "must not contain the account's email address"
             )
         );
         // A one-letter local part is not a reason to refuse.
