@@ -880,6 +880,41 @@ async fn postgres_a_logout_waits_for_a_write_holding_the_user() {
     assert_code(&me, "UNAUTHENTICATED");
 }
 
+/// A refresh takes its user's row before its token and session, as a deletion of that user
+/// does: a refresh and a deletion that meet (here both held behind the test's lock on the
+/// row, the refresh first) follow each other instead of deadlocking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_deleting_a_user_beside_their_refresh_does_not_deadlock() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let hold = [format!(
+        "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
+        bob.id
+    )];
+    let refresh = app.refresh(&bob.refresh);
+    let deletion = async {
+        app.until_waiting_for_locks(1).await;
+        app.gql(
+            Some(&owner.access),
+            "mutation($id: ID!) { deleteUser(id: $id) }",
+            json!({"id": bob.id}),
+        )
+        .await
+    };
+    let (refreshed, deleted) = app
+        .while_held(&hold, 2, async { tokio::join!(refresh, deletion) })
+        .await;
+    assert_ok(&refreshed);
+    assert_eq!(deleted["data"]["deleteUser"], bob.id.as_str(), "{deleted}");
+    let again = refreshed["data"]["refreshToken"]["refreshToken"]
+        .as_str()
+        .expect("a new refresh token");
+    assert_code(&app.refresh(again).await, "UNAUTHENTICATED");
+}
+
 /// `disableTotp` verified by password drops only a pending setup: one confirmed while the
 /// request ran (here held between the check and the removal) stays on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,39 @@ pub async fn consume_refresh_token(
     Ok(consumed.first().map(|row| row.session_id))
 }
 
+/// On PostgreSQL, share-locks the user whose session refresh token `token_hash` belongs to,
+/// before a rotation writes the token and its session: a deletion of that user locks the
+/// user first and then deletes both, so taking them in the other order could deadlock. On
+/// SQLite the write transaction already keeps every other writer out.
+pub async fn lock_user_of_refresh_token(
+    db: &impl ConnectionTrait,
+    token_hash: &str,
+) -> Result<(), DbErr> {
+    use super::entities::user;
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let session_of_token = Query::select()
+        .column(refresh_token::Column::SessionId)
+        .from(refresh_token::Entity)
+        .and_where(refresh_token::Column::TokenHash.eq(token_hash))
+        .to_owned();
+    let user_of_session = Query::select()
+        .column(session::Column::UserId)
+        .from(session::Entity)
+        .and_where(session::Column::Id.in_subquery(session_of_token))
+        .to_owned();
+    user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .filter(user::Column::Id.in_subquery(user_of_session))
+        .lock_shared()
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn find_refresh_token(
     db: &impl ConnectionTrait,
     token_hash: &str,

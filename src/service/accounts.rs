@@ -244,6 +244,7 @@ impl Service {
         let hash = tokens::hash_token(token);
         let live = self.live();
         let tx = self.db().begin_write().await?;
+        sessions::lock_user_of_refresh_token(&tx, &hash).await?;
         let session_id = match sessions::consume_refresh_token(&tx, &hash).await? {
             Some(session_id) => session_id,
             None => {

@@ -477,9 +477,8 @@ impl Service {
     /// and applies `rule` to them, so a request checked just before a concurrent change of
     /// either cannot act on what it checked. Refuses when either is gone, the caller was
     /// disabled or their session ended meanwhile (`logout`, `revokeSession`, `logoutEverywhere`,
-    /// role changes, disabling and deleting lock the session's user first, so one of them
-    /// committed before this lock is seen; a refresh token's detected reuse does not, as it
-    /// holds the token's row and must not wait for a user a deletion holds); returns the
+    /// a refresh token's detected reuse, role changes, disabling and deleting lock the
+    /// session's user first, so one of them committed before this lock is seen); returns the
     /// target as locked.
     /// `deleting` also locks the users the target created, whose rows its deletion writes.
     pub(super) async fn recheck(
