@@ -178,6 +178,12 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 println!("{} is now the owner", user.username);
             })
         }
+        UserCommand::Import { file } => {
+            let rows = read_import(&file)?;
+            service.import_users(rows).await.map(|ids| {
+                println!("imported {} users", ids.len());
+            })
+        }
         UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
             if was_on {
                 println!("two-factor login is off for {username}; their sessions ended");
@@ -187,6 +193,59 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
         }),
     };
     result.map_err(describe)
+}
+
+/// One row of `user import`'s JSON, as the GraphQL API names its fields.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ImportRow {
+    username: String,
+    email: String,
+    password_hash: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    #[serde(default)]
+    role: ImportRole,
+    created_by: Option<uuid::Uuid>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+enum ImportRole {
+    Owner,
+    Admin,
+    #[default]
+    Standard,
+}
+
+/// The rows of `user import`'s FILE (`-`: stdin).
+fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::ImportedUser>> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let rows: Vec<ImportRow> =
+        serde_json::from_str(&text).context("the import is not a JSON array of users")?;
+    Ok(rows
+        .into_iter()
+        .map(|row| crate::service::ImportedUser {
+            username: row.username,
+            email: row.email,
+            password_hash: row.password_hash,
+            first_name: row.first_name,
+            last_name: row.last_name,
+            phone: row.phone,
+            // An owner is passed on for the service to refuse by row.
+            role: match row.role {
+                ImportRole::Owner => Role::Owner,
+                ImportRole::Admin => Role::Admin,
+                ImportRole::Standard => Role::Standard,
+            },
+            created_by: row.created_by,
+        })
+        .collect())
 }
 
 /// Reads the password from a prompt without echo, or from stdin's first line when piped.

@@ -53,6 +53,13 @@ pub enum UserCommand {
     },
     /// Recovery: make USERNAME the owner; the current owner becomes an admin.
     PromoteOwner { username: String },
+    /// Import accounts from another system in one transaction, from FILE (`-` for stdin): a
+    /// JSON array of objects with `username`, `email`, `passwordHash` (argon2 PHC), and
+    /// optionally `firstName`, `lastName`, `phone`, `role` (`ADMIN` or `STANDARD`, the
+    /// default) and `createdBy` (a user id). Every row is checked as `createUser` checks it;
+    /// any refusal names its row and imports nothing. No owner is imported: a database of
+    /// imported users alone gets one with `user promote-owner`.
+    Import { file: std::path::PathBuf },
     /// Recovery: turn off USERNAME's two-factor login (authenticator and recovery codes lost)
     /// and end their sessions; they log in with their password alone and may set it up again.
     ResetTotp { username: String },

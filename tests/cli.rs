@@ -103,6 +103,82 @@ async fn postgres_create_and_promote() {
     create_and_promote(Backend::Postgres).await;
 }
 
+/// `user import` brings accounts over with their hashes: they log in with their old
+/// passwords. A refused import names each bad row and imports none of them.
+async fn import_users(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    assert_succeeded(&create_user(&db.url, "alice", "owner"));
+    let hash = rollcall::auth::password::Passwords::new(1)
+        .expect("a hashing thread")
+        .hash(PASSWORD.to_owned())
+        .await
+        .expect("hashed");
+    let row = |username: &str, role: &str| {
+        serde_json::json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "passwordHash": hash,
+            "firstName": "Imported",
+            "role": role,
+        })
+    };
+    let refused = serde_json::json!([
+        row("ok", "STANDARD"),
+        row("alice", "STANDARD"),
+        {"username": "x", "email": "nope", "passwordHash": "plain"},
+        row("boss", "OWNER"),
+    ]);
+    let out = run_cli(&db.url, &["user", "import", "-"], &refused.to_string());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for named in ["2.username", "2.email", "2.passwordHash", "3.role"] {
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+    let out = run_cli(&db.url, &["user", "import", "-"], "{\"username\": 1}");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a JSON array of users"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "STANDARD")]);
+    let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
+    assert_succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "imported 2 users"
+    );
+    let server = ServerProcess::start(&db.url, &[]);
+    assert_eq!(server.login_as("bob").await.role, "ADMIN");
+    let carol = server.login_as("carol").await;
+    assert_eq!(carol.role, "STANDARD");
+    let body = server
+        .gql(
+            Some(&carol.access),
+            "{ me { firstName } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["me"]["firstName"], "Imported", "{body}");
+    // Names in use, now by an imported account.
+    let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0.username"));
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn sqlite_import_users() {
+    import_users(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_import_users() {
+    import_users(Backend::Postgres).await;
+}
+
 /// A user who lost their authenticator and recovery codes gets back in once the operator
 /// resets their two-factor login; the sessions they had end.
 async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
