@@ -164,10 +164,31 @@ async fn refusals_do_not_reveal_which_ids_exist(app: TestApp) {
     assert_code(&app.delete_user(&owner, &missing).await, "NOT_FOUND");
 }
 
+/// The same edit sent many times at once changes the row once: one audit entry, and the
+/// others answer with the row as it is.
+async fn identical_edits_at_once_are_audited_once(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    for (round, input) in [json!({"disabled": true}), json!({"firstName": "Same"})]
+        .into_iter()
+        .enumerate()
+    {
+        let edits = (0..6).map(|_| app.update_user(&owner, &bob, input.clone()));
+        for body in futures::future::join_all(edits).await {
+            assert_eq!(body.get("errors"), None, "round {round}: {body}");
+        }
+        let entries = app
+            .count("SELECT count(*) FROM audit_log WHERE action = 'USER_UPDATED'")
+            .await;
+        assert_eq!(entries, round as i64 + 1, "round {round}");
+    }
+}
+
 backend_tests!(
     refusals_do_not_reveal_which_ids_exist,
     racing_email_changes_conflict_on_email,
     imports_validate_like_create_user,
+    identical_edits_at_once_are_audited_once,
 );
 
 /// A statement that runs past `ROLLCALL_DB_TIMEOUT` is cancelled by PostgreSQL instead of

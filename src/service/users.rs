@@ -357,7 +357,6 @@ impl Service {
             None => None,
         };
 
-        let revoke = password_hash.is_some() || disabled == Some(true);
         let written_key = username_key
             .clone()
             .unwrap_or_else(|| target.username_key.clone());
@@ -390,15 +389,30 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // Decided again on the rows as they are now, locked until the write commits: a role
         // changed since the check above must not let an edit through.
-        if let Err(err) = self
+        let current = match self
             .recheck(&tx, caller, target.id, false, |actor, target| {
                 rules::check_edit(actor, target, changes.disabled == Some(true))
             })
             .await
         {
+            Ok(current) => current,
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err);
+            }
+        };
+        // What an edit that committed meanwhile already made so is no change of this one: not
+        // written or audited twice.
+        let changed: Vec<&'static str> = changed
+            .into_iter()
+            .filter(|field| still_changes(field, &active, &current))
+            .collect();
+        if changed.is_empty() {
             tx.rollback().await?;
-            return Err(err);
+            return Ok(current);
         }
+        let disabled = disabled.filter(|_| changed.contains(&"disabled"));
+        let revoke = changed.contains(&"password") || disabled == Some(true);
         let updated = match active.update(&tx).await {
             Ok(updated) => updated,
             Err(err) => {
@@ -888,6 +902,24 @@ async fn check_importable(tx: &sea_orm::DatabaseTransaction, models: &[User]) ->
         }
     }
     taken.into_conflict()
+}
+
+/// Whether `field` of edit `new` still differs from the row as it is `now`. A new password is
+/// a change whatever the row holds.
+fn still_changes(field: &str, new: &crate::db::entities::user::ActiveModel, now: &User) -> bool {
+    use sea_orm::ActiveValue;
+    fn differs<V: PartialEq + Into<sea_orm::Value>>(new: &ActiveValue<V>, now: &V) -> bool {
+        matches!(new, ActiveValue::Set(value) if value != now)
+    }
+    match field {
+        "username" => differs(&new.username, &now.username),
+        "email" => differs(&new.email, &now.email),
+        "firstName" => differs(&new.first_name, &now.first_name),
+        "lastName" => differs(&new.last_name, &now.last_name),
+        "phone" => differs(&new.phone, &now.phone),
+        "disabled" => differs(&new.disabled, &now.disabled),
+        _ => true,
+    }
 }
 
 /// Prefixes each field of a row's validation error with the row's index (`3.email`).
