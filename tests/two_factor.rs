@@ -531,7 +531,34 @@ fn short_window(settings: &mut rollcall::config::Settings) {
     settings.step_up_window = WINDOW;
 }
 
+/// Several `disableTotp` at once, each with its own unused recovery code: one turns it off,
+/// the others answer `false` (nothing left), none is told its code is wrong.
+async fn disables_at_once_turn_it_off_once(app: TestApp) {
+    let alice = app.register("alice").await;
+    let (_, codes, _) = turn_on(&app, &alice).await;
+    let disables = codes.iter().take(5).map(|code| {
+        app.gql(
+            Some(&alice.access),
+            DISABLE,
+            json!({"v": {"totpCode": code}}),
+        )
+    });
+    let answers = futures::future::join_all(disables).await;
+    let mut turned_off = 0;
+    for body in &answers {
+        match &body["data"]["disableTotp"] {
+            Value::Bool(true) => turned_off += 1,
+            Value::Bool(false) => {}
+            _ => panic!("neither true nor false: {body}"),
+        }
+    }
+    assert_eq!(turned_off, 1, "{answers:?}");
+    let off = app.gql(Some(&alice.access), TOTP_ENABLED, json!({})).await;
+    assert_eq!(off["data"]["me"]["totpEnabled"], false, "{off}");
+}
+
 backend_tests!(
+    disables_at_once_turn_it_off_once,
     // These logins fail on purpose more often than the default throttle allows.
     totp_is_enforced_once_confirmed with |s| s.throttle_after = 20,
     wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 4,

@@ -80,6 +80,18 @@ impl Service {
             };
             let attempt = self.reserve_attempt(&subject).await?;
             let passed = self.second_factor(user, totp, code, caller.ip).await?;
+            if !passed
+                && self
+                    .totp_of(user.id)
+                    .await?
+                    .is_none_or(|now| now.secret != totp.secret)
+            {
+                // Turned off or replaced while the code was checked (its recovery codes went
+                // with it): no wrong code, so `attempt`, dropped unchecked, is not counted.
+                return Err(AppError::VerificationRequired(
+                    "Two-factor login changed meanwhile: verify again",
+                ));
+            }
             attempt.checked();
             if !passed {
                 return Err(AppError::field(
