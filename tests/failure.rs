@@ -915,6 +915,41 @@ async fn postgres_deleting_a_user_beside_their_refresh_does_not_deadlock() {
     assert_code(&app.refresh(again).await, "UNAUTHENTICATED");
 }
 
+/// `user promote-owner` racing a transfer through the API (held open by the test until the
+/// command waits for the owner's row) reads the owner again and hands ownership on from the
+/// new one: one owner, and no unique-index failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_promoting_an_owner_beside_a_transfer_reads_the_owner_again() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let bob = app.user_with_role(&alice, "bob", "ADMIN").await;
+    let carol = app.user_with_role(&alice, "carol", "ADMIN").await;
+    let transfer = [
+        format!("UPDATE users SET role = 'ADMIN' WHERE id = '{}'", alice.id),
+        format!("UPDATE users SET role = 'OWNER' WHERE id = '{}'", carol.id),
+    ];
+    let promotion = app.server().service.promote_owner("bob");
+    let promoted = app
+        .while_held(&transfer, 1, promotion)
+        .await
+        .expect("bob is promoted");
+    assert_eq!(promoted.id.to_string(), bob.id);
+    assert_eq!(
+        app.count("SELECT count(*) FROM users WHERE role = 'OWNER'")
+            .await,
+        1
+    );
+    let carol_now = app
+        .count(&format!(
+            "SELECT count(*) FROM users WHERE id = '{}' AND role = 'ADMIN'",
+            carol.id
+        ))
+        .await;
+    assert_eq!(carol_now, 1, "the owner of the moment became an admin");
+}
+
 /// `disableTotp` verified by password drops only a pending setup: one confirmed while the
 /// request ran (here held between the check and the removal) stays on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

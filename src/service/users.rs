@@ -602,23 +602,58 @@ impl Service {
 
     /// Recovery from the command line: `username` becomes the owner, the owner an admin.
     pub async fn promote_owner(&self, username: &str) -> AppResult<User> {
+        // Ownership moved by the API between the read of the owner and its lock: read again.
+        for _ in 0..3 {
+            if let Some(promoted) = self.promote_owner_once(username).await? {
+                return Ok(promoted);
+            }
+        }
+        Err(AppError::Forbidden(
+            "Ownership keeps changing meanwhile; run the command again",
+        ))
+    }
+
+    /// One try of [`Self::promote_owner`]: `None` when the owner read first was no longer the
+    /// owner once locked.
+    async fn promote_owner_once(&self, username: &str) -> AppResult<Option<User>> {
         let tx = self.db().begin_write().await?;
-        let target = user_queries::by_username(&tx, username)
-            .await?
-            .ok_or(AppError::NotFound("No such user"))?;
+        let Some(found) = user_queries::by_username(&tx, username).await? else {
+            tx.rollback().await?;
+            return Err(AppError::NotFound("No such user"));
+        };
+        let owner = Users::find()
+            .filter(Column::Role.eq(Role::Owner))
+            .one(&tx)
+            .await?;
+        // Both rows locked, as the API's transfers lock them, and decided on as they are now.
+        let ids: Vec<Uuid> = [Some(found.id), owner.as_ref().map(|o| o.id)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let locked = user_queries::lock(&tx, &ids, None).await?;
+        let Some(target) = locked.iter().find(|u| u.id == found.id).cloned() else {
+            tx.rollback().await?;
+            return Err(AppError::NotFound("No such user"));
+        };
+        let previous = match owner {
+            Some(owner) => match locked.into_iter().find(|u| u.id == owner.id) {
+                Some(previous) if previous.role == Role::Owner => Some(previous),
+                _ => {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            },
+            None => None,
+        };
         if target.role == Role::Owner {
             tx.rollback().await?;
-            return Ok(target);
+            return Ok(Some(target));
         }
         if target.disabled {
             tx.rollback().await?;
             return Err(DISABLED_OWNER);
         }
         let now = db::now();
-        let previous = Users::find()
-            .filter(Column::Role.eq(Role::Owner))
-            .one(&tx)
-            .await?;
         let changed = |id| {
             NewEntry::new(Action::RoleChanged, None, None)
                 .target(id, Role::Admin)
@@ -640,7 +675,7 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         tx.commit().await?;
-        Ok(updated)
+        Ok(Some(updated))
     }
 
     /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
