@@ -125,7 +125,12 @@ async fn every_error_has_a_code(app: TestApp) {
         "{ users(first: \"x\") { totalCount } }",
     ] {
         let body = app.gql(None, query, json!({})).await;
-        assert!(support::error_code(&body).is_some(), "{query}: {body}");
+        // The README: the engine's refusals are BAD_USER_INPUT, with no field map.
+        assert_code(&body, "BAD_USER_INPUT");
+        assert!(
+            body["errors"][0]["extensions"].get("fields").is_none(),
+            "{query}: {body}"
+        );
     }
     let body = app.gql(None, support::ME, json!({})).await;
     assert_code(&body, "UNAUTHENTICATED");

@@ -313,8 +313,11 @@ async fn a_verification_in_an_ended_session_is_refused(app: TestApp) {
             json!({"v": {"password": PASSWORD}}),
         )
         .await;
+    assert_eq!(body["data"]["logoutEverywhere"], 1, "{body}");
     assert_eq!(body["data"]["t"], Value::Null, "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["t"]), "{body}");
     assert_code(&body, "UNAUTHENTICATED");
+    assert_eq!(app.count("SELECT count(*) FROM api_tokens").await, 0);
 }
 
 async fn sensitive_actions_need_a_recent_login(app: TestApp) {

@@ -16,6 +16,15 @@ use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The tests' HTTP client: a request unanswered for a minute fails its test instead of
+/// hanging it.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -183,7 +192,7 @@ impl TestApp {
             backend,
             settings,
             server: Some(server),
-            client: reqwest::Client::new(),
+            client: http_client(),
             db,
         })
     }
@@ -552,7 +561,7 @@ impl ServerProcess {
             server: ServerProcess {
                 child: Some(child),
                 base_url: String::new(),
-                client: reqwest::Client::new(),
+                client: http_client(),
                 log,
             },
             address,
