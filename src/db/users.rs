@@ -216,8 +216,9 @@ pub async fn taken(
 }
 
 /// Of `username_keys` and `emails`, those some user already has; and of `ids`, those that
-/// are users, share-locked on PostgreSQL so they stay users until the transaction ends (on
-/// SQLite a write transaction keeps every other writer out). For bulk imports.
+/// are users, key-share-locked on PostgreSQL in id order (as every locker of users takes
+/// them) so they stay users until the transaction ends, while their other columns may still
+/// change; on SQLite a write transaction keeps every other writer out. For bulk imports.
 pub async fn existing(
     db: &impl ConnectionTrait,
     username_keys: &[String],
@@ -233,7 +234,7 @@ pub async fn existing(
 }
 
 /// The values of `column` among `values` that some user has, asked a thousand at a time;
-/// `locked` reads the rows `FOR SHARE`.
+/// `locked` reads the rows `FOR KEY SHARE`.
 async fn present<T>(
     db: &impl ConnectionTrait,
     column: Column,
@@ -248,9 +249,10 @@ where
         let mut query = Users::find()
             .select_only()
             .column(column)
-            .filter(column.is_in(chunk.iter().cloned()));
+            .filter(column.is_in(chunk.iter().cloned()))
+            .order_by_asc(Column::Id);
         if locked {
-            query = query.lock_shared();
+            query = query.lock(sea_orm::sea_query::LockType::KeyShare);
         }
         found.extend(query.into_tuple::<T>().all(db).await?);
     }
