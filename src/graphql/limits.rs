@@ -94,8 +94,8 @@ pub fn check(
     checked
 }
 
-/// Refuses a request that leaves out, or sets to null, a variable of non-null type without a
-/// default, before anything runs (the specification's variable coercion). async-graphql's
+/// Refuses a request that sets a variable of non-null type to null, or leaves one without a
+/// default out, before anything runs (the specification's variable coercion). async-graphql's
 /// validation checks only the variables given, and would run the operation and fail the
 /// fields that use such a variable one by one, or pass a null into a nullable argument.
 fn check_required_variables(
@@ -116,12 +116,14 @@ fn check_required_variables(
     for definition in &operation.node.variable_definitions {
         let variable = &definition.node;
         let ty = &variable.var_type.node;
-        if ty.nullable || variable.default_value.is_some() {
+        if ty.nullable {
             continue;
         }
         let name = &variable.name.node;
         let problem = match variables.get(name) {
+            None if variable.default_value.is_some() => continue,
             None => "was not provided",
+            // A default stands in only for a variable left out, not for a null.
             Some(Value::Null) => "must not be null",
             Some(_) => continue,
         };
@@ -491,6 +493,22 @@ mod tests {
         );
         assert_eq!(
             check("query($f: Int! = 5) { me { id } }", None, none.clone()),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "query($f: Int! = 5) { me { id } }",
+                None,
+                serde_json::json!({"f": null})
+            ),
+            Err("Variable `$f` of type `Int!` must not be null".to_owned())
+        );
+        assert_eq!(
+            check(
+                "query($f: Int) { me { id } }",
+                None,
+                serde_json::json!({"f": null})
+            ),
             Ok(())
         );
         // Only the selected operation's variables count.

@@ -43,9 +43,9 @@ enum Media {
 }
 
 /// The media type to answer with, from `Accept`; `None` when the client accepts neither.
-/// The one with the higher quality wins, the GraphQL one on a tie; a wildcard stands for
-/// `application/json`, which every client of the older form understands, unless that one is
-/// refused by name.
+/// Each type gets the quality of the most specific range that matches it (RFC 9110, 12.5.1),
+/// and the higher wins. On a tie, the GraphQL type if the client named it, else
+/// `application/json`, which every client of the older form understands.
 fn negotiate(headers: &HeaderMap) -> Option<Media> {
     let mut ranges = headers
         .get_all(header::ACCEPT)
@@ -57,30 +57,53 @@ fn negotiate(headers: &HeaderMap) -> Option<Media> {
     if ranges.peek().is_none() {
         return Some(Media::Json);
     }
-    // Per media type: the quality of the most specific range naming it (RFC 9110, 12.5.1).
-    let (mut graphql, mut json) = (None, [None; 3]);
+    let (mut graphql, mut json, mut application, mut any) = (None, None, None, None);
     for range in ranges {
         let mut parts = range.split(';').map(str::trim);
         let essence = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let quality = parts
+        let quality = match parts
             .filter_map(|param| param.split_once('='))
             .find(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
-            .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
-        match essence.as_str() {
-            GRAPHQL_RESPONSE => graphql = Some(quality),
-            "application/json" => json[0] = Some(quality),
-            "application/*" => json[1] = Some(quality),
-            "*/*" => json[2] = Some(quality),
-            _ => {}
-        }
+        {
+            None => 1000,
+            Some((_, q)) => match qvalue(q.trim()) {
+                Some(q) => q,
+                None => continue,
+            },
+        };
+        let slot = match essence.as_str() {
+            GRAPHQL_RESPONSE => &mut graphql,
+            "application/json" => &mut json,
+            "application/*" => &mut application,
+            "*/*" => &mut any,
+            _ => continue,
+        };
+        *slot = Some(quality);
     }
-    let wildcard = json[1].or(json[2]).unwrap_or(0.0);
-    let json = json.into_iter().flatten().next().unwrap_or(0.0);
-    match graphql {
-        Some(graphql) if graphql > 0.0 && graphql >= json => Some(Media::GraphqlResponse),
-        _ if json > 0.0 => Some(Media::Json),
-        // `application/json` refused by name, anything else welcome.
-        None if wildcard > 0.0 => Some(Media::GraphqlResponse),
+    let wildcard = application.or(any);
+    let graphql_named = graphql.is_some();
+    let graphql = graphql.or(wildcard).unwrap_or(0);
+    let json = json.or(wildcard).unwrap_or(0);
+    if graphql > 0 && (graphql > json || (graphql == json && graphql_named)) {
+        Some(Media::GraphqlResponse)
+    } else if json > 0 {
+        Some(Media::Json)
+    } else {
+        None
+    }
+}
+
+/// An RFC 9110 qvalue in thousandths: `0`, `1`, or either with up to three decimals (`1`'s
+/// all zeros). Anything else is no qvalue, and its range is ignored.
+fn qvalue(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
         _ => None,
     }
 }
@@ -435,6 +458,19 @@ mod tests {
         );
         assert_eq!(accept("application/json;q=0, text/*"), None);
         assert_eq!(
+            accept("application/json;q=0.001, */*"),
+            Some(Media::GraphqlResponse),
+            "*/* gives the unnamed type its quality"
+        );
+        assert_eq!(
+            accept("application/graphql-response+json;q=2, application/json;q=0.5"),
+            Some(Media::Json),
+            "an invalid qvalue drops its range"
+        );
+        assert_eq!(accept("application/json;q=high"), None);
+        assert_eq!(accept("application/json; Q=0.000"), None);
+        assert_eq!(accept("application/json;q=1.000"), Some(Media::Json));
+        assert_eq!(
             accept("*/*;q=0.5, application/graphql-response+json;q=0.4"),
             Some(Media::Json)
         );
@@ -455,6 +491,17 @@ mod tests {
             assert!(!content(refused), "{refused}");
         }
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn qvalues_are_read_strictly() {
+        assert_eq!(qvalue("1"), Some(1000));
+        assert_eq!(qvalue("0.5"), Some(500));
+        assert_eq!(qvalue("0.123"), Some(123));
+        assert_eq!(qvalue("0."), Some(0));
+        for invalid in ["2", "1.5", "0.1234", "-0.5", "inf", "NaN", "1e9", "", ".5"] {
+            assert_eq!(qvalue(invalid), None, "{invalid}");
+        }
     }
 
     #[test]
