@@ -881,10 +881,10 @@ async fn postgres_a_logout_waits_for_a_write_holding_the_user() {
 }
 
 /// A refresh takes its user's row before its token and session, as a deletion of that user
-/// does: a refresh and a deletion that meet (here both held behind the test's lock on the
-/// row, the refresh first) follow each other instead of deadlocking.
+/// does, so the two cannot deadlock: when they meet (here both held behind the test's lock on
+/// the row, the refresh first) they take the row in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_deleting_a_user_beside_their_refresh_does_not_deadlock() {
+async fn postgres_a_refresh_and_a_deletion_of_its_user_take_the_row_in_turn() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
@@ -948,6 +948,42 @@ async fn postgres_promoting_an_owner_beside_a_transfer_reads_the_owner_again() {
         ))
         .await;
     assert_eq!(carol_now, 1, "the owner of the moment became an admin");
+}
+
+/// An edit decides what it changes on the row as it is once locked: a value it sends back as
+/// it read it, changed meanwhile by another edit (held open by the test), is written after
+/// that one; a value the other edit already set is not written or audited again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_edit_decides_its_changes_on_the_locked_row() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    assert_ok(
+        &app.update_user(&owner, &bob, json!({"firstName": "Robert"}))
+            .await,
+    );
+    let other_edit = [format!(
+        "UPDATE users SET first_name = 'Bobby', last_name = 'Builder' WHERE id = '{bob}'"
+    )];
+    let edit = app.update_user(
+        &owner,
+        &bob,
+        json!({"firstName": "Robert", "lastName": "Builder", "phone": "+1 555 0100"}),
+    );
+    let body = app.while_held(&other_edit, 1, edit).await;
+    assert_ok(&body);
+    let user = &body["data"]["updateUser"];
+    assert_eq!(user["firstName"], "Robert", "{body}");
+    assert_eq!(user["lastName"], "Builder", "{body}");
+    let audited = app
+        .count(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'USER_UPDATED' AND target_id = '{bob}' \
+             AND fields = 'firstName,phone'"
+        ))
+        .await;
+    assert_eq!(audited, 1, "the edit's fields as it made them");
 }
 
 /// `disableTotp` verified by password drops only a pending setup: one confirmed while the

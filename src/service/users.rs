@@ -57,6 +57,17 @@ const EMAIL_TAKEN: &str = "is already registered";
 /// A check of an optional text field (a name or the phone).
 type Check = fn(Option<&str>) -> validation::Checked<Option<String>>;
 
+/// What `updateUser` may change, in the order its audit entries list them.
+const EDITABLE: [&str; 7] = [
+    "username",
+    "email",
+    "password",
+    "firstName",
+    "lastName",
+    "phone",
+    "disabled",
+];
+
 /// Every invalid field of a new account at once; its profile as stored, and its password.
 pub(super) fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profile, String)> {
     let mut fields = Fields::new();
@@ -305,18 +316,19 @@ impl Service {
             );
         }
         fields.into_result()?;
-        let changed: Vec<&'static str> = [
-            ("username", username.is_some()),
-            ("email", email_changes),
-            ("password", changes.password.is_some()),
-            ("firstName", first_name.is_some()),
-            ("lastName", last_name.is_some()),
-            ("phone", phone.is_some()),
-            ("disabled", disabled.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect();
+        let changed: Vec<&'static str> = EDITABLE
+            .into_iter()
+            .zip([
+                username.is_some(),
+                email_changes,
+                changes.password.is_some(),
+                first_name.is_some(),
+                last_name.is_some(),
+                phone.is_some(),
+                disabled.is_some(),
+            ])
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
         if changed.is_empty() {
             return Ok(target);
         }
@@ -401,16 +413,64 @@ impl Service {
                 return Err(err);
             }
         };
-        // What an edit that committed meanwhile already made so is no change of this one: not
-        // written or audited twice.
-        let changed: Vec<&'static str> = changed
+        // Decided again on the row as it is now: what an edit that committed meanwhile already
+        // made so is no change of this one (not written or audited twice), and what it changed
+        // away from a value this one sends back is this one's change after all.
+        let mut changed: Vec<&'static str> = changed
             .into_iter()
             .filter(|field| still_changes(field, &active, &current))
             .collect();
+        let mut resent = |field,
+                          sent: &Option<Option<String>>,
+                          check: Check,
+                          new: &mut sea_orm::ActiveValue<Option<String>>,
+                          now: &Option<String>| {
+            let Some(value) = sent.as_ref().filter(|_| !is_set(new)) else {
+                return;
+            };
+            // As it was stored when the edit was judged, so valid then, if not by today's rule.
+            let value = check(value.as_deref()).unwrap_or_else(|_| value.clone());
+            if value != *now {
+                *new = Set(value);
+                changed.push(field);
+            }
+        };
+        let name = validation::optional_text;
+        resent(
+            "firstName",
+            &changes.first_name,
+            name,
+            &mut active.first_name,
+            &current.first_name,
+        );
+        resent(
+            "lastName",
+            &changes.last_name,
+            name,
+            &mut active.last_name,
+            &current.last_name,
+        );
+        resent(
+            "phone",
+            &changes.phone,
+            validation::phone,
+            &mut active.phone,
+            &current.phone,
+        );
+        let mut disabled = disabled;
+        if let Some(sent) = changes
+            .disabled
+            .filter(|d| !is_set(&active.disabled) && *d != current.disabled)
+        {
+            active.disabled = Set(sent);
+            disabled = Some(sent);
+            changed.push("disabled");
+        }
         if changed.is_empty() {
             tx.rollback().await?;
             return Ok(current);
         }
+        changed.sort_by_key(|field| EDITABLE.iter().position(|f| f == field));
         let disabled = disabled.filter(|_| changed.contains(&"disabled"));
         let revoke = changed.contains(&"password") || disabled == Some(true);
         let updated = match active.update(&tx).await {
@@ -643,6 +703,16 @@ impl Service {
                     return Ok(None);
                 }
             },
+            // None when read; one made meanwhile (the first registration, say) must be read.
+            None if Users::find()
+                .filter(Column::Role.eq(Role::Owner))
+                .one(&tx)
+                .await?
+                .is_some() =>
+            {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             None => None,
         };
         if target.role == Role::Owner {
@@ -937,6 +1007,10 @@ async fn check_importable(tx: &sea_orm::DatabaseTransaction, models: &[User]) ->
         }
     }
     taken.into_conflict()
+}
+
+fn is_set<V: Into<sea_orm::Value>>(value: &sea_orm::ActiveValue<V>) -> bool {
+    matches!(value, sea_orm::ActiveValue::Set(_))
 }
 
 /// Whether `field` of edit `new` still differs from the row as it is `now`. A new password is
