@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::Stdio;
 
 use support::{
-    Backend, Gql, PASSWORD, ServerProcess, TestDb, output_or_kill, rollcall_command, run_or_kill,
+    Backend, Gql, PASSWORD, ServerProcess, TestDb, assert_code, output_or_kill, rollcall_command,
+    run_or_kill,
 };
 
 fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
@@ -125,7 +126,7 @@ async fn import_users(backend: Backend) {
         })
     };
     let refused = serde_json::json!([
-        row("ok", "STANDARD"),
+        row("okay", "STANDARD"),
         row("alice", "STANDARD"),
         {"username": "x", "email": "nope", "passwordHash": "plain"},
         row("boss", "OWNER"),
@@ -136,6 +137,10 @@ async fn import_users(backend: Backend) {
     for named in ["2.username", "2.email", "2.passwordHash", "3.role"] {
         assert!(stderr.contains(named), "{named}: {stderr}");
     }
+    assert!(
+        !stderr.contains("0."),
+        "the valid row is not named: {stderr}"
+    );
     let out = run_cli(&db.url, &["user", "import", "-"], "{\"username\": 1}");
     assert!(!out.status.success());
     assert!(
@@ -163,8 +168,11 @@ async fn import_users(backend: Backend) {
         )
         .await;
     assert_eq!(body["data"]["me"]["firstName"], "Imported", "{body}");
+    // The refused import left nothing behind.
+    assert_code(&server.login("okay", PASSWORD).await, "UNAUTHENTICATED");
     // Names in use, now by an imported account.
     let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
+    assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("0.username"));
     assert!(server.terminate().success());
 }

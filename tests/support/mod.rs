@@ -808,3 +808,18 @@ pub fn retry_after(body: &Value) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("retryAfterSeconds missing: {body}"))
 }
+
+/// Asserts `extensions.fieldCodes` of the first error is exactly `codes`, and names the same
+/// fields as `extensions.fields`.
+#[track_caller]
+pub fn assert_field_codes(body: &Value, codes: Value) {
+    let extensions = &body["errors"][0]["extensions"];
+    assert_eq!(extensions["fieldCodes"], codes, "{body}");
+    let named = |key: &str| -> Vec<String> {
+        extensions[key]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(named("fields"), named("fieldCodes"), "{body}");
+}
