@@ -326,6 +326,10 @@ async fn refresh_rotates_and_reuse_revokes_the_family(app: TestApp) {
     assert_code(&app.me(&newest.access).await, "UNAUTHENTICATED");
     assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
+    // Audited once, with no actor or IP: whoever replayed it is not known to be alice.
+    let reused = "SELECT count(*) FROM audit_log WHERE action = 'REFRESH_TOKEN_REUSED' \
+                  AND actor_id IS NULL AND ip IS NULL";
+    assert_eq!(app.count(reused).await, 1);
 
     // Another login of the same user is another family and lives on.
     assert_ok(&app.me(&other.access).await);

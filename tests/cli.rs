@@ -137,10 +137,9 @@ async fn import_users(backend: Backend) {
     for named in ["2.username", "2.email", "2.passwordHash", "3.role"] {
         assert!(stderr.contains(named), "{named}: {stderr}");
     }
-    assert!(
-        !stderr.contains("0."),
-        "the valid row is not named: {stderr}"
-    );
+    for valid in ["0.username", "0.email", "0.passwordHash"] {
+        assert!(!stderr.contains(valid), "the valid row is named: {stderr}");
+    }
     let out = run_cli(&db.url, &["user", "import", "-"], "{\"username\": 1}");
     assert!(!out.status.success());
     assert!(

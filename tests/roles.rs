@@ -882,6 +882,18 @@ async fn demo_mode_is_read_only(app: TestApp) {
     assert_code(&body, "FORBIDDEN");
     let body = app.set_role(&owner, &target, "ADMIN").await;
     assert_code(&body, "FORBIDDEN");
+    // Credentials of one's own are changes too.
+    for mutation in [
+        "mutation { createApiToken(name: \"demo\") { token } }",
+        "mutation { enableTotp { secret } }",
+        "mutation { confirmTotp(code: \"123456\") }",
+        "mutation { disableTotp(verification: {password: \"x\"}) }",
+    ] {
+        let body = app.gql(Some(&owner.access), mutation, json!({})).await;
+        assert_code(&body, "FORBIDDEN");
+    }
+    let credentials = "SELECT (SELECT count(*) FROM api_tokens) + (SELECT count(*) FROM user_totp)";
+    assert_eq!(app.count(credentials).await, 0);
 
     // Reads, login and refresh work, and nothing changed.
     let body = app.me(&owner.access).await;

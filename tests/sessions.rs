@@ -115,6 +115,13 @@ async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
         .gql(Some(&owner.access), USER_SESSIONS, json!({"id": admin.id}))
         .await;
     assert_ok(&body);
+    let ids: Vec<&Value> = body["data"]["user"]["sessions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|session| &session["id"])
+        .collect();
+    assert_eq!(ids, [&json!(admin.sid())], "{body}");
     let body = app
         .gql(Some(&admin.access), USER_SESSIONS, json!({"id": owner.id}))
         .await;
