@@ -268,11 +268,22 @@ fn read_password() -> anyhow::Result<String> {
 fn describe(err: AppError) -> anyhow::Error {
     match err {
         AppError::BadInput(fields) | AppError::Conflict(fields) => {
-            let list: Vec<String> = fields
+            const SHOWN: usize = 20;
+            let mut list: Vec<(&String, &crate::error::FieldError)> = fields.iter().collect();
+            // An import's `12.email` after `2.email`, not between `1.` and `2.`.
+            list.sort_by_key(|(field, _)| {
+                let (row, rest) = field.split_once('.').unwrap_or(("", field));
+                (row.parse::<usize>().ok(), rest.to_owned())
+            });
+            let mut text: Vec<String> = list
                 .iter()
+                .take(SHOWN)
                 .map(|(f, e)| format!("{f} {}", e.message))
                 .collect();
-            anyhow::anyhow!("{}", list.join("; "))
+            if list.len() > SHOWN {
+                text.push(format!("and {} more", list.len() - SHOWN));
+            }
+            anyhow::anyhow!("{}", text.join("; "))
         }
         other => anyhow::anyhow!("{}", crate::error::chain(&other)),
     }

@@ -56,8 +56,9 @@ pub enum UserCommand {
     /// Import accounts from another system in one transaction, from FILE (`-` for stdin): a
     /// JSON array of objects with `username`, `email`, `passwordHash` (argon2 PHC), and
     /// optionally `firstName`, `lastName`, `phone`, `role` (`ADMIN` or `STANDARD`, the
-    /// default) and `createdBy` (a user id). Every row is checked as `createUser` checks it;
-    /// any refusal names its row and imports nothing. No owner is imported: a database of
+    /// default) and `createdBy` (an existing user's id, kept as attribution). Every row's
+    /// fields are checked as `createUser` checks them; any refusal names its row and imports
+    /// nothing. No owner is imported: a database of
     /// imported users alone gets one with `user promote-owner`.
     Import { file: std::path::PathBuf },
     /// Recovery: turn off USERNAME's two-factor login (authenticator and recovery codes lost)

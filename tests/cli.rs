@@ -148,6 +148,29 @@ async fn import_users(backend: Backend) {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let out = run_cli(&db.url, &["user", "import", "-"], "[]");
+    assert_succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "imported 0 users"
+    );
+    // Many bad rows: the first twenty in row order, and how many more.
+    let many: Vec<_> = (0..30)
+        .map(|i| serde_json::json!({"username": format!("user{i}"), "email": "nope", "passwordHash": hash}))
+        .collect();
+    let out = run_cli(
+        &db.url,
+        &["user", "import", "-"],
+        &serde_json::json!(many).to_string(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2.email must") && stderr.contains("and 10 more"),
+        "{stderr}"
+    );
+    assert!(stderr.find("2.email") < stderr.find("10.email"), "{stderr}");
+    assert!(!stderr.contains("20.email"), "{stderr}");
+
     let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "STANDARD")]);
     let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
     assert_succeeded(&out);
@@ -199,7 +222,7 @@ async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
     let setup = server
         .gql(
             Some(&alice.access),
-            "mutation { enableTotp { secret } }",
+            support::ENABLE_TOTP,
             serde_json::json!({}),
         )
         .await;
@@ -214,8 +237,8 @@ async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
     let confirmed = server
         .gql(
             Some(&alice.access),
-            "mutation($c: String!) { confirmTotp(code: $c) }",
-            serde_json::json!({"c": totp.generate(now).to_string()}),
+            support::CONFIRM_TOTP,
+            serde_json::json!({"code": totp.generate(now).to_string()}),
         )
         .await;
     assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");

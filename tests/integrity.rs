@@ -60,6 +60,16 @@ async fn imports_validate_like_create_user(app: TestApp) {
     // Registered first: once imported accounts exist, registrations are not owners.
     let owner = app.register("owner").await;
     let service = &app.server().service;
+    // Nothing to import is no import: nothing audited.
+    assert!(
+        service
+            .import_users(Vec::new())
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+    let imports = "SELECT count(*) FROM audit_log WHERE action = 'USERS_IMPORTED'";
+    assert_eq!(app.count(imports).await, 0);
     let mut rows = vec![
         imported("import-ok"),
         imported("import-bad"),

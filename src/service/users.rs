@@ -858,6 +858,9 @@ impl Service {
     /// every username or email already in use, by an account or by an earlier row, and every
     /// `createdBy` that is no user, as CONFLICT or BAD_USER_INPUT naming the row.
     pub async fn import_users(&self, users: Vec<ImportedUser>) -> AppResult<Vec<Uuid>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
         let start = db::now();
         let mut models = Vec::with_capacity(users.len());
         let mut invalid = std::collections::BTreeMap::new();
