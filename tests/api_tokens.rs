@@ -10,7 +10,8 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{
-    Gql, PASSWORD, Session, TestApp, assert_code, assert_field_codes, assert_ok, new_user,
+    Gql, LOGOUT_EVERYWHERE, PASSWORD, REVOKE_SESSION, Session, TestApp, assert_code,
+    assert_field_codes, assert_ok, new_user,
 };
 
 const CREATE_TOKEN: &str = "mutation($name: String!, $expiresAt: DateTime, $userId: ID) { createApiToken(name: $name, expiresAt: $expiresAt, userId: $userId) { token apiToken { id name createdAt lastUsedAt expiresAt } } }";
@@ -87,11 +88,8 @@ async fn tokens_act_for_queries_and_never_manage(app: TestApp) {
         (support::SET_ROLE, json!({"id": bob, "role": "ADMIN"})),
         (CREATE_TOKEN, json!({"name": "another"})),
         (REVOKE_TOKEN, json!({"id": id})),
-        ("mutation { logoutEverywhere }", json!({})),
-        (
-            "mutation($id: ID!) { revokeSession(id: $id) }",
-            json!({"id": uuid::Uuid::nil()}),
-        ),
+        (LOGOUT_EVERYWHERE, json!({})),
+        (REVOKE_SESSION, json!({"id": uuid::Uuid::nil()})),
         ("mutation { enableTotp { secret } }", json!({})),
         ("mutation { confirmTotp(code: \"123456\") }", json!({})),
         (
@@ -387,11 +385,7 @@ async fn the_audit_trail_records_every_kind_of_change(app: TestApp) {
     // Ending sessions is recorded too.
     let elsewhere = app.login_as("alice").await;
     let ended = app
-        .gql(
-            Some(&elsewhere.access),
-            "mutation { logoutEverywhere }",
-            json!({}),
-        )
+        .gql(Some(&elsewhere.access), LOGOUT_EVERYWHERE, json!({}))
         .await;
     assert_ok(&ended);
     let fresh = app.login_as("alice").await;

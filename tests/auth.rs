@@ -370,18 +370,14 @@ async fn simultaneous_refreshes_within_the_grace_both_succeed(app: TestApp) {
     app.register("alice").await;
     for round in 0..5 {
         let session = app.login_as("alice").await;
-        let sid = jwt_payload(&session.access)["sid"].clone();
+        let sid = session.sid();
         let (first, second) =
             tokio::join!(app.refresh(&session.refresh), app.refresh(&session.refresh));
         let mut refresh_tokens = Vec::new();
         for body in [&first, &second] {
             assert_ok(body);
             let pair = Session::from_payload(body, "refreshToken");
-            assert_eq!(
-                jwt_payload(&pair.access)["sid"],
-                sid,
-                "round {round}: the same session: {body}"
-            );
+            assert_eq!(pair.sid(), sid, "round {round}: the same session: {body}");
             assert_ok(&app.me(&pair.access).await);
             refresh_tokens.push(pair.refresh);
         }
@@ -821,24 +817,12 @@ fn expires_at(payload: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn jwt_part(token: &str, index: usize) -> Value {
-    let part = token
-        .split('.')
-        .nth(index)
-        .unwrap_or_else(|| panic!("`{token}` is not a JWT"));
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap_or_else(|err| panic!("JWT part {index} is not base64url: {err}"));
-    serde_json::from_slice(&bytes).unwrap_or_else(|err| panic!("JWT part {index} not JSON: {err}"))
-}
-
-/// The claims of a JWT, unverified.
 fn jwt_payload(token: &str) -> Value {
-    jwt_part(token, 1)
+    support::jwt_part(token, 1)
 }
 
 fn jwt_header(token: &str) -> Value {
-    jwt_part(token, 0)
+    support::jwt_part(token, 0)
 }
 
 /// Signs `claims` with `alg` (an HMAC algorithm) and `secret`.

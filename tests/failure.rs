@@ -16,8 +16,8 @@ use rollcall::db::entities::{refresh_token, session, user};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 use serde_json::{Value, json};
 use support::{
-    Backend, CREATE_USER, Gql, PASSWORD, ServerProcess, Session, TestApp, TestDb, assert_code,
-    assert_ok, error_code, new_user, run_or_kill,
+    Backend, CREATE_USER, ENABLE_TOTP, Gql, PASSWORD, REVOKE_SESSION, ServerProcess, Session,
+    TestApp, TestDb, assert_code, assert_ok, error_code, new_user, run_or_kill,
 };
 
 /// Longest any single request may take before the test counts it as hanging.
@@ -795,10 +795,7 @@ async fn postgres_a_manager_demoted_mid_request_is_refused() {
             "mutation($id: ID!) { createApiToken(name: \"ci\", userId: $id) { token } }",
             json!({"id": bob.id}),
         ),
-        (
-            "mutation($id: ID!) { revokeSession(id: $id) }",
-            json!({"id": session_id.to_string()}),
-        ),
+        (REVOKE_SESSION, json!({"id": session_id.to_string()})),
     ];
     let demotion = [format!(
         "UPDATE users SET role = 'STANDARD' WHERE id = '{}'",
@@ -994,14 +991,7 @@ async fn postgres_a_password_never_removes_a_factor_confirmed_meanwhile() {
         return;
     };
     let alice = app.register("alice").await;
-    assert_ok(
-        &app.gql(
-            Some(&alice.access),
-            "mutation { enableTotp { secret } }",
-            json!({}),
-        )
-        .await,
-    );
+    assert_ok(&app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await);
     let confirmation = [format!(
         "UPDATE user_totp SET confirmed_at = now() WHERE user_id = '{}'",
         alice.id
@@ -1031,9 +1021,8 @@ async fn postgres_two_setups_at_once_both_start() {
         "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
         alice.id
     )];
-    let enable = "mutation { enableTotp { secret } }";
-    let first = app.gql(Some(&alice.access), enable, json!({}));
-    let second = app.gql(Some(&alice.access), enable, json!({}));
+    let first = app.gql(Some(&alice.access), ENABLE_TOTP, json!({}));
+    let second = app.gql(Some(&alice.access), ENABLE_TOTP, json!({}));
     let (first, second) = app
         .while_held(&hold, 2, async { tokio::join!(first, second) })
         .await;

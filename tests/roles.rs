@@ -9,7 +9,8 @@ use futures::future::join_all;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use support::{
-    Gql, PASSWORD, Session, TestApp, assert_code, assert_field_codes, assert_ok, new_user,
+    Gql, LOGOUT_EVERYWHERE, PASSWORD, REVOKE_SESSION, Session, TestApp, assert_code,
+    assert_field_codes, assert_ok, new_user,
 };
 
 const NO_SUCH_ID: &str = "00000000-0000-4000-8000-000000000000";
@@ -911,12 +912,12 @@ async fn demo_mode_is_read_only(app: TestApp) {
 
     // Ending sessions: a visitor's own, yes; those of others sharing the account, no.
     let other_visitor = app.login_as("std1").await;
-    let revoke = "mutation($id: ID!) { revokeSession(id: $id) }";
+    let revoke = REVOKE_SESSION;
     let other_sid = json!({"id": other_visitor.sid()});
     for (caller, query, variables) in [
         (&standard, revoke, &other_sid),
         (&owner, revoke, &other_sid),
-        (&standard, "mutation { logoutEverywhere }", &json!({})),
+        (&standard, LOGOUT_EVERYWHERE, &json!({})),
     ] {
         let body = app
             .gql(Some(&caller.access), query, variables.clone())

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
-use support::{Gql, PASSWORD, Session, TestApp, assert_code, assert_ok};
+use support::{
+    Gql, LOGOUT_EVERYWHERE, PASSWORD, REVOKE_SESSION, Session, TestApp, assert_code, assert_ok,
+};
 
 const MY_SESSIONS: &str =
     "{ me { sessions { id createdAt lastUsedAt expiresAt userAgent ip current } } }";
 const USER_SESSIONS: &str =
     "query($id: ID!) { user(id: $id) { sessions { id userAgent current } } }";
-const REVOKE: &str = "mutation($id: ID!) { revokeSession(id: $id) }";
-const LOGOUT_EVERYWHERE: &str = "mutation { logoutEverywhere }";
 
 /// Logs in as `login` with `user_agent` in the User-Agent header.
 async fn login_with_agent(app: &TestApp, login: &str, user_agent: &str) -> Session {
@@ -133,21 +133,29 @@ async fn managers_see_the_sessions_of_those_they_manage(app: TestApp) {
         .await;
     assert_code(&body, "FORBIDDEN");
     let body = app
-        .gql(Some(&carol.access), REVOKE, json!({"id": bob.sid()}))
+        .gql(
+            Some(&carol.access),
+            REVOKE_SESSION,
+            json!({"id": bob.sid()}),
+        )
         .await;
     assert_code(&body, "FORBIDDEN");
     // Nor tell whether a session id exists.
     let body = app
         .gql(
             Some(&carol.access),
-            REVOKE,
+            REVOKE_SESSION,
             json!({"id": "0192f1d2-0000-7000-8000-000000000000"}),
         )
         .await;
     assert_code(&body, "FORBIDDEN");
     assert_ok(&app.me(&bob.access).await);
     let body = app
-        .gql(Some(&admin.access), REVOKE, json!({"id": owner.sid()}))
+        .gql(
+            Some(&admin.access),
+            REVOKE_SESSION,
+            json!({"id": owner.sid()}),
+        )
         .await;
     assert_code(&body, "FORBIDDEN");
     assert_ok(&app.me(&owner.access).await);
@@ -164,7 +172,11 @@ async fn revoking_a_session_stops_its_tokens_at_once(app: TestApp) {
 
     // Bob ends his other session himself.
     let body = app
-        .gql(Some(&bob_again.access), REVOKE, json!({"id": bob.sid()}))
+        .gql(
+            Some(&bob_again.access),
+            REVOKE_SESSION,
+            json!({"id": bob.sid()}),
+        )
         .await;
     assert_ok(&body);
     assert_eq!(body["data"]["revokeSession"], true, "{body}");
@@ -173,19 +185,31 @@ async fn revoking_a_session_stops_its_tokens_at_once(app: TestApp) {
     assert_ok(&app.me(&bob_again.access).await);
     // Already ended: false.
     let body = app
-        .gql(Some(&bob_again.access), REVOKE, json!({"id": bob.sid()}))
+        .gql(
+            Some(&bob_again.access),
+            REVOKE_SESSION,
+            json!({"id": bob.sid()}),
+        )
         .await;
     assert_eq!(body["data"]["revokeSession"], false, "{body}");
 
     // The owner ends Bob's remaining one.
     let body = app
-        .gql(Some(&owner.access), REVOKE, json!({"id": bob_again.sid()}))
+        .gql(
+            Some(&owner.access),
+            REVOKE_SESSION,
+            json!({"id": bob_again.sid()}),
+        )
         .await;
     assert_eq!(body["data"]["revokeSession"], true, "{body}");
     assert_code(&app.me(&bob_again.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&bob_again.refresh).await, "UNAUTHENTICATED");
     let body = app
-        .gql(Some(&owner.access), REVOKE, json!({"id": "not-an-id"}))
+        .gql(
+            Some(&owner.access),
+            REVOKE_SESSION,
+            json!({"id": "not-an-id"}),
+        )
         .await;
     assert_code(&body, "BAD_USER_INPUT");
 }

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    Gql, PASSWORD, Session, TestApp, assert_code, assert_field_codes, assert_ok, metric, new_user,
+    CONFIRM_TOTP, ENABLE_TOTP, Gql, PASSWORD, Session, TestApp, assert_code, assert_field_codes,
+    assert_ok, metric, new_user,
 };
 use totp_rs::{Builder, Secret};
 
-const ENABLE: &str = "mutation { enableTotp { secret uri recoveryCodes } }";
-const CONFIRM: &str = "mutation($code: String!) { confirmTotp(code: $code) }";
 const DISABLE: &str = "mutation($v: VerificationInput!) { disableTotp(verification: $v) }";
 const TOTP_ENABLED: &str = "{ me { totpEnabled } }";
 const SET_ROLE: &str = "mutation($id: ID!, $role: Role!, $v: VerificationInput) { setRole(id: $id, role: $role, verification: $v) { role } }";
@@ -38,7 +37,7 @@ fn code(secret: &str, offset: i64) -> String {
 /// Starts and confirms two-factor login for `session`; returns the secret, the recovery codes
 /// and the code that confirmed.
 async fn turn_on(app: &TestApp, session: &Session) -> (String, Vec<String>, String) {
-    let setup = app.gql(Some(&session.access), ENABLE, json!({})).await;
+    let setup = app.gql(Some(&session.access), ENABLE_TOTP, json!({})).await;
     assert_ok(&setup);
     let secret = setup["data"]["enableTotp"]["secret"]
         .as_str()
@@ -52,7 +51,11 @@ async fn turn_on(app: &TestApp, session: &Session) -> (String, Vec<String>, Stri
         .collect();
     let confirming = code(&secret, 0);
     let confirmed = app
-        .gql(Some(&session.access), CONFIRM, json!({"code": confirming}))
+        .gql(
+            Some(&session.access),
+            CONFIRM_TOTP,
+            json!({"code": confirming}),
+        )
         .await;
     assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
     (secret, codes, confirming)
@@ -69,7 +72,7 @@ async fn login_with(app: &TestApp, login: &str, password: &str, totp: Option<&st
 
 async fn totp_is_enforced_once_confirmed(app: TestApp) {
     let alice = app.register("alice").await;
-    let setup = app.gql(Some(&alice.access), ENABLE, json!({})).await;
+    let setup = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
     assert_ok(&setup);
     let payload = &setup["data"]["enableTotp"];
     let secret = payload["secret"].as_str().expect("secret").to_owned();
@@ -83,7 +86,7 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     let me = app.gql(Some(&alice.access), TOTP_ENABLED, json!({})).await;
     assert_eq!(me["data"]["me"]["totpEnabled"], false);
     let wrong = app
-        .gql(Some(&alice.access), CONFIRM, json!({"code": "000000"}))
+        .gql(Some(&alice.access), CONFIRM_TOTP, json!({"code": "000000"}))
         .await;
     assert_code(&wrong, "BAD_USER_INPUT");
     assert_field_codes(&wrong, json!({"code": "INCORRECT"}));
@@ -93,7 +96,7 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     let me = app.gql(Some(&alice.access), TOTP_ENABLED, json!({})).await;
     assert_eq!(me["data"]["me"]["totpEnabled"], true);
     // The secret is never shown again.
-    let again = app.gql(Some(&alice.access), ENABLE, json!({})).await;
+    let again = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
     assert_code(&again, "FORBIDDEN");
     assert!(!again.to_string().contains(&secret));
 
@@ -356,7 +359,7 @@ async fn sensitive_actions_need_a_recent_login(app: TestApp) {
         (DELETE, json!({"id": carol.id})),
         (CREATE_ADMIN, json!({"input": new_user("dave", "ADMIN")})),
         (CREATE_TOKEN, json!({})),
-        (ENABLE, json!({})),
+        (ENABLE_TOTP, json!({})),
     ];
     for (query, variables) in &attempts {
         let body = app

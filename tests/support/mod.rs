@@ -433,6 +433,10 @@ pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $
 pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
 pub const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
 pub const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
+pub const LOGOUT_EVERYWHERE: &str = "mutation { logoutEverywhere }";
+pub const REVOKE_SESSION: &str = "mutation($id: ID!) { revokeSession(id: $id) }";
+pub const ENABLE_TOTP: &str = "mutation { enableTotp { secret uri recoveryCodes } }";
+pub const CONFIRM_TOTP: &str = "mutation($code: String!) { confirmTotp(code: $code) }";
 pub const ME: &str = "{ me { id username email role } }";
 pub const SERVER_INFO: &str =
     "{ serverInfo { name version uptimeSeconds database registrationOpen demo } }";
@@ -473,12 +477,22 @@ impl Session {
 
     /// The session id, from the access token's `sid` claim.
     pub fn sid(&self) -> String {
-        let part = self.access.split('.').nth(1).expect("a JWT");
-        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
-            .expect("base64url");
-        let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
-        claims["sid"].as_str().expect("sid claim").to_owned()
+        jwt_part(&self.access, 1)["sid"]
+            .as_str()
+            .expect("sid claim")
+            .to_owned()
     }
+}
+
+/// Part `index` of JWT `token` (0 the header, 1 the claims), decoded.
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    let part = token
+        .split('.')
+        .nth(index)
+        .unwrap_or_else(|| panic!("`{token}` is not a JWT"));
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+        .unwrap_or_else(|err| panic!("JWT part {index} is not base64url: {err}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|err| panic!("JWT part {index} not JSON: {err}"))
 }
 
 /// `extensions.code` of the first error, if any.
