@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, CliRole, Command, KeysCommand, LogFormat, Settings, UserCommand};
-use crate::db::{Db, Role};
+use crate::db::Db;
 use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
@@ -155,11 +155,6 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
             role,
         } => {
             let password = read_password()?;
-            let role = match role {
-                CliRole::Owner => Role::Owner,
-                CliRole::Admin => Role::Admin,
-                CliRole::Standard => Role::Standard,
-            };
             let input = NewUser {
                 username,
                 email,
@@ -167,7 +162,7 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 ..NewUser::default()
             };
             service
-                .create_user(None, input, role, None)
+                .create_user(None, input, role.into(), None)
                 .await
                 .map(|user| {
                     println!("created {} ({:?}) {}", user.username, user.role, user.id);
@@ -206,17 +201,8 @@ struct ImportRow {
     last_name: Option<String>,
     phone: Option<String>,
     #[serde(default)]
-    role: ImportRole,
+    role: CliRole,
     created_by: Option<uuid::Uuid>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "UPPERCASE")]
-enum ImportRole {
-    Owner,
-    Admin,
-    #[default]
-    Standard,
 }
 
 /// The rows of `user import`'s FILE (`-`: stdin).
@@ -238,11 +224,7 @@ fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::Imp
             last_name: row.last_name,
             phone: row.phone,
             // An owner is passed on for the service to refuse by row.
-            role: match row.role {
-                ImportRole::Owner => Role::Owner,
-                ImportRole::Admin => Role::Admin,
-                ImportRole::Standard => Role::Standard,
-            },
+            role: row.role.into(),
             created_by: row.created_by,
         })
         .collect())

@@ -66,11 +66,24 @@ pub enum UserCommand {
     ResetTotp { username: String },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// A role as `user create --role` and `user import`'s rows name it.
+#[derive(Debug, Clone, Copy, Default, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum CliRole {
     Owner,
     Admin,
+    #[default]
     Standard,
+}
+
+impl From<CliRole> for crate::db::Role {
+    fn from(role: CliRole) -> Self {
+        match role {
+            CliRole::Owner => Self::Owner,
+            CliRole::Admin => Self::Admin,
+            CliRole::Standard => Self::Standard,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -704,12 +704,7 @@ impl Service {
                 }
             },
             // None when read; one made meanwhile (the first registration, say) must be read.
-            None if Users::find()
-                .filter(Column::Role.eq(Role::Owner))
-                .one(&tx)
-                .await?
-                .is_some() =>
-            {
+            None if user_queries::owner_exists(&tx).await? => {
                 tx.rollback().await?;
                 return Ok(None);
             }
