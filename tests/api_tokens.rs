@@ -262,6 +262,52 @@ async fn token_input_is_validated(app: TestApp) {
     let later = (chrono::Utc::now() + chrono::Duration::days(3_000)).to_rfc3339();
     let (token, _) = create_token(&app, &owner, json!({"name": "x", "expiresAt": later})).await;
     assert_ok(&app.me(&token).await);
+    // Any offset is read; the answer is in UTC.
+    let at = chrono::Utc::now() + chrono::Duration::days(2);
+    let tokyo = at.with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("offset"));
+    let body = app
+        .gql(
+            Some(&owner.access),
+            CREATE_TOKEN,
+            json!({"name": "x", "expiresAt": tokyo.to_rfc3339()}),
+        )
+        .await;
+    assert_ok(&body);
+    let expires = body["data"]["createApiToken"]["apiToken"]["expiresAt"]
+        .as_str()
+        .expect("expiresAt");
+    assert!(expires.ends_with("+00:00"), "{expires}");
+    let read = chrono::DateTime::parse_from_rfc3339(expires).expect("RFC 3339");
+    assert!(
+        (read.timestamp_micros() - at.timestamp_micros()).abs() <= 1,
+        "{expires}"
+    );
+    // A value that is no RFC 3339 date and time, as a variable or in the document, is refused
+    // before any of the document runs: the logout beside it does not happen.
+    let log_out_and_create = |expires: &str| {
+        let at = if expires == "$at" {
+            ", $at: DateTime"
+        } else {
+            ""
+        };
+        format!(
+            "mutation($t: String!{at}) {{ logout(refreshToken: $t) \
+             createApiToken(name: \"n\", expiresAt: {expires}) {{ token }} }}"
+        )
+    };
+    let refresh = json!({"t": owner.refresh});
+    let with_at = |at: Value| json!({"t": owner.refresh, "at": at});
+    for (query, variables) in [
+        (log_out_and_create("$at"), with_at(json!("not a date"))),
+        (log_out_and_create("$at"), with_at(json!("2027-01-01"))),
+        (log_out_and_create("$at"), with_at(json!(5))),
+        (log_out_and_create("\"2027-01-01 10:00\""), refresh),
+    ] {
+        let body = app.gql(Some(&owner.access), &query, variables).await;
+        assert!(body.get("data").is_none(), "{query}: {body}");
+        assert_code(&body, "BAD_USER_INPUT");
+    }
+    assert_ok(&app.me(&owner.access).await);
     let missing = app
         .gql(
             Some(&owner.access),

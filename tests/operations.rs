@@ -167,6 +167,10 @@ async fn responses_follow_the_graphql_over_http_spec() {
             .expect("ascii")
             .starts_with("application/json")
     );
+    // Either way a request that never ran has no `data` entry, not even null.
+    let body: Value = legacy.json().await.expect("json");
+    assert!(body.get("data").is_none(), "{body}");
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
     // A field error during execution is still a 200 with data.
     let unauthenticated = send(GRAPHQL, "{ me { id } }").await.expect("sent");
     assert_eq!(unauthenticated.status(), StatusCode::OK);
@@ -198,6 +202,49 @@ async fn responses_follow_the_graphql_over_http_spec() {
         assert!(body.get("data").is_none(), "{body}");
         assert_code(&body, "BAD_USER_INPUT");
     }
+}
+
+/// A failed field is null, and a failed non-null one nulls its nearest nullable parent, or
+/// `data` itself: what a client generated from the schema can represent.
+#[tokio::test]
+async fn failed_fields_are_null_up_to_a_nullable_parent() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    let bob = Session::from_payload(&app.login("bob", PASSWORD).await, "login");
+    // `me` is non-null: without a token, nothing of the document is left.
+    let anonymous = app
+        .gql(None, "{ serverInfo { name } me { id } }", json!({}))
+        .await;
+    assert_eq!(anonymous["data"], Value::Null, "{anonymous}");
+    assert_eq!(anonymous["errors"][0]["path"], json!(["me"]), "{anonymous}");
+    assert_code(&anonymous, "UNAUTHENTICATED");
+    // `user` is nullable: it alone is null, named by its alias.
+    let bad_id = app
+        .gql(
+            Some(&bob.access),
+            "{ me { username } someone: user(id: \"not an id\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        bad_id["data"],
+        json!({"me": {"username": "bob"}, "someone": null}),
+        "{bad_id}"
+    );
+    assert_eq!(bad_id["errors"][0]["path"], json!(["someone"]), "{bad_id}");
+    // A standard user's `users` (non-null) takes the whole document with it.
+    let list = app
+        .gql(
+            Some(&bob.access),
+            "{ me { username } users(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(list["data"], Value::Null, "{list}");
+    assert_code(&list, "FORBIDDEN");
 }
 
 #[tokio::test]

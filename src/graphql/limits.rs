@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{
-    ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
+    ExecutableDocument, FragmentDefinition, OperationDefinition, OperationType, Selection,
+    SelectionSet,
 };
 use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variables};
 
@@ -103,14 +104,7 @@ fn check_required_variables(
     wanted: Option<&str>,
     variables: &Variables,
 ) -> ServerResult<()> {
-    let mut operations = document.operations.iter();
-    let selected = match wanted {
-        Some(wanted) => operations.find(|(name, _)| name.is_some_and(|n| n.as_str() == wanted)),
-        // Several operations and no name: async-graphql refuses the document.
-        None if document.operations.iter().count() == 1 => operations.next(),
-        None => None,
-    };
-    let Some((_, operation)) = selected else {
+    let Some(operation) = selected_operation(document, wanted) else {
         return Ok(());
     };
     for definition in &operation.node.variable_definitions {
@@ -133,6 +127,21 @@ fn check_required_variables(
         ));
     }
     Ok(())
+}
+
+/// The operation a request runs: the one named `wanted`, or the only one.
+pub(super) fn selected_operation<'a>(
+    document: &'a ExecutableDocument,
+    wanted: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    let mut operations = document.operations.iter();
+    let selected = match wanted {
+        Some(wanted) => operations.find(|(name, _)| name.is_some_and(|n| n.as_str() == wanted)),
+        // Several operations and no name: async-graphql refuses the document.
+        None if document.operations.iter().count() == 1 => operations.next(),
+        None => None,
+    };
+    selected.map(|(_, operation)| operation)
 }
 
 fn check_document(

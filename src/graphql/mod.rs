@@ -5,6 +5,7 @@ mod guards;
 mod limits;
 mod loaders;
 mod mutation;
+mod nulls;
 mod query;
 mod types;
 
@@ -16,6 +17,7 @@ use async_graphql::{Context, EmptySubscription, Schema};
 pub use limits::{Limits, OperationInfo, check as check_document, name_complexity_limit};
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
+pub use nulls::FieldTypes;
 pub use query::Query;
 pub use types::encode_cursor;
 
@@ -134,7 +136,10 @@ pub fn build_schema(service: Option<Service>, limits: Limits) -> ApiSchema {
 
 /// The SDL that `rollcall schema` prints and `schema.graphql` holds.
 pub fn sdl() -> String {
-    build_schema(None, Limits::default()).sdl()
+    // With `@specifiedBy`, so a client generated from this file knows what introspection
+    // tells: the format of `DateTime`.
+    build_schema(None, Limits::default())
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
 /// Per-request data: the caller's credentials and a fresh DataLoader, so nothing cached

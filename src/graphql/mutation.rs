@@ -1,11 +1,9 @@
 use async_graphql::{Context, ID, Object};
 
-use chrono::{DateTime, Utc};
-
 use super::guards::{Access, Interactive};
 use super::types::{
-    ApiTokenPayload, AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, TotpSetup,
-    UpdateUserInput, UserObject, VerificationInput, parse_id, parse_uuid,
+    ApiTokenPayload, AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, Timestamp,
+    TotpSetup, UpdateUserInput, UserObject, VerificationInput, parse_id, parse_uuid,
 };
 use super::{caller, origin, service};
 use crate::db::Role;
@@ -163,7 +161,7 @@ impl Mutation {
         &self,
         ctx: &Context<'_>,
         name: String,
-        expires_at: Option<DateTime<Utc>>,
+        expires_at: Option<Timestamp>,
         user_id: Option<ID>,
         verification: Option<VerificationInput>,
     ) -> AppResult<ApiTokenPayload> {
@@ -177,7 +175,7 @@ impl Mutation {
                 &caller(ctx).await?,
                 user_id,
                 &name,
-                expires_at,
+                expires_at.map(|at| at.0),
                 verification.as_ref(),
             )
             .await?;

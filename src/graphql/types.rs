@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
+use async_graphql::{
+    Context, Enum, ID, InputObject, InputValueError, InputValueResult, MaybeUndefined, Object,
+    Scalar, ScalarType, SimpleObject, Value,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike, Utc};
@@ -15,6 +18,43 @@ use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult, FieldCode};
 use crate::service::{self, NewUser, Page, UserChanges};
+
+/// Our own `DateTime` rather than async-graphql's, so a malformed value is refused when the
+/// request is validated, before any of its fields run, as the specification's input coercion
+/// asks; async-graphql's accepts any string until the field that reads it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+/// A moment, as an RFC 3339 date and time with its offset (`2027-01-31T09:30:00Z`,
+/// `2027-01-31T10:30:00+01:00`); the server answers in UTC.
+#[Scalar(
+    name = "DateTime",
+    specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
+)]
+impl ScalarType for Timestamp {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(text) => DateTime::parse_from_rfc3339(text)
+                .map(|at| Self(at.with_timezone(&Utc)))
+                .map_err(|_| InputValueError::custom("must be an RFC 3339 date and time")),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::String(text) if DateTime::parse_from_rfc3339(text).is_ok())
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_rfc3339())
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self(at)
+    }
+}
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(name = "Role", remote = "crate::db::Role")]
@@ -114,16 +154,16 @@ impl UserObject {
         self.model.disabled
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.model.created_at
+    async fn created_at(&self) -> Timestamp {
+        self.model.created_at.into()
     }
 
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.model.updated_at
+    async fn updated_at(&self) -> Timestamp {
+        self.model.updated_at.into()
     }
 
-    async fn last_login_at(&self) -> Option<DateTime<Utc>> {
-        self.model.last_login_at
+    async fn last_login_at(&self) -> Option<Timestamp> {
+        self.model.last_login_at.map(Into::into)
     }
 
     /// The account that created this one with `createUser`; null when self-registered.
@@ -145,9 +185,9 @@ impl UserObject {
                 .map(|session| SessionObject {
                     current: Some(session.id) == current,
                     id: ID(session.id.to_string()),
-                    created_at: session.created_at,
-                    last_used_at: session.last_used_at,
-                    expires_at: session.expires_at,
+                    created_at: session.created_at.into(),
+                    last_used_at: session.last_used_at.into(),
+                    expires_at: session.expires_at.into(),
                     user_agent: session.user_agent,
                     ip: session.ip,
                 })
@@ -178,11 +218,11 @@ impl UserObject {
 pub struct ApiTokenObject {
     pub id: ID,
     pub name: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     /// Up to a minute behind the latest use: uses are recorded at most once a minute.
-    pub last_used_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<Timestamp>,
     /// Null: it never expires (revoke it when it is no longer needed).
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<Timestamp>,
 }
 
 impl From<crate::db::entities::api_token::Model> for ApiTokenObject {
@@ -190,9 +230,9 @@ impl From<crate::db::entities::api_token::Model> for ApiTokenObject {
         Self {
             id: ID(row.id.to_string()),
             name: row.name,
-            created_at: row.created_at,
-            last_used_at: row.last_used_at,
-            expires_at: row.expires_at,
+            created_at: row.created_at.into(),
+            last_used_at: row.last_used_at.map(Into::into),
+            expires_at: row.expires_at.map(Into::into),
         }
     }
 }
@@ -274,8 +314,8 @@ impl AuditEntryObject {
         ID(self.0.id.to_string())
     }
 
-    async fn at(&self) -> DateTime<Utc> {
-        self.0.at
+    async fn at(&self) -> Timestamp {
+        self.0.at.into()
     }
 
     /// Null when an entry was written before this action had a name this server knows.
@@ -424,12 +464,12 @@ impl AuditFilter {
 #[graphql(name = "Session")]
 pub struct SessionObject {
     pub id: ID,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     /// The last refresh (the login, before any).
-    pub last_used_at: DateTime<Utc>,
+    pub last_used_at: Timestamp,
     /// When the session ends: at its maximum age, or sooner if not refreshed within the idle
     /// limit (each refresh moves this on, up to the maximum age).
-    pub expires_at: DateTime<Utc>,
+    pub expires_at: Timestamp,
     /// The client's User-Agent at login.
     pub user_agent: Option<String>,
     /// The client's address at login.
@@ -445,7 +485,7 @@ pub struct AuthPayload {
     /// Always `Bearer`: send the access token in an `Authorization: Bearer …` header.
     pub token_type: String,
     /// When the access token expires.
-    pub expires_at: DateTime<Utc>,
+    pub expires_at: Timestamp,
     pub user: UserObject,
 }
 
@@ -455,7 +495,7 @@ impl From<service::AuthSession> for AuthPayload {
             access_token: session.access_token,
             refresh_token: session.refresh_token,
             token_type: "Bearer".into(),
-            expires_at: session.expires_at,
+            expires_at: session.expires_at.into(),
             user: UserObject::of_session(session.user, session.session_id),
         }
     }

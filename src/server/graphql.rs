@@ -302,6 +302,8 @@ async fn execute(
     let info = OperationInfo::default();
     let mut response = match graphql::check_document(&state.limits, &mut request, &info) {
         Ok(()) => {
+            // Kept to mend field errors afterwards (parsed again only then).
+            let query = request.query.clone();
             let request = graphql::request_data(
                 request,
                 &state.service,
@@ -309,7 +311,17 @@ async fn execute(
                 client_ip,
                 graphql::UserAgent::from_header(headers.get(axum::http::header::USER_AGENT)),
             );
-            state.schema.execute(request).await
+            let mut response = state.schema.execute(request).await;
+            if response.errors.iter().any(|error| !error.path.is_empty())
+                && let Ok(document) = async_graphql::parser::parse_query(&query)
+            {
+                state.field_types.propagate_nulls(
+                    &mut response,
+                    &document,
+                    operation_name.as_deref(),
+                );
+            }
+            response
         }
         Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
     };
@@ -343,13 +355,16 @@ async fn execute(
         .metrics()
         .request(&operation, started.elapsed(), &code_refs);
 
-    let mut http = match media {
-        Media::GraphqlResponse if refused => {
-            // The specification's form for a request that never executed: no `data` entry.
-            let body = serde_json::json!({ "errors": response.errors });
-            json_response(StatusCode::BAD_REQUEST, &body)
-        }
-        _ => json_response(StatusCode::OK, &response),
+    let mut http = if refused {
+        // The specification's form for a request that never executed: no `data` entry; 400
+        // under the GraphQL media type, 200 for clients that know only application/json.
+        let status = match media {
+            Media::GraphqlResponse => StatusCode::BAD_REQUEST,
+            Media::Json => StatusCode::OK,
+        };
+        json_response(status, &serde_json::json!({ "errors": response.errors }))
+    } else {
+        json_response(StatusCode::OK, &response)
     };
     if media == Media::GraphqlResponse {
         http.headers_mut().insert(

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::error::{AppError, INTERNAL_MESSAGE};
-use crate::graphql::{ApiSchema, Limits, build_schema};
+use crate::graphql::{ApiSchema, FieldTypes, Limits, build_schema};
 use crate::service::{Service, StartError};
 
 /// How long browsers may cache a CORS preflight answer.
@@ -38,6 +38,7 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 struct AppState {
     schema: ApiSchema,
+    field_types: Arc<FieldTypes>,
     limits: Limits,
     service: Service,
     request_timeout: Duration,
@@ -60,8 +61,10 @@ struct RequestSummary {
 
 pub fn router(service: Service, settings: &Settings) -> Router {
     service.run_in_background();
+    let schema = build_schema(Some(service.clone()), Limits::from_settings(settings));
     let state = AppState {
-        schema: build_schema(Some(service.clone()), Limits::from_settings(settings)),
+        field_types: Arc::new(FieldTypes::from_sdl(&schema.sdl())),
+        schema,
         limits: Limits::from_settings(settings),
         service,
         request_timeout: settings.request_timeout,
