@@ -426,6 +426,26 @@ async fn credential_fields_answer_per_user_and_for_the_payload(app: TestApp) {
         .filter(|s| s["current"] == true)
         .count();
     assert_eq!(current, 1, "{body}");
+
+    // Users reached from the payload are seen by the account that signed in too, whatever
+    // token the request carries: the admin's creator (the owner) shows its email to an admin
+    // but not its credentials, with no token or with the owner's own.
+    let creator = "mutation($input: LoginInput!) { login(input: $input) { user { createdBy { username email totpEnabled sessions { id } apiTokens { name } } } } }";
+    let input = json!({"input": {"login": "admin", "password": PASSWORD}});
+    for token in [None, Some(owner.access.as_str())] {
+        let body = app.gql(token, creator, input.clone()).await;
+        let owner_seen = &body["data"]["login"]["user"]["createdBy"];
+        assert_eq!(owner_seen["username"], "owner", "{body}");
+        assert_eq!(owner_seen["email"], "owner@example.com", "{body}");
+        for field in ["totpEnabled", "sessions", "apiTokens"] {
+            assert!(owner_seen.get(field).is_some_and(Value::is_null), "{field}: {body}");
+        }
+        let errors = body["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 3, "{body}");
+        for error in errors {
+            assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{body}");
+        }
+    }
 }
 
 backend_tests!(

@@ -94,10 +94,4 @@ impl RequestAuth {
         let _ = self.viewer.set(outcome);
         Ok((self.viewer(service).await?, other))
     }
-
-    /// The viewer when one is signed in; `None` for anonymous requests or bad tokens.
-    pub async fn optional_viewer(&self, service: &Service) -> Option<&User> {
-        self.token.as_ref()?;
-        self.viewer(service).await.ok()
-    }
 }

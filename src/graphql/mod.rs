@@ -167,8 +167,3 @@ fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {
 async fn viewer<'a>(ctx: &Context<'a>) -> AppResult<&'a User> {
     request_auth(ctx)?.viewer(service(ctx)?).await
 }
-
-async fn optional_viewer<'a>(ctx: &Context<'a>) -> Option<&'a User> {
-    let auth = request_auth(ctx).ok()?;
-    auth.optional_viewer(service(ctx).ok()?).await
-}

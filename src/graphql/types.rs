@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, Utc};
 use uuid::Uuid;
 
 use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
-use super::{RequestLoader, current_session, optional_viewer, or_null, service, viewer};
+use super::{RequestLoader, current_session, or_null, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult, FieldCode};
@@ -67,31 +67,45 @@ pub enum GqlRole {
 /// A user as some viewer sees it. The model is shared, not copied, with the loader's cache.
 pub struct UserObject {
     model: Arc<User>,
-    /// The session just opened, where the viewer is this user by the payload of register,
-    /// login or refresh rather than by the request's token (which may be expired, absent or
-    /// someone else's).
-    opened: Option<Uuid>,
+    /// In the payload of register, login or refresh (and the users reached from it), the
+    /// account that just signed in and its new session: the viewer there, rather than the
+    /// request's token (which may be expired, absent or someone else's).
+    signed_in: Option<SignedIn>,
+}
+
+#[derive(Clone)]
+struct SignedIn {
+    user: Arc<User>,
+    session: Uuid,
 }
 
 impl UserObject {
     pub fn new(model: impl Into<Arc<User>>) -> Self {
         Self {
             model: model.into(),
-            opened: None,
+            signed_in: None,
         }
     }
 
     pub fn of_session(model: User, session: Uuid) -> Self {
+        let user = Arc::new(model);
         Self {
-            model: Arc::new(model),
-            opened: Some(session),
+            model: user.clone(),
+            signed_in: Some(SignedIn { user, session }),
+        }
+    }
+
+    /// Who views this user: the account of a sign-in payload, else the request's caller.
+    async fn viewer<'a>(&'a self, ctx: &Context<'a>) -> AppResult<&'a User> {
+        match &self.signed_in {
+            Some(signed_in) => Ok(&signed_in.user),
+            None => viewer(ctx).await,
         }
     }
 
     /// `value` when the viewer may see this user's private fields, else `None`.
     async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
-        let visible = self.opened.is_some()
-            || service::rules::can_see_private(optional_viewer(ctx).await, &self.model);
+        let visible = service::rules::can_see_private(self.viewer(ctx).await.ok(), &self.model);
         value.filter(|_| visible)
     }
 
@@ -110,9 +124,7 @@ impl UserObject {
         <UserLoader as Loader<K>>::Value: Default,
     {
         let loaded = async {
-            if self.opened.is_none() {
-                service::rules::check_credentials(viewer(ctx).await?, &self.model)?;
-            }
+            service::rules::check_credentials(self.viewer(ctx).await?, &self.model)?;
             Ok(Some(load(ctx, key, what).await?.unwrap_or_default()))
         };
         or_null(ctx, loaded.await)
@@ -168,7 +180,11 @@ impl UserObject {
 
     /// The account that created this one with `createUser`; null when self-registered.
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
-        or_null(ctx, load_user(ctx, self.model.created_by).await)
+        let creator = or_null(ctx, load_user(ctx, self.model.created_by).await)?;
+        Some(UserObject {
+            signed_in: self.signed_in.clone(),
+            ..creator
+        })
     }
 
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
@@ -178,7 +194,10 @@ impl UserObject {
         let sessions = self
             .credentials(ctx, SessionsOf(self.model.id), "loading sessions")
             .await?;
-        let current = self.opened.or_else(|| current_session(ctx));
+        let current = match &self.signed_in {
+            Some(signed_in) => Some(signed_in.session),
+            None => current_session(ctx),
+        };
         Some(
             sessions
                 .into_iter()
