@@ -1393,6 +1393,41 @@ async fn search_folds_case_beyond_ascii(app: TestApp) {
         usernames(&app, &owner, json!({ "search": "emile" })).await,
         ["beta"]
     );
+    // Terms of every length, below SQLite's trigram index too, in any case of their letters;
+    // Greek's final sigma is a sigma.
+    for (username, first, last) in [("gamma", "ΣΊΣΥΦΟΣ", "Ĳssel"), ("delta", "Σίσυφος", "Δ")]
+    {
+        let mut input = new_user(username, "STANDARD");
+        input["firstName"] = json!(first);
+        input["lastName"] = json!(last);
+        assert_ok(&app.create_user_raw(&owner, input).await);
+    }
+    let sisyphus = [
+        "Σ",
+        "σ",
+        "ς",
+        "ΣΊ",
+        "σί",
+        "ΦΟ",
+        "φο",
+        "ΟΣ",
+        "ος",
+        "οσ",
+        "ΦΟΣ",
+        "φος",
+        "φοσ",
+        "ΣΊΣΥΦΟΣ",
+        "σίσυφος",
+        "Σίσυφοσ",
+    ];
+    for term in sisyphus {
+        let found = usernames(&app, &owner, json!({ "search": term })).await;
+        assert_eq!(found, ["gamma", "delta"], "{term}");
+    }
+    for term in ["Ĳ", "ĳ", "Ĳs", "ĳS", "ĳssel"] {
+        let found = usernames(&app, &owner, json!({ "search": term })).await;
+        assert_eq!(found, ["gamma"], "{term}");
+    }
 }
 
 /// Addresses that look the same are one account, on both databases: registered full-width,

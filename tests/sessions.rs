@@ -438,7 +438,10 @@ async fn credential_fields_answer_per_user_and_for_the_payload(app: TestApp) {
         assert_eq!(owner_seen["username"], "owner", "{body}");
         assert_eq!(owner_seen["email"], "owner@example.com", "{body}");
         for field in ["totpEnabled", "sessions", "apiTokens"] {
-            assert!(owner_seen.get(field).is_some_and(Value::is_null), "{field}: {body}");
+            assert!(
+                owner_seen.get(field).is_some_and(Value::is_null),
+                "{field}: {body}"
+            );
         }
         let errors = body["errors"].as_array().expect("errors");
         assert_eq!(errors.len(), 3, "{body}");

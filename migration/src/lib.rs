@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_credentials::Migration),
             Box::new(m20261207_000008_search_index_direct::Migration),
             Box::new(m20261208_000009_email_keys::Migration),
+            Box::new(m20261209_000010_search_sigma::Migration),
         ]
     }
 }
@@ -577,6 +578,51 @@ mod m20261208_000009_email_keys {
                          this user logs in by username"
                     );
                 }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// PostgreSQL's search text writes Greek's final sigma (ς) as σ. `lower` keeps a ς typed in a
+/// name and never writes one for Σ, so "Σίσυφος" and "ΣΊΣΥΦΟΣ" lower-cased differ in their
+/// last letter and a search found only one of them; the search term is folded the same way.
+/// SQLite's trigram index folds ς to σ itself.
+mod m20261209_000010_search_sigma {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261209_000010_search_sigma"
+        }
+    }
+
+    /// A no-op where pg_trgm was unavailable and the index was never built.
+    const POSTGRES_UP: &str = r#"
+        DO $$
+        BEGIN
+            IF to_regclass('idx_users_search_text') IS NOT NULL THEN
+                DROP INDEX idx_users_search_text;
+                CREATE INDEX idx_users_search_text ON users USING gin ((translate(
+                    username_key || E'\n' || email || E'\n' ||
+                    coalesce(lower(first_name), '') || E'\n' || coalesce(lower(last_name), ''),
+                    'ς', 'σ'
+                )) gin_trgm_ops) WITH (fastupdate = off);
+            END IF;
+        END
+        $$
+    "#;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            if manager.get_database_backend() == DatabaseBackend::Postgres {
+                manager
+                    .get_connection()
+                    .execute_unprepared(POSTGRES_UP)
+                    .await?;
             }
             Ok(())
         }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -278,17 +278,34 @@ impl Filter {
     fn condition(&self, backend: DatabaseBackend) -> Condition {
         let mut all = Condition::all();
         if let Some(search) = self.search.as_deref().filter(|s| !s.is_empty()) {
-            let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+            let pattern = contains(&fold(search));
+            let like = |pattern: &str| LikeExpr::new(pattern).escape('\\');
             // The exact condition: the term within one of the four fields.
             let exact = || {
-                let like = || LikeExpr::new(pattern.clone()).escape('\\');
                 let mut any = Condition::any();
-                // Username keys and emails are stored lower-cased already.
-                for column in [Column::UsernameKey, Column::Email] {
-                    any = any.add(Expr::col(column).like(like()));
-                }
-                for column in [Column::FirstName, Column::LastName] {
-                    any = any.add(Expr::expr(Func::lower(Expr::col(column))).like(like()));
+                // Username keys are ASCII, stored lower-cased.
+                any = any.add(Expr::col(Column::UsernameKey).like(like(&pattern)));
+                for column in [Column::Email, Column::FirstName, Column::LastName] {
+                    let condition = match backend {
+                        // SQLite's `lower` and `LIKE` fold ASCII letters only: every other
+                        // letter of the (short) term is tried in each of its cases.
+                        DatabaseBackend::Sqlite => case_variants(search)
+                            .iter()
+                            .fold(Condition::any(), |any, variant| {
+                                any.add(Expr::col(column).like(like(&contains(variant))))
+                            })
+                            .into(),
+                        // As the search text has them: lower-cased, final sigmas as σ.
+                        _ => {
+                            let lower = match column {
+                                Column::Email => "email",
+                                Column::FirstName => "lower(first_name)",
+                                _ => "lower(last_name)",
+                            };
+                            Expr::cust(format!("translate({lower}, 'ς', 'σ')")).like(like(&pattern))
+                        }
+                    };
+                    any = any.add(condition);
                 }
                 any
             };
@@ -320,8 +337,63 @@ impl Filter {
 }
 
 /// The expression PostgreSQL's search index is built on, exactly as the migration wrote it.
-const SEARCH_TEXT: &str = "username_key || E'\\n' || email || E'\\n' || \
-    coalesce(lower(first_name), '') || E'\\n' || coalesce(lower(last_name), '')";
+const SEARCH_TEXT: &str = "translate(username_key || E'\\n' || email || E'\\n' || \
+    coalesce(lower(first_name), '') || E'\\n' || coalesce(lower(last_name), ''), 'ς', 'σ')";
+
+/// A term lower-cased one character at a time, as PostgreSQL's `lower` does, with final
+/// sigmas as σ, as the search text has them (see the search_sigma migration).
+fn fold(term: &str) -> String {
+    term.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == 'ς' { 'σ' } else { c })
+        .collect()
+}
+
+/// A `LIKE` pattern for text containing `term` literally.
+fn contains(term: &str) -> String {
+    format!("%{}%", escape_like(term))
+}
+
+/// `term` with each non-ASCII letter in each of its one-character cases (`Σ`, `σ`, `ς`): a
+/// handful of forms for the one- and two-character terms SQLite matches without its index.
+fn case_variants(term: &str) -> Vec<String> {
+    let mut variants = vec![String::new()];
+    for c in term.chars() {
+        let mut forms = vec![c];
+        if !c.is_ascii() {
+            let lower = one_char(c.to_lowercase());
+            let upper = one_char(c.to_uppercase());
+            let relatives = [
+                lower,
+                upper,
+                upper.and_then(|u| one_char(u.to_lowercase())),
+                lower.and_then(|l| one_char(l.to_uppercase())),
+            ];
+            // σ is written ς at a word's end: the one lower case Unicode picks by context.
+            let final_sigma = forms.contains(&'σ') || relatives.contains(&Some('σ'));
+            for form in relatives
+                .into_iter()
+                .flatten()
+                .chain(final_sigma.then_some('ς'))
+            {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                }
+            }
+        }
+        variants = variants
+            .iter()
+            .flat_map(|prefix| forms.iter().map(move |form| format!("{prefix}{form}")))
+            .collect();
+    }
+    variants
+}
+
+/// The character a case mapping gives, when it gives exactly one (`ß` upper-cases to `SS`).
+fn one_char(mut mapped: impl Iterator<Item = char>) -> Option<char> {
+    let c = mapped.next()?;
+    mapped.next().is_none().then_some(c)
+}
 
 /// Makes `%`, `_` and the escape character itself match literally.
 fn escape_like(text: &str) -> String {
@@ -400,6 +472,17 @@ mod tests {
     use sea_orm::{DatabaseBackend, EntityTrait, QueryFilter, QueryTrait};
 
     use super::*;
+
+    #[test]
+    fn short_terms_take_every_case_of_their_letters() {
+        let mut sigma = case_variants("oΣ");
+        sigma.sort();
+        assert_eq!(sigma, ["oΣ", "oς", "oσ"]);
+        assert_eq!(case_variants("ĳs").len(), 2);
+        assert_eq!(case_variants("ß"), ["ß"]);
+        assert_eq!(fold("ΟΣ"), "οσ");
+        assert_eq!(fold("Σίσυφος"), "σίσυφοσ");
+    }
 
     /// The indexed condition binds its own value, after the four exact `LIKE`s.
     #[test]
