@@ -59,6 +59,29 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         "{body}"
     );
 
+    // A declared length over the limit is answered before any of the body is sent.
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: 99999999999\r\n\r\n{{}}"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
     let batch = json!([{"query": "{ serverInfo { name } }"}, {"query": "{ serverInfo { name } }"}]);
     let response = app
         .client

@@ -157,6 +157,10 @@ async fn respond_to_post(
     };
     let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
+    // A declared length over the limit is refused at once, not after waiting for the body.
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return request_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body exceeds 1 MiB");
+    }
     let work = async {
         let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
             Ok(bytes) => bytes,
