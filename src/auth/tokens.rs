@@ -100,6 +100,8 @@ impl TokenKeys {
         // Without this list a token lacking `aud` would still pass.
         validation.set_required_spec_claims(&["sub", "iat", "exp", "iss", "aud"]);
         validation.leeway = 0;
+        // We issue no `nbf`; one in a token must have passed.
+        validation.validate_nbf = true;
         Self {
             algorithm,
             keys: Arc::new(RwLock::new(Arc::new(keys))),
@@ -269,11 +271,26 @@ impl TokenKeys {
                 &key.decoding
             }
         };
-        jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| invalid())
+            .map_err(|_| invalid())?;
+        // Only what this server issues: issued no later than now (with room for the clocks of
+        // other instances) and living no longer than an access token does. A token minted
+        // otherwise, with a leaked key say, does not outlive the key's removal by years.
+        let issued_by_now = claims.iat <= Utc::now().timestamp() + CLOCK_SKEW_SECONDS;
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        // Whole seconds, rounded up as `exp` may be for a fractional lifetime.
+        let ttl = self.access_ttl.as_secs() + u64::from(self.access_ttl.subsec_nanos() > 0);
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        if !issued_by_now || lifetime > ttl {
+            return Err(invalid());
+        }
+        Ok(claims)
     }
 }
+
+/// How far ahead of this instance's clock another instance's may be.
+const CLOCK_SKEW_SECONDS: i64 = 60;
 
 /// Whether two key sets sign with the same key and verify with the same keys, windows and all.
 fn same_keys(a: &KeySet, b: &KeySet) -> bool {
@@ -450,6 +467,25 @@ mod tests {
         let mut tampered = token.clone();
         tampered.push('x');
         assert!(keys.verify(&tampered).is_err());
+    }
+
+    #[test]
+    fn tokens_not_yet_valid_or_living_too_long_are_refused() {
+        let keys = keys();
+        let now = Utc::now().timestamp();
+        let mut later = claims();
+        later["nbf"] = json!(now + 3_600);
+        let mut future = claims();
+        future["iat"] = json!(now + 3_600);
+        future["exp"] = json!(now + 3_660);
+        let mut long = claims();
+        long["exp"] = json!(now + 100 * 365 * 86_400);
+        for (what, c) in [("nbf", later), ("iat", future), ("lifetime", long)] {
+            assert!(keys.verify(&sign(c, Algorithm::HS256)).is_err(), "{what}");
+        }
+        let mut passed = claims();
+        passed["nbf"] = json!(now - 10);
+        assert!(keys.verify(&sign(passed, Algorithm::HS256)).is_ok());
     }
 
     #[test]
