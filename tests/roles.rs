@@ -1030,8 +1030,8 @@ async fn pagination_search_and_filters(app: TestApp) {
     );
     // Times past what PostgreSQL stores (years before 1 and after 9999) are no cursors either.
     let out_of_range = [
-        "LTgwMDAwMDAwMDAwMDAwMDAwMDA6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw",
-        "MjUzNDAyMzAwODAwMDAwMDAwOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA",
+        "dXNlcnM6LTgwMDAwMDAwMDAwMDAwMDAwMDAwOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA",
+        "dXNlcnM6MjUzNDAyMzAwODAwMDAwMDAwOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA",
     ];
     for bad in ["garbage", "", "!!!!", "eyJ4IjoxfQ"]
         .into_iter()
@@ -1045,6 +1045,24 @@ async fn pagination_search_and_filters(app: TestApp) {
             .await;
         assert_code(&body, "BAD_USER_INPUT");
     }
+    // One list's cursor is no position in the other.
+    let users_cursor = app.users(&owner, json!({ "first": 1 })).await["data"]["users"]["pageInfo"]
+        ["endCursor"]
+        .clone();
+    let audit = "query($after: String) { auditLog(after: $after) { pageInfo { endCursor } } }";
+    let audit_cursor = app
+        .gql(Some(&owner.access), audit, json!({ "first": 1 }))
+        .await["data"]["auditLog"]["pageInfo"]["endCursor"]
+        .clone();
+    assert!(users_cursor.is_string() && audit_cursor.is_string());
+    let body = app
+        .gql(Some(&owner.access), audit, json!({ "after": users_cursor }))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_field_codes(&body, json!({"after": "FORMAT"}));
+    let body = app.users(&owner, json!({ "after": audit_cursor })).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_field_codes(&body, json!({"after": "FORMAT"}));
     // No username holds NUL: nobody is found, and nothing fails.
     let body = app.user_by_name(&owner, "user\u{0}01").await;
     assert_ok(&body);

@@ -2,7 +2,7 @@ use async_graphql::{Context, ID, Object};
 
 use super::guards::Access;
 use super::types::{
-    AuditConnection, AuditFilter, ServerInfo, UserConnection, UserFilter, UserObject,
+    AuditConnection, AuditFilter, List, ServerInfo, UserConnection, UserFilter, UserObject,
     decode_cursor, parse_id,
 };
 use super::{or_null, request_auth, service, viewer};
@@ -44,7 +44,10 @@ impl Query {
         after: Option<String>,
         filter: Option<UserFilter>,
     ) -> AppResult<UserConnection> {
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let after = after
+            .as_deref()
+            .map(|after| decode_cursor(List::Users, after));
+        let after = after.transpose()?;
         let filter: Filter = filter.map(Into::into).unwrap_or_default();
         let page = service(ctx)?
             .list_users(viewer(ctx).await?, first, after, &filter)
@@ -66,7 +69,10 @@ impl Query {
         after: Option<String>,
         filter: Option<AuditFilter>,
     ) -> AppResult<AuditConnection> {
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let after = after
+            .as_deref()
+            .map(|after| decode_cursor(List::Audit, after));
+        let after = after.transpose()?;
         let filter = filter
             .map(AuditFilter::parse)
             .transpose()?

@@ -435,8 +435,9 @@ pub struct AuditConnection {
 
 impl From<service::AuditPage> for AuditConnection {
     fn from(page: service::AuditPage) -> Self {
-        let cursor =
-            |entry: &crate::db::entities::audit_entry::Model| position_cursor(entry.at, entry.id);
+        let cursor = |entry: &crate::db::entities::audit_entry::Model| {
+            position_cursor(List::Audit, entry.at, entry.id)
+        };
         let start_cursor = page.entries.first().map(cursor);
         let end_cursor = page.entries.last().map(cursor);
         Self {
@@ -590,21 +591,42 @@ impl UserConnection {
     }
 }
 
+/// The list a cursor comes from: one list's position means nothing in another, so a cursor
+/// given to the wrong list is refused rather than silently read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum List {
+    Users,
+    Audit,
+}
+
+impl List {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Users => "users",
+            Self::Audit => "audit",
+        }
+    }
+}
+
 /// Opaque cursor: the row's creation time (microseconds) and id.
 pub fn encode_cursor(user: &User) -> String {
-    position_cursor(user.created_at, user.id)
+    position_cursor(List::Users, user.created_at, user.id)
 }
 
-/// A cursor for a row at (`at`, `id`) in a keyset order.
-fn position_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", at.timestamp_micros(), id))
+/// A cursor for a row of `list` at (`at`, `id`) in its keyset order.
+fn position_cursor(list: List, at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", list.tag(), at.timestamp_micros(), id))
 }
 
-pub fn decode_cursor(cursor: &str) -> AppResult<Position> {
+pub fn decode_cursor(list: List, cursor: &str) -> AppResult<Position> {
     let invalid = || AppError::field("after", FieldCode::Format, "is not a valid cursor");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let position = text
+        .strip_prefix(list.tag())
+        .and_then(|rest| rest.strip_prefix(':'))
+        .ok_or_else(invalid)?;
+    let (micros, id) = position.split_once(':').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
     // Within the years both databases store: PostgreSQL refuses times chrono still takes.
     let created_at = DateTime::from_timestamp_micros(micros)
