@@ -107,6 +107,23 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .expect("post");
     assert_eq!(response.status(), 400);
 
+    // A persisted query's hash alone: none are kept, said as Apollo's client expects, so it
+    // sends the query itself.
+    let response = app
+        .client
+        .post(format!("{base}/graphql"))
+        .json(&json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0".repeat(64)}}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let answer: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(answer["errors"][0]["message"], "PersistedQueryNotSupported");
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_SUPPORTED",
+        "{answer}"
+    );
+
     // JSON that is no GraphQL request: without `query`, or with another type of it.
     for body in [json!({}), json!({"variables": {}}), json!({"query": 5})] {
         let response = app

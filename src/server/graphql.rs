@@ -176,7 +176,13 @@ async fn respond_to_post(
         };
         match parse_body(&bytes) {
             Ok(request) => execute(state, headers, request, client_ip, media).await,
-            Err(message) => request_error(StatusCode::BAD_REQUEST, message),
+            Err(Refusal::NotPersisted) => coded_error(
+                StatusCode::BAD_REQUEST,
+                "PERSISTED_QUERY_NOT_SUPPORTED",
+                // The message Apollo's persisted-query link looks for, to send the query itself.
+                "PersistedQueryNotSupported",
+            ),
+            Err(Refusal::Bad(message)) => request_error(StatusCode::BAD_REQUEST, message),
         }
     };
     with_timeout(timeout, client_ip, work).await
@@ -385,24 +391,36 @@ async fn execute(
     http
 }
 
+/// Why a POST body is no request to run.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    Bad(&'static str),
+    /// A persisted query's hash without its text: none are kept here.
+    NotPersisted,
+}
+
 /// One GraphQL request per POST: a JSON array (a batch) is refused.
-fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, &'static str> {
+fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
     if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
-        return Err("Batched requests are not supported");
+        return Err(Refusal::Bad("Batched requests are not supported"));
     }
     const NOT_A_REQUEST: &str =
         "The body is not a GraphQL request (a JSON object with a string `query`)";
-    let request: async_graphql::Request =
-        serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+    let request: async_graphql::Request = serde_json::from_slice(bytes)
+        .map_err(|err| match err.classify() {
             serde_json::error::Category::Data if has_string_query(bytes) => {
                 "`variables` and `extensions` must be JSON objects, `operationName` a string"
             }
             serde_json::error::Category::Data => NOT_A_REQUEST,
             _ => "The body is not valid JSON",
-        })?;
+        })
+        .map_err(Refusal::Bad)?;
     // async-graphql reads a missing `query` as an empty one; there is no request without it.
     if request.query.is_empty() {
-        return Err(NOT_A_REQUEST);
+        if request.extensions.contains_key("persistedQuery") {
+            return Err(Refusal::NotPersisted);
+        }
+        return Err(Refusal::Bad(NOT_A_REQUEST));
     }
     Ok(request)
 }
@@ -525,7 +543,11 @@ mod tests {
 
     #[test]
     fn a_body_is_refused_for_what_it_gets_wrong() {
-        let refusal = |body: &str| parse_body(&Bytes::from(body.to_owned())).err();
+        let refusal = |body: &str| match parse_body(&Bytes::from(body.to_owned())) {
+            Err(Refusal::Bad(message)) => Some(message),
+            Err(Refusal::NotPersisted) => Some("not persisted"),
+            Ok(_) => None,
+        };
         assert_eq!(refusal(r#"{"query": "{ me { id } }"}"#), None);
         assert_eq!(
             refusal(r#"{"query": "{ me { id } }", "variables": [1]}"#),
@@ -537,6 +559,8 @@ mod tests {
         );
         assert_eq!(refusal("[{}]"), Some("Batched requests are not supported"));
         assert_eq!(refusal("{"), Some("The body is not valid JSON"));
+        let hash_only = r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
+        assert_eq!(refusal(hash_only), Some("not persisted"));
     }
 
     #[test]
