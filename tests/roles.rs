@@ -711,13 +711,14 @@ async fn validation_lists_every_field(app: TestApp) {
                 "email": "not an email",
                 "password": "short",
                 "firstName": "x".repeat(101),
+                "phone": "+1 2",
             }}),
         )
         .await;
     assert_code(&body, "BAD_USER_INPUT");
     assert_field_codes(
         &body,
-        json!({"username": "LENGTH", "email": "FORMAT", "password": "LENGTH", "firstName": "LENGTH"}),
+        json!({"username": "LENGTH", "email": "FORMAT", "password": "LENGTH", "firstName": "LENGTH", "phone": "LENGTH"}),
     );
     let body = app
         .gql(

@@ -342,17 +342,18 @@ pub fn phone(text: Option<&str>) -> Checked<Option<String>> {
             })
         });
     let digits = number.bytes().filter(u8::is_ascii_digit).count();
-    let number_ok = number
+    let characters_ok = number
         .chars()
-        .all(|c| c.is_ascii_digit() || " +-()./".contains(c))
-        && (3..=20).contains(&digits);
-    if number_ok && extension_ok {
-        Ok(Some(text))
-    } else {
+        .all(|c| c.is_ascii_digit() || " +-()./".contains(c));
+    if !characters_ok || !extension_ok {
         refused(
             FieldCode::Format,
             "must be a phone number: digits, spaces and + - ( ) . /, and an optional extension such as x12",
         )
+    } else if !(3..=20).contains(&digits) {
+        refused(FieldCode::Length, "must have 3 to 20 digits")
+    } else {
+        Ok(Some(text))
     }
 }
 
@@ -547,12 +548,22 @@ mod tests {
         assert_eq!(phone(Some("  ")), Ok(None));
         for bad in [
             "call me",
-            "12",
             "555-0100 x",
             "555 0100 ext 1a",
             "+1 555 0100\u{200B}",
         ] {
-            assert!(phone(Some(bad)).is_err(), "{bad}");
+            assert_eq!(
+                phone(Some(bad)).map_err(|e| e.code),
+                Err(FieldCode::Format),
+                "{bad}"
+            );
+        }
+        for count in ["12", "+1 (234) 567-8901 234 567 8901"] {
+            assert_eq!(
+                phone(Some(count)).map_err(|e| e.code),
+                Err(FieldCode::Length),
+                "{count}"
+            );
         }
     }
 
