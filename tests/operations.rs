@@ -284,6 +284,17 @@ async fn get_runs_queries_and_refuses_mutations() {
     assert_eq!(bad_variables.status(), StatusCode::BAD_REQUEST);
     let missing = get(&[]).await.expect("sent");
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    // A persisted query's hash alone, as Apollo's client sends it over GET.
+    let hash_only = get(&[(
+        "extensions",
+        "{\"persistedQuery\":{\"version\":1,\"sha256Hash\":\"00\"}}",
+    )])
+    .await
+    .expect("sent");
+    assert_eq!(hash_only.status(), StatusCode::BAD_REQUEST);
+    let body: Value = hash_only.json().await.expect("json");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotSupported");
+    assert_code(&body, "PERSISTED_QUERY_NOT_SUPPORTED");
     // An empty query is none, as it is in a POST body.
     let empty = get(&[("query", "")]).await.expect("sent");
     assert_eq!(empty.status(), StatusCode::BAD_REQUEST);

@@ -1050,7 +1050,7 @@ async fn pagination_search_and_filters(app: TestApp) {
     let users_cursor = app.users(&owner, json!({ "first": 1 })).await["data"]["users"]["pageInfo"]
         ["endCursor"]
         .clone();
-    let audit = "query($after: String) { auditLog(after: $after) { pageInfo { endCursor } } }";
+    let audit = "query($first: Int, $after: String) { auditLog(first: $first, after: $after) { pageInfo { endCursor } } }";
     let audit_cursor = app
         .gql(Some(&owner.access), audit, json!({ "first": 1 }))
         .await["data"]["auditLog"]["pageInfo"]["endCursor"]

@@ -604,12 +604,15 @@ mod m20261209_000010_search_sigma {
         DO $$
         BEGIN
             IF to_regclass('idx_users_search_text') IS NOT NULL THEN
-                DROP INDEX idx_users_search_text;
-                CREATE INDEX idx_users_search_text ON users USING gin ((translate(
+                -- Built beside the old index, which is dropped only then: the build blocks
+                -- writes to users, the drop (held to the commit) reads too, but only briefly.
+                CREATE INDEX idx_users_search_text_sigma ON users USING gin ((translate(
                     username_key || E'\n' || email || E'\n' ||
                     coalesce(lower(first_name), '') || E'\n' || coalesce(lower(last_name), ''),
                     'ς', 'σ'
                 )) gin_trgm_ops) WITH (fastupdate = off);
+                DROP INDEX idx_users_search_text;
+                ALTER INDEX idx_users_search_text_sigma RENAME TO idx_users_search_text;
             END IF;
         END
         $$

@@ -274,15 +274,17 @@ impl TokenKeys {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|_| invalid())?;
-        // Only what this server issues: issued no later than now (with room for the clocks of
-        // other instances) and living no longer than an access token does. A token minted
-        // otherwise, with a leaked key say, does not outlive the key's removal by years.
+        // Only what a server issues: issued no later than now (with room for the clocks of
+        // other instances) and living no longer than a day, or the access TTL when longer (a
+        // day's room, so tokens issued before a change of the TTL, or by an instance not yet
+        // restarted with it, still pass). A token minted otherwise, with a leaked key say,
+        // does not outlive the key's removal by years.
         let issued_by_now = claims.iat <= Utc::now().timestamp() + CLOCK_SKEW_SECONDS;
         let lifetime = claims.exp.saturating_sub(claims.iat);
         // Whole seconds, rounded up as `exp` may be for a fractional lifetime.
         let ttl = self.access_ttl.as_secs() + u64::from(self.access_ttl.subsec_nanos() > 0);
-        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
-        if !issued_by_now || lifetime > ttl {
+        let longest = i64::try_from(ttl).unwrap_or(i64::MAX).max(DAY_SECONDS);
+        if !issued_by_now || lifetime > longest {
             return Err(invalid());
         }
         Ok(claims)
@@ -291,6 +293,7 @@ impl TokenKeys {
 
 /// How far ahead of this instance's clock another instance's may be.
 const CLOCK_SKEW_SECONDS: i64 = 60;
+const DAY_SECONDS: i64 = 86_400;
 
 /// Whether two key sets sign with the same key and verify with the same keys, windows and all.
 fn same_keys(a: &KeySet, b: &KeySet) -> bool {
@@ -479,13 +482,17 @@ mod tests {
         future["iat"] = json!(now + 3_600);
         future["exp"] = json!(now + 3_660);
         let mut long = claims();
-        long["exp"] = json!(now + 100 * 365 * 86_400);
+        long["exp"] = json!(now + 86_401);
         for (what, c) in [("nbf", later), ("iat", future), ("lifetime", long)] {
             assert!(keys.verify(&sign(c, Algorithm::HS256)).is_err(), "{what}");
         }
         let mut passed = claims();
         passed["nbf"] = json!(now - 10);
         assert!(keys.verify(&sign(passed, Algorithm::HS256)).is_ok());
+        // Longer than this instance's TTL (a minute), as another's may be: still a day's room.
+        let mut other_ttl = claims();
+        other_ttl["exp"] = json!(now + 3_600);
+        assert!(keys.verify(&sign(other_ttl, Algorithm::HS256)).is_ok());
     }
 
     #[test]

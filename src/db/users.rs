@@ -340,8 +340,9 @@ impl Filter {
 const SEARCH_TEXT: &str = "translate(username_key || E'\\n' || email || E'\\n' || \
     coalesce(lower(first_name), '') || E'\\n' || coalesce(lower(last_name), ''), 'ς', 'σ')";
 
-/// A term lower-cased one character at a time, as PostgreSQL's `lower` does, with final
-/// sigmas as σ, as the search text has them (see the search_sigma migration).
+/// A term lower-cased one character at a time (as PostgreSQL's `lower` does under a UTF-8
+/// locale, give or take a few letters such as İ), with final sigmas as σ, as the search text
+/// has them (see the search_sigma migration).
 fn fold(term: &str) -> String {
     term.chars()
         .flat_map(char::to_lowercase)

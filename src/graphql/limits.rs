@@ -130,7 +130,7 @@ fn check_required_variables(
 }
 
 /// The operation a request runs: the one named `wanted`, or the only one.
-pub(super) fn selected_operation<'a>(
+pub fn selected_operation<'a>(
     document: &'a ExecutableDocument,
     wanted: Option<&str>,
 ) -> Option<&'a Positioned<OperationDefinition>> {

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
-pub use limits::{Limits, OperationInfo, check as check_document, name_complexity_limit};
+pub use limits::{
+    Limits, OperationInfo, check as check_document, name_complexity_limit, selected_operation,
+};
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use nulls::FieldTypes;

@@ -1,9 +1,10 @@
 //! The specification's handling of field errors (GraphQL, "Handling Execution Errors"): a
 //! field that fails is `null`, and when its type is non-null the null moves up to the nearest
 //! nullable parent, or makes `data` null. async-graphql leaves a failed field out of its object
-//! instead, which a client generated from the schema cannot represent (a non-null field that
-//! is simply missing). The response is mended here, after execution, and only when some error
-//! has a path: a successful response is not walked.
+//! instead (an object whose every selected field failed becomes `null`, a list with a failed
+//! item is left out), which a client generated from the schema cannot represent: a non-null
+//! field that is missing or null. The response is mended here, after execution, and only when
+//! some error has a path: a successful response is not walked.
 
 use std::collections::HashMap;
 
@@ -169,18 +170,33 @@ fn fields_named<'a>(
     }
 }
 
-/// Nulls the field at `path` when it is missing from its object, or, when its type is
-/// non-null, its nearest nullable parent; `data` itself when none is. A field that is present
-/// produced a value despite its error (a partly refused object, say), and stays.
+/// Mends the response along one error's `path`: the first position there that is missing
+/// (a failed field, or a list whose item failed) or null (an object whose every selected field
+/// failed) is where the failure shows; it, or when its type is non-null its nearest nullable
+/// parent, becomes null, or `data` itself when there is none. A null at a nullable position
+/// is already right; a path whose value is present produced a value despite its error (a
+/// partly refused object, say) and stays.
 fn null_failed(data: &mut Value, path: &[PathSegment], nullable: &[bool]) {
-    let Some((PathSegment::Field(key), parents)) = path.split_last() else {
+    let mut value = &*data;
+    let mut failed = None;
+    for (at, segment) in path.iter().enumerate() {
+        let next = match (segment, value) {
+            (PathSegment::Field(key), Value::Object(object)) => object.get(key.as_str()),
+            (PathSegment::Index(index), Value::List(items)) => items.get(*index),
+            _ => None,
+        };
+        match next {
+            Some(Value::Null) | None => {
+                failed = Some(at);
+                break;
+            }
+            Some(next) => value = next,
+        }
+    }
+    let Some(failed) = failed else {
         return;
     };
-    match locate(data, parents) {
-        Some(Value::Object(object)) if !object.contains_key(key.as_str()) => {}
-        _ => return,
-    }
-    match nullable.iter().rposition(|&nullable| nullable) {
+    match nullable[..=failed].iter().rposition(|&nullable| nullable) {
         Some(at) => set_null(data, &path[..=at]),
         None => *data = Value::Null,
     }
@@ -216,97 +232,136 @@ fn set_null(data: &mut Value, path: &[PathSegment]) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use async_graphql::ServerError;
+    use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Result, Schema};
     use serde_json::json;
 
-    const SDL: &str = "
-        type Query { me: User! user: User list: [User!]! maybe: [User] }
-        type Mutation { act: Boolean! }
-        type User { id: ID! name: String friend: User best: User! }
-        schema { query: Query mutation: Mutation }
-    ";
+    use super::*;
 
-    fn mended(query: &str, data: serde_json::Value, paths: &[serde_json::Value]) -> Value {
-        let types = FieldTypes::from_sdl(SDL);
-        let document = async_graphql::parser::parse_query(query).expect("query");
-        let mut response = Response::new(Value::from_json(data).expect("data"));
-        for path in paths {
-            let mut error = ServerError::new("failed", None);
-            error.path = serde_json::from_value(path.clone()).expect("path");
-            response.errors.push(error);
+    /// Resolvers that fail where asked, so the tests mend what async-graphql really answers.
+    struct Root;
+
+    #[Object]
+    impl Root {
+        async fn me(&self) -> Result<Person> {
+            Err("no viewer".into())
         }
+        async fn user(&self, fail: bool) -> Result<Option<Person>> {
+            if fail {
+                Err("refused".into())
+            } else {
+                Ok(Some(Person(false)))
+            }
+        }
+        async fn people(&self) -> Vec<Person> {
+            vec![Person(false), Person(true)]
+        }
+        async fn maybe(&self) -> Vec<Option<Person>> {
+            vec![Some(Person(false)), Some(Person(true))]
+        }
+        async fn count(&self) -> Result<i32> {
+            Err("the database is away".into())
+        }
+        async fn fine(&self) -> i32 {
+            1
+        }
+    }
+
+    /// A person whose `id` and `best` fail when it is a failing one.
+    struct Person(bool);
+
+    #[Object]
+    impl Person {
+        async fn id(&self) -> Result<ID> {
+            if self.0 {
+                Err("no id".into())
+            } else {
+                Ok(ID::from("1"))
+            }
+        }
+        async fn name(&self) -> Option<String> {
+            None
+        }
+        async fn friend(&self) -> Option<Person> {
+            Some(Person(self.0))
+        }
+        async fn best(&self) -> Result<Person> {
+            if self.0 {
+                Err("no best".into())
+            } else {
+                Ok(Person(false))
+            }
+        }
+        async fn tags(&self) -> Result<Vec<Vec<String>>> {
+            if self.0 {
+                Err("no tags".into())
+            } else {
+                Ok(vec![vec!["a".into()]])
+            }
+        }
+    }
+
+    async fn mended(query: &str) -> serde_json::Value {
+        let schema = Schema::new(Root, EmptyMutation, EmptySubscription);
+        let types = FieldTypes::from_sdl(&schema.sdl());
+        let mut response = schema.execute(query).await;
+        assert!(!response.errors.is_empty(), "{query} fails somewhere");
+        let document = async_graphql::parser::parse_query(query).expect("query");
         types.propagate_nulls(&mut response, &document, None);
-        response.data
+        response.data.into_json().expect("json")
     }
 
-    fn json(value: Value) -> serde_json::Value {
-        value.into_json().expect("json")
+    #[tokio::test]
+    async fn a_failed_nullable_field_is_null() {
+        let data = mended("{ user(fail: true) { id } fine }").await;
+        assert_eq!(data, json!({"user": null, "fine": 1}));
+        let data = mended("{ a: user(fail: false) { id } b: user(fail: true) { id } }").await;
+        assert_eq!(data, json!({"a": {"id": "1"}, "b": null}));
     }
 
-    #[test]
-    fn a_failed_nullable_field_is_null() {
-        let data = mended(
-            "{ user { id } me { id } }",
-            json!({"me": {"id": "1"}}),
-            &[json!(["user"])],
+    #[tokio::test]
+    async fn a_failed_non_null_field_nulls_its_nearest_nullable_parent() {
+        let data = mended("{ people { friend { best { id } } } }").await;
+        assert_eq!(
+            data,
+            json!({"people": [{"friend": {"best": {"id": "1"}}}, {"friend": null}]})
         );
-        assert_eq!(json(data), json!({"me": {"id": "1"}, "user": null}));
     }
 
-    #[test]
-    fn a_failed_non_null_field_nulls_its_nearest_nullable_parent() {
-        let data = mended(
-            "{ user { friend { best { id } } } }",
-            json!({"user": {"friend": {}}}),
-            &[json!(["user", "friend", "best"])],
-        );
-        assert_eq!(json(data), json!({"user": {"friend": null}}));
+    #[tokio::test]
+    async fn with_no_nullable_parent_data_is_null() {
+        assert_eq!(mended("{ fine me { id } }").await, json!(null));
+        assert_eq!(mended("{ fine count }").await, json!(null));
+        // The second person's only selected field fails: async-graphql answers its object
+        // with null, in a list of non-null items under a non-null field.
+        assert_eq!(mended("{ fine people { id } }").await, json!(null));
+        assert_eq!(mended("{ fine people { id name } }").await, json!(null));
+        assert_eq!(mended("{ fine people { tags } }").await, json!(null));
     }
 
-    #[test]
-    fn with_no_nullable_parent_data_is_null() {
-        let data = mended(
-            "{ user { id } me { id } }",
-            json!({"user": null}),
-            &[json!(["me"])],
-        );
-        assert_eq!(json(data), json!(null));
-        let data = mended(
-            "{ list { id } }",
-            json!({"list": [{"id": "1"}, {}]}),
-            &[json!(["list", 1, "id"])],
-        );
-        assert_eq!(json(data), json!(null));
+    #[tokio::test]
+    async fn a_nullable_list_item_takes_the_null() {
+        let data = mended("query { maybe { ...F } } fragment F on Person { best { id } }").await;
+        assert_eq!(data, json!({"maybe": [{"best": {"id": "1"}}, null]}));
+        let data = mended("{ maybe { ... on Person { id } } }").await;
+        assert_eq!(data, json!({"maybe": [{"id": "1"}, null]}));
     }
 
-    #[test]
-    fn a_nullable_list_item_takes_the_null() {
-        let data = mended(
-            "query { maybe { ...F } } fragment F on User { best { id } }",
-            json!({"maybe": [{"best": {"id": "1"}}, {}]}),
-            &[json!(["maybe", 1, "best"])],
-        );
-        assert_eq!(json(data), json!({"maybe": [{"best": {"id": "1"}}, null]}));
-    }
-
-    #[test]
-    fn aliases_are_followed_and_present_values_stay() {
-        let data = mended(
-            "{ a: user { b: best { id } } me { name } }",
-            json!({"a": {}, "me": {"name": null}}),
-            &[json!(["a", "b"]), json!(["me", "name"])],
-        );
-        assert_eq!(json(data), json!({"a": null, "me": {"name": null}}));
+    #[tokio::test]
+    async fn present_values_stay() {
+        let data = mended("{ u: user(fail: false) { name } b: user(fail: true) { id } }").await;
+        assert_eq!(data, json!({"u": {"name": null}, "b": null}));
     }
 
     #[test]
     fn paths_outside_the_schema_are_left_alone() {
-        let data = mended(
-            "{ __schema { types { name } } }",
-            json!({}),
-            &[json!(["__schema"])],
-        );
-        assert_eq!(json(data), json!({}));
+        let types = FieldTypes::from_sdl("type Query { fine: Int }");
+        let document =
+            async_graphql::parser::parse_query("{ __schema { types { name } } }").expect("query");
+        let mut response = Response::new(Value::from_json(json!({})).expect("data"));
+        let mut error = async_graphql::ServerError::new("failed", None);
+        error.path = vec![PathSegment::Field("__schema".into())];
+        response.errors.push(error);
+        types.propagate_nulls(&mut response, &document, None);
+        assert_eq!(response.data.into_json().expect("json"), json!({}));
     }
 }

@@ -176,12 +176,7 @@ async fn respond_to_post(
         };
         match parse_body(&bytes) {
             Ok(request) => execute(state, headers, request, client_ip, media).await,
-            Err(Refusal::NotPersisted) => coded_error(
-                StatusCode::BAD_REQUEST,
-                "PERSISTED_QUERY_NOT_SUPPORTED",
-                // The message Apollo's persisted-query link looks for, to send the query itself.
-                "PersistedQueryNotSupported",
-            ),
+            Err(Refusal::NotPersisted) => persisted_query_not_supported(),
             Err(Refusal::Bad(message)) => request_error(StatusCode::BAD_REQUEST, message),
         }
     };
@@ -198,6 +193,13 @@ pub async fn get(
 ) -> Response {
     let started = Instant::now();
     let Some(query) = params.get("query").filter(|query| !query.is_empty()) else {
+        let hash_only = params.get("extensions").is_some_and(|extensions| {
+            serde_json::from_str::<serde_json::Value>(extensions)
+                .is_ok_and(|extensions| extensions.get("persistedQuery").is_some())
+        });
+        if hash_only {
+            return counted(&state, started, persisted_query_not_supported());
+        }
         // The page itself is no GraphQL request; a refusal in its place is counted.
         return counted(&state, started, super::graphiql(&state, &headers));
     };
@@ -268,14 +270,8 @@ fn selects_mutation(request: &mut async_graphql::Request) -> bool {
     let Ok(document) = request.parsed_query() else {
         return false;
     };
-    document.operations.iter().any(|(name, operation)| {
-        let selected = match (&wanted, name) {
-            (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        selected && operation.node.ty == OperationType::Mutation
-    })
+    graphql::selected_operation(document, wanted.as_deref())
+        .is_some_and(|operation| operation.node.ty == OperationType::Mutation)
 }
 
 async fn with_timeout(
@@ -389,6 +385,16 @@ async fn execute(
         codes,
     });
     http
+}
+
+/// A persisted query's hash without its text: none are kept here. The message is the one
+/// Apollo's persisted-query link looks for, to send the query itself.
+fn persisted_query_not_supported() -> Response {
+    coded_error(
+        StatusCode::BAD_REQUEST,
+        "PERSISTED_QUERY_NOT_SUPPORTED",
+        "PersistedQueryNotSupported",
+    )
 }
 
 /// Why a POST body is no request to run.
