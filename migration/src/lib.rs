@@ -26,6 +26,14 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Runs `sql` on PostgreSQL; SQLite has nothing to change.
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() == DatabaseBackend::Postgres {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 mod m20261123_000001_init {
     use super::*;
 
@@ -497,13 +505,7 @@ mod m20261207_000008_search_index_direct {
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            if manager.get_database_backend() == DatabaseBackend::Postgres {
-                manager
-                    .get_connection()
-                    .execute_unprepared(POSTGRES_UP)
-                    .await?;
-            }
-            Ok(())
+            on_postgres(manager, POSTGRES_UP).await
         }
     }
 }
@@ -621,13 +623,7 @@ mod m20261209_000010_search_sigma {
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            if manager.get_database_backend() == DatabaseBackend::Postgres {
-                manager
-                    .get_connection()
-                    .execute_unprepared(POSTGRES_UP)
-                    .await?;
-            }
-            Ok(())
+            on_postgres(manager, POSTGRES_UP).await
         }
     }
 }

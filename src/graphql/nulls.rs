@@ -140,32 +140,22 @@ fn fields_named<'a>(
     inner: &mut Vec<&'a SelectionSet>,
 ) {
     for item in &set.items {
-        match &item.node {
-            Selection::Field(field) if field.node.response_key().node.as_str() == key => {
-                name.get_or_insert(&field.node.name.node);
-                inner.push(&field.node.selection_set.node);
-            }
-            Selection::Field(_) => {}
-            Selection::FragmentSpread(spread) => {
-                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
-                    fields_named(
-                        document,
-                        &fragment.node.selection_set.node,
-                        key,
-                        name,
-                        inner,
-                    );
+        let nested = match &item.node {
+            Selection::Field(field) => {
+                if field.node.response_key().node.as_str() == key {
+                    name.get_or_insert(&field.node.name.node);
+                    inner.push(&field.node.selection_set.node);
                 }
+                continue;
             }
-            Selection::InlineFragment(fragment) => {
-                fields_named(
-                    document,
-                    &fragment.node.selection_set.node,
-                    key,
-                    name,
-                    inner,
-                );
-            }
+            Selection::FragmentSpread(spread) => document
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .map(|fragment| &fragment.node.selection_set.node),
+            Selection::InlineFragment(fragment) => Some(&fragment.node.selection_set.node),
+        };
+        if let Some(nested) = nested {
+            fields_named(document, nested, key, name, inner);
         }
     }
 }
