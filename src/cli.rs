@@ -8,7 +8,6 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, CliRole, Command, KeysCommand, LogFormat, Settings, UserCommand};
-use crate::db::Db;
 use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
@@ -19,7 +18,9 @@ pub fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only: files and log collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.settings.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
@@ -37,10 +38,25 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: many errors repeat their source in their own
+/// message, which `{:#}` would print again.
+fn chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -48,7 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
-            let db = Db::connect(&settings.database_url, Some(1), settings.db_timeout).await?;
+            let db = crate::service::connect(&settings, Some(1)).await?;
             db.migrate().await?;
             eprintln!("migrations applied");
             Ok(())
@@ -59,7 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(command) => user_command(&settings, command).await,
         Command::Keys(KeysCommand::Rotate) => {
-            let service = Service::start(&settings).await?;
+            let service = Service::open(&settings).await?;
             let kid = service.rotate_signing_key().await.map_err(describe)?;
             println!("{kid}");
             eprintln!(
@@ -147,7 +163,7 @@ fn listen(
 }
 
 async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
-    let service = Service::start(settings).await?;
+    let service = Service::open(settings).await?;
     let result = match command {
         UserCommand::Create {
             username,

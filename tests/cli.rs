@@ -94,6 +94,64 @@ async fn create_and_promote(backend: Backend) {
     assert!(server.terminate().success(), "SIGTERM is a clean shutdown");
 }
 
+/// The user and keys commands create the schema in an empty database (and say so), but leave
+/// one an older release migrated to `rollcall migrate`: they never upgrade a database behind
+/// the servers running on it.
+async fn commands_migrate_only_an_empty_database(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let out = create_user(&db.url, "alice", "owner");
+    assert_succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no rollcall schema yet"), "{stderr}");
+    // As an older release would have left it: the newest migration not applied.
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let forget = "DELETE FROM seaql_migrations WHERE version = \
+        (SELECT max(version) FROM seaql_migrations)";
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, forget)
+        .await
+        .expect("forget a migration");
+    let count = "SELECT count(*) FROM seaql_migrations";
+    let applied = |conn| async move {
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            conn,
+            sea_orm::Statement::from_string(
+                sea_orm::ConnectionTrait::get_database_backend(conn),
+                count,
+            ),
+        )
+        .await
+        .expect("count")
+        .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("a number")
+    };
+    let before = applied(&conn).await;
+    for args in [&["keys", "rotate"][..], &["user", "reset-totp", "alice"]] {
+        let out = run_cli(&db.url, args, "");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("rollcall migrate"), "{args:?}: {stderr}");
+    }
+    assert_eq!(applied(&conn).await, before, "nothing migrated");
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    assert_eq!(applied(&conn).await, before + 1);
+    assert_succeeded(&run_cli(&db.url, &["user", "reset-totp", "alice"], ""));
+    let _ = conn.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_commands_migrate_only_an_empty_database() {
+    commands_migrate_only_an_empty_database(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_commands_migrate_only_an_empty_database() {
+    commands_migrate_only_an_empty_database(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn sqlite_create_and_promote() {
     create_and_promote(Backend::Sqlite).await;

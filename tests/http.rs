@@ -2,6 +2,7 @@
 
 mod support;
 
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use support::{Gql, TestApp, assert_code, assert_ok};
 
@@ -21,6 +22,48 @@ async fn health_ready_and_graphiql(app: TestApp) {
         .await
         .expect("ready");
     assert_eq!(ready.status(), 200);
+    // Ready only while the database holds this release's schema: not one an older release
+    // left (a migration missing), nor one a newer release migrated (one unknown here).
+    let ready_status = || async {
+        app.client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .status()
+    };
+    let db = app.database().await;
+    let backend = db.get_database_backend();
+    let newest: String = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT max(version) FROM seaql_migrations",
+        ))
+        .await
+        .expect("query")
+        .and_then(|row| row.try_get_by_index(0).ok())
+        .expect("a migration");
+    for (change, status) in [
+        (
+            format!("DELETE FROM seaql_migrations WHERE version = '{newest}'"),
+            503,
+        ),
+        (
+            format!("INSERT INTO seaql_migrations VALUES ('{newest}', 0)"),
+            200,
+        ),
+        (
+            "INSERT INTO seaql_migrations VALUES ('m29991231_000001_later', 0)".to_owned(),
+            503,
+        ),
+        (
+            "DELETE FROM seaql_migrations WHERE version = 'm29991231_000001_later'".to_owned(),
+            200,
+        ),
+    ] {
+        db.execute_unprepared(&change).await.expect("change");
+        assert_eq!(ready_status().await, status, "after {change}");
+    }
     let page = app
         .client
         .get(format!("{base}/graphql"))

@@ -99,6 +99,19 @@ impl Db {
         tx.commit().await
     }
 
+    /// How many migrations this release has.
+    pub fn known_migrations() -> usize {
+        Migrator::migrations().len()
+    }
+
+    /// How many of this release's migrations the database lacks, without creating anything:
+    /// an error when it holds one this release does not know (a newer release migrated it).
+    pub async fn pending_migrations(&self) -> Result<usize, DbErr> {
+        Ok(Migrator::get_pending_migrations_read_only(&self.conn)
+            .await?
+            .len())
+    }
+
     /// Statements executed since start-up.
     pub fn statement_count(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
@@ -139,9 +152,19 @@ impl Db {
             (in_use + size.saturating_sub(free), idle + free)
         })
     }
+}
 
-    pub async fn ping(&self) -> Result<(), DbErr> {
-        self.conn.ping().await
+/// `url` for messages: its password (between `user:` and `@`) masked.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
     }
 }
 

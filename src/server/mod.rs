@@ -264,10 +264,16 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.service.db().ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+    // Reachable, and holding exactly this release's schema: an empty database put in place
+    // of the old one, or one a newer release migrated, answers every request with an error.
+    match state.service.db().pending_migrations().await {
+        Ok(0) => (StatusCode::OK, "ready").into_response(),
+        Ok(pending) => {
+            tracing::warn!(pending, "readiness check: the database lacks migrations");
+            (StatusCode::SERVICE_UNAVAILABLE, "database not migrated").into_response()
+        }
         Err(err) => {
-            tracing::warn!(%err, "readiness check: database unavailable");
+            tracing::warn!(%err, "readiness check: database unavailable or migrated further");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }

@@ -176,28 +176,82 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 pub enum StartError {
     #[error("ROLLCALL_JWT_SECRET must be at least {min} bytes long (got {got}); generate one with `openssl rand -base64 48`", min = tokens::MIN_SECRET_BYTES)]
     ShortSecret { got: usize },
-    #[error("cannot open the database: {0}")]
+    #[error(
+        "cannot open the database {url} (waiting up to {timeout:?}, ROLLCALL_DB_TIMEOUT){hint}"
+    )]
+    Connect {
+        /// The URL without its password.
+        url: String,
+        timeout: Duration,
+        hint: &'static str,
+        source: sea_orm::DbErr,
+    },
+    #[error(
+        "the database lacks {pending} of this release's migrations: stop the servers of the \
+         older release on it, then run `rollcall migrate` (or start this release's server)"
+    )]
+    NotMigrated { pending: usize },
+    #[error("database error")]
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
     Other(#[from] AppError),
+}
+
+/// Connects to the configured database with up to `max_connections`, naming it (without its
+/// password) and the time allowed when it cannot be reached.
+pub async fn connect(settings: &Settings, max_connections: Option<u32>) -> Result<Db, StartError> {
+    let url = &settings.database_url;
+    Db::connect(url, max_connections, settings.db_timeout)
+        .await
+        .map_err(|source| StartError::Connect {
+            url: crate::db::redacted_url(url),
+            timeout: settings.db_timeout,
+            hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
+                "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
+            } else {
+                ""
+            },
+            source,
+        })
 }
 
 impl Service {
     /// Connects, migrates, and loads the signing keys: the configured secret, or the Ed25519
     /// keys in the database (creating the first one).
     pub async fn start(settings: &Settings) -> Result<Self, StartError> {
+        Self::start_with(settings, true).await
+    }
+
+    /// [`Self::start`] for the user and keys commands: a database holding an older release's
+    /// schema is refused, not upgraded behind the servers running on it; an empty one gets
+    /// the schema, said in the log (a mistyped SQLite path shows there).
+    pub async fn open(settings: &Settings) -> Result<Self, StartError> {
+        Self::start_with(settings, false).await
+    }
+
+    async fn start_with(settings: &Settings, migrate: bool) -> Result<Self, StartError> {
         if let Some(secret) = &settings.jwt_secret
             && secret.len() < tokens::MIN_SECRET_BYTES
         {
             return Err(StartError::ShortSecret { got: secret.len() });
         }
-        let db = Db::connect(
-            &settings.database_url,
-            settings.db_max_connections,
-            settings.db_timeout,
-        )
-        .await?;
-        db.migrate().await?;
+        let db = connect(settings, settings.db_max_connections).await?;
+        let pending = if migrate {
+            0
+        } else {
+            db.pending_migrations().await?
+        };
+        if pending == crate::db::Db::known_migrations() {
+            tracing::warn!(
+                database = crate::db::redacted_url(&settings.database_url),
+                "the database has no rollcall schema yet: creating it"
+            );
+        } else if pending > 0 {
+            return Err(StartError::NotMigrated { pending });
+        }
+        if migrate || pending > 0 {
+            db.migrate().await?;
+        }
         let tokens = match &settings.jwt_secret {
             Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
             None => {
