@@ -585,3 +585,38 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
     let first = server.register("first").await;
     assert_eq!(first.role, "STANDARD");
 }
+
+/// A database that cannot be reached is named (its password masked) with the time allowed,
+/// each cause said once, in plain text when the output is no terminal.
+#[test]
+fn an_unreachable_database_is_named_without_its_password() {
+    let out = run_or_kill(
+        rollcall_command(
+            "postgres://rollcall:hunter2hunter2@127.0.0.1:1/rollcall",
+            &[("ROLLCALL_DB_TIMEOUT", "1s")],
+        )
+        .arg("migrate"),
+        "rollcall migrate",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("postgres://rollcall:***@127.0.0.1:1/rollcall")
+            && stderr.contains("ROLLCALL_DB_TIMEOUT"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert_eq!(stderr.matches("pool timed out").count(), 1, "{stderr}");
+    // The log of a migration that works, written to a pipe: no colour codes.
+    let dir = std::env::temp_dir().join(format!("rollcall-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.join("logs.db").display());
+    let out = run_or_kill(
+        rollcall_command(&url, &[]).arg("migrate"),
+        "rollcall migrate",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has been applied"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr}");
+}
