@@ -50,8 +50,38 @@ pub struct Metrics {
     pub db_connections: Family<StateLabel, Gauge>,
 }
 
+/// Series that exist from the start, at zero: every throttle, both login results, and the
+/// codes an alert watches (a rule over a series that has not appeared yet sees no data, not 0).
+const THROTTLES: [&str; 4] = ["account", "session", "ip", "busy"];
+const LOGIN_RESULTS: [&str; 2] = ["success", "failure"];
+const WATCHED_CODES: [&str; 5] = [
+    "INTERNAL_SERVER_ERROR",
+    "TIMEOUT",
+    "RATE_LIMITED",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+];
+
 impl Default for Metrics {
     fn default() -> Self {
+        let metrics = Self::empty();
+        for kind in THROTTLES {
+            let _ = metrics.throttled.get_or_create(&KindLabel { kind });
+        }
+        for result in LOGIN_RESULTS {
+            let _ = metrics.logins.get_or_create(&ResultLabel { result });
+        }
+        for code in WATCHED_CODES {
+            let _ = metrics.errors.get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            });
+        }
+        metrics
+    }
+}
+
+impl Metrics {
+    fn empty() -> Self {
         Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| {
@@ -65,9 +95,7 @@ impl Default for Metrics {
             db_connections: Family::default(),
         }
     }
-}
 
-impl Metrics {
     /// A registry holding these metrics, for encoding.
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::with_prefix("rollcall");
@@ -93,7 +121,7 @@ impl Metrics {
         );
         registry.register(
             "throttled",
-            "Attempts refused by a throttle: account, ip, or busy (hashing queue full)",
+            "Attempts refused by a throttle: account, session, ip, or busy (hashing queue full)",
             self.throttled.clone(),
         );
         registry.register(

@@ -306,6 +306,17 @@ async fn metrics_count_logins_and_requests() {
         return;
     };
     let before = app.metrics().await;
+    // Series an alert watches are there from the start, at zero.
+    for series in [
+        "rollcall_throttled_total{kind=\"account\"} 0",
+        "rollcall_throttled_total{kind=\"session\"} 0",
+        "rollcall_throttled_total{kind=\"ip\"} 0",
+        "rollcall_throttled_total{kind=\"busy\"} 0",
+        "rollcall_logins_total{result=\"success\"} 0",
+        "rollcall_errors_total{code=\"INTERNAL_SERVER_ERROR\"} 0",
+    ] {
+        assert!(before.lines().any(|line| line == series), "{series}: {before}");
+    }
     app.register("alice").await;
     assert_code(
         &app.login("alice", "not the password").await,
