@@ -315,7 +315,10 @@ async fn metrics_count_logins_and_requests() {
         "rollcall_logins_total{result=\"success\"} 0",
         "rollcall_errors_total{code=\"INTERNAL_SERVER_ERROR\"} 0",
     ] {
-        assert!(before.lines().any(|line| line == series), "{series}: {before}");
+        assert!(
+            before.lines().any(|line| line == series),
+            "{series}: {before}"
+        );
     }
     app.register("alice").await;
     assert_code(
@@ -485,6 +488,16 @@ async fn request_logs_name_the_request_and_hide_secrets() {
             return;
         };
         let server = ServerProcess::start(&db.url, &[("ROLLCALL_LOG_FORMAT", format)]);
+        // A passing probe is no line at INFO.
+        for probe in ["/health", "/ready"] {
+            let answer = server
+                .client()
+                .get(format!("{}{probe}", server.base_url))
+                .send()
+                .await
+                .expect("probe");
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
         let alice = server.register("alice").await;
         let wrong = "not-the-password-9f8e7d";
         assert_code(&server.login("alice", wrong).await, "UNAUTHENTICATED");
@@ -523,6 +536,12 @@ async fn request_logs_name_the_request_and_hide_secrets() {
                     .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
             }
         }
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("/health") && !l.contains("/ready")),
+            "probes logged: {lines:?}"
+        );
         let failed = lines
             .iter()
             .find(|l| l.contains("UNAUTHENTICATED"))
