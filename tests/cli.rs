@@ -229,15 +229,52 @@ async fn import_users(backend: Backend) {
     assert!(stderr.find("2.email") < stderr.find("10.email"), "{stderr}");
     assert!(!stderr.contains("20.email"), "{stderr}");
 
-    // Roles in either case, as GraphQL writes them or as `--role` takes them.
-    let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "standard")]);
+    // Roles in either case, as GraphQL writes them or as `--role` takes them; dave's hash is
+    // another system's, far cheaper than this server's.
+    let cheap = argon2::PasswordHasher::hash_password(
+        &argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8, 1, 1, None).expect("params"),
+        ),
+        PASSWORD.as_bytes(),
+    )
+    .expect("hashed")
+    .to_string();
+    let mut dave = row("dave", "STANDARD");
+    dave["passwordHash"] = serde_json::json!(cheap);
+    let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "standard"), dave]);
     let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "imported 2 users"
+        "imported 3 users"
     );
     let server = ServerProcess::start(&db.url, &[]);
+    // dave's first login stores his password again under this server's parameters.
+    let stored_hash = || async {
+        let conn = sea_orm::Database::connect(db.url.as_str())
+            .await
+            .expect("connect");
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            &conn,
+            sea_orm::Statement::from_string(
+                sea_orm::ConnectionTrait::get_database_backend(&conn),
+                "SELECT password_hash FROM users WHERE username = 'dave'",
+            ),
+        )
+        .await
+        .expect("query")
+        .expect("dave");
+        let hash: String = row.try_get_by_index(0).expect("hash");
+        let _ = conn.close().await;
+        hash
+    };
+    assert_eq!(stored_hash().await, cheap);
+    server.login_as("dave").await;
+    let rehashed = stored_hash().await;
+    assert!(rehashed.contains("m=19456,t=2,p=1"), "{rehashed}");
+    server.login_as("dave").await;
     assert_eq!(server.login_as("bob").await.role, "ADMIN");
     let carol = server.login_as("carol").await;
     assert_eq!(carol.role, "STANDARD");

@@ -158,6 +158,21 @@ pub fn is_usable_hash(hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|phc| parts(&phc).is_some())
 }
 
+/// Whether `hash` was made otherwise than this server makes hashes now (another algorithm,
+/// version or cost, as imported hashes may be): a login that passes it stores a new one, so
+/// the account's logins cost what this server's do.
+pub fn needs_rehash(hash: &str) -> bool {
+    let current = (Algorithm::Argon2id, Version::V0x13, Params::DEFAULT);
+    PasswordHash::new(hash)
+        .ok()
+        .and_then(|phc| parts(&phc))
+        .is_none_or(|(algorithm, version, params)| {
+            (algorithm, version) != (current.0, current.1)
+                || (params.m_cost(), params.t_cost(), params.p_cost())
+                    != (current.2.m_cost(), current.2.t_cost(), current.2.p_cost())
+        })
+}
+
 /// A PHC string's algorithm, version and parameters, when argon2 and within the bounds above.
 fn parts(phc: &PasswordHash) -> Option<(Algorithm, Version, Params)> {
     phc.salt.as_ref()?;
@@ -269,6 +284,21 @@ mod tests {
         assert!(!is_usable_hash(
             "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
         ));
+    }
+
+    #[test]
+    fn hashes_made_otherwise_are_made_again() {
+        let hash = |algorithm: &str, m: u32, t: u32| {
+            format!(
+                "${algorithm}$v=19$m={m},t={t},p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+            )
+        };
+        assert!(!needs_rehash(DUMMY_HASH));
+        assert!(!needs_rehash(&hash("argon2id", 19_456, 2)));
+        assert!(needs_rehash(&hash("argon2id", 8, 1)));
+        assert!(needs_rehash(&hash("argon2id", 65_536, 3)));
+        assert!(needs_rehash(&hash("argon2i", 19_456, 2)));
+        assert!(needs_rehash("not a hash"));
     }
 
     #[test]

@@ -177,6 +177,23 @@ pub async fn record_login(
     Ok(touched.rows_affected == 1)
 }
 
+/// Replaces user `id`'s password hash `old` by `new`, unless it changed meanwhile: the same
+/// password under this server's parameters, not a change of password.
+pub async fn rehash(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    old: &str,
+    new: String,
+) -> Result<(), DbErr> {
+    Users::update_many()
+        .col_expr(Column::PasswordHash, Expr::value(new))
+        .filter(Column::Id.eq(id))
+        .filter(Column::PasswordHash.eq(old))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn owner_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
     Ok(Users::find()
         .filter(Column::Role.eq(Role::Owner))

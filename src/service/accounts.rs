@@ -7,7 +7,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Service, users::NewUser};
-use crate::auth::{AccessClaims, tokens};
+use crate::auth::{AccessClaims, password, tokens};
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{self, Model as User, Role};
 use crate::db::sessions::Origin;
@@ -141,6 +141,13 @@ impl Service {
                 ));
             }
         }
+        // A hash made otherwise (imported, say) is made again, once, under this server's
+        // parameters; a busy hashing queue only leaves that to the next login.
+        let rehashed = if password::needs_rehash(&user.password_hash) {
+            self.0.passwords.hash(password.to_owned()).await.ok()
+        } else {
+            None
+        };
         // One transaction: the user's `last_login_at`, the end of the throttle's count, the
         // session, its first refresh token and the audit entry.
         let tx = self.db().begin_write().await?;
@@ -152,6 +159,9 @@ impl Service {
             return Err(INVALID_CREDENTIALS);
         }
         throttle::clear(&tx, &subject.key()).await?;
+        if let Some(new) = rehashed {
+            user_queries::rehash(&tx, user.id, &user.password_hash, new).await?;
+        }
         let session = self.open_session(&tx, user.id, origin).await?;
         audit::record(
             &tx,
