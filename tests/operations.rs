@@ -235,6 +235,15 @@ async fn failed_fields_are_null_up_to_a_nullable_parent() {
         "{bad_id}"
     );
     assert_eq!(bad_id["errors"][0]["path"], json!(["someone"]), "{bad_id}");
+    // Alone, too (async-graphql would answer `data: null`).
+    let alone = app
+        .gql(
+            Some(&bob.access),
+            "{ user(id: \"not an id\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(alone["data"], json!({"user": null}), "{alone}");
     // A standard user's `users` (non-null) takes the whole document with it.
     let list = app
         .gql(

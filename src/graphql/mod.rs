@@ -65,9 +65,10 @@ fn current_session(ctx: &Context<'_>) -> Option<uuid::Uuid> {
     request_auth(ctx).ok()?.session_id()
 }
 
-/// A nullable field's value, or null with its error recorded at the field's path. async-graphql
-/// leaves a field whose resolver fails out of its object, where GraphQL (and every typed client)
-/// expects the key with null.
+/// A nullable field's value, or null with its error recorded at the field's path, for fields
+/// refused often (credentials of users the viewer does not manage, on every row of a page):
+/// async-graphql would leave them out of their object, for the response's mending (`nulls`)
+/// to put back after parsing the document again.
 fn or_null<T>(ctx: &Context<'_>, result: AppResult<Option<T>>) -> Option<T> {
     result.unwrap_or_else(|err| {
         let error = async_graphql::Error::from(err).into_server_error(ctx.item.pos);

@@ -78,16 +78,22 @@ impl FieldTypes {
             OperationType::Mutation => &self.mutation,
             OperationType::Subscription => return,
         };
-        for error in &response.errors {
-            let Some(nullable) = self.nullability(
-                document,
-                root,
-                &operation.node.selection_set.node,
-                &error.path,
-            ) else {
-                continue;
-            };
-            null_failed(&mut response.data, &error.path, &nullable);
+        let failures: Vec<_> = response
+            .errors
+            .iter()
+            .filter_map(|error| {
+                let selection = &operation.node.selection_set.node;
+                let nullable = self.nullability(document, root, selection, &error.path)?;
+                Some((&error.path, nullable))
+            })
+            .collect();
+        // First every object async-graphql nulled because all its fields failed is an object
+        // again, so that each failure below can be judged on its own.
+        for (path, _) in &failures {
+            restore_emptied(&mut response.data, path);
+        }
+        for (path, nullable) in &failures {
+            null_failed(&mut response.data, path, nullable);
         }
     }
 
@@ -157,6 +163,37 @@ fn fields_named<'a>(
         if let Some(nested) = nested {
             fields_named(document, nested, key, name, inner);
         }
+    }
+}
+
+/// Makes each null above the failed field at the end of `path` an empty object: an error
+/// below a null means the null is no value but an object whose every selected field failed
+/// (a resolver cannot fail below a null it returned). `data` itself, too.
+fn restore_emptied(data: &mut Value, path: &[PathSegment]) {
+    let mut value = data;
+    for (at, segment) in path.iter().enumerate() {
+        if matches!(value, Value::Null) {
+            if !matches!(segment, PathSegment::Field(_)) {
+                return;
+            }
+            *value = Value::Object(Default::default());
+        }
+        if at + 1 == path.len() {
+            return;
+        }
+        value = match (segment, value) {
+            (PathSegment::Field(key), Value::Object(object)) => {
+                match object.get_mut(key.as_str()) {
+                    Some(next) => next,
+                    None => return,
+                }
+            }
+            (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
+                Some(next) => next,
+                None => return,
+            },
+            _ => return,
+        };
     }
 }
 
@@ -271,6 +308,13 @@ mod tests {
         async fn name(&self) -> Option<String> {
             None
         }
+        async fn nick(&self) -> Result<Option<String>> {
+            if self.0 {
+                Err("no nick".into())
+            } else {
+                Ok(Some("n".into()))
+            }
+        }
         async fn friend(&self) -> Option<Person> {
             Some(Person(self.0))
         }
@@ -334,6 +378,23 @@ mod tests {
         assert_eq!(data, json!({"maybe": [{"best": {"id": "1"}}, null]}));
         let data = mended("{ maybe { ... on Person { id } } }").await;
         assert_eq!(data, json!({"maybe": [{"id": "1"}, null]}));
+    }
+
+    #[tokio::test]
+    async fn objects_whose_fields_all_failed_are_judged_field_by_field() {
+        // A nullable root field alone: async-graphql answers `data: null`.
+        assert_eq!(
+            mended("{ user(fail: true) { id } }").await,
+            json!({"user": null})
+        );
+        // A person whose only selected field (nullable) failed is a person with it null.
+        let data = mended("{ people { pal: friend { nick } } }").await;
+        assert_eq!(
+            data,
+            json!({"people": [{"pal": {"nick": "n"}}, {"pal": {"nick": null}}]})
+        );
+        let data = mended("{ people { nick } }").await;
+        assert_eq!(data, json!({"people": [{"nick": "n"}, {"nick": null}]}));
     }
 
     #[tokio::test]
