@@ -109,6 +109,9 @@ pub enum AppError {
     /// The request ran past `ROLLCALL_REQUEST_TIMEOUT`; nothing it started was kept.
     #[error("{0}")]
     Timeout(&'static str),
+    /// A mutation field not run because one before it in the document failed.
+    #[error("{0}")]
+    NotRun(&'static str),
     /// Shown to clients as a generic message; the context and its source chain go to the log.
     #[error("{context}")]
     Internal {
@@ -133,6 +136,7 @@ impl AppError {
             AppError::VerificationRequired(_) => "VERIFICATION_REQUIRED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Timeout(_) => Self::TIMEOUT_CODE,
+            AppError::NotRun(_) => "NOT_RUN",
             AppError::Internal { .. } => "INTERNAL_SERVER_ERROR",
         }
     }

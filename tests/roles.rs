@@ -1558,7 +1558,47 @@ async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
     assert_fields(&body, &["phone"]);
 }
 
+/// A mutation's fields run in order, and stop at the first that fails: its non-null payload
+/// nulls `data`, so a later change would have nothing in the response to say it happened.
+async fn a_mutation_stops_at_its_first_failed_field(app: TestApp) {
+    let owner = app.register("owner").await;
+    let dave = app.create_user(&owner, "dave", "STANDARD").await;
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "mutation($d: ID!) { \
+               before: updateUser(id: $d, input: {firstName: \"Ran\"}) { firstName } \
+               bad: updateUser(id: \"not an id\", input: {firstName: \"x\"}) { id } \
+               after: updateUser(id: $d, input: {lastName: \"NotRun\"}) { lastName } \
+               logout(refreshToken: \"whatever\") }",
+            json!({"d": dave}),
+        )
+        .await;
+    assert_eq!(body["data"], Value::Null, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    let at = |key: &str| {
+        errors
+            .iter()
+            .find(|error| error["path"] == json!([key]))
+            .unwrap_or_else(|| panic!("no error at {key}: {body}"))["extensions"]["code"]
+            .clone()
+    };
+    assert_eq!(at("bad"), "BAD_USER_INPUT");
+    assert_eq!(at("after"), "NOT_RUN");
+    assert_eq!(at("logout"), "NOT_RUN");
+    assert!(
+        errors
+            .iter()
+            .all(|error| error["path"] != json!(["before"])),
+        "{body}"
+    );
+    let seen = app.user_by_id(&owner, &dave).await;
+    assert_eq!(seen["data"]["user"]["firstName"], "Ran", "{seen}");
+    assert_eq!(seen["data"]["user"]["lastName"], Value::Null, "{seen}");
+}
+
 backend_tests!(
+    a_mutation_stops_at_its_first_failed_field,
     search_folds_case_beyond_ascii,
     lookalike_input_is_one_value_or_refused,
     emails_stored_before_normalisation_are_migrated,

@@ -40,3 +40,25 @@ impl Guard for Interactive {
         Ok(())
     }
 }
+
+/// A mutation's fields run one after another, and once one has failed the rest do not run,
+/// as in the specification's serial execution: each is non-null, so its failure nulls `data`
+/// (see `nulls`), and a field run after it would change the database with nothing in the
+/// response to say so. async-graphql itself runs them all.
+pub struct InOrder;
+
+impl Guard for InOrder {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        // async-graphql records each root field that failed, with its one-segment path, as
+        // the fields run; a lock poisoned by a panic counts as a failure too.
+        let failed = ctx.query_env.errors.lock().map_or(true, |errors| {
+            errors.iter().any(|error| error.path.len() == 1)
+        });
+        if failed {
+            return Err(
+                AppError::NotRun("Not run: a mutation before it in this document failed").into(),
+            );
+        }
+        Ok(())
+    }
+}

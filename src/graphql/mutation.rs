@@ -1,6 +1,6 @@
 use async_graphql::{Context, ID, Object};
 
-use super::guards::{Access, Interactive};
+use super::guards::{Access, InOrder, Interactive};
 use super::types::{
     ApiTokenPayload, AuthPayload, CreateUserInput, GqlRole, LoginInput, RegisterInput, Timestamp,
     TotpSetup, UpdateUserInput, UserObject, VerificationInput, parse_id, parse_uuid,
@@ -12,7 +12,8 @@ use crate::service::{NewUser, Verification};
 
 pub struct Mutation;
 
-#[Object]
+// Fields without a guard of their own get `InOrder` from here.
+#[Object(guard = "InOrder")]
 impl Mutation {
     /// Self-registration; the first account on an empty database becomes the owner.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> AppResult<AuthPayload> {
@@ -55,14 +56,14 @@ impl Mutation {
 
     /// Ends one session (its access and refresh tokens stop at once): one's own, or one of a
     /// user one manages. `false` when it had already ended.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let id = parse_uuid(&id, "id", "session")?;
         service(ctx)?.revoke_session(&caller(ctx).await?, id).await
     }
 
     /// Ends every session of the caller, this one included; returns how many there were.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn logout_everywhere(&self, ctx: &Context<'_>) -> AppResult<i32> {
         let count = service(ctx)?.logout_everywhere(&caller(ctx).await?).await?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
@@ -70,7 +71,7 @@ impl Mutation {
 
     /// Creating an ADMIN needs step-up `verification` once the login is older than the step-up
     /// window.
-    #[graphql(guard = "Interactive.and(Access::Manager)")]
+    #[graphql(guard = "InOrder.and(Interactive).and(Access::Manager)")]
     async fn create_user(
         &self,
         ctx: &Context<'_>,
@@ -95,7 +96,7 @@ impl Mutation {
 
     /// Changing someone else's password or email needs step-up `verification` once the login
     /// is older than the step-up window: it decides who can sign in as them.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn update_user(
         &self,
         ctx: &Context<'_>,
@@ -117,7 +118,7 @@ impl Mutation {
 
     /// Returns the deleted user's id. Needs step-up `verification` once the login is older
     /// than the step-up window, for one's own account too.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn delete_user(
         &self,
         ctx: &Context<'_>,
@@ -133,7 +134,7 @@ impl Mutation {
 
     /// OWNER only. `role: OWNER` transfers ownership: the caller becomes an ADMIN. Needs
     /// step-up `verification` once the login is older than the step-up window.
-    #[graphql(guard = "Interactive.and(Access::Owner)")]
+    #[graphql(guard = "InOrder.and(Interactive).and(Access::Owner)")]
     async fn set_role(
         &self,
         ctx: &Context<'_>,
@@ -156,7 +157,7 @@ impl Mutation {
     /// A new API token for the caller, or for `userId` when the caller manages that user. The
     /// token is in this response only; it acts as its user for queries and never manages
     /// anything. Needs step-up `verification` once the login is older than the step-up window.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn create_api_token(
         &self,
         ctx: &Context<'_>,
@@ -187,7 +188,7 @@ impl Mutation {
 
     /// Revokes an API token at once: one's own, or one of a user one manages. `false` when
     /// there was no such token.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let id = parse_uuid(&id, "id", "token")?;
         service(ctx)?
@@ -198,7 +199,7 @@ impl Mutation {
     /// Starts two-factor setup: a secret for an authenticator app and ten recovery codes,
     /// shown only now. Logins need a code once `confirmTotp` succeeds. Needs step-up
     /// `verification` once the login is older than the step-up window.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn enable_totp(
         &self,
         ctx: &Context<'_>,
@@ -212,14 +213,14 @@ impl Mutation {
     }
 
     /// Turns two-factor login on with a current code from the app just set up.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
         service(ctx)?.confirm_totp(&caller(ctx).await?, &code).await
     }
 
     /// Turns two-factor login off. Always needs `verification`: a TOTP or recovery code while
     /// it is on. `false` when it was not on.
-    #[graphql(guard = "Interactive")]
+    #[graphql(guard = "InOrder.and(Interactive)")]
     async fn disable_totp(
         &self,
         ctx: &Context<'_>,
