@@ -256,6 +256,45 @@ async fn failed_fields_are_null_up_to_a_nullable_parent() {
     assert_code(&list, "FORBIDDEN");
 }
 
+/// Fields come back in the order asked for, whichever finishes first (async-graphql writes
+/// concurrently resolved fields as they finish).
+#[tokio::test]
+async fn fields_come_back_in_the_order_asked_for() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    let query = "{ s: serverInfo { name } me { username } users(first: 1) { totalCount nodes { id } } \
+                 auditLog(first: 1) { edges { node { target { username } actor { username } id } } } }";
+    let keys = [
+        "\"s\"",
+        "\"me\"",
+        "\"users\"",
+        "\"totalCount\"",
+        "\"nodes\"",
+        "\"auditLog\"",
+        "\"target\"",
+        "\"actor\"",
+    ];
+    for _ in 0..20 {
+        let text = app
+            .post()
+            .bearer_auth(&owner.access)
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body");
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
+            .collect();
+        assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn get_runs_queries_and_refuses_mutations() {
     let Some(app) = spawn(|_| {}).await else {

@@ -12,7 +12,9 @@ use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
 
 pub struct Query;
 
-#[Object]
+// Serial: async-graphql writes concurrently resolved fields in the order they finish, and the
+// response must list them in the order asked for.
+#[Object(serial)]
 impl Query {
     /// The signed-in user.
     #[graphql(guard = "Access::SignedIn")]

@@ -327,7 +327,8 @@ pub enum GqlAuditAction {
 /// One change to an account, a role, a token, a session or two-factor login.
 pub struct AuditEntryObject(crate::db::entities::audit_entry::Model);
 
-#[Object(name = "AuditEntry")]
+// Serial, as every object with fields that wait: fields come back in the order asked for.
+#[Object(name = "AuditEntry", serial)]
 impl AuditEntryObject {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -554,7 +555,8 @@ impl UserConnection {
     }
 }
 
-#[Object]
+// Serial, as every object with fields that wait: fields come back in the order asked for.
+#[Object(serial)]
 impl UserConnection {
     async fn edges(&self) -> Vec<UserEdge> {
         self.users
