@@ -1447,6 +1447,27 @@ async fn search_folds_case_beyond_ascii(app: TestApp) {
         let found = usernames(&app, &owner, json!({ "search": term })).await;
         assert_eq!(found, ["gamma"], "{term}");
     }
+    // Turkish dotted and dotless i, and the German capital sharp s.
+    for (username, first, last) in [("epsilon", "İstanbul", "ılık"), ("zeta", "GROẞ", "Z")] {
+        let mut input = new_user(username, "STANDARD");
+        input["firstName"] = json!(first);
+        input["lastName"] = json!(last);
+        assert_ok(&app.create_user_raw(&owner, input).await);
+    }
+    for (term, expected) in [
+        ("İstanbul", "epsilon"),
+        ("İs", "epsilon"),
+        ("İst", "epsilon"),
+        ("ı", "epsilon"),
+        ("ıl", "epsilon"),
+        ("ılık", "epsilon"),
+        ("oß", "zeta"),
+        ("GROẞ", "zeta"),
+        ("groß", "zeta"),
+    ] {
+        let found = usernames(&app, &owner, json!({ "search": term })).await;
+        assert_eq!(found, [expected], "{term}");
+    }
 }
 
 /// Addresses that look the same are one account, on both databases: registered full-width,

@@ -357,12 +357,15 @@ impl Filter {
 const SEARCH_TEXT: &str = "translate(username_key || E'\\n' || email || E'\\n' || \
     coalesce(lower(first_name), '') || E'\\n' || coalesce(lower(last_name), ''), 'ς', 'σ')";
 
-/// A term lower-cased one character at a time (as PostgreSQL's `lower` does under a UTF-8
-/// locale, give or take a few letters such as İ), with final sigmas as σ, as the search text
-/// has them (see the search_sigma migration).
+/// A term lower-cased one character at a time, as PostgreSQL's `lower` does under a UTF-8
+/// locale (İ becomes i, where Unicode writes i and a combining dot), with final sigmas as σ,
+/// as the search text has them (see the search_sigma migration).
 fn fold(term: &str) -> String {
     term.chars()
-        .flat_map(char::to_lowercase)
+        .flat_map(|c| match c {
+            'İ' => 'i'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
         .map(|c| if c == 'ς' { 'σ' } else { c })
         .collect()
 }
@@ -387,14 +390,20 @@ fn case_variants(term: &str) -> Vec<String> {
                 upper.and_then(|u| one_char(u.to_lowercase())),
                 lower.and_then(|l| one_char(l.to_uppercase())),
             ];
-            // σ is written ς at a word's end: the one lower case Unicode picks by context.
-            let final_sigma = forms.contains(&'σ') || relatives.contains(&Some('σ'));
-            for form in relatives
-                .into_iter()
-                .flatten()
-                .chain(final_sigma.then_some('ς'))
-            {
-                if !forms.contains(&form) {
+            // Two cases no one-character mapping reaches: σ is written ς at a word's end,
+            // and ß's capital ẞ upper-cases to SS.
+            let extra = relatives
+                .iter()
+                .chain([&Some(c)])
+                .find_map(|form| match form {
+                    Some('σ') => Some('ς'),
+                    Some('ß') => Some('ẞ'),
+                    _ => None,
+                });
+            // ASCII forms are left to `LIKE`, which folds them itself; as a pattern they would
+            // match every i for a Turkish ı (ı, I, i).
+            for form in relatives.into_iter().flatten().chain(extra) {
+                if !form.is_ascii() && !forms.contains(&form) {
                     forms.push(form);
                 }
             }
@@ -497,7 +506,9 @@ mod tests {
         sigma.sort();
         assert_eq!(sigma, ["oΣ", "oς", "oσ"]);
         assert_eq!(case_variants("ĳs").len(), 2);
-        assert_eq!(case_variants("ß"), ["ß"]);
+        assert_eq!(case_variants("ß"), ["ß", "ẞ"]);
+        assert_eq!(case_variants("ı"), ["ı"]);
+        assert_eq!(fold("İstanbul"), "istanbul");
         assert_eq!(fold("ΟΣ"), "οσ");
         assert_eq!(fold("Σίσυφος"), "σίσυφοσ");
     }
