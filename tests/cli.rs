@@ -134,11 +134,36 @@ async fn commands_migrate_only_an_empty_database(backend: Backend) {
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("rollcall migrate"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("the database "),
+            "names the database: {stderr}"
+        );
     }
     assert_eq!(applied(&conn).await, before, "nothing migrated");
     assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
     assert_eq!(applied(&conn).await, before + 1);
     assert_succeeded(&run_cli(&db.url, &["user", "reset-totp", "alice"], ""));
+    // A newer release's migration: every command, and the server, says so and changes nothing.
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        "INSERT INTO seaql_migrations VALUES ('m29991231_000001_later', 0)",
+    )
+    .await
+    .expect("a newer migration");
+    for args in [
+        &["user", "reset-totp", "alice"][..],
+        &["migrate"],
+        &["serve"],
+    ] {
+        let out = run_cli(&db.url, args, "");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("migrated by a newer release"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(applied(&conn).await, before + 2);
     let _ = conn.close().await;
 }
 

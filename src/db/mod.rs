@@ -154,18 +154,41 @@ impl Db {
     }
 }
 
-/// `url` for messages: its password (between `user:` and `@`) masked.
+/// Whether `err` is sea-orm-migration's refusal of a database holding a migration this
+/// release does not have (its only way of saying so is this message).
+pub fn unknown_migration(err: &DbErr) -> bool {
+    err.to_string()
+        .contains("has been applied but its file is missing")
+}
+
+/// `url` for messages, its password masked: in the user information (up to the last `@`,
+/// as a password may hold one unencoded) and in a `password` query parameter.
 pub fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    let address = match address.rsplit_once('@') {
         Some((credentials, host)) if credentials.contains(':') => {
             let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
+            format!("{user}:***@{host}")
         }
-        _ => url.to_owned(),
-    }
+        _ => address.to_owned(),
+    };
+    let query = query.map(|query| {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        format!("?{}", parameters.join("&"))
+    });
+    format!("{scheme}://{address}{}", query.unwrap_or_default())
 }
 
 /// PostgreSQL: 10. SQLite runs its queries on this process's threads, one per connection, so
@@ -309,6 +332,27 @@ pub fn at_micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::
 mod tests {
     use sea_orm::{ConnectOptions, DbErr, SqliteTransactionMode, TransactionOptions};
     use sea_orm::{Database, TransactionTrait};
+
+    #[test]
+    fn database_urls_lose_their_passwords() {
+        for (url, redacted) in [
+            (
+                "postgres://u:secret@db:5432/x",
+                "postgres://u:***@db:5432/x",
+            ),
+            ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+            (
+                "postgres://u@db/x?sslmode=require&password=secret",
+                "postgres://u@db/x?sslmode=require&password=***",
+            ),
+            (
+                "sqlite://rollcall.db?mode=rwc",
+                "sqlite://rollcall.db?mode=rwc",
+            ),
+        ] {
+            assert_eq!(super::redacted_url(url), redacted, "{url}");
+        }
+    }
 
     use super::{default_pool_size, sqlite_busy};
 

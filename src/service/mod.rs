@@ -187,10 +187,15 @@ pub enum StartError {
         source: sea_orm::DbErr,
     },
     #[error(
-        "the database lacks {pending} of this release's migrations: stop the servers of the \
-         older release on it, then run `rollcall migrate` (or start this release's server)"
+        "the database {url} lacks {pending} of this release's migrations: stop the servers of \
+         the older release on it, then run `rollcall migrate` (or start this release's server)"
     )]
-    NotMigrated { pending: usize },
+    NotMigrated { url: String, pending: usize },
+    #[error(
+        "the database {url} was migrated by a newer release (it holds migrations this one does \
+         not know): run that release, or restore the backup taken before the upgrade"
+    )]
+    MigratedByNewer { url: String, source: sea_orm::DbErr },
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
@@ -215,6 +220,19 @@ pub async fn connect(settings: &Settings, max_connections: Option<u32>) -> Resul
         })
 }
 
+/// A failure to read or migrate the configured database's schema, telling a database a newer
+/// release migrated from any other failure.
+pub fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
+    if crate::db::unknown_migration(&source) {
+        StartError::MigratedByNewer {
+            url: crate::db::redacted_url(&settings.database_url),
+            source,
+        }
+    } else {
+        StartError::Database(source)
+    }
+}
+
 impl Service {
     /// Connects, migrates, and loads the signing keys: the configured secret, or the Ed25519
     /// keys in the database (creating the first one).
@@ -236,21 +254,23 @@ impl Service {
             return Err(StartError::ShortSecret { got: secret.len() });
         }
         let db = connect(settings, settings.db_max_connections).await?;
+        let url = crate::db::redacted_url(&settings.database_url);
+        let newer = |source| schema_error(settings, source);
         let pending = if migrate {
             0
         } else {
-            db.pending_migrations().await?
+            db.pending_migrations().await.map_err(newer)?
         };
         if pending == crate::db::Db::known_migrations() {
             tracing::warn!(
-                database = crate::db::redacted_url(&settings.database_url),
+                database = url.as_str(),
                 "the database has no rollcall schema yet: creating it"
             );
         } else if pending > 0 {
-            return Err(StartError::NotMigrated { pending });
+            return Err(StartError::NotMigrated { url, pending });
         }
         if migrate || pending > 0 {
-            db.migrate().await?;
+            db.migrate().await.map_err(newer)?;
         }
         let tokens = match &settings.jwt_secret {
             Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
