@@ -167,17 +167,20 @@ pub fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
+    // The user information first: a password may hold `/`, `?` or `#` unencoded too.
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            (format!("{user}:***@"), host)
+        }
+        Some((credentials, host)) => (format!("{credentials}@"), host),
+        None => (String::new(), rest),
+    };
     let (address, query) = match rest.split_once('?') {
         Some((address, query)) => (address, Some(query)),
         None => (rest, None),
     };
-    let address = match address.rsplit_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{user}:***@{host}")
-        }
-        _ => address.to_owned(),
-    };
+    let address = format!("{credentials}{address}");
     let query = query.map(|query| {
         let parameters: Vec<String> = query
             .split('&')
@@ -333,6 +336,8 @@ mod tests {
     use sea_orm::{ConnectOptions, DbErr, SqliteTransactionMode, TransactionOptions};
     use sea_orm::{Database, TransactionTrait};
 
+    use super::{default_pool_size, sqlite_busy};
+
     #[test]
     fn database_urls_lose_their_passwords() {
         for (url, redacted) in [
@@ -341,6 +346,7 @@ mod tests {
                 "postgres://u:***@db:5432/x",
             ),
             ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+            ("postgres://app:pa/ss#w?rd@db/x", "postgres://app:***@db/x"),
             (
                 "postgres://u@db/x?sslmode=require&password=secret",
                 "postgres://u@db/x?sslmode=require&password=***",
@@ -353,8 +359,6 @@ mod tests {
             assert_eq!(super::redacted_url(url), redacted, "{url}");
         }
     }
-
-    use super::{default_pool_size, sqlite_busy};
 
     /// SQLite's readers follow the cores; PostgreSQL keeps a fixed pool.
     #[test]
