@@ -412,15 +412,27 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
     }
     const NOT_A_REQUEST: &str =
         "The body is not a GraphQL request (a JSON object with a string `query`)";
-    let request: async_graphql::Request = serde_json::from_slice(bytes)
-        .map_err(|err| match err.classify() {
-            serde_json::error::Category::Data if has_string_query(bytes) => {
-                "`variables` and `extensions` must be JSON objects, `operationName` a string"
+    let request: async_graphql::Request =
+        serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+            // Valid JSON of another shape: say what is wrong with it.
+            serde_json::error::Category::Data => {
+                match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(body) if body.get("query").is_some_and(serde_json::Value::is_string) => {
+                        Refusal::Bad(
+                            "`variables` and `extensions` must be JSON objects, `operationName` a string",
+                        )
+                    }
+                    Ok(body)
+                        if body.get("query").is_none_or(serde_json::Value::is_null)
+                            && body.pointer("/extensions/persistedQuery").is_some() =>
+                    {
+                        Refusal::NotPersisted
+                    }
+                    _ => Refusal::Bad(NOT_A_REQUEST),
+                }
             }
-            serde_json::error::Category::Data => NOT_A_REQUEST,
-            _ => "The body is not valid JSON",
-        })
-        .map_err(Refusal::Bad)?;
+            _ => Refusal::Bad("The body is not valid JSON"),
+        })?;
     // async-graphql reads a missing `query` as an empty one; there is no request without it.
     if request.query.is_empty() {
         if request.extensions.contains_key("persistedQuery") {
@@ -429,13 +441,6 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
         return Err(Refusal::Bad(NOT_A_REQUEST));
     }
     Ok(request)
-}
-
-/// Whether `bytes` are a JSON object with a string `query`: a body that is, and still is no
-/// request, has another member wrong.
-fn has_string_query(bytes: &Bytes) -> bool {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .is_ok_and(|body| body.get("query").is_some_and(serde_json::Value::is_string))
 }
 
 /// `application/json`, with or without parameters. Anything else (notably `text/plain` and
@@ -567,6 +572,12 @@ mod tests {
         assert_eq!(refusal("{"), Some("The body is not valid JSON"));
         let hash_only = r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
         assert_eq!(refusal(hash_only), Some("not persisted"));
+        let null_query = r#"{"query": null, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
+        assert_eq!(refusal(null_query), Some("not persisted"));
+        assert_eq!(
+            refusal(r#"{"query": null}"#),
+            Some("The body is not a GraphQL request (a JSON object with a string `query`)")
+        );
     }
 
     #[test]
