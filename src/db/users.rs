@@ -299,17 +299,24 @@ impl Filter {
             let like = |pattern: &str| LikeExpr::new(pattern).escape('\\');
             // The exact condition: the term within one of the four fields.
             let exact = || {
+                // SQLite's `lower` and `LIKE` fold ASCII letters only: every other letter of
+                // the (short) term is tried in each of its cases.
+                let variants: Vec<String> = match backend {
+                    DatabaseBackend::Sqlite => case_variants(search)
+                        .iter()
+                        .map(|variant| contains(variant))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 let mut any = Condition::any();
                 // Username keys are ASCII, stored lower-cased.
                 any = any.add(Expr::col(Column::UsernameKey).like(like(&pattern)));
                 for column in [Column::Email, Column::FirstName, Column::LastName] {
                     let condition = match backend {
-                        // SQLite's `lower` and `LIKE` fold ASCII letters only: every other
-                        // letter of the (short) term is tried in each of its cases.
-                        DatabaseBackend::Sqlite => case_variants(search)
+                        DatabaseBackend::Sqlite => variants
                             .iter()
                             .fold(Condition::any(), |any, variant| {
-                                any.add(Expr::col(column).like(like(&contains(variant))))
+                                any.add(Expr::col(column).like(like(variant)))
                             })
                             .into(),
                         // As the search text has them: lower-cased, final sigmas as σ.

@@ -181,19 +181,10 @@ fn restore_emptied(data: &mut Value, path: &[PathSegment]) {
         if at + 1 == path.len() {
             return;
         }
-        value = match (segment, value) {
-            (PathSegment::Field(key), Value::Object(object)) => {
-                match object.get_mut(key.as_str()) {
-                    Some(next) => next,
-                    None => return,
-                }
-            }
-            (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
-                Some(next) => next,
-                None => return,
-            },
-            _ => return,
+        let Some(next) = child_mut(value, segment) else {
+            return;
         };
+        value = next;
     }
 }
 
@@ -207,12 +198,7 @@ fn null_failed(data: &mut Value, path: &[PathSegment], nullable: &[bool]) {
     let mut value = &*data;
     let mut failed = None;
     for (at, segment) in path.iter().enumerate() {
-        let next = match (segment, value) {
-            (PathSegment::Field(key), Value::Object(object)) => object.get(key.as_str()),
-            (PathSegment::Index(index), Value::List(items)) => items.get(*index),
-            _ => None,
-        };
-        match next {
+        match child(value, segment) {
             Some(Value::Null) | None => {
                 failed = Some(at);
                 break;
@@ -229,13 +215,26 @@ fn null_failed(data: &mut Value, path: &[PathSegment], nullable: &[bool]) {
     }
 }
 
+/// The value one path segment below `value`, if there is one.
+fn child<'a>(value: &'a Value, segment: &PathSegment) -> Option<&'a Value> {
+    match (segment, value) {
+        (PathSegment::Field(key), Value::Object(object)) => object.get(key.as_str()),
+        (PathSegment::Index(index), Value::List(items)) => items.get(*index),
+        _ => None,
+    }
+}
+
+fn child_mut<'a>(value: &'a mut Value, segment: &PathSegment) -> Option<&'a mut Value> {
+    match (segment, value) {
+        (PathSegment::Field(key), Value::Object(object)) => object.get_mut(key.as_str()),
+        (PathSegment::Index(index), Value::List(items)) => items.get_mut(*index),
+        _ => None,
+    }
+}
+
 fn locate<'a>(mut value: &'a mut Value, path: &[PathSegment]) -> Option<&'a mut Value> {
     for segment in path {
-        value = match (segment, value) {
-            (PathSegment::Field(key), Value::Object(object)) => object.get_mut(key.as_str())?,
-            (PathSegment::Index(index), Value::List(items)) => items.get_mut(*index)?,
-            _ => return None,
-        };
+        value = child_mut(value, segment)?;
     }
     Some(value)
 }
