@@ -65,9 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
             let db = crate::service::connect(&settings, Some(1)).await?;
-            db.migrate()
-                .await
-                .map_err(|err| crate::service::schema_error(&settings, err))?;
+            crate::service::migrate(&settings, &db).await?;
             eprintln!("migrations applied");
             Ok(())
         }

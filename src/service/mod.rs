@@ -220,9 +220,16 @@ pub async fn connect(settings: &Settings, max_connections: Option<u32>) -> Resul
         })
 }
 
+/// Applies pending migrations to `db`, the configured database.
+pub async fn migrate(settings: &Settings, db: &Db) -> Result<(), StartError> {
+    db.migrate()
+        .await
+        .map_err(|source| schema_error(settings, source))
+}
+
 /// A failure to read or migrate the configured database's schema, telling a database a newer
 /// release migrated from any other failure.
-pub fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
+fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
     if crate::db::unknown_migration(&source) {
         StartError::MigratedByNewer {
             url: crate::db::redacted_url(&settings.database_url),
@@ -255,11 +262,12 @@ impl Service {
         }
         let db = connect(settings, settings.db_max_connections).await?;
         let url = crate::db::redacted_url(&settings.database_url);
-        let newer = |source| schema_error(settings, source);
         let pending = if migrate {
             0
         } else {
-            db.pending_migrations().await.map_err(newer)?
+            db.pending_migrations()
+                .await
+                .map_err(|source| schema_error(settings, source))?
         };
         if pending == crate::db::Db::known_migrations() {
             tracing::warn!(
@@ -270,7 +278,7 @@ impl Service {
             return Err(StartError::NotMigrated { url, pending });
         }
         if migrate || pending > 0 {
-            db.migrate().await.map_err(newer)?;
+            self::migrate(settings, &db).await?;
         }
         let tokens = match &settings.jwt_secret {
             Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
