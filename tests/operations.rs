@@ -276,23 +276,142 @@ async fn fields_come_back_in_the_order_asked_for() {
         "\"target\"",
         "\"actor\"",
     ];
+    // Fields that wait (a database read, a DataLoader) before ones that do not, at the root
+    // (which async-graphql resolves concurrently whatever the type says) and below it.
+    let waiting_first = "{ me { username } serverInfo { name } \
+                         users(first: 1) { edges { node { createdBy { username } } cursor } \
+                         pageInfo { hasNextPage } } \
+                         auditLog(first: 1) { edges { node { actor { username } } cursor } \
+                         pageInfo { endCursor } } }";
+    let waiting_keys = [
+        "\"me\"",
+        "\"serverInfo\"",
+        "\"users\"",
+        "\"createdBy\"",
+        "\"cursor\"",
+        "\"hasNextPage\"",
+        "\"auditLog\"",
+        "\"actor\"",
+        "\"endCursor\"",
+    ];
     for _ in 0..20 {
-        let text = app
-            .post()
-            .bearer_auth(&owner.access)
-            .json(&json!({"query": query}))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("body");
-        let at: Vec<usize> = keys
-            .iter()
-            .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
-            .collect();
-        assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+        for (query, keys) in [(query, &keys[..]), (waiting_first, &waiting_keys[..])] {
+            let text = app
+                .post()
+                .bearer_auth(&owner.access)
+                .json(&json!({"query": query}))
+                .send()
+                .await
+                .expect("sent")
+                .text()
+                .await
+                .expect("body");
+            let at: Vec<usize> = keys
+                .iter()
+                .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
+                .collect();
+            assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+        }
     }
+    // A sign-in payload's user before its tokens (read as text: parsed, keys are sorted).
+    let login = app
+        .post()
+        .json(&json!({
+            "query": "mutation($i: LoginInput!) { login(input: $i) { \
+                      user { createdBy { id } username } accessToken } }",
+            "variables": {"i": {"login": "alice", "password": PASSWORD}},
+        }))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        login.find("\"user\"") < login.find("\"accessToken\""),
+        "{login}"
+    );
+    // Every root field skipped: an empty `data`, not a null one.
+    let skipped = app
+        .gql(None, "{ serverInfo @skip(if: true) { name } }", json!({}))
+        .await;
+    assert_eq!(skipped, json!({"data": {}}));
+}
+
+/// An input value of the wrong kind (an input object as a string, an enum as a string literal)
+/// refuses the request before anything runs: the mutation's earlier fields do not happen.
+#[tokio::test]
+async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    let refused = |query: &'static str, variables: Value| {
+        let app = &app;
+        let token = owner.access.clone();
+        async move {
+            let response = app
+                .post()
+                .bearer_auth(&token)
+                .header("accept", "application/graphql-response+json")
+                .json(&json!({"query": query, "variables": variables}))
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query} {body}");
+            assert!(body.get("data").is_none(), "{body}");
+            assert_code(&body, "BAD_USER_INPUT");
+        }
+    };
+    let both = "mutation($i: CreateUserInput!) { createApiToken(name: \"first\") { token } \
+                createUser(input: $i) { id } }";
+    for wrong in [json!("x"), json!([1, 2]), json!(true), json!(5)] {
+        refused(both, json!({"i": wrong})).await;
+    }
+    refused(
+        "mutation { createApiToken(name: \"first\") { token } createUser(input: \"x\") { id } }",
+        json!({}),
+    )
+    .await;
+    refused(
+        "query($f: UserFilter) { users(filter: $f) { totalCount } }",
+        json!({"f": "x"}),
+    )
+    .await;
+    refused(
+        "{ users(filter: { role: \"STANDARD\" }) { totalCount } }",
+        json!({}),
+    )
+    .await;
+    refused(
+        "query($r: Role = \"ADMIN\") { users(filter: { role: $r }) { totalCount } }",
+        json!({}),
+    )
+    .await;
+    let tokens = app
+        .gql(
+            Some(&owner.access),
+            "{ me { apiTokens { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(tokens["data"]["me"]["apiTokens"], json!([]), "{tokens}");
+    // Written as the specification wants, the same values are accepted.
+    let fine = app
+        .gql(
+            Some(&owner.access),
+            "query($r: Role, $f: UserFilter) { a: users(filter: { role: $r }) { totalCount } \
+             b: users(filter: $f) { totalCount } c: users(filter: { role: OWNER }) { totalCount } }",
+            json!({"r": "OWNER", "f": {"role": "OWNER"}}),
+        )
+        .await;
+    assert_eq!(
+        fine["data"],
+        json!({"a": {"totalCount": 1}, "b": {"totalCount": 1}, "c": {"totalCount": 1}}),
+        "{fine}"
+    );
 }
 
 #[tokio::test]

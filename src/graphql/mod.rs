@@ -1,12 +1,15 @@
 //! The GraphQL API: schema, types, resolvers, guards and loaders. Resolvers only translate
 //! between GraphQL and the service layer.
 
+mod coercion;
 mod guards;
 mod limits;
 mod loaders;
 mod mutation;
 mod nulls;
+mod order;
 mod query;
+mod schema_types;
 mod types;
 
 use std::sync::Arc;
@@ -19,8 +22,9 @@ pub use limits::{
 };
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
-pub use nulls::FieldTypes;
+pub use order::{order_root, root_keys};
 pub use query::Query;
+pub use schema_types::SchemaTypes;
 pub use types::encode_cursor;
 
 use crate::auth::RequestAuth;

@@ -6,63 +6,14 @@
 //! field that is missing or null. The response is mended here, after execution, and only when
 //! some error has a path: a successful response is not walked.
 
-use std::collections::HashMap;
-
 use async_graphql::parser::types::{
-    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type, TypeKind,
-    TypeSystemDefinition,
+    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
 };
 use async_graphql::{Name, PathSegment, Response, Value};
 
-/// Each object type's fields and their types, read once from the schema's SDL.
-#[derive(Debug, Default)]
-pub struct FieldTypes {
-    fields: HashMap<String, HashMap<String, Type>>,
-    query: String,
-    mutation: String,
-}
+use super::SchemaTypes;
 
-impl FieldTypes {
-    pub fn from_sdl(sdl: &str) -> Self {
-        let mut types = Self {
-            query: "Query".to_owned(),
-            mutation: "Mutation".to_owned(),
-            ..Self::default()
-        };
-        // The SDL is the server's own, printed by async-graphql; it always parses.
-        let Ok(document) = async_graphql::parser::parse_schema(sdl) else {
-            return types;
-        };
-        for definition in document.definitions {
-            match definition {
-                TypeSystemDefinition::Schema(schema) => {
-                    let schema = schema.node;
-                    if let Some(query) = schema.query {
-                        types.query = query.node.to_string();
-                    }
-                    if let Some(mutation) = schema.mutation {
-                        types.mutation = mutation.node.to_string();
-                    }
-                }
-                TypeSystemDefinition::Type(definition) => {
-                    let definition = definition.node;
-                    if let TypeKind::Object(object) = definition.kind {
-                        let fields = object
-                            .fields
-                            .into_iter()
-                            .map(|field| (field.node.name.node.to_string(), field.node.ty.node))
-                            .collect();
-                        types
-                            .fields
-                            .insert(definition.name.node.to_string(), fields);
-                    }
-                }
-                TypeSystemDefinition::Directive(_) => {}
-            }
-        }
-        types
-    }
-
+impl SchemaTypes {
     /// Mends `response` to the document's operation `wanted` (see the module's doc).
     pub fn propagate_nulls(
         &self,
@@ -335,7 +286,7 @@ mod tests {
 
     async fn mended(query: &str) -> serde_json::Value {
         let schema = Schema::new(Root, EmptyMutation, EmptySubscription);
-        let types = FieldTypes::from_sdl(&schema.sdl());
+        let types = SchemaTypes::from_sdl(&schema.sdl());
         let mut response = schema.execute(query).await;
         assert!(!response.errors.is_empty(), "{query} fails somewhere");
         let document = async_graphql::parser::parse_query(query).expect("query");
@@ -404,7 +355,7 @@ mod tests {
 
     #[test]
     fn paths_outside_the_schema_are_left_alone() {
-        let types = FieldTypes::from_sdl("type Query { fine: Int }");
+        let types = SchemaTypes::from_sdl("type Query { fine: Int }");
         let document =
             async_graphql::parser::parse_query("{ __schema { types { name } } }").expect("query");
         let mut response = Response::new(Value::from_json(json!({})).expect("data"));

@@ -12,9 +12,9 @@ use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
 
 pub struct Query;
 
-// Serial: async-graphql writes concurrently resolved fields in the order they finish, and the
-// response must list them in the order asked for.
-#[Object(serial)]
+// async-graphql resolves the query root's fields concurrently whatever this type says; the
+// response lists them in the order asked for afterwards (`order`).
+#[Object]
 impl Query {
     /// The signed-in user.
     #[graphql(guard = "Access::SignedIn")]

@@ -422,6 +422,7 @@ where
 }
 
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct AuditEdge {
     pub cursor: String,
     pub node: AuditEntryObject,
@@ -429,6 +430,7 @@ pub struct AuditEdge {
 
 /// A page of audit entries, newest first.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct AuditConnection {
     pub edges: Vec<AuditEdge>,
     pub page_info: PageInfo,
@@ -500,6 +502,7 @@ pub struct SessionObject {
 }
 
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct AuthPayload {
     pub access_token: String,
     pub refresh_token: String,
@@ -531,6 +534,7 @@ pub struct PageInfo {
 }
 
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct UserEdge {
     pub cursor: String,
     pub node: UserObject,

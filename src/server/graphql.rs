@@ -26,7 +26,7 @@ use super::client_ip::client_ip;
 use super::{AppState, RequestSummary, coded_error, json_response, request_error};
 use crate::auth::RequestAuth;
 use crate::error::{AppError, finalize_response};
-use crate::graphql::{self, OperationInfo};
+use crate::graphql::{self, OperationInfo, SchemaTypes};
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -306,8 +306,10 @@ async fn execute(
     let operation_name = request.operation_name.clone();
     let auth = Arc::new(RequestAuth::new(bearer_token(headers)));
     let info = OperationInfo::default();
-    let mut response = match graphql::check_document(&state.limits, &mut request, &info) {
-        Ok(()) => {
+    let checked = graphql::check_document(&state.limits, &mut request, &info)
+        .and_then(|()| check_values(&state.schema_types, &mut request));
+    let mut response = match checked {
+        Ok(root_keys) => {
             // Kept to mend field errors afterwards (parsed again only then).
             let query = request.query.clone();
             let request = graphql::request_data(
@@ -321,12 +323,13 @@ async fn execute(
             if response.errors.iter().any(|error| !error.path.is_empty())
                 && let Ok(document) = async_graphql::parser::parse_query(&query)
             {
-                state.field_types.propagate_nulls(
+                state.schema_types.propagate_nulls(
                     &mut response,
                     &document,
                     operation_name.as_deref(),
                 );
             }
+            graphql::order_root(&mut response, &root_keys);
             response
         }
         Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
@@ -385,6 +388,23 @@ async fn execute(
         codes,
     });
     http
+}
+
+/// Checks the input values of the request's (parsed) document against their types, and gives
+/// the response keys of its root fields, for [`graphql::order_root`].
+fn check_values(
+    types: &SchemaTypes,
+    request: &mut async_graphql::Request,
+) -> async_graphql::ServerResult<Vec<async_graphql::Name>> {
+    // Set aside while the parsed document borrows the request.
+    let variables = std::mem::take(&mut request.variables);
+    let wanted = request.operation_name.clone();
+    let checked = request.parsed_query().and_then(|document| {
+        types.check_values(document, wanted.as_deref(), &variables)?;
+        Ok(graphql::root_keys(document, wanted.as_deref()))
+    });
+    request.variables = variables;
+    checked
 }
 
 /// A persisted query's hash without its text: none are kept here. The message is the one

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::error::{AppError, INTERNAL_MESSAGE};
-use crate::graphql::{ApiSchema, FieldTypes, Limits, build_schema};
+use crate::graphql::{ApiSchema, Limits, SchemaTypes, build_schema};
 use crate::service::{Service, StartError};
 
 /// How long browsers may cache a CORS preflight answer.
@@ -38,7 +38,7 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 struct AppState {
     schema: ApiSchema,
-    field_types: Arc<FieldTypes>,
+    schema_types: Arc<SchemaTypes>,
     limits: Limits,
     service: Service,
     request_timeout: Duration,
@@ -63,7 +63,7 @@ pub fn router(service: Service, settings: &Settings) -> Router {
     service.run_in_background();
     let schema = build_schema(Some(service.clone()), Limits::from_settings(settings));
     let state = AppState {
-        field_types: Arc::new(FieldTypes::from_sdl(&schema.sdl())),
+        schema_types: Arc::new(SchemaTypes::from_sdl(&schema.sdl())),
         schema,
         limits: Limits::from_settings(settings),
         service,

@@ -1,0 +1,115 @@
+//! The response's root in the order the document asks for. async-graphql resolves a query's
+//! root fields concurrently and writes each as it finishes (`#[Object(serial)]` does not reach
+//! the root); objects below the root that wait keep their order by resolving serially.
+
+use async_graphql::indexmap::IndexMap;
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Name, Response, Value};
+
+/// The response keys of the root fields of the operation `wanted`, in document order (through
+/// fragments), each once.
+pub fn root_keys(document: &ExecutableDocument, wanted: Option<&str>) -> Vec<Name> {
+    match super::selected_operation(document, wanted) {
+        Some(operation) => response_keys(document, &[&operation.node.selection_set.node]),
+        None => Vec::new(),
+    }
+}
+
+/// The response keys selected by `sets` (the selections of one response object), in document
+/// order, each once.
+pub(super) fn response_keys(document: &ExecutableDocument, sets: &[&SelectionSet]) -> Vec<Name> {
+    let mut keys = Vec::new();
+    for set in sets {
+        collect(document, set, &mut keys, 0);
+    }
+    keys
+}
+
+fn collect(document: &ExecutableDocument, set: &SelectionSet, keys: &mut Vec<Name>, depth: u8) {
+    // Fragment cycles are refused by validation; the bound only keeps this walk finite.
+    if depth > 32 {
+        return;
+    }
+    for item in &set.items {
+        let nested = match &item.node {
+            Selection::Field(field) => {
+                let key = field.node.response_key().node.clone();
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+                continue;
+            }
+            Selection::FragmentSpread(spread) => document
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .map(|fragment| &fragment.node.selection_set.node),
+            Selection::InlineFragment(fragment) => Some(&fragment.node.selection_set.node),
+        };
+        if let Some(nested) = nested {
+            collect(document, nested, keys, depth + 1);
+        }
+    }
+}
+
+/// Puts `response`'s root fields in the order of `keys`. A response without errors whose every
+/// root field was skipped (`@skip`, `@include`) has an empty `data`, not a null one.
+pub fn order_root(response: &mut Response, keys: &[Name]) {
+    match &mut response.data {
+        Value::Null if response.errors.is_empty() => {
+            response.data = Value::Object(Default::default());
+        }
+        Value::Object(fields) => in_order(fields, keys),
+        _ => {}
+    }
+}
+
+/// Puts `fields` in the order of `keys`; a field `keys` does not name stays, after them.
+pub(super) fn in_order(fields: &mut IndexMap<Name, Value>, keys: &[Name]) {
+    if fields.len() < 2 {
+        return;
+    }
+    let ordered = keys
+        .iter()
+        .filter(|key| fields.contains_key(*key))
+        .eq(fields.keys());
+    if ordered {
+        return;
+    }
+    let mut rest = std::mem::take(fields);
+    for key in keys {
+        if let Some(value) = rest.shift_remove(key) {
+            fields.insert(key.clone(), value);
+        }
+    }
+    fields.extend(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ordered(query: &str, data: serde_json::Value) -> Value {
+        let document = async_graphql::parser::parse_query(query).expect("parses");
+        let mut response = Response::new(Value::from_json(data).expect("value"));
+        order_root(&mut response, &root_keys(&document, None));
+        response.data
+    }
+
+    #[test]
+    fn root_fields_follow_the_document() {
+        let query = "{ me { id } ...F b: serverInfo { name } ... on Query { c: me { id } } }
+                     fragment F on Query { a: users { totalCount } me { id } }";
+        let data = serde_json::json!({"c": 3, "b": 2, "a": 1, "me": 0});
+        let Value::Object(fields) = ordered(query, data) else {
+            panic!("an object");
+        };
+        let keys: Vec<&str> = fields.keys().map(Name::as_str).collect();
+        assert_eq!(keys, ["me", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn skipping_every_root_field_leaves_empty_data() {
+        let data = ordered("{ me @skip(if: true) { id } }", serde_json::Value::Null);
+        assert_eq!(data, Value::Object(Default::default()));
+    }
+}

@@ -1,0 +1,84 @@
+//! The schema's types, read once from its own SDL: what the response mending (`nulls`) and the
+//! check of input values (`coercion`) need to know about a document's fields.
+
+use std::collections::{HashMap, HashSet};
+
+use async_graphql::Positioned;
+use async_graphql::parser::types::{InputValueDefinition, Type, TypeKind, TypeSystemDefinition};
+
+/// Named input values (arguments, or an input object's fields) and their types.
+pub(super) type InputValues = HashMap<String, Type>;
+
+#[derive(Debug, Default)]
+pub struct SchemaTypes {
+    /// Each object type's fields and their types.
+    pub(super) fields: HashMap<String, HashMap<String, Type>>,
+    /// Each object type's fields' arguments.
+    pub(super) arguments: HashMap<String, HashMap<String, InputValues>>,
+    /// Each input object's fields.
+    pub(super) inputs: HashMap<String, InputValues>,
+    pub(super) enums: HashSet<String>,
+    pub(super) query: String,
+    pub(super) mutation: String,
+}
+
+impl SchemaTypes {
+    pub fn from_sdl(sdl: &str) -> Self {
+        let mut types = Self {
+            query: "Query".to_owned(),
+            mutation: "Mutation".to_owned(),
+            ..Self::default()
+        };
+        // The SDL is the server's own, printed by async-graphql; it always parses.
+        let Ok(document) = async_graphql::parser::parse_schema(sdl) else {
+            return types;
+        };
+        for definition in document.definitions {
+            match definition {
+                TypeSystemDefinition::Schema(schema) => {
+                    let schema = schema.node;
+                    if let Some(query) = schema.query {
+                        types.query = query.node.to_string();
+                    }
+                    if let Some(mutation) = schema.mutation {
+                        types.mutation = mutation.node.to_string();
+                    }
+                }
+                TypeSystemDefinition::Type(definition) => {
+                    let definition = definition.node;
+                    let name = definition.name.node.to_string();
+                    match definition.kind {
+                        TypeKind::Object(object) => {
+                            let mut fields = HashMap::new();
+                            let mut arguments = HashMap::new();
+                            for field in object.fields {
+                                let field = field.node;
+                                let field_name = field.name.node.to_string();
+                                arguments.insert(field_name.clone(), input_values(field.arguments));
+                                fields.insert(field_name, field.ty.node);
+                            }
+                            types.fields.insert(name.clone(), fields);
+                            types.arguments.insert(name, arguments);
+                        }
+                        TypeKind::InputObject(input) => {
+                            types.inputs.insert(name, input_values(input.fields));
+                        }
+                        TypeKind::Enum(_) => {
+                            types.enums.insert(name);
+                        }
+                        _ => {}
+                    }
+                }
+                TypeSystemDefinition::Directive(_) => {}
+            }
+        }
+        types
+    }
+}
+
+fn input_values(values: Vec<Positioned<InputValueDefinition>>) -> InputValues {
+    values
+        .into_iter()
+        .map(|value| (value.node.name.node.to_string(), value.node.ty.node))
+        .collect()
+}
