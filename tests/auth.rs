@@ -621,6 +621,43 @@ async fn password_change_revokes_sessions(app: TestApp) {
     assert_ok(&app.me(&Session::from_payload(&body, "login").access).await);
 }
 
+/// A login that checked the old password while the password changed gives no session that
+/// outlives the change. One hashing thread, kept busy, lines the work up: the login reads the
+/// old hash, the change hashes and commits, then the login's check of the old password ends.
+async fn a_login_racing_a_password_change_keeps_no_session(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let busy: Vec<_> = (0..3)
+        .map(|n| {
+            let app = &app;
+            async move { app.login(&format!("nobody{n}"), PASSWORD).await }
+        })
+        .collect();
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        app.update_user(
+            &owner,
+            &bob.id,
+            json!({"password": "a brand new passphrase"}),
+        )
+        .await
+    };
+    let login = async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        app.login("bob", PASSWORD).await
+    };
+    let (_, changed, login) = tokio::join!(futures::future::join_all(busy), change, login);
+    assert_ok(&changed);
+    if login["errors"].is_null() {
+        let late = Session::from_payload(&login, "login");
+        assert_code(&app.me(&late.access).await, "UNAUTHENTICATED");
+        assert_code(&app.refresh(&late.refresh).await, "UNAUTHENTICATED");
+    } else {
+        assert_code(&login, "UNAUTHENTICATED");
+    }
+    assert_code(&app.login("bob", PASSWORD).await, "UNAUTHENTICATED");
+}
+
 async fn role_changes_take_effect_at_once(app: TestApp) {
     let owner = app.register("owner").await;
     let carol = app.user_with_role(&owner, "carol", "STANDARD").await;
@@ -796,6 +833,7 @@ backend_tests!(
     role_change_revokes_sessions,
     ownership_transfer_revokes_both_users_sessions,
     password_change_revokes_sessions,
+    a_login_racing_a_password_change_keeps_no_session with |s| s.hash_concurrency = Some(1),
     role_changes_take_effect_at_once,
     instances_share_tokens_and_revocations with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_millis(200);

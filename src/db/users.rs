@@ -161,17 +161,19 @@ pub async fn any_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
         .is_some())
 }
 
-/// Stamps a login at `at` on user `id` while the account is enabled; false when it is
-/// disabled or gone.
+/// Stamps a login at `at` on user `id` while the account is enabled and its password hash is
+/// still the one the login verified; false when it is disabled, gone or has a new password.
 pub async fn record_login(
     db: &impl ConnectionTrait,
     id: Uuid,
+    verified_hash: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     let touched = Users::update_many()
         .col_expr(Column::LastLoginAt, Expr::value(at))
         .filter(Column::Id.eq(id))
         .filter(Column::Disabled.eq(false))
+        .filter(Column::PasswordHash.eq(verified_hash))
         .exec(db)
         .await?;
     Ok(touched.rows_affected == 1)

@@ -152,8 +152,10 @@ impl Service {
         // session, its first refresh token and the audit entry.
         let tx = self.db().begin_write().await?;
         let at = db::now();
-        // Disabled or deleted since the lookup: the count stays.
-        if !user_queries::record_login(&tx, user.id, at).await? {
+        // Disabled, deleted or given a new password since the lookup: the count stays. The
+        // row stays locked until the session exists, so a password change after this point
+        // ends the session with the others.
+        if !user_queries::record_login(&tx, user.id, &user.password_hash, at).await? {
             tx.rollback().await?;
             self.metrics().login(false);
             return Err(INVALID_CREDENTIALS);
