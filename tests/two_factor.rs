@@ -163,6 +163,16 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
         )
         .await;
     assert_eq!(off["data"]["disableTotp"], true, "{off}");
+    // Nothing left to turn off: `false`, whatever the verification.
+    for verification in [
+        json!({"password": "not the password"}),
+        json!({"totpCode": "000000"}),
+    ] {
+        let again = app
+            .gql(Some(&alice.access), DISABLE, json!({"v": verification}))
+            .await;
+        assert_eq!(again["data"]["disableTotp"], false, "{again}");
+    }
     let plain = login_with(&app, "alice", PASSWORD, None).await;
     assert_ok(&plain);
 

@@ -105,8 +105,18 @@ impl Service {
         self.clear_attempts(&subject).await?;
         let tx = self.db().begin_write().await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
+            // Replaced by another `enableTotp` since it was read: the code was not wrong.
+            let replaced = totp_rows::get(&tx, user.id)
+                .await?
+                .is_some_and(|row| row.confirmed_at.is_none());
             tx.rollback().await?;
-            return Err(NOTHING_PENDING);
+            return Err(if replaced {
+                AppError::VerificationRequired(
+                    "The two-factor setup was replaced meanwhile: confirm a code of its new secret",
+                )
+            } else {
+                NOTHING_PENDING
+            });
         }
         audit::record(
             &tx,
@@ -128,6 +138,10 @@ impl Service {
         self.writable()?;
         let session = caller.session()?;
         let user = caller.user;
+        // Nothing to turn off: `false` whatever the verification, which is not checked.
+        if totp_rows::get(self.db().conn(), user.id).await?.is_none() {
+            return Ok(false);
+        }
         let by_code = match self.verify(caller, session, verification).await {
             Ok(by_code) => by_code,
             // Nothing left to turn off (another request of the user's may just have): the
