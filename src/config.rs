@@ -368,8 +368,9 @@ impl Settings {
     }
 }
 
-/// The longest duration any setting takes: times computed from it stay representable.
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+/// The longest duration any setting takes: times computed from it stay representable. 100
+/// of humantime's years (365.25 days each), so `100y` itself is accepted.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// A count that must be at least 1: zero would refuse every query, or hash nothing.
 fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
@@ -448,6 +449,9 @@ mod tests {
         // Times computed from settings must stay representable; a request's database wait
         // must stay within PostgreSQL's statement_timeout.
         assert!(parse_duration("101y").is_err());
+        assert!(parse_duration("100y").is_ok());
+        assert!(parse_duration("100years").is_ok());
+        assert!(parse_duration("100y 1s").is_err());
         assert!(parse_db_timeout("1day").is_ok());
         assert!(parse_db_timeout("25h").is_err());
     }
