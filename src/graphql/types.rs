@@ -674,7 +674,8 @@ pub struct ServerInfo {
 
 #[derive(InputObject)]
 pub struct UserFilter {
-    /// Case-insensitive literal substring of username, email, first or last name.
+    /// Case-insensitive literal substring of username, email, first or last name; at most 200
+    /// characters.
     pub search: Option<String>,
     pub role: Option<GqlRole>,
     pub disabled: Option<bool>,

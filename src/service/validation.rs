@@ -218,32 +218,69 @@ pub fn email(text: &str) -> Checked<String> {
     let Some((local, domain)) = email.split_once('@') else {
         return invalid();
     };
-    // Labels of letters (any script, with their combining marks), digits and inner hyphens,
-    // 63 bytes at most, as DNS and IDNA allow.
+    let starts_with_mark = |part: &str| part.chars().next().is_some_and(is_mark);
+    // Labels of letters (any script, with their combining marks after them), digits and inner
+    // hyphens.
     let domain_ok = domain.contains('.')
         && domain.split('.').all(|label| {
-            (1..=63).contains(&label.len())
+            !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| {
-                    c.is_alphanumeric()
-                        || c == '-'
-                        || unicode_normalization::char::is_combining_mark(c)
-                })
+                && !starts_with_mark(label)
+                && label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || is_mark(c))
         });
-    // What an address may hold unquoted (RFC 5322's atext, and any non-ASCII character as
-    // RFC 6531 allows), in dot-separated parts none of which is empty.
-    let local_ok = (1..=64).contains(&local.len())
+    // What an address may hold unquoted (RFC 5322's atext, and any visible non-ASCII
+    // character as RFC 6531 allows), in dot-separated parts none of which is empty.
+    let local_ok = !local.is_empty()
         && local.split('.').all(|part| {
             !part.is_empty()
+                && !starts_with_mark(part)
                 && part.chars().all(|c| {
-                    !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                    c.is_ascii_alphanumeric()
+                        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                        || (!c.is_ascii() && (visible(c) || is_mark(c)))
                 })
         });
     if !local_ok || !domain_ok {
         return invalid();
     }
+    // As SMTP and DNS allow.
+    if local.len() > 64 || domain.split('.').any(|label| label.len() > 63) {
+        return refused(
+            FieldCode::Length,
+            "must have at most 64 bytes before the @ and 63 in each part of the domain",
+        );
+    }
     Ok(email)
+}
+
+/// A character that draws something of its own: a letter, digit, punctuation mark or symbol
+/// (not a space, a format or private-use character, an unassigned code point, or one that
+/// shows as nothing, such as the Braille blank).
+fn visible(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup as Group, UnicodeGeneralCategory};
+    matches!(
+        c.general_category_group(),
+        Group::Letter | Group::Number | Group::Punctuation | Group::Symbol
+    ) && !invisible(c)
+        && c != '\u{2800}'
+}
+
+/// A combining mark, which belongs after the character it marks.
+fn is_mark(c: char) -> bool {
+    unicode_normalization::char::is_combining_mark(c)
+}
+
+/// Unassigned code points (the noncharacters among them) and private-use ones: no text here
+/// needs them, and what they show differs from one device to the next.
+fn unassigned(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Unassigned | GeneralCategory::PrivateUse
+    )
 }
 
 /// 8–128 characters, used exactly as given (never trimmed or truncated).
@@ -309,14 +346,17 @@ pub fn optional_text(text: Option<&str>) -> Checked<Option<String>> {
             format!("must be at most {TEXT_MAX} characters"),
         );
     }
-    if text.chars().any(|c| c.is_control() || reorders(c)) {
+    if text
+        .chars()
+        .any(|c| c.is_control() || reorders(c) || unassigned(c))
+    {
         return refused(
             FieldCode::Format,
-            "must not contain control characters or bidirectional overrides",
+            "must not contain control characters, bidirectional overrides or unassigned code points",
         );
     }
     // Only characters that show as nothing would be a name nobody can see.
-    if !text.is_empty() && text.chars().all(|c| invisible(c) || c.is_whitespace()) {
+    if !text.is_empty() && !text.chars().any(visible) {
         return refused(FieldCode::Format, "must contain a visible character");
     }
     Ok((!text.is_empty()).then(|| text.to_owned()))
@@ -363,8 +403,10 @@ pub fn token_name(text: &str) -> Checked<String> {
     let text = text.trim();
     let length_ok = !text.is_empty() && text.chars().count() <= TEXT_MAX;
     if !length_ok
-        || text.chars().any(|c| c.is_control() || reorders(c))
-        || text.chars().all(|c| invisible(c) || c.is_whitespace())
+        || text
+            .chars()
+            .any(|c| c.is_control() || reorders(c) || unassigned(c))
+        || !text.chars().any(visible)
     {
         return refused(
             if length_ok {
@@ -373,7 +415,7 @@ pub fn token_name(text: &str) -> Checked<String> {
                 FieldCode::Length
             },
             format!(
-                "must be 1 to {TEXT_MAX} visible characters, without control characters or bidirectional overrides"
+                "must be 1 to {TEXT_MAX} characters, some visible, without control characters, bidirectional overrides or unassigned code points"
             ),
         );
     }
@@ -450,8 +492,31 @@ mod tests {
         ] {
             assert!(email(bad).is_err(), "{bad}");
         }
-        let long_label = format!("alice@{}.com", "a".repeat(64));
-        assert!(email(&long_label).is_err());
+        for bad in [
+            "a@\u{301}example.com",
+            "\u{301}@example.com",
+            "a\u{378}b@example.com",
+            "\u{E000}@example.com",
+            "\u{2800}@example.com",
+        ] {
+            assert_eq!(
+                email(bad).map_err(|e| e.code),
+                Err(FieldCode::Format),
+                "{bad:?}"
+            );
+        }
+        // Lengths SMTP and DNS set are lengths.
+        for long in [
+            format!("alice@{}.com", "a".repeat(64)),
+            format!("{}@example.com", "a".repeat(65)),
+            format!("a@{}.com", "a.".repeat(130)),
+        ] {
+            assert_eq!(
+                email(&long).map_err(|e| e.code),
+                Err(FieldCode::Length),
+                "{long}"
+            );
+        }
         for good in [
             "o'brien+news@example.co.uk",
             "first.last@sub-domain.example.com",
@@ -525,8 +590,24 @@ mod tests {
         assert!(optional_text(Some("Ada\u{202E}nilrad")).is_err());
         // Persian writes some names with a zero-width non-joiner.
         assert!(optional_text(Some("\u{645}\u{6CC}\u{200C}\u{631}")).is_ok());
-        for unseen in ["\u{200B}", " \u{3164} ", "\u{FEFF}\u{200D}"] {
+        for unseen in [
+            "\u{200B}",
+            " \u{3164} ",
+            "\u{FEFF}\u{200D}",
+            "\u{2800}",
+            "\u{FFF9}",
+            "\u{600}",
+            "\u{301}",
+            "\u{2062}",
+        ] {
             assert!(optional_text(Some(unseen)).is_err(), "{unseen:?}");
+            assert!(token_name(unseen).is_err(), "{unseen:?}");
+        }
+        for unassigned in ["Ada\u{FFFE}", "Ada\u{FFFF}", "Ada\u{E000}", "Ada\u{378}"] {
+            assert!(optional_text(Some(unassigned)).is_err(), "{unassigned:?}");
+        }
+        for seen in ["Zoë", "Zoe\u{308}", "李小龍", "😀", "O'Brien-Smith"] {
+            assert!(optional_text(Some(seen)).is_ok(), "{seen:?}");
         }
         assert!(token_name("\u{202E}gnp.exe").is_err());
         assert!(token_name("\u{200B}\u{2060}").is_err());
