@@ -183,6 +183,38 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
             "{body}: {answer}"
         );
     }
+
+    // A body in another encoding, or compressed, is refused rather than misread.
+    for (name, value) in [
+        ("content-type", "application/json; charset=utf-16"),
+        ("content-encoding", "gzip"),
+        ("content-encoding", "zz"),
+    ] {
+        let mut request = app
+            .client
+            .post(format!("{base}/graphql"))
+            .body(r#"{"query":"{ serverInfo { name } }"}"#)
+            .header(name, value);
+        if name != "content-type" {
+            request = request.header("content-type", "application/json");
+        }
+        let response = request.send().await.expect("post");
+        assert_eq!(response.status(), 415, "{name}: {value}");
+    }
+
+    // An operation name that names nothing is not repeated at any length.
+    let answer = app
+        .client
+        .post(format!("{base}/graphql"))
+        .json(&json!({"query": "query Q { __typename }", "operationName": "x".repeat(10_000)}))
+        .send()
+        .await
+        .expect("post")
+        .text()
+        .await
+        .expect("body");
+    assert!(answer.len() < 1_000, "{answer}");
+    assert!(answer.contains("Unknown operation named"), "{answer}");
 }
 
 async fn server_info_is_public(app: TestApp) {

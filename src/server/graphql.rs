@@ -152,6 +152,18 @@ async fn respond_to_post(
             "POST bodies must be JSON (Content-Type: application/json)",
         );
     }
+    if !is_utf8(headers) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "JSON bodies are UTF-8: leave the charset out or give charset=utf-8",
+        );
+    }
+    if !is_identity(headers) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Bodies are read as sent: send it without a Content-Encoding",
+        );
+    }
     let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
@@ -400,6 +412,17 @@ fn check_values(
     let variables = std::mem::take(&mut request.variables);
     let wanted = request.operation_name.clone();
     let checked = request.parsed_query().and_then(|document| {
+        // async-graphql's own refusal would repeat the whole name, however long.
+        if let Some(name) = wanted.as_deref()
+            && graphql::selected_operation(document, Some(name)).is_none()
+        {
+            let shown: String = name.chars().take(100).collect();
+            let more = if shown.len() < name.len() { "…" } else { "" };
+            return Err(async_graphql::ServerError::new(
+                format!("Unknown operation named \"{shown}{more}\""),
+                None,
+            ));
+        }
         types.check_values(document, wanted.as_deref(), &variables)?;
         Ok(graphql::root_keys(document, wanted.as_deref()))
     });
@@ -474,6 +497,41 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// A `charset` parameter, when there is one, says UTF-8 (the only encoding of JSON).
+fn is_utf8(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return true;
+    };
+    value.split(';').skip(1).all(|parameter| {
+        let Some((name, charset)) = parameter.split_once('=') else {
+            return true;
+        };
+        !name.trim().eq_ignore_ascii_case("charset")
+            || charset
+                .trim()
+                .trim_matches('"')
+                .eq_ignore_ascii_case("utf-8")
+    })
+}
+
+/// No `Content-Encoding` but `identity`: a compressed body would be read as JSON, and an
+/// unknown coding ignored.
+fn is_identity(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|codings| {
+                codings
+                    .split(',')
+                    .all(|coding| coding.trim().eq_ignore_ascii_case("identity"))
+            })
+        })
+}
+
 fn not_acceptable() -> Response {
     request_error(
         StatusCode::NOT_ACCEPTABLE,
@@ -544,6 +602,22 @@ mod tests {
         );
         assert_eq!(accept("text/html, application/*;q=0.3"), Some(Media::Json));
         assert_eq!(accept("text/html"), None);
+    }
+
+    #[test]
+    fn bodies_are_utf8_and_uncompressed() {
+        let content = |value: &str| is_utf8(&with(header::CONTENT_TYPE, value));
+        assert!(content("application/json"));
+        assert!(content("application/json; charset=UTF-8"));
+        assert!(content("application/json; charset=\"utf-8\""));
+        assert!(!content("application/json; charset=utf-16"));
+        assert!(!content("application/json;charset=latin1"));
+        let coding = |value: &str| is_identity(&with(header::CONTENT_ENCODING, value));
+        assert!(is_identity(&HeaderMap::new()));
+        assert!(coding("identity"));
+        assert!(!coding("gzip"));
+        assert!(!coding("zz"));
+        assert!(!coding("identity, br"));
     }
 
     #[test]
