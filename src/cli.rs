@@ -206,44 +206,88 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
     result.map_err(describe)
 }
 
-/// One row of `user import`'s JSON, as the GraphQL API names its fields.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ImportRow {
-    username: String,
-    email: String,
-    password_hash: String,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    phone: Option<String>,
-    #[serde(default)]
-    role: CliRole,
-    created_by: Option<uuid::Uuid>,
-}
+/// The fields of a `user import` row, as the GraphQL API names them.
+const IMPORT_FIELDS: [&str; 8] = [
+    "username",
+    "email",
+    "passwordHash",
+    "firstName",
+    "lastName",
+    "phone",
+    "role",
+    "createdBy",
+];
 
-/// The rows of `user import`'s FILE (`-`: stdin).
+/// The rows of `user import`'s FILE (`-`: stdin). Each field is read on its own, so a value
+/// that does not parse is refused by name and row with the other rows' errors (`3.role`),
+/// not as the whole file.
 fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::ImportedUser>> {
     let text = if file == std::path::Path::new("-") {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let rows: Vec<ImportRow> =
+    let rows: Vec<serde_json::Value> =
         serde_json::from_str(&text).context("the import is not a JSON array of users")?;
-    Ok(rows
-        .into_iter()
-        .map(|row| crate::service::ImportedUser {
-            username: row.username,
-            email: row.email,
-            password_hash: row.password_hash,
-            first_name: row.first_name,
-            last_name: row.last_name,
-            phone: row.phone,
-            // An owner is passed on for the service to refuse by row.
-            role: row.role.into(),
-            created_by: row.created_by,
-        })
-        .collect())
+    Ok(rows.into_iter().map(import_row).collect())
+}
+
+fn import_row(row: serde_json::Value) -> crate::service::ImportedUser {
+    let mut unreadable = Vec::new();
+    let mut fields = match row {
+        serde_json::Value::Object(fields) => fields,
+        _ => {
+            unreadable.push((String::new(), "is not a JSON object".to_owned()));
+            serde_json::Map::new()
+        }
+    };
+    for name in fields.keys() {
+        if !IMPORT_FIELDS.contains(&name.as_str()) {
+            unreadable.push((name.clone(), "is no field of a user".to_owned()));
+        }
+    }
+    // A field left out or null is absent; one of the wrong form is named, and absent too.
+    let mut read = |name: &str, what: &str| -> Option<serde_json::Value> {
+        let value = fields.remove(name).filter(|value| !value.is_null())?;
+        let fits = match name {
+            "role" => serde_json::from_value::<CliRole>(value.clone()).is_ok(),
+            "createdBy" => serde_json::from_value::<uuid::Uuid>(value.clone()).is_ok(),
+            _ => value.is_string(),
+        };
+        if !fits {
+            unreadable.push((name.to_owned(), format!("must be {what}")));
+        }
+        fits.then_some(value)
+    };
+    let mut text = |name: &str, what: &str| -> Option<String> {
+        match read(name, what)? {
+            serde_json::Value::String(text) => Some(text),
+            _ => None,
+        }
+    };
+    let username = text("username", "a string").unwrap_or_default();
+    let email = text("email", "a string").unwrap_or_default();
+    let password_hash = text("passwordHash", "a string").unwrap_or_default();
+    let first_name = text("firstName", "a string or null");
+    let last_name = text("lastName", "a string or null");
+    let phone = text("phone", "a string or null");
+    let role = read("role", "ADMIN or STANDARD")
+        .and_then(|value| serde_json::from_value::<CliRole>(value).ok())
+        .unwrap_or_default();
+    let created_by = read("createdBy", "a user's id (a UUID) or null")
+        .and_then(|value| serde_json::from_value::<uuid::Uuid>(value).ok());
+    crate::service::ImportedUser {
+        username,
+        email,
+        password_hash,
+        first_name,
+        last_name,
+        phone,
+        // An owner is passed on for the service to refuse by row.
+        role: role.into(),
+        created_by,
+        unreadable,
+    }
 }
 
 /// Reads the password from a prompt without echo, or from stdin's first line when piped.

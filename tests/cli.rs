@@ -213,11 +213,28 @@ async fn import_users(backend: Backend) {
         row("alice", "STANDARD"),
         {"username": "x", "email": "nope", "passwordHash": "plain"},
         row("boss", "OWNER"),
+        row("rooty", "root"),
+        {"username": "garbled", "email": "garbled@example.com", "passwordHash": hash,
+         "createdBy": "garbage"},
+        7,
+        {"username": "nick", "email": "nick@example.com", "passwordHash": hash, "nickname": "n"},
+        {"username": 5, "email": "five@example.com", "passwordHash": hash},
     ]);
     let out = run_cli(&db.url, &["user", "import", "-"], &refused.to_string());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for named in ["2.username", "2.email", "2.passwordHash", "3.role"] {
+    // Values that do not parse are named by row and field beside the other rows' errors.
+    for named in [
+        "2.username",
+        "2.email",
+        "2.passwordHash",
+        "3.role",
+        "4.role must be ADMIN or STANDARD",
+        "5.createdBy must be a user's id",
+        "6 is not a JSON object",
+        "7.nickname is no field of a user",
+        "8.username must be a string",
+    ] {
         assert!(stderr.contains(named), "{named}: {stderr}");
     }
     for valid in ["0.username", "0.email", "0.passwordHash"] {

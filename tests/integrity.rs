@@ -51,6 +51,7 @@ fn imported(username: &str) -> ImportedUser {
         phone: None,
         role: Role::Standard,
         created_by: None,
+        unreadable: Vec::new(),
     }
 }
 

@@ -150,6 +150,7 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
                 phone: Some(format!("+1555{i:07}")),
                 role: Role::Standard,
                 created_by: Some(admins[i % admins.len()]),
+                unreadable: Vec::new(),
             })
             .collect();
         ids.extend(
@@ -229,6 +230,7 @@ pub async fn seed_common_prefix(url: &str, users: usize) -> Result<String> {
                 phone: None,
                 role: Role::Standard,
                 created_by: None,
+                unreadable: Vec::new(),
             })
             .collect();
         service

@@ -837,6 +837,10 @@ pub struct ImportedUser {
     pub phone: Option<String>,
     pub role: Role,
     pub created_by: Option<Uuid>,
+    /// The row's fields its source gave in a form that does not parse (a role, an id, a value
+    /// of the wrong type, a field no user has), each with what is wrong: refused as `FORMAT`
+    /// with the row's other errors. An empty name stands for the whole row.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Rows per INSERT: 14 columns each stays under SQLite's and PostgreSQL's parameter limits.
@@ -861,6 +865,14 @@ impl Service {
         let mut invalid = std::collections::BTreeMap::new();
         for (index, input) in users.into_iter().enumerate() {
             let mut fields = Fields::new();
+            if let Some((_, whole)) = input.unreadable.iter().find(|(field, _)| field.is_empty()) {
+                let error = FieldError::new(FieldCode::Format, whole.clone());
+                invalid.insert(index.to_string(), error);
+                continue;
+            }
+            for (field, problem) in &input.unreadable {
+                fields.add(field, FieldCode::Format, problem.clone());
+            }
             let profile = validation::profile(
                 &mut fields,
                 &input.username,
