@@ -539,13 +539,20 @@ fn not_acceptable() -> Response {
     )
 }
 
+/// The request's bearer token. An `Authorization` header that holds none (another scheme, no
+/// token, two headers, bytes that are not text) counts as a token that fails: the client
+/// hears that its credential is wrong, not that it sent none.
 pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    let token = value
+        .to_str()
+        .ok()
+        .filter(|_| values.next().is_none())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    Some(token.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -618,6 +625,23 @@ mod tests {
         assert!(!coding("gzip"));
         assert!(!coding("zz"));
         assert!(!coding("identity, br"));
+    }
+
+    #[test]
+    fn an_authorization_header_without_a_bearer_token_is_a_wrong_one() {
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        let token = |value: &str| bearer_token(&with(header::AUTHORIZATION, value));
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("bearer  abc ").as_deref(), Some("abc"));
+        for wrong in ["Basic YTpi", "abc", "Bearer", "Bearer ", "Bearer\tabc"] {
+            assert_eq!(token(wrong).as_deref(), Some(""), "{wrong}");
+        }
+        let mut two = with(header::AUTHORIZATION, "Bearer abc");
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer def"),
+        );
+        assert_eq!(bearer_token(&two).as_deref(), Some(""));
     }
 
     #[test]
