@@ -390,6 +390,45 @@ async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
         json!({}),
     )
     .await;
+    // A variable whose type does not fit where it is used, even when its value would.
+    let fits_not = [
+        (
+            "mutation($i: RegisterInput!) { createApiToken(name: \"first\") { token } \
+             createUser(input: $i) { id } }",
+            json!({"i": {"username": "zed", "email": "zed@example.com", "password": "seven amber kites 99"}}),
+        ),
+        (
+            "mutation($r: String!) { createApiToken(name: \"first\") { token } \
+             setRole(id: \"00000000-0000-0000-0000-000000000000\", role: $r) { id } }",
+            json!({"r": "ADMIN"}),
+        ),
+        // Nullable where a value is required, with no default to stand in.
+        (
+            "mutation($r: Role) { createApiToken(name: \"first\") { token } \
+             setRole(id: \"00000000-0000-0000-0000-000000000000\", role: $r) { id } }",
+            json!({}),
+        ),
+        (
+            "query($s: Boolean) { serverInfo @skip(if: $s) { name } }",
+            json!({"s": true}),
+        ),
+    ];
+    for (query, variables) in fits_not {
+        refused(query, variables).await;
+    }
+    // Another operation of the document is checked too, though only one runs.
+    let response = app
+        .post()
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({
+            "query": "query A { serverInfo { name } } \
+                      query B { users(filter: { role: \"ADMIN\" }) { totalCount } }",
+            "operationName": "A",
+        }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let tokens = app
         .gql(
             Some(&owner.access),
@@ -398,6 +437,20 @@ async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
         )
         .await;
     assert_eq!(tokens["data"]["me"]["apiTokens"], json!([]), "{tokens}");
+    // A variable left out takes its default, in directives too.
+    let skipped = app
+        .gql(
+            Some(&owner.access),
+            "query($s: Boolean! = true, $n: Boolean = false) { \
+             me { username @skip(if: $s) id @include(if: $n) role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        skipped["data"],
+        json!({"me": {"role": "OWNER"}}),
+        "{skipped}"
+    );
     // Written as the specification wants, the same values are accepted.
     let fine = app
         .gql(

@@ -1,91 +1,262 @@
-//! Input values checked against their types before anything runs, where async-graphql's
-//! validation lets a value through to the resolver that reads it: an input object given as
-//! a string, a number or a list (a variable or a literal), and an enum given as a string
-//! literal. The specification refuses such a request whole; let through, a mutation's earlier
-//! fields would run and its later ones fail on the value.
+//! Input values checked against their types before anything runs, where async-graphql lets a
+//! value through to the resolver that reads it: an input object given as a string, a number
+//! or a list (a variable or a literal), an enum given as a string literal, and a variable used
+//! where its type does not fit (the specification's "All Variable Usages Are Allowed": a
+//! `RegisterInput` variable for `createUser`'s input, a nullable one for a non-null argument).
+//! The specification refuses such a request whole; let through, a mutation's earlier fields
+//! would run and its later ones fail on the value.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{
-    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
+    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type, VariableDefinition,
 };
-use async_graphql::{Name, Pos, ServerError, ServerResult, Value, Variables};
+use async_graphql::{Name, ServerError, ServerResult, Value, Variables};
+use async_graphql_value::Value as Written;
 
 use super::SchemaTypes;
 
 impl SchemaTypes {
-    /// Checks the variables and the argument literals of the operation `wanted`.
+    /// Checks the argument literals and variable usages of every operation in `document`, and
+    /// the variables given for the operation `wanted`, whose left-out variables then take their
+    /// defaults (async-graphql would not apply them to `@skip` and `@include`).
     pub fn check_values(
         &self,
         document: &ExecutableDocument,
         wanted: Option<&str>,
-        variables: &Variables,
+        variables: &mut Variables,
     ) -> ServerResult<()> {
+        for (_, operation) in document.operations.iter() {
+            let root = match operation.node.ty {
+                OperationType::Query => &self.query,
+                OperationType::Mutation => &self.mutation,
+                OperationType::Subscription => continue,
+            };
+            let definitions: HashMap<&Name, &VariableDefinition> = operation
+                .node
+                .variable_definitions
+                .iter()
+                .map(|definition| (&definition.node.name.node, &definition.node))
+                .collect();
+            let mut walk = Walk {
+                types: self,
+                document,
+                definitions,
+                seen: HashSet::new(),
+            };
+            for definition in &operation.node.variable_definitions {
+                let variable = &definition.node;
+                if let Some(default) = &variable.default_value {
+                    let value = default.node.clone().into_value();
+                    let ty = &variable.var_type.node;
+                    walk.check(&value, ty, false, Source::Document, default.pos, || {
+                        format!("The default of variable `${}`", variable.name.node)
+                    })?;
+                }
+            }
+            walk.selections(root, &operation.node.selection_set.node)?;
+        }
         let Some(operation) = super::selected_operation(document, wanted) else {
             return Ok(());
         };
-        let root = match operation.node.ty {
-            OperationType::Query => &self.query,
-            OperationType::Mutation => &self.mutation,
-            OperationType::Subscription => return Ok(()),
+        let walk = Walk {
+            types: self,
+            document,
+            definitions: HashMap::new(),
+            seen: HashSet::new(),
         };
         for definition in &operation.node.variable_definitions {
             let variable = &definition.node;
-            let ty = &variable.var_type.node;
             let name = &variable.name.node;
-            if let Some(default) = &variable.default_value
-                && let Some(problem) = self.mismatch(&default.node, ty, Source::Literal)
-            {
-                return Err(refusal(
-                    format!("The default of variable `${name}` is not a `{ty}`: {problem}"),
-                    default.pos,
-                ));
-            }
-            if let Some(value) = variables.get(name)
-                && let Some(problem) = self.mismatch(value, ty, Source::Json)
-            {
-                return Err(refusal(
-                    format!("Variable `${name}` is not a `{ty}`: {problem}"),
-                    definition.pos,
-                ));
+            match (variables.get(name), &variable.default_value) {
+                (Some(value), _) => {
+                    let value = value.clone().into_value();
+                    let ty = &variable.var_type.node;
+                    walk.check(&value, ty, false, Source::Json, definition.pos, || {
+                        format!("Variable `${name}`")
+                    })?;
+                }
+                (None, Some(default)) => {
+                    variables.insert(name.clone(), default.node.clone());
+                }
+                (None, None) => {}
             }
         }
-        let mut walk = Walk {
-            types: self,
-            document,
-            seen: HashSet::new(),
-        };
-        walk.selections(root, &operation.node.selection_set.node)
+        Ok(())
+    }
+}
+
+/// Where a value comes from: JSON writes an enum value as a string, a document without quotes.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Json,
+    Document,
+}
+
+/// One operation's values, through its fragments (each once).
+struct Walk<'a> {
+    types: &'a SchemaTypes,
+    document: &'a ExecutableDocument,
+    /// The operation's variables, for their usages.
+    definitions: HashMap<&'a Name, &'a VariableDefinition>,
+    seen: HashSet<&'a Name>,
+}
+
+impl<'a> Walk<'a> {
+    fn selections(&mut self, parent: &str, set: &'a SelectionSet) -> ServerResult<()> {
+        for item in &set.items {
+            let (directives, nested) = match &item.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    let name = field.name.node.as_str();
+                    let arguments = self
+                        .types
+                        .arguments
+                        .get(parent)
+                        .and_then(|fields| fields.get(name));
+                    for (argument, value) in &field.arguments {
+                        // Arguments the schema does not list (introspection's) are left to
+                        // async-graphql.
+                        let Some((ty, has_default)) =
+                            arguments.and_then(|a| a.get(argument.node.as_str()))
+                        else {
+                            continue;
+                        };
+                        self.check(
+                            &value.node,
+                            ty,
+                            *has_default,
+                            Source::Document,
+                            value.pos,
+                            || format!("Argument `{}` of `{name}`", argument.node),
+                        )?;
+                    }
+                    let child = self
+                        .types
+                        .fields
+                        .get(parent)
+                        .and_then(|fields| fields.get(name))
+                        .map(|ty| named(ty).to_owned());
+                    if let Some(child) = child {
+                        self.selections(&child, &field.selection_set.node)?;
+                    }
+                    (&field.directives, None)
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    let fragment = self
+                        .document
+                        .fragments
+                        .get(name)
+                        .filter(|_| self.seen.insert(name))
+                        .map(|fragment| {
+                            let on = fragment.node.type_condition.node.on.node.as_str();
+                            (on, &fragment.node.selection_set.node)
+                        });
+                    (&spread.node.directives, fragment)
+                }
+                Selection::InlineFragment(fragment) => {
+                    let on = fragment
+                        .node
+                        .type_condition
+                        .as_ref()
+                        .map_or(parent, |condition| condition.node.on.node.as_str());
+                    (
+                        &fragment.node.directives,
+                        Some((on, &fragment.node.selection_set.node)),
+                    )
+                }
+            };
+            for directive in directives {
+                let name = directive.node.name.node.as_str();
+                if !matches!(name, "skip" | "include") {
+                    continue;
+                }
+                // What `@skip(if:)` and `@include(if:)` take.
+                let condition = Type {
+                    base: BaseType::Named(Name::new("Boolean")),
+                    nullable: false,
+                };
+                for (argument, value) in &directive.node.arguments {
+                    self.check(
+                        &value.node,
+                        &condition,
+                        false,
+                        Source::Document,
+                        value.pos,
+                        || format!("Argument `{}` of `@{name}`", argument.node),
+                    )?;
+                }
+            }
+            if let Some((on, set)) = nested {
+                let on = on.to_owned();
+                self.selections(&on, set)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses `value` at a position of type `ty` (with a default or not) when
+    /// [`Self::mismatch`] finds it does not fit; `what` names the position.
+    fn check(
+        &self,
+        value: &Written,
+        ty: &Type,
+        has_default: bool,
+        source: Source,
+        pos: async_graphql::Pos,
+        what: impl FnOnce() -> String,
+    ) -> ServerResult<()> {
+        match self.mismatch(value, ty, has_default, source) {
+            Some(problem) => Err(ServerError::new(
+                format!("{} is not a `{ty}`: {problem}", what()),
+                Some(pos),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// What is wrong with `value` as a `ty`, among what async-graphql lets through; the rest
     /// (scalars, enum names, unknown or missing fields) its validation refuses itself.
-    fn mismatch(&self, value: &Value, ty: &Type, source: Source) -> Option<String> {
+    fn mismatch(
+        &self,
+        value: &Written,
+        ty: &Type,
+        has_default: bool,
+        source: Source,
+    ) -> Option<String> {
+        let types = self.types;
         match (value, &ty.base) {
-            (Value::Null, _) => None,
-            (Value::List(items), BaseType::List(item)) => items
+            (Written::Variable(name), _) => {
+                // An undefined variable is async-graphql's to refuse.
+                let variable = self.definitions.get(name)?;
+                (!usage_allowed(variable, ty, has_default))
+                    .then(|| format!("variable `${name}` is a `{}`", variable.var_type.node))
+            }
+            (Written::Null, _) => None,
+            (Written::List(items), BaseType::List(item)) => items
                 .iter()
-                .find_map(|value| self.mismatch(value, item, source)),
+                .find_map(|value| self.mismatch(value, item, false, source)),
             // A single value stands for a list of one.
-            (value, BaseType::List(item)) => self.mismatch(value, item, source),
+            (value, BaseType::List(item)) => self.mismatch(value, item, false, source),
             (value, BaseType::Named(name)) => {
-                if let Some(fields) = self.inputs.get(name.as_str()) {
-                    let Value::Object(object) = value else {
+                if let Some(fields) = types.inputs.get(name.as_str()) {
+                    let Written::Object(object) = value else {
                         return Some(format!("`{name}` is an input object"));
                     };
                     object.iter().find_map(|(key, value)| {
-                        let ty = fields.get(key.as_str())?;
-                        let problem = self.mismatch(value, ty, source)?;
+                        let (ty, has_default) = fields.get(key.as_str())?;
+                        let problem = self.mismatch(value, ty, *has_default, source)?;
                         Some(format!("{key}: {problem}"))
                     })
-                } else if self.enums.contains(name.as_str()) {
+                } else if types.enums.contains(name.as_str()) {
                     let fits = match source {
-                        Source::Json => matches!(value, Value::String(_)),
-                        Source::Literal => matches!(value, Value::Enum(_)),
+                        Source::Json => matches!(value, Written::String(_)),
+                        Source::Document => matches!(value, Written::Enum(_)),
                     };
                     (!fits).then(|| match source {
                         Source::Json => format!("`{name}` is an enum, given as a string"),
-                        Source::Literal => {
+                        Source::Document => {
                             format!("`{name}` is an enum: its values are written without quotes")
                         }
                     })
@@ -97,83 +268,32 @@ impl SchemaTypes {
     }
 }
 
-/// Where a value comes from: JSON writes an enum value as a string, a document without quotes.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    Json,
-    Literal,
+/// The specification's IsVariableUsageAllowed: a nullable variable fits a non-null position
+/// only with a default of its own or of the position's.
+fn usage_allowed(variable: &VariableDefinition, location: &Type, location_default: bool) -> bool {
+    let ty = &variable.var_type.node;
+    if !location.nullable && ty.nullable {
+        let own_default = variable
+            .default_value
+            .as_ref()
+            .is_some_and(|default| default.node != Value::Null);
+        return (own_default || location_default) && bases_compatible(&ty.base, &location.base);
+    }
+    types_compatible(ty, location)
 }
 
-/// The argument literals of a document's fields, through its fragments (each once).
-struct Walk<'a> {
-    types: &'a SchemaTypes,
-    document: &'a ExecutableDocument,
-    seen: HashSet<&'a Name>,
+/// The specification's AreTypesCompatible.
+fn types_compatible(variable: &Type, location: &Type) -> bool {
+    (location.nullable || !variable.nullable) && bases_compatible(&variable.base, &location.base)
 }
 
-impl<'a> Walk<'a> {
-    fn selections(&mut self, parent: &str, set: &'a SelectionSet) -> ServerResult<()> {
-        for item in &set.items {
-            match &item.node {
-                Selection::Field(field) => {
-                    let field = &field.node;
-                    let name = field.name.node.as_str();
-                    let arguments = self
-                        .types
-                        .arguments
-                        .get(parent)
-                        .and_then(|fields| fields.get(name));
-                    for (argument, value) in &field.arguments {
-                        let Some(ty) = arguments.and_then(|a| a.get(argument.node.as_str())) else {
-                            continue;
-                        };
-                        // A variable's own type is checked where it is declared: as null here.
-                        let literal = value
-                            .node
-                            .clone()
-                            .into_const_with(|_| Ok::<_, std::convert::Infallible>(Value::Null));
-                        let Ok(literal) = literal;
-                        if let Some(problem) = self.types.mismatch(&literal, ty, Source::Literal) {
-                            return Err(refusal(
-                                format!(
-                                    "Argument `{}` of `{name}` is not a `{ty}`: {problem}",
-                                    argument.node
-                                ),
-                                value.pos,
-                            ));
-                        }
-                    }
-                    // Fields the schema does not list (introspection's) take no input of ours.
-                    let child = self
-                        .types
-                        .fields
-                        .get(parent)
-                        .and_then(|fields| fields.get(name))
-                        .map(|ty| named(ty).to_owned());
-                    if let Some(child) = child {
-                        self.selections(&child, &field.selection_set.node)?;
-                    }
-                }
-                Selection::FragmentSpread(spread) => {
-                    let name = &spread.node.fragment_name.node;
-                    if let Some(fragment) = self.document.fragments.get(name)
-                        && self.seen.insert(name)
-                    {
-                        let on = fragment.node.type_condition.node.on.node.as_str();
-                        self.selections(on, &fragment.node.selection_set.node)?;
-                    }
-                }
-                Selection::InlineFragment(fragment) => {
-                    let on = fragment
-                        .node
-                        .type_condition
-                        .as_ref()
-                        .map_or(parent, |condition| condition.node.on.node.as_str());
-                    self.selections(on, &fragment.node.selection_set.node)?;
-                }
-            }
+fn bases_compatible(variable: &BaseType, location: &BaseType) -> bool {
+    match (variable, location) {
+        (BaseType::List(variable), BaseType::List(location)) => {
+            types_compatible(variable, location)
         }
-        Ok(())
+        (BaseType::Named(variable), BaseType::Named(location)) => variable == location,
+        _ => false,
     }
 }
 
@@ -183,8 +303,4 @@ fn named(ty: &Type) -> &str {
         BaseType::Named(name) => name.as_str(),
         BaseType::List(item) => named(item),
     }
-}
-
-fn refusal(message: String, pos: Pos) -> ServerError {
-    ServerError::new(message, Some(pos))
 }

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use async_graphql::Positioned;
 use async_graphql::parser::types::{InputValueDefinition, Type, TypeKind, TypeSystemDefinition};
 
-/// Named input values (arguments, or an input object's fields) and their types.
-pub(super) type InputValues = HashMap<String, Type>;
+/// Named input values (arguments, or an input object's fields): their types, and whether each
+/// has a default.
+pub(super) type InputValues = HashMap<String, (Type, bool)>;
 
 #[derive(Debug, Default)]
 pub struct SchemaTypes {
@@ -79,6 +80,10 @@ impl SchemaTypes {
 fn input_values(values: Vec<Positioned<InputValueDefinition>>) -> InputValues {
     values
         .into_iter()
-        .map(|value| (value.node.name.node.to_string(), value.node.ty.node))
+        .map(|value| {
+            let value = value.node;
+            let has_default = value.default_value.is_some();
+            (value.name.node.to_string(), (value.ty.node, has_default))
+        })
         .collect()
 }

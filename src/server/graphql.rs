@@ -409,7 +409,7 @@ fn check_values(
     request: &mut async_graphql::Request,
 ) -> async_graphql::ServerResult<Vec<async_graphql::Name>> {
     // Set aside while the parsed document borrows the request.
-    let variables = std::mem::take(&mut request.variables);
+    let mut variables = std::mem::take(&mut request.variables);
     let wanted = request.operation_name.clone();
     let checked = request.parsed_query().and_then(|document| {
         // async-graphql's own refusal would repeat the whole name, however long.
@@ -423,7 +423,7 @@ fn check_values(
                 None,
             ));
         }
-        types.check_values(document, wanted.as_deref(), &variables)?;
+        types.check_values(document, wanted.as_deref(), &mut variables)?;
         Ok(graphql::root_keys(document, wanted.as_deref()))
     });
     request.variables = variables;
