@@ -336,6 +336,19 @@ async fn fields_come_back_in_the_order_asked_for() {
         .gql(None, "{ serverInfo @skip(if: true) { name } }", json!({}))
         .await;
     assert_eq!(skipped, json!({"data": {}}));
+    // An object whose every field was skipped is an empty object where null cannot be.
+    let skipped = app
+        .gql(
+            Some(&owner.access),
+            "query($d: Boolean! = false) { serverInfo { name @include(if: $d) } \
+             users(first: 1) { nodes { id @include(if: $d) } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        skipped,
+        json!({"data": {"serverInfo": {}, "users": {"nodes": [{}]}}})
+    );
 }
 
 /// An input value of the wrong kind (an input object as a string, an enum as a string literal)

@@ -4,8 +4,9 @@
 //! instead (an object whose every selected field failed becomes `null`, a list with a failed
 //! item is left out), which a client generated from the schema cannot represent: a non-null
 //! field that is missing or null. The response is mended here, after execution, and only when
-//! some error has a path: a successful response is not walked.
+//! some error has a path (or the document skips fields): a successful response is not walked.
 
+use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{
     BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
 };
@@ -45,6 +46,77 @@ impl SchemaTypes {
         }
         for (path, nullable) in &failures {
             null_failed(&mut response.data, path, nullable);
+        }
+    }
+
+    /// Makes each object async-graphql nulled because every field selected of it was skipped
+    /// (`@skip`, `@include`) an empty object, where its type is non-null: without an error
+    /// there, null is no value such a position can have. (At a nullable position such a null
+    /// cannot be told from a resolver's, and stays.)
+    pub fn restore_skipped(
+        &self,
+        response: &mut Response,
+        document: &ExecutableDocument,
+        wanted: Option<&str>,
+    ) {
+        let Some(operation) = super::limits::selected_operation(document, wanted) else {
+            return;
+        };
+        let root = match operation.node.ty {
+            OperationType::Query => &self.query,
+            OperationType::Mutation => &self.mutation,
+            OperationType::Subscription => return,
+        };
+        if let Value::Object(fields) = &mut response.data {
+            let sets = [&operation.node.selection_set.node];
+            self.restore_skipped_in(document, root, &sets, fields);
+        }
+    }
+
+    fn restore_skipped_in(
+        &self,
+        document: &ExecutableDocument,
+        parent: &str,
+        sets: &[&SelectionSet],
+        fields: &mut IndexMap<Name, Value>,
+    ) {
+        for (key, value) in fields.iter_mut() {
+            let mut name = None;
+            let mut inner = Vec::new();
+            for set in sets {
+                fields_named(document, set, key.as_str(), &mut name, &mut inner);
+            }
+            let ty = name.and_then(|name| self.fields.get(parent)?.get(name.as_str()));
+            if let Some(ty) = ty {
+                self.restore_skipped_at(document, ty, &inner, value);
+            }
+        }
+    }
+
+    fn restore_skipped_at(
+        &self,
+        document: &ExecutableDocument,
+        ty: &Type,
+        sets: &[&SelectionSet],
+        value: &mut Value,
+    ) {
+        match (&ty.base, value) {
+            (BaseType::List(item), Value::List(items)) => {
+                for value in items {
+                    self.restore_skipped_at(document, item, sets, value);
+                }
+            }
+            // Objects only: scalars and enums have no fields to skip.
+            (BaseType::Named(name), value) if self.fields.contains_key(name.as_str()) => {
+                match value {
+                    Value::Null if !ty.nullable => *value = Value::Object(Default::default()),
+                    Value::Object(fields) => {
+                        self.restore_skipped_in(document, name.as_str(), sets, fields);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
         }
     }
 
@@ -292,6 +364,24 @@ mod tests {
         let document = async_graphql::parser::parse_query(query).expect("query");
         types.propagate_nulls(&mut response, &document, None);
         response.data.into_json().expect("json")
+    }
+
+    /// Objects whose every selected field was skipped: async-graphql answers null.
+    #[tokio::test]
+    async fn skipped_objects_are_empty_where_null_cannot_be() {
+        let schema = Schema::new(Root, EmptyMutation, EmptySubscription);
+        let types = SchemaTypes::from_sdl(&schema.sdl());
+        let query = "{ people { name @skip(if: true) } \
+                     user(fail: false) { name @skip(if: true) } fine }";
+        let mut response = schema.execute(query).await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        let document = async_graphql::parser::parse_query(query).expect("query");
+        types.restore_skipped(&mut response, &document, None);
+        // `user` is nullable: a resolver's null looks the same, so it stays.
+        assert_eq!(
+            response.data.into_json().expect("json"),
+            json!({"people": [{}, {}], "user": null, "fine": 1})
+        );
     }
 
     #[tokio::test]

@@ -322,7 +322,7 @@ async fn execute(
         .and_then(|()| check_values(&state.schema_types, &mut request));
     let mut response = match checked {
         Ok(root_keys) => {
-            // Kept to mend field errors afterwards (parsed again only then).
+            // Kept to mend the response afterwards (parsed again only then).
             let query = request.query.clone();
             let request = graphql::request_data(
                 request,
@@ -332,14 +332,23 @@ async fn execute(
                 graphql::UserAgent::from_header(headers.get(axum::http::header::USER_AGENT)),
             );
             let mut response = state.schema.execute(request).await;
-            if response.errors.iter().any(|error| !error.path.is_empty())
+            let failed = response.errors.iter().any(|error| !error.path.is_empty());
+            // Conservative: the text may only mention them.
+            let skips = query.contains("@skip") || query.contains("@include");
+            if (failed || skips)
                 && let Ok(document) = async_graphql::parser::parse_query(&query)
             {
-                state.schema_types.propagate_nulls(
-                    &mut response,
-                    &document,
-                    operation_name.as_deref(),
-                );
+                let wanted = operation_name.as_deref();
+                if failed {
+                    state
+                        .schema_types
+                        .propagate_nulls(&mut response, &document, wanted);
+                }
+                if skips {
+                    state
+                        .schema_types
+                        .restore_skipped(&mut response, &document, wanted);
+                }
             }
             graphql::order_root(&mut response, &root_keys);
             response
