@@ -294,18 +294,17 @@ async fn fields_come_back_in_the_order_asked_for() {
         "\"actor\"",
         "\"endCursor\"",
     ];
+    // The body as text: parsed, an object's keys are sorted.
+    let text_of = |body: Value| {
+        let request = app.post().bearer_auth(&owner.access).json(&body);
+        async move {
+            let response = request.send().await.expect("sent");
+            response.text().await.expect("body")
+        }
+    };
     for _ in 0..20 {
         for (query, keys) in [(query, &keys[..]), (waiting_first, &waiting_keys[..])] {
-            let text = app
-                .post()
-                .bearer_auth(&owner.access)
-                .json(&json!({"query": query}))
-                .send()
-                .await
-                .expect("sent")
-                .text()
-                .await
-                .expect("body");
+            let text = text_of(json!({"query": query})).await;
             let at: Vec<usize> = keys
                 .iter()
                 .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
@@ -313,20 +312,13 @@ async fn fields_come_back_in_the_order_asked_for() {
             assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
         }
     }
-    // A sign-in payload's user before its tokens (read as text: parsed, keys are sorted).
-    let login = app
-        .post()
-        .json(&json!({
-            "query": "mutation($i: LoginInput!) { login(input: $i) { \
-                      user { createdBy { id } username } accessToken } }",
-            "variables": {"i": {"login": "alice", "password": PASSWORD}},
-        }))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
+    // A sign-in payload's user before its tokens.
+    let login = text_of(json!({
+        "query": "mutation($i: LoginInput!) { login(input: $i) { \
+                  user { createdBy { id } username } accessToken } }",
+        "variables": {"i": {"login": "alice", "password": PASSWORD}},
+    }))
+    .await;
     assert!(
         login.find("\"user\"") < login.find("\"accessToken\""),
         "{login}"
@@ -429,6 +421,12 @@ async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
     for (query, variables) in fits_not {
         refused(query, variables).await;
     }
+    // A fragment that spreads itself is refused, not walked for ever.
+    refused(
+        "query { ...A } fragment A on Query { ...A serverInfo { name } }",
+        json!({}),
+    )
+    .await;
     // Another operation of the document is checked too, though only one runs.
     let response = app
         .post()

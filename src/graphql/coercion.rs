@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{
-    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type, VariableDefinition,
+    BaseType, ExecutableDocument, Selection, SelectionSet, Type, VariableDefinition,
 };
 use async_graphql::{Name, ServerError, ServerResult, Value, Variables};
 use async_graphql_value::Value as Written;
@@ -27,10 +27,8 @@ impl SchemaTypes {
         variables: &mut Variables,
     ) -> ServerResult<()> {
         for (_, operation) in document.operations.iter() {
-            let root = match operation.node.ty {
-                OperationType::Query => &self.query,
-                OperationType::Mutation => &self.mutation,
-                OperationType::Subscription => continue,
+            let Some(root) = self.root(operation.node.ty) else {
+                continue;
             };
             let definitions: HashMap<&Name, &VariableDefinition> = operation
                 .node

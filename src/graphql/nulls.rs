@@ -7,12 +7,11 @@
 //! some error has a path (or the document skips fields): a successful response is not walked.
 
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{
-    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
-};
+use async_graphql::parser::types::{BaseType, ExecutableDocument, SelectionSet, Type};
 use async_graphql::{Name, PathSegment, Response, Value};
 
 use super::SchemaTypes;
+use super::schema_types::each_field;
 
 impl SchemaTypes {
     /// Mends `response` to the document's operation `wanted` (see the module's doc).
@@ -22,13 +21,8 @@ impl SchemaTypes {
         document: &ExecutableDocument,
         wanted: Option<&str>,
     ) {
-        let Some(operation) = super::limits::selected_operation(document, wanted) else {
+        let Some((operation, root)) = self.selected(document, wanted) else {
             return;
-        };
-        let root = match operation.node.ty {
-            OperationType::Query => &self.query,
-            OperationType::Mutation => &self.mutation,
-            OperationType::Subscription => return,
         };
         let failures: Vec<_> = response
             .errors
@@ -59,13 +53,8 @@ impl SchemaTypes {
         document: &ExecutableDocument,
         wanted: Option<&str>,
     ) {
-        let Some(operation) = super::limits::selected_operation(document, wanted) else {
+        let Some((operation, root)) = self.selected(document, wanted) else {
             return;
-        };
-        let root = match operation.node.ty {
-            OperationType::Query => &self.query,
-            OperationType::Mutation => &self.mutation,
-            OperationType::Subscription => return,
         };
         if let Value::Object(fields) = &mut response.data {
             let sets = [&operation.node.selection_set.node];
@@ -168,25 +157,12 @@ fn fields_named<'a>(
     name: &mut Option<&'a Name>,
     inner: &mut Vec<&'a SelectionSet>,
 ) {
-    for item in &set.items {
-        let nested = match &item.node {
-            Selection::Field(field) => {
-                if field.node.response_key().node.as_str() == key {
-                    name.get_or_insert(&field.node.name.node);
-                    inner.push(&field.node.selection_set.node);
-                }
-                continue;
-            }
-            Selection::FragmentSpread(spread) => document
-                .fragments
-                .get(&spread.node.fragment_name.node)
-                .map(|fragment| &fragment.node.selection_set.node),
-            Selection::InlineFragment(fragment) => Some(&fragment.node.selection_set.node),
-        };
-        if let Some(nested) = nested {
-            fields_named(document, nested, key, name, inner);
+    each_field(document, set, &mut |field| {
+        if field.response_key().node.as_str() == key {
+            name.get_or_insert(&field.name.node);
+            inner.push(&field.selection_set.node);
         }
-    }
+    });
 }
 
 /// Makes each null above the failed field at the end of `path` an empty object: an error

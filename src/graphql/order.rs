@@ -3,8 +3,10 @@
 //! the root); objects below the root that wait keep their order by resolving serially.
 
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, SelectionSet};
 use async_graphql::{Name, Response, Value};
+
+use super::schema_types::each_field;
 
 /// The response keys of the root fields of the operation `wanted`, in document order (through
 /// fragments), each once.
@@ -20,35 +22,14 @@ pub fn root_keys(document: &ExecutableDocument, wanted: Option<&str>) -> Vec<Nam
 pub(super) fn response_keys(document: &ExecutableDocument, sets: &[&SelectionSet]) -> Vec<Name> {
     let mut keys = Vec::new();
     for set in sets {
-        collect(document, set, &mut keys, 0);
+        each_field(document, set, &mut |field| {
+            let key = &field.response_key().node;
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        });
     }
     keys
-}
-
-fn collect(document: &ExecutableDocument, set: &SelectionSet, keys: &mut Vec<Name>, depth: u8) {
-    // Fragment cycles are refused by validation; the bound only keeps this walk finite.
-    if depth > 32 {
-        return;
-    }
-    for item in &set.items {
-        let nested = match &item.node {
-            Selection::Field(field) => {
-                let key = field.node.response_key().node.clone();
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
-                continue;
-            }
-            Selection::FragmentSpread(spread) => document
-                .fragments
-                .get(&spread.node.fragment_name.node)
-                .map(|fragment| &fragment.node.selection_set.node),
-            Selection::InlineFragment(fragment) => Some(&fragment.node.selection_set.node),
-        };
-        if let Some(nested) = nested {
-            collect(document, nested, keys, depth + 1);
-        }
-    }
 }
 
 /// Puts `response`'s root fields in the order of `keys`. A response without errors whose every

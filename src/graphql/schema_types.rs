@@ -3,8 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use async_graphql::Positioned;
-use async_graphql::parser::types::{InputValueDefinition, Type, TypeKind, TypeSystemDefinition};
+use async_graphql::parser::types::{
+    ExecutableDocument, Field, InputValueDefinition, OperationDefinition, OperationType, Selection,
+    SelectionSet, Type, TypeKind, TypeSystemDefinition,
+};
+use async_graphql::{Name, Positioned};
 
 /// Named input values (arguments, or an input object's fields): their types, and whether each
 /// has a default.
@@ -74,6 +77,71 @@ impl SchemaTypes {
             }
         }
         types
+    }
+}
+
+impl SchemaTypes {
+    /// The root type of operations of type `ty` (none for subscriptions, which this schema
+    /// has none of).
+    pub(super) fn root(&self, ty: OperationType) -> Option<&str> {
+        match ty {
+            OperationType::Query => Some(&self.query),
+            OperationType::Mutation => Some(&self.mutation),
+            OperationType::Subscription => None,
+        }
+    }
+
+    /// The operation `wanted` of `document` and its root type.
+    pub(super) fn selected<'a>(
+        &'a self,
+        document: &'a ExecutableDocument,
+        wanted: Option<&str>,
+    ) -> Option<(&'a Positioned<OperationDefinition>, &'a str)> {
+        let operation = super::selected_operation(document, wanted)?;
+        Some((operation, self.root(operation.node.ty)?))
+    }
+}
+
+/// Calls `visit` on each field `set` selects, through its fragments (each once), in document
+/// order.
+pub(super) fn each_field<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    visit: &mut impl FnMut(&'a Field),
+) {
+    each_field_in(document, set, visit, &mut Vec::new());
+}
+
+fn each_field_in<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    visit: &mut impl FnMut(&'a Field),
+    seen: &mut Vec<&'a Name>,
+) {
+    for item in &set.items {
+        let nested = match &item.node {
+            Selection::Field(field) => {
+                visit(&field.node);
+                continue;
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                // A fragment spread twice adds nothing; one spreading itself (which
+                // validation refuses later) must not make the walk endless.
+                if seen.contains(&name) {
+                    continue;
+                }
+                seen.push(name);
+                document
+                    .fragments
+                    .get(name)
+                    .map(|fragment| &fragment.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => Some(&fragment.node.selection_set.node),
+        };
+        if let Some(nested) = nested {
+            each_field_in(document, nested, visit, seen);
+        }
     }
 }
 
