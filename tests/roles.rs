@@ -1547,12 +1547,25 @@ async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
         &app.login("\u{E9}mile@example.com", PASSWORD).await,
         "UNAUTHENTICATED",
     );
+    // A domain in its ASCII form, as releases before the email_domains migration kept it.
+    app.register("ida").await;
+    run("UPDATE users SET email = 'ida@xn--mnchen-3ya.de' WHERE username = 'ida'").await;
+    run("DELETE FROM seaql_migrations WHERE version = 'm20261210_000011_email_domains'").await;
+    assert_code(
+        &app.login("ida@m\u{FC}nchen.de", PASSWORD).await,
+        "UNAUTHENTICATED",
+    );
 
     // Another instance starting migrates.
     let instance = app.second_instance().await;
     let second = app.at(&instance);
     assert_ok(&second.login("\u{E9}mile@example.com", PASSWORD).await);
     assert_ok(&second.login("eve@example.com", PASSWORD).await);
+    // Either form of the domain finds ida, and the other form is no new address.
+    assert_ok(&second.login("ida@m\u{FC}nchen.de", PASSWORD).await);
+    assert_ok(&second.login("ida@xn--mnchen-3ya.de", PASSWORD).await);
+    let body = second.register_raw("ida2", "ida@xn--mnchen-3ya.de").await;
+    assert_code(&body, "CONFLICT");
     // eve's address was taken: eve2's stays as it was, and eve2 still logs in by name.
     assert_eq!(
         app.count("SELECT COUNT(*) FROM users WHERE email = '\u{FF45}ve@example.com'")

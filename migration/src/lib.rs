@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000008_search_index_direct::Migration),
             Box::new(m20261208_000009_email_keys::Migration),
             Box::new(m20261209_000010_search_sigma::Migration),
+            Box::new(m20261210_000011_email_domains::Migration),
         ]
     }
 }
@@ -511,7 +512,6 @@ mod m20261207_000008_search_index_direct {
 }
 
 mod m20261208_000009_email_keys {
-    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
     use unicode_normalization::UnicodeNormalization;
 
     use super::*;
@@ -533,57 +533,68 @@ mod m20261208_000009_email_keys {
 
     /// Emails stored before were only trimmed and lower-cased; those that NFKC writes
     /// differently are rewritten, so logins by email (now looked up in that form) still find
-    /// them and look-alike addresses stay unique. Where the rewritten form is already taken,
-    /// the address is left as it was: its owner still logs in by username.
+    /// them and look-alike addresses stay unique.
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let db = manager.get_connection();
-            let backend = manager.get_database_backend();
-            let rows = db
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    "SELECT id, email FROM users",
-                ))
-                .await?;
-            for row in rows {
-                let email: String = row.try_get("", "email")?;
-                let key = key(&email);
-                if email.is_ascii() || key == email {
-                    continue;
-                }
-                let (old, new) = (email.clone(), key.clone());
-                let sql = match backend {
-                    DatabaseBackend::Postgres => {
-                        "UPDATE users SET email = $1 WHERE email = $2 \
-                         AND NOT EXISTS (SELECT 1 FROM users WHERE email = $1)"
-                    }
-                    _ => {
-                        "UPDATE users SET email = ?1 WHERE email = ?2 \
-                         AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?1)"
-                    }
-                };
-                let rewritten = db
-                    .execute_raw(Statement::from_sql_and_values(
-                        backend,
-                        sql,
-                        [new.into(), old.into()],
-                    ))
-                    .await?
-                    .rows_affected();
-                if rewritten == 0 {
-                    // The id, not the address: logs travel further than the database.
-                    let id: sea_orm_migration::sea_orm::prelude::Uuid = row.try_get("", "id")?;
-                    tracing::warn!(
-                        user = %id,
-                        "email left as stored: its normalised form belongs to another account; \
-                         this user logs in by username"
-                    );
-                }
-            }
-            Ok(())
+            rewrite_emails(manager, |email| {
+                let key = key(email);
+                (!email.is_ascii() && key != email).then_some(key)
+            })
+            .await
         }
     }
+}
+
+/// Rewrites each stored email that `rewrite` gives a new form. Where the new form is already
+/// taken, the address is left as it was: its owner still logs in by username.
+async fn rewrite_emails(
+    manager: &SchemaManager<'_>,
+    rewrite: impl Fn(&str) -> Option<String>,
+) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+    let db = manager.get_connection();
+    let backend = manager.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT id, email FROM users",
+        ))
+        .await?;
+    for row in rows {
+        let email: String = row.try_get("", "email")?;
+        let Some(new) = rewrite(&email) else {
+            continue;
+        };
+        let sql = match backend {
+            DatabaseBackend::Postgres => {
+                "UPDATE users SET email = $1 WHERE email = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM users WHERE email = $1)"
+            }
+            _ => {
+                "UPDATE users SET email = ?1 WHERE email = ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?1)"
+            }
+        };
+        let rewritten = db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [new.into(), email.into()],
+            ))
+            .await?
+            .rows_affected();
+        if rewritten == 0 {
+            // The id, not the address: logs travel further than the database.
+            let id: sea_orm_migration::sea_orm::prelude::Uuid = row.try_get("", "id")?;
+            tracing::warn!(
+                user = %id,
+                "email left as stored: its normalised form belongs to another account; \
+                 this user logs in by username"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// PostgreSQL's search text writes Greek's final sigma (ς) as σ. `lower` keeps a ς typed in a
@@ -624,6 +635,70 @@ mod m20261209_000010_search_sigma {
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             on_postgres(manager, POSTGRES_UP).await
+        }
+    }
+}
+
+/// A domain label in its ASCII form (`xn--mnchen-3ya`) is stored as the letters it encodes
+/// (`münchen`), as the server's `login_key` does from this release on: one mailbox, one
+/// address, whichever form it was typed in.
+mod m20261210_000011_email_domains {
+    use unicode_normalization::UnicodeNormalization;
+
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261210_000011_email_domains"
+        }
+    }
+
+    /// The stored form of an email's domain, as of this migration.
+    fn key(email: &str) -> Option<String> {
+        let (local, domain) = email.rsplit_once('@')?;
+        if !domain.split('.').any(|label| label.starts_with("xn--")) {
+            return None;
+        }
+        let labels: Vec<String> = domain
+            .split('.')
+            .map(|label| {
+                label
+                    .strip_prefix("xn--")
+                    .and_then(idna::punycode::decode_to_string)
+                    .filter(|decoded| !decoded.is_ascii())
+                    .map_or_else(
+                        || label.to_owned(),
+                        |decoded| {
+                            let lower = decoded.nfkc().collect::<String>().to_lowercase();
+                            lower.nfkc().collect()
+                        },
+                    )
+            })
+            .collect();
+        let key = format!("{local}@{}", labels.join("."));
+        (key != email).then_some(key)
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            rewrite_emails(manager, key).await
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn ascii_forms_become_letters() {
+            assert_eq!(
+                super::key("ada@xn--mnchen-3ya.de").as_deref(),
+                Some("ada@münchen.de")
+            );
+            assert_eq!(super::key("ada@münchen.de"), None);
+            assert_eq!(super::key("ada@xn--zz-.de"), None);
+            assert_eq!(super::key("xn--mnchen-3ya@example.com"), None);
         }
     }
 }

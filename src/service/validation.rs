@@ -145,9 +145,39 @@ pub fn username(text: &str) -> Checked<String> {
 
 /// The form a login or an email address is stored and looked up in: trimmed, NFKC-normalised
 /// and lower-cased, so addresses that look the same (a full-width letter, an accent typed as
-/// one character or as two) are one account.
+/// one character or as two) are one account; a domain's labels in their ASCII form
+/// (`xn--mnchen-3ya`) are written as the letters they encode (`münchen`), so one domain has
+/// one form.
 pub fn login_key(text: &str) -> String {
-    let lower: String = text.trim().nfkc().collect::<String>().to_lowercase();
+    let key = normalised(text.trim());
+    match key.rsplit_once('@') {
+        Some((local, domain)) if domain.split('.').any(is_ascii_form) => {
+            let labels: Vec<String> = domain
+                .split('.')
+                .map(|label| {
+                    label
+                        .strip_prefix(ACE_PREFIX)
+                        .and_then(idna::punycode::decode_to_string)
+                        // IDNA encodes only labels with a letter beyond ASCII.
+                        .filter(|decoded| !decoded.is_ascii())
+                        .map_or_else(|| label.to_owned(), |decoded| normalised(&decoded))
+                })
+                .collect();
+            format!("{local}@{}", labels.join("."))
+        }
+        _ => key,
+    }
+}
+
+/// What starts a domain label written in its ASCII form (IDNA's ACE prefix).
+const ACE_PREFIX: &str = "xn--";
+
+fn is_ascii_form(label: &str) -> bool {
+    label.starts_with(ACE_PREFIX)
+}
+
+fn normalised(text: &str) -> String {
+    let lower: String = text.nfkc().collect::<String>().to_lowercase();
     // Lower-casing can leave a sequence NFKC would write differently (U+0130 → i + U+0307).
     lower.nfkc().collect()
 }
@@ -243,7 +273,8 @@ pub fn email(text: &str) -> Checked<String> {
                         || (!c.is_ascii() && (visible(c) || is_mark(c)))
                 })
         });
-    if !local_ok || !domain_ok {
+    // A label left in its ASCII form after `login_key` encodes nothing.
+    if !local_ok || !domain_ok || domain.split('.').any(is_ascii_form) {
         return invalid();
     }
     // As SMTP and DNS allow.
@@ -492,7 +523,18 @@ mod tests {
         ] {
             assert!(email(bad).is_err(), "{bad}");
         }
+        // One domain, one form: its ASCII form is stored as the letters it encodes.
+        assert_eq!(email("Ada@XN--Mnchen-3ya.de"), Ok("ada@münchen.de".into()));
+        assert_eq!(email("ada@münchen.de"), Ok("ada@münchen.de".into()));
+        assert_eq!(login_key("ada@xn--mnchen-3ya.de"), "ada@münchen.de");
+        // The local part is no domain.
+        assert_eq!(
+            login_key("xn--mnchen-3ya@example.com"),
+            "xn--mnchen-3ya@example.com"
+        );
         for bad in [
+            "a@xn--.com",
+            "a@xn--zz-.example.com",
             "a@\u{301}example.com",
             "\u{301}@example.com",
             "a\u{378}b@example.com",
