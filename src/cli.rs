@@ -314,7 +314,8 @@ fn describe(err: AppError) -> anyhow::Error {
             let mut list: Vec<(&String, &crate::error::FieldError)> = fields.iter().collect();
             // An import's `12.email` after `2.email`, not between `1.` and `2.`.
             list.sort_by_key(|(field, _)| {
-                let (row, rest) = field.split_once('.').unwrap_or(("", field));
+                // `3` (the whole row) beside `3.email`.
+                let (row, rest) = field.split_once('.').unwrap_or((field, ""));
                 (row.parse::<usize>().ok(), rest.to_owned())
             });
             let mut text: Vec<String> = list

@@ -237,6 +237,12 @@ async fn import_users(backend: Backend) {
     ] {
         assert!(stderr.contains(named), "{named}: {stderr}");
     }
+    // In row order, a whole row's error among its neighbours'.
+    let at = |text: &str| stderr.find(text);
+    assert!(
+        at("5.createdBy") < at("6 is not") && at("6 is not") < at("7.nickname"),
+        "{stderr}"
+    );
     for valid in ["0.username", "0.email", "0.passwordHash"] {
         assert!(!stderr.contains(valid), "the valid row is named: {stderr}");
     }

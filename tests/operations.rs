@@ -343,6 +343,56 @@ async fn fields_come_back_in_the_order_asked_for() {
     );
 }
 
+/// An input field given as a variable the request leaves out is left out too (the
+/// specification's input coercion), not set to null: a profile form sending only what changed
+/// keeps the rest.
+#[tokio::test]
+async fn a_variable_left_out_leaves_its_input_field_out() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    let update = "mutation($id: ID!, $first: String, $phone: String) { \
+                  updateUser(id: $id, input: {firstName: $first, phone: $phone}) { firstName phone } }";
+    let body = app
+        .gql(
+            Some(&owner.access),
+            update,
+            json!({"id": owner.id, "first": "Alice", "phone": "+44 20 7946 0000"}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateUser"],
+        json!({"firstName": "Alice", "phone": "+44 20 7946 0000"}),
+        "{body}"
+    );
+    let body = app
+        .gql(
+            Some(&owner.access),
+            update,
+            json!({"id": owner.id, "first": "Al"}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateUser"],
+        json!({"firstName": "Al", "phone": "+44 20 7946 0000"}),
+        "{body}"
+    );
+    // Sent as null, it clears.
+    let body = app
+        .gql(
+            Some(&owner.access),
+            update,
+            json!({"id": owner.id, "first": "Al", "phone": null}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateUser"],
+        json!({"firstName": "Al", "phone": null}),
+        "{body}"
+    );
+}
+
 /// An input value of the wrong kind (an input object as a string, an enum as a string literal)
 /// refuses the request before anything runs: the mutation's earlier fields do not happen.
 #[tokio::test]

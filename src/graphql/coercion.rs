@@ -9,9 +9,10 @@
 use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{
-    BaseType, ExecutableDocument, Selection, SelectionSet, Type, VariableDefinition,
+    BaseType, DocumentOperations, ExecutableDocument, OperationDefinition, Selection, SelectionSet,
+    Type, VariableDefinition,
 };
-use async_graphql::{Name, ServerError, ServerResult, Value, Variables};
+use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variables};
 use async_graphql_value::Value as Written;
 
 use super::SchemaTypes;
@@ -19,13 +20,15 @@ use super::SchemaTypes;
 impl SchemaTypes {
     /// Checks the argument literals and variable usages of every operation in `document`, and
     /// the variables given for the operation `wanted`, whose left-out variables then take their
-    /// defaults (async-graphql would not apply them to `@skip` and `@include`).
+    /// defaults (async-graphql would not apply them to `@skip` and `@include`). Whether the
+    /// document skips fields (`@skip`, `@include`) anywhere.
     pub fn check_values(
         &self,
         document: &ExecutableDocument,
         wanted: Option<&str>,
         variables: &mut Variables,
-    ) -> ServerResult<()> {
+    ) -> ServerResult<bool> {
+        let mut skips = false;
         for (_, operation) in document.operations.iter() {
             let Some(root) = self.root(operation.node.ty) else {
                 continue;
@@ -41,6 +44,7 @@ impl SchemaTypes {
                 document,
                 definitions,
                 seen: HashSet::new(),
+                skips: false,
             };
             for definition in &operation.node.variable_definitions {
                 let variable = &definition.node;
@@ -53,15 +57,17 @@ impl SchemaTypes {
                 }
             }
             walk.selections(root, &operation.node.selection_set.node)?;
+            skips = skips || walk.skips;
         }
         let Some(operation) = super::selected_operation(document, wanted) else {
-            return Ok(());
+            return Ok(skips);
         };
         let walk = Walk {
             types: self,
             document,
             definitions: HashMap::new(),
             seen: HashSet::new(),
+            skips: false,
         };
         for definition in &operation.node.variable_definitions {
             let variable = &definition.node;
@@ -80,7 +86,7 @@ impl SchemaTypes {
                 (None, None) => {}
             }
         }
-        Ok(())
+        Ok(skips)
     }
 }
 
@@ -98,6 +104,8 @@ struct Walk<'a> {
     /// The operation's variables, for their usages.
     definitions: HashMap<&'a Name, &'a VariableDefinition>,
     seen: HashSet<&'a Name>,
+    /// Whether a `@skip` or `@include` was met.
+    skips: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -170,6 +178,7 @@ impl<'a> Walk<'a> {
                 if !matches!(name, "skip" | "include") {
                     continue;
                 }
+                self.skips = true;
                 // What `@skip(if:)` and `@include(if:)` take.
                 let condition = Type {
                     base: BaseType::Named(Name::new("Boolean")),
@@ -253,7 +262,7 @@ impl<'a> Walk<'a> {
                         Source::Document => matches!(value, Written::Enum(_)),
                     };
                     (!fits).then(|| match source {
-                        Source::Json => format!("`{name}` is an enum, given as a string"),
+                        Source::Json => format!("`{name}` is an enum: send its value as a string"),
                         Source::Document => {
                             format!("`{name}` is an enum: its values are written without quotes")
                         }
@@ -300,5 +309,172 @@ fn named(ty: &Type) -> &str {
     match &ty.base {
         BaseType::Named(name) => name.as_str(),
         BaseType::List(item) => named(item),
+    }
+}
+
+/// A copy of `document` without the input object fields given as a variable the request left
+/// out (one without a default: those are filled in by now), when it has any. The
+/// specification leaves such a field out; async-graphql would pass it on as null, so
+/// `updateUser(input: {firstName: $first, phone: $phone})` sent without `phone` would clear
+/// the phone.
+pub fn without_absent_fields(
+    document: &ExecutableDocument,
+    variables: &Variables,
+) -> Option<ExecutableDocument> {
+    let absent = |name: &Name| !variables.contains_key(name);
+    let mut found = false;
+    each_set(document, &mut |set| {
+        found = found || set_values(set).any(|value| has_absent(value, &absent));
+    });
+    if !found {
+        return None;
+    }
+    let mut document = document.clone();
+    for fragment in document.fragments.values_mut() {
+        strip_set(&mut fragment.node.selection_set.node, &absent);
+    }
+    let mut operations: Vec<&mut OperationDefinition> = match &mut document.operations {
+        DocumentOperations::Single(operation) => vec![&mut operation.node],
+        DocumentOperations::Multiple(operations) => operations
+            .values_mut()
+            .map(|operation| &mut operation.node)
+            .collect(),
+    };
+    for operation in &mut operations {
+        strip_set(&mut operation.selection_set.node, &absent);
+    }
+    // A variable whose every use went is no longer declared either: async-graphql refuses an
+    // operation that declares a variable it does not use. (Kept in every operation while any
+    // use is left anywhere; a use the walk missed is the safer mistake.)
+    let mut used = HashSet::new();
+    for operation in &operations {
+        variables_in_set(&operation.selection_set.node, &mut used);
+    }
+    for fragment in document.fragments.values() {
+        variables_in_set(&fragment.node.selection_set.node, &mut used);
+    }
+    for operation in operations {
+        operation.variable_definitions.retain(|definition| {
+            let name = &definition.node.name.node;
+            !absent(name) || used.contains(name)
+        });
+    }
+    Some(document)
+}
+
+/// Every variable used in `set` and below it, in arguments and directives.
+fn variables_in_set(set: &SelectionSet, used: &mut HashSet<Name>) {
+    fn collect(value: &Written, used: &mut HashSet<Name>) {
+        match value {
+            Written::Variable(name) => {
+                used.insert(name.clone());
+            }
+            Written::List(items) => items.iter().for_each(|value| collect(value, used)),
+            Written::Object(fields) => fields.values().for_each(|value| collect(value, used)),
+            _ => {}
+        }
+    }
+    fn add(arguments: &[(Positioned<Name>, Positioned<Written>)], used: &mut HashSet<Name>) {
+        for (_, value) in arguments {
+            collect(&value.node, used);
+        }
+    }
+    for item in &set.items {
+        let (directives, nested) = match &item.node {
+            Selection::Field(field) => {
+                add(&field.node.arguments, used);
+                (&field.node.directives, Some(&field.node.selection_set.node))
+            }
+            Selection::InlineFragment(fragment) => (
+                &fragment.node.directives,
+                Some(&fragment.node.selection_set.node),
+            ),
+            Selection::FragmentSpread(spread) => (&spread.node.directives, None),
+        };
+        for directive in directives {
+            add(&directive.node.arguments, used);
+        }
+        if let Some(nested) = nested {
+            variables_in_set(nested, used);
+        }
+    }
+}
+
+/// Calls `visit` on each selection set of `document`: its operations' and fragments', and
+/// every one nested in them.
+fn each_set<'a>(document: &'a ExecutableDocument, visit: &mut impl FnMut(&'a SelectionSet)) {
+    fn walk<'a>(set: &'a SelectionSet, visit: &mut impl FnMut(&'a SelectionSet)) {
+        visit(set);
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => walk(&field.node.selection_set.node, visit),
+                Selection::InlineFragment(fragment) => {
+                    walk(&fragment.node.selection_set.node, visit)
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    for (_, operation) in document.operations.iter() {
+        walk(&operation.node.selection_set.node, visit);
+    }
+    for fragment in document.fragments.values() {
+        walk(&fragment.node.selection_set.node, visit);
+    }
+}
+
+/// The argument values of the fields `set` itself selects.
+fn set_values(set: &SelectionSet) -> impl Iterator<Item = &Written> {
+    set.items
+        .iter()
+        .flat_map(|item| match &item.node {
+            Selection::Field(field) => field.node.arguments.as_slice(),
+            _ => &[],
+        })
+        .map(|(_, value)| &value.node)
+}
+
+fn has_absent(value: &Written, absent: &impl Fn(&Name) -> bool) -> bool {
+    match value {
+        Written::Object(fields) => fields.values().any(|value| match value {
+            Written::Variable(name) => absent(name),
+            value => has_absent(value, absent),
+        }),
+        Written::List(items) => items.iter().any(|value| has_absent(value, absent)),
+        _ => false,
+    }
+}
+
+fn strip_set(set: &mut SelectionSet, absent: &impl Fn(&Name) -> bool) {
+    for item in &mut set.items {
+        match &mut item.node {
+            Selection::Field(field) => {
+                for (_, value) in &mut field.node.arguments {
+                    strip(&mut value.node, absent);
+                }
+                strip_set(&mut field.node.selection_set.node, absent);
+            }
+            Selection::InlineFragment(fragment) => {
+                strip_set(&mut fragment.node.selection_set.node, absent);
+            }
+            Selection::FragmentSpread(_) => {}
+        }
+    }
+}
+
+fn strip(value: &mut Written, absent: &impl Fn(&Name) -> bool) {
+    match value {
+        Written::Object(fields) => {
+            fields.retain(|_, value| !matches!(value, Written::Variable(name) if absent(name)));
+            for value in fields.values_mut() {
+                strip(value, absent);
+            }
+        }
+        Written::List(items) => {
+            for value in items {
+                strip(value, absent);
+            }
+        }
+        _ => {}
     }
 }

@@ -321,7 +321,7 @@ async fn execute(
     let checked = graphql::check_document(&state.limits, &mut request, &info)
         .and_then(|()| check_values(&state.schema_types, &mut request));
     let mut response = match checked {
-        Ok(root_keys) => {
+        Ok(shape) => {
             // Kept to mend the response afterwards (parsed again only then).
             let query = request.query.clone();
             let request = graphql::request_data(
@@ -333,8 +333,7 @@ async fn execute(
             );
             let mut response = state.schema.execute(request).await;
             let failed = response.errors.iter().any(|error| !error.path.is_empty());
-            // Conservative: the text may only mention them.
-            let skips = query.contains("@skip") || query.contains("@include");
+            let skips = shape.skips;
             if (failed || skips)
                 && let Ok(document) = async_graphql::parser::parse_query(&query)
             {
@@ -350,7 +349,7 @@ async fn execute(
                         .restore_skipped(&mut response, &document, wanted);
                 }
             }
-            graphql::order_root(&mut response, &root_keys);
+            graphql::order_root(&mut response, &shape.root_keys);
             response
         }
         Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
@@ -411,12 +410,22 @@ async fn execute(
     http
 }
 
-/// Checks the input values of the request's (parsed) document against their types, and gives
-/// the response keys of its root fields, for [`graphql::order_root`].
+/// What execution's answer is shaped by afterwards.
+struct Shape {
+    /// The response keys of the root fields, for [`graphql::order_root`].
+    root_keys: Vec<async_graphql::Name>,
+    /// Whether the document skips fields (`@skip`, `@include`), for
+    /// [`SchemaTypes::restore_skipped`].
+    skips: bool,
+}
+
+/// Checks the input values of the request's (parsed) document against their types, gives its
+/// left-out variables their defaults and leaves out the input fields given as variables still
+/// missing, and tells how the response is to be shaped.
 fn check_values(
     types: &SchemaTypes,
     request: &mut async_graphql::Request,
-) -> async_graphql::ServerResult<Vec<async_graphql::Name>> {
+) -> async_graphql::ServerResult<Shape> {
     // Set aside while the parsed document borrows the request.
     let mut variables = std::mem::take(&mut request.variables);
     let wanted = request.operation_name.clone();
@@ -432,11 +441,19 @@ fn check_values(
                 None,
             ));
         }
-        types.check_values(document, wanted.as_deref(), &mut variables)?;
-        Ok(graphql::root_keys(document, wanted.as_deref()))
+        let skips = types.check_values(document, wanted.as_deref(), &mut variables)?;
+        let shape = Shape {
+            root_keys: graphql::root_keys(document, wanted.as_deref()),
+            skips,
+        };
+        Ok((shape, graphql::without_absent_fields(document, &variables)))
     });
     request.variables = variables;
-    checked
+    let (shape, stripped) = checked?;
+    if let Some(document) = stripped {
+        request.set_parsed_query(document);
+    }
+    Ok(shape)
 }
 
 /// A persisted query's hash without its text: none are kept here. The message is the one
@@ -499,9 +516,11 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
 /// the form encodings, which a browser sends cross-site without a preflight) is refused
 /// before it runs.
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
+    // One type: with two, which one a body is in is anyone's guess.
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let first = types.next();
+    let one = if types.next().is_none() { first } else { None };
+    one.and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
@@ -658,6 +677,9 @@ mod tests {
         let content = |value: &str| is_json(&with(header::CONTENT_TYPE, value));
         assert!(content("application/json"));
         assert!(content("Application/JSON; charset=utf-8"));
+        let mut two = with(header::CONTENT_TYPE, "application/json");
+        two.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&two));
         for refused in [
             "text/plain",
             "application/x-www-form-urlencoded",
