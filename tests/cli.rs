@@ -291,12 +291,14 @@ async fn import_users(backend: Backend) {
     .to_string();
     let mut dave = row("dave", "STANDARD");
     dave["passwordHash"] = serde_json::json!(cheap);
-    let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "standard"), dave]);
+    let mut erin = row("erin", "STANDARD");
+    erin["passwordHash"] = serde_json::json!(cheap);
+    let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "standard"), dave, erin]);
     let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "imported 3 users"
+        "imported 4 users"
     );
     let server = ServerProcess::start(&db.url, &[]);
     // dave's first login stores his password again under this server's parameters.
@@ -323,6 +325,11 @@ async fn import_users(backend: Backend) {
     let rehashed = stored_hash().await;
     assert!(rehashed.contains("m=19456,t=2,p=1"), "{rehashed}");
     server.login_as("dave").await;
+    // First logins at once each store the password again; each is still the right password.
+    let logins = (0..4).map(|_| server.login("erin", PASSWORD));
+    for body in futures::future::join_all(logins).await {
+        support::assert_ok(&body);
+    }
     assert_eq!(server.login_as("bob").await.role, "ADMIN");
     let carol = server.login_as("carol").await;
     assert_eq!(carol.role, "STANDARD");

@@ -148,21 +148,63 @@ impl Service {
         } else {
             None
         };
-        // One transaction: the user's `last_login_at`, the end of the throttle's count, the
-        // session, its first refresh token and the audit entry.
-        let tx = self.db().begin_write().await?;
-        let at = db::now();
-        // Disabled, deleted or given a new password since the lookup: the count stays. The
-        // row stays locked until the session exists, so a password change after this point
-        // ends the session with the others.
-        if !user_queries::record_login(&tx, user.id, &user.password_hash, at).await? {
-            tx.rollback().await?;
+        let mut signed = self
+            .sign_in(&user, &user.password_hash, rehashed, &subject, origin)
+            .await?;
+        if signed.is_none() {
+            // Another first login of the account may have stored the same password again
+            // meanwhile (the rehash above): no change of password. Checked once against what
+            // is stored now; a password that changed fails here.
+            let stored = user_queries::by_id(self.db().conn(), user.id)
+                .await?
+                .filter(|now| !now.disabled && now.password_hash != user.password_hash);
+            if let Some(now) = stored
+                && self
+                    .0
+                    .passwords
+                    .verify(password.to_owned(), Some(now.password_hash.clone()))
+                    .await?
+            {
+                signed = self
+                    .sign_in(&user, &now.password_hash, None, &subject, origin)
+                    .await?;
+            }
+        }
+        let Some((session, at)) = signed else {
             self.metrics().login(false);
             return Err(INVALID_CREDENTIALS);
+        };
+        self.metrics().login(true);
+        let user = User {
+            last_login_at: Some(at),
+            ..user
+        };
+        self.finish(session, user)
+    }
+
+    /// A login's one transaction: the user's `last_login_at`, the end of the throttle's count,
+    /// the password stored again (`rehashed`), the session, its first refresh token and the
+    /// audit entry. `None`, and nothing written, when the account was disabled, deleted or
+    /// given another password hash than `verified_hash` since it was read: the row stays
+    /// locked until the session exists, so a password change after this point ends the
+    /// session with the others.
+    async fn sign_in(
+        &self,
+        user: &User,
+        verified_hash: &str,
+        rehashed: Option<String>,
+        subject: &Subject,
+        origin: &Origin,
+    ) -> AppResult<Option<((Uuid, String), chrono::DateTime<chrono::Utc>)>> {
+        let tx = self.db().begin_write().await?;
+        let at = db::now();
+        if !user_queries::record_login(&tx, user.id, verified_hash, at).await? {
+            tx.rollback().await?;
+            return Ok(None);
         }
         throttle::clear(&tx, &subject.key()).await?;
         if let Some(new) = rehashed {
-            user_queries::rehash(&tx, user.id, &user.password_hash, new).await?;
+            user_queries::rehash(&tx, user.id, verified_hash, new).await?;
         }
         let session = self.open_session(&tx, user.id, origin).await?;
         audit::record(
@@ -171,12 +213,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
-        self.metrics().login(true);
-        let user = User {
-            last_login_at: Some(at),
-            ..user
-        };
-        self.finish(session, user)
+        Ok(Some((session, at)))
     }
 
     /// Checks `password` given again inside session `session`, counted on the session's
