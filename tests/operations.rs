@@ -312,6 +312,25 @@ async fn fields_come_back_in_the_order_asked_for() {
             assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
         }
     }
+    // A field refused in one row of a page keeps its place in that row: an admin sees no
+    // owner's sessions.
+    app.create_user(&owner, "adam", "ADMIN").await;
+    let admin = app.login_as("adam").await;
+    let page = app
+        .post()
+        .bearer_auth(&admin.access)
+        .json(&json!({"query": "{ users(first: 5) { nodes { username sessions { id } role } } }"}))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert!(page.contains("FORBIDDEN"), "{page}");
+    for row in page.split("\"username\"").skip(1) {
+        let (sessions, role) = (row.find("\"sessions\""), row.find("\"role\""));
+        assert!(sessions.is_some() && sessions < role, "{page}");
+    }
     // A sign-in payload's user before its tokens.
     let login = text_of(json!({
         "query": "mutation($i: LoginInput!) { login(input: $i) { \

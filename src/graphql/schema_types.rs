@@ -155,3 +155,24 @@ fn input_values(values: Vec<Positioned<InputValueDefinition>>) -> InputValues {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables come from the server's own SDL: one that failed to parse would leave them
+    /// empty and turn the checks that read them off without a word.
+    #[test]
+    fn the_servers_sdl_fills_every_table() {
+        let schema = crate::graphql::build_schema(None, crate::graphql::Limits::default());
+        let types = SchemaTypes::from_sdl(&schema.sdl());
+        assert!(types.fields["Query"].contains_key("users"));
+        assert!(types.arguments["Mutation"]["createUser"].contains_key("input"));
+        assert!(types.inputs["UpdateUserInput"].contains_key("phone"));
+        assert!(types.enums.contains("Role"));
+        assert_eq!(
+            (types.query.as_str(), types.mutation.as_str()),
+            ("Query", "Mutation")
+        );
+    }
+}
