@@ -338,6 +338,50 @@ async fn a_verification_in_an_ended_session_is_refused(app: TestApp) {
     assert_eq!(app.count("SELECT count(*) FROM api_tokens").await, 0);
 }
 
+/// Two-factor changes from a session that ended earlier in the same document change nothing,
+/// and spend no recovery code.
+async fn two_factor_changes_in_an_ended_session_are_refused(app: TestApp) {
+    let alice = app.register("alice").await;
+    let setup = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
+    assert_ok(&setup);
+    let secret = setup["data"]["enableTotp"]["secret"]
+        .as_str()
+        .expect("secret");
+    let confirm = app
+        .gql(
+            Some(&alice.access),
+            "mutation($c: String!) { logoutEverywhere confirmTotp(code: $c) }",
+            json!({"c": code(secret, 0)}),
+        )
+        .await;
+    assert_eq!(
+        confirm["errors"][0]["path"],
+        json!(["confirmTotp"]),
+        "{confirm}"
+    );
+    assert_code(&confirm, "UNAUTHENTICATED");
+    let alice = Session::from_payload(&login_with(&app, "alice", PASSWORD, None).await, "login");
+    let on = app.gql(Some(&alice.access), TOTP_ENABLED, json!({})).await;
+    assert_eq!(on["data"]["me"]["totpEnabled"], false, "{on}");
+
+    let (_, recovery, _) = turn_on(&app, &alice).await;
+    let disable = app
+        .gql(
+            Some(&alice.access),
+            "mutation($c: String!) { logoutEverywhere \
+             disableTotp(verification: {totpCode: $c}) }",
+            json!({"c": recovery[0]}),
+        )
+        .await;
+    assert_code(&disable, "UNAUTHENTICATED");
+    // Still on, and the recovery code still unused.
+    assert_ok(&login_with(&app, "alice", PASSWORD, Some(&recovery[0])).await);
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, None).await,
+        "TOTP_REQUIRED",
+    );
+}
+
 async fn sensitive_actions_need_a_recent_login(app: TestApp) {
     let registered = app.register("alice").await;
     let bob = app.create_user(&registered, "bob", "STANDARD").await;
@@ -583,6 +627,7 @@ backend_tests!(
     wrong_codes_count_towards_the_throttle with |s| s.throttle_after = 4,
     a_password_does_not_clear_wrong_codes with |s| s.throttle_after = 4,
     a_verification_in_an_ended_session_is_refused,
+    two_factor_changes_in_an_ended_session_are_refused,
     a_code_raced_twice_lets_one_login_in with |s| s.throttle_after = 20,
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,

@@ -134,7 +134,10 @@ impl Service {
                     "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
                 ));
             };
-            if !self.second_factor(&user, &totp, code, origin.ip).await? {
+            if !self
+                .second_factor(&user, &totp, code, origin.ip, None)
+                .await?
+            {
                 self.metrics().login(false);
                 return Err(AppError::TotpRequired(
                     "The two-factor code is wrong or was already used",

@@ -79,7 +79,9 @@ impl Service {
                 factor: Factor::Code,
             };
             let attempt = self.reserve_attempt(&subject).await?;
-            let passed = self.second_factor(user, totp, code, caller.ip).await?;
+            let passed = self
+                .second_factor(user, totp, code, caller.ip, Some(session_id))
+                .await?;
             if !passed
                 && self
                     .totp_of(user.id)

@@ -104,6 +104,15 @@ impl Service {
         };
         self.clear_attempts(&subject).await?;
         let tx = self.db().begin_write().await?;
+        // Only from a session still live: one ended meanwhile (even earlier in the same
+        // document) turns nothing on.
+        if let Err(err) = self
+            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             // Replaced by another `enableTotp` since it was read: the code was not wrong.
             let replaced = totp_rows::get(&tx, user.id)
@@ -154,6 +163,13 @@ impl Service {
             Err(err) => return Err(err),
         };
         let tx = self.db().begin_write().await?;
+        if let Err(err) = self
+            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await
+        {
+            tx.rollback().await?;
+            return Err(err);
+        }
         // Only what the verification vouched for: a password drops a pending setup, never a
         // factor confirmed since it was checked.
         let existed = totp_rows::remove(&tx, user.id, Some(by_code)).await?;
@@ -218,33 +234,57 @@ impl Service {
 
     /// Checks a second factor: a TOTP code of now or one step either side that no earlier
     /// check accepted, or an unused recovery code, which is then used up. The caller counts
-    /// the attempt.
+    /// the attempt. Given inside `session` (a verification), the session must still be live
+    /// when the code is used up: one ended meanwhile, even earlier in the same document,
+    /// spends nothing and is refused.
     pub(super) async fn second_factor(
         &self,
         user: &User,
         totp: &UserTotp,
         code: &str,
         ip: Option<IpAddr>,
+        session: Option<uuid::Uuid>,
     ) -> AppResult<bool> {
-        if totp::is_recovery_code(code) {
-            let tx = self.db().begin_write().await?;
-            let used =
-                totp_rows::use_recovery_code(&tx, user.id, &totp::hash_recovery_code(code)).await?;
-            if used {
-                audit::record(
-                    &tx,
-                    NewEntry::new(Action::RecoveryCodeUsed, Some(user.id), ip)
-                        .target(user.id, user.role),
-                )
-                .await?;
+        let recovery = totp::is_recovery_code(code);
+        let step = if recovery {
+            None
+        } else {
+            match totp::check(&totp.secret, code, totp::unix_now())? {
+                Some(step) => Some(step),
+                None => return Ok(false),
             }
-            tx.commit().await?;
-            return Ok(used);
-        }
-        let Some(step) = totp::check(&totp.secret, code, totp::unix_now())? else {
-            return Ok(false);
         };
-        // A code is accepted once: replaying it, or an earlier one, fails.
-        Ok(totp_rows::accept_step(self.db().writer(), user.id, step).await?)
+        let tx = self.db().begin_write().await?;
+        if let Some(session) = session {
+            // The user's row first, as every revocation takes it: one committed before this
+            // lock is seen below.
+            user_queries::lock(&tx, &[user.id], None).await?;
+            if sessions::find_live(&tx, session, &self.live())
+                .await?
+                .is_none()
+            {
+                tx.rollback().await?;
+                return Err(super::accounts::INVALID_TOKEN);
+            }
+        }
+        let used = match step {
+            // A code is accepted once: replaying it, or an earlier one, fails.
+            Some(step) => totp_rows::accept_step(&tx, user.id, step).await?,
+            None => {
+                let hash = totp::hash_recovery_code(code);
+                let used = totp_rows::use_recovery_code(&tx, user.id, &hash).await?;
+                if used {
+                    audit::record(
+                        &tx,
+                        NewEntry::new(Action::RecoveryCodeUsed, Some(user.id), ip)
+                            .target(user.id, user.role),
+                    )
+                    .await?;
+                }
+                used
+            }
+        };
+        tx.commit().await?;
+        Ok(used)
     }
 }
