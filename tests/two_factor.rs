@@ -382,6 +382,40 @@ async fn two_factor_changes_in_an_ended_session_are_refused(app: TestApp) {
     );
 }
 
+/// A login that read the account before two-factor login was turned on, and finished after,
+/// needs the code too. One hashing thread, kept busy, holds the login's password check while
+/// the other session confirms.
+async fn a_login_racing_the_confirmation_needs_the_code(app: TestApp) {
+    let alice = app.register("alice").await;
+    let setup = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
+    assert_ok(&setup);
+    let secret = setup["data"]["enableTotp"]["secret"]
+        .as_str()
+        .expect("secret");
+    let busy: Vec<_> = (0..3)
+        .map(|n| {
+            let app = &app;
+            async move { app.login(&format!("nobody{n}"), PASSWORD).await }
+        })
+        .collect();
+    let login = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        login_with(&app, "alice", PASSWORD, None).await
+    };
+    let confirm = async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        app.gql(
+            Some(&alice.access),
+            CONFIRM_TOTP,
+            json!({"code": code(secret, 0)}),
+        )
+        .await
+    };
+    let (_, login, confirmed) = tokio::join!(futures::future::join_all(busy), login, confirm);
+    assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
+    assert_code(&login, "TOTP_REQUIRED");
+}
+
 async fn sensitive_actions_need_a_recent_login(app: TestApp) {
     let registered = app.register("alice").await;
     let bob = app.create_user(&registered, "bob", "STANDARD").await;
@@ -628,6 +662,7 @@ backend_tests!(
     a_password_does_not_clear_wrong_codes with |s| s.throttle_after = 4,
     a_verification_in_an_ended_session_is_refused,
     two_factor_changes_in_an_ended_session_are_refused,
+    a_login_racing_the_confirmation_needs_the_code with |s| s.hash_concurrency = Some(1),
     a_code_raced_twice_lets_one_login_in with |s| s.throttle_after = 20,
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,

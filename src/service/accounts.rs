@@ -127,6 +127,7 @@ impl Service {
                 return Err(INVALID_CREDENTIALS);
             }
         };
+        let second_factor = totp.is_some();
         if let Some(totp) = totp {
             // Not counted either way: the client is asked for the code and comes back with it.
             let Some(code) = totp_code else {
@@ -152,7 +153,14 @@ impl Service {
             None
         };
         let mut signed = self
-            .sign_in(&user, &user.password_hash, rehashed, &subject, origin)
+            .sign_in(
+                &user,
+                &user.password_hash,
+                rehashed,
+                second_factor,
+                &subject,
+                origin,
+            )
             .await?;
         if signed.is_none() {
             // Another first login of the account may have stored the same password again
@@ -169,7 +177,14 @@ impl Service {
                     .await?
             {
                 signed = self
-                    .sign_in(&user, &now.password_hash, None, &subject, origin)
+                    .sign_in(
+                        &user,
+                        &now.password_hash,
+                        None,
+                        second_factor,
+                        &subject,
+                        origin,
+                    )
                     .await?;
             }
         }
@@ -190,12 +205,14 @@ impl Service {
     /// audit entry. `None`, and nothing written, when the account was disabled, deleted or
     /// given another password hash than `verified_hash` since it was read: the row stays
     /// locked until the session exists, so a password change after this point ends the
-    /// session with the others.
+    /// session with the others. A login that checked no second factor is refused if two-factor
+    /// login was turned on meanwhile (`confirmTotp` takes the same row first).
     async fn sign_in(
         &self,
         user: &User,
         verified_hash: &str,
         rehashed: Option<String>,
+        second_factor: bool,
         subject: &Subject,
         origin: &Origin,
     ) -> AppResult<Option<((Uuid, String), chrono::DateTime<chrono::Utc>)>> {
@@ -204,6 +221,15 @@ impl Service {
         if !user_queries::record_login(&tx, user.id, verified_hash, at).await? {
             tx.rollback().await?;
             return Ok(None);
+        }
+        let turned_on = crate::db::totp::get(&tx, user.id)
+            .await?
+            .is_some_and(|row| row.confirmed_at.is_some());
+        if !second_factor && turned_on {
+            tx.rollback().await?;
+            return Err(AppError::TotpRequired(
+                "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
+            ));
         }
         throttle::clear(&tx, &subject.key()).await?;
         if let Some(new) = rehashed {
