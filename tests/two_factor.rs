@@ -37,6 +37,21 @@ fn code(secret: &str, offset: i64) -> String {
 /// Starts and confirms two-factor login for `session`; returns the secret, the recovery codes
 /// and the code that confirmed.
 async fn turn_on(app: &TestApp, session: &Session) -> (String, Vec<String>, String) {
+    let (secret, codes) = start_setup(app, session).await;
+    let confirming = code(&secret, 0);
+    let confirmed = app
+        .gql(
+            Some(&session.access),
+            CONFIRM_TOTP,
+            json!({"code": confirming}),
+        )
+        .await;
+    assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
+    (secret, codes, confirming)
+}
+
+/// Starts two-factor setup for `session`; returns the secret and the recovery codes.
+async fn start_setup(app: &TestApp, session: &Session) -> (String, Vec<String>) {
     let setup = app.gql(Some(&session.access), ENABLE_TOTP, json!({})).await;
     assert_ok(&setup);
     let secret = setup["data"]["enableTotp"]["secret"]
@@ -49,16 +64,7 @@ async fn turn_on(app: &TestApp, session: &Session) -> (String, Vec<String>, Stri
         .iter()
         .map(|c| c.as_str().expect("code").to_owned())
         .collect();
-    let confirming = code(&secret, 0);
-    let confirmed = app
-        .gql(
-            Some(&session.access),
-            CONFIRM_TOTP,
-            json!({"code": confirming}),
-        )
-        .await;
-    assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
-    (secret, codes, confirming)
+    (secret, codes)
 }
 
 async fn login_with(app: &TestApp, login: &str, password: &str, totp: Option<&str>) -> Value {
@@ -342,16 +348,12 @@ async fn a_verification_in_an_ended_session_is_refused(app: TestApp) {
 /// and spend no recovery code.
 async fn two_factor_changes_in_an_ended_session_are_refused(app: TestApp) {
     let alice = app.register("alice").await;
-    let setup = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
-    assert_ok(&setup);
-    let secret = setup["data"]["enableTotp"]["secret"]
-        .as_str()
-        .expect("secret");
+    let (secret, _) = start_setup(&app, &alice).await;
     let confirm = app
         .gql(
             Some(&alice.access),
             "mutation($c: String!) { logoutEverywhere confirmTotp(code: $c) }",
-            json!({"c": code(secret, 0)}),
+            json!({"c": code(&secret, 0)}),
         )
         .await;
     assert_eq!(
@@ -387,11 +389,7 @@ async fn two_factor_changes_in_an_ended_session_are_refused(app: TestApp) {
 /// the other session confirms.
 async fn a_login_racing_the_confirmation_needs_the_code(app: TestApp) {
     let alice = app.register("alice").await;
-    let setup = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
-    assert_ok(&setup);
-    let secret = setup["data"]["enableTotp"]["secret"]
-        .as_str()
-        .expect("secret");
+    let (secret, _) = start_setup(&app, &alice).await;
     let busy: Vec<_> = (0..3)
         .map(|n| {
             let app = &app;
@@ -407,7 +405,7 @@ async fn a_login_racing_the_confirmation_needs_the_code(app: TestApp) {
         app.gql(
             Some(&alice.access),
             CONFIRM_TOTP,
-            json!({"code": code(secret, 0)}),
+            json!({"code": code(&secret, 0)}),
         )
         .await
     };
