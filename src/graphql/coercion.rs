@@ -39,13 +39,7 @@ impl SchemaTypes {
                 .iter()
                 .map(|definition| (&definition.node.name.node, &definition.node))
                 .collect();
-            let mut walk = Walk {
-                types: self,
-                document,
-                definitions,
-                seen: HashSet::new(),
-                skips: false,
-            };
+            let mut walk = Walk::new(self, document, definitions);
             for definition in &operation.node.variable_definitions {
                 let variable = &definition.node;
                 if let Some(default) = &variable.default_value {
@@ -62,13 +56,8 @@ impl SchemaTypes {
         let Some(operation) = super::selected_operation(document, wanted) else {
             return Ok(skips);
         };
-        let walk = Walk {
-            types: self,
-            document,
-            definitions: HashMap::new(),
-            seen: HashSet::new(),
-            skips: false,
-        };
+        // Values from JSON, which holds no variables.
+        let walk = Walk::new(self, document, HashMap::new());
         for definition in &operation.node.variable_definitions {
             let variable = &definition.node;
             let name = &variable.name.node;
@@ -109,6 +98,20 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    fn new(
+        types: &'a SchemaTypes,
+        document: &'a ExecutableDocument,
+        definitions: HashMap<&'a Name, &'a VariableDefinition>,
+    ) -> Self {
+        Self {
+            types,
+            document,
+            definitions,
+            seen: HashSet::new(),
+            skips: false,
+        }
+    }
+
     fn selections(&mut self, parent: &str, set: &'a SelectionSet) -> ServerResult<()> {
         for item in &set.items {
             let (directives, nested) = match &item.node {
@@ -313,25 +316,29 @@ fn named(ty: &Type) -> &str {
 }
 
 /// A copy of `document` without the input object fields given as a variable the request left
-/// out (one without a default: those are filled in by now), when it has any. The
-/// specification leaves such a field out; async-graphql would pass it on as null, so
-/// `updateUser(input: {firstName: $first, phone: $phone})` sent without `phone` would clear
-/// the phone.
+/// out (one without a default: those are filled in by now), when the operation `wanted` left
+/// one out and the document has such a field. The specification leaves such a field out;
+/// async-graphql would pass it on as null, so `updateUser(input: {firstName: $first, phone:
+/// $phone})` sent without `phone` would clear the phone.
 pub fn without_absent_fields(
     document: &ExecutableDocument,
+    wanted: Option<&str>,
     variables: &Variables,
 ) -> Option<ExecutableDocument> {
     let absent = |name: &Name| !variables.contains_key(name);
-    let mut found = false;
-    each_set(document, &mut |set| {
-        found = found || set_values(set).any(|value| has_absent(value, &absent));
-    });
-    if !found {
+    // The usual request gives every variable it declares: nothing to copy.
+    let operation = super::selected_operation(document, wanted)?;
+    let declared = &operation.node.variable_definitions;
+    if !declared
+        .iter()
+        .any(|definition| absent(&definition.node.name.node))
+    {
         return None;
     }
     let mut document = document.clone();
+    let mut stripped = false;
     for fragment in document.fragments.values_mut() {
-        strip_set(&mut fragment.node.selection_set.node, &absent);
+        stripped |= strip_set(&mut fragment.node.selection_set.node, &absent);
     }
     let mut operations: Vec<&mut OperationDefinition> = match &mut document.operations {
         DocumentOperations::Single(operation) => vec![&mut operation.node],
@@ -341,7 +348,10 @@ pub fn without_absent_fields(
             .collect(),
     };
     for operation in &mut operations {
-        strip_set(&mut operation.selection_set.node, &absent);
+        stripped |= strip_set(&mut operation.selection_set.node, &absent);
+    }
+    if !stripped {
+        return None;
     }
     // A variable whose every use went is no longer declared either: async-graphql refuses an
     // operation that declares a variable it does not use. (Kept in every operation while any
@@ -400,81 +410,45 @@ fn variables_in_set(set: &SelectionSet, used: &mut HashSet<Name>) {
     }
 }
 
-/// Calls `visit` on each selection set of `document`: its operations' and fragments', and
-/// every one nested in them.
-fn each_set<'a>(document: &'a ExecutableDocument, visit: &mut impl FnMut(&'a SelectionSet)) {
-    fn walk<'a>(set: &'a SelectionSet, visit: &mut impl FnMut(&'a SelectionSet)) {
-        visit(set);
-        for item in &set.items {
-            match &item.node {
-                Selection::Field(field) => walk(&field.node.selection_set.node, visit),
-                Selection::InlineFragment(fragment) => {
-                    walk(&fragment.node.selection_set.node, visit)
-                }
-                Selection::FragmentSpread(_) => {}
-            }
-        }
-    }
-    for (_, operation) in document.operations.iter() {
-        walk(&operation.node.selection_set.node, visit);
-    }
-    for fragment in document.fragments.values() {
-        walk(&fragment.node.selection_set.node, visit);
-    }
-}
-
-/// The argument values of the fields `set` itself selects.
-fn set_values(set: &SelectionSet) -> impl Iterator<Item = &Written> {
-    set.items
-        .iter()
-        .flat_map(|item| match &item.node {
-            Selection::Field(field) => field.node.arguments.as_slice(),
-            _ => &[],
-        })
-        .map(|(_, value)| &value.node)
-}
-
-fn has_absent(value: &Written, absent: &impl Fn(&Name) -> bool) -> bool {
-    match value {
-        Written::Object(fields) => fields.values().any(|value| match value {
-            Written::Variable(name) => absent(name),
-            value => has_absent(value, absent),
-        }),
-        Written::List(items) => items.iter().any(|value| has_absent(value, absent)),
-        _ => false,
-    }
-}
-
-fn strip_set(set: &mut SelectionSet, absent: &impl Fn(&Name) -> bool) {
+/// Leaves out, in `set` and below it, the input object fields given as an `absent` variable;
+/// whether there were any.
+fn strip_set(set: &mut SelectionSet, absent: &impl Fn(&Name) -> bool) -> bool {
+    let mut stripped = false;
     for item in &mut set.items {
         match &mut item.node {
             Selection::Field(field) => {
                 for (_, value) in &mut field.node.arguments {
-                    strip(&mut value.node, absent);
+                    stripped |= strip(&mut value.node, absent);
                 }
-                strip_set(&mut field.node.selection_set.node, absent);
+                stripped |= strip_set(&mut field.node.selection_set.node, absent);
             }
             Selection::InlineFragment(fragment) => {
-                strip_set(&mut fragment.node.selection_set.node, absent);
+                stripped |= strip_set(&mut fragment.node.selection_set.node, absent);
             }
             Selection::FragmentSpread(_) => {}
         }
     }
+    stripped
 }
 
-fn strip(value: &mut Written, absent: &impl Fn(&Name) -> bool) {
+fn strip(value: &mut Written, absent: &impl Fn(&Name) -> bool) -> bool {
     match value {
         Written::Object(fields) => {
+            let before = fields.len();
             fields.retain(|_, value| !matches!(value, Written::Variable(name) if absent(name)));
+            let mut stripped = fields.len() < before;
             for value in fields.values_mut() {
-                strip(value, absent);
+                stripped |= strip(value, absent);
             }
+            stripped
         }
         Written::List(items) => {
+            let mut stripped = false;
             for value in items {
-                strip(value, absent);
+                stripped |= strip(value, absent);
             }
+            stripped
         }
-        _ => {}
+        _ => false,
     }
 }

@@ -446,7 +446,8 @@ fn check_values(
             root_keys: graphql::root_keys(document, wanted.as_deref()),
             skips,
         };
-        Ok((shape, graphql::without_absent_fields(document, &variables)))
+        let stripped = graphql::without_absent_fields(document, wanted.as_deref(), &variables);
+        Ok((shape, stripped))
     });
     request.variables = variables;
     let (shape, stripped) = checked?;
