@@ -247,35 +247,26 @@ fn import_row(row: serde_json::Value) -> crate::service::ImportedUser {
         }
     }
     // A field left out or null is absent; one of the wrong form is named, and absent too.
-    let mut read = |name: &str, what: &str| -> Option<serde_json::Value> {
+    fn read<T: serde::de::DeserializeOwned>(
+        fields: &mut serde_json::Map<String, serde_json::Value>,
+        unreadable: &mut Vec<(String, String)>,
+        name: &str,
+        what: &str,
+    ) -> Option<T> {
         let value = fields.remove(name).filter(|value| !value.is_null())?;
-        let fits = match name {
-            "role" => serde_json::from_value::<CliRole>(value.clone()).is_ok(),
-            "createdBy" => serde_json::from_value::<uuid::Uuid>(value.clone()).is_ok(),
-            _ => value.is_string(),
-        };
-        if !fits {
-            unreadable.push((name.to_owned(), format!("must be {what}")));
-        }
-        fits.then_some(value)
-    };
-    let mut text = |name: &str, what: &str| -> Option<String> {
-        match read(name, what)? {
-            serde_json::Value::String(text) => Some(text),
-            _ => None,
-        }
-    };
-    let username = text("username", "a string").unwrap_or_default();
-    let email = text("email", "a string").unwrap_or_default();
-    let password_hash = text("passwordHash", "a string").unwrap_or_default();
-    let first_name = text("firstName", "a string or null");
-    let last_name = text("lastName", "a string or null");
-    let phone = text("phone", "a string or null");
-    let role = read("role", "ADMIN or STANDARD")
-        .and_then(|value| serde_json::from_value::<CliRole>(value).ok())
-        .unwrap_or_default();
-    let created_by = read("createdBy", "a user's id (a UUID) or null")
-        .and_then(|value| serde_json::from_value::<uuid::Uuid>(value).ok());
+        serde_json::from_value(value)
+            .map_err(|_| unreadable.push((name.to_owned(), format!("must be {what}"))))
+            .ok()
+    }
+    let (f, u) = (&mut fields, &mut unreadable);
+    let username = read(f, u, "username", "a string").unwrap_or_default();
+    let email = read(f, u, "email", "a string").unwrap_or_default();
+    let password_hash = read(f, u, "passwordHash", "a string").unwrap_or_default();
+    let first_name = read(f, u, "firstName", "a string or null");
+    let last_name = read(f, u, "lastName", "a string or null");
+    let phone = read(f, u, "phone", "a string or null");
+    let role: CliRole = read(f, u, "role", "ADMIN or STANDARD").unwrap_or_default();
+    let created_by = read(f, u, "createdBy", "a user's id (a UUID) or null");
     crate::service::ImportedUser {
         username,
         email,
