@@ -19,8 +19,9 @@ use super::SchemaTypes;
 
 impl SchemaTypes {
     /// Checks the argument literals and variable usages of every operation in `document`, and
-    /// the variables given for the operation `wanted`, whose left-out variables then take their
-    /// defaults (async-graphql would not apply them to `@skip` and `@include`). Whether the
+    /// the variables of the operation `wanted`: each given one against its type, a required one
+    /// neither left out nor null; its left-out variables then take their defaults
+    /// (async-graphql would not apply them to `@skip` and `@include`). Whether the
     /// document skips fields (`@skip`, `@include`) anywhere.
     pub fn check_values(
         &self,
@@ -61,10 +62,20 @@ impl SchemaTypes {
         for definition in &operation.node.variable_definitions {
             let variable = &definition.node;
             let name = &variable.name.node;
+            let ty = &variable.var_type.node;
+            // async-graphql would run the operation and fail the fields that use a required
+            // variable left out or null one by one, or pass a null into a nullable argument.
+            let required = |problem: &str| {
+                Err(ServerError::new(
+                    format!("Variable `${name}` of type `{ty}` {problem}"),
+                    Some(definition.pos),
+                ))
+            };
             match (variables.get(name), &variable.default_value) {
+                // A default stands in only for a variable left out, not for a null.
+                (Some(Value::Null), _) if !ty.nullable => return required("must not be null"),
                 (Some(value), _) => {
                     let value = value.clone().into_value();
-                    let ty = &variable.var_type.node;
                     walk.check(&value, ty, false, Source::Json, definition.pos, || {
                         format!("Variable `${name}`")
                     })?;
@@ -72,6 +83,7 @@ impl SchemaTypes {
                 (None, Some(default)) => {
                     variables.insert(name.clone(), default.node.clone());
                 }
+                (None, None) if !ty.nullable => return required("was not provided"),
                 (None, None) => {}
             }
         }
@@ -450,5 +462,64 @@ fn strip(value: &mut Written, absent: &impl Fn(&Name) -> bool) -> bool {
             stripped
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_variables_must_be_given_and_not_null() {
+        let schema = super::super::build_schema(None, super::super::Limits::default());
+        let types = SchemaTypes::from_sdl(&schema.sdl());
+        let check = |query: &str, name: Option<&str>, variables: serde_json::Value| {
+            let document = async_graphql::parser::parse_query(query).expect("parses");
+            let mut variables = Variables::from_json(variables);
+            types
+                .check_values(&document, name, &mut variables)
+                .map(drop)
+                .map_err(|err| err.message)
+        };
+        let none = serde_json::json!({});
+        let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+        assert_eq!(
+            check(login, None, none.clone()),
+            Err("Variable `$i` of type `LoginInput!` was not provided".to_owned())
+        );
+        assert_eq!(
+            check(login, None, serde_json::json!({"i": null})),
+            Err("Variable `$i` of type `LoginInput!` must not be null".to_owned())
+        );
+        assert_eq!(check(login, None, serde_json::json!({"i": {}})), Ok(()));
+        // Nullable, or with a default: may be left out.
+        assert_eq!(
+            check("query($f: Int) { me { id } }", None, none.clone()),
+            Ok(())
+        );
+        assert_eq!(
+            check("query($f: Int! = 5) { me { id } }", None, none.clone()),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "query($f: Int! = 5) { me { id } }",
+                None,
+                serde_json::json!({"f": null})
+            ),
+            Err("Variable `$f` of type `Int!` must not be null".to_owned())
+        );
+        assert_eq!(
+            check(
+                "query($f: Int) { me { id } }",
+                None,
+                serde_json::json!({"f": null})
+            ),
+            Ok(())
+        );
+        // Only the selected operation's variables count.
+        let two = "query A($f: Int!) { me { id } } query B { me { id } }";
+        assert_eq!(check(two, Some("B"), none.clone()), Ok(()));
+        assert!(check(two, Some("A"), none).is_err());
     }
 }

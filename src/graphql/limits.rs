@@ -86,47 +86,11 @@ pub fn check(
     }
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
-    let wanted = request.operation_name.clone();
-    let checked = request.parsed_query().and_then(|document| {
-        check_document(limits, document, &variables, info)?;
-        check_required_variables(document, wanted.as_deref(), &variables)
-    });
+    let checked = request
+        .parsed_query()
+        .and_then(|document| check_document(limits, document, &variables, info));
     request.variables = variables;
     checked
-}
-
-/// Refuses a request that sets a variable of non-null type to null, or leaves one without a
-/// default out, before anything runs (the specification's variable coercion). async-graphql's
-/// validation checks only the variables given, and would run the operation and fail the
-/// fields that use such a variable one by one, or pass a null into a nullable argument.
-fn check_required_variables(
-    document: &ExecutableDocument,
-    wanted: Option<&str>,
-    variables: &Variables,
-) -> ServerResult<()> {
-    let Some(operation) = selected_operation(document, wanted) else {
-        return Ok(());
-    };
-    for definition in &operation.node.variable_definitions {
-        let variable = &definition.node;
-        let ty = &variable.var_type.node;
-        if ty.nullable {
-            continue;
-        }
-        let name = &variable.name.node;
-        let problem = match variables.get(name) {
-            None if variable.default_value.is_some() => continue,
-            None => "was not provided",
-            // A default stands in only for a variable left out, not for a null.
-            Some(Value::Null) => "must not be null",
-            Some(_) => continue,
-        };
-        return Err(ServerError::new(
-            format!("Variable `${name}` of type `{ty}` {problem}"),
-            Some(definition.pos),
-        ));
-    }
-    Ok(())
 }
 
 /// The operation a request runs: the one named `wanted`, or the only one.
@@ -475,55 +439,6 @@ mod tests {
     fn counts(query: &str, variables: serde_json::Value) -> Counts {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         Counts::of(&document, &Variables::from_json(variables))
-    }
-
-    #[test]
-    fn required_variables_must_be_given_and_not_null() {
-        let check = |query: &str, name: Option<&str>, variables: serde_json::Value| {
-            let document = async_graphql::parser::parse_query(query).expect("parses");
-            check_required_variables(&document, name, &Variables::from_json(variables))
-                .map_err(|err| err.message)
-        };
-        let none = serde_json::json!({});
-        let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
-        assert_eq!(
-            check(login, None, none.clone()),
-            Err("Variable `$i` of type `LoginInput!` was not provided".to_owned())
-        );
-        assert_eq!(
-            check(login, None, serde_json::json!({"i": null})),
-            Err("Variable `$i` of type `LoginInput!` must not be null".to_owned())
-        );
-        assert_eq!(check(login, None, serde_json::json!({"i": {}})), Ok(()));
-        // Nullable, or with a default: may be left out.
-        assert_eq!(
-            check("query($f: Int) { me { id } }", None, none.clone()),
-            Ok(())
-        );
-        assert_eq!(
-            check("query($f: Int! = 5) { me { id } }", None, none.clone()),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                "query($f: Int! = 5) { me { id } }",
-                None,
-                serde_json::json!({"f": null})
-            ),
-            Err("Variable `$f` of type `Int!` must not be null".to_owned())
-        );
-        assert_eq!(
-            check(
-                "query($f: Int) { me { id } }",
-                None,
-                serde_json::json!({"f": null})
-            ),
-            Ok(())
-        );
-        // Only the selected operation's variables count.
-        let two = "query A($f: Int!) { me { id } } query B { me { id } }";
-        assert_eq!(check(two, Some("B"), none.clone()), Ok(()));
-        assert!(check(two, Some("A"), none).is_err());
     }
 
     #[test]
