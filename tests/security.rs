@@ -638,6 +638,30 @@ async fn ownership_never_goes_to_a_disabled_account(app: TestApp) {
     assert_eq!(app.me(&owner.access).await["data"]["me"]["role"], "OWNER");
 }
 
+/// A domain label in its ASCII form takes time quadratic in its length to decode: a long one
+/// is refused by its length before anything decodes it, and the server answers at once.
+#[tokio::test]
+async fn a_huge_email_is_refused_before_it_is_decoded() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let email = format!("ada@xn--{}", "a".repeat(500_000));
+    let started = Instant::now();
+    let body = app.register_raw("ada", &email).await;
+    assert_field_codes(&body, json!({"email": "LENGTH"}));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    // At the bound, decoding is cheap, and the address is still judged on what it encodes.
+    let body = app
+        .register_raw("ada", &format!("ada@xn--{}.de", "a".repeat(1_000)))
+        .await;
+    assert_field_codes(&body, json!({"email": "LENGTH"}));
+    assert_ok(&app.server_info().await);
+}
+
 #[tokio::test]
 async fn the_password_policy_refuses_common_and_personal_passwords() {
     let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
