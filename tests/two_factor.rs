@@ -652,6 +652,27 @@ async fn disables_at_once_turn_it_off_once(app: TestApp) {
     assert_eq!(off["data"]["me"]["totpEnabled"], false, "{off}");
 }
 
+/// A code is accepted only while the secret it was checked against is still the one in place:
+/// replaced meanwhile (held here between a login's check of the code and its use), the old
+/// secret's code lets nobody in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_code_of_a_secret_replaced_meanwhile_is_refused() {
+    let Some(app) = TestApp::spawn(support::Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let (secret, _, _) = turn_on(&app, &alice).await;
+    // The next step's code: the confirmation used up this one.
+    let old_code = code(&secret, 30);
+    let replacement = [format!(
+        "UPDATE user_totp SET secret = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP' WHERE user_id = '{}'",
+        alice.id
+    )];
+    let login = login_with(&app, "alice", PASSWORD, Some(&old_code));
+    let body = app.while_held(&replacement, 1, login).await;
+    assert_code(&body, "TOTP_REQUIRED");
+}
+
 backend_tests!(
     disables_at_once_turn_it_off_once,
     // These logins fail on purpose more often than the default throttle allows.

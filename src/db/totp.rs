@@ -90,16 +90,19 @@ pub async fn confirm(
     Ok(updated.rows_affected == 1)
 }
 
-/// Accepts the code of `step` once: `false` when a code of this step or a later one was
-/// already accepted. The conditional update decides between concurrent attempts.
+/// Accepts the code of `step`, checked against confirmed secret `secret`, once: `false` when a
+/// code of this step or a later one was already accepted, or the secret was replaced since
+/// the check. The conditional update decides between concurrent attempts.
 pub async fn accept_step(
     db: &impl ConnectionTrait,
     user_id: Uuid,
+    secret: &str,
     step: i64,
 ) -> Result<bool, DbErr> {
     let updated = Totps::update_many()
         .col_expr(Column::LastStep, Expr::value(step))
         .filter(Column::UserId.eq(user_id))
+        .filter(Column::Secret.eq(secret))
         .filter(Column::ConfirmedAt.is_not_null())
         .filter(
             Condition::any()

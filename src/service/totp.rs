@@ -269,7 +269,7 @@ impl Service {
         }
         let used = match step {
             // A code is accepted once: replaying it, or an earlier one, fails.
-            Some(step) => totp_rows::accept_step(&tx, user.id, step).await?,
+            Some(step) => totp_rows::accept_step(&tx, user.id, &totp.secret, step).await?,
             None => {
                 let hash = totp::hash_recovery_code(code);
                 let used = totp_rows::use_recovery_code(&tx, user.id, &hash).await?;
