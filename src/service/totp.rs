@@ -206,6 +206,9 @@ impl Service {
             tx.rollback().await?;
             return Err(AppError::NotFound("No such user"));
         };
+        // The user's row first, as every revocation takes it: a write from one of the sessions
+        // ended here waits, then sees them ended.
+        user_queries::lock(&tx, &[user.id], None).await?;
         let existed = totp_rows::remove(&tx, user.id, None).await?;
         if existed {
             sessions::revoke_all_for_user(&tx, user.id).await?;
