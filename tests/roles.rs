@@ -911,8 +911,40 @@ async fn demo_mode_is_read_only(app: TestApp) {
     let body = app.refresh(&standard.refresh).await;
     assert_ok(&body);
 
-    // Ending sessions: a visitor's own, yes; those of others sharing the account, no.
+    // Visitors sharing an account see where only their own session signs in from, and the
+    // audit trail shows no addresses.
     let other_visitor = app.login_as("std1").await;
+    let body = app
+        .gql(
+            Some(&standard.access),
+            "{ me { sessions { current ip } } }",
+            json!({}),
+        )
+        .await;
+    let sessions = body["data"]["me"]["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 2, "{body}");
+    for session in sessions {
+        let expected = if session["current"] == true {
+            json!("127.0.0.1")
+        } else {
+            Value::Null
+        };
+        assert_eq!(session["ip"], expected, "{body}");
+    }
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "{ auditLog(first: 50) { edges { node { action ip } } } }",
+            json!({}),
+        )
+        .await;
+    let entries = body["data"]["auditLog"]["edges"]
+        .as_array()
+        .expect("entries");
+    assert!(!entries.is_empty(), "{body}");
+    assert!(entries.iter().all(|e| e["node"]["ip"].is_null()), "{body}");
+
+    // Ending sessions: a visitor's own, yes; those of others sharing the account, no.
     let revoke = REVOKE_SESSION;
     let other_sid = json!({"id": other_visitor.sid()});
     for (caller, query, variables) in [

@@ -198,17 +198,22 @@ impl UserObject {
             Some(signed_in) => Some(signed_in.session),
             None => current_session(ctx),
         };
+        let demo = or_null(ctx, service(ctx).map(|service| Some(service.demo())))?;
         Some(
             sessions
                 .into_iter()
-                .map(|session| SessionObject {
-                    current: Some(session.id) == current,
-                    id: ID(session.id.to_string()),
-                    created_at: session.created_at.into(),
-                    last_used_at: session.last_used_at.into(),
-                    expires_at: session.expires_at.into(),
-                    user_agent: session.user_agent,
-                    ip: session.ip,
+                .map(|session| {
+                    let current = Some(session.id) == current;
+                    let client = service::rules::shows_session_client(demo, current);
+                    SessionObject {
+                        current,
+                        id: ID(session.id.to_string()),
+                        created_at: session.created_at.into(),
+                        last_used_at: session.last_used_at.into(),
+                        expires_at: session.expires_at.into(),
+                        user_agent: session.user_agent.filter(|_| client),
+                        ip: session.ip.filter(|_| client),
+                    }
                 })
                 .collect(),
         )
@@ -363,8 +368,8 @@ impl AuditEntryObject {
         or_null(ctx, load_user(ctx, self.0.target_id).await)
     }
 
-    /// The actor's client address; null for the command line, and for readers who do not
-    /// manage the actor (an admin does not see the owner's addresses).
+    /// The actor's client address; null for the command line, for readers who do not manage
+    /// the actor (an admin does not see the owner's addresses), and in demo mode.
     async fn ip(&self, ctx: &Context<'_>) -> Option<&str> {
         let ip = self.0.ip.as_deref()?;
         let visible = async {
@@ -377,6 +382,7 @@ impl AuditEntryObject {
             Ok(Some(service::rules::can_see_actor_ip(
                 viewer,
                 actor.as_deref(),
+                service(ctx)?.demo(),
             )))
         };
         or_null(ctx, visible.await)?.then_some(ip)
@@ -493,9 +499,9 @@ pub struct SessionObject {
     /// When the session ends: at its maximum age, or sooner if not refreshed within the idle
     /// limit (each refresh moves this on, up to the maximum age).
     pub expires_at: Timestamp,
-    /// The client's User-Agent at login.
+    /// The client's User-Agent at login; in demo mode, shown for the current session only.
     pub user_agent: Option<String>,
-    /// The client's address at login.
+    /// The client's address at login; in demo mode, shown for the current session only.
     pub ip: Option<String>,
     /// Whether the request's access token belongs to this session.
     pub current: bool,

@@ -32,10 +32,18 @@ pub fn check_credentials(actor: &User, target: &User) -> AppResult<()> {
 
 /// Whether `viewer` may see where an audit entry's actor acted from (the client IP): their own
 /// entries, and those of users they manage; the owner sees every address. `actor` is the actor
-/// while their account exists.
-pub fn can_see_actor_ip(viewer: &User, actor: Option<&User>) -> bool {
-    viewer.role == Role::Owner
-        || actor.is_some_and(|actor| actor.id == viewer.id || manages(viewer.role, actor.role))
+/// while their account exists. In demo mode nobody does: visitors share the demo accounts, so
+/// an account's entries are other visitors'.
+pub fn can_see_actor_ip(viewer: &User, actor: Option<&User>, demo: bool) -> bool {
+    !demo
+        && (viewer.role == Role::Owner
+            || actor.is_some_and(|actor| actor.id == viewer.id || manages(viewer.role, actor.role)))
+}
+
+/// Whether a visible session shows its client (address and User-Agent). In demo mode only the
+/// caller's current one does: the account's other sessions are other visitors'.
+pub fn shows_session_client(demo: bool, current: bool) -> bool {
+    !demo || current
 }
 
 /// Looking up or listing users other than oneself.
@@ -201,16 +209,27 @@ mod tests {
         for ((viewer, actor), manages_it, _) in MATRIX {
             let (v, a) = (user(viewer), user(actor));
             assert_eq!(
-                can_see_actor_ip(&v, Some(&a)),
+                can_see_actor_ip(&v, Some(&a), false),
                 manages_it || viewer == Role::Owner,
                 "{viewer:?} sees {actor:?}'s address"
             );
             assert!(
-                can_see_actor_ip(&v, Some(&v)),
+                can_see_actor_ip(&v, Some(&v), false),
                 "{viewer:?} sees own address"
             );
-            assert_eq!(can_see_actor_ip(&v, None), viewer == Role::Owner);
+            assert_eq!(can_see_actor_ip(&v, None, false), viewer == Role::Owner);
+            for actor in [Some(&a), Some(&v), None] {
+                assert!(!can_see_actor_ip(&v, actor, true), "demo mode shows none");
+            }
         }
+    }
+
+    #[test]
+    fn demo_visitors_see_only_their_own_sessions_client() {
+        assert!(shows_session_client(false, false));
+        assert!(shows_session_client(false, true));
+        assert!(shows_session_client(true, true));
+        assert!(!shows_session_client(true, false));
     }
 
     #[test]
