@@ -789,6 +789,9 @@ impl Service {
 
     pub async fn count_users(&self, viewer: &User, filter: &Filter) -> AppResult<u64> {
         rules::check_see_others(viewer.role)?;
+        if let Some(search) = filter.search.as_deref() {
+            validation::search(search).map_err(|error| error.on("search"))?;
+        }
         Ok(user_queries::count(self.db().conn(), filter).await?)
     }
 
