@@ -1549,6 +1549,153 @@ async fn postgres_outage_fails_fast_and_recovers() {
     tokio::task::block_in_place(|| cluster.stop("fast"));
 }
 
+/// A relay to the test's PostgreSQL server that can stop passing bytes without closing a
+/// connection, as a stalled network does: the database's own timeouts cannot fire then.
+struct StallingRelay {
+    /// The test database's URL, through the relay.
+    url: String,
+    stalled: Arc<AtomicBool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl StallingRelay {
+    async fn start(database_url: &str) -> Self {
+        let mut url = reqwest::Url::parse(database_url).expect("database URL");
+        let upstream = format!(
+            "{}:{}",
+            url.host_str().expect("database host"),
+            url.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay port");
+        let port = listener.local_addr().expect("relay address").port();
+        url.set_host(Some("127.0.0.1")).expect("relay host");
+        url.set_port(Some(port)).expect("relay port");
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (flag, upstream) = (flag.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::join!(
+                        Self::pass(client_read, server_write, flag.clone()),
+                        Self::pass(server_read, client_write, flag),
+                    );
+                });
+            }
+        });
+        Self {
+            url: url.to_string(),
+            stalled,
+            accepting,
+        }
+    }
+
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        stalled: Arc<AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            while stalled.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn stall(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallingRelay {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// `/ready` asks the database, and a database that stops answering mid-connection (the
+/// network stalls, so no statement timeout fires) makes it answer 503 within the database
+/// timeout, not hang until the network comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ready_answers_in_time_when_the_network_stalls() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let relay = StallingRelay::start(&db.url).await;
+    let timeout = format!("{}s", DB_TIMEOUT.as_secs());
+    let server = ServerProcess::start(&relay.url, &[("ROLLCALL_DB_TIMEOUT", &timeout)]);
+    let http = Http::new(&server.base_url);
+    assert_eq!(http.status("/ready").await.expect("ready answers"), 200);
+
+    relay.stall(true);
+    let started = Instant::now();
+    let status = http.status("/ready").await.expect("ready answers");
+    let elapsed = started.elapsed();
+    assert_eq!(status, 503, "/ready with the database not answering");
+    assert!(elapsed <= OUTAGE_BOUND, "/ready took {elapsed:?}");
+
+    relay.stall(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.status("/ready").await.expect("ready answers") != 200 {
+        assert!(Instant::now() < deadline, "/ready not 200 within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(server);
+}
+
+/// PostgreSQL ends every connection (a restart or a failover): once the pooled connections
+/// have sat idle a second, the pool finds them dead before use, and no request fails on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_ended_by_the_database_are_replaced_before_use() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[]);
+    let http = Http::new(&server.base_url);
+    let user = http.register("owner").await;
+    // Several connections in the pool.
+    for body in join_all((0..12).map(|_| http.me(&user.access))).await {
+        assert_ok(&body);
+    }
+    let admin = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let ended = admin
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .expect("end the server's connections");
+    assert!(ended.rows_affected() >= 1, "the server held connections");
+    let _ = admin.close().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for i in 0..20 {
+        let body = http.me(&user.access).await;
+        assert!(
+            body.get("errors").is_none(),
+            "request {i} after the database ended its connections: {body}"
+        );
+    }
+    drop(server);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Races
 

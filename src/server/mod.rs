@@ -274,7 +274,11 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(err) => {
             tracing::warn!(%err, "readiness check: database unavailable or migrated further");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable, or migrated by a newer release",
+            )
+                .into_response()
         }
     }
 }
