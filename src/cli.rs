@@ -25,6 +25,15 @@ pub fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    for name in crate::config::unknown_settings(names) {
+        let hint = if name == "ROLLCALL_DATABASE_URL" {
+            " (the database is DATABASE_URL)"
+        } else {
+            ""
+        };
+        tracing::warn!("{name} is no setting of this release and is ignored{hint}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

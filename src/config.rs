@@ -329,6 +329,21 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// The `ROLLCALL_*` names among environment variables `names` that are no setting: a misspelt
+/// one would otherwise leave its setting at the default without a word.
+pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let known: Vec<&std::ffi::OsStr> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .collect();
+    names
+        .into_iter()
+        .filter(|name| name.starts_with("ROLLCALL_") && !known.contains(&name.as_ref()))
+        .collect()
+}
+
 impl Settings {
     /// Default settings on a loopback port chosen by the OS, without reading the environment:
     /// for embedding the server and for tests.
@@ -501,6 +516,21 @@ mod tests {
             ..Settings::with_database(flags.database_url.clone())
         };
         assert_eq!(format!("{flags:?}"), format!("{embedded:?}"));
+    }
+
+    #[test]
+    fn unknown_settings_are_told_apart() {
+        let names = [
+            "ROLLCALL_LISTEN",
+            "ROLLCALL_DATABASE_URL",
+            "ROLLCALL_ACESS_TTL",
+            "DATABASE_URL",
+            "PATH",
+        ];
+        assert_eq!(
+            unknown_settings(names.map(String::from)),
+            ["ROLLCALL_DATABASE_URL", "ROLLCALL_ACESS_TTL"]
+        );
     }
 
     #[test]

@@ -542,6 +542,38 @@ async fn short_jwt_secret_stops_start_up() {
     );
 }
 
+/// An environment variable that looks like a setting but is none (a misspelling, or the
+/// database URL under the prefix the others have) is named in a warning, not silently ignored.
+#[tokio::test]
+async fn unknown_settings_are_warned_about() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let out = run_or_kill(
+        rollcall_command(
+            &db.url,
+            &[
+                ("ROLLCALL_DATABASE_URL", "postgres://elsewhere/rollcall"),
+                ("ROLLCALL_ACESS_TTL", "5m"),
+            ],
+        )
+        .arg("migrate"),
+        "rollcall migrate",
+    );
+    assert_succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warned = |name: &str| {
+        stderr
+            .lines()
+            .any(|line| line.contains("WARN") && line.contains(name))
+    };
+    assert!(warned("ROLLCALL_DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL)"), "{stderr}");
+    assert!(warned("ROLLCALL_ACESS_TTL"), "{stderr}");
+    assert!(
+        !stderr.contains("elsewhere"),
+        "a value is not printed: {stderr}"
+    );
+}
+
 /// A database URL that does not parse, or names no driver, fails start-up without its password
 /// in the error.
 #[test]
