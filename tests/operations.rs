@@ -412,6 +412,32 @@ async fn a_variable_left_out_leaves_its_input_field_out() {
     );
 }
 
+/// Whether a document is valid does not depend on the variables a request leaves out: an
+/// unused, undefined or twice-declared variable, or two fields of one name with different
+/// arguments, are refused whether or not the variable beside them is sent.
+#[tokio::test]
+async fn a_left_out_variable_hides_no_validation_error() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    for query in [
+        "query($s: String, $t: String) { users(filter: {search: $s}) { totalCount } }",
+        "query($s: String) { users(filter: {search: $s, role: $undefined}) { totalCount } }",
+        "query($s: String, $s: String) { users(filter: {search: $s}) { totalCount } }",
+        "query($s: String) { users(filter: {search: $s}) { totalCount } \
+         users(filter: {}) { totalCount } }",
+    ] {
+        for variables in [json!({}), json!({"s": "a"})] {
+            let body = app.gql(Some(&owner.access), query, variables.clone()).await;
+            assert!(
+                body.get("data").is_none() && body["errors"][0]["message"].is_string(),
+                "{query} with {variables}: {body}"
+            );
+        }
+    }
+}
+
 /// An input value of the wrong kind (an input object as a string, an enum as a string literal)
 /// refuses the request before anything runs: the mutation's earlier fields do not happen.
 #[tokio::test]

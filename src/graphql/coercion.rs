@@ -9,10 +9,9 @@
 use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{
-    BaseType, DocumentOperations, ExecutableDocument, OperationDefinition, Selection, SelectionSet,
-    Type, VariableDefinition,
+    BaseType, ExecutableDocument, Selection, SelectionSet, Type, VariableDefinition,
 };
-use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variables};
+use async_graphql::{Context, Name, ServerError, ServerResult, Value, Variables};
 use async_graphql_value::Value as Written;
 
 use super::SchemaTypes;
@@ -327,142 +326,29 @@ fn named(ty: &Type) -> &str {
     }
 }
 
-/// A copy of `document` without the input object fields given as a variable the request left
-/// out (one without a default: those are filled in by now), when the operation `wanted` left
-/// one out and the document has such a field. The specification leaves such a field out;
-/// async-graphql would pass it on as null, so `updateUser(input: {firstName: $first, phone:
+/// The fields of argument `argument`'s object literal given as a variable the request left out
+/// (one without a default: those are filled in by now). The specification leaves such a field
+/// out; async-graphql passes it on as null, so `updateUser(input: {firstName: $first, phone:
 /// $phone})` sent without `phone` would clear the phone.
-pub fn without_absent_fields(
-    document: &ExecutableDocument,
-    wanted: Option<&str>,
-    variables: &Variables,
-) -> Option<ExecutableDocument> {
-    let absent = |name: &Name| !variables.contains_key(name);
-    // The usual request gives every variable it declares: nothing to copy.
-    let operation = super::selected_operation(document, wanted)?;
-    let declared = &operation.node.variable_definitions;
-    if !declared
+pub fn left_out_fields(ctx: &Context<'_>, argument: &str) -> Vec<String> {
+    let variables = &ctx.query_env.variables;
+    let literal = ctx
+        .item
+        .node
+        .arguments
         .iter()
-        .any(|definition| absent(&definition.node.name.node))
-    {
-        return None;
-    }
-    let mut document = document.clone();
-    let mut stripped = false;
-    for fragment in document.fragments.values_mut() {
-        stripped |= strip_set(&mut fragment.node.selection_set.node, &absent);
-    }
-    let mut operations: Vec<&mut OperationDefinition> = match &mut document.operations {
-        DocumentOperations::Single(operation) => vec![&mut operation.node],
-        DocumentOperations::Multiple(operations) => operations
-            .values_mut()
-            .map(|operation| &mut operation.node)
-            .collect(),
+        .find(|(name, _)| name.node == argument)
+        .map(|(_, value)| &value.node);
+    let Some(Written::Object(fields)) = literal else {
+        return Vec::new();
     };
-    for operation in &mut operations {
-        stripped |= strip_set(&mut operation.selection_set.node, &absent);
-    }
-    if !stripped {
-        return None;
-    }
-    // A variable whose every use went is no longer declared either: async-graphql refuses an
-    // operation that declares a variable it does not use. (Kept in every operation while any
-    // use is left anywhere; a use the walk missed is the safer mistake.)
-    let mut used = HashSet::new();
-    for operation in &operations {
-        variables_in_set(&operation.selection_set.node, &mut used);
-    }
-    for fragment in document.fragments.values() {
-        variables_in_set(&fragment.node.selection_set.node, &mut used);
-    }
-    for operation in operations {
-        operation.variable_definitions.retain(|definition| {
-            let name = &definition.node.name.node;
-            !absent(name) || used.contains(name)
-        });
-    }
-    Some(document)
-}
-
-/// Every variable used in `set` and below it, in arguments and directives.
-fn variables_in_set(set: &SelectionSet, used: &mut HashSet<Name>) {
-    fn collect(value: &Written, used: &mut HashSet<Name>) {
-        match value {
-            Written::Variable(name) => {
-                used.insert(name.clone());
-            }
-            Written::List(items) => items.iter().for_each(|value| collect(value, used)),
-            Written::Object(fields) => fields.values().for_each(|value| collect(value, used)),
-            _ => {}
-        }
-    }
-    fn add(arguments: &[(Positioned<Name>, Positioned<Written>)], used: &mut HashSet<Name>) {
-        for (_, value) in arguments {
-            collect(&value.node, used);
-        }
-    }
-    for item in &set.items {
-        let (directives, nested) = match &item.node {
-            Selection::Field(field) => {
-                add(&field.node.arguments, used);
-                (&field.node.directives, Some(&field.node.selection_set.node))
-            }
-            Selection::InlineFragment(fragment) => (
-                &fragment.node.directives,
-                Some(&fragment.node.selection_set.node),
-            ),
-            Selection::FragmentSpread(spread) => (&spread.node.directives, None),
-        };
-        for directive in directives {
-            add(&directive.node.arguments, used);
-        }
-        if let Some(nested) = nested {
-            variables_in_set(nested, used);
-        }
-    }
-}
-
-/// Leaves out, in `set` and below it, the input object fields given as an `absent` variable;
-/// whether there were any.
-fn strip_set(set: &mut SelectionSet, absent: &impl Fn(&Name) -> bool) -> bool {
-    let mut stripped = false;
-    for item in &mut set.items {
-        match &mut item.node {
-            Selection::Field(field) => {
-                for (_, value) in &mut field.node.arguments {
-                    stripped |= strip(&mut value.node, absent);
-                }
-                stripped |= strip_set(&mut field.node.selection_set.node, absent);
-            }
-            Selection::InlineFragment(fragment) => {
-                stripped |= strip_set(&mut fragment.node.selection_set.node, absent);
-            }
-            Selection::FragmentSpread(_) => {}
-        }
-    }
-    stripped
-}
-
-fn strip(value: &mut Written, absent: &impl Fn(&Name) -> bool) -> bool {
-    match value {
-        Written::Object(fields) => {
-            let before = fields.len();
-            fields.retain(|_, value| !matches!(value, Written::Variable(name) if absent(name)));
-            let mut stripped = fields.len() < before;
-            for value in fields.values_mut() {
-                stripped |= strip(value, absent);
-            }
-            stripped
-        }
-        Written::List(items) => {
-            let mut stripped = false;
-            for value in items {
-                stripped |= strip(value, absent);
-            }
-            stripped
-        }
-        _ => false,
-    }
+    fields
+        .iter()
+        .filter(
+            |(_, value)| matches!(value, Written::Variable(name) if !variables.contains_key(name)),
+        )
+        .map(|(key, _)| key.to_string())
+        .collect()
 }
 
 #[cfg(test)]

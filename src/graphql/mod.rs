@@ -17,7 +17,6 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
-pub use coercion::without_absent_fields;
 pub use limits::{
     Limits, OperationInfo, check as check_document, name_complexity_limit, selected_operation,
 };

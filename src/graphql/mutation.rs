@@ -105,6 +105,10 @@ impl Mutation {
         verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
         let verification = verification.map(Verification::from);
+        let mut input = input;
+        for field in super::coercion::left_out_fields(ctx, "input") {
+            input.leave_out(&field);
+        }
         let user = service(ctx)?
             .update_user(
                 &caller(ctx).await?,

@@ -762,6 +762,19 @@ pub struct UpdateUserInput {
     pub disabled: Option<bool>,
 }
 
+impl UpdateUserInput {
+    /// Leaves field `name` out, as if the client had not written it: the fields a null
+    /// clears are the ones where that differs.
+    pub fn leave_out(&mut self, name: &str) {
+        match name {
+            "firstName" => self.first_name = MaybeUndefined::Undefined,
+            "lastName" => self.last_name = MaybeUndefined::Undefined,
+            "phone" => self.phone = MaybeUndefined::Undefined,
+            _ => {}
+        }
+    }
+}
+
 fn patch(value: MaybeUndefined<String>) -> Option<Option<String>> {
     match value {
         MaybeUndefined::Undefined => None,

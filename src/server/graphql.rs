@@ -446,15 +446,10 @@ fn check_values(
             root_keys: graphql::root_keys(document, wanted.as_deref()),
             skips,
         };
-        let stripped = graphql::without_absent_fields(document, wanted.as_deref(), &variables);
-        Ok((shape, stripped))
+        Ok(shape)
     });
     request.variables = variables;
-    let (shape, stripped) = checked?;
-    if let Some(document) = stripped {
-        request.set_parsed_query(document);
-    }
-    Ok(shape)
+    checked
 }
 
 /// A persisted query's hash without its text: none are kept here. The message is the one
