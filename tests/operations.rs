@@ -427,6 +427,9 @@ async fn a_left_out_variable_hides_no_validation_error() {
         "query($s: String, $s: String) { users(filter: {search: $s}) { totalCount } }",
         "query($s: String) { users(filter: {search: $s}) { totalCount } \
          users(filter: {}) { totalCount } }",
+        // No directive is allowed on a variable definition.
+        "query($s: String @skip(if: true)) { users(filter: {search: $s}) { totalCount } }",
+        "query($s: String @deprecated) { users(filter: {search: $s}) { totalCount } }",
     ] {
         for variables in [json!({}), json!({"s": "a"})] {
             let body = app.gql(Some(&owner.access), query, variables.clone()).await;

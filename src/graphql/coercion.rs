@@ -42,6 +42,16 @@ impl SchemaTypes {
             let mut walk = Walk::new(self, document, definitions);
             for definition in &operation.node.variable_definitions {
                 let variable = &definition.node;
+                // No directive of this schema is allowed there, and async-graphql ignores them.
+                if let Some(directive) = variable.directives.first() {
+                    return Err(ServerError::new(
+                        format!(
+                            "Directive `@{}` may not be used on a variable definition",
+                            directive.node.name.node
+                        ),
+                        Some(directive.pos),
+                    ));
+                }
                 if let Some(default) = &variable.default_value {
                     let value = default.node.clone().into_value();
                     let ty = &variable.var_type.node;
