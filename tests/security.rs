@@ -389,6 +389,27 @@ async fn graphql_limits(app: TestApp) {
         .await
         .expect("answered, not walked");
     refused(&answered, "spreads its fragments into 2199023255552 fields");
+    // The same bomb ending in a fragment the document does not define counts no fields, and
+    // is refused for that fragment before anything spreads it.
+    let unknown = bomb.replace("fragment F40 on Query { serverInfo { version } }", "");
+    let answered =
+        tokio::time::timeout(Duration::from_secs(30), app.gql(None, &unknown, json!({})))
+            .await
+            .expect("answered, not walked");
+    refused(&answered, "Unknown fragment \"F40\"");
+    // A variable's value is bounded like the query text, since each use copies it.
+    let lookups = format!(
+        "query($v: String) {{ {} }}",
+        "user(username: $v) { id } ".repeat(100)
+    );
+    let body = app
+        .gql(token, &lookups, json!({"v": "a".repeat(16 * 1024)}))
+        .await;
+    refused(&body, "Variable `$v` holds more than 16384 bytes");
+    assert_ok(
+        &app.gql(token, &lookups, json!({"v": "a".repeat(1024)}))
+            .await,
+    );
     // Spread within the limit, a fragment used many times is fine.
     let shared = "{ a: serverInfo { ...V } b: serverInfo { ...V } } fragment V on ServerInfo { version name }";
     assert_ok(&app.gql(None, shared, json!({})).await);
@@ -645,12 +666,12 @@ async fn a_huge_email_is_refused_before_it_is_decoded() {
     let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
         return;
     };
-    let email = format!("ada@xn--{}", "a".repeat(500_000));
+    let email = format!("ada@xn--{}", "a".repeat(15_000));
     let started = Instant::now();
     let body = app.register_raw("ada", &email).await;
     assert_field_codes(&body, json!({"email": "LENGTH"}));
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );

@@ -84,6 +84,17 @@ pub fn check(
             limits.query_bytes
         )));
     }
+    // async-graphql copies a variable's value at each of its uses while it validates, and a
+    // field keeps its copy while it resolves: a large value used at many arguments would
+    // cost that many times its size. No input of this schema comes near the bound.
+    for (name, value) in request.variables.iter() {
+        if weight(value, limits.query_bytes) > limits.query_bytes {
+            return Err(refusal(format!(
+                "Variable `${name}` holds more than {} bytes, the most accepted",
+                limits.query_bytes
+            )));
+        }
+    }
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
     let checked = request
@@ -91,6 +102,36 @@ pub fn check(
         .and_then(|document| check_document(limits, document, &variables, info));
     request.variables = variables;
     checked
+}
+
+/// About the bytes `value` takes as JSON, counted no further than past `bound`.
+fn weight(value: &Value, bound: usize) -> usize {
+    match value {
+        Value::String(text) => text.len() + 2,
+        Value::Enum(name) => name.len() + 2,
+        Value::Binary(bytes) => bytes.len(),
+        Value::List(items) => {
+            let mut total = 2;
+            for item in items {
+                total += weight(item, bound.saturating_sub(total)) + 1;
+                if total > bound {
+                    break;
+                }
+            }
+            total
+        }
+        Value::Object(fields) => {
+            let mut total = 2;
+            for (key, item) in fields {
+                total += key.len() + 4 + weight(item, bound.saturating_sub(total));
+                if total > bound {
+                    break;
+                }
+            }
+            total
+        }
+        Value::Null | Value::Boolean(_) | Value::Number(_) => 8,
+    }
 }
 
 /// The operation a request runs: the one named `wanted`, or the only one.
@@ -136,6 +177,9 @@ fn check_document(
         .collect();
     let _ = info.0.set(roots);
     let counts = Counts::of(document, variables);
+    if let Some(name) = &counts.unknown_fragment {
+        return Err(refusal(format!("Unknown fragment \"{name}\"")));
+    }
     if counts.introspects && !limits.introspection {
         return Err(refusal("Introspection is turned off on this server".into()));
     }
@@ -213,6 +257,9 @@ struct Counts {
     /// validation walks, which a few fragments that each spread the next twice make
     /// exponential in the document's length.
     fields: usize,
+    /// A fragment spread that the document does not define. Such a spread counts no fields,
+    /// yet async-graphql spreads everything above it, once per path, before refusing it.
+    unknown_fragment: Option<Name>,
 }
 
 impl Counts {
@@ -229,7 +276,7 @@ impl Counts {
                 .iter()
                 .map(|definition| definition.node.directives.len())
                 .sum::<usize>();
-            counts.add_selections(&operation.selection_set.node);
+            counts.add_selections(&operation.selection_set.node, &document.fragments);
             let size = sizes.size(&operation.selection_set.node);
             counts.depth = counts.depth.max(size.depth);
             // Summed: async-graphql validates every operation of a document, not only the one
@@ -257,12 +304,16 @@ impl Counts {
         }
         for fragment in document.fragments.values() {
             counts.directives += fragment.node.directives.len();
-            counts.add_selections(&fragment.node.selection_set.node);
+            counts.add_selections(&fragment.node.selection_set.node, &document.fragments);
         }
         counts
     }
 
-    fn add_selections(&mut self, set: &SelectionSet) {
+    fn add_selections(
+        &mut self,
+        set: &SelectionSet,
+        fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
+    ) {
         for item in &set.items {
             match &item.node {
                 Selection::Field(field) => {
@@ -270,14 +321,18 @@ impl Counts {
                     self.introspects |=
                         matches!(field.node.name.node.as_str(), "__schema" | "__type");
                     self.directives += field.node.directives.len();
-                    self.add_selections(&field.node.selection_set.node);
+                    self.add_selections(&field.node.selection_set.node, fragments);
                 }
                 Selection::FragmentSpread(spread) => {
                     self.directives += spread.node.directives.len();
+                    let name = &spread.node.fragment_name.node;
+                    if self.unknown_fragment.is_none() && !fragments.contains_key(name) {
+                        self.unknown_fragment = Some(name.clone());
+                    }
                 }
                 Selection::InlineFragment(inline) => {
                     self.directives += inline.node.directives.len();
-                    self.add_selections(&inline.node.selection_set.node);
+                    self.add_selections(&inline.node.selection_set.node, fragments);
                 }
             }
         }
@@ -461,6 +516,7 @@ mod tests {
                 introspects: false,
                 password_checks: 2,
                 fields: 4,
+                unknown_fragment: None,
             }
         );
         let fragments = format!(
