@@ -683,6 +683,41 @@ async fn a_huge_email_is_refused_before_it_is_decoded() {
     assert_ok(&app.server_info().await);
 }
 
+/// The strength estimate of a new password can take much CPU on a crafted one; it runs on the
+/// hashing threads, so requests beside it are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judging_a_password_holds_no_request_worker() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 0).await else {
+        return;
+    };
+    let crafted: String = "4@8({[<3691!|7$5+%20".repeat(7).chars().take(127).collect();
+    let registrations = join_all((0..4).map(|i| {
+        app.gql(
+            None,
+            REGISTER,
+            json!({"input": {
+                "username": format!("crafty{i}"),
+                "email": format!("crafty{i}@example.com"),
+                "password": crafted,
+            }}),
+        )
+    }));
+    let beside = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        assert_ok(&app.server_info().await);
+        started.elapsed()
+    };
+    let (answers, waited) = tokio::join!(registrations, beside);
+    for body in answers {
+        assert_ok(&body);
+    }
+    assert!(
+        waited < Duration::from_secs(2),
+        "serverInfo waited {waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_password_policy_refuses_common_and_personal_passwords() {
     let Some(app) = TestApp::spawn(Backend::Sqlite).await else {

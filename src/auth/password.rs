@@ -118,6 +118,15 @@ impl Passwords {
         Ok(known && ok)
     }
 
+    /// Runs other CPU-heavy work on a client's input (the password strength estimate) on the
+    /// same threads: off the async workers, at their priority, bounded by the same queue.
+    pub async fn compute<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> AppResult<T> {
+        self.run(move |_| work()).await
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,

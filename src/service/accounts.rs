@@ -41,7 +41,7 @@ impl Service {
         if !self.registration_open() {
             return Err(AppError::Forbidden("Registration is closed"));
         }
-        let validated = super::users::validate_new_user(&input)?;
+        let validated = self.validate_new_user(&input).await?;
         let prepared = self.prepare_new_user(validated, None).await?;
         let mut may_own = true;
         loop {

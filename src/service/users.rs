@@ -68,36 +68,62 @@ const EDITABLE: [&str; 7] = [
     "disabled",
 ];
 
-/// Every invalid field of a new account at once; its profile as stored, and its password.
-pub(super) fn validate_new_user(input: &NewUser) -> AppResult<(validation::Profile, String)> {
-    let mut fields = Fields::new();
-    let profile = validation::profile(
-        &mut fields,
-        &input.username,
-        &input.email,
-        input.first_name.as_deref(),
-        input.last_name.as_deref(),
-        input.phone.as_deref(),
-    );
-    // Judged against the names as stored: an email typed with a space or in full-width
-    // letters must not let its own local part through as a password.
-    let (username, email) = profile
-        .as_ref()
-        .map_or((input.username.as_str(), input.email.as_str()), |p| {
-            (p.username.as_str(), p.email.as_str())
-        });
-    let password = fields.check(
-        "password",
-        validation::new_password(&input.password, username, email),
-    );
-    fields.into_result()?;
-    match (profile, password) {
-        (Some(profile), Some(password)) => Ok((profile, password)),
-        _ => Err(AppError::internal("validated field missing")),
-    }
-}
-
 impl Service {
+    /// Every invalid field of a new account at once; its profile as stored, and its password.
+    pub(super) async fn validate_new_user(
+        &self,
+        input: &NewUser,
+    ) -> AppResult<(validation::Profile, String)> {
+        let mut fields = Fields::new();
+        let profile = validation::profile(
+            &mut fields,
+            &input.username,
+            &input.email,
+            input.first_name.as_deref(),
+            input.last_name.as_deref(),
+            input.phone.as_deref(),
+        );
+        // Judged against the names as stored: an email typed with a space or in full-width
+        // letters must not let its own local part through as a password.
+        let (username, email) = profile
+            .as_ref()
+            .map_or((input.username.as_str(), input.email.as_str()), |p| {
+                (p.username.as_str(), p.email.as_str())
+            });
+        let password = fields.check(
+            "password",
+            validation::new_password(&input.password, username, email),
+        );
+        let password = match password {
+            Some(password) => {
+                let judged = self.judge_password(&password, username, email).await?;
+                fields.check("password", judged).map(|()| password)
+            }
+            None => None,
+        };
+        fields.into_result()?;
+        match (profile, password) {
+            (Some(profile), Some(password)) => Ok((profile, password)),
+            _ => Err(AppError::internal("validated field missing")),
+        }
+    }
+
+    /// [`validation::guessable`] on the hashing threads: it can take the better part of a
+    /// second of CPU, which must not hold an async worker.
+    pub(super) async fn judge_password(
+        &self,
+        password: &str,
+        username: &str,
+        email: &str,
+    ) -> AppResult<validation::Checked<()>> {
+        let (password, username, email) =
+            (password.to_owned(), username.to_owned(), email.to_owned());
+        self.0
+            .passwords
+            .compute(move || validation::guessable(&password, &username, &email))
+            .await
+    }
+
     /// Creates an account for someone else. `caller` is `None` when the operator uses the
     /// command line, which alone may create the first owner.
     /// Creating an ADMIN is a sensitive action: it needs step-up verification.
@@ -115,7 +141,7 @@ impl Service {
         }
         // Every invalid field first: a verification is not asked for (nor counted) on input
         // that could not be created anyway.
-        let validated = validate_new_user(&input)?;
+        let validated = self.validate_new_user(&input).await?;
         if let Some(caller) = caller.filter(|_| role == Role::Admin) {
             self.step_up(caller, verification).await?;
         }
@@ -271,11 +297,20 @@ impl Service {
             .as_deref()
             .filter(|e| *e != target.email)
             .and_then(|e| fields.check("email", validation::email(e)));
-        let password = changes.password.as_deref().and_then(|p| {
-            let username = username.as_deref().unwrap_or(&target.username);
-            let email = email.as_deref().unwrap_or(&target.email);
-            fields.check("password", validation::new_password(p, username, email))
-        });
+        let password = match changes.password.as_deref() {
+            Some(p) => {
+                let username = username.as_deref().unwrap_or(&target.username);
+                let email = email.as_deref().unwrap_or(&target.email);
+                match fields.check("password", validation::new_password(p, username, email)) {
+                    Some(password) => {
+                        let judged = self.judge_password(&password, username, email).await?;
+                        fields.check("password", judged).map(|()| password)
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
         if let Some(current) = &changes.current_password {
             fields.check("currentPassword", validation::given_password(current));
         }
