@@ -441,6 +441,26 @@ async fn a_left_out_variable_hides_no_validation_error() {
     }
 }
 
+/// Introspection's arguments are checked like the schema's: a nullable variable where
+/// `__type` needs a name is refused before anything runs.
+#[tokio::test]
+async fn introspection_arguments_take_variables_of_their_type_only() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let lookup = |ty: &str| format!("query($n: {ty}) {{ __type(name: $n) {{ name }} }}");
+    let body = app.gql(None, &lookup("String"), json!({"n": "User"})).await;
+    assert!(body.get("data").is_none(), "{body}");
+    let body = app
+        .gql(None, &lookup("String!"), json!({"n": "User"}))
+        .await;
+    assert_eq!(body["data"]["__type"]["name"], "User", "{body}");
+    let fields =
+        "query($d: Boolean!) { __type(name: \"User\") { fields(includeDeprecated: $d) { name } } }";
+    let body = app.gql(None, fields, json!({"d": true})).await;
+    assert!(body["data"]["__type"]["fields"].is_array(), "{body}");
+}
+
 /// An input value of the wrong kind (an input object as a string, an enum as a string literal)
 /// refuses the request before anything runs: the mutation's earlier fields do not happen.
 #[tokio::test]

@@ -423,10 +423,10 @@ mod tests {
     fn paths_outside_the_schema_are_left_alone() {
         let types = SchemaTypes::from_sdl("type Query { fine: Int }");
         let document =
-            async_graphql::parser::parse_query("{ __schema { types { name } } }").expect("query");
+            async_graphql::parser::parse_query("{ elsewhere { types { name } } }").expect("query");
         let mut response = Response::new(Value::from_json(json!({})).expect("data"));
         let mut error = async_graphql::ServerError::new("failed", None);
-        error.path = vec![PathSegment::Field("__schema".into())];
+        error.path = vec![PathSegment::Field("elsewhere".into())];
         response.errors.push(error);
         types.propagate_nulls(&mut response, &document, None);
         assert_eq!(response.data.into_json().expect("json"), json!({}));

@@ -33,9 +33,33 @@ impl SchemaTypes {
             mutation: "Mutation".to_owned(),
             ..Self::default()
         };
-        // The SDL is the server's own, printed by async-graphql; it always parses.
+        types.add(sdl);
+        // async-graphql prints no introspection types; its own (`model/`) are these.
+        types.add(INTROSPECTION);
+        let root = types.fields.remove(INTROSPECTION_ROOT).unwrap_or_default();
+        let arguments = types
+            .arguments
+            .remove(INTROSPECTION_ROOT)
+            .unwrap_or_default();
+        types
+            .fields
+            .entry(types.query.clone())
+            .or_default()
+            .extend(root);
+        types
+            .arguments
+            .entry(types.query.clone())
+            .or_default()
+            .extend(arguments);
+        types
+    }
+
+    fn add(&mut self, sdl: &str) {
+        let types = self;
+        // The SDL is the server's own, printed by async-graphql, or the constant below; it
+        // always parses.
         let Ok(document) = async_graphql::parser::parse_schema(sdl) else {
-            return types;
+            return;
         };
         for definition in document.definitions {
             match definition {
@@ -76,9 +100,50 @@ impl SchemaTypes {
                 TypeSystemDefinition::Directive(_) => {}
             }
         }
-        types
     }
 }
+
+/// Where [`INTROSPECTION`] puts the query root's introspection fields.
+const INTROSPECTION_ROOT: &str = "__Root";
+
+/// async-graphql's introspection types, as its `model` module defines them (its
+/// `includeDeprecated` arguments are non-null), so their arguments are checked like the rest.
+const INTROSPECTION: &str = r#"
+type __Root { __schema: __Schema! __type(name: String!): __Type }
+type __Schema {
+  description: String! types: [__Type!]! queryType: __Type! mutationType: __Type
+  subscriptionType: __Type directives: [__Directive!]!
+}
+type __Type {
+  kind: __TypeKind! name: String description: String
+  fields(includeDeprecated: Boolean! = false): [__Field!]
+  interfaces: [__Type!] possibleTypes: [__Type!]
+  enumValues(includeDeprecated: Boolean! = false): [__EnumValue!]
+  inputFields(includeDeprecated: Boolean! = false): [__InputValue!]
+  ofType: __Type specifiedByURL: String isOneOf: Boolean
+}
+type __Field {
+  name: String! description: String args(includeDeprecated: Boolean! = false): [__InputValue!]!
+  type: __Type! isDeprecated: Boolean! deprecationReason: String
+}
+type __InputValue {
+  name: String! description: String type: __Type! defaultValue: String
+  isDeprecated: Boolean! deprecationReason: String
+}
+type __EnumValue {
+  name: String! description: String isDeprecated: Boolean! deprecationReason: String
+}
+type __Directive {
+  name: String! description: String locations: [__DirectiveLocation!]!
+  args(includeDeprecated: Boolean! = false): [__InputValue!]! isRepeatable: Boolean!
+}
+enum __TypeKind { SCALAR OBJECT INTERFACE UNION ENUM INPUT_OBJECT LIST NON_NULL }
+enum __DirectiveLocation {
+  QUERY MUTATION SUBSCRIPTION FIELD FRAGMENT_DEFINITION FRAGMENT_SPREAD INLINE_FRAGMENT
+  VARIABLE_DEFINITION SCHEMA SCALAR OBJECT FIELD_DEFINITION ARGUMENT_DEFINITION INTERFACE
+  UNION ENUM ENUM_VALUE INPUT_OBJECT INPUT_FIELD_DEFINITION
+}
+"#;
 
 impl SchemaTypes {
     /// The root type of operations of type `ty` (none for subscriptions, which this schema
@@ -170,6 +235,15 @@ mod tests {
         assert!(types.arguments["Mutation"]["createUser"].contains_key("input"));
         assert!(types.inputs["UpdateUserInput"].contains_key("phone"));
         assert!(types.enums.contains("Role"));
+        // The introspection types too, and the query root's introspection fields.
+        assert_eq!(
+            types.arguments["Query"]["__type"]["name"].0.to_string(),
+            "String!"
+        );
+        assert!(types.fields["Query"].contains_key("__schema"));
+        assert!(types.arguments["__Type"]["fields"].contains_key("includeDeprecated"));
+        assert!(types.enums.contains("__TypeKind"));
+        assert!(!types.fields.contains_key(INTROSPECTION_ROOT));
         assert_eq!(
             (types.query.as_str(), types.mutation.as_str()),
             ("Query", "Mutation")
