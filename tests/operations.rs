@@ -441,6 +441,40 @@ async fn a_left_out_variable_hides_no_validation_error() {
     }
 }
 
+/// Fields under one response key merge when they ask for the same thing, and the document is
+/// refused when they do not, wherever they are written (async-graphql compared only fields
+/// side by side, and answered one of two nested ones).
+#[tokio::test]
+async fn fields_under_one_key_merge_or_refuse_the_document() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    let token = Some(owner.access.as_str());
+    let body = app
+        .gql(
+            token,
+            "{ me { id } ...F } fragment F on Query { me { username } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["me"],
+        json!({"id": owner.id, "username": "alice"}),
+        "{body}"
+    );
+    for query in [
+        "{ me { x: id } me { x: username } }",
+        "{ me { ...F x: username } } fragment F on User { x: id }",
+        "{ x: me { id } ... on Query { x: serverInfo { name } } }",
+    ] {
+        let body = app.gql(token, query, json!({})).await;
+        assert!(body.get("data").is_none(), "{query}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("\"x\" conflict"), "{query}: {body}");
+    }
+}
+
 /// Introspection's arguments are checked like the schema's: a nullable variable where
 /// `__type` needs a name is refused before anything runs.
 #[tokio::test]

@@ -216,7 +216,8 @@ fn check_document(
             PASSWORD_FIELDS.join(", ")
         )));
     }
-    Ok(())
+    // Only now: the checks above bound how far its fragments spread.
+    super::overlap::check(document)
 }
 
 /// The message of async-graphql's own complexity refusal.

@@ -8,6 +8,7 @@ mod loaders;
 mod mutation;
 mod nulls;
 mod order;
+mod overlap;
 mod query;
 mod schema_types;
 mod types;
