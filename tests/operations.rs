@@ -430,6 +430,10 @@ async fn a_left_out_variable_hides_no_validation_error() {
         // No directive is allowed on a variable definition.
         "query($s: String @skip(if: true)) { users(filter: {search: $s}) { totalCount } }",
         "query($s: String @deprecated) { users(filter: {search: $s}) { totalCount } }",
+        // An input object beside a left-out variable is checked all the same.
+        "query($s: String) { users(filter: {search: $s, bogus: 1}) { totalCount } }",
+        "query($s: String, $r: Role) { users(filter: {search: 5, role: $r}) { totalCount } }",
+        "query($s: String, $r: Role) { users(filter: {search: $s, role: NOPE}) { totalCount } }",
     ] {
         for variables in [json!({}), json!({"s": "a"})] {
             let body = app.gql(Some(&owner.access), query, variables.clone()).await;
@@ -439,6 +443,13 @@ async fn a_left_out_variable_hides_no_validation_error() {
             );
         }
     }
+    // A variable's value beside a left-out one, too.
+    let query =
+        "query($s: String, $r: Role) { users(filter: {search: $s, role: $r}) { totalCount } }";
+    let body = app
+        .gql(Some(&owner.access), query, json!({"r": "admin"}))
+        .await;
+    assert!(body.get("data").is_none(), "{body}");
 }
 
 /// Fields under one response key merge when they ask for the same thing, and the document is

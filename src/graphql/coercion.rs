@@ -19,15 +19,16 @@ use super::SchemaTypes;
 impl SchemaTypes {
     /// Checks the argument literals and variable usages of every operation in `document`, and
     /// the variables of the operation `wanted`: each given one against its type, a required one
-    /// neither left out nor null; its left-out variables then take their defaults
-    /// (async-graphql would not apply them to `@skip` and `@include`). Whether the
-    /// document skips fields (`@skip`, `@include`) anywhere.
+    /// neither left out nor null. Its left-out variables then take their defaults
+    /// (async-graphql would not apply them to `@skip` and `@include`), or are null, as
+    /// async-graphql would read them anyway: its validation skips every argument that holds a
+    /// variable the request does not give, unknown and ill-typed input fields included.
     pub fn check_values(
         &self,
         document: &ExecutableDocument,
         wanted: Option<&str>,
         variables: &mut Variables,
-    ) -> ServerResult<bool> {
+    ) -> ServerResult<CheckedValues> {
         let mut skips = false;
         for (_, operation) in document.operations.iter() {
             let Some(root) = self.root(operation.node.ty) else {
@@ -63,8 +64,12 @@ impl SchemaTypes {
             walk.selections(root, &operation.node.selection_set.node)?;
             skips = skips || walk.skips;
         }
+        let mut checked = CheckedValues {
+            skips,
+            left_out: LeftOut::default(),
+        };
         let Some(operation) = super::selected_operation(document, wanted) else {
-            return Ok(skips);
+            return Ok(checked);
         };
         // Values from JSON, which holds no variables.
         let walk = Walk::new(self, document, HashMap::new());
@@ -93,12 +98,28 @@ impl SchemaTypes {
                     variables.insert(name.clone(), default.node.clone());
                 }
                 (None, None) if !ty.nullable => return required("was not provided"),
-                (None, None) => {}
+                (None, None) => {
+                    checked.left_out.0.insert(name.clone());
+                    variables.insert(name.clone(), Value::Null);
+                }
             }
         }
-        Ok(skips)
+        Ok(checked)
     }
 }
+
+/// What [`SchemaTypes::check_values`] found beside the refusals.
+pub struct CheckedValues {
+    /// Whether the document skips fields (`@skip`, `@include`) anywhere.
+    pub skips: bool,
+    pub left_out: LeftOut,
+}
+
+/// The variables the request left out that had no default (now null in its variables), kept
+/// in the request's data: the specification leaves an input field given as one of them out,
+/// where async-graphql would pass null.
+#[derive(Debug, Default)]
+pub struct LeftOut(HashSet<Name>);
 
 /// Where a value comes from: JSON writes an enum value as a string, a document without quotes.
 #[derive(Debug, Clone, Copy)]
@@ -337,11 +358,13 @@ fn named(ty: &Type) -> &str {
 }
 
 /// The fields of argument `argument`'s object literal given as a variable the request left out
-/// (one without a default: those are filled in by now). The specification leaves such a field
+/// ([`LeftOut`]). The specification leaves such a field
 /// out; async-graphql passes it on as null, so `updateUser(input: {firstName: $first, phone:
 /// $phone})` sent without `phone` would clear the phone.
 pub fn left_out_fields(ctx: &Context<'_>, argument: &str) -> Vec<String> {
-    let variables = &ctx.query_env.variables;
+    let Some(LeftOut(left_out)) = ctx.data_opt::<LeftOut>() else {
+        return Vec::new();
+    };
     let literal = ctx
         .item
         .node
@@ -354,9 +377,7 @@ pub fn left_out_fields(ctx: &Context<'_>, argument: &str) -> Vec<String> {
     };
     fields
         .iter()
-        .filter(
-            |(_, value)| matches!(value, Written::Variable(name) if !variables.contains_key(name)),
-        )
+        .filter(|(_, value)| matches!(value, Written::Variable(name) if left_out.contains(name)))
         .map(|(key, _)| key.to_string())
         .collect()
 }

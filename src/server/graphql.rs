@@ -420,8 +420,8 @@ struct Shape {
 }
 
 /// Checks the input values of the request's (parsed) document against their types, gives its
-/// left-out variables their defaults and leaves out the input fields given as variables still
-/// missing, and tells how the response is to be shaped.
+/// left-out variables their defaults (or null, noting which, for the resolvers), and tells how
+/// the response is to be shaped.
 fn check_values(
     types: &SchemaTypes,
     request: &mut async_graphql::Request,
@@ -441,15 +441,17 @@ fn check_values(
                 None,
             ));
         }
-        let skips = types.check_values(document, wanted.as_deref(), &mut variables)?;
+        let checked = types.check_values(document, wanted.as_deref(), &mut variables)?;
         let shape = Shape {
             root_keys: graphql::root_keys(document, wanted.as_deref()),
-            skips,
+            skips: checked.skips,
         };
-        Ok(shape)
+        Ok((shape, checked.left_out))
     });
     request.variables = variables;
-    checked
+    let (shape, left_out) = checked?;
+    request.data.insert(left_out);
+    Ok(shape)
 }
 
 /// A persisted query's hash without its text: none are kept here. The message is the one
