@@ -410,6 +410,17 @@ async fn graphql_limits(app: TestApp) {
         &app.gql(token, &lookups, json!({"v": "a".repeat(1024)}))
             .await,
     );
+    // Nor may fragments multiply a value: each use is a copy, counted against a request
+    // body's worth of input.
+    let mut chain = String::from("query($v: String) { ...F0 } ");
+    for i in 0..11 {
+        chain += &format!("fragment F{i} on Query {{ ...F{n} ...F{n} }} ", n = i + 1);
+    }
+    chain += "fragment F11 on Query { user(username: $v) { id } }";
+    let body = app
+        .gql(token, &chain, json!({"v": "a".repeat(1_000)}))
+        .await;
+    refused(&body, "bytes of argument values");
     // Spread within the limit, a fragment used many times is fine.
     let shared = "{ a: serverInfo { ...V } b: serverInfo { ...V } } fragment V on ServerInfo { version name }";
     assert_ok(&app.gql(None, shared, json!({})).await);

@@ -12,6 +12,9 @@ use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variable
 
 use crate::config::Settings;
 
+/// The most bytes of argument values a document's fields may receive in all, fragments spread.
+const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
 /// Mutation fields that hash or check a password: argon2 work a document may cause once.
 const PASSWORD_FIELDS: [&str; 3] = ["login", "register", "createUser"];
 /// `updateUser` checks or hashes a password only when its input sets one of these.
@@ -134,6 +137,26 @@ fn weight(value: &Value, bound: usize) -> usize {
     }
 }
 
+/// [`weight`] of a value as written in the document: a variable weighs what it holds.
+fn written_weight(value: &async_graphql_value::Value, variables: &HashMap<&Name, usize>) -> usize {
+    use async_graphql_value::Value as Written;
+    match value {
+        Written::Variable(name) => variables.get(name).copied().unwrap_or(8),
+        Written::String(text) => text.len() + 2,
+        Written::Enum(name) => name.len() + 2,
+        Written::Binary(bytes) => bytes.len(),
+        Written::List(items) => items
+            .iter()
+            .map(|item| written_weight(item, variables) + 1)
+            .fold(2, usize::saturating_add),
+        Written::Object(fields) => fields
+            .iter()
+            .map(|(key, item)| key.len() + 4 + written_weight(item, variables))
+            .fold(2, usize::saturating_add),
+        Written::Null | Written::Boolean(_) | Written::Number(_) => 8,
+    }
+}
+
 /// The operation a request runs: the one named `wanted`, or the only one.
 pub fn selected_operation<'a>(
     document: &'a ExecutableDocument,
@@ -194,6 +217,14 @@ fn check_document(
             "The document spreads its fragments into {} fields; at most {} (the complexity \
              limit) are accepted",
             counts.fields, limits.complexity
+        )));
+    }
+    if counts.input > MAX_INPUT_BYTES {
+        return Err(refusal(format!(
+            "The document's fields receive {} bytes of argument values, its fragments spread \
+             (a variable's at each use); at most {MAX_INPUT_BYTES}, as much as a request body \
+             may hold",
+            counts.input
         )));
     }
     if counts.aliases > limits.aliases {
@@ -258,6 +289,9 @@ struct Counts {
     /// validation walks, which a few fragments that each spread the next twice make
     /// exponential in the document's length.
     fields: usize,
+    /// Bytes of the argument values those fields receive (a variable's at each use): each
+    /// field copies its own, so a fragment spread many times multiplies a large value.
+    input: usize,
     /// A fragment spread that the document does not define. Such a spread counts no fields,
     /// yet async-graphql spreads everything above it, once per path, before refusing it.
     unknown_fragment: Option<Name>,
@@ -268,7 +302,12 @@ impl Counts {
         let mut counts = Counts::default();
         // A fragment's size is the same wherever it is spread: one walker serves every
         // operation.
+        let weights: HashMap<&Name, usize> = variables
+            .iter()
+            .map(|(name, value)| (name, weight(value, usize::MAX)))
+            .collect();
         let mut sizes = Spread::new(&document.fragments);
+        sizes.weights = weights;
         for (_, operation) in document.operations.iter() {
             let operation = &operation.node;
             counts.directives += operation.directives.len();
@@ -283,6 +322,7 @@ impl Counts {
             // Summed: async-graphql validates every operation of a document, not only the one
             // it runs.
             counts.fields = counts.fields.saturating_add(size.fields);
+            counts.input = counts.input.saturating_add(size.input);
             if operation.ty == OperationType::Mutation {
                 // A variable not sent takes its declared default. Looked up, never copied: a
                 // document may hold hundreds of operations over a large variables object.
@@ -340,11 +380,13 @@ impl Counts {
     }
 }
 
-/// The nesting and the number of fields of a selection set, fragments spread.
+/// The nesting and the number of fields of a selection set, fragments spread, and the bytes
+/// of the argument values its fields receive.
 #[derive(Debug, Clone, Copy, Default)]
 struct Size {
     depth: usize,
     fields: usize,
+    input: usize,
 }
 
 /// Walks selection sets with their fragments spread, each fragment's result worked out once
@@ -354,6 +396,8 @@ struct Spread<'a, T> {
     fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
     done: HashMap<Name, T>,
     open: HashSet<Name>,
+    /// Each given variable's [`weight`], for the input a field receives.
+    weights: HashMap<&'a Name, usize>,
 }
 
 impl<'a, T: Copy + Default> Spread<'a, T> {
@@ -362,6 +406,7 @@ impl<'a, T: Copy + Default> Spread<'a, T> {
             fragments,
             done: HashMap::new(),
             open: HashSet::new(),
+            weights: HashMap::new(),
         }
     }
 
@@ -391,9 +436,16 @@ impl<'a> Spread<'a, Size> {
             let here = match &item.node {
                 Selection::Field(field) => {
                     let below = self.size(&field.node.selection_set.node);
+                    let input = field
+                        .node
+                        .arguments
+                        .iter()
+                        .map(|(_, value)| written_weight(&value.node, &self.weights))
+                        .fold(0usize, usize::saturating_add);
                     Size {
                         depth: usize::from(field.node.name.node != "ofType") + below.depth,
                         fields: below.fields.saturating_add(1),
+                        input: below.input.saturating_add(input),
                     }
                 }
                 Selection::FragmentSpread(spread) => {
@@ -403,6 +455,7 @@ impl<'a> Spread<'a, Size> {
             };
             total.depth = total.depth.max(here.depth);
             total.fields = total.fields.saturating_add(here.fields);
+            total.input = total.input.saturating_add(here.input);
         }
         total
     }
@@ -517,6 +570,8 @@ mod tests {
                 introspects: false,
                 password_checks: 2,
                 fields: 4,
+                // Each login's input object, as written.
+                input: 58,
                 unknown_fragment: None,
             }
         );
