@@ -421,6 +421,15 @@ async fn graphql_limits(app: TestApp) {
         .gql(token, &chain, json!({"v": "a".repeat(1_000)}))
         .await;
     refused(&body, "bytes of argument values");
+    // The same value as the variable's default.
+    let defaulted = chain.replace(
+        "query($v: String)",
+        &format!("query($v: String = \"{}\")", "a".repeat(1_000)),
+    );
+    refused(
+        &app.gql(token, &defaulted, json!({})).await,
+        "bytes of argument values",
+    );
     // Spread within the limit, a fragment used many times is fine.
     let shared = "{ a: serverInfo { ...V } b: serverInfo { ...V } } fragment V on ServerInfo { version name }";
     assert_ok(&app.gql(None, shared, json!({})).await);

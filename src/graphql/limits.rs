@@ -1,6 +1,9 @@
 //! Bounds on what one document may ask for, checked right after parsing, before anything runs:
-//! its length, depth, aliases and directives, and how many password checks it would cause.
-//! Complexity is async-graphql's own limit, set in [`super::build_schema`].
+//! its length and its variables' sizes, depth, aliases and directives, how many fields and
+//! bytes of argument values it comes to with its fragments spread (a spread of a fragment it
+//! does not define is refused first), and how many password checks it would cause; then the
+//! merging of its fields ([`super::overlap`]). Complexity is async-graphql's own limit, set in
+//! [`super::build_schema`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -302,10 +305,20 @@ impl Counts {
         let mut counts = Counts::default();
         // A fragment's size is the same wherever it is spread: one walker serves every
         // operation.
-        let weights: HashMap<&Name, usize> = variables
+        let mut weights: HashMap<&Name, usize> = variables
             .iter()
             .map(|(name, value)| (name, weight(value, usize::MAX)))
             .collect();
+        // A variable left out takes its default, which is copied at each use the same way.
+        for (_, operation) in document.operations.iter() {
+            for definition in &operation.node.variable_definitions {
+                let definition = &definition.node;
+                if let Some(default) = &definition.default_value {
+                    let heaviest = weights.entry(&definition.name.node).or_default();
+                    *heaviest = (*heaviest).max(weight(&default.node, usize::MAX));
+                }
+            }
+        }
         let mut sizes = Spread::new(&document.fragments);
         sizes.weights = weights;
         for (_, operation) in document.operations.iter() {

@@ -11,31 +11,68 @@ use async_graphql::parser::types::{ExecutableDocument, Field, Selection, Selecti
 use async_graphql::{Name, Positioned, ServerError, ServerResult};
 
 /// Refuses a document in which two fields under one response key differ. Run once the
-/// document limits have bounded how far its fragments spread.
+/// document limits have bounded how far its fragments spread; a document whose fragments
+/// spread themselves is left to the validator, which refuses it.
 pub fn check(document: &ExecutableDocument) -> ServerResult<()> {
+    if spreads_itself(document) {
+        return Ok(());
+    }
     for (_, operation) in document.operations.iter() {
-        merged(
-            document,
-            &[&operation.node.selection_set.node],
-            &mut Vec::new(),
-        )?;
+        merged(document, &[&operation.node.selection_set.node])?;
     }
     Ok(())
 }
 
+/// Whether some fragment spreads itself, directly or through others, anywhere in its body.
+fn spreads_itself(document: &ExecutableDocument) -> bool {
+    fn spreads<'a>(set: &'a SelectionSet, found: &mut Vec<&'a Name>) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => spreads(&field.node.selection_set.node, found),
+                Selection::InlineFragment(inline) => {
+                    spreads(&inline.node.selection_set.node, found);
+                }
+                Selection::FragmentSpread(spread) => found.push(&spread.node.fragment_name.node),
+            }
+        }
+    }
+    /// Depth first, each fragment finished once: `false` while on the path, `true` when done.
+    fn cycles<'a>(
+        name: &'a Name,
+        graph: &HashMap<&'a Name, Vec<&'a Name>>,
+        done: &mut HashMap<&'a Name, bool>,
+    ) -> bool {
+        if let Some(finished) = done.get(name) {
+            return !finished;
+        }
+        done.insert(name, false);
+        let found = graph
+            .get(name)
+            .is_some_and(|next| next.iter().any(|next| cycles(next, graph, done)));
+        done.insert(name, true);
+        found
+    }
+    let graph: HashMap<&Name, Vec<&Name>> = document
+        .fragments
+        .iter()
+        .map(|(name, fragment)| {
+            let mut found = Vec::new();
+            spreads(&fragment.node.selection_set.node, &mut found);
+            (name, found)
+        })
+        .collect();
+    let mut done = HashMap::new();
+    graph.keys().any(|name| cycles(name, &graph, &mut done))
+}
+
 /// Checks the fields of `sets`, which make one object of the response, then what each key's
-/// fields select, together. `open` holds the fragments spread on the way here: a fragment
-/// that spreads itself is left to the validator.
-fn merged<'a>(
-    document: &'a ExecutableDocument,
-    sets: &[&'a SelectionSet],
-    open: &mut Vec<&'a Name>,
-) -> ServerResult<()> {
+/// fields select, together.
+fn merged<'a>(document: &'a ExecutableDocument, sets: &[&'a SelectionSet]) -> ServerResult<()> {
     let mut keys: Vec<&'a Name> = Vec::new();
     let mut by_key: HashMap<&'a Name, Vec<&'a Positioned<Field>>> = HashMap::new();
-    let opened = open.len();
+    let mut seen = Vec::new();
     for set in sets {
-        collect(document, set, open, &mut keys, &mut by_key);
+        collect(document, set, &mut seen, &mut keys, &mut by_key);
     }
     for key in keys {
         let fields = &by_key[key];
@@ -63,19 +100,18 @@ fn merged<'a>(
             .filter(|set| !set.items.is_empty())
             .collect();
         if !below.is_empty() {
-            merged(document, &below, open)?;
+            merged(document, &below)?;
         }
     }
-    open.truncate(opened);
     Ok(())
 }
 
 /// Adds the fields of `set` to their response keys, through its fragments: each fragment once
-/// per object, and none already `open`.
+/// per object (`seen`).
 fn collect<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,
-    open: &mut Vec<&'a Name>,
+    seen: &mut Vec<&'a Name>,
     keys: &mut Vec<&'a Name>,
     by_key: &mut HashMap<&'a Name, Vec<&'a Positioned<Field>>>,
 ) {
@@ -97,22 +133,22 @@ fn collect<'a>(
                 collect(
                     document,
                     &inline.node.selection_set.node,
-                    open,
+                    seen,
                     keys,
                     by_key,
                 );
             }
             Selection::FragmentSpread(spread) => {
                 let name = &spread.node.fragment_name.node;
-                if open.contains(&name) {
+                if seen.contains(&name) {
                     continue;
                 }
                 if let Some(fragment) = document.fragments.get(name) {
-                    open.push(name);
+                    seen.push(name);
                     collect(
                         document,
                         &fragment.node.selection_set.node,
-                        open,
+                        seen,
                         keys,
                         by_key,
                     );
@@ -150,6 +186,8 @@ mod tests {
             "{ me { ...F x: username } } fragment F on User { x: id }",
             "{ a: user(id: 1) { id } ...F } fragment F on Query { a: user(id: 2) { id } }",
             "{ me { createdBy { x: id } } ...F } fragment F on Query { me { createdBy { x: email } } }",
+            // A fragment spread beside a field and again inside it.
+            "{ me { ...U createdBy { ...U x: email } } } fragment U on User { x: id }",
         ] {
             assert!(verdict(query).is_err(), "{query}");
         }
@@ -160,9 +198,13 @@ mod tests {
                u: users(filter: {role: ADMIN}, first: 1) { totalCount } }",
             "query($n: Int) { users(first: $n) { totalCount } users(first: $n) { nodes { id } } }",
             "{ a: me { id } b: me { username } }",
-            // A fragment spread inside itself, and spread twice, is walked once.
+            // A fragment spread inside itself is the validator's to refuse; one spread twice
+            // is walked once.
             "{ me { ...F } } fragment F on User { id createdBy { ...F } }",
+            "{ me { ...A } } fragment A on User { x: id createdBy { ...B } } \
+             fragment B on User { x: email createdBy { ...A } }",
             "{ ...F ...F } fragment F on Query { me { id } }",
+            "{ me { ...U createdBy { ...U } } } fragment U on User { x: id }",
         ] {
             assert_eq!(verdict(query), Ok(()), "{query}");
         }

@@ -1,5 +1,6 @@
-//! The schema's types, read once from its own SDL: what the response mending (`nulls`) and the
-//! check of input values (`coercion`) need to know about a document's fields.
+//! The schema's types, read once from its own SDL and async-graphql's introspection types:
+//! what the response mending (`nulls`) and the check of input values (`coercion`) need to know
+//! about a document's fields.
 
 use std::collections::{HashMap, HashSet};
 
