@@ -90,22 +90,13 @@ pub fn check(
             limits.query_bytes
         )));
     }
-    // async-graphql copies a variable's value at each of its uses while it validates, and a
-    // field keeps its copy while it resolves: a large value used at many arguments would
-    // cost that many times its size. No input of this schema comes near the bound.
-    for (name, value) in request.variables.iter() {
-        if weight(value, limits.query_bytes) > limits.query_bytes {
-            return Err(refusal(format!(
-                "Variable `${name}` holds more than {} bytes, the most accepted",
-                limits.query_bytes
-            )));
-        }
-    }
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
-    let checked = request
-        .parsed_query()
-        .and_then(|document| check_document(limits, document, &variables, info));
+    let checked = variable_weights(&variables, limits.query_bytes).and_then(|weights| {
+        request
+            .parsed_query()
+            .and_then(|document| check_document(limits, document, &variables, weights, info))
+    });
     request.variables = variables;
     checked
 }
@@ -138,6 +129,22 @@ fn weight(value: &Value, bound: usize) -> usize {
         }
         Value::Null | Value::Boolean(_) | Value::Number(_) => 8,
     }
+}
+
+/// Each variable's [`weight`], refused over `bound`: async-graphql copies a variable's value at
+/// each of its uses while it validates, and a field keeps its copy while it resolves, so a
+/// large value used at many arguments would cost that many times its size. No input of this
+/// schema comes near the bound.
+fn variable_weights(variables: &Variables, bound: usize) -> ServerResult<HashMap<&Name, usize>> {
+    variables
+        .iter()
+        .map(|(name, value)| match weight(value, bound) {
+            weight if weight > bound => Err(refusal(format!(
+                "Variable `${name}` holds more than {bound} bytes, the most accepted"
+            ))),
+            weight => Ok((name, weight)),
+        })
+        .collect()
 }
 
 /// [`weight`] of a value as written in the document: a variable weighs what it holds.
@@ -175,10 +182,11 @@ pub fn selected_operation<'a>(
     selected.map(|(_, operation)| operation)
 }
 
-fn check_document(
+fn check_document<'a>(
     limits: &Limits,
-    document: &ExecutableDocument,
-    variables: &Variables,
+    document: &'a ExecutableDocument,
+    variables: &'a Variables,
+    weights: HashMap<&'a Name, usize>,
     info: &OperationInfo,
 ) -> ServerResult<()> {
     let roots = document
@@ -202,7 +210,7 @@ fn check_document(
         })
         .collect();
     let _ = info.0.set(roots);
-    let counts = Counts::of(document, variables);
+    let counts = Counts::of(document, variables, weights);
     if let Some(name) = &counts.unknown_fragment {
         return Err(refusal(format!("Unknown fragment \"{name}\"")));
     }
@@ -251,6 +259,9 @@ fn check_document(
         )));
     }
     // Only now: the checks above bound how far its fragments spread.
+    if counts.spreads_itself {
+        return Ok(());
+    }
     super::overlap::check(document)
 }
 
@@ -298,17 +309,19 @@ struct Counts {
     /// A fragment spread that the document does not define. Such a spread counts no fields,
     /// yet async-graphql spreads everything above it, once per path, before refusing it.
     unknown_fragment: Option<Name>,
+    /// Whether a fragment spreads itself, directly or through others: the validator refuses
+    /// such a document, and the merging check cannot walk it.
+    spreads_itself: bool,
 }
 
 impl Counts {
-    fn of(document: &ExecutableDocument, variables: &Variables) -> Self {
+    /// `weights` are the given variables' ([`variable_weights`]).
+    fn of<'a>(
+        document: &'a ExecutableDocument,
+        variables: &'a Variables,
+        mut weights: HashMap<&'a Name, usize>,
+    ) -> Self {
         let mut counts = Counts::default();
-        // A fragment's size is the same wherever it is spread: one walker serves every
-        // operation.
-        let mut weights: HashMap<&Name, usize> = variables
-            .iter()
-            .map(|(name, value)| (name, weight(value, usize::MAX)))
-            .collect();
         // A variable left out takes its default, which is copied at each use the same way.
         for (_, operation) in document.operations.iter() {
             for definition in &operation.node.variable_definitions {
@@ -319,6 +332,8 @@ impl Counts {
                 }
             }
         }
+        // A fragment's size is the same wherever it is spread: one walker serves every
+        // operation.
         let mut sizes = Spread::new(&document.fragments);
         sizes.weights = weights;
         for (_, operation) in document.operations.iter() {
@@ -356,6 +371,7 @@ impl Counts {
                 );
             }
         }
+        counts.spreads_itself = sizes.spreads_itself;
         for fragment in document.fragments.values() {
             counts.directives += fragment.node.directives.len();
             counts.add_selections(&fragment.node.selection_set.node, &document.fragments);
@@ -409,6 +425,8 @@ struct Spread<'a, T> {
     fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
     done: HashMap<Name, T>,
     open: HashSet<Name>,
+    /// Whether a fragment was met again inside itself.
+    spreads_itself: bool,
     /// Each given variable's [`weight`], for the input a field receives.
     weights: HashMap<&'a Name, usize>,
 }
@@ -419,6 +437,7 @@ impl<'a, T: Copy + Default> Spread<'a, T> {
             fragments,
             done: HashMap::new(),
             open: HashSet::new(),
+            spreads_itself: false,
             weights: HashMap::new(),
         }
     }
@@ -432,6 +451,7 @@ impl<'a, T: Copy + Default> Spread<'a, T> {
             return T::default();
         };
         if !self.open.insert(name.clone()) {
+            self.spreads_itself = true;
             return T::default();
         }
         let result = walk(self, &fragment.node.selection_set.node);
@@ -560,7 +580,9 @@ mod tests {
 
     fn counts(query: &str, variables: serde_json::Value) -> Counts {
         let document = async_graphql::parser::parse_query(query).expect("parses");
-        Counts::of(&document, &Variables::from_json(variables))
+        let variables = Variables::from_json(variables);
+        let weights = variable_weights(&variables, usize::MAX).expect("weighed");
+        Counts::of(&document, &variables, weights)
     }
 
     #[test]
@@ -586,6 +608,7 @@ mod tests {
                 // Each login's input object, as written.
                 input: 58,
                 unknown_fragment: None,
+                spreads_itself: false,
             }
         );
         let fragments = format!(
@@ -661,6 +684,34 @@ mod tests {
     }
 
     /// Fragments that each spread the next twice: 2^40 fields, counted in a moment and refused.
+    /// A fragment spread inside itself is the validator's to refuse: told by the walk that
+    /// counts, it is not walked by the merging check, which would not end.
+    #[test]
+    fn fragments_spreading_themselves_are_left_to_the_validator() {
+        for query in [
+            "{ me { ...F } } fragment F on User { id createdBy { ...F } }",
+            "{ me { ...A } } fragment A on User { x: id createdBy { ...B } } \
+             fragment B on User { x: email createdBy { ...A } }",
+        ] {
+            assert!(
+                counts(query, serde_json::json!({})).spreads_itself,
+                "{query}"
+            );
+            let document = async_graphql::parser::parse_query(query).expect("parses");
+            let variables = Variables::default();
+            let checked = check_document(
+                &Limits::default(),
+                &document,
+                &variables,
+                HashMap::new(),
+                &OperationInfo::default(),
+            );
+            assert!(checked.is_ok(), "{query}: {checked:?}");
+        }
+        let reused = "{ me { ...U createdBy { ...U } } } fragment U on User { x: id }";
+        assert!(!counts(reused, serde_json::json!({})).spreads_itself);
+    }
+
     #[test]
     fn fragments_spreading_each_other_are_counted_once_each() {
         let mut query = String::from("mutation { ...F0 } ");
