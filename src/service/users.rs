@@ -92,15 +92,8 @@ impl Service {
             });
         let password = fields.check(
             "password",
-            validation::new_password(&input.password, username, email),
+            self.new_password(&input.password, username, email).await?,
         );
-        let password = match password {
-            Some(password) => {
-                let judged = self.judge_password(&password, username, email).await?;
-                fields.check("password", judged).map(|()| password)
-            }
-            None => None,
-        };
         fields.into_result()?;
         match (profile, password) {
             (Some(profile), Some(password)) => Ok((profile, password)),
@@ -108,19 +101,23 @@ impl Service {
         }
     }
 
-    /// [`validation::guessable`] on the hashing threads: it can take the better part of a
-    /// second of CPU, which must not hold an async worker.
-    pub(super) async fn judge_password(
+    /// [`validation::new_password`], then, when it passes, [`validation::guessable`] on the
+    /// hashing threads: that can take the better part of a second of CPU, which must not hold
+    /// an async worker.
+    async fn new_password(
         &self,
-        password: &str,
+        text: &str,
         username: &str,
         email: &str,
-    ) -> AppResult<validation::Checked<()>> {
-        let (password, username, email) =
-            (password.to_owned(), username.to_owned(), email.to_owned());
+    ) -> AppResult<validation::Checked<String>> {
+        let password = match validation::new_password(text, username, email) {
+            Ok(password) => password,
+            refused => return Ok(refused),
+        };
+        let (username, email) = (username.to_owned(), email.to_owned());
         self.0
             .passwords
-            .compute(move || validation::guessable(&password, &username, &email))
+            .compute(move || validation::guessable(&password, &username, &email).map(|()| password))
             .await
     }
 
@@ -301,13 +298,7 @@ impl Service {
             Some(p) => {
                 let username = username.as_deref().unwrap_or(&target.username);
                 let email = email.as_deref().unwrap_or(&target.email);
-                match fields.check("password", validation::new_password(p, username, email)) {
-                    Some(password) => {
-                        let judged = self.judge_password(&password, username, email).await?;
-                        fields.check("password", judged).map(|()| password)
-                    }
-                    None => None,
-                }
+                fields.check("password", self.new_password(p, username, email).await?)
             }
             None => None,
         };
