@@ -358,9 +358,9 @@ fn named(ty: &Type) -> &str {
 }
 
 /// The fields of argument `argument`'s object literal given as a variable the request left out
-/// ([`LeftOut`]). The specification leaves such a field
-/// out; async-graphql passes it on as null, so `updateUser(input: {firstName: $first, phone:
-/// $phone})` sent without `phone` would clear the phone.
+/// ([`LeftOut`]). The specification leaves such a field out; async-graphql passes it on as
+/// null, so `updateUser(input: {firstName: $first, phone: $phone})` sent without `phone`
+/// would clear the phone.
 pub fn left_out_fields(ctx: &Context<'_>, argument: &str) -> Vec<String> {
     let Some(LeftOut(left_out)) = ctx.data_opt::<LeftOut>() else {
         return Vec::new();
