@@ -32,7 +32,7 @@ async fn cors_answers_allowed_origins_only() {
             .header("access-control-request-method", "POST")
             .header(
                 "access-control-request-headers",
-                "content-type, authorization",
+                "content-type, authorization, apollographql-client-name, traceparent",
             )
             .send()
     };
@@ -48,10 +48,10 @@ async fn cors_answers_allowed_origins_only() {
         allowed_headers.contains("content-type"),
         "{allowed_headers}"
     );
-    assert!(
-        allowed_headers.contains("authorization"),
-        "{allowed_headers}"
-    );
+    // Headers client libraries and tracing SDKs add are allowed too.
+    for name in ["authorization", "apollographql-client-name", "traceparent"] {
+        assert!(allowed_headers.contains(name), "{allowed_headers}");
+    }
     assert!(
         headers["access-control-allow-methods"]
             .to_str()
@@ -176,6 +176,50 @@ async fn responses_follow_the_graphql_over_http_spec() {
     assert_eq!(unauthenticated.status(), StatusCode::OK);
     let body: Value = unauthenticated.json().await.expect("json");
     assert_code(&body, "UNAUTHENTICATED");
+    // Refusals made before GraphQL runs come in the media type asked for too (Apollo Client 4
+    // reads a non-2xx body's errors only under it), and every answer varies by `Accept`.
+    for (body, status) in [
+        ("[]", StatusCode::BAD_REQUEST),
+        ("{", StatusCode::BAD_REQUEST),
+        ("{\"variables\": {}}", StatusCode::BAD_REQUEST),
+    ] {
+        let refused = app
+            .post()
+            .header("accept", GRAPHQL)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(refused.status(), status, "{body}");
+        assert!(
+            refused.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with(GRAPHQL),
+            "{body}"
+        );
+        assert_eq!(refused.headers()["vary"], "accept", "{body}");
+        let answer: Value = refused.json().await.expect("json");
+        assert_code(&answer, "BAD_REQUEST");
+    }
+    let other_method = app
+        .client
+        .put(format!("{}/graphql", app.base_url()))
+        .header("accept", GRAPHQL)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(other_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(other_method.headers()["allow"], "GET, HEAD, POST");
+    assert!(
+        other_method.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with(GRAPHQL)
+    );
+    let answer: Value = other_method.json().await.expect("json");
+    assert_code(&answer, "METHOD_NOT_ALLOWED");
     // Neither media type acceptable: 406.
     let html = send("text/html", SERVER_INFO).await.expect("sent");
     assert_eq!(html.status(), StatusCode::NOT_ACCEPTABLE);

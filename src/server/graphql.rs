@@ -18,8 +18,9 @@ use std::time::Instant;
 
 use async_graphql::parser::types::OperationType;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 
 use super::client_ip::client_ip;
@@ -106,6 +107,39 @@ fn qvalue(text: &str) -> Option<u16> {
         "1" if thousandths == 0 => Some(1000),
         _ => None,
     }
+}
+
+/// Every `/graphql` answer in the media type the client accepts, with `Vary: Accept`. The
+/// refusals made before GraphQL runs (an unreadable body, 413, 415, a timeout) are built as
+/// `application/json` too: clients such as Apollo Client 4 read the errors of a non-2xx answer
+/// only under the GraphQL type.
+pub async fn in_negotiated_media(request: Request, next: Next) -> Response {
+    let media = negotiate(request.headers());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if json && media == Some(Media::GraphqlResponse) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
+        );
+    }
+    headers.append(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+/// `/graphql` with a method other than GET, HEAD and POST.
+pub async fn other_method() -> Response {
+    let mut response = request_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "GraphQL requests are sent with POST, or GET for queries",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+    response
 }
 
 /// `POST /graphql`: one GraphQL request as JSON.
@@ -395,12 +429,6 @@ async fn execute(
     } else {
         json_response(StatusCode::OK, &response)
     };
-    if media == Media::GraphqlResponse {
-        http.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
-        );
-    }
     http.extensions_mut().insert(RequestSummary {
         operation_name: operation_name.map(|name| name.chars().take(100).collect()),
         operation: Some(operation),

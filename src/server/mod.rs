@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
@@ -80,7 +80,13 @@ pub fn router(service: Service, settings: &Settings) -> Router {
         router = router.merge(crate::graphiql::routes());
     }
     router
-        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route(
+            "/graphql",
+            get(graphql::get)
+                .post(graphql::post)
+                .fallback(graphql::other_method)
+                .layer(axum::middleware::from_fn(graphql::in_negotiated_media)),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(observe::metrics))
@@ -104,7 +110,9 @@ pub fn router(service: Service, settings: &Settings) -> Router {
 
 /// CORS for browser frontends on other origins: exactly the configured origins (or any,
 /// with `*`; no credentials either way, since rollcall uses no cookies), for GET and POST with
-/// `Content-Type` and `Authorization`. Other origins get no CORS headers at all.
+/// whatever request headers the browser asks for: client libraries and tracing SDKs add their
+/// own (`apollographql-client-name`, `traceparent`, `sentry-trace`), and the server ignores
+/// those it does not read. Other origins get no CORS headers at all.
 fn cors(origins: &[HeaderValue]) -> CorsLayer {
     let allow = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::any()
@@ -114,11 +122,7 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            HeaderName::from_static("x-request-id"),
-        ])
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(CORS_MAX_AGE)
 }
