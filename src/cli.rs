@@ -13,6 +13,7 @@ use crate::service::{NewUser, Service};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.settings.log_format;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -47,7 +48,13 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", chain(&err));
+            let text = chain(&err);
+            // A log collector reading JSON would drop or mangle a plain line, and this one
+            // says why the process ended.
+            match log_format {
+                LogFormat::Text => eprintln!("error: {text}"),
+                LogFormat::Json => tracing::error!(error = text, "exiting"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -177,8 +177,9 @@ pub struct Settings {
     /// statement may run, before it fails instead of hanging.
     #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_db_timeout, global = true)]
     pub db_timeout: Duration,
-    /// Maximum password hashes computed at once (each holds 19 MiB); defaults to the core count.
-    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = at_least_one(), global = true)]
+    /// Maximum password hashes computed at once (each holds 19 MiB), 1 to 256; defaults to the
+    /// core count.
+    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256), global = true)]
     pub hash_concurrency: Option<usize>,
     /// Consecutive failed password or two-factor checks on one account's logins (or an unknown
     /// login), or inside one session, before it is throttled.
@@ -472,7 +473,7 @@ mod tests {
     }
 
     /// What operators write: bare addresses, spaces after commas; never zero connections or
-    /// hashing threads.
+    /// hashing threads, nor more threads than a machine starts.
     #[test]
     fn settings_as_operators_write_them() {
         use clap::Parser;
@@ -490,6 +491,9 @@ mod tests {
         assert!(parse(&["--db-max-connections", "0"]).is_err());
         assert!(parse(&["--hash-concurrency", "0"]).is_err());
         assert!(parse(&["--hash-concurrency", "2"]).is_ok());
+        // Each is a thread with its own stack: thousands fail to start, so none are allowed.
+        assert!(parse(&["--hash-concurrency", "256"]).is_ok());
+        assert!(parse(&["--hash-concurrency", "257"]).is_err());
         let grace = |text| {
             parse(&["--refresh-reuse-grace", text]).map(|cli| cli.settings.refresh_reuse_grace)
         };

@@ -581,6 +581,9 @@ fn a_bad_database_url_is_reported_without_its_password() {
     for url in [
         "postgres://app:pa/ss#w?rd@127.0.0.1:5432/rollcall",
         "mysqlx://app:hunter2secret@127.0.0.1/rollcall",
+        // libpq's form, and a URL one slash short (read as a local database named after it).
+        "host=127.0.0.1 user=app password=hunter2secret dbname=rollcall",
+        "postgres:/app:hunter2secret@127.0.0.1/rollcall",
     ] {
         let out = run_or_kill(
             rollcall_command(url, &[]).arg("migrate"),
@@ -593,6 +596,26 @@ fn a_bad_database_url_is_reported_without_its_password() {
             "{stderr}"
         );
         assert!(stderr.contains("error"), "{stderr}");
+    }
+    // An empty one, and an in-memory SQLite database (one per pooled connection, the schema in
+    // one of them), are refused with their reason, and as JSON when the logs are.
+    for (url, reason) in [
+        ("", "DATABASE_URL is empty"),
+        ("sqlite::memory:", "in-memory"),
+        ("sqlite://x.db?mode=memory", "in-memory"),
+    ] {
+        let out = run_or_kill(
+            rollcall_command(url, &[("ROLLCALL_LOG_FORMAT", "json")]).arg("migrate"),
+            "rollcall migrate with a bad URL",
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON line");
+        assert_eq!(line["level"], "ERROR", "{stderr}");
+        assert!(
+            line["error"].as_str().is_some_and(|e| e.contains(reason)),
+            "{stderr}"
+        );
     }
 }
 

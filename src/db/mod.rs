@@ -174,7 +174,12 @@ pub fn unknown_migration(err: &DbErr) -> bool {
 /// as a password may hold one unencoded) and in a `password` query parameter.
 pub fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        // `sqlite:path` holds no password; anything else in no URL form might be one.
+        return if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            "<DATABASE_URL>".to_owned()
+        };
     };
     // The user information first: a password may hold `/`, `?` or `#` unencoded too.
     let (credentials, rest) = match rest.rsplit_once('@') {
@@ -201,6 +206,35 @@ pub fn redacted_url(url: &str) -> String {
         format!("?{}", parameters.join("&"))
     });
     format!("{scheme}://{address}{}", query.unwrap_or_default())
+}
+
+/// Why `url` names no database this server can open, said without repeating it: what is not
+/// in a URL's form may be a password, or a libpq `key=value` string holding one, and a
+/// PostgreSQL URL with one slash short would be read as a local database named after its
+/// credentials.
+pub fn url_problem(url: &str) -> Option<&'static str> {
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.is_empty() {
+        return Some("DATABASE_URL is empty");
+    }
+    if lower.starts_with("sqlite:") {
+        // Each pooled connection would open a database of its own, the schema in one of them.
+        let in_memory = lower.contains(":memory:")
+            || lower
+                .split_once('?')
+                .is_some_and(|(_, query)| query.split('&').any(|p| p == "mode=memory"));
+        return in_memory.then_some(
+            "an in-memory SQLite database lives in one connection and this server opens several: \
+             give a file, such as `sqlite://rollcall.db?mode=rwc`",
+        );
+    }
+    let postgres = ["postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme));
+    (!postgres).then_some(
+        "DATABASE_URL is neither `sqlite://path?mode=rwc` nor \
+         `postgres://user:password@host/database` (it is not shown: it may hold a password)",
+    )
 }
 
 /// PostgreSQL: 10. SQLite runs its queries on this process's threads, one per connection, so
@@ -349,6 +383,30 @@ mod tests {
 
     use super::{default_pool_size, sqlite_busy};
 
+    /// Only the two URL forms are opened; the reasons never repeat the URL.
+    #[test]
+    fn database_urls_of_other_forms_are_refused() {
+        for url in [
+            "sqlite://rollcall.db?mode=rwc",
+            "sqlite:rollcall.db",
+            "postgres://u:p@db/x",
+            "postgresql://db/x",
+        ] {
+            assert_eq!(super::url_problem(url), None, "{url}");
+        }
+        for url in [
+            "",
+            "  ",
+            "host=db password=secret",
+            "postgres:/u:secret@db/x",
+            "sqlite::memory:",
+            "sqlite://x.db?cache=shared&mode=memory",
+        ] {
+            let problem = super::url_problem(url).expect(url);
+            assert!(!problem.contains("secret"), "{problem}");
+        }
+    }
+
     #[test]
     fn database_urls_lose_their_passwords() {
         for (url, redacted) in [
@@ -357,6 +415,8 @@ mod tests {
                 "postgres://u:***@db:5432/x",
             ),
             ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+            ("host=db password=secret", "<DATABASE_URL>"),
+            ("sqlite:rollcall.db", "sqlite:rollcall.db"),
             ("postgres://app:pa/ss#w?rd@db/x", "postgres://app:***@db/x"),
             (
                 "postgres://u@db/x?sslmode=require&password=secret",

@@ -196,6 +196,8 @@ pub enum StartError {
          not know): run that release, or restore the backup taken before the upgrade"
     )]
     MigratedByNewer { url: String, source: sea_orm::DbErr },
+    #[error("{0}")]
+    BadDatabaseUrl(&'static str),
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
@@ -206,6 +208,9 @@ pub enum StartError {
 /// password) and the time allowed when it cannot be reached.
 pub async fn connect(settings: &Settings, max_connections: Option<u32>) -> Result<Db, StartError> {
     let url = &settings.database_url;
+    if let Some(problem) = crate::db::url_problem(url) {
+        return Err(StartError::BadDatabaseUrl(problem));
+    }
     Db::connect(url, max_connections, settings.db_timeout)
         .await
         .map_err(|source| StartError::Connect {
