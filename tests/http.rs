@@ -270,3 +270,35 @@ fn committed_schema_matches_the_code() {
         "schema.graphql is stale: run `cargo run -- schema > schema.graphql`"
     );
 }
+
+/// SQLite: a database file deleted, or another moved to its path (a backup restored with
+/// `mv`), while the server runs is one it no longer writes to: `/ready` says so.
+#[tokio::test]
+async fn a_replaced_sqlite_file_is_not_ready() {
+    let Some(app) = TestApp::spawn(support::Backend::Sqlite).await else {
+        return;
+    };
+    let path = app
+        .db
+        .url
+        .strip_prefix("sqlite://")
+        .and_then(|rest| rest.split('?').next())
+        .map(std::path::PathBuf::from)
+        .expect("a SQLite file URL");
+    let ready = || async {
+        app.client
+            .get(format!("{}/ready", app.base_url()))
+            .send()
+            .await
+            .expect("ready")
+            .status()
+    };
+    assert_eq!(ready().await, 200);
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).expect("move the file away");
+    assert_eq!(ready().await, 503, "the file is gone");
+    std::fs::write(&path, b"").expect("an empty file in its place");
+    assert_eq!(ready().await, 503, "another file is in its place");
+    std::fs::rename(&aside, &path).expect("the file back");
+    assert_eq!(ready().await, 200, "the file it opened is back");
+}

@@ -36,6 +36,23 @@ pub struct Db {
     writer: DatabaseConnection,
     statements: Arc<AtomicU64>,
     timeout: Duration,
+    /// SQLite: the database file as opened, to tell when another took its place.
+    file: Option<OpenedFile>,
+}
+
+/// A file by path and identity: the pools keep the one they opened, even once it is deleted
+/// or another is moved to its path (a backup restored with `mv`), and writes to it are lost.
+#[derive(Clone, Debug)]
+struct OpenedFile {
+    path: std::path::PathBuf,
+    identity: (u64, u64),
+}
+
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
 }
 
 impl Db {
@@ -60,17 +77,22 @@ impl Db {
         let conn = open(options(url, max_connections.max(1), timeout), &statements)
             .await
             .map_err(redact)?;
-        let writer = match conn.get_database_backend() {
-            DatabaseBackend::Sqlite => open(options(url, 1, timeout), &statements)
-                .await
-                .map_err(redact)?,
-            _ => conn.clone(),
+        let (writer, file) = match conn.get_database_backend() {
+            DatabaseBackend::Sqlite => {
+                let writer = open(options(url, 1, timeout), &statements)
+                    .await
+                    .map_err(redact)?;
+                let file = opened_file(&writer).await?;
+                (writer, file)
+            }
+            _ => (conn.clone(), None),
         };
         Ok(Self {
             conn,
             writer,
             statements,
             timeout,
+            file,
         })
     }
 
@@ -119,6 +141,16 @@ impl Db {
                 self.timeout
             )))),
         }
+    }
+
+    /// SQLite: the path of the database file when it is gone, or another file is at its path,
+    /// since start-up. The server still uses the file it opened, and nothing written to it
+    /// survives a restart.
+    pub fn file_replaced(&self) -> Option<&std::path::Path> {
+        self.file
+            .as_ref()
+            .filter(|file| identity(&file.path) != Some(file.identity))
+            .map(|file| file.path.as_path())
     }
 
     /// Statements executed since start-up.
@@ -331,6 +363,25 @@ async fn open(
         counter.fetch_add(1, Ordering::Relaxed);
     });
     Ok(conn)
+}
+
+/// The main database file of a SQLite connection, as SQLite names it (`None` for a temporary
+/// database, which has no file).
+async fn opened_file(conn: &DatabaseConnection) -> Result<Option<OpenedFile>, DbErr> {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            DatabaseBackend::Sqlite,
+            "SELECT file FROM pragma_database_list WHERE name = 'main'",
+        ))
+        .await?;
+    let path = row
+        .and_then(|row| row.try_get_by_index::<String>(0).ok())
+        .filter(|path| !path.is_empty())
+        .map(std::path::PathBuf::from);
+    Ok(path.and_then(|path| {
+        let identity = identity(&path)?;
+        Some(OpenedFile { path, identity })
+    }))
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.

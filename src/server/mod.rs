@@ -268,6 +268,18 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
+    if let Some(path) = state.service.db().file_replaced() {
+        tracing::error!(
+            path = %path.display(),
+            "the SQLite database file was removed or replaced since start-up; this server \
+             still uses the file it opened, and what it writes there is lost: restart it"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database file removed or replaced",
+        )
+            .into_response();
+    }
     // Reachable, and holding exactly this release's schema: an empty database put in place
     // of the old one, or one a newer release migrated, answers every request with an error.
     match state.service.db().pending_migrations().await {
