@@ -1617,6 +1617,22 @@ async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
         .await;
     assert_ok(&body);
     assert_eq!(body["data"]["updateUser"]["firstName"], "Eve", "{body}");
+    // Nor one that today's rules would write differently (trimmed), beside a real change.
+    run("UPDATE users SET last_name = ' Ed ' WHERE username = 'eve2'").await;
+    let body = second
+        .update_user(
+            &eve2,
+            &eve2.id,
+            json!({"firstName": "Eva", "lastName": " Ed ", "phone": "call after 5pm"}),
+        )
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["updateUser"]["lastName"], " Ed ", "{body}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE last_name = ' Ed ' AND first_name = 'Eva'")
+            .await,
+        1
+    );
     let body = second
         .update_user(&eve2, &eve2.id, json!({"phone": "call before 5pm"}))
         .await;

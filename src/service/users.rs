@@ -450,12 +450,18 @@ impl Service {
                           sent: &Option<Option<String>>,
                           check: Check,
                           new: &mut sea_orm::ActiveValue<Option<String>>,
+                          judged: &Option<String>,
                           now: &Option<String>| {
             let Some(value) = sent.as_ref().filter(|_| !is_set(new)) else {
                 return;
             };
-            // As it was stored when the edit was judged, so valid then, if not by today's rule.
-            let value = check(value.as_deref()).unwrap_or_else(|_| value.clone());
+            // Sent back exactly as it was stored when the edit was judged, it is restored as it
+            // was (valid then, if not by today's rule); otherwise it is what checking it made.
+            let value = if value == judged {
+                value.clone()
+            } else {
+                check(value.as_deref()).unwrap_or_else(|_| value.clone())
+            };
             if value != *now {
                 *new = Set(value);
                 changed.push(field);
@@ -467,6 +473,7 @@ impl Service {
             &changes.first_name,
             name,
             &mut active.first_name,
+            &target.first_name,
             &current.first_name,
         );
         resent(
@@ -474,6 +481,7 @@ impl Service {
             &changes.last_name,
             name,
             &mut active.last_name,
+            &target.last_name,
             &current.last_name,
         );
         resent(
@@ -481,6 +489,7 @@ impl Service {
             &changes.phone,
             validation::phone,
             &mut active.phone,
+            &target.phone,
             &current.phone,
         );
         let mut disabled = disabled;
