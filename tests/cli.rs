@@ -360,6 +360,89 @@ async fn postgres_import_users() {
     import_users(Backend::Postgres).await;
 }
 
+/// PostgreSQL checks an import's names without a lock on the table, so another writer can
+/// take one before the rows go in: the refusal still names the row and the field.
+#[tokio::test]
+async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    assert_succeeded(&create_user(&db.url, "alice", "owner"));
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    // Another writer's row, uncommitted: the import's check cannot see it, and its insert
+    // waits on the unique index until this commits.
+    let writer = conn.begin().await.expect("begin");
+    writer
+        .execute_unprepared(
+            "INSERT INTO users (id, username, username_key, email, password_hash, role, \
+             created_at, updated_at) SELECT gen_random_uuid(), 'racer', 'racer', \
+             'zed@example.com', password_hash, 'STANDARD', now(), now() FROM users",
+        )
+        .await
+        .expect("insert");
+    let hash = rollcall::auth::password::Passwords::new(1)
+        .expect("a hashing thread")
+        .hash(PASSWORD.to_owned())
+        .await
+        .expect("hashed");
+    let rows = serde_json::json!([
+        {"username": "yves", "email": "yves@example.com", "passwordHash": hash},
+        {"username": "zed", "email": "zed@example.com", "passwordHash": hash},
+    ]);
+    let mut child = rollcall_command(&db.url, &[])
+        .args(["user", "import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rollcall");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(rows.to_string().as_bytes())
+        .expect("write rows");
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_owned();
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count: i64 = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                waiting.as_str(),
+            ))
+            .await
+            .expect("query")
+            .and_then(|row| row.try_get_by_index(0).ok())
+            .unwrap_or_default();
+        if count > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never waited on the index"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    writer.commit().await.expect("commit");
+    let out = output_or_kill(child, "rollcall user import");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1.email"), "{stderr}");
+    assert!(!stderr.contains("0."), "{stderr}");
+    let _ = conn.close().await;
+}
+
 /// A user who lost their authenticator and recovery codes gets back in once the operator
 /// resets their two-factor login; the sessions they had end.
 async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {

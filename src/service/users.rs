@@ -978,15 +978,20 @@ impl Service {
                 .map(|m| m.clone().into_active_model().reset_all());
             if let Err(err) = Users::insert_many(rows).exec_without_returning(&tx).await {
                 tx.rollback().await?;
-                return Err(match unique_violation(&err) {
-                    Some(_) => {
+                if unique_violation(&err).is_none() {
+                    return Err(err.into());
+                }
+                // Taken by another writer since the check (on PostgreSQL, which checked
+                // without SQLite's write lock): checked again, the rows are named.
+                return Err(match check_importable(self.db().writer(), &models).await {
+                    Err(err) => err,
+                    Ok(()) => {
                         let error = FieldError::new(
                             FieldCode::Taken,
                             "an imported username or email is already in use",
                         );
                         AppError::Conflict([("username".to_owned(), error)].into())
                     }
-                    None => err.into(),
                 });
             }
         }
@@ -999,7 +1004,7 @@ impl Service {
 /// The checks of a bulk import that need the database, inside its transaction `tx`, each
 /// naming its rows: creators that are no user (BAD_USER_INPUT), then names already in use
 /// (CONFLICT). The creators stay locked until the import commits, so none is deleted first.
-async fn check_importable(tx: &sea_orm::DatabaseTransaction, models: &[User]) -> AppResult<()> {
+async fn check_importable(tx: &impl sea_orm::ConnectionTrait, models: &[User]) -> AppResult<()> {
     use std::collections::{HashMap, HashSet};
     let keys: Vec<String> = models.iter().map(|m| m.username_key.clone()).collect();
     let emails: Vec<String> = models.iter().map(|m| m.email.clone()).collect();
