@@ -134,7 +134,7 @@ pub fn username(text: &str) -> Checked<String> {
     {
         return refused(
             FieldCode::Format,
-            "may contain only letters, digits, '_', '.' and '-'",
+            "may contain only ASCII letters (a-z), digits, '_', '.' and '-'",
         );
     }
     if !text.chars().any(|c| c.is_ascii_alphanumeric()) {
@@ -283,11 +283,23 @@ pub fn email(text: &str) -> Checked<String> {
     if !local_ok || !domain_ok || domain.split('.').any(is_ascii_form) {
         return invalid();
     }
-    // As SMTP and DNS allow.
-    if local.len() > 64 || domain.split('.').any(|label| label.len() > 63) {
+    // As SMTP and DNS allow: DNS carries a label in its ASCII form (`xn--…`), which is longer
+    // than the letters for a few, shorter for many.
+    let dns_length = |label: &str| {
+        if label.is_ascii() {
+            Some(label.len())
+        } else {
+            idna::punycode::encode_str(label).map(|encoded| ACE_PREFIX.len() + encoded.len())
+        }
+    };
+    if local.len() > 64
+        || domain
+            .split('.')
+            .any(|label| dns_length(label).is_none_or(|length| length > 63))
+    {
         return refused(
             FieldCode::Length,
-            "must have at most 64 bytes before the @ and 63 in each part of the domain",
+            "must have at most 64 bytes before the @ and 63 in each part of the domain (in its xn-- form)",
         );
     }
     Ok(email)
@@ -582,6 +594,8 @@ mod tests {
             format!("alice@{}.com", "a".repeat(64)),
             format!("{}@example.com", "a".repeat(65)),
             format!("a@{}.com", "a.".repeat(130)),
+            // 21 letters, 63 bytes, but 67 in DNS's form.
+            "a@中文域名测试很长的标签名字用于检查长度是否.cn".to_owned(),
         ] {
             assert_eq!(
                 email(&long).map_err(|e| e.code),
@@ -594,6 +608,8 @@ mod tests {
             "first.last@sub-domain.example.com",
             "émile@bücher.de",
             "user@xn--bcher-kva.de",
+            // 80 bytes as letters, 46 in DNS's form.
+            &format!("x@{}.de", "ü".repeat(40)),
             "ユーザー@例え.jp",
             "नमस्ते@उदाहरण.भारत",
         ] {
