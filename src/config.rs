@@ -396,6 +396,15 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 /// Parses durations such as `2s`, `15m`, `12h` or `30d` (humantime's syntax, so `1h 30m` too);
 /// zero is refused, since every duration here is a lifetime or a timeout.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    // humantime reads `M` as months: `15M` meant as minutes would be a token for over a year.
+    if text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .any(|unit| unit == "M")
+    {
+        return Err(format!(
+            "`{text}`: `M` is months here; write `m` for minutes, or days (`30d`)"
+        ));
+    }
     let duration =
         humantime::parse_duration(text.trim()).map_err(|err| format!("`{text}`: {err}"))?;
     if duration.is_zero() {
@@ -499,6 +508,17 @@ mod tests {
         };
         assert_eq!(grace("0s").expect("no grace"), std::time::Duration::ZERO);
         assert!(grace("-1s").is_err());
+        let ttl = |text| parse(&["--access-ttl", text]).map(|cli| cli.settings.access_ttl);
+        assert_eq!(
+            ttl("1h 15m").expect("minutes"),
+            std::time::Duration::from_secs(4500)
+        );
+        assert!(
+            ttl("15M").is_err(),
+            "months, where minutes were likely meant"
+        );
+        assert!(ttl("1h 15M").is_err());
+        assert!(ttl("2months").is_ok());
         for limit in ["--max-depth", "--max-query-bytes", "--max-complexity"] {
             assert!(parse(&[limit, "0"]).is_err(), "{limit} 0");
             assert!(parse(&[limit, "1"]).is_ok(), "{limit} 1");

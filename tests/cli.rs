@@ -443,6 +443,64 @@ async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
     let _ = conn.close().await;
 }
 
+/// PostgreSQL: an instance waiting for another's migration says so, since the wait has no
+/// bound, then migrates once the other is done.
+#[tokio::test]
+async fn postgres_migrate_says_it_waits_for_another_instance() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let backend = conn.get_database_backend();
+    // The lock another instance's migration holds ("rollcall" in ASCII), until it commits.
+    let other = conn.begin().await.expect("begin");
+    other
+        .execute_unprepared("SELECT pg_advisory_xact_lock(8245928655518264428)")
+        .await
+        .expect("lock");
+    let child = rollcall_command(&db.url, &[])
+        .arg("migrate")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rollcall");
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_owned();
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count: i64 = conn
+            .query_one_raw(sea_orm::Statement::from_string(backend, waiting.as_str()))
+            .await
+            .expect("query")
+            .and_then(|row| row.try_get_by_index(0).ok())
+            .unwrap_or_default();
+        if count > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "migrate never waited for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    other.commit().await.expect("commit");
+    let out = output_or_kill(child, "rollcall migrate");
+    assert_succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another instance is migrating"), "{stderr}");
+    let _ = conn.close().await;
+}
+
 /// A user who lost their authenticator and recovery codes gets back in once the operator
 /// resets their two-factor login; the sessions they had end.
 async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {

@@ -116,8 +116,20 @@ impl Db {
             // Building an index on a large table may take longer than a request may.
             tx.execute_unprepared("SET LOCAL statement_timeout = 0")
                 .await?;
-            tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-                .await?;
+            let locked = tx
+                .query_one_raw(sea_orm::Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    format!("SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK})"),
+                ))
+                .await?
+                .and_then(|row| row.try_get_by_index::<bool>(0).ok())
+                .unwrap_or(false);
+            if !locked {
+                // Said, since the wait has no bound: a large index may take minutes to build.
+                tracing::info!("another instance is migrating the database; waiting for it");
+                tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                    .await?;
+            }
         }
         Migrator::up(&tx, None).await?;
         tx.commit().await

@@ -245,7 +245,9 @@ impl Service {
             Some(UniqueViolation::Username) => "username",
             Some(UniqueViolation::Email) => "email",
             Some(UniqueViolation::Owner) => {
-                return AppError::Forbidden("An owner already exists; transfer ownership instead");
+                return AppError::Forbidden(
+                    "An owner already exists; transfer ownership instead (setRole to OWNER, or `rollcall user promote-owner`)",
+                );
             }
             _ => return err.into(),
         };
