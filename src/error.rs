@@ -254,6 +254,13 @@ pub fn finalize_response(response: &mut Response) {
         }
         error.extensions = Some(extensions);
     }
+    // async-graphql validates some documents in two walks that each report the same problem
+    // (a subscription, which this schema lacks): each is said once.
+    let mut seen = std::collections::HashSet::new();
+    response.errors.retain(|error| {
+        let at: Vec<(usize, usize)> = error.locations.iter().map(|p| (p.line, p.column)).collect();
+        !error.path.is_empty() || seen.insert((error.message.clone(), at))
+    });
 }
 
 fn fields_value(fields: &FieldErrors, part: impl Fn(&FieldError) -> String) -> Value {

@@ -247,6 +247,12 @@ async fn every_error_has_a_code(app: TestApp) {
             "{query}: {body}"
         );
     }
+    // Said once, though the engine's validation finds it twice.
+    let body = app
+        .gql(None, "subscription { serverInfo { name } }", json!({}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
     let body = app.gql(None, support::ME, json!({})).await;
     assert_code(&body, "UNAUTHENTICATED");
     let body = app.me("not-a-jwt").await;
