@@ -23,6 +23,18 @@ fn known_secret() -> String {
 
 async fn login_by_username_and_email(app: TestApp) {
     let alice = app.register("alice").await;
+    // A registration opens a session, so it counts as the first login.
+    let me = app
+        .gql(
+            Some(&alice.access),
+            "{ me { createdAt lastLoginAt } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        me["data"]["me"]["lastLoginAt"], me["data"]["me"]["createdAt"],
+        "{me}"
+    );
     for login in ["alice", "ALICE", "alice@example.com", "Alice@EXAMPLE.com"] {
         let before = Utc::now();
         let body = app.login(login, PASSWORD).await;

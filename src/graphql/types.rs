@@ -26,7 +26,8 @@ use crate::service::{self, NewUser, Page, UserChanges};
 pub struct Timestamp(pub DateTime<Utc>);
 
 /// A moment, as an RFC 3339 date and time with its offset (`2027-01-31T09:30:00Z`,
-/// `2027-01-31T10:30:00+01:00`); the server answers in UTC.
+/// `2027-01-31T10:30:00+01:00`); the server answers in UTC, always in one form, with
+/// microseconds and `Z` (`2027-01-31T09:30:00.000000Z`).
 #[Scalar(
     name = "DateTime",
     specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
@@ -46,7 +47,8 @@ impl ScalarType for Timestamp {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(self.0.to_rfc3339())
+        // One form for every answer: fixed-format parsers (Swift's, say) take one pattern.
+        Value::String(self.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
     }
 }
 
@@ -146,14 +148,17 @@ impl UserObject {
         self.private(ctx, Some(&self.model.email)).await
     }
 
+    /// Null when not set, and unless the viewer is this user, an admin or the owner.
     async fn first_name(&self, ctx: &Context<'_>) -> Option<&str> {
         self.private(ctx, self.model.first_name.as_deref()).await
     }
 
+    /// Null when not set, and unless the viewer is this user, an admin or the owner.
     async fn last_name(&self, ctx: &Context<'_>) -> Option<&str> {
         self.private(ctx, self.model.last_name.as_deref()).await
     }
 
+    /// Null when not set, and unless the viewer is this user, an admin or the owner.
     async fn phone(&self, ctx: &Context<'_>) -> Option<&str> {
         self.private(ctx, self.model.phone.as_deref()).await
     }
@@ -174,6 +179,8 @@ impl UserObject {
         self.model.updated_at.into()
     }
 
+    /// The last login (a registration is the first); null for an account never signed in. A
+    /// refresh is no login.
     async fn last_login_at(&self) -> Option<Timestamp> {
         self.model.last_login_at.map(Into::into)
     }
@@ -243,7 +250,8 @@ pub struct ApiTokenObject {
     pub id: ID,
     pub name: String,
     pub created_at: Timestamp,
-    /// Up to a minute behind the latest use: uses are recorded at most once a minute.
+    /// Null until the token is first used; then up to a minute behind the latest use: uses
+    /// are recorded at most once a minute.
     pub last_used_at: Option<Timestamp>,
     /// Null: it never expires (revoke it when it is no longer needed).
     pub expires_at: Option<Timestamp>,
@@ -358,7 +366,8 @@ impl AuditEntryObject {
         or_null(ctx, load_user(ctx, self.0.actor_id).await)
     }
 
-    /// The user the change is about.
+    /// The user the change is about; null for a change about no user (`USERS_IMPORTED`,
+    /// `SIGNING_KEY_ROTATED`).
     async fn target_id(&self) -> Option<ID> {
         self.0.target_id.map(|id| ID(id.to_string()))
     }

@@ -53,6 +53,8 @@ impl Service {
             };
             let mut model = prepared.clone();
             model.role = role;
+            // The registration opens a session: it is the account's first login.
+            model.last_login_at = Some(model.created_at);
             match user::Entity::insert(model.clone().into_active_model().reset_all())
                 .exec_without_returning(&tx)
                 .await
