@@ -192,9 +192,23 @@ async fn managers_issue_and_see_tokens_of_users_they_manage(app: TestApp) {
         seen["data"]["user"]["apiTokens"][0]["id"],
         for_bob_id.as_str()
     );
-    // Bob sees it among his own.
-    let own = app.gql(Some(&bob.access), MY_TOKENS, json!({})).await;
-    assert_eq!(own["data"]["me"]["apiTokens"][0]["id"], for_bob_id.as_str());
+    // Bob sees it among his own, and who made it for him (an admin's profile stays hidden
+    // from him), beside the one he made himself.
+    create_token(&app, &bob, json!({"name": "mine"})).await;
+    let own = app
+        .gql(
+            Some(&bob.access),
+            "{ me { apiTokens { id name createdBy { username email } } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&own);
+    let tokens = &own["data"]["me"]["apiTokens"];
+    assert_eq!(tokens[1]["id"], for_bob_id.as_str(), "{own}");
+    assert_eq!(tokens[1]["createdBy"]["username"], "adele", "{own}");
+    assert_eq!(tokens[1]["createdBy"]["email"], Value::Null, "{own}");
+    assert_eq!(tokens[0]["name"], "mine", "{own}");
+    assert_eq!(tokens[0]["createdBy"]["username"], "bob", "{own}");
 
     // Nobody issues for, or sees the tokens of, someone they do not manage.
     for (actor, target) in [(&admin, &owner.id), (&bob, &carol.id), (&admin, &admin.id)] {

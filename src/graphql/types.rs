@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::{
-    Context, Enum, ID, InputObject, InputValueError, InputValueResult, MaybeUndefined, Object,
-    Scalar, ScalarType, SimpleObject, Value,
+    ComplexObject, Context, Enum, ID, InputObject, InputValueError, InputValueResult,
+    MaybeUndefined, Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -232,7 +232,15 @@ impl UserObject {
         let tokens = self
             .credentials(ctx, ApiTokensOf(self.model.id), "loading API tokens")
             .await?;
-        Some(tokens.into_iter().map(ApiTokenObject::from).collect())
+        Some(
+            tokens
+                .into_iter()
+                .map(|row| ApiTokenObject {
+                    signed_in: self.signed_in.clone(),
+                    ..row.into()
+                })
+                .collect(),
+        )
     }
 
     /// Whether two-factor login is on. This user and those who manage them may see it; anyone
@@ -245,7 +253,7 @@ impl UserObject {
 
 /// A long-lived credential for scripts; its token is shown only when it is created.
 #[derive(SimpleObject)]
-#[graphql(name = "ApiToken")]
+#[graphql(name = "ApiToken", complex)]
 pub struct ApiTokenObject {
     pub id: ID,
     pub name: String,
@@ -255,6 +263,24 @@ pub struct ApiTokenObject {
     pub last_used_at: Option<Timestamp>,
     /// Null: it never expires (revoke it when it is no longer needed).
     pub expires_at: Option<Timestamp>,
+    #[graphql(skip)]
+    created_by: Option<Uuid>,
+    /// The viewer, as for the user whose token this is.
+    #[graphql(skip)]
+    signed_in: Option<SignedIn>,
+}
+
+#[ComplexObject]
+impl ApiTokenObject {
+    /// Who created the token: its user, or the admin or owner who issued it for them. A user
+    /// sees here a credential someone else made for them.
+    async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
+        let creator = or_null(ctx, load_user(ctx, self.created_by).await)?;
+        Some(UserObject {
+            signed_in: self.signed_in.clone(),
+            ..creator
+        })
+    }
 }
 
 impl From<crate::db::entities::api_token::Model> for ApiTokenObject {
@@ -265,6 +291,8 @@ impl From<crate::db::entities::api_token::Model> for ApiTokenObject {
             created_at: row.created_at.into(),
             last_used_at: row.last_used_at.map(Into::into),
             expires_at: row.expires_at.map(Into::into),
+            created_by: row.created_by,
+            signed_in: None,
         }
     }
 }
