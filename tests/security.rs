@@ -883,7 +883,39 @@ async fn an_attempt_nobody_waited_for_is_not_counted(app: TestApp) {
     assert_eq!(app.count(&counted).await, 1);
 }
 
+/// Counts nobody has added to for a day go, a few rows a statement (two here), so a flood's
+/// backlog never needs one statement longer than the timeout; recent and locked ones stay.
+async fn old_throttle_counts_are_forgotten_in_batches(app: TestApp) {
+    let db = app.database().await;
+    let day_ago = chrono::Utc::now().timestamp_millis() - 25 * 3600 * 1000;
+    let far = chrono::Utc::now().timestamp_millis() + 3600 * 1000;
+    for (subject, locked_until, updated_at) in [
+        ("login:a", 0, day_ago),
+        ("login:b", 0, day_ago),
+        ("login:c", 0, day_ago),
+        ("login:d", 0, day_ago),
+        ("login:e", 0, day_ago),
+        ("login:locked", far, day_ago),
+        ("login:recent", 0, day_ago + 2 * 3600 * 1000),
+    ] {
+        db.execute_unprepared(&format!(
+            "INSERT INTO credential_failures VALUES ('{subject}', 5, {locked_until}, {updated_at})"
+        ))
+        .await
+        .expect("a count");
+    }
+    let purged = rollcall::db::throttle::purge(&db, 2)
+        .await
+        .expect("purge runs");
+    assert_eq!(purged, 5);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM credential_failures").await,
+        2
+    );
+}
+
 backend_tests!(
+    old_throttle_counts_are_forgotten_in_batches,
     account_throttle_after_five_failures,
     waits_grow_and_unknown_logins_are_throttled_alike,
     parallel_attempts_cannot_slip_past_the_count,

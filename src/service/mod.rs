@@ -484,7 +484,7 @@ async fn housekeeping(service: Weak<Inner>) {
             return;
         };
         inner.ip_limiter.forget_idle();
-        if let Err(err) = throttle::purge(inner.db.writer()).await {
+        if let Err(err) = throttle::purge(inner.db.writer(), PURGE_BATCH).await {
             tracing::warn!(error = %err, "purging old credential failures");
         }
         if let Err(err) =
