@@ -451,7 +451,48 @@ async fn credential_fields_answer_per_user_and_for_the_payload(app: TestApp) {
     }
 }
 
+/// A user holds at most 100 live sessions: a login beyond ends the oldest, whose tokens stop.
+async fn a_login_beyond_the_most_sessions_ends_the_oldest(app: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let alice = app.register("alice").await;
+    let db = app.database().await;
+    let backend = db.get_database_backend();
+    let first: uuid::Uuid = db
+        .query_one_raw(Statement::from_string(backend, "SELECT id FROM sessions"))
+        .await
+        .expect("query")
+        .and_then(|row| row.try_get_by_index(0).ok())
+        .expect("the registration's session");
+    let placeholders = match app.backend {
+        support::Backend::Sqlite => ("?", "?"),
+        support::Backend::Postgres => ("$1", "$2"),
+    };
+    // 99 more, as new as the registration's: 100 in all.
+    for _ in 0..99 {
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at) \
+                 SELECT {}, user_id, created_at, last_used_at FROM sessions WHERE id = {}",
+                placeholders.0, placeholders.1
+            ),
+            [uuid::Uuid::now_v7().into(), first.into()],
+        ))
+        .await
+        .expect("a session");
+    }
+    let live = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL";
+    assert_eq!(app.count(live).await, 100);
+    assert_ok(&app.me(&alice.access).await);
+    let newest = app.login_as("alice").await;
+    assert_eq!(app.count(live).await, 100);
+    assert_ok(&app.me(&newest.access).await);
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
+}
+
 backend_tests!(
+    a_login_beyond_the_most_sessions_ends_the_oldest,
     lists_own_sessions_newest_first,
     credential_fields_answer_per_user_and_for_the_payload,
     managers_see_the_sessions_of_those_they_manage,

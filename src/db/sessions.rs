@@ -255,6 +255,34 @@ pub async fn revoke_all_for_user(db: &impl ConnectionTrait, user_id: Uuid) -> Re
     Ok(())
 }
 
+/// Ends `user_id`'s live sessions beyond the newest `keep`. Each login is a session: a user
+/// logging in over and over would otherwise grow, without bound, the list every page showing
+/// their sessions loads.
+pub async fn end_beyond(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    live: &Live,
+    keep: u64,
+) -> Result<u64, DbErr> {
+    let newest = Query::select()
+        .column(session::Column::Id)
+        .from(session::Entity)
+        .and_where(session::Column::UserId.eq(user_id))
+        .cond_where(live.condition())
+        .order_by(session::Column::CreatedAt, sea_orm::Order::Desc)
+        .order_by(session::Column::Id, sea_orm::Order::Desc)
+        .limit(keep)
+        .to_owned();
+    Ok(session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(live.condition())
+        .filter(session::Column::Id.not_in_subquery(newest))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 /// What [`purge`] deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {

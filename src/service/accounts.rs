@@ -18,6 +18,10 @@ use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
 use crate::service::validation::{self, Fields};
 use crate::service::{Credential, Signed, Subject};
 
+/// Live sessions a user may hold; a login beyond ends their oldest. Every device and browser
+/// of a person fits; a script logging in over and over does not grow the list without bound.
+pub const MAX_LIVE_SESSIONS: u64 = 100;
+
 pub(super) const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 
 /// What a successful register, login or refresh hands back.
@@ -442,6 +446,7 @@ impl Service {
         Ok((signed(viewer), target))
     }
 
+    /// Opens a session for `user_id`, ending their oldest beyond [`MAX_LIVE_SESSIONS`].
     async fn open_session(
         &self,
         tx: &DatabaseTransaction,
@@ -449,6 +454,7 @@ impl Service {
         origin: &Origin,
     ) -> AppResult<(Uuid, String)> {
         let session_id = sessions::create(tx, user_id, origin).await?;
+        sessions::end_beyond(tx, user_id, &self.live(), MAX_LIVE_SESSIONS).await?;
         let refresh_token = self.add_refresh_token(tx, session_id).await?;
         Ok((session_id, refresh_token))
     }
