@@ -53,7 +53,17 @@ pub fn main() -> ExitCode {
             // says why the process ended.
             match log_format {
                 LogFormat::Text => eprintln!("error: {text}"),
-                LogFormat::Json => tracing::error!(error = text, "exiting"),
+                // Written directly: a `RUST_LOG` naming other targets would filter it away.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": chrono::Utc::now().to_rfc3339(),
+                        "level": "ERROR",
+                        "message": "exiting",
+                        "error": text,
+                        "target": "rollcall",
+                    })
+                ),
             }
             ExitCode::FAILURE
         }

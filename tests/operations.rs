@@ -211,7 +211,7 @@ async fn responses_follow_the_graphql_over_http_spec() {
         .await
         .expect("sent");
     assert_eq!(other_method.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(other_method.headers()["allow"], "GET, HEAD, POST");
+    assert_eq!(other_method.headers()["allow"], "GET, HEAD, POST, OPTIONS");
     assert!(
         other_method.headers()["content-type"]
             .to_str()

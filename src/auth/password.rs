@@ -94,7 +94,8 @@ impl Passwords {
 
     /// Default: one hashing thread per core, the most that can make progress at once.
     pub fn default_concurrency() -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        // As many as the setting allows at most.
+        std::thread::available_parallelism().map_or(2, |n| n.get().min(256))
     }
 
     pub async fn hash(&self, password: String) -> AppResult<String> {

@@ -10,7 +10,7 @@ pub mod totp;
 pub mod users;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
@@ -37,22 +37,48 @@ pub struct Db {
     statements: Arc<AtomicU64>,
     timeout: Duration,
     /// SQLite: the database file as opened, to tell when another took its place.
-    file: Option<OpenedFile>,
+    file: Option<Arc<OpenedFile>>,
 }
 
-/// A file by path and identity: the pools keep the one they opened, even once it is deleted
-/// or another is moved to its path (a backup restored with `mv`), and writes to it are lost.
-#[derive(Clone, Debug)]
+/// A file by its configured path and identity. Connections already open keep the file they
+/// opened, even once it is deleted or another is moved to its path (a backup restored with
+/// `mv`, a symlink pointed elsewhere), and what they write there is lost; new ones open what
+/// is at the path now.
+#[derive(Debug)]
 struct OpenedFile {
     path: std::path::PathBuf,
     identity: (u64, u64),
+    /// Whether the replacement was reported, so it is logged once, not at every probe.
+    reported: AtomicBool,
 }
 
+impl OpenedFile {
+    /// The file `url` names, as configured: a symlink is followed each time it is looked at.
+    fn configured(url: &str) -> Option<Self> {
+        use std::str::FromStr;
+        let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+        let path = options.get_filename().to_path_buf();
+        let identity = identity(&path)?;
+        Some(Self {
+            path,
+            identity,
+            reported: AtomicBool::new(false),
+        })
+    }
+}
+
+#[cfg(unix)]
 fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path)
         .ok()
         .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+/// Elsewhere the check is off.
+#[cfg(not(unix))]
+fn identity(_: &std::path::Path) -> Option<(u64, u64)> {
+    None
 }
 
 impl Db {
@@ -82,8 +108,7 @@ impl Db {
                 let writer = open(options(url, 1, timeout), &statements)
                     .await
                     .map_err(redact)?;
-                let file = opened_file(&writer).await?;
-                (writer, file)
+                (writer, OpenedFile::configured(url).map(Arc::new))
             }
             _ => (conn.clone(), None),
         };
@@ -156,13 +181,17 @@ impl Db {
     }
 
     /// SQLite: the path of the database file when it is gone, or another file is at its path,
-    /// since start-up. The server still uses the file it opened, and nothing written to it
+    /// since start-up, and whether this is the first time it is asked (to report it once). The
+    /// server's open connections still use the file they opened, and nothing written to it
     /// survives a restart.
-    pub fn file_replaced(&self) -> Option<&std::path::Path> {
+    pub fn file_replaced(&self) -> Option<(&std::path::Path, bool)> {
         self.file
             .as_ref()
             .filter(|file| identity(&file.path) != Some(file.identity))
-            .map(|file| file.path.as_path())
+            .map(|file| {
+                let first = !file.reported.swap(true, Ordering::Relaxed);
+                (file.path.as_path(), first)
+            })
     }
 
     /// Statements executed since start-up.
@@ -257,16 +286,21 @@ pub fn redacted_url(url: &str) -> String {
 /// PostgreSQL URL with one slash short would be read as a local database named after its
 /// credentials.
 pub fn url_problem(url: &str) -> Option<&'static str> {
-    let lower = url.trim().to_ascii_lowercase();
-    if lower.is_empty() {
+    // The schemes as the drivers take them: lower case.
+    let url = url.trim();
+    if url.is_empty() {
         return Some("DATABASE_URL is empty");
     }
-    if lower.starts_with("sqlite:") {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.trim_start_matches('/').is_empty() {
+            // SQLite would open a private temporary database for each connection.
+            return Some(
+                "DATABASE_URL names no SQLite file: give one, such as `sqlite://rollcall.db?mode=rwc`",
+            );
+        }
         // Each pooled connection would open a database of its own, the schema in one of them.
-        let in_memory = lower.contains(":memory:")
-            || lower
-                .split_once('?')
-                .is_some_and(|(_, query)| query.split('&').any(|p| p == "mode=memory"));
+        let in_memory = path.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
         return in_memory.then_some(
             "an in-memory SQLite database lives in one connection and this server opens several: \
              give a file, such as `sqlite://rollcall.db?mode=rwc`",
@@ -274,7 +308,7 @@ pub fn url_problem(url: &str) -> Option<&'static str> {
     }
     let postgres = ["postgres://", "postgresql://"]
         .iter()
-        .any(|scheme| lower.starts_with(scheme));
+        .any(|scheme| url.starts_with(scheme));
     (!postgres).then_some(
         "DATABASE_URL is neither `sqlite://path?mode=rwc` nor \
          `postgres://user:password@host/database` (it is not shown: it may hold a password)",
@@ -377,25 +411,6 @@ async fn open(
     Ok(conn)
 }
 
-/// The main database file of a SQLite connection, as SQLite names it (`None` for a temporary
-/// database, which has no file).
-async fn opened_file(conn: &DatabaseConnection) -> Result<Option<OpenedFile>, DbErr> {
-    let row = conn
-        .query_one_raw(sea_orm::Statement::from_string(
-            DatabaseBackend::Sqlite,
-            "SELECT file FROM pragma_database_list WHERE name = 'main'",
-        ))
-        .await?;
-    let path = row
-        .and_then(|row| row.try_get_by_index::<String>(0).ok())
-        .filter(|path| !path.is_empty())
-        .map(std::path::PathBuf::from);
-    Ok(path.and_then(|path| {
-        let identity = identity(&path)?;
-        Some(OpenedFile { path, identity })
-    }))
-}
-
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
 fn sqlite_busy(err: &DbErr) -> bool {
     let (DbErr::Conn(RuntimeErr::SqlxError(err))
@@ -457,16 +472,19 @@ mod tests {
         ] {
             assert_eq!(super::url_problem(url), None, "{url}");
         }
-        for url in [
-            "",
-            "  ",
-            "host=db password=secret",
-            "postgres:/u:secret@db/x",
-            "sqlite::memory:",
-            "sqlite://x.db?cache=shared&mode=memory",
+        for (url, reason) in [
+            ("", "empty"),
+            ("  ", "empty"),
+            ("host=db password=secret", "neither"),
+            ("postgres:/u:secret@db/x", "neither"),
+            ("POSTGRES://u@db/x", "neither"),
+            ("sqlite::memory:", "in-memory"),
+            ("sqlite://x.db?cache=shared&mode=memory", "in-memory"),
+            ("sqlite://", "no SQLite file"),
+            ("sqlite:?mode=rwc", "no SQLite file"),
         ] {
             let problem = super::url_problem(url).expect(url);
-            assert!(!problem.contains("secret"), "{problem}");
+            assert!(problem.contains(reason), "{url}: {problem}");
         }
     }
 

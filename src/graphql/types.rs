@@ -272,8 +272,9 @@ pub struct ApiTokenObject {
 
 #[ComplexObject]
 impl ApiTokenObject {
-    /// Who created the token: its user, or the admin or owner who issued it for them. A user
-    /// sees here a credential someone else made for them.
+    /// Who created the token: its user, or the admin or owner who issued it for them (null
+    /// once that account is deleted). A user sees here a credential someone else made for
+    /// them.
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
         let creator = or_null(ctx, load_user(ctx, self.created_by).await)?;
         Some(UserObject {

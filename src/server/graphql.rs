@@ -130,15 +130,16 @@ pub async fn in_negotiated_media(request: Request, next: Next) -> Response {
     response
 }
 
-/// `/graphql` with a method other than GET, HEAD and POST.
+/// `/graphql` with a method other than GET, HEAD and POST (OPTIONS is the CORS layer's).
 pub async fn other_method() -> Response {
     let mut response = request_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "GraphQL requests are sent with POST, or GET for queries",
     );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+    );
     response
 }
 

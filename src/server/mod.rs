@@ -268,12 +268,15 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if let Some(path) = state.service.db().file_replaced() {
-        tracing::error!(
-            path = %path.display(),
-            "the SQLite database file was removed or replaced since start-up; this server \
-             still uses the file it opened, and what it writes there is lost: restart it"
-        );
+    if let Some((path, first)) = state.service.db().file_replaced() {
+        if first {
+            tracing::error!(
+                path = %path.display(),
+                "the SQLite database file was removed or replaced since start-up; this \
+                 server's open connections still use the file they opened, and what they \
+                 write there is lost: restart it"
+            );
+        }
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "database file removed or replaced",

@@ -134,7 +134,7 @@ pub fn username(text: &str) -> Checked<String> {
     {
         return refused(
             FieldCode::Format,
-            "may contain only ASCII letters (a-z), digits, '_', '.' and '-'",
+            "may contain only ASCII letters (A-Z, a-z), digits, '_', '.' and '-'",
         );
     }
     if !text.chars().any(|c| c.is_ascii_alphanumeric()) {
