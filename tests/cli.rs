@@ -360,6 +360,32 @@ async fn postgres_import_users() {
     import_users(Backend::Postgres).await;
 }
 
+/// Waits until a session on `url`'s PostgreSQL database waits for a lock, at most 30 s.
+async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection, url: &str, never: &str) {
+    use sea_orm::ConnectionTrait;
+    let name = url.rsplit('/').next().expect("a database name");
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count: i64 = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                waiting.as_str(),
+            ))
+            .await
+            .expect("query")
+            .and_then(|row| row.try_get_by_index(0).ok())
+            .unwrap_or_default();
+        if count > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// PostgreSQL checks an import's names without a lock on the table, so another writer can
 /// take one before the rows go in: the refusal still names the row and the field.
 #[tokio::test]
@@ -405,35 +431,7 @@ async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
         .expect("stdin piped")
         .write_all(rows.to_string().as_bytes())
         .expect("write rows");
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .expect("a database name")
-        .to_owned();
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let count: i64 = conn
-            .query_one_raw(sea_orm::Statement::from_string(
-                conn.get_database_backend(),
-                waiting.as_str(),
-            ))
-            .await
-            .expect("query")
-            .and_then(|row| row.try_get_by_index(0).ok())
-            .unwrap_or_default();
-        if count > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the import never waited on the index"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_a_lock_wait(&conn, &db.url, "the import never waited on the index").await;
     writer.commit().await.expect("commit");
     let out = output_or_kill(child, "rollcall user import");
     assert!(!out.status.success());
@@ -454,7 +452,6 @@ async fn postgres_migrate_says_it_waits_for_another_instance() {
     let conn = sea_orm::Database::connect(db.url.as_str())
         .await
         .expect("connect");
-    let backend = conn.get_database_backend();
     // The lock another instance's migration holds ("rollcall" in ASCII), until it commits.
     let other = conn.begin().await.expect("begin");
     other
@@ -467,32 +464,7 @@ async fn postgres_migrate_says_it_waits_for_another_instance() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rollcall");
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .expect("a database name")
-        .to_owned();
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let count: i64 = conn
-            .query_one_raw(sea_orm::Statement::from_string(backend, waiting.as_str()))
-            .await
-            .expect("query")
-            .and_then(|row| row.try_get_by_index(0).ok())
-            .unwrap_or_default();
-        if count > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "migrate never waited for the lock"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_a_lock_wait(&conn, &db.url, "migrate never waited for the lock").await;
     other.commit().await.expect("commit");
     let out = output_or_kill(child, "rollcall migrate");
     assert_succeeded(&out);
