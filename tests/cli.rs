@@ -11,6 +11,12 @@ use support::{
 };
 
 fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    let child = spawn_cli(database_url, args, stdin);
+    output_or_kill(child, &format!("rollcall {}", args.join(" ")))
+}
+
+/// `rollcall ARGS` started with `stdin` written to it, its output piped.
+fn spawn_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Child {
     let mut child = rollcall_command(database_url, &[])
         .args(args)
         .stdin(Stdio::piped())
@@ -23,8 +29,8 @@ fn run_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Outp
         .take()
         .expect("stdin piped")
         .write_all(stdin.as_bytes())
-        .expect("write password");
-    output_or_kill(child, &format!("rollcall {}", args.join(" ")))
+        .expect("write stdin");
+    child
 }
 
 /// A command that must have succeeded; its error output says why not.
@@ -418,19 +424,7 @@ async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
         {"username": "yves", "email": "yves@example.com", "passwordHash": hash},
         {"username": "zed", "email": "zed@example.com", "passwordHash": hash},
     ]);
-    let mut child = rollcall_command(&db.url, &[])
-        .args(["user", "import", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rollcall");
-    child
-        .stdin
-        .take()
-        .expect("stdin piped")
-        .write_all(rows.to_string().as_bytes())
-        .expect("write rows");
+    let child = spawn_cli(&db.url, &["user", "import", "-"], &rows.to_string());
     wait_for_a_lock_wait(&conn, &db.url, "the import never waited on the index").await;
     writer.commit().await.expect("commit");
     let out = output_or_kill(child, "rollcall user import");
