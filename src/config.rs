@@ -155,6 +155,10 @@ pub struct Settings {
     /// not count as a login.
     #[arg(long, env = "ROLLCALL_STEP_UP_WINDOW", default_value = "10m", value_parser = parse_duration, global = true)]
     pub step_up_window: Duration,
+    /// Audit entries older than this are deleted by the periodic clean-up, so the trail does
+    /// not grow without end; `100y` keeps them for good.
+    #[arg(long, env = "ROLLCALL_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration, global = true)]
+    pub audit_retention: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).
     #[arg(
         long,
@@ -302,6 +306,7 @@ impl fmt::Debug for Settings {
             .field("session_idle", &self.session_idle)
             .field("refresh_reuse_grace", &self.refresh_reuse_grace)
             .field("step_up_window", &self.step_up_window)
+            .field("audit_retention", &self.audit_retention)
             .field("registration", &self.registration)
             .field("demo", &self.demo)
             .field("db_max_connections", &self.db_max_connections)
@@ -359,6 +364,7 @@ impl Settings {
             session_idle: Duration::from_secs(30 * 86_400),
             refresh_reuse_grace: Duration::from_secs(10),
             step_up_window: Duration::from_secs(600),
+            audit_retention: Duration::from_secs(365 * 86_400),
             registration: Registration::Open,
             demo: false,
             db_max_connections: None,

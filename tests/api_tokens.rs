@@ -500,6 +500,140 @@ async fn admins_read_entries_about_standard_users_and_themselves(app: TestApp) {
     assert_ok(&by_token);
 }
 
+const AUDIT_COUNTED: &str = "query($first: Int, $filter: AuditFilter) { auditLog(first: $first, filter: $filter) { totalCount nodes { action targetId } edges { node { id } } } }";
+
+/// `totalCount` counts what the reader may see with the filter, across pages; `nodes` holds the
+/// page's entries in the edges' order.
+async fn audit_counts_and_nodes_follow_scope_and_filter(app: TestApp) {
+    let owner = app.register("alice").await;
+    let admin = app.user_with_role(&owner, "adele", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    assert_ok(
+        &app.update_user(&owner, &bob.id, json!({"firstName": "Bob"}))
+            .await,
+    );
+    let all = app.count("SELECT COUNT(*) FROM audit_log").await;
+
+    let page = app
+        .gql(Some(&owner.access), AUDIT_COUNTED, json!({"first": 2}))
+        .await;
+    assert_ok(&page);
+    let log = &page["data"]["auditLog"];
+    assert_eq!(log["totalCount"], all, "{page}");
+    let nodes = log["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{page}");
+    assert_eq!(nodes[0]["action"], "USER_UPDATED");
+    let edges = log["edges"].as_array().expect("edges");
+    let ids = |list: &[Value], at: &str| -> Vec<Value> {
+        list.iter()
+            .map(|item| item.pointer(at).cloned().unwrap_or_default())
+            .collect()
+    };
+    let with_ids = app
+        .gql(
+            Some(&owner.access),
+            "{ auditLog(first: 2) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        ids(
+            with_ids["data"]["auditLog"]["nodes"]
+                .as_array()
+                .expect("nodes"),
+            "/id"
+        ),
+        ids(edges, "/node/id")
+    );
+
+    // Filtered: bob's entries are his creation, his login and the update.
+    let about_bob = app
+        .gql(
+            Some(&owner.access),
+            AUDIT_COUNTED,
+            json!({"filter": {"targetId": bob.id}}),
+        )
+        .await;
+    assert_eq!(
+        about_bob["data"]["auditLog"]["totalCount"], 3,
+        "{about_bob}"
+    );
+    let updates = app
+        .gql(
+            Some(&owner.access),
+            AUDIT_COUNTED,
+            json!({"filter": {"action": "USER_UPDATED"}}),
+        )
+        .await;
+    assert_eq!(updates["data"]["auditLog"]["totalCount"], 1, "{updates}");
+
+    // An admin counts only the entries an admin reads: about standard users and themselves.
+    let seen = app
+        .gql(Some(&admin.access), AUDIT_COUNTED, json!({"first": 100}))
+        .await;
+    assert_ok(&seen);
+    let listed = seen["data"]["auditLog"]["nodes"].as_array().expect("nodes");
+    assert_eq!(
+        seen["data"]["auditLog"]["totalCount"],
+        listed.len(),
+        "{seen}"
+    );
+    assert!((listed.len() as i64) < all, "{seen}");
+    assert!(
+        listed.iter().all(
+            |node| node["targetId"] == bob.id.as_str() || node["targetId"] == admin.id.as_str()
+        ),
+        "{seen}"
+    );
+    let refused = app
+        .gql(Some(&bob.access), "{ auditLog { totalCount } }", json!({}))
+        .await;
+    assert_code(&refused, "FORBIDDEN");
+}
+
+/// The housekeeping deletes entries older than the retention, a batch a statement, and keeps
+/// the rest.
+async fn the_audit_purge_deletes_entries_past_their_retention(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let db = app.database().await;
+    let long_ago = match app.backend {
+        support::Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
+        support::Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
+    };
+    db.execute_unprepared(&format!("UPDATE audit_log SET at = {long_ago}"))
+        .await
+        .expect("age every entry");
+    let aged = app.count("SELECT COUNT(*) FROM audit_log").await;
+    assert!(aged >= 3, "{aged}");
+    assert_ok(
+        &app.update_user(&owner, &bob.id, json!({"firstName": "Bob"}))
+            .await,
+    );
+
+    let purged = app
+        .server()
+        .service
+        .purge_audit(2)
+        .await
+        .expect("purge runs");
+    assert_eq!(purged as i64, aged);
+    let left = app.gql(Some(&owner.access), AUDIT_COUNTED, json!({})).await;
+    assert_eq!(left["data"]["auditLog"]["totalCount"], 1, "{left}");
+    assert_eq!(
+        left["data"]["auditLog"]["nodes"][0]["action"], "USER_UPDATED",
+        "{left}"
+    );
+    // Nothing else is old enough.
+    let again = app
+        .server()
+        .service
+        .purge_audit(2)
+        .await
+        .expect("purge runs");
+    assert_eq!(again, 0);
+}
+
 /// Each mutation of a document acts as its caller is by then: a session ended, or an ownership
 /// handed over, earlier in the same document issues no token after it; nor does anyone issue
 /// tokens for a disabled account (enabling it must revive none).
@@ -558,4 +692,8 @@ backend_tests!(
     token_input_is_validated,
     the_audit_trail_records_every_kind_of_change,
     admins_read_entries_about_standard_users_and_themselves,
+    audit_counts_and_nodes_follow_scope_and_filter,
+    the_audit_purge_deletes_entries_past_their_retention with |s| {
+        s.audit_retention = std::time::Duration::from_secs(86_400);
+    },
 );

@@ -64,7 +64,8 @@ rollcall::global_allocator!();
 
 /// Set on the child process that serves: the benchmark binary runs rollcall's own command
 /// line, so the server measured is exactly the release build of the library, compiled once.
-const AS_SERVER: &str = "ROLLCALL_BENCH_AS_SERVER";
+/// Not a `ROLLCALL_` name: the server warns of those that are no setting.
+const AS_SERVER: &str = "RCBENCH_AS_SERVER";
 
 /// Distinct signed-in users behind the `me` scenarios.
 const ME_USERS: usize = 20;

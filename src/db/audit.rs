@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -153,15 +153,8 @@ pub enum Scope {
     StandardAnd(Uuid),
 }
 
-/// Entries strictly older than `after`, newest first; one more than `limit` is read to tell
-/// whether another page follows.
-pub async fn page(
-    db: &impl ConnectionTrait,
-    scope: Scope,
-    filter: &Filter,
-    after: Option<Position>,
-    limit: u64,
-) -> Result<(Vec<Entry>, bool), DbErr> {
+/// The entries `scope` may see that match `filter`.
+fn matching(scope: Scope, filter: &Filter) -> Condition {
     let mut condition = Condition::all();
     if let Scope::StandardAnd(me) = scope {
         condition = condition.add(
@@ -179,6 +172,27 @@ pub async fn page(
     if let Some(target) = filter.target {
         condition = condition.add(Column::TargetId.eq(target));
     }
+    condition
+}
+
+/// How many entries `scope` may see that match `filter`.
+pub async fn count(db: &impl ConnectionTrait, scope: Scope, filter: &Filter) -> Result<u64, DbErr> {
+    Entries::find()
+        .filter(matching(scope, filter))
+        .count(db)
+        .await
+}
+
+/// Entries strictly older than `after`, newest first; one more than `limit` is read to tell
+/// whether another page follows.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    filter: &Filter,
+    after: Option<Position>,
+    limit: u64,
+) -> Result<(Vec<Entry>, bool), DbErr> {
+    let mut condition = matching(scope, filter);
     if let Some(after) = after {
         condition = condition.add(
             Expr::tuple([
@@ -201,4 +215,32 @@ pub async fn page(
     let has_next = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     Ok((rows, has_next))
+}
+
+/// Deletes entries written before `before`, at most `batch` a statement, as the other
+/// clean-ups do: a year's backlog is worked off in statements that each end well within the
+/// statement timeout. Returns how many went.
+pub async fn purge(
+    db: &impl ConnectionTrait,
+    before: chrono::DateTime<chrono::Utc>,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let mut purged = 0;
+    loop {
+        let old = sea_orm::sea_query::Query::select()
+            .column(Column::Id)
+            .from(Entries)
+            .and_where(Column::At.lt(before))
+            .limit(batch)
+            .to_owned();
+        let deleted = Entries::delete_many()
+            .filter(Column::Id.in_subquery(old))
+            .exec(db)
+            .await?
+            .rows_affected;
+        purged += deleted;
+        if deleted < batch {
+            return Ok(purged);
+        }
+    }
 }

@@ -82,7 +82,7 @@ impl Query {
         let page = service(ctx)?
             .audit_log(viewer(ctx).await?, first, after, &filter)
             .await?;
-        Ok(page.into())
+        Ok(AuditConnection::new(page, filter))
     }
 
     /// Public facts about this server.

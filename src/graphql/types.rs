@@ -472,37 +472,61 @@ pub struct AuditEdge {
     pub node: AuditEntryObject,
 }
 
-/// A page of audit entries, newest first.
-#[derive(SimpleObject)]
-#[graphql(serial)]
+/// A page of audit entries. `totalCount` is computed only when a query selects it.
 pub struct AuditConnection {
-    pub edges: Vec<AuditEdge>,
-    pub page_info: PageInfo,
+    entries: Vec<crate::db::entities::audit_entry::Model>,
+    has_next: bool,
+    has_previous: bool,
+    filter: service::AuditFilter,
 }
 
-impl From<service::AuditPage> for AuditConnection {
-    fn from(page: service::AuditPage) -> Self {
-        let cursor = |entry: &crate::db::entities::audit_entry::Model| {
-            position_cursor(List::Audit, entry.at, entry.id)
-        };
-        let start_cursor = page.entries.first().map(cursor);
-        let end_cursor = page.entries.last().map(cursor);
+impl AuditConnection {
+    pub fn new(page: service::AuditPage, filter: service::AuditFilter) -> Self {
         Self {
-            edges: page
-                .entries
-                .into_iter()
-                .map(|entry| AuditEdge {
-                    cursor: cursor(&entry),
-                    node: AuditEntryObject(entry),
-                })
-                .collect(),
-            page_info: PageInfo {
-                has_next_page: page.has_next,
-                has_previous_page: page.has_previous,
-                start_cursor,
-                end_cursor,
-            },
+            entries: page.entries,
+            has_next: page.has_next,
+            has_previous: page.has_previous,
+            filter,
         }
+    }
+}
+
+fn audit_cursor(entry: &crate::db::entities::audit_entry::Model) -> String {
+    position_cursor(List::Audit, entry.at, entry.id)
+}
+
+/// A page of audit entries, newest first.
+#[Object(serial)]
+impl AuditConnection {
+    async fn edges(&self) -> Vec<AuditEdge> {
+        self.entries
+            .iter()
+            .map(|entry| AuditEdge {
+                cursor: audit_cursor(entry),
+                node: AuditEntryObject(entry.clone()),
+            })
+            .collect()
+    }
+
+    async fn nodes(&self) -> Vec<AuditEntryObject> {
+        self.entries.iter().cloned().map(AuditEntryObject).collect()
+    }
+
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_next_page: self.has_next,
+            has_previous_page: self.has_previous,
+            start_cursor: self.entries.first().map(audit_cursor),
+            end_cursor: self.entries.last().map(audit_cursor),
+        }
+    }
+
+    /// Entries matching the filter that the viewer may read, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
+        let count = service(ctx)?
+            .count_audit(viewer(ctx).await?, &self.filter)
+            .await?;
+        Ok(i64::try_from(count).unwrap_or(i64::MAX))
     }
 }
 

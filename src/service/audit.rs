@@ -15,6 +15,15 @@ pub struct AuditPage {
     pub has_previous: bool,
 }
 
+/// Which entries `viewer` may read.
+fn scope(viewer: &User) -> AppResult<Scope> {
+    match viewer.role {
+        Role::Owner => Ok(Scope::All),
+        Role::Admin => Ok(Scope::StandardAnd(viewer.id)),
+        Role::Standard => Err(AppError::Forbidden("Only admins can read the audit log")),
+    }
+}
+
 impl Service {
     pub async fn audit_log(
         &self,
@@ -23,13 +32,7 @@ impl Service {
         after: Option<Position>,
         filter: &Filter,
     ) -> AppResult<AuditPage> {
-        let scope = match viewer.role {
-            Role::Owner => Scope::All,
-            Role::Admin => Scope::StandardAnd(viewer.id),
-            Role::Standard => {
-                return Err(AppError::Forbidden("Only admins can read the audit log"));
-            }
-        };
+        let scope = scope(viewer)?;
         let first = validation::page_size(first)?;
         let (entries, has_next) =
             audit::page(self.db().conn(), scope, filter, after, first).await?;
@@ -38,5 +41,19 @@ impl Service {
             has_next,
             has_previous: after.is_some(),
         })
+    }
+
+    /// How many entries `viewer` may read that match `filter`, across all pages.
+    pub async fn count_audit(&self, viewer: &User, filter: &Filter) -> AppResult<u64> {
+        Ok(audit::count(self.db().conn(), scope(viewer)?, filter).await?)
+    }
+
+    /// Deletes the entries older than `ROLLCALL_AUDIT_RETENTION`, at most `batch` a statement;
+    /// the periodic housekeeping calls it.
+    pub async fn purge_audit(&self, batch: u64) -> AppResult<u64> {
+        let retention = chrono::Duration::from_std(self.0.audit_retention)
+            .map_err(|err| AppError::internal_from("audit retention", err))?;
+        let before = crate::db::now() - retention;
+        Ok(audit::purge(self.db().writer(), before, batch).await?)
     }
 }

@@ -49,6 +49,7 @@ struct Inner {
     session_idle: Duration,
     refresh_reuse_grace: Duration,
     step_up_window: Duration,
+    audit_retention: Duration,
     throttle: throttle::Policy,
     ip_limiter: IpLimiter,
     metrics: Metrics,
@@ -310,6 +311,7 @@ impl Service {
             session_idle: settings.session_idle,
             refresh_reuse_grace: settings.refresh_reuse_grace,
             step_up_window: settings.step_up_window,
+            audit_retention: settings.audit_retention,
             throttle: throttle::Policy {
                 after: settings.throttle_after,
                 max_wait: settings.throttle_max,
@@ -474,7 +476,7 @@ impl Service {
 }
 
 /// Periodic clean-up for as long as the service lives: forgotten throttle rows, idle IP
-/// buckets, and spent refresh tokens and ended sessions.
+/// buckets, spent refresh tokens and ended sessions, and audit entries past their retention.
 async fn housekeeping(service: Weak<Inner>) {
     let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -499,6 +501,10 @@ async fn housekeeping(service: Weak<Inner>) {
             Err(err) => {
                 tracing::warn!(error = %chain(&err), "purging refresh tokens and sessions")
             }
+        }
+        match service.purge_audit(PURGE_BATCH).await {
+            Ok(purged) => tracing::debug!(purged, "purged old audit entries"),
+            Err(err) => tracing::warn!(error = %chain(&err), "purging old audit entries"),
         }
     }
 }
