@@ -217,30 +217,13 @@ pub async fn page(
     Ok((rows, has_next))
 }
 
-/// Deletes entries written before `before`, at most `batch` a statement, as the other
-/// clean-ups do: a year's backlog is worked off in statements that each end well within the
-/// statement timeout. Returns how many went.
+/// Deletes entries written before `before`, at most `batch` a statement. Returns how many
+/// went.
 pub async fn purge(
     db: &impl ConnectionTrait,
     before: chrono::DateTime<chrono::Utc>,
     batch: u64,
 ) -> Result<u64, DbErr> {
-    let mut purged = 0;
-    loop {
-        let old = sea_orm::sea_query::Query::select()
-            .column(Column::Id)
-            .from(Entries)
-            .and_where(Column::At.lt(before))
-            .limit(batch)
-            .to_owned();
-        let deleted = Entries::delete_many()
-            .filter(Column::Id.in_subquery(old))
-            .exec(db)
-            .await?
-            .rows_affected;
-        purged += deleted;
-        if deleted < batch {
-            return Ok(purged);
-        }
-    }
+    let old = Condition::all().add(Column::At.lt(before));
+    super::delete_in_batches::<Entries>(db, Column::Id, old, batch).await
 }

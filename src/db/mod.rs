@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::Query;
 use sea_orm::sqlx::sqlite::{SqliteError, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
-    DbErr, RuntimeErr, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, RuntimeErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use entities::user::Role;
@@ -440,6 +442,36 @@ pub fn unique_violation(err: &DbErr) -> Option<UniqueViolation> {
             UniqueViolation::Other
         }),
         _ => None,
+    }
+}
+
+/// Deletes `E`'s rows matching `condition`, at most `batch` a statement (each deletes the keys
+/// a subquery picks), so a backlog (after an outage, or a flood of throttled logins) is worked
+/// off in statements that end well within the statement timeout, not in one that never does
+/// and leaves a larger backlog for the next round. Returns how many went.
+pub async fn delete_in_batches<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    key: E::Column,
+    condition: Condition,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let mut deleted = 0;
+    loop {
+        let picked = Query::select()
+            .column(key)
+            .from(E::default())
+            .cond_where(condition.clone())
+            .limit(batch)
+            .to_owned();
+        let round = E::delete_many()
+            .filter(key.in_subquery(picked))
+            .exec(db)
+            .await?
+            .rows_affected;
+        deleted += round;
+        if round < batch {
+            return Ok(deleted);
+        }
     }
 }
 

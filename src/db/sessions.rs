@@ -306,24 +306,17 @@ const ENDED_SESSION_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// does.
 pub async fn purge(db: &impl ConnectionTrait, live: &Live, batch: u64) -> Result<Purged, DbErr> {
     let now = super::now();
-    let mut purged = Purged::default();
-    loop {
-        let expired = Query::select()
-            .column(refresh_token::Column::TokenHash)
-            .from(refresh_token::Entity)
-            .and_where(refresh_token::Column::ExpiresAt.lt(now))
-            .limit(batch)
-            .to_owned();
-        let deleted = refresh_token::Entity::delete_many()
-            .filter(refresh_token::Column::TokenHash.in_subquery(expired))
-            .exec(db)
-            .await?
-            .rows_affected;
-        purged.refresh_tokens += deleted;
-        if deleted < batch {
-            break;
-        }
-    }
+    let refresh_tokens = super::delete_in_batches::<refresh_token::Entity>(
+        db,
+        refresh_token::Column::TokenHash,
+        Condition::all().add(refresh_token::Column::ExpiresAt.lt(now)),
+        batch,
+    )
+    .await?;
+    let mut purged = Purged {
+        refresh_tokens,
+        sessions: 0,
+    };
     let ended = Condition::any()
         .add(session::Column::RevokedAt.lt(now - ENDED_SESSION_KEPT))
         .add(session::Column::CreatedAt.lt(live.born_after - ENDED_SESSION_KEPT))

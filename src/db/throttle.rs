@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, OnConflict, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
 
 use super::entities::credential_failure::{ActiveModel, Column, Entity, Model};
 
@@ -117,31 +119,14 @@ pub async fn clear(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr
 }
 
 /// Forgets subjects nobody has tried for [`FORGET_AFTER`] and that are not locked, at most
-/// `batch` a statement: a backlog (a flood of unknown logins, each a row) is worked off in
-/// statements that end well within the statement timeout, not in one that never does and
-/// leaves a larger backlog for the next round.
+/// `batch` a statement (a flood of unknown logins leaves a row each).
 pub async fn purge(db: &impl ConnectionTrait, batch: u64) -> Result<u64, DbErr> {
     let now = now_ms();
     let before = now - FORGET_AFTER.as_millis() as i64;
-    let mut purged = 0;
-    loop {
-        let old = Query::select()
-            .column(Column::Subject)
-            .from(Entity)
-            .and_where(Column::UpdatedAt.lt(before))
-            .and_where(Column::LockedUntil.lt(now))
-            .limit(batch)
-            .to_owned();
-        let deleted = Entity::delete_many()
-            .filter(Column::Subject.in_subquery(old))
-            .exec(db)
-            .await?
-            .rows_affected;
-        purged += deleted;
-        if deleted < batch {
-            return Ok(purged);
-        }
-    }
+    let forgotten = Condition::all()
+        .add(Column::UpdatedAt.lt(before))
+        .add(Column::LockedUntil.lt(now));
+    super::delete_in_batches::<Entity>(db, Column::Subject, forgotten, batch).await
 }
 
 fn now_ms() -> i64 {
