@@ -856,6 +856,62 @@ async fn postgres_a_session_revoked_mid_request_writes_nothing() {
     );
 }
 
+/// A login whose password was right but that ended unfinished (here: timed out waiting for
+/// the user's row, which the test holds) is no failed attempt: its count is taken back, so
+/// clients retrying through a slow database do not throttle the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_unfinished_login_with_the_right_password_is_not_counted() {
+    use sea_orm::TransactionTrait;
+
+    // Long enough for the registration on a busy machine, short for the test.
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.request_timeout = Duration::from_secs(3);
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let login = json!({"input": {"login": "alice", "password": PASSWORD}});
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared(&format!(
+        "SELECT id FROM users WHERE id = '{}' FOR UPDATE",
+        alice.id
+    ))
+    .await
+    .expect("hold the row");
+    for _ in 0..3 {
+        let response = app
+            .post()
+            .json(&json!({"query": support::LOGIN, "variables": login}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.expect("json");
+        assert_code(&body, "TIMEOUT");
+    }
+    hold.rollback().await.expect("release the row");
+    let counted = "SELECT COALESCE(SUM(failures), 0) FROM credential_failures";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.count(counted).await > 0 {
+        assert!(Instant::now() < deadline, "the attempts stayed counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = app
+        .post()
+        .json(&json!({"query": support::LOGIN, "variables": login}))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, 200, "{body}");
+    assert_ok(&body);
+    let _ = db.close().await;
+}
+
 /// A logout by refresh token takes the session's user's row as every revocation does, so a
 /// write of theirs holding it (here the test's lock) finishes before the session ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,19 +124,24 @@ impl Service {
             .totp_of(user.as_ref().map_or(Uuid::nil(), |user| user.id))
             .await?;
         // Counted now, cleared only once every factor has passed: a stolen password does
-        // not buy unlimited guesses at the second factor.
-        let valid = self.counted_verify(&subject, password, hash).await?;
+        // not buy unlimited guesses at the second factor. A right password whose login then
+        // ends unfinished (the client gone, a timeout, a database error) is taken back when
+        // `attempt` drops: it was no failure.
+        let (valid, attempt) = self.counted_verify(&subject, password, hash).await?;
         let user = match user {
             Some(user) if valid => user,
             _ => {
+                attempt.checked();
                 self.metrics().login(false);
                 return Err(INVALID_CREDENTIALS);
             }
         };
         let second_factor = totp.is_some();
         if let Some(totp) = totp {
-            // Not counted either way: the client is asked for the code and comes back with it.
+            // A right password without its code stays counted: the client is asked for the
+            // code and comes back with it, and that success clears the count.
             let Some(code) = totp_code else {
+                attempt.checked();
                 return Err(AppError::TotpRequired(
                     "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
                 ));
@@ -145,6 +150,7 @@ impl Service {
                 .second_factor(&user, &totp, code, origin.ip, None)
                 .await?
             {
+                attempt.checked();
                 self.metrics().login(false);
                 return Err(AppError::TotpRequired(
                     "The two-factor code is wrong or was already used",
@@ -194,6 +200,8 @@ impl Service {
                     .await?;
             }
         }
+        // Decided: the count was cleared with the session, or stands for a refusal.
+        attempt.checked();
         let Some((session, at)) = signed else {
             self.metrics().login(false);
             return Err(INVALID_CREDENTIALS);
@@ -265,27 +273,28 @@ impl Service {
             session,
             factor: super::Factor::Password,
         };
-        let valid = self.counted_verify(&subject, password, Some(hash)).await?;
+        let (valid, attempt) = self.counted_verify(&subject, password, Some(hash)).await?;
         if valid {
             self.clear_attempts(&subject).await?;
         }
+        attempt.checked();
         Ok(valid)
     }
 
-    /// Verifies `password` against `hash` as one counted attempt on `subject`, which stays
-    /// counted: the caller decides when a success clears it.
+    /// Verifies `password` against `hash` as one counted attempt on `subject`. The caller
+    /// decides: [`Attempt::checked`] once the outcome stands (a success cleared the count, or
+    /// a failure keeps it); dropped before that, the attempt is taken back.
     async fn counted_verify(
         &self,
         subject: &Subject,
         password: &str,
         hash: Option<String>,
-    ) -> AppResult<bool> {
+    ) -> AppResult<(bool, Attempt)> {
         // A full queue refuses before the attempt is counted.
         self.0.passwords.check_room()?;
         let attempt = self.reserve_attempt(subject).await?;
         let valid = self.0.passwords.verify(password.to_owned(), hash).await?;
-        attempt.checked();
-        Ok(valid)
+        Ok((valid, attempt))
     }
 
     /// Counts a credential attempt on `subject` before anything is checked; while the subject
@@ -531,7 +540,8 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
-    /// The check ran: the count stands until a success clears it.
+    /// The outcome stands: a failure stays counted (until a success clears the count), a
+    /// success has cleared it. Either way nothing is taken back.
     pub(super) fn checked(mut self) {
         self.key = None;
     }

@@ -94,8 +94,8 @@ impl Service {
                     "Two-factor login changed meanwhile: verify again",
                 ));
             }
-            attempt.checked();
             if !passed {
+                attempt.checked();
                 return Err(AppError::field(
                     "verification.totpCode",
                     FieldCode::Incorrect,
@@ -103,6 +103,7 @@ impl Service {
                 ));
             }
             self.clear_attempts(&subject).await?;
+            attempt.checked();
         } else {
             let Some(password) = verification.password.as_deref() else {
                 return Err(AppError::VerificationRequired("Give your password"));

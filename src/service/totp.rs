@@ -94,8 +94,8 @@ impl Service {
         };
         let attempt = self.reserve_attempt(&subject).await?;
         let step = totp::check(&pending.secret, code, totp::unix_now())?;
-        attempt.checked();
         let Some(step) = step else {
+            attempt.checked();
             return Err(AppError::field(
                 "code",
                 FieldCode::Incorrect,
@@ -103,6 +103,7 @@ impl Service {
             ));
         };
         self.clear_attempts(&subject).await?;
+        attempt.checked();
         let tx = self.db().begin_write().await?;
         // Only from a session still live: one ended meanwhile (even earlier in the same
         // document) turns nothing on.
