@@ -670,6 +670,16 @@ impl Service {
             }
             sessions::revoke_all_for_user(&tx, actor.id).await?;
             api_tokens::delete_issued_across(&tx, actor.id).await?;
+        }
+        set_role_where(&tx, id, role, None, now).await?;
+        sessions::revoke_all_for_user(&tx, id).await?;
+        api_tokens::delete_issued_across(&tx, id).await?;
+        let updated = user_queries::by_id(&tx, id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        // Entries last, once nothing is left to wait for: an entry's time is when it is
+        // written, and one that waits long for its commit can land behind a reader's cursor.
+        if role == Role::Owner {
             audit::record(
                 &tx,
                 caller
@@ -679,12 +689,6 @@ impl Service {
             )
             .await?;
         }
-        set_role_where(&tx, id, role, None, now).await?;
-        sessions::revoke_all_for_user(&tx, id).await?;
-        api_tokens::delete_issued_across(&tx, id).await?;
-        let updated = user_queries::by_id(&tx, id)
-            .await?
-            .ok_or(AppError::NotFound("No such user"))?;
         audit::record(
             &tx,
             caller
@@ -761,15 +765,18 @@ impl Service {
                 .target(id, Role::Admin)
                 .fields(["role"])
         };
-        if let Some(previous) = previous {
+        if let Some(previous) = &previous {
             set_role_where(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
             sessions::revoke_all_for_user(&tx, previous.id).await?;
             api_tokens::delete_issued_across(&tx, previous.id).await?;
-            audit::record(&tx, changed(previous.id)).await?;
         }
         set_role_where(&tx, target.id, Role::Owner, None, now).await?;
         sessions::revoke_all_for_user(&tx, target.id).await?;
         api_tokens::delete_issued_across(&tx, target.id).await?;
+        // Entries last, as in `set_role`.
+        if let Some(previous) = &previous {
+            audit::record(&tx, changed(previous.id)).await?;
+        }
         let mut entry = changed(target.id);
         entry.target = Some((target.id, Role::Owner));
         audit::record(&tx, entry).await?;
