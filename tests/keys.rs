@@ -185,6 +185,36 @@ async fn rotation_keeps_old_tokens_until_they_expire(app: TestApp) {
     second.stop().await;
 }
 
+/// Instances with different access token lifetimes on one database: a rotation leaves the
+/// old key in place until the tokens of the longest-lived instance have expired, not only
+/// those of the instance that judges (here `app`, whose window for the old key ends 6 s after
+/// the rotation; it would then delete the key for everyone).
+async fn a_retired_key_verifies_for_the_longest_lifetime(app: TestApp) {
+    let mut long = app.settings.clone();
+    long.access_ttl = Duration::from_secs(3600);
+    let second = rollcall::server::RunningServer::start(&long)
+        .await
+        .expect("second server starts");
+    let other = app.at(&second);
+    app.register("alice").await;
+    let long_lived = other.login_as("alice").await;
+    let old_kid = kid(&long_lived.access);
+    app.server()
+        .service
+        .rotate_signing_key()
+        .await
+        .expect("rotate");
+    tokio::time::sleep(SHORT_TTL + Duration::from_millis(3500)).await;
+    assert_ok(&app.me(&long_lived.access).await);
+    assert_ok(&other.me(&long_lived.access).await);
+    assert!(kids(&jwks(&app).await).contains(&old_kid));
+    assert!(
+        kids(&jwks_at(&app, &other.base_url).await.0).contains(&old_kid),
+        "the long-lived instance still publishes the old key"
+    );
+    second.stop().await;
+}
+
 /// A key rotated on one instance works on another at once, long before its periodic reload
 /// (30 s with these settings): meeting the new kid, it reloads, and its JWKS has the key too.
 async fn a_rotated_key_works_at_once_on_every_instance(app: TestApp) {
@@ -277,6 +307,7 @@ backend_tests!(
     rotation_keeps_old_tokens_until_they_expire with |s| s.access_ttl = crate::SHORT_TTL,
     the_rotate_command_switches_running_servers with |s| s.access_ttl = crate::SHORT_TTL,
     a_rotated_key_works_at_once_on_every_instance,
+    a_retired_key_verifies_for_the_longest_lifetime with |s| s.access_ttl = crate::SHORT_TTL,
     a_secret_selects_hs256_and_publishes_nothing with |s| s.jwt_secret = Some("k".repeat(40)),
 );
 

@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000009_email_keys::Migration),
             Box::new(m20261209_000010_search_sigma::Migration),
             Box::new(m20261210_000011_email_domains::Migration),
+            Box::new(m20261211_000012_signing_key_horizon::Migration),
         ]
     }
 }
@@ -699,6 +700,41 @@ mod m20261210_000011_email_domains {
             assert_eq!(super::key("ada@münchen.de"), None);
             assert_eq!(super::key("ada@xn--zz-.de"), None);
             assert_eq!(super::key("xn--mnchen-3ya@example.com"), None);
+        }
+    }
+}
+
+/// How long each signing key's tokens may live, as the instances signing with it record it:
+/// instances with different access token lifetimes keep a retired key for the longest.
+mod m20261211_000012_signing_key_horizon {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261211_000012_signing_key_horizon"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // Run again (its record lost), it finds the column there.
+            if manager.has_column("signing_keys", "signs_until").await? {
+                return Ok(());
+            }
+            let ts = match manager.get_database_backend() {
+                DatabaseBackend::Postgres => "TIMESTAMPTZ",
+                _ => "TEXT",
+            };
+            manager
+                .get_connection()
+                .execute_unprepared(&format!(
+                    "ALTER TABLE signing_keys ADD COLUMN signs_until {ts}"
+                ))
+                .await?;
+            Ok(())
         }
     }
 }

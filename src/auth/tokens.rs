@@ -122,11 +122,20 @@ impl TokenKeys {
         reload_every(self.access_ttl)
     }
 
-    /// When a key retired at `retired_at` stops verifying: once the last token it signed has
-    /// expired. An instance that has not reloaded yet may sign with it for up to
-    /// [`TokenKeys::reload_every`] after its retirement, so that long is added.
-    pub fn verifies_until(&self, retired_at: DateTime<Utc>) -> DateTime<Utc> {
-        verifies_until(retired_at, self.access_ttl)
+    /// When `key` stops verifying: never while it is current; once retired, when the last
+    /// token it signed has expired (see [`horizon`]).
+    pub fn verifies_until(&self, key: &signing_key::Model) -> Option<DateTime<Utc>> {
+        horizon(key, self.access_ttl)
+    }
+
+    /// The latest expiry of a token this instance signs before its next key reload, recorded
+    /// on the key it signs with (`signs_until`), so instances with a shorter
+    /// `ROLLCALL_ACCESS_TTL` keep the key until this instance's tokens have expired too.
+    pub fn signs_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::Duration::from_std(self.access_ttl + self.reload_every())
+            .ok()
+            .and_then(|window| now.checked_add_signed(window))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Replaces the stored keys with `stored`, unless they are the keys held already. With a
@@ -326,20 +335,31 @@ fn reload_every(access_ttl: Duration) -> Duration {
     (access_ttl / 2).clamp(Duration::from_secs(1), RELOAD_AT_MOST_EVERY)
 }
 
-fn verifies_until(retired_at: DateTime<Utc>, access_ttl: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(access_ttl + reload_every(access_ttl))
+/// When a retired key stops verifying: once the last token it signed has expired. An
+/// instance that has not reloaded yet may sign with it for up to [`reload_every`] after its
+/// retirement, so that long is added to this instance's token lifetime; instances with a
+/// longer lifetime recorded theirs on the key (`signs_until`). `None` for the current key.
+fn horizon(key: &signing_key::Model, access_ttl: Duration) -> Option<DateTime<Utc>> {
+    let retired_at = key.retired_at?;
+    let own = chrono::Duration::from_std(access_ttl + reload_every(access_ttl))
         .ok()
         .and_then(|window| retired_at.checked_add_signed(window))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    Some(key.signs_until.map_or(own, |recorded| recorded.max(own)))
+}
+
+/// The key that signs: the newest one not retired.
+pub fn current_key(stored: &[signing_key::Model]) -> Option<&signing_key::Model> {
+    stored
+        .iter()
+        .filter(|key| key.retired_at.is_none())
+        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
 }
 
 /// The Ed25519 key set from the stored keys; fails when no key is current or one is damaged.
 fn ed25519_set(stored: &[signing_key::Model], access_ttl: Duration) -> AppResult<KeySet> {
-    let current = stored
-        .iter()
-        .filter(|key| key.retired_at.is_none())
-        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
-        .ok_or_else(|| AppError::internal("no current signing key"))?;
+    let current =
+        current_key(stored).ok_or_else(|| AppError::internal("no current signing key"))?;
     let mut public = HashMap::new();
     for key in stored {
         const DAMAGED: &str = "a stored signing key is damaged";
@@ -353,9 +373,7 @@ fn ed25519_set(stored: &[signing_key::Model], access_ttl: Duration) -> AppResult
             .map_err(|err| AppError::internal_from(DAMAGED, err))?;
         let decoding = DecodingKey::from_ed_components(&key.public_key)
             .map_err(|err| AppError::internal_from(DAMAGED, err))?;
-        let until = key
-            .retired_at
-            .map(|retired| verifies_until(retired, access_ttl));
+        let until = horizon(key, access_ttl);
         public.insert(
             key.kid.clone(),
             PublicKey {
@@ -397,6 +415,7 @@ pub fn new_signing_key(now: DateTime<Utc>) -> AppResult<signing_key::Model> {
         public_key: x,
         created_at: now,
         retired_at: None,
+        signs_until: None,
     })
 }
 

@@ -61,6 +61,28 @@ pub async fn rotate(
     tx.commit().await
 }
 
+/// Records that tokens `kid` signs may live until `until`, unless a later time is recorded.
+pub async fn extend_horizon(
+    db: &impl ConnectionTrait,
+    kid: &str,
+    until: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .set(ActiveModel {
+            signs_until: Set(Some(until)),
+            ..Default::default()
+        })
+        .filter(Column::Kid.eq(kid))
+        .filter(
+            sea_orm::Condition::any()
+                .add(Column::SignsUntil.is_null())
+                .add(Column::SignsUntil.lt(until)),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Deletes the keys named.
 pub async fn delete(db: &impl ConnectionTrait, kids: Vec<String>) -> Result<u64, DbErr> {
     if kids.is_empty() {

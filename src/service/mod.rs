@@ -292,7 +292,10 @@ impl Service {
                 let now = chrono::Utc::now();
                 let first = tokens::new_signing_key(now)?;
                 signing_keys::ensure_current(&db, || first).await?;
-                TokenKeys::ed25519(&signing_keys::all(db.writer()).await?, settings.access_ttl)?
+                let stored = signing_keys::all(db.writer()).await?;
+                let keys = TokenKeys::ed25519(&stored, settings.access_ttl)?;
+                record_horizon(&db, &keys, &stored).await?;
+                keys
             }
         };
         let concurrency = settings
@@ -555,14 +558,31 @@ async fn reload(inner: &Inner, reloads: &mut KeyReloads) -> Vec<String> {
     }
 }
 
+/// Records on the current key of `stored` how long the tokens `keys` sign with it before the
+/// next reload may live; done before signing with it, at start-up and at every reload.
+async fn record_horizon(
+    db: &Db,
+    keys: &TokenKeys,
+    stored: &[crate::db::entities::signing_key::Model],
+) -> AppResult<()> {
+    if let Some(current) = tokens::current_key(stored) {
+        let until = keys.signs_until(chrono::Utc::now());
+        signing_keys::extend_horizon(db.writer(), &current.kid, until).await?;
+    }
+    Ok(())
+}
+
 /// Puts the signing keys that still verify tokens in use; returns the kids of the others.
 async fn load_keys(inner: &Inner) -> AppResult<Vec<String>> {
     let mut keys = signing_keys::all(inner.db.conn()).await?;
     let now = chrono::Utc::now();
     let (expired, live): (Vec<_>, Vec<_>) = keys.drain(..).partition(|key| {
-        key.retired_at
-            .is_some_and(|retired| inner.tokens.verifies_until(retired) <= now)
+        inner
+            .tokens
+            .verifies_until(key)
+            .is_some_and(|until| until <= now)
     });
+    record_horizon(&inner.db, &inner.tokens, &live).await?;
     inner.tokens.reload(&live)?;
     Ok(expired.into_iter().map(|key| key.kid).collect())
 }

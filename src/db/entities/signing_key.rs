@@ -15,6 +15,10 @@ pub struct Model {
     pub public_key: String,
     pub created_at: DateTimeUtc,
     pub retired_at: Option<DateTimeUtc>,
+    /// The latest expiry any instance may give a token this key signs, as instances last
+    /// recorded it: with different access token lifetimes, the longest decides how long the
+    /// key verifies once retired.
+    pub signs_until: Option<DateTimeUtc>,
 }
 
 /// Written out so the private key never reaches a log through `{:?}`.
@@ -26,6 +30,7 @@ impl fmt::Debug for Model {
             .field("public_key", &self.public_key)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
+            .field("signs_until", &self.signs_until)
             .finish()
     }
 }
