@@ -156,8 +156,8 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_STEP_UP_WINDOW", default_value = "10m", value_parser = parse_duration, global = true)]
     pub step_up_window: Duration,
     /// Audit entries older than this are deleted by the periodic clean-up, so the trail does
-    /// not grow without end; `100y` keeps them for good.
-    #[arg(long, env = "ROLLCALL_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration, global = true)]
+    /// not grow without end; `100y` keeps them for good. At least a day.
+    #[arg(long, env = "ROLLCALL_AUDIT_RETENTION", default_value = "365d", value_parser = parse_retention, global = true)]
     pub audit_retention: Duration,
     /// Whether anyone may register (`open`) or only admins create users (`closed`).
     #[arg(
@@ -430,6 +430,16 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// At least a day: every instance on a database deletes what is older than its own setting,
+/// at start-up too, so a mistyped `1m` (or `1s`) would wipe the trail at once.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(24 * 60 * 60) {
+        return Err(format!("`{text}` is shorter than a day (`1d`)"));
+    }
+    Ok(duration)
+}
+
 /// At most a day: it is also PostgreSQL's `statement_timeout`, which stops at about 24 days,
 /// and no request should wait that long for the database.
 fn parse_db_timeout(text: &str) -> Result<Duration, String> {
@@ -485,6 +495,11 @@ mod tests {
         assert!(parse_duration("100y 1s").is_err());
         assert!(parse_db_timeout("1day").is_ok());
         assert!(parse_db_timeout("25h").is_err());
+        // A retention that would empty the trail at start-up is refused.
+        assert!(parse_retention("1d").is_ok());
+        assert!(parse_retention("100y").is_ok());
+        assert!(parse_retention("23h").is_err());
+        assert!(parse_retention("1s").is_err());
     }
 
     /// What operators write: bare addresses, spaces after commas; never zero connections or

@@ -506,7 +506,8 @@ async fn housekeeping(service: Weak<Inner>) {
             }
         }
         match service.purge_audit(PURGE_BATCH).await {
-            Ok(purged) => tracing::debug!(purged, "purged old audit entries"),
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted audit entries past their retention"),
             Err(err) => tracing::warn!(error = %chain(&err), "purging old audit entries"),
         }
     }
