@@ -611,13 +611,14 @@ async fn the_audit_purge_deletes_entries_past_their_retention(app: TestApp) {
             .await,
     );
 
+    // The start-up round of the housekeeping may have run already: what is left is what counts.
     let purged = app
         .server()
         .service
         .purge_audit(2)
         .await
         .expect("purge runs");
-    assert_eq!(purged as i64, aged);
+    assert!(purged as i64 <= aged, "{purged}");
     let left = app.gql(Some(&owner.access), AUDIT_COUNTED, json!({})).await;
     assert_eq!(left["data"]["auditLog"]["totalCount"], 1, "{left}");
     assert_eq!(

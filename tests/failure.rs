@@ -856,6 +856,19 @@ async fn postgres_a_session_revoked_mid_request_writes_nothing() {
     );
 }
 
+/// The server's PostgreSQL connections say whose they are, so an operator can tell them apart
+/// in `pg_stat_activity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_are_named() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    app.register("alice").await;
+    let named = "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = 'rollcall'";
+    assert!(app.count(named).await >= 1);
+}
+
 /// A login whose password was right but that ended unfinished (here: timed out waiting for
 /// the user's row, which the test holds) is no failed attempt: its count is taken back, so
 /// clients retrying through a slow database do not throttle the account.

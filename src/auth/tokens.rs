@@ -128,11 +128,12 @@ impl TokenKeys {
         horizon(key, self.access_ttl)
     }
 
-    /// The latest expiry of a token this instance signs before its next key reload, recorded
-    /// on the key it signs with (`signs_until`), so instances with a shorter
-    /// `ROLLCALL_ACCESS_TTL` keep the key until this instance's tokens have expired too.
-    pub fn signs_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        chrono::Duration::from_std(self.access_ttl + self.reload_every())
+    /// The latest expiry of a token this instance signs with its current key until `reloads`
+    /// more key reloads have passed (`reload_every`, plus `slack` for each one's lateness):
+    /// recorded on the key (`signs_until`), so instances with a shorter `ROLLCALL_ACCESS_TTL`
+    /// keep the key until this instance's tokens have expired too.
+    pub fn signs_until(&self, now: DateTime<Utc>, reloads: u32, slack: Duration) -> DateTime<Utc> {
+        chrono::Duration::from_std(self.access_ttl + (self.reload_every() + slack) * reloads)
             .ok()
             .and_then(|window| now.checked_add_signed(window))
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
@@ -478,6 +479,26 @@ mod tests {
         let now = Utc::now().timestamp();
         json!({"sub": Uuid::nil(), "sid": Uuid::nil(), "iat": now, "exp": now + 60,
                "iss": ISSUER, "aud": AUDIENCE})
+    }
+
+    /// A retired key verifies until the later of this instance's window (its token lifetime
+    /// plus a reload after the retirement) and what other instances recorded on it.
+    #[test]
+    fn a_retired_key_verifies_for_the_longest_recorded_lifetime() {
+        let ttl = Duration::from_secs(60);
+        let at = |secs: i64| DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+        let mut key = new_signing_key(at(0)).unwrap();
+        assert_eq!(horizon(&key, ttl), None, "the current key never stops");
+        key.retired_at = Some(at(100));
+        assert_eq!(horizon(&key, ttl), Some(at(100 + 60 + 30)));
+        key.signs_until = Some(at(150));
+        assert_eq!(
+            horizon(&key, ttl),
+            Some(at(190)),
+            "an earlier record changes nothing"
+        );
+        key.signs_until = Some(at(3_700));
+        assert_eq!(horizon(&key, ttl), Some(at(3_700)));
     }
 
     #[test]

@@ -364,6 +364,11 @@ fn options(url: &str, max_connections: u32, timeout: Duration) -> ConnectOptions
         .idle_timeout(None)
         .max_lifetime(None)
         .map_sqlx_postgres_opts(move |opts| {
+            // Named in `pg_stat_activity`, unless the URL names it otherwise.
+            let opts = match opts.get_application_name() {
+                Some(_) => opts,
+                None => opts.application_name(env!("CARGO_PKG_NAME")),
+            };
             opts.options([("statement_timeout", statement_timeout.as_str())])
         })
         .map_sqlx_sqlite_opts(move |opts| {
@@ -455,6 +460,7 @@ pub async fn delete_in_batches<E: EntityTrait>(
     condition: Condition,
     batch: u64,
 ) -> Result<u64, DbErr> {
+    let batch = batch.max(1);
     let mut deleted = 0;
     loop {
         let picked = Query::select()
@@ -463,8 +469,11 @@ pub async fn delete_in_batches<E: EntityTrait>(
             .cond_where(condition.clone())
             .limit(batch)
             .to_owned();
+        // The condition again: a row changed since the subquery read it (a throttle count
+        // taken meanwhile) is not deleted.
         let round = E::delete_many()
             .filter(key.in_subquery(picked))
+            .filter(condition.clone())
             .exec(db)
             .await?
             .rows_affected;

@@ -83,13 +83,24 @@ pub async fn extend_horizon(
     Ok(())
 }
 
-/// Deletes the keys named.
-pub async fn delete(db: &impl ConnectionTrait, kids: Vec<String>) -> Result<u64, DbErr> {
+/// Deletes the keys named, as long as they are retired and no instance has recorded, since
+/// they were read, tokens of theirs living past `now`.
+pub async fn delete(
+    db: &impl ConnectionTrait,
+    kids: Vec<String>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
     if kids.is_empty() {
         return Ok(0);
     }
     Entity::delete_many()
         .filter(Column::Kid.is_in(kids))
+        .filter(Column::RetiredAt.is_not_null())
+        .filter(
+            sea_orm::Condition::any()
+                .add(Column::SignsUntil.is_null())
+                .add(Column::SignsUntil.lte(now)),
+        )
         .exec(db)
         .await
         .map(|result| result.rows_affected)

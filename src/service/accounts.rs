@@ -164,7 +164,7 @@ impl Service {
         } else {
             None
         };
-        let mut signed = self
+        let mut signed = match self
             .sign_in(
                 &user,
                 &user.password_hash,
@@ -173,7 +173,16 @@ impl Service {
                 &subject,
                 origin,
             )
-            .await?;
+            .await
+        {
+            // Two-factor login turned on meanwhile: a right password without its code, which
+            // stays counted as above.
+            Err(err @ AppError::TotpRequired(_)) => {
+                attempt.checked();
+                return Err(err);
+            }
+            signed => signed?,
+        };
         if signed.is_none() {
             // Another first login of the account may have stored the same password again
             // meanwhile (the rehash above): no change of password. Checked once against what
@@ -315,6 +324,12 @@ impl Service {
                 Err(self.throttled(kind, "Too many failed attempts; try again later", wait))
             }
         }
+    }
+
+    /// Takes back an attempt settled as a failure that turned out to be none.
+    pub(super) async fn take_back_attempt(&self, subject: &Subject) -> AppResult<()> {
+        throttle::release(self.db().writer(), &subject.key()).await?;
+        Ok(())
     }
 
     /// A success: `subject`'s failure count starts afresh.

@@ -294,7 +294,10 @@ impl Service {
                 signing_keys::ensure_current(&db, || first).await?;
                 let stored = signing_keys::all(db.writer()).await?;
                 let keys = TokenKeys::ed25519(&stored, settings.access_ttl)?;
-                record_horizon(&db, &keys, &stored).await?;
+                // Servers only: the command-line tools sign nothing.
+                if migrate {
+                    record_horizon(&db, &keys, &stored).await?;
+                }
                 keys
             }
         };
@@ -529,7 +532,7 @@ async fn reload_keys(service: Weak<Inner>) {
         };
         let expired = reload(&inner, &mut *inner.key_reloads.lock().await).await;
         // After the keys are in use and the lock is free: a slow delete holds up nothing.
-        match signing_keys::delete(inner.db.writer(), expired).await {
+        match signing_keys::delete(inner.db.writer(), expired, chrono::Utc::now()).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted signing keys past their last token"),
             Err(err) => tracing::warn!(error = %err, "deleting old signing keys"),
@@ -559,17 +562,27 @@ async fn reload(inner: &Inner, reloads: &mut KeyReloads) -> Vec<String> {
     }
 }
 
-/// Records on the current key of `stored` how long the tokens `keys` sign with it before the
-/// next reload may live; done before signing with it, at start-up and at every reload.
+/// Records on the current key of `stored` how long the tokens `keys` sign with it may live
+/// until two more reloads have passed, each up to [`KEY_RELOAD_TIMEOUT`] late; done before
+/// signing with it, at start-up, and at a reload that finds less recorded than the next one
+/// needs (so about every other reload writes).
 async fn record_horizon(
     db: &Db,
     keys: &TokenKeys,
     stored: &[crate::db::entities::signing_key::Model],
 ) -> AppResult<()> {
-    if let Some(current) = tokens::current_key(stored) {
-        let until = keys.signs_until(chrono::Utc::now());
-        signing_keys::extend_horizon(db.writer(), &current.kid, until).await?;
+    let Some(current) = tokens::current_key(stored) else {
+        return Ok(());
+    };
+    let now = chrono::Utc::now();
+    if current
+        .signs_until
+        .is_some_and(|recorded| recorded >= keys.signs_until(now, 1, KEY_RELOAD_TIMEOUT))
+    {
+        return Ok(());
     }
+    let until = keys.signs_until(now, 2, KEY_RELOAD_TIMEOUT);
+    signing_keys::extend_horizon(db.writer(), &current.kid, until).await?;
     Ok(())
 }
 
@@ -583,7 +596,12 @@ async fn load_keys(inner: &Inner) -> AppResult<Vec<String>> {
             .verifies_until(key)
             .is_some_and(|until| until <= now)
     });
-    record_horizon(&inner.db, &inner.tokens, &live).await?;
+    // A failed write leaves the keys to be read all the same: an instance that missed a
+    // rotation would refuse the new key's tokens. What was recorded at the last write still
+    // covers the next reload.
+    if let Err(err) = record_horizon(&inner.db, &inner.tokens, &live).await {
+        tracing::warn!(error = %chain(&err), "recording how long this instance's tokens live");
+    }
     inner.tokens.reload(&live)?;
     Ok(expired.into_iter().map(|key| key.kid).collect())
 }

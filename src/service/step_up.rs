@@ -82,20 +82,22 @@ impl Service {
             let passed = self
                 .second_factor(user, totp, code, caller.ip, Some(session_id))
                 .await?;
-            if !passed
-                && self
+            if !passed {
+                // Settled before anything else is awaited, so a client gone meanwhile cannot
+                // have a wrong code taken back.
+                attempt.checked();
+                if self
                     .totp_of(user.id)
                     .await?
                     .is_none_or(|now| now.secret != totp.secret)
-            {
-                // Turned off or replaced while the code was checked (its recovery codes went
-                // with it): no wrong code, so `attempt`, dropped unchecked, is not counted.
-                return Err(AppError::VerificationRequired(
-                    "Two-factor login changed meanwhile: verify again",
-                ));
-            }
-            if !passed {
-                attempt.checked();
+                {
+                    // Turned off or replaced while the code was checked (its recovery codes
+                    // went with it): no wrong code, so it is taken back.
+                    self.take_back_attempt(&subject).await?;
+                    return Err(AppError::VerificationRequired(
+                        "Two-factor login changed meanwhile: verify again",
+                    ));
+                }
                 return Err(AppError::field(
                     "verification.totpCode",
                     FieldCode::Incorrect,
