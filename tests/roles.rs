@@ -1096,6 +1096,29 @@ async fn pagination_search_and_filters(app: TestApp) {
     let body = app.users(&owner, json!({ "after": audit_cursor })).await;
     assert_code(&body, "BAD_USER_INPUT");
     assert_field_codes(&body, json!({"after": "FORMAT"}));
+    // Every refused argument at once, on both lists.
+    let body = app
+        .users(
+            &owner,
+            json!({"first": 101, "after": "garbage", "filter": {"search": "x".repeat(201)}}),
+        )
+        .await;
+    assert_field_codes(
+        &body,
+        json!({"first": "RANGE", "after": "FORMAT", "search": "LENGTH"}),
+    );
+    let audit = "query($first: Int, $after: String, $filter: AuditFilter) { auditLog(first: $first, after: $after, filter: $filter) { pageInfo { endCursor } } }";
+    let body = app
+        .gql(
+            Some(&owner.access),
+            audit,
+            json!({"first": -1, "after": "garbage", "filter": {"actorId": "nope", "targetId": "x"}}),
+        )
+        .await;
+    assert_field_codes(
+        &body,
+        json!({"first": "RANGE", "after": "FORMAT", "actorId": "FORMAT", "targetId": "FORMAT"}),
+    );
     // No username holds NUL: nobody is found, and nothing fails.
     let body = app.user_by_name(&owner, "user\u{0}01").await;
     assert_ok(&body);

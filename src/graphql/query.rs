@@ -8,7 +8,7 @@ use super::types::{
 use super::{or_null, request_auth, service, viewer};
 use crate::db::users::Filter;
 use crate::error::{AppError, AppResult, FieldCode, FieldError};
-use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
+use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef, validation};
 
 pub struct Query;
 
@@ -46,11 +46,17 @@ impl Query {
         after: Option<String>,
         filter: Option<UserFilter>,
     ) -> AppResult<UserConnection> {
-        let after = after
-            .as_deref()
-            .map(|after| decode_cursor(List::Users, after));
-        let after = after.transpose()?;
+        let (after, after_check) = split(
+            after
+                .as_deref()
+                .map(|after| decode_cursor(List::Users, after))
+                .transpose(),
+        );
         let filter: Filter = filter.map(Into::into).unwrap_or_default();
+        let search_check = filter.search.as_deref().map_or(Ok(()), |search| {
+            validation::search(search).map_err(|error| error.on("search"))
+        });
+        refuse_all([after_check, page_check(first), search_check])?;
         let page = service(ctx)?
             .list_users(viewer(ctx).await?, first, after, &filter)
             .await?;
@@ -71,14 +77,15 @@ impl Query {
         after: Option<String>,
         filter: Option<AuditFilter>,
     ) -> AppResult<AuditConnection> {
-        let after = after
-            .as_deref()
-            .map(|after| decode_cursor(List::Audit, after));
-        let after = after.transpose()?;
-        let filter = filter
-            .map(AuditFilter::parse)
-            .transpose()?
-            .unwrap_or_default();
+        let (after, after_check) = split(
+            after
+                .as_deref()
+                .map(|after| decode_cursor(List::Audit, after))
+                .transpose(),
+        );
+        let (filter, filter_check) = split(filter.map(AuditFilter::parse).transpose());
+        refuse_all([after_check, page_check(first), filter_check])?;
+        let filter = filter.unwrap_or_default();
         let page = service(ctx)?
             .audit_log(viewer(ctx).await?, first, after, &filter)
             .await?;
@@ -96,6 +103,40 @@ impl Query {
             registration_open: service.registration_open() && !service.demo(),
             demo: service.demo(),
         })
+    }
+}
+
+/// A checked value, or nothing and its refusal, so that further checks can still run.
+fn split<T>(checked: AppResult<Option<T>>) -> (Option<T>, AppResult<()>) {
+    match checked {
+        Ok(value) => (value, Ok(())),
+        Err(err) => (None, Err(err)),
+    }
+}
+
+fn page_check(first: Option<i32>) -> AppResult<()> {
+    validation::page_size(first).map(drop)
+}
+
+/// Every refused argument at once, as one BAD_USER_INPUT naming each field (the first reason
+/// per field), so a client fixes its input in one round; any other error comes first.
+fn refuse_all(checks: impl IntoIterator<Item = AppResult<()>>) -> AppResult<()> {
+    let mut fields = crate::error::FieldErrors::new();
+    for check in checks {
+        match check {
+            Ok(()) => {}
+            Err(AppError::BadInput(refused)) => {
+                for (field, error) in refused {
+                    fields.entry(field).or_insert(error);
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::BadInput(fields))
     }
 }
 

@@ -538,15 +538,23 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
+    /// The filter, or a refusal naming each id that is no id.
     pub fn parse(self) -> AppResult<service::AuditFilter> {
         let id = |field: &str, value: Option<ID>| {
             value.map(|id| parse_uuid(&id, field, "user")).transpose()
         };
-        Ok(service::AuditFilter {
-            action: self.action.map(Into::into),
-            actor: id("actorId", self.actor_id)?,
-            target: id("targetId", self.target_id)?,
-        })
+        match (id("actorId", self.actor_id), id("targetId", self.target_id)) {
+            (Ok(actor), Ok(target)) => Ok(service::AuditFilter {
+                action: self.action.map(Into::into),
+                actor,
+                target,
+            }),
+            (Err(AppError::BadInput(mut both)), Err(AppError::BadInput(target))) => {
+                both.extend(target);
+                Err(AppError::BadInput(both))
+            }
+            (Err(err), _) | (_, Err(err)) => Err(err),
+        }
     }
 }
 
