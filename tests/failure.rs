@@ -856,6 +856,44 @@ async fn postgres_a_session_revoked_mid_request_writes_nothing() {
     );
 }
 
+/// An ownership transfer that waits for a lock writes its audit entries after the wait, so an
+/// entry committed meanwhile (here a registration) is not newer than the transfer's: a reader
+/// paging the trail newest first in between cannot pass them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_waiting_transfer_writes_its_audit_entries_last() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let heir = app.user_with_role(&owner, "heir", "ADMIN").await;
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared(&format!(
+        "SELECT id FROM sessions WHERE user_id = '{}' FOR UPDATE",
+        heir.id
+    ))
+    .await
+    .expect("hold the heir's sessions");
+    let transfer = app.set_role(&owner, &heir.id, "OWNER");
+    let meanwhile = async {
+        app.until_waiting_for_locks(1).await;
+        app.register("carol").await;
+        hold.commit().await.expect("release");
+    };
+    let (body, ()) = tokio::join!(transfer, meanwhile);
+    assert_ok(&body);
+    let newer = "SELECT count(*) FROM audit_log WHERE action = 'ROLE_CHANGED' AND at > \
+                 (SELECT at FROM audit_log WHERE action = 'USER_REGISTERED' ORDER BY at DESC LIMIT 1)";
+    assert_eq!(
+        app.count(newer).await,
+        2,
+        "both entries of the transfer come after"
+    );
+    let _ = db.close().await;
+}
+
 /// The server's PostgreSQL connections say whose they are, so an operator can tell them apart
 /// in `pg_stat_activity`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
