@@ -6,9 +6,10 @@ use super::types::{
     decode_cursor, parse_id,
 };
 use super::{or_null, request_auth, service, viewer};
-use crate::db::users::Filter;
+use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult, FieldCode, FieldError};
-use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef, validation};
+use crate::service::validation::{self, Fields};
+use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};
 
 pub struct Query;
 
@@ -46,17 +47,14 @@ impl Query {
         after: Option<String>,
         filter: Option<UserFilter>,
     ) -> AppResult<UserConnection> {
-        let (after, after_check) = split(
-            after
-                .as_deref()
-                .map(|after| decode_cursor(List::Users, after))
-                .transpose(),
-        );
+        // Every refused argument at once, so a client fixes its input in one round.
+        let mut fields = Fields::new();
+        let after = page_arguments(&mut fields, List::Users, first, after.as_deref())?;
         let filter: Filter = filter.map(Into::into).unwrap_or_default();
-        let search_check = filter.search.as_deref().map_or(Ok(()), |search| {
-            validation::search(search).map_err(|error| error.on("search"))
-        });
-        refuse_all([after_check, page_check(first), search_check])?;
+        if let Some(search) = filter.search.as_deref() {
+            fields.check("search", validation::search(search));
+        }
+        fields.into_result()?;
         let page = service(ctx)?
             .list_users(viewer(ctx).await?, first, after, &filter)
             .await?;
@@ -77,14 +75,10 @@ impl Query {
         after: Option<String>,
         filter: Option<AuditFilter>,
     ) -> AppResult<AuditConnection> {
-        let (after, after_check) = split(
-            after
-                .as_deref()
-                .map(|after| decode_cursor(List::Audit, after))
-                .transpose(),
-        );
-        let (filter, filter_check) = split(filter.map(AuditFilter::parse).transpose());
-        refuse_all([after_check, page_check(first), filter_check])?;
+        let mut fields = Fields::new();
+        let after = page_arguments(&mut fields, List::Audit, first, after.as_deref())?;
+        let filter = filter.map(|filter| filter.parse(&mut fields)).transpose()?;
+        fields.into_result()?;
         let filter = filter.unwrap_or_default();
         let page = service(ctx)?
             .audit_log(viewer(ctx).await?, first, after, &filter)
@@ -106,38 +100,16 @@ impl Query {
     }
 }
 
-/// A checked value, or nothing and its refusal, so that further checks can still run.
-fn split<T>(checked: AppResult<Option<T>>) -> (Option<T>, AppResult<()>) {
-    match checked {
-        Ok(value) => (value, Ok(())),
-        Err(err) => (None, Err(err)),
-    }
-}
-
-fn page_check(first: Option<i32>) -> AppResult<()> {
-    validation::page_size(first).map(drop)
-}
-
-/// Every refused argument at once, as one BAD_USER_INPUT naming each field (the first reason
-/// per field), so a client fixes its input in one round; any other error comes first.
-fn refuse_all(checks: impl IntoIterator<Item = AppResult<()>>) -> AppResult<()> {
-    let mut fields = crate::error::FieldErrors::new();
-    for check in checks {
-        match check {
-            Ok(()) => {}
-            Err(AppError::BadInput(refused)) => {
-                for (field, error) in refused {
-                    fields.entry(field).or_insert(error);
-                }
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::BadInput(fields))
-    }
+/// A list's `after` as a position, its refusal and that of `first` recorded in `fields`.
+fn page_arguments(
+    fields: &mut Fields,
+    list: List,
+    first: Option<i32>,
+    after: Option<&str>,
+) -> AppResult<Option<Position>> {
+    fields.absorb(validation::page_size(first))?;
+    let after = after.map(|after| decode_cursor(list, after)).transpose();
+    Ok(fields.absorb(after)?.flatten())
 }
 
 /// The page size a list's `first` asks for (`users`, `auditLog`), as the complexity limit

@@ -17,6 +17,7 @@ use super::{RequestLoader, current_session, or_null, service, viewer};
 use crate::db::entities::user::Model as User;
 use crate::db::users::{Filter, Position};
 use crate::error::{AppError, AppResult, FieldCode};
+use crate::service::validation::Fields;
 use crate::service::{self, NewUser, Page, UserChanges};
 
 /// Our own `DateTime` rather than async-graphql's, so a malformed value is refused when the
@@ -538,23 +539,17 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
-    /// The filter, or a refusal naming each id that is no id.
-    pub fn parse(self) -> AppResult<service::AuditFilter> {
-        let id = |field: &str, value: Option<ID>| {
-            value.map(|id| parse_uuid(&id, field, "user")).transpose()
+    /// The filter, each id that is no id refused into `fields`.
+    pub fn parse(self, fields: &mut Fields) -> AppResult<service::AuditFilter> {
+        let mut id = |field: &str, value: Option<ID>| match value {
+            Some(id) => fields.absorb(parse_uuid(&id, field, "user")),
+            None => Ok(None),
         };
-        match (id("actorId", self.actor_id), id("targetId", self.target_id)) {
-            (Ok(actor), Ok(target)) => Ok(service::AuditFilter {
-                action: self.action.map(Into::into),
-                actor,
-                target,
-            }),
-            (Err(AppError::BadInput(mut both)), Err(AppError::BadInput(target))) => {
-                both.extend(target);
-                Err(AppError::BadInput(both))
-            }
-            (Err(err), _) | (_, Err(err)) => Err(err),
-        }
+        Ok(service::AuditFilter {
+            action: self.action.map(Into::into),
+            actor: id("actorId", self.actor_id)?,
+            target: id("targetId", self.target_id)?,
+        })
     }
 }
 

@@ -42,6 +42,21 @@ impl Fields {
         }
     }
 
+    /// Records the field errors of a refused `result`, keeping a successful value; any other
+    /// error passes through.
+    pub fn absorb<T>(&mut self, result: AppResult<T>) -> AppResult<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(AppError::BadInput(errors)) => {
+                for (field, error) in errors {
+                    self.refuse(&field, error);
+                }
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     pub fn into_result(self) -> AppResult<()> {
         if self.0.is_empty() {
             Ok(())
