@@ -133,10 +133,10 @@ impl TokenKeys {
     /// recorded on the key (`signs_until`), so instances with a shorter `ROLLCALL_ACCESS_TTL`
     /// keep the key until this instance's tokens have expired too.
     pub fn signs_until(&self, now: DateTime<Utc>, reloads: u32, slack: Duration) -> DateTime<Utc> {
-        chrono::Duration::from_std(self.access_ttl + (self.reload_every() + slack) * reloads)
-            .ok()
-            .and_then(|window| now.checked_add_signed(window))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        crate::db::later(
+            now,
+            self.access_ttl + (self.reload_every() + slack) * reloads,
+        )
     }
 
     /// Replaces the stored keys with `stored`, unless they are the keys held already. With a
@@ -342,10 +342,7 @@ fn reload_every(access_ttl: Duration) -> Duration {
 /// longer lifetime recorded theirs on the key (`signs_until`). `None` for the current key.
 fn horizon(key: &signing_key::Model, access_ttl: Duration) -> Option<DateTime<Utc>> {
     let retired_at = key.retired_at?;
-    let own = chrono::Duration::from_std(access_ttl + reload_every(access_ttl))
-        .ok()
-        .and_then(|window| retired_at.checked_add_signed(window))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let own = crate::db::later(retired_at, access_ttl + reload_every(access_ttl));
     Some(key.signs_until.map_or(own, |recorded| recorded.max(own)))
 }
 

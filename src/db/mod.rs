@@ -490,6 +490,22 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     at_micros(chrono::Utc::now())
 }
 
+/// `at` moved back by `by`; a limit too long to represent means no limit in practice.
+pub fn earlier(at: chrono::DateTime<chrono::Utc>, by: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_sub_signed(by))
+        .unwrap_or(chrono::DateTime::UNIX_EPOCH)
+}
+
+/// `at` moved on by `by`, saturating.
+pub fn later(at: chrono::DateTime<chrono::Utc>, by: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_add_signed(by))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
 /// `at` at the precision both databases store (microseconds).
 pub fn at_micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)

@@ -51,9 +51,7 @@ impl Service {
     /// Deletes the entries older than `ROLLCALL_AUDIT_RETENTION`, at most `batch` a statement;
     /// the periodic housekeeping calls it.
     pub async fn purge_audit(&self, batch: u64) -> AppResult<u64> {
-        let retention = chrono::Duration::from_std(self.0.audit_retention)
-            .map_err(|err| AppError::internal_from("audit retention", err))?;
-        let before = crate::db::now() - retention;
+        let before = crate::db::earlier(crate::db::now(), self.0.audit_retention);
         Ok(audit::purge(self.db().writer(), before, batch).await?)
     }
 }

@@ -24,35 +24,19 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
 }
 
-/// `at` moved back by `by`; a limit too long to represent means no limit in practice.
-pub(super) fn before(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(by)
-        .ok()
-        .and_then(|by| at.checked_sub_signed(by))
-        .unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-/// `at` moved on by `by`, saturating.
-fn after(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(by)
-        .ok()
-        .and_then(|by| at.checked_add_signed(by))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
 impl Service {
     /// The cut-offs a session must be younger than to be live, as of now.
     pub(super) fn live(&self) -> Live {
         let now = db::now();
         Live {
-            born_after: before(now, self.0.session_max_age),
-            used_after: before(now, self.0.session_idle),
+            born_after: db::earlier(now, self.0.session_max_age),
+            used_after: db::earlier(now, self.0.session_idle),
         }
     }
 
     /// Refresh tokens rotated after this moment are within the reuse grace.
     pub(super) fn grace_start(&self) -> DateTime<Utc> {
-        before(db::now(), self.0.refresh_reuse_grace)
+        db::earlier(db::now(), self.0.refresh_reuse_grace)
     }
 
     /// The live sessions of each of `user_ids`, newest first, for the DataLoader: a page of
@@ -67,8 +51,8 @@ impl Service {
                 user_id: row.user_id,
                 created_at: row.created_at,
                 last_used_at: row.last_used_at,
-                expires_at: after(row.created_at, self.0.session_max_age)
-                    .min(after(row.last_used_at, self.0.session_idle)),
+                expires_at: db::later(row.created_at, self.0.session_max_age)
+                    .min(db::later(row.last_used_at, self.0.session_idle)),
                 ip: row.ip,
                 user_agent: row.user_agent,
             })

@@ -42,7 +42,7 @@ impl Service {
         let proved = session
             .verified_at
             .map_or(session.created_at, |at| at.max(session.created_at));
-        if proved >= super::sessions::before(db::now(), self.0.step_up_window) {
+        if proved >= db::earlier(db::now(), self.0.step_up_window) {
             Ok(())
         } else {
             Err(AppError::VerificationRequired(
