@@ -207,11 +207,12 @@ pub struct Settings {
     #[arg(
         long,
         env = "ROLLCALL_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_parser = parse_proxy,
+        value_parser = list(parse_proxy),
+        default_value = "",
+        hide_default_value = true,
         global = true
     )]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: List<IpNet>,
     /// A request running longer is answered with TIMEOUT and its database work rolled back.
     #[arg(long, env = "ROLLCALL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub request_timeout: Duration,
@@ -260,8 +261,15 @@ pub struct Settings {
     pub max_complexity: usize,
     /// Browser origins allowed to call the API (comma-separated, e.g.
     /// `https://app.example.com`); `*` allows any origin. None by default.
-    #[arg(long, env = "ROLLCALL_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin, global = true)]
-    pub cors_origins: Vec<axum::http::HeaderValue>,
+    #[arg(
+        long,
+        env = "ROLLCALL_CORS_ORIGINS",
+        value_parser = list(parse_origin),
+        default_value = "",
+        hide_default_value = true,
+        global = true
+    )]
+    pub cors_origins: List<axum::http::HeaderValue>,
     /// Bearer token that lets non-loopback clients read `/metrics`. Empty counts as unset
     /// (as templates often leave it), never as a token a request without one would match.
     #[arg(
@@ -373,7 +381,7 @@ impl Settings {
             throttle_after: 5,
             throttle_max: Duration::from_secs(15 * 60),
             ip_rate_limit: 60,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: List::default(),
             request_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(75),
             max_depth: 10,
@@ -382,7 +390,7 @@ impl Settings {
             max_query_bytes: 16 * 1024,
             max_complexity: 5_000,
             introspection: true,
-            cors_origins: Vec::new(),
+            cors_origins: List::default(),
             metrics_token: None,
             log_format: LogFormat::Text,
             graphiql: true,
@@ -448,6 +456,38 @@ fn parse_db_timeout(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is longer than a day"));
     }
     Ok(duration)
+}
+
+/// A comma-separated setting. Empty items are skipped, so an empty value, as templates leave
+/// a variable they were given nothing for, means none rather than stopping start-up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> std::ops::Deref for List<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+fn list<T: 'static>(
+    item: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<List<T>, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(item)
+            .collect::<Result<_, _>>()
+            .map(List)
+    }
 }
 
 /// A proxy's address (`10.0.0.5`, taken as a single host) or range (`10.0.0.0/8`).
@@ -517,6 +557,20 @@ mod tests {
             .collect();
         assert_eq!(proxies, ["10.0.0.5/32", "192.168.0.0/16", "::1/128"]);
         assert!(parse(&["--trusted-proxies", "nonsense"]).is_err());
+        assert!(parse(&["--trusted-proxies", "10.0.0.5,nonsense"]).is_err());
+        // Empty, as a template leaves a variable it was given nothing for: none.
+        for empty in ["", " ", ","] {
+            let cli = parse(&["--trusted-proxies", empty, "--cors-origins", empty]).expect("empty");
+            assert!(cli.settings.trusted_proxies.is_empty(), "{empty:?}");
+            assert!(cli.settings.cors_origins.is_empty(), "{empty:?}");
+        }
+        let cli = parse(&[
+            "--cors-origins",
+            "https://a.example, http://b.example:8080,",
+        ])
+        .expect("cors");
+        assert_eq!(cli.settings.cors_origins.len(), 2);
+        assert!(parse(&["--cors-origins", "https://a.example/"]).is_err());
 
         assert!(parse(&["--db-max-connections", "0"]).is_err());
         assert!(parse(&["--hash-concurrency", "0"]).is_err());

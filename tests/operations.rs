@@ -16,7 +16,8 @@ async fn spawn(tweak: impl FnOnce(&mut rollcall::config::Settings)) -> Option<Te
 #[tokio::test]
 async fn cors_answers_allowed_origins_only() {
     let Some(app) = spawn(|s| {
-        s.cors_origins = vec![rollcall::config::parse_origin(APP).expect("origin")];
+        s.cors_origins =
+            rollcall::config::List(vec![rollcall::config::parse_origin(APP).expect("origin")]);
     })
     .await
     else {
@@ -820,7 +821,7 @@ async fn metrics_count_logins_and_requests() {
 #[tokio::test]
 async fn metrics_need_loopback_or_the_token() {
     let Some(app) = spawn(|s| {
-        s.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        s.trusted_proxies = rollcall::config::List(vec!["127.0.0.1/32".parse().expect("net")]);
         s.metrics_token = Some("metrics-token-for-the-test".into());
     })
     .await
@@ -870,7 +871,7 @@ async fn metrics_need_loopback_or_the_token() {
 #[tokio::test]
 async fn an_empty_metrics_token_opens_nothing() {
     let Some(app) = spawn(|s| {
-        s.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        s.trusted_proxies = rollcall::config::List(vec!["127.0.0.1/32".parse().expect("net")]);
         s.metrics_token = Some(String::new());
     })
     .await

@@ -219,7 +219,7 @@ async fn the_ip_limit_counts_a_standard_users_renames() {
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
         s.ip_rate_limit = 2;
-        s.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        s.trusted_proxies = rollcall::config::List(vec!["127.0.0.1/32".parse().expect("net")]);
     })
     .await
     else {

@@ -68,7 +68,7 @@ pub fn router(service: Service, settings: &Settings) -> Router {
         limits: Limits::from_settings(settings),
         service,
         request_timeout: settings.request_timeout,
-        trusted_proxies: settings.trusted_proxies.clone().into(),
+        trusted_proxies: settings.trusted_proxies.to_vec().into(),
         metrics_token: settings.metrics_token.as_deref().map(Arc::from),
         graphiql: settings.graphiql,
     };
