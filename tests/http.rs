@@ -259,8 +259,76 @@ async fn every_error_has_a_code(app: TestApp) {
     assert_code(&body, "UNAUTHENTICATED");
 }
 
+/// Sends `request` as written and returns the status line and body of the answer.
+async fn raw_exchange(app: &TestApp, request: &str) -> String {
+    let base = app.base_url();
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = request.replace("{address}", address);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await
+    .expect("answered and closed")
+    .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// What HTTP/1.1 says a server must refuse: no `Host`, two of them, a transfer coding it does
+/// not know. Each answer is a GraphQL-shaped error, and the same request framed properly is
+/// served.
+async fn ill_framed_requests_are_refused(app: TestApp) {
+    let body = r#"{"query":"{ serverInfo { name } }"}"#;
+    let post = |head: &str| {
+        format!(
+            "POST /graphql HTTP/1.1\r\n{head}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let chunked = |coding: &str| {
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: {{address}}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: {coding}\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+    };
+    for (request, status, code) in [
+        (post(""), "400", "BAD_REQUEST"),
+        (
+            post("Host: {address}\r\nHost: other.example\r\n"),
+            "400",
+            "BAD_REQUEST",
+        ),
+        (chunked("gzip, chunked"), "501", "NOT_IMPLEMENTED"),
+    ] {
+        let answer = raw_exchange(&app, &request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains(&format!(r#""code":"{code}""#)), "{answer}");
+    }
+    for request in [post("Host: {address}\r\n"), chunked("chunked")] {
+        let answer = raw_exchange(&app, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(r#""name":"rollcall""#), "{answer}");
+    }
+    // HTTP/1.0 has no Host requirement.
+    let answer = raw_exchange(&app, &post("").replace("HTTP/1.1", "HTTP/1.0")).await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+}
+
 backend_tests!(
     health_ready_and_graphiql,
+    ill_framed_requests_are_refused,
     oversized_bodies_get_413_and_batches_400,
     server_info_is_public,
     every_error_has_a_code,

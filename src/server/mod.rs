@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipnet::IpNet;
@@ -92,6 +93,7 @@ pub fn router(service: Service, settings: &Settings) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/.well-known/jwks.json", get(jwks::jwks))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(refuse_ill_framed))
         .layer(DefaultBodyLimit::disable())
         // A panic fails its own request with a 500, not the connection.
         .layer(CatchPanicLayer::custom(|_| {
@@ -208,6 +210,7 @@ fn request_error(status: StatusCode, message: &str) -> Response {
         StatusCode::NOT_ACCEPTABLE => "NOT_ACCEPTABLE",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
         StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::NOT_IMPLEMENTED => "NOT_IMPLEMENTED",
         status if status.is_server_error() => "INTERNAL_SERVER_ERROR",
         _ => "BAD_REQUEST",
     };
@@ -257,6 +260,30 @@ fn graphiql(state: &AppState, headers: &HeaderMap) -> Response {
             "A GET request needs a `query` parameter",
         ),
     }
+}
+
+/// What HTTP/1.1 says a server must refuse and hyper passes on (RFC 9112, 3.2 and 6.1): a
+/// request without exactly one `Host`, which proxies and caches may route by a different one
+/// than the server saw, and a body in a transfer coding other than `chunked`, which would
+/// otherwise be read as if it were plain.
+async fn refuse_ill_framed(request: axum::extract::Request, next: Next) -> Response {
+    let headers = request.headers();
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
+        return request_error(StatusCode::BAD_REQUEST, "Give exactly one Host header");
+    }
+    let foreign_coding = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if foreign_coding {
+        return request_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "The only transfer coding accepted is chunked",
+        );
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> Response {
