@@ -257,6 +257,29 @@ async fn every_error_has_a_code(app: TestApp) {
     assert_code(&body, "UNAUTHENTICATED");
     let body = app.me("not-a-jwt").await;
     assert_code(&body, "UNAUTHENTICATED");
+
+    // The README's two messages: no token at all, or one that fails.
+    for (authorization, message) in [
+        ("", "Authentication required"),
+        ("Bearer", "Authentication required"),
+        ("bearer  ", "Authentication required"),
+        ("Bearer not-a-jwt", "Invalid or expired token"),
+        ("Basic YTpi", "Invalid or expired token"),
+    ] {
+        let body: serde_json::Value = app
+            .client
+            .post(format!("{}/graphql", app.base_url()))
+            .header("authorization", authorization)
+            .json(&json!({"query": support::ME}))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("JSON");
+        assert_code(&body, "UNAUTHENTICATED");
+        assert_eq!(body["errors"][0]["message"], message, "{authorization:?}");
+    }
 }
 
 /// Sends `request` as written and returns the status line and body of the answer.

@@ -594,20 +594,22 @@ fn not_acceptable() -> Response {
     )
 }
 
-/// The request's bearer token. An `Authorization` header that holds none (another scheme, no
-/// token, two headers, bytes that are not text) counts as a token that fails: the client
-/// hears that its credential is wrong, not that it sent none.
+/// The request's bearer token; none for an empty header or `Bearer` alone, as clients send
+/// when they have no token yet. A header that holds something else (another scheme, two
+/// headers, bytes that are not text) counts as a token that fails: the client hears that its
+/// credential is wrong, not that it sent none.
 pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next()?;
-    let token = value
-        .to_str()
-        .ok()
-        .filter(|_| values.next().is_none())
-        .and_then(|value| value.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    Some(token.unwrap_or_default())
+    let Some(value) = value.to_str().ok().filter(|_| values.next().is_none()) else {
+        return Some(String::new());
+    };
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !(scheme.is_empty() || scheme.eq_ignore_ascii_case("bearer")) {
+        return Some(String::new());
+    }
+    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
 }
 
 #[cfg(test)]
@@ -683,13 +685,16 @@ mod tests {
     }
 
     #[test]
-    fn an_authorization_header_without_a_bearer_token_is_a_wrong_one() {
+    fn authorization_headers_as_clients_send_them() {
         assert_eq!(bearer_token(&HeaderMap::new()), None);
         let token = |value: &str| bearer_token(&with(header::AUTHORIZATION, value));
         assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
         assert_eq!(token("bearer  abc ").as_deref(), Some("abc"));
-        for wrong in ["Basic YTpi", "abc", "Bearer", "Bearer ", "Bearer\tabc"] {
+        for wrong in ["Basic YTpi", "abc", "Bearer\tabc", "Basic"] {
             assert_eq!(token(wrong).as_deref(), Some(""), "{wrong}");
+        }
+        for none in ["", " ", "Bearer", "bearer ", "Bearer   "] {
+            assert_eq!(token(none), None, "{none:?}");
         }
         let mut two = with(header::AUTHORIZATION, "Bearer abc");
         two.append(
