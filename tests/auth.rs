@@ -216,6 +216,30 @@ async fn forged_tokens_are_refused(app: TestApp) {
         refuse(format!("alg {alg}"), format!("{header}.{payload}.")).await;
     }
 
+    // Extensions the server would have to understand (RFC 7515, 4.1.11); a header with an
+    // extra member that is not critical is accepted, so the refusal is about `crit`.
+    let with_header = |header: Value| {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(good.to_string())
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(key),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{message}.{signature}")
+    };
+    let extra = with_header(json!({"alg": "HS256", "typ": "JWT", "x-note": 1}));
+    assert_ok(&app.me(&extra).await);
+    refuse(
+        "crit".into(),
+        with_header(json!({"alg": "HS256", "typ": "JWT", "crit": ["x-note"], "x-note": 1})),
+    )
+    .await;
+
     // Each required claim, missing.
     for claim in ["aud", "sid", "sub", "iss", "exp", "iat"] {
         let mut claims = good.clone();

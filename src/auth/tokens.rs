@@ -263,7 +263,7 @@ impl TokenKeys {
     fn verify_signed(&self, token: &str) -> AppResult<AccessClaims> {
         let invalid = || AppError::Unauthenticated("Invalid or expired token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
-        if header.alg != self.algorithm {
+        if header.alg != self.algorithm || names_critical_extensions(token) {
             return Err(invalid());
         }
         let keys = self.current();
@@ -299,6 +299,21 @@ impl TokenKeys {
         }
         Ok(claims)
     }
+}
+
+/// Whether the token's header has `crit`: a token that names extensions it must be understood
+/// with is invalid to a recipient that understands none (RFC 7515, 4.1.11), and jsonwebtoken
+/// does not look. Only a holder of the signing key can make one, such as another service
+/// sharing an HS256 secret; its restriction must not be silently dropped.
+fn names_critical_extensions(token: &str) -> bool {
+    let header = token.split('.').next().unwrap_or_default();
+    URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
+        .is_none_or(|header| header.contains_key("crit"))
 }
 
 /// How far ahead of this instance's clock another instance's may be.
@@ -530,6 +545,28 @@ mod tests {
         let mut other_ttl = claims();
         other_ttl["exp"] = json!(now + 3_600);
         assert!(keys.verify(&sign(other_ttl, Algorithm::HS256)).is_ok());
+    }
+
+    /// Signed with the right key, and refused for the `crit` in its header alone.
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let keys = keys();
+        let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+        let signed = |header: serde_json::Value| {
+            let message = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header.to_string()));
+            let key = EncodingKey::from_secret(&[7u8; 32]);
+            let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+                .expect("sign");
+            format!("{message}.{signature}")
+        };
+        let plain = signed(json!({"alg": "HS256", "typ": "JWT"}));
+        assert!(keys.verify(&plain).is_ok());
+        for crit in [json!(["exp"]), json!(["x-must-understand"]), json!([])] {
+            let token = signed(
+                json!({"alg": "HS256", "typ": "JWT", "crit": crit, "x-must-understand": true}),
+            );
+            assert!(keys.verify(&token).is_err(), "{crit}");
+        }
     }
 
     #[test]
