@@ -1523,6 +1523,15 @@ async fn search_folds_case_beyond_ascii(app: TestApp) {
         let found = usernames(&app, &owner, json!({ "search": term })).await;
         assert_eq!(found, [expected], "{term}");
     }
+    // As the README says, SQLite matches İ only as itself, in usernames as in names (where
+    // PostgreSQL finds every i): not the i of "epsilon" or any other username.
+    if app.backend == support::Backend::Sqlite {
+        for term in ["İ", "İs", "Sİ"] {
+            let found = usernames(&app, &owner, json!({ "search": term })).await;
+            let expected: &[&str] = if term == "Sİ" { &[] } else { &["epsilon"] };
+            assert_eq!(found, expected, "{term}");
+        }
+    }
 }
 
 /// Addresses that look the same are one account, on both databases: registered full-width,

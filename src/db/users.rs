@@ -311,16 +311,23 @@ impl Filter {
                     _ => Vec::new(),
                 };
                 let mut any = Condition::any();
-                // Username keys are ASCII, stored lower-cased.
-                any = any.add(Expr::col(Column::UsernameKey).like(like(&pattern)));
-                for column in [Column::Email, Column::FirstName, Column::LastName] {
-                    let condition = match backend {
-                        DatabaseBackend::Sqlite => variants
+                for column in [
+                    Column::UsernameKey,
+                    Column::Email,
+                    Column::FirstName,
+                    Column::LastName,
+                ] {
+                    let condition = match (backend, column) {
+                        // The same forms in every field, username keys too: a letter such as
+                        // İ, which PostgreSQL folds to an ASCII one, matches only itself.
+                        (DatabaseBackend::Sqlite, _) => variants
                             .iter()
                             .fold(Condition::any(), |any, variant| {
                                 any.add(Expr::col(column).like(like(variant)))
                             })
                             .into(),
+                        // Username keys are ASCII, stored lower-cased.
+                        (_, Column::UsernameKey) => Expr::col(column).like(like(&pattern)),
                         // As the search text has them: lower-cased, final sigmas as σ.
                         _ => {
                             let lower = match column {
