@@ -508,8 +508,13 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
     }
     const NOT_A_REQUEST: &str =
         "The body is not a GraphQL request (a JSON object with a string `query`)";
-    let request: async_graphql::Request =
+    let mut request: async_graphql::Request =
         serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+            // serde's own wording for a member given twice, which a parser that keeps the
+            // last would run unnoticed.
+            serde_json::error::Category::Data if err.to_string().starts_with("duplicate field") => {
+                Refusal::Bad("The body gives a member (`query`, `variables`, `operationName` or `extensions`) twice")
+            }
             // Valid JSON of another shape: say what is wrong with it.
             serde_json::error::Category::Data => {
                 match serde_json::from_slice::<serde_json::Value>(bytes) {
@@ -536,6 +541,8 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
         }
         return Err(Refusal::Bad(NOT_A_REQUEST));
     }
+    // Empty, as in a GET's query string: no name given.
+    request.operation_name = request.operation_name.filter(|name| !name.is_empty());
     Ok(request)
 }
 
@@ -750,6 +757,16 @@ mod tests {
             Some("The body is not a GraphQL request (a JSON object with a string `query`)")
         );
         assert_eq!(refusal("[{}]"), Some("Batched requests are not supported"));
+        assert_eq!(
+            refusal(r#"{"query": "{ me { id } }", "query": "{ serverInfo { name } }"}"#),
+            Some(
+                "The body gives a member (`query`, `variables`, `operationName` or `extensions`) twice"
+            )
+        );
+        let unnamed = parse_body(&Bytes::from_static(
+            br#"{"query": "{ me { id } }", "operationName": ""}"#,
+        ));
+        assert_eq!(unnamed.map(|request| request.operation_name), Ok(None));
         assert_eq!(refusal("{"), Some("The body is not valid JSON"));
         let hash_only = r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
         assert_eq!(refusal(hash_only), Some("not persisted"));
