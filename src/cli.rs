@@ -100,15 +100,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(command) => user_command(&settings, command).await,
-        Command::Keys(KeysCommand::Rotate) => {
+        Command::Keys(KeysCommand::Rotate { revoke }) => {
             let service = Service::open(&settings).await?;
-            let kid = service.rotate_signing_key().await.map_err(describe)?;
+            let kid = service.rotate_signing_key(revoke).await.map_err(describe)?;
             println!("{kid}");
+            let every = service.key_reload_every().as_secs();
             eprintln!(
-                "new signing key {kid} is current; running servers switch to it within {}s \
-                 (those given ROLLCALL_JWT_SECRET sign with the secret and use no stored key)",
-                service.key_reload_every().as_secs()
+                "new signing key {kid} is current; running servers switch to it within {every}s \
+                 (those given ROLLCALL_JWT_SECRET sign with the secret and use no stored key)"
             );
+            if revoke {
+                eprintln!(
+                    "every earlier key is deleted: servers refuse the tokens those signed within \
+                     {every}s, and clients get new ones by refreshing"
+                );
+            }
             Ok(())
         }
     }

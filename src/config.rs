@@ -37,7 +37,12 @@ pub enum Command {
 pub enum KeysCommand {
     /// Make a new signing key current and print its kid. The old key keeps verifying the
     /// tokens it signed until they have expired; running servers switch within 30 seconds.
-    Rotate,
+    Rotate {
+        /// Delete every earlier key now, for a key that may have leaked: the tokens they
+        /// signed are refused as soon as each server reloads its keys, and clients refresh.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

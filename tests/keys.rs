@@ -125,7 +125,7 @@ async fn rotation_keeps_old_tokens_until_they_expire(app: TestApp) {
     let new_kid = app
         .server()
         .service
-        .rotate_signing_key()
+        .rotate_signing_key(false)
         .await
         .expect("rotate");
     assert_ne!(new_kid, old_kid);
@@ -209,7 +209,7 @@ async fn a_retired_key_verifies_for_the_longest_lifetime(app: TestApp) {
     let old_kid = kid(&long_lived.access);
     app.server()
         .service
-        .rotate_signing_key()
+        .rotate_signing_key(false)
         .await
         .expect("rotate");
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(3500)).await;
@@ -232,7 +232,7 @@ async fn a_rotated_key_works_at_once_on_every_instance(app: TestApp) {
     let new_kid = app
         .server()
         .service
-        .rotate_signing_key()
+        .rotate_signing_key(false)
         .await
         .expect("rotate");
     let fresh = app.login_as("alice").await;
@@ -300,6 +300,56 @@ async fn the_rotate_command_switches_running_servers(app: TestApp) {
     );
 }
 
+/// `keys rotate --revoke`, for a key that may have leaked: tokens the old key signed are
+/// refused as soon as the server has reloaded (here at once, through a JWKS read), though
+/// they have most of 15 minutes to run; the session itself goes on with a refresh.
+async fn revoking_rotation_refuses_old_tokens_at_once(app: TestApp) {
+    let alice = app.register("alice").await;
+    let old_kid = kid(&alice.access);
+    assert_ok(&app.me(&alice.access).await);
+    let url = app.db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run_or_kill(
+            rollcall_command(&url, &[]).args(["keys", "rotate", "--revoke"]),
+            "rollcall keys rotate --revoke",
+        )
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("refresh"), "{stderr}");
+    let new_kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!new_kid.is_empty() && new_kid != old_kid, "{new_kid}");
+
+    // A JWKS read more than a second after the last reload reads the keys again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(kids(&jwks(&app).await), vec![new_kid.clone()]);
+    assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
+
+    let refreshed = app.refresh(&alice.refresh).await;
+    assert_ok(&refreshed);
+    let access = refreshed["data"]["refreshToken"]["accessToken"]
+        .as_str()
+        .expect("access token");
+    assert_eq!(kid(access), new_kid);
+    assert_ok(&app.me(access).await);
+
+    let audit = app
+        .gql(
+            Some(access),
+            "{ auditLog(first: 5) { nodes { action actorId targetId } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&audit);
+    assert_eq!(
+        audit["data"]["auditLog"]["nodes"][0],
+        json!({"action": "SIGNING_KEYS_REVOKED", "actorId": null, "targetId": null}),
+        "{audit}"
+    );
+}
+
 async fn a_secret_selects_hs256_and_publishes_nothing(app: TestApp) {
     let alice = app.register("alice").await;
     let header = header(&alice.access);
@@ -307,13 +357,20 @@ async fn a_secret_selects_hs256_and_publishes_nothing(app: TestApp) {
     assert_eq!(header.kid, None);
     assert_ok(&app.me(&alice.access).await);
     assert_eq!(jwks(&app).await, json!({"keys": []}));
-    assert!(app.server().service.rotate_signing_key().await.is_err());
+    assert!(
+        app.server()
+            .service
+            .rotate_signing_key(false)
+            .await
+            .is_err()
+    );
 }
 
 backend_tests!(
     tokens_are_eddsa_and_verify_with_the_jwks,
     rotation_keeps_old_tokens_until_they_expire with |s| s.access_ttl = crate::SHORT_TTL,
     the_rotate_command_switches_running_servers with |s| s.access_ttl = crate::SHORT_TTL,
+    revoking_rotation_refuses_old_tokens_at_once,
     a_rotated_key_works_at_once_on_every_instance,
     a_retired_key_verifies_for_the_longest_lifetime with |s| s.access_ttl = crate::SHORT_TTL,
     a_secret_selects_hs256_and_publishes_nothing with |s| s.jwt_secret = Some("k".repeat(40)),

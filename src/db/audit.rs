@@ -35,10 +35,11 @@ pub enum Action {
     TotpDisabled,
     RecoveryCodeUsed,
     SigningKeyRotated,
+    SigningKeysRevoked,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::UserRegistered,
         Action::UserCreated,
         Action::UserUpdated,
@@ -57,6 +58,7 @@ impl Action {
         Action::TotpDisabled,
         Action::RecoveryCodeUsed,
         Action::SigningKeyRotated,
+        Action::SigningKeysRevoked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +81,7 @@ impl Action {
             Action::TotpDisabled => "TOTP_DISABLED",
             Action::RecoveryCodeUsed => "RECOVERY_CODE_USED",
             Action::SigningKeyRotated => "SIGNING_KEY_ROTATED",
+            Action::SigningKeysRevoked => "SIGNING_KEYS_REVOKED",
         }
     }
 

@@ -38,22 +38,28 @@ pub async fn ensure_current(db: &Db, new: impl FnOnce() -> Model) -> Result<(), 
     tx.commit().await
 }
 
-/// Retires the current key at `now` and makes `new` the current one, recording `entry` with it.
+/// Retires the current key at `now` (or, with `revoke`, deletes every key) and makes `new`
+/// the current one, recording `entry` with it.
 pub async fn rotate(
     db: &Db,
     new: Model,
     now: DateTime<Utc>,
     entry: super::audit::NewEntry,
+    revoke: bool,
 ) -> Result<(), DbErr> {
     let tx = locked(db).await?;
-    Entity::update_many()
-        .set(ActiveModel {
-            retired_at: Set(Some(now)),
-            ..Default::default()
-        })
-        .filter(Column::RetiredAt.is_null())
-        .exec(&tx)
-        .await?;
+    if revoke {
+        Entity::delete_many().exec(&tx).await?;
+    } else {
+        Entity::update_many()
+            .set(ActiveModel {
+                retired_at: Set(Some(now)),
+                ..Default::default()
+            })
+            .filter(Column::RetiredAt.is_null())
+            .exec(&tx)
+            .await?;
+    }
     Entity::insert(new.into_active_model())
         .exec_without_returning(&tx)
         .await?;

@@ -365,6 +365,8 @@ pub enum GqlAuditAction {
     TotpDisabled,
     RecoveryCodeUsed,
     SigningKeyRotated,
+    /// A new signing key made current and every earlier one deleted (`keys rotate --revoke`).
+    SigningKeysRevoked,
 }
 
 /// One change to an account, a role, a token, a session or two-factor login.
@@ -397,7 +399,7 @@ impl AuditEntryObject {
     }
 
     /// The user the change is about; null for a change about no user (`USERS_IMPORTED`,
-    /// `SIGNING_KEY_ROTATED`).
+    /// `SIGNING_KEY_ROTATED`, `SIGNING_KEYS_REVOKED`).
     async fn target_id(&self) -> Option<ID> {
         self.0.target_id.map(|id| ID(id.to_string()))
     }

@@ -349,9 +349,10 @@ impl Service {
     }
 
     /// Makes a new signing key current and retires the current one, which keeps verifying
-    /// the tokens it signed until they have expired. Returns the new key's kid. Other
-    /// instances pick the new key up when they next reload their keys.
-    pub async fn rotate_signing_key(&self) -> AppResult<String> {
+    /// the tokens it signed until they have expired; with `revoke`, deletes every earlier key
+    /// instead, for one that may have leaked. Returns the new key's kid. Other instances pick
+    /// the change up when they next reload their keys.
+    pub async fn rotate_signing_key(&self, revoke: bool) -> AppResult<String> {
         if !self.0.tokens.uses_stored_keys() {
             return Err(AppError::Forbidden(
                 "ROLLCALL_JWT_SECRET is set: tokens are signed with it, not with stored keys",
@@ -360,8 +361,13 @@ impl Service {
         let now = chrono::Utc::now();
         let key = tokens::new_signing_key(now)?;
         let kid = key.kid.clone();
-        let entry = NewEntry::new(AuditAction::SigningKeyRotated, None, None);
-        signing_keys::rotate(&self.0.db, key, now, entry).await?;
+        let action = if revoke {
+            AuditAction::SigningKeysRevoked
+        } else {
+            AuditAction::SigningKeyRotated
+        };
+        let entry = NewEntry::new(action, None, None);
+        signing_keys::rotate(&self.0.db, key, now, entry, revoke).await?;
         let mut reloads = self.0.key_reloads.lock().await;
         let began = Instant::now();
         load_keys(&self.0).await?;
