@@ -349,8 +349,41 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
 }
 
+/// A GraphQL parameter given twice in a GET is refused, not settled by whichever one the
+/// server's parser keeps; other parameters (cache busters) may repeat.
+async fn get_parameters_given_twice_are_refused(app: TestApp) {
+    let get = |query: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(format!("{}/graphql?{query}", app.base_url()))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("get");
+            let status = response.status();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    let (status, body) = get("query=%7BserverInfo%7Bname%7D%7D&query=%7Bme%7Bid%7D%7D").await;
+    assert_eq!(status, 400, "{body}");
+    assert_code(&body, "BAD_REQUEST");
+    assert_eq!(body["errors"][0]["message"], "`query` is given twice");
+    let (status, body) =
+        get("query=query%20A%7BserverInfo%7Bname%7D%7D&operationName=A&operationName=B").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get("query=%7BserverInfo%7Bname%7D%7D&_=1&_=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["serverInfo"]["name"], "rollcall");
+}
+
 backend_tests!(
     health_ready_and_graphiql,
+    get_parameters_given_twice_are_refused,
     ill_framed_requests_are_refused,
     oversized_bodies_get_413_and_batches_400,
     server_info_is_public,

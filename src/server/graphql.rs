@@ -230,15 +230,32 @@ async fn respond_to_post(
     with_timeout(timeout, client_ip, work).await
 }
 
+/// The parameters of a GraphQL request in a query string.
+const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "extensions"];
+
 /// `GET /graphql?query=…&variables=…&operationName=…`: queries only. Without a query, a
 /// browser gets GraphiQL.
 pub async fn get(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
+    let mut params = HashMap::new();
+    for (key, value) in pairs {
+        // One of the request's own parameters given twice: which one a cache or proxy in
+        // between would pick is anyone's guess, so none is run.
+        if GET_PARAMETERS.contains(&key.as_str()) && params.contains_key(&key) {
+            let message = format!("`{key}` is given twice");
+            return counted(
+                &state,
+                started,
+                request_error(StatusCode::BAD_REQUEST, &message),
+            );
+        }
+        params.insert(key, value);
+    }
     let Some(query) = params.get("query").filter(|query| !query.is_empty()) else {
         let hash_only = params.get("extensions").is_some_and(|extensions| {
             serde_json::from_str::<serde_json::Value>(extensions)
