@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
-            let db = crate::service::connect(&settings, Some(1)).await?;
+            let db = crate::service::connect(&settings, Some(1), settings.db_timeout).await?;
             crate::service::migrate(&settings, &db).await?;
             eprintln!("migrations applied");
             Ok(())

@@ -205,18 +205,23 @@ pub enum StartError {
     Other(#[from] AppError),
 }
 
-/// Connects to the configured database with up to `max_connections`, naming it (without its
+/// Connects to the configured database with up to `max_connections`, waiting at most
+/// `timeout` for a connection or (on PostgreSQL) a statement; names the database (without its
 /// password) and the time allowed when it cannot be reached.
-pub async fn connect(settings: &Settings, max_connections: Option<u32>) -> Result<Db, StartError> {
+pub async fn connect(
+    settings: &Settings,
+    max_connections: Option<u32>,
+    timeout: Duration,
+) -> Result<Db, StartError> {
     let url = &settings.database_url;
     if let Some(problem) = crate::db::url_problem(url) {
         return Err(StartError::BadDatabaseUrl(problem));
     }
-    Db::connect(url, max_connections, settings.db_timeout)
+    Db::connect(url, max_connections, timeout)
         .await
         .map_err(|source| StartError::Connect {
             url: crate::db::redacted_url(url),
-            timeout: settings.db_timeout,
+            timeout,
             hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
                 "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
             } else {
@@ -246,29 +251,48 @@ fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
     }
 }
 
+/// What a [`Service`] is started for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A server: migrates, signs tokens, and bounds its database work by the request timeout.
+    Serve,
+    /// A command-line tool.
+    Command,
+}
+
 impl Service {
     /// Connects, migrates, and loads the signing keys: the configured secret, or the Ed25519
     /// keys in the database (creating the first one).
     pub async fn start(settings: &Settings) -> Result<Self, StartError> {
-        Self::start_with(settings, true).await
+        Self::start_with(settings, Purpose::Serve).await
     }
 
     /// [`Self::start`] for the user and keys commands: a database holding an older release's
     /// schema is refused, not upgraded behind the servers running on it; an empty one gets
     /// the schema, said in the log (a mistyped SQLite path shows there).
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
-        Self::start_with(settings, false).await
+        Self::start_with(settings, Purpose::Command).await
     }
 
-    async fn start_with(settings: &Settings, migrate: bool) -> Result<Self, StartError> {
+    async fn start_with(settings: &Settings, purpose: Purpose) -> Result<Self, StartError> {
         if let Some(secret) = &settings.jwt_secret
             && secret.len() < tokens::MIN_SECRET_BYTES
         {
             return Err(StartError::ShortSecret { got: secret.len() });
         }
-        let db = connect(settings, settings.db_max_connections).await?;
+        let serving = purpose == Purpose::Serve;
+        // A server's database work stops when its request does: a statement or a wait for a
+        // connection that outlived the request would hold a connection nobody waits for.
+        let timeout = if serving {
+            settings.db_timeout.min(settings.request_timeout)
+        } else {
+            settings.db_timeout
+        };
+        let db = connect(settings, settings.db_max_connections, timeout).await?;
         let url = crate::db::redacted_url(&settings.database_url);
-        let pending = if migrate {
+        // A server migrates; a command refuses an older schema rather than upgrade it behind
+        // the servers running on it.
+        let pending = if serving {
             0
         } else {
             db.pending_migrations()
@@ -283,7 +307,7 @@ impl Service {
         } else if pending > 0 {
             return Err(StartError::NotMigrated { url, pending });
         }
-        if migrate || pending > 0 {
+        if serving || pending > 0 {
             self::migrate(settings, &db).await?;
         }
         let tokens = match &settings.jwt_secret {
@@ -295,7 +319,7 @@ impl Service {
                 let stored = signing_keys::all(db.writer()).await?;
                 let keys = TokenKeys::ed25519(&stored, settings.access_ttl)?;
                 // Servers only: the command-line tools sign nothing.
-                if migrate {
+                if serving {
                     record_horizon(&db, &keys, &stored).await?;
                 }
                 keys
