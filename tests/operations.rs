@@ -926,7 +926,13 @@ async fn request_logs_name_the_request_and_hide_secrets() {
         let Some(db) = TestDb::create(Backend::Sqlite).await else {
             return;
         };
-        let server = ServerProcess::start(&db.url, &[("ROLLCALL_LOG_FORMAT", format)]);
+        let server = ServerProcess::start(
+            &db.url,
+            &[
+                ("ROLLCALL_LOG_FORMAT", format),
+                ("ROLLCALL_REFRESH_REUSE_GRACE", "0s"),
+            ],
+        );
         // A passing probe is no line at INFO.
         for probe in ["/health", "/ready"] {
             let answer = server
@@ -986,6 +992,29 @@ async fn request_logs_name_the_request_and_hide_secrets() {
             .find(|l| l.contains("UNAUTHENTICATED"))
             .expect("the failed login's line");
         assert!(failed.contains("login"), "{failed}");
+
+        // What a request logs on its way carries the request's id: here a refresh token
+        // presented again, which ends the session.
+        assert_ok(&server.refresh(&alice.refresh).await);
+        let reuse_id = format!("reuse-{format}");
+        let body: Value = server
+            .client()
+            .post(format!("{}/graphql", server.base_url))
+            .header("x-request-id", &reuse_id)
+            .json(&json!({"query": support::REFRESH, "variables": {"t": alice.refresh}}))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON");
+        assert_code(&body, "UNAUTHENTICATED");
+        let reuse_lines = server.log_lines_until("refresh token reuse");
+        let warning = reuse_lines
+            .iter()
+            .find(|l| l.contains("refresh token reuse"))
+            .expect("the reuse warning");
+        assert!(warning.contains(&reuse_id), "{warning}");
         for secret in [
             PASSWORD,
             wrong,

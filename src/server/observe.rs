@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::client_ip::client_ip;
 use super::graphql::bearer_token;
@@ -32,7 +33,14 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         .chars()
         .take(128)
         .collect();
-    let response = next.run(request).await;
+    // What the request logs on its way (an internal error's cause, a detected token reuse)
+    // carries its id, so a client's report of an id finds the cause among concurrent ones.
+    let span = tracing::info_span!(
+        target: "rollcall::request",
+        "request",
+        request_id = request_id.as_str()
+    );
+    let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     // An orchestrator probes every few seconds: a probe that passes is no news.
     if matches!(path.as_str(), "/health" | "/ready") && response.status().is_success() {
