@@ -322,7 +322,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             tracing::warn!(%err, "readiness check: database unavailable or migrated further");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable, or migrated by a newer release",
+                "database unavailable, or holding migrations this release does not know",
             )
                 .into_response()
         }

@@ -193,10 +193,11 @@ pub enum StartError {
     )]
     NotMigrated { url: String, pending: usize },
     #[error(
-        "the database {url} was migrated by a newer release (it holds migrations this one does \
-         not know): run that release, or restore the backup taken before the upgrade"
+        "the database {url} holds migrations this release does not know, applied by a newer \
+         release or another build: run the release that applied them, or restore the backup \
+         taken before it ran"
     )]
-    MigratedByNewer { url: String, source: sea_orm::DbErr },
+    UnknownMigrations { url: String, source: sea_orm::DbErr },
     #[error("{0}")]
     BadDatabaseUrl(&'static str),
     #[error("database error")]
@@ -238,11 +239,11 @@ pub async fn migrate(settings: &Settings, db: &Db) -> Result<(), StartError> {
         .map_err(|source| schema_error(settings, source))
 }
 
-/// A failure to read or migrate the configured database's schema, telling a database a newer
-/// release migrated from any other failure.
+/// A failure to read or migrate the configured database's schema, telling a database with
+/// migrations this release does not know (a newer release's) from any other failure.
 fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
     if crate::db::unknown_migration(&source) {
-        StartError::MigratedByNewer {
+        StartError::UnknownMigrations {
             url: crate::db::redacted_url(&settings.database_url),
             source,
         }
