@@ -408,6 +408,9 @@ async fn open(
             Err(err) if sqlite_busy(&err) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            Err(err) if pool_timed_out(&err) => {
+                return Err(why_unreachable(options.get_url()).await.unwrap_or(err));
+            }
             result => break result?,
         }
     };
@@ -416,6 +419,21 @@ async fn open(
         counter.fetch_add(1, Ordering::Relaxed);
     });
     Ok(conn)
+}
+
+fn pool_timed_out(err: &DbErr) -> bool {
+    matches!(err, DbErr::Conn(RuntimeErr::SqlxError(err)) if matches!(**err, sea_orm::sqlx::Error::PoolTimedOut))
+}
+
+/// A pool that could open no connection says only that it timed out; one direct attempt
+/// tells the operator why (refused, no route, no such host).
+async fn why_unreachable(url: &str) -> Option<DbErr> {
+    use sea_orm::sqlx::ConnectOptions as _;
+    let options: sea_orm::sqlx::postgres::PgConnectOptions = url.parse().ok()?;
+    match tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
+        Ok(Err(err)) => Some(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(err)))),
+        _ => None,
+    }
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
