@@ -200,6 +200,8 @@ pub enum StartError {
     UnknownMigrations { url: String, source: sea_orm::DbErr },
     #[error("{0}")]
     BadDatabaseUrl(&'static str),
+    #[error("cannot read or apply the migrations of the database {url}")]
+    Migrations { url: String, source: sea_orm::DbErr },
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
@@ -248,7 +250,10 @@ fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
             source,
         }
     } else {
-        StartError::Database(source)
+        StartError::Migrations {
+            url: crate::db::redacted_url(&settings.database_url),
+            source,
+        }
     }
 }
 
