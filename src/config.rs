@@ -197,9 +197,9 @@ pub struct Settings {
     /// Longest wait a throttled account is given; waits double from one second up to it.
     #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_duration, global = true)]
     pub throttle_max: Duration,
-    /// Credential attempts per client IP and minute (login, register, refreshToken,
-    /// `currentPassword`, `verification`, `confirmTotp`, a standard user's new username); `0`
-    /// turns the limit off.
+    /// Credential attempts per client IP and minute (login, register, refreshToken, a new
+    /// password in `updateUser`, `currentPassword`, `verification`, `confirmTotp`, a standard
+    /// user's new username); `0` turns the limit off.
     #[arg(
         long,
         env = "ROLLCALL_IP_RATE_LIMIT",

@@ -191,6 +191,29 @@ async fn the_ip_limit_counts_current_password_only_when_checked() {
     );
 }
 
+/// A new password is judged on the hashing threads (its strength), so each one sent counts
+/// against the IP before it is judged, whether or not the edit then passes.
+#[tokio::test]
+async fn the_ip_limit_counts_new_passwords() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 3).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let bob = app.create_user(&alice, "bob", "STANDARD").await;
+    let bob_session = app.login_as("bob").await;
+    // Without the `currentPassword` it needs: refused, and counted all the same.
+    let own = json!({"password": "a new Passphrase 77"});
+    let body = app.update_user(&bob_session, &bob, own.clone()).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_code(
+        &app.update_user(&bob_session, &bob, own).await,
+        "RATE_LIMITED",
+    );
+    // The owner's setting of another's password counts too.
+    let other = json!({"password": "another Passphrase 78"});
+    assert_code(&app.update_user(&alice, &bob, other).await, "RATE_LIMITED");
+}
+
 /// A standard user, who cannot list users, learns from renaming themselves which usernames are
 /// taken: those renames count against the IP. An owner's renames of others do not.
 #[tokio::test]

@@ -296,6 +296,13 @@ impl Service {
             .as_deref()
             .filter(|e| *e != target.email)
             .and_then(|e| fields.check("email", validation::email(e)));
+        // Judging a new password takes a hashing thread (the strength estimate), so it is
+        // counted like a credential attempt before it runs: a signed-in client sending new
+        // passwords in a loop would otherwise keep the threads from logins.
+        let sets_password = changes.password.is_some();
+        if sets_password {
+            self.limit_ip(caller.ip)?;
+        }
         let password = match changes.password.as_deref() {
             Some(p) => {
                 let username = username.as_deref().unwrap_or(&target.username);
@@ -363,7 +370,7 @@ impl Service {
         // A standard user cannot list users; renaming oneself answers, name by name, which
         // usernames are taken, so it is counted like a credential attempt.
         let probes_names = username.is_some() && rules::check_see_others(actor.role).is_err();
-        if needs_current || probes_names {
+        if (needs_current || probes_names) && !sets_password {
             // Counted only here: a `currentPassword` sent along with an edit that needs none
             // is not an attempt.
             self.limit_ip(caller.ip)?;
