@@ -635,6 +635,32 @@ async fn the_audit_purge_deletes_entries_past_their_retention(app: TestApp) {
     assert_eq!(again, 0);
 }
 
+/// The housekeeping deletes tokens past their expiry, a batch a statement, and keeps the rest.
+async fn the_purge_deletes_expired_api_tokens(app: TestApp) {
+    let owner = app.register("alice").await;
+    for name in ["a", "b", "c", "kept"] {
+        create_token(&app, &owner, json!({ "name": name })).await;
+    }
+    let db = app.database().await;
+    let long_ago = match app.backend {
+        support::Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
+        support::Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
+    };
+    db.execute_unprepared(&format!(
+        "UPDATE api_tokens SET expires_at = {long_ago} WHERE name <> 'kept'"
+    ))
+    .await
+    .expect("expire three");
+    let purged = app
+        .server()
+        .service
+        .purge_api_tokens(2)
+        .await
+        .expect("purge runs");
+    assert_eq!(purged, 3);
+    assert_eq!(scalar(&app, "SELECT name FROM api_tokens").await, ["kept"]);
+}
+
 /// Each mutation of a document acts as its caller is by then: a session ended, or an ownership
 /// handed over, earlier in the same document issues no token after it; nor does anyone issue
 /// tokens for a disabled account (enabling it must revive none).
@@ -694,6 +720,7 @@ backend_tests!(
     the_audit_trail_records_every_kind_of_change,
     admins_read_entries_about_standard_users_and_themselves,
     audit_counts_and_nodes_follow_scope_and_filter,
+    the_purge_deletes_expired_api_tokens,
     the_audit_purge_deletes_entries_past_their_retention with |s| {
         s.audit_retention = std::time::Duration::from_secs(86_400);
     },

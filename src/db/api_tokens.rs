@@ -114,13 +114,14 @@ pub async fn touch(db: &impl ConnectionTrait, id: Uuid, now: DateTime<Utc>) -> R
     Ok(())
 }
 
-/// Deletes expired tokens; how many.
-pub async fn purge_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64, DbErr> {
-    Ok(Tokens::delete_many()
-        .filter(Column::ExpiresAt.lte(now))
-        .exec(db)
-        .await?
-        .rows_affected)
+/// Deletes expired tokens, `batch` per statement; how many.
+pub async fn purge_expired(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let expired = sea_orm::Condition::all().add(Column::ExpiresAt.lte(now));
+    super::delete_in_batches::<Tokens>(db, Column::Id, expired, batch).await
 }
 
 /// A new token row for `user_id`; `token_hash` is the SHA-256 of what the caller is shown.

@@ -19,6 +19,12 @@ const MAX_LIFETIME_DAYS: i64 = 3_650;
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
 impl Service {
+    /// Deletes the tokens past their `expiresAt`, at most `batch` a statement; the periodic
+    /// housekeeping calls it.
+    pub async fn purge_api_tokens(&self, batch: u64) -> AppResult<u64> {
+        Ok(api_tokens::purge_expired(self.db().writer(), db::now(), batch).await?)
+    }
+
     /// Creates an API token for the caller, or for `user_id` when the caller manages that
     /// user. Returns the plaintext, shown only now, with the stored row.
     pub async fn create_api_token(

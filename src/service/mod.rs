@@ -531,13 +531,11 @@ async fn housekeeping(service: Weak<Inner>) {
         if let Err(err) = throttle::purge(inner.db.writer(), PURGE_BATCH).await {
             tracing::warn!(error = %err, "purging old credential failures");
         }
-        if let Err(err) =
-            crate::db::api_tokens::purge_expired(inner.db.writer(), crate::db::now()).await
-        {
-            tracing::warn!(error = %err, "purging expired API tokens");
-        }
         // Held for this round only, so the service can still end between rounds.
         let service = Service(inner);
+        if let Err(err) = service.purge_api_tokens(PURGE_BATCH).await {
+            tracing::warn!(error = %chain(&err), "purging expired API tokens");
+        }
         match service.purge_sessions(PURGE_BATCH).await {
             Ok(purged) => tracing::debug!(?purged, "purged refresh tokens and sessions"),
             Err(err) => {
