@@ -122,11 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let service = Service::start(settings).await?;
-    if !settings.listen.ip().is_loopback() && !service.has_owner().await? {
+    if !settings.listen.ip().is_loopback() && service.first_registrant_would_own().await? {
         tracing::warn!(
-            "listening on {} while the database has no owner: on an empty database the first \
-             registration becomes the owner. Create the owner first (`rollcall user create \
-             --role owner`), or serve with ROLLCALL_REGISTRATION=closed",
+            "listening on {} while the database has no account: the first registration \
+             becomes the owner. Create the owner first (`rollcall user create --role owner`), \
+             or serve with ROLLCALL_REGISTRATION=closed",
             settings.listen
         );
     }

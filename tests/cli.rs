@@ -797,45 +797,52 @@ fn help_never_prints_secret_values() {
     assert!(!text.contains("nobody-may-see"), "{text}");
 }
 
-/// Listening beyond loopback with no owner gets a warning; an account made on the command
-/// line means later registrations are standard users.
+/// Listening beyond loopback where the first registration would make its registrant the owner
+/// gets a warning; with registration closed, or once an account exists, there is no such risk
+/// and no warning. An account made on the command line means later registrations are
+/// standard users.
 #[tokio::test]
 async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard() {
     use std::io::BufRead;
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
     };
-    // Started on 0.0.0.0 only to read its log; no request goes anywhere but 127.0.0.1.
-    let mut child = rollcall_command(&db.url, &[])
-        .args(["--listen", "0.0.0.0:0", "serve"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rollcall");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (lines, read) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
+    let warns = |env: &[(&str, &str)]| {
+        // Started on 0.0.0.0 only to read its log; no request goes anywhere but 127.0.0.1.
+        let mut child = rollcall_command(&db.url, env)
+            .args(["--listen", "0.0.0.0:0", "serve"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (lines, read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut warned = false;
+        while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
+            warned |= line.contains("first registration becomes the owner");
+            if line.contains("listening on") {
                 break;
             }
         }
-    });
-    let mut warned = false;
-    while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
-        warned |= line.contains("no owner");
-        if line.contains("listening on") {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(warned, "no warning about the missing owner");
+        let _ = child.kill();
+        let _ = child.wait();
+        warned
+    };
+    assert!(warns(&[]), "no warning about the missing owner");
+    assert!(!warns(&[("ROLLCALL_REGISTRATION", "closed")]));
 
     let output = create_user(&db.url, "operator", "admin");
     assert!(output.status.success(), "{output:?}");
+    assert!(!warns(&[]), "an account exists: registrations are standard");
     let server = ServerProcess::start(&db.url, &[]);
     let first = server.register("first").await;
     assert_eq!(first.role, "STANDARD");

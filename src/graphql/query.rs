@@ -94,7 +94,7 @@ impl Query {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: i64::try_from(service.uptime().as_secs()).unwrap_or(i64::MAX),
             database: service.db().backend_name().into(),
-            registration_open: service.registration_open() && !service.demo(),
+            registration_open: service.accepts_registrations(),
             demo: service.demo(),
         })
     }

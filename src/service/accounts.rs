@@ -42,7 +42,7 @@ impl Service {
     pub async fn register(&self, input: NewUser, origin: &Origin) -> AppResult<AuthSession> {
         self.limit_ip(origin.ip)?;
         self.writable()?;
-        if !self.registration_open() {
+        if !self.accepts_registrations() {
             return Err(AppError::Forbidden("Registration is closed"));
         }
         let validated = self.validate_new_user(&input).await?;

@@ -493,8 +493,10 @@ impl Service {
         AppError::rate_limited(message, wait)
     }
 
-    pub fn registration_open(&self) -> bool {
-        self.0.registration_open
+    /// Whether `register` is taken now: registration is open and the server is not in demo
+    /// mode.
+    pub fn accepts_registrations(&self) -> bool {
+        self.0.registration_open && !self.0.demo
     }
 
     pub fn demo(&self) -> bool {

@@ -847,8 +847,10 @@ impl Service {
     }
 
     /// Whether the database has an owner yet.
-    pub async fn has_owner(&self) -> AppResult<bool> {
-        Ok(user_queries::owner_exists(self.db().conn()).await?)
+    /// Whether the next registration would make its registrant the owner: registrations are
+    /// taken and the database holds no account yet.
+    pub async fn first_registrant_would_own(&self) -> AppResult<bool> {
+        Ok(self.accepts_registrations() && !user_queries::any_exists(self.db().conn()).await?)
     }
 
     /// Users by id, for the DataLoader.
