@@ -100,6 +100,40 @@ async fn create_and_promote(backend: Backend) {
     assert!(server.terminate().success(), "SIGTERM is a clean shutdown");
 }
 
+/// The command line signs no tokens, so `keys rotate` records on no key how long tokens live:
+/// only servers do, with their own token lifetime.
+#[tokio::test]
+async fn the_keys_command_records_no_token_lifetime() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    for _ in 0..2 {
+        let out = run_or_kill(
+            rollcall_command(&db.url, &[("ROLLCALL_ACCESS_TTL", "1d")]).args(["keys", "rotate"]),
+            "rollcall keys rotate",
+        );
+        assert_succeeded(&out);
+    }
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let row = sea_orm::ConnectionTrait::query_one_raw(
+        &conn,
+        sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT count(*), count(signs_until) FROM signing_keys",
+        ),
+    )
+    .await
+    .expect("count")
+    .expect("a row");
+    let keys = row.try_get_by_index::<i64>(0).expect("keys");
+    let recorded = row.try_get_by_index::<i64>(1).expect("recorded");
+    assert_eq!((keys, recorded), (3, 0));
+    let _ = conn.close().await;
+}
+
 /// The user and keys commands create the schema in an empty database (and say so), but leave
 /// one an older release migrated to `rollcall migrate`: they never upgrade a database behind
 /// the servers running on it.

@@ -59,6 +59,9 @@ struct Inner {
     key_reloads: tokio::sync::Mutex<KeyReloads>,
     /// Whether the clean-up and key reloading run (see [`Service::run_in_background`]).
     background: std::sync::atomic::AtomicBool,
+    /// What the service was started for: only a server signs tokens, so only it records on
+    /// its signing key how long they live.
+    purpose: Purpose,
 }
 
 /// The least time between two on-demand key reloads, so tokens with made-up kids cannot make
@@ -357,6 +360,7 @@ impl Service {
             started: Instant::now(),
             key_reloads: tokio::sync::Mutex::new(KeyReloads::default()),
             background: std::sync::atomic::AtomicBool::new(false),
+            purpose,
         }));
         Ok(service)
     }
@@ -635,7 +639,9 @@ async fn load_keys(inner: &Inner) -> AppResult<Vec<String>> {
     // A failed write leaves the keys to be read all the same: an instance that missed a
     // rotation would refuse the new key's tokens. What was recorded at the last write still
     // covers the next reload.
-    if let Err(err) = record_horizon(&inner.db, &inner.tokens, &live).await {
+    if inner.purpose == Purpose::Serve
+        && let Err(err) = record_horizon(&inner.db, &inner.tokens, &live).await
+    {
         tracing::warn!(error = %chain(&err), "recording how long this instance's tokens live");
     }
     inner.tokens.reload(&live)?;
