@@ -185,6 +185,9 @@ impl AppError {
 }
 
 pub const INVALID_CREDENTIALS: AppError = AppError::Unauthenticated("Invalid credentials");
+/// The answer to every access or refresh token that fails, whatever failed: expired, forged,
+/// or of a session that has ended.
+pub const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 pub const INTERNAL_MESSAGE: &str = "Internal server error";
 
 impl From<DbErr> for AppError {

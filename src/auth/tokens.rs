@@ -233,7 +233,7 @@ impl TokenKeys {
     /// Checks signature and claims. Revocation is not decided here: the session check on
     /// every request does that.
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
-        let invalid = || AppError::Unauthenticated("Invalid or expired token");
+        let invalid = || crate::error::INVALID_TOKEN;
         if let Some(claims) = self.verified.get(token) {
             // As jsonwebtoken decides expiry with no leeway: valid up to and including `exp`.
             return if claims.exp >= Utc::now().timestamp() {
@@ -261,7 +261,7 @@ impl TokenKeys {
 
     /// [`Self::verify`] without the memory of earlier verifications.
     fn verify_signed(&self, token: &str) -> AppResult<AccessClaims> {
-        let invalid = || AppError::Unauthenticated("Invalid or expired token");
+        let invalid = || crate::error::INVALID_TOKEN;
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.alg != self.algorithm || names_critical_extensions(token) {
             return Err(invalid());

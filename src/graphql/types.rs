@@ -188,11 +188,7 @@ impl UserObject {
 
     /// The account that created this one with `createUser`; null when self-registered.
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
-        let creator = or_null(ctx, load_user(ctx, self.model.created_by).await)?;
-        Some(UserObject {
-            signed_in: self.signed_in.clone(),
-            ..creator
-        })
+        related_user(ctx, self.model.created_by, &self.signed_in).await
     }
 
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
@@ -277,11 +273,7 @@ impl ApiTokenObject {
     /// once that account is deleted). A user sees here a credential someone else made for
     /// them.
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
-        let creator = or_null(ctx, load_user(ctx, self.created_by).await)?;
-        Some(UserObject {
-            signed_in: self.signed_in.clone(),
-            ..creator
-        })
+        related_user(ctx, self.created_by, &self.signed_in).await
     }
 }
 
@@ -442,6 +434,20 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> AppResult<Option<User
         return Ok(None);
     };
     Ok(load_model(ctx, id).await?.map(UserObject::new))
+}
+
+/// User `id`, reached from an object of a sign-in payload (`signed_in`) or of the request's
+/// caller, and seen by the same viewer; null, with the error at the field, when loading fails.
+async fn related_user(
+    ctx: &Context<'_>,
+    id: Option<Uuid>,
+    signed_in: &Option<SignedIn>,
+) -> Option<UserObject> {
+    let user = or_null(ctx, load_user(ctx, id).await)?;
+    Some(UserObject {
+        signed_in: signed_in.clone(),
+        ..user
+    })
 }
 
 async fn load_model(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Arc<User>>> {

@@ -14,15 +14,13 @@ use crate::db::sessions::Origin;
 use crate::db::{
     self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
 };
-use crate::error::{AppError, AppResult, INVALID_CREDENTIALS};
+use crate::error::{AppError, AppResult, INVALID_CREDENTIALS, INVALID_TOKEN};
 use crate::service::validation::{self, Fields};
 use crate::service::{Credential, Signed, Subject};
 
 /// Live sessions a user may hold; a login beyond ends their oldest. Every device and browser
 /// of a person fits; a script logging in over and over does not grow the list without bound.
 pub const MAX_LIVE_SESSIONS: u64 = 100;
-
-pub(super) const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 
 /// What a successful register, login or refresh hands back.
 pub struct AuthSession {

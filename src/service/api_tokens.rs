@@ -141,11 +141,11 @@ impl Service {
         let hash = tokens::hash_token(token);
         let row = api_tokens::by_hash(self.db().conn(), &hash, now)
             .await?
-            .ok_or(super::accounts::INVALID_TOKEN)?;
+            .ok_or(crate::error::INVALID_TOKEN)?;
         let user = user_queries::by_id(self.db().conn(), row.user_id)
             .await?
             .filter(|user| !user.disabled)
-            .ok_or(super::accounts::INVALID_TOKEN)?;
+            .ok_or(crate::error::INVALID_TOKEN)?;
         if row.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
             // Bookkeeping only: a failure here must not fail the request.
             if let Err(err) = api_tokens::touch(self.db().writer(), row.id, now).await {

@@ -38,7 +38,7 @@ impl Service {
         // Live as of now: a session ended since the request began proves nothing.
         let session = sessions::find_live(self.db().writer(), session_id, &self.live())
             .await?
-            .ok_or(super::accounts::INVALID_TOKEN)?;
+            .ok_or(crate::error::INVALID_TOKEN)?;
         let proved = session
             .verified_at
             .map_or(session.created_at, |at| at.max(session.created_at));
@@ -125,7 +125,7 @@ impl Service {
         // Live as of now, as without a verification: the right password in a session that
         // ended meanwhile lets nothing through.
         if !sessions::mark_verified(self.db().writer(), session_id, &self.live()).await? {
-            return Err(super::accounts::INVALID_TOKEN);
+            return Err(crate::error::INVALID_TOKEN);
         }
         Ok(totp.is_some())
     }

@@ -268,7 +268,7 @@ impl Service {
                 .is_none()
             {
                 tx.rollback().await?;
-                return Err(super::accounts::INVALID_TOKEN);
+                return Err(crate::error::INVALID_TOKEN);
             }
         }
         let used = match step {

@@ -614,12 +614,12 @@ impl Service {
             .iter()
             .find(|user| user.id == actor_id)
             .filter(|actor| !actor.disabled)
-            .ok_or(super::accounts::INVALID_TOKEN)?;
+            .ok_or(crate::error::INVALID_TOKEN)?;
         if sessions::find_live(tx, caller.session()?, &self.live())
             .await?
             .is_none()
         {
-            return Err(super::accounts::INVALID_TOKEN);
+            return Err(crate::error::INVALID_TOKEN);
         }
         let at = rows
             .iter()
