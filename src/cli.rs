@@ -229,7 +229,10 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
         }
         UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
             if was_on {
-                println!("two-factor login is off for {username}; their sessions ended");
+                println!(
+                    "two-factor login (or a setup not yet confirmed) is removed for {username}; \
+                     their sessions ended"
+                );
             } else {
                 println!("{username} had no two-factor login set up");
             }

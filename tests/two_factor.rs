@@ -105,6 +105,19 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     let again = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
     assert_code(&again, "FORBIDDEN");
     assert!(!again.to_string().contains(&secret));
+    // Confirming again says it is on, not that there is nothing to confirm.
+    let confirmed_again = app
+        .gql(
+            Some(&alice.access),
+            CONFIRM_TOTP,
+            json!({"code": code(&secret, 0)}),
+        )
+        .await;
+    assert_code(&confirmed_again, "FORBIDDEN");
+    assert_eq!(
+        confirmed_again["errors"][0]["message"], "Two-factor login is already on",
+        "{confirmed_again}"
+    );
 
     // Without a code, or with a wrong one: TOTP_REQUIRED. A wrong password: as ever. In the
     // metrics, the missing code is no result yet and the wrong one a failure.
@@ -136,8 +149,10 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
         &login_with(&app, "alice", PASSWORD, Some(&confirming)).await,
         "TOTP_REQUIRED",
     );
+    // Typed as apps show it, with a space in the middle.
     let next = code(&secret, 30);
-    let session = login_with(&app, "alice", PASSWORD, Some(&next)).await;
+    let shown = format!("{} {}", &next[..3], &next[3..]);
+    let session = login_with(&app, "alice", PASSWORD, Some(&shown)).await;
     assert_ok(&session);
     assert_code(
         &login_with(&app, "alice", PASSWORD, Some(&next)).await,

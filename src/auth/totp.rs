@@ -38,20 +38,21 @@ pub fn uri(secret: &str, account: &str) -> AppResult<String> {
         .map_err(|err| AppError::internal_from("building a TOTP URI", err))
 }
 
-/// The time step `code` belongs to when it is right for now or one step either side.
+/// The time step `code` belongs to when it is right for now or one step either side. Spaces
+/// are ignored: apps show codes as `123 456`, and a copied code keeps the space.
 pub fn check(secret: &str, code: &str, unix_time: u64) -> AppResult<Option<i64>> {
-    let code = code.trim();
+    let code: String = code.split_whitespace().collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
     }
     Ok(totp(secret, "user")?
-        .check(code, unix_time)
+        .check(&code, unix_time)
         .and_then(|step| i64::try_from(step).ok()))
 }
 
 /// Whether `code` has the shape of a recovery code rather than a TOTP code.
 pub fn is_recovery_code(code: &str) -> bool {
-    code.trim().len() > 6
+    code.split_whitespace().map(str::len).sum::<usize>() > 6
 }
 
 /// Ten new recovery codes (`XXXX-XXXX-XXXX-XXXX`, 16 symbols drawn uniformly from 31: 79

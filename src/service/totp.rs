@@ -82,12 +82,12 @@ impl Service {
         self.writable()?;
         let user = caller.user;
         validation::second_factor_code(code).map_err(|error| error.on("code"))?;
-        let Some(pending) = totp_rows::get(self.db().writer(), user.id)
-            .await?
-            .filter(|row| row.confirmed_at.is_none())
-        else {
+        let Some(pending) = totp_rows::get(self.db().writer(), user.id).await? else {
             return Err(NOTHING_PENDING);
         };
+        if pending.confirmed_at.is_some() {
+            return Err(AppError::Forbidden("Two-factor login is already on"));
+        }
         let subject = Subject::Session {
             session: caller.session()?,
             factor: Factor::Code,
