@@ -74,6 +74,44 @@ async fn parallel_attempts_cannot_slip_past_the_count(app: TestApp) {
     retry_after(&app.login("bob", PASSWORD).await);
 }
 
+/// A locked-out account given a new password, or a disabled one enabled again, logs in at
+/// once: its count was made against a password that no longer stands, or while no login
+/// could succeed.
+async fn a_new_password_or_enabling_starts_the_count_afresh(app: TestApp) {
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    for _ in 0..5 {
+        assert_code(&wrong_login(&app, "bob").await, "UNAUTHENTICATED");
+    }
+    retry_after(&app.login("bob", PASSWORD).await);
+    let new_password = "a fresh Passphrase 91";
+    let set = json!({"password": new_password});
+    assert_ok(
+        &app.gql(
+            Some(&owner.access),
+            "mutation($id: ID!, $input: UpdateUserInput!, $v: VerificationInput) { updateUser(id: $id, input: $input, verification: $v) { id } }",
+            json!({"id": bob, "input": set, "v": {"password": PASSWORD}}),
+        )
+        .await,
+    );
+    assert_ok(&app.login("bob", new_password).await);
+
+    // Disabled, even the right password fails, and counts; enabled again, it works at once.
+    assert_ok(
+        &app.update_user(&owner, &bob, json!({"disabled": true}))
+            .await,
+    );
+    for _ in 0..5 {
+        assert_code(&app.login("bob", new_password).await, "UNAUTHENTICATED");
+    }
+    retry_after(&app.login("bob", new_password).await);
+    assert_ok(
+        &app.update_user(&owner, &bob, json!({"disabled": false}))
+            .await,
+    );
+    assert_ok(&app.login("bob", new_password).await);
+}
+
 /// A password given again inside a session is counted per session: five wrong
 /// `currentPassword`s stop that session's next, not the account's logins; and logins locked by
 /// someone who knows only the username do not stop the signed-in owner from verifying.
@@ -957,6 +995,7 @@ backend_tests!(
     account_throttle_after_five_failures,
     waits_grow_and_unknown_logins_are_throttled_alike,
     parallel_attempts_cannot_slip_past_the_count,
+    a_new_password_or_enabling_starts_the_count_afresh,
     current_password_is_throttled_per_session,
     unknown_and_known_logins_take_alike with |s| s.throttle_after = 1_000,
     one_password_check_per_request,

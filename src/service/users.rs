@@ -529,6 +529,13 @@ impl Service {
         if revoke {
             sessions::revoke_all_for_user(&tx, target.id).await?;
         }
+        if changed.contains(&"password") || disabled == Some(false) {
+            // The account's failed logins were tried against a password that no longer
+            // stands, or while no login could succeed: a user locked out who is given a new
+            // password, or enabled again, logs in at once.
+            let subject = super::Subject::User(target.id);
+            crate::db::throttle::clear(&tx, &subject.key()).await?;
+        }
         if disabled == Some(true) {
             // Disabling ends every credential, and the tokens this user issued for others:
             // enabling again revives none of them.
