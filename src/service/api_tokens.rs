@@ -72,7 +72,7 @@ impl Service {
         // Decided again on both users as they are now, locked until the token is in: a role
         // lost or an account disabled meanwhile must not leave a token behind, and two
         // requests cannot both take the last place under the limit.
-        let target = match self
+        let target = self
             .recheck(&tx, caller, target.id, false, |actor, target| {
                 if target.disabled {
                     return Err(AppError::Forbidden(
@@ -81,14 +81,7 @@ impl Service {
                 }
                 rules::check_credentials(actor, target)
             })
-            .await
-        {
-            Ok(target) => target,
-            Err(err) => {
-                tx.rollback().await?;
-                return Err(err);
-            }
-        };
+            .await?;
         if api_tokens::count_live(&tx, target.id, db::now()).await? >= MAX_API_TOKENS {
             tx.rollback().await?;
             return Err(AppError::Forbidden(

@@ -133,13 +133,8 @@ impl Service {
         };
         let target = match self.recheck(&tx, caller, target.id, false, rule).await {
             Ok(target) => target,
-            Err(err) => {
-                tx.rollback().await?;
-                return match err {
-                    AppError::NotFound(_) => Ok(false),
-                    err => Err(err),
-                };
-            }
+            Err(AppError::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
         };
         let ended = end(&tx).await?;
         if ended {
@@ -158,13 +153,8 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // The caller's row, locked as every revocation does, so a write of theirs waiting for
         // it sees its session ended.
-        if let Err(err) = self
-            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await
-        {
-            tx.rollback().await?;
-            return Err(err);
-        }
+        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await?;
         let count = sessions::revoke_live_for_user(&tx, user.id, &self.live()).await?;
         audit::record(
             &tx,

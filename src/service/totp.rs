@@ -46,13 +46,8 @@ impl Service {
         // The caller's row, locked: two setups started at once take turns, so the second
         // replaces the first's pending secret instead of running into it and answering
         // "already on".
-        if let Err(err) = self
-            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await
-        {
-            tx.rollback().await?;
-            return Err(err);
-        }
+        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await?;
         if !totp_rows::start(&tx, user.id, secret.clone(), hashes).await? {
             tx.rollback().await?;
             return Err(ALREADY_ON);
@@ -107,13 +102,8 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // Only from a session still live: one ended meanwhile (even earlier in the same
         // document) turns nothing on.
-        if let Err(err) = self
-            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await
-        {
-            tx.rollback().await?;
-            return Err(err);
-        }
+        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             // Replaced by another `enableTotp` since it was read: the code was not wrong.
             let replaced = totp_rows::get(&tx, user.id)
@@ -164,13 +154,8 @@ impl Service {
             Err(err) => return Err(err),
         };
         let tx = self.db().begin_write().await?;
-        if let Err(err) = self
-            .recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await
-        {
-            tx.rollback().await?;
-            return Err(err);
-        }
+        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
+            .await?;
         // Only what the verification vouched for: a password drops a pending setup, never a
         // factor confirmed since it was checked.
         let existed = totp_rows::remove(&tx, user.id, Some(by_code)).await?;

@@ -152,10 +152,8 @@ impl Service {
             // The caller as they are now: a role lost since the check above (even earlier in
             // the same request) must not create what only that role could.
             let rule = |actor: &User, _: &User| rules::check_create(actor.role, role);
-            if let Err(err) = self.recheck(&tx, caller, caller.user.id, false, rule).await {
-                tx.rollback().await?;
-                return Err(err);
-            }
+            self.recheck(&tx, caller, caller.user.id, false, rule)
+                .await?;
         }
         match Users::insert(model.clone().into_active_model().reset_all())
             .exec_without_returning(&tx)
@@ -436,18 +434,11 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // Decided again on the rows as they are now, locked until the write commits: a role
         // changed since the check above must not let an edit through.
-        let current = match self
+        let current = self
             .recheck(&tx, caller, target.id, false, |actor, target| {
                 rules::check_edit(actor, target, changes.disabled == Some(true))
             })
-            .await
-        {
-            Ok(current) => current,
-            Err(err) => {
-                tx.rollback().await?;
-                return Err(err);
-            }
-        };
+            .await?;
         // Decided again on the row as it is now: what an edit that committed meanwhile already
         // made so is no change of this one (not written or audited twice), and what it changed
         // away from a value this one sends back is this one's change after all.
@@ -574,16 +565,9 @@ impl Service {
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         // The audit entry records the target's role as it is deleted.
-        let target = match self
+        let target = self
             .recheck(&tx, caller, id, true, rules::check_delete)
-            .await
-        {
-            Ok(target) => target,
-            Err(err) => {
-                tx.rollback().await?;
-                return Err(err);
-            }
-        };
+            .await?;
         // The user's own tokens go with the row; those they issued for others go here.
         api_tokens::delete_issued_across(&tx, id).await?;
         Users::delete_by_id(id).exec(&tx).await?;
@@ -604,7 +588,7 @@ impl Service {
     /// disabled or their session ended meanwhile (`logout`, `revokeSession`, `logoutEverywhere`,
     /// a refresh token's detected reuse, role changes, disabling and deleting lock the
     /// session's user first, so one of them committed before this lock is seen); returns the
-    /// target as locked.
+    /// target as locked. On a refusal the caller just returns: dropping `tx` rolls it back.
     /// `deleting` also locks the users the target created, whose rows its deletion writes.
     pub(super) async fn recheck(
         &self,
@@ -652,18 +636,11 @@ impl Service {
         rules::check_set_role(actor, id)?;
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
-        let target = match self
+        let target = self
             .recheck(&tx, caller, id, false, |actor, target| {
                 rules::check_set_role(actor, target.id)
             })
-            .await
-        {
-            Ok(target) => target,
-            Err(err) => {
-                tx.rollback().await?;
-                return Err(err);
-            }
-        };
+            .await?;
         if target.role == role {
             tx.rollback().await?;
             return Ok(target);
