@@ -183,11 +183,12 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub db_max_connections: Option<u32>,
     /// How long a request waits for a database connection, and (on PostgreSQL) how long one
-    /// statement may run, before it fails instead of hanging.
+    /// statement may run, before it fails instead of hanging; a server uses the request
+    /// timeout when that is shorter.
     #[arg(long, env = "ROLLCALL_DB_TIMEOUT", default_value = "5s", value_parser = parse_db_timeout, global = true)]
     pub db_timeout: Duration,
-    /// Maximum password hashes computed at once (each holds 19 MiB), 1 to 256; defaults to the
-    /// core count.
+    /// Maximum password hashes computed at once (each holds 19 MiB, or up to 256 MiB for an
+    /// imported hash until its account's first login), 1 to 256; defaults to the core count.
     #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256), global = true)]
     pub hash_concurrency: Option<usize>,
     /// Consecutive failed password or two-factor checks on one account's logins (or an unknown

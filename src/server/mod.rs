@@ -143,7 +143,7 @@ pub fn serve(
     // axum-server rather than `axum::serve`, which cannot bound how long a client may take to
     // send a request's head: a client sending it slowly would hold its connection for ever.
     let handle = axum_server::Handle::<SocketAddr>::new();
-    // HTTP/1.1, as before: proxies speak it to their upstreams.
+    // HTTP/1.1 only: proxies speak it to their upstreams.
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
         .handle(handle.clone())

@@ -358,8 +358,8 @@ fn password(text: &str) -> Checked<String> {
 }
 
 /// Characters of a password the strength estimate looks at: its cost grows steeply with length
-/// (a password crafted of look-alike characters costs it 0.14 s at 32, 0.84 s at 64), and a
-/// prefix this long that is guessable already makes the whole weak.
+/// (a password crafted of look-alike characters costs it most of a second at 64), and a prefix
+/// this long that is guessable already makes the whole weak.
 const ESTIMATE_CHARS: usize = 32;
 
 /// A password being set for the account `username` / `email`: [`password`]'s rules, and not
