@@ -10,9 +10,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::Position;
 use super::Role;
 use super::entities::audit_entry::{self, Column, Entity as Entries, Model as Entry};
-use super::users::Position;
 
 /// What an entry records. Stored by its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -202,10 +202,7 @@ pub async fn page(
                 Expr::col((Entries, Column::At)),
                 Expr::col((Entries, Column::Id)),
             ])
-            .lt(Expr::tuple([
-                Expr::value(after.created_at),
-                Expr::value(after.id),
-            ])),
+            .lt(Expr::tuple([Expr::value(after.at), Expr::value(after.id)])),
         );
     }
     let mut rows = Entries::find()

@@ -502,6 +502,14 @@ pub async fn delete_in_batches<E: EntityTrait>(
     }
 }
 
+/// A position in a keyset-paginated list, ordered by a time and then the id: a user's
+/// `created_at`, an audit entry's `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub id: uuid::Uuid,
+}
+
 /// The current time at the precision both databases store (microseconds), so values read
 /// back compare equal to the ones written, which keyset cursors rely on.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

@@ -10,10 +10,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::Db;
 use super::entities::session;
 use super::entities::user::{Column, Entity as Users, Model as User, Role};
 use super::sessions::Live;
+use super::{Db, Position};
 
 pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, DbErr> {
     Users::find_by_id(id).one(db).await
@@ -450,13 +450,6 @@ fn escape_like(text: &str) -> String {
     out
 }
 
-/// A position in the (created_at, id) order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub created_at: DateTime<Utc>,
-    pub id: Uuid,
-}
-
 /// One keyset page: rows strictly after a cursor, in (created_at, id) order.
 pub struct Page {
     pub users: Vec<User>,
@@ -482,10 +475,7 @@ pub async fn page(
                 Expr::col((Users, Column::CreatedAt)),
                 Expr::col((Users, Column::Id)),
             ])
-            .gt(Expr::tuple([
-                Expr::value(after.created_at),
-                Expr::value(after.id),
-            ])),
+            .gt(Expr::tuple([Expr::value(after.at), Expr::value(after.id)])),
         );
     }
     let mut users = query

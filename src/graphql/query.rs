@@ -6,7 +6,8 @@ use super::types::{
     decode_cursor, parse_id,
 };
 use super::{or_null, request_auth, service, viewer};
-use crate::db::users::{Filter, Position};
+use crate::db::Position;
+use crate::db::users::Filter;
 use crate::error::{AppError, AppResult, FieldCode, FieldError};
 use crate::service::validation::{self, Fields};
 use crate::service::{DEFAULT_PAGE, MAX_PAGE, UserRef};

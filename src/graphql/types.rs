@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
 use super::{RequestLoader, current_session, or_null, service, viewer};
+use crate::db::Position;
 use crate::db::entities::user::Model as User;
-use crate::db::users::{Filter, Position};
+use crate::db::users::Filter;
 use crate::error::{AppError, AppResult, FieldCode};
 use crate::service::validation::Fields;
 use crate::service::{self, NewUser, Page, UserChanges};
@@ -714,11 +715,11 @@ pub fn decode_cursor(list: List, cursor: &str) -> AppResult<Position> {
     let (micros, id) = position.split_once(':').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
     // Within the years both databases store: PostgreSQL refuses times chrono still takes.
-    let created_at = DateTime::from_timestamp_micros(micros)
+    let at = DateTime::from_timestamp_micros(micros)
         .filter(|at| (1..=9999).contains(&at.year()))
         .ok_or_else(invalid)?;
     Ok(Position {
-        created_at,
+        at,
         id: Uuid::parse_str(id).map_err(|_| invalid())?,
     })
 }

@@ -2,10 +2,10 @@
 //! about themselves.
 
 use super::{Service, validation};
+use crate::db::Position;
 use crate::db::audit::{self, Filter, Scope};
 use crate::db::entities::audit_entry::Model as AuditEntry;
 use crate::db::entities::user::{Model as User, Role};
-use crate::db::users::Position;
 use crate::error::{AppError, AppResult};
 
 /// One page of entries, newest first.

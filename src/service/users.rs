@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::validation::{self, Fields};
 use super::{Caller, Service, Verification, rules};
+use crate::db::Position;
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{Column, Entity as Users, Model as User, Role};
-use crate::db::users::{self as user_queries, Filter, Position};
+use crate::db::users::{self as user_queries, Filter};
 use crate::db::{self, UniqueViolation, api_tokens, sessions, unique_violation};
 use crate::error::{AppError, AppResult, FieldCode, FieldError};
 
