@@ -73,16 +73,7 @@ pub fn main() -> ExitCode {
 /// An error and its causes, each said once: many errors repeat their source in their own
 /// message, which `{:#}` would print again.
 fn chain(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain().map(ToString::to_string) {
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
+    crate::error::chain(err.as_ref())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
