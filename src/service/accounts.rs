@@ -22,6 +22,11 @@ use crate::service::{Credential, Signed, Subject};
 /// of a person fits; a script logging in over and over does not grow the list without bound.
 pub const MAX_LIVE_SESSIONS: u64 = 100;
 
+/// A login whose account has two-factor login on and that gave no code.
+const CODE_NEEDED: AppError = AppError::TotpRequired(
+    "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
+);
+
 /// What a successful register, login or refresh hands back.
 pub struct AuthSession {
     pub access_token: String,
@@ -140,9 +145,7 @@ impl Service {
             // code and comes back with it, and that success clears the count.
             let Some(code) = totp_code else {
                 attempt.checked();
-                return Err(AppError::TotpRequired(
-                    "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
-                ));
+                return Err(CODE_NEEDED);
             };
             if !self
                 .second_factor(&user, &totp, code, origin.ip, None)
@@ -248,9 +251,7 @@ impl Service {
             .is_some_and(|row| row.confirmed_at.is_some());
         if !second_factor && turned_on {
             tx.rollback().await?;
-            return Err(AppError::TotpRequired(
-                "Two-factor login is on: give a TOTP code (or a recovery code) as totpCode",
-            ));
+            return Err(CODE_NEEDED);
         }
         throttle::clear(&tx, &subject.key()).await?;
         if let Some(new) = rehashed {
