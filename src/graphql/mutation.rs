@@ -6,9 +6,8 @@ use super::types::{
     TotpSetup, UpdateUserInput, UserObject, VerificationInput, parse_id, parse_uuid,
 };
 use super::{caller, origin, service};
-use crate::db::Role;
 use crate::error::AppResult;
-use crate::service::{NewUser, Verification};
+use crate::service::Verification;
 
 pub struct Mutation;
 
@@ -79,15 +78,7 @@ impl Mutation {
         verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
         let verification = verification.map(Verification::from);
-        let role = input.role.map_or(Role::Standard, Into::into);
-        let new = NewUser {
-            username: input.username,
-            email: input.email,
-            password: input.password,
-            first_name: input.first_name,
-            last_name: input.last_name,
-            phone: input.phone,
-        };
+        let (new, role) = input.into_parts();
         let user = service(ctx)?
             .create_user(Some(&caller(ctx).await?), new, role, verification.as_ref())
             .await?;

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use super::loaders::{ApiTokensOf, SessionsOf, TotpOf, UserLoader};
 use super::{RequestLoader, current_session, or_null, service, viewer};
-use crate::db::Position;
 use crate::db::entities::user::Model as User;
 use crate::db::users::Filter;
+use crate::db::{Position, Role};
 use crate::error::{AppError, AppResult, FieldCode};
 use crate::service::validation::Fields;
 use crate::service::{self, NewUser, Page, UserChanges};
@@ -791,6 +791,22 @@ impl From<RegisterInput> for NewUser {
             last_name: i.last_name,
             phone: i.phone,
         }
+    }
+}
+
+impl CreateUserInput {
+    /// The account and its role, STANDARD when none is given (as for `rollcall user create`).
+    pub fn into_parts(self) -> (NewUser, Role) {
+        let role = self.role.map_or(Role::Standard, Into::into);
+        let user = NewUser {
+            username: self.username,
+            email: self.email,
+            password: self.password,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            phone: self.phone,
+        };
+        (user, role)
     }
 }
 
