@@ -1,0 +1,204 @@
+//! Starting a service: the database connected and migrated (or, for a command, checked), the
+//! signing keys loaded, and start-up failures worded for the operator.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::keys::{KeyReloads, record_horizon};
+use super::{Inner, Service};
+use crate::auth::{IpLimiter, Passwords, TokenKeys, tokens};
+use crate::config::{Registration, Settings};
+use crate::db::{Db, signing_keys, throttle};
+use crate::error::AppError;
+use crate::metrics::Metrics;
+
+/// A start-up failure, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("ROLLCALL_JWT_SECRET must be at least {min} bytes long (got {got}); generate one with `openssl rand -base64 48`", min = tokens::MIN_SECRET_BYTES)]
+    ShortSecret { got: usize },
+    #[error(
+        "cannot open the database {url} (waiting up to {timeout:?}, ROLLCALL_DB_TIMEOUT){hint}"
+    )]
+    Connect {
+        /// The URL without its password.
+        url: String,
+        timeout: Duration,
+        hint: &'static str,
+        source: sea_orm::DbErr,
+    },
+    #[error(
+        "the database {url} lacks {pending} of this release's migrations: stop the servers of \
+         the older release on it, then run `rollcall migrate` (or start this release's server)"
+    )]
+    NotMigrated { url: String, pending: usize },
+    #[error(
+        "the database {url} holds migrations this release does not know, applied by a newer \
+         release or another build: run the release that applied them, or restore the backup \
+         taken before it ran"
+    )]
+    UnknownMigrations { url: String, source: sea_orm::DbErr },
+    #[error("{0}")]
+    BadDatabaseUrl(&'static str),
+    #[error("cannot read or apply the migrations of the database {url}")]
+    Migrations { url: String, source: sea_orm::DbErr },
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Other(#[from] AppError),
+}
+
+/// Connects to the configured database with up to `max_connections`, waiting at most
+/// `timeout` for a connection or (on PostgreSQL) a statement; names the database (without its
+/// password) and the time allowed when it cannot be reached.
+pub async fn connect(
+    settings: &Settings,
+    max_connections: Option<u32>,
+    timeout: Duration,
+) -> Result<Db, StartError> {
+    let url = &settings.database_url;
+    if let Some(problem) = crate::db::url_problem(url) {
+        return Err(StartError::BadDatabaseUrl(problem));
+    }
+    Db::connect(url, max_connections, timeout)
+        .await
+        .map_err(|source| StartError::Connect {
+            url: crate::db::redacted_url(url),
+            timeout,
+            hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
+                "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
+            } else {
+                ""
+            },
+            source,
+        })
+}
+
+/// Applies pending migrations to `db`, the configured database.
+pub async fn migrate(settings: &Settings, db: &Db) -> Result<(), StartError> {
+    db.migrate()
+        .await
+        .map_err(|source| schema_error(settings, source))
+}
+
+/// A failure to read or migrate the configured database's schema, telling a database with
+/// migrations this release does not know (a newer release's) from any other failure.
+fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
+    if crate::db::unknown_migration(&source) {
+        StartError::UnknownMigrations {
+            url: crate::db::redacted_url(&settings.database_url),
+            source,
+        }
+    } else {
+        StartError::Migrations {
+            url: crate::db::redacted_url(&settings.database_url),
+            source,
+        }
+    }
+}
+
+/// What a [`Service`] is started for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// A server: migrates, signs tokens, and bounds its database work by the request timeout.
+    Serve,
+    /// A command-line tool.
+    Command,
+}
+
+impl Service {
+    /// Connects, migrates, and loads the signing keys: the configured secret, or the Ed25519
+    /// keys in the database (creating the first one).
+    pub async fn start(settings: &Settings) -> Result<Self, StartError> {
+        Self::start_with(settings, Purpose::Serve).await
+    }
+
+    /// [`Self::start`] for the user and keys commands: a database holding an older release's
+    /// schema is refused, not upgraded behind the servers running on it; an empty one gets
+    /// the schema, said in the log (a mistyped SQLite path shows there).
+    pub async fn open(settings: &Settings) -> Result<Self, StartError> {
+        Self::start_with(settings, Purpose::Command).await
+    }
+
+    async fn start_with(settings: &Settings, purpose: Purpose) -> Result<Self, StartError> {
+        if let Some(secret) = &settings.jwt_secret
+            && secret.len() < tokens::MIN_SECRET_BYTES
+        {
+            return Err(StartError::ShortSecret { got: secret.len() });
+        }
+        let serving = purpose == Purpose::Serve;
+        // A server's database work stops when its request does: a statement or a wait for a
+        // connection that outlived the request would hold a connection nobody waits for.
+        let timeout = if serving {
+            settings.db_timeout.min(settings.request_timeout)
+        } else {
+            settings.db_timeout
+        };
+        let db = connect(settings, settings.db_max_connections, timeout).await?;
+        let url = crate::db::redacted_url(&settings.database_url);
+        // A server migrates; a command refuses an older schema rather than upgrade it behind
+        // the servers running on it.
+        let pending = if serving {
+            0
+        } else {
+            db.pending_migrations()
+                .await
+                .map_err(|source| schema_error(settings, source))?
+        };
+        if pending == crate::db::Db::known_migrations() {
+            tracing::warn!(
+                database = url.as_str(),
+                "the database has no rollcall schema yet: creating it"
+            );
+        } else if pending > 0 {
+            return Err(StartError::NotMigrated { url, pending });
+        }
+        if serving || pending > 0 {
+            self::migrate(settings, &db).await?;
+        }
+        let tokens = match &settings.jwt_secret {
+            Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
+            None => {
+                let now = chrono::Utc::now();
+                let first = tokens::new_signing_key(now)?;
+                signing_keys::ensure_current(&db, || first).await?;
+                let stored = signing_keys::all(db.writer()).await?;
+                let keys = TokenKeys::ed25519(&stored, settings.access_ttl)?;
+                // Servers only: the command-line tools sign nothing.
+                if serving {
+                    record_horizon(&db, &keys, &stored).await?;
+                }
+                keys
+            }
+        };
+        let concurrency = settings
+            .hash_concurrency
+            .unwrap_or_else(Passwords::default_concurrency);
+        let metrics = Metrics::default();
+        let passwords = Passwords::with_metrics(concurrency, metrics.clone())?;
+        let service = Self(Arc::new(Inner {
+            db,
+            passwords,
+            tokens,
+            registration_open: settings.registration == Registration::Open,
+            demo: settings.demo,
+            refresh_ttl: settings.refresh_ttl,
+            session_max_age: settings.session_max_age,
+            session_idle: settings.session_idle,
+            refresh_reuse_grace: settings.refresh_reuse_grace,
+            step_up_window: settings.step_up_window,
+            audit_retention: settings.audit_retention,
+            throttle: throttle::Policy {
+                after: settings.throttle_after,
+                max_wait: settings.throttle_max,
+            },
+            ip_limiter: IpLimiter::new(settings.ip_rate_limit),
+            metrics,
+            started: Instant::now(),
+            key_reloads: tokio::sync::Mutex::new(KeyReloads::default()),
+            background: std::sync::atomic::AtomicBool::new(false),
+            purpose,
+        }));
+        Ok(service)
+    }
+}
