@@ -597,10 +597,7 @@ async fn the_audit_purge_deletes_entries_past_their_retention(app: TestApp) {
     let owner = app.register("alice").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
     let db = app.database().await;
-    let long_ago = match app.backend {
-        support::Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
-        support::Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
-    };
+    let long_ago = app.backend.long_ago();
     db.execute_unprepared(&format!("UPDATE audit_log SET at = {long_ago}"))
         .await
         .expect("age every entry");
@@ -642,10 +639,7 @@ async fn the_purge_deletes_expired_api_tokens(app: TestApp) {
         create_token(&app, &owner, json!({ "name": name })).await;
     }
     let db = app.database().await;
-    let long_ago = match app.backend {
-        support::Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
-        support::Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
-    };
+    let long_ago = app.backend.long_ago();
     db.execute_unprepared(&format!(
         "UPDATE api_tokens SET expires_at = {long_ago} WHERE name <> 'kept'"
     ))

@@ -325,10 +325,7 @@ async fn purge_removes_spent_rows(app: TestApp) {
     assert_ok(&app.logout(&ended.refresh).await);
     // Revoked a day and more ago, as far as the purge can tell.
     let db = app.database().await;
-    let long_ago = match app.backend {
-        support::Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
-        support::Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
-    };
+    let long_ago = app.backend.long_ago();
     db.execute_unprepared(&format!(
         "UPDATE sessions SET revoked_at = {long_ago} WHERE revoked_at IS NOT NULL"
     ))

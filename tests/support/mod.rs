@@ -31,6 +31,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// A time long past, as an SQL literal of this database's timestamp type: for ageing rows
+    /// past any retention or expiry.
+    pub fn long_ago(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "'2000-01-01T00:00:00+00:00'",
+            Backend::Postgres => "TIMESTAMPTZ '2000-01-01 00:00:00+00'",
+        }
+    }
+}
+
 /// Runs `$check` (an `async fn(TestApp)`) once per backend, as `sqlite::$check` and
 /// `postgres::$check`. `$check with $tweak` first passes the settings through `$tweak`.
 #[macro_export]
