@@ -1,8 +1,8 @@
 //! rollcall: a user-management GraphQL server.
 //!
 //! Layout: [`config`] (flags and environment), [`db`] (entities and queries), [`auth`]
-//! (passwords, tokens, the per-request viewer), [`service`] (every rule), [`graphql`] (schema
-//! and thin resolvers), [`server`] (HTTP), [`metrics`] (the Prometheus registry), [`graphiql`]
+//! (passwords, tokens, two-factor codes), [`service`] (every rule), [`graphql`] (schema, thin
+//! resolvers, the request's viewer), [`server`] (HTTP), [`metrics`] (the Prometheus registry), [`graphiql`]
 //! (the in-browser IDE and its files), [`cli`] (commands), [`error`] (the one error type).
 
 pub mod auth;

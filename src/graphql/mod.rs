@@ -12,6 +12,7 @@ mod overlap;
 mod query;
 mod schema_types;
 mod types;
+mod viewer;
 
 use std::sync::Arc;
 
@@ -27,8 +28,8 @@ pub use order::{order_root, root_keys};
 pub use query::Query;
 pub use schema_types::SchemaTypes;
 pub use types::encode_cursor;
+pub use viewer::RequestAuth;
 
-use crate::auth::RequestAuth;
 use crate::db::entities::user::Model as User;
 use crate::error::{AppError, AppResult};
 use crate::service::Service;

@@ -25,9 +25,8 @@ use axum::response::Response;
 
 use super::client_ip::client_ip;
 use super::{AppState, RequestSummary, coded_error, json_response, request_error};
-use crate::auth::RequestAuth;
 use crate::error::{AppError, finalize_response};
-use crate::graphql::{self, OperationInfo, SchemaTypes};
+use crate::graphql::{self, OperationInfo, RequestAuth, SchemaTypes};
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -3,7 +3,7 @@
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::tokens;
+use crate::auth::tokens;
 use crate::db::entities::user::Model as User;
 use crate::error::{AppError, AppResult};
 use crate::service::{Credential, Service, Signed};
