@@ -60,8 +60,8 @@ struct RequestSummary {
     codes: Vec<String>,
 }
 
-pub fn router(service: Service, settings: &Settings) -> Router {
-    service.run_in_background();
+/// The routes and the layers around them.
+fn router(service: Service, settings: &Settings) -> Router {
     let schema = build_schema(Some(service.clone()), Limits::from_settings(settings));
     let state = AppState {
         schema_types: Arc::new(SchemaTypes::from_sdl(&schema.sdl())),
@@ -138,6 +138,8 @@ pub fn serve(
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    // A serving instance cleans up and reloads keys for as long as it lives.
+    service.run_in_background();
     let app = router(service, settings).into_make_service_with_connect_info::<SocketAddr>();
     let grace = settings.request_timeout + SHUTDOWN_SLACK;
     // axum-server rather than `axum::serve`, which cannot bound how long a client may take to

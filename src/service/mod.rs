@@ -160,7 +160,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 
 impl Service {
     /// Starts, once, the clean-up and key reloading that a serving instance runs for as long
-    /// as it lives; building the HTTP router does. CLI commands do not: they would clean up
+    /// as it lives; `server::serve` does. CLI commands do not: they would clean up
     /// with their own settings (session limits, token lifetimes), which may not be the servers'.
     pub fn run_in_background(&self) {
         if self
