@@ -115,23 +115,12 @@ async fn the_keys_command_records_no_token_lifetime() {
         );
         assert_succeeded(&out);
     }
-    let conn = sea_orm::Database::connect(db.url.as_str())
-        .await
-        .expect("connect");
-    let row = sea_orm::ConnectionTrait::query_one_raw(
-        &conn,
-        sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Sqlite,
-            "SELECT count(*), count(signs_until) FROM signing_keys",
-        ),
-    )
-    .await
-    .expect("count")
-    .expect("a row");
+    let row = db
+        .query_one("SELECT count(*), count(signs_until) FROM signing_keys")
+        .await;
     let keys = row.try_get_by_index::<i64>(0).expect("keys");
     let recorded = row.try_get_by_index::<i64>(1).expect("recorded");
     assert_eq!((keys, recorded), (3, 0));
-    let _ = conn.close().await;
 }
 
 /// The user and keys commands create the schema in an empty database (and say so), but leave
@@ -343,22 +332,10 @@ async fn import_users(backend: Backend) {
     let server = ServerProcess::start(&db.url, &[]);
     // dave's first login stores his password again under this server's parameters.
     let stored_hash = || async {
-        let conn = sea_orm::Database::connect(db.url.as_str())
-            .await
-            .expect("connect");
-        let row = sea_orm::ConnectionTrait::query_one_raw(
-            &conn,
-            sea_orm::Statement::from_string(
-                sea_orm::ConnectionTrait::get_database_backend(&conn),
-                "SELECT password_hash FROM users WHERE username = 'dave'",
-            ),
-        )
-        .await
-        .expect("query")
-        .expect("dave");
-        let hash: String = row.try_get_by_index(0).expect("hash");
-        let _ = conn.close().await;
-        hash
+        let row = db
+            .query_one("SELECT password_hash FROM users WHERE username = 'dave'")
+            .await;
+        row.try_get_by_index::<String>(0).expect("hash")
     };
     assert_eq!(stored_hash().await, cheap);
     server.login_as("dave").await;

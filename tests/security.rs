@@ -615,10 +615,8 @@ async fn a_request_past_the_timeout_is_rolled_back(app: TestApp) {
         // The statement stopped with its request, though the database timeout is a minute:
         // no connection is left waiting for the lock on behalf of a client that has its
         // answer.
-        let waiting = "SELECT COUNT(*) FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
         let deadline = Instant::now() + Duration::from_secs(3);
-        while app.count(waiting).await > 0 {
+        while app.count(support::LOCK_WAITS).await > 0 {
             assert!(
                 Instant::now() < deadline,
                 "a statement still waits for the lock after its request timed out"

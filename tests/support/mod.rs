@@ -89,7 +89,33 @@ enum Cleanup {
     Postgres { admin_url: String, name: String },
 }
 
+/// On PostgreSQL: how many statements of the current database wait for a lock.
+pub const LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity \
+                              WHERE datname = current_database() AND wait_event_type = 'Lock'";
+
 impl TestDb {
+    /// A connection of its own, as another program would open.
+    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
+        Database::connect(self.url.as_str())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// The first row `sql` returns, over a connection of its own.
+    pub async fn query_one(&self, sql: &str) -> sea_orm::QueryResult {
+        let db = self.connect().await;
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect("query")
+            .expect("a row");
+        let _ = db.close().await;
+        row
+    }
+
     pub async fn create(backend: Backend) -> Option<Self> {
         match backend {
             Backend::Sqlite => {
@@ -751,9 +777,7 @@ impl TestApp {
 
     /// A connection to this app's database beside the server's, as another program would open.
     pub async fn database(&self) -> sea_orm::DatabaseConnection {
-        Database::connect(self.db.url.as_str())
-            .await
-            .expect("connect to the test database")
+        self.db.connect().await
     }
 
     /// On PostgreSQL: runs `requests` while a transaction that has run `held` stays open, and
@@ -787,10 +811,8 @@ impl TestApp {
 
     /// On PostgreSQL: waits until `n` statements of the test's database wait for a lock.
     pub async fn until_waiting_for_locks(&self, n: i64) {
-        let waiting = "SELECT count(*) FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.count(waiting).await < n {
+        while self.count(LOCK_WAITS).await < n {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{n} lock waits never came"
@@ -801,15 +823,7 @@ impl TestApp {
 
     /// The number `sql` (a `SELECT COUNT(*) …`) returns, read beside the server.
     pub async fn count(&self, sql: &str) -> i64 {
-        let db = self.database().await;
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                sql,
-            ))
-            .await
-            .expect("count query")
-            .expect("a row");
+        let row = self.db.query_one(sql).await;
         row.try_get_by_index::<i64>(0).expect("a count")
     }
 }
