@@ -185,6 +185,8 @@ impl AppError {
 }
 
 pub const INVALID_CREDENTIALS: AppError = AppError::Unauthenticated("Invalid credentials");
+/// The answer to a request that needs a signed-in caller and carries no token.
+pub const AUTHENTICATION_REQUIRED: AppError = AppError::Unauthenticated("Authentication required");
 /// The answer to every access or refresh token that fails, whatever failed: expired, forged,
 /// or of a session that has ended.
 pub const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::db::entities::signing_key;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, INVALID_TOKEN};
 
 const ISSUER: &str = "rollcall";
 const AUDIENCE: &str = "rollcall";
@@ -233,13 +233,12 @@ impl TokenKeys {
     /// Checks signature and claims. Revocation is not decided here: the session check on
     /// every request does that.
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
-        let invalid = || crate::error::INVALID_TOKEN;
         if let Some(claims) = self.verified.get(token) {
             // As jsonwebtoken decides expiry with no leeway: valid up to and including `exp`.
             return if claims.exp >= Utc::now().timestamp() {
                 Ok(claims)
             } else {
-                Err(invalid())
+                Err(INVALID_TOKEN)
             };
         }
         let claims = self.verify_signed(token)?;
@@ -261,10 +260,9 @@ impl TokenKeys {
 
     /// [`Self::verify`] without the memory of earlier verifications.
     fn verify_signed(&self, token: &str) -> AppResult<AccessClaims> {
-        let invalid = || crate::error::INVALID_TOKEN;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| INVALID_TOKEN)?;
         if header.alg != self.algorithm || names_critical_extensions(token) {
-            return Err(invalid());
+            return Err(INVALID_TOKEN);
         }
         let keys = self.current();
         let decoding = match &*keys {
@@ -274,16 +272,16 @@ impl TokenKeys {
                     .kid
                     .as_ref()
                     .and_then(|kid| public.get(kid))
-                    .ok_or_else(invalid)?;
+                    .ok_or(INVALID_TOKEN)?;
                 if key.until.is_some_and(|until| until <= Utc::now()) {
-                    return Err(invalid());
+                    return Err(INVALID_TOKEN);
                 }
                 &key.decoding
             }
         };
         let claims = jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| invalid())?;
+            .map_err(|_| INVALID_TOKEN)?;
         // Only what a server issues: issued no later than now (with room for the clocks of
         // other instances) and living no longer than a day, or the access TTL when longer (a
         // day's room, so tokens issued before a change of the TTL, or by an instance not yet
@@ -295,7 +293,7 @@ impl TokenKeys {
         let ttl = self.access_ttl.as_secs() + u64::from(self.access_ttl.subsec_nanos() > 0);
         let longest = i64::try_from(ttl).unwrap_or(i64::MAX).max(DAY_SECONDS);
         if !issued_by_now || lifetime > longest {
-            return Err(invalid());
+            return Err(INVALID_TOKEN);
         }
         Ok(claims)
     }

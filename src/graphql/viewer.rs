@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens;
 use crate::db::entities::user::Model as User;
-use crate::error::{AppError, AppResult};
+use crate::error::{AUTHENTICATION_REQUIRED, AppError, AppResult};
 use crate::service::{Credential, Service, Signed};
 
 /// What the HTTP layer knows about the caller: the bearer token (an access token or an API
@@ -54,7 +54,7 @@ impl RequestAuth {
     /// [`Self::viewer`] with the credential it signed in with.
     pub async fn signed(&self, service: &Service) -> AppResult<&Signed> {
         let Some(token) = self.token.as_deref() else {
-            return Err(AppError::Unauthenticated("Authentication required"));
+            return Err(AUTHENTICATION_REQUIRED);
         };
         let outcome = self
             .viewer
@@ -80,7 +80,7 @@ impl RequestAuth {
         other: Uuid,
     ) -> AppResult<(&User, Option<Option<User>>)> {
         let Some(token) = self.token.as_deref() else {
-            return Err(AppError::Unauthenticated("Authentication required"));
+            return Err(AUTHENTICATION_REQUIRED);
         };
         if self.viewer.initialized() || tokens::is_api_token(token) {
             return Ok((self.viewer(service).await?, None));
