@@ -195,7 +195,11 @@ pub struct Settings {
     /// login), or inside one session, before it is throttled.
     #[arg(long, env = "ROLLCALL_THROTTLE_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub throttle_after: u32,
-    /// Longest wait a throttled account is given; waits double from one second up to it.
+    /// First wait of a throttled account (or session), once `throttle_after` checks have
+    /// failed; each further failure doubles it, up to `throttle_max`.
+    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = parse_duration, global = true)]
+    pub throttle_wait: Duration,
+    /// Longest wait a throttled account is given.
     #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_duration, global = true)]
     pub throttle_max: Duration,
     /// Credential attempts per client IP and minute (login, register, refreshToken, a new
@@ -327,6 +331,7 @@ impl fmt::Debug for Settings {
             .field("db_timeout", &self.db_timeout)
             .field("hash_concurrency", &self.hash_concurrency)
             .field("throttle_after", &self.throttle_after)
+            .field("throttle_wait", &self.throttle_wait)
             .field("throttle_max", &self.throttle_max)
             .field("ip_rate_limit", &self.ip_rate_limit)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -385,6 +390,7 @@ impl Settings {
             db_timeout: Duration::from_secs(5),
             hash_concurrency: None,
             throttle_after: 5,
+            throttle_wait: Duration::from_secs(1),
             throttle_max: Duration::from_secs(15 * 60),
             ip_rate_limit: 60,
             trusted_proxies: List::default(),

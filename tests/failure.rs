@@ -932,21 +932,22 @@ async fn postgres_an_unfinished_login_with_the_right_password_is_not_counted() {
     ))
     .await
     .expect("hold the row");
+    let subject = format!("user:{}", alice.id);
     for _ in 0..3 {
-        let response = app
+        let sent = app
             .post()
             .json(&json!({"query": support::LOGIN, "variables": login}))
-            .send()
-            .await
-            .expect("sent");
+            .send();
+        // Each one checked its password and reached the row: it timed out there, not before.
+        let (response, ()) = tokio::join!(sent, app.until_waiting_for_locks(1));
+        let response = response.expect("sent");
         assert_eq!(response.status(), 503);
         let body: Value = response.json().await.expect("json");
         assert_code(&body, "TIMEOUT");
     }
     hold.rollback().await.expect("release the row");
-    let counted = "SELECT COALESCE(SUM(failures), 0) FROM credential_failures";
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.count(counted).await > 0 {
+    while app.failures(&subject).await > 0 {
         assert!(Instant::now() < deadline, "the attempts stayed counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

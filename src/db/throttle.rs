@@ -16,19 +16,24 @@ use super::entities::credential_failure::{ActiveModel, Column, Entity, Model};
 pub struct Policy {
     /// Failures in a row after which every further attempt waits.
     pub after: u32,
-    /// The longest wait; waits double from one second up to it.
+    /// The first wait, once the threshold is reached; waits double from it.
+    pub first_wait: Duration,
+    /// The longest wait.
     pub max_wait: Duration,
 }
 
 impl Policy {
     /// The lock an attempt numbered `attempt` (1-based, since the last success) sets before it
-    /// runs: none below the threshold, then 1 s, 2 s, 4 s … up to `max_wait`.
+    /// runs: none below the threshold, then `first_wait`, twice that, four times … up to
+    /// `max_wait`.
     fn lock_for(&self, attempt: u32) -> Duration {
         if attempt < self.after {
             return Duration::ZERO;
         }
         let doublings = (attempt - self.after).min(30);
-        Duration::from_secs(1u64 << doublings).min(self.max_wait)
+        self.first_wait
+            .saturating_mul(1 << doublings)
+            .min(self.max_wait)
     }
 }
 
@@ -141,6 +146,7 @@ mod tests {
     fn waits_double_from_the_threshold_up_to_the_cap() {
         let policy = Policy {
             after: 5,
+            first_wait: Duration::from_secs(1),
             max_wait: Duration::from_secs(15 * 60),
         };
         let waits: Vec<u64> = (1..=17).map(|n| policy.lock_for(n).as_secs()).collect();
@@ -151,5 +157,22 @@ mod tests {
             ]
         );
         assert_eq!(policy.lock_for(u32::MAX), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_first_wait_is_a_setting_and_the_cap_still_holds() {
+        let policy = Policy {
+            after: 3,
+            first_wait: Duration::from_secs(30),
+            max_wait: Duration::from_secs(100),
+        };
+        let waits: Vec<u64> = (1..=6).map(|n| policy.lock_for(n).as_secs()).collect();
+        assert_eq!(waits, [0, 0, 30, 60, 100, 100]);
+        let long = Policy {
+            first_wait: Duration::from_secs(3600),
+            ..policy
+        };
+        assert_eq!(long.lock_for(3), Duration::from_secs(100));
+        assert_eq!(long.lock_for(u32::MAX), Duration::from_secs(100));
     }
 }

@@ -190,6 +190,7 @@ impl Service {
             audit_retention: settings.audit_retention,
             throttle: throttle::Policy {
                 after: settings.throttle_after,
+                first_wait: settings.throttle_wait,
                 max_wait: settings.throttle_max,
             },
             ip_limiter: IpLimiter::new(settings.ip_rate_limit),

@@ -826,6 +826,15 @@ impl TestApp {
         let row = self.db.query_one(sql).await;
         row.try_get_by_index::<i64>(0).expect("a count")
     }
+
+    /// The credential throttle's count on `subject` (`user:ID`, `login:NAME`,
+    /// `session:ID:password`, `session:ID:code`), 0 when it has none.
+    pub async fn failures(&self, subject: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COALESCE(SUM(failures), 0) FROM credential_failures WHERE subject = '{subject}'"
+        ))
+        .await
+    }
 }
 
 /// The value of one series in `/metrics` text (`rollcall_logins_total{result="failure"}`),
