@@ -347,8 +347,25 @@ async fn fields_come_back_in_the_order_asked_for() {
             response.text().await.expect("body")
         }
     };
+    // An API token's creator waits for a DataLoader, in a list and in a mutation's payload.
+    let tokens = "{ me { apiTokens { createdBy { username } name id } } }";
+    let token_keys = ["\"createdBy\"", "\"name\"", "\"id\""];
+    let created = text_of(json!({"query": "mutation { createApiToken(name: \"ci\") { apiToken { createdBy { id } name } token } }"})).await;
+    let at = |text: &str, key: &str| text.find(key).unwrap_or_else(|| panic!("{key} in {text}"));
+    assert!(
+        at(&created, "createdBy") < at(&created, "\"name\""),
+        "{created}"
+    );
+    assert!(
+        at(&created, "\"name\"") < at(&created, "\"token\""),
+        "{created}"
+    );
     for _ in 0..20 {
-        for (query, keys) in [(query, &keys[..]), (waiting_first, &waiting_keys[..])] {
+        for (query, keys) in [
+            (query, &keys[..]),
+            (waiting_first, &waiting_keys[..]),
+            (tokens, &token_keys[..]),
+        ] {
             let text = text_of(json!({"query": query})).await;
             let at: Vec<usize> = keys
                 .iter()

@@ -251,7 +251,7 @@ impl UserObject {
 
 /// A long-lived credential for scripts; its token is shown only when it is created.
 #[derive(SimpleObject)]
-#[graphql(name = "ApiToken", complex)]
+#[graphql(name = "ApiToken", complex, serial)]
 pub struct ApiTokenObject {
     pub id: ID,
     pub name: String,
@@ -293,6 +293,7 @@ impl From<crate::db::entities::api_token::Model> for ApiTokenObject {
 }
 
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct ApiTokenPayload {
     /// The token, shown only now: send it as `Authorization: Bearer <token>`.
     pub token: String,
