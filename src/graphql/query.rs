@@ -44,9 +44,10 @@ impl Query {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "Users on the page, 0 to 100; 20 when left out.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before; left out, the first page.")]
         after: Option<String>,
-        filter: Option<UserFilter>,
+        #[graphql(desc = "Only the users that match every part given.")] filter: Option<UserFilter>,
     ) -> AppResult<UserConnection> {
         // Every refused argument at once, so a client fixes its input in one round.
         let mut fields = Fields::new();
@@ -72,9 +73,12 @@ impl Query {
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "Entries on the page, 0 to 100; 20 when left out.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before; left out, the first page.")]
         after: Option<String>,
-        filter: Option<AuditFilter>,
+        #[graphql(desc = "Only the entries that match every part given.")] filter: Option<
+            AuditFilter,
+        >,
     ) -> AppResult<AuditConnection> {
         let mut fields = Fields::new();
         let after = page_arguments(&mut fields, List::Audit, first, after.as_deref())?;
