@@ -737,6 +737,13 @@ fn a_bad_database_url_is_reported_without_its_password() {
             line["error"].as_str().is_some_and(|e| e.contains(reason)),
             "{stderr}"
         );
+        // In the same form as every other line's.
+        assert!(
+            line["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == "2026-01-01T00:00:00.000000Z".len()),
+            "{stderr}"
+        );
     }
 }
 
@@ -897,4 +904,54 @@ fn an_unreachable_database_is_named_without_its_password() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has been applied"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr}");
+}
+
+/// Once `rollcall migrate` has run as the database's owner, servers may connect as a role that
+/// only reads and writes rows: a server with nothing to migrate does not run the migrator,
+/// which needs the right to create tables.
+#[tokio::test]
+async fn postgres_a_migrated_database_serves_a_role_without_create() {
+    use sea_orm::ConnectionTrait;
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    let role = format!("rollcall_rows_{}", uuid::Uuid::new_v4().simple());
+    let owner = db.connect().await;
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        owner
+            .execute_unprepared(&statement)
+            .await
+            .expect(&statement);
+    }
+    let (base, name) = db.url.rsplit_once('/').expect("a database name");
+    let as_role = base.replacen("postgres@", &format!("{role}@"), 1) + "/" + name;
+    assert_ne!(as_role, db.url, "the URL names the role");
+    let served = std::panic::AssertUnwindSafe(async {
+        let server = ServerProcess::start(&as_role, &[]);
+        let alice = server.register("alice").await;
+        assert_eq!(alice.role, "OWNER");
+        support::assert_ok(
+            &server
+                .gql(Some(&alice.access), "{ me { id } }", serde_json::json!({}))
+                .await,
+        );
+        let status = server.terminate();
+        assert!(status.success(), "{status:?}");
+    });
+    let outcome = futures::FutureExt::catch_unwind(served).await;
+    // The role outlives the test's database unless it is dropped here.
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        let _ = owner.execute_unprepared(&statement).await;
+    }
+    let _ = owner.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }

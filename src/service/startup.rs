@@ -137,23 +137,23 @@ impl Service {
         let db = connect(settings, settings.db_max_connections, timeout).await?;
         let url = crate::db::redacted_url(&settings.database_url);
         // A server migrates; a command refuses an older schema rather than upgrade it behind
-        // the servers running on it.
-        let pending = if serving {
-            0
-        } else {
-            db.pending_migrations()
-                .await
-                .map_err(|source| schema_error(settings, source))?
-        };
-        if pending == crate::db::Db::known_migrations() {
-            tracing::warn!(
-                database = url.as_str(),
-                "the database has no rollcall schema yet: creating it"
-            );
-        } else if pending > 0 {
-            return Err(StartError::NotMigrated { url, pending });
+        // the servers running on it. Nothing pending, neither runs the migrator, which needs
+        // the right to create tables: servers may use a role that only reads and writes rows.
+        let pending = db
+            .pending_migrations()
+            .await
+            .map_err(|source| schema_error(settings, source))?;
+        if !serving {
+            if pending == crate::db::Db::known_migrations() {
+                tracing::warn!(
+                    database = url.as_str(),
+                    "the database has no rollcall schema yet: creating it"
+                );
+            } else if pending > 0 {
+                return Err(StartError::NotMigrated { url, pending });
+            }
         }
-        if serving || pending > 0 {
+        if pending > 0 {
             self::migrate(settings, &db).await?;
         }
         let tokens = match &settings.jwt_secret {
