@@ -57,7 +57,8 @@ pub fn main() -> ExitCode {
                 LogFormat::Json => eprintln!(
                     "{}",
                     serde_json::json!({
-                        "timestamp": chrono::Utc::now().to_rfc3339(),
+                        "timestamp": chrono::Utc::now()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                         "level": "ERROR",
                         "message": "exiting",
                         "error": text,
@@ -116,7 +117,8 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     if !settings.listen.ip().is_loopback() && service.first_registrant_would_own().await? {
         tracing::warn!(
             "listening on {} while the database has no account: the first registration \
-             becomes the owner. Create the owner first (`rollcall user create --role owner`), \
+             becomes the owner. Create the owner first (`rollcall user create --username NAME --email ADDRESS \
+             --role owner`), \
              or serve with ROLLCALL_REGISTRATION=closed",
             settings.listen
         );
@@ -204,7 +206,9 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 .create_user(None, input, role.into(), None)
                 .await
                 .map(|user| {
-                    println!("created {} ({:?}) {}", user.username, user.role, user.id);
+                    use sea_orm::ActiveEnum;
+                    let role = user.role.to_value();
+                    println!("created {} ({role}) {}", user.username, user.id);
                 })
         }
         UserCommand::PromoteOwner { username } => {
@@ -215,7 +219,8 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
         UserCommand::Import { file } => {
             let rows = read_import(&file)?;
             service.import_users(rows).await.map(|ids| {
-                println!("imported {} users", ids.len());
+                let users = if ids.len() == 1 { "user" } else { "users" };
+                println!("imported {} {users}", ids.len());
             })
         }
         UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
@@ -249,7 +254,7 @@ const IMPORT_FIELDS: [&str; 8] = [
 /// not as the whole file.
 fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::ImportedUser>> {
     let text = if file == std::path::Path::new("-") {
-        std::io::read_to_string(std::io::stdin())?
+        std::io::read_to_string(std::io::stdin()).context("cannot read the import from stdin")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
@@ -318,7 +323,9 @@ fn read_password() -> anyhow::Result<String> {
         Ok(password)
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
+        if std::io::stdin().lock().read_line(&mut line)? == 0 {
+            bail!("no password given: write it to stdin, or run the command in a terminal");
+        }
         let trimmed = line.strip_suffix('\n').unwrap_or(&line);
         Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
     }

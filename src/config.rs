@@ -49,10 +49,13 @@ pub enum KeysCommand {
 pub enum UserCommand {
     /// Create a user; the password is read from stdin, or prompted for without echo.
     Create {
+        /// The new user's username (3–32 letters, digits, `_`, `.`, `-`).
         #[arg(long)]
         username: String,
+        /// The new user's email address.
         #[arg(long)]
         email: String,
+        /// The new user's role.
         #[arg(long, value_enum, default_value = "standard")]
         role: CliRole,
     },

@@ -997,6 +997,8 @@ async fn request_logs_name_the_request_and_hide_secrets() {
                 serde_json::from_str::<Value>(line)
                     .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
             }
+            let parsed: Value = serde_json::from_str(line).expect("JSON");
+            assert!(parsed["duration_ms"].is_number(), "{line}");
         }
         assert!(
             lines

@@ -48,7 +48,8 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         return response;
     }
     let summary = response.extensions().get::<RequestSummary>();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // A number to a tenth of a millisecond, so JSON logs carry it as a number.
+    let duration_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     let operation = summary.and_then(|s| s.operation.as_deref()).unwrap_or("-");
     let operation_name = summary
         .and_then(|s| s.operation_name.as_deref())
@@ -68,7 +69,7 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         method = %method,
         path = %path,
         status,
-        duration_ms = format_args!("{duration_ms:.1}"),
+        duration_ms,
         operation,
         operation_name,
         user = %user,
