@@ -659,30 +659,42 @@ async fn password_change_revokes_sessions(app: TestApp) {
 
 /// A login that checked the old password while the password changed gives no session that
 /// outlives the change. One hashing thread, kept busy, lines the work up: the login reads the
-/// old hash, the change hashes and commits, then the login's check of the old password ends.
+/// old hash, the change hashes and commits, and the login's check of the old password ends
+/// before or after that commit.
 async fn a_login_racing_a_password_change_keeps_no_session(app: TestApp) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let owner = app.register("owner").await;
     let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
-    let busy: Vec<_> = (0..3)
-        .map(|n| {
-            let app = &app;
-            async move { app.login(&format!("nobody{n}"), PASSWORD).await }
-        })
-        .collect();
+    let app = &app;
+    // About a second of password checks ahead of the change's and the login's.
+    let busy = futures::future::join_all(
+        (0..10).map(|n| async move { app.login(&format!("nobody{n}"), PASSWORD).await }),
+    );
+    let changed = AtomicBool::new(false);
     let change = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        app.update_user(
-            &owner,
-            &bob.id,
-            json!({"password": "a brand new passphrase"}),
-        )
-        .await
+        let body = app
+            .update_user(
+                &owner,
+                &bob.id,
+                json!({"password": "a brand new passphrase"}),
+            )
+            .await;
+        changed.store(true, Ordering::SeqCst);
+        body
     };
     let login = async {
         tokio::time::sleep(Duration::from_millis(40)).await;
         app.login("bob", PASSWORD).await
     };
-    let (_, changed, login) = tokio::join!(futures::future::join_all(busy), change, login);
+    let race_ran = async {
+        app.until_counted(&format!("user:{}", bob.id), 1).await;
+        assert!(
+            !changed.load(Ordering::SeqCst),
+            "the login read the account after the change: the race was not run"
+        );
+    };
+    let (_, changed, login, ()) = tokio::join!(busy, change, login, race_ran);
     assert_ok(&changed);
     if login["errors"].is_null() {
         let late = Session::from_payload(&login, "login");

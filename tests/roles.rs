@@ -59,7 +59,7 @@ fn assert_fields(body: &Value, names: &[&str]) {
     }
 }
 
-/// Asserts the response failed with `code` and changed nothing visible in `data`.
+/// Asserts the response failed with `code` and answered no `data`.
 #[track_caller]
 fn assert_refused(body: &Value, code: &str) {
     assert_code(body, code);

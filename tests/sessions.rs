@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
@@ -238,10 +238,12 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
     assert_eq!(my_sessions(&app, &fresh).await.len(), 1);
 }
 
-/// `ROLLCALL_SESSION_MAX_AGE` (two seconds here) ends a session however often it refreshes,
+/// `ROLLCALL_SESSION_MAX_AGE` (five seconds here) ends a session however often it refreshes,
 /// access tokens included.
 async fn sessions_end_at_their_maximum_age(app: TestApp) {
     let alice = app.register("alice").await;
+    // The session began before its registration was answered.
+    let born = Instant::now();
     let mut current = alice.clone();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -251,25 +253,33 @@ async fn sessions_end_at_their_maximum_age(app: TestApp) {
     }
     let listed = my_sessions(&app, &current).await;
     assert_eq!(listed.len(), 1);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep_until((born + Duration::from_millis(5_100)).into()).await;
     assert_code(&app.me(&current.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&current.refresh).await, "UNAUTHENTICATED");
     let fresh = app.login_as("alice").await;
     assert_eq!(my_sessions(&app, &fresh).await.len(), 1, "only the new one");
 }
 
-/// `ROLLCALL_SESSION_IDLE` (one second here) ends a session that is not refreshed; refreshing
-/// keeps it going.
+/// `ROLLCALL_SESSION_IDLE` (three seconds here) ends a session that is not refreshed;
+/// refreshing keeps it going.
 async fn idle_sessions_end(app: TestApp) {
     let alice = app.register("alice").await;
     let idle = app.login_as("alice").await;
+    // Neither of those was used after this.
+    let last_used = Instant::now();
     let mut busy = app.login_as("alice").await;
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut refresh_busy = async || {
         let body = app.refresh(&busy.refresh).await;
         assert_ok(&body);
         busy = Session::from_payload(&body, "refreshToken");
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        refresh_busy().await;
     }
+    tokio::time::sleep_until((last_used + Duration::from_millis(3_100)).into()).await;
+    // Refreshed 1.6 s ago at most; the other two were idle 3.1 s.
+    refresh_busy().await;
     assert_code(&app.refresh(&idle.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.me(&idle.access).await, "UNAUTHENTICATED");
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
@@ -279,7 +289,7 @@ async fn idle_sessions_end(app: TestApp) {
 }
 
 /// A rotated token presented again within the grace gets a pair for the same session; after
-/// the grace (a second here) the reuse revokes the session.
+/// the grace (three seconds here) the reuse revokes the session.
 async fn reuse_within_the_grace_keeps_the_session(app: TestApp) {
     let alice = app.register("alice").await;
     let body = app.refresh(&alice.refresh).await;
@@ -293,7 +303,7 @@ async fn reuse_within_the_grace_keeps_the_session(app: TestApp) {
     assert_ok(&app.me(&again.access).await);
     assert_eq!(my_sessions(&app, &again).await.len(), 1);
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
     assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.me(&again.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&again.refresh).await, "UNAUTHENTICATED");
@@ -342,15 +352,15 @@ async fn purge_removes_spent_rows(app: TestApp) {
     assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 4);
     assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1);
 
-    // Past the refresh-token lifetime (two seconds here) all of them go; the session, refreshed
-    // meanwhile, stays with its newest token.
+    // Past the refresh-token lifetime (five seconds here) all of them go; the session,
+    // refreshed meanwhile, stays with its newest token, which has 2.5 s left.
     let body = app.refresh(&current.refresh).await;
     current = Session::from_payload(&body, "refreshToken");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
     let body = app.refresh(&current.refresh).await;
     assert_ok(&body);
     current = Session::from_payload(&body, "refreshToken");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let purged = service.purge_sessions(2).await.expect("purge runs");
     assert_eq!(purged.refresh_tokens, 5, "{purged:?}");
     assert_eq!(purged.sessions, 0, "{purged:?}");
@@ -495,16 +505,16 @@ backend_tests!(
     managers_see_the_sessions_of_those_they_manage,
     revoking_a_session_stops_its_tokens_at_once,
     logout_everywhere_ends_every_session,
-    sessions_end_at_their_maximum_age with |s| s.session_max_age = std::time::Duration::from_secs(2),
-    idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(1),
+    sessions_end_at_their_maximum_age with |s| s.session_max_age = std::time::Duration::from_secs(5),
+    idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(3),
     reuse_within_the_grace_keeps_the_session with |s| {
-        s.refresh_reuse_grace = std::time::Duration::from_secs(1);
+        s.refresh_reuse_grace = std::time::Duration::from_secs(3);
     },
     without_a_grace_any_replay_ends_the_session with |s| {
         s.refresh_reuse_grace = std::time::Duration::ZERO;
     },
     purge_removes_spent_rows with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_millis(200);
-        s.refresh_ttl = std::time::Duration::from_secs(2);
+        s.refresh_ttl = std::time::Duration::from_secs(5);
     },
 );

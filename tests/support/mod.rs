@@ -827,6 +827,19 @@ impl TestApp {
         row.try_get_by_index::<i64>(0).expect("a count")
     }
 
+    /// Waits until the credential throttle has counted `n` attempts on `subject`: a login
+    /// counts its attempt once it has read the account, before its password is checked.
+    pub async fn until_counted(&self, subject: &str, n: i64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.failures(subject).await < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} attempts on {subject} were never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// The credential throttle's count on `subject` (`user:ID`, `login:NAME`,
     /// `session:ID:password`, `session:ID:code`), 0 when it has none.
     pub async fn failures(&self, subject: &str) -> i64 {
