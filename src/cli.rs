@@ -12,7 +12,16 @@ use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            if let Some(variable) = crate::config::variable_behind(&err) {
+                eprintln!("{variable}");
+            }
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
     let log_format = cli.settings.log_format;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

@@ -183,7 +183,7 @@ pub struct Settings {
     /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on
     /// PostgreSQL; on SQLite, one per core plus one, since its queries run on this server's
     /// own CPUs and every further connection only adds a cache and a thread.
-    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", value_parser = at_least_one::<u32>, global = true)]
     pub db_max_connections: Option<u32>,
     /// How long a request waits for a database connection, and (on PostgreSQL) how long one
     /// statement may run, before it fails instead of hanging; a server uses the request
@@ -196,7 +196,7 @@ pub struct Settings {
     pub hash_concurrency: Option<usize>,
     /// Consecutive failed password or two-factor checks on one account's logins (or an unknown
     /// login), or inside one session, before it is throttled.
-    #[arg(long, env = "ROLLCALL_THROTTLE_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    #[arg(long, env = "ROLLCALL_THROTTLE_AFTER", default_value_t = 5, value_parser = at_least_one::<u32>, global = true)]
     pub throttle_after: u32,
     /// First wait of a throttled account (or session), once `throttle_after` checks have
     /// failed; each further failure doubles it, up to `throttle_max`.
@@ -236,7 +236,7 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_HEADER_TIMEOUT", default_value = "75s", value_parser = parse_duration, global = true)]
     pub header_timeout: Duration,
     /// Deepest selection nesting a query may have.
-    #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, value_parser = at_least_one(), global = true)]
+    #[arg(long, env = "ROLLCALL_MAX_DEPTH", default_value_t = 10, value_parser = at_least_one::<usize>, global = true)]
     pub max_depth: usize,
     /// Most aliased fields one document may have.
     #[arg(
@@ -259,7 +259,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_MAX_QUERY_BYTES",
         default_value_t = 16 * 1024,
-        value_parser = at_least_one(),
+        value_parser = at_least_one::<usize>,
         global = true
     )]
     pub max_query_bytes: usize,
@@ -268,7 +268,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_MAX_COMPLEXITY",
         default_value_t = 5_000,
-        value_parser = at_least_one(),
+        value_parser = at_least_one::<usize>,
         global = true
     )]
     pub max_complexity: usize,
@@ -357,6 +357,45 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// For a refused value that came from the environment, the variable that gave it: clap's
+/// message names only the option, which an operator who set the variable never typed.
+pub fn variable_behind(err: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let option = arg.split_whitespace().next()?;
+    let long = option.strip_prefix("--")?;
+    let command = Cli::command();
+    let variable = command
+        .get_arguments()
+        .find(|candidate| candidate.get_long() == Some(long))?
+        .get_env()?;
+    let typed = std::env::args().any(|given| {
+        given == option
+            || given
+                .strip_prefix(option)
+                .is_some_and(|rest| rest.starts_with('='))
+    });
+    (!typed && std::env::var_os(variable).is_some()).then(|| {
+        format!(
+            "The value of {option} comes from {}.",
+            variable.to_string_lossy()
+        )
+    })
+}
+
+/// Variables of the project's tests, fuzzer and scripts, not the server's: a shell that runs
+/// both has them set, and they are no mistake.
+const TOOL_VARIABLES: [&str; 5] = [
+    "ROLLCALL_TEST_",
+    "ROLLCALL_REQUIRE_POSTGRES",
+    "ROLLCALL_FUZZ_",
+    "ROLLCALL_BIN",
+    "ROLLCALL_URL",
+];
+
 /// The `ROLLCALL_*` names among environment variables `names` that are no setting: a misspelt
 /// one would otherwise leave its setting at the default without a word.
 pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -369,6 +408,11 @@ pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<String> 
     names
         .into_iter()
         .filter(|name| name.starts_with("ROLLCALL_") && !known.contains(&name.as_ref()))
+        .filter(|name| {
+            !TOOL_VARIABLES
+                .iter()
+                .any(|tool| name == tool || (tool.ends_with('_') && name.starts_with(tool)))
+        })
         .collect()
 }
 
@@ -418,8 +462,11 @@ impl Settings {
 const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// A count that must be at least 1: zero would refuse every query, or hash nothing.
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+fn at_least_one<T: std::str::FromStr + From<u8> + PartialOrd>(text: &str) -> Result<T, String> {
+    match text.trim().parse::<T>() {
+        Ok(count) if count >= T::from(1) => Ok(count),
+        _ => Err(format!("`{text}` is no whole number of at least 1")),
+    }
 }
 
 /// Parses durations such as `2s`, `15m`, `12h` or `30d` (humantime's syntax, so `1h 30m` too);
@@ -640,10 +687,18 @@ mod tests {
             "ROLLCALL_ACESS_TTL",
             "DATABASE_URL",
             "PATH",
+            "ROLLCALL_TEST_POSTGRES_URL",
+            "ROLLCALL_FUZZ_SECONDS",
+            "ROLLCALL_BIN",
+            "ROLLCALL_BINARY",
         ];
         assert_eq!(
             unknown_settings(names.map(String::from)),
-            ["ROLLCALL_DATABASE_URL", "ROLLCALL_ACESS_TTL"]
+            [
+                "ROLLCALL_DATABASE_URL",
+                "ROLLCALL_ACESS_TTL",
+                "ROLLCALL_BINARY"
+            ]
         );
     }
 

@@ -439,9 +439,11 @@ async fn logout_ends_only_that_session(app: TestApp) {
     let body = app.logout(&alice.refresh).await;
     assert_ok(&body);
     assert_eq!(body["data"]["logout"], true, "{body}");
-    // Again: nothing was left to end.
+    // Again: nothing was left to end, and nothing is recorded.
     let again = app.logout(&alice.refresh).await;
     assert_eq!(again["data"]["logout"], false, "{again}");
+    let logouts = "SELECT COUNT(*) FROM audit_log WHERE action = 'LOGGED_OUT'";
+    assert_eq!(app.count(logouts).await, 1);
 
     assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");

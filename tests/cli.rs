@@ -674,6 +674,8 @@ async fn unknown_settings_are_warned_about() {
             &[
                 ("ROLLCALL_DATABASE_URL", "postgres://elsewhere/rollcall"),
                 ("ROLLCALL_ACESS_TTL", "5m"),
+                // The project's own tools' variables are no mistake.
+                ("ROLLCALL_FUZZ_SECONDS", "5"),
             ],
         )
         .arg("migrate"),
@@ -689,10 +691,49 @@ async fn unknown_settings_are_warned_about() {
     assert!(warned("ROLLCALL_DATABASE_URL"), "{stderr}");
     assert!(stderr.contains("DATABASE_URL)"), "{stderr}");
     assert!(warned("ROLLCALL_ACESS_TTL"), "{stderr}");
+    assert!(!warned("ROLLCALL_FUZZ_SECONDS"), "{stderr}");
     assert!(
         !stderr.contains("elsewhere"),
         "a value is not printed: {stderr}"
     );
+}
+
+/// A refused setting names the environment variable it came from, and counts below 1 say so
+/// plainly.
+#[test]
+fn a_refused_setting_names_its_variable() {
+    for (variable, value, said) in [
+        ("ROLLCALL_ACCESS_TTL", "abc", "`abc`"),
+        ("ROLLCALL_MAX_DEPTH", "0", "no whole number of at least 1"),
+        (
+            "ROLLCALL_THROTTLE_AFTER",
+            "0",
+            "no whole number of at least 1",
+        ),
+    ] {
+        let out = run_or_kill(
+            rollcall_command("sqlite://unused.db", &[(variable, value)]).arg("migrate"),
+            "rollcall migrate with a bad setting",
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(
+            stderr.contains(&format!("comes from {variable}")),
+            "{stderr}"
+        );
+    }
+    // Given as an option, it is the option's.
+    let out = run_or_kill(
+        rollcall_command("sqlite://unused.db", &[("ROLLCALL_ACCESS_TTL", "1m")]).args([
+            "--access-ttl",
+            "abc",
+            "migrate",
+        ]),
+        "rollcall migrate with a bad option",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("comes from"));
 }
 
 /// A database URL that does not parse, or names no driver, fails start-up without its password

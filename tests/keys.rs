@@ -8,7 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
-use support::{Gql, TestApp, assert_code, assert_ok, rollcall_command, run_or_kill};
+use support::{Gql, Session, TestApp, assert_code, assert_ok, rollcall_command, run_or_kill};
 
 /// Short enough to watch a retired key's window end: keys are reloaded every 2 s and a retired
 /// key verifies for 4 s + 2 s.
@@ -360,6 +360,17 @@ async fn revoking_rotation_refuses_old_tokens_at_once(app: TestApp) {
         audit["data"]["auditLog"]["nodes"][0],
         json!({"action": "SIGNING_KEYS_REVOKED", "actorId": null, "targetId": null}),
         "{audit}"
+    );
+    // An entry about no user is the owner's only: an admin does not see it.
+    let owner = Session::from_payload(&refreshed, "refreshToken");
+    let admin = app.user_with_role(&owner, "bob", "ADMIN").await;
+    let about_keys =
+        "{ auditLog(filter: {action: SIGNING_KEYS_REVOKED}) { totalCount nodes { action } } }";
+    let seen = app.gql(Some(&admin.access), about_keys, json!({})).await;
+    assert_eq!(
+        seen["data"]["auditLog"],
+        json!({"totalCount": 0, "nodes": []}),
+        "{seen}"
     );
 }
 

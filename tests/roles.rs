@@ -890,6 +890,8 @@ async fn demo_mode_is_read_only(app: TestApp) {
         "mutation { enableTotp { secret } }",
         "mutation { confirmTotp(code: \"123456\") }",
         "mutation { disableTotp(verification: {password: \"x\"}) }",
+        // Out of demo mode the owner would be told `false`: no such token.
+        "mutation { revokeApiToken(id: \"0190a0b0-0000-7000-8000-000000000000\") }",
     ] {
         let body = app.gql(Some(&owner.access), mutation, json!({})).await;
         assert_code(&body, "FORBIDDEN");
@@ -906,18 +908,19 @@ async fn demo_mode_is_read_only(app: TestApp) {
     assert_ok(&body);
     assert_eq!(body["data"]["user"]["role"], "STANDARD");
     assert!(body["data"]["user"]["firstName"].is_null(), "{body}");
-    let standard = app.login_as("std1").await;
+    let standard = app.login_with_agent("std1", "Visitor/1").await;
     assert_ok(&app.me(&standard.access).await);
     let body = app.refresh(&standard.refresh).await;
     assert_ok(&body);
+    let standard = Session::from_payload(&body, "refreshToken");
 
-    // Visitors sharing an account see where only their own session signs in from, and the
-    // audit trail shows no addresses.
-    let other_visitor = app.login_as("std1").await;
+    // Visitors sharing an account see where and with what only their own session signs in,
+    // and the audit trail shows no addresses.
+    let other_visitor = app.login_with_agent("std1", "Visitor/2").await;
     let body = app
         .gql(
             Some(&standard.access),
-            "{ me { sessions { current ip } } }",
+            "{ me { sessions { current ip userAgent } } }",
             json!({}),
         )
         .await;
@@ -925,11 +928,11 @@ async fn demo_mode_is_read_only(app: TestApp) {
     assert_eq!(sessions.len(), 2, "{body}");
     for session in sessions {
         let expected = if session["current"] == true {
-            json!("127.0.0.1")
+            json!({"current": true, "ip": "127.0.0.1", "userAgent": "Visitor/1"})
         } else {
-            Value::Null
+            json!({"current": false, "ip": null, "userAgent": null})
         };
-        assert_eq!(session["ip"], expected, "{body}");
+        assert_eq!(session, &expected, "{body}");
     }
     let body = app
         .gql(

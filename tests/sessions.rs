@@ -16,24 +16,6 @@ const MY_SESSIONS: &str =
 const USER_SESSIONS: &str =
     "query($id: ID!) { user(id: $id) { sessions { id userAgent current } } }";
 
-/// Logs in as `login` with `user_agent` in the User-Agent header.
-async fn login_with_agent(app: &TestApp, login: &str, user_agent: &str) -> Session {
-    let body: Value = app
-        .post()
-        .header("user-agent", user_agent)
-        .json(&json!({
-            "query": support::LOGIN,
-            "variables": {"input": {"login": login, "password": PASSWORD}},
-        }))
-        .send()
-        .await
-        .expect("request sent")
-        .json()
-        .await
-        .expect("JSON body");
-    Session::from_payload(&body, "login")
-}
-
 /// `me.sessions` as `session`; panics on errors.
 async fn my_sessions(app: &TestApp, session: &Session) -> Vec<Value> {
     let body = app.gql(Some(&session.access), MY_SESSIONS, json!({})).await;
@@ -46,8 +28,10 @@ async fn my_sessions(app: &TestApp, session: &Session) -> Vec<Value> {
 
 async fn lists_own_sessions_newest_first(app: TestApp) {
     app.register("alice").await;
-    let laptop = login_with_agent(&app, "alice", "Laptop/1.0").await;
-    let phone = login_with_agent(&app, "alice", &format!("Phone/2.0 {}", "x".repeat(300))).await;
+    let laptop = app.login_with_agent("alice", "Laptop/1.0").await;
+    let phone = app
+        .login_with_agent("alice", &format!("Phone/2.0 {}", "x".repeat(300)))
+        .await;
 
     let sessions = my_sessions(&app, &phone).await;
     // The registration's session, the laptop's and the phone's.

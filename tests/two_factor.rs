@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    CONFIRM_TOTP, ENABLE_TOTP, Gql, PASSWORD, Session, TestApp, assert_code, assert_field_codes,
-    assert_ok, metric, new_user,
+    Backend, CONFIRM_TOTP, ENABLE_TOTP, Gql, PASSWORD, Session, TestApp, assert_code,
+    assert_field_codes, assert_ok, metric, new_user,
 };
 use totp_rs::{Builder, Secret};
 
@@ -714,3 +714,40 @@ backend_tests!(
     with_totp_on_only_the_code_verifies with super::short_window,
     credential_fields_over_a_page_are_batched,
 );
+
+/// A `verification` checked and a `confirmTotp` each count against the client's IP, like a
+/// login: both check a credential.
+#[tokio::test]
+async fn the_ip_limit_counts_verifications_and_code_confirmations() {
+    for first in ["verification", "confirmTotp"] {
+        let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = 2).await else {
+            return;
+        };
+        // The registration is the first attempt.
+        let alice = app.register("alice").await;
+        let (body, field) = match first {
+            "verification" => (
+                app.gql(
+                    Some(&alice.access),
+                    CREATE_TOKEN,
+                    json!({"v": {"password": "not my password"}}),
+                )
+                .await,
+                "verification.password",
+            ),
+            _ => {
+                // Setting up asks for no credential; confirming checks a code.
+                start_setup(&app, &alice).await;
+                (
+                    app.gql(Some(&alice.access), CONFIRM_TOTP, json!({"code": "000000"}))
+                        .await,
+                    "code",
+                )
+            }
+        };
+        assert_code(&body, "BAD_USER_INPUT");
+        assert_field_codes(&body, json!({ field: "INCORRECT" }));
+        // The second attempt took the last place: the next credential is refused.
+        assert_code(&app.login("alice", PASSWORD).await, "RATE_LIMITED");
+    }
+}

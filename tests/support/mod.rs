@@ -827,6 +827,24 @@ impl TestApp {
         row.try_get_by_index::<i64>(0).expect("a count")
     }
 
+    /// Logs in as `login` with `user_agent` in the User-Agent header.
+    pub async fn login_with_agent(&self, login: &str, user_agent: &str) -> Session {
+        let body: Value = self
+            .post()
+            .header("user-agent", user_agent)
+            .json(&json!({
+                "query": LOGIN,
+                "variables": {"input": {"login": login, "password": PASSWORD}},
+            }))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON body");
+        Session::from_payload(&body, "login")
+    }
+
     /// Waits until the credential throttle has counted `n` attempts on `subject`: a login
     /// counts its attempt once it has read the account, before its password is checked.
     pub async fn until_counted(&self, subject: &str, n: i64) {
