@@ -811,14 +811,10 @@ impl TestApp {
 
     /// On PostgreSQL: waits until `n` statements of the test's database wait for a lock.
     pub async fn until_waiting_for_locks(&self, n: i64) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.count(LOCK_WAITS).await < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n} lock waits never came"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{n} lock waits"), async || {
+            self.count(LOCK_WAITS).await >= n
+        })
+        .await;
     }
 
     /// The number `sql` (a `SELECT COUNT(*) …`) returns, read beside the server.
@@ -848,14 +844,10 @@ impl TestApp {
     /// Waits until the credential throttle has counted `n` attempts on `subject`: a login
     /// counts its attempt once it has read the account, before its password is checked.
     pub async fn until_counted(&self, subject: &str, n: i64) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.failures(subject).await < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n} attempts on {subject} were never counted"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        eventually(&format!("{n} attempts counted on {subject}"), async || {
+            self.failures(subject).await >= n
+        })
+        .await;
     }
 
     /// The credential throttle's count on `subject` (`user:ID`, `login:NAME`,
@@ -865,6 +857,19 @@ impl TestApp {
             "SELECT COALESCE(SUM(failures), 0) FROM credential_failures WHERE subject = '{subject}'"
         ))
         .await
+    }
+}
+
+/// Polls `done` until it holds, failing the test when `what` has not come within 10 s: a
+/// regression fails instead of hanging, and a slow machine gets time.
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never came within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
