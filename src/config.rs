@@ -679,6 +679,20 @@ mod tests {
         assert_eq!(format!("{flags:?}"), format!("{embedded:?}"));
     }
 
+    /// Every setting has its row in the README's table of settings.
+    #[test]
+    fn every_setting_is_in_the_readme() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        for arg in Cli::command().get_arguments() {
+            let Some(variable) = arg.get_env() else {
+                continue;
+            };
+            let row = format!("| `{}` |", variable.to_string_lossy());
+            assert!(readme.contains(&row), "no README row {row}");
+        }
+    }
+
     #[test]
     fn unknown_settings_are_told_apart() {
         let names = [
