@@ -200,7 +200,7 @@ pub struct Settings {
     pub throttle_after: u32,
     /// First wait of a throttled account (or session), once `throttle_after` checks have
     /// failed; each further failure doubles it, up to `throttle_max`.
-    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = parse_throttle_wait, global = true)]
     pub throttle_wait: Duration,
     /// Longest wait a throttled account is given.
     #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_duration, global = true)]
@@ -372,11 +372,11 @@ pub fn variable_behind(err: &clap::Error) -> Option<String> {
         .get_arguments()
         .find(|candidate| candidate.get_long() == Some(long))?
         .get_env()?;
-    let typed = std::env::args().any(|given| {
-        given == option
-            || given
-                .strip_prefix(option)
-                .is_some_and(|rest| rest.starts_with('='))
+    let typed = std::env::args_os().any(|given| {
+        let given = given.as_encoded_bytes();
+        given
+            .strip_prefix(option.as_bytes())
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'=')
     });
     (!typed && std::env::var_os(variable).is_some()).then(|| {
         format!(
@@ -388,12 +388,11 @@ pub fn variable_behind(err: &clap::Error) -> Option<String> {
 
 /// Variables of the project's tests, fuzzer and scripts, not the server's: a shell that runs
 /// both has them set, and they are no mistake.
-const TOOL_VARIABLES: [&str; 5] = [
+const TOOL_VARIABLES: [&str; 4] = [
     "ROLLCALL_TEST_",
     "ROLLCALL_REQUIRE_POSTGRES",
     "ROLLCALL_FUZZ_",
     "ROLLCALL_BIN",
-    "ROLLCALL_URL",
 ];
 
 /// The `ROLLCALL_*` names among environment variables `names` that are no setting: a misspelt
@@ -462,10 +461,14 @@ impl Settings {
 const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// A count that must be at least 1: zero would refuse every query, or hash nothing.
-fn at_least_one<T: std::str::FromStr + From<u8> + PartialOrd>(text: &str) -> Result<T, String> {
-    match text.trim().parse::<T>() {
-        Ok(count) if count >= T::from(1) => Ok(count),
-        _ => Err(format!("`{text}` is no whole number of at least 1")),
+fn at_least_one<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => T::try_from(count).map_err(|_| format!("`{text}` is too large")),
+        Err(err) if *err.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err(format!("`{text}` is too large"))
+        }
+        Err(_) => Err(format!("`{text}` is no whole number")),
     }
 }
 
@@ -506,6 +509,16 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(24 * 60 * 60) {
         return Err(format!("`{text}` is shorter than a day (`1d`)"));
+    }
+    Ok(duration)
+}
+
+/// At least a second: clients are told to wait whole seconds, and a lock shorter than the
+/// store's millisecond would hold nothing.
+fn parse_throttle_wait(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(1) {
+        return Err(format!("`{text}` is shorter than a second"));
     }
     Ok(duration)
 }

@@ -704,12 +704,10 @@ async fn unknown_settings_are_warned_about() {
 fn a_refused_setting_names_its_variable() {
     for (variable, value, said) in [
         ("ROLLCALL_ACCESS_TTL", "abc", "`abc`"),
-        ("ROLLCALL_MAX_DEPTH", "0", "no whole number of at least 1"),
-        (
-            "ROLLCALL_THROTTLE_AFTER",
-            "0",
-            "no whole number of at least 1",
-        ),
+        ("ROLLCALL_MAX_DEPTH", "0", "must be at least 1"),
+        ("ROLLCALL_THROTTLE_AFTER", "0", "must be at least 1"),
+        ("ROLLCALL_DB_MAX_CONNECTIONS", "5000000000", "is too large"),
+        ("ROLLCALL_THROTTLE_WAIT", "500ms", "shorter than a second"),
     ] {
         let out = run_or_kill(
             rollcall_command("sqlite://unused.db", &[(variable, value)]).arg("migrate"),
@@ -949,35 +947,82 @@ fn an_unreachable_database_is_named_without_its_password() {
 
 /// Once `rollcall migrate` has run as the database's owner, servers may connect as a role that
 /// only reads and writes rows: a server with nothing to migrate does not run the migrator,
-/// which needs the right to create tables.
+/// which needs the right to create tables. That holds for a server that started while the
+/// migration ran, and waited for it, too.
 #[tokio::test]
 async fn postgres_a_migrated_database_serves_a_role_without_create() {
-    use sea_orm::ConnectionTrait;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
     let role = format!("rollcall_rows_{}", uuid::Uuid::new_v4().simple());
     let owner = db.connect().await;
     for statement in [
-        format!("CREATE ROLE {role} LOGIN"),
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'rows only'"),
         format!("REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}"),
         format!("GRANT USAGE ON SCHEMA public TO {role}"),
-        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
-        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
+        ),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}"
+        ),
     ] {
         owner
             .execute_unprepared(&statement)
             .await
             .expect(&statement);
     }
-    let (base, name) = db.url.rsplit_once('/').expect("a database name");
-    let as_role = base.replacen("postgres@", &format!("{role}@"), 1) + "/" + name;
-    assert_ne!(as_role, db.url, "the URL names the role");
+    let mut as_role = reqwest::Url::parse(&db.url).expect("a URL");
+    as_role.set_username(&role).expect("a user");
+    as_role.set_password(Some("rows only")).expect("a password");
+    let as_role = as_role.to_string();
     let served = std::panic::AssertUnwindSafe(async {
-        let server = ServerProcess::start(&as_role, &[]);
+        // The owner's migration waits for a lock the test holds, and the server for it.
+        let hold = owner.begin().await.expect("begin");
+        hold.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            rollcall::db::MIGRATION_LOCK
+        ))
+        .await
+        .expect("take the migration lock");
+        let waits = |n: i64| {
+            let db = &db;
+            async move {
+                support::eventually(&format!("{n} waits for the migration lock"), async || {
+                    let sql = "SELECT count(*) FROM pg_locks \
+                               WHERE locktype = 'advisory' AND NOT granted";
+                    let row = db.query_one(sql).await;
+                    row.try_get_by_index::<i64>(0).expect("a count") >= n
+                })
+                .await;
+            }
+        };
+        let migrate = spawn_cli(&db.url, &["migrate"], "");
+        waits(1).await;
+        let starting = ServerProcess::spawn(&as_role, &[]);
+        waits(2).await;
+        hold.rollback().await.expect("release");
+        let migrated = tokio::task::spawn_blocking(move || output_or_kill(migrate, "migrate"))
+            .await
+            .expect("join");
+        assert_succeeded(&migrated);
+        let server = tokio::task::spawn_blocking(move || starting.listening())
+            .await
+            .expect("join");
         let alice = server.register("alice").await;
         assert_eq!(alice.role, "OWNER");
+        let connected = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND usename = '{role}'"
+        );
+        let row = db.query_one(&connected).await;
+        assert!(row.try_get_by_index::<i64>(0).expect("a count") >= 1);
+        let status = server.terminate();
+        assert!(status.success(), "{status:?}");
+        // And a server started after the migration.
+        let server = ServerProcess::start(&as_role, &[]);
         support::assert_ok(
             &server
                 .gql(Some(&alice.access), "{ me { id } }", serde_json::json!({}))

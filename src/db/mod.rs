@@ -25,7 +25,7 @@ use sea_orm::{
 pub use entities::user::Role;
 
 /// PostgreSQL advisory lock key that serialises migrations ("rollcall" in ASCII).
-const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c;
+pub const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c;
 
 /// The connection pools, and a count of every statement they ran: the count lets tests prove
 /// what a query costs.
@@ -157,6 +157,15 @@ impl Db {
                 tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                     .await?;
             }
+        }
+        // Another instance may have applied them while this one waited. Then the migrator
+        // does not run at all: it first creates its own table, which needs the right to
+        // create tables, and a server may run as a role that only reads and writes rows.
+        if Migrator::get_pending_migrations_read_only(&tx)
+            .await?
+            .is_empty()
+        {
+            return tx.commit().await;
         }
         Migrator::up(&tx, None).await?;
         tx.commit().await

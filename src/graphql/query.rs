@@ -158,3 +158,15 @@ async fn find_user(
     let user = service.get_user(viewer, by, prefetched).await?;
     Ok(user.map(UserObject::new))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lists' `first` descriptions are text: they must say the page sizes the code uses.
+    #[test]
+    fn page_size_descriptions_match_the_limits() {
+        let said = format!("0 to {MAX_PAGE}; {DEFAULT_PAGE} when left out.");
+        assert_eq!(crate::graphql::sdl().matches(&said).count(), 2, "{said}");
+    }
+}

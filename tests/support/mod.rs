@@ -842,12 +842,11 @@ impl TestApp {
     }
 
     /// Waits until the credential throttle has counted `n` attempts on `subject`: a login
-    /// counts its attempt once it has read the account, before its password is checked.
+    /// counts its attempt once it has read the account, before its password is checked. (A
+    /// success or a new password clears the count: then it never comes.)
     pub async fn until_counted(&self, subject: &str, n: i64) {
-        eventually(&format!("{n} attempts counted on {subject}"), async || {
-            self.failures(subject).await >= n
-        })
-        .await;
+        let what = format!("{n} attempts counted on {subject} (or cleared before they were seen)");
+        eventually(&what, async || self.failures(subject).await >= n).await;
     }
 
     /// The credential throttle's count on `subject` (`user:ID`, `login:NAME`,
