@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261209_000010_search_sigma::Migration),
             Box::new(m20261210_000011_email_domains::Migration),
             Box::new(m20261211_000012_signing_key_horizon::Migration),
+            Box::new(m20261212_000013_created_by_kept::Migration),
         ]
     }
 }
@@ -735,6 +736,36 @@ mod m20261211_000012_signing_key_horizon {
                 ))
                 .await?;
             Ok(())
+        }
+    }
+}
+
+/// On PostgreSQL `created_by` is kept as attribution, with no foreign key: deleting an account
+/// rewrote every row it created (`ON DELETE SET NULL`, each row's search index entries with
+/// it), and an import attributing tens of thousands of users to one admin made that account's
+/// deletion outlast any statement timeout. `createdBy` reads as null once the account is
+/// gone, as before. SQLite clears the column as it did: changing a constraint there means
+/// rebuilding the table, and its writes are quick enough.
+mod m20261212_000013_created_by_kept {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261212_000013_created_by_kept"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            on_postgres(
+                manager,
+                "ALTER TABLE users DROP CONSTRAINT IF EXISTS users_created_by_fkey; \
+                 DROP INDEX IF EXISTS idx_users_created_by",
+            )
+            .await
         }
     }
 }

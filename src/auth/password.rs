@@ -173,24 +173,35 @@ pub fn is_usable_hash(hash: &str) -> bool {
 /// the account's logins cost what this server's do.
 pub fn needs_rehash(hash: &str) -> bool {
     let current = (Algorithm::Argon2id, Version::V0x13, Params::DEFAULT);
-    PasswordHash::new(hash)
-        .ok()
-        .and_then(|phc| parts(&phc))
-        .is_none_or(|(algorithm, version, params)| {
-            (algorithm, version) != (current.0, current.1)
-                || (params.m_cost(), params.t_cost(), params.p_cost())
-                    != (current.2.m_cost(), current.2.t_cost(), current.2.p_cost())
-        })
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return true;
+    };
+    let lengths = (
+        phc.salt.map(|salt| salt.len()),
+        phc.hash.map(|out| out.len()),
+    );
+    parts(&phc).is_none_or(|(algorithm, version, params)| {
+        (algorithm, version) != (current.0, current.1)
+            || (params.m_cost(), params.t_cost(), params.p_cost())
+                != (current.2.m_cost(), current.2.t_cost(), current.2.p_cost())
+            || lengths != (Some(OWN_SALT_LEN), Some(Params::DEFAULT_OUTPUT_LEN))
+    })
 }
+
+/// The salt length (bytes) of this server's hashes: the crate's recommended one.
+const OWN_SALT_LEN: usize = 16;
 
 /// A PHC string's algorithm, version and parameters, when argon2 and within the bounds above.
 fn parts(phc: &PasswordHash) -> Option<(Algorithm, Version, Params)> {
     phc.salt.as_ref()?;
     phc.hash.as_ref()?;
     let algorithm = Algorithm::try_from(phc.algorithm.as_str()).ok()?;
+    // Without `v=` a string is of version 1.0 (0x10), as the reference implementation and
+    // the PHC format read it; the crate would assume 1.3, and such an imported hash never
+    // matched.
     let version = phc
         .version
-        .map_or(Ok(Version::default()), Version::try_from)
+        .map_or(Ok(Version::V0x10), Version::try_from)
         .ok()?;
     let params = Params::try_from(phc).ok()?;
     (params.m_cost() <= MAX_MEMORY_KIB && params.t_cost() <= MAX_PASSES)
@@ -283,10 +294,7 @@ mod tests {
         };
         assert!(is_usable_hash(DUMMY_HASH));
         assert!(is_usable_hash(&hash("v=19$", MAX_MEMORY_KIB, MAX_PASSES)));
-        assert!(
-            is_usable_hash(&hash("", 19_456, 2)),
-            "no version: argon2's default"
-        );
+        assert!(is_usable_hash(&hash("", 19_456, 2)), "no version: 1.0");
         assert!(!is_usable_hash(&hash("v=19$", MAX_MEMORY_KIB + 1, 2)));
         assert!(!is_usable_hash(&hash("v=19$", 19_456, MAX_PASSES + 1)));
         assert!(!is_usable_hash(&hash("v=18$", 19_456, 2)));
@@ -296,11 +304,43 @@ mod tests {
         ));
     }
 
+    /// A hash of argon2 1.0 as older libraries wrote it, without `v=`, verifies; so does one
+    /// of 1.3 that says so. Their salt and output lengths differ from the server's, so both
+    /// are made again at the first login.
+    #[test]
+    fn a_hash_without_its_version_is_of_version_one_zero() {
+        use argon2::password_hash::PasswordHasher;
+        let salt = [7u8; 24];
+        let params = Params::new(64, 1, 1, Some(40)).expect("params");
+        let old = Argon2::new(Algorithm::Argon2id, Version::V0x10, params.clone())
+            .hash_password_with_salt(b"legacy secret", &salt)
+            .expect("hash")
+            .to_string();
+        let unversioned = old.replacen("v=16$", "", 1);
+        assert_ne!(unversioned, old);
+        let newer = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_with_salt(b"legacy secret", &salt)
+            .expect("hash")
+            .to_string();
+        let mut memory = Vec::new();
+        for hash in [&unversioned, &old, &newer] {
+            assert!(verify_in(b"legacy secret", hash, &mut memory), "{hash}");
+            assert!(!verify_in(b"another", hash, &mut memory), "{hash}");
+            assert!(needs_rehash(hash), "{hash}");
+        }
+        // The server's own: nothing to do.
+        let own = Argon2::default()
+            .hash_password(b"x")
+            .expect("hash")
+            .to_string();
+        assert!(!needs_rehash(&own), "{own}");
+    }
+
     #[test]
     fn hashes_made_otherwise_are_made_again() {
         let hash = |algorithm: &str, m: u32, t: u32| {
             format!(
-                "${algorithm}$v=19$m={m},t={t},p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+                "${algorithm}$v=19$m={m},t={t},p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
             )
         };
         assert!(!needs_rehash(DUMMY_HASH));
@@ -309,6 +349,10 @@ mod tests {
         assert!(needs_rehash(&hash("argon2id", 65_536, 3)));
         assert!(needs_rehash(&hash("argon2i", 19_456, 2)));
         assert!(needs_rehash("not a hash"));
+        // A shorter salt, a longer output: made again too.
+        assert!(needs_rehash(
+            &hash("argon2id", 19_456, 2).replace("c2FsdHNhbHRzYWx0c2FsdA", "c2FsdHNhbHRzYWx0")
+        ));
     }
 
     #[test]

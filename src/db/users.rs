@@ -21,34 +21,12 @@ pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, 
 
 /// Users `ids` read inside a write transaction so that a decision about them holds until it
 /// commits: their rows are locked on PostgreSQL, in id order so two such transactions cannot
-/// deadlock; on SQLite the write transaction already keeps every other writer out. Deleting a
-/// user writes the rows of those it created (`createdBy` becomes null), so `created_by` adds
-/// them to the same ordered set; only their ids are read.
-pub async fn lock(
-    db: &impl ConnectionTrait,
-    ids: &[Uuid],
-    created_by: Option<Uuid>,
-) -> Result<Vec<User>, DbErr> {
-    let of_ids = Column::Id.is_in(ids.iter().copied());
+/// deadlock; on SQLite the write transaction already keeps every other writer out.
+pub async fn lock(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<User>, DbErr> {
     let mut query = Users::find()
-        .filter(of_ids.clone())
+        .filter(Column::Id.is_in(ids.iter().copied()))
         .order_by_asc(Column::Id);
     if db.get_database_backend() == DatabaseBackend::Postgres {
-        if let Some(creator) = created_by {
-            Users::find()
-                .select_only()
-                .column(Column::Id)
-                .filter(
-                    Condition::any()
-                        .add(of_ids)
-                        .add(Column::CreatedBy.eq(creator)),
-                )
-                .order_by_asc(Column::Id)
-                .lock_exclusive()
-                .into_tuple::<Uuid>()
-                .all(db)
-                .await?;
-        }
         query = query.lock_exclusive();
     }
     query.all(db).await

@@ -187,7 +187,8 @@ impl UserObject {
         self.model.last_login_at.map(Into::into)
     }
 
-    /// The account that created this one with `createUser`; null when self-registered.
+    /// The account that created this one with `createUser`; null when self-registered, or once
+    /// that account is deleted.
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
         related_user(ctx, self.model.created_by, &self.signed_in).await
     }

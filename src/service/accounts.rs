@@ -397,7 +397,7 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // The session's user, locked as every revocation does, so a write of theirs that
         // holds or waits for the row ends before the session does or sees it ended.
-        user_queries::lock(&tx, &[session.user_id], None).await?;
+        user_queries::lock(&tx, &[session.user_id]).await?;
         let ended = end_session(&tx, row.session_id, Action::LoggedOut, ip, true).await?;
         tx.commit().await?;
         Ok(ended)

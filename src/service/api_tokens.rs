@@ -73,7 +73,7 @@ impl Service {
         // lost or an account disabled meanwhile must not leave a token behind, and two
         // requests cannot both take the last place under the limit.
         let target = self
-            .recheck(&tx, caller, target.id, false, |actor, target| {
+            .recheck(&tx, caller, target.id, |actor, target| {
                 if target.disabled {
                     return Err(AppError::Forbidden(
                         "This account is disabled; enable it before issuing it tokens",

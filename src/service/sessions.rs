@@ -131,7 +131,7 @@ impl Service {
         let rule = |actor: &User, target: &User| {
             rules::check_credentials(actor, target).map_err(|_| AppError::Forbidden(refusal))
         };
-        let target = match self.recheck(&tx, caller, target.id, false, rule).await {
+        let target = match self.recheck(&tx, caller, target.id, rule).await {
             Ok(target) => target,
             Err(AppError::NotFound(_)) => return Ok(false),
             Err(err) => return Err(err),
@@ -153,8 +153,7 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // The caller's row, locked as every revocation does, so a write of theirs waiting for
         // it sees its session ended.
-        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await?;
+        self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
         let count = sessions::revoke_live_for_user(&tx, user.id, &self.live()).await?;
         audit::record(
             &tx,

@@ -46,8 +46,7 @@ impl Service {
         // The caller's row, locked: two setups started at once take turns, so the second
         // replaces the first's pending secret instead of running into it and answering
         // "already on".
-        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await?;
+        self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
         if !totp_rows::start(&tx, user.id, secret.clone(), hashes).await? {
             tx.rollback().await?;
             return Err(ALREADY_ON);
@@ -102,8 +101,7 @@ impl Service {
         let tx = self.db().begin_write().await?;
         // Only from a session still live: one ended meanwhile (even earlier in the same
         // document) turns nothing on.
-        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await?;
+        self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
             // Replaced by another `enableTotp` since it was read: the code was not wrong.
             let replaced = totp_rows::get(&tx, user.id)
@@ -154,8 +152,7 @@ impl Service {
             Err(err) => return Err(err),
         };
         let tx = self.db().begin_write().await?;
-        self.recheck(&tx, caller, user.id, false, |_, _| Ok(()))
-            .await?;
+        self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
         // Only what the verification vouched for: a password drops a pending setup, never a
         // factor confirmed since it was checked.
         let existed = totp_rows::remove(&tx, user.id, Some(by_code)).await?;
@@ -194,7 +191,7 @@ impl Service {
         };
         // The user's row first, as every revocation takes it: a write from one of the sessions
         // ended here waits, then sees them ended.
-        user_queries::lock(&tx, &[user.id], None).await?;
+        user_queries::lock(&tx, &[user.id]).await?;
         let existed = totp_rows::remove(&tx, user.id, None).await?;
         if existed {
             sessions::revoke_all_for_user(&tx, user.id).await?;
@@ -247,7 +244,7 @@ impl Service {
         if let Some(session) = session {
             // The user's row first, as every revocation takes it: one committed before this
             // lock is seen below.
-            user_queries::lock(&tx, &[user.id], None).await?;
+            user_queries::lock(&tx, &[user.id]).await?;
             if sessions::find_live(&tx, session, &self.live())
                 .await?
                 .is_none()

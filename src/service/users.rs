@@ -153,8 +153,7 @@ impl Service {
             // The caller as they are now: a role lost since the check above (even earlier in
             // the same request) must not create what only that role could.
             let rule = |actor: &User, _: &User| rules::check_create(actor.role, role);
-            self.recheck(&tx, caller, caller.user.id, false, rule)
-                .await?;
+            self.recheck(&tx, caller, caller.user.id, rule).await?;
         }
         match Users::insert(model.clone().into_active_model().reset_all())
             .exec_without_returning(&tx)
@@ -436,7 +435,7 @@ impl Service {
         // Decided again on the rows as they are now, locked until the write commits: a role
         // changed since the check above must not let an edit through.
         let current = self
-            .recheck(&tx, caller, target.id, false, |actor, target| {
+            .recheck(&tx, caller, target.id, |actor, target| {
                 rules::check_edit(actor, target, changes.disabled == Some(true))
             })
             .await?;
@@ -566,9 +565,7 @@ impl Service {
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         // The audit entry records the target's role as it is deleted.
-        let target = self
-            .recheck(&tx, caller, id, true, rules::check_delete)
-            .await?;
+        let target = self.recheck(&tx, caller, id, rules::check_delete).await?;
         // The user's own tokens go with the row; those they issued for others go here.
         api_tokens::delete_issued_across(&tx, id).await?;
         Users::delete_by_id(id).exec(&tx).await?;
@@ -590,18 +587,15 @@ impl Service {
     /// a refresh token's detected reuse, role changes, disabling and deleting lock the
     /// session's user first, so one of them committed before this lock is seen); returns the
     /// target as locked. On a refusal the caller just returns: dropping `tx` rolls it back.
-    /// `deleting` also locks the users the target created, whose rows its deletion writes.
     pub(super) async fn recheck(
         &self,
         tx: &sea_orm::DatabaseTransaction,
         caller: &Caller<'_>,
         target_id: Uuid,
-        deleting: bool,
         rule: impl FnOnce(&User, &User) -> AppResult<()>,
     ) -> AppResult<User> {
         let actor_id = caller.user.id;
-        let created = deleting.then_some(target_id);
-        let mut rows = user_queries::lock(tx, &[actor_id, target_id], created).await?;
+        let mut rows = user_queries::lock(tx, &[actor_id, target_id]).await?;
         let actor = rows
             .iter()
             .find(|user| user.id == actor_id)
@@ -638,7 +632,7 @@ impl Service {
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         let target = self
-            .recheck(&tx, caller, id, false, |actor, target| {
+            .recheck(&tx, caller, id, |actor, target| {
                 rules::check_set_role(actor, target.id)
             })
             .await?;
@@ -723,7 +717,7 @@ impl Service {
             .into_iter()
             .flatten()
             .collect();
-        let locked = user_queries::lock(&tx, &ids, None).await?;
+        let locked = user_queries::lock(&tx, &ids).await?;
         let Some(target) = locked.iter().find(|u| u.id == found.id).cloned() else {
             tx.rollback().await?;
             return Err(AppError::NotFound("No such user"));
@@ -926,7 +920,8 @@ impl Service {
                 fields.add(
                     "passwordHash",
                     FieldCode::Format,
-                    "must be an argon2 PHC string of at most 256 MiB and 16 passes",
+                    "must be an argon2 PHC string of at most 256 MiB and 16 passes, with a salt of \
+                     at most 48 bytes and a hash of 10 to 64 bytes",
                 );
             }
             if input.role == Role::Owner {
