@@ -433,6 +433,15 @@ async fn graphql_limits(app: TestApp) {
         &app.gql(token, &nested(11), json!({})).await,
         "nested 11 levels",
     );
+    // Lists a user holds count as full as they may be: a user's API tokens lead back to them
+    // through `createdBy`, and each level would multiply by up to a hundred.
+    let tokens = "{ me { apiTokens { id name createdAt lastUsedAt createdBy { username } } } }";
+    assert_ok(&app.gql(token, tokens, json!({})).await);
+    let nested =
+        "{ me { apiTokens { createdBy { apiTokens { createdBy { sessions { id } } } } } } }";
+    refused(&app.gql(token, nested, json!({})).await, "complex");
+    let sessions = "{ me { sessions { id } apiTokens { createdBy { sessions { id } } } } }";
+    refused(&app.gql(token, sessions, json!({})).await, "complex");
     // Clients' standard introspection query (GraphiQL's) passes.
     assert_ok(&app.gql(None, INTROSPECTION, json!({})).await);
     // Aliases: fifteen pass, sixteen do not.

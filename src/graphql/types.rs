@@ -19,7 +19,7 @@ use crate::db::users::Filter;
 use crate::db::{Position, Role};
 use crate::error::{AppError, AppResult, FieldCode};
 use crate::service::validation::Fields;
-use crate::service::{self, NewUser, Page, UserChanges};
+use crate::service::{self, MAX_API_TOKENS, MAX_LIVE_SESSIONS, NewUser, Page, UserChanges};
 
 /// Our own `DateTime` rather than async-graphql's, so a malformed value is refused when the
 /// request is validated, before any of its fields run, as the specification's input coercion
@@ -196,6 +196,8 @@ impl UserObject {
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
     /// else gets null and a FORBIDDEN error (nullable, so one refused user in a list does not
     /// null the whole list).
+    // Each of up to the cap's sessions costs what is selected of it: nested lists multiply.
+    #[graphql(complexity = "1 + MAX_LIVE_SESSIONS as usize * child_complexity")]
     async fn sessions(&self, ctx: &Context<'_>) -> Option<Vec<SessionObject>> {
         let sessions = self
             .credentials(ctx, SessionsOf(self.model.id), "loading sessions")
@@ -227,6 +229,7 @@ impl UserObject {
 
     /// Unexpired API tokens, newest first. This user and those who manage them may see them;
     /// anyone else gets null and a FORBIDDEN error. The tokens themselves are never shown again.
+    #[graphql(complexity = "1 + MAX_API_TOKENS as usize * child_complexity")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> Option<Vec<ApiTokenObject>> {
         let tokens = self
             .credentials(ctx, ApiTokensOf(self.model.id), "loading API tokens")
