@@ -126,12 +126,13 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     if !settings.listen.ip().is_loopback() && service.first_registrant_would_own().await? {
         tracing::warn!(
             "listening on {} while the database has no account: the first registration \
-             becomes the owner. Create the owner first (`rollcall user create --username NAME --email ADDRESS \
-             --role owner`), \
-             or serve with ROLLCALL_REGISTRATION=closed",
+             becomes the owner. Create the owner first (`rollcall user create --username NAME \
+             --email ADDRESS --role owner`), or serve with ROLLCALL_REGISTRATION=closed",
             settings.listen
         );
     }
+    #[cfg(unix)]
+    raise_open_file_limit();
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -173,6 +174,36 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             () = terminate => {},
         }
         tracing::info!("shutting down: finishing requests in flight");
+    }
+}
+
+/// Raises the soft limit of open files to the hard one, as servers commonly do at start-up:
+/// every connection takes a file, and under the usual soft limit (1,024) a thousand idle
+/// connections would shut everyone else out. The hard limit stays the administrator's.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls with a valid, initialised limit block.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && (limit.rlim_cur >= limit.rlim_max || {
+                let wanted = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+            })
+    };
+    if !raised {
+        // macOS refuses an unlimited soft limit; what was set stays and serves.
+        tracing::debug!(
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            "the open-file limit stays as it was"
+        );
     }
 }
 

@@ -1041,3 +1041,54 @@ async fn postgres_a_migrated_database_serves_a_role_without_create() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A server started under a low soft limit of open files raises it to the hard limit, so idle
+/// connections cannot use up the files it has to accept others with.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_raises_the_open_file_limit() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let mut command = rollcall_command(&db.url, &[("ROLLCALL_LISTEN", "127.0.0.1:0")]);
+    command.arg("serve").stderr(Stdio::piped());
+    // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = limit.rlim_max.min(256);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn rollcall");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let listening = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("listening on"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the server never listened");
+    let files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("the open-file limit");
+    let numbers: Vec<&str> = files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{files}");
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit raised to the hard one: {files}"
+    );
+}
