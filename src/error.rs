@@ -266,7 +266,29 @@ pub fn finalize_response(response: &mut Response) {
         let at: Vec<(usize, usize)> = error.locations.iter().map(|p| (p.line, p.column)).collect();
         !error.path.is_empty() || seen.insert((error.message.clone(), at))
     });
+    // Errors about the document itself have no path.
+    let about_document = response.errors.iter().filter(|e| e.path.is_empty()).count();
+    if about_document > MAX_DOCUMENT_ERRORS {
+        let mut kept = 0;
+        response.errors.retain(|error| {
+            kept += usize::from(error.path.is_empty());
+            !error.path.is_empty() || kept <= MAX_DOCUMENT_ERRORS
+        });
+        let left_out = about_document - MAX_DOCUMENT_ERRORS;
+        let mut more = async_graphql::ServerError::new(
+            format!("{left_out} more errors in the document are left out"),
+            None,
+        );
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", "BAD_USER_INPUT");
+        more.extensions = Some(extensions);
+        response.errors.push(more);
+    }
 }
+
+/// The most errors about the document itself an answer lists: a 16 KiB document can make
+/// thousands (a 646 KB answer), and a client mends its query from the first ones.
+const MAX_DOCUMENT_ERRORS: usize = 100;
 
 fn fields_value(fields: &FieldErrors, part: impl Fn(&FieldError) -> String) -> Value {
     Value::Object(

@@ -432,3 +432,30 @@ async fn a_replaced_sqlite_file_is_not_ready() {
     std::fs::rename(&aside, &path).expect("the file back");
     assert_eq!(ready().await, 200, "the file it opened is back");
 }
+
+/// A document with thousands of mistakes is answered with the first hundred and a count of
+/// the rest, not a response forty times its size.
+#[tokio::test]
+async fn a_document_full_of_mistakes_gets_its_first_hundred() {
+    let Some(app) = TestApp::spawn(support::Backend::Sqlite).await else {
+        return;
+    };
+    let query = format!("query({}) {{ __typename }}", "$v: Int ".repeat(400));
+    let body = app.gql(None, &query, json!({})).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 101, "{body}");
+    let last = errors[100]["message"].as_str().unwrap_or_default();
+    assert!(
+        last.ends_with("more errors in the document are left out"),
+        "{last}"
+    );
+    assert_eq!(errors[100]["extensions"]["code"], "BAD_USER_INPUT");
+    // A document with a few mistakes lists each.
+    let few = app
+        .gql(None, "query($v: Int, $v: Int) { __typename }", json!({}))
+        .await;
+    let listed = few["errors"].as_array().expect("errors");
+    assert!((1..=100).contains(&listed.len()), "{few}");
+    assert!(!few.to_string().contains("left out"), "{few}");
+}

@@ -446,11 +446,18 @@ async fn execute(
     } else {
         json_response(StatusCode::OK, &response)
     };
+    // Each code once in the log line, however many errors carry it.
+    let mut logged: Vec<String> = Vec::new();
+    for code in codes {
+        if !logged.contains(&code) {
+            logged.push(code);
+        }
+    }
     http.extensions_mut().insert(RequestSummary {
         operation_name: operation_name.map(|name| name.chars().take(100).collect()),
         operation: Some(operation),
         user: auth.signed_in(),
-        codes,
+        codes: logged,
     });
     http
 }
