@@ -39,7 +39,7 @@ impl Query {
     #[graphql(
         guard = "Access::Manager",
         // Each of up to `first` users costs what is selected of it.
-        complexity = "1 + page_size(first) * child_complexity"
+        complexity = "page_size(first).saturating_mul(child_complexity).saturating_add(1)"
     )]
     async fn users(
         &self,
@@ -68,7 +68,7 @@ impl Query {
     /// users and about themselves.
     #[graphql(
         guard = "Access::Manager",
-        complexity = "1 + page_size(first) * child_complexity"
+        complexity = "page_size(first).saturating_mul(child_complexity).saturating_add(1)"
     )]
     async fn audit_log(
         &self,

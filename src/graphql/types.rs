@@ -19,7 +19,7 @@ use crate::db::users::Filter;
 use crate::db::{Position, Role};
 use crate::error::{AppError, AppResult, FieldCode};
 use crate::service::validation::Fields;
-use crate::service::{self, MAX_API_TOKENS, MAX_LIVE_SESSIONS, NewUser, Page, UserChanges};
+use crate::service::{self, NewUser, Page, UserChanges};
 
 /// Our own `DateTime` rather than async-graphql's, so a malformed value is refused when the
 /// request is validated, before any of its fields run, as the specification's input coercion
@@ -196,8 +196,7 @@ impl UserObject {
     /// Live sessions, newest first. This user and those who manage them may see them; anyone
     /// else gets null and a FORBIDDEN error (nullable, so one refused user in a list does not
     /// null the whole list).
-    // Each of up to the cap's sessions costs what is selected of it: nested lists multiply.
-    #[graphql(complexity = "1 + MAX_LIVE_SESSIONS as usize * child_complexity")]
+    #[graphql(complexity = "credential_list(child_complexity)")]
     async fn sessions(&self, ctx: &Context<'_>) -> Option<Vec<SessionObject>> {
         let sessions = self
             .credentials(ctx, SessionsOf(self.model.id), "loading sessions")
@@ -229,7 +228,7 @@ impl UserObject {
 
     /// Unexpired API tokens, newest first. This user and those who manage them may see them;
     /// anyone else gets null and a FORBIDDEN error. The tokens themselves are never shown again.
-    #[graphql(complexity = "1 + MAX_API_TOKENS as usize * child_complexity")]
+    #[graphql(complexity = "credential_list(child_complexity)")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> Option<Vec<ApiTokenObject>> {
         let tokens = self
             .credentials(ctx, ApiTokensOf(self.model.id), "loading API tokens")
@@ -254,6 +253,20 @@ impl UserObject {
 }
 
 /// A long-lived credential for scripts; its token is shown only when it is created.
+/// What a user's `sessions` or `apiTokens`, or an API token's `createdBy`, costs against the
+/// complexity limit: ten times what is selected of each. A token's `createdBy` leads back to
+/// its user, so lists of up to a hundred could nest and multiply without bound (a 110-byte
+/// query answered 110 MB); counted so, one such cycle under a few aliases passes, two do
+/// not, and an admin's page of a hundred users with their sessions and tokens stays within
+/// the default limit. The factor is a typical list, not the cap: at the cap, that page would
+/// be refused.
+fn credential_list(child_complexity: usize) -> usize {
+    child_complexity
+        .saturating_mul(CREDENTIAL_WEIGHT)
+        .saturating_add(1)
+}
+const CREDENTIAL_WEIGHT: usize = 10;
+
 #[derive(SimpleObject)]
 #[graphql(name = "ApiToken", complex, serial)]
 pub struct ApiTokenObject {
@@ -277,6 +290,7 @@ impl ApiTokenObject {
     /// Who created the token: its user, or the admin or owner who issued it for them (null
     /// once that account is deleted). A user sees here a credential someone else made for
     /// them.
+    #[graphql(complexity = "credential_list(child_complexity)")]
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
         related_user(ctx, self.created_by, &self.signed_in).await
     }
