@@ -794,6 +794,9 @@ async fn postgres_deleting_the_creator_of_many_users_writes_none_of_them() {
     .expect("users attributed to the creator");
     let _ = db.close().await;
     assert_ok(&app.delete_user(&owner, &creator).await);
+    // Their rows were not written: they keep the id, which names no account now.
+    let kept = format!("SELECT count(*) FROM users WHERE created_by = '{creator}'");
+    assert_eq!(app.count(&kept).await, 15_000);
     let made = app
         .gql(
             Some(&owner.access),

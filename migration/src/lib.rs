@@ -749,6 +749,30 @@ mod m20261211_000012_signing_key_horizon {
 mod m20261212_000013_created_by_kept {
     use super::*;
 
+    /// The key found by what it is, whatever its name. Dropping it locks the table: waiting
+    /// behind a long transaction, that lock would stop every read of `users` on the servers
+    /// running meanwhile, so the wait is bounded and a migration that cannot get it fails
+    /// (run it again when the database is quieter).
+    const POSTGRES_UP: &str = r#"
+        SET LOCAL lock_timeout = '10s';
+        DO $$
+        DECLARE
+            key name;
+        BEGIN
+            FOR key IN
+                SELECT c.conname FROM pg_constraint c
+                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+                WHERE c.conrelid = 'users'::regclass AND c.contype = 'f'
+                    AND a.attname = 'created_by'
+            LOOP
+                EXECUTE format('ALTER TABLE users DROP CONSTRAINT %I', key);
+            END LOOP;
+        END
+        $$;
+        DROP INDEX IF EXISTS idx_users_created_by;
+        SET LOCAL lock_timeout = 0;
+    "#;
+
     pub struct Migration;
 
     impl MigrationName for Migration {
@@ -760,12 +784,7 @@ mod m20261212_000013_created_by_kept {
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            on_postgres(
-                manager,
-                "ALTER TABLE users DROP CONSTRAINT IF EXISTS users_created_by_fkey; \
-                 DROP INDEX IF EXISTS idx_users_created_by",
-            )
-            .await
+            on_postgres(manager, POSTGRES_UP).await
         }
     }
 }
