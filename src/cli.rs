@@ -186,25 +186,28 @@ fn raise_open_file_limit() {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: plain system calls with a valid, initialised limit block.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-            && (limit.rlim_cur >= limit.rlim_max || {
-                let wanted = libc::rlimit {
-                    rlim_cur: limit.rlim_max,
-                    rlim_max: limit.rlim_max,
-                };
-                libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
-            })
-    };
-    if !raised {
-        // macOS refuses an unlimited soft limit; what was set stays and serves.
-        tracing::debug!(
-            soft = limit.rlim_cur,
-            hard = limit.rlim_max,
-            "the open-file limit stays as it was"
-        );
+    // SAFETY: a plain system call with a valid, initialised limit block.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(%err, "cannot read the open-file limit");
+        return;
     }
+    // macOS refuses an unlimited soft limit: there the most it takes is 10,240 (OPEN_MAX).
+    for wanted in [limit.rlim_max, limit.rlim_max.min(10_240)] {
+        if wanted <= limit.rlim_cur {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
+    let err = std::io::Error::last_os_error();
+    tracing::warn!(%err, soft = limit.rlim_cur, "cannot raise the open-file limit");
 }
 
 /// Resolves when `kind` arrives; never, when it cannot be listened for.

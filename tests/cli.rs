@@ -1073,14 +1073,29 @@ async fn serve_raises_the_open_file_limit() {
     }
     let mut child = command.spawn().expect("spawn rollcall");
     let stderr = child.stderr.take().expect("stderr piped");
-    let listening = std::io::BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.contains("listening on"));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut listening = false;
+    while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
+        if line.contains("listening on") {
+            listening = true;
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
     let _ = child.kill();
     let _ = child.wait();
     assert!(listening, "the server never listened");
+    let limits = limits.expect("the server's limits");
     let files = limits
         .lines()
         .find(|line| line.starts_with("Max open files"))

@@ -197,8 +197,8 @@ fn parts(phc: &PasswordHash) -> Option<(Algorithm, Version, Params)> {
     phc.hash.as_ref()?;
     let algorithm = Algorithm::try_from(phc.algorithm.as_str()).ok()?;
     // Without `v=` a string is of version 1.0 (0x10), as the reference implementation and
-    // the PHC format read it; the crate would assume 1.3, and such an imported hash never
-    // matched.
+    // the PHC format read it; the crate would assume 1.3, and an imported hash of 1.0 never
+    // matched. (Verification tries 1.3 too.)
     let version = phc
         .version
         .map_or(Ok(Version::V0x10), Version::try_from)
@@ -230,11 +230,17 @@ fn verify_in(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
         memory.resize(blocks, Block::default());
     }
     let mut out = vec![0u8; expected.len()];
-    Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
-        .is_ok()
-        // `Output`'s equality is constant-time.
-        && Output::new(&out).is_ok_and(|computed| computed == *expected)
+    let mut matches = |version: Version| {
+        Argon2::new(algorithm, version, params.clone())
+            .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+            .is_ok()
+            // `Output`'s equality is constant-time.
+            && Output::new(&out).is_ok_and(|computed| computed == *expected)
+    };
+    // A string without `v=` may still be of 1.3, from a writer that left it out: an imported
+    // one that verified under 1.3 before must go on doing so (its first login stores a new
+    // one). Only such strings cost a second computation, and only on a wrong password.
+    matches(version) || (phc.version.is_none() && matches(Version::V0x13))
 }
 
 /// `SCHED_IDLE`: the kernel preempts this thread as soon as a normal one wants its core.
@@ -322,8 +328,11 @@ mod tests {
             .hash_password_with_salt(b"legacy secret", &salt)
             .expect("hash")
             .to_string();
+        // And one of 1.3 whose writer left `v=` out.
+        let newer_unversioned = newer.replacen("v=19$", "", 1);
+        assert_ne!(newer_unversioned, newer);
         let mut memory = Vec::new();
-        for hash in [&unversioned, &old, &newer] {
+        for hash in [&unversioned, &old, &newer, &newer_unversioned] {
             assert!(verify_in(b"legacy secret", hash, &mut memory), "{hash}");
             assert!(!verify_in(b"another", hash, &mut memory), "{hash}");
             assert!(needs_rehash(hash), "{hash}");
