@@ -252,7 +252,6 @@ impl UserObject {
     }
 }
 
-/// A long-lived credential for scripts; its token is shown only when it is created.
 /// What a user's `sessions` or `apiTokens`, or an API token's `createdBy`, costs against the
 /// complexity limit: ten times what is selected of each. A token's `createdBy` leads back to
 /// its user, so lists of up to a hundred could nest and multiply without bound (a 110-byte
@@ -267,6 +266,7 @@ fn credential_list(child_complexity: usize) -> usize {
 }
 const CREDENTIAL_WEIGHT: usize = 10;
 
+/// A long-lived credential for scripts; its token is shown only when it is created.
 #[derive(SimpleObject)]
 #[graphql(name = "ApiToken", complex, serial)]
 pub struct ApiTokenObject {
