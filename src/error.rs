@@ -287,7 +287,7 @@ pub fn finalize_response(response: &mut Response) {
 }
 
 /// The most errors about the document itself an answer lists: a 16 KiB document can make
-/// thousands (a 646 KB answer), and a client mends its query from the first ones.
+/// thousands, and a client mends its query from the first ones.
 const MAX_DOCUMENT_ERRORS: usize = 100;
 
 fn fields_value(fields: &FieldErrors, part: impl Fn(&FieldError) -> String) -> Value {

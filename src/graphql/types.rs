@@ -253,12 +253,10 @@ impl UserObject {
 }
 
 /// What a user's `sessions` or `apiTokens`, or an API token's `createdBy`, costs against the
-/// complexity limit: ten times what is selected of each. A token's `createdBy` leads back to
-/// its user, so lists of up to a hundred could nest and multiply without bound (a 110-byte
-/// query answered 110 MB); counted so, one such cycle under a few aliases passes, two do
-/// not, and an admin's page of a hundred users with their sessions and tokens stays within
-/// the default limit. The factor is a typical list, not the cap: at the cap, that page would
-/// be refused.
+/// complexity limit: ten times what is selected. A token's `createdBy` leads back to its user,
+/// so lists of up to a hundred could otherwise nest and multiply without bound. Ten, a
+/// typical list rather than the cap, keeps an admin's page of a hundred users with their
+/// sessions and tokens within the default limit.
 fn credential_list(child_complexity: usize) -> usize {
     child_complexity
         .saturating_mul(CREDENTIAL_WEIGHT)
