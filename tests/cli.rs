@@ -33,6 +33,34 @@ fn spawn_cli(database_url: &str, args: &[&str], stdin: &str) -> std::process::Ch
     child
 }
 
+/// What `child` (a server, its stderr piped) writes up to the line saying it listens, and
+/// whether that line came: each line is waited for at most a minute, so a server that never
+/// listens fails its test rather than hanging it.
+fn lines_until_listening(child: &mut std::process::Child) -> (Vec<String>, bool) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
+        let listening = line.contains("listening on");
+        seen.push(line);
+        if listening {
+            return (seen, true);
+        }
+    }
+    (seen, false)
+}
+
 /// A command that must have succeeded; its error output says why not.
 fn assert_succeeded(out: &std::process::Output) {
     assert!(
@@ -863,7 +891,6 @@ fn help_never_prints_secret_values() {
 /// standard users.
 #[tokio::test]
 async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard() {
-    use std::io::BufRead;
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
     };
@@ -874,25 +901,10 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rollcall");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (lines, read) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut warned = false;
-        while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
-            warned |= line.contains("first registration becomes the owner");
-            if line.contains("listening on") {
-                break;
-            }
-        }
+        let (lines, _) = lines_until_listening(&mut child);
+        let warned = lines
+            .iter()
+            .any(|line| line.contains("first registration becomes the owner"));
         let _ = child.kill();
         let _ = child.wait();
         warned
@@ -1047,7 +1059,6 @@ async fn postgres_a_migrated_database_serves_a_role_without_create() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn serve_raises_the_open_file_limit() {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
@@ -1072,25 +1083,7 @@ async fn serve_raises_the_open_file_limit() {
         });
     }
     let mut child = command.spawn().expect("spawn rollcall");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (lines, read) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut listening = false;
-    while let Ok(line) = read.recv_timeout(std::time::Duration::from_secs(60)) {
-        if line.contains("listening on") {
-            listening = true;
-            break;
-        }
-    }
+    let (_, listening) = lines_until_listening(&mut child);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
     let _ = child.kill();
     let _ = child.wait();
