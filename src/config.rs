@@ -200,10 +200,10 @@ pub struct Settings {
     pub throttle_after: u32,
     /// First wait of a throttled account (or session), once `throttle_after` checks have
     /// failed; each further failure doubles it, up to `throttle_max`.
-    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = parse_throttle_wait, global = true)]
+    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = parse_throttle_duration, global = true)]
     pub throttle_wait: Duration,
     /// Longest wait a throttled account is given.
-    #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_throttle_duration, global = true)]
     pub throttle_max: Duration,
     /// Credential attempts per client IP and minute (login, register, refreshToken, a new
     /// password in `updateUser`, `currentPassword`, `verification`, `confirmTotp`, a standard
@@ -263,11 +263,12 @@ pub struct Settings {
         global = true
     )]
     pub max_query_bytes: usize,
-    /// Highest query complexity: each field counts one, a list field times its `first`.
+    /// Highest query complexity: each field counts one, a page's fields times its `first`,
+    /// a user's `sessions` and `apiTokens` and a token's `createdBy` ten times theirs.
     #[arg(
         long,
         env = "ROLLCALL_MAX_COMPLEXITY",
-        default_value_t = 5_000,
+        default_value_t = 10_000,
         value_parser = at_least_one::<usize>,
         global = true
     )]
@@ -446,7 +447,7 @@ impl Settings {
             max_aliases: 15,
             max_directives: 50,
             max_query_bytes: 16 * 1024,
-            max_complexity: 5_000,
+            max_complexity: 10_000,
             introspection: true,
             cors_origins: List::default(),
             metrics_token: None,
@@ -515,7 +516,7 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 
 /// At least a second: clients are told to wait whole seconds, and a lock shorter than the
 /// store's millisecond would hold nothing.
-fn parse_throttle_wait(text: &str) -> Result<Duration, String> {
+fn parse_throttle_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(1) {
         return Err(format!("`{text}` is shorter than a second"));

@@ -269,16 +269,23 @@ pub fn finalize_response(response: &mut Response) {
     // Errors about the document itself have no path.
     let about_document = response.errors.iter().filter(|e| e.path.is_empty()).count();
     if about_document > MAX_DOCUMENT_ERRORS {
+        // The first in the document, whatever order the engine found them in.
+        response.errors.sort_by_key(|error| {
+            let at = error.locations.first().map(|p| (p.line, p.column));
+            (!error.path.is_empty(), at)
+        });
         let mut kept = 0;
         response.errors.retain(|error| {
             kept += usize::from(error.path.is_empty());
             !error.path.is_empty() || kept <= MAX_DOCUMENT_ERRORS
         });
         let left_out = about_document - MAX_DOCUMENT_ERRORS;
-        let mut more = async_graphql::ServerError::new(
-            format!("{left_out} more errors in the document are left out"),
-            None,
-        );
+        let said = if left_out == 1 {
+            "1 more error in the document is left out".to_owned()
+        } else {
+            format!("{left_out} more errors in the document are left out")
+        };
+        let mut more = async_graphql::ServerError::new(said, None);
         let mut extensions = ErrorExtensionValues::default();
         extensions.set("code", "BAD_USER_INPUT");
         more.extensions = Some(extensions);

@@ -736,6 +736,7 @@ fn a_refused_setting_names_its_variable() {
         ("ROLLCALL_THROTTLE_AFTER", "0", "must be at least 1"),
         ("ROLLCALL_DB_MAX_CONNECTIONS", "5000000000", "is too large"),
         ("ROLLCALL_THROTTLE_WAIT", "500ms", "shorter than a second"),
+        ("ROLLCALL_THROTTLE_MAX", "1ms", "shorter than a second"),
     ] {
         let out = run_or_kill(
             rollcall_command("sqlite://unused.db", &[(variable, value)]).arg("migrate"),

@@ -451,6 +451,19 @@ async fn a_document_full_of_mistakes_gets_its_first_hundred() {
         "{last}"
     );
     assert_eq!(errors[100]["extensions"]["code"], "BAD_USER_INPUT");
+    // The first in the document, in its order.
+    let at: Vec<(u64, u64)> = errors[..100]
+        .iter()
+        .map(|e| {
+            let place = &e["locations"][0];
+            (
+                place["line"].as_u64().unwrap_or(0),
+                place["column"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(at.windows(2).all(|pair| pair[0] <= pair[1]), "{at:?}");
+    assert!(at[0].1 < 20, "{at:?}");
     // A document with a few mistakes lists each.
     let few = app
         .gql(None, "query($v: Int, $v: Int) { __typename }", json!({}))

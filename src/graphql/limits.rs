@@ -275,7 +275,8 @@ pub fn name_complexity_limit(response: &mut async_graphql::Response, limit: usiz
         if error.message == TOO_COMPLEX {
             error.message = format!(
                 "The query is too complex: its complexity (each field, times `first` for a \
-                 page's fields) is over {limit}"
+                 page's fields, ten times for a user's `sessions` and `apiTokens` and a \
+                 token's `createdBy`) is over {limit}"
             );
         }
     }

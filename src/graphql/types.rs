@@ -255,7 +255,7 @@ impl UserObject {
 /// What a user's `sessions` or `apiTokens`, or an API token's `createdBy`, costs against the
 /// complexity limit: ten times what is selected. A token's `createdBy` leads back to its user,
 /// so lists of up to a hundred could otherwise nest and multiply without bound. Ten, a
-/// typical list rather than the cap, keeps an admin's page of a hundred users with their
+/// typical list rather than the cap, keeps an admin's page of fifty users with their
 /// sessions and tokens within the default limit.
 fn credential_list(child_complexity: usize) -> usize {
     child_complexity
