@@ -992,6 +992,14 @@ async fn postgres_a_migrated_database_serves_a_role_without_create() {
     as_role.set_password(Some("rows only")).expect("a password");
     let as_role = as_role.to_string();
     let served = std::panic::AssertUnwindSafe(async {
+        // Before the owner migrates, the role is told why it cannot, and what to do.
+        let refused = run_or_kill(
+            rollcall_command(&as_role, &[]).arg("migrate"),
+            "rollcall migrate as a role without CREATE",
+        );
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("as the database's owner"), "{said}");
         // The owner's migration waits for a lock the test holds, and the server for it.
         let hold = owner.begin().await.expect("begin");
         hold.execute_unprepared(&format!(

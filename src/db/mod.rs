@@ -445,6 +445,19 @@ async fn why_unreachable(url: &str) -> Option<DbErr> {
     }
 }
 
+/// PostgreSQL's `insufficient_privilege` (42501): the role may not do what was asked.
+pub fn lacks_privilege(err: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(err))
+    | DbErr::Exec(RuntimeErr::SqlxError(err))
+    | DbErr::Query(RuntimeErr::SqlxError(err))) = err
+    else {
+        return false;
+    };
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "42501")
+}
+
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
 fn sqlite_busy(err: &DbErr) -> bool {
     let (DbErr::Conn(RuntimeErr::SqlxError(err))

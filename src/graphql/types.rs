@@ -285,9 +285,9 @@ pub struct ApiTokenObject {
 
 #[ComplexObject]
 impl ApiTokenObject {
-    /// Who created the token: its user, or the admin or owner who issued it for them (null
-    /// once that account is deleted). A user sees here a credential someone else made for
-    /// them.
+    /// Who created the token: its user, or the admin or owner who issued it for them (a
+    /// token goes with the account that issued it). A user sees here a credential someone
+    /// else made for them.
     #[graphql(complexity = "credential_list(child_complexity)")]
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
         related_user(ctx, self.created_by, &self.signed_in).await

@@ -40,8 +40,12 @@ pub enum StartError {
     UnknownMigrations { url: String, source: sea_orm::DbErr },
     #[error("{0}")]
     BadDatabaseUrl(&'static str),
-    #[error("cannot read or apply the migrations of the database {url}")]
-    Migrations { url: String, source: sea_orm::DbErr },
+    #[error("cannot read or apply the migrations of the database {url}{hint}")]
+    Migrations {
+        url: String,
+        hint: &'static str,
+        source: sea_orm::DbErr,
+    },
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
@@ -92,6 +96,12 @@ fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
     } else {
         StartError::Migrations {
             url: crate::db::redacted_url(&settings.database_url),
+            hint: if crate::db::lacks_privilege(&source) {
+                " (applying them needs a role that may create tables: run `rollcall migrate` \
+                 as the database's owner, then serve with this one)"
+            } else {
+                ""
+            },
             source,
         }
     }
