@@ -445,28 +445,27 @@ async fn why_unreachable(url: &str) -> Option<DbErr> {
     }
 }
 
-/// PostgreSQL's `insufficient_privilege` (42501): the role may not do what was asked.
-pub fn lacks_privilege(err: &DbErr) -> bool {
+/// The database's own error behind `err`, when the database answered with one.
+fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     let (DbErr::Conn(RuntimeErr::SqlxError(err))
     | DbErr::Exec(RuntimeErr::SqlxError(err))
     | DbErr::Query(RuntimeErr::SqlxError(err))) = err
     else {
-        return false;
+        return None;
     };
     err.as_database_error()
+}
+
+/// PostgreSQL's `insufficient_privilege` (42501): the role may not do what was asked.
+pub fn lacks_privilege(err: &DbErr) -> bool {
+    database_error(err)
         .and_then(|db| db.code())
         .is_some_and(|code| code == "42501")
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
 fn sqlite_busy(err: &DbErr) -> bool {
-    let (DbErr::Conn(RuntimeErr::SqlxError(err))
-    | DbErr::Exec(RuntimeErr::SqlxError(err))
-    | DbErr::Query(RuntimeErr::SqlxError(err))) = err
-    else {
-        return false;
-    };
-    err.as_database_error()
+    database_error(err)
         .filter(|db| db.try_downcast_ref::<SqliteError>().is_some())
         .and_then(|db| db.code())
         .and_then(|code| code.parse::<i32>().ok())
