@@ -231,7 +231,9 @@ fn listen(
 }
 
 async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
-    let service = Service::open(settings).await?;
+    // Input is read before the database is opened: a command refused for its input leaves
+    // no database file or schema behind.
+    let open = || Service::open(settings);
     let result = match command {
         UserCommand::Create {
             username,
@@ -239,6 +241,7 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
             role,
         } => {
             let password = read_password()?;
+            let service = open().await?;
             let input = NewUser {
                 username,
                 email,
@@ -255,27 +258,32 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 })
         }
         UserCommand::PromoteOwner { username } => {
+            let service = open().await?;
             service.promote_owner(&username).await.map(|user| {
                 println!("{} is now the owner", user.username);
             })
         }
         UserCommand::Import { file } => {
             let rows = read_import(&file)?;
+            let service = open().await?;
             service.import_users(rows).await.map(|ids| {
                 let users = if ids.len() == 1 { "user" } else { "users" };
                 println!("imported {} {users}", ids.len());
             })
         }
-        UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
-            if was_on {
-                println!(
-                    "two-factor login (or a setup not yet confirmed) is removed for {username}; \
-                     their sessions ended"
-                );
-            } else {
-                println!("{username} had no two-factor login set up");
-            }
-        }),
+        UserCommand::ResetTotp { username } => {
+            let service = open().await?;
+            service.reset_totp(&username).await.map(|was_on| {
+                if was_on {
+                    println!(
+                        "two-factor login (or a setup not yet confirmed) is removed for \
+                         {username}; their sessions ended"
+                    );
+                } else {
+                    println!("{username} had no two-factor login set up");
+                }
+            })
+        }
     };
     result.map_err(describe)
 }
@@ -333,9 +341,9 @@ fn import_row(row: serde_json::Value) -> crate::service::ImportedUser {
             .ok()
     }
     let (f, u) = (&mut fields, &mut unreadable);
-    let username = read(f, u, "username", "a string").unwrap_or_default();
-    let email = read(f, u, "email", "a string").unwrap_or_default();
-    let password_hash = read(f, u, "passwordHash", "a string").unwrap_or_default();
+    let username = read(f, u, "username", "a string");
+    let email = read(f, u, "email", "a string");
+    let password_hash = read(f, u, "passwordHash", "a string");
     let first_name = read(f, u, "firstName", "a string or null");
     let last_name = read(f, u, "lastName", "a string or null");
     let phone = read(f, u, "phone", "a string or null");

@@ -276,6 +276,7 @@ async fn import_users(backend: Backend) {
         7,
         {"username": "nick", "email": "nick@example.com", "passwordHash": hash, "nickname": "n"},
         {"username": 5, "email": "five@example.com", "passwordHash": hash},
+        {"email": "lone@example.com", "passwordHash": null},
     ]);
     let out = run_cli(&db.url, &["user", "import", "-"], &refused.to_string());
     assert!(!out.status.success());
@@ -291,6 +292,8 @@ async fn import_users(backend: Backend) {
         "6 is not a JSON object",
         "7.nickname is no field of a user",
         "8.username must be a string",
+        "9.username is required",
+        "9.passwordHash is required",
     ] {
         assert!(stderr.contains(named), "{named}: {stderr}");
     }
@@ -1108,4 +1111,39 @@ async fn serve_raises_the_open_file_limit() {
         numbers[0], numbers[1],
         "soft limit raised to the hard one: {files}"
     );
+}
+
+/// A command refused for its input opens no database: it leaves no SQLite file behind.
+#[tokio::test]
+async fn refused_input_leaves_no_database_behind() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let create = [
+        "user",
+        "create",
+        "--username",
+        "x1x",
+        "--email",
+        "x@example.com",
+    ];
+    let out = run_cli(&db.url, &create, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no password given"), "{stderr}");
+    let out = run_cli(&db.url, &["user", "import", "-"], "{");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a JSON array"), "{stderr}");
+    let file = db
+        .url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!std::path::Path::new(&file).exists(), "{file} was created");
+    // The same commands with their input do open it.
+    assert_succeeded(&run_cli(&db.url, &create, &format!("{PASSWORD}\n")));
+    assert!(std::path::Path::new(&file).exists());
 }

@@ -3,6 +3,7 @@
 mod support;
 
 use rollcall::db::Role;
+use rollcall::error::FieldCode;
 use rollcall::service::ImportedUser;
 use serde_json::json;
 use support::{Gql, TestApp, assert_code};
@@ -42,10 +43,12 @@ async fn racing_email_changes_conflict_on_email(app: TestApp) {
 
 fn imported(username: &str) -> ImportedUser {
     ImportedUser {
-        username: username.into(),
-        email: format!("{username}@example.com"),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
-            .into(),
+        username: Some(username.into()),
+        email: Some(format!("{username}@example.com")),
+        password_hash: Some(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+                .into(),
+        ),
         first_name: None,
         last_name: None,
         phone: None,
@@ -78,7 +81,10 @@ async fn imports_validate_like_create_user(app: TestApp) {
     ];
     rows[1].first_name = Some("x".repeat(101));
     rows[1].phone = Some("0\u{0}1".into());
-    rows[2].email = "nope".into();
+    rows[2].email = Some("nope".into());
+    let mut lone = imported("import-lone");
+    (lone.username, lone.password_hash) = (None, None);
+    rows.push(lone);
     let err = service
         .import_users(rows)
         .await
@@ -93,11 +99,15 @@ async fn imports_validate_like_create_user(app: TestApp) {
         fields.contains_key("2.email"),
         "every row at once: {fields:?}"
     );
+    for left_out in ["3.username", "3.passwordHash"] {
+        let code = fields.get(left_out).map(|error| error.code);
+        assert_eq!(code, Some(FieldCode::Required), "{left_out}: {fields:?}");
+    }
 
     // Once every row is valid: names in use by an account or an earlier row, and creators
     // that are no user, each named by its row.
     let mut rows = vec![imported("owner"), imported("twin"), imported("TWIN")];
-    rows[2].email = "twin@example.com".into();
+    rows[2].email = Some("twin@example.com".into());
     let err = service.import_users(rows).await.expect_err("names in use");
     let rollcall::error::AppError::Conflict(fields) = err else {
         panic!("not CONFLICT: {err:?}");
@@ -127,7 +137,7 @@ async fn imports_validate_like_create_user(app: TestApp) {
         "$argon2id$v=19$m=19456,t=1000,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
     ] {
         let mut row = imported("import-hash");
-        row.password_hash = hash.into();
+        row.password_hash = Some(hash.into());
         let err = service.import_users(vec![row]).await.expect_err(hash);
         let rollcall::error::AppError::BadInput(fields) = err else {
             panic!("{hash}: not BAD_USER_INPUT");

@@ -142,9 +142,9 @@ pub async fn seed(url: &str, users: usize) -> Result<Seeded> {
     for start in (0..users).step_by(IMPORT_BATCH) {
         let batch = (start..(start + IMPORT_BATCH).min(users))
             .map(|i| ImportedUser {
-                username: format!("user{i:06}"),
-                email: format!("user{i:06}@example.com"),
-                password_hash: hashes[i % hashes.len()].clone(),
+                username: Some(format!("user{i:06}")),
+                email: Some(format!("user{i:06}@example.com")),
+                password_hash: Some(hashes[i % hashes.len()].clone()),
                 first_name: Some(FIRST[i % FIRST.len()].into()),
                 last_name: Some(format!("Tester{i}")),
                 phone: Some(format!("+1555{i:07}")),
@@ -222,9 +222,9 @@ pub async fn seed_common_prefix(url: &str, users: usize) -> Result<String> {
     for start in (first..end).step_by(IMPORT_BATCH) {
         let batch = (start..(start + IMPORT_BATCH).min(end))
             .map(|i| ImportedUser {
-                username: format!("u{i}"),
-                email: format!("u{i}@example.com"),
-                password_hash: hash.clone(),
+                username: Some(format!("u{i}")),
+                email: Some(format!("u{i}@example.com")),
+                password_hash: Some(hash.clone()),
                 first_name: None,
                 last_name: None,
                 phone: None,

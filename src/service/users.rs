@@ -864,9 +864,10 @@ async fn set_role_where(
 /// No `Debug`: it holds the hash.
 #[derive(Clone)]
 pub struct ImportedUser {
-    pub username: String,
-    pub email: String,
-    pub password_hash: String,
+    /// `None` when the source left it out: refused as `REQUIRED`.
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub phone: Option<String>,
@@ -908,15 +909,24 @@ impl Service {
             for (field, problem) in &input.unreadable {
                 fields.add(field, FieldCode::Format, problem.clone());
             }
+            let mut given = |name: &str, value: &Option<String>| -> String {
+                if value.is_none() {
+                    fields.add(name, FieldCode::Required, "is required");
+                }
+                value.clone().unwrap_or_default()
+            };
+            let username = given("username", &input.username);
+            let email = given("email", &input.email);
+            let password_hash = given("passwordHash", &input.password_hash);
             let profile = validation::profile(
                 &mut fields,
-                &input.username,
-                &input.email,
+                &username,
+                &email,
                 input.first_name.as_deref(),
                 input.last_name.as_deref(),
                 input.phone.as_deref(),
             );
-            if !crate::auth::password::is_usable_hash(&input.password_hash) {
+            if !crate::auth::password::is_usable_hash(&password_hash) {
                 fields.add(
                     "passwordHash",
                     FieldCode::Format,
@@ -949,7 +959,7 @@ impl Service {
                 username_key: username.to_ascii_lowercase(),
                 username,
                 email,
-                password_hash: input.password_hash,
+                password_hash,
                 first_name,
                 last_name,
                 phone,
