@@ -397,6 +397,9 @@ async fn refresh_tokens_expire(app: TestApp) {
     let body = app.refresh(&rotated.refresh).await;
     assert_code(&body, "UNAUTHENTICATED");
     assert!(body["data"].is_null(), "{body}");
+    // The one it replaced came back within the reuse grace (10 s), but past its lifetime.
+    let body = app.refresh(&alice.refresh).await;
+    assert_code(&body, "UNAUTHENTICATED");
 
     // A new login gets a new refresh token that works.
     let fresh = app.login_as("alice").await;

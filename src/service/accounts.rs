@@ -371,6 +371,11 @@ impl Service {
                     tx.commit().await?;
                     return Err(INVALID);
                 }
+                // The grace forgives a race, not an expiry: a token past its lifetime is
+                // refused, rotated or not.
+                if row.expires_at <= db::now() {
+                    return Err(INVALID);
+                }
                 tracing::debug!(session = %row.session_id, "refresh token reused within the grace");
                 row.session_id
             }
