@@ -924,6 +924,35 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
     assert_eq!(first.role, "STANDARD");
 }
 
+/// A PostgreSQL database whose locale folds only ASCII letters (`C`) cannot search names
+/// for others without regard to case: a server on it says so when it starts, and one on a
+/// UTF-8 locale does not.
+#[tokio::test]
+async fn postgres_a_database_in_the_c_locale_is_warned_about() {
+    let warns = |db: &TestDb| {
+        let mut child = rollcall_command(&db.url, &[])
+            .args(["--listen", "127.0.0.1:0", "serve"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall");
+        let (lines, listening) = lines_until_listening(&mut child);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listening, "{lines:?}");
+        lines.iter().any(|line| line.contains("searching names"))
+    };
+    let options = "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'";
+    let Some(c) = TestDb::create_with(Backend::Postgres, options).await else {
+        return;
+    };
+    assert!(warns(&c), "no warning about the C locale");
+    let options = "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'";
+    let Some(utf8) = TestDb::create_with(Backend::Postgres, options).await else {
+        return;
+    };
+    assert!(!warns(&utf8), "a UTF-8 locale folds every letter");
+}
+
 /// A database that cannot be reached is named (its password masked) with the time allowed and
 /// why (not only that the pool timed out), said once, in plain text when the output is no
 /// terminal.

@@ -171,6 +171,25 @@ impl Db {
         tx.commit().await
     }
 
+    /// Whether the database's `lower` folds letters beyond ASCII, as the search of names
+    /// needs: PostgreSQL's does under a UTF-8 or ICU locale, not under `C`/`POSIX`. Always true
+    /// on SQLite, whose search index folds case itself.
+    pub async fn folds_case(&self) -> Result<bool, DbErr> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Ok(true);
+        }
+        let row = self
+            .conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT lower('ÄΣ') = 'äσ'",
+            ))
+            .await?;
+        Ok(row
+            .and_then(|row| row.try_get_by_index::<bool>(0).ok())
+            .unwrap_or(true))
+    }
+
     /// How many migrations this release has.
     pub fn known_migrations() -> usize {
         Migrator::migrations().len()

@@ -166,6 +166,13 @@ impl Service {
         if pending > 0 {
             self::migrate(settings, &db).await?;
         }
+        if serving && !db.folds_case().await? {
+            tracing::warn!(
+                "the database's locale folds only ASCII letters to lower case: searching names \
+                 for other letters is case-sensitive; create it with a UTF-8 locale \
+                 (LC_CTYPE C.UTF-8 or en_US.UTF-8)"
+            );
+        }
         let tokens = match &settings.jwt_secret {
             Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
             None => {

@@ -117,6 +117,12 @@ impl TestDb {
     }
 
     pub async fn create(backend: Backend) -> Option<Self> {
+        Self::create_with(backend, "").await
+    }
+
+    /// A database made with `options` after PostgreSQL's `CREATE DATABASE name` (a locale,
+    /// a template); SQLite's take none.
+    pub async fn create_with(backend: Backend, options: &str) -> Option<Self> {
         match backend {
             Backend::Sqlite => {
                 let dir =
@@ -152,7 +158,7 @@ impl TestDb {
                 };
                 let name = format!("rollcall_test_{}", uuid::Uuid::new_v4().simple());
                 admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .execute_unprepared(&format!("CREATE DATABASE {name} {options}"))
                     .await
                     .expect("create test database");
                 let _ = admin.close().await;
