@@ -166,6 +166,13 @@ async fn current_password_is_throttled_per_session(app: TestApp) {
         )
         .await
     };
+    // A blank box is no guess: refused as missing, and not counted.
+    for _ in 0..6 {
+        let body = change(&bob, "").await;
+        assert_field_codes(&body, json!({"currentPassword": "REQUIRED"}));
+    }
+    let body = app.login("bob", "").await;
+    assert_field_codes(&body, json!({"password": "REQUIRED"}));
     for _ in 0..5 {
         let body = change(&bob, "wrong current password").await;
         assert_code(&body, "BAD_USER_INPUT");

@@ -406,8 +406,12 @@ pub fn guessable(password: &str, username: &str, email: &str) -> Checked<()> {
 }
 
 /// A password given to be checked (login, re-verification): bounded like a new one before any
-/// hashing, but not judged, since it was set under earlier rules.
+/// hashing, but not judged, since it was set under earlier rules. An empty one is a form's
+/// blank box, not a guess: refused as missing, and counted nowhere.
 pub fn given_password(text: &str) -> Checked<()> {
+    if text.is_empty() {
+        return refused(FieldCode::Required, "is required");
+    }
     no_nul(text)?;
     if text.chars().count() > 128 {
         return refused(FieldCode::Length, "must be at most 128 characters");
