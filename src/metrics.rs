@@ -48,6 +48,8 @@ pub struct Metrics {
     pub hash_queue: Gauge,
     pub hash_wait: Histogram,
     pub db_connections: Family<StateLabel, Gauge>,
+    /// The database's own count, shared with it (see `Db::statement_counter`).
+    pub db_statements: Counter,
 }
 
 /// Series that exist from the start, at zero: every throttle, both login results, and the
@@ -93,6 +95,7 @@ impl Metrics {
             hash_queue: Gauge::default(),
             hash_wait: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             db_connections: Family::default(),
+            db_statements: Counter::default(),
         }
     }
 
@@ -138,6 +141,11 @@ impl Metrics {
             "db_connections",
             "Database connections by state (in_use, idle)",
             self.db_connections.clone(),
+        );
+        registry.register(
+            "db_statements",
+            "Database statements run, over every pool",
+            self.db_statements.clone(),
         );
         registry
     }

@@ -833,6 +833,11 @@ async fn metrics_count_logins_and_requests() {
         after.contains("rollcall_db_connections{state=\"in_use\"}"),
         "{after}"
     );
+    let statements = "rollcall_db_statements_total";
+    assert!(
+        metric(&after, statements) > metric(&before, statements),
+        "{after}"
+    );
 }
 
 #[tokio::test]

@@ -10,10 +10,11 @@ pub mod totp;
 pub mod users;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
+use prometheus_client::metrics::counter::Counter;
 use sea_orm::sea_query::Query;
 use sea_orm::sqlx::sqlite::{SqliteError, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -27,8 +28,8 @@ pub use entities::user::Role;
 /// PostgreSQL advisory lock key that serialises migrations ("rollcall" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c;
 
-/// The connection pools, and a count of every statement they ran: the count lets tests prove
-/// what a query costs.
+/// The connection pools, and a count of every statement they ran: exported as a metric, and
+/// the way tests prove what a query costs.
 #[derive(Clone)]
 pub struct Db {
     conn: DatabaseConnection,
@@ -36,7 +37,7 @@ pub struct Db {
     /// anyway, a pool of one connection, so writers wait their turn in the pool's queue
     /// instead of many connections sleeping in SQLite's busy handler.
     writer: DatabaseConnection,
-    statements: Arc<AtomicU64>,
+    statements: Counter,
     timeout: Duration,
     /// SQLite: the database file as opened, to tell when another took its place.
     file: Option<Arc<OpenedFile>>,
@@ -92,7 +93,7 @@ impl Db {
         max_connections: Option<u32>,
         timeout: Duration,
     ) -> Result<Self, DbErr> {
-        let statements = Arc::new(AtomicU64::new(0));
+        let statements = Counter::default();
         let max_connections = max_connections.unwrap_or_else(|| default_pool_size(url));
         // SeaORM quotes the whole URL, password included, in some of its errors (a URL that
         // does not parse, an unknown scheme); they end up in logs.
@@ -226,7 +227,12 @@ impl Db {
 
     /// Statements executed since start-up.
     pub fn statement_count(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
+        self.statements.get()
+    }
+
+    /// The statement count, shared, for the metrics.
+    pub fn statement_counter(&self) -> Counter {
+        self.statements.clone()
     }
 
     pub fn backend(&self) -> DatabaseBackend {
@@ -423,10 +429,7 @@ pub enum UniqueViolation {
 /// all switch it to WAL as they connect, and SQLite answers the losers of that race "database
 /// is locked" at once, without waiting out the busy timeout; the switch is over within
 /// milliseconds, so a connection refused that way is tried again until the acquire timeout.
-async fn open(
-    options: ConnectOptions,
-    statements: &Arc<AtomicU64>,
-) -> Result<DatabaseConnection, DbErr> {
+async fn open(options: ConnectOptions, statements: &Counter) -> Result<DatabaseConnection, DbErr> {
     let deadline = Instant::now()
         + options
             .get_acquire_timeout()
@@ -444,7 +447,7 @@ async fn open(
     };
     let counter = statements.clone();
     conn.set_metric_callback(move |_| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
     });
     Ok(conn)
 }

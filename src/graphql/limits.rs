@@ -273,9 +273,10 @@ const TOO_COMPLEX: &str = "Query is too complex.";
 pub fn name_complexity_limit(response: &mut async_graphql::Response, limit: usize) {
     for error in &mut response.errors {
         if error.message == TOO_COMPLEX {
+            let weight = super::types::CREDENTIAL_WEIGHT;
             error.message = format!(
                 "The query is too complex: its complexity (each field, times `first` for a \
-                 page's fields, ten times for a user's `sessions` and `apiTokens` and a \
+                 page's fields, {weight} times for a user's `sessions` and `apiTokens` and a \
                  token's `createdBy`) is over {limit}"
             );
         }

@@ -262,7 +262,7 @@ fn credential_list(child_complexity: usize) -> usize {
         .saturating_mul(CREDENTIAL_WEIGHT)
         .saturating_add(1)
 }
-const CREDENTIAL_WEIGHT: usize = 10;
+pub(super) const CREDENTIAL_WEIGHT: usize = 10;
 
 /// A long-lived credential for scripts; its token is shown only when it is created.
 #[derive(SimpleObject)]

@@ -31,6 +31,14 @@ use crate::graphql::{self, OperationInfo, RequestAuth, SchemaTypes};
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+fn body_too_large() -> Response {
+    let mib = MAX_BODY_BYTES / (1024 * 1024);
+    request_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("Request body exceeds {mib} MiB"),
+    )
+}
+
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
 /// How the client wants its answer.
@@ -205,7 +213,7 @@ async fn respond_to_post(
     let timeout = state.request_timeout;
     // A declared length over the limit is refused at once, not after waiting for the body.
     if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
-        return request_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body exceeds 1 MiB");
+        return body_too_large();
     }
     let work = async {
         let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
@@ -214,7 +222,7 @@ async fn respond_to_post(
                 let too_large = std::error::Error::source(&err)
                     .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
                 return if too_large {
-                    request_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body exceeds 1 MiB")
+                    body_too_large()
                 } else {
                     request_error(StatusCode::BAD_REQUEST, "Could not read the request body")
                 };

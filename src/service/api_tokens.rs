@@ -15,6 +15,8 @@ use crate::error::{AppError, AppResult, FieldCode};
 pub const MAX_API_TOKENS: u64 = 100;
 /// The furthest expiry a token may be given (ten years); none means no expiry.
 const MAX_LIFETIME_DAYS: i64 = 3_650;
+const TOO_MANY: &str = "This user holds the most API tokens allowed (100); revoke one first";
+const TOO_LATE: &str = "must be within ten years";
 /// `lastUsedAt` is written at most this often per token.
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -46,7 +48,7 @@ impl Service {
             if at <= now {
                 fields.add("expiresAt", FieldCode::Range, "must be in the future");
             } else if at > now + chrono::Duration::days(MAX_LIFETIME_DAYS) {
-                fields.add("expiresAt", FieldCode::Range, "must be within ten years");
+                fields.add("expiresAt", FieldCode::Range, TOO_LATE);
             }
         }
         fields.into_result()?;
@@ -84,9 +86,7 @@ impl Service {
             .await?;
         if api_tokens::count_live(&tx, target.id, db::now()).await? >= MAX_API_TOKENS {
             tx.rollback().await?;
-            return Err(AppError::Forbidden(
-                "This user holds the most API tokens allowed (100); revoke one first",
-            ));
+            return Err(AppError::Forbidden(TOO_MANY));
         }
         let row = api_tokens::new_row(target.id, name, hash, expires_at, caller.user.id);
         api_tokens::insert(&tx, row.clone()).await?;
@@ -149,5 +149,16 @@ impl Service {
             user,
             credential: Credential::ApiToken(row.id),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_limits() {
+        assert!(TOO_MANY.contains(&format!("({MAX_API_TOKENS})")));
+        assert!(TOO_LATE.contains("ten years") && MAX_LIFETIME_DAYS == 3_650);
     }
 }

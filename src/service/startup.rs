@@ -191,7 +191,10 @@ impl Service {
         let concurrency = settings
             .hash_concurrency
             .unwrap_or_else(Passwords::default_concurrency);
-        let metrics = Metrics::default();
+        let metrics = Metrics {
+            db_statements: db.statement_counter(),
+            ..Metrics::default()
+        };
         let passwords = Passwords::with_metrics(concurrency, metrics.clone())?;
         let service = Self(Arc::new(Inner {
             db,

@@ -825,7 +825,6 @@ impl Service {
         Ok(user_queries::count(self.db().conn(), filter).await?)
     }
 
-    /// Whether the database has an owner yet.
     /// Whether the next registration would make its registrant the owner: registrations are
     /// taken and the database holds no account yet.
     pub async fn first_registrant_would_own(&self) -> AppResult<bool> {
