@@ -648,18 +648,13 @@ impl Service {
         if role == Role::Owner {
             // Conditional on the caller still being the owner: of two racing transfers, the
             // second finds no owner row to demote and is refused.
-            let demoted =
-                set_role_where(&tx, actor.id, Role::Admin, Some(Role::Owner), now).await?;
+            let demoted = change_role(&tx, actor.id, Role::Admin, Some(Role::Owner), now).await?;
             if !demoted {
                 tx.rollback().await?;
                 return Err(AppError::Forbidden("Only the owner can change roles"));
             }
-            sessions::revoke_all_for_user(&tx, actor.id).await?;
-            api_tokens::delete_issued_across(&tx, actor.id).await?;
         }
-        set_role_where(&tx, id, role, None, now).await?;
-        sessions::revoke_all_for_user(&tx, id).await?;
-        api_tokens::delete_issued_across(&tx, id).await?;
+        change_role(&tx, id, role, None, now).await?;
         let updated = user_queries::by_id(&tx, id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
@@ -752,13 +747,9 @@ impl Service {
                 .fields(["role"])
         };
         if let Some(previous) = &previous {
-            set_role_where(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
-            sessions::revoke_all_for_user(&tx, previous.id).await?;
-            api_tokens::delete_issued_across(&tx, previous.id).await?;
+            change_role(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
         }
-        set_role_where(&tx, target.id, Role::Owner, None, now).await?;
-        sessions::revoke_all_for_user(&tx, target.id).await?;
-        api_tokens::delete_issued_across(&tx, target.id).await?;
+        change_role(&tx, target.id, Role::Owner, None, now).await?;
         // Entries last, as in `set_role`.
         if let Some(previous) = &previous {
             audit::record(&tx, changed(previous.id)).await?;
@@ -840,9 +831,10 @@ impl Service {
     }
 }
 
-/// Sets `id`'s role, optionally only while it still holds `only_if`. Reports whether a row
-/// changed.
-async fn set_role_where(
+/// Sets `id`'s role, optionally only while it still holds `only_if`, and ends what the old
+/// role granted: the user's sessions, and API tokens issued across roles by or for them. One
+/// step, so no role change can keep them. Reports whether a row changed.
+async fn change_role(
     db: &impl sea_orm::ConnectionTrait,
     id: Uuid,
     role: Role,
@@ -856,7 +848,12 @@ async fn set_role_where(
     if let Some(current) = only_if {
         update = update.filter(Column::Role.eq(current));
     }
-    Ok(update.exec(db).await?.rows_affected > 0)
+    if update.exec(db).await?.rows_affected == 0 {
+        return Ok(false);
+    }
+    sessions::revoke_all_for_user(db, id).await?;
+    api_tokens::delete_issued_across(db, id).await?;
+    Ok(true)
 }
 
 /// An account brought over from another system, its password already hashed (argon2 PHC).
