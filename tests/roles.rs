@@ -305,7 +305,7 @@ async fn visibility_of_users_and_private_fields(app: TestApp) {
     let body = app
         .gql(
             Some(&standard.access),
-            "{ me { createdBy { id username role email firstName lastName phone } } }",
+            "{ me { createdBy { id username role email firstName lastName phone lastLoginAt } } }",
             json!({}),
         )
         .await;
@@ -314,9 +314,18 @@ async fn visibility_of_users_and_private_fields(app: TestApp) {
     assert_eq!(creator["id"], admin.id, "{body}");
     assert_eq!(creator["username"], "admin1");
     assert_eq!(creator["role"], "ADMIN");
-    for field in ["email", "firstName", "lastName", "phone"] {
+    for field in ["email", "firstName", "lastName", "phone", "lastLoginAt"] {
         assert!(creator[field].is_null(), "{field} leaked: {body}");
     }
+    // The owner, who manages that admin, sees when they signed in.
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "query($id: ID) { user(id: $id) { lastLoginAt } }",
+            json!({"id": admin.id}),
+        )
+        .await;
+    assert!(body["data"]["user"]["lastLoginAt"].is_string(), "{body}");
 
     // Admins and the owner see other users' private fields.
     let body = app.user_by_id(&admin, &standard.id).await;

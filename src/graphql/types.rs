@@ -181,10 +181,15 @@ impl UserObject {
         self.model.updated_at.into()
     }
 
-    /// The last login (a registration is the first); null for an account never signed in. A
-    /// refresh is no login.
-    async fn last_login_at(&self) -> Option<Timestamp> {
-        self.model.last_login_at.map(Into::into)
+    /// The last login (a registration is the first); null for an account never signed in, and
+    /// unless the viewer is this user, an admin or the owner (when the admins sign in is theirs
+    /// to know). A refresh is no login.
+    async fn last_login_at(&self, ctx: &Context<'_>) -> Option<Timestamp> {
+        let visible = service::rules::can_see_private(self.viewer(ctx).await.ok(), &self.model);
+        self.model
+            .last_login_at
+            .filter(|_| visible)
+            .map(Into::into)
     }
 
     /// The account that created this one with `createUser`; null when self-registered, or once
