@@ -501,6 +501,66 @@ async fn admins_read_entries_about_standard_users_and_themselves(app: TestApp) {
     assert_ok(&by_token);
 }
 
+/// An entry's address shows by the actor's role as they acted, as the entry itself does by
+/// its target's: it neither vanishes once the actor is deleted nor appears once an admin is
+/// demoted.
+async fn addresses_follow_the_actors_role_as_they_acted(app: TestApp) {
+    let owner = app.register("alice").await;
+    let admin = app.user_with_role(&owner, "adele", "ADMIN").await;
+    let otto = app.user_with_role(&owner, "otto", "ADMIN").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    assert_ok(
+        &app.update_user(&otto, &bob.id, json!({"firstName": "Bob"}))
+            .await,
+    );
+    // Both later changes are the owner's: otto demoted, bob deleted.
+    assert_ok(&app.set_role(&owner, &otto.id, "STANDARD").await);
+    assert_ok(&app.delete_user(&owner, &bob.id).await);
+
+    let seen = audit(&app, &admin, json!({"first": 50})).await;
+    assert_ok(&seen);
+    let edges = seen["data"]["auditLog"]["edges"].as_array().expect("edges");
+    let entry = |action: &str, actor: &str| {
+        edges
+            .iter()
+            .map(|edge| &edge["node"])
+            .find(|node| node["action"] == action && node["actorId"] == actor)
+            .unwrap_or_else(|| panic!("no {action} by {actor}: {seen}"))
+    };
+    // Bob's login, as a standard user whom adele managed: shown, although bob is gone.
+    assert_eq!(entry("LOGGED_IN", &bob.id)["ip"], "127.0.0.1", "{seen}");
+    // Otto's edit of bob, made as adele's fellow admin: hidden, although otto is standard now.
+    assert!(entry("USER_UPDATED", &otto.id)["ip"].is_null(), "{seen}");
+
+    // Entries written before actors' roles were kept get them from the migration: bob's role
+    // as the target of his own login, otto's as he is now.
+    let db = app.database().await;
+    for sql in [
+        "ALTER TABLE audit_log DROP COLUMN actor_role",
+        "DELETE FROM seaql_migrations WHERE version = 'm20261213_000014_audit_actor_role'",
+    ] {
+        db.execute_unprepared(sql).await.expect(sql);
+    }
+    let instance = app.second_instance().await;
+    let roles = "SELECT COUNT(*) FROM audit_log WHERE actor_id IS NOT NULL AND actor_role IS NULL";
+    assert_eq!(app.count(roles).await, 0);
+    let seen = app
+        .at(&instance)
+        .gql(Some(&admin.access), AUDIT, json!({"first": 50}))
+        .await;
+    let bobs = seen["data"]["auditLog"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|node| node["action"] == "LOGGED_IN" && node["actorId"] == bob.id.as_str());
+    assert_eq!(
+        bobs.map(|node| &node["ip"]),
+        Some(&json!("127.0.0.1")),
+        "{seen}"
+    );
+}
+
 const AUDIT_COUNTED: &str = "query($first: Int, $filter: AuditFilter) { auditLog(first: $first, filter: $filter) { totalCount nodes { action targetId } edges { node { id } } } }";
 
 /// `totalCount` counts what the reader may see with the filter, across pages; `nodes` holds the
@@ -714,6 +774,7 @@ backend_tests!(
     token_input_is_validated,
     the_audit_trail_records_every_kind_of_change,
     admins_read_entries_about_standard_users_and_themselves,
+    addresses_follow_the_actors_role_as_they_acted,
     audit_counts_and_nodes_follow_scope_and_filter,
     the_purge_deletes_expired_api_tokens,
     the_audit_purge_deletes_entries_past_their_retention with |s| {

@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261210_000011_email_domains::Migration),
             Box::new(m20261211_000012_signing_key_horizon::Migration),
             Box::new(m20261212_000013_created_by_kept::Migration),
+            Box::new(m20261213_000014_audit_actor_role::Migration),
         ]
     }
 }
@@ -785,6 +786,46 @@ mod m20261212_000013_created_by_kept {
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             on_postgres(manager, POSTGRES_UP).await
+        }
+    }
+}
+
+/// Each audit entry keeps its actor's role as they acted: who may see an entry's address is
+/// judged by it, as who may see the entry is by the target's role then. Judged by the actor's
+/// role now, a deleted user's addresses vanished from the admins who offboarded them, and a
+/// demoted admin's became visible to the admins who were their peers. Entries written before
+/// take the role recorded for the actor as a target of the same entry, else the actor's
+/// current one; an actor already gone keeps none, and their addresses show to the owner only.
+mod m20261213_000014_audit_actor_role {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261213_000014_audit_actor_role"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // Run again (its record lost), it finds the column there.
+            if manager.has_column("audit_log", "actor_role").await? {
+                return Ok(());
+            }
+            let db = manager.get_connection();
+            for sql in [
+                "ALTER TABLE audit_log ADD COLUMN actor_role TEXT",
+                "UPDATE audit_log SET actor_role = target_role
+                    WHERE actor_id IS NOT NULL AND actor_id = target_id",
+                "UPDATE audit_log SET actor_role =
+                    (SELECT role FROM users WHERE users.id = audit_log.actor_id)
+                    WHERE actor_role IS NULL AND actor_id IS NOT NULL",
+            ] {
+                db.execute_unprepared(sql).await?;
+            }
+            Ok(())
         }
     }
 }

@@ -93,7 +93,8 @@ impl Action {
 /// An entry to write: who did what to whom, from where, touching which fields.
 #[derive(Clone, Debug)]
 pub struct NewEntry {
-    pub actor: Option<Uuid>,
+    /// Who acted, with their role as they acted.
+    pub actor: Option<(Uuid, Role)>,
     pub action: Action,
     /// The user the change is about, with their role once it was made.
     pub target: Option<(Uuid, Role)>,
@@ -102,7 +103,7 @@ pub struct NewEntry {
 }
 
 impl NewEntry {
-    pub fn new(action: Action, actor: Option<Uuid>, ip: Option<IpAddr>) -> Self {
+    pub fn new(action: Action, actor: Option<(Uuid, Role)>, ip: Option<IpAddr>) -> Self {
         Self {
             actor,
             action,
@@ -128,7 +129,8 @@ pub async fn record(db: &impl ConnectionTrait, entry: NewEntry) -> Result<(), Db
     Entries::insert(audit_entry::ActiveModel {
         id: Set(Uuid::now_v7()),
         at: Set(super::now()),
-        actor_id: Set(entry.actor),
+        actor_id: Set(entry.actor.map(|(id, _)| id)),
+        actor_role: Set(entry.actor.map(|(_, role)| role)),
         action: Set(entry.action.name().to_owned()),
         target_id: Set(entry.target.map(|(id, _)| id)),
         target_role: Set(entry.target.map(|(_, role)| role)),

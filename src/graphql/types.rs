@@ -186,10 +186,7 @@ impl UserObject {
     /// to know). A refresh is no login.
     async fn last_login_at(&self, ctx: &Context<'_>) -> Option<Timestamp> {
         let visible = service::rules::can_see_private(self.viewer(ctx).await.ok(), &self.model);
-        self.model
-            .last_login_at
-            .filter(|_| visible)
-            .map(Into::into)
+        self.model.last_login_at.filter(|_| visible).map(Into::into)
     }
 
     /// The account that created this one with `createUser`; null when self-registered, or once
@@ -424,21 +421,18 @@ impl AuditEntryObject {
         or_null(ctx, load_user(ctx, self.0.target_id).await)
     }
 
-    /// The actor's client address; null for the command line, for readers who do not manage
-    /// the actor (an admin does not see the owner's addresses), and in demo mode.
+    /// The actor's client address; null for the command line, for readers who did not manage
+    /// the actor as they acted (an admin does not see the owner's addresses, nor a fellow
+    /// admin's), and in demo mode.
     async fn ip(&self, ctx: &Context<'_>) -> Option<&str> {
         let ip = self.0.ip.as_deref()?;
         let visible = async {
-            let viewer = viewer(ctx).await?;
-            let actor = match self.0.actor_id {
-                Some(id) if id == viewer.id => Some(Arc::new(viewer.clone())),
-                Some(id) => load_model(ctx, id).await?,
-                None => None,
-            };
+            let actor = self.0.actor_id.zip(self.0.actor_role);
+            let demo = service(ctx)?.demo();
             Ok(Some(service::rules::can_see_actor_ip(
-                viewer,
-                actor.as_deref(),
-                service(ctx)?.demo(),
+                viewer(ctx).await?,
+                actor,
+                demo,
             )))
         };
         or_null(ctx, visible.await)?.then_some(ip)

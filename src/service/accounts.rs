@@ -70,8 +70,12 @@ impl Service {
                     let session = self.open_session(&tx, model.id, origin).await?;
                     audit::record(
                         &tx,
-                        NewEntry::new(Action::UserRegistered, Some(model.id), origin.ip)
-                            .target(model.id, model.role),
+                        NewEntry::new(
+                            Action::UserRegistered,
+                            Some((model.id, model.role)),
+                            origin.ip,
+                        )
+                        .target(model.id, model.role),
                     )
                     .await?;
                     tx.commit().await?;
@@ -260,7 +264,8 @@ impl Service {
         let session = self.open_session(&tx, user.id, origin).await?;
         audit::record(
             &tx,
-            NewEntry::new(Action::LoggedIn, Some(user.id), origin.ip).target(user.id, user.role),
+            NewEntry::new(Action::LoggedIn, Some((user.id, user.role)), origin.ip)
+                .target(user.id, user.role),
         )
         .await?;
         tx.commit().await?;
@@ -539,7 +544,7 @@ async fn end_session(
     let Some(owner) = user_queries::by_id(tx, session.user_id).await? else {
         return Ok(true);
     };
-    let actor = by_owner.then_some(owner.id);
+    let actor = by_owner.then_some((owner.id, owner.role));
     audit::record(
         tx,
         NewEntry::new(action, actor, ip).target(owner.id, owner.role),

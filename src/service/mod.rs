@@ -108,7 +108,7 @@ impl Caller<'_> {
 
     /// An audit entry of `action` by this caller.
     fn audit(&self, action: AuditAction) -> NewEntry {
-        NewEntry::new(action, Some(self.user.id), self.ip)
+        NewEntry::new(action, Some((self.user.id, self.user.role)), self.ip)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Who may do what to whom: the role rules as pure functions, so the whole matrix is tested in
 //! one place. The service layer calls them with the rows it has just read.
 
+use uuid::Uuid;
+
 use crate::db::entities::user::{Model as User, Role};
 use crate::error::{AppError, AppResult};
 
-/// Whether `viewer` may see `target`'s email, names and phone.
+/// Whether `viewer` may see `target`'s email, names, phone and last login.
 pub fn can_see_private(viewer: Option<&User>, target: &User) -> bool {
     viewer.is_some_and(|v| v.id == target.id || v.role.is_manager())
 }
@@ -31,13 +33,14 @@ pub fn check_credentials(actor: &User, target: &User) -> AppResult<()> {
 }
 
 /// Whether `viewer` may see where an audit entry's actor acted from (the client IP): their own
-/// entries, and those of users they manage; the owner sees every address. `actor` is the actor
-/// while their account exists. In demo mode nobody does: visitors share the demo accounts, so
-/// an account's entries are other visitors'.
-pub fn can_see_actor_ip(viewer: &User, actor: Option<&User>, demo: bool) -> bool {
+/// entries, and those of users they managed as they acted; the owner sees every address.
+/// `actor` is the actor's id and role as they acted (the role decides, as the target's role
+/// then decides who sees the entry). In demo mode nobody does: visitors share the demo
+/// accounts, so an account's entries are other visitors'.
+pub fn can_see_actor_ip(viewer: &User, actor: Option<(Uuid, Role)>, demo: bool) -> bool {
     !demo
         && (viewer.role == Role::Owner
-            || actor.is_some_and(|actor| actor.id == viewer.id || manages(viewer.role, actor.role)))
+            || actor.is_some_and(|(id, role)| id == viewer.id || manages(viewer.role, role)))
 }
 
 /// Whether a visible session shows its client (address and User-Agent). In demo mode only the
@@ -209,16 +212,16 @@ mod tests {
         for ((viewer, actor), manages_it, _) in MATRIX {
             let (v, a) = (user(viewer), user(actor));
             assert_eq!(
-                can_see_actor_ip(&v, Some(&a), false),
+                can_see_actor_ip(&v, Some((a.id, a.role)), false),
                 manages_it || viewer == Role::Owner,
                 "{viewer:?} sees {actor:?}'s address"
             );
             assert!(
-                can_see_actor_ip(&v, Some(&v), false),
+                can_see_actor_ip(&v, Some((v.id, v.role)), false),
                 "{viewer:?} sees own address"
             );
             assert_eq!(can_see_actor_ip(&v, None, false), viewer == Role::Owner);
-            for actor in [Some(&a), Some(&v), None] {
+            for actor in [Some((a.id, a.role)), Some((v.id, v.role)), None] {
                 assert!(!can_see_actor_ip(&v, actor, true), "demo mode shows none");
             }
         }

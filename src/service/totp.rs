@@ -262,7 +262,7 @@ impl Service {
                 if used {
                     audit::record(
                         &tx,
-                        NewEntry::new(Action::RecoveryCodeUsed, Some(user.id), ip)
+                        NewEntry::new(Action::RecoveryCodeUsed, Some((user.id, user.role)), ip)
                             .target(user.id, user.role),
                     )
                     .await?;

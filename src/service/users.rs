@@ -146,7 +146,8 @@ impl Service {
         let actor = caller.map(|caller| caller.user.id);
         let mut model = self.prepare_new_user(validated, actor).await?;
         model.role = role;
-        let entry = NewEntry::new(Action::UserCreated, actor, caller.and_then(|c| c.ip))
+        let by = caller.map(|caller| (caller.user.id, caller.user.role));
+        let entry = NewEntry::new(Action::UserCreated, by, caller.and_then(|c| c.ip))
             .target(model.id, role);
         let tx = self.db().begin_write().await?;
         if let Some(caller) = caller {

@@ -12,6 +12,10 @@ pub struct Model {
     pub at: DateTimeUtc,
     /// `None`: the command line or the server itself.
     pub actor_id: Option<Uuid>,
+    /// The actor's role when they acted: who may see the entry's `ip` is judged by it, as who
+    /// may see the entry is by `target_role`. `None` for entries written before it was kept
+    /// whose actor was gone by then.
+    pub actor_role: Option<Role>,
     pub action: String,
     pub target_id: Option<Uuid>,
     /// The target's role once the change was made: admins see entries about standard users.
