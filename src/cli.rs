@@ -29,6 +29,10 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (the reader of a log pipe has gone) is lost, and
+        // nothing else: reporting it would panic on the same closed stderr, in a request or in
+        // the shutdown.
+        .log_internal_errors(false)
         // Colours for a terminal only: files and log collectors get plain text.
         .with_ansi(std::io::stderr().is_terminal());
     match cli.settings.log_format {

@@ -1177,3 +1177,54 @@ async fn refused_input_leaves_no_database_behind() {
     assert_succeeded(&run_cli(&db.url, &create, &format!("{PASSWORD}\n")));
     assert!(std::path::Path::new(&file).exists());
 }
+
+/// A server whose log reader has gone (a log shipper behind a pipe that died) loses log lines,
+/// not its service: requests are answered, and SIGTERM still stops it.
+#[tokio::test]
+async fn a_closed_log_pipe_costs_only_the_log() {
+    use std::io::BufRead;
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let mut child = support::KillOnDrop(
+        rollcall_command(&db.url, &[("ROLLCALL_LISTEN", "127.0.0.1:0")])
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall"),
+    );
+    let mut log = std::io::BufReader::new(child.0.stderr.take().expect("stderr piped"));
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && log.read_line(&mut line).is_ok_and(|n| n > 0) {
+        addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .map(str::to_owned);
+        line.clear();
+    }
+    // The pipe's only reader closes: every log line from here on fails to be written.
+    drop(log);
+    let addr = addr.expect("the server says where it listens");
+    let client = support::http_client();
+    for _ in 0..3 {
+        let body: serde_json::Value = client
+            .post(format!("http://{addr}/graphql"))
+            .json(&serde_json::json!({"query": "{ serverInfo { version } }"}))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        support::assert_ok(&body);
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let status = support::wait_or_kill(&mut child.0, "rollcall serve after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

@@ -699,6 +699,16 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A child process killed when dropped, so a test that fails midway leaves none behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `rollcall` command on `database_url` with a clean environment for its settings.
 pub fn rollcall_command(database_url: &str, env: &[(&str, &str)]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"));
