@@ -228,7 +228,12 @@ pub fn finalize_response(response: &mut Response) {
         let mut extensions = error.extensions.take().unwrap_or_default();
         if let Some(app) = error.source::<AppError>() {
             if let AppError::Internal { .. } = app {
-                tracing::error!(path = ?error.path, error = %chain(app), "internal error");
+                let path = error.path.iter().map(|segment| match segment {
+                    async_graphql::PathSegment::Field(name) => name.clone(),
+                    async_graphql::PathSegment::Index(index) => index.to_string(),
+                });
+                let path = path.collect::<Vec<_>>().join(".");
+                tracing::error!(path, error = %chain(app), "internal error");
             }
             let message = app.public_message();
             extensions.set("code", app.code());

@@ -1051,5 +1051,27 @@ async fn request_logs_name_the_request_and_hide_secrets() {
                 "a secret reached the log"
             );
         }
+
+        // An internal error is logged with its cause and the field it failed at, as a path.
+        let alice = server.login_as("alice").await;
+        let db = db.connect().await;
+        sea_orm::ConnectionTrait::execute_unprepared(
+            &db,
+            "ALTER TABLE sessions RENAME TO sessions_gone",
+        )
+        .await
+        .expect("rename");
+        assert_code(&server.me(&alice.access).await, "INTERNAL_SERVER_ERROR");
+        let lines = server.log_lines_until("internal error");
+        let line = lines
+            .iter()
+            .find(|l| l.contains("internal error"))
+            .expect("the internal error's line");
+        assert!(line.contains("sessions"), "the cause: {line}");
+        let path = match format {
+            "json" => "\"path\":\"me\"",
+            _ => "path=\"me\"",
+        };
+        assert!(line.contains(path), "{line}");
     }
 }
