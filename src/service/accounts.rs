@@ -431,7 +431,7 @@ impl Service {
     async fn verify_access_token(&self, token: &str) -> AppResult<AccessClaims> {
         match self.0.tokens.verify(token) {
             Err(_) if self.0.tokens.signed_by_unknown_key(token) => {
-                self.reload_keys_on_demand().await;
+                self.reload_keys_on_demand(token).await;
                 self.0.tokens.verify(token)
             }
             checked => checked,

@@ -78,18 +78,20 @@ impl Service {
         self.0.tokens.jwks()
     }
 
-    /// Reloads the signing keys for a request that met a kid this instance does not hold (a
-    /// key another instance has just rotated in, or a forgery): unless a reload that began
-    /// after it asked has read the keys through, it waits for one, at most once a second and
-    /// for at most [`ON_DEMAND_WAIT`] in all.
-    pub(super) async fn reload_keys_on_demand(&self) {
+    /// Reloads the signing keys for `token`, whose kid this instance does not hold (a key
+    /// another instance has just rotated in, or a forgery): unless a reload that began after it
+    /// asked has read the keys through, or the reload it waited behind brought the kid, it
+    /// waits for one, at most once a second and for at most [`ON_DEMAND_WAIT`] in all.
+    pub(super) async fn reload_keys_on_demand(&self, token: &str) {
         if !self.0.tokens.uses_stored_keys() {
             return;
         }
         let asked = Instant::now();
         let waited = tokio::time::timeout(ON_DEMAND_WAIT, async {
             let mut reloads = self.0.key_reloads.lock().await;
-            if reloads.read.is_some_and(|began| began >= asked) {
+            if reloads.read.is_some_and(|began| began >= asked)
+                || !self.0.tokens.signed_by_unknown_key(token)
+            {
                 return;
             }
             let since = reloads.tried.map(|tried| tried.elapsed());
