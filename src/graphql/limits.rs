@@ -580,6 +580,37 @@ fn sets_any(input: &Value, keys: &[&str]) -> bool {
 mod tests {
     use super::*;
 
+    /// The lists of fields that check passwords, held to the schema: a mutation taking a
+    /// password that is in none of them would escape the one-check-per-document bound.
+    #[test]
+    fn every_mutation_taking_a_password_is_counted() {
+        use super::super::schema_types::SchemaTypes;
+        let schema = crate::graphql::build_schema(None, Limits::default());
+        let types = SchemaTypes::from_sdl(&schema.sdl());
+        let named = |ty: &async_graphql::parser::types::Type| {
+            ty.to_string().trim_matches(|c| "[]!".contains(c)).to_owned()
+        };
+        let mut taking = Vec::new();
+        for (field, arguments) in &types.arguments["Mutation"] {
+            for (argument, (ty, _)) in arguments {
+                let Some(input) = types.inputs.get(&named(ty)) else {
+                    continue;
+                };
+                if argument == "verification" {
+                    assert!(VERIFICATION_PASSWORD.iter().all(|f| input.contains_key(*f)));
+                } else if field == "updateUser" {
+                    assert!(UPDATE_PASSWORD_INPUTS.iter().all(|f| input.contains_key(*f)));
+                } else if input.contains_key("password") {
+                    taking.push(field.as_str());
+                }
+            }
+        }
+        taking.sort_unstable();
+        let mut counted = PASSWORD_FIELDS.to_vec();
+        counted.sort_unstable();
+        assert_eq!(taking, counted);
+    }
+
     fn counts(query: &str, variables: serde_json::Value) -> Counts {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         let variables = Variables::from_json(variables);
