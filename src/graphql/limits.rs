@@ -588,7 +588,9 @@ mod tests {
         let schema = crate::graphql::build_schema(None, Limits::default());
         let types = SchemaTypes::from_sdl(&schema.sdl());
         let named = |ty: &async_graphql::parser::types::Type| {
-            ty.to_string().trim_matches(|c| "[]!".contains(c)).to_owned()
+            ty.to_string()
+                .trim_matches(|c| "[]!".contains(c))
+                .to_owned()
         };
         let mut taking = Vec::new();
         for (field, arguments) in &types.arguments["Mutation"] {
@@ -599,7 +601,11 @@ mod tests {
                 if argument == "verification" {
                     assert!(VERIFICATION_PASSWORD.iter().all(|f| input.contains_key(*f)));
                 } else if field == "updateUser" {
-                    assert!(UPDATE_PASSWORD_INPUTS.iter().all(|f| input.contains_key(*f)));
+                    assert!(
+                        UPDATE_PASSWORD_INPUTS
+                            .iter()
+                            .all(|f| input.contains_key(*f))
+                    );
                 } else if input.contains_key("password") {
                     taking.push(field.as_str());
                 }

@@ -20,23 +20,37 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
+        // An empty entry (a trailing comma, an empty header) names nobody.
+        .filter(|hop| !hop.is_empty())
         .collect();
     for hop in hops.iter().rev() {
-        let parsed = hop
-            .parse::<IpAddr>()
-            .or_else(|_| hop.parse::<SocketAddr>().map(|addr| addr.ip()));
-        match parsed {
-            Ok(ip) => {
+        match parse_hop(hop) {
+            Some(ip) => {
                 client = ip.to_canonical();
                 if !is_trusted(&client) {
                     return client;
                 }
             }
             // Garbage from beyond the last trusted proxy: that proxy is the client we know.
-            Err(_) => return client,
+            None => return client,
         }
     }
     client
+}
+
+/// An address as proxies write it: bare, with a port (`1.2.3.4:5`, `[::1]:5`), in brackets
+/// (`[::1]`), or with an IPv6 zone (`fe80::1%eth0`, which names the proxy's interface, not
+/// another host).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    let bare = hop
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(hop);
+    let bare = bare.split_once('%').map_or(bare, |(ip, _zone)| ip);
+    bare.parse().ok()
 }
 
 #[cfg(test)]
@@ -74,5 +88,18 @@ mod tests {
             client_ip(proxy, &forwarded("nonsense"), &trusted),
             ip("10.0.0.2")
         );
+        // The forms proxies write, and empty entries skipped.
+        for (written, client) in [
+            ("198.51.100.4:5555", "198.51.100.4"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("fe80::1%eth0", "fe80::1"),
+            ("198.51.100.4,", "198.51.100.4"),
+            ("198.51.100.4, ,10.0.0.7", "198.51.100.4"),
+            ("::ffff:198.51.100.4", "198.51.100.4"),
+        ] {
+            let seen = client_ip(proxy, &forwarded(written), &trusted);
+            assert_eq!(seen, ip(client), "{written}");
+        }
     }
 }
