@@ -1799,6 +1799,8 @@ async fn postgres_ready_answers_in_time_when_the_network_stalls() {
     let elapsed = started.elapsed();
     assert_eq!(status, 503, "/ready with the database not answering");
     assert!(elapsed <= OUTAGE_BOUND, "/ready took {elapsed:?}");
+    let status = http.status("/ready").await.expect("ready answers");
+    assert_eq!(status, 503, "/ready with the database still not answering");
 
     relay.stall(false);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1806,6 +1808,13 @@ async fn postgres_ready_answers_in_time_when_the_network_stalls() {
         assert!(Instant::now() < deadline, "/ready not 200 within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The outage is logged when it begins and when it ends, not once per probe.
+    let lines = server.log_lines_until("the database is ready again");
+    let warned = lines
+        .iter()
+        .filter(|line| line.contains("readiness check: database unavailable"))
+        .count();
+    assert_eq!(warned, 1, "{lines:#?}");
     drop(server);
 }
 

@@ -10,6 +10,7 @@ mod observe;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -46,6 +47,9 @@ struct AppState {
     trusted_proxies: Arc<[IpNet]>,
     metrics_token: Option<Arc<str>>,
     graphiql: bool,
+    /// Whether the last readiness check failed: a failure is logged when it begins and the
+    /// recovery when it ends, not once per probe while the database is away.
+    unready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a GraphQL handler tells the request log about its request.
@@ -72,6 +76,7 @@ fn router(service: Service, settings: &Settings) -> Router {
         trusted_proxies: settings.trusted_proxies.to_vec().into(),
         metrics_token: settings.metrics_token.as_deref().map(Arc::from),
         graphiql: settings.graphiql,
+        unready: Arc::default(),
     };
     let request_id = HeaderName::from_static("x-request-id");
     // Layers run outside in from the last one added: the request id is set first, so the
@@ -314,14 +319,27 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     // Reachable, and holding exactly this release's schema: an empty database put in place
     // of the old one, or one a newer release migrated, answers every request with an error.
-    match state.service.db().pending_migrations().await {
-        Ok(0) => (StatusCode::OK, "ready").into_response(),
+    let pending = state.service.db().pending_migrations().await;
+    let was_unready = state
+        .unready
+        .swap(!matches!(pending, Ok(0)), Ordering::Relaxed);
+    match pending {
+        Ok(0) => {
+            if was_unready {
+                tracing::info!("readiness check: the database is ready again");
+            }
+            (StatusCode::OK, "ready").into_response()
+        }
         Ok(pending) => {
-            tracing::warn!(pending, "readiness check: the database lacks migrations");
+            if !was_unready {
+                tracing::warn!(pending, "readiness check: the database lacks migrations");
+            }
             (StatusCode::SERVICE_UNAVAILABLE, "database not migrated").into_response()
         }
         Err(err) => {
-            tracing::warn!(%err, "readiness check: database unavailable or migrated further");
+            if !was_unready {
+                tracing::warn!(%err, "readiness check: database unavailable or migrated further");
+            }
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database unavailable, or holding migrations this release does not know",
