@@ -951,6 +951,22 @@ async fn postgres_a_database_in_the_c_locale_is_warned_about() {
         return;
     };
     assert!(!warns(&utf8), "a UTF-8 locale folds every letter");
+    // An ICU locale does too, whatever LC_CTYPE says, where PostgreSQL was built with ICU.
+    let icu = "SELECT count(*) FROM pg_collation WHERE collprovider = 'i'";
+    if utf8
+        .query_one(icu)
+        .await
+        .try_get_by_index::<i64>(0)
+        .unwrap_or(0)
+        > 0
+    {
+        let options = "TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'und' \
+                       LC_COLLATE 'C' LC_CTYPE 'C'";
+        let Some(icu) = TestDb::create_with(Backend::Postgres, options).await else {
+            return;
+        };
+        assert!(!warns(&icu), "an ICU locale folds every letter");
+    }
 }
 
 /// A database that cannot be reached is named (its password masked) with the time allowed and
