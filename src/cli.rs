@@ -378,11 +378,14 @@ fn read_password() -> anyhow::Result<String> {
         Ok(password)
     } else {
         let mut line = String::new();
-        if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        let password = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        // Nothing, or an empty line (`echo | rollcall user create …`): no password at all.
+        if password.is_empty() {
             bail!("no password given: write it to stdin, or run the command in a terminal");
         }
-        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
-        Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
+        Ok(password.to_owned())
     }
 }
 

@@ -1173,10 +1173,12 @@ async fn refused_input_leaves_no_database_behind() {
         "--email",
         "x@example.com",
     ];
-    let out = run_cli(&db.url, &create, "");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no password given"), "{stderr}");
+    for stdin in ["", "\n"] {
+        let out = run_cli(&db.url, &create, stdin);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no password given"), "{stderr}");
+    }
     let out = run_cli(&db.url, &["user", "import", "-"], "{");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
