@@ -148,7 +148,14 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
         listener.local_addr()?,
         service.db().backend_name()
     );
+    let db = service.db().clone();
     crate::server::serve(listener, service, settings, shutdown).await?;
+    // Bounded: a background task's statement still running ends within the database timeout.
+    match tokio::time::timeout(settings.db_timeout, db.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "closing the database connections"),
+        Err(_) => tracing::warn!("closing the database connections took too long"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

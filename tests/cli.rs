@@ -1183,17 +1183,43 @@ async fn refused_input_leaves_no_database_behind() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a JSON array"), "{stderr}");
-    let file = db
-        .url
-        .trim_start_matches("sqlite://")
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!std::path::Path::new(&file).exists(), "{file} was created");
+    let file = db.sqlite_file();
+    assert!(!file.exists(), "{} was created", file.display());
     // The same commands with their input do open it.
     assert_succeeded(&run_cli(&db.url, &create, &format!("{PASSWORD}\n")));
-    assert!(std::path::Path::new(&file).exists());
+    assert!(file.exists());
+}
+
+/// A stopped server on SQLite leaves a whole database file, its write-ahead log folded in:
+/// a copy of the file alone (a backup of a stopped server) holds what was written.
+#[tokio::test]
+async fn a_stopped_sqlite_server_leaves_a_whole_file() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[]);
+    server.register("alice").await;
+    assert!(server.terminate().success());
+    let file = db.sqlite_file();
+    let copy = file.with_file_name("copy.db");
+    std::fs::copy(&file, &copy).expect("copy the database file");
+    let url = format!("sqlite://{}?mode=ro", copy.display());
+    let copied = sea_orm::Database::connect(url.as_str())
+        .await
+        .expect("open the copy");
+    let users = sea_orm::ConnectionTrait::query_one_raw(
+        &copied,
+        sea_orm::Statement::from_string(
+            copied.get_database_backend(),
+            "SELECT COUNT(*) FROM users",
+        ),
+    )
+    .await;
+    let users = users
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok());
+    assert_eq!(users, Some(1), "the copy lacks what was written");
 }
 
 /// A server whose log reader has gone (a log shipper behind a pipe that died) loses log lines,

@@ -134,6 +134,14 @@ impl Db {
         &self.writer
     }
 
+    /// Closes the pools once their connections are back. On SQLite the last connection to
+    /// close folds the write-ahead log into the database file, so a stopped server's file is
+    /// whole by itself (a copy of it alone is a backup).
+    pub async fn close(&self) -> Result<(), DbErr> {
+        self.conn.close_by_ref().await?;
+        self.writer.close_by_ref().await
+    }
+
     /// Applies pending migrations. Instances started together on one database take turns:
     /// the whole run is one write transaction (on PostgreSQL behind an advisory lock, on
     /// SQLite holding the write lock), so the next one finds nothing left to do instead of

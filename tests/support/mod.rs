@@ -94,6 +94,12 @@ pub const LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity \
                               WHERE datname = current_database() AND wait_event_type = 'Lock'";
 
 impl TestDb {
+    /// The database file of a SQLite test database.
+    pub fn sqlite_file(&self) -> std::path::PathBuf {
+        let path = self.url.trim_start_matches("sqlite://");
+        path.split('?').next().unwrap_or(path).into()
+    }
+
     /// A connection of its own, as another program would open.
     pub async fn connect(&self) -> sea_orm::DatabaseConnection {
         Database::connect(self.url.as_str())
