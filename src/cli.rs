@@ -96,7 +96,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
             let db = crate::service::connect(&settings, Some(1), settings.db_timeout).await?;
-            crate::service::migrate(&settings, &db).await?;
+            let migrated = crate::service::migrate(&settings, &db).await;
+            close(&db, settings.db_timeout).await;
+            migrated?;
             eprintln!("migrations applied");
             Ok(())
         }
@@ -107,7 +109,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user_command(&settings, command).await,
         Command::Keys(KeysCommand::Rotate { revoke }) => {
             let service = Service::open(&settings).await?;
-            let kid = service.rotate_signing_key(revoke).await.map_err(describe)?;
+            let rotated = service.rotate_signing_key(revoke).await;
+            close(service.db(), settings.db_timeout).await;
+            let kid = rotated.map_err(describe)?;
             println!("{kid}");
             let every = service.key_reload_every().as_secs();
             eprintln!(
@@ -150,12 +154,7 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     );
     let db = service.db().clone();
     crate::server::serve(listener, service, settings, shutdown).await?;
-    // Bounded: a background task's statement still running ends within the database timeout.
-    match tokio::time::timeout(settings.db_timeout, db.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(%err, "closing the database connections"),
-        Err(_) => tracing::warn!("closing the database connections took too long"),
-    }
+    close(&db, settings.db_timeout).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -244,15 +243,21 @@ fn listen(
 async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
     // Input is read before the database is opened: a command refused for its input leaves
     // no database file or schema behind.
-    let open = || Service::open(settings);
+    let password = match &command {
+        UserCommand::Create { .. } => read_password()?,
+        _ => String::new(),
+    };
+    let rows = match &command {
+        UserCommand::Import { file } => read_import(file)?,
+        _ => Vec::new(),
+    };
+    let service = Service::open(settings).await?;
     let result = match command {
         UserCommand::Create {
             username,
             email,
             role,
         } => {
-            let password = read_password()?;
-            let service = open().await?;
             let input = NewUser {
                 username,
                 email,
@@ -269,34 +274,38 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 })
         }
         UserCommand::PromoteOwner { username } => {
-            let service = open().await?;
             service.promote_owner(&username).await.map(|user| {
                 println!("{} is now the owner", user.username);
             })
         }
-        UserCommand::Import { file } => {
-            let rows = read_import(&file)?;
-            let service = open().await?;
-            service.import_users(rows).await.map(|ids| {
-                let users = if ids.len() == 1 { "user" } else { "users" };
-                println!("imported {} {users}", ids.len());
-            })
-        }
-        UserCommand::ResetTotp { username } => {
-            let service = open().await?;
-            service.reset_totp(&username).await.map(|was_on| {
-                if was_on {
-                    println!(
-                        "two-factor login (or a setup not yet confirmed) is removed for \
-                         {username}; their sessions ended"
-                    );
-                } else {
-                    println!("{username} had no two-factor login set up");
-                }
-            })
-        }
+        UserCommand::Import { .. } => service.import_users(rows).await.map(|ids| {
+            let users = if ids.len() == 1 { "user" } else { "users" };
+            println!("imported {} {users}", ids.len());
+        }),
+        UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
+            if was_on {
+                println!(
+                    "two-factor login (or a setup not yet confirmed) is removed for {username}; \
+                     their sessions ended"
+                );
+            } else {
+                println!("{username} had no two-factor login set up");
+            }
+        }),
     };
+    close(service.db(), settings.db_timeout).await;
     result.map_err(describe)
+}
+
+/// Closes the database's connections before the process ends, waiting at most `timeout`: on
+/// SQLite the last one folds the write-ahead log into the file, so what was written is in the
+/// file by itself (a copy of it alone is whole).
+async fn close(db: &crate::db::Db, timeout: std::time::Duration) {
+    match tokio::time::timeout(timeout, db.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "closing the database connections"),
+        Err(_) => tracing::warn!("closing the database connections took too long"),
+    }
 }
 
 /// The fields of a `user import` row, as the GraphQL API names them.

@@ -1185,9 +1185,31 @@ async fn refused_input_leaves_no_database_behind() {
     assert!(stderr.contains("not a JSON array"), "{stderr}");
     let file = db.sqlite_file();
     assert!(!file.exists(), "{} was created", file.display());
-    // The same commands with their input do open it.
+    // The same commands with their input do open it, and close it whole.
     assert_succeeded(&run_cli(&db.url, &create, &format!("{PASSWORD}\n")));
-    assert!(file.exists());
+    assert_eq!(users_in_a_copy_of(&file).await, Some(1));
+}
+
+/// How many users a copy of the SQLite file `file`, taken alone, holds: `None` when the copy
+/// has no users table (what was written is still in the write-ahead log beside the file).
+async fn users_in_a_copy_of(file: &std::path::Path) -> Option<i64> {
+    let copy = file.with_file_name("copy.db");
+    std::fs::copy(file, &copy).expect("copy the database file");
+    let url = format!("sqlite://{}?mode=ro", copy.display());
+    let copied = sea_orm::Database::connect(url.as_str())
+        .await
+        .expect("open the copy");
+    let statement = sea_orm::Statement::from_string(
+        copied.get_database_backend(),
+        "SELECT COUNT(*) FROM users",
+    );
+    let users = sea_orm::ConnectionTrait::query_one_raw(&copied, statement).await;
+    let _ = copied.close().await;
+    let _ = std::fs::remove_file(&copy);
+    users
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
 }
 
 /// A stopped server on SQLite leaves a whole database file, its write-ahead log folded in:
@@ -1200,25 +1222,7 @@ async fn a_stopped_sqlite_server_leaves_a_whole_file() {
     let server = ServerProcess::start(&db.url, &[]);
     server.register("alice").await;
     assert!(server.terminate().success());
-    let file = db.sqlite_file();
-    let copy = file.with_file_name("copy.db");
-    std::fs::copy(&file, &copy).expect("copy the database file");
-    let url = format!("sqlite://{}?mode=ro", copy.display());
-    let copied = sea_orm::Database::connect(url.as_str())
-        .await
-        .expect("open the copy");
-    let users = sea_orm::ConnectionTrait::query_one_raw(
-        &copied,
-        sea_orm::Statement::from_string(
-            copied.get_database_backend(),
-            "SELECT COUNT(*) FROM users",
-        ),
-    )
-    .await;
-    let users = users
-        .ok()
-        .flatten()
-        .and_then(|row| row.try_get_by_index::<i64>(0).ok());
+    let users = users_in_a_copy_of(&db.sqlite_file()).await;
     assert_eq!(users, Some(1), "the copy lacks what was written");
 }
 
@@ -1271,4 +1275,36 @@ async fn a_closed_log_pipe_costs_only_the_log() {
     assert!(status.success());
     let status = support::wait_or_kill(&mut child.0, "rollcall serve after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+/// A SQLite file moved away twice: each outage is logged when it begins and when it ends,
+/// not once per probe, and not only the first.
+#[tokio::test]
+async fn each_outage_of_a_sqlite_file_is_logged_once() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[]);
+    let ready = async || {
+        let answer = server
+            .client()
+            .get(format!("{}/ready", server.base_url))
+            .send()
+            .await
+            .expect("ready answers");
+        answer.status().as_u16()
+    };
+    let file = db.sqlite_file();
+    let aside = file.with_extension("aside");
+    for outage in 1..=2 {
+        std::fs::rename(&file, &aside).expect("move the file away");
+        assert_eq!(ready().await, 503);
+        assert_eq!(ready().await, 503);
+        std::fs::rename(&aside, &file).expect("the file back");
+        assert_eq!(ready().await, 200);
+        let lines = server.log_lines_until_count("ready again", outage);
+        let count = |text: &str| lines.iter().filter(|line| line.contains(text)).count();
+        assert_eq!(count("removed or replaced"), outage, "{lines:#?}");
+        assert_eq!(count("ready again"), outage, "{lines:#?}");
+    }
 }

@@ -10,7 +10,6 @@ pub mod totp;
 pub mod users;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
@@ -51,8 +50,6 @@ pub struct Db {
 struct OpenedFile {
     path: std::path::PathBuf,
     identity: (u64, u64),
-    /// Whether the replacement was reported, so it is logged once, not at every probe.
-    reported: AtomicBool,
 }
 
 impl OpenedFile {
@@ -62,11 +59,7 @@ impl OpenedFile {
         let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
         let path = options.get_filename().to_path_buf();
         let identity = identity(&path)?;
-        Some(Self {
-            path,
-            identity,
-            reported: AtomicBool::new(false),
-        })
+        Some(Self { path, identity })
     }
 }
 
@@ -220,18 +213,14 @@ impl Db {
         }
     }
 
-    /// SQLite: the path of the database file when it is gone, or another file is at its path,
-    /// since start-up, and whether this is the first time it is asked (to report it once). The
-    /// server's open connections still use the file they opened, and nothing written to it
-    /// survives a restart.
-    pub fn file_replaced(&self) -> Option<(&std::path::Path, bool)> {
+    /// SQLite: the path of the database file while it is gone, or another file is at its
+    /// path, since start-up. The server's open connections still use the file they opened,
+    /// and nothing written to it survives a restart.
+    pub fn file_replaced(&self) -> Option<&std::path::Path> {
         self.file
             .as_ref()
             .filter(|file| identity(&file.path) != Some(file.identity))
-            .map(|file| {
-                let first = !file.reported.swap(true, Ordering::Relaxed);
-                (file.path.as_path(), first)
-            })
+            .map(|file| file.path.as_path())
     }
 
     /// Statements executed since start-up.

@@ -302,8 +302,8 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if let Some((path, first)) = state.service.db().file_replaced() {
-        if first {
+    if let Some(path) = state.service.db().file_replaced() {
+        if !state.unready.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 path = %path.display(),
                 "the SQLite database file was removed or replaced since start-up; this \

@@ -168,9 +168,9 @@ impl Service {
         }
         if serving && !db.folds_case().await? {
             tracing::warn!(
-                "the database's locale folds only ASCII letters to lower case: searching names \
-                 for other letters is case-sensitive; create it with a UTF-8 locale \
-                 (LC_CTYPE C.UTF-8 or en_US.UTF-8)"
+                "the database's locale lower-cases only ASCII letters: searching names does \
+                 not find capital letters beyond ASCII (Ä, П), even typed as stored; create it \
+                 with a UTF-8 locale (LC_CTYPE C.UTF-8 or en_US.UTF-8) or an ICU one"
             );
         }
         let tokens = match &settings.jwt_secret {

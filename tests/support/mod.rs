@@ -638,15 +638,20 @@ impl ServerProcess {
     /// The server's log lines so far, once one contains `marker` (waiting for it up to
     /// [`PROCESS_TIMEOUT`]).
     pub fn log_lines_until(&self, marker: &str) -> Vec<String> {
+        self.log_lines_until_count(marker, 1)
+    }
+
+    /// The server's log lines so far, once `count` of them contain `marker`.
+    pub fn log_lines_until_count(&self, marker: &str, count: usize) -> Vec<String> {
         let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
         loop {
             let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-            if lines.iter().any(|line| line.contains(marker)) {
+            if lines.iter().filter(|line| line.contains(marker)).count() >= count {
                 return lines;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no log line with {marker:?}:\n{}",
+                "not {count} log lines with {marker:?}:\n{}",
                 lines.join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
