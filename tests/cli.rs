@@ -1285,15 +1285,7 @@ async fn each_outage_of_a_sqlite_file_is_logged_once() {
         return;
     };
     let server = ServerProcess::start(&db.url, &[]);
-    let ready = async || {
-        let answer = server
-            .client()
-            .get(format!("{}/ready", server.base_url))
-            .send()
-            .await
-            .expect("ready answers");
-        answer.status().as_u16()
-    };
+    let ready = async || server.status("/ready").await.as_u16();
     let file = db.sqlite_file();
     let aside = file.with_extension("aside");
     for outage in 1..=2 {

@@ -108,7 +108,7 @@ impl UserObject {
     }
 
     /// `value` when the viewer may see this user's private fields, else `None`.
-    async fn private<'a>(&self, ctx: &Context<'_>, value: Option<&'a str>) -> Option<&'a str> {
+    async fn private<T>(&self, ctx: &Context<'_>, value: Option<T>) -> Option<T> {
         let visible = service::rules::can_see_private(self.viewer(ctx).await.ok(), &self.model);
         value.filter(|_| visible)
     }
@@ -147,7 +147,7 @@ impl UserObject {
 
     /// Null unless the viewer is this user, an admin or the owner.
     async fn email(&self, ctx: &Context<'_>) -> Option<&str> {
-        self.private(ctx, Some(&self.model.email)).await
+        self.private(ctx, Some(self.model.email.as_str())).await
     }
 
     /// Null when not set, and unless the viewer is this user, an admin or the owner.
@@ -185,8 +185,8 @@ impl UserObject {
     /// unless the viewer is this user, an admin or the owner (when the admins sign in is theirs
     /// to know). A refresh is no login.
     async fn last_login_at(&self, ctx: &Context<'_>) -> Option<Timestamp> {
-        let visible = service::rules::can_see_private(self.viewer(ctx).await.ok(), &self.model);
-        self.model.last_login_at.filter(|_| visible).map(Into::into)
+        let at = self.private(ctx, self.model.last_login_at).await;
+        at.map(Into::into)
     }
 
     /// The account that created this one with `createUser`; null when self-registered, or once

@@ -635,6 +635,12 @@ impl ServerProcess {
         &self.client
     }
 
+    /// The status of `GET path` (`/ready`).
+    pub async fn status(&self, path: &str) -> reqwest::StatusCode {
+        let answer = self.client.get(format!("{}{path}", self.base_url)).send();
+        answer.await.expect("an answer").status()
+    }
+
     /// The server's log lines so far, once one contains `marker` (waiting for it up to
     /// [`PROCESS_TIMEOUT`]).
     pub fn log_lines_until(&self, marker: &str) -> Vec<String> {
