@@ -408,13 +408,7 @@ async fn a_replaced_sqlite_file_is_not_ready() {
     let Some(app) = TestApp::spawn(support::Backend::Sqlite).await else {
         return;
     };
-    let path = app
-        .db
-        .url
-        .strip_prefix("sqlite://")
-        .and_then(|rest| rest.split('?').next())
-        .map(std::path::PathBuf::from)
-        .expect("a SQLite file URL");
+    let path = app.db.sqlite_file();
     let ready = || async {
         app.client
             .get(format!("{}/ready", app.base_url()))
