@@ -265,6 +265,8 @@ impl Service {
 
     /// Edits a user: oneself (a new password or email needs the current password), or someone
     /// the caller manages (a new password or email for them needs step-up verification).
+    /// The edit is judged on the row as read, its credentials checked, and it is written once
+    /// judged again on the row as locked.
     pub async fn update_user(
         &self,
         caller: &Caller<'_>,
@@ -280,10 +282,42 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         rules::check_edit(actor, &target, changes.disabled == Some(true))?;
-        let is_self = actor.id == target.id;
+        let mut edit = self.judge_edit(caller, &target, &changes).await?;
+        let changed = edit.changed();
+        if changed.is_empty() {
+            return Ok(target);
+        }
+        self.authorize_edit(caller, &target, &changes, &edit, verification)
+            .await?;
+        let new_key = edit
+            .username_key()
+            .filter(|key| *key != target.username_key);
+        let new_email = edit.email.as_deref().filter(|_| edit.email_changes);
+        self.check_free(new_key.as_deref(), new_email, Some(target.id))
+            .await?;
+        let password_hash = match edit.password.take() {
+            Some(p) => Some(self.0.passwords.hash(p).await?),
+            None => None,
+        };
+        self.write_edit(caller, target, &changes, edit, password_hash, changed)
+            .await
+    }
 
-        // A value sent back as it is stored is no change: it is not judged again (it may
-        // predate a rule, as a profile form sends every field) and not written.
+    /// Every invalid field of an edit at once, judged against `target` as read. A value sent
+    /// back as it is stored is no change: it is not judged again (it may predate a rule, as a
+    /// profile form sends every field) and not written.
+    async fn judge_edit(
+        &self,
+        caller: &Caller<'_>,
+        target: &User,
+        changes: &UserChanges,
+    ) -> AppResult<JudgedEdit> {
+        // Judging a new password takes a hashing thread (the strength estimate), so it is
+        // counted like a credential attempt before it runs: a signed-in client sending new
+        // passwords in a loop would otherwise keep the threads from logins.
+        if changes.password.is_some() {
+            self.limit_ip(caller.ip)?;
+        }
         let mut fields = Fields::new();
         let username = changes
             .username
@@ -295,13 +329,6 @@ impl Service {
             .as_deref()
             .filter(|e| *e != target.email)
             .and_then(|e| fields.check("email", validation::email(e)));
-        // Judging a new password takes a hashing thread (the strength estimate), so it is
-        // counted like a credential attempt before it runs: a signed-in client sending new
-        // passwords in a loop would otherwise keep the threads from logins.
-        let sets_password = changes.password.is_some();
-        if sets_password {
-            self.limit_ip(caller.ip)?;
-        }
         let password = match changes.password.as_deref() {
             Some(p) => {
                 let username = username.as_deref().unwrap_or(&target.username);
@@ -339,9 +366,8 @@ impl Service {
         // reported with it, not in a second round once the address is fixed.
         let bad_email_sent =
             email.is_none() && changes.email.as_deref().is_some_and(|e| e != target.email);
-        let disabled = changes.disabled.filter(|d| *d != target.disabled);
-        let needs_current =
-            is_self && (changes.password.is_some() || email_changes || bad_email_sent);
+        let needs_current = caller.user.id == target.id
+            && (changes.password.is_some() || email_changes || bad_email_sent);
         if needs_current && changes.current_password.is_none() {
             fields.add(
                 "currentPassword",
@@ -350,31 +376,39 @@ impl Service {
             );
         }
         fields.into_result()?;
-        let changed: Vec<&'static str> = EDITABLE
-            .into_iter()
-            .zip([
-                username.is_some(),
-                email_changes,
-                changes.password.is_some(),
-                first_name.is_some(),
-                last_name.is_some(),
-                phone.is_some(),
-                disabled.is_some(),
-            ])
-            .filter_map(|(name, given)| given.then_some(name))
-            .collect();
-        if changed.is_empty() {
-            return Ok(target);
-        }
+        Ok(JudgedEdit {
+            username,
+            email,
+            email_changes,
+            password,
+            first_name,
+            last_name,
+            phone,
+            disabled: changes.disabled.filter(|d| *d != target.disabled),
+            needs_current,
+        })
+    }
+
+    /// What a judged edit needs besides the caller's reach: the current password for one's
+    /// own password or email, step-up verification for another's.
+    async fn authorize_edit(
+        &self,
+        caller: &Caller<'_>,
+        target: &User,
+        changes: &UserChanges,
+        edit: &JudgedEdit,
+        verification: Option<&Verification>,
+    ) -> AppResult<()> {
         // A standard user cannot list users; renaming oneself answers, name by name, which
         // usernames are taken, so it is counted like a credential attempt.
-        let probes_names = username.is_some() && rules::check_see_others(actor.role).is_err();
-        if (needs_current || probes_names) && !sets_password {
-            // Counted only here: a `currentPassword` sent along with an edit that needs none
-            // is not an attempt.
+        let probes_names =
+            edit.username.is_some() && rules::check_see_others(caller.user.role).is_err();
+        if (edit.needs_current || probes_names) && changes.password.is_none() {
+            // Counted only here (a new password was counted when judged): a `currentPassword`
+            // sent along with an edit that needs none is not an attempt.
             self.limit_ip(caller.ip)?;
         }
-        if needs_current {
+        if edit.needs_current {
             let current = changes.current_password.as_deref().unwrap_or_default();
             let ok = self
                 .check_password(caller.session()?, current, target.password_hash.clone())
@@ -387,47 +421,50 @@ impl Service {
                 ));
             }
         }
-        if !is_self && (changes.password.is_some() || email_changes) {
+        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
             // Whoever sets another's password or email can sign in as them.
             self.step_up(caller, verification).await?;
         }
+        Ok(())
+    }
 
-        let username_key = username.as_ref().map(|u| u.to_ascii_lowercase());
-        let new_key = username_key
-            .as_deref()
-            .filter(|k| *k != target.username_key);
-        let new_email = email.as_deref().filter(|_| email_changes);
-        self.check_free(new_key, new_email, Some(target.id)).await?;
-        let password_hash = match password {
-            Some(p) => Some(self.0.passwords.hash(p).await?),
-            None => None,
-        };
-
+    /// Writes an edit of `target` judged as `changed`, deciding it again on the rows as
+    /// locked, with what the change ends (sessions, API tokens, throttling) and its audit entry.
+    async fn write_edit(
+        &self,
+        caller: &Caller<'_>,
+        target: User,
+        changes: &UserChanges,
+        edit: JudgedEdit,
+        password_hash: Option<String>,
+        changed: Vec<&'static str>,
+    ) -> AppResult<User> {
+        let username_key = edit.username_key();
         let written_key = username_key
             .clone()
             .unwrap_or_else(|| target.username_key.clone());
-        let written_email = email.clone().unwrap_or_else(|| target.email.clone());
+        let written_email = edit.email.clone().unwrap_or_else(|| target.email.clone());
         let mut active = target.clone().into_active_model();
-        if let (Some(username), Some(key)) = (username, username_key) {
+        if let (Some(username), Some(key)) = (edit.username, username_key) {
             active.username = Set(username);
             active.username_key = Set(key);
         }
-        if let Some(email) = email {
+        if let Some(email) = edit.email {
             active.email = Set(email);
         }
         if let Some(hash) = password_hash {
             active.password_hash = Set(hash);
         }
-        if let Some(v) = first_name {
+        if let Some(v) = edit.first_name {
             active.first_name = Set(v);
         }
-        if let Some(v) = last_name {
+        if let Some(v) = edit.last_name {
             active.last_name = Set(v);
         }
-        if let Some(v) = phone {
+        if let Some(v) = edit.phone {
             active.phone = Set(v);
         }
-        if let Some(disabled) = disabled {
+        if let Some(disabled) = edit.disabled {
             active.disabled = Set(disabled);
         }
         active.updated_at = Set(db::now());
@@ -493,7 +530,7 @@ impl Service {
             &target.phone,
             &current.phone,
         );
-        let mut disabled = disabled;
+        let mut disabled = edit.disabled;
         if let Some(sent) = changes
             .disabled
             .filter(|d| !is_set(&active.disabled) && *d != current.disabled)
@@ -1065,6 +1102,44 @@ async fn check_importable(tx: &impl sea_orm::ConnectionTrait, models: &[User]) -
         }
     }
     taken.into_conflict()
+}
+
+/// An edit judged against the row it was read from: what it sets, each value valid.
+struct JudgedEdit {
+    username: Option<String>,
+    /// Valid, and possibly the stored address once normalised: `email_changes` says.
+    email: Option<String>,
+    email_changes: bool,
+    password: Option<String>,
+    first_name: Option<Option<String>>,
+    last_name: Option<Option<String>>,
+    phone: Option<Option<String>>,
+    disabled: Option<bool>,
+    /// Oneself changing one's password or email: the current password must be given.
+    needs_current: bool,
+}
+
+impl JudgedEdit {
+    /// The fields it changes, in `EDITABLE`'s order.
+    fn changed(&self) -> Vec<&'static str> {
+        EDITABLE
+            .into_iter()
+            .zip([
+                self.username.is_some(),
+                self.email_changes,
+                self.password.is_some(),
+                self.first_name.is_some(),
+                self.last_name.is_some(),
+                self.phone.is_some(),
+                self.disabled.is_some(),
+            ])
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect()
+    }
+
+    fn username_key(&self) -> Option<String> {
+        self.username.as_ref().map(|u| u.to_ascii_lowercase())
+    }
 }
 
 fn is_set<V: Into<sea_orm::Value>>(value: &sea_orm::ActiveValue<V>) -> bool {
