@@ -2,7 +2,7 @@
 //! its length and its variables' sizes, depth, aliases and directives, how many fields and
 //! bytes of argument values it comes to with its fragments spread (a spread of a fragment it
 //! does not define is refused first), and how many password checks it would cause; then the
-//! merging of its fields ([`super::overlap`]). Complexity is async-graphql's own limit, set in
+//! merging of its fields ([`super::spec::overlap`]). Complexity is async-graphql's own limit, set in
 //! [`super::build_schema`].
 
 use std::collections::{HashMap, HashSet};
@@ -262,7 +262,7 @@ fn check_document<'a>(
     if counts.spreads_itself {
         return Ok(());
     }
-    super::overlap::check(document)
+    super::spec::overlap::check(document)
 }
 
 /// The message of async-graphql's own complexity refusal.
@@ -584,7 +584,7 @@ mod tests {
     /// password that is in none of them would escape the one-check-per-document bound.
     #[test]
     fn every_mutation_taking_a_password_is_counted() {
-        use super::super::schema_types::SchemaTypes;
+        use super::super::spec::schema_types::SchemaTypes;
         let schema = crate::graphql::build_schema(None, Limits::default());
         let types = SchemaTypes::from_sdl(&schema.sdl());
         let named = |ty: &async_graphql::parser::types::Type| {

@@ -1,16 +1,12 @@
 //! The GraphQL API: schema, types, resolvers, guards and loaders. Resolvers only translate
 //! between GraphQL and the service layer.
 
-mod coercion;
 mod guards;
 mod limits;
 mod loaders;
 mod mutation;
-mod nulls;
-mod order;
-mod overlap;
 mod query;
-mod schema_types;
+mod spec;
 mod types;
 mod viewer;
 
@@ -24,9 +20,9 @@ pub use limits::{
 };
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
-pub use order::{order_root, root_keys};
 pub use query::Query;
-pub use schema_types::SchemaTypes;
+pub use spec::order::{order_root, root_keys};
+pub use spec::schema_types::SchemaTypes;
 pub use types::encode_cursor;
 pub use viewer::RequestAuth;
 

@@ -97,7 +97,7 @@ impl Mutation {
     ) -> AppResult<UserObject> {
         let verification = verification.map(Verification::from);
         let mut input = input;
-        for field in super::coercion::left_out_fields(ctx, "input") {
+        for field in super::spec::coercion::left_out_fields(ctx, "input") {
             input.leave_out(&field);
         }
         let user = service(ctx)?

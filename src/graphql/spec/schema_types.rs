@@ -17,14 +17,14 @@ pub(super) type InputValues = HashMap<String, (Type, bool)>;
 #[derive(Debug, Default)]
 pub struct SchemaTypes {
     /// Each object type's fields and their types.
-    pub(super) fields: HashMap<String, HashMap<String, Type>>,
+    pub(in crate::graphql) fields: HashMap<String, HashMap<String, Type>>,
     /// Each object type's fields' arguments.
-    pub(super) arguments: HashMap<String, HashMap<String, InputValues>>,
+    pub(in crate::graphql) arguments: HashMap<String, HashMap<String, InputValues>>,
     /// Each input object's fields.
-    pub(super) inputs: HashMap<String, InputValues>,
-    pub(super) enums: HashSet<String>,
-    pub(super) query: String,
-    pub(super) mutation: String,
+    pub(in crate::graphql) inputs: HashMap<String, InputValues>,
+    pub(in crate::graphql) enums: HashSet<String>,
+    pub(in crate::graphql) query: String,
+    pub(in crate::graphql) mutation: String,
 }
 
 impl SchemaTypes {
@@ -163,7 +163,7 @@ impl SchemaTypes {
         document: &'a ExecutableDocument,
         wanted: Option<&str>,
     ) -> Option<(&'a Positioned<OperationDefinition>, &'a str)> {
-        let operation = super::selected_operation(document, wanted)?;
+        let operation = crate::graphql::selected_operation(document, wanted)?;
         Some((operation, self.root(operation.node.ty)?))
     }
 }

@@ -11,7 +11,7 @@ use super::schema_types::each_field;
 /// The response keys of the root fields of the operation `wanted`, in document order (through
 /// fragments), each once.
 pub fn root_keys(document: &ExecutableDocument, wanted: Option<&str>) -> Vec<Name> {
-    match super::selected_operation(document, wanted) {
+    match crate::graphql::selected_operation(document, wanted) {
         Some(operation) => response_keys(document, &[&operation.node.selection_set.node]),
         None => Vec::new(),
     }

@@ -14,7 +14,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Context, Name, ServerError, ServerResult, Value, Variables};
 use async_graphql_value::Value as Written;
 
-use super::SchemaTypes;
+use super::schema_types::SchemaTypes;
 
 impl SchemaTypes {
     /// Checks the argument literals and variable usages of every operation in `document`, and
@@ -68,7 +68,7 @@ impl SchemaTypes {
             skips,
             left_out: LeftOut::default(),
         };
-        let Some(operation) = super::selected_operation(document, wanted) else {
+        let Some(operation) = crate::graphql::selected_operation(document, wanted) else {
             return Ok(checked);
         };
         // Values from JSON, which holds no variables.
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn required_variables_must_be_given_and_not_null() {
-        let schema = super::super::build_schema(None, super::super::Limits::default());
+        let schema = crate::graphql::build_schema(None, crate::graphql::Limits::default());
         let types = SchemaTypes::from_sdl(&schema.sdl());
         let check = |query: &str, name: Option<&str>, variables: serde_json::Value| {
             let document = async_graphql::parser::parse_query(query).expect("parses");

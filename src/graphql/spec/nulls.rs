@@ -10,7 +10,7 @@ use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{BaseType, ExecutableDocument, SelectionSet, Type};
 use async_graphql::{Name, PathSegment, Response, Value};
 
-use super::SchemaTypes;
+use super::schema_types::SchemaTypes;
 use super::schema_types::each_field;
 
 impl SchemaTypes {
