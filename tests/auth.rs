@@ -110,6 +110,16 @@ async fn bad_credentials_are_indistinguishable(app: TestApp) {
     }
     // Bob's own sessions are untouched by the failed attempt.
     assert_ok(&app.me(&bob.access).await);
+
+    // A blank box is no attempt: missing, named like a blank password, for a form to flag.
+    for (login, password, field) in [("", PASSWORD, "login"), ("  ", PASSWORD, "login")]
+        .into_iter()
+        .chain([("bob", "", "password")])
+    {
+        let body = app.login(login, password).await;
+        assert_code(&body, "BAD_USER_INPUT");
+        support::assert_field_codes(&body, json!({ field: "REQUIRED" }));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,7 +329,10 @@ async fn access_tokens_expire(app: TestApp) {
     let session = Session::from_payload(&body, "login");
     assert_ok(&app.me(&session.access).await);
 
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Refused from `expiresAt` on, not through the second it names (RFC 7519: valid only
+    // before `exp`).
+    let left = (expires - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
     assert_code(&app.me(&session.access).await, "UNAUTHENTICATED");
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 

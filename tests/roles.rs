@@ -455,6 +455,70 @@ async fn update_own_profile_and_credentials(app: TestApp) {
     assert_ok(&body);
 }
 
+/// A `currentPassword` or a `verification` given is checked even where the action needs none,
+/// so a form that asked for a password never hears a wrong one went through; a blank one is
+/// none given.
+async fn passwords_given_are_checked_where_none_is_needed(app: TestApp) {
+    const EDIT: &str = "mutation($id: ID!, $input: UpdateUserInput!, $v: VerificationInput) { updateUser(id: $id, input: $input, verification: $v) { firstName } }";
+    const CREATE: &str = "mutation($input: CreateUserInput!, $v: VerificationInput) { createUser(input: $input, verification: $v) { id } }";
+    let owner = app.register("owner").await;
+    let bob = app.user_with_role(&owner, "bob", "STANDARD").await;
+    let wrong = "not the password";
+
+    // One's own profile: a wrong current password refuses even a phone change, or no change.
+    for phone in ["555 1234", ""] {
+        let edit = json!({"phone": phone, "currentPassword": wrong});
+        let body = app.update_user(&bob, &bob.id, edit).await;
+        assert_refused(&body, "BAD_USER_INPUT");
+        assert_field_codes(&body, json!({"currentPassword": "INCORRECT"}));
+    }
+    let edit = json!({"phone": "555 1234", "currentPassword": ""});
+    assert_ok(&app.update_user(&bob, &bob.id, edit).await);
+    let edit = json!({"phone": "555 1235", "currentPassword": PASSWORD});
+    assert_ok(&app.update_user(&bob, &bob.id, edit).await);
+
+    // Another's name, and a STANDARD account: no step-up needed, a verification still checked.
+    let edit = |v: Value| json!({"id": bob.id, "input": {"firstName": "Robert"}, "v": v});
+    let body = app
+        .gql(Some(&owner.access), EDIT, edit(json!({"password": wrong})))
+        .await;
+    assert_refused(&body, "BAD_USER_INPUT");
+    assert_field_codes(&body, json!({"verification.password": "INCORRECT"}));
+    let create = |v: Value| json!({"input": new_user("carol", "STANDARD"), "v": v});
+    let body = app
+        .gql(
+            Some(&owner.access),
+            CREATE,
+            create(json!({"password": wrong})),
+        )
+        .await;
+    assert_refused(&body, "BAD_USER_INPUT");
+    assert_field_codes(&body, json!({"verification.password": "INCORRECT"}));
+    // A wrong current password for someone else's edit is the caller's own, checked too.
+    let other = json!({"firstName": "Robert", "currentPassword": wrong});
+    let body = app.update_user(&owner, &bob.id, other).await;
+    assert_field_codes(&body, json!({"currentPassword": "INCORRECT"}));
+    for v in [
+        json!({"password": ""}),
+        json!({}),
+        json!({"password": PASSWORD}),
+    ] {
+        let body = app.gql(Some(&owner.access), EDIT, edit(v.clone())).await;
+        assert_eq!(
+            body["data"]["updateUser"]["firstName"], "Robert",
+            "{v}: {body}"
+        );
+    }
+    let body = app
+        .gql(
+            Some(&owner.access),
+            CREATE,
+            create(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_ok(&body);
+}
+
 async fn update_other_users_by_role(app: TestApp) {
     let owner = app.register("owner").await;
     let admin = app.user_with_role(&owner, "admin1", "ADMIN").await;
@@ -1735,6 +1799,7 @@ backend_tests!(
     create_user_by_role,
     visibility_of_users_and_private_fields,
     update_own_profile_and_credentials,
+    passwords_given_are_checked_where_none_is_needed,
     update_other_users_by_role,
     nobody_disables_themselves,
     delete_user_by_role,

@@ -234,11 +234,10 @@ impl TokenKeys {
     /// every request does that.
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
         if let Some(claims) = self.verified.get(token) {
-            // As jsonwebtoken decides expiry with no leeway: valid up to and including `exp`.
-            return if claims.exp >= Utc::now().timestamp() {
-                Ok(claims)
-            } else {
+            return if expired(claims.exp) {
                 Err(INVALID_TOKEN)
+            } else {
+                Ok(claims)
             };
         }
         let claims = self.verify_signed(token)?;
@@ -292,7 +291,7 @@ impl TokenKeys {
         // Whole seconds, rounded up as `exp` may be for a fractional lifetime.
         let ttl = self.access_ttl.as_secs() + u64::from(self.access_ttl.subsec_nanos() > 0);
         let longest = i64::try_from(ttl).unwrap_or(i64::MAX).max(DAY_SECONDS);
-        if !issued_by_now || lifetime > longest {
+        if !issued_by_now || lifetime > longest || expired(claims.exp) {
             return Err(INVALID_TOKEN);
         }
         Ok(claims)
@@ -316,6 +315,13 @@ fn names_critical_extensions(token: &str) -> bool {
 
 /// How far ahead of this instance's clock another instance's may be.
 const CLOCK_SKEW_SECONDS: i64 = 60;
+
+/// A token is valid only before its `exp` (RFC 7519), which is when `expiresAt` told the
+/// client it ends; jsonwebtoken still accepts it through that whole second.
+fn expired(exp: i64) -> bool {
+    exp <= Utc::now().timestamp()
+}
+
 const DAY_SECONDS: i64 = 86_400;
 
 /// Whether two key sets sign with the same key and verify with the same keys, windows and all.
@@ -572,6 +578,10 @@ mod tests {
         let keys = keys();
         let mut c = claims();
         c["exp"] = json!(Utc::now().timestamp() - 1);
+        assert!(keys.verify(&sign(c, Algorithm::HS256)).is_err());
+        // Its last second too: `exp` is when it ends, not the last second it works.
+        let mut c = claims();
+        c["exp"] = json!(Utc::now().timestamp());
         assert!(keys.verify(&sign(c, Algorithm::HS256)).is_err());
     }
 

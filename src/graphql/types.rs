@@ -340,7 +340,8 @@ impl From<service::TotpSetup> for TotpSetup {
 }
 
 /// Proof that the caller is still who signed in, for sensitive actions. With two-factor login
-/// on, `totpCode` (a current code or a recovery code) is required; otherwise `password`.
+/// on, `totpCode` (a current code or a recovery code) is required; otherwise `password`. One
+/// given is checked even where the action needs none (there, empty fields count as not given).
 #[derive(InputObject, Default)]
 pub struct VerificationInput {
     pub password: Option<String>,
@@ -856,7 +857,8 @@ pub struct UpdateUserInput {
     pub email: Option<String>,
     /// Left out or `null`: kept. A new password ends the user's sessions.
     pub password: Option<String>,
-    /// Required when changing your own password or email.
+    /// Your own password: required when changing your own password or email, and checked
+    /// whenever given (an empty one counts as not given).
     pub current_password: Option<String>,
     /// `null` clears the field; leaving it out keeps it.
     pub first_name: MaybeUndefined<String>,

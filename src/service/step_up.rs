@@ -17,6 +17,12 @@ impl Verification {
     pub fn is_empty(&self) -> bool {
         self.password.is_none() && self.totp_code.is_none()
     }
+
+    /// Gives nothing but blank boxes: where no verification is needed, as if none were given.
+    fn is_blank(&self) -> bool {
+        let blank = |field: &Option<String>| field.as_deref().is_none_or(str::is_empty);
+        blank(&self.password) && blank(&self.totp_code)
+    }
 }
 
 impl Service {
@@ -48,6 +54,27 @@ impl Service {
             Err(AppError::VerificationRequired(
                 "This action needs verification: give your password, or your TOTP code when two-factor login is on",
             ))
+        }
+    }
+
+    /// [`Self::step_up`] for an action that needs it only sometimes (`needed`). Where it does
+    /// not, a verification sent all the same is still checked: a client that asked its user
+    /// for a password must not be told a wrong one went through.
+    pub(super) async fn step_up_when(
+        &self,
+        needed: bool,
+        caller: &Caller<'_>,
+        verification: Option<&Verification>,
+    ) -> AppResult<()> {
+        if needed {
+            return self.step_up(caller, verification).await;
+        }
+        match verification.filter(|v| !v.is_blank()) {
+            Some(verification) => self
+                .verify(caller, caller.session()?, verification)
+                .await
+                .map(drop),
+            None => Ok(()),
         }
     }
 

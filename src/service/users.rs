@@ -140,8 +140,9 @@ impl Service {
         // Every invalid field first: a verification is not asked for (nor counted) on input
         // that could not be created anyway.
         let validated = self.validate_new_user(&input).await?;
-        if let Some(caller) = caller.filter(|_| role == Role::Admin) {
-            self.step_up(caller, verification).await?;
+        if let Some(caller) = caller {
+            self.step_up_when(role == Role::Admin, caller, verification)
+                .await?;
         }
         let actor = caller.map(|caller| caller.user.id);
         let mut model = self.prepare_new_user(validated, actor).await?;
@@ -283,12 +284,13 @@ impl Service {
             .ok_or(AppError::NotFound("No such user"))?;
         rules::check_edit(actor, &target, changes.disabled == Some(true))?;
         let mut edit = self.judge_edit(caller, &target, &changes).await?;
+        // Even for an edit that changes nothing: a password given is checked all the same.
+        self.authorize_edit(caller, &target, &changes, &edit, verification)
+            .await?;
         let changed = edit.changed();
         if changed.is_empty() {
             return Ok(target);
         }
-        self.authorize_edit(caller, &target, &changes, &edit, verification)
-            .await?;
         let new_key = edit
             .username_key()
             .filter(|key| *key != target.username_key);
@@ -337,7 +339,7 @@ impl Service {
             }
             None => None,
         };
-        if let Some(current) = &changes.current_password {
+        if let Some(current) = given(&changes.current_password) {
             fields.check("currentPassword", validation::given_password(current));
         }
         let mut text =
@@ -368,7 +370,7 @@ impl Service {
             email.is_none() && changes.email.as_deref().is_some_and(|e| e != target.email);
         let needs_current = caller.user.id == target.id
             && (changes.password.is_some() || email_changes || bad_email_sent);
-        if needs_current && changes.current_password.is_none() {
+        if needs_current && given(&changes.current_password).is_none() {
             fields.add(
                 "currentPassword",
                 FieldCode::Required,
@@ -385,12 +387,14 @@ impl Service {
             last_name,
             phone,
             disabled: changes.disabled.filter(|d| *d != target.disabled),
-            needs_current,
         })
     }
 
     /// What a judged edit needs besides the caller's reach: the current password for one's
-    /// own password or email, step-up verification for another's.
+    /// own password or email (required then by [`Self::judge_edit`]), step-up verification
+    /// for another's. A current password or a verification given where none is needed is
+    /// checked all the same: a client that asked its user for one must not be told a wrong one
+    /// went through.
     async fn authorize_edit(
         &self,
         caller: &Caller<'_>,
@@ -403,15 +407,18 @@ impl Service {
         // usernames are taken, so it is counted like a credential attempt.
         let probes_names =
             edit.username.is_some() && rules::check_see_others(caller.user.role).is_err();
-        if (edit.needs_current || probes_names) && changes.password.is_none() {
-            // Counted only here (a new password was counted when judged): a `currentPassword`
-            // sent along with an edit that needs none is not an attempt.
+        let current = given(&changes.current_password);
+        if (current.is_some() || probes_names) && changes.password.is_none() {
+            // A new password was counted when it was judged.
             self.limit_ip(caller.ip)?;
         }
-        if edit.needs_current {
-            let current = changes.current_password.as_deref().unwrap_or_default();
+        if let Some(current) = current {
             let ok = self
-                .check_password(caller.session()?, current, target.password_hash.clone())
+                .check_password(
+                    caller.session()?,
+                    current,
+                    caller.user.password_hash.clone(),
+                )
                 .await?;
             if !ok {
                 return Err(AppError::field(
@@ -421,11 +428,14 @@ impl Service {
                 ));
             }
         }
-        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
-            // Whoever sets another's password or email can sign in as them.
-            self.step_up(caller, verification).await?;
-        }
-        Ok(())
+        // Whoever sets another's password or email can sign in as them.
+        let sets_credentials = changes.password.is_some() || edit.email_changes;
+        self.step_up_when(
+            caller.user.id != target.id && sets_credentials,
+            caller,
+            verification,
+        )
+        .await
     }
 
     /// Writes an edit of `target` judged as `changed`, deciding it again on the rows as
@@ -1115,8 +1125,6 @@ struct JudgedEdit {
     last_name: Option<Option<String>>,
     phone: Option<Option<String>>,
     disabled: Option<bool>,
-    /// Oneself changing one's password or email: the current password must be given.
-    needs_current: bool,
 }
 
 impl JudgedEdit {
@@ -1140,6 +1148,11 @@ impl JudgedEdit {
     fn username_key(&self) -> Option<String> {
         self.username.as_ref().map(|u| u.to_ascii_lowercase())
     }
+}
+
+/// A password as given: an empty one is a form's blank box, no password.
+fn given(password: &Option<String>) -> Option<&str> {
+    password.as_deref().filter(|p| !p.is_empty())
 }
 
 fn is_set<V: Into<sea_orm::Value>>(value: &sea_orm::ActiveValue<V>) -> bool {

@@ -206,15 +206,15 @@ pub fn login(text: &str) -> Checked<String> {
     let key = (text.len() <= MAX_BYTES)
         .then(|| login_key(text))
         .filter(|key| key.len() <= MAX_BYTES);
-    key.map_or_else(
-        || {
-            refused(
-                FieldCode::Length,
-                "is too long for a username or an email address",
-            )
-        },
-        Ok,
-    )
+    match key {
+        // A form's blank box, as an empty password is: missing, not a login to count.
+        Some(key) if key.is_empty() => refused(FieldCode::Required, "is required"),
+        Some(key) => Ok(key),
+        None => refused(
+            FieldCode::Length,
+            "is too long for a username or an email address",
+        ),
+    }
 }
 
 /// A `users` search term: at most 200 characters (each costs the trigram index work).
