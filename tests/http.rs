@@ -201,6 +201,21 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         let response = request.send().await.expect("post");
         assert_eq!(response.status(), 415, "{name}: {value}");
     }
+    // UTF-8 by any of its names, or its subset US-ASCII, is read.
+    for charset in ["UTF-8", "\"utf-8\"", "us-ascii", "US-ASCII"] {
+        let response = app
+            .client
+            .post(format!("{base}/graphql"))
+            .body(r#"{"query":"{ serverInfo { name } }"}"#)
+            .header(
+                "content-type",
+                format!("application/json; charset={charset}"),
+            )
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200, "{charset}");
+    }
 
     // An operation name that names nothing is not repeated at any length.
     let answer = app

@@ -792,16 +792,52 @@ async fn metrics_count_logins_and_requests() {
         .await
         .expect("sent");
     assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let after = app.metrics().await;
-    let unsupported = "rollcall_errors_total{code=\"UNSUPPORTED_MEDIA_TYPE\"}";
-    assert_eq!(
-        metric(&after, unsupported) - metric(&before, unsupported),
-        1.0,
-        "{after}"
+    // So are another method, and a body in a transfer coding HTTP/1.1 servers refuse.
+    let put = app
+        .client
+        .put(format!("{}/graphql", app.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let address = app.server().addr;
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
     );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await
+    .expect("answered")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    let after = app.metrics().await;
+    for (code, count) in [
+        ("UNSUPPORTED_MEDIA_TYPE", 1.0),
+        ("METHOD_NOT_ALLOWED", 1.0),
+        ("NOT_IMPLEMENTED", 1.0),
+    ] {
+        let series = format!("rollcall_errors_total{{code=\"{code}\"}}");
+        assert_eq!(
+            metric(&after, &series) - metric(&before, &series),
+            count,
+            "{code}: {after}"
+        );
+    }
     let invalid = "rollcall_requests_total{operation=\"invalid\"}";
-    assert!(
-        metric(&after, invalid) > metric(&before, invalid),
+    assert_eq!(
+        metric(&after, invalid) - metric(&before, invalid),
+        3.0,
         "{after}"
     );
     let failures = "rollcall_logins_total{result=\"failure\"}";

@@ -138,7 +138,8 @@ pub async fn in_negotiated_media(request: Request, next: Next) -> Response {
 }
 
 /// `/graphql` with a method other than GET, HEAD and POST (OPTIONS is the CORS layer's).
-pub async fn other_method() -> Response {
+pub async fn other_method(State(state): State<AppState>) -> Response {
+    let started = Instant::now();
     let mut response = request_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "GraphQL requests are sent with POST, or GET for queries",
@@ -147,7 +148,7 @@ pub async fn other_method() -> Response {
         header::ALLOW,
         HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
     );
-    response
+    counted(&state, started, response)
 }
 
 /// `POST /graphql`: one GraphQL request as JSON.
@@ -164,7 +165,7 @@ pub async fn post(
 
 /// Counts in the metrics a response that never finished executing (refused over HTTP before
 /// GraphQL ran, or timed out); [`execute`] counts the others.
-fn counted(state: &AppState, started: Instant, response: Response) -> Response {
+pub(super) fn counted(state: &AppState, started: Instant, response: Response) -> Response {
     let summary = response.extensions().get::<RequestSummary>();
     if let Some(summary) = summary.filter(|summary| summary.operation.is_none()) {
         let codes: Vec<&str> = summary.codes.iter().map(String::as_str).collect();
@@ -590,7 +591,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// A `charset` parameter, when there is one, says UTF-8 (the only encoding of JSON).
+/// A `charset` parameter, when there is one, says UTF-8 (the only encoding of JSON) or its
+/// subset US-ASCII.
 fn is_utf8(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
@@ -602,11 +604,11 @@ fn is_utf8(headers: &HeaderMap) -> bool {
         let Some((name, charset)) = parameter.split_once('=') else {
             return true;
         };
+        let charset = charset.trim().trim_matches('"');
         !name.trim().eq_ignore_ascii_case("charset")
-            || charset
-                .trim()
-                .trim_matches('"')
-                .eq_ignore_ascii_case("utf-8")
+            || ["utf-8", "us-ascii"]
+                .iter()
+                .any(|utf8| charset.eq_ignore_ascii_case(utf8))
     })
 }
 
@@ -712,6 +714,8 @@ mod tests {
         assert!(content("application/json"));
         assert!(content("application/json; charset=UTF-8"));
         assert!(content("application/json; charset=\"utf-8\""));
+        assert!(content("application/json; charset=US-ASCII"));
+        assert!(content("application/json; charset=\"us-ascii\""));
         assert!(!content("application/json; charset=utf-16"));
         assert!(!content("application/json;charset=latin1"));
         let coding = |value: &str| is_identity(&with(header::CONTENT_ENCODING, value));

@@ -98,7 +98,10 @@ fn router(service: Service, settings: &Settings) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/.well-known/jwks.json", get(jwks::jwks))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(refuse_ill_framed))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_ill_framed,
+        ))
         .layer(DefaultBodyLimit::disable())
         // A panic fails its own request with a 500, not the connection.
         .layer(CatchPanicLayer::custom(|_| {
@@ -273,11 +276,23 @@ fn graphiql(state: &AppState, headers: &HeaderMap) -> Response {
 /// request without exactly one `Host`, which proxies and caches may route by a different one
 /// than the server saw, and a body in a transfer coding other than `chunked`, which would
 /// otherwise be read as if it were plain.
-async fn refuse_ill_framed(request: axum::extract::Request, next: Next) -> Response {
+/// A GraphQL request refused so is counted in the metrics as the endpoint's own refusals are.
+async fn refuse_ill_framed(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let refuse = |status, message| {
+        let response = request_error(status, message);
+        if request.uri().path() == "/graphql" {
+            return graphql::counted(&state, std::time::Instant::now(), response);
+        }
+        response
+    };
     let headers = request.headers();
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
-        return request_error(StatusCode::BAD_REQUEST, "Give exactly one Host header");
+        return refuse(StatusCode::BAD_REQUEST, "Give exactly one Host header");
     }
     let foreign_coding = headers
         .get_all(header::TRANSFER_ENCODING)
@@ -285,7 +300,7 @@ async fn refuse_ill_framed(request: axum::extract::Request, next: Next) -> Respo
         .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
         .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
     if foreign_coding {
-        return request_error(
+        return refuse(
             StatusCode::NOT_IMPLEMENTED,
             "The only transfer coding accepted is chunked",
         );
