@@ -54,7 +54,9 @@ impl Mutation {
     }
 
     /// Ends one session (its access and refresh tokens stop at once): one's own, or one of a
-    /// user one manages. `false` when it had already ended.
+    /// user one manages. `false` when it had already ended, or for a manager when there is no
+    /// such session; a STANDARD user gets `FORBIDDEN` for any id not of a session of theirs,
+    /// so ids cannot be probed.
     #[graphql(guard = "InOrder.and(Interactive)")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let id = parse_uuid(&id, "id", "session")?;
@@ -182,7 +184,8 @@ impl Mutation {
     }
 
     /// Revokes an API token at once: one's own, or one of a user one manages. `false` when
-    /// there was no such token.
+    /// there was no such token; a STANDARD user gets `FORBIDDEN` for any id not of a live
+    /// token of theirs, so ids cannot be probed.
     #[graphql(guard = "InOrder.and(Interactive)")]
     async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let id = parse_uuid(&id, "id", "token")?;
@@ -213,8 +216,9 @@ impl Mutation {
         service(ctx)?.confirm_totp(&caller(ctx).await?, &code).await
     }
 
-    /// Turns two-factor login off. Always needs `verification`: a TOTP or recovery code while
-    /// it is on. `false` when it was not on.
+    /// Turns two-factor login off, or drops a setup not yet confirmed. Always needs
+    /// `verification`: a TOTP or recovery code while it is on, the password for a setup not
+    /// yet confirmed. `false` when there was neither.
     #[graphql(guard = "InOrder.and(Interactive)")]
     async fn disable_totp(
         &self,

@@ -765,7 +765,8 @@ pub struct ServerInfo {
     pub database: String,
     /// Whether `register` is taken now: false when registration is closed or in demo mode.
     pub registration_open: bool,
-    /// Read-only demo mode: mutations that change users, tokens or others' sessions are refused.
+    /// Read-only demo mode: mutations that change users, API tokens, two-factor login or
+    /// sessions other than the caller's current one are refused.
     pub demo: bool,
 }
 
