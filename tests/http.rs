@@ -297,28 +297,6 @@ async fn every_error_has_a_code(app: TestApp) {
     }
 }
 
-/// Sends `request` as written and returns the status line and body of the answer.
-async fn raw_exchange(app: &TestApp, request: &str) -> String {
-    let base = app.base_url();
-    let address = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let request = request.replace("{address}", address);
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-        .await
-        .expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
-    )
-    .await
-    .expect("answered and closed")
-    .expect("read");
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// What HTTP/1.1 says a server must refuse: no `Host`, two of them, a transfer coding it does
 /// not know. Each answer is a GraphQL-shaped error, and the same request framed properly is
 /// served.
@@ -347,7 +325,7 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
         ),
         (chunked("gzip, chunked"), "501", "NOT_IMPLEMENTED"),
     ] {
-        let answer = raw_exchange(&app, &request).await;
+        let answer = app.raw_exchange(&request).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{answer}"
@@ -355,12 +333,14 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
         assert!(answer.contains(&format!(r#""code":"{code}""#)), "{answer}");
     }
     for request in [post("Host: {address}\r\n"), chunked("chunked")] {
-        let answer = raw_exchange(&app, &request).await;
+        let answer = app.raw_exchange(&request).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains(r#""name":"rollcall""#), "{answer}");
     }
     // HTTP/1.0 has no Host requirement.
-    let answer = raw_exchange(&app, &post("").replace("HTTP/1.1", "HTTP/1.0")).await;
+    let answer = app
+        .raw_exchange(&post("").replace("HTTP/1.1", "HTTP/1.0"))
+        .await;
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
 }
 

@@ -800,26 +800,12 @@ async fn metrics_count_logins_and_requests() {
         .await
         .expect("sent");
     assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let address = app.server().addr;
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
-        .await
-        .expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
-    )
-    .await
-    .expect("answered")
-    .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = app
+        .raw_exchange(
+            "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        )
+        .await;
     assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
     let after = app.metrics().await;
     for (code, count) in [
@@ -1069,6 +1055,21 @@ async fn request_logs_name_the_request_and_hide_secrets() {
             .find(|l| l.contains("refresh token reuse"))
             .expect("the reuse warning");
         assert!(warning.contains(&reuse_id), "{warning}");
+        // Once per session, as its audit entry: a later replay finds it ended already.
+        assert_code(&server.refresh(&alice.refresh).await, "UNAUTHENTICATED");
+        let marker = format!("after-reuse-{format}");
+        let response = server
+            .client()
+            .post(format!("{}/graphql", server.base_url))
+            .header("x-request-id", &marker)
+            .json(&json!({"query": "{ __typename }"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        let lines_now = server.log_lines_until(&marker);
+        let warnings = lines_now.iter().filter(|l| l.contains("family revoked"));
+        assert_eq!(warnings.count(), 1, "{lines_now:?}");
         for secret in [
             PASSWORD,
             wrong,

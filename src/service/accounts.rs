@@ -370,10 +370,17 @@ impl Service {
                     return Err(INVALID);
                 };
                 if used_at <= self.grace_start() {
-                    tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
-                    end_session(&tx, row.session_id, Action::RefreshTokenReused, None, false)
-                        .await?;
+                    let ended =
+                        end_session(&tx, row.session_id, Action::RefreshTokenReused, None, false)
+                            .await?;
                     tx.commit().await?;
+                    // Once per session, as its audit entry: replays racing the first find it
+                    // ended already.
+                    if ended {
+                        tracing::warn!(session = %row.session_id, "refresh token reuse: family revoked");
+                    } else {
+                        tracing::debug!(session = %row.session_id, "refresh token reuse of an ended session");
+                    }
                     return Err(INVALID);
                 }
                 // The grace forgives a race, not an expiry: a token past its lifetime is

@@ -269,6 +269,28 @@ impl TestApp {
         format!("http://{}", self.server().addr)
     }
 
+    /// Sends `request` as written (`{address}` in it becomes the server's) and returns the status line and body of the answer.
+    pub async fn raw_exchange(&self, request: &str) -> String {
+        let base = self.base_url();
+        let address = base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let request = request.replace("{address}", address);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+        )
+        .await
+        .expect("answered and closed")
+        .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub fn statement_count(&self) -> u64 {
         self.server().service.db().statement_count()
     }
