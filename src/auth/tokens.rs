@@ -207,7 +207,9 @@ impl TokenKeys {
             sub: user_id,
             sid: session_id,
             iat: now.timestamp(),
-            exp: expires.timestamp(),
+            // Rounded up to the second: a token lives at least the TTL, whatever fraction of a
+            // second it was issued in.
+            exp: expires.timestamp() + i64::from(expires.timestamp_subsec_nanos() > 0),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
@@ -288,9 +290,13 @@ impl TokenKeys {
         // does not outlive the key's removal by years.
         let issued_by_now = claims.iat <= Utc::now().timestamp() + CLOCK_SKEW_SECONDS;
         let lifetime = claims.exp.saturating_sub(claims.iat);
-        // Whole seconds, rounded up as `exp` may be for a fractional lifetime.
+        // Whole seconds, rounded up as `exp` may be for a fractional lifetime, and a second
+        // more: `iat` is rounded down and `exp` up.
         let ttl = self.access_ttl.as_secs() + u64::from(self.access_ttl.subsec_nanos() > 0);
-        let longest = i64::try_from(ttl).unwrap_or(i64::MAX).max(DAY_SECONDS);
+        let longest = i64::try_from(ttl)
+            .unwrap_or(i64::MAX)
+            .max(DAY_SECONDS)
+            .saturating_add(1);
         if !issued_by_now || lifetime > longest || expired(claims.exp) {
             return Err(INVALID_TOKEN);
         }
@@ -528,6 +534,19 @@ mod tests {
         assert!(keys.verify(&tampered).is_err());
     }
 
+    /// `exp` is rounded up: a token lives at least its TTL, under a second too, and one of a
+    /// day, the longest lifetime taken from another instance, still verifies.
+    #[test]
+    fn issued_tokens_live_at_least_their_ttl() {
+        for ttl in [Duration::from_millis(500), Duration::from_secs(86_400)] {
+            let keys = TokenKeys::new(&[7u8; 32], ttl).expect("keys");
+            let before = Utc::now();
+            let (token, expires) = keys.issue(Uuid::nil(), Uuid::max()).expect("issue");
+            assert!(expires >= before + ttl, "{ttl:?}: {expires} {before}");
+            assert!(keys.verify(&token).is_ok(), "{ttl:?}");
+        }
+    }
+
     #[test]
     fn tokens_not_yet_valid_or_living_too_long_are_refused() {
         let keys = keys();
@@ -538,7 +557,8 @@ mod tests {
         future["iat"] = json!(now + 3_600);
         future["exp"] = json!(now + 3_660);
         let mut long = claims();
-        long["exp"] = json!(now + 86_401);
+        // A day, and the second `iat` and `exp` may each be rounded by, is the most.
+        long["exp"] = json!(now + 86_402);
         for (what, c) in [("nbf", later), ("iat", future), ("lifetime", long)] {
             assert!(keys.verify(&sign(c, Algorithm::HS256)).is_err(), "{what}");
         }

@@ -568,10 +568,11 @@ fn at_keys(value: &Value, keys: &[&str]) -> Value {
 
 /// Whether an input object value (its variables filled in) sets one of `keys`.
 fn sets_any(input: &Value, keys: &[&str]) -> bool {
+    // A blank box (an empty string) checks and hashes nothing.
+    let set =
+        |value: &Value| !matches!(value, Value::Null) && *value != Value::String(String::new());
     match input {
-        Value::Object(object) => keys
-            .iter()
-            .any(|key| object.get(*key).is_some_and(|v| *v != Value::Null)),
+        Value::Object(object) => keys.iter().any(|key| object.get(*key).is_some_and(set)),
         _ => false,
     }
 }
@@ -709,6 +710,9 @@ mod tests {
             count(format!("mutation {{ a: {set_role} b: {set_role} }}")),
             2
         );
+        // Blank boxes check nothing: a profile form sending them counts no password.
+        let blank = r#"updateUser(id: "1", input: {firstName: "A", currentPassword: ""}, verification: {password: ""}) { id }"#;
+        assert_eq!(count(format!("mutation {{ {blank} {set_role} }}")), 1);
     }
 
     #[test]

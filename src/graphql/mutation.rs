@@ -184,8 +184,8 @@ impl Mutation {
     }
 
     /// Revokes an API token at once: one's own, or one of a user one manages. `false` when
-    /// there was no such token; a STANDARD user gets `FORBIDDEN` for any id not of a live
-    /// token of theirs, so ids cannot be probed.
+    /// there was no such token; a STANDARD user gets `FORBIDDEN` for any id not of a token
+    /// of theirs, so ids cannot be probed.
     #[graphql(guard = "InOrder.and(Interactive)")]
     async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let id = parse_uuid(&id, "id", "token")?;

@@ -24,15 +24,17 @@ impl Query {
         Ok(UserObject::new(viewer(ctx).await?.clone()))
     }
 
-    /// One user by `id` or `username` (exactly one of them); null when there is none.
+    /// One user by `id`, `username` or `email` (exactly one of them; a username or an email
+    /// in any case, as a login takes it); null when there is none.
     // No guard: by id, the caller is authenticated in the same query as the lookup.
     async fn user(
         &self,
         ctx: &Context<'_>,
         id: Option<ID>,
         username: Option<String>,
+        email: Option<String>,
     ) -> Option<UserObject> {
-        or_null(ctx, find_user(ctx, id, username).await)
+        or_null(ctx, find_user(ctx, id, username, email).await)
     }
 
     /// Users in creation order, by keyset pagination. ADMIN or OWNER only.
@@ -123,37 +125,41 @@ fn page_size(first: Option<i32>) -> usize {
     usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0)
 }
 
-/// `user`: exactly one of `id` and `username`.
+/// `user`: exactly one of `id`, `username` and `email`.
 async fn find_user(
     ctx: &Context<'_>,
     id: Option<ID>,
     username: Option<String>,
+    email: Option<String>,
 ) -> AppResult<Option<UserObject>> {
-    let by = match (id, username) {
-        (Some(id), None) => UserRef::Id(parse_id(&id)?),
-        (None, Some(username)) => UserRef::Username(username),
-        (id, _) => {
-            // Neither given: one is required; both: one is too many.
-            let code = if id.is_none() {
+    let given = [id.is_some(), username.is_some(), email.is_some()];
+    let by = match (id, username, email) {
+        (Some(id), None, None) => UserRef::Id(parse_id(&id)?),
+        (None, Some(username), None) => UserRef::Username(username),
+        (None, None, Some(email)) => UserRef::Email(email),
+        _ => {
+            // None given: one is required (each of them); more: each given is one too many.
+            let none = !given.contains(&true);
+            let code = if none {
                 FieldCode::Required
             } else {
                 FieldCode::NotAllowed
             };
-            let error = FieldError::new(code, "give exactly one of id and username");
-            return Err(AppError::BadInput(
-                [
-                    ("id".to_owned(), error.clone()),
-                    ("username".to_owned(), error),
-                ]
-                .into(),
-            ));
+            let error = FieldError::new(code, "give exactly one of id, username and email");
+            let fields = ["id", "username", "email"]
+                .into_iter()
+                .zip(given)
+                .filter(|(_, given)| none || *given)
+                .map(|(field, _)| (field.to_owned(), error.clone()))
+                .collect();
+            return Err(AppError::BadInput(fields));
         }
     };
     let service = service(ctx)?;
     let auth = request_auth(ctx)?;
     let (viewer, prefetched) = match &by {
         UserRef::Id(id) => auth.viewer_and(service, *id).await?,
-        UserRef::Username(_) => (auth.viewer(service).await?, None),
+        UserRef::Username(_) | UserRef::Email(_) => (auth.viewer(service).await?, None),
     };
     let user = service.get_user(viewer, by, prefetched).await?;
     Ok(user.map(UserObject::new))

@@ -340,8 +340,8 @@ impl From<service::TotpSetup> for TotpSetup {
 }
 
 /// Proof that the caller is still who signed in, for sensitive actions. With two-factor login
-/// on, `totpCode` (a current code or a recovery code) is required; otherwise `password`. One
-/// given is checked even where the action needs none (there, empty fields count as not given).
+/// on, `totpCode` (a current code or a recovery code) is required; otherwise `password`.
+/// Ignored where the action needs none.
 #[derive(InputObject, Default)]
 pub struct VerificationInput {
     pub password: Option<String>,
@@ -765,8 +765,9 @@ pub struct ServerInfo {
     pub database: String,
     /// Whether `register` is taken now: false when registration is closed or in demo mode.
     pub registration_open: bool,
-    /// Read-only demo mode: mutations that change users, API tokens, two-factor login or
-    /// sessions other than the caller's current one are refused.
+    /// Read-only demo mode: mutations that change users, API tokens or two-factor login are
+    /// refused, and so are `logoutEverywhere` and `revokeSession` of any session but the
+    /// caller's current one; logins, refreshes and logouts still work.
     pub demo: bool,
 }
 
@@ -858,8 +859,8 @@ pub struct UpdateUserInput {
     pub email: Option<String>,
     /// Left out or `null`: kept. A new password ends the user's sessions.
     pub password: Option<String>,
-    /// Your own password: required when changing your own password or email, and checked
-    /// whenever given (an empty one counts as not given).
+    /// Your own password: required when changing your own password or email, and ignored in
+    /// any other edit.
     pub current_password: Option<String>,
     /// `null` clears the field; leaving it out keeps it.
     pub first_name: MaybeUndefined<String>,

@@ -18,7 +18,8 @@ impl Verification {
         self.password.is_none() && self.totp_code.is_none()
     }
 
-    /// Gives nothing but blank boxes: where no verification is needed, as if none were given.
+    /// Gives nothing but blank boxes: no attempt, and within the step-up window no
+    /// verification at all.
     fn is_blank(&self) -> bool {
         let blank = |field: &Option<String>| field.as_deref().is_none_or(str::is_empty);
         blank(&self.password) && blank(&self.totp_code)
@@ -28,14 +29,16 @@ impl Verification {
 impl Service {
     /// Lets a sensitive action through when the caller's session logged in within the step-up
     /// window (or verified since), or when `verification` is right. A refresh does not count.
-    /// API tokens are refused outright.
+    /// A verification of blank boxes is ignored within the window and refused as missing past
+    /// it. API tokens are refused outright.
     pub(super) async fn step_up(
         &self,
         caller: &Caller<'_>,
         verification: Option<&Verification>,
     ) -> AppResult<()> {
         let session_id = caller.session()?;
-        if let Some(verification) = verification.filter(|v| !v.is_empty()) {
+        let given = verification.filter(|v| !v.is_empty());
+        if let Some(verification) = given.filter(|v| !v.is_blank()) {
             return self
                 .verify(caller, session_id, verification)
                 .await
@@ -50,6 +53,8 @@ impl Service {
             .map_or(session.created_at, |at| at.max(session.created_at));
         if proved >= db::earlier(db::now(), self.0.step_up_window) {
             Ok(())
+        } else if let Some(blank) = given {
+            self.verify(caller, session_id, blank).await.map(drop)
         } else {
             Err(AppError::VerificationRequired(
                 "This action needs verification: give your password, or your TOTP code when two-factor login is on",
@@ -57,30 +62,9 @@ impl Service {
         }
     }
 
-    /// [`Self::step_up`] for an action that needs it only sometimes (`needed`). Where it does
-    /// not, a verification sent all the same is still checked: a client that asked its user
-    /// for a password must not be told a wrong one went through.
-    pub(super) async fn step_up_when(
-        &self,
-        needed: bool,
-        caller: &Caller<'_>,
-        verification: Option<&Verification>,
-    ) -> AppResult<()> {
-        if needed {
-            return self.step_up(caller, verification).await;
-        }
-        match verification.filter(|v| !v.is_blank()) {
-            Some(verification) => self
-                .verify(caller, caller.session()?, verification)
-                .await
-                .map(drop),
-            None => Ok(()),
-        }
-    }
-
     /// Checks `verification` for the caller, counted by the client IP's bucket and the session's
     /// throttle, and records the success on the session. With two-factor login on, only a TOTP
-    /// (or recovery) code will do, and `true` says one was checked. An empty verification is not
+    /// (or recovery) code will do, and `true` says one was checked. A blank verification is not
     /// an attempt.
     pub(super) async fn verify(
         &self,
@@ -88,7 +72,7 @@ impl Service {
         session_id: uuid::Uuid,
         verification: &Verification,
     ) -> AppResult<bool> {
-        if !verification.is_empty() {
+        if !verification.is_blank() {
             self.limit_ip(caller.ip)?;
         }
         let user = caller.user;

@@ -41,10 +41,12 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
 }
 
-/// How a single user is looked up.
+/// How a single user is looked up. A username or an email is taken as a login is: trimmed,
+/// in any case and Unicode form.
 pub enum UserRef {
     Id(Uuid),
     Username(String),
+    Email(String),
 }
 
 /// Ownership needs someone who can sign in: a disabled owner would leave nobody in charge.
@@ -140,9 +142,8 @@ impl Service {
         // Every invalid field first: a verification is not asked for (nor counted) on input
         // that could not be created anyway.
         let validated = self.validate_new_user(&input).await?;
-        if let Some(caller) = caller {
-            self.step_up_when(role == Role::Admin, caller, verification)
-                .await?;
+        if let Some(caller) = caller.filter(|_| role == Role::Admin) {
+            self.step_up(caller, verification).await?;
         }
         let actor = caller.map(|caller| caller.user.id);
         let mut model = self.prepare_new_user(validated, actor).await?;
@@ -284,13 +285,12 @@ impl Service {
             .ok_or(AppError::NotFound("No such user"))?;
         rules::check_edit(actor, &target, changes.disabled == Some(true))?;
         let mut edit = self.judge_edit(caller, &target, &changes).await?;
-        // Even for an edit that changes nothing: a password given is checked all the same.
-        self.authorize_edit(caller, &target, &changes, &edit, verification)
-            .await?;
         let changed = edit.changed();
         if changed.is_empty() {
             return Ok(target);
         }
+        self.authorize_edit(caller, &target, &changes, &edit, verification)
+            .await?;
         let new_key = edit
             .username_key()
             .filter(|key| *key != target.username_key);
@@ -339,9 +339,6 @@ impl Service {
             }
             None => None,
         };
-        if let Some(current) = given(&changes.current_password) {
-            fields.check("currentPassword", validation::given_password(current));
-        }
         let mut text =
             |name: &str, value: &Option<Option<String>>, stored: &Option<String>, check: Check| {
                 value
@@ -370,12 +367,19 @@ impl Service {
             email.is_none() && changes.email.as_deref().is_some_and(|e| e != target.email);
         let needs_current = caller.user.id == target.id
             && (changes.password.is_some() || email_changes || bad_email_sent);
-        if needs_current && given(&changes.current_password).is_none() {
-            fields.add(
-                "currentPassword",
-                FieldCode::Required,
-                "is required to change your password or email",
-            );
+        // Only where it is needed: elsewhere a form's current password box, filled in or
+        // left blank, is no part of the edit.
+        if needs_current {
+            match given(&changes.current_password) {
+                Some(current) => {
+                    fields.check("currentPassword", validation::given_password(current));
+                }
+                None => fields.add(
+                    "currentPassword",
+                    FieldCode::Required,
+                    "is required to change your password or email",
+                ),
+            }
         }
         fields.into_result()?;
         Ok(JudgedEdit {
@@ -387,14 +391,13 @@ impl Service {
             last_name,
             phone,
             disabled: changes.disabled.filter(|d| *d != target.disabled),
+            needs_current,
         })
     }
 
     /// What a judged edit needs besides the caller's reach: the current password for one's
-    /// own password or email (required then by [`Self::judge_edit`]), step-up verification
-    /// for another's. A current password or a verification given where none is needed is
-    /// checked all the same: a client that asked its user for one must not be told a wrong one
-    /// went through.
+    /// own password or email, step-up verification for another's. Given where they are not
+    /// needed, they are not checked (nor counted).
     async fn authorize_edit(
         &self,
         caller: &Caller<'_>,
@@ -407,18 +410,14 @@ impl Service {
         // usernames are taken, so it is counted like a credential attempt.
         let probes_names =
             edit.username.is_some() && rules::check_see_others(caller.user.role).is_err();
-        let current = given(&changes.current_password);
-        if (current.is_some() || probes_names) && changes.password.is_none() {
+        if (edit.needs_current || probes_names) && changes.password.is_none() {
             // A new password was counted when it was judged.
             self.limit_ip(caller.ip)?;
         }
-        if let Some(current) = current {
+        if edit.needs_current {
+            let current = given(&changes.current_password).unwrap_or_default();
             let ok = self
-                .check_password(
-                    caller.session()?,
-                    current,
-                    caller.user.password_hash.clone(),
-                )
+                .check_password(caller.session()?, current, target.password_hash.clone())
                 .await?;
             if !ok {
                 return Err(AppError::field(
@@ -428,14 +427,11 @@ impl Service {
                 ));
             }
         }
-        // Whoever sets another's password or email can sign in as them.
-        let sets_credentials = changes.password.is_some() || edit.email_changes;
-        self.step_up_when(
-            caller.user.id != target.id && sets_credentials,
-            caller,
-            verification,
-        )
-        .await
+        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
+            // Whoever sets another's password or email can sign in as them.
+            self.step_up(caller, verification).await?;
+        }
+        Ok(())
     }
 
     /// Writes an edit of `target` judged as `changed`, deciding it again on the rows as
@@ -821,9 +817,23 @@ impl Service {
         by: UserRef,
         prefetched: Option<Option<User>>,
     ) -> AppResult<Option<User>> {
+        // A name as a login finds it, if it could be one of its kind: a username has no `@`,
+        // an email one.
+        let key = |text: &str, email: bool| {
+            validation::login(text)
+                .ok()
+                .filter(|key| key.contains('@') == email)
+        };
+        let by = match by {
+            UserRef::Id(id) => Ok(id),
+            UserRef::Username(name) => Err(key(&name, false)),
+            UserRef::Email(email) => Err(key(&email, true)),
+        };
         let is_self = match &by {
-            UserRef::Id(id) => *id == viewer.id,
-            UserRef::Username(name) => name.to_ascii_lowercase() == viewer.username_key,
+            Ok(id) => *id == viewer.id,
+            Err(key) => key
+                .as_ref()
+                .is_some_and(|key| *key == viewer.username_key || *key == viewer.email),
         };
         if is_self {
             return Ok(Some(viewer.clone()));
@@ -834,10 +844,9 @@ impl Service {
         }
         let conn = self.db().conn();
         Ok(match by {
-            // No username holds NUL, and PostgreSQL refuses it in a query.
-            UserRef::Username(name) if name.contains('\0') => None,
-            UserRef::Id(id) => user_queries::by_id(conn, id).await?,
-            UserRef::Username(name) => user_queries::by_username(conn, &name).await?,
+            Ok(id) => user_queries::by_id(conn, id).await?,
+            Err(Some(key)) => user_queries::by_login(conn, &key).await?,
+            Err(None) => None,
         })
     }
 
@@ -1125,6 +1134,8 @@ struct JudgedEdit {
     last_name: Option<Option<String>>,
     phone: Option<Option<String>>,
     disabled: Option<bool>,
+    /// Oneself changing one's password or email: the current password must be right.
+    needs_current: bool,
 }
 
 impl JudgedEdit {

@@ -2,8 +2,8 @@
 //! generated from the schema can trust what they are sent: input values checked against their
 //! types before anything runs (`coercion`), fields under one response key merged as the
 //! specification requires (`overlap`), failed fields nulled up to a nullable parent (`nulls`),
-//! and the root's keys in the document's order (`order`). Each reads the schema's types
-//! (`schema_types`). Nothing here makes a rule of rollcall's own.
+//! and the root's keys in the document's order (`order`). All but `overlap` read the schema's
+//! types (`schema_types`). Nothing here makes a rule of rollcall's own.
 
 pub(super) mod coercion;
 mod nulls;
