@@ -353,26 +353,65 @@ async fn import_users(backend: Backend) {
     dave["passwordHash"] = serde_json::json!(cheap);
     let mut erin = row("erin", "STANDARD");
     erin["passwordHash"] = serde_json::json!(cheap);
-    let accepted = serde_json::json!([row("bob", "ADMIN"), row("carol", "standard"), dave, erin]);
+    // bcrypt, as other stores keep passwords: `$2b$`, and PHP's `$2y$` of the same algorithm.
+    let bcrypt = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+    let mut frank = row("frank", "STANDARD");
+    frank["passwordHash"] = serde_json::json!(bcrypt);
+    let mut gina = row("gina", "STANDARD");
+    gina["passwordHash"] = serde_json::json!(bcrypt.replacen("$2b$", "$2y$", 1));
+    // Past the cost bound, a bcrypt hash is refused like any other that cannot be checked.
+    let mut costly = row("henry", "STANDARD");
+    costly["passwordHash"] = serde_json::json!(bcrypt.replacen("$04$", "$16$", 1));
+    let out = run_cli(
+        &db.url,
+        &["user", "import", "-"],
+        &serde_json::json!([costly]).to_string(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0.passwordHash must be"), "{stderr}");
+    let accepted = serde_json::json!([
+        row("bob", "ADMIN"),
+        row("carol", "standard"),
+        dave,
+        erin,
+        frank,
+        gina
+    ]);
     let out = run_cli(&db.url, &["user", "import", "-"], &accepted.to_string());
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "imported 4 users"
+        "imported 6 users"
     );
     let server = ServerProcess::start(&db.url, &[]);
     // dave's first login stores his password again under this server's parameters.
-    let stored_hash = || async {
+    let db = &db;
+    let stored_hash = |name: &'static str| async move {
         let row = db
-            .query_one("SELECT password_hash FROM users WHERE username = 'dave'")
+            .query_one(&format!(
+                "SELECT password_hash FROM users WHERE username = '{name}'"
+            ))
             .await;
         row.try_get_by_index::<String>(0).expect("hash")
     };
-    assert_eq!(stored_hash().await, cheap);
+    assert_eq!(stored_hash("dave").await, cheap);
     server.login_as("dave").await;
-    let rehashed = stored_hash().await;
+    let rehashed = stored_hash("dave").await;
     assert!(rehashed.contains("m=19456,t=2,p=1"), "{rehashed}");
     server.login_as("dave").await;
+    // So do the bcrypt accounts'; a wrong password is wrong under bcrypt too.
+    for name in ["frank", "gina"] {
+        assert_code(
+            &server.login(name, "not the password").await,
+            "UNAUTHENTICATED",
+        );
+        assert!(stored_hash(name).await.starts_with("$2"), "{name}");
+        server.login_as(name).await;
+        let rehashed = stored_hash(name).await;
+        assert!(rehashed.starts_with("$argon2id$"), "{name}: {rehashed}");
+        server.login_as(name).await;
+    }
     // First logins at once each store the password again; each is still the right password.
     let logins = (0..4).map(|_| server.login("erin", PASSWORD));
     for body in futures::future::join_all(logins).await {

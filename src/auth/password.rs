@@ -163,9 +163,30 @@ impl Passwords {
 const MAX_MEMORY_KIB: u32 = 256 * 1024;
 const MAX_PASSES: u32 = 16;
 
-/// Whether `hash` is an argon2 PHC string this server can check, at a bounded cost.
+/// The most a bcrypt hash may cost (2^cost rounds): cost 15 takes about as long to check as
+/// the argon2 bounds above allow, and stores keep theirs at 10 to 12.
+const MAX_BCRYPT_COST: u32 = 15;
+
+/// Whether `hash` is a hash this server can check, at a bounded cost: an argon2 PHC string,
+/// or a bcrypt hash as other stores keep them.
 pub fn is_usable_hash(hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|phc| parts(&phc).is_some())
+    bcrypt_cost(hash).is_some() || PasswordHash::new(hash).is_ok_and(|phc| parts(&phc).is_some())
+}
+
+/// The cost of a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, a two-digit cost, 22 characters of
+/// salt and 31 of hash in bcrypt's base64), when it is one within the bound.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .find_map(|prefix| hash.strip_prefix(prefix))?;
+    let (cost, encoded) = rest.split_once('$')?;
+    let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '/';
+    if cost.len() != 2 || encoded.len() != 53 || !encoded.chars().all(alphabet) {
+        return None;
+    }
+    cost.parse()
+        .ok()
+        .filter(|cost| (4..=MAX_BCRYPT_COST).contains(cost))
 }
 
 /// Whether `hash` was made otherwise than this server makes hashes now (another algorithm,
@@ -173,6 +194,9 @@ pub fn is_usable_hash(hash: &str) -> bool {
 /// the account's logins cost what this server's do.
 pub fn needs_rehash(hash: &str) -> bool {
     let current = (Algorithm::Argon2id, Version::V0x13, Params::DEFAULT);
+    if bcrypt_cost(hash).is_some() {
+        return true;
+    }
     let Ok(phc) = PasswordHash::new(hash) else {
         return true;
     };
@@ -209,9 +233,14 @@ fn parts(phc: &PasswordHash) -> Option<(Algorithm, Version, Params)> {
 }
 
 /// argon2's verification (the parameters, salt and expected output from the PHC string, a
-/// constant-time comparison) computed in `memory`, grown to what the parameters need. A
-/// malformed hash, or one past the cost bounds, never matches.
+/// constant-time comparison) computed in `memory`, grown to what the parameters need; or an
+/// imported bcrypt hash's, which reads only a password's first 72 bytes, as every bcrypt
+/// does (the first login stores an argon2 hash of the whole password). A malformed hash, or
+/// one past the cost bounds, never matches.
 fn verify_in(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
+    if bcrypt_cost(hash).is_some() {
+        return bcrypt::verify(password, hash).unwrap_or(false);
+    }
     let Ok(phc) = PasswordHash::new(hash) else {
         return false;
     };
@@ -305,8 +334,41 @@ mod tests {
         assert!(!is_usable_hash(&hash("v=19$", 19_456, MAX_PASSES + 1)));
         assert!(!is_usable_hash(&hash("v=18$", 19_456, 2)));
         assert!(!is_usable_hash("$argon2id$v=19$m=19456,t=2,p=1"));
-        assert!(!is_usable_hash(
-            "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+    }
+
+    /// bcrypt as other stores write it, within its cost bound; its first 72 bytes are what it
+    /// checks, as every bcrypt; a login that passes stores an argon2 hash.
+    #[test]
+    fn bcrypt_hashes_within_the_bound_verify() {
+        let known = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        for usable in [
+            known,
+            &known.replacen("$2b$", "$2a$", 1),
+            &known.replacen("$2b$", "$2y$", 1),
+        ] {
+            assert!(is_usable_hash(usable), "{usable}");
+            assert!(needs_rehash(usable), "{usable}");
+        }
+        for unusable in [
+            known.replacen("$12$", "$16$", 1),
+            known.replacen("$12$", "$03$", 1),
+            known.replacen("$2b$", "$2x$", 1),
+            known.replacen("$12$", "$12$$", 1),
+            known.replacen('R', "!", 1),
+            known[..known.len() - 1].to_owned(),
+        ] {
+            assert!(!is_usable_hash(&unusable), "{unusable}");
+        }
+        let long = "x".repeat(80);
+        let hash = bcrypt::hash(&long, 4).expect("bcrypt");
+        let mut memory = Vec::new();
+        assert!(verify_in(long.as_bytes(), &hash, &mut memory));
+        assert!(verify_in(&long.as_bytes()[..72], &hash, &mut memory));
+        assert!(!verify_in(&long.as_bytes()[..71], &hash, &mut memory));
+        assert!(!verify_in(
+            b"wrong",
+            &hash.replacen("$04$", "$16$", 1),
+            &mut memory
         ));
     }
 

@@ -913,7 +913,8 @@ async fn change_role(
     Ok(true)
 }
 
-/// An account brought over from another system, its password already hashed (argon2 PHC).
+/// An account brought over from another system, its password already hashed (argon2 PHC, or
+/// bcrypt).
 /// No `Debug`: it holds the hash.
 #[derive(Clone)]
 pub struct ImportedUser {
@@ -984,7 +985,8 @@ impl Service {
                     "passwordHash",
                     FieldCode::Format,
                     "must be an argon2 PHC string of at most 256 MiB and 16 passes, with a salt of \
-                     at most 48 bytes and a hash of 10 to 64 bytes",
+                     at most 48 bytes and a hash of 10 to 64 bytes, or a bcrypt hash ($2a$, $2b$ \
+                     or $2y$) of cost 4 to 15",
                 );
             }
             if input.role == Role::Owner {
