@@ -62,7 +62,7 @@ pub enum UserCommand {
     /// Recovery: make USERNAME the owner; the current owner becomes an admin.
     PromoteOwner { username: String },
     /// Import accounts from another system in one transaction, from FILE (`-` for stdin): a
-    /// JSON array of objects with `username`, `email`, `passwordHash` (argon2 PHC), and
+    /// JSON array of objects with `username`, `email`, `passwordHash` (argon2 PHC, or bcrypt), and
     /// optionally `firstName`, `lastName`, `phone`, `role` (`ADMIN` or `STANDARD`, the
     /// default) and `createdBy` (an existing user's id, kept as attribution). Every row's
     /// fields are checked as `createUser` checks them; any refusal names its row and imports

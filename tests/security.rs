@@ -242,6 +242,13 @@ async fn the_ip_limit_counts_credential_attempts_per_client() {
         return;
     };
     let alice = app.register("alice").await;
+    // Blank boxes are no attempt: refused as missing, however often.
+    for _ in 0..4 {
+        let blank = app.login("", PASSWORD).await;
+        assert_field_codes(&blank, json!({"login": "REQUIRED"}));
+        let blank = app.login("alice", "").await;
+        assert_field_codes(&blank, json!({"password": "REQUIRED"}));
+    }
     assert_code(&wrong_login(&app, "alice").await, "UNAUTHENTICATED");
     assert_ok(&app.refresh(&alice.refresh).await);
     let refused = wrong_login(&app, "alice").await;

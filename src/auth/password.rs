@@ -163,9 +163,9 @@ impl Passwords {
 const MAX_MEMORY_KIB: u32 = 256 * 1024;
 const MAX_PASSES: u32 = 16;
 
-/// The most a bcrypt hash may cost (2^cost rounds): cost 15 takes about as long to check as
-/// the argon2 bounds above allow, and stores keep theirs at 10 to 12.
-const MAX_BCRYPT_COST: u32 = 15;
+/// The most a bcrypt hash may cost (2^cost rounds): cost 14 takes about a second, and stores
+/// keep theirs at 10 to 12.
+const MAX_BCRYPT_COST: u32 = 14;
 
 /// Whether `hash` is a hash this server can check, at a bounded cost: an argon2 PHC string,
 /// or a bcrypt hash as other stores keep them.
@@ -176,12 +176,22 @@ pub fn is_usable_hash(hash: &str) -> bool {
 /// The cost of a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, a two-digit cost, 22 characters of
 /// salt and 31 of hash in bcrypt's base64), when it is one within the bound.
 fn bcrypt_cost(hash: &str) -> Option<u32> {
+    const ALPHABET: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let rest = ["$2a$", "$2b$", "$2y$"]
         .iter()
         .find_map(|prefix| hash.strip_prefix(prefix))?;
     let (cost, encoded) = rest.split_once('$')?;
-    let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '/';
-    if cost.len() != 2 || encoded.len() != 53 || !encoded.chars().all(alphabet) {
+    let digits: Vec<usize> = encoded
+        .bytes()
+        .map(|c| ALPHABET.iter().position(|&a| a == c))
+        .collect::<Option<_>>()?;
+    // 16 bytes of salt, then 23 of hash: the last character of each carries 2 and 4 bits,
+    // the rest of it zero, or the hash never verifies.
+    if cost.len() != 2
+        || digits.len() != 53
+        || !digits[21].is_multiple_of(16)
+        || !digits[52].is_multiple_of(4)
+    {
         return None;
     }
     cost.parse()
@@ -350,7 +360,11 @@ mod tests {
             assert!(needs_rehash(usable), "{usable}");
         }
         for unusable in [
-            known.replacen("$12$", "$16$", 1),
+            known.replacen("$12$", "$15$", 1),
+            // The salt's last character carries 2 bits, the hash's 4: other bits set there
+            // make a hash that never verifies.
+            known.replacen("OPST9", "ZPST9", 1),
+            format!("{}V", &known[..known.len() - 1]),
             known.replacen("$12$", "$03$", 1),
             known.replacen("$2b$", "$2x$", 1),
             known.replacen("$12$", "$12$$", 1),
@@ -361,6 +375,7 @@ mod tests {
         }
         let long = "x".repeat(80);
         let hash = bcrypt::hash(&long, 4).expect("bcrypt");
+        assert!(is_usable_hash(&hash), "{hash}");
         let mut memory = Vec::new();
         assert!(verify_in(long.as_bytes(), &hash, &mut memory));
         assert!(verify_in(&long.as_bytes()[..72], &hash, &mut memory));

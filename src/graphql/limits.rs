@@ -550,10 +550,10 @@ impl<'a> Spread<'a, usize> {
 /// not; anything else, whether it is null.
 fn at_keys(value: &Value, keys: &[&str]) -> Value {
     let set = |value: &Value| {
-        if *value == Value::Null {
-            Value::Null
-        } else {
+        if fills(value) {
             Value::Boolean(true)
+        } else {
+            Value::Null
         }
     };
     match value {
@@ -568,13 +568,16 @@ fn at_keys(value: &Value, keys: &[&str]) -> Value {
 
 /// Whether an input object value (its variables filled in) sets one of `keys`.
 fn sets_any(input: &Value, keys: &[&str]) -> bool {
-    // A blank box (an empty string) checks and hashes nothing.
-    let set =
-        |value: &Value| !matches!(value, Value::Null) && *value != Value::String(String::new());
     match input {
-        Value::Object(object) => keys.iter().any(|key| object.get(*key).is_some_and(set)),
+        Value::Object(object) => keys.iter().any(|key| object.get(*key).is_some_and(fills)),
         _ => false,
     }
+}
+
+/// Whether a value fills a password box: a blank one (an empty string) checks and hashes
+/// nothing, as null does not.
+fn fills(value: &Value) -> bool {
+    !matches!(value, Value::Null) && *value != Value::String(String::new())
 }
 
 #[cfg(test)]
@@ -710,9 +713,19 @@ mod tests {
             count(format!("mutation {{ a: {set_role} b: {set_role} }}")),
             2
         );
-        // Blank boxes check nothing: a profile form sending them counts no password.
+        // Blank boxes check nothing: a profile form sending them counts no password, written
+        // in the document or in variables.
         let blank = r#"updateUser(id: "1", input: {firstName: "A", currentPassword: ""}, verification: {password: ""}) { id }"#;
         assert_eq!(count(format!("mutation {{ {blank} {set_role} }}")), 1);
+        let by_variables = r#"mutation($p: String, $i: UpdateUserInput!, $v: VerificationInput) {
+            a: updateUser(id: "1", input: {currentPassword: $p}) { id }
+            b: updateUser(id: "1", input: $i, verification: $v) { id }
+            c: setRole(id: "1", role: ADMIN, verification: $v) { id }
+        }"#;
+        let blanks = serde_json::json!({
+            "p": "", "i": {"currentPassword": ""}, "v": {"password": ""}
+        });
+        assert_eq!(counts(by_variables, blanks).password_checks, 0);
     }
 
     #[test]

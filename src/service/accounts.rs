@@ -105,7 +105,6 @@ impl Service {
         totp_code: Option<&str>,
         origin: &Origin,
     ) -> AppResult<AuthSession> {
-        self.limit_ip(origin.ip)?;
         let mut fields = Fields::new();
         let login = fields.check("login", validation::login(login));
         fields.check("password", validation::given_password(password));
@@ -113,18 +112,19 @@ impl Service {
             fields.check("totpCode", validation::second_factor_code(code));
         }
         fields.into_result()?;
+        // Only now: a form sent with a blank box, or a value no account could have, is no
+        // attempt.
+        self.limit_ip(origin.ip)?;
         let login = login.unwrap_or_default();
         let user = user_queries::by_login(self.db().conn(), &login).await?;
         let subject = match &user {
             Some(user) => Subject::User(user.id),
             None => Subject::Login(login),
         };
-        // A disabled account is checked against the dummy hash: it never succeeds, so its
+        // A disabled account is checked against its own hash, so its logins cost what an
+        // enabled one's do (an imported hash costs what it asks), and never succeeds: its
         // attempts count as failures like any other.
-        let hash = user
-            .as_ref()
-            .filter(|u| !u.disabled)
-            .map(|u| u.password_hash.clone());
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
         // Read before the attempt is counted, so that nothing but the checks themselves lies
         // between counting and clearing; unknown logins run the same query.
         let totp = self
@@ -136,7 +136,7 @@ impl Service {
         // `attempt` drops: it was no failure.
         let (valid, attempt) = self.counted_verify(&subject, password, hash).await?;
         let user = match user {
-            Some(user) if valid => user,
+            Some(user) if valid && !user.disabled => user,
             _ => {
                 attempt.checked();
                 self.metrics().login(false);

@@ -986,7 +986,7 @@ impl Service {
                     FieldCode::Format,
                     "must be an argon2 PHC string of at most 256 MiB and 16 passes, with a salt of \
                      at most 48 bytes and a hash of 10 to 64 bytes, or a bcrypt hash ($2a$, $2b$ \
-                     or $2y$) of cost 4 to 15",
+                     or $2y$) of cost 4 to 14",
                 );
             }
             if input.role == Role::Owner {
