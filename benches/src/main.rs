@@ -494,14 +494,29 @@ struct Peer {
     idle_rss_mib: f64,
 }
 
+/// `users.created_by` as PostGraphile's `userByCreatedBy`, as rollcall's `createdBy`.
+const POSTGRAPHILE_TAGS: &str = r#"{
+  version: 1,
+  config: {
+    class: { users: { tags: { foreignKey: "(created_by) references users (id)" } } },
+  },
+}
+"#;
+
 impl Peer {
     async fn start(cores: usize, database: &seed::Database) -> Result<Self> {
         let tools_dir = std::env::var_os("ROLLCALL_BENCH_TOOLS")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tools"));
         let bin = tools::postgraphile(&tools_dir)?;
+        // `created_by` is attribution without a foreign key (deleting an account must not
+        // touch the rows it created), so PostGraphile is told of the relation by a smart tag,
+        // read from the file of this name in its working directory.
+        std::fs::write(tools_dir.join("postgraphile.tags.json5"), POSTGRAPHILE_TAGS)
+            .context("writing postgraphile's smart tags")?;
         let port = free_port()?;
         let child = Command::new(bin)
+            .current_dir(&tools_dir)
             .args([
                 "-c",
                 &database.url,
