@@ -276,6 +276,7 @@ fn graphiql(state: &AppState, headers: &HeaderMap) -> Response {
 /// request without exactly one `Host`, which proxies and caches may route by a different one
 /// than the server saw, and a body in a transfer coding other than `chunked`, which would
 /// otherwise be read as if it were plain.
+///
 /// A GraphQL request refused so is counted in the metrics as the endpoint's own refusals are.
 async fn refuse_ill_framed(
     State(state): State<AppState>,

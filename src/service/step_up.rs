@@ -21,8 +21,8 @@ impl Verification {
     /// Gives nothing but blank boxes: no attempt, and within the step-up window no
     /// verification at all.
     fn is_blank(&self) -> bool {
-        let blank = |field: &Option<String>| field.as_deref().is_none_or(str::is_empty);
-        blank(&self.password) && blank(&self.totp_code)
+        validation::filled(&self.password).is_none()
+            && validation::filled(&self.totp_code).is_none()
     }
 }
 

@@ -370,7 +370,7 @@ impl Service {
         // Only where it is needed: elsewhere a form's current password box, filled in or
         // left blank, is no part of the edit.
         if needs_current {
-            match given(&changes.current_password) {
+            match validation::filled(&changes.current_password) {
                 Some(current) => {
                     fields.check("currentPassword", validation::given_password(current));
                 }
@@ -415,7 +415,7 @@ impl Service {
             self.limit_ip(caller.ip)?;
         }
         if edit.needs_current {
-            let current = given(&changes.current_password).unwrap_or_default();
+            let current = validation::filled(&changes.current_password).unwrap_or_default();
             let ok = self
                 .check_password(caller.session()?, current, target.password_hash.clone())
                 .await?;
@@ -817,24 +817,22 @@ impl Service {
         by: UserRef,
         prefetched: Option<Option<User>>,
     ) -> AppResult<Option<User>> {
-        // A name as a login finds it, if it could be one of its kind: a username has no `@`,
-        // an email one.
+        // A name is read as a login reads it, and finds nobody unless it could be one of its
+        // kind: a username has no `@`, an email one.
         let key = |text: &str, email: bool| {
             validation::login(text)
                 .ok()
                 .filter(|key| key.contains('@') == email)
         };
-        let by = match by {
-            UserRef::Id(id) => Ok(id),
-            UserRef::Username(name) => Err(key(&name, false)),
-            UserRef::Email(email) => Err(key(&email, true)),
+        let (id, key) = match by {
+            UserRef::Id(id) => (Some(id), None),
+            UserRef::Username(name) => (None, key(&name, false)),
+            UserRef::Email(email) => (None, key(&email, true)),
         };
-        let is_self = match &by {
-            Ok(id) => *id == viewer.id,
-            Err(key) => key
+        let is_self = id == Some(viewer.id)
+            || key
                 .as_ref()
-                .is_some_and(|key| *key == viewer.username_key || *key == viewer.email),
-        };
+                .is_some_and(|key| *key == viewer.username_key || *key == viewer.email);
         if is_self {
             return Ok(Some(viewer.clone()));
         }
@@ -843,10 +841,10 @@ impl Service {
             return Ok(target);
         }
         let conn = self.db().conn();
-        Ok(match by {
-            Ok(id) => user_queries::by_id(conn, id).await?,
-            Err(Some(key)) => user_queries::by_login(conn, &key).await?,
-            Err(None) => None,
+        Ok(match (id, key) {
+            (Some(id), _) => user_queries::by_id(conn, id).await?,
+            (None, Some(key)) => user_queries::by_login(conn, &key).await?,
+            (None, None) => None,
         })
     }
 
@@ -1161,11 +1159,6 @@ impl JudgedEdit {
     fn username_key(&self) -> Option<String> {
         self.username.as_ref().map(|u| u.to_ascii_lowercase())
     }
-}
-
-/// A password as given: an empty one is a form's blank box, no password.
-fn given(password: &Option<String>) -> Option<&str> {
-    password.as_deref().filter(|p| !p.is_empty())
 }
 
 fn is_set<V: Into<sea_orm::Value>>(value: &sea_orm::ActiveValue<V>) -> bool {

@@ -405,6 +405,11 @@ pub fn guessable(password: &str, username: &str, email: &str) -> Checked<()> {
     Ok(())
 }
 
+/// A box as given: an empty one is a form's blank box, nothing given.
+pub fn filled(text: &Option<String>) -> Option<&str> {
+    text.as_deref().filter(|text| !text.is_empty())
+}
+
 /// A password given to be checked (login, re-verification): bounded like a new one before any
 /// hashing, but not judged, since it was set under earlier rules. An empty one is a form's
 /// blank box, not a guess: refused as missing, and counted nowhere.
