@@ -834,7 +834,8 @@ pub struct LoginInput {
     /// Username or email.
     pub login: String,
     pub password: String,
-    /// With two-factor login on: a current TOTP code, or one of the recovery codes.
+    /// With two-factor login on: a current TOTP code, or one of the recovery codes. An empty
+    /// one counts as none.
     pub totp_code: Option<String>,
 }
 

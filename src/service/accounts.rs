@@ -105,6 +105,9 @@ impl Service {
         totp_code: Option<&str>,
         origin: &Origin,
     ) -> AppResult<AuthSession> {
+        // A blank code box is no code: an account without two-factor login ignores it, one
+        // with it asks for the code.
+        let totp_code = totp_code.filter(|code| !code.is_empty());
         let mut fields = Fields::new();
         let login = fields.check("login", validation::login(login));
         fields.check("password", validation::given_password(password));

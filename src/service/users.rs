@@ -937,9 +937,8 @@ const IMPORT_CHUNK: usize = 1_000;
 impl Service {
     /// Bulk import in one transaction, for migrations from other user stores (and seeding
     /// benchmarks). Same validation as `createUser` (errors name the row), but no hashing:
-    /// hashes are checked to be argon2 of a known version within the cost bounds, not
-    /// computed. Owners cannot be imported; there is only ever one, made by
-    /// register or the CLI.
+    /// hashes are checked to be argon2 or bcrypt within the cost bounds, not computed. Owners
+    /// cannot be imported; there is only ever one, made by register or the CLI.
     ///
     /// Every invalid field of every row is reported at once (`3.email`); once all are valid,
     /// every username or email already in use, by an account or by an earlier row, and every

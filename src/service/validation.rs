@@ -513,9 +513,12 @@ pub fn token_name(text: &str) -> Checked<String> {
 }
 
 /// A TOTP or recovery code as given: refused before anything is counted when it could never
-/// be right.
+/// be right. An empty one is a form's blank box, refused as missing, like an empty password.
 pub fn second_factor_code(code: &str) -> Checked<()> {
     const MESSAGE: &str = "must be a TOTP or recovery code";
+    if code.is_empty() {
+        return refused(FieldCode::Required, "is required");
+    }
     if code.contains('\0') {
         return refused(FieldCode::Format, MESSAGE);
     }
