@@ -447,30 +447,26 @@ async fn postgres_import_users() {
     import_users(Backend::Postgres).await;
 }
 
-/// Waits until a session on `url`'s PostgreSQL database waits for a lock, at most 30 s.
-async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection, url: &str, never: &str) {
+/// Waits until a statement of `conn`'s PostgreSQL database waits for a lock, at most 30 s.
+async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection, never: &str) {
     use sea_orm::ConnectionTrait;
-    let name = url.rsplit('/').next().expect("a database name");
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let count: i64 = conn
-            .query_one_raw(sea_orm::Statement::from_string(
-                conn.get_database_backend(),
-                waiting.as_str(),
-            ))
-            .await
-            .expect("query")
-            .and_then(|row| row.try_get_by_index(0).ok())
-            .unwrap_or_default();
-        if count > 0 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{never}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let waiting = async || {
+        conn.query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            support::LOCK_WAITS,
+        ))
+        .await
+        .expect("query")
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .is_some_and(|count| count > 0)
+    };
+    support::eventually_every(
+        never,
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(50),
+        waiting,
+    )
+    .await;
 }
 
 /// PostgreSQL checks an import's names without a lock on the table, so another writer can
@@ -506,7 +502,7 @@ async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
         {"username": "zed", "email": "zed@example.com", "passwordHash": hash},
     ]);
     let child = spawn_cli(&db.url, &["user", "import", "-"], &rows.to_string());
-    wait_for_a_lock_wait(&conn, &db.url, "the import never waited on the index").await;
+    wait_for_a_lock_wait(&conn, "the import never waited on the index").await;
     writer.commit().await.expect("commit");
     let out = output_or_kill(child, "rollcall user import");
     assert!(!out.status.success());
@@ -539,7 +535,7 @@ async fn postgres_migrate_says_it_waits_for_another_instance() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rollcall");
-    wait_for_a_lock_wait(&conn, &db.url, "migrate never waited for the lock").await;
+    wait_for_a_lock_wait(&conn, "migrate never waited for the lock").await;
     other.commit().await.expect("commit");
     let out = output_or_kill(child, "rollcall migrate");
     assert_succeeded(&out);

@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 use serde_json::{Value, json};
 use support::{
     Backend, CREATE_USER, ENABLE_TOTP, Gql, PASSWORD, REVOKE_SESSION, ServerProcess, Session,
-    TestApp, TestDb, assert_code, assert_ok, error_code, new_user, run_or_kill,
+    TestApp, TestDb, assert_code, assert_ok, error_code, eventually_every, new_user, run_or_kill,
 };
 
 /// Longest any single request may take before the test counts it as hanging.
@@ -90,18 +90,6 @@ fn registration(name: &str) -> Value {
         "email": format!("{name}@example.com"),
         "password": PASSWORD,
     }})
-}
-
-/// Polls `condition` every 10 ms until it holds; fails the test after `limit`.
-async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -439,10 +427,11 @@ async fn sigkill_mid_load_loses_nothing_answered(backend: Backend) {
     let progress = Progress::default();
     let killer = async {
         // Only a wait: the load runs until enough of every kind of write was answered.
-        wait_until(
+        eventually_every(
             "the write load to get going",
             Duration::from_secs(60),
-            || {
+            Duration::from_millis(10),
+            async || {
                 progress.answered.load(Ordering::Relaxed) >= 150
                     && progress.transfers.load(Ordering::Relaxed) >= 3
                     && progress.deletes.load(Ordering::Relaxed) >= 3
@@ -1578,10 +1567,11 @@ async fn postgres_outage_fails_fast_and_recovers() {
         let at = |p: u8| cycle * PHASES + p;
         phase.store(at(UP), Ordering::SeqCst);
         let up = answered_in(at(UP));
-        wait_until(
+        eventually_every(
             "answers with the database up",
             Duration::from_secs(30),
-            || up() >= 12,
+            Duration::from_millis(10),
+            async || up() >= 12,
         )
         .await;
 
@@ -1609,24 +1599,24 @@ async fn postgres_outage_fails_fast_and_recovers() {
         assert!(elapsed <= OUTAGE_BOUND, "/ready took {elapsed:?}");
         assert_eq!(http.status("/health").await.expect("health answers"), 200);
         let down = answered_in(at(DOWN));
-        wait_until(
+        eventually_every(
             "answers with the database down",
             Duration::from_secs(30),
-            || down() >= 4,
+            Duration::from_millis(10),
+            async || down() >= 4,
         )
         .await;
 
         phase.store(at(STARTING), Ordering::SeqCst);
         tokio::task::block_in_place(|| cluster.start());
         // Only a wait: the pool reconnects on its own, and `/ready` says when it has.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.status("/ready").await.expect("ready answers") != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "/ready not 200 within 30 s of the restart"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually_every(
+            "/ready 200 after the restart",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || http.status("/ready").await.expect("ready answers") == 200,
+        )
+        .await;
         phase.store(at(BACK), Ordering::SeqCst);
 
         // The same process serves again: old accounts and tokens, new registrations.
@@ -1638,10 +1628,11 @@ async fn postgres_outage_fails_fast_and_recovers() {
         assert_eq!(after.role, "STANDARD");
         assert_ok(&http.refresh(&again.refresh).await);
         let back = answered_in(at(BACK));
-        wait_until(
+        eventually_every(
             "answers with the database back",
             Duration::from_secs(30),
-            || back() >= 12,
+            Duration::from_millis(10),
+            async || back() >= 12,
         )
         .await;
     }
@@ -1803,11 +1794,13 @@ async fn postgres_ready_answers_in_time_when_the_network_stalls() {
     assert_eq!(status, 503, "/ready with the database still not answering");
 
     relay.stall(false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.status("/ready").await.expect("ready answers") != 200 {
-        assert!(Instant::now() < deadline, "/ready not 200 within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_every(
+        "/ready 200",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || http.status("/ready").await.expect("ready answers") == 200,
+    )
+    .await;
     // The outage is logged when it begins and when it ends, not once per probe.
     let lines = server.log_lines_until("the database is ready again");
     let warned = lines

@@ -141,31 +141,29 @@ async fn rotation_keeps_old_tokens_until_they_expire(app: TestApp) {
 
     // The other instance reloads by itself (nothing it was sent named the new kid) and signs
     // with the new key too.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let from_other = other.login_as("alice").await;
-        if kid(&from_other.access) == new_kid {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never reloaded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::eventually_every(
+        "the other instance's reload",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || kid(&other.login_as("alice").await.access) == new_kid,
+    )
+    .await;
     assert_ok(&other.me(&again.access).await);
 
     // Once the old key's tokens have expired (4 s, plus the reloads the instances recorded
     // on it: at most 12 s after their last record), it is retired on both instances: their
     // JWKS lists only the new one. (The old token has expired by its own 4 s lifetime by then
     // too, so its refusal shows only that the instances still answer.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while kids(&jwks(&app).await) != vec![new_kid.clone()]
-        || kids(&jwks_at(&app, &other.base_url).await.0) != vec![new_kid.clone()]
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the old key was never retired"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::eventually_every(
+        "the old key's retirement",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        async || {
+            kids(&jwks(&app).await) == [new_kid.clone()]
+                && kids(&jwks_at(&app, &other.base_url).await.0) == [new_kid.clone()]
+        },
+    )
+    .await;
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
     assert_code(&other.me(&alice.access).await, "UNAUTHENTICATED");
     assert_ok(&app.me(&app.login_as("alice").await.access).await);
@@ -328,15 +326,13 @@ async fn revoking_rotation_refuses_old_tokens_at_once(app: TestApp) {
 
     // A JWKS read more than a second after the last reload reads the keys again (tried again
     // on a busy machine, where a reload may time out or meet the periodic one).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let now = kids(&jwks(&app).await);
-        if now == [new_kid.clone()] {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{now:?}");
-    }
+    support::eventually_every(
+        "the JWKS with only the new key",
+        Duration::from_secs(20),
+        Duration::from_millis(1100),
+        async || kids(&jwks(&app).await) == [new_kid.clone()],
+    )
+    .await;
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 
     let refreshed = app.refresh(&alice.refresh).await;

@@ -1651,6 +1651,25 @@ async fn lookalike_input_is_one_value_or_refused(app: TestApp) {
     let body = app.register_raw("emile2", "e\u{301}mile@example.com").await;
     assert_code(&body, "CONFLICT");
     assert_fields(&body, &["email"]);
+    // An address typed long (387 bytes of full-width letters, 129 once normalised) logs in
+    // and is found typed as it was registered.
+    let typed = format!(
+        "{}\u{FF20}{}\u{FF0E}\u{FF43}\u{FF4F}\u{FF4D}",
+        "\u{FF45}".repeat(64),
+        "\u{FF45}".repeat(60)
+    );
+    assert_eq!(typed.len(), 387);
+    assert_ok(&app.register_raw("wide", &typed).await);
+    let wide = app.login(&typed, PASSWORD).await;
+    assert_ok(&wide);
+    let found = app
+        .gql(
+            Some(&Session::from_payload(&wide, "login").access),
+            "query($email: String) { user(email: $email) { username } }",
+            json!({"email": typed}),
+        )
+        .await;
+    assert_eq!(found["data"]["user"]["username"], "wide", "{found}");
 
     let body = app
         .gql(

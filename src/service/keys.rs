@@ -88,17 +88,27 @@ impl Service {
         }
         let asked = Instant::now();
         let waited = tokio::time::timeout(ON_DEMAND_WAIT, async {
-            let mut reloads = self.0.key_reloads.lock().await;
-            if reloads.read.is_some_and(|began| began >= asked)
-                || !self.0.tokens.signed_by_unknown_key(token)
-            {
-                return;
-            }
-            let since = reloads.tried.map(|tried| tried.elapsed());
-            if let Some(rest) = since.and_then(|since| ON_DEMAND_RELOAD_GAP.checked_sub(since)) {
+            loop {
+                // The wait for the gap is spent without the lock: the background reload and a
+                // rotation do not queue behind tokens with unknown kids.
+                let rest = {
+                    let mut reloads = self.0.key_reloads.lock().await;
+                    if reloads.read.is_some_and(|began| began >= asked)
+                        || !self.0.tokens.signed_by_unknown_key(token)
+                    {
+                        return;
+                    }
+                    let since = reloads.tried.map(|tried| tried.elapsed());
+                    match since.and_then(|since| ON_DEMAND_RELOAD_GAP.checked_sub(since)) {
+                        Some(rest) => rest,
+                        None => {
+                            reload(&self.0, &mut reloads).await;
+                            return;
+                        }
+                    }
+                };
                 tokio::time::sleep(rest).await;
             }
-            reload(&self.0, &mut reloads).await;
         })
         .await;
         if waited.is_err() {

@@ -198,12 +198,13 @@ fn normalised(text: &str) -> String {
 }
 
 /// What `login` takes, as its [`login_key`]; bounded before and after normalising, since NFKC
-/// can make one character eighteen.
+/// can make one character eighteen. Before, by what [`email`] takes as typed, so every address
+/// that could be stored can be typed again to log in.
 pub fn login(text: &str) -> Checked<String> {
     const MAX_BYTES: usize = 320;
     const MESSAGE: &str = "must be a username or an email address";
     no_nul(text).map_err(|_| FieldError::new(FieldCode::Format, MESSAGE))?;
-    let key = (text.len() <= MAX_BYTES)
+    let key = (text.len() <= EMAIL_TYPED_MAX_BYTES)
         .then(|| login_key(text))
         .filter(|key| key.len() <= MAX_BYTES);
     match key {
@@ -245,6 +246,9 @@ fn reorders(c: char) -> bool {
     matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// The longest address [`email`] reads, as typed before normalising.
+const EMAIL_TYPED_MAX_BYTES: usize = 4 * 254;
+
 /// A plausible address (one `@`, a dotted domain, no spaces or invisible characters), returned
 /// as its [`login_key`]. Bounded before normalising too: decoding a domain label's ASCII form
 /// takes time quadratic in its length, and no address of 254 bytes is typed in four times that.
@@ -252,7 +256,7 @@ pub fn email(text: &str) -> Checked<String> {
     const MAX_BYTES: usize = 254;
     no_nul(text)?;
     let too_long = || refused(FieldCode::Length, "must be at most 254 bytes");
-    if text.len() > 4 * MAX_BYTES {
+    if text.len() > EMAIL_TYPED_MAX_BYTES {
         return too_long();
     }
     let email = login_key(text);

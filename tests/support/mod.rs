@@ -916,14 +916,31 @@ impl TestApp {
 
 /// Polls `done` until it holds, failing the test when `what` has not come within 10 s: a
 /// regression fails instead of hanging, and a slow machine gets time.
-pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+pub async fn eventually(what: &str, done: impl AsyncFnMut() -> bool) {
+    eventually_every(
+        what,
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        done,
+    )
+    .await;
+}
+
+/// [`eventually`] with its own bound, polling every `every` (for checks that cost a login or
+/// must be a second apart).
+pub async fn eventually_every(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + limit;
     while !done().await {
         assert!(
             std::time::Instant::now() < deadline,
-            "{what}: never came within 10 s"
+            "{what}: never came within {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
