@@ -396,6 +396,30 @@ fn committed_schema_matches_the_code() {
     );
 }
 
+/// Introspection tells the description `schema.graphql` gives the schema, wherever the
+/// document asks for it, not async-graphql's text about schemas in general.
+#[tokio::test]
+async fn introspection_describes_the_schema_as_the_sdl_does() {
+    let Some(app) = TestApp::spawn(support::Backend::Sqlite).await else {
+        return;
+    };
+    let sdl = rollcall::graphql::sdl();
+    let described = sdl
+        .rsplit_once("\"\"\"\nschema {")
+        .and_then(|(before, _)| before.rsplit_once("\"\"\"\n"))
+        .map(|(_, description)| description.trim_end())
+        .expect("a description on the schema definition");
+    let body = app
+        .gql(
+            None,
+            "{ a: __schema { description } ...F } fragment F on Query { __schema { d: description } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["a"]["description"], described, "{body}");
+    assert_eq!(body["data"]["__schema"]["d"], described, "{body}");
+}
+
 /// SQLite: a database file deleted, or another moved to its path (a backup restored with
 /// `mv`), while the server runs is one it no longer writes to: `/ready` says so.
 #[tokio::test]

@@ -21,6 +21,7 @@ pub use limits::{
 pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
+pub use spec::description::{describe, description_keys};
 pub use spec::order::{order_root, root_keys};
 pub use spec::schema_types::SchemaTypes;
 pub use types::encode_cursor;
@@ -143,8 +144,10 @@ pub fn build_schema(service: Option<Service>, limits: Limits) -> ApiSchema {
 pub fn sdl() -> String {
     // With `@specifiedBy`, so a client generated from this file knows what introspection
     // tells: the format of `DateTime`.
-    build_schema(None, Limits::default())
-        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
+    spec::description::described_sdl(
+        &build_schema(None, Limits::default())
+            .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by()),
+    )
 }
 
 /// Per-request data: the caller's credentials and a fresh DataLoader, so nothing cached

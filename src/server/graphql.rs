@@ -410,6 +410,7 @@ async fn execute(
                 }
             }
             graphql::order_root(&mut response, &shape.root_keys);
+            graphql::describe(&mut response, &shape.descriptions);
             response
         }
         Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
@@ -475,6 +476,8 @@ async fn execute(
 struct Shape {
     /// The response keys of the root fields, for [`graphql::order_root`].
     root_keys: Vec<async_graphql::Name>,
+    /// Where the response holds the schema's description, for [`graphql::describe`].
+    descriptions: Vec<(async_graphql::Name, async_graphql::Name)>,
     /// Whether the document skips fields (`@skip`, `@include`), for
     /// [`SchemaTypes::restore_skipped`].
     skips: bool,
@@ -505,6 +508,7 @@ fn check_values(
         let checked = types.check_values(document, wanted.as_deref(), &mut variables)?;
         let shape = Shape {
             root_keys: graphql::root_keys(document, wanted.as_deref()),
+            descriptions: graphql::description_keys(document, wanted.as_deref()),
             skips: checked.skips,
         };
         Ok((shape, checked.left_out))

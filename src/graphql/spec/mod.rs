@@ -2,10 +2,12 @@
 //! generated from the schema can trust what they are sent: input values checked against their
 //! types before anything runs (`coercion`), fields under one response key merged as the
 //! specification requires (`overlap`), failed fields nulled up to a nullable parent (`nulls`),
-//! and the root's keys in the document's order (`order`). All but `overlap` read the schema's
+//! and the root's keys in the document's order (`order`); the schema's own description in
+//! place of async-graphql's fixed text (`description`). All but `overlap` read the schema's
 //! types (`schema_types`). Nothing here makes a rule of rollcall's own.
 
 pub(super) mod coercion;
+pub(super) mod description;
 mod nulls;
 pub(super) mod order;
 pub(super) mod overlap;
