@@ -346,7 +346,7 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
 
 /// A GraphQL parameter given twice in a GET is refused, not settled by whichever one the
 /// server's parser keeps; other parameters (cache busters) may repeat.
-async fn get_parameters_given_twice_are_refused(app: TestApp) {
+async fn get_parameters_are_checked(app: TestApp) {
     let get = |query: &'static str| {
         let app = &app;
         async move {
@@ -374,11 +374,18 @@ async fn get_parameters_given_twice_are_refused(app: TestApp) {
     let (status, body) = get("query=%7BserverInfo%7Bname%7D%7D&_=1&_=2").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["serverInfo"]["name"], "rollcall");
+    // `null` is no value, as in a POST body; anything else but an object is refused.
+    let (status, body) =
+        get("query=%7BserverInfo%7Bname%7D%7D&variables=null&extensions=null").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["serverInfo"]["name"], "rollcall");
+    let (status, body) = get("query=%7BserverInfo%7Bname%7D%7D&variables=%5B%5D").await;
+    assert_eq!(status, 400, "{body}");
 }
 
 backend_tests!(
     health_ready_and_graphiql,
-    get_parameters_given_twice_are_refused,
+    get_parameters_are_checked,
     ill_framed_requests_are_refused,
     oversized_bodies_get_413_and_batches_400,
     server_info_is_public,

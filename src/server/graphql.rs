@@ -298,6 +298,8 @@ async fn respond_to_get(
             continue;
         };
         match serde_json::from_str::<serde_json::Value>(text) {
+            // `null` is no value, as in a POST body.
+            Ok(serde_json::Value::Null) => {}
             Ok(value @ serde_json::Value::Object(_)) => {
                 if slot == 0 {
                     request = request.variables(async_graphql::Variables::from_json(value));
