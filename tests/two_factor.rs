@@ -171,7 +171,11 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     // of them than the throttle allows leave the next real code its chance.
     for _ in 0..6 {
         let blank = app
-            .gql(Some(&alice.access), DISABLE, json!({"v": {"totpCode": ""}}))
+            .gql(
+                Some(&alice.access),
+                DISABLE,
+                json!({"v": {"totpCode": " "}}),
+            )
             .await;
         assert_field_codes(&blank, json!({"verification.totpCode": "REQUIRED"}));
         let blank = app
@@ -276,6 +280,15 @@ async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
     let alice = app.register("alice").await;
     // The confirmation is counted on its session, not on the account's logins.
     let (secret, _, _) = turn_on(&app, &alice).await;
+    // The right password without its code (a login form's first step, sent again as often as
+    // the user goes back to it) is no failure.
+    for code in [None, Some(""), Some(" "), None, None] {
+        assert_code(
+            &login_with(&app, "alice", PASSWORD, code).await,
+            "TOTP_REQUIRED",
+        );
+    }
+    assert_eq!(app.failures(&format!("user:{}", alice.id)).await, 0);
     for _ in 0..4 {
         assert_code(
             &login_with(&app, "alice", PASSWORD, Some("000000")).await,

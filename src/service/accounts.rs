@@ -107,7 +107,7 @@ impl Service {
     ) -> AppResult<AuthSession> {
         // A blank code box is no code: an account without two-factor login ignores it, one
         // with it asks for the code.
-        let totp_code = totp_code.filter(|code| !code.is_empty());
+        let totp_code = totp_code.filter(|code| validation::code_given(code));
         let mut fields = Fields::new();
         let login = fields.check("login", validation::login(login));
         fields.check("password", validation::given_password(password));
@@ -148,10 +148,12 @@ impl Service {
         };
         let second_factor = totp.is_some();
         if let Some(totp) = totp {
-            // A right password without its code stays counted: the client is asked for the
-            // code and comes back with it, and that success clears the count.
+            // A right password without its code is no failure, and no success either: the
+            // client is asked for the code and comes back with both. Taken back before the
+            // answer, so that next attempt finds it gone; the count stays for the code.
             let Some(code) = totp_code else {
                 attempt.checked();
+                self.take_back_attempt(&subject).await?;
                 return Err(CODE_NEEDED);
             };
             if !self

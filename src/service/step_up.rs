@@ -22,7 +22,10 @@ impl Verification {
     /// verification at all.
     fn is_blank(&self) -> bool {
         validation::filled(&self.password).is_none()
-            && validation::filled(&self.totp_code).is_none()
+            && !self
+                .totp_code
+                .as_deref()
+                .is_some_and(validation::code_given)
     }
 }
 

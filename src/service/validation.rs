@@ -516,11 +516,17 @@ pub fn token_name(text: &str) -> Checked<String> {
     Ok(text.to_owned())
 }
 
+/// Whether a code box holds anything: spaces in codes are ignored (apps show `123 456`), so a
+/// box of spaces is as blank as an empty one.
+pub fn code_given(code: &str) -> bool {
+    !code.trim().is_empty()
+}
+
 /// A TOTP or recovery code as given: refused before anything is counted when it could never
-/// be right. An empty one is a form's blank box, refused as missing, like an empty password.
+/// be right. A blank one is a form's blank box, refused as missing, like an empty password.
 pub fn second_factor_code(code: &str) -> Checked<()> {
     const MESSAGE: &str = "must be a TOTP or recovery code";
-    if code.is_empty() {
+    if !code_given(code) {
         return refused(FieldCode::Required, "is required");
     }
     if code.contains('\0') {
