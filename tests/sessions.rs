@@ -16,6 +16,15 @@ const MY_SESSIONS: &str =
 const USER_SESSIONS: &str =
     "query($id: ID!) { user(id: $id) { sessions { id userAgent current } } }";
 
+/// A `DateTime` answer as a time.
+fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    value
+        .as_str()
+        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+        .unwrap_or_else(|| panic!("a DateTime: {value}"))
+        .into()
+}
+
 /// `me.sessions` as `session`; panics on errors.
 async fn my_sessions(app: &TestApp, session: &Session) -> Vec<Value> {
     let body = app.gql(Some(&session.access), MY_SESSIONS, json!({})).await;
@@ -223,20 +232,29 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
 }
 
 /// `ROLLCALL_SESSION_MAX_AGE` (five seconds here) ends a session however often it refreshes,
-/// access tokens included.
+/// access tokens included: their `expiresAt` is the session's end, not the TTL's.
 async fn sessions_end_at_their_maximum_age(app: TestApp) {
     let alice = app.register("alice").await;
     // The session began before its registration was answered.
     let born = Instant::now();
     let mut current = alice.clone();
+    let mut expires = None;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let body = app.refresh(&current.refresh).await;
         assert_ok(&body);
+        expires = Some(time(&body["data"]["refreshToken"]["expiresAt"]));
         current = Session::from_payload(&body, "refreshToken");
     }
     let listed = my_sessions(&app, &current).await;
     assert_eq!(listed.len(), 1);
+    // Rounded up to the second, as every `exp`.
+    let ends = time(&listed[0]["expiresAt"]);
+    let expires = expires.expect("refreshed");
+    assert!(
+        expires >= ends && expires <= ends + chrono::Duration::seconds(1),
+        "the token expires at {expires}, its session ends at {ends}"
+    );
     tokio::time::sleep_until((born + Duration::from_millis(5_100)).into()).await;
     assert_code(&app.me(&current.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&current.refresh).await, "UNAUTHENTICATED");
@@ -270,6 +288,16 @@ async fn idle_sessions_end(app: TestApp) {
     let listed = my_sessions(&app, &busy).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], busy.sid().as_str());
+    // It ends three seconds after its last refresh, unless refreshed again.
+    let ends = time(&listed[0]["expiresAt"]);
+    let refreshed = time(&listed[0]["lastUsedAt"]);
+    assert_eq!(ends - refreshed, chrono::Duration::seconds(3), "{listed:?}");
+}
+
+/// A refresh token's lifetime (three seconds here) shorter than the idle limit bounds the
+/// session as the idle limit would: past it the session cannot go on, and it is not listed.
+async fn sessions_end_with_their_refresh_tokens(app: TestApp) {
+    idle_sessions_end(app).await;
 }
 
 /// A rotated token presented again within the grace gets a pair for the same session; after
@@ -491,6 +519,7 @@ backend_tests!(
     logout_everywhere_ends_every_session,
     sessions_end_at_their_maximum_age with |s| s.session_max_age = std::time::Duration::from_secs(5),
     idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(3),
+    sessions_end_with_their_refresh_tokens with |s| s.refresh_ttl = std::time::Duration::from_secs(3),
     reuse_within_the_grace_keeps_the_session with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_secs(3);
     },

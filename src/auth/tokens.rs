@@ -197,12 +197,19 @@ impl TokenKeys {
         json!({ "keys": keys })
     }
 
-    /// Issues an access token and returns it with its expiry.
-    pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> AppResult<(String, DateTime<Utc>)> {
+    /// Issues an access token for a session that ends at `session_ends` and returns it with
+    /// its expiry: the TTL from now, or the session's end when sooner, so the expiry a client
+    /// is told is when the token stops working.
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        session_ends: DateTime<Utc>,
+    ) -> AppResult<(String, DateTime<Utc>)> {
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.access_ttl)
             .map_err(|_| AppError::internal("access ttl out of range"))?;
-        let expires = now + ttl;
+        let expires = (now + ttl).min(session_ends);
         let claims = AccessClaims {
             sub: user_id,
             sid: session_id,
@@ -526,12 +533,17 @@ mod tests {
     #[test]
     fn round_trip() {
         let keys = keys();
-        let (token, _) = keys.issue(Uuid::nil(), Uuid::max()).expect("issue");
+        let (token, _) = keys.issue(Uuid::nil(), Uuid::max(), far()).expect("issue");
         let claims = keys.verify(&token).expect("verify");
         assert_eq!(claims.sid, Uuid::max());
         let mut tampered = token.clone();
         tampered.push('x');
         assert!(keys.verify(&tampered).is_err());
+    }
+
+    /// An end for sessions no token outlives.
+    fn far() -> DateTime<Utc> {
+        DateTime::<Utc>::MAX_UTC
     }
 
     /// `exp` is rounded up: a token lives at least its TTL, under a second too, and one of a
@@ -541,10 +553,23 @@ mod tests {
         for ttl in [Duration::from_millis(500), Duration::from_secs(86_400)] {
             let keys = TokenKeys::new(&[7u8; 32], ttl).expect("keys");
             let before = Utc::now();
-            let (token, expires) = keys.issue(Uuid::nil(), Uuid::max()).expect("issue");
+            let (token, expires) = keys.issue(Uuid::nil(), Uuid::max(), far()).expect("issue");
             assert!(expires >= before + ttl, "{ttl:?}: {expires} {before}");
             assert!(keys.verify(&token).is_ok(), "{ttl:?}");
         }
+    }
+
+    /// A session ending sooner than the TTL ends its token with it.
+    #[test]
+    fn tokens_end_with_their_session() {
+        let keys = TokenKeys::new(&[7u8; 32], Duration::from_secs(900)).expect("keys");
+        let ends = Utc::now() + chrono::Duration::seconds(60);
+        let (token, expires) = keys.issue(Uuid::nil(), Uuid::max(), ends).expect("issue");
+        assert!(
+            expires >= ends && expires < ends + chrono::Duration::seconds(1),
+            "{expires} {ends}"
+        );
+        assert!(keys.verify(&token).is_ok());
     }
 
     #[test]
@@ -641,7 +666,7 @@ mod tests {
         // A token remembered under one key set is checked again under the next.
         let key = new_signing_key(Utc::now()).expect("key");
         let ed = ed_keys(std::slice::from_ref(&key));
-        let (token, _) = ed.issue(Uuid::nil(), Uuid::nil()).expect("issue");
+        let (token, _) = ed.issue(Uuid::nil(), Uuid::nil(), far()).expect("issue");
         assert!(ed.verify(&token).is_ok());
         // Reloading the same keys keeps what was remembered; retiring one forgets it.
         ed.reload(std::slice::from_ref(&key)).expect("reload");
@@ -677,7 +702,7 @@ mod tests {
     fn ed25519_tokens_carry_the_current_kid_and_verify() {
         let key = new_signing_key(Utc::now()).expect("key");
         let keys = ed_keys(std::slice::from_ref(&key));
-        let (token, _) = keys.issue(Uuid::nil(), Uuid::max()).expect("issue");
+        let (token, _) = keys.issue(Uuid::nil(), Uuid::max(), far()).expect("issue");
         let header = jsonwebtoken::decode_header(&token).expect("header");
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
@@ -706,15 +731,15 @@ mod tests {
                     .expect("encode");
             assert!(ed.verify(&forged).is_err());
         }
-        let (hs_token, _) = hs.issue(Uuid::nil(), Uuid::nil()).expect("issue");
+        let (hs_token, _) = hs.issue(Uuid::nil(), Uuid::nil(), far()).expect("issue");
         assert!(ed.verify(&hs_token).is_err());
-        let (ed_token, _) = ed.issue(Uuid::nil(), Uuid::nil()).expect("issue");
+        let (ed_token, _) = ed.issue(Uuid::nil(), Uuid::nil(), far()).expect("issue");
         assert!(hs.verify(&ed_token).is_err());
         assert_eq!(hs.jwks(), json!({"keys": []}));
         // A token signed by a key this server does not know, under its kid or another.
         let stranger = new_signing_key(Utc::now()).expect("key");
         let (foreign, _) = ed_keys(std::slice::from_ref(&stranger))
-            .issue(Uuid::nil(), Uuid::nil())
+            .issue(Uuid::nil(), Uuid::nil(), far())
             .expect("issue");
         assert!(ed.verify(&foreign).is_err());
         let mut header = Header::new(Algorithm::EdDSA);
@@ -731,14 +756,19 @@ mod tests {
         let mut old = new_signing_key(now - chrono::Duration::seconds(10)).expect("key");
         let new = new_signing_key(now).expect("key");
         let signed_by_old = ed_keys(std::slice::from_ref(&old))
-            .issue(Uuid::nil(), Uuid::nil())
+            .issue(Uuid::nil(), Uuid::nil(), far())
             .expect("issue")
             .0;
         old.retired_at = Some(now);
         let keys = ed_keys(&[old.clone(), new.clone()]);
         assert_eq!(keys.current_kid(), Some(new.kid.clone()));
         assert_eq!(
-            kid_of(&keys.issue(Uuid::nil(), Uuid::nil()).expect("issue").0),
+            kid_of(
+                &keys
+                    .issue(Uuid::nil(), Uuid::nil(), far())
+                    .expect("issue")
+                    .0
+            ),
             Some(new.kid.clone())
         );
         assert!(keys.verify(&signed_by_old).is_ok());

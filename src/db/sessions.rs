@@ -182,14 +182,15 @@ pub async fn mark_verified(
     Ok(marked.rows_affected == 1)
 }
 
-/// Records a refresh of session `id`: the idle limit counts from now on.
-pub async fn touch(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
-    session::Entity::update_many()
+/// Records a refresh of session `id`: the idle limit counts from now on. Returns the session
+/// as it now stands.
+pub async fn touch(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<session::Model>, DbErr> {
+    Ok(session::Entity::update_many()
         .col_expr(session::Column::LastUsedAt, Expr::value(super::now()))
         .filter(session::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
+        .exec_with_returning(db)
+        .await?
+        .pop())
 }
 
 /// The live sessions of `user_ids`, each user's newest first.

@@ -588,7 +588,8 @@ pub struct SessionObject {
     /// The last refresh (the login, before any).
     pub last_used_at: Timestamp,
     /// When the session ends: at its maximum age, or sooner if not refreshed within the idle
-    /// limit (each refresh moves this on, up to the maximum age).
+    /// limit or the refresh token's lifetime (each refresh moves this on, up to the maximum
+    /// age).
     pub expires_at: Timestamp,
     /// The client's User-Agent at login; in demo mode, shown for the current session only.
     pub user_agent: Option<String>,
@@ -605,7 +606,8 @@ pub struct AuthPayload {
     pub refresh_token: String,
     /// Always `Bearer`: send the access token in an `Authorization: Bearer …` header.
     pub token_type: String,
-    /// When the access token expires.
+    /// When the access token expires: the access TTL from now, or the session's end when
+    /// sooner (refresh then to learn whether to log in again).
     pub expires_at: Timestamp,
     pub user: UserObject,
 }

@@ -79,7 +79,7 @@ impl Service {
                     )
                     .await?;
                     tx.commit().await?;
-                    return self.finish(session, model);
+                    return self.finish(session, model, None);
                 }
                 Err(err) if unique_violation(&err) == Some(UniqueViolation::Owner) && may_own => {
                     // Another registration became the owner first: this one is standard.
@@ -230,7 +230,7 @@ impl Service {
             last_login_at: Some(at),
             ..user
         };
-        self.finish(session, user)
+        self.finish(session, user, None)
     }
 
     /// A login's one transaction: the user's `last_login_at`, the end of the throttle's count,
@@ -402,9 +402,10 @@ impl Service {
             .filter(|u| !u.disabled)
             .ok_or(INVALID)?;
         let refresh_token = self.add_refresh_token(&tx, session_id).await?;
-        sessions::touch(&tx, session_id).await?;
+        let session = sessions::touch(&tx, session_id).await?.ok_or(INVALID)?;
         tx.commit().await?;
-        self.finish((session_id, refresh_token), user)
+        let ends = self.session_end(session.created_at, session.last_used_at);
+        self.finish((session_id, refresh_token), user, Some(ends))
     }
 
     /// Ends the session the refresh token belongs to. `false` when the token is unknown.
@@ -521,12 +522,16 @@ impl Service {
         Ok(db::now() + ttl)
     }
 
+    /// The answer to a login or refresh of session `session_id`, which ends at `ends`; `None`
+    /// for a session opened just now.
     fn finish(
         &self,
         (session_id, refresh_token): (Uuid, String),
         user: User,
+        ends: Option<chrono::DateTime<chrono::Utc>>,
     ) -> AppResult<AuthSession> {
-        let (access_token, expires_at) = self.0.tokens.issue(user.id, session_id)?;
+        let ends = ends.unwrap_or_else(|| self.session_end(db::now(), db::now()));
+        let (access_token, expires_at) = self.0.tokens.issue(user.id, session_id, ends)?;
         Ok(AuthSession {
             access_token,
             refresh_token,

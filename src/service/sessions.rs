@@ -34,6 +34,17 @@ impl Service {
         }
     }
 
+    /// When a session born at `created_at` and last refreshed at `last_used_at` ends unless
+    /// refreshed again: at its maximum age, or past the idle limit.
+    pub(super) fn session_end(
+        &self,
+        created_at: DateTime<Utc>,
+        last_used_at: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        db::later(created_at, self.0.session_max_age)
+            .min(db::later(last_used_at, self.0.session_idle))
+    }
+
     /// Refresh tokens rotated after this moment are within the reuse grace.
     pub(super) fn grace_start(&self) -> DateTime<Utc> {
         db::earlier(db::now(), self.0.refresh_reuse_grace)
@@ -51,8 +62,7 @@ impl Service {
                 user_id: row.user_id,
                 created_at: row.created_at,
                 last_used_at: row.last_used_at,
-                expires_at: db::later(row.created_at, self.0.session_max_age)
-                    .min(db::later(row.last_used_at, self.0.session_idle)),
+                expires_at: self.session_end(row.created_at, row.last_used_at),
                 ip: row.ip,
                 user_agent: row.user_agent,
             })

@@ -204,7 +204,9 @@ impl Service {
             demo: settings.demo,
             refresh_ttl: settings.refresh_ttl,
             session_max_age: settings.session_max_age,
-            session_idle: settings.session_idle,
+            // Past its refresh token's lifetime a session cannot go on: that is its idle limit
+            // too when shorter.
+            session_idle: settings.session_idle.min(settings.refresh_ttl),
             refresh_reuse_grace: settings.refresh_reuse_grace,
             step_up_window: settings.step_up_window,
             audit_retention: settings.audit_retention,
