@@ -497,6 +497,45 @@ async fn graphql_limits(app: TestApp) {
         &app.gql(token, &sized(16 * 1024 + 1), json!({})).await,
         "bytes",
     );
+    // Brackets nested a few thousand deep (values, list types) would overflow the parser's
+    // stack and abort the server: refused before parsing, by POST and by GET, and the server
+    // goes on.
+    let deep = |n: usize| {
+        format!(
+            "{{ serverInfo(x: {}1{}) {{ name }} }}",
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    for query in [
+        deep(2_000),
+        format!(
+            "{{ serverInfo(x: {}1{}) {{ name }} }}",
+            "{a:".repeat(2_000),
+            "}".repeat(2_000)
+        ),
+        format!(
+            "query($v: {}Int{}) {{ me {{ id }} }}",
+            "[".repeat(2_000),
+            "]".repeat(2_000)
+        ),
+    ] {
+        refused(&app.gql(token, &query, json!({})).await, "nests brackets");
+    }
+    let get = app
+        .client
+        .get(format!("{}/graphql", app.base_url()))
+        .query(&[("query", deep(2_000))])
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("get");
+    let body: Value = get.json().await.expect("JSON");
+    refused(&body, "nests brackets");
+    // Up to a hundred levels are the parser's to judge.
+    let body = app.gql(token, &deep(90), json!({})).await;
+    refused(&body, "Unknown argument");
+    assert_ok(&app.server_info().await);
     // Complexity: a list counts as many times as `first` asks for.
     let page = |first: usize| {
         format!(

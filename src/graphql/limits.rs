@@ -83,13 +83,7 @@ pub fn check(
     request: &mut async_graphql::Request,
     info: &OperationInfo,
 ) -> ServerResult<()> {
-    if request.query.len() > limits.query_bytes {
-        return Err(refusal(format!(
-            "The query is {} bytes long; at most {} are accepted",
-            request.query.len(),
-            limits.query_bytes
-        )));
-    }
+    parseable(limits, &request.query)?;
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
     let checked = variable_weights(&variables, limits.query_bytes).and_then(|weights| {
@@ -99,6 +93,81 @@ pub fn check(
     });
     request.variables = variables;
     checked
+}
+
+/// Whether `query` may be given to the parser at all: within the length limit, and nesting
+/// brackets (`{`, `[`) at most [`MAX_NESTING`] deep. The parser recurses once a level, for values
+/// and list types without a bound of its own, and a few kilobytes of `[[[…]]]` would overflow
+/// a worker thread's stack and abort the process.
+pub fn parseable(limits: &Limits, query: &str) -> ServerResult<()> {
+    if query.len() > limits.query_bytes {
+        return Err(refusal(format!(
+            "The query is {} bytes long; at most {} are accepted",
+            query.len(),
+            limits.query_bytes
+        )));
+    }
+    if nests_deeper(query, MAX_NESTING) {
+        return Err(refusal(format!(
+            "The query nests brackets more than {MAX_NESTING} deep"
+        )));
+    }
+    Ok(())
+}
+
+/// Far deeper than any document of this schema nests (the parser refuses selection sets past
+/// 64), far shallower than the parser's recursion can go.
+const MAX_NESTING: usize = 100;
+
+/// Whether `{` and `[` nest deeper than `limit` in `query`, outside strings and comments, read
+/// as the parser reads them (all their delimiters are ASCII, so bytes will do).
+fn nests_deeper(query: &str, limit: usize) -> bool {
+    let bytes = query.as_bytes();
+    let at = |i: usize, text: &[u8]| bytes.get(i..).is_some_and(|rest| rest.starts_with(text));
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'#' => {
+                while bytes.get(i).is_some_and(|b| !matches!(b, b'\n' | b'\r')) {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' if at(i, b"\"\"\"") => {
+                i += 3;
+                // A block string ends at the first `"""` that is not escaped as `\"""`.
+                while i < bytes.len() && !at(i, b"\"\"\"") {
+                    i += if at(i, b"\\\"\"\"") { 4 } else { 1 };
+                }
+                i += 3;
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                // A string ends at its closing quote; a line break ends it unclosed.
+                while let Some(&b) = bytes.get(i) {
+                    match b {
+                        b'"' | b'\n' | b'\r' => break,
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// About the bytes `value` takes as JSON, counted no further than past `bound`.
@@ -583,6 +652,44 @@ fn fills(value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_read_as_the_parser_reads_it() {
+        let deep = |open: &str, close: &str, n: usize| {
+            format!(
+                "{{ serverInfo(x: {}1{}) {{ name }} }}",
+                open.repeat(n),
+                close.repeat(n)
+            )
+        };
+        assert!(!nests_deeper(&deep("[", "]", 99), MAX_NESTING));
+        assert!(nests_deeper(&deep("[", "]", 100), MAX_NESTING));
+        assert!(nests_deeper(&deep("{a:", "}", 1_500), MAX_NESTING));
+        assert!(nests_deeper(
+            &format!(
+                "query($v: {}Int{}) {{ me {{ id }} }}",
+                "[".repeat(101),
+                "]".repeat(101)
+            ),
+            MAX_NESTING
+        ));
+        // Brackets in strings, block strings (an escaped closing quote included) and comments
+        // are no nesting; closing brackets never take the depth below nought.
+        let hidden = "[".repeat(200);
+        for query in [
+            format!("{{ a(s: \"{hidden}\\\" {hidden}\") }}"),
+            format!("{{ a(s: \"\"\"{hidden} \\\"\"\" {hidden}\"\"\") }}"),
+            format!("# {hidden}\n{{ a }}"),
+            format!("]]]]{}", "[".repeat(100)),
+        ] {
+            assert!(!nests_deeper(&query, MAX_NESTING), "{query}");
+        }
+        // A string left open at a line break ends there, as the parser's does.
+        assert!(nests_deeper(
+            &format!("{{ a(s: \"x\n{hidden}) }}"),
+            MAX_NESTING
+        ));
+    }
 
     /// The lists of fields that check passwords, held to the schema: a mutation taking a
     /// password that is in none of them would escape the one-check-per-document bound.

@@ -315,8 +315,8 @@ async fn respond_to_get(
             }
         }
     }
-    // Parsed only within the size limit, which execution would refuse anyway.
-    if request.query.len() <= state.limits.query_bytes && selects_mutation(&mut request) {
+    // Parsed only within the limits on what is parsed, which execution would refuse anyway.
+    if graphql::parseable(&state.limits, &request.query).is_ok() && selects_mutation(&mut request) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Mutations are sent with POST",
