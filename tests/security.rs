@@ -532,6 +532,25 @@ async fn graphql_limits(app: TestApp) {
         .expect("get");
     let body: Value = get.json().await.expect("JSON");
     refused(&body, "nests brackets");
+    // A mutation runs once per response key: one repeated (a fragment spread twice, or the
+    // field selected again) is refused whole, before any of it runs.
+    let token_field = "createApiToken(name: \"dup\") { token }";
+    for repeated in [
+        format!("mutation {{ {token_field} {token_field} }}"),
+        format!("mutation {{ ...F ...F }} fragment F on Mutation {{ {token_field} }}"),
+    ] {
+        refused(
+            &app.gql(token, &repeated, json!({})).await,
+            "more than once",
+        );
+    }
+    let listed = app
+        .gql(token, "{ me { apiTokens { id } } }", json!({}))
+        .await;
+    assert_eq!(listed["data"]["me"]["apiTokens"], json!([]), "{listed}");
+    // Introspection answers from the whole schema: `__schema` runs once an operation.
+    let twice = "{ ...I ...I } fragment I on Query { __schema { types { name } } }";
+    refused(&app.gql(None, twice, json!({})).await, "__schema");
     // Up to a hundred levels are the parser's to judge.
     let body = app.gql(token, &deep(90), json!({})).await;
     refused(&body, "Unknown argument");

@@ -319,6 +319,21 @@ fn check_document<'a>(
             counts.directives, limits.directives
         )));
     }
+    if counts.repeats_mutations {
+        return Err(refusal(
+            "The mutation runs a field more than once under one response key (through \
+             fragments spread more than once, or the same field selected again); select each \
+             mutation once"
+                .into(),
+        ));
+    }
+    if counts.schema_runs > MAX_SCHEMA_RUNS || counts.type_runs > MAX_TYPE_RUNS {
+        return Err(refusal(format!(
+            "The operation runs `__schema` {} and `__type` {} times, fragments spread; at most \
+             {MAX_SCHEMA_RUNS} and {MAX_TYPE_RUNS} are accepted",
+            counts.schema_runs, counts.type_runs
+        )));
+    }
     if counts.password_checks > 1 {
         return Err(refusal(format!(
             "The document selects {} fields that check or set a password ({}, updateUser \
@@ -333,6 +348,11 @@ fn check_document<'a>(
     }
     super::spec::overlap::check(document)
 }
+
+/// `__schema` fields an operation may run: a client's introspection query asks once.
+const MAX_SCHEMA_RUNS: usize = 1;
+/// `__type` fields an operation may run.
+const MAX_TYPE_RUNS: usize = 10;
 
 /// The message of async-graphql's own complexity refusal.
 const TOO_COMPLEX: &str = "Query is too complex.";
@@ -383,6 +403,25 @@ struct Counts {
     /// Whether a fragment spreads itself, directly or through others: the validator refuses
     /// such a document, and the merging check cannot walk it.
     spreads_itself: bool,
+    /// Whether a mutation runs a root field more often than it has response keys.
+    /// async-graphql runs every occurrence (a fragment once per spread) where the
+    /// specification merges them into one, so one document could repeat a write thousands of
+    /// times under the alias limit.
+    repeats_mutations: bool,
+    /// The most `__schema` and `__type` fields an operation runs, a fragment once per spread:
+    /// each answers from the whole schema, so spreading one a few hundred times costs far
+    /// more than the complexity limit's count of its fields says.
+    schema_runs: usize,
+    type_runs: usize,
+}
+
+/// Root fields of an operation, as async-graphql runs them: every occurrence, a fragment once
+/// per spread.
+#[derive(Debug, Clone, Copy, Default)]
+struct RootRuns {
+    fields: usize,
+    schema: usize,
+    types: usize,
 }
 
 impl Counts {
@@ -422,7 +461,13 @@ impl Counts {
             // it runs.
             counts.fields = counts.fields.saturating_add(size.fields);
             counts.input = counts.input.saturating_add(size.input);
+            let runs = Spread::new(&document.fragments).root_runs(&operation.selection_set.node);
+            counts.schema_runs = counts.schema_runs.max(runs.schema);
+            counts.type_runs = counts.type_runs.max(runs.types);
             if operation.ty == OperationType::Mutation {
+                let keys =
+                    super::spec::order::response_keys(document, &[&operation.selection_set.node]);
+                counts.repeats_mutations |= runs.fields > keys.len();
                 // A variable not sent takes its declared default. Looked up, never copied: a
                 // document may hold hundreds of operations over a large variables object.
                 let defaults: HashMap<&Name, &Value> = operation
@@ -562,6 +607,36 @@ impl<'a> Spread<'a, Size> {
             total.input = total.input.saturating_add(here.input);
         }
         total
+    }
+}
+
+impl<'a> Spread<'a, RootRuns> {
+    /// The root fields `set` runs, and how many of them are `__schema` and `__type`.
+    fn root_runs(&mut self, set: &'a SelectionSet) -> RootRuns {
+        let mut runs = RootRuns::default();
+        for item in &set.items {
+            let here = match &item.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    RootRuns {
+                        fields: 1,
+                        schema: usize::from(name == "__schema"),
+                        types: usize::from(name == "__type"),
+                    }
+                }
+                Selection::FragmentSpread(spread) => self
+                    .fragment(&spread.node.fragment_name.node, |walk, set| {
+                        walk.root_runs(set)
+                    }),
+                Selection::InlineFragment(inline) => {
+                    self.root_runs(&inline.node.selection_set.node)
+                }
+            };
+            runs.fields = runs.fields.saturating_add(here.fields);
+            runs.schema = runs.schema.saturating_add(here.schema);
+            runs.types = runs.types.saturating_add(here.types);
+        }
+        runs
     }
 }
 
@@ -735,6 +810,37 @@ mod tests {
         Counts::of(&document, &variables, weights)
     }
 
+    /// Root fields counted as async-graphql runs them: a fragment once per spread.
+    #[test]
+    fn repeated_mutations_and_introspection_are_found() {
+        let none = || serde_json::json!({});
+        let token = "createApiToken(name: \"t\") { token }";
+        for repeated in [
+            format!("mutation {{ {token} {token} }}"),
+            format!("mutation {{ ...F ...F }} fragment F on Mutation {{ {token} }}"),
+            format!("mutation {{ ...F {token} }} fragment F on Mutation {{ {token} }}"),
+            format!("mutation {{ ... {{ ...F }} ...F }} fragment F on Mutation {{ a: {token} }}"),
+        ] {
+            assert!(counts(&repeated, none()).repeats_mutations, "{repeated}");
+        }
+        for once in [
+            format!("mutation {{ a: {token} b: {token} }}"),
+            format!("mutation {{ ...F c: {token} }} fragment F on Mutation {{ a: {token} }}"),
+            // The same keys in a query are merged answers to reads, and in another operation
+            // another request's.
+            format!(
+                "query R {{ me {{ id }} me {{ username }} ...Q ...Q }} fragment Q on Query {{ me {{ id }} }} mutation M {{ {token} }}"
+            ),
+        ] {
+            assert!(!counts(&once, none()).repeats_mutations, "{once}");
+        }
+        let spread = counts(
+            "{ ...I ...I a: __type(name: \"User\") { name } } fragment I on Query { __schema { queryType { name } } }",
+            none(),
+        );
+        assert_eq!((spread.schema_runs, spread.type_runs), (2, 1));
+    }
+
     #[test]
     fn password_checks_are_found_however_they_are_written() {
         let none = serde_json::json!({});
@@ -759,6 +865,9 @@ mod tests {
                 input: 58,
                 unknown_fragment: None,
                 spreads_itself: false,
+                repeats_mutations: false,
+                schema_runs: 0,
+                type_runs: 0,
             }
         );
         let fragments = format!(
