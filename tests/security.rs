@@ -1174,6 +1174,54 @@ backend_tests!(
     ownership_never_goes_to_a_disabled_account,
 );
 
+/// A client that stops reading answers loses its connection once it has taken no part of one
+/// for the request timeout (a second here), rather than holding it, and the answers waiting
+/// for it, for ever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.request_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let address = app.server().addr;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let stream = socket.connect(address).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let body = json!({ "query": INTROSPECTION }).to_string();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // 150 answers of the whole schema (over 8 MB), more than the connection's buffers hold
+    // (4 MiB at most for the server's sending), so the server's writes wait for the client.
+    // Written aside: once those wait, the server reads no more requests either.
+    let requests = request.repeat(150);
+    let written = tokio::spawn(async move {
+        let _ = writer.write_all(requests.as_bytes()).await;
+        writer
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut answers = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answers)).await;
+    // Closed by the server (a reset, or the end after what it had sent), not left open.
+    assert!(read.is_ok(), "the connection is still open");
+    let taken = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(taken < 150, "{taken} answers were taken");
+    written.abort();
+    assert_ok(&app.server_info().await);
+}
+
 /// graphql-js's `getIntrospectionQuery()`, as GraphiQL and code generators send it.
 const INTROSPECTION: &str = r#"
     query IntrospectionQuery {

@@ -156,6 +156,7 @@ pub fn serve(
     // HTTP/1.1 only: proxies speak it to their upstreams.
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
+        .acceptor(WriteTimeout(settings.request_timeout))
         .handle(handle.clone())
         // Out of file descriptors, say: the server backs off and goes on accepting.
         .accept_error_handler(|peer, err| tracing::error!(?peer, %err, "accept error"));
@@ -168,6 +169,25 @@ pub fn serve(
         handle.graceful_shutdown(Some(grace));
     });
     server.serve(app)
+}
+
+/// Closes a connection whose client takes no part of an answer for this long. hyper bounds
+/// how long a client may take to send a request's head, not to read an answer: a client that
+/// stops reading (or pipelines requests and reads none) would hold its connection, and the
+/// answers' memory, for ever.
+#[derive(Clone, Copy)]
+struct WriteTimeout(Duration);
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for WriteTimeout {
+    type Stream = std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(self.0));
+        std::future::ready(Ok((Box::pin(stream), service)))
+    }
 }
 
 /// How much longer than the request timeout a shutdown waits for open connections.
