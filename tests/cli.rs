@@ -606,13 +606,20 @@ async fn postgres_reset_totp_lets_a_locked_out_user_in() {
 }
 
 /// A command cleans up nothing: with the CLI's own settings (here a 30-day idle limit, where
-/// the server keeps sessions for 60), it would delete sessions the server still honours.
+/// the server keeps sessions for 60, and their refresh tokens for 90), it would delete
+/// sessions the server still honours.
 async fn commands_leave_the_clean_up_to_servers(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
     assert_succeeded(&create_user(&db.url, "alice", "owner"));
-    let server = ServerProcess::start(&db.url, &[("ROLLCALL_SESSION_IDLE", "60d")]);
+    let server = ServerProcess::start(
+        &db.url,
+        &[
+            ("ROLLCALL_SESSION_IDLE", "60d"),
+            ("ROLLCALL_REFRESH_TTL", "90d"),
+        ],
+    );
     let alice = server.login_as("alice").await;
     let forty_days_ago = chrono::Utc::now() - chrono::Duration::days(40);
     let at = match backend {
