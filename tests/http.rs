@@ -427,6 +427,32 @@ async fn introspection_describes_the_schema_as_the_sdl_does() {
     assert_eq!(body["data"]["a"]["d"], described, "{body}");
 }
 
+/// String values take the escapes the specification allows beyond async-graphql's parser: a
+/// code point in braces and a surrogate pair, each one character.
+#[tokio::test]
+async fn string_escapes_of_any_code_point_are_read() {
+    let Some(app) = TestApp::spawn(support::Backend::Sqlite).await else {
+        return;
+    };
+    let document = format!(
+        r#"mutation {{ register(input: {{username: "\u{{61}}da", email: "ada@example.com",
+           password: "{}", firstName: "\u{{1F600}}", lastName: "\uD83D\uDE00 \u00e9"}})
+           {{ user {{ username firstName lastName }} }} }}"#,
+        support::PASSWORD
+    );
+    let body = app.gql(None, &document, json!({})).await;
+    assert_ok(&body);
+    let user = &body["data"]["register"]["user"];
+    assert_eq!(user["username"], "ada", "{body}");
+    assert_eq!(user["firstName"], "\u{1F600}", "{body}");
+    assert_eq!(user["lastName"], "\u{1F600} \u{e9}", "{body}");
+    // An escape that stands for no character is refused as the parser refuses it.
+    let body = app
+        .gql(None, r#"{ user(username: "\u{D800}") { id } }"#, json!({}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+}
+
 /// SQLite: a database file deleted, or another moved to its path (a backup restored with
 /// `mv`), while the server runs is one it no longer writes to: `/ready` says so.
 #[tokio::test]

@@ -83,7 +83,7 @@ pub fn check(
     request: &mut async_graphql::Request,
     info: &OperationInfo,
 ) -> ServerResult<()> {
-    parseable(limits, &request.query)?;
+    parseable(limits, request)?;
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
     let checked = variable_weights(&variables, limits.query_bytes).and_then(|weights| {
@@ -95,11 +95,13 @@ pub fn check(
     checked
 }
 
-/// Whether `query` may be given to the parser at all: within the length limit, and nesting
-/// brackets (`{`, `[`) at most [`MAX_NESTING`] deep. The parser recurses once a level, for values
-/// and list types without a bound of its own, and a few kilobytes of `[[[…]]]` would overflow
-/// a worker thread's stack and abort the process.
-pub fn parseable(limits: &Limits, query: &str) -> ServerResult<()> {
+/// Whether the request's query may be given to the parser at all: within the length limit,
+/// and nesting brackets (`{`, `[`) at most [`MAX_NESTING`] deep. The parser recurses once a
+/// level, for values and list types without a bound of its own, and a few kilobytes of
+/// `[[[…]]]` would overflow a worker thread's stack and abort the process. Its string escapes
+/// are then written as the parser reads them (`spec::strings`).
+pub fn parseable(limits: &Limits, request: &mut async_graphql::Request) -> ServerResult<()> {
+    let query = &request.query;
     if query.len() > limits.query_bytes {
         return Err(refusal(format!(
             "The query is {} bytes long; at most {} are accepted",
@@ -112,6 +114,9 @@ pub fn parseable(limits: &Limits, query: &str) -> ServerResult<()> {
             "The query nests brackets more than {MAX_NESTING} deep"
         )));
     }
+    if let Some(mended) = super::spec::strings::mend(query) {
+        request.query = mended;
+    }
     Ok(())
 }
 
@@ -119,55 +124,25 @@ pub fn parseable(limits: &Limits, query: &str) -> ServerResult<()> {
 /// 64), far shallower than the parser's recursion can go.
 const MAX_NESTING: usize = 100;
 
-/// Whether `{` and `[` nest deeper than `limit` in `query`, outside strings and comments, read
-/// as the parser reads them (all their delimiters are ASCII, so bytes will do).
+/// Whether `{` and `[` nest deeper than `limit` in `query`, outside strings and comments.
 fn nests_deeper(query: &str, limit: usize) -> bool {
-    let bytes = query.as_bytes();
-    let at = |i: usize, text: &[u8]| bytes.get(i..).is_some_and(|rest| rest.starts_with(text));
+    use super::spec::strings::{Lexed, lex};
+    use std::ops::ControlFlow;
     let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&byte) = bytes.get(i) {
-        match byte {
-            b'#' => {
-                while bytes.get(i).is_some_and(|b| !matches!(b, b'\n' | b'\r')) {
-                    i += 1;
-                }
-                continue;
-            }
-            b'"' if at(i, b"\"\"\"") => {
-                i += 3;
-                // A block string ends at the first `"""` that is not escaped as `\"""`.
-                while i < bytes.len() && !at(i, b"\"\"\"") {
-                    i += if at(i, b"\\\"\"\"") { 4 } else { 1 };
-                }
-                i += 3;
-                continue;
-            }
-            b'"' => {
-                i += 1;
-                // A string ends at its closing quote; a line break ends it unclosed.
-                while let Some(&b) = bytes.get(i) {
-                    match b {
-                        b'"' | b'\n' | b'\r' => break,
-                        b'\\' => i += 2,
-                        _ => i += 1,
-                    }
-                }
-                i += 1;
-                continue;
-            }
-            b'{' | b'[' => {
+    lex(query, |lexed| {
+        match lexed {
+            Lexed::Code(b'{' | b'[') => {
                 depth += 1;
                 if depth > limit {
-                    return true;
+                    return ControlFlow::Break(());
                 }
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
+            Lexed::Code(b'}' | b']') => depth = depth.saturating_sub(1),
             _ => {}
         }
-        i += 1;
-    }
-    false
+        ControlFlow::Continue(())
+    })
+    .is_break()
 }
 
 /// About the bytes `value` takes as JSON, counted no further than past `bound`.

@@ -316,7 +316,7 @@ async fn respond_to_get(
         }
     }
     // Parsed only within the limits on what is parsed, which execution would refuse anyway.
-    if graphql::parseable(&state.limits, &request.query).is_ok() && selects_mutation(&mut request) {
+    if graphql::parseable(&state.limits, &mut request).is_ok() && selects_mutation(&mut request) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Mutations are sent with POST",

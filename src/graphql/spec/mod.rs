@@ -3,7 +3,8 @@
 //! types before anything runs (`coercion`), fields under one response key merged as the
 //! specification requires (`overlap`), failed fields nulled up to a nullable parent (`nulls`),
 //! and the root's keys in the document's order (`order`); the schema's own description in
-//! place of async-graphql's fixed text (`description`). All but `overlap` read the schema's
+//! place of async-graphql's fixed text (`description`); string escapes the parser does not
+//! know, rewritten before it reads them (`strings`). All but `overlap` read the schema's
 //! types (`schema_types`). Nothing here makes a rule of rollcall's own.
 
 pub(super) mod coercion;
@@ -12,3 +13,4 @@ mod nulls;
 pub(super) mod order;
 pub(super) mod overlap;
 pub(super) mod schema_types;
+pub(super) mod strings;
