@@ -54,6 +54,13 @@ async fn login_by_username_and_email(app: TestApp) {
             lifetime > chrono::Duration::minutes(14) && lifetime <= chrono::Duration::minutes(16),
             "{login}: expiresAt {expires} is not about 15 minutes ahead of {before}"
         );
+        // The same, in seconds from the answer, for clients whose clock is off.
+        let seconds = payload["expiresIn"].as_i64().expect("expiresIn");
+        let left = (expires - Utc::now()).num_seconds();
+        assert!(
+            (left - 2..=left + 1).contains(&seconds),
+            "{login}: {seconds} vs {left}: {body}"
+        );
 
         let session = Session::from_payload(&body, "login");
         assert_ne!(

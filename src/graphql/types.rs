@@ -609,6 +609,9 @@ pub struct AuthPayload {
     /// When the access token expires: the access TTL from now, or the session's end when
     /// sooner (refresh then to learn whether to log in again).
     pub expires_at: Timestamp,
+    /// Whole seconds from this answer until `expiresAt`: a client whose clock may be off
+    /// schedules its refresh by this rather than by its own reading of `expiresAt`.
+    pub expires_in: i32,
     pub user: UserObject,
 }
 
@@ -618,6 +621,9 @@ impl From<service::AuthSession> for AuthPayload {
             access_token: session.access_token,
             refresh_token: session.refresh_token,
             token_type: "Bearer".into(),
+            expires_in: i32::try_from((session.expires_at - chrono::Utc::now()).num_seconds())
+                .unwrap_or(i32::MAX)
+                .max(0),
             expires_at: session.expires_at.into(),
             user: UserObject::of_session(session.user, session.session_id),
         }

@@ -501,8 +501,8 @@ pub fn new_user(username: &str, role: &str) -> Value {
 }
 
 pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
-pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
-pub const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt user { id username email role } } }";
+pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresAt expiresIn user { id username email role } } }";
+pub const REFRESH: &str = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken tokenType expiresAt expiresIn user { id username email role } } }";
 pub const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
 pub const LOGOUT_EVERYWHERE: &str = "mutation { logoutEverywhere }";
 pub const REVOKE_SESSION: &str = "mutation($id: ID!) { revokeSession(id: $id) }";
