@@ -180,6 +180,10 @@ pub struct Settings {
     /// ending any session but the caller's current one; login, refresh and logout work.
     #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub demo: bool,
+    /// The name authenticator apps show beside a user's two-factor codes (the `issuer` of the
+    /// `otpauth://` URI `enableTotp` gives).
+    #[arg(long, env = "ROLLCALL_TOTP_ISSUER", default_value = "rollcall", value_parser = parse_issuer, global = true)]
+    pub totp_issuer: String,
     /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on
     /// PostgreSQL; on SQLite, one per core plus one, since its queries run on this server's
     /// own CPUs and every further connection only adds a cache and a thread.
@@ -331,6 +335,7 @@ impl fmt::Debug for Settings {
             .field("audit_retention", &self.audit_retention)
             .field("registration", &self.registration)
             .field("demo", &self.demo)
+            .field("totp_issuer", &self.totp_issuer)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_timeout", &self.db_timeout)
             .field("hash_concurrency", &self.hash_concurrency)
@@ -433,6 +438,7 @@ impl Settings {
             audit_retention: Duration::from_secs(365 * 86_400),
             registration: Registration::Open,
             demo: false,
+            totp_issuer: "rollcall".into(),
             db_max_connections: None,
             db_timeout: Duration::from_secs(5),
             hash_concurrency: None,
@@ -460,6 +466,19 @@ impl Settings {
 /// The longest duration any setting takes: times computed from it stay representable. 100
 /// of humantime's years (365.25 days each), so `100y` itself is accepted.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// A TOTP issuer: 1 to 64 characters, trimmed, without the `:` that separates it from the
+/// account name in an authenticator's label, or control characters.
+fn parse_issuer(text: &str) -> Result<String, String> {
+    let issuer = text.trim();
+    if issuer.is_empty() || issuer.chars().count() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if issuer.chars().any(|c| c == ':' || c.is_control()) {
+        return Err("must not contain `:` or control characters".into());
+    }
+    Ok(issuer.to_owned())
+}
 
 /// A count that must be at least 1: zero would refuse every query, or hash nothing.
 fn at_least_one<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
@@ -704,6 +723,14 @@ mod tests {
             };
             let row = format!("| `{}` |", variable.to_string_lossy());
             assert!(readme.contains(&row), "no README row {row}");
+        }
+    }
+
+    #[test]
+    fn totp_issuers_fit_an_authenticators_label() {
+        assert_eq!(parse_issuer(" Example Co ").as_deref(), Ok("Example Co"));
+        for refused in ["", "  ", "a:b", "tab\there", &"x".repeat(65)] {
+            assert!(parse_issuer(refused).is_err(), "{refused:?}");
         }
     }
 

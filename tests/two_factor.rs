@@ -254,6 +254,19 @@ async fn totp_is_enforced_once_confirmed(app: TestApp) {
     }
 }
 
+/// Authenticator apps show the operator's name beside the codes (`ROLLCALL_TOTP_ISSUER`, here
+/// "Example Co").
+async fn the_issuer_is_the_operators(app: TestApp) {
+    let alice = app.register("alice").await;
+    let setup = app.gql(Some(&alice.access), ENABLE_TOTP, json!({})).await;
+    let uri = setup["data"]["enableTotp"]["uri"].as_str().expect("uri");
+    assert!(
+        uri.starts_with("otpauth://totp/Example%20Co:alice?"),
+        "{uri}"
+    );
+    assert!(uri.contains("issuer=Example%20Co"), "{uri}");
+}
+
 /// Two logins racing with one code, or one recovery code: exactly one gets in.
 async fn a_code_raced_twice_lets_one_login_in(app: TestApp) {
     let alice = app.register("alice").await;
@@ -740,6 +753,7 @@ async fn postgres_a_code_of_a_secret_replaced_meanwhile_is_refused() {
 
 backend_tests!(
     disables_at_once_turn_it_off_once,
+    the_issuer_is_the_operators with |s| s.totp_issuer = "Example Co".into(),
     // These logins fail on purpose more often than the default throttle allows.
     totp_is_enforced_once_confirmed with |s| s.throttle_after = 20,
     wrong_codes_count_towards_the_throttle with |s| {

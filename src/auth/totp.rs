@@ -6,7 +6,6 @@ use totp_rs::{Builder, Secret, Totp};
 
 use crate::error::{AppError, AppResult};
 
-const ISSUER: &str = "rollcall";
 /// How many recovery codes a setup hands out.
 pub const RECOVERY_CODES: usize = 10;
 /// Crockford-like alphabet without look-alikes (no 0/O, 1/I/L).
@@ -19,21 +18,21 @@ pub fn new_secret() -> String {
     Secret::new_stack(bytes).to_base32()
 }
 
-fn totp(secret: &str, account: &str) -> AppResult<Totp> {
+fn totp(secret: &str, issuer: &str, account: &str) -> AppResult<Totp> {
     const DAMAGED: &str = "a stored TOTP secret is damaged";
     let secret =
         Secret::try_from_base32(secret).map_err(|err| AppError::internal_from(DAMAGED, err))?;
     Builder::new()
         .with_secret(secret)
-        .with_issuer(Some(ISSUER))
+        .with_issuer(Some(issuer.to_owned()))
         .with_account_name(account.replace(':', "_"))
         .build()
         .map_err(|err| AppError::internal_from(DAMAGED, err))
 }
 
-/// The `otpauth://` URI an authenticator app scans.
-pub fn uri(secret: &str, account: &str) -> AppResult<String> {
-    totp(secret, account)?
+/// The `otpauth://` URI an authenticator app scans, shown under `issuer`.
+pub fn uri(secret: &str, issuer: &str, account: &str) -> AppResult<String> {
+    totp(secret, issuer, account)?
         .to_url()
         .map_err(|err| AppError::internal_from("building a TOTP URI", err))
 }
@@ -45,7 +44,7 @@ pub fn check(secret: &str, code: &str, unix_time: u64) -> AppResult<Option<i64>>
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
     }
-    Ok(totp(secret, "user")?
+    Ok(totp(secret, "rollcall", "user")?
         .check(&code, unix_time)
         .and_then(|step| i64::try_from(step).ok()))
 }
@@ -97,7 +96,7 @@ mod tests {
     #[test]
     fn codes_of_the_current_and_adjacent_steps_pass() {
         let secret = new_secret();
-        let t = totp(&secret, "alice").expect("totp");
+        let t = totp(&secret, "rollcall", "alice").expect("totp");
         let now = 1_800_000_000;
         for (offset, ok) in [
             (-60i64, false),
@@ -117,9 +116,9 @@ mod tests {
         }
         assert_eq!(check(&secret, "12345", now as u64).expect("check"), None);
         assert!(
-            uri(&secret, "alice")
+            uri(&secret, "Example Co", "alice")
                 .expect("uri")
-                .starts_with("otpauth://totp/")
+                .starts_with("otpauth://totp/Example%20Co:alice?")
         );
     }
 

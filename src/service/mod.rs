@@ -48,6 +48,7 @@ struct Inner {
     tokens: TokenKeys,
     registration_open: bool,
     demo: bool,
+    totp_issuer: String,
     refresh_ttl: Duration,
     session_max_age: Duration,
     session_idle: Duration,

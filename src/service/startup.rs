@@ -202,6 +202,7 @@ impl Service {
             tokens,
             registration_open: settings.registration == Registration::Open,
             demo: settings.demo,
+            totp_issuer: settings.totp_issuer.clone(),
             refresh_ttl: settings.refresh_ttl,
             session_max_age: settings.session_max_age,
             // Past its refresh token's lifetime a session cannot go on: that is its idle limit

@@ -39,7 +39,7 @@ impl Service {
         }
         self.step_up(caller, verification).await?;
         let secret = totp::new_secret();
-        let uri = totp::uri(&secret, &user.username)?;
+        let uri = totp::uri(&secret, &self.0.totp_issuer, &user.username)?;
         let (recovery_codes, hashes): (Vec<String>, Vec<String>) =
             totp::new_recovery_codes().into_iter().unzip();
         let tx = self.db().begin_write().await?;
