@@ -3,6 +3,7 @@
 
 use sha2::{Digest, Sha256};
 use totp_rs::{Builder, Secret, Totp};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{AppError, AppResult};
 
@@ -37,10 +38,18 @@ pub fn uri(secret: &str, issuer: &str, account: &str) -> AppResult<String> {
         .map_err(|err| AppError::internal_from("building a TOTP URI", err))
 }
 
-/// The time step `code` belongs to when it is right for now or one step either side. Spaces
-/// are ignored: apps show codes as `123 456`, and a copied code keeps the space.
+/// A code as typed, without what people and apps put between its digits (spaces: apps show
+/// `123 456`, and a copied code keeps the space; dashes) and with full-width digits, as
+/// Japanese and Chinese input methods type them, read as digits.
+fn compact(code: &str) -> String {
+    code.nfkc()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect()
+}
+
+/// The time step `code` belongs to when it is right for now or one step either side.
 pub fn check(secret: &str, code: &str, unix_time: u64) -> AppResult<Option<i64>> {
-    let code: String = code.split_whitespace().collect();
+    let code = compact(code);
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
     }
@@ -51,7 +60,7 @@ pub fn check(secret: &str, code: &str, unix_time: u64) -> AppResult<Option<i64>>
 
 /// Whether `code` has the shape of a recovery code rather than a TOTP code.
 pub fn is_recovery_code(code: &str) -> bool {
-    code.split_whitespace().map(str::len).sum::<usize>() > 6
+    compact(code).chars().count() > 6
 }
 
 /// Ten new recovery codes (`XXXX-XXXX-XXXX-XXXX`, 16 symbols drawn uniformly from 31: 79
@@ -77,7 +86,7 @@ pub fn new_recovery_codes() -> Vec<(String, String)> {
 /// codes are random enough (79 bits) that a fast hash is safe.
 pub fn hash_recovery_code(code: &str) -> String {
     let normal: String = code
-        .chars()
+        .nfkc()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
         .collect();
@@ -115,6 +124,23 @@ mod tests {
             );
         }
         assert_eq!(check(&secret, "12345", now as u64).expect("check"), None);
+        // As typed: with a space or a dash in the middle, or in full-width digits.
+        let code = t.generate(now as u64).to_string();
+        let wide: String = code
+            .chars()
+            .map(|c| char::from_u32(u32::from(c) + 0xFEE0).expect("a full-width digit"))
+            .collect();
+        for typed in [
+            format!("{} {}", &code[..3], &code[3..]),
+            format!("{}-{}", &code[..3], &code[3..]),
+            wide,
+        ] {
+            assert!(
+                check(&secret, &typed, now as u64).expect("check").is_some(),
+                "{typed}"
+            );
+            assert!(!is_recovery_code(&typed), "{typed}");
+        }
         assert!(
             uri(&secret, "Example Co", "alice")
                 .expect("uri")
