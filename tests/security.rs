@@ -548,6 +548,12 @@ async fn graphql_limits(app: TestApp) {
         .gql(token, "{ me { apiTokens { id } } }", json!({}))
         .await;
     assert_eq!(listed["data"]["me"]["apiTokens"], json!([]), "{listed}");
+    // `__typename` runs nothing: Apollo and urql add it to every selection set, fragments on
+    // the mutation type included.
+    let typed = "mutation { ...F ...G __typename } \
+                 fragment F on Mutation { a: createApiToken(name: \"a\") { token __typename } __typename } \
+                 fragment G on Mutation { b: createApiToken(name: \"b\") { token __typename } __typename }";
+    assert_ok(&app.gql(token, typed, json!({})).await);
     // Introspection answers from the whole schema: `__schema` runs once an operation.
     let twice = "{ ...I ...I } fragment I on Query { __schema { types { name } } }";
     refused(&app.gql(None, twice, json!({})).await, "__schema");

@@ -301,13 +301,25 @@ async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
             "TOTP_REQUIRED",
         );
     }
-    assert_eq!(app.failures(&format!("user:{}", alice.id)).await, 0);
-    for _ in 0..4 {
+    let subject = format!("user:{}", alice.id);
+    assert_eq!(app.failures(&subject).await, 0);
+    for _ in 0..3 {
         assert_code(
             &login_with(&app, "alice", PASSWORD, Some("000000")).await,
             "TOTP_REQUIRED",
         );
     }
+    // One short of the threshold, the first step again: its count, and the lock that count
+    // reached, are taken back, so the next code is still checked.
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, None).await,
+        "TOTP_REQUIRED",
+    );
+    assert_eq!(app.failures(&subject).await, 3);
+    assert_code(
+        &login_with(&app, "alice", PASSWORD, Some("000000")).await,
+        "TOTP_REQUIRED",
+    );
     // Throttled now: even the right password and code wait.
     assert_code(
         &login_with(&app, "alice", PASSWORD, Some(&code(&secret, 30))).await,

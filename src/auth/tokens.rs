@@ -209,14 +209,20 @@ impl TokenKeys {
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.access_ttl)
             .map_err(|_| AppError::internal("access ttl out of range"))?;
-        let expires = (now + ttl).min(session_ends);
+        let by_ttl = now + ttl;
+        // Whole seconds: rounded up for the TTL, so a token lives at least that long whatever
+        // fraction of a second it was issued in; down for the session's end, which it must not
+        // outlive.
+        let exp = if session_ends < by_ttl {
+            session_ends.timestamp()
+        } else {
+            by_ttl.timestamp() + i64::from(by_ttl.timestamp_subsec_nanos() > 0)
+        };
         let claims = AccessClaims {
             sub: user_id,
             sid: session_id,
             iat: now.timestamp(),
-            // Rounded up to the second: a token lives at least the TTL, whatever fraction of a
-            // second it was issued in.
-            exp: expires.timestamp() + i64::from(expires.timestamp_subsec_nanos() > 0),
+            exp,
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
@@ -235,7 +241,7 @@ impl TokenKeys {
         };
         let token = jsonwebtoken::encode(&header, &claims, encoding)
             .map_err(|err| AppError::internal_from("signing an access token", err))?;
-        let expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or(expires);
+        let expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or(by_ttl);
         Ok((token, expires))
     }
 
@@ -559,14 +565,14 @@ mod tests {
         }
     }
 
-    /// A session ending sooner than the TTL ends its token with it.
+    /// A session ending sooner than the TTL ends its token with it, to the second before.
     #[test]
     fn tokens_end_with_their_session() {
         let keys = TokenKeys::new(&[7u8; 32], Duration::from_secs(900)).expect("keys");
         let ends = Utc::now() + chrono::Duration::seconds(60);
         let (token, expires) = keys.issue(Uuid::nil(), Uuid::max(), ends).expect("issue");
         assert!(
-            expires >= ends && expires < ends + chrono::Duration::seconds(1),
+            expires <= ends && expires > ends - chrono::Duration::seconds(1),
             "{expires} {ends}"
         );
         assert!(keys.verify(&token).is_ok());

@@ -103,13 +103,17 @@ pub async fn reserve(
     ))
 }
 
-/// Takes back one count of an attempt whose check never ran. The lock it may have set stays:
-/// it only delays, and another attempt may have extended it meanwhile.
+/// Takes back one count of an attempt whose check never ran, and the lock its reservation
+/// set: it was no failure to wait for. Nothing else can have set a lock meanwhile: while one
+/// stands no attempt reserves, and below the threshold reservations set none, so what is
+/// cleared is this attempt's lock, or one of a reservation still pending below the threshold,
+/// whose place the next attempt then takes with a lock of its own.
 pub async fn release(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
     // In scope here only: it gives every type a `min`.
     use sea_orm::ExprTrait;
     Entity::update_many()
         .col_expr(Column::Failures, Expr::col(Column::Failures).sub(1))
+        .col_expr(Column::LockedUntil, Expr::value(0i64))
         .filter(Column::Subject.eq(subject))
         .filter(Column::Failures.gt(0))
         .exec(db)

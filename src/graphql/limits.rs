@@ -440,8 +440,16 @@ impl Counts {
             counts.schema_runs = counts.schema_runs.max(runs.schema);
             counts.type_runs = counts.type_runs.max(runs.types);
             if operation.ty == OperationType::Mutation {
-                let keys =
-                    super::spec::order::response_keys(document, &[&operation.selection_set.node]);
+                let mut keys = HashSet::new();
+                super::spec::schema_types::each_field(
+                    document,
+                    &operation.selection_set.node,
+                    &mut |field| {
+                        if field.name.node != "__typename" {
+                            keys.insert(&field.response_key().node);
+                        }
+                    },
+                );
                 counts.repeats_mutations |= runs.fields > keys.len();
                 // A variable not sent takes its declared default. Looked up, never copied: a
                 // document may hold hundreds of operations over a large variables object.
@@ -594,7 +602,8 @@ impl<'a> Spread<'a, RootRuns> {
                 Selection::Field(field) => {
                     let name = field.node.name.node.as_str();
                     RootRuns {
-                        fields: 1,
+                        // `__typename` runs nothing: clients add it to every selection set.
+                        fields: usize::from(name != "__typename"),
                         schema: usize::from(name == "__schema"),
                         types: usize::from(name == "__type"),
                     }
@@ -800,6 +809,10 @@ mod tests {
         }
         for once in [
             format!("mutation {{ a: {token} b: {token} }}"),
+            // What Apollo and urql send: `__typename` in every selection set, fragments too.
+            format!(
+                "mutation {{ ...F ...G __typename }} fragment F on Mutation {{ a: {token} __typename }} fragment G on Mutation {{ b: {token} __typename }}"
+            ),
             format!("mutation {{ ...F c: {token} }} fragment F on Mutation {{ a: {token} }}"),
             // The same keys in a query are merged answers to reads, and in another operation
             // another request's.

@@ -19,10 +19,7 @@ pub fn root_keys(document: &ExecutableDocument, wanted: Option<&str>) -> Vec<Nam
 
 /// The response keys selected by `sets` (the selections of one response object), in document
 /// order, each once.
-pub(in crate::graphql) fn response_keys(
-    document: &ExecutableDocument,
-    sets: &[&SelectionSet],
-) -> Vec<Name> {
+pub(super) fn response_keys(document: &ExecutableDocument, sets: &[&SelectionSet]) -> Vec<Name> {
     let mut keys = Vec::new();
     for set in sets {
         each_field(document, set, &mut |field| {

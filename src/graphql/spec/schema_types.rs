@@ -170,7 +170,7 @@ impl SchemaTypes {
 
 /// Calls `visit` on each field `set` selects, through its fragments (each once), in document
 /// order.
-pub(super) fn each_field<'a>(
+pub(in crate::graphql) fn each_field<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,
     visit: &mut impl FnMut(&'a Field),

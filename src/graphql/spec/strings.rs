@@ -106,9 +106,8 @@ fn mend_string(text: &str) -> Option<String> {
         let escape = &rest[at..];
         let (written, used) = if let Some(braced) = escape.strip_prefix("\\u{") {
             match braced.split_once('}').and_then(|(hex, _)| {
-                let code = u32::from_str_radix(hex, 16)
-                    .ok()
-                    .filter(|_| !hex.is_empty())?;
+                let digits = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+                let code = u32::from_str_radix(hex, 16).ok().filter(|_| digits)?;
                 Some((char::from_u32(code)?, hex.len() + 4))
             }) {
                 Some((c, used)) => (Some(as_parsed(c)), used),
@@ -178,7 +177,7 @@ mod tests {
                 Some(r#"{ a(s: "\u0022\u005C") }"#),
             ),
             // Escapes that stand for no character are the parser's to refuse.
-            (r#"{ a(s: "\u{D800}\u{110000}\u{}\uD83D") }"#, None),
+            (r#"{ a(s: "\u{D800}\u{110000}\u{}\u{+41}\uD83D") }"#, None),
             // An escaped backslash before `u` is no escape of `u`.
             (r#"{ a(s: "\\u{41}") }"#, None),
             // Block strings, comments and plain escapes are left alone.
