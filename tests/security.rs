@@ -557,6 +557,13 @@ async fn graphql_limits(app: TestApp) {
     // Introspection answers from the whole schema: `__schema` runs once an operation.
     let twice = "{ ...I ...I } fragment I on Query { __schema { types { name } } }";
     refused(&app.gql(None, twice, json!({})).await, "__schema");
+    // And nothing under it runs twice: a fragment spread thousands of times in one `__schema`
+    // took most of a second.
+    let within = format!(
+        "{{ __schema {{ {} }} }} fragment T on __Schema {{ types {{ fields {{ name }} }} }}",
+        "...T ".repeat(1_000)
+    );
+    refused(&app.gql(None, &within, json!({})).await, "more than once");
     // Up to a hundred levels are the parser's to judge.
     let body = app.gql(token, &deep(90), json!({})).await;
     refused(&body, "Unknown argument");
@@ -1180,14 +1187,14 @@ backend_tests!(
     ownership_never_goes_to_a_disabled_account,
 );
 
-/// A client that stops reading answers loses its connection once it has taken no part of one
-/// for the request timeout (a second here), rather than holding it, and the answers waiting
-/// for it, for ever.
+/// A client that stops reading answers loses its connection once no more of one could be
+/// written for the header timeout (a second here), rather than holding it, and the answers
+/// waiting for it, for ever.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_let_go() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.request_timeout = Duration::from_secs(1);
+        s.header_timeout = Duration::from_secs(1);
     })
     .await
     else {

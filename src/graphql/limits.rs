@@ -321,7 +321,70 @@ fn check_document<'a>(
     if counts.spreads_itself {
         return Ok(());
     }
+    let repeats = document.operations.iter().any(|(_, operation)| {
+        repeats_in_introspection(document, &operation.node.selection_set.node, false)
+    });
+    if repeats {
+        return Err(refusal(
+            "The document selects a field of `__schema` or `__type` more than once in one \
+             selection (fragments spread): each would answer from the schema again"
+                .into(),
+        ));
+    }
     super::spec::overlap::check(document)
+}
+
+/// Whether a response key comes more than once in one selection set under `__schema` or
+/// `__type`, fragments spread as async-graphql spreads them (each time). async-graphql
+/// resolves every occurrence where the specification merges them, and each answers from the
+/// whole schema: repeated a few thousand times through one fragment, a 16 KiB document took
+/// most of a second. Clients' introspection queries repeat no key. Only for documents whose
+/// fragments do not spread themselves, and within the complexity limit, which bounds the walk.
+fn repeats_in_introspection(
+    document: &ExecutableDocument,
+    set: &SelectionSet,
+    inside: bool,
+) -> bool {
+    let mut fields = Vec::new();
+    spread_fields(document, set, &mut fields);
+    if inside {
+        let mut keys = HashSet::new();
+        if !fields
+            .iter()
+            .all(|field| keys.insert(&field.response_key().node))
+        {
+            return true;
+        }
+    }
+    fields.iter().any(|field| {
+        let name = field.name.node.as_str();
+        repeats_in_introspection(
+            document,
+            &field.selection_set.node,
+            inside || name == "__schema" || name == "__type",
+        )
+    })
+}
+
+/// The fields `set` selects, each fragment spread every time it is (as async-graphql runs them).
+fn spread_fields<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    fields: &mut Vec<&'a async_graphql::parser::types::Field>,
+) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(field) => fields.push(&field.node),
+            Selection::FragmentSpread(spread) => {
+                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                    spread_fields(document, &fragment.node.selection_set.node, fields);
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                spread_fields(document, &inline.node.selection_set.node, fields);
+            }
+        }
+    }
 }
 
 /// `__schema` fields an operation may run: a client's introspection query asks once.
@@ -827,6 +890,29 @@ mod tests {
             none(),
         );
         assert_eq!((spread.schema_runs, spread.type_runs), (2, 1));
+    }
+
+    #[test]
+    fn introspection_repeats_no_key() {
+        let repeats = |query: &str| {
+            let document = async_graphql::parser::parse_query(query).expect("parses");
+            let (_, operation) = document.operations.iter().next().expect("an operation");
+            repeats_in_introspection(&document, &operation.node.selection_set.node, false)
+        };
+        for repeated in [
+            "{ __schema { ...T ...T } } fragment T on __Schema { types { name } }",
+            "{ __schema { types { name } types { kind } } }",
+            "{ __type(name: \"User\") { fields { ... { args { name } } ...A } } } fragment A on __Field { args { name } }",
+        ] {
+            assert!(repeats(repeated), "{repeated}");
+        }
+        for once in [
+            "{ __schema { types { name fields { name type { name ofType { name } } } } } }",
+            // Outside introspection, keys repeat as fragments colocated by components make them.
+            "{ me { id ...A } ...B } fragment A on User { id } fragment B on Query { me { id } }",
+        ] {
+            assert!(!repeats(once), "{once}");
+        }
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub fn serve(
     // HTTP/1.1 only: proxies speak it to their upstreams.
     let mut server = axum_server::Server::from_listener(listener)
         .http1_only()
-        .acceptor(WriteTimeout(settings.request_timeout))
+        .acceptor(WriteTimeout(settings.header_timeout))
         .handle(handle.clone())
         // Out of file descriptors, say: the server backs off and goes on accepting.
         .accept_error_handler(|peer, err| tracing::error!(?peer, %err, "accept error"));
@@ -171,10 +171,13 @@ pub fn serve(
     server.serve(app)
 }
 
-/// Closes a connection whose client takes no part of an answer for this long. hyper bounds
-/// how long a client may take to send a request's head, not to read an answer: a client that
-/// stops reading (or pipelines requests and reads none) would hold its connection, and the
-/// answers' memory, for ever.
+/// Closes a connection when no more of an answer can be written for this long (the header
+/// timeout, the time a client is given to send a request's head). hyper bounds how long a
+/// client may take to send a request, not to read an answer: a client that stops reading (or
+/// pipelines requests and reads none) would hold its connection, and the answers' memory,
+/// for ever. The system takes more of an answer only once a good part of the socket's buffer
+/// (up to a few MiB) has been read, so a client reading a larger answer must read that much
+/// within the timeout.
 #[derive(Clone, Copy)]
 struct WriteTimeout(Duration);
 
