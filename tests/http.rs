@@ -101,6 +101,25 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE",
         "{body}"
     );
+    // JSON nested deeper than the JSON reader goes is refused as what it is.
+    let deep = format!(
+        r#"{{"query":"{{ serverInfo {{ name }} }}","variables":{{"v":{}1{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let response = app
+        .client
+        .post(format!("{base}/graphql"))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .expect("post");
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(
+        body["errors"][0]["message"], "The body nests JSON more than 128 deep",
+        "{body}"
+    );
 
     // A declared length over the limit is answered before any of the body is sent.
     let address = base.trim_start_matches("http://");

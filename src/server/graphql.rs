@@ -570,6 +570,10 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
                     _ => Refusal::Bad(NOT_A_REQUEST),
                 }
             }
+            // serde_json's own wording for its nesting bound (128).
+            _ if err.to_string().starts_with("recursion limit exceeded") => {
+                Refusal::Bad("The body nests JSON more than 128 deep")
+            }
             _ => Refusal::Bad("The body is not valid JSON"),
         })?;
     // async-graphql reads a missing `query` as an empty one; there is no request without it.
