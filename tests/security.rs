@@ -1165,7 +1165,44 @@ async fn old_throttle_counts_are_forgotten_in_batches(app: TestApp) {
     );
 }
 
+/// An attempt taken back takes back the lock its count set, and only that one: a lock set since
+/// by another attempt, let in once the first lock had run out while the taken-back attempt
+/// still waited for its check, stays.
+async fn a_taken_back_attempt_takes_back_only_its_own_lock(app: TestApp) {
+    use rollcall::db::throttle::{Policy, release, reserve};
+    let db = app.database().await;
+    let policy = Policy {
+        after: 2,
+        first_wait: Duration::from_secs(600),
+        max_wait: Duration::from_secs(3_600),
+    };
+    let subject = "login:target";
+    let reserved = async || reserve(&db, subject, policy).await.expect("reserve runs");
+    assert_eq!(reserved().await, Ok(0), "the first failure sets no lock");
+    let first = reserved().await.expect("the second is let in and locks");
+    assert!(first > 0);
+    // Its lock runs out while it still waits for its check; another attempt is let in.
+    db.execute_unprepared(&format!(
+        "UPDATE credential_failures SET locked_until = 1 WHERE subject = '{subject}'"
+    ))
+    .await
+    .expect("the lock runs out");
+    let later = reserved().await.expect("let in once the lock ran out");
+    assert!(later > 0);
+    // The first is taken back: the later lock stands.
+    release(&db, subject, first).await.expect("release runs");
+    assert!(
+        reserved().await.is_err(),
+        "the later lock was taken back too"
+    );
+    assert_eq!(app.failures(subject).await, 2);
+    // Taken back in turn, the later attempt's lock goes with it.
+    release(&db, subject, later).await.expect("release runs");
+    assert!(reserved().await.is_ok());
+}
+
 backend_tests!(
+    a_taken_back_attempt_takes_back_only_its_own_lock,
     old_throttle_counts_are_forgotten_in_batches,
     account_throttle_after_five_failures with |s| s.throttle_wait = std::time::Duration::from_secs(6),
     waits_grow_and_unknown_logins_are_throttled_alike with |s| s.throttle_wait = std::time::Duration::from_secs(3),

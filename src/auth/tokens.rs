@@ -213,11 +213,8 @@ impl TokenKeys {
         // Whole seconds: rounded up for the TTL, so a token lives at least that long whatever
         // fraction of a second it was issued in; down for the session's end, which it must not
         // outlive.
-        let exp = if session_ends < by_ttl {
-            session_ends.timestamp()
-        } else {
-            by_ttl.timestamp() + i64::from(by_ttl.timestamp_subsec_nanos() > 0)
-        };
+        let exp = (by_ttl.timestamp() + i64::from(by_ttl.timestamp_subsec_nanos() > 0))
+            .min(session_ends.timestamp());
         let claims = AccessClaims {
             sub: user_id,
             sid: session_id,
@@ -565,10 +562,18 @@ mod tests {
         }
     }
 
-    /// A session ending sooner than the TTL ends its token with it, to the second before.
+    /// A session ending sooner than the TTL ends its token with it, to the second before; one
+    /// ending about when the TTL does too, rounding included.
     #[test]
     fn tokens_end_with_their_session() {
         let keys = TokenKeys::new(&[7u8; 32], Duration::from_secs(900)).expect("keys");
+        for offset in (-1_200..=1_200).step_by(10) {
+            let ends = Utc::now()
+                + chrono::Duration::seconds(900)
+                + chrono::Duration::milliseconds(offset);
+            let (_, expires) = keys.issue(Uuid::nil(), Uuid::max(), ends).expect("issue");
+            assert!(expires <= ends, "{offset} ms: {expires} after {ends}");
+        }
         let ends = Utc::now() + chrono::Duration::seconds(60);
         let (token, expires) = keys.issue(Uuid::nil(), Uuid::max(), ends).expect("issue");
         assert!(

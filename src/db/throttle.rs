@@ -40,13 +40,14 @@ impl Policy {
 /// Rows untouched for this long are forgotten, so unknown logins cannot grow the table forever.
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Counts an attempt on `subject` before its password is checked. `Err(wait)` while the
-/// subject is locked: the attempt must fail without checking anything.
+/// Counts an attempt on `subject` before its password is checked, and returns the lock its
+/// count set (0 for none), should it be taken back. `Err(wait)` while the subject is locked:
+/// the attempt must fail without checking anything.
 pub async fn reserve(
     db: &impl ConnectionTrait,
     subject: &str,
     policy: Policy,
-) -> Result<Result<(), Duration>, DbErr> {
+) -> Result<Result<i64, Duration>, DbErr> {
     // Each round either wins the swap or sees another attempt's newer row.
     for _ in 0..16 {
         let now = now_ms();
@@ -95,7 +96,7 @@ pub async fn reserve(
             }
         };
         if swapped {
-            return Ok(Ok(()));
+            return Ok(Ok(locked_until));
         }
     }
     Err(DbErr::Custom(
@@ -103,17 +104,20 @@ pub async fn reserve(
     ))
 }
 
-/// Takes back one count of an attempt whose check never ran, and the lock its reservation
-/// set: it was no failure to wait for. Nothing else can have set a lock meanwhile: while one
-/// stands no attempt reserves, and below the threshold reservations set none, so what is
-/// cleared is this attempt's lock, or one of a reservation still pending below the threshold,
-/// whose place the next attempt then takes with a lock of its own.
-pub async fn release(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
+/// Takes back one count of an attempt whose check never ran, and `lock`, the lock its count
+/// set, while it is the subject's: it was no failure to wait for. A lock set since, by an
+/// attempt let in once this one's had run out, stays.
+pub async fn release(db: &impl ConnectionTrait, subject: &str, lock: i64) -> Result<(), DbErr> {
     // In scope here only: it gives every type a `min`.
     use sea_orm::ExprTrait;
     Entity::update_many()
         .col_expr(Column::Failures, Expr::col(Column::Failures).sub(1))
-        .col_expr(Column::LockedUntil, Expr::value(0i64))
+        .col_expr(
+            Column::LockedUntil,
+            Expr::case(Expr::col(Column::LockedUntil).eq(lock), 0i64)
+                .finally(Expr::col(Column::LockedUntil))
+                .into(),
+        )
         .filter(Column::Subject.eq(subject))
         .filter(Column::Failures.gt(0))
         .exec(db)

@@ -152,8 +152,8 @@ impl Service {
             // client is asked for the code and comes back with both. Taken back before the
             // answer, so that next attempt finds it gone; the count stays for the code.
             let Some(code) = totp_code else {
-                attempt.checked();
-                self.take_back_attempt(&subject).await?;
+                let lock = attempt.checked();
+                self.take_back_attempt(&subject, lock).await?;
                 return Err(CODE_NEEDED);
             };
             if !self
@@ -321,9 +321,10 @@ impl Service {
     pub(super) async fn reserve_attempt(&self, subject: &Subject) -> AppResult<Attempt> {
         let key = subject.key();
         match throttle::reserve(self.db().writer(), &key, self.0.throttle).await? {
-            Ok(()) => Ok(Attempt {
+            Ok(lock) => Ok(Attempt {
                 db: self.db().writer().clone(),
                 key: Some(key),
+                lock,
             }),
             Err(wait) => {
                 let kind = match subject {
@@ -335,9 +336,10 @@ impl Service {
         }
     }
 
-    /// Takes back an attempt settled as a failure that turned out to be none.
-    pub(super) async fn take_back_attempt(&self, subject: &Subject) -> AppResult<()> {
-        throttle::release(self.db().writer(), &subject.key()).await?;
+    /// Takes back an attempt settled as a failure that turned out to be none; `lock` is what
+    /// [`Attempt::checked`] returned.
+    pub(super) async fn take_back_attempt(&self, subject: &Subject, lock: i64) -> AppResult<()> {
+        throttle::release(self.db().writer(), &subject.key(), lock).await?;
         Ok(())
     }
 
@@ -578,13 +580,17 @@ async fn end_session(
 pub(super) struct Attempt {
     db: sea_orm::DatabaseConnection,
     key: Option<String>,
+    /// The lock its count set (0 for none).
+    lock: i64,
 }
 
 impl Attempt {
     /// The outcome stands: a failure stays counted (until a success clears the count), a
-    /// success has cleared it. Either way nothing is taken back.
-    pub(super) fn checked(mut self) {
+    /// success has cleared it. Either way nothing is taken back, unless by
+    /// [`Service::take_back_attempt`] with the lock returned here.
+    pub(super) fn checked(mut self) -> i64 {
         self.key = None;
+        self.lock
     }
 }
 
@@ -594,9 +600,9 @@ impl Drop for Attempt {
         else {
             return;
         };
-        let db = self.db.clone();
+        let (db, lock) = (self.db.clone(), self.lock);
         runtime.spawn(async move {
-            if let Err(err) = throttle::release(&db, &key).await {
+            if let Err(err) = throttle::release(&db, &key, lock).await {
                 tracing::warn!(error = %err, "taking back an unchecked credential attempt");
             }
         });

@@ -99,7 +99,7 @@ impl Service {
             if !passed {
                 // Settled before anything else is awaited, so a client gone meanwhile cannot
                 // have a wrong code taken back.
-                attempt.checked();
+                let lock = attempt.checked();
                 if self
                     .totp_of(user.id)
                     .await?
@@ -107,7 +107,7 @@ impl Service {
                 {
                     // Turned off or replaced while the code was checked (its recovery codes
                     // went with it): no wrong code, so it is taken back.
-                    self.take_back_attempt(&subject).await?;
+                    self.take_back_attempt(&subject, lock).await?;
                     return Err(AppError::VerificationRequired(
                         "Two-factor login changed meanwhile: verify again",
                     ));
