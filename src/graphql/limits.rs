@@ -321,9 +321,11 @@ fn check_document<'a>(
     if counts.spreads_itself {
         return Ok(());
     }
-    let repeats = document.operations.iter().any(|(_, operation)| {
-        repeats_in_introspection(document, &operation.node.selection_set.node, false)
-    });
+    // Walked only for a document that asks for introspection at all.
+    let repeats = counts.introspects
+        && document.operations.iter().any(|(_, operation)| {
+            repeats_in_introspection(document, &operation.node.selection_set.node, false)
+        });
     if repeats {
         return Err(refusal(
             "The document selects a field of `__schema` or `__type` more than once in one \
