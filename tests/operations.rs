@@ -734,6 +734,14 @@ async fn get_runs_queries_and_refuses_mutations() {
     assert_eq!(mutation.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(mutation.headers()["allow"], "POST");
 
+    // A query of exactly the length accepted, with an escape whose rewrite is a byte longer
+    // (`\u{9}` is read as `\u0009`): measured as sent, once.
+    let mut at_limit = r#"{ __type(name: "\u{9}") { name } } #"#.to_owned();
+    at_limit.push_str(&"x".repeat(app.settings.max_query_bytes - at_limit.len()));
+    let response = get(&[("query", at_limit.as_str())]).await.expect("sent");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body, json!({"data": {"__type": null}}));
+
     let bad_variables = get(&[("query", "{ serverInfo { name } }"), ("variables", "[1]")])
         .await
         .expect("sent");

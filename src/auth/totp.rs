@@ -42,9 +42,17 @@ pub fn uri(secret: &str, issuer: &str, account: &str) -> AppResult<String> {
 /// `123 456`, and a copied code keeps the space; dashes) and with full-width digits, as
 /// Japanese and Chinese input methods type them, read as digits.
 fn compact(code: &str) -> String {
-    code.nfkc()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .collect()
+    code.nfkc().filter(|c| !between_digits(*c)).collect()
+}
+
+/// Whether a code box holds anything a code is read from: one of spaces and dashes is as blank
+/// as an empty one.
+pub fn code_given(code: &str) -> bool {
+    code.nfkc().any(|c| !between_digits(c))
+}
+
+fn between_digits(c: char) -> bool {
+    c.is_whitespace() || c == '-'
 }
 
 /// The time step `code` belongs to when it is right for now or one step either side.
@@ -146,6 +154,16 @@ mod tests {
                 .expect("uri")
                 .starts_with("otpauth://totp/Example%20Co:alice?")
         );
+    }
+
+    #[test]
+    fn a_box_of_separators_holds_no_code() {
+        for blank in ["", " ", "\t", "-", " - ", "\u{3000}", "\u{FF0D}"] {
+            assert!(!code_given(blank), "{blank:?}");
+        }
+        for given in ["1", " 1 ", "a-", "\u{FF11}"] {
+            assert!(code_given(given), "{given:?}");
+        }
     }
 
     #[test]

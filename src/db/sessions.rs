@@ -45,10 +45,10 @@ pub async fn create(
     db: &impl ConnectionTrait,
     user_id: Uuid,
     origin: &Origin,
-) -> Result<Uuid, DbErr> {
-    let id = Uuid::now_v7();
-    insert(db, id, user_id, origin, super::now()).await?;
-    Ok(id)
+) -> Result<(Uuid, DateTime<Utc>), DbErr> {
+    let (id, at) = (Uuid::now_v7(), super::now());
+    insert(db, id, user_id, origin, at).await?;
+    Ok((id, at))
 }
 
 async fn insert(

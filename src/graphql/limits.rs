@@ -83,7 +83,7 @@ pub fn check(
     request: &mut async_graphql::Request,
     info: &OperationInfo,
 ) -> ServerResult<()> {
-    parseable(limits, request)?;
+    prepare_query(limits, request)?;
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
     let checked = variable_weights(&variables, limits.query_bytes).and_then(|weights| {
@@ -95,12 +95,12 @@ pub fn check(
     checked
 }
 
-/// Whether the request's query may be given to the parser at all: within the length limit,
-/// and nesting brackets (`{`, `[`) at most [`MAX_NESTING`] deep. The parser recurses once a
+/// Readies the request's query for the parser, or refuses it: within the length limit, and
+/// nesting brackets (`{`, `[`) at most [`MAX_NESTING`] deep. The parser recurses once a
 /// level, for values and list types without a bound of its own, and a few kilobytes of
 /// `[[[…]]]` would overflow a worker thread's stack and abort the process. Its string escapes
 /// are then written as the parser reads them (`spec::strings`).
-pub fn parseable(limits: &Limits, request: &mut async_graphql::Request) -> ServerResult<()> {
+fn prepare_query(limits: &Limits, request: &mut async_graphql::Request) -> ServerResult<()> {
     let query = &request.query;
     if query.len() > limits.query_bytes {
         return Err(refusal(format!(
@@ -340,8 +340,9 @@ fn check_document<'a>(
 /// `__type`, fragments spread as async-graphql spreads them (each time). async-graphql
 /// resolves every occurrence where the specification merges them, and each answers from the
 /// whole schema: repeated a few thousand times through one fragment, a 16 KiB document took
-/// most of a second. Clients' introspection queries repeat no key. Only for documents whose
-/// fragments do not spread themselves, and within the complexity limit, which bounds the walk.
+/// most of a second. `__typename` costs nothing and may repeat: Apollo and urql add it to
+/// every selection set, fragments included. Only for documents whose fragments do not spread
+/// themselves, and within the complexity limit, which bounds the walk.
 fn repeats_in_introspection(
     document: &ExecutableDocument,
     set: &SelectionSet,
@@ -353,6 +354,7 @@ fn repeats_in_introspection(
         let mut keys = HashSet::new();
         if !fields
             .iter()
+            .filter(|field| field.name.node != "__typename")
             .all(|field| keys.insert(&field.response_key().node))
         {
             return true;
@@ -912,6 +914,8 @@ mod tests {
             "{ __schema { types { name fields { name type { name ofType { name } } } } } }",
             // Outside introspection, keys repeat as fragments colocated by components make them.
             "{ me { id ...A } ...B } fragment A on User { id } fragment B on Query { me { id } }",
+            // As Apollo and urql send it: `__typename` in every selection set.
+            "{ __type(name: \"Role\") { __typename ...E } } fragment E on __Type { __typename enumValues { name } }",
         ] {
             assert!(!repeats(once), "{once}");
         }

@@ -16,8 +16,7 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
 pub use limits::{
-    Limits, OperationInfo, check as check_document, name_complexity_limit, parseable,
-    selected_operation,
+    Limits, OperationInfo, check as check_document, name_complexity_limit, selected_operation,
 };
 pub use loaders::UserLoader;
 pub use mutation::Mutation;

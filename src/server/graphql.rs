@@ -230,7 +230,7 @@ async fn respond_to_post(
             }
         };
         match parse_body(&bytes) {
-            Ok(request) => execute(state, headers, request, client_ip, media).await,
+            Ok(request) => execute(state, headers, request, client_ip, media, Method::Post).await,
             Err(Refusal::NotPersisted) => persisted_query_not_supported(),
             Err(Refusal::Bad(message)) => request_error(StatusCode::BAD_REQUEST, message),
         }
@@ -315,25 +315,21 @@ async fn respond_to_get(
             }
         }
     }
-    // Parsed only within the limits on what is parsed, which execution would refuse anyway.
-    if graphql::parseable(&state.limits, &mut request).is_ok() && selects_mutation(&mut request) {
-        let mut response = request_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Mutations are sent with POST",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
-    }
     let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
     with_timeout(
         timeout,
         client_ip,
-        execute(state, headers, request, client_ip, media),
+        execute(state, headers, request, client_ip, media, Method::Get),
     )
     .await
+}
+
+/// How a request came: GET carries queries only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
 }
 
 /// Whether the operation `request` selects is a mutation (a document that does not parse, or
@@ -375,6 +371,7 @@ async fn execute(
     mut request: async_graphql::Request,
     client_ip: IpAddr,
     media: Media,
+    method: Method,
 ) -> Response {
     let started = Instant::now();
     let operation_name = request.operation_name.clone();
@@ -382,6 +379,18 @@ async fn execute(
     let info = OperationInfo::default();
     let checked = graphql::check_document(&state.limits, &mut request, &info)
         .and_then(|()| check_values(&state.schema_types, &mut request));
+    // Asked once the document is parsed (within the limits on what is parsed), whether or not
+    // it passed the rest.
+    if method == Method::Get && selects_mutation(&mut request) {
+        let mut response = request_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Mutations are sent with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
     let mut response = match checked {
         Ok(shape) => {
             // Kept to mend the response afterwards (parsed again only then).

@@ -79,7 +79,7 @@ impl Service {
                     )
                     .await?;
                     tx.commit().await?;
-                    return self.finish(session, model, None);
+                    return self.finish(session, model);
                 }
                 Err(err) if unique_violation(&err) == Some(UniqueViolation::Owner) && may_own => {
                     // Another registration became the owner first: this one is standard.
@@ -150,10 +150,9 @@ impl Service {
         if let Some(totp) = totp {
             // A right password without its code is no failure, and no success either: the
             // client is asked for the code and comes back with both. Taken back before the
-            // answer, so that next attempt finds it gone; the count stays for the code.
+            // answer, so that the next attempt, the one with the code, finds it gone.
             let Some(code) = totp_code else {
-                let lock = attempt.checked();
-                self.take_back_attempt(&subject, lock).await?;
+                attempt.take_back().await?;
                 return Err(CODE_NEEDED);
             };
             if !self
@@ -185,10 +184,10 @@ impl Service {
             )
             .await
         {
-            // Two-factor login turned on meanwhile: a right password without its code, which
-            // stays counted as above.
+            // Two-factor login turned on meanwhile: a right password without its code, taken
+            // back as above.
             Err(err @ AppError::TotpRequired(_)) => {
-                attempt.checked();
+                attempt.take_back().await?;
                 return Err(err);
             }
             signed => signed?,
@@ -230,7 +229,7 @@ impl Service {
             last_login_at: Some(at),
             ..user
         };
-        self.finish(session, user, None)
+        self.finish(session, user)
     }
 
     /// A login's one transaction: the user's `last_login_at`, the end of the throttle's count,
@@ -248,7 +247,7 @@ impl Service {
         second_factor: bool,
         subject: &Subject,
         origin: &Origin,
-    ) -> AppResult<Option<((Uuid, String), chrono::DateTime<chrono::Utc>)>> {
+    ) -> AppResult<Option<(Opened, chrono::DateTime<chrono::Utc>)>> {
         let tx = self.db().begin_write().await?;
         let at = db::now();
         if !user_queries::record_login(&tx, user.id, verified_hash, at).await? {
@@ -406,8 +405,12 @@ impl Service {
         let refresh_token = self.add_refresh_token(&tx, session_id).await?;
         let session = sessions::touch(&tx, session_id).await?.ok_or(INVALID)?;
         tx.commit().await?;
-        let ends = self.session_end(session.created_at, session.last_used_at);
-        self.finish((session_id, refresh_token), user, Some(ends))
+        let opened = Opened {
+            id: session_id,
+            refresh_token,
+            ends: self.session_end(session.created_at, session.last_used_at),
+        };
+        self.finish(opened, user)
     }
 
     /// Ends the session the refresh token belongs to. `false` when the token is unknown.
@@ -500,11 +503,15 @@ impl Service {
         tx: &DatabaseTransaction,
         user_id: Uuid,
         origin: &Origin,
-    ) -> AppResult<(Uuid, String)> {
-        let session_id = sessions::create(tx, user_id, origin).await?;
+    ) -> AppResult<Opened> {
+        let (id, at) = sessions::create(tx, user_id, origin).await?;
         sessions::end_beyond(tx, user_id, &self.live(), MAX_LIVE_SESSIONS).await?;
-        let refresh_token = self.add_refresh_token(tx, session_id).await?;
-        Ok((session_id, refresh_token))
+        let refresh_token = self.add_refresh_token(tx, id).await?;
+        Ok(Opened {
+            id,
+            refresh_token,
+            ends: self.session_end(at, at),
+        })
     }
 
     async fn add_refresh_token(
@@ -524,24 +531,25 @@ impl Service {
         Ok(db::now() + ttl)
     }
 
-    /// The answer to a login or refresh of session `session_id`, which ends at `ends`; `None`
-    /// for a session opened just now.
-    fn finish(
-        &self,
-        (session_id, refresh_token): (Uuid, String),
-        user: User,
-        ends: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> AppResult<AuthSession> {
-        let ends = ends.unwrap_or_else(|| self.session_end(db::now(), db::now()));
-        let (access_token, expires_at) = self.0.tokens.issue(user.id, session_id, ends)?;
+    /// The answer to a login or refresh of `session`.
+    fn finish(&self, session: Opened, user: User) -> AppResult<AuthSession> {
+        let (access_token, expires_at) = self.0.tokens.issue(user.id, session.id, session.ends)?;
         Ok(AuthSession {
             access_token,
-            refresh_token,
+            refresh_token: session.refresh_token,
             expires_at,
-            session_id,
+            session_id: session.id,
             user,
         })
     }
+}
+
+/// A session as a login or refresh leaves it: its new refresh token, and when it ends unless
+/// refreshed again (its access token ends no later).
+struct Opened {
+    id: Uuid,
+    refresh_token: String,
+    ends: chrono::DateTime<chrono::Utc>,
 }
 
 /// Inside `tx`: revokes session `session_id` and, when that ended it, records `action` about
@@ -591,6 +599,17 @@ impl Attempt {
     pub(super) fn checked(mut self) -> i64 {
         self.key = None;
         self.lock
+    }
+
+    /// No outcome: the attempt is taken back now, before the answer, so that the client's
+    /// next attempt finds it gone. Dropped on the way (the client gone), it is taken back in
+    /// the background as any unchecked attempt.
+    pub(super) async fn take_back(mut self) -> AppResult<()> {
+        if let Some(key) = &self.key {
+            throttle::release(&self.db, key, self.lock).await?;
+        }
+        self.key = None;
+        Ok(())
     }
 }
 

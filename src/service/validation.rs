@@ -516,11 +516,7 @@ pub fn token_name(text: &str) -> Checked<String> {
     Ok(text.to_owned())
 }
 
-/// Whether a code box holds anything: spaces in codes are ignored (apps show `123 456`), so a
-/// box of spaces is as blank as an empty one.
-pub fn code_given(code: &str) -> bool {
-    !code.trim().is_empty()
-}
+pub use crate::auth::totp::code_given;
 
 /// A TOTP or recovery code as given: refused before anything is counted when it could never
 /// be right. A blank one is a form's blank box, refused as missing, like an empty password.

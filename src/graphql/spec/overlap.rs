@@ -5,7 +5,7 @@
 //! fields under one key share their parent type, so they merge when they are the same field
 //! with the same arguments and their own selections merge in turn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql::{Name, Positioned, ServerError, ServerResult};
@@ -25,7 +25,7 @@ pub fn check(document: &ExecutableDocument) -> ServerResult<()> {
 fn merged<'a>(document: &'a ExecutableDocument, sets: &[&'a SelectionSet]) -> ServerResult<()> {
     let mut keys: Vec<&'a Name> = Vec::new();
     let mut by_key: HashMap<&'a Name, Vec<&'a Positioned<Field>>> = HashMap::new();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     for set in sets {
         collect(document, set, &mut seen, &mut keys, &mut by_key);
     }
@@ -66,7 +66,7 @@ fn merged<'a>(document: &'a ExecutableDocument, sets: &[&'a SelectionSet]) -> Se
 fn collect<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,
-    seen: &mut Vec<&'a Name>,
+    seen: &mut HashSet<&'a Name>,
     keys: &mut Vec<&'a Name>,
     by_key: &mut HashMap<&'a Name, Vec<&'a Positioned<Field>>>,
 ) {
@@ -95,11 +95,11 @@ fn collect<'a>(
             }
             Selection::FragmentSpread(spread) => {
                 let name = &spread.node.fragment_name.node;
-                if seen.contains(&name) {
+                if seen.contains(name) {
                     continue;
                 }
                 if let Some(fragment) = document.fragments.get(name) {
-                    seen.push(name);
+                    seen.insert(name);
                     collect(
                         document,
                         &fragment.node.selection_set.node,

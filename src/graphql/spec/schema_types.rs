@@ -175,14 +175,14 @@ pub(in crate::graphql) fn each_field<'a>(
     set: &'a SelectionSet,
     visit: &mut impl FnMut(&'a Field),
 ) {
-    each_field_in(document, set, visit, &mut Vec::new());
+    each_field_in(document, set, visit, &mut HashSet::new());
 }
 
 fn each_field_in<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,
     visit: &mut impl FnMut(&'a Field),
-    seen: &mut Vec<&'a Name>,
+    seen: &mut HashSet<&'a Name>,
 ) {
     for item in &set.items {
         let nested = match &item.node {
@@ -194,10 +194,9 @@ fn each_field_in<'a>(
                 let name = &spread.node.fragment_name.node;
                 // A fragment spread twice adds nothing; one spreading itself (which
                 // validation refuses later) must not make the walk endless.
-                if seen.contains(&name) {
+                if !seen.insert(name) {
                     continue;
                 }
-                seen.push(name);
                 document
                     .fragments
                     .get(name)

@@ -66,8 +66,9 @@ pub(in crate::graphql) fn lex<'a>(
 }
 
 /// `query` with its strings' braced escapes and surrogate pairs written as the parser reads
-/// them; `None` when it has none. Never longer than `query`. An escape that stands for no
-/// character is left for the parser to refuse.
+/// them; `None` when it has none. An escape that stands for no character is left for the
+/// parser to refuse. The rewrite can shift the columns of what follows on its line, which
+/// error locations then count in.
 pub(in crate::graphql) fn mend(query: &str) -> Option<String> {
     if !query.contains("\\u") {
         return None;
@@ -105,9 +106,14 @@ fn mend_string(text: &str) -> Option<String> {
         out.push_str(&rest[..at]);
         let escape = &rest[at..];
         let (written, used) = if let Some(braced) = escape.strip_prefix("\\u{") {
-            match braced.split_once('}').and_then(|(hex, _)| {
-                let digits = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
-                let code = u32::from_str_radix(hex, 16).ok().filter(|_| digits)?;
+            // The hex run, then its brace: looking for the brace first would search the rest
+            // of the string once per escape, quadratic in a string of `\u{\u{…`.
+            let digits = braced.bytes().take_while(u8::is_ascii_hexdigit).count();
+            let hex = braced
+                .get(..digits)
+                .filter(|_| braced.as_bytes().get(digits) == Some(&b'}'));
+            match hex.and_then(|hex| {
+                let code = u32::from_str_radix(hex, 16).ok()?;
                 Some((char::from_u32(code)?, hex.len() + 4))
             }) {
                 Some((c, used)) => (Some(as_parsed(c)), used),
@@ -177,7 +183,15 @@ mod tests {
                 Some(r#"{ a(s: "\u0022\u005C") }"#),
             ),
             // Escapes that stand for no character are the parser's to refuse.
-            (r#"{ a(s: "\u{D800}\u{110000}\u{}\u{+41}\uD83D") }"#, None),
+            (
+                r#"{ a(s: "\u{D800}\u{110000}\u{}\u{+41}\uD83D\u{41 }\u{41") }"#,
+                None,
+            ),
+            // An unclosed brace does not swallow the escape after it.
+            (
+                r#"{ a(s: "\u{\u{1F600}") }"#,
+                Some("{ a(s: \"\\u{\u{1F600}\") }"),
+            ),
             // An escaped backslash before `u` is no escape of `u`.
             (r#"{ a(s: "\\u{41}") }"#, None),
             // Block strings, comments and plain escapes are left alone.
