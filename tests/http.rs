@@ -96,6 +96,8 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .await
         .expect("post");
     assert_eq!(response.status(), 413);
+    // The rest of the body is not read: the connection is not offered for another request.
+    assert_eq!(response.headers()["connection"], "close");
     let body: serde_json::Value = response.json().await.expect("JSON error body");
     assert_eq!(
         body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE",

@@ -31,12 +31,19 @@ use crate::graphql::{self, OperationInfo, RequestAuth, SchemaTypes};
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Says the connection closes: the rest of the body is not read, so the connection cannot
+/// carry another request, and a client that pooled it would write its next request into a
+/// closed socket.
 fn body_too_large() -> Response {
     let mib = MAX_BODY_BYTES / (1024 * 1024);
-    request_error(
+    let mut response = request_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("Request body exceeds {mib} MiB"),
-    )
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
