@@ -1246,6 +1246,12 @@ async fn pagination_search_and_filters(app: TestApp) {
         usernames(&app, &owner, json!({ "search": "mczeb" })).await,
         mczebs
     );
+    // A search box's spaces around the term are no part of it; spaces alone are no term.
+    assert_eq!(
+        usernames(&app, &owner, json!({ "search": " mczeb\u{3000}" })).await,
+        mczebs
+    );
+    assert_eq!(count(&app, &owner, json!({ "search": "   " })).await, 26);
     // "zeb" is in Zebediah (first name) and McZeb (last name).
     let zeb: Vec<String> = (0..25)
         .filter(|i| i % 5 == 2 || (15..20).contains(i))

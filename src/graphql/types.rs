@@ -630,9 +630,12 @@ impl From<service::AuthSession> for AuthPayload {
     }
 }
 
+/// Pages go forward, by `first` and `after`.
 #[derive(SimpleObject)]
 pub struct PageInfo {
     pub has_next_page: bool,
+    /// Whether the page was asked for after a cursor; whether anything matching lies before
+    /// that cursor is not looked up.
     pub has_previous_page: bool,
     pub start_cursor: Option<String>,
     pub end_cursor: Option<String>,
@@ -781,8 +784,9 @@ pub struct ServerInfo {
 
 #[derive(InputObject)]
 pub struct UserFilter {
-    /// Case-insensitive literal substring of username, email, first or last name; at most 200
-    /// characters.
+    /// Case-insensitive literal substring of username, email, first name or last name, each
+    /// on its own (a full name matches neither name); spaces around it are no part of it. At
+    /// most 200 characters.
     pub search: Option<String>,
     pub role: Option<GqlRole>,
     pub disabled: Option<bool>,
@@ -791,7 +795,11 @@ pub struct UserFilter {
 impl From<UserFilter> for Filter {
     fn from(f: UserFilter) -> Self {
         Filter {
-            search: f.search,
+            // As typed into a search box: spaces before and after are no part of the term.
+            search: f
+                .search
+                .map(|term| term.trim().to_owned())
+                .filter(|term| !term.is_empty()),
             role: f.role.map(Into::into),
             disabled: f.disabled,
         }
