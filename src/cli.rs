@@ -159,29 +159,33 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM. Listens from the call on, not from the first poll: the
-/// server says it is listening before it polls this, and a signal sent as soon as it says so
-/// must stop it cleanly too.
+/// Resolves on SIGINT, SIGTERM or SIGHUP (whose default would end the process at once when
+/// its terminal closes). Listens from the call on, not from the first poll: the server says it
+/// is listening before it polls this, and a signal sent as soon as it says so must stop it
+/// cleanly too.
 fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let (interrupt, terminate) = {
+    let (interrupt, terminate, hangup) = {
         use tokio::signal::unix::SignalKind;
         (
             listen(SignalKind::interrupt(), "SIGINT"),
             listen(SignalKind::terminate(), "SIGTERM"),
+            listen(SignalKind::hangup(), "SIGHUP"),
         )
     };
     #[cfg(not(unix))]
-    let (interrupt, terminate) = (
+    let (interrupt, terminate, hangup) = (
         async {
             let _ = tokio::signal::ctrl_c().await;
         },
+        std::future::pending::<()>(),
         std::future::pending::<()>(),
     );
     async move {
         tokio::select! {
             () = interrupt => {},
             () = terminate => {},
+            () = hangup => {},
         }
         tracing::info!("shutting down: finishing requests in flight");
     }

@@ -126,6 +126,12 @@ async fn create_and_promote(backend: Backend) {
     assert!(!out.status.success());
 
     assert!(server.terminate().success(), "SIGTERM is a clean shutdown");
+
+    // SIGHUP (the terminal closed) too, where its default would end the process at once.
+    let server = ServerProcess::start(&db.url, &[]);
+    assert_eq!(server.login_as("bob").await.role, "OWNER");
+    let status = server.signal("HUP");
+    assert!(status.success(), "SIGHUP is a clean shutdown: {status:?}");
 }
 
 /// The command line signs no tokens, so `keys rotate` records on no key how long tokens live:

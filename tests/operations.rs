@@ -128,6 +128,23 @@ async fn the_request_id_goes_round_trip() {
         .expect("sent");
     let generated = response.headers()["x-request-id"].to_str().expect("ascii");
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    // An id the log could not show as sent is replaced, in the response as in the log.
+    let long = "x".repeat(129);
+    let unusable: [&[u8]; 5] = [b"", b"   ", b"caf\xc3\xa9", b"a\tb", long.as_bytes()];
+    for id in unusable {
+        let response = app
+            .post()
+            .header(
+                "x-request-id",
+                reqwest::header::HeaderValue::from_bytes(id).expect("value"),
+            )
+            .json(&json!({"query": SERVER_INFO}))
+            .send()
+            .await
+            .expect("sent");
+        let echoed = response.headers()["x-request-id"].to_str().expect("ascii");
+        assert!(uuid::Uuid::parse_str(echoed).is_ok(), "{id:?}: {echoed}");
+    }
 }
 
 /// GraphQL over HTTP: the media type follows `Accept`, with its status codes.

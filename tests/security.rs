@@ -588,25 +588,25 @@ async fn graphql_limits(app: TestApp) {
     );
     // The same selection asking for fewer users is cheap enough.
     assert_ok(&app.gql(token, &copies(5, 3), json!({})).await);
-    // Forty fragments, each spreading the next twice: 2^40 fields from under 2 KB, refused
+    // Thirty fragments, each spreading the next twice: 2^31 fields from under 2 KB, refused
     // at once rather than walked (the walk would hold a worker thread for hours).
     let mut bomb = String::from("{ ...F0 } ");
-    for i in 0..40 {
+    for i in 0..30 {
         bomb += &format!("fragment F{i} on Query {{ ...F{n} ...F{n} }} ", n = i + 1);
     }
-    bomb += "fragment F40 on Query { serverInfo { version } }";
+    bomb += "fragment F30 on Query { serverInfo { version } }";
     let answered = tokio::time::timeout(Duration::from_secs(30), app.gql(None, &bomb, json!({})))
         .await
         .expect("answered, not walked");
-    refused(&answered, "spreads its fragments into 2199023255552 fields");
+    refused(&answered, "spreads its fragments into 2147483648 fields");
     // The same bomb ending in a fragment the document does not define counts no fields, and
     // is refused for that fragment before anything spreads it.
-    let unknown = bomb.replace("fragment F40 on Query { serverInfo { version } }", "");
+    let unknown = bomb.replace("fragment F30 on Query { serverInfo { version } }", "");
     let answered =
         tokio::time::timeout(Duration::from_secs(30), app.gql(None, &unknown, json!({})))
             .await
             .expect("answered, not walked");
-    refused(&answered, "Unknown fragment \"F40\"");
+    refused(&answered, "Unknown fragment \"F30\"");
     // A variable's value is bounded like the query text, since each use copies it.
     let lookups = format!(
         "query($v: String) {{ {} }}",
@@ -682,6 +682,40 @@ async fn introspection_and_suggestions_can_be_turned_off() {
     assert!(!body.to_string().contains("Did you mean"), "{body}");
     // Ordinary queries still work.
     assert_ok(&closed.server_info().await);
+}
+
+/// Every walk of a parsed document recursed once for each fragment a chain spreads: within a
+/// raised length limit, a few thousand fragments each spreading the next overflowed a worker's
+/// stack and aborted the server. Refused before any walk, and the server goes on.
+#[tokio::test]
+async fn long_fragment_chains_are_refused_before_they_are_walked() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |settings| {
+        settings.max_query_bytes = 1_000_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let links = 5_000;
+    let chain = |last: &str, operation: &str| {
+        let mut query = format!("{operation} {{ ...f0 }}");
+        for i in 0..links - 1 {
+            query.push_str(&format!(" fragment f{i} on Query {{ ...f{} }}", i + 1));
+        }
+        query.push_str(&format!(" fragment f{} on Query {{ {last} }}", links - 1));
+        query
+    };
+    for (query, words) in [
+        (chain("__typename", "query"), "recursion depth"),
+        (chain("...f0", "query"), "within itself"),
+        (chain("...nowhere", "query"), "recursion depth"),
+    ] {
+        let body = app.gql(None, &query, json!({})).await;
+        assert_code(&body, "BAD_USER_INPUT");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "expected {words:?}: {message}");
+    }
+    assert_ok(&app.gql(None, "{ serverInfo { name } }", json!({})).await);
 }
 
 #[tokio::test]

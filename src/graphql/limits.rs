@@ -13,6 +13,7 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variables};
 
+use super::recursion::{MAX_RECURSION_DEPTH, TooDeep};
 use crate::config::Settings;
 
 /// The most bytes of argument values a document's fields may receive in all, fragments spread.
@@ -254,6 +255,20 @@ fn check_document<'a>(
         })
         .collect();
     let _ = info.0.set(roots);
+    // Before anything walks the document by recursing.
+    match super::recursion::check(document) {
+        Ok(()) => {}
+        Err(TooDeep::Depth) => {
+            return Err(refusal(format!(
+                "The recursion depth of the query cannot be greater than `{MAX_RECURSION_DEPTH}`"
+            )));
+        }
+        Err(TooDeep::Cycle(name)) => {
+            return Err(refusal(format!(
+                "Cannot spread fragment \"{name}\" within itself"
+            )));
+        }
+    }
     let counts = Counts::of(document, variables, weights);
     if let Some(name) = &counts.unknown_fragment {
         return Err(refusal(format!("Unknown fragment \"{name}\"")));
@@ -316,10 +331,6 @@ fn check_document<'a>(
             counts.password_checks,
             PASSWORD_FIELDS.join(", ")
         )));
-    }
-    // Only now: the checks above bound how far its fragments spread.
-    if counts.spreads_itself {
-        return Ok(());
     }
     // Walked only for a document that asks for introspection at all.
     let repeats = counts.introspects
@@ -442,9 +453,6 @@ struct Counts {
     /// A fragment spread that the document does not define. Such a spread counts no fields,
     /// yet async-graphql spreads everything above it, once per path, before refusing it.
     unknown_fragment: Option<Name>,
-    /// Whether a fragment spreads itself, directly or through others: the validator refuses
-    /// such a document, and the merging check cannot walk it.
-    spreads_itself: bool,
     /// Whether a mutation runs a root field more often than it has response keys.
     /// async-graphql runs every occurrence (a fragment once per spread) where the
     /// specification merges them into one, so one document could repeat a write thousands of
@@ -537,7 +545,6 @@ impl Counts {
                 );
             }
         }
-        counts.spreads_itself = sizes.spreads_itself;
         for fragment in document.fragments.values() {
             counts.directives += fragment.node.directives.len();
             counts.add_selections(&fragment.node.selection_set.node, &document.fragments);
@@ -586,13 +593,12 @@ struct Size {
 
 /// Walks selection sets with their fragments spread, each fragment's result worked out once
 /// and reused, so the walk is as long as the document however often fragments spread each
-/// other. A fragment met again inside itself counts nothing (the validator refuses cycles).
+/// other. A fragment met again inside itself counts nothing (documents with one are refused
+/// before, by [`super::recursion`]).
 struct Spread<'a, T> {
     fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
     done: HashMap<Name, T>,
     open: HashSet<Name>,
-    /// Whether a fragment was met again inside itself.
-    spreads_itself: bool,
     /// Each given variable's [`weight`], for the input a field receives.
     weights: HashMap<&'a Name, usize>,
 }
@@ -603,7 +609,6 @@ impl<'a, T: Copy + Default> Spread<'a, T> {
             fragments,
             done: HashMap::new(),
             open: HashSet::new(),
-            spreads_itself: false,
             weights: HashMap::new(),
         }
     }
@@ -617,7 +622,6 @@ impl<'a, T: Copy + Default> Spread<'a, T> {
             return T::default();
         };
         if !self.open.insert(name.clone()) {
-            self.spreads_itself = true;
             return T::default();
         }
         let result = walk(self, &fragment.node.selection_set.node);
@@ -944,7 +948,6 @@ mod tests {
                 // Each login's input object, as written.
                 input: 58,
                 unknown_fragment: None,
-                spreads_itself: false,
                 repeats_mutations: false,
                 schema_runs: 0,
                 type_runs: 0,
@@ -1035,20 +1038,20 @@ mod tests {
         assert_eq!(counts(introspection, none).depth, 5);
     }
 
-    /// Fragments that each spread the next twice: 2^40 fields, counted in a moment and refused.
-    /// A fragment spread inside itself is the validator's to refuse: told by the walk that
-    /// counts, it is not walked by the merging check, which would not end.
+    /// A fragment spread inside itself is refused before any walk that would not end.
     #[test]
-    fn fragments_spreading_themselves_are_left_to_the_validator() {
-        for query in [
-            "{ me { ...F } } fragment F on User { id createdBy { ...F } }",
-            "{ me { ...A } } fragment A on User { x: id createdBy { ...B } } \
-             fragment B on User { x: email createdBy { ...A } }",
+    fn fragments_spreading_themselves_are_refused() {
+        for (query, name) in [
+            (
+                "{ me { ...F } } fragment F on User { id createdBy { ...F } }",
+                "F",
+            ),
+            (
+                "{ me { ...A } } fragment A on User { x: id createdBy { ...B } } \
+                 fragment B on User { x: email createdBy { ...A } }",
+                "A",
+            ),
         ] {
-            assert!(
-                counts(query, serde_json::json!({})).spreads_itself,
-                "{query}"
-            );
             let document = async_graphql::parser::parse_query(query).expect("parses");
             let variables = Variables::default();
             let checked = check_document(
@@ -1058,12 +1061,15 @@ mod tests {
                 HashMap::new(),
                 &OperationInfo::default(),
             );
-            assert!(checked.is_ok(), "{query}: {checked:?}");
+            let message = checked.expect_err(query).message;
+            assert_eq!(
+                message,
+                format!("Cannot spread fragment \"{name}\" within itself")
+            );
         }
-        let reused = "{ me { ...U createdBy { ...U } } } fragment U on User { x: id }";
-        assert!(!counts(reused, serde_json::json!({})).spreads_itself);
     }
 
+    /// Fragments that each spread the next twice: 2^40 fields, counted in a moment.
     #[test]
     fn fragments_spreading_each_other_are_counted_once_each() {
         let mut query = String::from("mutation { ...F0 } ");

@@ -6,6 +6,7 @@ mod limits;
 mod loaders;
 mod mutation;
 mod query;
+mod recursion;
 mod spec;
 mod types;
 mod viewer;

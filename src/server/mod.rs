@@ -115,8 +115,34 @@ fn router(service: Service, settings: &Settings) -> Router {
         .layer(axum::middleware::from_fn(observe::request_log))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::map_request(usable_request_id))
         .with_state(state)
 }
+
+/// Keeps a client's `X-Request-Id` only when the log can show it as sent: one value of 1 to
+/// [`REQUEST_ID_MAX`] printable ASCII characters, not all spaces. Any other is dropped, and a
+/// generated one takes its place in the log and the response alike, so the two still match.
+async fn usable_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let headers = request.headers_mut();
+    let mut values = headers.get_all("x-request-id").iter();
+    let usable = match (values.next(), values.next()) {
+        (Some(value), None) => {
+            let bytes = value.as_bytes();
+            bytes.len() <= REQUEST_ID_MAX
+                && bytes.iter().all(|b| (b' '..=b'~').contains(b))
+                && bytes.iter().any(|b| *b != b' ')
+        }
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        headers.remove("x-request-id");
+    }
+    request
+}
+
+/// The longest request id kept from a client.
+const REQUEST_ID_MAX: usize = 128;
 
 /// CORS for browser frontends on other origins: exactly the configured origins (or any,
 /// with `*`; no credentials either way, since rollcall uses no cookies), for GET and POST with

@@ -30,9 +30,7 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-")
-        .chars()
-        .take(128)
-        .collect();
+        .to_owned();
     // What the request logs on its way (an internal error's cause, a detected token reuse)
     // carries its id, so a client's report of an id finds the cause among concurrent ones.
     let span = tracing::info_span!(

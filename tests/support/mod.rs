@@ -687,25 +687,24 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM");
-        wait_or_kill(&mut child, "rollcall serve after SIGTERM")
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM")
     }
 
     /// Sends SIGKILL, as a crash or the OOM killer would, and waits for the exit status.
-    pub fn kill(mut self) -> std::process::ExitStatus {
+    pub fn kill(self) -> std::process::ExitStatus {
+        self.signal("KILL")
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`, …) and waits for the exit status.
+    pub fn signal(mut self, name: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let status = std::process::Command::new("kill")
-            .args(["-KILL", &child.id().to_string()])
+            .args([&format!("-{name}"), &child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -KILL");
-        wait_or_kill(&mut child, "rollcall serve after SIGKILL")
+        assert!(status.success(), "kill -{name}");
+        wait_or_kill(&mut child, &format!("rollcall serve after SIG{name}"))
     }
 }
 
