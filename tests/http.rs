@@ -123,28 +123,61 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         "{body}"
     );
 
-    // A declared length over the limit is answered before any of the body is sent.
+    // A declared length over the limit is answered before any of the body is sent, when the
+    // body is too large to read through, or the client waits for the answer before sending.
     let address = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
+    for (length, expect) in [("99999999999", ""), ("2000000", "Expect: 100-continue\r\n")] {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             {expect}Content-Length: {length}\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+            .await
+            .expect("write");
+        let mut answer = vec![0; 4096];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
+        )
         .await
-        .expect("connect");
-    let head = format!(
-        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: 99999999999\r\n\r\n{{}}"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .expect("answered without waiting for the body")
+        .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    // A client that writes the whole of a body over the limit before reading gets the 413,
+    // not a connection reset under it (a body larger than the sockets' buffers, which would
+    // otherwise hold it unread).
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let body = format!(
+            r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#,
+            "a".repeat(8_000_000)
+        );
+        let request = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("the whole body written");
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+        )
         .await
-        .expect("write");
-    let mut answer = vec![0; 4096];
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
-    )
-    .await
-    .expect("answered without waiting for the body")
-    .expect("read");
-    let answer = String::from_utf8_lossy(&answer[..read]);
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        .expect("answered")
+        .expect("read to the end, not reset");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
 
     let batch = json!([{"query": "{ serverInfo { name } }"}, {"query": "{ serverInfo { name } }"}]);
     let response = app

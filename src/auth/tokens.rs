@@ -209,12 +209,8 @@ impl TokenKeys {
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.access_ttl)
             .map_err(|_| AppError::internal("access ttl out of range"))?;
-        let by_ttl = now + ttl;
-        // Whole seconds: rounded up for the TTL, so a token lives at least that long whatever
-        // fraction of a second it was issued in; down for the session's end, which it must not
-        // outlive.
-        let exp = (by_ttl.timestamp() + i64::from(by_ttl.timestamp_subsec_nanos() > 0))
-            .min(session_ends.timestamp());
+        let exp = access_expiry(now, ttl, session_ends)
+            .ok_or(AppError::Unauthenticated("The session has ended"))?;
         let claims = AccessClaims {
             sub: user_id,
             sid: session_id,
@@ -238,7 +234,7 @@ impl TokenKeys {
         };
         let token = jsonwebtoken::encode(&header, &claims, encoding)
             .map_err(|err| AppError::internal_from("signing an access token", err))?;
-        let expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or(by_ttl);
+        let expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now + ttl);
         Ok((token, expires))
     }
 
@@ -489,6 +485,22 @@ fn random_bytes() -> [u8; 32] {
     bytes
 }
 
+/// When an access token issued at `now` expires, in whole seconds: the TTL rounded up, so a
+/// token lives at least that long whatever fraction of a second it was issued in; the
+/// session's end rounded down, which it must not outlive. `None` when that is no later than
+/// `now`: a session ending within this second has no token left to give (it is refused from
+/// `exp` on), and a refresh then learns that it must log in again.
+fn access_expiry(
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+    session_ends: DateTime<Utc>,
+) -> Option<i64> {
+    let by_ttl = now + ttl;
+    let exp = (by_ttl.timestamp() + i64::from(by_ttl.timestamp_subsec_nanos() > 0))
+        .min(session_ends.timestamp());
+    (exp > now.timestamp()).then_some(exp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +593,35 @@ mod tests {
             "{expires} {ends}"
         );
         assert!(keys.verify(&token).is_ok());
+    }
+
+    /// A session ending within the current second has no token left to give: one would be
+    /// expired as it is issued.
+    #[test]
+    fn a_session_ending_this_second_gets_no_token() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("a time")
+                .with_timezone(&Utc)
+        };
+        let now = at("2026-01-01T00:00:09.600Z");
+        let ttl = chrono::Duration::seconds(60);
+        assert_eq!(
+            access_expiry(now, ttl, at("2026-01-01T00:00:09.900Z")),
+            None
+        );
+        assert_eq!(
+            access_expiry(now, ttl, at("2026-01-01T00:00:09.000Z")),
+            None
+        );
+        assert_eq!(
+            access_expiry(now, ttl, at("2026-01-01T00:00:10.100Z")),
+            Some(at("2026-01-01T00:00:10Z").timestamp())
+        );
+        assert_eq!(
+            access_expiry(now, ttl, at("2026-01-01T01:00:00Z")),
+            Some(at("2026-01-01T00:01:10Z").timestamp())
+        );
     }
 
     #[test]

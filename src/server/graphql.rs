@@ -219,21 +219,22 @@ async fn respond_to_post(
     };
     let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
-    // A declared length over the limit is refused at once, not after waiting for the body.
-    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+    // A declared length over the limit is refused at once, not after waiting for the body,
+    // when the client waits for that answer before sending (`Expect: 100-continue`) or the
+    // body is too large to read through.
+    let declared = axum::body::HttpBody::size_hint(&body).lower();
+    let waits = headers
+        .get(header::EXPECT)
+        .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if declared > MAX_BODY_BYTES as u64 && (waits || declared > READ_THROUGH_BYTES) {
         return body_too_large();
     }
     let work = async {
-        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        let bytes = match read_body(body).await {
             Ok(bytes) => bytes,
-            Err(err) => {
-                let too_large = std::error::Error::source(&err)
-                    .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-                return if too_large {
-                    body_too_large()
-                } else {
-                    request_error(StatusCode::BAD_REQUEST, "Could not read the request body")
-                };
+            Err(Unread::TooLarge) => return body_too_large(),
+            Err(Unread::Broken) => {
+                return request_error(StatusCode::BAD_REQUEST, "Could not read the request body");
             }
         };
         match parse_body(&bytes) {
@@ -243,6 +244,41 @@ async fn respond_to_post(
         }
     };
     with_timeout(timeout, client_ip, work).await
+}
+
+/// How much of a body over [`MAX_BODY_BYTES`] is read (and dropped) before the 413. Most
+/// clients send the whole body before they read the answer: closed with the rest of it
+/// unread, the connection is reset and the answer lost with it. A larger body is cut off.
+const READ_THROUGH_BYTES: u64 = 16 * 1024 * 1024;
+
+enum Unread {
+    TooLarge,
+    Broken,
+}
+
+/// The request body, when it is at most [`MAX_BODY_BYTES`]; a larger one is read through to
+/// its end, up to [`READ_THROUGH_BYTES`], and refused.
+async fn read_body(mut body: Body) -> Result<Bytes, Unread> {
+    use http_body_util::BodyExt;
+    let mut bytes = Vec::new();
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Unread::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len() as u64;
+        if read > READ_THROUGH_BYTES {
+            return Err(Unread::TooLarge);
+        }
+        if read <= MAX_BODY_BYTES as u64 {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    if read > MAX_BODY_BYTES as u64 {
+        return Err(Unread::TooLarge);
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// The parameters of a GraphQL request in a query string.
