@@ -335,9 +335,19 @@ pub fn url_problem(url: &str) -> Option<&'static str> {
         }
         // Each pooled connection would open a database of its own, the schema in one of them.
         let in_memory = path.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
-        return in_memory.then_some(
-            "an in-memory SQLite database lives in one connection and this server opens several: \
-             give a file, such as `sqlite://rollcall.db?mode=rwc`",
+        if in_memory {
+            return Some(
+                "an in-memory SQLite database lives in one connection and this server opens \
+                 several: give a file, such as `sqlite://rollcall.db?mode=rwc`",
+            );
+        }
+        // It would start and answer reads, and fail every login.
+        let read_only = query
+            .split('&')
+            .any(|p| p == "mode=ro" || p == "immutable=1" || p == "immutable=true");
+        return read_only.then_some(
+            "a read-only SQLite database cannot take this server's writes (sessions, the audit \
+             trail): give `mode=rwc`, such as `sqlite://rollcall.db?mode=rwc`",
         );
     }
     let postgres = ["postgres://", "postgresql://"]
@@ -606,6 +616,8 @@ mod tests {
             ("sqlite://x.db?cache=shared&mode=memory", "in-memory"),
             ("sqlite://", "no SQLite file"),
             ("sqlite:?mode=rwc", "no SQLite file"),
+            ("sqlite://x.db?mode=ro", "read-only"),
+            ("sqlite://x.db?immutable=1&mode=rw", "read-only"),
         ] {
             let problem = super::url_problem(url).expect(url);
             assert!(problem.contains(reason), "{url}: {problem}");

@@ -610,7 +610,8 @@ pub struct AuthPayload {
     /// sooner (refresh then to learn whether to log in again).
     pub expires_at: Timestamp,
     /// Whole seconds from this answer until `expiresAt`: a client whose clock may be off
-    /// schedules its refresh by this rather than by its own reading of `expiresAt`.
+    /// schedules its refresh by this rather than by its own reading of `expiresAt`. At most
+    /// 2147483647 (about 68 years).
     pub expires_in: i32,
     pub user: UserObject,
 }
