@@ -161,6 +161,9 @@ impl Service {
                 );
             } else if pending > 0 {
                 return Err(StartError::NotMigrated { url, pending });
+            } else {
+                // Said, since a misspelt setting would leave a command on the default database.
+                tracing::info!(database = url.as_str(), "using the database");
             }
         }
         if pending > 0 {
