@@ -151,31 +151,17 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
     // A client that writes the whole of a body over the limit before reading gets the 413,
     // not a connection reset under it (a body larger than the sockets' buffers, which would
     // otherwise hold it unread).
+    let body = format!(
+        r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#,
+        "a".repeat(8_000_000)
+    );
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {{address}}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     for _ in 0..2 {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        let body = format!(
-            r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#,
-            "a".repeat(8_000_000)
-        );
-        let request = format!(
-            "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-            .await
-            .expect("the whole body written");
-        let mut answer = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
-        )
-        .await
-        .expect("answered")
-        .expect("read to the end, not reset");
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = app.raw_exchange(&request).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
 
