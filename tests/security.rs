@@ -525,7 +525,7 @@ async fn graphql_limits(app: TestApp) {
     let get = app
         .client
         .get(format!("{}/graphql", app.base_url()))
-        .query(&[("query", deep(2_000))])
+        .query(&[("query", deep(7_000))])
         .header("accept", "application/json")
         .send()
         .await

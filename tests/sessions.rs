@@ -262,6 +262,14 @@ async fn sessions_end_at_their_maximum_age(app: TestApp) {
     assert_eq!(my_sessions(&app, &fresh).await.len(), 1, "only the new one");
 }
 
+/// A session with less than a second left (its maximum age is one second here) refreshes no
+/// more: the access token would end at the last whole second before the session does, dead
+/// on arrival or good for a moment.
+async fn a_session_in_its_last_second_refreshes_no_more(app: TestApp) {
+    let alice = app.register("alice").await;
+    assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
+}
+
 /// `ROLLCALL_SESSION_IDLE` (three seconds here) ends a session that is not refreshed;
 /// refreshing keeps it going.
 async fn idle_sessions_end(app: TestApp) {
@@ -518,6 +526,9 @@ backend_tests!(
     revoking_a_session_stops_its_tokens_at_once,
     logout_everywhere_ends_every_session,
     sessions_end_at_their_maximum_age with |s| s.session_max_age = std::time::Duration::from_secs(5),
+    a_session_in_its_last_second_refreshes_no_more with |s| {
+        s.session_max_age = std::time::Duration::from_secs(1);
+    },
     idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(3),
     sessions_end_with_their_refresh_tokens with |s| s.refresh_ttl = std::time::Duration::from_secs(3),
     reuse_within_the_grace_keeps_the_session with |s| {

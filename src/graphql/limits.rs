@@ -72,9 +72,10 @@ impl OperationInfo {
     }
 }
 
-/// Checks the document of `request` against `limits` and records its operations in `info`.
-/// The document is parsed here once and kept in the request, so execution does not parse it
-/// again; a document that does not parse is refused with async-graphql's own parse error.
+/// Checks the document of `request` against `limits` and records its operations in `info`;
+/// its text was readied by [`prepare_query`] first. The document is parsed here once and kept
+/// in the request, so execution does not parse it again; a document that does not parse is
+/// refused with async-graphql's own parse error.
 ///
 /// This runs in the HTTP handler rather than as a schema extension: any registered extension
 /// makes async-graphql wrap every field and list item of a response in the extension chain,
@@ -84,7 +85,6 @@ pub fn check(
     request: &mut async_graphql::Request,
     info: &OperationInfo,
 ) -> ServerResult<()> {
-    prepare_query(limits, request)?;
     // Set aside while the parsed document borrows the request.
     let variables = std::mem::take(&mut request.variables);
     let checked = variable_weights(&variables, limits.query_bytes).and_then(|weights| {
@@ -101,7 +101,7 @@ pub fn check(
 /// level, for values and list types without a bound of its own, and a few kilobytes of
 /// `[[[…]]]` would overflow a worker thread's stack and abort the process. Its string escapes
 /// are then written as the parser reads them (`spec::strings`).
-fn prepare_query(limits: &Limits, request: &mut async_graphql::Request) -> ServerResult<()> {
+pub fn prepare_query(limits: &Limits, request: &mut async_graphql::Request) -> ServerResult<()> {
     let query = &request.query;
     if query.len() > limits.query_bytes {
         return Err(refusal(format!(
@@ -1117,7 +1117,9 @@ mod tests {
             let mut request = async_graphql::Request::new(query)
                 .variables(Variables::from_json(serde_json::json!({"a": 1})));
             let info = OperationInfo::default();
-            let outcome = check(&limits, &mut request, &info).map_err(|error| error.message);
+            let outcome = prepare_query(&limits, &mut request)
+                .and_then(|()| check(&limits, &mut request, &info))
+                .map_err(|error| error.message);
             (outcome, info, request)
         };
 

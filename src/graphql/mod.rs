@@ -17,7 +17,8 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, Schema};
 
 pub use limits::{
-    Limits, OperationInfo, check as check_document, name_complexity_limit, selected_operation,
+    Limits, OperationInfo, check as check_document, name_complexity_limit, prepare_query,
+    selected_operation,
 };
 pub use loaders::UserLoader;
 pub use mutation::Mutation;

@@ -36,7 +36,10 @@ pub fn check(document: &ExecutableDocument) -> Result<(), TooDeep<'_>> {
         .collect();
     // How deep each fragment nests, its spreads followed; `None` while it is being worked out.
     let mut heights: HashMap<&Name, Option<usize>> = HashMap::new();
-    for root in locals.keys() {
+    // In document order, so that the same document is always refused for the same fragment.
+    let mut roots: Vec<_> = document.fragments.iter().collect();
+    roots.sort_by_key(|(_, fragment)| fragment.pos);
+    for (root, _) in roots {
         if heights.contains_key(root) {
             continue;
         }

@@ -420,11 +420,10 @@ async fn execute(
     let operation_name = request.operation_name.clone();
     let auth = Arc::new(RequestAuth::new(bearer_token(headers)));
     let info = OperationInfo::default();
-    let checked = graphql::check_document(&state.limits, &mut request, &info)
-        .and_then(|()| check_values(&state.schema_types, &mut request));
-    // Asked once the document is parsed (within the limits on what is parsed), whether or not
-    // it passed the rest.
-    if method == Method::Get && selects_mutation(&mut request) {
+    let prepared = graphql::prepare_query(&state.limits, &mut request);
+    // Asked only of a text within the limits on what is parsed (a few thousand nested
+    // brackets would overflow the parser's stack), whether or not it passes the rest.
+    if method == Method::Get && prepared.is_ok() && selects_mutation(&mut request) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Mutations are sent with POST",
@@ -434,6 +433,9 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let checked = prepared
+        .and_then(|()| graphql::check_document(&state.limits, &mut request, &info))
+        .and_then(|()| check_values(&state.schema_types, &mut request));
     let mut response = match checked {
         Ok(shape) => {
             // Kept to mend the response afterwards (parsed again only then).

@@ -404,11 +404,20 @@ impl Service {
             .ok_or(INVALID)?;
         let refresh_token = self.add_refresh_token(&tx, session_id).await?;
         let session = sessions::touch(&tx, session_id).await?.ok_or(INVALID)?;
+        let ends = self.session_end(session.created_at, session.last_used_at);
+        // Its access token would end at the last whole second before the session does: with
+        // less than a second of it left, the token would be dead on arrival, or refreshed again
+        // at once. A session that close to its end refreshes no more.
+        let last = chrono::DateTime::from_timestamp(ends.timestamp(), 0).unwrap_or(ends);
+        if last - db::now() < chrono::Duration::seconds(1) {
+            tx.rollback().await?;
+            return Err(INVALID);
+        }
         tx.commit().await?;
         let opened = Opened {
             id: session_id,
             refresh_token,
-            ends: self.session_end(session.created_at, session.last_used_at),
+            ends,
         };
         self.finish(opened, user)
     }
@@ -602,13 +611,13 @@ impl Attempt {
     }
 
     /// No outcome: the attempt is taken back now, before the answer, so that the client's
-    /// next attempt finds it gone. Dropped on the way (the client gone), it is taken back in
-    /// the background as any unchecked attempt.
+    /// next attempt finds it gone. Settled before the release is awaited: dropped on the way
+    /// (the client gone), a release begun and another from `drop` would take back two.
     pub(super) async fn take_back(mut self) -> AppResult<()> {
-        if let Some(key) = &self.key {
-            throttle::release(&self.db, key, self.lock).await?;
-        }
-        self.key = None;
+        let Some(key) = self.key.take() else {
+            return Ok(());
+        };
+        throttle::release(&self.db, &key, self.lock).await?;
         Ok(())
     }
 }
