@@ -170,7 +170,8 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         (
             listen(SignalKind::interrupt(), "SIGINT"),
             listen(SignalKind::terminate(), "SIGTERM"),
-            listen(SignalKind::hangup(), "SIGHUP"),
+            // Left ignored where it was (`nohup`): listening for it would undo that.
+            (!ignored(libc::SIGHUP)).then(|| listen(SignalKind::hangup(), "SIGHUP")),
         )
     };
     #[cfg(not(unix))]
@@ -179,13 +180,18 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             let _ = tokio::signal::ctrl_c().await;
         },
         std::future::pending::<()>(),
-        std::future::pending::<()>(),
+        None::<std::future::Pending<()>>,
     );
     async move {
         tokio::select! {
             () = interrupt => {},
             () = terminate => {},
-            () = hangup => {},
+            () = async {
+                match hangup {
+                    Some(hangup) => hangup.await,
+                    None => std::future::pending().await,
+                }
+            } => {},
         }
         tracing::info!("shutting down: finishing requests in flight");
     }
@@ -222,6 +228,17 @@ fn raise_open_file_limit() {
     }
     let err = std::io::Error::last_os_error();
     tracing::warn!(%err, soft = limit.rlim_cur, "cannot raise the open-file limit");
+}
+
+/// Whether `signal` is ignored, as this process was started with it.
+#[cfg(unix)]
+fn ignored(signal: libc::c_int) -> bool {
+    let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: with no new action given, the call only writes the current one into `current`,
+    // a block of the right type.
+    let read = unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) };
+    // SAFETY: zeroed, then written by the call when it succeeded: valid either way.
+    read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
 /// Resolves when `kind` arrives; never, when it cannot be listened for.

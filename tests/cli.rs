@@ -132,6 +132,21 @@ async fn create_and_promote(backend: Backend) {
     assert_eq!(server.login_as("bob").await.role, "OWNER");
     let status = server.signal("HUP");
     assert!(status.success(), "SIGHUP is a clean shutdown: {status:?}");
+
+    // Started with it ignored, as `nohup` starts a process, it stays ignored.
+    let mut command = support::rollcall_command(&db.url, &[]);
+    // SAFETY: between fork and exec, a single async-signal-safe call.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let server = ServerProcess::spawn_command(command).listening();
+    server.send("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(server.login_as("bob").await.role, "OWNER", "still serving");
+    assert!(server.terminate().success());
 }
 
 /// The command line signs no tokens, so `keys rotate` records on no key how long tokens live:

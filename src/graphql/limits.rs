@@ -13,7 +13,7 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Name, Positioned, ServerError, ServerResult, Value, Variables};
 
-use super::recursion::{MAX_RECURSION_DEPTH, TooDeep};
+use super::recursion::{MAX_RECURSION_DEPTH, Unwalkable};
 use crate::config::Settings;
 
 /// The most bytes of argument values a document's fields may receive in all, fragments spread.
@@ -258,15 +258,18 @@ fn check_document<'a>(
     // Before anything walks the document by recursing.
     match super::recursion::check(document) {
         Ok(()) => {}
-        Err(TooDeep::Depth) => {
+        Err(Unwalkable::Depth) => {
             return Err(refusal(format!(
                 "The recursion depth of the query cannot be greater than `{MAX_RECURSION_DEPTH}`"
             )));
         }
-        Err(TooDeep::Cycle(name)) => {
+        Err(Unwalkable::Cycle(name)) => {
             return Err(refusal(format!(
                 "Cannot spread fragment \"{name}\" within itself"
             )));
+        }
+        Err(Unwalkable::Unused(name)) => {
+            return Err(refusal(format!("Fragment \"{name}\" is never used")));
         }
     }
     let counts = Counts::of(document, variables, weights);

@@ -4,9 +4,11 @@
 //! nesting limit bounds the braces of the text, but not a chain of fragments each spreading
 //! the next: a few thousand of them, in a document of about 100 KB, overflowed a worker
 //! thread's stack and aborted the process. So this bound is checked first, by a walk that
-//! keeps its own stack.
+//! keeps its own stack. Fragments no operation spreads are refused here too: validation
+//! refuses them anyway, after a walk of them that costs far more than their size (a few
+//! hundred kilobytes of unused fragments spreading one another took seconds).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql::Name;
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
@@ -15,20 +17,22 @@ use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 /// default), which it checks by recursing.
 pub const MAX_RECURSION_DEPTH: usize = 32;
 
-/// Why a document recurses too deep to be walked.
+/// Why a document is not walked.
 #[derive(Debug, PartialEq, Eq)]
-pub enum TooDeep<'a> {
+pub enum Unwalkable<'a> {
     /// An operation or a fragment nests deeper than [`MAX_RECURSION_DEPTH`].
     Depth,
     /// A fragment spreads itself, directly or through others, so a walk would not end.
     Cycle(&'a Name),
+    /// No operation spreads this fragment, directly or through others.
+    Unused(&'a Name),
 }
 
 /// Checks that no operation or fragment of `document` nests deeper than
 /// [`MAX_RECURSION_DEPTH`], counted as async-graphql counts it: a level for each field with a
 /// selection set, each fragment spread and each inline fragment; and that no fragment spreads
-/// itself. Fragments no operation spreads are checked too: validation walks them.
-pub fn check(document: &ExecutableDocument) -> Result<(), TooDeep<'_>> {
+/// itself, nor goes unused.
+pub fn check(document: &ExecutableDocument) -> Result<(), Unwalkable<'_>> {
     let locals: HashMap<&Name, Local> = document
         .fragments
         .iter()
@@ -39,7 +43,7 @@ pub fn check(document: &ExecutableDocument) -> Result<(), TooDeep<'_>> {
     // In document order, so that the same document is always refused for the same fragment.
     let mut roots: Vec<_> = document.fragments.iter().collect();
     roots.sort_by_key(|(_, fragment)| fragment.pos);
-    for (root, _) in roots {
+    for &(root, _) in &roots {
         if heights.contains_key(root) {
             continue;
         }
@@ -55,7 +59,7 @@ pub fn check(document: &ExecutableDocument) -> Result<(), TooDeep<'_>> {
                     continue;
                 }
                 match heights.get(spread) {
-                    Some(None) => return Err(TooDeep::Cycle(spread)),
+                    Some(None) => return Err(Unwalkable::Cycle(spread)),
                     Some(Some(_)) => {}
                     None => {
                         heights.insert(spread, None);
@@ -65,23 +69,41 @@ pub fn check(document: &ExecutableDocument) -> Result<(), TooDeep<'_>> {
             } else {
                 let height = local.height(&heights);
                 if height > MAX_RECURSION_DEPTH {
-                    return Err(TooDeep::Depth);
+                    return Err(Unwalkable::Depth);
                 }
                 heights.insert(name, Some(height));
                 stack.pop();
             }
         }
     }
-    let deepest = document
+    let operations: Vec<Local> = document
         .operations
         .iter()
-        .map(|(_, operation)| Local::of(&operation.node.selection_set.node).height(&heights))
-        .max()
-        .unwrap_or(0);
-    if deepest > MAX_RECURSION_DEPTH {
-        return Err(TooDeep::Depth);
+        .map(|(_, operation)| Local::of(&operation.node.selection_set.node))
+        .collect();
+    if operations
+        .iter()
+        .any(|operation| operation.height(&heights) > MAX_RECURSION_DEPTH)
+    {
+        return Err(Unwalkable::Depth);
     }
-    Ok(())
+    // Every fragment the operations spread, through one another.
+    let mut used: HashSet<&Name> = HashSet::new();
+    let mut spreads: Vec<&Name> = operations
+        .iter()
+        .flat_map(|operation| operation.spreads.iter().map(|(name, _)| *name))
+        .collect();
+    while let Some(name) = spreads.pop() {
+        if let Some(local) = locals.get(name)
+            && used.insert(name)
+        {
+            spreads.extend(local.spreads.iter().map(|(name, _)| *name));
+        }
+    }
+    match roots.iter().find(|(name, _)| !used.contains(name)) {
+        Some((name, _)) => Err(Unwalkable::Unused(name)),
+        None => Ok(()),
+    }
 }
 
 /// A selection set on its own: how deep it nests, and the fragments it spreads with the depth
@@ -176,6 +198,11 @@ mod tests {
         assert!(checked(cycle).is_err_and(|why| why.starts_with("Cycle")));
         let unused = "{ __typename } fragment A on Query { ...A }";
         assert!(checked(unused).is_err_and(|why| why.starts_with("Cycle")));
+        let unused = "{ ...A } fragment A on Query { __typename } fragment B on Query { ...A }";
+        assert_eq!(checked(unused), Err("Unused(Name(\"B\"))".into()));
+        // Used by another operation of the document is used.
+        let other = "query Q { __typename } query R { ...A } fragment A on Query { __typename }";
+        assert_eq!(checked(other), Ok(()));
         // A fragment spread from many places is worked out once, and is no cycle.
         let diamond = "{ ...A ...B } fragment A on Query { ...C } fragment B on Query { ...C } \
                        fragment C on Query { __typename }";

@@ -600,8 +600,13 @@ impl ServerProcess {
 
     /// Starts `rollcall serve` without waiting for it, so several can start at once.
     pub fn spawn(database_url: &str, env: &[(&str, &str)]) -> StartingServer {
+        Self::spawn_command(rollcall_command(database_url, env))
+    }
+
+    /// Starts `command` (a [`rollcall_command`], changed as a test needs) as `rollcall serve`.
+    pub fn spawn_command(mut command: std::process::Command) -> StartingServer {
         use std::io::BufRead;
-        let mut child = rollcall_command(database_url, env)
+        let mut child = command
             .arg("serve")
             .env("ROLLCALL_LISTEN", "127.0.0.1:0")
             .stderr(std::process::Stdio::piped())
@@ -698,13 +703,19 @@ impl ServerProcess {
 
     /// Sends signal `name` (`TERM`, `HUP`, …) and waits for the exit status.
     pub fn signal(mut self, name: &str) -> std::process::ExitStatus {
+        self.send(name);
         let mut child = self.child.take().expect("running");
+        wait_or_kill(&mut child, &format!("rollcall serve after SIG{name}"))
+    }
+
+    /// Sends signal `name` without waiting for anything.
+    pub fn send(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{name}");
-        wait_or_kill(&mut child, &format!("rollcall serve after SIG{name}"))
     }
 }
 
