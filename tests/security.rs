@@ -709,6 +709,11 @@ async fn long_fragment_chains_are_refused_before_they_are_walked() {
         (chain("__typename", "query"), "recursion depth"),
         (chain("...f0", "query"), "within itself"),
         (chain("...nowhere", "query"), "recursion depth"),
+        // Validation refuses unused fragments too, after a walk of them that costs seconds.
+        (
+            "{ __typename } fragment u on Query { __typename }".to_owned(),
+            "is never used",
+        ),
     ] {
         let body = app.gql(None, &query, json!({})).await;
         assert_code(&body, "BAD_USER_INPUT");
