@@ -305,9 +305,17 @@ pub fn redacted_url(url: &str) -> String {
     let query = query.map(|query| {
         let parameters: Vec<String> = query
             .split('&')
-            .map(|parameter| match parameter.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => parameter.to_owned(),
+            .map(|parameter| {
+                // The key as the driver reads it: `pass%77ord` is `password`.
+                let (key, _) = form_urlencoded::parse(parameter.as_bytes())
+                    .next()
+                    .unwrap_or_default();
+                match parameter.split_once('=') {
+                    Some((written, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{written}=***")
+                    }
+                    _ => parameter.to_owned(),
+                }
             })
             .collect();
         format!("?{}", parameters.join("&"))
@@ -333,8 +341,23 @@ pub fn url_problem(url: &str) -> Option<&'static str> {
                 "DATABASE_URL names no SQLite file: give one, such as `sqlite://rollcall.db?mode=rwc`",
             );
         }
+        // Read as sqlx reads them: decoded, each `mode` adding to the last, the last
+        // `immutable` standing.
+        let parameters: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        let mode = |wanted: &str| {
+            parameters
+                .iter()
+                .any(|(key, value)| key == "mode" && value == wanted)
+        };
+        let immutable = parameters
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "immutable")
+            .is_some_and(|(_, value)| value == "true" || value == "1");
         // Each pooled connection would open a database of its own, the schema in one of them.
-        let in_memory = path.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
+        let in_memory = path.contains(":memory:") || mode("memory");
         if in_memory {
             return Some(
                 "an in-memory SQLite database lives in one connection and this server opens \
@@ -342,10 +365,7 @@ pub fn url_problem(url: &str) -> Option<&'static str> {
             );
         }
         // It would start and answer reads, and fail every login.
-        let read_only = query
-            .split('&')
-            .any(|p| p == "mode=ro" || p == "immutable=1" || p == "immutable=true");
-        return read_only.then_some(
+        return (mode("ro") || immutable).then_some(
             "a read-only SQLite database cannot take this server's writes (sessions, the audit \
              trail): give `mode=rwc`, such as `sqlite://rollcall.db?mode=rwc`",
         );
@@ -618,6 +638,10 @@ mod tests {
             ("sqlite:?mode=rwc", "no SQLite file"),
             ("sqlite://x.db?mode=ro", "read-only"),
             ("sqlite://x.db?immutable=1&mode=rw", "read-only"),
+            ("sqlite://x.db?mode=r%6F", "read-only"),
+            ("sqlite://x.db?mode=ro&mode=rwc", "read-only"),
+            ("sqlite://x.db?imm%75table=%31", "read-only"),
+            ("sqlite://x.db?mode=%6Demory", "in-memory"),
         ] {
             let problem = super::url_problem(url).expect(url);
             assert!(problem.contains(reason), "{url}: {problem}");
@@ -638,6 +662,10 @@ mod tests {
             (
                 "postgres://u@db/x?sslmode=require&password=secret",
                 "postgres://u@db/x?sslmode=require&password=***",
+            ),
+            (
+                "postgres://u@db/x?pass%77ord=secret&sslmode=require",
+                "postgres://u@db/x?pass%77ord=***&sslmode=require",
             ),
             (
                 "sqlite://rollcall.db?mode=rwc",
