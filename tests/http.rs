@@ -443,6 +443,44 @@ fn committed_schema_matches_the_code() {
     );
 }
 
+/// A body declared over the limit and sent slowly, or stalled, is answered 413 once half the
+/// request timeout has gone into reading it through, not 503 at the timeout (which invites a
+/// retry of what will never be taken).
+#[tokio::test]
+async fn a_slow_oversized_body_still_gets_413() {
+    let Some(app) = TestApp::spawn_with(support::Backend::Sqlite, |settings| {
+        settings.request_timeout = std::time::Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let base = app.base_url();
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: 2000000\r\n\r\n{}",
+        "a".repeat(100_000)
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .expect("write");
+    // The rest never comes.
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
+    )
+    .await
+    .expect("answered")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
 /// Introspection tells the description `schema.graphql` gives the schema, wherever the
 /// document asks for it, not async-graphql's text about schemas in general.
 #[tokio::test]

@@ -230,7 +230,7 @@ async fn respond_to_post(
         return body_too_large();
     }
     let work = async {
-        let bytes = match read_body(body).await {
+        let bytes = match read_body(body, declared, timeout / 2).await {
             Ok(bytes) => bytes,
             Err(Unread::TooLarge) => return body_too_large(),
             Err(Unread::Broken) => {
@@ -256,29 +256,40 @@ enum Unread {
     Broken,
 }
 
-/// The request body, when it is at most [`MAX_BODY_BYTES`]; a larger one is read through to
-/// its end, up to [`READ_THROUGH_BYTES`], and refused.
-async fn read_body(mut body: Body) -> Result<Bytes, Unread> {
+/// The request body, when it is at most [`MAX_BODY_BYTES`] (`declared` long, as far as the
+/// request says). A larger one is read through to its end, up to [`READ_THROUGH_BYTES`] and
+/// for at most `read_through_for` (so that a slow sender still gets its 413 rather than the
+/// request timeout's 503, which invites a retry), and refused.
+async fn read_body(
+    mut body: Body,
+    declared: u64,
+    read_through_for: std::time::Duration,
+) -> Result<Bytes, Unread> {
     use http_body_util::BodyExt;
     let mut bytes = Vec::new();
     let mut read = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Unread::Broken)?;
-        let Ok(data) = frame.into_data() else {
+    while read <= MAX_BODY_BYTES as u64 && declared <= MAX_BODY_BYTES as u64 {
+        let Some(frame) = body.frame().await else {
+            return Ok(Bytes::from(bytes));
+        };
+        let Ok(data) = frame.map_err(|_| Unread::Broken)?.into_data() else {
             continue;
         };
         read += data.len() as u64;
-        if read > READ_THROUGH_BYTES {
-            return Err(Unread::TooLarge);
-        }
         if read <= MAX_BODY_BYTES as u64 {
             bytes.extend_from_slice(&data);
         }
     }
-    if read > MAX_BODY_BYTES as u64 {
-        return Err(Unread::TooLarge);
-    }
-    Ok(Bytes::from(bytes))
+    let read_through = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |data| data.len() as u64);
+            if read > READ_THROUGH_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(read_through_for, read_through).await;
+    Err(Unread::TooLarge)
 }
 
 /// The parameters of a GraphQL request in a query string.
