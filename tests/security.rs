@@ -666,7 +666,7 @@ async fn introspection_and_suggestions_can_be_turned_off() {
     for query in [
         "{ __schema { queryType { name } } }",
         "{ __type(name: \"User\") { name } }",
-        "{ me { ... on User { id } } } fragment F on Query { __schema { types { name } } }",
+        "{ me { ... on User { id } } ...F } fragment F on Query { __schema { types { name } } }",
     ] {
         let body = closed.gql(None, query, json!({})).await;
         assert_code(&body, "BAD_USER_INPUT");

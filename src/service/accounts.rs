@@ -406,9 +406,11 @@ impl Service {
         let session = sessions::touch(&tx, session_id).await?.ok_or(INVALID)?;
         let ends = self.session_end(session.created_at, session.last_used_at);
         // Its access token would end at the last whole second before the session does: with
-        // less than a second of it left, the token would be dead on arrival, or refreshed again
-        // at once. A session that close to its end refreshes no more.
-        let last = chrono::DateTime::from_timestamp(ends.timestamp(), 0).unwrap_or(ends);
+        // less than a second of it left before the end no refresh moves (its maximum age), the
+        // token would be dead on arrival, or refreshed again at once. A session that close to
+        // its end refreshes no more.
+        let oldest = db::later(session.created_at, self.0.session_max_age);
+        let last = chrono::DateTime::from_timestamp(oldest.timestamp(), 0).unwrap_or(oldest);
         if last - db::now() < chrono::Duration::seconds(1) {
             tx.rollback().await?;
             return Err(INVALID);
