@@ -125,27 +125,12 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
 
     // A declared length over the limit is answered before any of the body is sent, when the
     // body is too large to read through, or the client waits for the answer before sending.
-    let address = base.trim_start_matches("http://");
     for (length, expect) in [("99999999999", ""), ("2000000", "Expect: 100-continue\r\n")] {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
         let head = format!(
-            "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+            "POST /graphql HTTP/1.1\r\nHost: {{address}}\r\nContent-Type: application/json\r\n\
              {expect}Content-Length: {length}\r\n\r\n"
         );
-        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
-            .await
-            .expect("write");
-        let mut answer = vec![0; 4096];
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
-        )
-        .await
-        .expect("answered without waiting for the body")
-        .expect("read");
-        let answer = String::from_utf8_lossy(&answer[..read]);
+        let answer = app.first_answer(&head).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
     // A client that writes the whole of a body over the limit before reading gets the 413,
@@ -455,29 +440,13 @@ async fn a_slow_oversized_body_still_gets_413() {
     else {
         return;
     };
-    let base = app.base_url();
-    let address = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
+    // The rest never comes.
     let head = format!(
-        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+        "POST /graphql HTTP/1.1\r\nHost: {{address}}\r\nContent-Type: application/json\r\n\
          Content-Length: 2000000\r\n\r\n{}",
         "a".repeat(100_000)
     );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
-        .await
-        .expect("write");
-    // The rest never comes.
-    let mut answer = vec![0; 4096];
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
-    )
-    .await
-    .expect("answered")
-    .expect("read");
-    let answer = String::from_utf8_lossy(&answer[..read]);
+    let answer = app.first_answer(&head).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
 

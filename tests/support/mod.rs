@@ -291,6 +291,29 @@ impl TestApp {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Sends `request` as written (`{address}` in it becomes the server's) and returns the
+    /// first part of the answer to arrive, within five seconds, the connection left open.
+    pub async fn first_answer(&self, request: &str) -> String {
+        let base = self.base_url();
+        let address = base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let request = request.replace("{address}", address);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("write");
+        let mut answer = vec![0; 4096];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
+        )
+        .await
+        .expect("answered while the connection is open")
+        .expect("read");
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    }
+
     pub fn statement_count(&self) -> u64 {
         self.server().service.db().statement_count()
     }
