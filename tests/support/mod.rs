@@ -271,15 +271,7 @@ impl TestApp {
 
     /// Sends `request` as written (`{address}` in it becomes the server's) and returns the status line and body of the answer.
     pub async fn raw_exchange(&self, request: &str) -> String {
-        let base = self.base_url();
-        let address = base.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        let request = request.replace("{address}", address);
-        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-            .await
-            .expect("write");
+        let mut stream = self.send_raw(request).await;
         let mut answer = Vec::new();
         tokio::time::timeout(
             std::time::Duration::from_secs(10),
@@ -294,15 +286,7 @@ impl TestApp {
     /// Sends `request` as written (`{address}` in it becomes the server's) and returns the
     /// first part of the answer to arrive, within five seconds, the connection left open.
     pub async fn first_answer(&self, request: &str) -> String {
-        let base = self.base_url();
-        let address = base.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        let request = request.replace("{address}", address);
-        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-            .await
-            .expect("write");
+        let mut stream = self.send_raw(request).await;
         let mut answer = vec![0; 4096];
         let read = tokio::time::timeout(
             std::time::Duration::from_secs(5),
@@ -312,6 +296,20 @@ impl TestApp {
         .expect("answered while the connection is open")
         .expect("read");
         String::from_utf8_lossy(&answer[..read]).into_owned()
+    }
+
+    /// A new connection that `request` was written to, `{address}` in it the server's.
+    async fn send_raw(&self, request: &str) -> tokio::net::TcpStream {
+        let base = self.base_url();
+        let address = base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let request = request.replace("{address}", address);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("write");
+        stream
     }
 
     pub fn statement_count(&self) -> u64 {
