@@ -372,8 +372,9 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
 /// A GraphQL parameter given twice in a GET is refused, not settled by whichever one the
 /// server's parser keeps; other parameters (cache busters) may repeat.
 async fn get_parameters_are_checked(app: TestApp) {
-    let get = |query: &'static str| {
+    let get = |query: &str| {
         let app = &app;
+        let query = query.to_owned();
         async move {
             let response = app
                 .client
@@ -406,6 +407,18 @@ async fn get_parameters_are_checked(app: TestApp) {
     assert_eq!(body["data"]["serverInfo"]["name"], "rollcall");
     let (status, body) = get("query=%7BserverInfo%7Bname%7D%7D&variables=%5B%5D").await;
     assert_eq!(status, 400, "{body}");
+    // JSON nested past the reader's bound is named as such, as in a POST body.
+    let deep = format!(
+        "query=%7BserverInfo%7Bname%7D%7D&variables=%7B%22v%22%3A{}1{}%7D",
+        "%5B".repeat(200),
+        "%5D".repeat(200)
+    );
+    let (status, body) = get(&deep).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "`variables` nests JSON more than 128 deep"
+    );
 }
 
 backend_tests!(

@@ -292,6 +292,12 @@ async fn read_body(
     Err(Unread::TooLarge)
 }
 
+/// Whether `err` is serde_json's refusal of JSON nested past its bound (128), told by its own
+/// wording.
+fn is_too_deep(err: &serde_json::Error) -> bool {
+    err.to_string().starts_with("recursion limit exceeded")
+}
+
 /// The parameters of a GraphQL request in a query string.
 const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "extensions"];
 
@@ -360,6 +366,12 @@ async fn respond_to_get(
                 } else if let Ok(extensions) = serde_json::from_value(value) {
                     request.extensions = extensions;
                 }
+            }
+            Err(err) if is_too_deep(&err) => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("`{key}` nests JSON more than 128 deep"),
+                );
             }
             _ => {
                 return request_error(
@@ -635,10 +647,7 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
                     _ => Refusal::Bad(NOT_A_REQUEST),
                 }
             }
-            // serde_json's own wording for its nesting bound (128).
-            _ if err.to_string().starts_with("recursion limit exceeded") => {
-                Refusal::Bad("The body nests JSON more than 128 deep")
-            }
+            _ if is_too_deep(&err) => Refusal::Bad("The body nests JSON more than 128 deep"),
             _ => Refusal::Bad("The body is not valid JSON"),
         })?;
     // async-graphql reads a missing `query` as an empty one; there is no request without it.

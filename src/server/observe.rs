@@ -42,7 +42,7 @@ pub async fn request_log(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     // An orchestrator probes every few seconds: a probe that passes is no news.
     if matches!(path.as_str(), "/health" | "/ready") && response.status().is_success() {
-        tracing::debug!(target: "rollcall::request", path = %path, status, "probe");
+        tracing::debug!(target: "rollcall::request", path = path.as_str(), status, "probe");
         return response;
     }
     let summary = response.extensions().get::<RequestSummary>();
@@ -65,7 +65,7 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         // forge the line's other fields (`x status=200 user=…`).
         request_id = request_id.as_str(),
         method = %method,
-        path = %path,
+        path = path.as_str(),
         status,
         duration_ms,
         operation,
