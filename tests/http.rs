@@ -88,8 +88,7 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         "a".repeat(1_100_000)
     );
     let response = app
-        .client
-        .post(format!("{base}/graphql"))
+        .post()
         .header("content-type", "application/json")
         .body(huge)
         .send()
@@ -110,8 +109,7 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         "]".repeat(200)
     );
     let response = app
-        .client
-        .post(format!("{base}/graphql"))
+        .post()
         .header("content-type", "application/json")
         .body(deep)
         .send()
