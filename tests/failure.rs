@@ -1122,6 +1122,38 @@ async fn postgres_an_edit_decides_its_changes_on_the_locked_row() {
     assert_eq!(audited, 1, "the edit's fields as it made them");
 }
 
+/// An email sent back in another spelling of the stored address is no change, and it is not
+/// written either: an email change committed meanwhile (held open by the test) stands, since
+/// undoing it would take the step-up verification this edit was never asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_email_sent_back_respelt_does_not_undo_a_change_made_meanwhile() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let other_edit = [format!(
+        "UPDATE users SET email = 'robert@example.com' WHERE id = '{bob}'"
+    )];
+    let edit = app.update_user(
+        &owner,
+        &bob,
+        json!({"email": "Bob@Example.com", "firstName": "Robert"}),
+    );
+    let body = app.while_held(&other_edit, 1, edit).await;
+    assert_ok(&body);
+    let user = &body["data"]["updateUser"];
+    assert_eq!(user["email"], "robert@example.com", "{body}");
+    assert_eq!(user["firstName"], "Robert", "{body}");
+    let audited = app
+        .count(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'USER_UPDATED' AND target_id = '{bob}' \
+             AND fields = 'firstName'"
+        ))
+        .await;
+    assert_eq!(audited, 1, "the edit's fields as it made them");
+}
+
 /// `disableTotp` verified by password drops only a pending setup: one confirmed while the
 /// request ran (here held between the check and the removal) stays on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -449,13 +449,19 @@ impl Service {
         let written_key = username_key
             .clone()
             .unwrap_or_else(|| target.username_key.clone());
-        let written_email = edit.email.clone().unwrap_or_else(|| target.email.clone());
+        let written_email = edit
+            .email
+            .clone()
+            .filter(|_| edit.email_changes)
+            .unwrap_or_else(|| target.email.clone());
         let mut active = target.clone().into_active_model();
         if let (Some(username), Some(key)) = (edit.username, username_key) {
             active.username = Set(username);
             active.username_key = Set(key);
         }
-        if let Some(email) = edit.email {
+        // Another spelling of the stored address is no change: written, it would undo an
+        // address changed meanwhile without the verification a change takes.
+        if let Some(email) = edit.email.filter(|_| edit.email_changes) {
             active.email = Set(email);
         }
         if let Some(hash) = password_hash {
