@@ -10,7 +10,7 @@ use super::{Service, users::NewUser};
 use crate::auth::{AccessClaims, password, tokens};
 use crate::db::audit::{self, Action, NewEntry};
 use crate::db::entities::user::{self, Model as User, Role};
-use crate::db::sessions::Origin;
+use crate::db::sessions::{Live, Origin};
 use crate::db::{
     self, UniqueViolation, sessions, throttle, unique_violation, users as user_queries,
 };
@@ -376,9 +376,8 @@ impl Service {
                     return Err(INVALID);
                 };
                 if used_at <= self.grace_start() {
-                    let ended =
-                        end_session(&tx, row.session_id, Action::RefreshTokenReused, None, false)
-                            .await?;
+                    let reuse = Action::RefreshTokenReused;
+                    let ended = end_session(&tx, row.session_id, &live, reuse, None, false).await?;
                     tx.commit().await?;
                     // Once per session, as its audit entry: replays racing the first find it
                     // ended already.
@@ -437,7 +436,8 @@ impl Service {
         // The session's user, locked as every revocation does, so a write of theirs that
         // holds or waits for the row ends before the session does or sees it ended.
         user_queries::lock(&tx, &[session.user_id]).await?;
-        let ended = end_session(&tx, row.session_id, Action::LoggedOut, ip, true).await?;
+        let live = self.live();
+        let ended = end_session(&tx, row.session_id, &live, Action::LoggedOut, ip, true).await?;
         tx.commit().await?;
         Ok(ended)
     }
@@ -565,15 +565,17 @@ struct Opened {
 
 /// Inside `tx`: revokes session `session_id` and, when that ended it, records `action` about
 /// its user, as its actor when `by_owner` (a logout), else with no actor (a detected reuse).
-/// Whether it ended the session (false when it had been revoked already).
+/// Whether it ended the session (false when it had ended already: revoked, or past its
+/// maximum age or idle limit).
 async fn end_session(
     tx: &DatabaseTransaction,
     session_id: Uuid,
+    live: &Live,
     action: Action,
     ip: Option<std::net::IpAddr>,
     by_owner: bool,
 ) -> AppResult<bool> {
-    if !sessions::revoke(tx, session_id).await? {
+    if !sessions::revoke_live(tx, session_id, live).await? {
         return Ok(false);
     }
     let Some(session) = sessions::find(tx, session_id).await? else {
