@@ -285,6 +285,17 @@ async fn every_error_has_a_code(app: TestApp) {
             "{query}: {body}"
         );
     }
+    // A syntax error says what was expected where, without quoting the line: a password in a
+    // literal would travel on into the client's error reports.
+    let query = format!(
+        "mutation {{ login(input: {{login: \"a\", password: \"my secret pass\"}}){}",
+        " ".repeat(500)
+    );
+    let body = app.gql(None, &query, json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Syntax error: expected"), "{body}");
+    assert!(!message.contains("secret") && message.len() < 200, "{body}");
+    assert_eq!(body["errors"][0]["locations"][0]["line"], 1, "{body}");
     // Said once, though the engine's validation finds it twice.
     let body = app
         .gql(None, "subscription { serverInfo { name } }", json!({}))
