@@ -282,7 +282,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ROLLCALL_CORS_ORIGINS",
-        value_parser = list(parse_origin),
+        value_parser = parse_origins,
         default_value = "",
         hide_default_value = true,
         global = true
@@ -593,19 +593,39 @@ fn parse_proxy(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR range"))
 }
 
-/// An origin as browsers send it: `scheme://host[:port]`, no path; or `*`.
+/// Origins as browsers send them (see [`parse_origin`]), or `*` alone: listed beside others
+/// it would quietly allow every origin.
+fn parse_origins(text: &str) -> Result<List<axum::http::HeaderValue>, String> {
+    let origins = list(parse_origin)(text)?;
+    if origins.len() > 1 && origins.iter().any(|origin| origin == "*") {
+        return Err("`*` allows every origin: give it alone or not at all".to_owned());
+    }
+    Ok(origins)
+}
+
+/// An origin: `scheme://host[:port]`, no path; or `*`. Written as browsers write `Origin`
+/// (lower case, no default port, a domain in its ASCII form), which the header is compared
+/// with byte for byte: `https://App.Example.com:443` would otherwise never match.
 pub fn parse_origin(text: &str) -> Result<axum::http::HeaderValue, String> {
     let text = text.trim();
-    let valid = text == "*"
-        || text.split_once("://").is_some_and(|(scheme, rest)| {
-            matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
-        });
-    if !valid {
-        return Err(format!(
-            "`{text}` is not an origin like https://app.example.com (no path, no trailing slash)"
-        ));
+    if text == "*" {
+        return Ok(axum::http::HeaderValue::from_static("*"));
     }
-    axum::http::HeaderValue::from_str(text).map_err(|err| format!("`{text}`: {err}"))
+    let refused = || {
+        format!(
+            "`{text}` is not an origin like https://app.example.com (no path, no trailing slash)"
+        )
+    };
+    let (_, rest) = text.split_once("://").ok_or_else(refused)?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(refused());
+    }
+    let url = url::Url::parse(text).map_err(|err| format!("`{text}`: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(refused());
+    }
+    axum::http::HeaderValue::from_str(&url.origin().ascii_serialization())
+        .map_err(|err| format!("`{text}`: {err}"))
 }
 
 #[cfg(test)]
@@ -666,6 +686,30 @@ mod tests {
         .expect("cors");
         assert_eq!(cli.settings.cors_origins.len(), 2);
         assert!(parse(&["--cors-origins", "https://a.example/"]).is_err());
+        // Written as browsers send `Origin`, which is compared byte for byte.
+        for (given, sent) in [
+            ("https://App.Example.com", "https://app.example.com"),
+            ("HTTPS://app.example.com:443", "https://app.example.com"),
+            ("http://localhost:80", "http://localhost"),
+            ("http://localhost:5173", "http://localhost:5173"),
+            ("https://münchen.example", "https://xn--mnchen-3ya.example"),
+            ("http://[::1]:3000", "http://[::1]:3000"),
+        ] {
+            let cli = parse(&["--cors-origins", given]).expect(given);
+            assert_eq!(cli.settings.cors_origins[0], sent, "{given}");
+        }
+        for refused in [
+            "*,https://a.example",
+            "https://a.example,*",
+            "ftp://a.example",
+            "https://a.example?x",
+            "https://user@a.example",
+            "https://",
+            "a.example",
+        ] {
+            assert!(parse(&["--cors-origins", refused]).is_err(), "{refused}");
+        }
+        assert!(parse(&["--cors-origins", "*"]).is_ok());
 
         assert!(parse(&["--db-max-connections", "0"]).is_err());
         assert!(parse(&["--hash-concurrency", "0"]).is_err());
