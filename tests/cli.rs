@@ -629,6 +629,46 @@ async fn postgres_reset_totp_lets_a_locked_out_user_in() {
     reset_totp_lets_a_locked_out_user_in(Backend::Postgres).await;
 }
 
+/// `user reset-totp` audits the role its user has once it holds the row: one changed meanwhile
+/// (held open by the test) is the one recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reset_totp_records_the_role_changed_meanwhile() {
+    let Some(app) = support::TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    let bob = app.login_as("bob").await;
+    support::assert_ok(
+        &app.gql(
+            Some(&bob.access),
+            support::ENABLE_TOTP,
+            serde_json::json!({}),
+        )
+        .await,
+    );
+    let promotion = [format!(
+        "UPDATE users SET role = 'ADMIN' WHERE id = '{}'",
+        bob.id
+    )];
+    let url = app.db.url.clone();
+    let reset =
+        tokio::task::spawn_blocking(move || run_cli(&url, &["user", "reset-totp", "bob"], ""));
+    let out = app
+        .while_held(&promotion, 1, reset)
+        .await
+        .expect("the command ran");
+    assert_succeeded(&out);
+    let audited = app
+        .count(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'TOTP_DISABLED' \
+             AND target_id = '{}' AND target_role = 'ADMIN'",
+            bob.id
+        ))
+        .await;
+    assert_eq!(audited, 1);
+}
+
 /// A command cleans up nothing: with the CLI's own settings (here a 30-day idle limit, where
 /// the server keeps sessions for 60, and their refresh tokens for 90), it would delete
 /// sessions the server still honours.

@@ -1122,6 +1122,36 @@ async fn postgres_an_edit_decides_its_changes_on_the_locked_row() {
     assert_eq!(audited, 1, "the edit's fields as it made them");
 }
 
+/// A login answers and audits the role its user has once the login commits: one changed
+/// while it hashed the password (held open by the test) is the one its session acts with,
+/// and the entry is shown to admins by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_login_records_the_role_changed_while_it_ran() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let promotion = [format!(
+        "UPDATE users SET role = 'ADMIN' WHERE id = '{bob}'"
+    )];
+    let body = app
+        .while_held(&promotion, 1, app.login("bob", PASSWORD))
+        .await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["login"]["user"]["role"], "ADMIN", "{body}");
+    let audited = app
+        .count(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'LOGGED_IN' AND target_id = '{bob}' \
+             AND target_role = 'ADMIN' AND actor_role = 'ADMIN'"
+        ))
+        .await;
+    assert_eq!(
+        audited, 1,
+        "the login audited with the role it signed in with"
+    );
+}
+
 /// An email sent back in another spelling of the stored address is no change, and it is not
 /// written either: an email change committed meanwhile (held open by the test) stands, since
 /// undoing it would take the step-up verification this edit was never asked for.

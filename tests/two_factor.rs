@@ -763,6 +763,39 @@ async fn postgres_a_code_of_a_secret_replaced_meanwhile_is_refused() {
     assert_code(&body, "TOTP_REQUIRED");
 }
 
+/// A login with a recovery code audits the code's use and the login with the role the user
+/// has once they commit: one changed while it ran (held open by the test) is the one shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_recovery_code_login_records_the_role_changed_while_it_ran() {
+    let Some(app) = TestApp::spawn(support::Backend::Postgres).await else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    let bob = app.login_as("bob").await;
+    let (_, codes, _) = turn_on(&app, &bob).await;
+    let promotion = [format!(
+        "UPDATE users SET role = 'ADMIN' WHERE id = '{}'",
+        bob.id
+    )];
+    let login = login_with(&app, "bob", PASSWORD, Some(&codes[0]));
+    let body = app.while_held(&promotion, 1, login).await;
+    assert_ok(&body);
+    assert_eq!(body["data"]["login"]["user"]["role"], "ADMIN", "{body}");
+    // Bob's first login was as a standard user; this one, with the code, as an admin.
+    for (action, before) in [("RECOVERY_CODE_USED", 0), ("LOGGED_IN", 1)] {
+        let audited = |role| {
+            format!(
+                "SELECT count(*) FROM audit_log WHERE action = '{action}' \
+                 AND target_id = '{}' AND target_role = '{role}' AND actor_role = '{role}'",
+                bob.id
+            )
+        };
+        assert_eq!(app.count(&audited("STANDARD")).await, before, "{action}");
+        assert_eq!(app.count(&audited("ADMIN")).await, 1, "{action}");
+    }
+}
+
 backend_tests!(
     disables_at_once_turn_it_off_once,
     the_issuer_is_the_operators with |s| s.totp_issuer = "Example Co".into(),

@@ -140,21 +140,22 @@ pub async fn any_exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
 }
 
 /// Stamps a login at `at` on user `id` while the account is enabled and its password hash is
-/// still the one the login verified; false when it is disabled, gone or has a new password.
+/// still the one the login verified, and returns the row as it now stands (its role changed
+/// since the login read it, say); `None` when it is disabled, gone or has a new password.
 pub async fn record_login(
     db: &impl ConnectionTrait,
     id: Uuid,
     verified_hash: &str,
     at: DateTime<Utc>,
-) -> Result<bool, DbErr> {
-    let touched = Users::update_many()
+) -> Result<Option<User>, DbErr> {
+    Ok(Users::update_many()
         .col_expr(Column::LastLoginAt, Expr::value(at))
         .filter(Column::Id.eq(id))
         .filter(Column::Disabled.eq(false))
         .filter(Column::PasswordHash.eq(verified_hash))
-        .exec(db)
-        .await?;
-    Ok(touched.rows_affected == 1)
+        .exec_with_returning(db)
+        .await?
+        .pop())
 }
 
 /// Replaces user `id`'s password hash `old` by `new`, unless it changed meanwhile: the same

@@ -220,15 +220,11 @@ impl Service {
         }
         // Decided: the count was cleared with the session, or stands for a refusal.
         attempt.checked();
-        let Some((session, at)) = signed else {
+        let Some((session, user)) = signed else {
             self.metrics().login(false);
             return Err(INVALID_CREDENTIALS);
         };
         self.metrics().login(true);
-        let user = User {
-            last_login_at: Some(at),
-            ..user
-        };
         self.finish(session, user)
     }
 
@@ -247,13 +243,15 @@ impl Service {
         second_factor: bool,
         subject: &Subject,
         origin: &Origin,
-    ) -> AppResult<Option<(Opened, chrono::DateTime<chrono::Utc>)>> {
+    ) -> AppResult<Option<(Opened, User)>> {
         let tx = self.db().begin_write().await?;
-        let at = db::now();
-        if !user_queries::record_login(&tx, user.id, verified_hash, at).await? {
+        // The row as locked here, not as the login read it before hashing: a role changed
+        // meanwhile is the one the session acts with, answered and audited.
+        let Some(user) = user_queries::record_login(&tx, user.id, verified_hash, db::now()).await?
+        else {
             tx.rollback().await?;
             return Ok(None);
-        }
+        };
         let turned_on = crate::db::totp::get(&tx, user.id)
             .await?
             .is_some_and(|row| row.confirmed_at.is_some());
@@ -273,7 +271,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some((session, at)))
+        Ok(Some((session, user)))
     }
 
     /// Checks `password` given again inside session `session`, counted on the session's

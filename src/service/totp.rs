@@ -191,8 +191,11 @@ impl Service {
             return Err(AppError::NotFound("No such user"));
         };
         // The user's row first, as every revocation takes it: a write from one of the sessions
-        // ended here waits, then sees them ended.
-        user_queries::lock(&tx, &[user.id]).await?;
+        // ended here waits, then sees them ended. Its role as locked is the one audited.
+        let Some(user) = user_queries::lock(&tx, &[user.id]).await?.pop() else {
+            tx.rollback().await?;
+            return Err(AppError::NotFound("No such user"));
+        };
         let existed = totp_rows::remove(&tx, user.id, None).await?;
         if existed {
             sessions::revoke_all_for_user(&tx, user.id).await?;
@@ -242,17 +245,19 @@ impl Service {
             }
         };
         let tx = self.db().begin_write().await?;
-        if let Some(session) = session {
-            // The user's row first, as every revocation takes it: one committed before this
-            // lock is seen below.
-            user_queries::lock(&tx, &[user.id]).await?;
-            if sessions::find_live(&tx, session, &self.live())
+        // The user's row first, as every revocation takes it: one committed before this lock
+        // is seen below, and a role changed since `user` was read is the one audited.
+        let role = user_queries::lock(&tx, &[user.id])
+            .await?
+            .first()
+            .map_or(user.role, |now| now.role);
+        if let Some(session) = session
+            && sessions::find_live(&tx, session, &self.live())
                 .await?
                 .is_none()
-            {
-                tx.rollback().await?;
-                return Err(crate::error::INVALID_TOKEN);
-            }
+        {
+            tx.rollback().await?;
+            return Err(crate::error::INVALID_TOKEN);
         }
         let used = match step {
             // A code is accepted once: replaying it, or an earlier one, fails.
@@ -263,8 +268,8 @@ impl Service {
                 if used {
                     audit::record(
                         &tx,
-                        NewEntry::new(Action::RecoveryCodeUsed, Some((user.id, user.role)), ip)
-                            .target(user.id, user.role),
+                        NewEntry::new(Action::RecoveryCodeUsed, Some((user.id, role)), ip)
+                            .target(user.id, role),
                     )
                     .await?;
                 }
