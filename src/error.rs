@@ -192,8 +192,20 @@ pub const AUTHENTICATION_REQUIRED: AppError = AppError::Unauthenticated("Authent
 pub const INVALID_TOKEN: AppError = AppError::Unauthenticated("Invalid or expired token");
 pub const INTERNAL_MESSAGE: &str = "Internal server error";
 
+/// The answer to a request past its time: `ROLLCALL_REQUEST_TIMEOUT`, or a statement's
+/// timeout, which a server sets no longer than it.
+pub const TIMED_OUT: AppError = AppError::Timeout(
+    "The request took too long and was stopped; its unfinished work was rolled back",
+);
+
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
+        // The statement's timeout and the request's run out together when the request's is
+        // the shorter: the answer must not depend on which fires first.
+        if crate::db::statement_timed_out(&err) {
+            tracing::warn!(error = %err, "a statement ran past its timeout; its work was rolled back");
+            return TIMED_OUT;
+        }
         AppError::internal_from("database", err)
     }
 }

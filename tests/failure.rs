@@ -1122,6 +1122,44 @@ async fn postgres_an_edit_decides_its_changes_on_the_locked_row() {
     assert_eq!(audited, 1, "the edit's fields as it made them");
 }
 
+/// A statement stopped by its timeout (the database timeout, one second here) is answered
+/// `TIMEOUT` like a request past its own, not as an internal error: when the request's timeout
+/// is the shorter the two run out together, and the answer must not depend on which fires
+/// first. Nothing of the edit is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_statement_past_its_timeout_is_answered_timeout() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.db_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared(&format!(
+        "SELECT id FROM users WHERE id = '{bob}' FOR UPDATE"
+    ))
+    .await
+    .expect("hold the row");
+    let body = app
+        .update_user(&owner, &bob, json!({"firstName": "Robert"}))
+        .await;
+    hold.rollback().await.expect("release the row");
+    let _ = db.close().await;
+    assert_code(&body, "TIMEOUT");
+    let unchanged = app
+        .count(&format!(
+            "SELECT count(*) FROM users WHERE id = '{bob}' AND first_name IS NULL"
+        ))
+        .await;
+    assert_eq!(unchanged, 1);
+}
+
 /// A login answers and audits the role its user has once the login commits: one changed
 /// while it hashed the password (held open by the test) is the one its session acts with,
 /// and the entry is shown to admins by it.

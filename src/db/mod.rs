@@ -513,6 +513,13 @@ pub fn lacks_privilege(err: &DbErr) -> bool {
         .is_some_and(|code| code == "42501")
 }
 
+/// PostgreSQL's `query_canceled` (57014): a statement stopped by its `statement_timeout`.
+pub fn statement_timed_out(err: &DbErr) -> bool {
+    database_error(err)
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "57014")
+}
+
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
 fn sqlite_busy(err: &DbErr) -> bool {
     database_error(err)

@@ -419,9 +419,7 @@ async fn with_timeout(
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(?timeout, %client_ip, "request timed out; its work was rolled back");
-            let error = AppError::Timeout(
-                "The request took too long and was stopped; its unfinished work was rolled back",
-            );
+            let error = crate::error::TIMED_OUT;
             coded_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 error.code(),
