@@ -139,6 +139,12 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
             settings.listen
         );
     }
+    if service.lacks_owner().await? {
+        tracing::warn!(
+            "the database has accounts but no owner: nobody can change roles. Make one with \
+             `rollcall user promote-owner USERNAME`"
+        );
+    }
     #[cfg(unix)]
     raise_open_file_limit();
     let listener = TcpListener::bind(settings.listen)
@@ -285,14 +291,20 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 password,
                 ..NewUser::default()
             };
-            service
-                .create_user(None, input, role.into(), None)
-                .await
-                .map(|user| {
-                    use sea_orm::ActiveEnum;
-                    let role = user.role.to_value();
-                    println!("created {} ({role}) {}", user.username, user.id);
-                })
+            let created = async {
+                use sea_orm::ActiveEnum;
+                let user = service.create_user(None, input, role.into(), None).await?;
+                let role = user.role.to_value();
+                println!("created {} ({role}) {}", user.username, user.id);
+                if service.lacks_owner().await? {
+                    eprintln!(
+                        "the database has no owner yet: make one with `rollcall user \
+                         promote-owner USERNAME` (or create it with --role owner)"
+                    );
+                }
+                Ok(())
+            };
+            created.await
         }
         UserCommand::PromoteOwner { username } => {
             service.promote_owner(&username).await.map(|user| {

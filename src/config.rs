@@ -56,7 +56,7 @@ pub enum UserCommand {
         #[arg(long)]
         email: String,
         /// The new user's role.
-        #[arg(long, value_enum, default_value = "standard")]
+        #[arg(long, value_enum, ignore_case = true, default_value = "standard")]
         role: CliRole,
     },
     /// Recovery: make USERNAME the owner; the current owner becomes an admin.
@@ -394,11 +394,13 @@ pub fn variable_behind(err: &clap::Error) -> Option<String> {
 
 /// Variables of the project's tests, fuzzer and scripts, not the server's: a shell that runs
 /// both has them set, and they are no mistake.
-const TOOL_VARIABLES: [&str; 4] = [
+const TOOL_VARIABLES: [&str; 5] = [
     "ROLLCALL_TEST_",
     "ROLLCALL_REQUIRE_POSTGRES",
     "ROLLCALL_FUZZ_",
     "ROLLCALL_BIN",
+    // The typed client example's server address.
+    "ROLLCALL_URL",
 ];
 
 /// The `ROLLCALL_*` names among environment variables `names` that are no setting: a misspelt
@@ -789,6 +791,7 @@ mod tests {
             "ROLLCALL_TEST_POSTGRES_URL",
             "ROLLCALL_FUZZ_SECONDS",
             "ROLLCALL_BIN",
+            "ROLLCALL_URL",
             "ROLLCALL_BINARY",
         ];
         assert_eq!(

@@ -1004,30 +1004,50 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
     };
-    let warns = |env: &[(&str, &str)]| {
-        // Started on 0.0.0.0 only to read its log; no request goes anywhere but 127.0.0.1.
+    // Whether a server starting on `address` says `what` before it listens.
+    let tells = |address: &str, env: &[(&str, &str)], what: &str| {
         let mut child = rollcall_command(&db.url, env)
-            .args(["--listen", "0.0.0.0:0", "serve"])
+            .args(["--listen", address, "serve"])
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rollcall");
         let (lines, _) = lines_until_listening(&mut child);
-        let warned = lines
-            .iter()
-            .any(|line| line.contains("first registration becomes the owner"));
         let _ = child.kill();
         let _ = child.wait();
-        warned
+        lines.iter().any(|line| line.contains(what))
     };
+    // Started on 0.0.0.0 only to read its log; no request goes anywhere but 127.0.0.1.
+    let warns =
+        |env: &[(&str, &str)]| tells("0.0.0.0:0", env, "first registration becomes the owner");
+    let no_owner = "`rollcall user promote-owner USERNAME`";
     assert!(warns(&[]), "no warning about the missing owner");
     assert!(!warns(&[("ROLLCALL_REGISTRATION", "closed")]));
+    assert!(!tells("127.0.0.1:0", &[], no_owner), "no account at all");
 
-    let output = create_user(&db.url, "operator", "admin");
+    // Upper case as GraphQL writes it, too. Accounts without an owner are told how to get one.
+    let output = create_user(&db.url, "operator", "ADMIN");
     assert!(output.status.success(), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains(no_owner), "{said}");
     assert!(!warns(&[]), "an account exists: registrations are standard");
+    assert!(
+        tells("127.0.0.1:0", &[], no_owner),
+        "nobody can change roles"
+    );
     let server = ServerProcess::start(&db.url, &[]);
     let first = server.register("first").await;
     assert_eq!(first.role, "STANDARD");
+    assert!(server.terminate().success());
+
+    let promoted = run_cli(&db.url, &["user", "promote-owner", "operator"], "");
+    assert!(promoted.status.success(), "{promoted:?}");
+    let output = create_user(&db.url, "member", "standard");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !said.contains(no_owner),
+        "{said}"
+    );
+    assert!(!tells("127.0.0.1:0", &[], no_owner), "an owner exists");
 }
 
 /// A PostgreSQL database whose locale folds only ASCII letters (`C`) cannot search names

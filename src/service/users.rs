@@ -883,6 +883,13 @@ impl Service {
         Ok(self.accepts_registrations() && !user_queries::any_exists(self.db().conn()).await?)
     }
 
+    /// Whether the database holds accounts but no owner (accounts made on the command line or
+    /// imported): then nobody can change roles until `user promote-owner` makes one.
+    pub async fn lacks_owner(&self) -> AppResult<bool> {
+        let conn = self.db().conn();
+        Ok(user_queries::any_exists(conn).await? && !user_queries::owner_exists(conn).await?)
+    }
+
     /// Users by id, for the DataLoader.
     pub async fn users_by_ids(
         &self,
