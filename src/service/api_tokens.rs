@@ -13,12 +13,19 @@ use crate::error::{AppError, AppResult, FieldCode};
 
 /// Unexpired tokens one user may hold: enough for any set of scripts, and a bound on rows.
 pub const MAX_API_TOKENS: u64 = 100;
-/// The furthest expiry a token may be given (ten years); none means no expiry.
-const MAX_LIFETIME_DAYS: i64 = 3_650;
+/// The furthest expiry a token may be given, in months: ten calendar years, as a client counts
+/// them ("now + 10 years"); none means no expiry.
+const MAX_LIFETIME_MONTHS: u32 = 120;
 const TOO_MANY: &str = "This user holds the most API tokens allowed (100); revoke one first";
 const TOO_LATE: &str = "must be within ten years";
 /// `lastUsedAt` is written at most this often per token.
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Whether `at` is later than ten calendar years from `now`.
+fn beyond_lifetime(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now.checked_add_months(chrono::Months::new(MAX_LIFETIME_MONTHS))
+        .is_none_or(|latest| at > latest)
+}
 
 impl Service {
     /// Deletes the tokens past their `expiresAt`, at most `batch` a statement; the periodic
@@ -47,7 +54,7 @@ impl Service {
             let now = Utc::now();
             if at <= now {
                 fields.add("expiresAt", FieldCode::Range, "must be in the future");
-            } else if at > now + chrono::Duration::days(MAX_LIFETIME_DAYS) {
+            } else if beyond_lifetime(at, now) {
                 fields.add("expiresAt", FieldCode::Range, TOO_LATE);
             }
         }
@@ -159,6 +166,23 @@ mod tests {
     #[test]
     fn refusals_name_the_limits() {
         assert!(TOO_MANY.contains(&format!("({MAX_API_TOKENS})")));
-        assert!(TOO_LATE.contains("ten years") && MAX_LIFETIME_DAYS == 3_650);
+        assert!(TOO_LATE.contains("ten years") && MAX_LIFETIME_MONTHS == 120);
+    }
+
+    /// Ten years as a calendar counts them, leap days included; the 29th of February ten
+    /// years on is the 28th.
+    #[test]
+    fn the_lifetime_is_ten_calendar_years() {
+        let at = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .expect("a time")
+                .to_utc()
+        };
+        let now = at("2026-12-06T14:00:00Z");
+        assert!(!beyond_lifetime(at("2036-12-06T14:00:00Z"), now));
+        assert!(beyond_lifetime(at("2036-12-06T14:00:01Z"), now));
+        let leap = at("2028-02-29T00:00:00Z");
+        assert!(!beyond_lifetime(at("2038-02-28T00:00:00Z"), leap));
+        assert!(beyond_lifetime(at("2038-03-01T00:00:00Z"), leap));
     }
 }
