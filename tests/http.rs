@@ -332,13 +332,14 @@ async fn every_error_has_a_code(app: TestApp) {
 }
 
 /// What HTTP/1.1 says a server must refuse: no `Host`, two of them, a transfer coding it does
-/// not know. Each answer is a GraphQL-shaped error, and the same request framed properly is
-/// served.
+/// not know. Each answer is a GraphQL-shaped error in the media type the client accepts, as
+/// the endpoint's other answers are, and the same request framed properly is served.
 async fn ill_framed_requests_are_refused(app: TestApp) {
     let body = r#"{"query":"{ serverInfo { name } }"}"#;
+    let accept = "Accept: application/graphql-response+json\r\n";
     let post = |head: &str| {
         format!(
-            "POST /graphql HTTP/1.1\r\n{head}Content-Type: application/json\r\n\
+            "POST /graphql HTTP/1.1\r\n{head}Content-Type: application/json\r\n{accept}\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
@@ -346,7 +347,8 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
     let chunked = |coding: &str| {
         format!(
             "POST /graphql HTTP/1.1\r\nHost: {{address}}\r\nContent-Type: application/json\r\n\
-             Transfer-Encoding: {coding}\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+             {accept}Transfer-Encoding: {coding}\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n\
+             0\r\n\r\n",
             body.len()
         )
     };
@@ -365,6 +367,12 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
             "{answer}"
         );
         assert!(answer.contains(&format!(r#""code":"{code}""#)), "{answer}");
+        let head = answer.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/graphql-response+json")
+                && head.contains("vary: accept"),
+            "{answer}"
+        );
     }
     for request in [post("Host: {address}\r\n"), chunked("chunked")] {
         let answer = app.raw_exchange(&request).await;

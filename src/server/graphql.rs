@@ -50,7 +50,7 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
 /// How the client wants its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
+pub(super) enum Media {
     /// `application/graphql-response+json`: 400 for requests that fail before execution.
     GraphqlResponse,
     /// `application/json`: 200 for every well-formed request, as older clients expect.
@@ -61,7 +61,7 @@ enum Media {
 /// Each type gets the quality of the most specific range that matches it (RFC 9110, 12.5.1),
 /// and the higher wins. On a tie, the GraphQL type if the client named it, else
 /// `application/json`, which every client of the older form understands.
-fn negotiate(headers: &HeaderMap) -> Option<Media> {
+pub(super) fn negotiate(headers: &HeaderMap) -> Option<Media> {
     let mut ranges = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -129,7 +129,11 @@ fn qvalue(text: &str) -> Option<u16> {
 /// only under the GraphQL type.
 pub async fn in_negotiated_media(request: Request, next: Next) -> Response {
     let media = negotiate(request.headers());
-    let mut response = next.run(request).await;
+    in_media(media, next.run(request).await)
+}
+
+/// `response` in `media` (when the client named one it accepts), with `Vary: Accept`.
+pub(super) fn in_media(media: Option<Media>, mut response: Response) -> Response {
     let headers = response.headers_mut();
     let json = headers
         .get(header::CONTENT_TYPE)

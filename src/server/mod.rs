@@ -335,6 +335,9 @@ async fn refuse_ill_framed(
     let refuse = |status, message| {
         let response = request_error(status, message);
         if request.uri().path() == "/graphql" {
+            // In the media type the endpoint's other answers take: this one is made before
+            // its routes are reached.
+            let response = graphql::in_media(graphql::negotiate(request.headers()), response);
             return graphql::counted(&state, std::time::Instant::now(), response);
         }
         response
