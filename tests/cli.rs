@@ -629,6 +629,58 @@ async fn postgres_reset_totp_lets_a_locked_out_user_in() {
     reset_totp_lets_a_locked_out_user_in(Backend::Postgres).await;
 }
 
+/// A command adds its schema only to an empty database: one holding another application's
+/// tables (a mistyped `DATABASE_URL`, say) is refused and left as it was, until `migrate` is
+/// asked for.
+async fn commands_leave_another_applications_database_alone(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let tables = "SELECT count(*) FROM information_schema.tables \
+                  WHERE table_schema = current_schema()";
+    let tables = match backend {
+        Backend::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        Backend::Postgres => tables,
+    };
+    let count = || async {
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            &conn,
+            sea_orm::Statement::from_string(conn.get_database_backend(), tables),
+        )
+        .await
+        .expect("count")
+        .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("a number")
+    };
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, "CREATE TABLE invoices (id INTEGER)")
+        .await
+        .expect("another application's table");
+    let out = create_user(&db.url, "alice", "owner");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no rollcall schema") && stderr.contains("check DATABASE_URL"),
+        "{stderr}"
+    );
+    assert_eq!(count().await, 1, "nothing added");
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    assert_succeeded(&create_user(&db.url, "alice", "owner"));
+    let _ = conn.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_commands_leave_another_applications_database_alone() {
+    commands_leave_another_applications_database_alone(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_commands_leave_another_applications_database_alone() {
+    commands_leave_another_applications_database_alone(Backend::Postgres).await;
+}
+
 /// `user reset-totp` audits the role its user has once it holds the row: one changed meanwhile
 /// (held open by the test) is the one recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

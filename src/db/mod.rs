@@ -213,6 +213,24 @@ impl Db {
         }
     }
 
+    /// How many tables the database holds (in PostgreSQL's current schema), whosever they are,
+    /// besides the migrator's own.
+    pub async fn table_count(&self) -> Result<i64, DbErr> {
+        let sql = match self.conn.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name <> 'seaql_migrations'"
+            }
+            _ => {
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                  AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations'"
+            }
+        };
+        let statement = sea_orm::Statement::from_string(self.conn.get_database_backend(), sql);
+        let row = self.conn.query_one_raw(statement).await?;
+        row.map_or(Ok(0), |row| row.try_get_by_index::<i64>(0))
+    }
+
     /// SQLite: the path of the database file while it is gone, or another file is at its
     /// path, since start-up. The server's open connections still use the file they opened,
     /// and nothing written to it survives a restart.

@@ -33,6 +33,11 @@ pub enum StartError {
     )]
     NotMigrated { url: String, pending: usize },
     #[error(
+        "the database {url} holds {tables} tables but no rollcall schema: check DATABASE_URL; \
+         if it is the database meant for rollcall, `rollcall migrate` adds the schema to it"
+    )]
+    ForeignDatabase { url: String, tables: i64 },
+    #[error(
         "the database {url} holds migrations this release does not know, applied by a newer \
          release or another build: run the release that applied them, or restore the backup \
          taken before it ran"
@@ -155,6 +160,15 @@ impl Service {
             .map_err(|source| schema_error(settings, source))?;
         if !serving {
             if pending == crate::db::Db::known_migrations() {
+                // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at
+                // another application's database, which a command must not add to.
+                let tables = db
+                    .table_count()
+                    .await
+                    .map_err(|source| schema_error(settings, source))?;
+                if tables > 0 {
+                    return Err(StartError::ForeignDatabase { url, tables });
+                }
                 tracing::warn!(
                     database = url.as_str(),
                     "the database has no rollcall schema yet: creating it"
