@@ -9,6 +9,7 @@ pub mod throttle;
 pub mod totp;
 pub mod users;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -345,18 +346,19 @@ pub fn redacted_url(url: &str) -> String {
 /// in a URL's form may be a password, or a libpq `key=value` string holding one, and a
 /// PostgreSQL URL with one slash short would be read as a local database named after its
 /// credentials.
-pub fn url_problem(url: &str) -> Option<&'static str> {
+pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
     // The schemes as the drivers take them: lower case.
     let url = url.trim();
     if url.is_empty() {
-        return Some("DATABASE_URL is empty");
+        return Some("DATABASE_URL is empty".into());
     }
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.trim_start_matches('/').is_empty() {
             // SQLite would open a private temporary database for each connection.
             return Some(
-                "DATABASE_URL names no SQLite file: give one, such as `sqlite://rollcall.db?mode=rwc`",
+                "DATABASE_URL names no SQLite file: give one, such as `sqlite://rollcall.db?mode=rwc`"
+                    .into(),
             );
         }
         // Read as sqlx reads them: decoded, each `mode` adding to the last, the last
@@ -379,23 +381,66 @@ pub fn url_problem(url: &str) -> Option<&'static str> {
         if in_memory {
             return Some(
                 "an in-memory SQLite database lives in one connection and this server opens \
-                 several: give a file, such as `sqlite://rollcall.db?mode=rwc`",
+                 several: give a file, such as `sqlite://rollcall.db?mode=rwc`"
+                    .into(),
             );
         }
         // It would start and answer reads, and fail every login.
         return (mode("ro") || immutable).then_some(
             "a read-only SQLite database cannot take this server's writes (sessions, the audit \
-             trail): give `mode=rwc`, such as `sqlite://rollcall.db?mode=rwc`",
+             trail): give `mode=rwc`, such as `sqlite://rollcall.db?mode=rwc`"
+                .into(),
         );
     }
     let postgres = ["postgres://", "postgresql://"]
         .iter()
         .any(|scheme| url.starts_with(scheme));
-    (!postgres).then_some(
-        "DATABASE_URL is neither `sqlite://path?mode=rwc` nor \
-         `postgres://user:password@host/database` (it is not shown: it may hold a password)",
+    if !postgres {
+        return Some(
+            "DATABASE_URL is neither `sqlite://path?mode=rwc` nor \
+             `postgres://user:password@host/database` (it is not shown: it may hold a password)"
+                .into(),
+        );
+    }
+    // The driver ignores a parameter it does not know, logging its value (which may be a
+    // secret, as `sslpassword`'s is) and going on without it (a misspelt `sslmode` would go
+    // on without TLS). A URL that does not parse is left to the driver's own refusal.
+    let parsed = url::Url::parse(url).ok()?;
+    let unknown = parsed
+        .query_pairs()
+        .find(|(key, _)| !POSTGRES_PARAMETERS.contains(&key.as_ref()))?;
+    Some(
+        format!(
+            "DATABASE_URL has a parameter PostgreSQL connections do not take here, `{}`; they \
+             take {}",
+            unknown.0,
+            POSTGRES_PARAMETERS.join(", ")
+        )
+        .into(),
     )
 }
+
+/// The parameters of a PostgreSQL URL that sqlx (0.9) reads.
+const POSTGRES_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
 
 /// PostgreSQL: 10. SQLite runs its queries on this process's threads, one per connection, so
 /// readers beyond the cores only add memory (a page cache, prepared statements, a thread).
@@ -648,6 +693,8 @@ mod tests {
             "sqlite:rollcall.db",
             "postgres://u:p@db/x",
             "postgresql://db/x",
+            "postgres://u@db/x?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a",
+            "postgres://u@/x?host=/run/postgresql&options=-c%20search_path%3Dapp",
         ] {
             assert_eq!(super::url_problem(url), None, "{url}");
         }
@@ -667,9 +714,16 @@ mod tests {
             ("sqlite://x.db?mode=ro&mode=rwc", "read-only"),
             ("sqlite://x.db?imm%75table=%31", "read-only"),
             ("sqlite://x.db?mode=%6Demory", "in-memory"),
+            ("postgres://u@db/x?sslpassword=secret", "`sslpassword`"),
+            (
+                "postgres://u@db/x?sslmode=require&sslmdoe=verify-full",
+                "`sslmdoe`",
+            ),
+            ("postgres://u@db/x?pass%77ord=secret&pasword=x", "`pasword`"),
         ] {
             let problem = super::url_problem(url).expect(url);
             assert!(problem.contains(reason), "{url}: {problem}");
+            assert!(!problem.contains("secret"), "{url}: {problem}");
         }
     }
 

@@ -44,7 +44,7 @@ pub enum StartError {
     )]
     UnknownMigrations { url: String, source: sea_orm::DbErr },
     #[error("{0}")]
-    BadDatabaseUrl(&'static str),
+    BadDatabaseUrl(std::borrow::Cow<'static, str>),
     #[error("cannot read or apply the migrations of the database {url}{hint}")]
     Migrations {
         url: String,
