@@ -852,6 +852,23 @@ async fn short_jwt_secret_stops_start_up() {
     );
 }
 
+/// A blank `ROLLCALL_JWT_SECRET` (as a template leaves it) counts as unset: tokens are signed
+/// with the default Ed25519 keys, never with a secret of spaces anyone could guess.
+#[tokio::test]
+async fn a_blank_jwt_secret_is_no_secret() {
+    for blank in ["", &" ".repeat(40)] {
+        let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+        let server = ServerProcess::start(&db.url, &[("ROLLCALL_JWT_SECRET", blank)]);
+        let alice = server.register("alice").await;
+        assert_eq!(
+            support::jwt_part(&alice.access, 0)["alg"],
+            "EdDSA",
+            "{blank:?}"
+        );
+        assert!(server.terminate().success());
+    }
+}
+
 /// An environment variable that looks like a setting but is none (a misspelling, or the
 /// database URL under the prefix the others have) is named in a warning, not silently ignored.
 #[tokio::test]

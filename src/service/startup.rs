@@ -136,7 +136,16 @@ impl Service {
     }
 
     async fn start_with(settings: &Settings, purpose: Purpose) -> Result<Self, StartError> {
-        if let Some(secret) = &settings.jwt_secret
+        // Blank counts as unset, as templates leave it: the default Ed25519 keys, not a
+        // secret of spaces anyone could guess.
+        let jwt_secret = settings
+            .jwt_secret
+            .as_deref()
+            .filter(|secret| !secret.trim().is_empty());
+        if jwt_secret.is_none() && settings.jwt_secret.is_some() {
+            tracing::warn!("ROLLCALL_JWT_SECRET is blank: signing with the default Ed25519 keys");
+        }
+        if let Some(secret) = jwt_secret
             && secret.len() < tokens::MIN_SECRET_BYTES
         {
             return Err(StartError::ShortSecret { got: secret.len() });
@@ -190,7 +199,7 @@ impl Service {
                  with a UTF-8 locale (LC_CTYPE C.UTF-8 or en_US.UTF-8) or an ICU one"
             );
         }
-        let tokens = match &settings.jwt_secret {
+        let tokens = match jwt_secret {
             Some(secret) => TokenKeys::new(secret.as_bytes(), settings.access_ttl)?,
             None => {
                 let now = chrono::Utc::now();
