@@ -296,6 +296,14 @@ async fn every_error_has_a_code(app: TestApp) {
     assert!(message.starts_with("Syntax error: expected"), "{body}");
     assert!(!message.contains("secret") && message.len() < 200, "{body}");
     assert_eq!(body["errors"][0]["locations"][0]["line"], 1, "{body}");
+    // A variable's value of the wrong scalar is refused once, naming the variable, rather
+    // than at each argument it reaches.
+    let page = "query($n: Int) { users(first: $n) { totalCount } }";
+    let body = app.gql(None, page, json!({"n": "x"})).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Variable `$n`"), "{body}");
     // Said once, though the engine's validation finds it twice.
     let body = app
         .gql(None, "subscription { serverInfo { name } }", json!({}))

@@ -312,12 +312,40 @@ impl<'a> Walk<'a> {
                             format!("`{name}` is an enum: its values are written without quotes")
                         }
                     })
+                } else if let Source::Json = source {
+                    builtin_scalar_mismatch(name.as_str(), value)
                 } else {
                     None
                 }
             }
         }
     }
+}
+
+/// What is wrong with a JSON value for one of GraphQL's own scalars, decided by
+/// async-graphql's own parsing: its validation would refuse the value too, but once for each
+/// argument the variable reaches and without naming the variable. The value is not repeated.
+fn builtin_scalar_mismatch(name: &str, value: &Written) -> Option<String> {
+    use async_graphql::InputType;
+    fn fails<T: InputType>(value: async_graphql::Value) -> bool {
+        T::parse(Some(value)).is_err()
+    }
+    let value = value.clone().into_const()?;
+    let (failed, expected) = match name {
+        "Int" => (
+            fails::<i32>(value),
+            "a whole number from -2147483648 to 2147483647",
+        ),
+        "Float" => (fails::<f64>(value), "a number"),
+        "String" => (fails::<String>(value), "a string"),
+        "Boolean" => (fails::<bool>(value), "true or false"),
+        "ID" => (
+            fails::<async_graphql::ID>(value),
+            "a string or a whole number",
+        ),
+        _ => return None,
+    };
+    failed.then(|| format!("send {expected}"))
 }
 
 /// The specification's IsVariableUsageAllowed: a nullable variable fits a non-null position
@@ -433,6 +461,34 @@ mod tests {
                 serde_json::json!({"f": null})
             ),
             Ok(())
+        );
+        // A JSON value for one of GraphQL's own scalars is refused once, naming the variable
+        // (and the input field), without repeating the value.
+        let page = "query($n: Int) { users(first: $n) { totalCount } }";
+        assert_eq!(
+            check(page, None, serde_json::json!({"n": "secret"})),
+            Err(
+                "Variable `$n` is not a `Int`: send a whole number from -2147483648 to \
+                 2147483647"
+                    .to_owned()
+            )
+        );
+        for refused in [serde_json::json!(1.5), serde_json::json!(3_000_000_000_i64)] {
+            assert!(check(page, None, serde_json::json!({"n": refused})).is_err());
+        }
+        assert_eq!(check(page, None, serde_json::json!({"n": 5})), Ok(()));
+        let user = "query($id: ID) { user(id: $id) { id } }";
+        assert_eq!(check(user, None, serde_json::json!({"id": 5})), Ok(()));
+        assert_eq!(check(user, None, serde_json::json!({"id": "5"})), Ok(()));
+        assert!(check(user, None, serde_json::json!({"id": true})).is_err());
+        let refused = check(
+            login,
+            None,
+            serde_json::json!({"i": {"login": 5, "password": "x"}}),
+        );
+        assert_eq!(
+            refused,
+            Err("Variable `$i` is not a `LoginInput!`: login: send a string".to_owned())
         );
         // Only the selected operation's variables count.
         let two = "query A($f: Int!) { me { id } } query B { me { id } }";
