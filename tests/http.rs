@@ -157,11 +157,35 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .await
         .expect("post");
     assert_eq!(response.status(), 400);
+    // One refusal per request, in its place, as batching clients read the answers.
     let body: serde_json::Value = response.json().await.expect("JSON error body");
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
-        "{body}"
-    );
+    let answers = body.as_array().expect("an answer per request");
+    assert_eq!(answers.len(), 2, "{body}");
+    for answer in answers {
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body}"
+        );
+        let message = &answer["errors"][0]["message"];
+        assert_eq!(message, "Batched requests are not supported", "{body}");
+    }
+    // Past a hundred requests, or not even JSON, one refusal stands for all.
+    for batch in [format!("[{}{{}}]", "{},".repeat(100)), "[{".to_owned()] {
+        let response = app
+            .client
+            .post(format!("{base}/graphql"))
+            .header("content-type", "application/json")
+            .body(batch)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400);
+        let body: serde_json::Value = response.json().await.expect("JSON error body");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body}"
+        );
+    }
 
     let response = app
         .client

@@ -245,6 +245,7 @@ async fn respond_to_post(
             Ok(request) => execute(state, headers, request, client_ip, media, Method::Post).await,
             Err(Refusal::NotPersisted) => persisted_query_not_supported(),
             Err(Refusal::Bad(message)) => request_error(StatusCode::BAD_REQUEST, message),
+            Err(Refusal::Batch(requests)) => batch_refused(requests),
         }
     };
     with_timeout(timeout, client_ip, work).await
@@ -600,6 +601,24 @@ fn check_values(
     Ok(shape)
 }
 
+/// A batch's refusal: one answer per request in an array when the batch is small enough, as
+/// batching clients (Apollo's `BatchHttpLink`) read the answer of each operation from its
+/// place, else one.
+fn batch_refused(requests: Option<usize>) -> Response {
+    let Some(requests) = requests else {
+        return request_error(StatusCode::BAD_REQUEST, BATCH_REFUSED);
+    };
+    let answer = serde_json::json!({
+        "errors": [{ "message": BATCH_REFUSED, "extensions": { "code": "BAD_REQUEST" } }]
+    });
+    let mut response = json_response(StatusCode::BAD_REQUEST, &vec![answer; requests]);
+    response.extensions_mut().insert(RequestSummary {
+        codes: vec!["BAD_REQUEST".to_owned()],
+        ..RequestSummary::default()
+    });
+    response
+}
+
 /// A persisted query's hash without its text: none are kept here. The message is the one
 /// Apollo's persisted-query link looks for, to send the query itself.
 fn persisted_query_not_supported() -> Response {
@@ -616,12 +635,24 @@ enum Refusal {
     Bad(&'static str),
     /// A persisted query's hash without its text: none are kept here.
     NotPersisted,
+    /// A batch, with its number of requests when it is a JSON array of at most
+    /// [`MAX_BATCH_ANSWERS`].
+    Batch(Option<usize>),
 }
+
+const BATCH_REFUSED: &str = "Batched requests are not supported";
+
+/// The most requests of a refused batch answered one by one; a larger one gets one refusal.
+const MAX_BATCH_ANSWERS: usize = 100;
 
 /// One GraphQL request per POST: a JSON array (a batch) is refused.
 fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
     if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(Refusal::Bad("Batched requests are not supported"));
+        let requests = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(bytes)
+            .ok()
+            .map(|requests| requests.len())
+            .filter(|n| (1..=MAX_BATCH_ANSWERS).contains(n));
+        return Err(Refusal::Batch(requests));
     }
     const NOT_A_REQUEST: &str =
         "The body is not a GraphQL request (a JSON object with a string `query`)";
@@ -866,6 +897,7 @@ mod tests {
         let refusal = |body: &str| match parse_body(&Bytes::from(body.to_owned())) {
             Err(Refusal::Bad(message)) => Some(message),
             Err(Refusal::NotPersisted) => Some("not persisted"),
+            Err(Refusal::Batch(_)) => Some(BATCH_REFUSED),
             Ok(_) => None,
         };
         assert_eq!(refusal(r#"{"query": "{ me { id } }"}"#), None);
@@ -877,7 +909,18 @@ mod tests {
             refusal(r#"{"query": 1}"#),
             Some("The body is not a GraphQL request (a JSON object with a string `query`)")
         );
-        assert_eq!(refusal("[{}]"), Some("Batched requests are not supported"));
+        for (body, requests) in [
+            ("[{}]", Some(1)),
+            (" [{}, {}]", Some(2)),
+            ("[]", None),
+            ("[{}, ", None),
+        ] {
+            let refused = parse_body(&Bytes::from(body.to_owned()));
+            assert_eq!(refused.map(drop), Err(Refusal::Batch(requests)), "{body}");
+        }
+        let many = format!("[{}{{}}]", "{},".repeat(MAX_BATCH_ANSWERS));
+        let refused = parse_body(&Bytes::from(many)).map(drop);
+        assert_eq!(refused, Err(Refusal::Batch(None)));
         assert_eq!(
             refusal(r#"{"query": "{ me { id } }", "query": "{ serverInfo { name } }"}"#),
             Some(
