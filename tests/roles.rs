@@ -1836,7 +1836,32 @@ async fn a_mutation_stops_at_its_first_failed_field(app: TestApp) {
     assert_eq!(seen["data"]["user"]["lastName"], Value::Null, "{seen}");
 }
 
+/// The payload of `setRole` is judged as the caller stands after the change: an owner who
+/// hands ownership over sees what an admin sees, of the users reached from it too (here the
+/// new owner's creator, an admin, whose sessions an admin may not see).
+async fn a_transfer_payload_is_seen_as_an_admin_sees_it(app: TestApp) {
+    let owner = app.register("owner").await;
+    let carol = app.user_with_role(&owner, "carol", "ADMIN").await;
+    let bob = app.create_user(&carol, "bob", "STANDARD").await;
+    let transfer = "mutation($id: ID!) { setRole(id: $id, role: OWNER) { role \
+                    createdBy { username sessions { id } } } }";
+    let body = app
+        .gql(Some(&owner.access), transfer, json!({"id": bob}))
+        .await;
+    let payload = &body["data"]["setRole"];
+    assert_eq!(payload["role"], "OWNER", "{body}");
+    assert_eq!(payload["createdBy"]["username"], "carol", "{body}");
+    assert!(payload["createdBy"]["sessions"].is_null(), "{body}");
+    assert_code(&body, "FORBIDDEN");
+    assert_eq!(
+        body["errors"][0]["path"],
+        json!(["setRole", "createdBy", "sessions"]),
+        "{body}"
+    );
+}
+
 backend_tests!(
+    a_transfer_payload_is_seen_as_an_admin_sees_it,
     a_mutation_stops_at_its_first_failed_field,
     search_folds_case_beyond_ascii,
     lookalike_input_is_one_value_or_refused,

@@ -7,7 +7,7 @@ use super::types::{
 };
 use super::{caller, origin, service};
 use crate::error::AppResult;
-use crate::service::Verification;
+use crate::service::{Credential, Verification};
 
 pub struct Mutation;
 
@@ -140,15 +140,20 @@ impl Mutation {
         verification: Option<VerificationInput>,
     ) -> AppResult<UserObject> {
         let verification = verification.map(Verification::from);
-        let user = service(ctx)?
-            .set_role(
-                &caller(ctx).await?,
-                parse_id(&id)?,
-                role.into(),
-                verification.as_ref(),
-            )
+        let service = service(ctx)?;
+        let caller = caller(ctx).await?;
+        let user = service
+            .set_role(&caller, parse_id(&id)?, role.into(), verification.as_ref())
             .await?;
-        Ok(UserObject::new(user))
+        // Its fields are judged as the caller now stands: handing ownership over made them an
+        // admin, who may not see what the owner could.
+        let viewer = service.users_by_ids(&[caller.user.id]).await?;
+        Ok(match (viewer.get(&caller.user.id), caller.credential) {
+            (Some(viewer), Credential::Session(session)) => {
+                UserObject::viewed_by(user, viewer.clone(), session)
+            }
+            _ => UserObject::new(user),
+        })
     }
 
     /// A new API token for the caller, or for `userId` when the caller manages that user. The

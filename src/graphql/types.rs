@@ -99,6 +99,17 @@ impl UserObject {
         }
     }
 
+    /// `model` as `viewer` sees it, in `session`: the caller as a mutation left them.
+    pub fn viewed_by(model: User, viewer: User, session: Uuid) -> Self {
+        Self {
+            model: Arc::new(model),
+            signed_in: Some(SignedIn {
+                user: Arc::new(viewer),
+                session,
+            }),
+        }
+    }
+
     /// Who views this user: the account of a sign-in payload, else the request's caller.
     async fn viewer<'a>(&'a self, ctx: &Context<'a>) -> AppResult<&'a User> {
         match &self.signed_in {
