@@ -96,10 +96,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
             let db = crate::service::connect(&settings, Some(1), settings.db_timeout).await?;
+            // Counted first, to say what was done; a database a newer release migrated is
+            // refused by the migration itself.
+            let pending = db.pending_migrations().await.ok();
             let migrated = crate::service::migrate(&settings, &db).await;
             close(&db, settings.db_timeout).await;
             migrated?;
-            eprintln!("migrations applied");
+            match pending {
+                Some(0) => eprintln!("the schema is up to date: no migration to apply"),
+                Some(1) => eprintln!("1 migration applied"),
+                Some(n) => eprintln!("{n} migrations applied"),
+                None => eprintln!("migrations applied"),
+            }
             Ok(())
         }
         Command::Schema => {

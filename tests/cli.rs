@@ -218,8 +218,15 @@ async fn commands_migrate_only_an_empty_database(backend: Backend) {
         );
     }
     assert_eq!(applied(&conn).await, before, "nothing migrated");
-    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    let said = |out: std::process::Output| {
+        assert_succeeded(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let migrated = said(run_cli(&db.url, &["migrate"], ""));
+    assert!(migrated.contains("1 migration applied"), "{migrated}");
     assert_eq!(applied(&conn).await, before + 1);
+    let again = said(run_cli(&db.url, &["migrate"], ""));
+    assert!(again.contains("no migration to apply"), "{again}");
     assert_succeeded(&run_cli(&db.url, &["user", "reset-totp", "alice"], ""));
     // A newer release's migration: every command, and the server, says so and changes nothing.
     sea_orm::ConnectionTrait::execute_unprepared(
