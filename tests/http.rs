@@ -392,6 +392,7 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
             "BAD_REQUEST",
         ),
         (chunked("gzip, chunked"), "501", "NOT_IMPLEMENTED"),
+        (chunked("chunked, chunked"), "400", "BAD_REQUEST"),
     ] {
         let answer = app.raw_exchange(&request).await;
         assert!(

@@ -329,8 +329,16 @@ pub fn redacted_url(url: &str) -> String {
                 let (key, _) = form_urlencoded::parse(parameter.as_bytes())
                     .next()
                     .unwrap_or_default();
+                // A value of more than plain words, paths and addresses may be a secret run
+                // in by a slip (`sslmode=disable;sslpassword=…`): not shown either.
+                let (_, value) = form_urlencoded::parse(parameter.as_bytes())
+                    .next()
+                    .unwrap_or_default();
+                let plain = value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c));
                 match parameter.split_once('=') {
-                    Some((written, _)) if key.eq_ignore_ascii_case("password") => {
+                    Some((written, _)) if key.eq_ignore_ascii_case("password") || !plain => {
                         format!("{written}=***")
                     }
                     _ => parameter.to_owned(),
@@ -406,19 +414,43 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
     // secret, as `sslpassword`'s is) and going on without it (a misspelt `sslmode` would go
     // on without TLS). A URL that does not parse is left to the driver's own refusal.
     let parsed = url::Url::parse(url).ok()?;
-    let unknown = parsed
+    if let Some((key, _)) = parsed
         .query_pairs()
-        .find(|(key, _)| !POSTGRES_PARAMETERS.contains(&key.as_ref()))?;
-    Some(
+        .find(|(key, _)| !POSTGRES_PARAMETERS.contains(&key.as_ref()))
+    {
+        return Some(
+            format!(
+                "DATABASE_URL has a parameter PostgreSQL connections do not take here, `{key}`; \
+                 they take {}",
+                POSTGRES_PARAMETERS.join(", ")
+            )
+            .into(),
+        );
+    }
+    // The driver's refusal of a mode repeats the value, which a slip may have run a secret
+    // into.
+    let bad_mode = parsed.query_pairs().any(|(key, value)| {
+        matches!(key.as_ref(), "sslmode" | "ssl-mode")
+            && !SSL_MODES.contains(&value.to_ascii_lowercase().as_str())
+    });
+    bad_mode.then(|| {
         format!(
-            "DATABASE_URL has a parameter PostgreSQL connections do not take here, `{}`; they \
-             take {}",
-            unknown.0,
-            POSTGRES_PARAMETERS.join(", ")
+            "DATABASE_URL's `sslmode` is none of {}",
+            SSL_MODES.join(", ")
         )
-        .into(),
-    )
+        .into()
+    })
 }
+
+/// The values of `sslmode` sqlx (0.9) takes, in any case.
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 /// The parameters of a PostgreSQL URL that sqlx (0.9) reads.
 const POSTGRES_PARAMETERS: [&str; 18] = [
@@ -695,6 +727,7 @@ mod tests {
             "postgresql://db/x",
             "postgres://u@db/x?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a",
             "postgres://u@/x?host=/run/postgresql&options=-c%20search_path%3Dapp",
+            "postgres://u@db/x?sslmode=Verify-Full",
         ] {
             assert_eq!(super::url_problem(url), None, "{url}");
         }
@@ -720,6 +753,11 @@ mod tests {
                 "`sslmdoe`",
             ),
             ("postgres://u@db/x?pass%77ord=secret&pasword=x", "`pasword`"),
+            (
+                "postgres://u@db/x?sslmode=disable;sslpassword=secret",
+                "`sslmode`",
+            ),
+            ("postgres://u@db/x?ssl-mode=verify%3Bsecret", "`sslmode`"),
         ] {
             let problem = super::url_problem(url).expect(url);
             assert!(problem.contains(reason), "{url}: {problem}");
@@ -741,6 +779,14 @@ mod tests {
             (
                 "postgres://u@db/x?sslmode=require&password=secret",
                 "postgres://u@db/x?sslmode=require&password=***",
+            ),
+            (
+                "postgres://u@db/x?sslmode=disable;sslpassword=secret&port=5432",
+                "postgres://u@db/x?sslmode=***&port=5432",
+            ),
+            (
+                "postgres://u@db/x?sslrootcert=/etc/ssl/ca.pem&application_name=a%3Bsecret",
+                "postgres://u@db/x?sslrootcert=/etc/ssl/ca.pem&application_name=***",
             ),
             (
                 "postgres://u@db/x?pass%77ord=secret&sslmode=require",

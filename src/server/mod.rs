@@ -347,11 +347,20 @@ async fn refuse_ill_framed(
     if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
         return refuse(StatusCode::BAD_REQUEST, "Give exactly one Host header");
     }
-    let foreign_coding = headers
+    let codings: Vec<&[u8]> = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
-        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    // Chunked once at most (RFC 9112, 7.1): a proxy that decodes it twice would read another
+    // body than this server does.
+    if codings.len() > 1 && codings.iter().all(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        return refuse(StatusCode::BAD_REQUEST, "Chunked may be given once only");
+    }
+    let foreign_coding = codings
+        .iter()
+        .any(|coding| !coding.eq_ignore_ascii_case(b"chunked"));
     if foreign_coding {
         return refuse(
             StatusCode::NOT_IMPLEMENTED,

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 /// A start-up failure, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("ROLLCALL_JWT_SECRET must be at least {min} bytes long (got {got}); generate one with `openssl rand -base64 48`", min = tokens::MIN_SECRET_BYTES)]
+    #[error("ROLLCALL_JWT_SECRET must be at least {min} bytes long, spaces around it aside (got {got}); generate one with `openssl rand -base64 48`", min = tokens::MIN_SECRET_BYTES)]
     ShortSecret { got: usize },
     #[error(
         "cannot open the database {url} (waiting up to {timeout:?}, ROLLCALL_DB_TIMEOUT){hint}"
@@ -33,7 +33,7 @@ pub enum StartError {
     )]
     NotMigrated { url: String, pending: usize },
     #[error(
-        "the database {url} holds {tables} tables but no rollcall schema: check DATABASE_URL; \
+        "the database {url} holds other tables ({tables}) but no rollcall schema: check DATABASE_URL; \
          if it is the database meant for rollcall, `rollcall migrate` adds the schema to it"
     )]
     ForeignDatabase { url: String, tables: i64 },
@@ -145,10 +145,13 @@ impl Service {
         if jwt_secret.is_none() && settings.jwt_secret.is_some() {
             tracing::warn!("ROLLCALL_JWT_SECRET is blank: signing with the default Ed25519 keys");
         }
+        // Counted without the spaces around it: padding adds nothing to guess.
         if let Some(secret) = jwt_secret
-            && secret.len() < tokens::MIN_SECRET_BYTES
+            && secret.trim().len() < tokens::MIN_SECRET_BYTES
         {
-            return Err(StartError::ShortSecret { got: secret.len() });
+            return Err(StartError::ShortSecret {
+                got: secret.trim().len(),
+            });
         }
         let serving = purpose == Purpose::Serve;
         // A server's database work stops when its request does: a statement or a wait for a

@@ -230,13 +230,26 @@ impl<'a> Walk<'a> {
                     nullable: false,
                 };
                 for (argument, value) in &directive.node.arguments {
+                    let what = || format!("Argument `{}` of `@{name}`", argument.node);
+                    // async-graphql's validation takes any literal here (`if: "x"` skipped
+                    // nothing), where a field's arguments are checked.
+                    let literal = match &value.node {
+                        Written::Null => Some("it takes true or false".to_owned()),
+                        other => builtin_scalar_mismatch("Boolean", other),
+                    };
+                    if let Some(problem) = literal {
+                        return Err(ServerError::new(
+                            format!("{} is not a `{condition}`: {problem}", what()),
+                            Some(value.pos),
+                        ));
+                    }
                     self.check(
                         &value.node,
                         &condition,
                         false,
                         Source::Document,
                         value.pos,
-                        || format!("Argument `{}` of `@{name}`", argument.node),
+                        what,
                     )?;
                 }
             }
@@ -322,7 +335,8 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// What is wrong with a JSON value for one of GraphQL's own scalars, decided by
+/// What is wrong with a value for one of GraphQL's own scalars (a variable's, from JSON, or a
+/// directive's literal), decided by
 /// async-graphql's own parsing: its validation would refuse the value too, but once for each
 /// argument the variable reaches and without naming the variable. The value is not repeated.
 fn builtin_scalar_mismatch(name: &str, value: &Written) -> Option<String> {
@@ -345,7 +359,7 @@ fn builtin_scalar_mismatch(name: &str, value: &Written) -> Option<String> {
         ),
         _ => return None,
     };
-    failed.then(|| format!("send {expected}"))
+    failed.then(|| format!("it takes {expected}"))
 }
 
 /// The specification's IsVariableUsageAllowed: a nullable variable fits a non-null position
@@ -468,7 +482,7 @@ mod tests {
         assert_eq!(
             check(page, None, serde_json::json!({"n": "secret"})),
             Err(
-                "Variable `$n` is not a `Int`: send a whole number from -2147483648 to \
+                "Variable `$n` is not a `Int`: it takes a whole number from -2147483648 to \
                  2147483647"
                     .to_owned()
             )
@@ -488,8 +502,20 @@ mod tests {
         );
         assert_eq!(
             refused,
-            Err("Variable `$i` is not a `LoginInput!`: login: send a string".to_owned())
+            Err("Variable `$i` is not a `LoginInput!`: login: it takes a string".to_owned())
         );
+        // `@skip` and `@include` take a Boolean literal, never null.
+        for (query, refused) in [
+            ("{ me { id } }", false),
+            ("{ me @include(if: true) { id } }", false),
+            ("query($b: Boolean!) { me @skip(if: $b) { id } }", false),
+            ("{ me @include(if: \"x\") { id } }", true),
+            ("{ me @skip(if: 1) { id } }", true),
+            ("{ me @skip(if: null) { id } }", true),
+        ] {
+            let variables = serde_json::json!({"b": true});
+            assert_eq!(check(query, None, variables).is_err(), refused, "{query}");
+        }
         // Only the selected operation's variables count.
         let two = "query A($f: Int!) { me { id } } query B { me { id } }";
         assert_eq!(check(two, Some("B"), none.clone()), Ok(()));
