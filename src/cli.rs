@@ -147,7 +147,7 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
             settings.listen
         );
     }
-    if service.lacks_owner().await? {
+    if matches!(service.lacks_owner().await, Ok(true)) {
         tracing::warn!(
             "the database has accounts but no owner: nobody can change roles. Make one with \
              `rollcall user promote-owner USERNAME`"
@@ -304,7 +304,8 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 let user = service.create_user(None, input, role.into(), None).await?;
                 let role = user.role.to_value();
                 println!("created {} ({role}) {}", user.username, user.id);
-                if service.lacks_owner().await? {
+                // Advice only: the user is made whatever it finds.
+                if matches!(service.lacks_owner().await, Ok(true)) {
                     eprintln!(
                         "the database has no owner yet: make one with `rollcall user \
                          promote-owner USERNAME` (or create it with --role owner)"

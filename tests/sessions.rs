@@ -258,15 +258,23 @@ async fn sessions_end_at_their_maximum_age(app: TestApp) {
     tokio::time::sleep_until((born + Duration::from_millis(5_100)).into()).await;
     assert_code(&app.me(&current.access).await, "UNAUTHENTICATED");
     assert_code(&app.refresh(&current.refresh).await, "UNAUTHENTICATED");
-    assert_logout_ends_nothing(&app, &current.refresh).await;
+    assert_logout_ends_nothing(&app, &current).await;
+    // Marked revoked all the same (its refresh token, unexpired, was still found): raising
+    // the maximum age later cannot bring it back.
+    let revoked = "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL";
+    assert_eq!(
+        app.count(revoked).await,
+        1,
+        "marked revoked (alice's one session)"
+    );
     let fresh = app.login_as("alice").await;
     assert_eq!(my_sessions(&app, &fresh).await.len(), 1, "only the new one");
 }
 
 /// A logout with the refresh token of a session that has ended already says so, and records
 /// no logout.
-async fn assert_logout_ends_nothing(app: &TestApp, refresh: &str) {
-    let body = app.logout(refresh).await;
+async fn assert_logout_ends_nothing(app: &TestApp, session: &Session) {
+    let body = app.logout(&session.refresh).await;
     assert_eq!(body["data"]["logout"], false, "{body}");
     let logouts = app
         .count("SELECT COUNT(*) FROM audit_log WHERE action = 'LOGGED_OUT'")
@@ -305,7 +313,7 @@ async fn idle_sessions_end(app: TestApp) {
     assert_code(&app.refresh(&idle.refresh).await, "UNAUTHENTICATED");
     assert_code(&app.me(&idle.access).await, "UNAUTHENTICATED");
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
-    assert_logout_ends_nothing(&app, &idle.refresh).await;
+    assert_logout_ends_nothing(&app, &idle).await;
     let listed = my_sessions(&app, &busy).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], busy.sid().as_str());

@@ -218,13 +218,16 @@ impl Db {
     /// besides the migrator's own.
     pub async fn table_count(&self) -> Result<i64, DbErr> {
         let sql = match self.conn.get_database_backend() {
+            // The catalogue, not `information_schema`, which lists only what the role may use.
             DatabaseBackend::Postgres => {
-                "SELECT count(*) FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name <> 'seaql_migrations'"
+                "SELECT count(*) FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                 AND c.relname <> 'seaql_migrations'"
             }
             _ => {
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
-                  AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations'"
+                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> 'seaql_migrations'"
             }
         };
         let statement = sea_orm::Statement::from_string(self.conn.get_database_backend(), sql);
@@ -414,14 +417,15 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
     // secret, as `sslpassword`'s is) and going on without it (a misspelt `sslmode` would go
     // on without TLS). A URL that does not parse is left to the driver's own refusal.
     let parsed = url::Url::parse(url).ok()?;
-    if let Some((key, _)) = parsed
-        .query_pairs()
-        .find(|(key, _)| !POSTGRES_PARAMETERS.contains(&key.as_ref()))
-    {
+    // Not named: with a `&` or `?` left unencoded in a password, the "parameter" is part of it.
+    let unknown = parsed.query_pairs().any(|(key, _)| {
+        !POSTGRES_PARAMETERS.contains(&key.as_ref()) && !key.starts_with("options[")
+    });
+    if unknown {
         return Some(
             format!(
-                "DATABASE_URL has a parameter PostgreSQL connections do not take here, `{key}`; \
-                 they take {}",
+                "DATABASE_URL has a parameter PostgreSQL connections do not take here (not \
+                 named: it may be part of a password); they take {} and `options[NAME]`",
                 POSTGRES_PARAMETERS.join(", ")
             )
             .into(),
@@ -608,7 +612,8 @@ pub fn lacks_privilege(err: &DbErr) -> bool {
         .is_some_and(|code| code == "42501")
 }
 
-/// PostgreSQL's `query_canceled` (57014): a statement stopped by its `statement_timeout`.
+/// PostgreSQL's `query_canceled` (57014): a statement stopped by its `statement_timeout` (or,
+/// rarely, cancelled by an operator, which only the server's localised message tells apart).
 pub fn statement_timed_out(err: &DbErr) -> bool {
     database_error(err)
         .and_then(|db| db.code())
@@ -728,6 +733,7 @@ mod tests {
             "postgres://u@db/x?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a",
             "postgres://u@/x?host=/run/postgresql&options=-c%20search_path%3Dapp",
             "postgres://u@db/x?sslmode=Verify-Full",
+            "postgres://u@db/x?options[search_path]=app&options%5Bstatement_timeout%5D=5s",
         ] {
             assert_eq!(super::url_problem(url), None, "{url}");
         }
@@ -747,17 +753,21 @@ mod tests {
             ("sqlite://x.db?mode=ro&mode=rwc", "read-only"),
             ("sqlite://x.db?imm%75table=%31", "read-only"),
             ("sqlite://x.db?mode=%6Demory", "in-memory"),
-            ("postgres://u@db/x?sslpassword=secret", "`sslpassword`"),
+            ("postgres://u@db/x?sslpassword=secret", "do not take"),
             (
                 "postgres://u@db/x?sslmode=require&sslmdoe=verify-full",
-                "`sslmdoe`",
+                "do not take",
             ),
-            ("postgres://u@db/x?pass%77ord=secret&pasword=x", "`pasword`"),
+            (
+                "postgres://u@db/x?pass%77ord=secret&pasword=x",
+                "do not take",
+            ),
             (
                 "postgres://u@db/x?sslmode=disable;sslpassword=secret",
                 "`sslmode`",
             ),
             ("postgres://u@db/x?ssl-mode=verify%3Bsecret", "`sslmode`"),
+            ("postgres://u@db/x?password=ab&secret", "do not take"),
         ] {
             let problem = super::url_problem(url).expect(url);
             assert!(problem.contains(reason), "{url}: {problem}");

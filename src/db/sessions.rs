@@ -208,6 +208,18 @@ pub async fn list_live(
         .await
 }
 
+/// Revokes one session unless it is revoked already: its access tokens stop working and its
+/// refresh tokens with them.
+pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
+    session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Revokes session `id` if it is live; whether it was.
 pub async fn revoke_live(db: &impl ConnectionTrait, id: Uuid, live: &Live) -> Result<bool, DbErr> {
     let revoked = session::Entity::update_many()

@@ -574,6 +574,9 @@ async fn end_session(
     by_owner: bool,
 ) -> AppResult<bool> {
     if !sessions::revoke_live(tx, session_id, live).await? {
+        // Ended by its age already: marked revoked all the same, so that raising the limits
+        // later cannot bring back a session its user logged out of, or a stolen family.
+        sessions::revoke(tx, session_id).await?;
         return Ok(false);
     }
     let Some(session) = sessions::find(tx, session_id).await? else {
