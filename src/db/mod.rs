@@ -328,13 +328,10 @@ pub fn redacted_url(url: &str) -> String {
         let parameters: Vec<String> = query
             .split('&')
             .map(|parameter| {
-                // The key as the driver reads it: `pass%77ord` is `password`.
-                let (key, _) = form_urlencoded::parse(parameter.as_bytes())
-                    .next()
-                    .unwrap_or_default();
-                // A value of more than plain words, paths and addresses may be a secret run
-                // in by a slip (`sslmode=disable;sslpassword=…`): not shown either.
-                let (_, value) = form_urlencoded::parse(parameter.as_bytes())
+                // The key as the driver reads it: `pass%77ord` is `password`. A value of more
+                // than plain words, paths and addresses may be a secret run in by a slip
+                // (`sslmode=disable;sslpassword=…`): not shown either.
+                let (key, value) = form_urlencoded::parse(parameter.as_bytes())
                     .next()
                     .unwrap_or_default();
                 let plain = value

@@ -90,7 +90,7 @@ pub fn check(
     let checked = variable_weights(&variables, limits.query_bytes).and_then(|weights| {
         request
             .parsed_query()
-            .map_err(|error| without_source(error.clone()))
+            .map_err(without_source)
             .and_then(|document| check_document(limits, document, &variables, weights, info))
     });
     request.variables = variables;

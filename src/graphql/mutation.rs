@@ -147,10 +147,10 @@ impl Mutation {
             .await?;
         // Its fields are judged as the caller now stands: handing ownership over made them an
         // admin, who may not see what the owner could.
-        let viewer = service.users_by_ids(&[caller.user.id]).await?;
-        Ok(match (viewer.get(&caller.user.id), caller.credential) {
+        let mut viewer = service.users_by_ids(&[caller.user.id]).await?;
+        Ok(match (viewer.remove(&caller.user.id), caller.credential) {
             (Some(viewer), Credential::Session(session)) => {
-                UserObject::viewed_by(user, viewer.clone(), session)
+                UserObject::viewed_by(user, viewer, session)
             }
             _ => UserObject::new(user),
         })

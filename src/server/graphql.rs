@@ -24,7 +24,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::client_ip::client_ip;
-use super::{AppState, RequestSummary, coded_error, json_response, request_error};
+use super::{
+    AppState, RequestSummary, coded_error, error_answer, json_response, request_error, summarised,
+};
 use crate::error::{AppError, finalize_response};
 use crate::graphql::{self, OperationInfo, RequestAuth, SchemaTypes};
 
@@ -608,15 +610,11 @@ fn batch_refused(requests: Option<usize>) -> Response {
     let Some(requests) = requests else {
         return request_error(StatusCode::BAD_REQUEST, BATCH_REFUSED);
     };
-    let answer = serde_json::json!({
-        "errors": [{ "message": BATCH_REFUSED, "extensions": { "code": "BAD_REQUEST" } }]
-    });
-    let mut response = json_response(StatusCode::BAD_REQUEST, &vec![answer; requests]);
-    response.extensions_mut().insert(RequestSummary {
-        codes: vec!["BAD_REQUEST".to_owned()],
-        ..RequestSummary::default()
-    });
-    response
+    let answers = vec![error_answer("BAD_REQUEST", BATCH_REFUSED); requests];
+    summarised(
+        json_response(StatusCode::BAD_REQUEST, &answers),
+        "BAD_REQUEST",
+    )
 }
 
 /// A persisted query's hash without its text: none are kept here. The message is the one

@@ -278,10 +278,18 @@ fn request_error(status: StatusCode, message: &str) -> Response {
 
 /// [`request_error`] with a code of its own.
 fn coded_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({
+    summarised(json_response(status, &error_answer(code, message)), code)
+}
+
+/// An answer of one error, in GraphQL's shape.
+fn error_answer(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
         "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    let mut response = json_response(status, &body);
+    })
+}
+
+/// `response`, a refusal with `code`, as the request log and the metrics read it.
+fn summarised(mut response: Response, code: &str) -> Response {
     response.extensions_mut().insert(RequestSummary {
         codes: vec![code.to_owned()],
         ..RequestSummary::default()
