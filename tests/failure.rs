@@ -1160,6 +1160,40 @@ async fn postgres_a_statement_past_its_timeout_is_answered_timeout() {
     assert_eq!(unchanged, 1);
 }
 
+/// The same inside a field its request's loader resolves: the batch's statement past its
+/// timeout is `TIMEOUT` at that field, like one outside a loader, not an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_loader_statement_past_its_timeout_is_answered_timeout() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.db_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    // Only the loader of `totpEnabled` reads this table.
+    hold.execute_unprepared("LOCK TABLE user_totp IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("hold the table");
+    let body = app
+        .gql(
+            Some(&owner.access),
+            "{ me { username totpEnabled } }",
+            json!({}),
+        )
+        .await;
+    hold.rollback().await.expect("release the table");
+    let _ = db.close().await;
+    assert_code(&body, "TIMEOUT");
+    assert_eq!(body["errors"][0]["path"], json!(["me", "totpEnabled"]));
+    assert_eq!(body["data"]["me"]["username"], "owner");
+}
+
 /// A login answers and audits the role its user has once the login commits: one changed
 /// while it hashed the password (held open by the test) is the one its session acts with,
 /// and the entry is shown to admins by it.
