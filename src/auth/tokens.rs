@@ -44,12 +44,35 @@ pub struct AccessClaims {
 #[derive(Clone)]
 pub struct TokenKeys {
     algorithm: Algorithm,
-    keys: Arc<RwLock<Arc<KeySet>>>,
+    held: Arc<RwLock<Arc<Held>>>,
     validation: Validation,
     access_ttl: Duration,
+}
+
+/// The keys held now and the tokens they verified. A reload replaces both together, so a
+/// verification still running when the keys change is remembered only with the keys it used,
+/// never with their successors.
+struct Held {
+    keys: KeySet,
     /// Tokens whose signature and claims checked out, by their whole text; a hit skips only
-    /// the signature check, never the expiry. Emptied whenever the keys are reloaded.
-    verified: Arc<quick_cache::sync::Cache<String, AccessClaims>>,
+    /// the signature check, never the expiry or the end of the key's window.
+    verified: quick_cache::sync::Cache<String, Verified>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    claims: AccessClaims,
+    /// When the key that signed the token stops verifying; `None` while it is current.
+    key_until: Option<DateTime<Utc>>,
+}
+
+impl Held {
+    fn new(keys: KeySet) -> Arc<Self> {
+        Arc::new(Self {
+            keys,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
+        })
+    }
 }
 
 enum KeySet {
@@ -98,16 +121,16 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         // Without this list a token lacking `aud` would still pass.
-        validation.set_required_spec_claims(&["sub", "iat", "exp", "iss", "aud"]);
+        // (`iat` is required by `AccessClaims` itself.)
+        validation.set_required_spec_claims(&["sub", "exp", "iss", "aud"]);
         validation.leeway = 0;
         // We issue no `nbf`; one in a token must have passed.
         validation.validate_nbf = true;
         Self {
             algorithm,
-            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            held: Arc::new(RwLock::new(Held::new(keys))),
             validation,
             access_ttl,
-            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -147,22 +170,21 @@ impl TokenKeys {
         }
         let keys = ed25519_set(stored, self.access_ttl)?;
         let mut held = self
-            .keys
+            .held
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Reloads come often (on every unknown kid, at most once a second); the remembered
-        // verifications stay while nothing changed.
-        if same_keys(&held, &keys) {
+        // verifications stay while nothing changed. Otherwise they go with the old keys: a key
+        // that stopped verifying must not live on in them.
+        if same_keys(&held.keys, &keys) {
             return Ok(());
         }
-        *held = Arc::new(keys);
-        // A key that stopped verifying must not live on in remembered verifications.
-        self.verified.clear();
+        *held = Held::new(keys);
         Ok(())
     }
 
-    fn current(&self) -> Arc<KeySet> {
-        self.keys
+    fn current(&self) -> Arc<Held> {
+        self.held
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
@@ -170,7 +192,7 @@ impl TokenKeys {
 
     /// The kid that signs new tokens; `None` with a shared secret.
     pub fn current_kid(&self) -> Option<String> {
-        match &*self.current() {
+        match &self.current().keys {
             KeySet::Secret { .. } => None,
             KeySet::Ed25519 { current_kid, .. } => Some(current_kid.clone()),
         }
@@ -180,7 +202,7 @@ impl TokenKeys {
     pub fn jwks(&self) -> Value {
         let now = Utc::now();
         let mut keys = Vec::new();
-        if let KeySet::Ed25519 { public, .. } = &*self.current() {
+        if let KeySet::Ed25519 { public, .. } = &self.current().keys {
             let mut live: Vec<(&String, &PublicKey)> = public
                 .iter()
                 .filter(|(_, key)| key.until.is_none_or(|until| until > now))
@@ -219,9 +241,9 @@ impl TokenKeys {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
-        let keys = self.current();
+        let held = self.current();
         let mut header = Header::new(self.algorithm);
-        let encoding = match &*keys {
+        let encoding = match &held.keys {
             KeySet::Secret { encoding, .. } => encoding,
             KeySet::Ed25519 {
                 current_kid,
@@ -241,16 +263,22 @@ impl TokenKeys {
     /// Checks signature and claims. Revocation is not decided here: the session check on
     /// every request does that.
     pub fn verify(&self, token: &str) -> AppResult<AccessClaims> {
-        if let Some(claims) = self.verified.get(token) {
-            return if expired(claims.exp) {
+        self.verify_with(&self.current(), token)
+    }
+
+    /// [`Self::verify`] with the keys `held`, remembering the verification with them.
+    fn verify_with(&self, held: &Held, token: &str) -> AppResult<AccessClaims> {
+        if let Some(hit) = held.verified.get(token) {
+            let key_retired = hit.key_until.is_some_and(|until| until <= Utc::now());
+            return if expired(hit.claims.exp) || key_retired {
                 Err(INVALID_TOKEN)
             } else {
-                Ok(claims)
+                Ok(hit.claims)
             };
         }
-        let claims = self.verify_signed(token)?;
-        self.verified.insert(token.to_owned(), claims.clone());
-        Ok(claims)
+        let verified = self.verify_signed(&held.keys, token)?;
+        held.verified.insert(token.to_owned(), verified.clone());
+        Ok(verified.claims)
     }
 
     /// Whether `token` names a kid this instance does not hold: a key rotated in by another
@@ -259,21 +287,24 @@ impl TokenKeys {
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return false;
         };
-        match (&*self.current(), header.kid) {
+        match (&self.current().keys, header.kid) {
             (KeySet::Ed25519 { public, .. }, Some(kid)) => !public.contains_key(&kid),
             _ => false,
         }
     }
 
-    /// [`Self::verify`] without the memory of earlier verifications.
-    fn verify_signed(&self, token: &str) -> AppResult<AccessClaims> {
+    /// [`Self::verify`] with `keys`, without the memory of earlier verifications.
+    fn verify_signed(&self, keys: &KeySet, token: &str) -> AppResult<Verified> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| INVALID_TOKEN)?;
-        if header.alg != self.algorithm || names_critical_extensions(token) {
+        // A token naming extensions it must be understood with is invalid to a recipient that
+        // understands none (RFC 7515, 4.1.11), and jsonwebtoken does not look. Only a holder
+        // of the signing key makes one (another service sharing an HS256 secret, say); its
+        // restriction must not be silently dropped.
+        if header.crit.is_some() {
             return Err(INVALID_TOKEN);
         }
-        let keys = self.current();
-        let decoding = match &*keys {
-            KeySet::Secret { decoding, .. } => decoding,
+        let (decoding, key_until) = match keys {
+            KeySet::Secret { decoding, .. } => (decoding, None),
             KeySet::Ed25519 { public, .. } => {
                 let key = header
                     .kid
@@ -283,7 +314,7 @@ impl TokenKeys {
                 if key.until.is_some_and(|until| until <= Utc::now()) {
                     return Err(INVALID_TOKEN);
                 }
-                &key.decoding
+                (&key.decoding, key.until)
             }
         };
         let claims = jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
@@ -306,23 +337,8 @@ impl TokenKeys {
         if !issued_by_now || lifetime > longest || expired(claims.exp) {
             return Err(INVALID_TOKEN);
         }
-        Ok(claims)
+        Ok(Verified { claims, key_until })
     }
-}
-
-/// Whether the token's header has `crit`: a token that names extensions it must be understood
-/// with is invalid to a recipient that understands none (RFC 7515, 4.1.11), and jsonwebtoken
-/// does not look. Only a holder of the signing key can make one, such as another service
-/// sharing an HS256 secret; its restriction must not be silently dropped.
-fn names_critical_extensions(token: &str) -> bool {
-    let header = token.split('.').next().unwrap_or_default();
-    URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|json| {
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
-        })
-        .is_none_or(|header| header.contains_key("crit"))
 }
 
 /// How far ahead of this instance's clock another instance's may be.
@@ -708,12 +724,13 @@ mod tests {
     fn remembered_tokens_still_expire_and_reloads_forget_them() {
         let keys = keys();
         let token = sign(claims(), Algorithm::HS256);
-        let verified = keys.verify(&token).expect("verify");
-        assert_eq!(keys.verified.len(), 1);
+        keys.verify(&token).expect("verify");
+        let held = keys.current();
+        assert_eq!(held.verified.len(), 1);
         // Remembered, then past its expiry (as it would be a while later).
-        let mut past = verified;
-        past.exp = Utc::now().timestamp() - 1;
-        keys.verified.insert(token.clone(), past);
+        let mut past = held.verified.get(&token).expect("remembered");
+        past.claims.exp = Utc::now().timestamp() - 1;
+        held.verified.insert(token.clone(), past);
         assert!(keys.verify(&token).is_err(), "expired, though remembered");
         // A token remembered under one key set is checked again under the next.
         let key = new_signing_key(Utc::now()).expect("key");
@@ -722,19 +739,36 @@ mod tests {
         assert!(ed.verify(&token).is_ok());
         // Reloading the same keys keeps what was remembered; retiring one forgets it.
         ed.reload(std::slice::from_ref(&key)).expect("reload");
-        assert_eq!(ed.verified.len(), 1, "same keys, same memory");
+        assert_eq!(ed.current().verified.len(), 1, "same keys, same memory");
         let mut retired = key.clone();
         retired.retired_at = Some(Utc::now());
         let next = new_signing_key(Utc::now()).expect("key");
         ed.reload(&[retired, next]).expect("reload");
-        assert_eq!(ed.verified.len(), 0, "a key's window changed");
+        assert_eq!(ed.current().verified.len(), 0, "a key's window changed");
         assert!(
             ed.verify(&token).is_ok(),
             "still within the retired key's window"
         );
+        // Remembered, then past the end of its key's window.
+        let held = ed.current();
+        let mut late = held.verified.get(&token).expect("remembered");
+        assert!(late.key_until.is_some(), "signed by a retired key");
+        late.key_until = Some(Utc::now() - chrono::Duration::seconds(1));
+        held.verified.insert(token.clone(), late.clone());
+        assert!(ed.verify(&token).is_err(), "its key's window has ended");
+        late.key_until = None;
+        held.verified.insert(token.clone(), late);
+        // A verification that began before a reload and ends after it is remembered with the
+        // keys it used, not with their successors.
+        let before = ed.current();
         let other = new_signing_key(Utc::now()).expect("key");
         ed.reload(std::slice::from_ref(&other)).expect("reload");
+        assert!(
+            ed.verify_with(&before, &token).is_ok(),
+            "began before the reload"
+        );
         assert!(ed.verify(&token).is_err(), "its key is gone");
+        assert_eq!(ed.current().verified.len(), 0);
     }
 
     #[test]

@@ -373,8 +373,8 @@ fn check_document<'a>(
 /// Whether a response key comes more than once in one selection set under `__schema` or
 /// `__type`, fragments spread as async-graphql spreads them (each time). async-graphql
 /// resolves every occurrence where the specification merges them, and each answers from the
-/// whole schema: repeated a few thousand times through one fragment, a 16 KiB document took
-/// most of a second. `__typename` costs nothing and may repeat: Apollo and urql add it to
+/// whole schema, so a small document repeating one through a fragment costs far more than
+/// its size. `__typename` costs nothing and may repeat: Apollo and urql add it to
 /// every selection set, fragments included. Only for documents whose fragments do not spread
 /// themselves, and within the complexity limit, which bounds the walk.
 fn repeats_in_introspection(

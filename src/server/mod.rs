@@ -66,11 +66,12 @@ struct RequestSummary {
 
 /// The routes and the layers around them.
 fn router(service: Service, settings: &Settings) -> Router {
-    let schema = build_schema(Some(service.clone()), Limits::from_settings(settings));
+    let limits = Limits::from_settings(settings);
+    let schema = build_schema(Some(service.clone()), limits);
     let state = AppState {
         schema_types: Arc::new(SchemaTypes::from_sdl(&schema.sdl())),
         schema,
-        limits: Limits::from_settings(settings),
+        limits,
         service,
         request_timeout: settings.request_timeout,
         trusted_proxies: settings.trusted_proxies.to_vec().into(),
