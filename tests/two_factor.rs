@@ -666,6 +666,59 @@ async fn with_totp_on_only_the_code_verifies(app: TestApp) {
     assert_ok(&by_recovery);
 }
 
+/// A sensitive action refused for its target or its input (a disabled new owner, a name in
+/// use, a token for a disabled account or past the limit) is refused before the verification
+/// is checked: the recovery code given with it is not spent, and no use is audited.
+async fn refused_actions_spend_no_recovery_code(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let carol = app.create_user(&owner, "carol", "STANDARD").await;
+    assert_ok(&app.disable(&owner, &carol).await);
+    let (_, recovery, _) = turn_on(&app, &owner).await;
+    tokio::time::sleep(WAIT).await;
+    let v = json!({"totpCode": recovery[0]});
+    let token_for = "mutation($u: ID, $v: VerificationInput) { createApiToken(name: \"t\", userId: $u, verification: $v) { token } }";
+    let refusals = [
+        (
+            SET_ROLE,
+            json!({"id": carol, "role": "OWNER", "v": v}),
+            "FORBIDDEN",
+        ),
+        (token_for, json!({"u": carol, "v": v}), "FORBIDDEN"),
+        (
+            CREATE_ADMIN,
+            json!({"input": new_user("bob", "ADMIN"), "v": v}),
+            "CONFLICT",
+        ),
+        (
+            UPDATE_OTHER,
+            json!({"id": bob, "input": {"email": "carol@example.com"}, "v": v}),
+            "CONFLICT",
+        ),
+    ];
+    for (query, variables, code) in refusals {
+        let body = app.gql(Some(&owner.access), query, variables).await;
+        assert_code(&body, code);
+    }
+    // A role already held is no change, and needs no verification.
+    let same = app
+        .gql(
+            Some(&owner.access),
+            SET_ROLE,
+            json!({"id": bob, "role": "STANDARD", "v": v}),
+        )
+        .await;
+    assert_eq!(same["data"]["setRole"]["role"], "STANDARD", "{same}");
+    let used = "SELECT COUNT(*) FROM audit_log WHERE action = 'RECOVERY_CODE_USED'";
+    assert_eq!(app.count(used).await, 0);
+    // The code is still good.
+    assert_ok(
+        &app.gql(Some(&owner.access), DELETE, json!({"id": bob, "v": v}))
+            .await,
+    );
+    assert_eq!(app.count(used).await, 1);
+}
+
 /// The step-up window of these tests, and a wait that outlasts it. A verification must stay
 /// fresh over several actions after it, two of which hash a password: on a busy machine
 /// those can take seconds.
@@ -812,6 +865,7 @@ backend_tests!(
     a_code_raced_twice_lets_one_login_in with |s| s.throttle_after = 20,
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,
+    refused_actions_spend_no_recovery_code with super::short_window,
     credential_fields_over_a_page_are_batched,
 );
 

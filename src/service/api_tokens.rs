@@ -17,6 +17,8 @@ pub const MAX_API_TOKENS: u64 = 100;
 /// them ("now + 10 years"); none means no expiry.
 const MAX_LIFETIME_MONTHS: u32 = 120;
 const TOO_MANY: &str = "This user holds the most API tokens allowed (100); revoke one first";
+const DISABLED: AppError =
+    AppError::Forbidden("This account is disabled; enable it before issuing it tokens");
 const TOO_LATE: &str = "must be within ten years";
 /// `lastUsedAt` is written at most this often per token.
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
@@ -71,6 +73,14 @@ impl Service {
                 target
             }
         };
+        // Refusals decided again below on the rows as locked, and first here: no verification
+        // is spent on a token refused anyway.
+        if target.disabled {
+            return Err(DISABLED);
+        }
+        if api_tokens::count_live(self.db().conn(), target.id, db::now()).await? >= MAX_API_TOKENS {
+            return Err(AppError::Forbidden(TOO_MANY));
+        }
         self.step_up(caller, verification).await?;
         let (token, hash) = tokens::new_api_token();
         let mut fields = vec!["name"];
@@ -84,9 +94,7 @@ impl Service {
         let target = self
             .recheck(&tx, caller, target.id, |actor, target| {
                 if target.disabled {
-                    return Err(AppError::Forbidden(
-                        "This account is disabled; enable it before issuing it tokens",
-                    ));
+                    return Err(DISABLED);
                 }
                 rules::check_credentials(actor, target)
             })

@@ -72,7 +72,8 @@ const EDITABLE: [&str; 7] = [
 ];
 
 impl Service {
-    /// Every invalid field of a new account at once; its profile as stored, and its password.
+    /// Every invalid field of a new account at once, then every name of it already in use;
+    /// its profile as stored, and its password.
     pub(super) async fn validate_new_user(
         &self,
         input: &NewUser,
@@ -98,10 +99,13 @@ impl Service {
             self.new_password(&input.password, username, email).await?,
         );
         fields.into_result()?;
-        match (profile, password) {
-            (Some(profile), Some(password)) => Ok((profile, password)),
-            _ => Err(AppError::internal("validated field missing")),
-        }
+        let (Some(profile), Some(password)) = (profile, password) else {
+            return Err(AppError::internal("validated field missing"));
+        };
+        let username_key = profile.username.to_ascii_lowercase();
+        self.check_free(Some(&username_key), Some(&profile.email), None)
+            .await?;
+        Ok((profile, password))
     }
 
     /// [`validation::new_password`], then, when it passes, [`validation::guessable`] on the
@@ -139,8 +143,8 @@ impl Service {
             rules::check_create(caller.user.role, role)?;
             self.writable()?;
         }
-        // Every invalid field first: a verification is not asked for (nor counted) on input
-        // that could not be created anyway.
+        // Every invalid field and every name in use first: a verification is not asked for
+        // (nor counted, nor a recovery code spent) on input that could not be created anyway.
         let validated = self.validate_new_user(&input).await?;
         if let Some(caller) = caller.filter(|_| role == Role::Admin) {
             self.step_up(caller, verification).await?;
@@ -176,8 +180,8 @@ impl Service {
         }
     }
 
-    /// A new account from its validated profile and password ([`validate_new_user`]): checks
-    /// its names are free and hashes its password.
+    /// A new account from its validated profile and password ([`validate_new_user`]), its
+    /// password hashed.
     pub(super) async fn prepare_new_user(
         &self,
         (profile, password): (validation::Profile, String),
@@ -191,8 +195,6 @@ impl Service {
             phone,
         } = profile;
         let username_key = username.to_ascii_lowercase();
-        self.check_free(Some(&username_key), Some(&email), None)
-            .await?;
         let password_hash = self.0.passwords.hash(password).await?;
         let now = db::now();
         Ok(User {
@@ -289,7 +291,7 @@ impl Service {
         if changed.is_empty() {
             return Ok(target);
         }
-        self.authorize_edit(caller, &target, &changes, &edit, verification)
+        self.authorize_edit(caller, &target, &changes, &edit)
             .await?;
         let new_key = edit
             .username_key()
@@ -297,6 +299,12 @@ impl Service {
         let new_email = edit.email.as_deref().filter(|_| edit.email_changes);
         self.check_free(new_key.as_deref(), new_email, Some(target.id))
             .await?;
+        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
+            // Whoever sets another's password or email can sign in as them. Asked last, so
+            // no verification is spent on an edit refused anyway (the caller may list users,
+            // so the names in use tell them nothing new).
+            self.step_up(caller, verification).await?;
+        }
         let password_hash = match edit.password.take() {
             Some(p) => Some(self.0.passwords.hash(p).await?),
             None => None,
@@ -396,15 +404,14 @@ impl Service {
     }
 
     /// What a judged edit needs besides the caller's reach: the current password for one's
-    /// own password or email, step-up verification for another's. Given where they are not
-    /// needed, they are not checked (nor counted).
+    /// own password or email (another's takes step-up verification, asked once the new names
+    /// are found free). Given where it is not needed, it is not checked (nor counted).
     async fn authorize_edit(
         &self,
         caller: &Caller<'_>,
         target: &User,
         changes: &UserChanges,
         edit: &JudgedEdit,
-        verification: Option<&Verification>,
     ) -> AppResult<()> {
         // A standard user cannot list users; renaming oneself answers, name by name, which
         // usernames are taken, so it is counted like a credential attempt.
@@ -426,10 +433,6 @@ impl Service {
                     "is incorrect",
                 ));
             }
-        }
-        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
-            // Whoever sets another's password or email can sign in as them.
-            self.step_up(caller, verification).await?;
         }
         Ok(())
     }
@@ -679,6 +682,17 @@ impl Service {
         let actor = caller.user;
         self.writable()?;
         rules::check_set_role(actor, id)?;
+        // Refusals the target decides come before the verification, so none is spent on a
+        // change refused anyway; they are decided again below on the row as locked.
+        let target = user_queries::by_id(self.db().conn(), id)
+            .await?
+            .ok_or(AppError::NotFound("No such user"))?;
+        if target.role == role {
+            return Ok(target);
+        }
+        if role == Role::Owner && target.disabled {
+            return Err(DISABLED_OWNER);
+        }
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
         let target = self
