@@ -492,6 +492,34 @@ async fn logout_of_a_rotated_session_ends_the_family(app: TestApp) {
     assert_code(&app.me(&alice.access).await, "UNAUTHENTICATED");
 }
 
+/// A logout given a refresh token rotated longer ago than the grace is that token's reuse:
+/// the session ends, recorded as `REFRESH_TOKEN_REUSED` with no actor or IP, not as its
+/// user's logout from the presenter's address. Within the grace it is the user's logout.
+async fn a_logout_with_a_token_rotated_past_the_grace_is_a_reuse(app: TestApp) {
+    let alice = app.register("alice").await;
+    let body = app.refresh(&alice.refresh).await;
+    let rotated = Session::from_payload(&body, "refreshToken");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let body = app.logout(&alice.refresh).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
+    assert_code(&app.refresh(&rotated.refresh).await, "UNAUTHENTICATED");
+    let reused = "SELECT count(*) FROM audit_log WHERE action = 'REFRESH_TOKEN_REUSED' \
+                  AND actor_id IS NULL AND ip IS NULL";
+    let logged_out = "SELECT count(*) FROM audit_log WHERE action = 'LOGGED_OUT'";
+    assert_eq!(app.count(reused).await, 1);
+    assert_eq!(app.count(logged_out).await, 0);
+
+    let again = app.login_as("alice").await;
+    let body = app.refresh(&again.refresh).await;
+    let rotated = Session::from_payload(&body, "refreshToken");
+    let body = app.logout(&again.refresh).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    assert_code(&app.me(&rotated.access).await, "UNAUTHENTICATED");
+    assert_eq!(app.count(reused).await, 1);
+    assert_eq!(app.count(logged_out).await, 1);
+}
+
 /// Many requests in flight at once, from many sessions (some revoked), each answered for its
 /// own session: answers are never mixed up and revocation holds under concurrency.
 async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
@@ -901,6 +929,9 @@ backend_tests!(
     simultaneous_refreshes_within_the_grace_both_succeed,
     logout_ends_only_that_session,
     logout_of_a_rotated_session_ends_the_family,
+    a_logout_with_a_token_rotated_past_the_grace_is_a_reuse with |s| {
+        s.refresh_reuse_grace = std::time::Duration::from_secs(1);
+    },
     concurrent_requests_see_only_their_own_session,
     disabling_revokes_at_once,
     deleting_revokes_at_once,

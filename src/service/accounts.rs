@@ -422,6 +422,9 @@ impl Service {
     }
 
     /// Ends the session the refresh token belongs to. `false` when the token is unknown.
+    /// A token rotated longer ago than the reuse grace is a reuse, as it is for
+    /// [`Self::refresh`]: the session ends all the same, recorded as the detected reuse it
+    /// is rather than as its user's logout from the presenter's address.
     pub async fn logout(&self, token: &str, ip: Option<std::net::IpAddr>) -> AppResult<bool> {
         let hash = tokens::hash_token(token);
         let Some(row) = sessions::find_refresh_token(self.db().conn(), &hash).await? else {
@@ -430,13 +433,22 @@ impl Service {
         let Some(session) = sessions::find(self.db().conn(), row.session_id).await? else {
             return Ok(false);
         };
+        let reused = row.used_at.is_some_and(|at| at <= self.grace_start());
+        let (action, ip) = if reused {
+            (Action::RefreshTokenReused, None)
+        } else {
+            (Action::LoggedOut, ip)
+        };
         let tx = self.db().begin_write().await?;
         // The session's user, locked as every revocation does, so a write of theirs that
         // holds or waits for the row ends before the session does or sees it ended.
         user_queries::lock(&tx, &[session.user_id]).await?;
         let live = self.live();
-        let ended = end_session(&tx, row.session_id, &live, Action::LoggedOut, ip, true).await?;
+        let ended = end_session(&tx, row.session_id, &live, action, ip, !reused).await?;
         tx.commit().await?;
+        if ended && reused {
+            tracing::warn!(session = %row.session_id, "refresh token reuse at logout: family revoked");
+        }
         Ok(ended)
     }
 
