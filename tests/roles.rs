@@ -1696,11 +1696,24 @@ async fn lookalike_input_is_one_value_or_refused(app: TestApp) {
         &body,
         &["username", "email", "firstName", "lastName", "phone"],
     );
-    for odd in ["z..ed@example.com", "zed@ex<a>mple.com"] {
+    for odd in ["z..ed@example.com", "zed@ex<a>mple.com", "zed@127.0.0.1"] {
         let body = app.register_raw("zed", odd).await;
         assert_code(&body, "BAD_USER_INPUT");
         assert_fields(&body, &["email"]);
     }
+    // A zero-width space inside a name makes it look like another, and is refused.
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "zed", "email": "zed@example.com", "password": PASSWORD,
+                "firstName": "Z\u{200B}ed", "lastName": "\u{FEFF}Doe",
+            }}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_fields(&body, &["firstName", "lastName"]);
     let body = app
         .gql(
             None,

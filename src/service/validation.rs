@@ -165,23 +165,31 @@ pub fn username(text: &str) -> Checked<String> {
 /// one form. Callers bound `text` first: the decoding is quadratic in a label's length.
 pub fn login_key(text: &str) -> String {
     let key = normalised(text.trim());
-    match key.rsplit_once('@') {
-        Some((local, domain)) if domain.split('.').any(is_ascii_form) => {
-            let labels: Vec<String> = domain
-                .split('.')
-                .map(|label| {
-                    label
-                        .strip_prefix(ACE_PREFIX)
-                        .and_then(idna::punycode::decode_to_string)
-                        // IDNA encodes only labels with a letter beyond ASCII.
-                        .filter(|decoded| !decoded.is_ascii())
-                        .map_or_else(|| label.to_owned(), |decoded| normalised(&decoded))
-                })
-                .collect();
-            format!("{local}@{}", labels.join("."))
-        }
-        _ => key,
+    let Some((local, domain)) = key.rsplit_once('@') else {
+        return key;
+    };
+    // IDNA's ideographic full stop separates labels as the dot does (its half-width form is
+    // this one once normalised).
+    let domain = domain.replace('\u{3002}', ".");
+    if !domain.split('.').any(is_ascii_form) {
+        return format!("{local}@{domain}");
     }
+    let labels: Vec<String> = domain
+        .split('.')
+        .map(|label| {
+            label
+                .strip_prefix(ACE_PREFIX)
+                .and_then(idna::punycode::decode_to_string)
+                // IDNA encodes only labels with a letter beyond ASCII.
+                .filter(|decoded| !decoded.is_ascii())
+                .map(|decoded| normalised(&decoded))
+                // One that normalises into two labels (U+2024 ONE DOT LEADER is a dot to
+                // NFKC) encodes no label: left as it is, to be refused.
+                .filter(|decoded| !decoded.contains('.'))
+                .unwrap_or_else(|| label.to_owned())
+        })
+        .collect();
+    format!("{local}@{}", labels.join("."))
 }
 
 /// What starts a domain label written in its ASCII form (IDNA's ACE prefix).
@@ -298,8 +306,13 @@ pub fn email(text: &str) -> Checked<String> {
                         || (!c.is_ascii() && (visible(c) || is_mark(c)))
                 })
         });
-    // A label left in its ASCII form after `login_key` encodes nothing.
-    if !local_ok || !domain_ok || domain.split('.').any(is_ascii_form) {
+    // A label left in its ASCII form after `login_key` encodes nothing; a last label of
+    // digits alone makes an IP address (or no name DNS gives), not a domain.
+    let numeric_end = domain
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
+    if !local_ok || !domain_ok || numeric_end || domain.split('.').any(is_ascii_form) {
         return invalid();
     }
     // As SMTP and DNS allow: DNS carries a label in its ASCII form (`xn--…`), which is longer
@@ -341,6 +354,23 @@ fn is_mark(c: char) -> bool {
     unicode_normalization::char::is_combining_mark(c)
 }
 
+/// Whether `text` holds a character that shows as nothing, or a format character, with no
+/// place in a name: a name holding one looks like another, and is found by neither's search.
+/// Kept: the joiners some scripts need, the variation selectors emoji take, and the tags of a
+/// subdivision flag (🏴 followed by tag letters).
+fn hides_characters(text: &str) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let mut in_flag = false;
+    text.chars().any(|c| {
+        let tag = matches!(c, '\u{E0020}'..='\u{E007F}');
+        let kept = matches!(c,
+            '\u{200C}' | '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+            || (tag && in_flag);
+        in_flag = c == '\u{1F3F4}' || (tag && in_flag);
+        (invisible(c) || c.general_category() == GeneralCategory::Format) && !kept
+    })
+}
+
 /// Unassigned code points (the noncharacters among them) and private-use ones: no text here
 /// needs them, and what they show differs from one device to the next.
 fn unassigned(c: char) -> bool {
@@ -371,9 +401,11 @@ const ESTIMATE_CHARS: usize = 32;
 /// too common to refuse). [`guessable`] is the costly rest of the policy.
 pub fn new_password(text: &str, username: &str, email: &str) -> Checked<String> {
     let password = password(text)?;
-    let lower = password.to_lowercase();
+    // Compared as addresses are stored, so the local part typed another way (an accent as
+    // two characters, full-width letters) is found too.
+    let lower = normalised(&password);
     for (part, what) in [(username, "username"), (local_part(email), "email address")] {
-        let part = part.to_lowercase();
+        let part = normalised(part);
         if part.chars().count() >= 3 && lower.contains(part.as_str()) {
             return refused(
                 FieldCode::PersonalPassword,
@@ -443,10 +475,11 @@ pub fn optional_text(text: Option<&str>) -> Checked<Option<String>> {
     if text
         .chars()
         .any(|c| c.is_control() || reorders(c) || unassigned(c))
+        || hides_characters(text)
     {
         return refused(
             FieldCode::Format,
-            "must not contain control characters, bidirectional overrides or unassigned code points",
+            "must not contain control or invisible characters, bidirectional overrides or unassigned code points",
         );
     }
     // Only characters that show as nothing would be a name nobody can see.
@@ -500,6 +533,7 @@ pub fn token_name(text: &str) -> Checked<String> {
         || text
             .chars()
             .any(|c| c.is_control() || reorders(c) || unassigned(c))
+        || hides_characters(text)
         || !text.chars().any(visible)
     {
         return refused(
@@ -509,7 +543,7 @@ pub fn token_name(text: &str) -> Checked<String> {
                 FieldCode::Length
             },
             format!(
-                "must be 1 to {TEXT_MAX} characters, some visible, without control characters, bidirectional overrides or unassigned code points"
+                "must be 1 to {TEXT_MAX} characters, some visible, without control or invisible characters, bidirectional overrides or unassigned code points"
             ),
         );
     }
@@ -615,6 +649,11 @@ mod tests {
             "a\u{378}b@example.com",
             "\u{E000}@example.com",
             "\u{2800}@example.com",
+            // Not one label: U+2024 ONE DOT LEADER is a dot once normalised.
+            "a@xn--x-dha240v.com",
+            // An IP address, or a last label DNS gives no name.
+            "a@127.0.0.1",
+            "a@example.123",
         ] {
             assert_eq!(
                 email(bad).map_err(|e| e.code),
@@ -622,6 +661,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // IDNA's ideographic full stops are dots in a domain.
+        assert_eq!(
+            email("anna@münchen\u{3002}de"),
+            Ok("anna@münchen.de".into())
+        );
+        assert_eq!(
+            email("anna@münchen\u{FF61}de"),
+            Ok("anna@münchen.de".into())
+        );
+        assert_eq!(email("anna@example.co2"), Ok("anna@example.co2".into()));
         // Lengths SMTP and DNS set are lengths.
         for long in [
             format!("alice@{}.com", "a".repeat(64)),
@@ -701,6 +750,16 @@ mod tests {
                 "must not contain the account's email address"
             )
         );
+        // The local part typed with its accent as two characters is found all the same.
+        assert_eq!(
+            new_password(
+                "e\u{301}lodie harbour 77",
+                "robert",
+                "\u{E9}lodie@example.com"
+            )
+            .map_err(|e| e.code),
+            Err(FieldCode::PersonalPassword)
+        );
         // A one-letter local part is not a reason to refuse.
         assert!(new_password("a strange violet teapot", "robert", "a@example.com").is_ok());
         assert_eq!(ok("short").map_err(|e| e.code), Err(FieldCode::Length));
@@ -727,6 +786,29 @@ mod tests {
         ] {
             assert!(optional_text(Some(unseen)).is_err(), "{unseen:?}");
             assert!(token_name(unseen).is_err(), "{unseen:?}");
+        }
+        // Invisible beside visible letters: a name that looks like another.
+        for hiding in [
+            "\u{200B}Bob\u{200B}",
+            "Bo\u{200B}b",
+            "\u{2060}Bob",
+            "\u{FEFF}Bob",
+            "\u{E0041}Bob",
+            "\u{FFF9}Bob",
+            "Bo\u{AD}b",
+            "Bob\u{3164}",
+        ] {
+            assert!(optional_text(Some(hiding)).is_err(), "{hiding:?}");
+            assert!(token_name(hiding).is_err(), "{hiding:?}");
+        }
+        // What emoji and some scripts need stays: joiners, variation selectors, a flag's tags.
+        for needed in [
+            "\u{1F469}\u{200D}\u{1F4BB} Ada",
+            "\u{2764}\u{FE0F}",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F} Morag",
+        ] {
+            assert!(optional_text(Some(needed)).is_ok(), "{needed:?}");
+            assert!(token_name(needed).is_ok(), "{needed:?}");
         }
         for unassigned in ["Ada\u{FFFE}", "Ada\u{FFFF}", "Ada\u{E000}", "Ada\u{378}"] {
             assert!(optional_text(Some(unassigned)).is_err(), "{unassigned:?}");
