@@ -1810,6 +1810,37 @@ async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
     assert_fields(&body, &["phone"]);
 }
 
+/// A mutation's later fields answer with what the earlier ones changed, not with what the
+/// request loaded before: a user disabled by the second edit lists none of the API tokens
+/// disabling deleted, and a creator deleted in between is gone from `createdBy`.
+async fn later_mutation_fields_see_earlier_changes(app: TestApp) {
+    let owner = app.register("owner").await;
+    let ada = app.user_with_role(&owner, "ada", "ADMIN").await;
+    let sam = app.user_with_role(&ada, "sam", "STANDARD").await;
+    let issue = "mutation { createApiToken(name: \"ci\") { token } }";
+    assert_ok(&app.gql(Some(&sam.access), issue, json!({})).await);
+
+    let edits = "mutation($id: ID!, $ada: ID!) { \
+        a: updateUser(id: $id, input: {firstName: \"Sam\"}) { apiTokens { name } createdBy { username } } \
+        d: deleteUser(id: $ada) \
+        b: updateUser(id: $id, input: {disabled: true}) { disabled apiTokens { name } createdBy { username } } }";
+    let body = app
+        .gql(
+            Some(&owner.access),
+            edits,
+            json!({"id": sam.id, "ada": ada.id}),
+        )
+        .await;
+    assert_ok(&body);
+    let a = &body["data"]["a"];
+    assert_eq!(a["apiTokens"], json!([{"name": "ci"}]), "{body}");
+    assert_eq!(a["createdBy"]["username"], "ada", "{body}");
+    let b = &body["data"]["b"];
+    assert_eq!(b["disabled"], true, "{body}");
+    assert_eq!(b["apiTokens"], json!([]), "{body}");
+    assert_eq!(b["createdBy"], Value::Null, "{body}");
+}
+
 /// A mutation's fields run in order, and stop at the first that fails: its non-null payload
 /// nulls `data`, so a later change would have nothing in the response to say it happened.
 async fn a_mutation_stops_at_its_first_failed_field(app: TestApp) {
@@ -1876,6 +1907,7 @@ async fn a_transfer_payload_is_seen_as_an_admin_sees_it(app: TestApp) {
 backend_tests!(
     a_transfer_payload_is_seen_as_an_admin_sees_it,
     a_mutation_stops_at_its_first_failed_field,
+    later_mutation_fields_see_earlier_changes,
     search_folds_case_beyond_ascii,
     lookalike_input_is_one_value_or_refused,
     emails_stored_before_normalisation_are_migrated,

@@ -44,7 +44,8 @@ impl Guard for Interactive {
 /// A mutation's fields run one after another, and once one has failed the rest do not run,
 /// as in the specification's serial execution: each is non-null, so its failure nulls `data`
 /// (see `nulls`), and a field run after it would change the database with nothing in the
-/// response to say so. async-graphql itself runs them all.
+/// response to say so. async-graphql itself runs them all. Each field that runs starts with
+/// the request's loader emptied, so it answers with what the fields before it changed.
 pub struct InOrder;
 
 impl Guard for InOrder {
@@ -58,6 +59,9 @@ impl Guard for InOrder {
             return Err(
                 AppError::NotRun("Not run: a mutation before it in this document failed").into(),
             );
+        }
+        if let Ok(loader) = ctx.data::<super::RequestLoader>() {
+            loader.forget();
         }
         Ok(())
     }

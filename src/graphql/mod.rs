@@ -117,6 +117,18 @@ impl RequestLoader {
         }
     }
 
+    /// Forgets what was loaded: a mutation field changes what earlier fields loaded (a
+    /// session opened, a token deleted, a creator deleted), and the fields after it must
+    /// answer as the database is then.
+    pub fn forget(&self) {
+        if let Some(loader) = self.loader.get() {
+            loader.clear::<uuid::Uuid>();
+            loader.clear::<loaders::TotpOf>();
+            loader.clear::<loaders::SessionsOf>();
+            loader.clear::<loaders::ApiTokensOf>();
+        }
+    }
+
     pub fn get(&self) -> &UserDataLoader {
         self.loader.get_or_init(|| {
             DataLoader::with_cache(
