@@ -142,16 +142,13 @@ impl Mutation {
         let verification = verification.map(Verification::from);
         let service = service(ctx)?;
         let caller = caller(ctx).await?;
-        let user = service
+        let (user, viewer) = service
             .set_role(&caller, parse_id(&id)?, role.into(), verification.as_ref())
             .await?;
         // Its fields are judged as the caller now stands: handing ownership over made them an
         // admin, who may not see what the owner could.
-        let mut viewer = service.users_by_ids(&[caller.user.id]).await?;
-        Ok(match (viewer.remove(&caller.user.id), caller.credential) {
-            (Some(viewer), Credential::Session(session)) => {
-                UserObject::viewed_by(user, viewer, session)
-            }
+        Ok(match caller.credential {
+            Credential::Session(session) => UserObject::viewed_by(user, viewer, session),
             _ => UserObject::new(user),
         })
     }

@@ -99,7 +99,7 @@ impl Query {
         Ok(ServerInfo {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            uptime_seconds: i64::try_from(service.uptime().as_secs()).unwrap_or(i64::MAX),
+            uptime_seconds: i32::try_from(service.uptime().as_secs()).unwrap_or(i32::MAX),
             database: service.db().backend_name().into(),
             registration_open: service.accepts_registrations(),
             demo: service.demo(),

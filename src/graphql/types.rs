@@ -407,7 +407,8 @@ impl AuditEntryObject {
         self.0.at.into()
     }
 
-    /// Null when an entry was written before this action had a name this server knows.
+    /// Null for an action this server does not know (one a newer release wrote, read during a
+    /// rolling upgrade).
     async fn action(&self) -> Option<GqlAuditAction> {
         crate::service::AuditAction::from_name(&self.0.action).map(Into::into)
     }
@@ -564,11 +565,12 @@ impl AuditConnection {
     }
 
     /// Entries matching the filter that the viewer may read, across all pages.
-    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
+    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i32> {
         let count = service(ctx)?
             .count_audit(viewer(ctx).await?, &self.filter)
             .await?;
-        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+        // A GraphQL `Int` is 32 bits: typed clients cannot read a larger one.
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 }
 
@@ -610,7 +612,8 @@ pub struct SessionObject {
     pub user_agent: Option<String>,
     /// The client's address at login; in demo mode, shown for the current session only.
     pub ip: Option<String>,
-    /// Whether the request's access token belongs to this session.
+    /// Whether this is the session of the request's access token; in the payload of
+    /// `register`, `login` and `refreshToken`, of the session it opened or refreshed.
     pub current: bool,
 }
 
@@ -713,11 +716,12 @@ impl UserConnection {
     }
 
     /// Users matching the filter, across all pages.
-    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i64> {
+    async fn total_count(&self, ctx: &Context<'_>) -> AppResult<i32> {
         let count = service(ctx)?
             .count_users(viewer(ctx).await?, &self.filter)
             .await?;
-        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+        // A GraphQL `Int` is 32 bits: typed clients cannot read a larger one.
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 }
 
@@ -787,7 +791,7 @@ pub fn parse_id(id: &ID) -> AppResult<Uuid> {
 pub struct ServerInfo {
     pub name: String,
     pub version: String,
-    pub uptime_seconds: i64,
+    pub uptime_seconds: i32,
     /// `sqlite` or `postgresql`.
     pub database: String,
     /// Whether `register` is taken now: false when registration is closed or in demo mode.

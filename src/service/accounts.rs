@@ -60,6 +60,10 @@ impl Service {
             };
             let mut model = prepared.clone();
             model.role = role;
+            // Stamped in the transaction, not before the hash and the wait for the writer: a
+            // list's cursor past a user added meanwhile would leave this one behind it.
+            model.created_at = db::now();
+            model.updated_at = model.created_at;
             // The registration opens a session: it is the account's first login.
             model.last_login_at = Some(model.created_at);
             match user::Entity::insert(model.clone().into_active_model().reset_all())

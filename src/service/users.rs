@@ -162,6 +162,10 @@ impl Service {
             let rule = |actor: &User, _: &User| rules::check_create(actor.role, role);
             self.recheck(&tx, caller, caller.user.id, rule).await?;
         }
+        // Stamped as late as it can be: a list's cursor past a user added meanwhile would
+        // leave one stamped long before its commit behind it.
+        model.created_at = db::now();
+        model.updated_at = model.created_at;
         match Users::insert(model.clone().into_active_model().reset_all())
             .exec_without_returning(&tx)
             .await
@@ -670,14 +674,15 @@ impl Service {
 
     /// Changes another user's role; `Role::Owner` transfers ownership, demoting the caller to
     /// admin in the same transaction. Every user whose role changes loses their sessions.
-    /// A sensitive action: it needs step-up verification.
+    /// A sensitive action: it needs step-up verification. Returns the user, and the caller as
+    /// they stand once it is done (an admin after handing ownership over), both as committed.
     pub async fn set_role(
         &self,
         caller: &Caller<'_>,
         id: Uuid,
         role: Role,
         verification: Option<&Verification>,
-    ) -> AppResult<User> {
+    ) -> AppResult<(User, User)> {
         caller.session()?;
         let actor = caller.user;
         self.writable()?;
@@ -688,7 +693,7 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         if target.role == role {
-            return Ok(target);
+            return Ok((target, actor.clone()));
         }
         if role == Role::Owner && target.disabled {
             return Err(DISABLED_OWNER);
@@ -702,7 +707,7 @@ impl Service {
             .await?;
         if target.role == role {
             tx.rollback().await?;
-            return Ok(target);
+            return Ok((target, actor.clone()));
         }
         if role == Role::Owner && target.disabled {
             tx.rollback().await?;
@@ -719,9 +724,10 @@ impl Service {
             }
         }
         change_role(&tx, id, role, None, now).await?;
-        let updated = user_queries::by_id(&tx, id)
-            .await?
-            .ok_or(AppError::NotFound("No such user"))?;
+        let mut rows = user_queries::by_ids(&tx, &[id, actor.id]).await?;
+        let (Some(updated), Some(caller_now)) = (rows.remove(&id), rows.remove(&actor.id)) else {
+            return Err(AppError::NotFound("No such user"));
+        };
         // Entries last, once nothing is left to wait for: an entry's time is when it is
         // written, and one that waits long for its commit can land behind a reader's cursor.
         if role == Role::Owner {
@@ -743,7 +749,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
-        Ok(updated)
+        Ok((updated, caller_now))
     }
 
     /// Recovery from the command line: `username` becomes the owner, the owner an admin.
