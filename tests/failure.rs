@@ -762,11 +762,7 @@ async fn postgres_deleting_a_creator_beside_a_role_change_of_its_user_does_not_d
 /// `createdBy` reads as null.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_deleting_the_creator_of_many_users_writes_none_of_them() {
-    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.db_timeout = Duration::from_secs(1);
-    })
-    .await
-    else {
+    let Some(app) = postgres_with_a_short_db_timeout().await else {
         return;
     };
     let owner = app.register("owner").await;
@@ -1130,11 +1126,7 @@ async fn postgres_an_edit_decides_its_changes_on_the_locked_row() {
 async fn postgres_a_statement_past_its_timeout_is_answered_timeout() {
     use sea_orm::TransactionTrait;
 
-    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.db_timeout = Duration::from_secs(1);
-    })
-    .await
-    else {
+    let Some(app) = postgres_with_a_short_db_timeout().await else {
         return;
     };
     let owner = app.register("owner").await;
@@ -1166,11 +1158,7 @@ async fn postgres_a_statement_past_its_timeout_is_answered_timeout() {
 async fn postgres_a_loader_statement_past_its_timeout_is_answered_timeout() {
     use sea_orm::TransactionTrait;
 
-    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.db_timeout = Duration::from_secs(1);
-    })
-    .await
-    else {
+    let Some(app) = postgres_with_a_short_db_timeout().await else {
         return;
     };
     let owner = app.register("owner").await;
@@ -2119,3 +2107,11 @@ backend_tests!(
     simultaneous_ownership_transfers_leave_one_owner,
     simultaneous_registrations_create_one_account,
 );
+
+/// A server on PostgreSQL whose statements time out after a second.
+async fn postgres_with_a_short_db_timeout() -> Option<TestApp> {
+    TestApp::spawn_with(Backend::Postgres, |s| {
+        s.db_timeout = Duration::from_secs(1);
+    })
+    .await
+}
