@@ -520,6 +520,25 @@ async fn a_logout_with_a_token_rotated_past_the_grace_is_a_reuse(app: TestApp) {
     assert_eq!(app.count(logged_out).await, 1);
 }
 
+/// A logout given a refresh token past its lifetime is refused as a refresh refuses it:
+/// `false`, and the session lives on through the chain its grace forked (the expired token
+/// was rotated within the grace, so its sibling was never used).
+async fn a_logout_with_an_expired_refresh_token_ends_nothing(app: TestApp) {
+    let login = app.register("alice").await;
+    let first = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
+    let forked = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let next = Session::from_payload(&app.refresh(&forked.refresh).await, "refreshToken");
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let last = Session::from_payload(&app.refresh(&next.refresh).await, "refreshToken");
+    assert_code(&app.refresh(&first.refresh).await, "UNAUTHENTICATED");
+    let body = app.logout(&first.refresh).await;
+    assert_eq!(body["data"]["logout"], false, "{body}");
+    assert_ok(&app.me(&last.access).await);
+    let logged_out = "SELECT count(*) FROM audit_log WHERE action = 'LOGGED_OUT'";
+    assert_eq!(app.count(logged_out).await, 0);
+}
+
 /// Many requests in flight at once, from many sessions (some revoked), each answered for its
 /// own session: answers are never mixed up and revocation holds under concurrency.
 async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
@@ -931,6 +950,10 @@ backend_tests!(
     logout_of_a_rotated_session_ends_the_family,
     a_logout_with_a_token_rotated_past_the_grace_is_a_reuse with |s| {
         s.refresh_reuse_grace = std::time::Duration::from_secs(1);
+    },
+    a_logout_with_an_expired_refresh_token_ends_nothing with |s| {
+        s.refresh_ttl = std::time::Duration::from_secs(3);
+        s.refresh_reuse_grace = std::time::Duration::from_secs(30);
     },
     concurrent_requests_see_only_their_own_session,
     disabling_revokes_at_once,

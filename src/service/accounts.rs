@@ -425,10 +425,11 @@ impl Service {
         self.finish(opened, user)
     }
 
-    /// Ends the session the refresh token belongs to. `false` when the token is unknown.
-    /// A token rotated longer ago than the reuse grace is a reuse, as it is for
-    /// [`Self::refresh`]: the session ends all the same, recorded as the detected reuse it
-    /// is rather than as its user's logout from the presenter's address.
+    /// Ends the session the refresh token belongs to. `false` when the token is unknown or
+    /// past its lifetime, as [`Self::refresh`] refuses it. A token rotated longer ago than the
+    /// reuse grace is a reuse, as it is for a refresh: the session ends all the same, recorded
+    /// as the detected reuse it is rather than as its user's logout from the presenter's
+    /// address.
     pub async fn logout(&self, token: &str, ip: Option<std::net::IpAddr>) -> AppResult<bool> {
         let hash = tokens::hash_token(token);
         let Some(row) = sessions::find_refresh_token(self.db().conn(), &hash).await? else {
@@ -438,6 +439,9 @@ impl Service {
             return Ok(false);
         };
         let reused = row.used_at.is_some_and(|at| at <= self.grace_start());
+        if !reused && row.expires_at <= db::now() {
+            return Ok(false);
+        }
         let (action, ip) = if reused {
             (Action::RefreshTokenReused, None)
         } else {

@@ -311,7 +311,7 @@ pub fn email(text: &str) -> Checked<String> {
     let numeric_end = domain
         .rsplit('.')
         .next()
-        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
+        .is_some_and(|last| last.chars().all(char::is_numeric));
     if !local_ok || !domain_ok || numeric_end || domain.split('.').any(is_ascii_form) {
         return invalid();
     }
@@ -356,17 +356,26 @@ fn is_mark(c: char) -> bool {
 
 /// Whether `text` holds a character that shows as nothing, or a format character, with no
 /// place in a name: a name holding one looks like another, and is found by neither's search.
-/// Kept: the joiners some scripts need, the variation selectors emoji take, and the tags of a
-/// subdivision flag (🏴 followed by tag letters).
+/// Kept: the joiners some scripts need, the variation selectors emoji and Mongolian take, and
+/// the tags of the subdivision flags emoji keyboards offer (England, Scotland, Wales); tags
+/// spelling anything else would be text nobody sees.
 fn hides_characters(text: &str) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    let mut in_flag = false;
-    text.chars().any(|c| {
-        let tag = matches!(c, '\u{E0020}'..='\u{E007F}');
+    const FLAGS: [&str; 3] = [
+        "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}",
+        "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+        "\u{1F3F4}\u{E0067}\u{E0062}\u{E0077}\u{E006C}\u{E0073}\u{E007F}",
+    ];
+    let mut rest = std::borrow::Cow::Borrowed(text);
+    for flag in FLAGS {
+        if rest.contains(flag) {
+            rest = rest.replace(flag, "\u{1F3F4}").into();
+        }
+    }
+    rest.chars().any(|c| {
         let kept = matches!(c,
-            '\u{200C}' | '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
-            || (tag && in_flag);
-        in_flag = c == '\u{1F3F4}' || (tag && in_flag);
+            '\u{200C}' | '\u{200D}' | '\u{180B}'..='\u{180D}' | '\u{180F}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}');
         (invisible(c) || c.general_category() == GeneralCategory::Format) && !kept
     })
 }
@@ -654,6 +663,8 @@ mod tests {
             // An IP address, or a last label DNS gives no name.
             "a@127.0.0.1",
             "a@example.123",
+            "a@example.\u{663}\u{664}\u{665}",
+            "a@example.xn--cibcd",
         ] {
             assert_eq!(
                 email(bad).map_err(|e| e.code),
@@ -797,6 +808,9 @@ mod tests {
             "\u{FFF9}Bob",
             "Bo\u{AD}b",
             "Bob\u{3164}",
+            // Tags after a black flag that make no flag keyboards offer: hidden text.
+            "\u{1F3F4}\u{E0041}Bob",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}\u{E0042}ob",
         ] {
             assert!(optional_text(Some(hiding)).is_err(), "{hiding:?}");
             assert!(token_name(hiding).is_err(), "{hiding:?}");
@@ -805,6 +819,8 @@ mod tests {
         for needed in [
             "\u{1F469}\u{200D}\u{1F4BB} Ada",
             "\u{2764}\u{FE0F}",
+            "\u{182D}\u{180B}\u{1820}",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0077}\u{E006C}\u{E0073}\u{E007F}\u{1F3F4}",
             "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F} Morag",
         ] {
             assert!(optional_text(Some(needed)).is_ok(), "{needed:?}");
