@@ -1211,6 +1211,29 @@ fn an_unreachable_database_is_named_without_its_password() {
     assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr}");
 }
 
+/// A database that refuses at once (here one that does not exist) is reported at once, and
+/// the message claims no wait that did not happen.
+#[tokio::test]
+async fn postgres_a_database_that_refuses_is_reported_without_a_wait() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let missing = format!("{}_missing", db.url);
+    let started = std::time::Instant::now();
+    let out = run_or_kill(
+        rollcall_command(&missing, &[("ROLLCALL_DB_TIMEOUT", "30s")]).arg("migrate"),
+        "rollcall migrate",
+    );
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it waited"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!stderr.contains("ROLLCALL_DB_TIMEOUT"), "{stderr}");
+}
+
 /// Once `rollcall migrate` has run as the database's owner, servers may connect as a role that
 /// only reads and writes rows: a server with nothing to migrate does not run the migrator,
 /// which needs the right to create tables. That holds for a server that started while the

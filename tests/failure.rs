@@ -1152,6 +1152,34 @@ async fn postgres_a_statement_past_its_timeout_is_answered_timeout() {
     assert_eq!(unchanged, 1);
 }
 
+/// On SQLite, a write kept waiting past its busy timeout by another process's write lock is
+/// `TIMEOUT`, as a statement past its timeout is on PostgreSQL, not an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_write_kept_waiting_by_another_process_is_answered_timeout() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.db_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared("UPDATE users SET updated_at = updated_at")
+        .await
+        .expect("take the write lock");
+    let body = app
+        .update_user(&owner, &bob, json!({"firstName": "Robert"}))
+        .await;
+    hold.rollback().await.expect("release the lock");
+    let _ = db.close().await;
+    assert_code(&body, "TIMEOUT");
+}
+
 /// The same inside a field its request's loader resolves: the batch's statement past its
 /// timeout is `TIMEOUT` at that field, like one outside a loader, not an internal error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

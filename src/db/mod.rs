@@ -609,12 +609,15 @@ pub fn lacks_privilege(err: &DbErr) -> bool {
         .is_some_and(|code| code == "42501")
 }
 
-/// PostgreSQL's `query_canceled` (57014): a statement stopped by its `statement_timeout` (or,
-/// rarely, cancelled by an operator, which only the server's localised message tells apart).
+/// A statement stopped by its timeout: PostgreSQL's `query_canceled` (57014, from its
+/// `statement_timeout`, or rarely an operator's cancel, which only the server's localised
+/// message tells apart), or SQLite's busy once its busy timeout has passed (another process
+/// held the write lock longer).
 pub fn statement_timed_out(err: &DbErr) -> bool {
-    database_error(err)
-        .and_then(|db| db.code())
-        .is_some_and(|code| code == "57014")
+    sqlite_busy(err)
+        || database_error(err)
+            .and_then(|db| db.code())
+            .is_some_and(|code| code == "57014")
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.

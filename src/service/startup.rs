@@ -17,13 +17,13 @@ use crate::metrics::Metrics;
 pub enum StartError {
     #[error("ROLLCALL_JWT_SECRET must be at least {min} bytes long, spaces around it aside (got {got}); generate one with `openssl rand -base64 48`", min = tokens::MIN_SECRET_BYTES)]
     ShortSecret { got: usize },
-    #[error(
-        "cannot open the database {url} (waiting up to {timeout:?}, ROLLCALL_DB_TIMEOUT){hint}"
-    )]
+    #[error("cannot open the database {url}{waited}{hint}")]
     Connect {
         /// The URL without its password.
         url: String,
-        timeout: Duration,
+        /// How long it was waited for, when the failure was the wait running out: a database
+        /// that refuses (it does not exist, takes no connections) fails at once.
+        waited: String,
         hint: &'static str,
         source: sea_orm::DbErr,
     },
@@ -69,11 +69,16 @@ pub async fn connect(
     if let Some(problem) = crate::db::url_problem(url) {
         return Err(StartError::BadDatabaseUrl(problem));
     }
+    let started = Instant::now();
     Db::connect(url, max_connections, timeout)
         .await
         .map_err(|source| StartError::Connect {
             url: crate::db::redacted_url(url),
-            timeout,
+            waited: if started.elapsed() >= timeout {
+                format!(" (waited {timeout:?}, ROLLCALL_DB_TIMEOUT)")
+            } else {
+                String::new()
+            },
             hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
                 "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
             } else {
