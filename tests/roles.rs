@@ -1802,7 +1802,8 @@ async fn emails_stored_before_normalisation_are_migrated(app: TestApp) {
 
 /// A mutation's later fields answer with what the earlier ones changed, not with what the
 /// request loaded before: a user disabled by the second edit lists none of the API tokens
-/// disabling deleted, and a creator deleted in between is gone from `createdBy`.
+/// disabling deleted, and a creator deleted in between is gone from `createdBy` (on SQLite
+/// the row's own reference is cleared too; on PostgreSQL only the loader tells).
 async fn later_mutation_fields_see_earlier_changes(app: TestApp) {
     let owner = app.register("owner").await;
     let ada = app.user_with_role(&owner, "ada", "ADMIN").await;

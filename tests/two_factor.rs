@@ -719,6 +719,27 @@ async fn refused_actions_spend_no_recovery_code(app: TestApp) {
     assert_eq!(app.count(used).await, 1);
 }
 
+/// The same for a token refused for the limit on a user's live tokens. A verification given
+/// within the step-up window is checked all the same, so the window need not pass.
+async fn a_token_past_the_limit_spends_no_recovery_code(app: TestApp) {
+    let owner = app.register("alice").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let issue = "mutation($u: ID, $v: VerificationInput) { createApiToken(name: \"t\", userId: $u, verification: $v) { token } }";
+    for _ in 0..100 {
+        assert_ok(&app.gql(Some(&owner.access), issue, json!({"u": bob})).await);
+    }
+    let (_, recovery, _) = turn_on(&app, &owner).await;
+    let v = json!({"totpCode": recovery[0]});
+    let refused = app
+        .gql(Some(&owner.access), issue, json!({"u": bob, "v": v}))
+        .await;
+    assert_code(&refused, "FORBIDDEN");
+    let used = "SELECT COUNT(*) FROM audit_log WHERE action = 'RECOVERY_CODE_USED'";
+    assert_eq!(app.count(used).await, 0);
+    assert_ok(&app.gql(Some(&owner.access), issue, json!({"v": v})).await);
+    assert_eq!(app.count(used).await, 1);
+}
+
 /// The step-up window of these tests, and a wait that outlasts it. A verification must stay
 /// fresh over several actions after it, two of which hash a password: on a busy machine
 /// those can take seconds.
@@ -866,6 +887,7 @@ backend_tests!(
     sensitive_actions_need_a_recent_login with super::short_window,
     with_totp_on_only_the_code_verifies with super::short_window,
     refused_actions_spend_no_recovery_code with super::short_window,
+    a_token_past_the_limit_spends_no_recovery_code,
     credential_fields_over_a_page_are_batched,
 );
 

@@ -356,9 +356,11 @@ fn is_mark(c: char) -> bool {
 
 /// Whether `text` holds a character that shows as nothing, or a format character, with no
 /// place in a name: a name holding one looks like another, and is found by neither's search.
-/// Kept: the joiners some scripts need, the variation selectors emoji and Mongolian take, and
-/// the tags of the subdivision flags emoji keyboards offer (England, Scotland, Wales); tags
-/// spelling anything else would be text nobody sees.
+/// Kept where a script or an emoji needs them, between or after characters beyond ASCII: the
+/// joiners (ZWJ, ZWNJ, Mongolian's vowel separator, and the zero-width space that Khmer, Thai
+/// and their neighbours put between words), the variation selectors (also after a keycap's
+/// ASCII digit, `1️⃣`), and the tags of the subdivision flags emoji keyboards offer (England,
+/// Scotland, Wales); tags spelling anything else would be text nobody sees.
 fn hides_characters(text: &str) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     const FLAGS: [&str; 3] = [
@@ -372,11 +374,27 @@ fn hides_characters(text: &str) -> bool {
             rest = rest.replace(flag, "\u{1F3F4}").into();
         }
     }
-    rest.chars().any(|c| {
-        let kept = matches!(c,
-            '\u{200C}' | '\u{200D}' | '\u{180B}'..='\u{180D}' | '\u{180F}'
-            | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}');
-        (invisible(c) || c.general_category() == GeneralCategory::Format) && !kept
+    let chars: Vec<char> = rest.chars().collect();
+    let beyond_ascii = |at: Option<&char>| at.is_some_and(|c| !c.is_ascii() && !c.is_whitespace());
+    chars.iter().enumerate().any(|(at, &c)| {
+        let before = at.checked_sub(1).and_then(|i| chars.get(i));
+        let after = chars.get(at + 1);
+        let kept = match c {
+            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{180E}' => {
+                beyond_ascii(before) && beyond_ascii(after)
+            }
+            '\u{FE00}'..='\u{FE0F}'
+            | '\u{E0100}'..='\u{E01EF}'
+            | '\u{180B}'..='\u{180D}'
+            | '\u{180F}' => {
+                beyond_ascii(before)
+                    || (before.is_some_and(|b| b.is_ascii_alphanumeric() || "#*".contains(*b))
+                        && after == Some(&'\u{20E3}'))
+            }
+            _ => false,
+        };
+        (invisible(c) || c == '\u{2800}' || c.general_category() == GeneralCategory::Format)
+            && !kept
     })
 }
 
@@ -808,6 +826,13 @@ mod tests {
             "\u{FFF9}Bob",
             "Bo\u{AD}b",
             "Bob\u{3164}",
+            // Joiners and selectors beside ASCII letters join nothing.
+            "Bo\u{200D}b",
+            "\u{200C}Bob",
+            "Bob\u{FE0F}",
+            "Bob\u{E0100}",
+            "Bo\u{200B}b",
+            "Bob\u{2800}",
             // Tags after a black flag that make no flag keyboards offer: hidden text.
             "\u{1F3F4}\u{E0041}Bob",
             "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}\u{E0042}ob",
@@ -820,6 +845,9 @@ mod tests {
             "\u{1F469}\u{200D}\u{1F4BB} Ada",
             "\u{2764}\u{FE0F}",
             "\u{182D}\u{180B}\u{1820}",
+            "\u{182C}\u{1820}\u{1837}\u{180E}\u{1820}",
+            "1\u{FE0F}\u{20E3} Ada",
+            "\u{179F}\u{17BB}\u{200B}\u{1781}",
             "\u{1F3F4}\u{E0067}\u{E0062}\u{E0077}\u{E006C}\u{E0073}\u{E007F}\u{1F3F4}",
             "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F} Morag",
         ] {
