@@ -547,6 +547,30 @@ async fn a_logout_with_an_expired_refresh_token_ends_nothing(app: TestApp) {
     assert_eq!(app.count(logged_out).await, 0);
 }
 
+/// A rotated refresh token is recognised as reused until it expires; once expired it is
+/// refused as unknown, by a refresh and a logout alike, whether or not the housekeeping has
+/// deleted it yet: the session lives on.
+async fn an_expired_rotated_token_is_refused_as_unknown(app: TestApp) {
+    use sea_orm::ConnectionTrait;
+
+    let login = app.register("alice").await;
+    let rotated = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
+    let hash = rollcall::auth::tokens::hash_token(&login.refresh);
+    let db = app.database().await;
+    db.execute_unprepared(&format!(
+        "UPDATE refresh_tokens SET expires_at = {} WHERE token_hash = '{hash}'",
+        app.backend.long_ago()
+    ))
+    .await
+    .expect("expire the token");
+    let _ = db.close().await;
+    assert_code(&app.refresh(&login.refresh).await, "UNAUTHENTICATED");
+    assert_eq!(app.logout(&login.refresh).await["data"]["logout"], false);
+    assert_ok(&app.me(&rotated.access).await);
+    let reused = "SELECT count(*) FROM audit_log WHERE action = 'REFRESH_TOKEN_REUSED'";
+    assert_eq!(app.count(reused).await, 0);
+}
+
 /// Many requests in flight at once, from many sessions (some revoked), each answered for its
 /// own session: answers are never mixed up and revocation holds under concurrency.
 async fn concurrent_requests_see_only_their_own_session(app: TestApp) {
@@ -960,6 +984,9 @@ backend_tests!(
         s.refresh_reuse_grace = std::time::Duration::from_secs(3);
     },
     a_logout_with_an_expired_refresh_token_ends_nothing,
+    an_expired_rotated_token_is_refused_as_unknown with |s| {
+        s.refresh_reuse_grace = std::time::Duration::ZERO;
+    },
     concurrent_requests_see_only_their_own_session,
     disabling_revokes_at_once,
     deleting_revokes_at_once,

@@ -1832,6 +1832,29 @@ async fn later_mutation_fields_see_earlier_changes(app: TestApp) {
     assert_eq!(b["createdBy"], Value::Null, "{body}");
 }
 
+/// An edit that changes nothing, after an earlier field of the same document ended the
+/// caller's session (deleting oneself, logging out everywhere), answers UNAUTHENTICATED as a
+/// change would, not with the user as the caller saw them before.
+async fn a_no_op_after_the_caller_is_gone_is_refused(app: TestApp) {
+    let owner = app.register("owner").await;
+    let ada = app.user_with_role(&owner, "ada", "ADMIN").await;
+    let sam = app.user_with_role(&ada, "sam", "STANDARD").await;
+    let gone = "mutation($me: ID!, $s: ID!) { a: deleteUser(id: $me) \
+                b: updateUser(id: $s, input: {}) { email } }";
+    let body = app
+        .gql(Some(&ada.access), gone, json!({"me": ada.id, "s": sam.id}))
+        .await;
+    assert_eq!(body["errors"][0]["path"], json!(["b"]), "{body}");
+    assert_code(&body, "UNAUTHENTICATED");
+    let out = "mutation($s: ID!) { a: logoutEverywhere \
+               b: setRole(id: $s, role: STANDARD) { email } }";
+    let body = app
+        .gql(Some(&owner.access), out, json!({"s": sam.id}))
+        .await;
+    assert_eq!(body["errors"][0]["path"], json!(["b"]), "{body}");
+    assert_code(&body, "UNAUTHENTICATED");
+}
+
 /// A mutation's fields run in order, and stop at the first that fails: its non-null payload
 /// nulls `data`, so a later change would have nothing in the response to say it happened.
 async fn a_mutation_stops_at_its_first_failed_field(app: TestApp) {
@@ -1899,6 +1922,7 @@ backend_tests!(
     a_transfer_payload_is_seen_as_an_admin_sees_it,
     a_mutation_stops_at_its_first_failed_field,
     later_mutation_fields_see_earlier_changes,
+    a_no_op_after_the_caller_is_gone_is_refused,
     search_folds_case_beyond_ascii,
     lookalike_input_is_one_value_or_refused,
     emails_stored_before_normalisation_are_migrated,

@@ -740,6 +740,23 @@ async fn a_token_past_the_limit_spends_no_recovery_code(app: TestApp) {
     assert_eq!(app.count(used).await, 1);
 }
 
+/// The authenticator app lists the account under its name as it is when the setup starts,
+/// renamed earlier in the same document too.
+async fn the_setup_names_the_account_as_it_is_then(app: TestApp) {
+    let sam = app.register("sam").await;
+    let body = app
+        .gql(
+            Some(&sam.access),
+            "mutation($me: ID!) { a: updateUser(id: $me, input: {username: \"sam2\"}) { username } \
+             b: enableTotp { uri } }",
+            json!({"me": sam.id}),
+        )
+        .await;
+    assert_ok(&body);
+    let uri = body["data"]["b"]["uri"].as_str().expect("uri");
+    assert!(uri.contains(":sam2?"), "{uri}");
+}
+
 /// The step-up window of these tests, and a wait that outlasts it. A verification must stay
 /// fresh over several actions after it, two of which hash a password: on a busy machine
 /// those can take seconds.
@@ -888,6 +905,7 @@ backend_tests!(
     with_totp_on_only_the_code_verifies with super::short_window,
     refused_actions_spend_no_recovery_code with super::short_window,
     a_token_past_the_limit_spends_no_recovery_code,
+    the_setup_names_the_account_as_it_is_then,
     credential_fields_over_a_page_are_batched,
 );
 

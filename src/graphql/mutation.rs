@@ -47,9 +47,7 @@ impl Mutation {
     }
 
     /// Ends the session of this refresh token, including its access tokens. `false` when the
-    /// token is unknown or its session had already ended, or when it expired unused; one
-    /// exchanged already and given again past the reuse grace ends its session, as a refresh
-    /// would.
+    /// token is unknown or expired, or its session had already ended.
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> AppResult<bool> {
         let ip = origin(ctx).ip;
         service(ctx)?.logout(&refresh_token, ip).await

@@ -377,6 +377,11 @@ impl Service {
                 else {
                     return Err(INVALID);
                 };
+                // Recognised while it is kept, until it expires: after that whether it is
+                // still in the table would depend on when the housekeeping last ran.
+                if row.expires_at <= db::now() {
+                    return Err(INVALID);
+                }
                 if used_at <= self.grace_start() {
                     let reuse = Action::RefreshTokenReused;
                     let ended = end_session(&tx, row.session_id, &live, reuse, None, false).await?;
@@ -388,11 +393,6 @@ impl Service {
                     } else {
                         tracing::debug!(session = %row.session_id, "refresh token reuse of an ended session");
                     }
-                    return Err(INVALID);
-                }
-                // The grace forgives a race, not an expiry: a token past its lifetime is
-                // refused, rotated or not.
-                if row.expires_at <= db::now() {
                     return Err(INVALID);
                 }
                 tracing::debug!(session = %row.session_id, "refresh token reused within the grace");
@@ -438,10 +438,10 @@ impl Service {
         let Some(session) = sessions::find(self.db().conn(), row.session_id).await? else {
             return Ok(false);
         };
-        let reused = row.used_at.is_some_and(|at| at <= self.grace_start());
-        if !reused && row.expires_at <= db::now() {
+        if row.expires_at <= db::now() {
             return Ok(false);
         }
+        let reused = row.used_at.is_some_and(|at| at <= self.grace_start());
         let (action, ip) = if reused {
             (Action::RefreshTokenReused, None)
         } else {

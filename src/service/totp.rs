@@ -39,14 +39,15 @@ impl Service {
         }
         self.step_up(caller, verification).await?;
         let secret = totp::new_secret();
-        let uri = totp::uri(&secret, &self.0.totp_issuer, &user.username)?;
         let (recovery_codes, hashes): (Vec<String>, Vec<String>) =
             totp::new_recovery_codes().into_iter().unzip();
         let tx = self.db().begin_write().await?;
         // The caller's row, locked: two setups started at once take turns, so the second
         // replaces the first's pending secret instead of running into it and answering
-        // "already on".
-        self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
+        // "already on". The app lists the account under its name as it is now (renamed
+        // meanwhile, even earlier in the same document).
+        let locked = self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
+        let uri = totp::uri(&secret, &self.0.totp_issuer, &locked.username)?;
         if !totp_rows::start(&tx, user.id, secret.clone(), hashes).await? {
             tx.rollback().await?;
             return Err(ALREADY_ON);

@@ -311,7 +311,7 @@ pub fn email(text: &str) -> Checked<String> {
     let numeric_end = domain
         .rsplit('.')
         .next()
-        .is_some_and(|last| last.chars().all(char::is_numeric));
+        .is_some_and(|last| last.chars().all(|c| c.is_numeric() || is_mark(c)));
     if !local_ok || !domain_ok || numeric_end || domain.split('.').any(is_ascii_form) {
         return invalid();
     }
@@ -683,6 +683,8 @@ mod tests {
             "a@example.123",
             "a@example.\u{663}\u{664}\u{665}",
             "a@example.xn--cibcd",
+            "me@192.168.0.1\u{301}",
+            "b@example.12\u{20E3}",
         ] {
             assert_eq!(
                 email(bad).map_err(|e| e.code),
