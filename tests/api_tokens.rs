@@ -10,8 +10,8 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{
-    Gql, LOGOUT_EVERYWHERE, PASSWORD, REVOKE_SESSION, Session, TestApp, assert_code,
-    assert_field_codes, assert_ok, new_user,
+    Backend, Gql, LOGOUT_EVERYWHERE, PASSWORD, REVOKE_SESSION, Session, TestApp, assert_code,
+    assert_field_codes, assert_ok, eventually, new_user,
 };
 
 const CREATE_TOKEN: &str = "mutation($name: String!, $expiresAt: DateTime, $userId: ID) { createApiToken(name: $name, expiresAt: $expiresAt, userId: $userId) { token apiToken { id name createdAt lastUsedAt expiresAt } } }";
@@ -65,8 +65,13 @@ async fn tokens_act_for_queries_and_never_manage(app: TestApp) {
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0]["id"], id.as_str());
     assert_eq!(tokens[0]["name"], "backup script");
-    assert!(!tokens[0]["lastUsedAt"].is_null(), "its use was recorded");
     assert!(!listed.to_string().contains(&token));
+    // Its use is recorded, beside the request rather than in its way.
+    eventually("the token's use is recorded", async || {
+        let listed = app.gql(Some(&owner.access), MY_TOKENS, json!({})).await;
+        !listed["data"]["me"]["apiTokens"][0]["lastUsedAt"].is_null()
+    })
+    .await;
     let stored = scalar(&app, "SELECT token_hash FROM api_tokens").await;
     assert_eq!(stored, vec![hex::encode(Sha256::digest(token.as_bytes()))]);
 
@@ -781,3 +786,36 @@ backend_tests!(
         s.audit_retention = std::time::Duration::from_secs(86_400);
     },
 );
+
+/// On SQLite, a read made with an API token does not wait for another process's write lock
+/// to record the token's use: the record is written beside the request (its wait would take
+/// the database timeout, ten seconds here, for every such read while the lock is held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_token_read_does_not_wait_for_a_write_lock() {
+    use sea_orm::TransactionTrait;
+
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.db_timeout = std::time::Duration::from_secs(10);
+    })
+    .await
+    else {
+        return;
+    };
+    let owner = app.register("alice").await;
+    let (token, _) = create_token(&app, &owner, json!({"name": "script"})).await;
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared("UPDATE users SET updated_at = updated_at")
+        .await
+        .expect("take the write lock");
+    let started = std::time::Instant::now();
+    let me = app.me(&token).await;
+    let took = started.elapsed();
+    hold.rollback().await.expect("release the lock");
+    let _ = db.close().await;
+    assert_ok(&me);
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the read waited {took:?}"
+    );
+}

@@ -143,6 +143,30 @@ impl Service {
         Ok(api_tokens::list_live(self.db().conn(), user_ids, db::now()).await?)
     }
 
+    /// Records a token's use without the request waiting for it: the write waits for the
+    /// writer, and a write lock held elsewhere (another SQLite process) would stall every read
+    /// made with the token. One such write per token at a time; bookkeeping only, so a failure
+    /// is logged and the next use tries again.
+    fn touch_in_background(&self, id: Uuid, now: DateTime<Utc>) {
+        if !self.touching().insert(id) {
+            return;
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = api_tokens::touch(service.db().writer(), id, now).await {
+                tracing::warn!(error = %err, "recording an API token's use");
+            }
+            service.touching().remove(&id);
+        });
+    }
+
+    fn touching(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Uuid>> {
+        self.0
+            .touching
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The enabled user an unexpired API token belongs to.
     pub(super) async fn authenticate_api_token(&self, token: &str) -> AppResult<Signed> {
         let now = db::now();
@@ -155,10 +179,7 @@ impl Service {
             .filter(|user| !user.disabled)
             .ok_or(crate::error::INVALID_TOKEN)?;
         if row.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
-            // Bookkeeping only: a failure here must not fail the request.
-            if let Err(err) = api_tokens::touch(self.db().writer(), row.id, now).await {
-                tracing::warn!(error = %err, "recording an API token's use");
-            }
+            self.touch_in_background(row.id, now);
         }
         Ok(Signed {
             user,

@@ -67,6 +67,8 @@ struct Inner {
     /// What the service was started for: only a server signs tokens, so only it records on
     /// its signing key how long they live.
     purpose: Purpose,
+    /// API tokens whose use is being recorded ([`Service::touch_in_background`]).
+    touching: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
 }
 
 /// How a request's caller signed in.

@@ -256,6 +256,7 @@ impl Service {
             key_reloads: tokio::sync::Mutex::new(KeyReloads::default()),
             background: std::sync::atomic::AtomicBool::new(false),
             purpose,
+            touching: std::sync::Mutex::default(),
         }));
         Ok(service)
     }
