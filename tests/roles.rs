@@ -1832,9 +1832,9 @@ async fn later_mutation_fields_see_earlier_changes(app: TestApp) {
     assert_eq!(b["createdBy"], Value::Null, "{body}");
 }
 
-/// An edit that changes nothing, after an earlier field of the same document ended the
-/// caller's session (deleting oneself, logging out everywhere), answers UNAUTHENTICATED as a
-/// change would, not with the user as the caller saw them before.
+/// A mutation field after one that ended the caller's session (deleting oneself, logging out
+/// everywhere) answers UNAUTHENTICATED, even one that would change nothing, answer `false` or
+/// check a password: not with what the caller could see before.
 async fn a_no_op_after_the_caller_is_gone_is_refused(app: TestApp) {
     let owner = app.register("owner").await;
     let ada = app.user_with_role(&owner, "ada", "ADMIN").await;
@@ -1853,6 +1853,17 @@ async fn a_no_op_after_the_caller_is_gone_is_refused(app: TestApp) {
         .await;
     assert_eq!(body["errors"][0]["path"], json!(["b"]), "{body}");
     assert_code(&body, "UNAUTHENTICATED");
+    // Nor a `false`, nor a password checked for a caller signed out.
+    let tries = [
+        "mutation { a: logoutEverywhere b: revokeSession(id: \"00000000-0000-7000-8000-000000000000\") }",
+        "mutation { a: logoutEverywhere b: disableTotp(verification: {password: \"not the password\"}) }",
+    ];
+    for document in tries {
+        let sam = app.login_as("sam").await;
+        let body = app.gql(Some(&sam.access), document, json!({})).await;
+        assert_eq!(body["errors"][0]["path"], json!(["b"]), "{body}");
+        assert_code(&body, "UNAUTHENTICATED");
+    }
 }
 
 /// A mutation's fields run in order, and stop at the first that fails: its non-null payload

@@ -45,7 +45,8 @@ impl Guard for Interactive {
 /// as in the specification's serial execution: each is non-null, so its failure nulls `data`
 /// (see `nulls`), and a field run after it would change the database with nothing in the
 /// response to say so. async-graphql itself runs them all. Each field that runs starts with
-/// the request's loader emptied, so it answers with what the fields before it changed.
+/// its caller read again (one the fields before it deleted or signed out is refused) and the
+/// request's loader emptied, so it answers with what the fields before it changed.
 pub struct InOrder;
 
 impl Guard for InOrder {
@@ -60,6 +61,9 @@ impl Guard for InOrder {
                 AppError::NotRun("Not run: a mutation before it in this document failed").into(),
             );
         }
+        super::request_auth(ctx)?
+            .still_signed_in(super::service(ctx)?)
+            .await?;
         if let Ok(loader) = ctx.data::<super::RequestLoader>() {
             loader.forget();
         }

@@ -71,6 +71,22 @@ impl RequestAuth {
             .map_err(|message| AppError::Unauthenticated(message))
     }
 
+    /// Refuses, once an earlier field has signed the request in, a caller no longer signed in
+    /// as then: a mutation field after one that deleted or disabled the caller, ended their
+    /// session or changed their role (which ends sessions) must neither act nor answer for
+    /// them, not even to say `false` or check a password.
+    pub async fn still_signed_in(&self, service: &Service) -> AppResult<()> {
+        let (Some(token), Some(Ok(before))) = (self.token.as_deref(), self.viewer.get()) else {
+            return Ok(());
+        };
+        let now = service.authenticate(token).await?;
+        if now.user.id == before.user.id && now.user.role == before.user.role {
+            Ok(())
+        } else {
+            Err(crate::error::INVALID_TOKEN)
+        }
+    }
+
     /// The viewer and, read in the same query when the viewer is not loaded yet, user `other`
     /// (`Some(lookup)`); `None` when `other` still needs a lookup of its own. Speed only:
     /// `user(id:)` then costs one query, as `me` does (see benches/RESULTS.md).

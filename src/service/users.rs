@@ -293,7 +293,6 @@ impl Service {
         let mut edit = self.judge_edit(caller, &target, &changes).await?;
         let changed = edit.changed();
         if changed.is_empty() {
-            self.still_signed_in(caller).await?;
             return Ok(target);
         }
         self.authorize_edit(caller, &target, &changes, &edit)
@@ -638,23 +637,6 @@ impl Service {
         Ok(id)
     }
 
-    /// Refuses a caller whose session ended, or whose account was disabled or changed role
-    /// (which ends sessions too), since the request read them: an edit that changes nothing
-    /// writes nothing, so [`Self::recheck`] does not run, yet its answer must not go to a
-    /// caller an earlier field of the same document deleted or logged out.
-    async fn still_signed_in(&self, caller: &Caller<'_>) -> AppResult<()> {
-        user_queries::by_session(
-            self.db().conn(),
-            caller.user.id,
-            caller.session()?,
-            &self.live(),
-        )
-        .await?
-        .filter(|now| !now.disabled && now.role == caller.user.role)
-        .map(drop)
-        .ok_or(crate::error::INVALID_TOKEN)
-    }
-
     /// Inside write transaction `tx`: reads and locks the caller and the target as they are now
     /// and applies `rule` to them, so a request checked just before a concurrent change of
     /// either cannot act on what it checked. Refuses when either is gone, the caller was
@@ -711,7 +693,6 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         if target.role == role {
-            self.still_signed_in(caller).await?;
             return Ok((target, actor.clone()));
         }
         if role == Role::Owner && target.disabled {

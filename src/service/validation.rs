@@ -388,7 +388,7 @@ fn hides_characters(text: &str) -> bool {
             | '\u{180B}'..='\u{180D}'
             | '\u{180F}' => {
                 beyond_ascii(before)
-                    || (before.is_some_and(|b| b.is_ascii_alphanumeric() || "#*".contains(*b))
+                    || (before.is_some_and(|b| b.is_ascii_digit() || "#*".contains(*b))
                         && after == Some(&'\u{20E3}'))
             }
             _ => false,
@@ -835,6 +835,8 @@ mod tests {
             "Bob\u{E0100}",
             "Bo\u{200B}b",
             "Bob\u{2800}",
+            // Keycaps are digits, # and *: on a letter the selector is hidden.
+            "a\u{FE0F}\u{20E3}",
             // Tags after a black flag that make no flag keyboards offer: hidden text.
             "\u{1F3F4}\u{E0041}Bob",
             "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}\u{E0042}ob",
