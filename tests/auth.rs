@@ -525,20 +525,10 @@ async fn a_logout_with_a_token_rotated_past_the_grace_is_a_reuse(app: TestApp) {
 /// was rotated within the grace, so its sibling was never used). Its expiry is set in the
 /// database, so no wait decides the test.
 async fn a_logout_with_an_expired_refresh_token_ends_nothing(app: TestApp) {
-    use sea_orm::ConnectionTrait;
-
     let login = app.register("alice").await;
     let first = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
     let forked = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
-    let hash = rollcall::auth::tokens::hash_token(&first.refresh);
-    let db = app.database().await;
-    db.execute_unprepared(&format!(
-        "UPDATE refresh_tokens SET expires_at = {} WHERE token_hash = '{hash}'",
-        app.backend.long_ago()
-    ))
-    .await
-    .expect("expire the token");
-    let _ = db.close().await;
+    expire_refresh_token(&app, &first.refresh).await;
     assert_code(&app.refresh(&first.refresh).await, "UNAUTHENTICATED");
     let body = app.logout(&first.refresh).await;
     assert_eq!(body["data"]["logout"], false, "{body}");
@@ -547,15 +537,11 @@ async fn a_logout_with_an_expired_refresh_token_ends_nothing(app: TestApp) {
     assert_eq!(app.count(logged_out).await, 0);
 }
 
-/// A rotated refresh token is recognised as reused until it expires; once expired it is
-/// refused as unknown, by a refresh and a logout alike, whether or not the housekeeping has
-/// deleted it yet: the session lives on.
-async fn an_expired_rotated_token_is_refused_as_unknown(app: TestApp) {
+/// Sets refresh token `token` past its lifetime in the database, as if its time had passed.
+async fn expire_refresh_token(app: &TestApp, token: &str) {
     use sea_orm::ConnectionTrait;
 
-    let login = app.register("alice").await;
-    let rotated = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
-    let hash = rollcall::auth::tokens::hash_token(&login.refresh);
+    let hash = rollcall::auth::tokens::hash_token(token);
     let db = app.database().await;
     db.execute_unprepared(&format!(
         "UPDATE refresh_tokens SET expires_at = {} WHERE token_hash = '{hash}'",
@@ -564,6 +550,15 @@ async fn an_expired_rotated_token_is_refused_as_unknown(app: TestApp) {
     .await
     .expect("expire the token");
     let _ = db.close().await;
+}
+
+/// A rotated refresh token is recognised as reused until it expires; once expired it is
+/// refused as unknown, by a refresh and a logout alike, whether or not the housekeeping has
+/// deleted it yet: the session lives on.
+async fn an_expired_rotated_token_is_refused_as_unknown(app: TestApp) {
+    let login = app.register("alice").await;
+    let rotated = Session::from_payload(&app.refresh(&login.refresh).await, "refreshToken");
+    expire_refresh_token(&app, &login.refresh).await;
     assert_code(&app.refresh(&login.refresh).await, "UNAUTHENTICATED");
     assert_eq!(app.logout(&login.refresh).await["data"]["logout"], false);
     assert_ok(&app.me(&rotated.access).await);
