@@ -23,6 +23,22 @@ const TOO_LATE: &str = "must be within ten years";
 /// `lastUsedAt` is written at most this often per token.
 const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
+/// Refuses a token for a disabled account.
+fn enabled(target: &crate::db::entities::user::Model) -> AppResult<()> {
+    if target.disabled {
+        return Err(DISABLED);
+    }
+    Ok(())
+}
+
+/// Refuses a token for a user already holding the most live tokens allowed.
+async fn under_limit(db: &impl sea_orm::ConnectionTrait, user_id: Uuid) -> AppResult<()> {
+    if api_tokens::count_live(db, user_id, db::now()).await? >= MAX_API_TOKENS {
+        return Err(AppError::Forbidden(TOO_MANY));
+    }
+    Ok(())
+}
+
 /// Whether `at` is later than ten calendar years from `now`.
 fn beyond_lifetime(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now.checked_add_months(chrono::Months::new(MAX_LIFETIME_MONTHS))
@@ -75,12 +91,8 @@ impl Service {
         };
         // Refusals decided again below on the rows as locked, and first here: no verification
         // is spent on a token refused anyway.
-        if target.disabled {
-            return Err(DISABLED);
-        }
-        if api_tokens::count_live(self.db().conn(), target.id, db::now()).await? >= MAX_API_TOKENS {
-            return Err(AppError::Forbidden(TOO_MANY));
-        }
+        enabled(&target)?;
+        under_limit(self.db().conn(), target.id).await?;
         self.step_up(caller, verification).await?;
         let (token, hash) = tokens::new_api_token();
         let mut fields = vec!["name"];
@@ -93,16 +105,12 @@ impl Service {
         // requests cannot both take the last place under the limit.
         let target = self
             .recheck(&tx, caller, target.id, |actor, target| {
-                if target.disabled {
-                    return Err(DISABLED);
-                }
+                enabled(target)?;
                 rules::check_credentials(actor, target)
             })
             .await?;
-        if api_tokens::count_live(&tx, target.id, db::now()).await? >= MAX_API_TOKENS {
-            tx.rollback().await?;
-            return Err(AppError::Forbidden(TOO_MANY));
-        }
+        // On a refusal, dropping `tx` rolls it back.
+        under_limit(&tx, target.id).await?;
         let row = api_tokens::new_row(target.id, name, hash, expires_at, caller.user.id);
         api_tokens::insert(&tx, row.clone()).await?;
         audit::record(

@@ -692,11 +692,8 @@ impl Service {
         let target = user_queries::by_id(self.db().conn(), id)
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
-        if target.role == role {
+        if !role_changes(&target, role)? {
             return Ok((target, actor.clone()));
-        }
-        if role == Role::Owner && target.disabled {
-            return Err(DISABLED_OWNER);
         }
         self.step_up(caller, verification).await?;
         let tx = self.db().begin_write().await?;
@@ -705,13 +702,10 @@ impl Service {
                 rules::check_set_role(actor, target.id)
             })
             .await?;
-        if target.role == role {
+        // On a refusal, dropping `tx` rolls it back.
+        if !role_changes(&target, role)? {
             tx.rollback().await?;
             return Ok((target, actor.clone()));
-        }
-        if role == Role::Owner && target.disabled {
-            tx.rollback().await?;
-            return Err(DISABLED_OWNER);
         }
         let now = db::now();
         if role == Role::Owner {
@@ -917,6 +911,18 @@ impl Service {
     ) -> AppResult<std::collections::HashMap<Uuid, User>> {
         Ok(user_queries::by_ids(self.db().conn(), ids).await?)
     }
+}
+
+/// Whether giving `target` `role` changes anything, or why it is refused: ownership does not
+/// go to a disabled account.
+fn role_changes(target: &User, role: Role) -> AppResult<bool> {
+    if target.role == role {
+        return Ok(false);
+    }
+    if role == Role::Owner && target.disabled {
+        return Err(DISABLED_OWNER);
+    }
+    Ok(true)
 }
 
 /// Sets `id`'s role, optionally only while it still holds `only_if`, and ends what the old
