@@ -3,8 +3,8 @@
 mod support;
 
 use sea_orm::{ConnectionTrait, Statement};
-use serde_json::json;
-use support::{Gql, TestApp, assert_code, assert_ok};
+use serde_json::{Value, json};
+use support::{Gql, PASSWORD, TestApp, assert_code, assert_ok};
 
 async fn health_ready_and_graphiql(app: TestApp) {
     let base = app.base_url();
@@ -471,7 +471,114 @@ async fn get_parameters_are_checked(app: TestApp) {
     );
 }
 
+/// A document is read as the specification says where async-graphql reads it otherwise: the
+/// variables of an operation not run are not looked at (GraphiQL sends its whole editor and
+/// names the operation to run), an input object naming a field twice is refused rather than
+/// run with the last, and JSON's `2.0` is the whole number it is.
+async fn documents_are_read_as_the_specification_says(app: TestApp) {
+    let owner = app.register("owner").await;
+    let token = Some(owner.access.as_str());
+    let named = |query: &str, name: &str, variables: Value| {
+        app.post()
+            .bearer_auth(&owner.access)
+            .json(&json!({"query": query, "operationName": name, "variables": variables}))
+            .send()
+    };
+    let two = "query Users($first: Int!) { users(first: $first) { totalCount } } \
+               query Me { me { username } }";
+    let body: Value = named(two, "Me", json!({}))
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body, json!({"data": {"me": {"username": "owner"}}}));
+    let shared = "query A($x: Int) { users(first: $x) { totalCount } } \
+                  query B($x: String) { user(username: $x) { username } }";
+    let body: Value = named(shared, "B", json!({"x": "owner"}))
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body, json!({"data": {"user": {"username": "owner"}}}));
+    // In the operation that runs, an undefined variable is one error, not one per check.
+    let body = app
+        .gql(token, "{ users(first: $x) { totalCount } }", json!({}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+
+    let body = app
+        .gql(
+            token,
+            "{ users(filter: {role: ADMIN, role: OWNER}) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "There can only be one input field named \"role\""
+    );
+    assert_eq!(
+        body["errors"][0]["locations"],
+        json!([{"line": 1, "column": 18}, {"line": 1, "column": 31}])
+    );
+    let login = format!(
+        "mutation {{ login(input: {{login: \"owner\", password: \"{PASSWORD}\", \
+         login: \"nobody\"}}) {{ accessToken }} }}"
+    );
+    let body = app.gql(None, &login, json!({})).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    assert!(body.get("data").is_none(), "{body}");
+    // The same member twice in JSON variables is refused the same way.
+    let body: Value = named(
+        "query Q($f: UserFilter) { users(filter: $f) { totalCount } }",
+        "Q",
+        json!({}),
+    )
+    .await
+    .expect("sent")
+    .json()
+    .await
+    .expect("JSON");
+    assert_ok(&body);
+    let repeated = app
+        .post()
+        .bearer_auth(&owner.access)
+        .header("content-type", "application/json")
+        .body(r#"{"query": "query($f: UserFilter) { users(filter: $f) { totalCount } }", "variables": {"f": {"role": "ADMIN", "role": "OWNER"}}}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(repeated.status(), 400);
+
+    // `2.0` from JSON is a whole number; the literal `2.0` is a Float.
+    let page = "query($first: Int) { users(first: $first) { totalCount } }";
+    for first in [json!(2.0), json!(2e0), json!(-0.0)] {
+        assert_ok(&app.gql(token, page, json!({"first": first})).await);
+    }
+    let body = app.gql(token, page, json!({"first": 2.5})).await;
+    assert_code(&body, "BAD_USER_INPUT");
+    let body = app
+        .gql(token, "{ users(first: 2.0) { totalCount } }", json!({}))
+        .await;
+    assert_code(&body, "BAD_USER_INPUT");
+    // An enum given a number is told to give one of its values.
+    let body = app
+        .gql(
+            token,
+            "{ users(filter: {role: 1}) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("give one of its values"), "{body}");
+}
+
 backend_tests!(
+    documents_are_read_as_the_specification_says,
     health_ready_and_graphiql,
     get_parameters_are_checked,
     ill_framed_requests_are_refused,

@@ -94,7 +94,8 @@ pub fn check(
             .and_then(|document| check_document(limits, document, &variables, weights, info))
     });
     request.variables = variables;
-    checked
+    checked?;
+    super::spec::input_fields::check(&request.query)
 }
 
 /// The parser's syntax errors quote the whole source line under a caret diagram: a password
@@ -152,13 +153,13 @@ fn nests_deeper(query: &str, limit: usize) -> bool {
     let mut depth = 0usize;
     lex(query, |lexed| {
         match lexed {
-            Lexed::Code(b'{' | b'[') => {
+            Lexed::Code(_, b'{' | b'[') => {
                 depth += 1;
                 if depth > limit {
                     return ControlFlow::Break(());
                 }
             }
-            Lexed::Code(b'}' | b']') => depth = depth.saturating_sub(1),
+            Lexed::Code(_, b'}' | b']') => depth = depth.saturating_sub(1),
             _ => {}
         }
         ControlFlow::Continue(())

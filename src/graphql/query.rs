@@ -41,7 +41,7 @@ impl Query {
     #[graphql(
         guard = "Access::Manager",
         // Each of up to `first` users costs what is selected of it.
-        complexity = "page_size(first).saturating_mul(child_complexity).saturating_add(1)"
+        complexity = "page_complexity(__ctx, __variables_definition, __field, child_complexity)"
     )]
     async fn users(
         &self,
@@ -70,7 +70,7 @@ impl Query {
     /// users and about themselves.
     #[graphql(
         guard = "Access::Manager",
-        complexity = "page_size(first).saturating_mul(child_complexity).saturating_add(1)"
+        complexity = "page_complexity(__ctx, __variables_definition, __field, child_complexity)"
     )]
     async fn audit_log(
         &self,
@@ -119,10 +119,24 @@ fn page_arguments(
     Ok(fields.absorb(after)?.flatten())
 }
 
-/// The page size a list's `first` asks for (`users`, `auditLog`), as the complexity limit
-/// counts it.
-fn page_size(first: Option<i32>) -> usize {
-    usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0)
+/// A list's complexity (`users`, `auditLog`): each of up to `first` entries costs what is
+/// selected of it. async-graphql counts every operation of a document, run or not, and reads
+/// the request's variables for each: an operation not run may use a variable the request does
+/// not give (GraphiQL sends its whole editor and names the one to run) or gives for another
+/// operation's use of the name. Such a `first` counts as the largest page instead of refusing
+/// the document; in the operation that runs, validation and coercion refuse it with their own
+/// errors. The arguments are the ones async-graphql's `complexity` attribute has in scope.
+fn page_complexity(
+    ctx: &async_graphql::VisitorContext<'_>,
+    variables: &[async_graphql::Positioned<async_graphql::parser::types::VariableDefinition>],
+    field: &async_graphql::parser::types::Field,
+    child_complexity: usize,
+) -> usize {
+    let first = ctx
+        .param_value::<Option<i32>>(variables, field, "first", None)
+        .unwrap_or(Some(MAX_PAGE));
+    let size = usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0);
+    size.saturating_mul(child_complexity).saturating_add(1)
 }
 
 /// `user`: exactly one of `id`, `username` and `email`.

@@ -85,6 +85,9 @@ impl SchemaTypes {
                     Some(definition.pos),
                 ))
             };
+            if let Some(value) = variables.get_mut(name) {
+                whole_numbers_as_integers(value);
+            }
             match (variables.get(name), &variable.default_value) {
                 // A default stands in only for a variable left out, not for a null.
                 (Some(Value::Null), _) if !ty.nullable => return required("must not be null"),
@@ -321,9 +324,10 @@ impl<'a> Walk<'a> {
                     };
                     (!fits).then(|| match source {
                         Source::Json => format!("`{name}` is an enum: send its value as a string"),
-                        Source::Document => {
+                        Source::Document if matches!(value, Written::String(_)) => {
                             format!("`{name}` is an enum: its values are written without quotes")
                         }
+                        Source::Document => format!("`{name}` is an enum: give one of its values"),
                     })
                 } else if let Source::Json = source {
                     builtin_scalar_mismatch(name.as_str(), value)
@@ -332,6 +336,27 @@ impl<'a> Walk<'a> {
                 }
             }
         }
+    }
+}
+
+/// JSON does not tell `1.0` from `1`, and clients send either for an `Int` (Python's and
+/// Java's JSON writers the first for a number held as a float), as JavaScript's GraphQL
+/// servers read both: a whole number written as a fraction or with an exponent is read as
+/// the integer it is. A document's literal `1.0` stays a `Float`, as the specification says.
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(whole) = number
+                .as_f64()
+                .filter(|float| float.fract() == 0.0 && float.abs() < 9.0e18)
+            {
+                // Exact: a whole number below 2^63 in magnitude converts without loss.
+                *number = serde_json::Number::from(whole as i64);
+            }
+        }
+        Value::List(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
     }
 }
 

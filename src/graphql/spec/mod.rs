@@ -4,11 +4,14 @@
 //! specification requires (`overlap`), failed fields nulled up to a nullable parent (`nulls`),
 //! and the root's keys in the document's order (`order`); the schema's own description in
 //! place of async-graphql's fixed text (`description`); string escapes the parser does not
-//! know, rewritten before it reads them (`strings`). All but `overlap` read the schema's
-//! types (`schema_types`). Nothing here makes a rule of rollcall's own.
+//! know, rewritten before it reads them (`strings`); an input object naming a field twice,
+//! refused where the parser keeps the last (`input_fields`). All but `overlap` and
+//! `input_fields` read the schema's types (`schema_types`). Nothing here makes a rule of
+//! rollcall's own.
 
 pub(super) mod coercion;
 pub(super) mod description;
+pub(super) mod input_fields;
 mod nulls;
 pub(super) mod order;
 pub(super) mod overlap;

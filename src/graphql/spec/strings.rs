@@ -8,9 +8,9 @@
 use std::ops::ControlFlow;
 
 /// What the lexer meets: a byte outside strings and comments, or a string value's contents
-/// between its quotes (as written, escapes and all), with where they start.
+/// between its quotes (as written, escapes and all), each with where it starts.
 pub(in crate::graphql) enum Lexed<'a> {
-    Code(u8),
+    Code(usize, u8),
     String(usize, &'a str),
 }
 
@@ -57,7 +57,7 @@ pub(in crate::graphql) fn lex<'a>(
                 i += 1;
             }
             _ => {
-                visit(Lexed::Code(byte))?;
+                visit(Lexed::Code(i, byte))?;
                 i += 1;
             }
         }
