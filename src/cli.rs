@@ -11,6 +11,16 @@ use crate::config::{Cli, CliRole, Command, KeysCommand, LogFormat, Settings, Use
 use crate::error::AppError;
 use crate::service::{NewUser, Service};
 
+/// Writes a command's result to stdout. A reader that has closed the pipe (`| head`, `| true`)
+/// does not turn a command that did its work into a failure, as `println!`'s panic (exit 101)
+/// would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -62,26 +72,37 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let text = chain(&err);
-            // A log collector reading JSON would drop or mangle a plain line, and this one
-            // says why the process ended.
             match log_format {
                 LogFormat::Text => eprintln!("error: {text}"),
-                // Written directly: a `RUST_LOG` naming other targets would filter it away.
-                LogFormat::Json => eprintln!(
-                    "{}",
-                    serde_json::json!({
-                        "timestamp": chrono::Utc::now()
-                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        "level": "ERROR",
-                        "message": "exiting",
-                        "error": text,
-                        "target": "rollcall",
-                    })
-                ),
+                LogFormat::Json => eprintln!("{}", json_line("ERROR", "exiting", Some(&text))),
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line for the operator on stderr, written directly: a `RUST_LOG` naming other targets
+/// would filter a log event away. As JSON where the logs are: a log collector reading JSON
+/// would drop or mangle a plain line.
+fn tell(format: LogFormat, text: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{text}"),
+        LogFormat::Json => eprintln!("{}", json_line("INFO", text, None)),
+    }
+}
+
+/// One line as the JSON logs write theirs.
+fn json_line(level: &str, message: &str, error: Option<&str>) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": level,
+        "message": message,
+        "target": "rollcall",
+    });
+    if let Some(error) = error {
+        line["error"] = error.into();
+    }
+    line
 }
 
 /// An error and its causes, each said once: many errors repeat their source in their own
@@ -103,33 +124,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             close(&db, settings.db_timeout).await;
             migrated?;
             match pending {
-                Some(0) => eprintln!("the schema is up to date: no migration to apply"),
-                Some(1) => eprintln!("1 migration applied"),
-                Some(n) => eprintln!("{n} migrations applied"),
-                None => eprintln!("migrations applied"),
+                Some(0) => tell(
+                    settings.log_format,
+                    "the schema is up to date: no migration to apply",
+                ),
+                Some(1) => tell(settings.log_format, "1 migration applied"),
+                Some(n) => tell(settings.log_format, &format!("{n} migrations applied")),
+                None => tell(settings.log_format, "migrations applied"),
             }
             Ok(())
         }
         Command::Schema => {
-            print!("{}", crate::graphql::sdl());
+            say!("{}", crate::graphql::sdl().trim_end());
             Ok(())
         }
         Command::User(command) => user_command(&settings, command).await,
         Command::Keys(KeysCommand::Rotate { revoke }) => {
-            let service = Service::open(&settings).await?;
+            let service = Service::open_existing(&settings).await?;
             let rotated = service.rotate_signing_key(revoke).await;
             close(service.db(), settings.db_timeout).await;
             let kid = rotated.map_err(describe)?;
-            println!("{kid}");
+            say!("{kid}");
             let every = service.key_reload_every().as_secs();
-            eprintln!(
-                "new signing key {kid} is current; running servers switch to it within {every}s \
-                 (those given ROLLCALL_JWT_SECRET sign with the secret and use no stored key)"
+            tell(
+                settings.log_format,
+                &format!(
+                    "new signing key {kid} is current; running servers switch to it within \
+                     {every}s (those given ROLLCALL_JWT_SECRET sign with the secret and use no \
+                     stored key)"
+                ),
             );
             if revoke {
-                eprintln!(
-                    "every earlier key is deleted: servers refuse the tokens those signed within \
-                     {every}s, and clients get new ones by refreshing"
+                tell(
+                    settings.log_format,
+                    &format!(
+                        "every earlier key is deleted: servers refuse the tokens those signed \
+                         within {every}s, and clients get new ones by refreshing"
+                    ),
                 );
             }
             Ok(())
@@ -286,7 +317,12 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
         UserCommand::Import { file } => read_import(file)?,
         _ => Vec::new(),
     };
-    let service = Service::open(settings).await?;
+    let service = match &command {
+        UserCommand::Create { .. } | UserCommand::Import { .. } => Service::open(settings).await?,
+        UserCommand::PromoteOwner { .. } | UserCommand::ResetTotp { .. } => {
+            Service::open_existing(settings).await?
+        }
+    };
     let result = match command {
         UserCommand::Create {
             username,
@@ -303,12 +339,13 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 use sea_orm::ActiveEnum;
                 let user = service.create_user(None, input, role.into(), None).await?;
                 let role = user.role.to_value();
-                println!("created {} ({role}) {}", user.username, user.id);
+                say!("created {} ({role}) {}", user.username, user.id);
                 // Advice only: the user is made whatever it finds.
                 if matches!(service.lacks_owner().await, Ok(true)) {
-                    eprintln!(
+                    tell(
+                        settings.log_format,
                         "the database has no owner yet: make one with `rollcall user \
-                         promote-owner USERNAME` (or create it with --role owner)"
+                         promote-owner USERNAME` (or create it with --role owner)",
                     );
                 }
                 Ok(())
@@ -316,22 +353,26 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
             created.await
         }
         UserCommand::PromoteOwner { username } => {
-            service.promote_owner(&username).await.map(|user| {
-                println!("{} is now the owner", user.username);
-            })
+            service
+                .promote_owner(&username)
+                .await
+                .map(|(user, changed)| match changed {
+                    true => say!("{} is now the owner", user.username),
+                    false => say!("{} is the owner already", user.username),
+                })
         }
         UserCommand::Import { .. } => service.import_users(rows).await.map(|ids| {
             let users = if ids.len() == 1 { "user" } else { "users" };
-            println!("imported {} {users}", ids.len());
+            say!("imported {} {users}", ids.len());
         }),
-        UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|was_on| {
+        UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|(username, was_on)| {
             if was_on {
-                println!(
+                say!(
                     "two-factor login (or a setup not yet confirmed) is removed for {username}; \
                      their sessions ended"
                 );
             } else {
-                println!("{username} had no two-factor login set up");
+                say!("{username} had no two-factor login set up");
             }
         }),
     };

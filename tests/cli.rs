@@ -117,10 +117,21 @@ async fn create_and_promote(backend: Backend) {
     assert_eq!(server.login_as("alice").await.role, "OWNER");
     assert_eq!(server.login_as("bob").await.role, "ADMIN");
 
-    let out = run_cli(&db.url, &["user", "promote-owner", "bob"], "");
+    // The name is read as `user(username:)` reads it: trimmed, in any case or width.
+    let out = run_cli(&db.url, &["user", "promote-owner", " ＢＯＢ"], "");
     assert_succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bob is now the owner\n"
+    );
     assert_eq!(server.login_as("bob").await.role, "OWNER");
     assert_eq!(server.login_as("alice").await.role, "ADMIN");
+    let out = run_cli(&db.url, &["user", "promote-owner", "bob"], "");
+    assert_succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bob is the owner already\n"
+    );
 
     let out = run_cli(&db.url, &["user", "promote-owner", "nobody"], "");
     assert!(!out.status.success());
@@ -172,13 +183,39 @@ async fn the_keys_command_records_no_token_lifetime() {
     assert_eq!((keys, recorded), (3, 0));
 }
 
-/// The user and keys commands create the schema in an empty database (and say so), but leave
-/// one an older release migrated to `rollcall migrate`: they never upgrade a database behind
-/// the servers running on it.
+/// `user create` and `user import` create the schema in an empty database (and say so); the
+/// commands acting on what a database holds refuse one without it, as a mistyped
+/// DATABASE_URL. None of them upgrades a database an older release migrated, behind the
+/// servers running on it: that is `rollcall migrate`'s.
 async fn commands_migrate_only_an_empty_database(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
+    for args in [
+        &["keys", "rotate", "--revoke"][..],
+        &["user", "promote-owner", "alice"],
+        &["user", "reset-totp", "alice"],
+    ] {
+        let out = run_cli(&db.url, args, "");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("has no rollcall schema"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let conn = db.connect().await;
+    let schema = sea_orm::ConnectionTrait::query_one_raw(
+        &conn,
+        sea_orm::Statement::from_string(
+            sea_orm::ConnectionTrait::get_database_backend(&conn),
+            "SELECT count(*) FROM seaql_migrations",
+        ),
+    )
+    .await;
+    assert!(schema.is_err(), "no schema was created: {schema:?}");
+    drop(conn);
     let out = create_user(&db.url, "alice", "owner");
     assert_succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -610,11 +647,11 @@ async fn reset_totp_lets_a_locked_out_user_in(backend: Backend) {
     assert_eq!(confirmed["data"]["confirmTotp"], true, "{confirmed}");
     support::assert_code(&server.login("alice", PASSWORD).await, "TOTP_REQUIRED");
 
-    let out = run_cli(&db.url, &["user", "reset-totp", "alice"], "");
+    let out = run_cli(&db.url, &["user", "reset-totp", "ALICE "], "");
     assert_succeeded(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains("two-factor login (or a setup not yet confirmed) is removed")
+            .contains("two-factor login (or a setup not yet confirmed) is removed for alice;")
     );
     assert_eq!(server.login_as("alice").await.role, "OWNER");
     support::assert_code(&server.me(&alice.access).await, "UNAUTHENTICATED");
@@ -1003,6 +1040,52 @@ fn a_bad_database_url_is_reported_without_its_password() {
     }
 }
 
+/// What a command tells the operator on stderr is JSON when the logs are, line for line, and
+/// a reader that closes stdout early (`| head`) does not turn a command that did its work
+/// into a failure.
+#[tokio::test]
+async fn commands_write_json_lines_and_outlive_a_closed_stdout() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let json = [("ROLLCALL_LOG_FORMAT", "json")];
+    let mut create = rollcall_command(&db.url, &json);
+    create.args([
+        "user",
+        "create",
+        "--username",
+        "alice",
+        "--email",
+        "alice@example.com",
+    ]);
+    for command in [
+        rollcall_command(&db.url, &json).arg("migrate"),
+        rollcall_command(&db.url, &json).args(["keys", "rotate", "--revoke"]),
+        &mut create,
+    ] {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall");
+        // Closed before the command writes anything to it.
+        drop(child.stdout.take());
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(format!("{PASSWORD}\n").as_bytes());
+        }
+        let out = output_or_kill(child, "rollcall with JSON logs");
+        assert_succeeded(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.trim().is_empty());
+        for line in stderr.lines() {
+            let line: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            assert!(line["level"].is_string(), "{line}");
+        }
+    }
+    let users = db.query_one("SELECT count(*) FROM users").await;
+    assert_eq!(users.try_get_by_index::<i64>(0).expect("count"), 1);
+}
+
 #[tokio::test]
 async fn generated_key_survives_restarts() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
@@ -1232,6 +1315,8 @@ async fn postgres_a_database_that_refuses_is_reported_without_a_wait() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!stderr.contains("ROLLCALL_DB_TIMEOUT"), "{stderr}");
+    // Not PostgreSQL's own source line, which reads as a line of the operator's input.
+    assert!(!stderr.contains(" at line "), "{stderr}");
 }
 
 /// Once `rollcall migrate` has run as the database's owner, servers may connect as a role that

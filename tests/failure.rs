@@ -1067,7 +1067,7 @@ async fn postgres_promoting_an_owner_beside_a_transfer_reads_the_owner_again() {
         .while_held(&transfer, 1, promotion)
         .await
         .expect("bob is promoted");
-    assert_eq!(promoted.id.to_string(), bob.id);
+    assert_eq!(promoted.0.id.to_string(), bob.id);
     assert_eq!(
         app.count("SELECT count(*) FROM users WHERE role = 'OWNER'")
             .await,

@@ -374,6 +374,12 @@ async fn a_secret_selects_hs256_and_publishes_nothing(app: TestApp) {
     let header = header(&alice.access);
     assert_eq!(header.alg, Algorithm::HS256);
     assert_eq!(header.kid, None);
+    // The secret was set with a final newline, as read from a file: it is no part of the key.
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_aud = false;
+    let secret = DecodingKey::from_secret("k".repeat(40).as_bytes());
+    jsonwebtoken::decode::<Value>(&alice.access, &secret, &validation)
+        .expect("signed with the secret");
     assert_ok(&app.me(&alice.access).await);
     assert_eq!(jwks(&app).await, json!({"keys": []}));
     assert!(
@@ -392,7 +398,7 @@ backend_tests!(
     revoking_rotation_refuses_old_tokens_at_once,
     a_rotated_key_works_at_once_on_every_instance,
     a_retired_key_verifies_for_the_longest_lifetime with |s| s.access_ttl = crate::SHORT_TTL,
-    a_secret_selects_hs256_and_publishes_nothing with |s| s.jwt_secret = Some("k".repeat(40)),
+    a_secret_selects_hs256_and_publishes_nothing with |s| s.jwt_secret = Some(format!("{}\n", "k".repeat(40))),
 );
 
 /// Instances starting at once on a new database create one first key between them.

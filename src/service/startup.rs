@@ -43,6 +43,11 @@ pub enum StartError {
          taken before it ran"
     )]
     UnknownMigrations { url: String, source: sea_orm::DbErr },
+    #[error(
+        "the database {url} has no rollcall schema, so nothing to act on: check DATABASE_URL \
+         (`rollcall migrate` or a server creates the schema)"
+    )]
+    NoSchema { url: String },
     #[error("{0}")]
     BadDatabaseUrl(std::borrow::Cow<'static, str>),
     #[error("cannot read or apply the migrations of the database {url}{hint}")]
@@ -122,8 +127,13 @@ fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
 pub(super) enum Purpose {
     /// A server: migrates, signs tokens, and bounds its database work by the request timeout.
     Serve,
-    /// A command-line tool.
+    /// A command-line tool that may start a database (`user create`, `user import`).
     Command,
+    /// A command-line tool acting on what the database holds (`keys rotate`, `user
+    /// promote-owner`, `user reset-totp`): a database without the schema is a mistyped
+    /// DATABASE_URL, refused rather than given the schema (a rotation would otherwise
+    /// report success on a new, unused database).
+    Existing,
 }
 
 impl Service {
@@ -140,23 +150,29 @@ impl Service {
         Self::start_with(settings, Purpose::Command).await
     }
 
+    /// [`Self::open`] for the commands that act on what the database holds: one without the
+    /// schema is refused, not given it.
+    pub async fn open_existing(settings: &Settings) -> Result<Self, StartError> {
+        Self::start_with(settings, Purpose::Existing).await
+    }
+
     async fn start_with(settings: &Settings, purpose: Purpose) -> Result<Self, StartError> {
-        // Blank counts as unset, as templates leave it: the default Ed25519 keys, not a
-        // secret of spaces anyone could guess.
+        // Without the spaces and line breaks around it: a secret read from a file (a
+        // Kubernetes secret, `$(cat …)` aside) often ends in a newline that another instance's
+        // copy, or another program's, lacks. Blank counts as unset, as templates leave it: the
+        // default Ed25519 keys, not a secret of spaces anyone could guess.
         let jwt_secret = settings
             .jwt_secret
             .as_deref()
-            .filter(|secret| !secret.trim().is_empty());
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty());
         if jwt_secret.is_none() && settings.jwt_secret.is_some() {
             tracing::warn!("ROLLCALL_JWT_SECRET is blank: signing with the default Ed25519 keys");
         }
-        // Counted without the spaces around it: padding adds nothing to guess.
         if let Some(secret) = jwt_secret
-            && secret.trim().len() < tokens::MIN_SECRET_BYTES
+            && secret.len() < tokens::MIN_SECRET_BYTES
         {
-            return Err(StartError::ShortSecret {
-                got: secret.trim().len(),
-            });
+            return Err(StartError::ShortSecret { got: secret.len() });
         }
         let serving = purpose == Purpose::Serve;
         // A server's database work stops when its request does: a statement or a wait for a
@@ -185,6 +201,9 @@ impl Service {
                     .map_err(|source| schema_error(settings, source))?;
                 if tables > 0 {
                     return Err(StartError::ForeignDatabase { url, tables });
+                }
+                if purpose == Purpose::Existing {
+                    return Err(StartError::NoSchema { url });
                 }
                 tracing::warn!(
                     database = url.as_str(),

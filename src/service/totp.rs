@@ -183,11 +183,11 @@ impl Service {
     }
 
     /// Recovery from the command line: turns off `username`'s two-factor login (or drops a
-    /// pending setup) and ends their sessions, which whoever set the factor may hold. Whether
-    /// there was anything to turn off.
-    pub async fn reset_totp(&self, username: &str) -> AppResult<bool> {
+    /// pending setup) and ends their sessions, which whoever set the factor may hold. Their
+    /// username as stored, and whether there was anything to turn off.
+    pub async fn reset_totp(&self, username: &str) -> AppResult<(String, bool)> {
         let tx = self.db().begin_write().await?;
-        let Some(user) = user_queries::by_username(&tx, username).await? else {
+        let Some(user) = super::users::by_username(&tx, username).await? else {
             tx.rollback().await?;
             return Err(AppError::NotFound("No such user"));
         };
@@ -207,7 +207,7 @@ impl Service {
             .await?;
         }
         tx.commit().await?;
-        Ok(existed)
+        Ok((user.username, existed))
     }
 
     /// Which of `user_ids` have two-factor login on, for the DataLoader: a page of users costs

@@ -746,8 +746,9 @@ impl Service {
         Ok((updated, caller_now))
     }
 
-    /// Recovery from the command line: `username` becomes the owner, the owner an admin.
-    pub async fn promote_owner(&self, username: &str) -> AppResult<User> {
+    /// Recovery from the command line: `username` becomes the owner, the owner an admin. The
+    /// owner, and whether they were someone else before.
+    pub async fn promote_owner(&self, username: &str) -> AppResult<(User, bool)> {
         // Ownership moved by the API between the read of the owner and its lock: read again.
         for _ in 0..3 {
             if let Some(promoted) = self.promote_owner_once(username).await? {
@@ -761,9 +762,9 @@ impl Service {
 
     /// One try of [`Self::promote_owner`]: `None` when the owner read first was no longer the
     /// owner once locked.
-    async fn promote_owner_once(&self, username: &str) -> AppResult<Option<User>> {
+    async fn promote_owner_once(&self, username: &str) -> AppResult<Option<(User, bool)>> {
         let tx = self.db().begin_write().await?;
-        let Some(found) = user_queries::by_username(&tx, username).await? else {
+        let Some(found) = by_username(&tx, username).await? else {
             tx.rollback().await?;
             return Err(AppError::NotFound("No such user"));
         };
@@ -798,7 +799,7 @@ impl Service {
         };
         if target.role == Role::Owner {
             tx.rollback().await?;
-            return Ok(Some(target));
+            return Ok(Some((target, false)));
         }
         if target.disabled {
             tx.rollback().await?;
@@ -825,7 +826,7 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         tx.commit().await?;
-        Ok(Some(updated))
+        Ok(Some((updated, true)))
     }
 
     /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
@@ -837,17 +838,10 @@ impl Service {
         by: UserRef,
         prefetched: Option<Option<User>>,
     ) -> AppResult<Option<User>> {
-        // A name is read as a login reads it, and finds nobody unless it could be one of its
-        // kind: a username has no `@`, an email one.
-        let key = |text: &str, email: bool| {
-            validation::login(text)
-                .ok()
-                .filter(|key| key.contains('@') == email)
-        };
         let (id, key) = match by {
             UserRef::Id(id) => (Some(id), None),
-            UserRef::Username(name) => (None, key(&name, false)),
-            UserRef::Email(email) => (None, key(&email, true)),
+            UserRef::Username(name) => (None, validation::lookup_key(&name, false)),
+            UserRef::Email(email) => (None, validation::lookup_key(&email, true)),
         };
         let is_self = id == Some(viewer.id)
             || key
@@ -910,6 +904,18 @@ impl Service {
         ids: &[Uuid],
     ) -> AppResult<std::collections::HashMap<Uuid, User>> {
         Ok(user_queries::by_ids(self.db().conn(), ids).await?)
+    }
+}
+
+/// A user named from the command line, read as the API's `user(username:)` reads the name
+/// (trimmed, any case, any Unicode form).
+pub(super) async fn by_username(
+    db: &impl sea_orm::ConnectionTrait,
+    username: &str,
+) -> Result<Option<User>, sea_orm::DbErr> {
+    match validation::lookup_key(username, false) {
+        Some(key) => user_queries::by_login(db, &key).await,
+        None => Ok(None),
     }
 }
 

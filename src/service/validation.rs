@@ -226,6 +226,13 @@ pub fn login(text: &str) -> Checked<String> {
     }
 }
 
+/// The key a username (`email` false) or an email names a user by, read as a login reads it;
+/// `None` for text that could not be one of its kind (a username has no `@`, an email one), so
+/// a lookup finds nobody rather than the other kind.
+pub fn lookup_key(text: &str, email: bool) -> Option<String> {
+    login(text).ok().filter(|key| key.contains('@') == email)
+}
+
 /// A `users` search term: at most 200 characters (each costs the trigram index work).
 pub fn search(text: &str) -> Checked<()> {
     no_nul(text)?;
