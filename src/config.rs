@@ -196,7 +196,7 @@ pub struct Settings {
     pub db_timeout: Duration,
     /// Maximum password hashes computed at once (each holds 19 MiB, or up to 256 MiB for an
     /// imported hash until its account's first login), 1 to 256; defaults to the core count.
-    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256), global = true)]
+    #[arg(long, env = "ROLLCALL_HASH_CONCURRENCY", value_parser = hash_threads, global = true)]
     pub hash_concurrency: Option<usize>,
     /// Consecutive failed password or two-factor checks on one account's logins (or an unknown
     /// login), or inside one session, before it is throttled.
@@ -216,6 +216,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_IP_RATE_LIMIT",
         default_value_t = 60,
+        value_parser = count::<u32>,
         global = true
     )]
     pub ip_rate_limit: u32,
@@ -247,6 +248,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_MAX_ALIASES",
         default_value_t = 15,
+        value_parser = count::<usize>,
         global = true
     )]
     pub max_aliases: usize,
@@ -255,6 +257,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_MAX_DIRECTIVES",
         default_value_t = 50,
+        value_parser = count::<usize>,
         global = true
     )]
     pub max_directives: usize,
@@ -482,16 +485,32 @@ fn parse_issuer(text: &str) -> Result<String, String> {
     Ok(issuer.to_owned())
 }
 
-/// A count that must be at least 1: zero would refuse every query, or hash nothing.
-fn at_least_one<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+/// A count, spaces around it allowed as in every other setting (a template's `KEY= 5`).
+fn count<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
     match text.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
         Ok(count) => T::try_from(count).map_err(|_| format!("`{text}` is too large")),
         Err(err) if *err.kind() == std::num::IntErrorKind::PosOverflow => {
             Err(format!("`{text}` is too large"))
         }
         Err(_) => Err(format!("`{text}` is no whole number")),
     }
+}
+
+/// A count that must be at least 1: zero would refuse every query, or hash nothing.
+fn at_least_one<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    match count::<u64>(text)? {
+        0 => Err("must be at least 1".into()),
+        count => T::try_from(count).map_err(|_| format!("`{text}` is too large")),
+    }
+}
+
+/// Hashing threads: each has its own stack, and thousands fail to start.
+fn hash_threads(text: &str) -> Result<usize, String> {
+    let threads = at_least_one::<usize>(text)?;
+    if threads > 256 {
+        return Err("must be at most 256".into());
+    }
+    Ok(threads)
 }
 
 /// Parses durations such as `2s`, `15m`, `12h` or `30d` (humantime's syntax, so `1h 30m` too);
@@ -622,6 +641,12 @@ pub fn parse_origin(text: &str) -> Result<axum::http::HeaderValue, String> {
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
         return Err(refused());
     }
+    // A browser's `Origin` never holds one, so `https://*.example.com` would match nothing.
+    if rest.contains('*') {
+        return Err(format!(
+            "`{text}`: origins are matched whole, without wildcards: list each one"
+        ));
+    }
     let url = url::Url::parse(text).map_err(|err| format!("`{text}`: {err}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(refused());
@@ -708,6 +733,8 @@ mod tests {
             "https://user@a.example",
             "https://",
             "a.example",
+            "https://*.example.com",
+            "http://localhost:*",
         ] {
             assert!(parse(&["--cors-origins", refused]).is_err(), "{refused}");
         }
@@ -719,6 +746,22 @@ mod tests {
         // Each is a thread with its own stack: thousands fail to start, so none are allowed.
         assert!(parse(&["--hash-concurrency", "256"]).is_ok());
         assert!(parse(&["--hash-concurrency", "257"]).is_err());
+        // Every count takes the spaces a template leaves around it, as durations do.
+        let cli = parse(&[
+            "--ip-rate-limit",
+            " 5",
+            "--hash-concurrency",
+            "4 ",
+            "--max-aliases",
+            " 0 ",
+            "--max-directives",
+            " 7",
+        ])
+        .expect("counts");
+        assert_eq!(cli.settings.ip_rate_limit, 5);
+        assert_eq!(cli.settings.hash_concurrency, Some(4));
+        assert_eq!(cli.settings.max_aliases, 0);
+        assert_eq!(cli.settings.max_directives, 7);
         let grace = |text| {
             parse(&["--refresh-reuse-grace", text]).map(|cli| cli.settings.refresh_reuse_grace)
         };

@@ -220,16 +220,30 @@ pub type AppResult<T> = Result<T, AppError>;
 
 /// `err` and every cause below it, for the log.
 pub fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
+    let causes = || {
+        std::iter::successors(Some(err), |&cause: &&(dyn StdError + 'static)| {
+            cause.source()
+        })
+    };
+    // PostgreSQL's errors end in the line of its own source that raised them ("database
+    // \"x\" does not exist at line 948"), which reads as a line of the operator's input.
+    let line = causes().find_map(|cause| {
+        cause
+            .downcast_ref::<sea_orm::DbErr>()
+            .and_then(crate::db::postgres_source_line)
+    });
+    let said = |cause: &(dyn StdError + 'static)| match line {
+        Some(line) => cause.to_string().replace(&format!(" at line {line}"), ""),
+        None => cause.to_string(),
+    };
+    let mut text = said(err);
+    for cause in causes().skip(1) {
         // Many errors repeat their cause's text in their own.
-        let cause_text = cause.to_string();
+        let cause_text = said(cause);
         if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
         }
-        source = cause.source();
     }
     text
 }

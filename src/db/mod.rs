@@ -385,6 +385,8 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
             .find(|(key, _)| key == "immutable")
             .is_some_and(|(_, value)| value == "true" || value == "1");
         // Each pooled connection would open a database of its own, the schema in one of them.
+        // The path as sqlx hands it to SQLite: decoded (`%3Amemory%3A` is `:memory:`).
+        let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
         let in_memory = path.contains(":memory:") || mode("memory");
         if in_memory {
             return Some(
@@ -504,7 +506,8 @@ fn pool_size(conn: &DatabaseConnection) -> (u32, u32) {
 
 fn options(url: &str, max_connections: u32, timeout: Duration) -> ConnectOptions {
     let mut options = ConnectOptions::new(url);
-    let statement_timeout = format!("{}ms", timeout.as_millis());
+    // At least a millisecond: PostgreSQL reads `0ms` as no timeout at all.
+    let statement_timeout = format!("{}ms", timeout.as_millis().max(1));
     options
         .max_connections(max_connections)
         .min_connections(1)
@@ -600,6 +603,14 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
         return None;
     };
     err.as_database_error()
+}
+
+/// The line of PostgreSQL's own source that raised the error behind `err`, which sqlx writes
+/// at the end of its message ("… does not exist at line 948").
+pub fn postgres_source_line(err: &DbErr) -> Option<usize> {
+    database_error(err)?
+        .try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()?
+        .line()
 }
 
 /// PostgreSQL's `insufficient_privilege` (42501): the role may not do what was asked.
@@ -753,6 +764,7 @@ mod tests {
             ("sqlite://x.db?mode=ro&mode=rwc", "read-only"),
             ("sqlite://x.db?imm%75table=%31", "read-only"),
             ("sqlite://x.db?mode=%6Demory", "in-memory"),
+            ("sqlite://%3Amemory%3A", "in-memory"),
             ("postgres://u@db/x?sslpassword=secret", "do not take"),
             (
                 "postgres://u@db/x?sslmode=require&sslmdoe=verify-full",

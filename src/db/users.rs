@@ -32,13 +32,6 @@ pub async fn lock(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<User>, 
     query.all(db).await
 }
 
-pub async fn by_username(db: &impl ConnectionTrait, username: &str) -> Result<Option<User>, DbErr> {
-    Users::find()
-        .filter(Column::UsernameKey.eq(username.to_ascii_lowercase()))
-        .one(db)
-        .await
-}
-
 /// Finds a user by username or email, `login` in the form keys are stored in
 /// (`validation::login_key`): usernames cannot contain `@`, so the login is unambiguous.
 pub async fn by_login(db: &impl ConnectionTrait, login: &str) -> Result<Option<User>, DbErr> {
