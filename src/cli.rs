@@ -412,8 +412,14 @@ fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::Imp
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
+    // A byte-order mark, as spreadsheet and Windows tools write before UTF-8, is no content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&text).context("the import is not a JSON array of users")?;
+        serde_json::from_str(text).context("the import is not a JSON array of users")?;
+    // Which of two values a row means is anyone's guess: none is imported.
+    if crate::service::validation::repeats_a_member(text.as_bytes()) {
+        bail!("the import gives a field twice in one user: give each once");
+    }
     Ok(rows.into_iter().map(import_row).collect())
 }
 
@@ -450,7 +456,14 @@ fn import_row(row: serde_json::Value) -> crate::service::ImportedUser {
     let first_name = read(f, u, "firstName", "a string or null");
     let last_name = read(f, u, "lastName", "a string or null");
     let phone = read(f, u, "phone", "a string or null");
-    let role: CliRole = read(f, u, "role", "ADMIN or STANDARD").unwrap_or_default();
+    // In any case, as `user create --role` takes it.
+    let role = read::<String>(f, u, "role", "ADMIN or STANDARD")
+        .and_then(|role| {
+            <CliRole as clap::ValueEnum>::from_str(role.trim(), true)
+                .map_err(|_| u.push(("role".to_owned(), "must be ADMIN or STANDARD".to_owned())))
+                .ok()
+        })
+        .unwrap_or_default();
     let created_by = read(f, u, "createdBy", "a user's id (a UUID) or null");
     crate::service::ImportedUser {
         username,

@@ -74,17 +74,12 @@ pub enum UserCommand {
     ResetTotp { username: String },
 }
 
-/// A role as `user create --role` and `user import`'s rows name it: lower case, or upper case
-/// as GraphQL writes it.
-#[derive(Debug, Clone, Copy, Default, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
+/// A role as `user create --role` and `user import`'s rows name it, in any case.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum CliRole {
-    #[serde(alias = "owner")]
     Owner,
-    #[serde(alias = "admin")]
     Admin,
     #[default]
-    #[serde(alias = "standard")]
     Standard,
 }
 

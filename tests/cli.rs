@@ -379,7 +379,21 @@ async fn import_users(backend: Backend) {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = run_cli(&db.url, &["user", "import", "-"], "[]");
+    // A field given twice in a row is refused whole, not read as its last value.
+    let twice = format!(
+        "[{{\"username\": \"j2\", \"username\": \"j3\", \"email\": \"j@example.com\", \
+         \"passwordHash\": {}}}]",
+        serde_json::json!(hash)
+    );
+    let out = run_cli(&db.url, &["user", "import", "-"], &twice);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gives a field twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A byte-order mark before the JSON, as Windows tools write, is no content.
+    let out = run_cli(&db.url, &["user", "import", "-"], "\u{feff}[]");
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -436,7 +450,7 @@ async fn import_users(backend: Backend) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0.passwordHash must be"), "{stderr}");
     let accepted = serde_json::json!([
-        row("bob", "ADMIN"),
+        row("bob", "Admin"),
         row("carol", "standard"),
         dave,
         erin,

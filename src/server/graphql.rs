@@ -29,6 +29,7 @@ use super::{
 };
 use crate::error::{AppError, finalize_response};
 use crate::graphql::{self, OperationInfo, RequestAuth, SchemaTypes};
+use crate::service::validation;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -315,64 +316,6 @@ const OUT_OF_RANGE: &str = "The body holds a number out of range (beyond a 64-bi
 
 const REPEATED_MEMBER: &str = "`variables` gives a member twice in one JSON object";
 
-/// Whether `json` gives a member twice in one of its objects, at any depth. serde_json keeps
-/// the last, so `{"role": "ADMIN", "role": "STANDARD"}` would run as `STANDARD`, where anything
-/// reading the request first (a proxy's filter, a log reader) may take the first.
-fn repeats_a_member(json: &[u8]) -> bool {
-    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
-
-    /// Any JSON value, read only to find a repeated member.
-    struct Unique;
-
-    impl<'de> Deserialize<'de> for Unique {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            deserializer.deserialize_any(Unique)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Unique {
-        type Value = Unique;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-            Ok(Unique)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-            Ok(Unique)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-            Ok(Unique)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-            Ok(Unique)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-            Ok(Unique)
-        }
-        fn visit_unit<E>(self) -> Result<Unique, E> {
-            Ok(Unique)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Unique, A::Error> {
-            while items.next_element::<Unique>()?.is_some() {}
-            Ok(Unique)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Unique, A::Error> {
-            let mut names = std::collections::HashSet::new();
-            while let Some(name) = members.next_key::<String>()? {
-                if !names.insert(name) {
-                    return Err(A::Error::custom("a member given twice"));
-                }
-                members.next_value::<Unique>()?;
-            }
-            Ok(Unique)
-        }
-    }
-
-    serde_json::from_slice::<Unique>(json).is_err()
-}
-
 /// The parameters of a GraphQL request in a query string.
 const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "extensions"];
 
@@ -435,7 +378,9 @@ async fn respond_to_get(
         match serde_json::from_str::<serde_json::Value>(text) {
             // `null` is no value, as in a POST body.
             Ok(serde_json::Value::Null) => {}
-            Ok(serde_json::Value::Object(_)) if slot == 0 && repeats_a_member(text.as_bytes()) => {
+            Ok(serde_json::Value::Object(_))
+                if slot == 0 && validation::repeats_a_member(text.as_bytes()) =>
+            {
                 return request_error(StatusCode::BAD_REQUEST, REPEATED_MEMBER);
             }
             Ok(value @ serde_json::Value::Object(_)) => {
@@ -759,7 +704,7 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
             _ if is_out_of_range(&err) => Refusal::Bad(OUT_OF_RANGE),
             _ => Refusal::Bad("The body is not valid JSON"),
         })?;
-    if !request.variables.is_empty() && repeats_a_member(bytes) {
+    if !request.variables.is_empty() && validation::repeats_a_member(bytes) {
         return Err(Refusal::Bad(REPEATED_MEMBER));
     }
     // async-graphql reads a missing `query` as an empty one; there is no request without it.

@@ -602,6 +602,65 @@ pub fn second_factor_code(code: &str) -> Checked<()> {
     Ok(())
 }
 
+/// Whether `json` gives a member twice in one of its objects, at any depth. serde_json keeps
+/// the last, so `{"role": "ADMIN", "role": "STANDARD"}` would be read as `STANDARD`, where
+/// anything reading the same input first (a proxy's filter, a log reader, another tool) may
+/// take the first.
+pub fn repeats_a_member(json: &[u8]) -> bool {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    /// Any JSON value, read only to find a repeated member.
+    struct Unique;
+
+    impl<'de> Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(Unique)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Unique, A::Error> {
+            while items.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Unique, A::Error> {
+            let mut names = std::collections::HashSet::new();
+            while let Some(name) = members.next_key::<String>()? {
+                if !names.insert(name) {
+                    return Err(A::Error::custom("a member given twice"));
+                }
+                members.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+    }
+
+    serde_json::from_slice::<Unique>(json).is_err()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
