@@ -105,6 +105,21 @@ async fn parallel_attempts_cannot_slip_past_the_count(app: TestApp) {
     retry_after(&app.login("bob", PASSWORD).await);
 }
 
+/// Under a threshold set high, many attempts on one account at once contend for its count: those
+/// that keep losing are refused as throttled, never answered as an internal error.
+async fn attempts_contending_for_one_count_are_throttled_not_failed(app: TestApp) {
+    let owner = app.register("owner").await;
+    app.create_user(&owner, "bob", "STANDARD").await;
+    let answers = join_all((0..40).map(|_| wrong_login(&app, "bob"))).await;
+    for answer in &answers {
+        let code = error_code(answer);
+        assert!(
+            matches!(code, Some("UNAUTHENTICATED" | "RATE_LIMITED")),
+            "{answer}"
+        );
+    }
+}
+
 /// A locked-out account given a new password, or a disabled one enabled again, logs in at
 /// once: its count was made against a password that no longer stands, or while no login
 /// could succeed.
@@ -1189,7 +1204,8 @@ async fn old_throttle_counts_are_forgotten_in_batches(app: TestApp) {
         ("login:recent", 0, day_ago + 2 * 3600 * 1000),
     ] {
         db.execute_unprepared(&format!(
-            "INSERT INTO credential_failures VALUES ('{subject}', 5, {locked_until}, {updated_at})"
+            "INSERT INTO credential_failures (subject, failures, locked_until, updated_at) \
+             VALUES ('{subject}', 5, {locked_until}, {updated_at})"
         ))
         .await
         .expect("a count");
@@ -1217,9 +1233,13 @@ async fn a_taken_back_attempt_takes_back_only_its_own_lock(app: TestApp) {
     };
     let subject = "login:target";
     let reserved = async || reserve(&db, subject, policy).await.expect("reserve runs");
-    assert_eq!(reserved().await, Ok(0), "the first failure sets no lock");
+    assert_eq!(
+        reserved().await.map(|r| r.lock),
+        Ok(0),
+        "the first failure sets no lock"
+    );
     let first = reserved().await.expect("the second is let in and locks");
-    assert!(first > 0);
+    assert!(first.lock > 0);
     // Its lock runs out while it still waits for its check; another attempt is let in.
     db.execute_unprepared(&format!(
         "UPDATE credential_failures SET locked_until = 1 WHERE subject = '{subject}'"
@@ -1227,7 +1247,7 @@ async fn a_taken_back_attempt_takes_back_only_its_own_lock(app: TestApp) {
     .await
     .expect("the lock runs out");
     let later = reserved().await.expect("let in once the lock ran out");
-    assert!(later > 0);
+    assert!(later.lock > 0);
     // The first is taken back: the later lock stands.
     release(&db, subject, first).await.expect("release runs");
     assert!(
@@ -1240,12 +1260,55 @@ async fn a_taken_back_attempt_takes_back_only_its_own_lock(app: TestApp) {
     assert!(reserved().await.is_ok());
 }
 
+/// An attempt counted before a success and taken back after it (its check still waiting on
+/// another instance) takes nothing from the run of failures begun since: the count after a
+/// success is the new failures', all of them.
+async fn an_attempt_taken_back_after_a_success_leaves_the_new_count(app: TestApp) {
+    use rollcall::db::throttle::{Policy, clear, release, reserve};
+    let db = app.database().await;
+    let policy = Policy {
+        after: 5,
+        first_wait: Duration::from_secs(600),
+        max_wait: Duration::from_secs(3_600),
+    };
+    let subject = "login:target";
+    let reserved = async || {
+        reserve(&db, subject, policy)
+            .await
+            .expect("reserve runs")
+            .expect("let in")
+    };
+    let waiting = [reserved().await, reserved().await, reserved().await];
+    // The right password, elsewhere: the count starts afresh.
+    clear(&db, subject).await.expect("clear runs");
+    for _ in 0..4 {
+        reserved().await;
+    }
+    for attempt in waiting {
+        release(&db, subject, attempt).await.expect("release runs");
+    }
+    assert_eq!(app.failures(subject).await, 4);
+    // The fifth failure since the success locks, as it would have without the take-backs.
+    assert!(reserved().await.lock > 0);
+    assert!(
+        reserve(&db, subject, policy)
+            .await
+            .expect("reserve runs")
+            .is_err()
+    );
+}
+
 backend_tests!(
     a_taken_back_attempt_takes_back_only_its_own_lock,
+    an_attempt_taken_back_after_a_success_leaves_the_new_count,
     old_throttle_counts_are_forgotten_in_batches,
     account_throttle_after_five_failures with |s| s.throttle_wait = std::time::Duration::from_secs(6),
     waits_grow_and_unknown_logins_are_throttled_alike with |s| s.throttle_wait = std::time::Duration::from_secs(3),
     parallel_attempts_cannot_slip_past_the_count with |s| s.throttle_wait = super::TEN_MINUTES,
+    attempts_contending_for_one_count_are_throttled_not_failed with |s| {
+        s.throttle_after = 1_000;
+        s.hash_concurrency = Some(2);
+    },
     a_new_password_or_enabling_starts_the_count_afresh with |s| s.throttle_wait = super::TEN_MINUTES,
     current_password_is_throttled_per_session with |s| s.throttle_wait = super::TEN_MINUTES,
     unknown_and_known_logins_cost_a_check_alike with |s| s.throttle_after = 1_000,

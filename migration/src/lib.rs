@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000012_signing_key_horizon::Migration),
             Box::new(m20261212_000013_created_by_kept::Migration),
             Box::new(m20261213_000014_audit_actor_role::Migration),
+            Box::new(m20261214_000015_throttle_runs::Migration),
         ]
     }
 }
@@ -825,6 +826,38 @@ mod m20261213_000014_audit_actor_role {
             ] {
                 db.execute_unprepared(sql).await?;
             }
+            Ok(())
+        }
+    }
+}
+
+/// A number for each run of credential failures (from the first failure to the success that
+/// deletes the row), so an attempt taken back after a success cannot take a count from the
+/// run begun since. Rows already there are one run, numbered 0.
+mod m20261214_000015_throttle_runs {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261214_000015_throttle_runs"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // Run again (its record lost), it finds the column there.
+            if manager.has_column("credential_failures", "run").await? {
+                return Ok(());
+            }
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "ALTER TABLE credential_failures ADD COLUMN run BIGINT NOT NULL DEFAULT 0",
+                )
+                .await?;
             Ok(())
         }
     }

@@ -40,16 +40,31 @@ impl Policy {
 /// Rows untouched for this long are forgotten, so unknown logins cannot grow the table forever.
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Counts an attempt on `subject` before its password is checked, and returns the lock its
-/// count set (0 for none), should it be taken back. `Err(wait)` while the subject is locked:
-/// the attempt must fail without checking anything.
+/// A counted attempt, as [`release`] takes it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    /// The run of failures it was counted in.
+    pub run: i64,
+    /// The lock its count set (0 for none).
+    pub lock: i64,
+}
+
+/// Rounds of the swap an attempt may lose to others on the same subject before it is refused
+/// as one of too many at once.
+const ROUNDS: usize = 16;
+
+/// Counts an attempt on `subject` before its password is checked, and returns what it counted,
+/// should it be taken back. `Err(wait)` while the subject is locked: the attempt must fail
+/// without checking anything. So must one that lost the swap [`ROUNDS`] times to other
+/// attempts on the subject (more at once than a threshold set high lets through): it waits
+/// the first wait, counted or checked nothing.
 pub async fn reserve(
     db: &impl ConnectionTrait,
     subject: &str,
     policy: Policy,
-) -> Result<Result<i64, Duration>, DbErr> {
+) -> Result<Result<Reserved, Duration>, DbErr> {
     // Each round either wins the swap or sees another attempt's newer row.
-    for _ in 0..16 {
+    for _ in 0..ROUNDS {
         let now = now_ms();
         let current = Entity::find_by_id(subject.to_owned()).one(db).await?;
         let attempt = match &current {
@@ -65,11 +80,16 @@ pub async fn reserve(
         } else {
             now + lock.as_millis() as i64
         };
+        // A new run's number is random: two runs of one subject never share one in practice.
+        let run = current
+            .as_ref()
+            .map_or_else(rand::random::<i64>, |row| row.run);
         let model = ActiveModel {
             subject: Set(subject.to_owned()),
             failures: Set(i32::try_from(attempt).unwrap_or(i32::MAX)),
             locked_until: Set(locked_until),
             updated_at: Set(now),
+            run: Set(run),
         };
         let swapped = match current {
             None => {
@@ -82,6 +102,7 @@ pub async fn reserve(
             Some(Model {
                 failures,
                 locked_until,
+                run,
                 ..
             }) => {
                 Entity::update_many()
@@ -89,6 +110,7 @@ pub async fn reserve(
                     .filter(Column::Subject.eq(subject))
                     .filter(Column::Failures.eq(failures))
                     .filter(Column::LockedUntil.eq(locked_until))
+                    .filter(Column::Run.eq(run))
                     .exec(db)
                     .await?
                     .rows_affected
@@ -96,18 +118,29 @@ pub async fn reserve(
             }
         };
         if swapped {
-            return Ok(Ok(locked_until));
+            return Ok(Ok(Reserved {
+                run,
+                lock: locked_until,
+            }));
         }
     }
-    Err(DbErr::Custom(
-        "credential throttle: too much contention on one subject".into(),
-    ))
+    tracing::warn!(
+        subject,
+        "credential attempts at once on one subject: refused some"
+    );
+    Ok(Err(policy.first_wait))
 }
 
-/// Takes back one count of an attempt whose check never ran, and `lock`, the lock its count
-/// set, while it is the subject's: it was no failure to wait for. A lock set since, by an
-/// attempt let in once this one's had run out, stays.
-pub async fn release(db: &impl ConnectionTrait, subject: &str, lock: i64) -> Result<(), DbErr> {
+/// Takes back one count of an attempt whose check never ran, and the lock its count set, while
+/// it is the subject's: it was no failure to wait for. A lock set since, by an attempt let in
+/// once this one's had run out, stays; a run begun since (a success cleared the count) is not
+/// touched.
+pub async fn release(
+    db: &impl ConnectionTrait,
+    subject: &str,
+    reserved: Reserved,
+) -> Result<(), DbErr> {
+    let Reserved { run, lock } = reserved;
     // In scope here only: it gives every type a `min`.
     use sea_orm::ExprTrait;
     Entity::update_many()
@@ -119,6 +152,7 @@ pub async fn release(db: &impl ConnectionTrait, subject: &str, lock: i64) -> Res
                 .into(),
         )
         .filter(Column::Subject.eq(subject))
+        .filter(Column::Run.eq(run))
         .filter(Column::Failures.gt(0))
         .exec(db)
         .await?;

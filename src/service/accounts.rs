@@ -322,10 +322,10 @@ impl Service {
     pub(super) async fn reserve_attempt(&self, subject: &Subject) -> AppResult<Attempt> {
         let key = subject.key();
         match throttle::reserve(self.db().writer(), &key, self.0.throttle).await? {
-            Ok(lock) => Ok(Attempt {
+            Ok(reserved) => Ok(Attempt {
                 db: self.db().writer().clone(),
                 key: Some(key),
-                lock,
+                reserved,
             }),
             Err(wait) => {
                 let kind = match subject {
@@ -337,10 +337,14 @@ impl Service {
         }
     }
 
-    /// Takes back an attempt settled as a failure that turned out to be none; `lock` is what
-    /// [`Attempt::checked`] returned.
-    pub(super) async fn take_back_attempt(&self, subject: &Subject, lock: i64) -> AppResult<()> {
-        throttle::release(self.db().writer(), &subject.key(), lock).await?;
+    /// Takes back an attempt settled as a failure that turned out to be none; `reserved` is
+    /// what [`Attempt::checked`] returned.
+    pub(super) async fn take_back_attempt(
+        &self,
+        subject: &Subject,
+        reserved: throttle::Reserved,
+    ) -> AppResult<()> {
+        throttle::release(self.db().writer(), &subject.key(), reserved).await?;
         Ok(())
     }
 
@@ -622,17 +626,16 @@ async fn end_session(
 pub(super) struct Attempt {
     db: sea_orm::DatabaseConnection,
     key: Option<String>,
-    /// The lock its count set (0 for none).
-    lock: i64,
+    reserved: throttle::Reserved,
 }
 
 impl Attempt {
     /// The outcome stands: a failure stays counted (until a success clears the count), a
     /// success has cleared it. Either way nothing is taken back, unless by
-    /// [`Service::take_back_attempt`] with the lock returned here.
-    pub(super) fn checked(mut self) -> i64 {
+    /// [`Service::take_back_attempt`] with what is returned here.
+    pub(super) fn checked(mut self) -> throttle::Reserved {
         self.key = None;
-        self.lock
+        self.reserved
     }
 
     /// No outcome: the attempt is taken back now, before the answer, so that the client's
@@ -642,7 +645,7 @@ impl Attempt {
         let Some(key) = self.key.take() else {
             return Ok(());
         };
-        throttle::release(&self.db, &key, self.lock).await?;
+        throttle::release(&self.db, &key, self.reserved).await?;
         Ok(())
     }
 }
@@ -653,9 +656,9 @@ impl Drop for Attempt {
         else {
             return;
         };
-        let (db, lock) = (self.db.clone(), self.lock);
+        let (db, reserved) = (self.db.clone(), self.reserved);
         runtime.spawn(async move {
-            if let Err(err) = throttle::release(&db, &key, lock).await {
+            if let Err(err) = throttle::release(&db, &key, reserved).await {
                 tracing::warn!(error = %err, "taking back an unchecked credential attempt");
             }
         });

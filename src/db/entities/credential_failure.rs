@@ -11,6 +11,10 @@ pub struct Model {
     /// Attempts before this instant fail without a password check.
     pub locked_until: i64,
     pub updated_at: i64,
+    /// Which run of failures the count belongs to: a success deletes the row and the next
+    /// failure starts a run with another number, so an attempt taken back after that cannot
+    /// take a count from the new run.
+    pub run: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
