@@ -13,7 +13,7 @@ use crate::service::{NewUser, Service};
 
 /// Writes a command's result to stdout. A reader that has closed the pipe (`| head`, `| true`)
 /// does not turn a command that did its work into a failure, as `println!`'s panic (exit 101)
-/// would.
+/// would; a script retrying on failure would rotate a key twice.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -21,13 +21,38 @@ macro_rules! say {
     }};
 }
 
+/// [`say!`] for stderr: what is told the operator, and why a command failed.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            let _ = err.print();
-            if let Some(variable) = crate::config::variable_behind(&err) {
-                eprintln!("{variable}");
+            use clap::error::ErrorKind;
+            let variable = crate::config::variable_behind(&err);
+            let asked = matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            );
+            // Why the process did not start, as a log collector reading JSON can take it.
+            if !asked && json_logs_asked() {
+                let text = err.render().to_string();
+                let text = text.trim_end();
+                let mut text = text.strip_prefix("error: ").unwrap_or(text).to_owned();
+                if let Some(variable) = &variable {
+                    text = format!("{text} ({variable})");
+                }
+                say_err!("{}", json_line("ERROR", "exiting", Some(&text)));
+            } else {
+                let _ = err.print();
+                if let Some(variable) = variable {
+                    say_err!("{variable}");
+                }
             }
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
@@ -64,7 +89,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            say_err!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -73,8 +98,8 @@ pub fn main() -> ExitCode {
         Err(err) => {
             let text = chain(&err);
             match log_format {
-                LogFormat::Text => eprintln!("error: {text}"),
-                LogFormat::Json => eprintln!("{}", json_line("ERROR", "exiting", Some(&text))),
+                LogFormat::Text => say_err!("error: {text}"),
+                LogFormat::Json => say_err!("{}", json_line("ERROR", "exiting", Some(&text))),
             }
             ExitCode::FAILURE
         }
@@ -86,9 +111,28 @@ pub fn main() -> ExitCode {
 /// would drop or mangle a plain line.
 fn tell(format: LogFormat, text: &str) {
     match format {
-        LogFormat::Text => eprintln!("{text}"),
-        LogFormat::Json => eprintln!("{}", json_line("INFO", text, None)),
+        LogFormat::Text => say_err!("{text}"),
+        LogFormat::Json => say_err!("{}", json_line("INFO", text, None)),
     }
+}
+
+/// Whether JSON logs were asked for, read where the settings could not be: from
+/// `--log-format` or `ROLLCALL_LOG_FORMAT` (the flag first, as clap reads them).
+fn json_logs_asked() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    let mut flag = None;
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        if arg == "--log-format" {
+            flag = args
+                .next()
+                .map(|value| value.to_string_lossy().into_owned());
+        } else if let Some(value) = arg.strip_prefix("--log-format=") {
+            flag = Some(value.to_owned());
+        }
+    }
+    let chosen = flag.or_else(|| std::env::var("ROLLCALL_LOG_FORMAT").ok());
+    chosen.is_some_and(|format| format.trim().eq_ignore_ascii_case("json"))
 }
 
 /// One line as the JSON logs write theirs.
@@ -417,8 +461,8 @@ fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::Imp
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(text).context("the import is not a JSON array of users")?;
     // Which of two values a row means is anyone's guess: none is imported.
-    if crate::service::validation::repeats_a_member(text.as_bytes()) {
-        bail!("the import gives a field twice in one user: give each once");
+    if let Some(path) = crate::service::validation::repeated_member(text.as_bytes()) {
+        bail!("{path} is given twice in its row: give each field once");
     }
     Ok(rows.into_iter().map(import_row).collect())
 }
@@ -522,6 +566,12 @@ fn describe(err: AppError) -> anyhow::Error {
             }
             anyhow::anyhow!("{}", text.join("; "))
         }
+        // A command waits for the database as a request does, but has no request to speak of.
+        AppError::Timeout(_) => anyhow::anyhow!(
+            "the database did not answer within ROLLCALL_DB_TIMEOUT (on SQLite: another \
+             process, a server's write or an import, held its write lock meanwhile); nothing \
+             was changed: run the command again, or raise ROLLCALL_DB_TIMEOUT"
+        ),
         other => anyhow::anyhow!("{}", crate::error::chain(&other)),
     }
 }

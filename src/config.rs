@@ -480,7 +480,7 @@ fn parse_issuer(text: &str) -> Result<String, String> {
     Ok(issuer.to_owned())
 }
 
-/// A count, spaces around it allowed as in every other setting (a template's `KEY= 5`).
+/// A count, spaces around it allowed as durations allow them (a template's `KEY= 5`).
 fn count<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
     match text.trim().parse::<u64>() {
         Ok(count) => T::try_from(count).map_err(|_| format!("`{text}` is too large")),

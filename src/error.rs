@@ -203,7 +203,7 @@ impl From<DbErr> for AppError {
         // The statement's timeout and the request's run out together when the request's is
         // the shorter: the answer must not depend on which fires first.
         if crate::db::statement_timed_out(&err) {
-            tracing::warn!(error = %err, "a statement ran past its timeout; its work was rolled back");
+            tracing::warn!(error = %chain(&err), "a statement ran past its timeout; its work was rolled back");
             return TIMED_OUT;
         }
         AppError::internal_from("database", err)

@@ -205,6 +205,9 @@ async fn commands_migrate_only_an_empty_database(backend: Backend) {
             "{args:?}: {stderr}"
         );
     }
+    if backend == Backend::Sqlite {
+        assert!(!db.sqlite_file().exists(), "a SQLite file was left behind");
+    }
     let conn = db.connect().await;
     let schema = sea_orm::ConnectionTrait::query_one_raw(
         &conn,
@@ -388,7 +391,7 @@ async fn import_users(backend: Backend) {
     let out = run_cli(&db.url, &["user", "import", "-"], &twice);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("gives a field twice"),
+        String::from_utf8_lossy(&out.stderr).contains("0.username is given twice in its row"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -1098,6 +1101,73 @@ async fn commands_write_json_lines_and_outlive_a_closed_stdout() {
     }
     let users = db.query_one("SELECT count(*) FROM users").await;
     assert_eq!(users.try_get_by_index::<i64>(0).expect("count"), 1);
+    // A setting refused before the settings are read is a JSON line too, when JSON was asked.
+    let out = run_or_kill(
+        rollcall_command(
+            &db.url,
+            &[
+                ("ROLLCALL_LOG_FORMAT", "json"),
+                ("ROLLCALL_MAX_ALIASES", "x"),
+            ],
+        )
+        .arg("migrate"),
+        "rollcall with a bad setting",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON line");
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ROLLCALL_MAX_ALIASES")),
+        "{stderr}"
+    );
+    // Nor does a closed stderr fail a command that did its work.
+    let mut child = rollcall_command(&db.url, &[])
+        .args(["keys", "rotate"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rollcall");
+    drop(child.stderr.take());
+    assert_succeeded(&output_or_kill(child, "rollcall keys rotate"));
+}
+
+/// A command kept waiting past ROLLCALL_DB_TIMEOUT by another process's write lock on SQLite
+/// says so, and which setting bounds the wait, rather than only SQLite's "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_command_kept_waiting_by_a_write_lock_says_what_to_do() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    assert_succeeded(&create_user(&db.url, "alice", "owner"));
+    let conn = db.connect().await;
+    let hold = conn.begin().await.expect("begin");
+    hold.execute_unprepared("UPDATE users SET updated_at = updated_at")
+        .await
+        .expect("take the write lock");
+    let out = tokio::task::spawn_blocking({
+        let url = db.url.clone();
+        move || {
+            run_or_kill(
+                rollcall_command(&url, &[("ROLLCALL_DB_TIMEOUT", "1s")]).args([
+                    "user",
+                    "reset-totp",
+                    "alice",
+                ]),
+                "rollcall user reset-totp",
+            )
+        }
+    })
+    .await
+    .expect("joined");
+    hold.rollback().await.expect("release the lock");
+    let _ = conn.close().await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("did not answer within ROLLCALL_DB_TIMEOUT"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -532,6 +532,10 @@ async fn documents_are_read_as_the_specification_says(app: TestApp) {
     let body = app.gql(None, &login, json!({})).await;
     assert_code(&body, "BAD_USER_INPUT");
     assert!(body.get("data").is_none(), "{body}");
+    // A byte-order mark is an ignored token, as a space is.
+    let hidden = login.replace("login: \"nobody\"", "login\u{feff}: \"nobody\"");
+    assert_ne!(hidden, login);
+    assert_code(&app.gql(None, &hidden, json!({})).await, "BAD_USER_INPUT");
     // The same member twice in JSON variables is refused the same way.
     let body: Value = named(
         "query Q($f: UserFilter) { users(filter: $f) { totalCount } }",

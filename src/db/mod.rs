@@ -387,7 +387,13 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
         // Each pooled connection would open a database of its own, the schema in one of them.
         // The path as sqlx hands it to SQLite: decoded (`%3Amemory%3A` is `:memory:`).
         let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-        let in_memory = path.contains(":memory:") || mode("memory");
+        // SQLite's `memdb` VFS keeps the database in memory too; the last `vfs` stands.
+        let memdb = parameters
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "vfs")
+            .is_some_and(|(_, value)| value == "memdb");
+        let in_memory = path.contains(":memory:") || mode("memory") || memdb;
         if in_memory {
             return Some(
                 "an in-memory SQLite database lives in one connection and this server opens \
@@ -605,6 +611,15 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
     err.as_database_error()
 }
 
+/// Whether `url` names a SQLite file that does not exist: opened with `mode=rwc`, it would be
+/// created.
+pub fn sqlite_file_missing(url: &str) -> bool {
+    use std::str::FromStr;
+    url.starts_with("sqlite:")
+        && sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .is_ok_and(|options| !options.get_filename().exists())
+}
+
 /// The line of PostgreSQL's own source that raised the error behind `err`, which sqlx writes
 /// at the end of its message ("… does not exist at line 948").
 pub fn postgres_source_line(err: &DbErr) -> Option<usize> {
@@ -765,6 +780,7 @@ mod tests {
             ("sqlite://x.db?imm%75table=%31", "read-only"),
             ("sqlite://x.db?mode=%6Demory", "in-memory"),
             ("sqlite://%3Amemory%3A", "in-memory"),
+            ("sqlite://x.db?vfs=memdb&mode=rwc", "in-memory"),
             ("postgres://u@db/x?sslpassword=secret", "do not take"),
             (
                 "postgres://u@db/x?sslmode=require&sslmdoe=verify-full",

@@ -248,6 +248,9 @@ async fn respond_to_post(
             Ok(request) => execute(state, headers, request, client_ip, media, Method::Post).await,
             Err(Refusal::NotPersisted) => persisted_query_not_supported(),
             Err(Refusal::Bad(message)) => request_error(StatusCode::BAD_REQUEST, message),
+            Err(Refusal::Repeated(path)) => {
+                request_error(StatusCode::BAD_REQUEST, &given_twice(&path))
+            }
             Err(Refusal::Batch(requests)) => batch_refused(requests),
         }
     };
@@ -312,9 +315,12 @@ fn is_out_of_range(err: &serde_json::Error) -> bool {
     err.to_string().starts_with("number out of range")
 }
 
-const OUT_OF_RANGE: &str = "The body holds a number out of range (beyond a 64-bit float)";
+/// The refusal of a JSON member given twice, named by its path.
+fn given_twice(path: &str) -> String {
+    format!("`{path}` is given twice in one JSON object")
+}
 
-const REPEATED_MEMBER: &str = "`variables` gives a member twice in one JSON object";
+const OUT_OF_RANGE: &str = "The body holds a number out of range (beyond a 64-bit float)";
 
 /// The parameters of a GraphQL request in a query string.
 const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "extensions"];
@@ -379,9 +385,12 @@ async fn respond_to_get(
             // `null` is no value, as in a POST body.
             Ok(serde_json::Value::Null) => {}
             Ok(serde_json::Value::Object(_))
-                if slot == 0 && validation::repeats_a_member(text.as_bytes()) =>
+                if let Some(path) = validation::repeated_member(text.as_bytes()) =>
             {
-                return request_error(StatusCode::BAD_REQUEST, REPEATED_MEMBER);
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    &given_twice(&format!("{key}.{path}")),
+                );
             }
             Ok(value @ serde_json::Value::Object(_)) => {
                 if slot == 0 {
@@ -653,6 +662,8 @@ fn persisted_query_not_supported() -> Response {
 #[derive(Debug, PartialEq, Eq)]
 enum Refusal {
     Bad(&'static str),
+    /// A member given twice in one JSON object, by its path from the body's top.
+    Repeated(String),
     /// A persisted query's hash without its text: none are kept here.
     NotPersisted,
     /// A batch, with its number of requests when it is a JSON array of at most
@@ -704,8 +715,10 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
             _ if is_out_of_range(&err) => Refusal::Bad(OUT_OF_RANGE),
             _ => Refusal::Bad("The body is not valid JSON"),
         })?;
-    if !request.variables.is_empty() && validation::repeats_a_member(bytes) {
-        return Err(Refusal::Bad(REPEATED_MEMBER));
+    // Only a body with values inside it to repeat is read again.
+    let nested = !request.variables.is_empty() || !request.extensions.is_empty();
+    if let Some(path) = nested.then(|| validation::repeated_member(bytes)).flatten() {
+        return Err(Refusal::Repeated(path));
     }
     // async-graphql reads a missing `query` as an empty one; there is no request without it.
     if request.query.is_empty() {
@@ -919,33 +932,45 @@ mod tests {
     #[test]
     fn a_body_is_refused_for_what_it_gets_wrong() {
         let refusal = |body: &str| match parse_body(&Bytes::from(body.to_owned())) {
-            Err(Refusal::Bad(message)) => Some(message),
-            Err(Refusal::NotPersisted) => Some("not persisted"),
-            Err(Refusal::Batch(_)) => Some(BATCH_REFUSED),
+            Err(Refusal::Bad(message)) => Some(message.to_owned()),
+            Err(Refusal::Repeated(path)) => Some(given_twice(&path)),
+            Err(Refusal::NotPersisted) => Some("not persisted".to_owned()),
+            Err(Refusal::Batch(_)) => Some(BATCH_REFUSED.to_owned()),
             Ok(_) => None,
         };
-        assert_eq!(refusal(r#"{"query": "{ me { id } }"}"#), None);
+        assert_eq!(refusal(r#"{"query": "{ me { id } }"}"#).as_deref(), None);
         assert_eq!(
-            refusal(r#"{"query": "{ me { id } }", "variables": [1]}"#),
+            refusal(r#"{"query": "{ me { id } }", "variables": [1]}"#).as_deref(),
             Some("`variables` and `extensions` must be JSON objects, `operationName` a string")
         );
         assert_eq!(
-            refusal(r#"{"query": 1}"#),
+            refusal(r#"{"query": 1}"#).as_deref(),
             Some("The body is not a GraphQL request (a JSON object with a string `query`)")
         );
-        // A member given twice in the variables, at any depth, even written with an escape.
-        for repeated in [
-            r#"{"query": "q", "variables": {"f": {"role": "A", "role": "B"}}}"#,
-            r#"{"query": "q", "variables": {"f": [{"a": 1, "\u0061": 2}]}}"#,
+        // A member given twice in the variables or extensions, at any depth, even written with
+        // an escape, named by its path.
+        for (repeated, path) in [
+            (
+                r#"{"query": "q", "variables": {"f": {"role": "A", "role": "B"}}}"#,
+                "variables.f.role",
+            ),
+            (
+                r#"{"query": "q", "variables": {"f": [{"a": 1}, {"a": 1, "\u0061": 2}]}}"#,
+                "variables.f.1.a",
+            ),
+            (
+                r#"{"query": "q", "extensions": {"x": 1, "x": 2}}"#,
+                "extensions.x",
+            ),
         ] {
-            assert_eq!(refusal(repeated), Some(REPEATED_MEMBER), "{repeated}");
+            assert_eq!(refusal(repeated), Some(given_twice(path)), "{repeated}");
         }
         assert_eq!(
-            refusal(r#"{"query": "q", "variables": {"f": {"a": 1}, "g": {"a": 1}}}"#),
+            refusal(r#"{"query": "q", "variables": {"f": {"a": 1}, "g": {"a": 1}}}"#).as_deref(),
             None
         );
         assert_eq!(
-            refusal(r#"{"query": "q", "variables": {"x": 1e400}}"#),
+            refusal(r#"{"query": "q", "variables": {"x": 1e400}}"#).as_deref(),
             Some(OUT_OF_RANGE)
         );
         for (body, requests) in [
@@ -961,7 +986,7 @@ mod tests {
         let refused = parse_body(&Bytes::from(many)).map(drop);
         assert_eq!(refused, Err(Refusal::Batch(None)));
         assert_eq!(
-            refusal(r#"{"query": "{ me { id } }", "query": "{ serverInfo { name } }"}"#),
+            refusal(r#"{"query": "{ me { id } }", "query": "{ serverInfo { name } }"}"#).as_deref(),
             Some(
                 "The body gives a member (`query`, `variables`, `operationName` or `extensions`) twice"
             )
@@ -970,13 +995,13 @@ mod tests {
             br#"{"query": "{ me { id } }", "operationName": ""}"#,
         ));
         assert_eq!(unnamed.map(|request| request.operation_name), Ok(None));
-        assert_eq!(refusal("{"), Some("The body is not valid JSON"));
+        assert_eq!(refusal("{").as_deref(), Some("The body is not valid JSON"));
         let hash_only = r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
-        assert_eq!(refusal(hash_only), Some("not persisted"));
+        assert_eq!(refusal(hash_only).as_deref(), Some("not persisted"));
         let null_query = r#"{"query": null, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
-        assert_eq!(refusal(null_query), Some("not persisted"));
+        assert_eq!(refusal(null_query).as_deref(), Some("not persisted"));
         assert_eq!(
-            refusal(r#"{"query": null}"#),
+            refusal(r#"{"query": null}"#).as_deref(),
             Some("The body is not a GraphQL request (a JSON object with a string `query`)")
         );
     }

@@ -424,7 +424,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(err) => {
             if !was_unready {
-                tracing::warn!(%err, "readiness check: database unavailable or migrated further");
+                tracing::warn!(error = %crate::error::chain(&err), "readiness check: database unavailable or migrated further");
             }
             (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -659,7 +659,7 @@ impl Drop for Attempt {
         let (db, reserved) = (self.db.clone(), self.reserved);
         runtime.spawn(async move {
             if let Err(err) = throttle::release(&db, &key, reserved).await {
-                tracing::warn!(error = %err, "taking back an unchecked credential attempt");
+                tracing::warn!(error = %crate::error::chain(&err), "taking back an unchecked credential attempt");
             }
         });
     }

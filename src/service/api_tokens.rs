@@ -162,7 +162,7 @@ impl Service {
         let service = self.clone();
         tokio::spawn(async move {
             if let Err(err) = api_tokens::touch(service.db().writer(), id, now).await {
-                tracing::warn!(error = %err, "recording an API token's use");
+                tracing::warn!(error = %crate::error::chain(&err), "recording an API token's use");
             }
             service.touching().remove(&id);
         });

@@ -146,7 +146,7 @@ pub(super) async fn reload_keys(service: Weak<Inner>) {
         match signing_keys::delete(inner.db.writer(), expired, chrono::Utc::now()).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted signing keys past their last token"),
-            Err(err) => tracing::warn!(error = %err, "deleting old signing keys"),
+            Err(err) => tracing::warn!(error = %chain(&err), "deleting old signing keys"),
         }
     }
 }

@@ -251,7 +251,7 @@ async fn housekeeping(service: Weak<Inner>) {
         };
         inner.ip_limiter.forget_idle();
         if let Err(err) = throttle::purge(inner.db.writer(), PURGE_BATCH).await {
-            tracing::warn!(error = %err, "purging old credential failures");
+            tracing::warn!(error = %chain(&err), "purging old credential failures");
         }
         // Held for this round only, so the service can still end between rounds.
         let service = Service(inner);

@@ -56,10 +56,26 @@ pub enum StartError {
         hint: &'static str,
         source: sea_orm::DbErr,
     },
+    #[error(
+        "the database did not answer within ROLLCALL_DB_TIMEOUT (on SQLite: another process, a \
+         server's write or an import, held its write lock meanwhile); run the command again, or \
+         raise ROLLCALL_DB_TIMEOUT"
+    )]
+    Busy(#[source] sea_orm::DbErr),
     #[error("database error")]
-    Database(#[from] sea_orm::DbErr),
+    Database(#[source] sea_orm::DbErr),
     #[error("{0}")]
     Other(#[from] AppError),
+}
+
+impl From<sea_orm::DbErr> for StartError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        if crate::db::statement_timed_out(&err) {
+            StartError::Busy(err)
+        } else {
+            StartError::Database(err)
+        }
+    }
 }
 
 /// Connects to the configured database with up to `max_connections`, waiting at most
@@ -182,6 +198,14 @@ impl Service {
         } else {
             settings.db_timeout
         };
+        // Refused before it is opened: opening would create the file.
+        if purpose == Purpose::Existing
+            && crate::db::url_problem(&settings.database_url).is_none()
+            && crate::db::sqlite_file_missing(&settings.database_url)
+        {
+            let url = crate::db::redacted_url(&settings.database_url);
+            return Err(StartError::NoSchema { url });
+        }
         let db = connect(settings, settings.db_max_connections, timeout).await?;
         let url = crate::db::redacted_url(&settings.database_url);
         // A server migrates; a command refuses an older schema rather than upgrade it behind

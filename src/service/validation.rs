@@ -602,63 +602,81 @@ pub fn second_factor_code(code: &str) -> Checked<()> {
     Ok(())
 }
 
-/// Whether `json` gives a member twice in one of its objects, at any depth. serde_json keeps
-/// the last, so `{"role": "ADMIN", "role": "STANDARD"}` would be read as `STANDARD`, where
-/// anything reading the same input first (a proxy's filter, a log reader, another tool) may
-/// take the first.
-pub fn repeats_a_member(json: &[u8]) -> bool {
-    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+/// The first member `json` gives twice in one of its objects, at any depth, by its path from
+/// the top (`variables.filter.role`, `3.role`). serde_json keeps the last, so
+/// `{"role": "ADMIN", "role": "STANDARD"}` would be read as `STANDARD`, where anything reading
+/// the same input first (a proxy's filter, a log reader, another tool) may take the first.
+/// `None` for JSON without one, and for text that is no JSON.
+pub fn repeated_member(json: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 
-    /// Any JSON value, read only to find a repeated member.
-    struct Unique;
+    /// Any JSON value at `path`, read only to find a repeated member.
+    struct Walk<'p>(&'p mut Vec<String>);
 
-    impl<'de> Deserialize<'de> for Unique {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            deserializer.deserialize_any(Unique)
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Unique {
-        type Value = Unique;
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("JSON")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
         }
-        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
         }
-        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
         }
-        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
         }
-        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
         }
-        fn visit_unit<E>(self) -> Result<Unique, E> {
-            Ok(Unique)
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Unique, A::Error> {
-            while items.next_element::<Unique>()?.is_some() {}
-            Ok(Unique)
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+            let mut index = 0usize;
+            loop {
+                self.0.push(index.to_string());
+                let more = items.next_element_seed(Walk(self.0))?;
+                self.0.pop();
+                if more.is_none() {
+                    return Ok(());
+                }
+                index += 1;
+            }
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Unique, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
             let mut names = std::collections::HashSet::new();
             while let Some(name) = members.next_key::<String>()? {
+                self.0.push(name.clone());
                 if !names.insert(name) {
                     return Err(A::Error::custom("a member given twice"));
                 }
-                members.next_value::<Unique>()?;
+                members.next_value_seed(Walk(self.0))?;
+                self.0.pop();
             }
-            Ok(Unique)
+            Ok(())
         }
     }
 
-    serde_json::from_slice::<Unique>(json).is_err()
+    let mut path = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    match Walk(&mut path).deserialize(&mut deserializer) {
+        Err(err) if err.to_string().starts_with("a member given twice") => Some(path.join(".")),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
