@@ -15,10 +15,9 @@ use crate::service::{NewUser, Service};
 /// does not turn a command that did its work into a failure, as `println!`'s panic (exit 101)
 /// would; a script retrying on failure would rotate a key twice.
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
 }
 
 /// [`say!`] for stderr: what is told the operator, and why a command failed.
@@ -27,6 +26,22 @@ macro_rules! say_err {
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
+}
+
+/// Set when a command's result could not be written (a full disk, say): the command fails.
+static OUTPUT_LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`say!`]'s line: a closed pipe is the reader's choice and no failure; any other error is.
+#[doc(hidden)]
+pub fn write_out(line: std::fmt::Arguments) {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout(), "{line}") {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            say_err!("error: cannot write the result: {err}");
+            OUTPUT_LOST.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        _ => {}
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -94,6 +109,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
+        Ok(()) if OUTPUT_LOST.load(std::sync::atomic::Ordering::Relaxed) => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let text = chain(&err);
@@ -116,23 +132,23 @@ fn tell(format: LogFormat, text: &str) {
     }
 }
 
-/// Whether JSON logs were asked for, read where the settings could not be: from
-/// `--log-format` or `ROLLCALL_LOG_FORMAT` (the flag first, as clap reads them).
+/// Whether JSON logs were asked for, where the settings could not be read (clap stops at the
+/// first mistake, before it reads the environment): `--log-format json`, else
+/// `ROLLCALL_LOG_FORMAT=json`, written exactly as clap takes them.
 fn json_logs_asked() -> bool {
     let mut args = std::env::args_os().skip(1);
     let mut flag = None;
     while let Some(arg) = args.next() {
-        let arg = arg.to_string_lossy().into_owned();
-        if arg == "--log-format" {
-            flag = args
-                .next()
-                .map(|value| value.to_string_lossy().into_owned());
-        } else if let Some(value) = arg.strip_prefix("--log-format=") {
-            flag = Some(value.to_owned());
+        if arg == "--" {
+            break;
+        } else if arg == "--log-format" {
+            flag = args.next();
+        } else if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--log-format=")) {
+            flag = Some(value.into());
         }
     }
-    let chosen = flag.or_else(|| std::env::var("ROLLCALL_LOG_FORMAT").ok());
-    chosen.is_some_and(|format| format.trim().eq_ignore_ascii_case("json"))
+    let chosen = flag.or_else(|| std::env::var_os("ROLLCALL_LOG_FORMAT"));
+    chosen.is_some_and(|format| format == "json")
 }
 
 /// One line as the JSON logs write theirs.
@@ -567,11 +583,8 @@ fn describe(err: AppError) -> anyhow::Error {
             anyhow::anyhow!("{}", text.join("; "))
         }
         // A command waits for the database as a request does, but has no request to speak of.
-        AppError::Timeout(_) => anyhow::anyhow!(
-            "the database did not answer within ROLLCALL_DB_TIMEOUT (on SQLite: another \
-             process, a server's write or an import, held its write lock meanwhile); nothing \
-             was changed: run the command again, or raise ROLLCALL_DB_TIMEOUT"
-        ),
+        // What it had not committed is rolled back; a rotation may have committed before.
+        AppError::Timeout(_) => anyhow::anyhow!(crate::service::BUSY),
         other => anyhow::anyhow!("{}", crate::error::chain(&other)),
     }
 }

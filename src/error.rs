@@ -228,8 +228,10 @@ pub fn chain(err: &(dyn StdError + 'static)) -> String {
     // PostgreSQL's errors end in the line of its own source that raised them ("database
     // \"x\" does not exist at line 948"), which reads as a line of the operator's input.
     let line = causes().find_map(|cause| {
-        cause
-            .downcast_ref::<sea_orm::DbErr>()
+        // A database error kept by [`AppError::Internal`] is behind its `Arc`.
+        let kept = cause.downcast_ref::<Source>().map(|kept| &**kept);
+        kept.and_then(|kept| kept.downcast_ref::<sea_orm::DbErr>())
+            .or_else(|| cause.downcast_ref::<sea_orm::DbErr>())
             .and_then(crate::db::postgres_source_line)
     });
     let said = |cause: &(dyn StdError + 'static)| match line {

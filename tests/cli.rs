@@ -1131,6 +1131,22 @@ async fn commands_write_json_lines_and_outlive_a_closed_stdout() {
         .expect("spawn rollcall");
     drop(child.stderr.take());
     assert_succeeded(&output_or_kill(child, "rollcall keys rotate"));
+    // A result that could not be written (a full disk) is a failure, said as such.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let child = rollcall_command(&db.url, &[])
+            .arg("schema")
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall");
+        let out = output_or_kill(child, "rollcall schema to a full disk");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot write the result"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A command kept waiting past ROLLCALL_DB_TIMEOUT by another process's write lock on SQLite
@@ -1445,6 +1461,10 @@ async fn postgres_a_migrated_database_serves_a_role_without_create() {
         assert!(!refused.status.success());
         let said = String::from_utf8_lossy(&refused.stderr);
         assert!(said.contains("as the database's owner"), "{said}");
+        assert!(
+            !said.contains(" at line "),
+            "PostgreSQL's source line: {said}"
+        );
         // The owner's migration waits for a lock the test holds, and the server for it.
         let hold = owner.begin().await.expect("begin");
         hold.execute_unprepared(&format!(

@@ -478,29 +478,24 @@ async fn get_parameters_are_checked(app: TestApp) {
 async fn documents_are_read_as_the_specification_says(app: TestApp) {
     let owner = app.register("owner").await;
     let token = Some(owner.access.as_str());
-    let named = |query: &str, name: &str, variables: Value| {
+    let named = async |query: &str, name: &str, variables: Value| -> Value {
         app.post()
             .bearer_auth(&owner.access)
             .json(&json!({"query": query, "operationName": name, "variables": variables}))
             .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON")
     };
     let two = "query Users($first: Int!) { users(first: $first) { totalCount } } \
                query Me { me { username } }";
-    let body: Value = named(two, "Me", json!({}))
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let body = named(two, "Me", json!({})).await;
     assert_eq!(body, json!({"data": {"me": {"username": "owner"}}}));
     let shared = "query A($x: Int) { users(first: $x) { totalCount } } \
                   query B($x: String) { user(username: $x) { username } }";
-    let body: Value = named(shared, "B", json!({"x": "owner"}))
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let body = named(shared, "B", json!({"x": "owner"})).await;
     assert_eq!(body, json!({"data": {"user": {"username": "owner"}}}));
     // In the operation that runs, an undefined variable is one error, not one per check.
     let body = app
@@ -537,16 +532,12 @@ async fn documents_are_read_as_the_specification_says(app: TestApp) {
     assert_ne!(hidden, login);
     assert_code(&app.gql(None, &hidden, json!({})).await, "BAD_USER_INPUT");
     // The same member twice in JSON variables is refused the same way.
-    let body: Value = named(
+    let body = named(
         "query Q($f: UserFilter) { users(filter: $f) { totalCount } }",
         "Q",
         json!({}),
     )
-    .await
-    .expect("sent")
-    .json()
-    .await
-    .expect("JSON");
+    .await;
     assert_ok(&body);
     let repeated = app
         .post()

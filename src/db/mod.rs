@@ -371,8 +371,12 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
         }
         // Read as sqlx reads them: decoded, each `mode` adding to the last, the last
         // `immutable` standing.
+        // A value ends at a NUL, as SQLite reads the ones sqlx hands it (`vfs=memdb%00`).
         let parameters: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .map(|(key, value)| {
+                let value = value.split('\0').next().unwrap_or_default().to_owned();
+                (key.into_owned(), value)
+            })
             .collect();
         let mode = |wanted: &str| {
             parameters
@@ -387,6 +391,15 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
         // Each pooled connection would open a database of its own, the schema in one of them.
         // The path as sqlx hands it to SQLite: decoded (`%3Amemory%3A` is `:memory:`).
         let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        // SQLite reads a `file:` name as a URI of its own, whose parameters (`mode=memory`,
+        // `vfs=memdb`, `immutable=1`) the checks below would not see.
+        if path.trim_start_matches('/').starts_with("file:") {
+            return Some(
+                "DATABASE_URL gives a SQLite `file:` URI: give the path itself, such as \
+                 `sqlite://rollcall.db?mode=rwc`"
+                    .into(),
+            );
+        }
         // SQLite's `memdb` VFS keeps the database in memory too; the last `vfs` stands.
         let memdb = parameters
             .iter()
@@ -781,6 +794,9 @@ mod tests {
             ("sqlite://x.db?mode=%6Demory", "in-memory"),
             ("sqlite://%3Amemory%3A", "in-memory"),
             ("sqlite://x.db?vfs=memdb&mode=rwc", "in-memory"),
+            ("sqlite://x.db?vfs=memdb%00x&mode=rwc", "in-memory"),
+            ("sqlite://file:x%3Fmode%3Dmemory", "`file:` URI"),
+            ("sqlite://file:rollcall.db?mode=rwc", "`file:` URI"),
             ("postgres://u@db/x?sslpassword=secret", "do not take"),
             (
                 "postgres://u@db/x?sslmode=require&sslmdoe=verify-full",

@@ -124,8 +124,10 @@ pub async fn reserve(
             }));
         }
     }
+    // The kind only: an unknown login's subject is what was typed, at times a password.
+    let kind = subject.split(':').next().unwrap_or_default();
     tracing::warn!(
-        subject,
+        kind,
         "credential attempts at once on one subject: refused some"
     );
     Ok(Err(policy.first_wait))

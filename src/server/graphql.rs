@@ -251,6 +251,9 @@ async fn respond_to_post(
             Err(Refusal::Repeated(path)) => {
                 request_error(StatusCode::BAD_REQUEST, &given_twice(&path))
             }
+            Err(Refusal::OutOfRange) => {
+                request_error(StatusCode::BAD_REQUEST, &out_of_range("The body"))
+            }
             Err(Refusal::Batch(requests)) => batch_refused(requests),
         }
     };
@@ -315,12 +318,17 @@ fn is_out_of_range(err: &serde_json::Error) -> bool {
     err.to_string().starts_with("number out of range")
 }
 
-/// The refusal of a JSON member given twice, named by its path.
+/// The refusal of a JSON member given twice, named by its path (cut short: a name may be long).
 fn given_twice(path: &str) -> String {
-    format!("`{path}` is given twice in one JSON object")
+    let shown: String = path.chars().take(100).collect();
+    let more = if shown.len() < path.len() { "…" } else { "" };
+    format!("`{shown}{more}` is given twice in one JSON object")
 }
 
-const OUT_OF_RANGE: &str = "The body holds a number out of range (beyond a 64-bit float)";
+/// The refusal of a number beyond a 64-bit float in `part` of a request.
+fn out_of_range(part: &str) -> String {
+    format!("{part} holds a number out of range (beyond a 64-bit float)")
+}
 
 /// The parameters of a GraphQL request in a query string.
 const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "extensions"];
@@ -384,15 +392,13 @@ async fn respond_to_get(
         match serde_json::from_str::<serde_json::Value>(text) {
             // `null` is no value, as in a POST body.
             Ok(serde_json::Value::Null) => {}
-            Ok(serde_json::Value::Object(_))
-                if let Some(path) = validation::repeated_member(text.as_bytes()) =>
-            {
-                return request_error(
-                    StatusCode::BAD_REQUEST,
-                    &given_twice(&format!("{key}.{path}")),
-                );
-            }
             Ok(value @ serde_json::Value::Object(_)) => {
+                if let Some(path) = validation::repeated_member(text.as_bytes()) {
+                    return request_error(
+                        StatusCode::BAD_REQUEST,
+                        &given_twice(&format!("{key}.{path}")),
+                    );
+                }
                 if slot == 0 {
                     request = request.variables(async_graphql::Variables::from_json(value));
                 } else if let Ok(extensions) = serde_json::from_value(value) {
@@ -406,10 +412,7 @@ async fn respond_to_get(
                 );
             }
             Err(err) if is_out_of_range(&err) => {
-                return request_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("`{key}` holds a number out of range (beyond a 64-bit float)"),
-                );
+                return request_error(StatusCode::BAD_REQUEST, &out_of_range(&format!("`{key}`")));
             }
             _ => {
                 return request_error(
@@ -664,6 +667,8 @@ enum Refusal {
     Bad(&'static str),
     /// A member given twice in one JSON object, by its path from the body's top.
     Repeated(String),
+    /// A number beyond a 64-bit float.
+    OutOfRange,
     /// A persisted query's hash without its text: none are kept here.
     NotPersisted,
     /// A batch, with its number of requests when it is a JSON array of at most
@@ -712,13 +717,30 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
                 }
             }
             _ if is_too_deep(&err) => Refusal::Bad("The body nests JSON more than 128 deep"),
-            _ if is_out_of_range(&err) => Refusal::Bad(OUT_OF_RANGE),
+            _ if is_out_of_range(&err) => Refusal::OutOfRange,
             _ => Refusal::Bad("The body is not valid JSON"),
         })?;
-    // Only a body with values inside it to repeat is read again.
-    let nested = !request.variables.is_empty() || !request.extensions.is_empty();
-    if let Some(path) = nested.then(|| validation::repeated_member(bytes)).flatten() {
-        return Err(Refusal::Repeated(path));
+    // Only a body with values inside it to repeat is read again, and only those values.
+    if !request.variables.is_empty() || !request.extensions.is_empty() {
+        #[derive(serde::Deserialize)]
+        struct Nested<'a> {
+            #[serde(borrow)]
+            variables: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            extensions: Option<&'a serde_json::value::RawValue>,
+        }
+        if let Ok(nested) = serde_json::from_slice::<Nested>(bytes) {
+            for (name, value) in [
+                ("variables", nested.variables),
+                ("extensions", nested.extensions),
+            ] {
+                let repeated =
+                    value.and_then(|value| validation::repeated_member(value.get().as_bytes()));
+                if let Some(path) = repeated {
+                    return Err(Refusal::Repeated(format!("{name}.{path}")));
+                }
+            }
+        }
     }
     // async-graphql reads a missing `query` as an empty one; there is no request without it.
     if request.query.is_empty() {
@@ -934,6 +956,7 @@ mod tests {
         let refusal = |body: &str| match parse_body(&Bytes::from(body.to_owned())) {
             Err(Refusal::Bad(message)) => Some(message.to_owned()),
             Err(Refusal::Repeated(path)) => Some(given_twice(&path)),
+            Err(Refusal::OutOfRange) => Some(out_of_range("The body")),
             Err(Refusal::NotPersisted) => Some("not persisted".to_owned()),
             Err(Refusal::Batch(_)) => Some(BATCH_REFUSED.to_owned()),
             Ok(_) => None,
@@ -965,13 +988,18 @@ mod tests {
         ] {
             assert_eq!(refusal(repeated), Some(given_twice(path)), "{repeated}");
         }
+        // A member the request does not read is left alone, whatever else it holds.
+        assert_eq!(
+            refusal(r#"{"query": "q", "variables": {"x": 1}, "other": {"a": 1, "a": 2}}"#),
+            None
+        );
         assert_eq!(
             refusal(r#"{"query": "q", "variables": {"f": {"a": 1}, "g": {"a": 1}}}"#).as_deref(),
             None
         );
         assert_eq!(
-            refusal(r#"{"query": "q", "variables": {"x": 1e400}}"#).as_deref(),
-            Some(OUT_OF_RANGE)
+            refusal(r#"{"query": "q", "variables": {"x": 1e400}}"#),
+            Some(out_of_range("The body"))
         );
         for (body, requests) in [
             ("[{}]", Some(1)),

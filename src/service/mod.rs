@@ -32,7 +32,7 @@ pub use crate::db::users::Page;
 pub use accounts::AuthSession;
 pub use audit::AuditPage;
 pub use sessions::SessionInfo;
-pub use startup::{StartError, connect, migrate};
+pub use startup::{BUSY, StartError, connect, migrate};
 pub use step_up::Verification;
 pub use totp::TotpSetup;
 pub use users::{ImportedUser, NewUser, UserChanges, UserRef};

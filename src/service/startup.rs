@@ -12,6 +12,11 @@ use crate::db::{Db, signing_keys, throttle};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
+/// What a command or a starting server says of a database that stayed busy past its timeout.
+pub const BUSY: &str = "the database did not answer within ROLLCALL_DB_TIMEOUT (on SQLite: \
+    another process, a server's write or an import, held its write lock meanwhile); try again \
+    once it is free, or raise ROLLCALL_DB_TIMEOUT";
+
 /// A start-up failure, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,11 +61,7 @@ pub enum StartError {
         hint: &'static str,
         source: sea_orm::DbErr,
     },
-    #[error(
-        "the database did not answer within ROLLCALL_DB_TIMEOUT (on SQLite: another process, a \
-         server's write or an import, held its write lock meanwhile); run the command again, or \
-         raise ROLLCALL_DB_TIMEOUT"
-    )]
+    #[error("{BUSY}")]
     Busy(#[source] sea_orm::DbErr),
     #[error("database error")]
     Database(#[source] sea_orm::DbErr),
@@ -119,6 +120,9 @@ pub async fn migrate(settings: &Settings, db: &Db) -> Result<(), StartError> {
 /// A failure to read or migrate the configured database's schema, telling a database with
 /// migrations this release does not know (a newer release's) from any other failure.
 fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
+    if crate::db::statement_timed_out(&source) {
+        return StartError::Busy(source);
+    }
     if crate::db::unknown_migration(&source) {
         StartError::UnknownMigrations {
             url: crate::db::redacted_url(&settings.database_url),
@@ -180,7 +184,7 @@ impl Service {
         let jwt_secret = settings
             .jwt_secret
             .as_deref()
-            .map(str::trim)
+            .map(|secret| secret.trim_matches(|c: char| c.is_ascii_whitespace()))
             .filter(|secret| !secret.is_empty());
         if jwt_secret.is_none() && settings.jwt_secret.is_some() {
             tracing::warn!("ROLLCALL_JWT_SECRET is blank: signing with the default Ed25519 keys");

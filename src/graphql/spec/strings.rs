@@ -7,8 +7,9 @@
 
 use std::ops::ControlFlow;
 
-/// What the lexer meets: a byte outside strings and comments, or a string value's contents
-/// between its quotes (as written, escapes and all), each with where it starts.
+/// What the lexer meets: a byte outside strings and comments, or a (quoted, not block) string
+/// value's contents between its quotes (as written, escapes and all), each with where it
+/// starts. Block strings and comments are passed over without a word.
 pub(in crate::graphql) enum Lexed<'a> {
     Code(usize, u8),
     String(usize, &'a str),
