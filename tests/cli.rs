@@ -207,6 +207,13 @@ async fn commands_migrate_only_an_empty_database(backend: Backend) {
     }
     if backend == Backend::Sqlite {
         assert!(!db.sqlite_file().exists(), "a SQLite file was left behind");
+        // Nor is an empty file made a database.
+        std::fs::write(db.sqlite_file(), b"").expect("an empty file");
+        let out = run_cli(&db.url, &["keys", "rotate"], "");
+        assert!(!out.status.success());
+        let file = std::fs::metadata(db.sqlite_file()).expect("the file");
+        assert_eq!(file.len(), 0, "the empty file was written to");
+        std::fs::remove_file(db.sqlite_file()).expect("removed");
     }
     let conn = db.connect().await;
     let schema = sea_orm::ConnectionTrait::query_one_raw(

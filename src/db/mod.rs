@@ -624,13 +624,14 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
     err.as_database_error()
 }
 
-/// Whether `url` names a SQLite file that does not exist: opened with `mode=rwc`, it would be
-/// created.
+/// Whether `url` names a SQLite file that does not exist or is empty: opened, it would be
+/// created, or made a database.
 pub fn sqlite_file_missing(url: &str) -> bool {
     use std::str::FromStr;
     url.starts_with("sqlite:")
-        && sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .is_ok_and(|options| !options.get_filename().exists())
+        && sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).is_ok_and(|options| {
+            std::fs::metadata(options.get_filename()).map_or(true, |file| file.len() == 0)
+        })
 }
 
 /// The line of PostgreSQL's own source that raised the error behind `err`, which sqlx writes
