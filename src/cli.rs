@@ -13,7 +13,7 @@ use crate::service::{NewUser, Service};
 
 /// Writes a command's result to stdout. A reader that has closed the pipe (`| head`, `| true`)
 /// does not turn a command that did its work into a failure, as `println!`'s panic (exit 101)
-/// would; a script retrying on failure would rotate a key twice.
+/// would; any other error (a full disk) does, saying the work was done (see [`write_out`]).
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::cli::write_out(format_args!($($arg)*))
@@ -28,17 +28,17 @@ macro_rules! say_err {
     }};
 }
 
-/// Set when a command's result could not be written (a full disk, say): the command fails.
-static OUTPUT_LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Why a command's result could not be written (a full disk, say): the command fails with it.
+static OUTPUT_LOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// [`say!`]'s line: a closed pipe is the reader's choice and no failure; any other error is.
+/// [`say!`]'s line: a closed pipe is the reader's choice and no failure; any other error is,
+/// said once the command ends.
 #[doc(hidden)]
 pub fn write_out(line: std::fmt::Arguments) {
     use std::io::Write as _;
     match writeln!(std::io::stdout(), "{line}") {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-            say_err!("error: cannot write the result: {err}");
-            OUTPUT_LOST.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = OUTPUT_LOST.set(err.to_string());
         }
         _ => {}
     }
@@ -109,10 +109,16 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) if OUTPUT_LOST.load(std::sync::atomic::Ordering::Relaxed) => ExitCode::FAILURE,
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            let text = chain(&err);
+        Ok(()) if OUTPUT_LOST.get().is_none() => ExitCode::SUCCESS,
+        result => {
+            // Not to be run again blindly: what it changed stands.
+            let text = match (result, OUTPUT_LOST.get()) {
+                (Err(err), _) => chain(&err),
+                (Ok(()), lost) => format!(
+                    "the command did its work, but its result could not be written: {}",
+                    lost.map_or("", String::as_str)
+                ),
+            };
             match log_format {
                 LogFormat::Text => say_err!("error: {text}"),
                 LogFormat::Json => say_err!("{}", json_line("ERROR", "exiting", Some(&text))),

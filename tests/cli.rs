@@ -1149,7 +1149,8 @@ async fn commands_write_json_lines_and_outlive_a_closed_stdout() {
         let out = output_or_kill(child, "rollcall schema to a full disk");
         assert!(!out.status.success());
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("cannot write the result"),
+            String::from_utf8_lossy(&out.stderr)
+                .contains("did its work, but its result could not be written"),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );

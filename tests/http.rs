@@ -117,7 +117,7 @@ async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
         .expect("post");
     let body: serde_json::Value = response.json().await.expect("JSON error body");
     assert_eq!(
-        body["errors"][0]["message"], "The body nests JSON more than 128 deep",
+        body["errors"][0]["message"], "The body nests JSON 128 deep or more",
         "{body}"
     );
 
@@ -467,7 +467,7 @@ async fn get_parameters_are_checked(app: TestApp) {
     assert_eq!(status, 400, "{body}");
     assert_eq!(
         body["errors"][0]["message"],
-        "`variables` nests JSON more than 128 deep"
+        "`variables` nests JSON 128 deep or more"
     );
 }
 

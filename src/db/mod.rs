@@ -606,6 +606,11 @@ fn pool_timed_out(err: &DbErr) -> bool {
 /// tells the operator why (refused, no route, no such host).
 async fn why_unreachable(url: &str) -> Option<DbErr> {
     use sea_orm::sqlx::ConnectOptions as _;
+    // Only PostgreSQL's: the driver would read a SQLite URL as a PostgreSQL one, with the
+    // environment's defaults (`PGHOST`, `PGPORT`), and report another server's answer.
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return None;
+    }
     let options: sea_orm::sqlx::postgres::PgConnectOptions = url.parse().ok()?;
     match tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
         Ok(Err(err)) => Some(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(err)))),

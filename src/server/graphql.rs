@@ -408,7 +408,7 @@ async fn respond_to_get(
             Err(err) if is_too_deep(&err) => {
                 return request_error(
                     StatusCode::BAD_REQUEST,
-                    &format!("`{key}` nests JSON more than 128 deep"),
+                    &format!("`{key}` nests JSON 128 deep or more"),
                 );
             }
             Err(err) if is_out_of_range(&err) => {
@@ -716,7 +716,7 @@ fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
                     _ => Refusal::Bad(NOT_A_REQUEST),
                 }
             }
-            _ if is_too_deep(&err) => Refusal::Bad("The body nests JSON more than 128 deep"),
+            _ if is_too_deep(&err) => Refusal::Bad("The body nests JSON 128 deep or more"),
             _ if is_out_of_range(&err) => Refusal::OutOfRange,
             _ => Refusal::Bad("The body is not valid JSON"),
         })?;

@@ -103,6 +103,8 @@ pub async fn connect(
             },
             hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
                 "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
+            } else if url.starts_with("sqlite:") && started.elapsed() >= timeout {
+                "; another process (a server's write, an import) may hold its lock"
             } else {
                 ""
             },
