@@ -62,7 +62,7 @@ pub fn main() -> ExitCode {
                 if let Some(variable) = &variable {
                     text = format!("{text} ({variable})");
                 }
-                say_err!("{}", json_line("ERROR", "exiting", Some(&text)));
+                exiting(LogFormat::Json, &text);
             } else {
                 let _ = err.print();
                 if let Some(variable) = variable {
@@ -119,10 +119,7 @@ pub fn main() -> ExitCode {
                     lost.map_or("", String::as_str)
                 ),
             };
-            match log_format {
-                LogFormat::Text => say_err!("error: {text}"),
-                LogFormat::Json => say_err!("{}", json_line("ERROR", "exiting", Some(&text))),
-            }
+            exiting(log_format, &text);
             ExitCode::FAILURE
         }
     }
@@ -135,6 +132,14 @@ fn tell(format: LogFormat, text: &str) {
     match format {
         LogFormat::Text => say_err!("{text}"),
         LogFormat::Json => say_err!("{}", json_line("INFO", text, None)),
+    }
+}
+
+/// The last line of a process that fails: why, as [`tell`] writes.
+fn exiting(format: LogFormat, why: &str) {
+    match format {
+        LogFormat::Text => say_err!("error: {why}"),
+        LogFormat::Json => say_err!("{}", json_line("ERROR", "exiting", Some(why))),
     }
 }
 

@@ -94,21 +94,24 @@ pub async fn connect(
     let started = Instant::now();
     Db::connect(url, max_connections, timeout)
         .await
-        .map_err(|source| StartError::Connect {
-            url: crate::db::redacted_url(url),
-            waited: if started.elapsed() >= timeout {
-                format!(" (waited {timeout:?}, ROLLCALL_DB_TIMEOUT)")
-            } else {
-                String::new()
-            },
-            hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
-                "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
-            } else if url.starts_with("sqlite:") && started.elapsed() >= timeout {
-                "; another process (a server's write, an import) may hold its lock"
-            } else {
-                ""
-            },
-            source,
+        .map_err(|source| {
+            let waited_out = started.elapsed() >= timeout;
+            StartError::Connect {
+                url: crate::db::redacted_url(url),
+                waited: if waited_out {
+                    format!(" (waited {timeout:?}, ROLLCALL_DB_TIMEOUT)")
+                } else {
+                    String::new()
+                },
+                hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
+                    "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
+                } else if url.starts_with("sqlite:") && waited_out {
+                    "; another process (a server's write, an import) may hold its lock"
+                } else {
+                    ""
+                },
+                source,
+            }
         })
 }
 
