@@ -749,6 +749,32 @@ async fn postgres_commands_leave_another_applications_database_alone() {
     commands_leave_another_applications_database_alone(Backend::Postgres).await;
 }
 
+/// `user promote-owner` on a database without an owner, racing another that makes one (held
+/// open by the test, so this one cannot see it yet): it transfers from the new owner, as if it
+/// had run second, instead of failing on the one-owner index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_promote_owner_racing_another_owner_transfers_from_them() {
+    let Some(app) = support::TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    for name in ["ann", "bob"] {
+        assert_succeeded(&create_user(&app.db.url, name, "ADMIN"));
+    }
+    let made_elsewhere = ["UPDATE users SET role = 'OWNER' WHERE username = 'ann'".to_owned()];
+    let url = app.db.url.clone();
+    let promote =
+        tokio::task::spawn_blocking(move || run_cli(&url, &["user", "promote-owner", "bob"], ""));
+    let out = app
+        .while_held(&made_elsewhere, 1, promote)
+        .await
+        .expect("the command ran");
+    assert_succeeded(&out);
+    let role =
+        |name: &str| format!("SELECT count(*) FROM users WHERE username = '{name}' AND role = ");
+    assert_eq!(app.count(&(role("bob") + "'OWNER'")).await, 1);
+    assert_eq!(app.count(&(role("ann") + "'ADMIN'")).await, 1);
+}
+
 /// `user reset-totp` audits the role its user has once it holds the row: one changed meanwhile
 /// (held open by the test) is the one recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -854,6 +854,75 @@ async fn postgres_a_code_of_a_secret_replaced_meanwhile_is_refused() {
     assert_code(&body, "TOTP_REQUIRED");
 }
 
+/// A sensitive action's new password is hashed before its verification is checked: here the
+/// hashing queue fills while the verification waits (the caller's row held by the test), and
+/// the action still goes through, rather than answering "busy" with its recovery code spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_busy_hashing_queue_spends_no_recovery_code() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(app) =
+        TestApp::spawn_with(support::Backend::Postgres, |s| s.hash_concurrency = Some(1)).await
+    else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let bob = app.create_user(&owner, "bob", "STANDARD").await;
+    let (_, recovery, _) = turn_on(&app, &owner).await;
+    let actions = [
+        (
+            UPDATE_OTHER,
+            json!({"id": bob, "input": {"password": "a brand new passphrase"}}),
+        ),
+        (CREATE_ADMIN, json!({"input": new_user("carol", "ADMIN")})),
+    ];
+    for ((query, mut variables), code) in actions.into_iter().zip(&recovery) {
+        variables["v"] = json!({"totpCode": code});
+        let db = app.database().await;
+        let hold = db.begin().await.expect("begin");
+        let lock = format!("SELECT id FROM users WHERE id = '{}' FOR UPDATE", owner.id);
+        hold.execute_unprepared(&lock).await.expect("locked");
+        let stop = AtomicBool::new(false);
+        let (stop, app) = (&stop, &app);
+        // Wrong logins keep the queue full until the action has its answer.
+        let fill = |i: usize| async move {
+            for round in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                app.login(&format!("nobody{i}x{round}"), "wrong").await;
+            }
+        };
+        let action = async {
+            let answer = app.gql(Some(&owner.access), query, variables).await;
+            stop.store(true, Ordering::Relaxed);
+            answer
+        };
+        // Once the action waits for the verification's lock, the queue fills; then it goes on.
+        let release = async {
+            app.until_waiting_for_locks(1).await;
+            let full = async {
+                support::eventually("the hashing queue to fill", async || {
+                    metric(&app.metrics().await, "rollcall_password_hash_queue") >= 32.0
+                })
+                .await;
+                hold.commit().await.expect("commit");
+            };
+            tokio::join!(full, futures::future::join_all((0..40).map(fill)));
+        };
+        let (answer, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(action, release)
+        })
+        .await
+        .expect("answered");
+        assert_ok(&answer);
+        let _ = db.close().await;
+    }
+    let used = "SELECT COUNT(*) FROM audit_log WHERE action = 'RECOVERY_CODE_USED'";
+    assert_eq!(app.count(used).await, 2);
+}
+
 /// A login with a recovery code audits the code's use and the login with the role the user
 /// has once they commit: one changed while it ran (held open by the test) is the one shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,12 +146,14 @@ impl Service {
         // Every invalid field and every name in use first: a verification is not asked for
         // (nor counted, nor a recovery code spent) on input that could not be created anyway.
         let validated = self.validate_new_user(&input).await?;
+        let actor = caller.map(|caller| caller.user.id);
+        // Hashed before the verification too: a hash refused (the threads busy) or given up on
+        // (the request's time out) must not have spent a code.
+        let mut model = self.prepare_new_user(validated, actor).await?;
+        model.role = role;
         if let Some(caller) = caller.filter(|_| role == Role::Admin) {
             self.step_up(caller, verification).await?;
         }
-        let actor = caller.map(|caller| caller.user.id);
-        let mut model = self.prepare_new_user(validated, actor).await?;
-        model.role = role;
         let by = caller.map(|caller| (caller.user.id, caller.user.role));
         let entry = NewEntry::new(Action::UserCreated, by, caller.and_then(|c| c.ip))
             .target(model.id, role);
@@ -303,16 +305,16 @@ impl Service {
         let new_email = edit.email.as_deref().filter(|_| edit.email_changes);
         self.check_free(new_key.as_deref(), new_email, Some(target.id))
             .await?;
-        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
-            // Whoever sets another's password or email can sign in as them. Asked last, so
-            // no verification is spent on an edit refused anyway (the caller may list users,
-            // so the names in use tell them nothing new).
-            self.step_up(caller, verification).await?;
-        }
         let password_hash = match edit.password.take() {
             Some(p) => Some(self.0.passwords.hash(p).await?),
             None => None,
         };
+        if caller.user.id != target.id && (changes.password.is_some() || edit.email_changes) {
+            // Whoever sets another's password or email can sign in as them. Asked last, so
+            // no verification is spent on an edit refused anyway (the caller may list users,
+            // so the names in use tell them nothing new), nor on a hash refused or given up on.
+            self.step_up(caller, verification).await?;
+        }
         self.write_edit(caller, target, &changes, edit, password_hash, changed)
             .await
     }
@@ -814,7 +816,15 @@ impl Service {
         if let Some(previous) = &previous {
             change_role(&tx, previous.id, Role::Admin, Some(Role::Owner), now).await?;
         }
-        change_role(&tx, target.id, Role::Owner, None, now).await?;
+        if let Err(err) = change_role(&tx, target.id, Role::Owner, None, now).await {
+            tx.rollback().await?;
+            // An owner made by a transaction this one could not yet see (another promotion
+            // or the first registration, on PostgreSQL): read again, and transfer from them.
+            return match unique_violation(&err) {
+                Some(UniqueViolation::Owner) => Ok(None),
+                _ => Err(err.into()),
+            };
+        }
         // Entries last, as in `set_role`.
         if let Some(previous) = &previous {
             audit::record(&tx, changed(previous.id)).await?;
