@@ -570,6 +570,19 @@ async fn documents_are_read_as_the_specification_says(app: TestApp) {
         .await;
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("give one of its values"), "{body}");
+    // A literal beyond 32 bits is no `Int`: the document is refused whole, nothing of it run.
+    let wide = app
+        .post()
+        .bearer_auth(&owner.access)
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({"query": "{ serverInfo { name } users(first: 2147483648) { totalCount } }"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wide.status(), 400);
+    let body: Value = wide.json().await.expect("JSON");
+    assert_code(&body, "BAD_USER_INPUT");
+    assert!(body.get("data").is_none(), "{body}");
 }
 
 backend_tests!(

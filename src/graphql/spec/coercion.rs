@@ -331,6 +331,10 @@ impl<'a> Walk<'a> {
                     })
                 } else if let Source::Json = source {
                     builtin_scalar_mismatch(name.as_str(), value)
+                } else if name == "Int" && matches!(value, Written::Number(_)) {
+                    // async-graphql's validation takes any 64-bit whole number literal as an
+                    // `Int`, which then fails as its field runs (the document half run).
+                    builtin_scalar_mismatch("Int", value)
                 } else {
                     None
                 }
@@ -541,6 +545,28 @@ mod tests {
             let variables = serde_json::json!({"b": true});
             assert_eq!(check(query, None, variables).is_err(), refused, "{query}");
         }
+        // A literal beyond 32 bits is no `Int` either, in an argument or a default, in an
+        // operation that does not run too.
+        for query in [
+            "{ users(first: 2147483648) { totalCount } }",
+            "{ users(first: -2147483649) { totalCount } }",
+            "query($n: Int = 3000000000) { users(first: $n) { totalCount } }",
+            "query A { users(first: 2147483648) { totalCount } } query B { me { id } }",
+        ] {
+            let refused = check(query, Some("B"), none.clone());
+            assert!(
+                refused.is_err_and(|e| e.contains("-2147483648 to")),
+                "{query}"
+            );
+        }
+        assert_eq!(
+            check(
+                "{ users(first: 2147483647) { totalCount } }",
+                None,
+                none.clone()
+            ),
+            Ok(())
+        );
         // Only the selected operation's variables count.
         let two = "query A($f: Int!) { me { id } } query B { me { id } }";
         assert_eq!(check(two, Some("B"), none.clone()), Ok(()));
