@@ -231,6 +231,18 @@ async fn managers_issue_and_see_tokens_of_users_they_manage(app: TestApp) {
             assert_code(&body, "FORBIDDEN");
         }
     }
+    // Decided before the input, as for every edit of another: a blank name or a past expiry
+    // for someone out of reach is FORBIDDEN too, and so is an unknown user's id for bob.
+    for variables in [
+        json!({"name": "   ", "userId": owner.id}),
+        json!({"name": "x", "userId": owner.id, "expiresAt": "2001-01-01T00:00:00Z"}),
+    ] {
+        let body = app.gql(Some(&admin.access), CREATE_TOKEN, variables).await;
+        assert_code(&body, "FORBIDDEN");
+    }
+    let unknown = json!({"name": "   ", "userId": "0190b7a5-0000-7000-8000-000000000000"});
+    let body = app.gql(Some(&bob.access), CREATE_TOKEN, unknown).await;
+    assert_code(&body, "FORBIDDEN");
     let hidden = app
         .gql(Some(&admin.access), USER_TOKENS, json!({"id": owner.id}))
         .await;

@@ -64,6 +64,18 @@ impl Service {
     ) -> AppResult<(String, ApiToken)> {
         self.writable()?;
         caller.session()?;
+        // Who may issue for whom first, as every edit of another decides it.
+        let target = match user_id.filter(|id| *id != caller.user.id) {
+            None => caller.user.clone(),
+            Some(id) => {
+                rules::check_reach(caller.user, id, "You may not issue tokens for this user")?;
+                let target = user_queries::by_id(self.db().conn(), id)
+                    .await?
+                    .ok_or(AppError::NotFound("No such user"))?;
+                rules::check_credentials(caller.user, &target)?;
+                target
+            }
+        };
         let mut fields = validation::Fields::new();
         let name = fields.check("name", validation::token_name(name));
         // Stored at the precision both databases keep, and within a range both order alike.
@@ -78,17 +90,6 @@ impl Service {
         }
         fields.into_result()?;
         let name = name.ok_or_else(|| AppError::internal("validated field missing"))?;
-        let target = match user_id.filter(|id| *id != caller.user.id) {
-            None => caller.user.clone(),
-            Some(id) => {
-                rules::check_reach(caller.user, id, "You may not issue tokens for this user")?;
-                let target = user_queries::by_id(self.db().conn(), id)
-                    .await?
-                    .ok_or(AppError::NotFound("No such user"))?;
-                rules::check_credentials(caller.user, &target)?;
-                target
-            }
-        };
         // Refusals decided again below on the rows as locked, and first here: no verification
         // is spent on a token refused anyway.
         enabled(&target)?;
