@@ -9,11 +9,12 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-/// The page may run only its own scripts (no inline ones, no eval), style itself with its
-/// own stylesheets, talk only to this server, and be framed by nobody. Fonts and a few
-/// images are `data:` URLs inside GraphiQL's stylesheet.
+/// The page may run only its own scripts (no inline ones, no eval), talk only to this server,
+/// and be framed by nobody. Styles may be inline too: GraphiQL's dialogs and menus add a
+/// `<style>` element of computed values as they open. Fonts and a few images are `data:` URLs
+/// inside GraphiQL's stylesheet.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; connect-src 'self'; img-src 'self' data:; font-src data:; \
+    style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; font-src data:; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const HTML: &str = "text/html; charset=utf-8";

@@ -1,7 +1,8 @@
 // Drives headless Chromium through rollcall's GraphiQL page (see run.sh, which starts the
 // server and signs up the owner): the page must load with no console errors and no CSP
 // violations, fetch nothing but from the server, load the schema, and run a query typed into
-// its editor with the Authorization header typed into its Headers tab, showing the result.
+// its editor with the Authorization header typed into its Headers tab, showing the result,
+// without writing the token to localStorage; its dialogs open within the page's policy.
 //
 // Environment: ROLLCALL_URL (the server's origin), ROLLCALL_TOKEN (an access token),
 // ROLLCALL_USERNAME (whose token it is), SCREENSHOT (where to save the screenshot),
@@ -15,6 +16,8 @@ const username = process.env.ROLLCALL_USERNAME;
 const screenshot = process.env.SCREENSHOT;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const QUERY = '{ me { username role } }';
+// What GraphiQL names the editors' state in its storage.
+const QUERY_KEY = 'graphiql:';
 const TIMEOUT = 30_000;
 
 const problems = [];
@@ -109,6 +112,25 @@ try {
     throw new Error(`the result pane never showed the owner: ${await editorText(result)}`);
   });
   console.log(`graphiql: result pane shows\n${await editorText(result)}`);
+
+  // Nothing of the session outlives the tab: GraphiQL keeps its editors and history (the
+  // header with the token among them) in session storage, never in localStorage.
+  const kept = await page.evaluate(() => JSON.stringify({ ...window.localStorage }));
+  if (kept.includes(token)) {
+    problems.push('the access token was written to localStorage');
+  }
+  const session = await page.evaluate(() => JSON.stringify({ ...window.sessionStorage }));
+  if (!session.includes(QUERY_KEY)) {
+    problems.push('GraphiQL kept nothing in session storage');
+  }
+
+  // Dialogs style themselves as they open, within the page's policy.
+  for (const name of ['Open settings dialog', 'Open short keys dialog']) {
+    await page.getByRole('button', { name }).click();
+    await page.getByRole('dialog').waitFor();
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+  }
 
   const violations = await page.evaluate(() => window.__cspViolations);
   for (const violation of violations) {

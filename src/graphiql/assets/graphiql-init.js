@@ -28,7 +28,9 @@
       isHeadersEditorEnabled: true,
       // Open on the Headers tab, where the Authorization header goes.
       defaultEditorToolsVisibility: 'headers',
-      // Headers, and so tokens, are not written to localStorage: they last as long as the tab.
+      // What GraphiQL remembers (editors, tabs, history) holds tokens and typed passwords:
+      // it is kept in this tab's session storage, gone with the tab, never in localStorage.
+      storage: window.sessionStorage,
       shouldPersistHeaders: false,
     }),
   );
