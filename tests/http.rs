@@ -469,6 +469,32 @@ async fn get_parameters_are_checked(app: TestApp) {
         body["errors"][0]["message"],
         "`variables` nests JSON 128 deep or more"
     );
+    // An answer is kept by no cache: a GET's would otherwise be, personal data and all.
+    // GraphiQL's page (a browser's GET without a query) is revalidated instead.
+    for (query, accept, kept) in [
+        (
+            "?query=%7BserverInfo%7Bname%7D%7D",
+            "application/json",
+            "no-store",
+        ),
+        ("", "text/html", "no-cache"),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}/graphql{query}", app.base_url()))
+            .header("accept", accept)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.headers()["cache-control"], kept, "{accept}");
+    }
+    let response = app
+        .post()
+        .json(&json!({"query": "{ serverInfo { name } }"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.headers()["cache-control"], "no-store");
 }
 
 /// A document is read as the specification says where async-graphql reads it otherwise: the

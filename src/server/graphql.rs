@@ -148,6 +148,11 @@ pub(super) fn in_media(media: Option<Media>, mut response: Response) -> Response
         );
     }
     headers.append(header::VARY, HeaderValue::from_static("accept"));
+    // Answers hold accounts, sessions and addresses: kept by no cache, the browser's included
+    // (a GET answer could otherwise be). GraphiQL's page sets its own.
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }
 
