@@ -697,9 +697,9 @@ async fn postgres_reset_totp_lets_a_locked_out_user_in() {
     reset_totp_lets_a_locked_out_user_in(Backend::Postgres).await;
 }
 
-/// A command adds its schema only to an empty database: one holding another application's
-/// tables (a mistyped `DATABASE_URL`, say) is refused and left as it was, until `migrate` is
-/// asked for.
+/// A command or a server adds its schema only to an empty database: one holding another
+/// application's tables (a mistyped `DATABASE_URL`, say) is refused and left as it was, until
+/// `migrate` is asked for.
 async fn commands_leave_another_applications_database_alone(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
@@ -731,6 +731,15 @@ async fn commands_leave_another_applications_database_alone(backend: Backend) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("no rollcall schema") && stderr.contains("check DATABASE_URL"),
+        "{stderr}"
+    );
+    assert_eq!(count().await, 1, "nothing added");
+    // Nor does a server start on it.
+    let out = run_cli(&db.url, &["--listen", "127.0.0.1:0", "serve"], "");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`rollcall migrate` adds the schema"),
         "{stderr}"
     );
     assert_eq!(count().await, 1, "nothing added");

@@ -224,17 +224,20 @@ impl Service {
             .pending_migrations()
             .await
             .map_err(|source| schema_error(settings, source))?;
+        let fresh = pending == crate::db::Db::known_migrations();
+        if fresh {
+            // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at another
+            // application's database, which neither a server nor a command adds to unasked.
+            let tables = db
+                .table_count()
+                .await
+                .map_err(|source| schema_error(settings, source))?;
+            if tables > 0 {
+                return Err(StartError::ForeignDatabase { url, tables });
+            }
+        }
         if !serving {
-            if pending == crate::db::Db::known_migrations() {
-                // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at
-                // another application's database, which a command must not add to.
-                let tables = db
-                    .table_count()
-                    .await
-                    .map_err(|source| schema_error(settings, source))?;
-                if tables > 0 {
-                    return Err(StartError::ForeignDatabase { url, tables });
-                }
+            if fresh {
                 if purpose == Purpose::Existing {
                     return Err(StartError::NoSchema { url });
                 }

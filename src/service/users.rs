@@ -1037,7 +1037,7 @@ impl Service {
                     "passwordHash",
                     FieldCode::Format,
                     "must be an argon2 PHC string of at most 256 MiB and 16 passes, with a salt of \
-                     at most 48 bytes and a hash of 10 to 64 bytes, or a bcrypt hash ($2a$, $2b$ \
+                     8 to 48 bytes and a hash of 10 to 64 bytes, or a bcrypt hash ($2a$, $2b$ \
                      or $2y$) of cost 4 to 14",
                 );
             }
