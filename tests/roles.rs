@@ -505,6 +505,10 @@ async fn passwords_are_checked_only_where_needed(app: TestApp) {
         let edit = json!({"phone": "555 1234", "currentPassword": current});
         assert_ok(&app.update_user(&bob, &bob.id, edit).await);
     }
+    // A form's blank new-password box is no new password either.
+    let edit = json!({"phone": "555 4321", "password": "", "currentPassword": ""});
+    assert_ok(&app.update_user(&bob, &bob.id, edit).await);
+    assert_ok(&app.me(&bob.access).await);
     let edit = json!({"email": "bob2@example.com", "currentPassword": ""});
     let body = app.update_user(&bob, &bob.id, edit).await;
     assert_field_codes(&body, json!({"currentPassword": "REQUIRED"}));

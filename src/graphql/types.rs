@@ -894,7 +894,7 @@ pub struct UpdateUserInput {
     pub username: Option<String>,
     /// Left out or `null`: kept (it cannot be cleared).
     pub email: Option<String>,
-    /// Left out or `null`: kept. A new password ends the user's sessions.
+    /// Left out, `null` or empty: kept. A new password ends the user's sessions.
     pub password: Option<String>,
     /// Your own password: required when changing your own password or email, and ignored in
     /// any other edit.

@@ -281,10 +281,13 @@ impl Service {
         &self,
         caller: &Caller<'_>,
         id: Uuid,
-        changes: UserChanges,
+        mut changes: UserChanges,
         verification: Option<&Verification>,
     ) -> AppResult<User> {
         caller.session()?;
+        // A profile form's blank new-password box, as its blank current-password box: no
+        // password given, so none to judge or to verify for.
+        changes.password = changes.password.filter(|password| !password.is_empty());
         let actor = caller.user;
         self.writable()?;
         rules::check_reach(actor, id, "You may not edit this user")?;
