@@ -212,7 +212,8 @@ impl Mutation {
             .into())
     }
 
-    /// Turns two-factor login on with a current code from the app just set up.
+    /// Turns two-factor login on with a current code from the app just set up. FORBIDDEN
+    /// without a setup from `enableTotp` to confirm, or when it is on already.
     #[graphql(guard = "InOrder.and(Interactive)")]
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
         service(ctx)?.confirm_totp(&caller(ctx).await?, &code).await

@@ -25,7 +25,8 @@ impl Query {
     }
 
     /// One user by `id`, `username` or `email` (exactly one of them; a username or an email
-    /// in any case, as a login takes it); null when there is none.
+    /// in any case, as a login takes it); null when there is none. A STANDARD user may ask
+    /// only for themselves: anyone else, existing or not, is FORBIDDEN.
     // No guard: by id, the caller is authenticated in the same query as the lookup.
     async fn user(
         &self,
