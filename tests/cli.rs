@@ -784,6 +784,44 @@ async fn postgres_promote_owner_racing_another_owner_transfers_from_them() {
     assert_eq!(app.count(&(role("ann") + "'ADMIN'")).await, 1);
 }
 
+/// An import's users are stamped in its transaction, as `createUser`'s are: one kept waiting
+/// for the table (held by the test) is stamped after the wait, so a listing read meanwhile
+/// cannot have passed their place already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_import_is_stamped_once_it_may_write() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let Some(app) = support::TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let hash =
+        argon2::PasswordHasher::hash_password(&argon2::Argon2::default(), PASSWORD.as_bytes())
+            .expect("hashed")
+            .to_string();
+    let rows = serde_json::json!([{"username": "imported", "email": "imported@example.com", "passwordHash": hash}]);
+    let db = app.database().await;
+    let hold = db.begin().await.expect("begin");
+    hold.execute_unprepared("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("locked");
+    let url = app.db.url.clone();
+    let import = tokio::task::spawn_blocking(move || {
+        run_cli(&url, &["user", "import", "-"], &rows.to_string())
+    });
+    app.until_waiting_for_locks(1).await;
+    let released = chrono::Utc::now();
+    hold.commit().await.expect("commit");
+    assert_succeeded(&import.await.expect("the command ran"));
+    let stamped = app
+        .db
+        .query_one("SELECT created_at FROM users WHERE username = 'imported'")
+        .await
+        .try_get_by_index::<chrono::DateTime<chrono::Utc>>(0)
+        .expect("a time");
+    assert!(stamped >= released, "{stamped} before {released}");
+    let _ = db.close().await;
+}
+
 /// `user reset-totp` audits the role its user has once it holds the row: one changed meanwhile
 /// (held open by the test) is the one recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1005,7 +1005,6 @@ impl Service {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let start = db::now();
         let mut models = Vec::with_capacity(users.len());
         let mut invalid = std::collections::BTreeMap::new();
         for (index, input) in users.into_iter().enumerate() {
@@ -1062,8 +1061,6 @@ impl Service {
             else {
                 return Err(AppError::internal("validated field missing"));
             };
-            // Distinct, increasing creation times keep the import's order in listings.
-            let created_at = start + chrono::Duration::microseconds(index as i64);
             models.push(User {
                 id: Uuid::now_v7(),
                 username_key: username.to_ascii_lowercase(),
@@ -1075,8 +1072,9 @@ impl Service {
                 phone,
                 role: input.role,
                 disabled: false,
-                created_at,
-                updated_at: created_at,
+                // Stamped in the transaction, below.
+                created_at: Default::default(),
+                updated_at: Default::default(),
                 last_login_at: None,
                 created_by: input.created_by,
             });
@@ -1089,6 +1087,13 @@ impl Service {
         if let Err(err) = check_importable(&tx, &models).await {
             tx.rollback().await?;
             return Err(err);
+        }
+        // Stamped in the transaction, as `createUser` stamps its user: distinct, increasing
+        // times keep the import's order in listings.
+        let start = db::now();
+        for (index, model) in models.iter_mut().enumerate() {
+            model.created_at = start + chrono::Duration::microseconds(index as i64);
+            model.updated_at = model.created_at;
         }
         for chunk in models.chunks(IMPORT_CHUNK) {
             let rows = chunk
