@@ -748,6 +748,25 @@ async fn commands_leave_another_applications_database_alone(backend: Backend) {
     let _ = conn.close().await;
 }
 
+/// An extension's tables and views (`pg_buffercache` here; PostGIS's `spatial_ref_sys`) are no
+/// other application's: a server starts on a database holding only them.
+#[tokio::test]
+async fn postgres_an_extension_is_no_other_application() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, "CREATE EXTENSION pg_buffercache")
+        .await
+        .expect("an extension with a view");
+    let server = ServerProcess::start(&db.url, &[]);
+    assert_eq!(server.register("first").await.role, "OWNER");
+    assert!(server.terminate().success());
+    let _ = conn.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_commands_leave_another_applications_database_alone() {
     commands_leave_another_applications_database_alone(Backend::Sqlite).await;

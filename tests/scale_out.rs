@@ -121,7 +121,14 @@ async fn instances_starting_together(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
-    let starting: Vec<_> = (0..4).map(|_| ServerProcess::spawn(&db.url, &[])).collect();
+    // A few milliseconds apart, as a deployment starts them: a later one can then meet an
+    // earlier one's migration committing while it looks at the database.
+    let starting: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::sleep(std::time::Duration::from_millis(5 * i));
+            ServerProcess::spawn(&db.url, &[])
+        })
+        .collect();
     let servers: Vec<_> = starting
         .into_iter()
         .map(|server| server.listening())

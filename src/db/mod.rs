@@ -215,7 +215,8 @@ impl Db {
     }
 
     /// How many tables the database holds (in PostgreSQL's current schema), whosever they are,
-    /// besides the migrator's own.
+    /// besides the migrator's own and an extension's (`pg_stat_statements`' views, PostGIS's
+    /// `spatial_ref_sys`), which are no other application's.
     pub async fn table_count(&self) -> Result<i64, DbErr> {
         let sql = match self.conn.get_database_backend() {
             // The catalogue, not `information_schema`, which lists only what the role may use.
@@ -223,7 +224,10 @@ impl Db {
                 "SELECT count(*) FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-                 AND c.relname <> 'seaql_migrations'"
+                 AND c.relname <> 'seaql_migrations' \
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                 WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid \
+                 AND d.deptype = 'e')"
             }
             _ => {
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' \

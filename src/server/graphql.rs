@@ -126,16 +126,17 @@ fn qvalue(text: &str) -> Option<u16> {
     }
 }
 
-/// Every `/graphql` answer in the media type the client accepts, with `Vary: Accept`. The
-/// refusals made before GraphQL runs (an unreadable body, 413, 415, a timeout) are built as
-/// `application/json` too: clients such as Apollo Client 4 read the errors of a non-2xx answer
-/// only under the GraphQL type.
+/// Every `/graphql` answer in the media type the client accepts, with `Vary: Accept` and
+/// `Cache-Control: no-store`. The refusals made before GraphQL runs (an unreadable body, 413,
+/// 415, a timeout) are built as `application/json` too: clients such as Apollo Client 4 read
+/// the errors of a non-2xx answer only under the GraphQL type.
 pub async fn in_negotiated_media(request: Request, next: Next) -> Response {
     let media = negotiate(request.headers());
     in_media(media, next.run(request).await)
 }
 
-/// `response` in `media` (when the client named one it accepts), with `Vary: Accept`.
+/// `response` in `media` (when the client named one it accepts), with `Vary: Accept`, and
+/// `Cache-Control: no-store` unless it set its own.
 pub(super) fn in_media(media: Option<Media>, mut response: Response) -> Response {
     let headers = response.headers_mut();
     let json = headers

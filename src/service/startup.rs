@@ -220,21 +220,21 @@ impl Service {
         // A server migrates; a command refuses an older schema rather than upgrade it behind
         // the servers running on it. Nothing pending, neither runs the migrator, which needs
         // the right to create tables: servers may use a role that only reads and writes rows.
+        // Tables counted before the migrations are read: tables that another instance starting
+        // beside this one has just made are then read with the migrations that made them.
+        let tables = db
+            .table_count()
+            .await
+            .map_err(|source| schema_error(settings, source))?;
         let pending = db
             .pending_migrations()
             .await
             .map_err(|source| schema_error(settings, source))?;
         let fresh = pending == crate::db::Db::known_migrations();
-        if fresh {
-            // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at another
-            // application's database, which neither a server nor a command adds to unasked.
-            let tables = db
-                .table_count()
-                .await
-                .map_err(|source| schema_error(settings, source))?;
-            if tables > 0 {
-                return Err(StartError::ForeignDatabase { url, tables });
-            }
+        // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at another
+        // application's database, which neither a server nor a command adds to unasked.
+        if fresh && tables > 0 {
+            return Err(StartError::ForeignDatabase { url, tables });
         }
         if !serving {
             if fresh {

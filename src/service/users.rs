@@ -148,7 +148,7 @@ impl Service {
         let validated = self.validate_new_user(&input).await?;
         let actor = caller.map(|caller| caller.user.id);
         // Hashed before the verification too: a hash refused (the threads busy) or given up on
-        // (the request's time out) must not have spent a code.
+        // (the request's timeout) must not have spent a code.
         let mut model = self.prepare_new_user(validated, actor).await?;
         model.role = role;
         if let Some(caller) = caller.filter(|_| role == Role::Admin) {

@@ -120,8 +120,8 @@ try {
     problems.push('the access token was written to localStorage');
   }
   const session = await page.evaluate(() => JSON.stringify({ ...window.sessionStorage }));
-  if (!session.includes(QUERY_KEY)) {
-    problems.push('GraphiQL kept nothing in session storage');
+  if (!session.includes(QUERY_KEY) || !session.includes('username role')) {
+    problems.push('GraphiQL did not keep the query it ran in session storage');
   }
 
   // Dialogs style themselves as they open, within the page's policy.
