@@ -748,6 +748,24 @@ async fn commands_leave_another_applications_database_alone(backend: Backend) {
     let _ = conn.close().await;
 }
 
+/// A SQLite file holding only another application's view is another application's too, as a
+/// PostgreSQL database holding one is.
+#[tokio::test]
+async fn sqlite_a_view_is_another_applications() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let conn = db.connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, "CREATE VIEW totals AS SELECT 1 AS n")
+        .await
+        .expect("another application's view");
+    let out = create_user(&db.url, "alice", "owner");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no rollcall schema"), "{stderr}");
+    let _ = conn.close().await;
+}
+
 /// An extension's tables and views (`pg_buffercache` here; PostGIS's `spatial_ref_sys`) are no
 /// other application's: a server starts on a database holding only them.
 #[tokio::test]

@@ -230,7 +230,7 @@ impl Db {
                  AND d.deptype = 'e')"
             }
             _ => {
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view') \
                  AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> 'seaql_migrations'"
             }
         };

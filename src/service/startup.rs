@@ -45,7 +45,7 @@ pub enum StartError {
     #[error(
         "the database {url} holds migrations this release does not know, applied by a newer \
          release or another build: run the release that applied them, or restore the backup \
-         taken before it ran"
+         taken before it ran (or, if it is another application's database, check DATABASE_URL)"
     )]
     UnknownMigrations { url: String, source: sea_orm::DbErr },
     #[error(
