@@ -748,6 +748,29 @@ async fn commands_leave_another_applications_database_alone(backend: Backend) {
     let _ = conn.close().await;
 }
 
+/// pg_trgm installed in a schema of its own, off the search path, before rollcall's first start
+/// (an `extensions` schema, as hosted PostgreSQL services keep it): the migrations still build
+/// the search index, naming its operator class in that schema.
+#[tokio::test]
+async fn postgres_a_trigram_extension_off_the_search_path_still_indexes() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let setup = "CREATE SCHEMA extensions; CREATE EXTENSION pg_trgm SCHEMA extensions";
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, setup)
+        .await
+        .expect("pg_trgm in its own schema");
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    let row = db
+        .query_one("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_users_search_text'")
+        .await;
+    assert_eq!(row.try_get_by_index::<i64>(0).expect("a count"), 1);
+    let _ = conn.close().await;
+}
+
 /// A SQLite file holding only another application's view is another application's too, as a
 /// PostgreSQL database holding one is.
 #[tokio::test]

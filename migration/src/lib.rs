@@ -158,6 +158,8 @@ mod m20261125_000002_search_index {
     /// the ones the search query compares.
     const UP: &str = r#"
         DO $$
+        DECLARE
+            ops text;
         BEGIN
             BEGIN
                 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -165,12 +167,14 @@ mod m20261125_000002_search_index {
                 RAISE NOTICE 'pg_trgm is unavailable (%): user search runs without an index', SQLERRM;
                 RETURN;
             END;
-            CREATE INDEX IF NOT EXISTS idx_users_search ON users USING gin (
-                username_key gin_trgm_ops,
-                email gin_trgm_ops,
-                lower(first_name) gin_trgm_ops,
-                lower(last_name) gin_trgm_ops
-            );
+            -- The operator class in the extension's own schema, which need not be on the
+            -- search path (installed by another application, or in an `extensions` schema).
+            SELECT format('%I.gin_trgm_ops', n.nspname) INTO ops
+                FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                WHERE e.extname = 'pg_trgm';
+            EXECUTE format('CREATE INDEX IF NOT EXISTS idx_users_search ON users USING gin (
+                username_key %1$s, email %1$s, lower(first_name) %1$s, lower(last_name) %1$s
+            )', ops);
         END
         $$
     "#;
@@ -222,6 +226,8 @@ mod m20261203_000003_search_text {
 
     const POSTGRES_UP: &str = r#"
         DO $$
+        DECLARE
+            ops text;
         BEGIN
             BEGIN
                 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -230,10 +236,15 @@ mod m20261203_000003_search_text {
                 RETURN;
             END;
             DROP INDEX IF EXISTS idx_users_search;
-            CREATE INDEX IF NOT EXISTS idx_users_search_text ON users USING gin ((
+            -- The operator class in the extension's own schema, which need not be on the
+            -- search path (installed by another application, or in an `extensions` schema).
+            SELECT format('%I.gin_trgm_ops', n.nspname) INTO ops
+                FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                WHERE e.extname = 'pg_trgm';
+            EXECUTE format($sql$CREATE INDEX IF NOT EXISTS idx_users_search_text ON users USING gin ((
                 username_key || E'\n' || email || E'\n' ||
                 coalesce(lower(first_name), '') || E'\n' || coalesce(lower(last_name), '')
-            ) gin_trgm_ops);
+            ) %s)$sql$, ops);
         END
         $$
     "#;
@@ -619,15 +630,22 @@ mod m20261209_000010_search_sigma {
     /// A no-op where pg_trgm was unavailable and the index was never built.
     const POSTGRES_UP: &str = r#"
         DO $$
+        DECLARE
+            ops text;
         BEGIN
             IF to_regclass('idx_users_search_text') IS NOT NULL THEN
+                -- The operator class in the extension's own schema, which need not be on the
+                -- search path (installed by another application, or in an `extensions` schema).
+                SELECT format('%I.gin_trgm_ops', n.nspname) INTO ops
+                    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                    WHERE e.extname = 'pg_trgm';
                 -- Built beside the old index, which is dropped only then: the build blocks
                 -- writes to users, the drop (held to the commit) reads too, but only briefly.
-                CREATE INDEX idx_users_search_text_sigma ON users USING gin ((translate(
+                EXECUTE format($sql$CREATE INDEX idx_users_search_text_sigma ON users USING gin ((translate(
                     username_key || E'\n' || email || E'\n' ||
                     coalesce(lower(first_name), '') || E'\n' || coalesce(lower(last_name), ''),
                     'ς', 'σ'
-                )) gin_trgm_ops) WITH (fastupdate = off);
+                )) %s) WITH (fastupdate = off)$sql$, ops);
                 DROP INDEX idx_users_search_text;
                 ALTER INDEX idx_users_search_text_sigma RENAME TO idx_users_search_text;
             END IF;
