@@ -771,6 +771,37 @@ async fn postgres_a_trigram_extension_off_the_search_path_still_indexes() {
     let _ = conn.close().await;
 }
 
+/// A PostgreSQL database without the search index (its migrating role could not create
+/// pg_trgm) is served, with a warning at every start that searches scan the table.
+#[tokio::test]
+async fn postgres_a_missing_search_index_is_warned_about() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    let starts = || {
+        let mut child = rollcall_command(&db.url, &[])
+            .args(["--listen", "127.0.0.1:0", "serve"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollcall");
+        let (lines, listening) = lines_until_listening(&mut child);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listening, "{lines:?}");
+        lines
+            .iter()
+            .any(|line| line.contains("the search index is missing"))
+    };
+    assert!(!starts(), "warned with the index there");
+    let conn = db.connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, "DROP INDEX idx_users_search_text")
+        .await
+        .expect("dropped");
+    assert!(starts(), "no warning without the index");
+    let _ = conn.close().await;
+}
+
 /// A SQLite file holding only another application's view is another application's too, as a
 /// PostgreSQL database holding one is.
 #[tokio::test]
@@ -1657,6 +1688,17 @@ async fn postgres_a_migrated_database_serves_a_role_without_create() {
         );
         let status = server.terminate();
         assert!(status.success(), "{status:?}");
+        // Without any right on the migrator's table the migrations look all pending: the role is
+        // told so, not that the database is another application's.
+        let revoke = format!("REVOKE ALL ON seaql_migrations FROM {role}");
+        owner.execute_unprepared(&revoke).await.expect("revoked");
+        let refused = run_or_kill(
+            rollcall_command(&as_role, &[]).args(["--listen", "127.0.0.1:0", "serve"]),
+            "rollcall serve without SELECT on seaql_migrations",
+        );
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("grant it SELECT on that table"), "{said}");
     });
     let outcome = futures::FutureExt::catch_unwind(served).await;
     // The role outlives the test's database unless it is dropped here.

@@ -194,6 +194,24 @@ impl Db {
             .unwrap_or(true))
     }
 
+    /// Whether the search index is there: on PostgreSQL the migrations skip it (with a notice
+    /// only) when the migrating role may not create `pg_trgm`. Always true on SQLite.
+    pub async fn has_search_index(&self) -> Result<bool, DbErr> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Ok(true);
+        }
+        let row = self
+            .conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT to_regclass('idx_users_search_text') IS NOT NULL",
+            ))
+            .await?;
+        Ok(row
+            .and_then(|row| row.try_get_by_index::<bool>(0).ok())
+            .unwrap_or(true))
+    }
+
     /// How many migrations this release has.
     pub fn known_migrations() -> usize {
         Migrator::migrations().len()
@@ -212,6 +230,21 @@ impl Db {
                 self.timeout
             )))),
         }
+    }
+
+    /// PostgreSQL: whether the migrator's table is there but this role may not read it, so
+    /// the migrations look all pending (the migrator asks `information_schema`, which hides it).
+    pub async fn migrations_unreadable(&self) -> Result<bool, DbErr> {
+        if self.conn.get_database_backend() != DatabaseBackend::Postgres {
+            return Ok(false);
+        }
+        let sql = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE n.nspname = current_schema() AND c.relname = 'seaql_migrations' \
+                   AND NOT has_table_privilege(c.oid, 'SELECT'))";
+        let statement = sea_orm::Statement::from_string(DatabaseBackend::Postgres, sql);
+        let row = self.conn.query_one_raw(statement).await?;
+        row.map_or(Ok(false), |row| row.try_get_by_index::<bool>(0))
     }
 
     /// How many tables the database holds (in PostgreSQL's current schema), whosever they are,

@@ -43,6 +43,11 @@ pub enum StartError {
     )]
     ForeignDatabase { url: String, tables: i64 },
     #[error(
+        "the database {url} holds rollcall's tables, but this role may not read which \
+         migrations it has (the table `seaql_migrations`): grant it SELECT on that table too"
+    )]
+    MigrationsUnreadable { url: String },
+    #[error(
         "the database {url} holds migrations this release does not know, applied by a newer \
          release or another build: run the release that applied them, or restore the backup \
          taken before it ran (or, if it is another application's database, check DATABASE_URL)"
@@ -234,7 +239,15 @@ impl Service {
         // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at another
         // application's database, which neither a server nor a command adds to unasked.
         if fresh && tables > 0 {
-            return Err(StartError::ForeignDatabase { url, tables });
+            let unreadable = db
+                .migrations_unreadable()
+                .await
+                .map_err(|source| schema_error(settings, source))?;
+            return Err(if unreadable {
+                StartError::MigrationsUnreadable { url }
+            } else {
+                StartError::ForeignDatabase { url, tables }
+            });
         }
         if !serving {
             if fresh {
@@ -254,6 +267,13 @@ impl Service {
         }
         if pending > 0 {
             self::migrate(settings, &db).await?;
+        }
+        if serving && !db.has_search_index().await? {
+            tracing::warn!(
+                "the search index is missing (the role that migrated could not create the \
+                 pg_trgm extension): searching users scans the table; see the README's Design \
+                 notes, Search, to add it"
+            );
         }
         if serving && !db.folds_case().await? {
             tracing::warn!(
