@@ -83,6 +83,23 @@ async fn health_ready_and_graphiql(app: TestApp) {
 
 async fn oversized_bodies_get_413_and_batches_400(app: TestApp) {
     let base = app.base_url();
+    // Within the size limit, but more JSON values than any request needs: refused before
+    // they are read (read, they would take a hundred times their bytes).
+    let nested = format!(
+        r#"{{"query":"{{ serverInfo {{ name }} }}","variables":{{"v":[{}]}}}}"#,
+        vec!["[[]]"; 100_000].join(",")
+    );
+    let response = app
+        .post()
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("10,000 JSON values"), "{body}");
     let huge = format!(
         r#"{{"query":"{{ serverInfo {{ name }} }}","pad":"{}"}}"#,
         "a".repeat(1_100_000)

@@ -687,8 +687,46 @@ const BATCH_REFUSED: &str = "Batched requests are not supported";
 /// The most requests of a refused batch answered one by one; a larger one gets one refusal.
 const MAX_BATCH_ANSWERS: usize = 100;
 
+/// The most JSON values a body may hold. Read into values, each costs far more memory than
+/// its bytes (a megabyte of `[[]]` about a hundred megabytes), and no request of this schema
+/// needs more than a few dozen: the bound is checked on the bytes, before anything is built.
+const MAX_JSON_VALUES: usize = 10_000;
+
+/// Whether the JSON text `bytes` holds more than `limit` arrays, objects and values separated
+/// by commas, counted outside strings (a rough count, which only has to bound the work).
+fn holds_more_values(bytes: &[u8], limit: usize) -> bool {
+    let (mut count, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                count += 1;
+                if count > limit {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// One GraphQL request per POST: a JSON array (a batch) is refused.
 fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
+    if holds_more_values(bytes, MAX_JSON_VALUES) {
+        return Err(Refusal::Bad(
+            "The body holds more than 10,000 JSON values; no request needs that many",
+        ));
+    }
     if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
         let requests = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(bytes)
             .ok()
@@ -837,6 +875,16 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_counted_outside_strings() {
+        let many = |n: usize| format!("{{\"v\": [{}]}}", vec!["[]"; n].join(","));
+        // The object, the list, its three lists and the two commas between them.
+        assert!(!holds_more_values(many(3).as_bytes(), 7));
+        assert!(holds_more_values(many(3).as_bytes(), 6));
+        let text = format!("{{\"query\": \"{}\\\" [,{{\"}}", "[,{".repeat(1000));
+        assert!(!holds_more_values(text.as_bytes(), 5), "{text}");
+    }
 
     fn with(name: header::HeaderName, value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
