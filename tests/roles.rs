@@ -1451,6 +1451,25 @@ async fn total_count_costs_a_statement_only_when_selected(app: TestApp) {
         "totalCount selected costs {with} statements, not selected {without}: the count runs \
          either always or never"
     );
+    // Written many times over, by fragments spreading each other twice, it still runs once.
+    let doubled: String = (1..8)
+        .map(|n| {
+            format!(
+                "fragment T{n} on UserConnection {{ ...T{m} ...T{m} }} ",
+                m = n - 1
+            )
+        })
+        .collect();
+    let repeated = format!(
+        "{{ users(first: 0) {{ ...T7 }} }} \
+         fragment T0 on UserConnection {{ totalCount }} {doubled}"
+    );
+    let (cost, body) = statements_for(&app, &owner, &repeated).await;
+    assert_eq!(body["data"]["users"]["totalCount"], 10, "{body}");
+    assert!(
+        cost <= with,
+        "{cost} statements for 128 spreads of totalCount"
+    );
 }
 
 /// `createdBy` through edges, in a searched page, and one level further (the creators' own

@@ -95,7 +95,16 @@ pub fn check(
     });
     request.variables = variables;
     checked?;
-    super::spec::input_fields::check(&request.query)
+    super::spec::input_fields::check(&request.query)?;
+    // Once every limit has judged the document as written.
+    let merged = request
+        .parsed_query()
+        .ok()
+        .and_then(super::spec::repeats::without_repeats);
+    if let Some(merged) = merged {
+        request.set_parsed_query(merged);
+    }
+    Ok(())
 }
 
 /// The parser's syntax errors quote the whole source line under a caret diagram: a password

@@ -5,8 +5,9 @@
 //! and the root's keys in the document's order (`order`); the schema's own description in
 //! place of async-graphql's fixed text (`description`); string escapes the parser does not
 //! know, rewritten before it reads them (`strings`); an input object naming a field twice,
-//! refused where the parser keeps the last (`input_fields`). All but `overlap` and
-//! `input_fields` read the schema's types (`schema_types`). Nothing here makes a rule of
+//! refused where the parser keeps the last (`input_fields`); a selection written twice run
+//! once (`repeats`). All but `overlap`, `input_fields` and `repeats` read the schema's types
+//! (`schema_types`). Nothing here makes a rule of
 //! rollcall's own.
 
 pub(super) mod coercion;
@@ -15,5 +16,6 @@ pub(super) mod input_fields;
 mod nulls;
 pub(super) mod order;
 pub(super) mod overlap;
+pub(super) mod repeats;
 pub(super) mod schema_types;
 pub(super) mod strings;
