@@ -205,7 +205,10 @@ mod tests {
             for set in operation_sets(&document) {
                 names(set, &mut fields);
             }
-            for (name, fragment) in &document.fragments {
+            // By name: the document keeps its fragments in no order.
+            let mut fragments: Vec<_> = document.fragments.iter().collect();
+            fragments.sort_by_key(|(name, _)| name.as_str());
+            for (name, fragment) in fragments {
                 fields.push(format!("{name}:"));
                 names(&fragment.node.selection_set.node, &mut fields);
             }
