@@ -756,19 +756,13 @@ async fn postgres_a_trigram_extension_off_the_search_path_still_indexes() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let conn = sea_orm::Database::connect(db.url.as_str())
-        .await
-        .expect("connect");
-    let setup = "CREATE SCHEMA extensions; CREATE EXTENSION pg_trgm SCHEMA extensions";
-    sea_orm::ConnectionTrait::execute_unprepared(&conn, setup)
-        .await
-        .expect("pg_trgm in its own schema");
+    db.execute("CREATE SCHEMA extensions; CREATE EXTENSION pg_trgm SCHEMA extensions")
+        .await;
     assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
     let row = db
         .query_one("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_users_search_text'")
         .await;
     assert_eq!(row.try_get_by_index::<i64>(0).expect("a count"), 1);
-    let _ = conn.close().await;
 }
 
 /// A PostgreSQL database without the search index (its migrating role could not create
@@ -794,12 +788,8 @@ async fn postgres_a_missing_search_index_is_warned_about() {
             .any(|line| line.contains("the search index is missing"))
     };
     assert!(!starts(), "warned with the index there");
-    let conn = db.connect().await;
-    sea_orm::ConnectionTrait::execute_unprepared(&conn, "DROP INDEX idx_users_search_text")
-        .await
-        .expect("dropped");
+    db.execute("DROP INDEX idx_users_search_text").await;
     assert!(starts(), "no warning without the index");
-    let _ = conn.close().await;
 }
 
 /// A SQLite file holding only another application's view is another application's too, as a
@@ -809,15 +799,11 @@ async fn sqlite_a_view_is_another_applications() {
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
     };
-    let conn = db.connect().await;
-    sea_orm::ConnectionTrait::execute_unprepared(&conn, "CREATE VIEW totals AS SELECT 1 AS n")
-        .await
-        .expect("another application's view");
+    db.execute("CREATE VIEW totals AS SELECT 1 AS n").await;
     let out = create_user(&db.url, "alice", "owner");
     assert!(!out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no rollcall schema"), "{stderr}");
-    let _ = conn.close().await;
 }
 
 /// An extension's tables and views (`pg_buffercache` here; PostGIS's `spatial_ref_sys`) are no
@@ -827,16 +813,10 @@ async fn postgres_an_extension_is_no_other_application() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let conn = sea_orm::Database::connect(db.url.as_str())
-        .await
-        .expect("connect");
-    sea_orm::ConnectionTrait::execute_unprepared(&conn, "CREATE EXTENSION pg_buffercache")
-        .await
-        .expect("an extension with a view");
+    db.execute("CREATE EXTENSION pg_buffercache").await;
     let server = ServerProcess::start(&db.url, &[]);
     assert_eq!(server.register("first").await.role, "OWNER");
     assert!(server.terminate().success());
-    let _ = conn.close().await;
 }
 
 #[tokio::test]

@@ -181,14 +181,14 @@ impl Db {
         if self.backend() != DatabaseBackend::Postgres {
             return Ok(true);
         }
-        let row = self
-            .conn
-            .query_one_raw(sea_orm::Statement::from_string(
-                DatabaseBackend::Postgres,
-                // Letters without context rules: ICU lower-cases a final Σ as ς.
-                "SELECT lower('ÄД') = 'äд'",
-            ))
-            .await?;
+        // Letters without context rules: ICU lower-cases a final Σ as ς.
+        self.postgres_holds("SELECT lower('ÄД') = 'äд'").await
+    }
+
+    /// What the PostgreSQL query `sql` answers, a boolean; true when it answers nothing.
+    async fn postgres_holds(&self, sql: &str) -> Result<bool, DbErr> {
+        let statement = sea_orm::Statement::from_string(DatabaseBackend::Postgres, sql);
+        let row = self.conn.query_one_raw(statement).await?;
         Ok(row
             .and_then(|row| row.try_get_by_index::<bool>(0).ok())
             .unwrap_or(true))
@@ -200,16 +200,8 @@ impl Db {
         if self.backend() != DatabaseBackend::Postgres {
             return Ok(true);
         }
-        let row = self
-            .conn
-            .query_one_raw(sea_orm::Statement::from_string(
-                DatabaseBackend::Postgres,
-                "SELECT to_regclass('idx_users_search_text') IS NOT NULL",
-            ))
-            .await?;
-        Ok(row
-            .and_then(|row| row.try_get_by_index::<bool>(0).ok())
-            .unwrap_or(true))
+        self.postgres_holds("SELECT to_regclass('idx_users_search_text') IS NOT NULL")
+            .await
     }
 
     /// How many migrations this release has.
@@ -242,9 +234,7 @@ impl Db {
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                    WHERE n.nspname = current_schema() AND c.relname = 'seaql_migrations' \
                    AND NOT has_table_privilege(c.oid, 'SELECT'))";
-        let statement = sea_orm::Statement::from_string(DatabaseBackend::Postgres, sql);
-        let row = self.conn.query_one_raw(statement).await?;
-        row.map_or(Ok(false), |row| row.try_get_by_index::<bool>(0))
+        self.postgres_holds(sql).await
     }
 
     /// How many tables the database holds (in PostgreSQL's current schema), whosever they are,

@@ -107,6 +107,14 @@ impl TestDb {
             .expect("connect to the test database")
     }
 
+    /// Runs `sql` (one statement or several) over a connection of its own, as another
+    /// program or an operator would.
+    pub async fn execute(&self, sql: &str) {
+        let db = self.connect().await;
+        db.execute_unprepared(sql).await.expect(sql);
+        let _ = db.close().await;
+    }
+
     /// The first row `sql` returns, over a connection of its own.
     pub async fn query_one(&self, sql: &str) -> sea_orm::QueryResult {
         let db = self.connect().await;
