@@ -61,6 +61,20 @@ fn lines_until_listening(child: &mut std::process::Child) -> (Vec<String>, bool)
     (seen, false)
 }
 
+/// What `rollcall serve` on `address` logs up to its listening line, and whether it got there;
+/// the server is stopped then.
+fn start_up_lines(database_url: &str, env: &[(&str, &str)], address: &str) -> (Vec<String>, bool) {
+    let mut child = rollcall_command(database_url, env)
+        .args(["--listen", address, "serve"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rollcall");
+    let seen = lines_until_listening(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
 /// A command that must have succeeded; its error output says why not.
 fn assert_succeeded(out: &std::process::Output) {
     assert!(
@@ -774,14 +788,7 @@ async fn postgres_a_missing_search_index_is_warned_about() {
     };
     assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
     let starts = || {
-        let mut child = rollcall_command(&db.url, &[])
-            .args(["--listen", "127.0.0.1:0", "serve"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rollcall");
-        let (lines, listening) = lines_until_listening(&mut child);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (lines, listening) = start_up_lines(&db.url, &[], "127.0.0.1:0");
         assert!(listening, "{lines:?}");
         lines
             .iter()
@@ -1420,14 +1427,7 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
     };
     // Whether a server starting on `address` says `what` before it listens.
     let tells = |address: &str, env: &[(&str, &str)], what: &str| {
-        let mut child = rollcall_command(&db.url, env)
-            .args(["--listen", address, "serve"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rollcall");
-        let (lines, _) = lines_until_listening(&mut child);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (lines, _) = start_up_lines(&db.url, env, address);
         lines.iter().any(|line| line.contains(what))
     };
     // Started on 0.0.0.0 only to read its log; no request goes anywhere but 127.0.0.1.
@@ -1470,14 +1470,7 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
 #[tokio::test]
 async fn postgres_a_database_in_the_c_locale_is_warned_about() {
     let warns = |db: &TestDb| {
-        let mut child = rollcall_command(&db.url, &[])
-            .args(["--listen", "127.0.0.1:0", "serve"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rollcall");
-        let (lines, listening) = lines_until_listening(&mut child);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (lines, listening) = start_up_lines(&db.url, &[], "127.0.0.1:0");
         assert!(listening, "{lines:?}");
         lines.iter().any(|line| line.contains("searching names"))
     };
