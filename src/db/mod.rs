@@ -227,7 +227,7 @@ impl Db {
     /// PostgreSQL: whether the migrator's table is there but this role may not read it, so
     /// the migrations look all pending (the migrator asks `information_schema`, which hides it).
     pub async fn migrations_unreadable(&self) -> Result<bool, DbErr> {
-        if self.conn.get_database_backend() != DatabaseBackend::Postgres {
+        if self.backend() != DatabaseBackend::Postgres {
             return Ok(false);
         }
         let sql = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \

@@ -8,6 +8,7 @@
 //! by the limits.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use async_graphql::parser::types::{
     Directive, DocumentOperations, ExecutableDocument, Selection, SelectionSet,
@@ -73,18 +74,26 @@ fn below(selection: &Selection) -> Option<&SelectionSet> {
     }
 }
 
+fn below_mut(selection: &mut Selection) -> Option<&mut SelectionSet> {
+    match selection {
+        Selection::Field(field) => Some(&mut field.node.selection_set.node),
+        Selection::InlineFragment(fragment) => Some(&mut fragment.node.selection_set.node),
+        Selection::FragmentSpread(_) => None,
+    }
+}
+
 /// Whether `set`, or a set below it, holds an item that [`drop_repeats`] drops (or that it
 /// would, once the sets below are rid of theirs).
 fn repeats(set: &SelectionSet) -> bool {
     let mut first: HashMap<(u8, &str), &Selection> = HashMap::new();
     for item in &set.items {
         let item = &item.node;
-        if let Some(earlier) = first.get(&key(item)) {
-            if same(earlier, item) {
-                return true;
+        match first.entry(key(item)) {
+            Entry::Occupied(earlier) if same(earlier.get(), item) => return true,
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(item);
             }
-        } else {
-            first.insert(key(item), item);
         }
         if below(item).is_some_and(repeats) {
             return true;
@@ -96,23 +105,21 @@ fn repeats(set: &SelectionSet) -> bool {
 /// Drops, below and then in `set`, each item identical to the first of its kind and key.
 fn drop_repeats(set: &mut SelectionSet) {
     for item in &mut set.items {
-        match &mut item.node {
-            Selection::Field(field) => drop_repeats(&mut field.node.selection_set.node),
-            Selection::InlineFragment(fragment) => {
-                drop_repeats(&mut fragment.node.selection_set.node);
-            }
-            Selection::FragmentSpread(_) => {}
+        if let Some(below) = below_mut(&mut item.node) {
+            drop_repeats(below);
         }
     }
     let items = std::mem::take(&mut set.items);
     let mut first: HashMap<(u8, String), usize> = HashMap::new();
     for item in items {
         let (kind, name) = key(&item.node);
-        match first.get(&(kind, name.to_owned())) {
-            Some(&index) if same(&set.items[index].node, &item.node) => continue,
-            Some(_) => {}
-            None => {
-                first.insert((kind, name.to_owned()), set.items.len());
+        match first.entry((kind, name.to_owned())) {
+            Entry::Occupied(earlier) if same(&set.items[*earlier.get()].node, &item.node) => {
+                continue;
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(set.items.len());
             }
         }
         set.items.push(item);
