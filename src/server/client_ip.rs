@@ -14,17 +14,18 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
     if !is_trusted(&client) {
         return client;
     }
-    let hops: Vec<&str> = headers
+    // Split as bytes: a client's non-ASCII entry must not cost the whole line the address a
+    // proxy appended after it.
+    let hops: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
         // An empty entry (a trailing comma, an empty header) names nobody.
         .filter(|hop| !hop.is_empty())
         .collect();
     for hop in hops.iter().rev() {
-        match parse_hop(hop) {
+        match std::str::from_utf8(hop).ok().and_then(parse_hop) {
             Some(ip) => {
                 client = ip.to_canonical();
                 if !is_trusted(&client) {
@@ -56,6 +57,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn forwarded(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -101,5 +103,13 @@ mod tests {
             let seen = client_ip(proxy, &forwarded(written), &trusted);
             assert_eq!(seen, ip(client), "{written}");
         }
+        // A client's non-ASCII entry does not hide the address the proxy appended after it.
+        let mut headers = HeaderMap::new();
+        let written = HeaderValue::from_bytes(b"\xe9, 198.51.100.4").expect("header");
+        headers.insert("x-forwarded-for", written);
+        assert_eq!(client_ip(proxy, &headers, &trusted), ip("198.51.100.4"));
+        let written = HeaderValue::from_bytes(b"198.51.100.\xe9").expect("header");
+        headers.insert("x-forwarded-for", written);
+        assert_eq!(client_ip(proxy, &headers, &trusted), ip("10.0.0.2"));
     }
 }
