@@ -97,6 +97,21 @@ async fn first_registration_is_owner_then_standard(app: TestApp) {
     assert_eq!(alice.role, "OWNER");
     let bob = app.register("bob").await;
     assert_eq!(bob.role, "STANDARD");
+    // An edit's password is judged against the email it sends, though that one is invalid.
+    let body = app
+        .gql(
+            Some(&bob.access),
+            support::UPDATE_USER,
+            json!({"id": bob.id, "input": {
+                "email": "robert.b@bad", "password": "robert.b sails far away",
+                "currentPassword": PASSWORD,
+            }}),
+        )
+        .await;
+    assert_field_codes(
+        &body,
+        json!({"email": "FORMAT", "password": "PERSONAL_PASSWORD"}),
+    );
     assert_eq!(app.me(&alice.access).await["data"]["me"]["role"], "OWNER");
     assert_eq!(app.me(&bob.access).await["data"]["me"]["role"], "STANDARD");
 
@@ -842,6 +857,22 @@ async fn validation_lists_every_field(app: TestApp) {
         )
         .await;
     assert_field_codes(&body, json!({"password": "PERSONAL_PASSWORD"}));
+    // Judged with the other fields, not after they are put right: against the email as it
+    // would be stored, though the phone is invalid.
+    let body = app
+        .gql(
+            None,
+            support::REGISTER,
+            json!({"input": {
+                "username": "zed_c", "email": "\tcarol.b@example.com",
+                "password": "carol.b sails far away", "phone": "abc",
+            }}),
+        )
+        .await;
+    assert_field_codes(
+        &body,
+        json!({"password": "PERSONAL_PASSWORD", "phone": "FORMAT"}),
+    );
     // 100 characters is fine.
     let body = app
         .gql(
@@ -867,6 +898,21 @@ async fn validation_lists_every_field(app: TestApp) {
     assert_fields(&body, &["email"]);
     let bob = app.register("bob").await;
     assert_eq!(bob.role, "STANDARD");
+    // An edit's password is judged against the email it sends, though that one is invalid.
+    let body = app
+        .gql(
+            Some(&bob.access),
+            support::UPDATE_USER,
+            json!({"id": bob.id, "input": {
+                "email": "robert.b@bad", "password": "robert.b sails far away",
+                "currentPassword": PASSWORD,
+            }}),
+        )
+        .await;
+    assert_field_codes(
+        &body,
+        json!({"email": "FORMAT", "password": "PERSONAL_PASSWORD"}),
+    );
 
     // A refused nullable root field is there, as null, beside its error.
     let lookup = "query($id: ID, $username: String) { user(id: $id, username: $username) { id } serverInfo { demo } }";

@@ -88,15 +88,19 @@ impl Service {
             input.phone.as_deref(),
         );
         // Judged against the names as stored: an email typed with a space or in full-width
-        // letters must not let its own local part through as a password.
-        let (username, email) = profile
-            .as_ref()
-            .map_or((input.username.as_str(), input.email.as_str()), |p| {
-                (p.username.as_str(), p.email.as_str())
-            });
+        // letters must not let its own local part through as a password, nor hold that
+        // refusal back until another field is put right.
+        let (username, email) = match &profile {
+            Some(p) => (p.username.clone(), p.email.clone()),
+            None => (
+                validation::login_key(&input.username),
+                validation::login_key(&input.email),
+            ),
+        };
         let password = fields.check(
             "password",
-            self.new_password(&input.password, username, email).await?,
+            self.new_password(&input.password, &username, &email)
+                .await?,
         );
         fields.into_result()?;
         let (Some(profile), Some(password)) = (profile, password) else {
@@ -350,9 +354,18 @@ impl Service {
             .and_then(|e| fields.check("email", validation::email(e)));
         let password = match changes.password.as_deref() {
             Some(p) => {
-                let username = username.as_deref().unwrap_or(&target.username);
-                let email = email.as_deref().unwrap_or(&target.email);
-                fields.check("password", self.new_password(p, username, email).await?)
+                // Against the names the edit sends, valid or not: the refusal comes with the
+                // others, not after they are put right.
+                let sent = |valid: &Option<String>, sent: &Option<String>, stored: &str| {
+                    valid.clone().unwrap_or_else(|| {
+                        sent.as_deref()
+                            .filter(|sent| *sent != stored)
+                            .map_or_else(|| stored.to_owned(), validation::login_key)
+                    })
+                };
+                let username = sent(&username, &changes.username, &target.username);
+                let email = sent(&email, &changes.email, &target.email);
+                fields.check("password", self.new_password(p, &username, &email).await?)
             }
             None => None,
         };
