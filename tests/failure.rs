@@ -991,6 +991,56 @@ async fn postgres_an_unfinished_login_with_the_right_password_is_not_counted() {
     let _ = db.close().await;
 }
 
+/// A login the database failed after its password checked is taken back, though the first
+/// try to take it back fails too (as it does on a connection the same failure broke): the
+/// take-back is tried again, and the right password is not left counted as a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_take_back_the_database_refuses_is_tried_again() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    let subject = format!("user:{}", alice.id);
+    let db = app.database().await;
+    // Sessions cannot be opened, and the count cannot go down, until the test says so; the
+    // sequence counts the refused take-backs outside their rolled-back transactions.
+    db.execute_unprepared(
+        "CREATE SEQUENCE refused_take_backs;
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE FUNCTION refuse_take_back() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM nextval('refused_take_backs');
+                RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER no_sessions BEFORE INSERT ON sessions
+             FOR EACH ROW EXECUTE FUNCTION refuse();
+         CREATE TRIGGER no_take_backs BEFORE UPDATE ON credential_failures
+             FOR EACH ROW WHEN (NEW.failures < OLD.failures) EXECUTE FUNCTION refuse_take_back();",
+    )
+    .await
+    .expect("triggers");
+    let login = json!({"input": {"login": "alice", "password": PASSWORD}});
+    let body = app.gql(None, support::LOGIN, login.clone()).await;
+    assert_code(&body, "INTERNAL_SERVER_ERROR");
+    support::eventually("a take-back refused", async || {
+        app.count("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refused_take_backs")
+            .await
+            > 0
+    })
+    .await;
+    assert_eq!(app.failures(&subject).await, 1);
+    db.execute_unprepared(
+        "DROP TRIGGER no_take_backs ON credential_failures; DROP TRIGGER no_sessions ON sessions",
+    )
+    .await
+    .expect("drop triggers");
+    support::eventually("the attempt taken back", async || {
+        app.failures(&subject).await == 0
+    })
+    .await;
+    assert_ok(&app.gql(None, support::LOGIN, login).await);
+    let _ = db.close().await;
+}
+
 /// A logout by refresh token takes the session's user's row as every revocation does, so a
 /// write of theirs holding it (here the test's lock) finishes before the session ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::{Service, users::NewUser};
@@ -645,10 +646,23 @@ impl Attempt {
         let Some(key) = self.key.take() else {
             return Ok(());
         };
-        throttle::release(&self.db, &key, self.reserved).await?;
+        if let Err(err) = throttle::release(&self.db, &key, self.reserved).await {
+            // Left to `drop`, which tries again.
+            self.key = Some(key);
+            return Err(err.into());
+        }
         Ok(())
     }
 }
+
+/// How long a take-back waits before each try after the first: a login the database failed
+/// is often taken back on a connection the same failure broke, and pooled connections idle
+/// for a second are checked before use.
+const TAKE_BACK_RETRIES: [Duration; 3] = [
+    Duration::from_millis(1100),
+    Duration::from_secs(3),
+    Duration::from_secs(9),
+];
 
 impl Drop for Attempt {
     fn drop(&mut self) {
@@ -657,10 +671,21 @@ impl Drop for Attempt {
             return;
         };
         let (db, reserved) = (self.db.clone(), self.reserved);
-        runtime.spawn(async move {
-            if let Err(err) = throttle::release(&db, &key, reserved).await {
-                tracing::warn!(error = %crate::error::chain(&err), "taking back an unchecked credential attempt");
+        let task = async move {
+            let mut waits = TAKE_BACK_RETRIES.iter();
+            loop {
+                let Err(err) = throttle::release(&db, &key, reserved).await else {
+                    return;
+                };
+                let Some(wait) = waits.next() else {
+                    tracing::warn!(error = %crate::error::chain(&err), "taking back an unchecked credential attempt; it stays counted");
+                    return;
+                };
+                tracing::debug!(error = %crate::error::chain(&err), "taking back an unchecked credential attempt; trying again");
+                tokio::time::sleep(*wait).await;
             }
-        });
+        };
+        // Its log lines carry the request's id.
+        runtime.spawn(tracing::Instrument::in_current_span(task));
     }
 }
