@@ -171,9 +171,9 @@ pub struct Settings {
         global = true
     )]
     pub registration: Registration,
-    /// Read-only demo mode: every mutation that changes users or tokens is refused, and so is
-    /// ending any session but the caller's current one; login, refresh and logout work. The
-    /// commands, the operator's, still write.
+    /// Read-only demo mode: every mutation that changes users, API tokens or two-factor login
+    /// is refused, and so is ending any session but the caller's current one; login, refresh
+    /// and logout work. The commands, the operator's, still write.
     #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub demo: bool,
     /// The name authenticator apps show beside a user's two-factor codes (the `issuer` of the

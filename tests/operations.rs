@@ -1057,6 +1057,8 @@ async fn request_logs_name_the_request_and_hide_secrets() {
             .find(|l| l.contains("UNAUTHENTICATED"))
             .expect("the failed login's line");
         assert!(failed.contains("login"), "{failed}");
+        // Where a failed login came from is in its line: the audit trail keeps no entry.
+        assert!(failed.contains("127.0.0.1"), "{failed}");
 
         // What a request logs on its way carries the request's id: here a refresh token
         // presented again, which ends the session.

@@ -434,9 +434,9 @@ impl AuditEntryObject {
         or_null(ctx, load_user(ctx, self.0.target_id).await)
     }
 
-    /// The actor's client address; null for the command line, for readers who did not manage
-    /// the actor as they acted (an admin does not see the owner's addresses, nor a fellow
-    /// admin's), and in demo mode.
+    /// The actor's client address; null for the command line, for a detected refresh-token
+    /// reuse (no actor), for readers who did not manage the actor as they acted (an admin does
+    /// not see the owner's addresses, nor a fellow admin's), and in demo mode.
     async fn ip(&self, ctx: &Context<'_>) -> Option<&str> {
         let ip = self.0.ip.as_deref()?;
         let visible = async {

@@ -591,6 +591,7 @@ async fn execute(
         operation_name: operation_name.map(|name| name.chars().take(100).collect()),
         operation: Some(operation),
         user: auth.signed_in(),
+        client_ip: Some(client_ip),
         codes: logged,
     });
     http

@@ -61,6 +61,9 @@ struct RequestSummary {
     operation: Option<String>,
     /// The signed-in user, when the request checked its token.
     user: Option<Uuid>,
+    /// The client's address, as the audit trail has it: a failed login leaves no other trace
+    /// of where it came from.
+    client_ip: Option<std::net::IpAddr>,
     codes: Vec<String>,
 }
 

@@ -15,8 +15,9 @@ use super::graphql::bearer_token;
 use super::{AppState, RequestSummary};
 
 /// Logs one line per request once it is answered: its id, method, path, status and duration,
-/// and for GraphQL its operation, the signed-in user and the error codes. Never a body, a
-/// header value other than the request id, or a variable, so no password or token.
+/// and for GraphQL its operation, the signed-in user, the client's address and the error codes.
+/// Never a body, a header value other than the request id, or a variable, so no password or
+/// token.
 pub async fn request_log(request: Request, next: Next) -> Response {
     // Filtered out (as under load tests): none of the line's strings are worth building.
     if !tracing::enabled!(target: "rollcall::request", tracing::Level::INFO) {
@@ -55,6 +56,9 @@ pub async fn request_log(request: Request, next: Next) -> Response {
     let user = summary
         .and_then(|s| s.user)
         .map_or_else(|| "-".to_owned(), |id| id.to_string());
+    let client_ip = summary
+        .and_then(|s| s.client_ip)
+        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let errors = summary
         .map(|s| s.codes.join(","))
         .filter(|codes| !codes.is_empty())
@@ -71,6 +75,7 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         operation,
         operation_name,
         user = %user,
+        client_ip = %client_ip,
         errors = %errors,
         "request"
     );
