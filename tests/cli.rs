@@ -1873,3 +1873,37 @@ async fn each_outage_of_a_sqlite_file_is_logged_once() {
         assert_eq!(count("ready again"), outage, "{lines:#?}");
     }
 }
+
+/// A stopped server's SQLite file alone is a whole copy, though another program holds the
+/// file open: closing the last connection would not fold the write-ahead log in then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_folds_the_log_though_another_program_has_the_file_open() {
+    use sea_orm::ConnectionTrait;
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[]);
+    let other = db.connect().await;
+    other
+        .execute_unprepared("SELECT count(*) FROM sqlite_master")
+        .await
+        .expect("read");
+    server.register("alice").await;
+    assert!(server.terminate().success());
+    let copy = db.sqlite_file().with_extension("copy.db");
+    std::fs::copy(db.sqlite_file(), &copy).expect("copy the file alone");
+    let copied = sea_orm::Database::connect(format!("sqlite://{}?mode=ro", copy.display()))
+        .await
+        .expect("open the copy");
+    let users = copied
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT count(*) FROM users",
+        ))
+        .await
+        .expect("the copy holds the users table")
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok());
+    assert_eq!(users, Some(1));
+    let _ = copied.close().await;
+    let _ = other.close().await;
+}

@@ -128,11 +128,35 @@ impl Db {
         &self.writer
     }
 
-    /// Closes the pools once their connections are back. On SQLite the last connection to
-    /// close folds the write-ahead log into the database file, so a stopped server's file is
-    /// whole by itself (a copy of it alone is a backup).
+    /// Closes the pools once their connections are back. On SQLite the write-ahead log is
+    /// folded into the database file first, so a stopped server's file is whole by itself (a
+    /// copy of it alone is a backup): closing the last connection does that only when no other
+    /// process has the file open. When the log cannot be folded (another process is reading or
+    /// writing), a warning says so.
     pub async fn close(&self) -> Result<(), DbErr> {
         self.conn.close_by_ref().await?;
+        if self.file.is_some() {
+            // busy, pages in the log, pages folded: a whole fold leaves nothing busy or behind.
+            // Passive: it waits for nobody, so a command run beside a busy server ends at once.
+            let statement = sea_orm::Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "PRAGMA wal_checkpoint(PASSIVE)",
+            );
+            let folded = self
+                .writer
+                .query_one_raw(statement)
+                .await?
+                .is_some_and(|row| {
+                    let column = |i| row.try_get_by_index::<i64>(i).ok();
+                    column(0) == Some(0) && column(1) == column(2)
+                });
+            if !folded {
+                tracing::warn!(
+                    "the write-ahead log could not be folded into the database file, which \
+                     another process has open: a copy of the file needs its -wal file beside it"
+                );
+            }
+        }
         self.writer.close_by_ref().await
     }
 
