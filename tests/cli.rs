@@ -1907,3 +1907,36 @@ async fn a_stopped_server_folds_the_log_though_another_program_has_the_file_open
     let _ = copied.close().await;
     let _ = other.close().await;
 }
+
+/// A large import renews PostgreSQL's statistics of the users table at once: until autovacuum
+/// does, the planner would judge searches by the table as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_large_import_renews_the_planner_statistics() {
+    let Some(app) = support::TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let hash =
+        argon2::PasswordHasher::hash_password(&argon2::Argon2::default(), PASSWORD.as_bytes())
+            .expect("hashed")
+            .to_string();
+    let analysed = "SELECT count(*) FROM pg_stat_user_tables \
+                    WHERE relname = 'users' AND last_analyze IS NOT NULL";
+    let rows: Vec<_> = (0..1010)
+        .map(|i| serde_json::json!({"username": format!("user{i}"), "email": format!("user{i}@example.com"), "passwordHash": hash}))
+        .collect();
+    let import = |rows: &[serde_json::Value]| {
+        let (url, rows) = (
+            app.db.url.clone(),
+            serde_json::to_string(rows).expect("JSON"),
+        );
+        tokio::task::spawn_blocking(move || run_cli(&url, &["user", "import", "-"], &rows))
+    };
+    // A small one is left to autovacuum.
+    assert_succeeded(&import(&rows[..10]).await.expect("the command ran"));
+    assert_eq!(app.count(analysed).await, 0);
+    assert_succeeded(&import(&rows[10..]).await.expect("the command ran"));
+    support::eventually("the table analysed", async || {
+        app.count(analysed).await == 1
+    })
+    .await;
+}

@@ -209,6 +209,15 @@ impl Db {
         self.postgres_holds("SELECT lower('ÄД') = 'äд'").await
     }
 
+    /// Renews PostgreSQL's statistics of the users table (SQLite's planner keeps none that a
+    /// bulk write would leave behind).
+    pub async fn analyze_users(&self) -> Result<(), DbErr> {
+        if self.backend() == DatabaseBackend::Postgres {
+            self.writer.execute_unprepared("ANALYZE users").await?;
+        }
+        Ok(())
+    }
+
     /// What the PostgreSQL query `sql` answers, a boolean; true when it answers nothing.
     async fn postgres_holds(&self, sql: &str) -> Result<bool, DbErr> {
         let statement = sea_orm::Statement::from_string(DatabaseBackend::Postgres, sql);

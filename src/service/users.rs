@@ -1095,7 +1095,7 @@ impl Service {
         if !invalid.is_empty() {
             return Err(AppError::BadInput(invalid));
         }
-        let ids = models.iter().map(|m| m.id).collect();
+        let ids: Vec<Uuid> = models.iter().map(|m| m.id).collect();
         let tx = self.db().begin_write().await?;
         if let Err(err) = check_importable(&tx, &models).await {
             tx.rollback().await?;
@@ -1133,9 +1133,19 @@ impl Service {
         }
         audit::record(&tx, NewEntry::new(Action::UsersImported, None, None)).await?;
         tx.commit().await?;
+        // Until autovacuum gets to it (a minute or more), PostgreSQL's planner would judge
+        // searches by the table as it was, and walk thousands of new matches for a page.
+        if ids.len() >= ANALYZE_AFTER_IMPORTING
+            && let Err(err) = self.db().analyze_users().await
+        {
+            tracing::warn!(error = %crate::error::chain(&err), "analysing the users table after the import");
+        }
         Ok(ids)
     }
 }
+
+/// How many imported users make the planner's statistics worth renewing at once.
+const ANALYZE_AFTER_IMPORTING: usize = 1000;
 
 /// The checks of a bulk import that need the database, inside its transaction `tx`, each
 /// naming its rows: creators that are no user (BAD_USER_INPUT), then names already in use
