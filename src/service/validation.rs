@@ -143,6 +143,11 @@ pub fn username(text: &str) -> Checked<String> {
     if !(3..=32).contains(&length) {
         return refused(FieldCode::Length, "must be 3 to 32 characters");
     }
+    // Said apart: a phone keyboard's autocompletion leaves a space after the last word, which
+    // a list of the characters allowed does not point at.
+    if text.trim() != text {
+        return refused(FieldCode::Format, "must not begin or end with a space");
+    }
     if !text
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -710,6 +715,12 @@ mod tests {
             assert!(username(punctuation).is_err(), "{punctuation}");
         }
         assert!(username("_a_").is_ok());
+        // A space around the name is named as such.
+        for padded in ["alice ", " alice", "alice\u{a0}"] {
+            let refusal = username(padded).expect_err(padded);
+            assert_eq!(refusal.code, FieldCode::Format);
+            assert!(refusal.message.contains("space"), "{}", refusal.message);
+        }
     }
 
     #[test]
