@@ -872,10 +872,7 @@ async fn postgres_an_import_is_stamped_once_it_may_write() {
     let Some(app) = support::TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let hash =
-        argon2::PasswordHasher::hash_password(&argon2::Argon2::default(), PASSWORD.as_bytes())
-            .expect("hashed")
-            .to_string();
+    let hash = password_hash();
     let rows = serde_json::json!([{"username": "imported", "email": "imported@example.com", "passwordHash": hash}]);
     let db = app.database().await;
     let hold = db.begin().await.expect("begin");
@@ -1915,10 +1912,7 @@ async fn postgres_a_large_import_renews_the_planner_statistics() {
     let Some(app) = support::TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let hash =
-        argon2::PasswordHasher::hash_password(&argon2::Argon2::default(), PASSWORD.as_bytes())
-            .expect("hashed")
-            .to_string();
+    let hash = password_hash();
     let analysed = "SELECT count(*) FROM pg_stat_user_tables \
                     WHERE relname = 'users' AND last_analyze IS NOT NULL";
     let rows: Vec<_> = (0..1010)
@@ -1939,4 +1933,11 @@ async fn postgres_a_large_import_renews_the_planner_statistics() {
         app.count(analysed).await == 1
     })
     .await;
+}
+
+/// An argon2 hash of [`PASSWORD`], as another system would export it for `user import`.
+fn password_hash() -> String {
+    argon2::PasswordHasher::hash_password(&argon2::Argon2::default(), PASSWORD.as_bytes())
+        .expect("hashed")
+        .to_string()
 }
