@@ -93,8 +93,8 @@ impl Service {
         let (username, email) = match &profile {
             Some(p) => (p.username.clone(), p.email.clone()),
             None => (
-                validation::login_key(&input.username),
-                validation::login_key(&input.email),
+                validation::refused_name(&input.username),
+                validation::refused_name(&input.email),
             ),
         };
         let password = fields.check(
@@ -360,7 +360,7 @@ impl Service {
                     valid.clone().unwrap_or_else(|| {
                         sent.as_deref()
                             .filter(|sent| *sent != stored)
-                            .map_or_else(|| stored.to_owned(), validation::login_key)
+                            .map_or_else(|| stored.to_owned(), validation::refused_name)
                     })
                 };
                 let username = sent(&username, &changes.username, &target.username);

@@ -139,14 +139,15 @@ fn no_nul(text: &str) -> Checked<()> {
 /// nobody). Returns the name as given.
 pub fn username(text: &str) -> Checked<String> {
     no_nul(text)?;
+    // Said apart, and first: a phone keyboard's autocompletion leaves a space after the last
+    // word, which neither the length nor a list of the characters allowed points at.
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed != text {
+        return refused(FieldCode::Format, "must not begin or end with whitespace");
+    }
     let length = text.chars().count();
     if !(3..=32).contains(&length) {
         return refused(FieldCode::Length, "must be 3 to 32 characters");
-    }
-    // Said apart: a phone keyboard's autocompletion leaves a space after the last word, which
-    // a list of the characters allowed does not point at.
-    if text.trim() != text {
-        return refused(FieldCode::Format, "must not begin or end with a space");
     }
     if !text
         .chars()
@@ -161,6 +162,17 @@ pub fn username(text: &str) -> Checked<String> {
         return refused(FieldCode::Format, "must contain a letter or a digit");
     }
     Ok(text.to_owned())
+}
+
+/// A name as a new password is compared with it when the input holds a refused field (this
+/// one or another): trimmed and normalised as stored, without decoding the domain (only the
+/// local part is compared, and the decoding is quadratic); nothing for one longer than any
+/// that could be stored.
+pub fn refused_name(text: &str) -> String {
+    if text.len() > EMAIL_TYPED_MAX_BYTES {
+        return String::new();
+    }
+    normalised(text.trim())
 }
 
 /// The form a login or an email address is stored and looked up in: trimmed, NFKC-normalised
@@ -715,11 +727,18 @@ mod tests {
             assert!(username(punctuation).is_err(), "{punctuation}");
         }
         assert!(username("_a_").is_ok());
+        assert_eq!(refused_name(" ＡＬＩＣＥ@xn--bad"), "alice@xn--bad");
+        assert_eq!(refused_name(&format!("a@xn--{}", "a".repeat(1_100))), "");
         // A space around the name is named as such.
-        for padded in ["alice ", " alice", "alice\u{a0}"] {
+        let long = format!("{} ", "a".repeat(32));
+        for padded in ["alice ", " alice", "alice\u{a0}", "fr ", "ivy\n", &long] {
             let refusal = username(padded).expect_err(padded);
             assert_eq!(refusal.code, FieldCode::Format);
-            assert!(refusal.message.contains("space"), "{}", refusal.message);
+            assert!(
+                refusal.message.contains("whitespace"),
+                "{}",
+                refusal.message
+            );
         }
     }
 
