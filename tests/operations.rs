@@ -1133,3 +1133,52 @@ async fn request_logs_name_the_request_and_hide_secrets() {
         assert!(line.contains(path), "{line}");
     }
 }
+
+/// A request that runs out of time is logged with the operation it was running, so an operator
+/// sees which operations time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timed_out_is_logged_with_its_operation() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = ServerProcess::start(
+        &db.url,
+        &[
+            ("ROLLCALL_REQUEST_TIMEOUT", "1s"),
+            ("ROLLCALL_LOG_FORMAT", "json"),
+        ],
+    );
+    let alice = server.register("alice").await;
+    let blocker = db.connect().await;
+    let hold = blocker.begin().await.expect("begin");
+    hold.execute_unprepared("LOCK TABLE users IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let response = server
+        .client()
+        .post(format!("{}/graphql", server.base_url))
+        .bearer_auth(&alice.access)
+        .json(&json!({
+            "query": "mutation Rename($id: ID!) { updateUser(id: $id, input: {firstName: \"Late\"}) { id } }",
+            "operationName": "Rename",
+            "variables": {"id": alice.id},
+        }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    hold.rollback().await.expect("release");
+    let lines = server.log_lines_until("\"status\":503");
+    let line = lines
+        .iter()
+        .find(|line| line.contains("\"status\":503"))
+        .expect("the request's line");
+    let fields: Value = serde_json::from_str(line).expect("JSON");
+    assert_eq!(fields["operation"], "updateUser", "{line}");
+    assert_eq!(fields["operation_name"], "Rename", "{line}");
+    assert_eq!(fields["errors"], "TIMEOUT", "{line}");
+    assert_eq!(fields["client_ip"], "127.0.0.1", "{line}");
+    let _ = blocker.close().await;
+}

@@ -242,6 +242,7 @@ async fn respond_to_post(
     if declared > MAX_BODY_BYTES as u64 && (waits || declared > READ_THROUGH_BYTES) {
         return body_too_large();
     }
+    let seen = Seen::default();
     let work = async {
         let bytes = match read_body(body, declared, timeout / 2).await {
             Ok(bytes) => bytes,
@@ -251,7 +252,10 @@ async fn respond_to_post(
             }
         };
         match parse_body(&bytes) {
-            Ok(request) => execute(state, headers, request, client_ip, media, Method::Post).await,
+            Ok(request) => {
+                let place = (client_ip, media, Method::Post);
+                execute(state, headers, request, place, &seen).await
+            }
             Err(Refusal::NotPersisted) => persisted_query_not_supported(),
             Err(Refusal::Bad(message)) => request_error(StatusCode::BAD_REQUEST, message),
             Err(Refusal::Repeated(path)) => {
@@ -263,7 +267,7 @@ async fn respond_to_post(
             Err(Refusal::Batch(requests)) => batch_refused(requests),
         }
     };
-    with_timeout(timeout, client_ip, work).await
+    with_timeout(timeout, client_ip, &seen, work).await
 }
 
 /// How much of a body over [`MAX_BODY_BYTES`] is read (and dropped) before the 413. Most
@@ -430,12 +434,32 @@ async fn respond_to_get(
     }
     let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
-    with_timeout(
-        timeout,
-        client_ip,
-        execute(state, headers, request, client_ip, media, Method::Get),
-    )
-    .await
+    let seen = Seen::default();
+    let place = (client_ip, media, Method::Get);
+    let work = execute(state, headers, request, place, &seen);
+    with_timeout(timeout, client_ip, &seen, work).await
+}
+
+/// What a request's operation turned out to be, read again when it runs out of time.
+#[derive(Default)]
+struct Seen {
+    info: OperationInfo,
+    /// The client's `operationName`, once the request is read.
+    name: std::sync::OnceLock<Option<String>>,
+}
+
+impl Seen {
+    /// The log's summary of a request that ran out of time: what was seen of it by then.
+    fn summary(&self, client_ip: IpAddr, code: &str) -> RequestSummary {
+        let name = self.name.get().cloned().flatten();
+        RequestSummary {
+            operation: self.info.root_field(name.as_deref()),
+            operation_name: name.map(|name| name.chars().take(100).collect()),
+            client_ip: Some(client_ip),
+            codes: vec![code.to_owned()],
+            ..RequestSummary::default()
+        }
+    }
 }
 
 /// How a request came: GET carries queries only.
@@ -460,6 +484,7 @@ fn selects_mutation(request: &mut async_graphql::Request) -> bool {
 async fn with_timeout(
     timeout: std::time::Duration,
     client_ip: IpAddr,
+    seen: &Seen,
     work: impl Future<Output = Response>,
 ) -> Response {
     match tokio::time::timeout(timeout, work).await {
@@ -467,11 +492,16 @@ async fn with_timeout(
         Err(_) => {
             tracing::warn!(?timeout, %client_ip, "request timed out; its work was rolled back");
             let error = crate::error::TIMED_OUT;
-            coded_error(
+            let mut response = coded_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 error.code(),
                 &error.to_string(),
-            )
+            );
+            // Which operations time out is what an operator asks during an incident.
+            response
+                .extensions_mut()
+                .insert(seen.summary(client_ip, error.code()));
+            response
         }
     }
 }
@@ -480,14 +510,14 @@ async fn execute(
     state: &AppState,
     headers: &HeaderMap,
     mut request: async_graphql::Request,
-    client_ip: IpAddr,
-    media: Media,
-    method: Method,
+    (client_ip, media, method): (IpAddr, Media, Method),
+    seen: &Seen,
 ) -> Response {
     let started = Instant::now();
     let operation_name = request.operation_name.clone();
+    let _ = seen.name.set(operation_name.clone());
     let auth = Arc::new(RequestAuth::new(bearer_token(headers)));
-    let info = OperationInfo::default();
+    let info = &seen.info;
     let prepared = graphql::prepare_query(&state.limits, &mut request);
     // Asked only of a text within the limits on what is parsed (a few thousand nested
     // brackets would overflow the parser's stack), whether or not it passes the rest.
@@ -502,7 +532,7 @@ async fn execute(
         return response;
     }
     let checked = prepared
-        .and_then(|()| graphql::check_document(&state.limits, &mut request, &info))
+        .and_then(|()| graphql::check_document(&state.limits, &mut request, info))
         .and_then(|()| check_values(&state.schema_types, &mut request));
     let mut response = match checked {
         Ok(shape) => {
