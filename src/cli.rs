@@ -75,8 +75,13 @@ pub fn main() -> ExitCode {
     let log_format = cli.settings.log_format;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+            // An empty value, as a template leaves one, is no filter: taken as one it would
+            // turn every line off, errors included.
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|filter| !filter.trim().is_empty())
+                .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok())
+                .unwrap_or_else(|| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         // A log line that cannot be written (the reader of a log pipe has gone) is lost, and

@@ -1182,3 +1182,16 @@ async fn a_request_timed_out_is_logged_with_its_operation() {
     assert_eq!(fields["client_ip"], "127.0.0.1", "{line}");
     let _ = blocker.close().await;
 }
+
+/// An empty `RUST_LOG`, as a template leaves one, logs as if unset: taken as a filter it would
+/// turn every line off, errors included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_log_filter_is_the_default() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[("RUST_LOG", "")]);
+    server.register("alice").await;
+    let lines = server.log_lines_until("operation=\"register\"");
+    assert!(lines.iter().any(|line| line.contains("INFO")), "{lines:?}");
+}
