@@ -1135,52 +1135,86 @@ async fn request_logs_name_the_request_and_hide_secrets() {
 }
 
 /// A request that runs out of time is logged with the operation it was running, so an operator
-/// sees which operations time out.
+/// sees which operations time out; what it logs on its way carries its id though the request
+/// lines are filtered out; and a refusal names its client's address like any request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_timed_out_is_logged_with_its_operation() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
 
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
-        return;
-    };
-    let server = ServerProcess::start(
-        &db.url,
-        &[
-            ("ROLLCALL_REQUEST_TIMEOUT", "1s"),
-            ("ROLLCALL_LOG_FORMAT", "json"),
-        ],
-    );
-    let alice = server.register("alice").await;
-    let blocker = db.connect().await;
-    let hold = blocker.begin().await.expect("begin");
-    hold.execute_unprepared("LOCK TABLE users IN EXCLUSIVE MODE")
-        .await
-        .expect("lock");
-    let response = server
-        .client()
-        .post(format!("{}/graphql", server.base_url))
-        .bearer_auth(&alice.access)
-        .json(&json!({
-            "query": "mutation Rename($id: ID!) { updateUser(id: $id, input: {firstName: \"Late\"}) { id } }",
-            "operationName": "Rename",
-            "variables": {"id": alice.id},
-        }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    hold.rollback().await.expect("release");
-    let lines = server.log_lines_until("\"status\":503");
-    let line = lines
-        .iter()
-        .find(|line| line.contains("\"status\":503"))
-        .expect("the request's line");
-    let fields: Value = serde_json::from_str(line).expect("JSON");
-    assert_eq!(fields["operation"], "updateUser", "{line}");
-    assert_eq!(fields["operation_name"], "Rename", "{line}");
-    assert_eq!(fields["errors"], "TIMEOUT", "{line}");
-    assert_eq!(fields["client_ip"], "127.0.0.1", "{line}");
-    let _ = blocker.close().await;
+    for filter in ["info", "info,rollcall::request=off"] {
+        let Some(db) = TestDb::create(Backend::Postgres).await else {
+            return;
+        };
+        let server = ServerProcess::start(
+            &db.url,
+            &[
+                ("ROLLCALL_REQUEST_TIMEOUT", "1s"),
+                ("ROLLCALL_LOG_FORMAT", "json"),
+                ("RUST_LOG", filter),
+            ],
+        );
+        let alice = server.register("alice").await;
+        let blocker = db.connect().await;
+        let hold = blocker.begin().await.expect("begin");
+        hold.execute_unprepared("LOCK TABLE users IN EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        let response = server
+            .client()
+            .post(format!("{}/graphql", server.base_url))
+            .bearer_auth(&alice.access)
+            .header("x-request-id", format!("late-{filter}"))
+            .json(&json!({
+                "query": "mutation Rename($id: ID!) { updateUser(id: $id, input: {firstName: \"Late\"}) { id } }",
+                "operationName": "Rename",
+                "variables": {"id": alice.id},
+            }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        hold.rollback().await.expect("release");
+        let _ = blocker.close().await;
+        let lines = server.log_lines_until("request timed out");
+        let warning = lines
+            .iter()
+            .find(|line| line.contains("request timed out"))
+            .expect("the warning");
+        let warning: Value = serde_json::from_str(warning).expect("JSON");
+        assert_eq!(
+            warning["span"]["request_id"],
+            format!("late-{filter}"),
+            "{warning}"
+        );
+        if filter != "info" {
+            continue;
+        }
+        let lines = server.log_lines_until("\"status\":503");
+        let line = lines
+            .iter()
+            .find(|line| line.contains("\"status\":503"))
+            .expect("the request's line");
+        let fields: Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(fields["operation"], "updateUser", "{line}");
+        assert_eq!(fields["operation_name"], "Rename", "{line}");
+        assert_eq!(fields["errors"], "TIMEOUT", "{line}");
+        assert_eq!(fields["client_ip"], "127.0.0.1", "{line}");
+        let refused = server
+            .client()
+            .post(format!("{}/graphql", server.base_url))
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let lines = server.log_lines_until("\"status\":415");
+        let line = lines
+            .iter()
+            .find(|line| line.contains("\"status\":415"))
+            .expect("the refusal's line");
+        assert!(line.contains("\"client_ip\":\"127.0.0.1\""), "{line}");
+    }
 }
 
 /// An empty `RUST_LOG`, as a template leaves one, logs as if unset: taken as a filter it would

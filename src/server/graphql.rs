@@ -450,12 +450,11 @@ struct Seen {
 
 impl Seen {
     /// The log's summary of a request that ran out of time: what was seen of it by then.
-    fn summary(&self, client_ip: IpAddr, code: &str) -> RequestSummary {
+    fn summary(&self, code: &str) -> RequestSummary {
         let name = self.name.get().cloned().flatten();
         RequestSummary {
             operation: self.info.root_field(name.as_deref()),
             operation_name: name.map(|name| name.chars().take(100).collect()),
-            client_ip: Some(client_ip),
             codes: vec![code.to_owned()],
             ..RequestSummary::default()
         }
@@ -498,9 +497,7 @@ async fn with_timeout(
                 &error.to_string(),
             );
             // Which operations time out is what an operator asks during an incident.
-            response
-                .extensions_mut()
-                .insert(seen.summary(client_ip, error.code()));
+            response.extensions_mut().insert(seen.summary(error.code()));
             response
         }
     }
@@ -621,7 +618,6 @@ async fn execute(
         operation_name: operation_name.map(|name| name.chars().take(100).collect()),
         operation: Some(operation),
         user: auth.signed_in(),
-        client_ip: Some(client_ip),
         codes: logged,
     });
     http

@@ -61,9 +61,6 @@ struct RequestSummary {
     operation: Option<String>,
     /// The signed-in user, when the request checked its token.
     user: Option<Uuid>,
-    /// The client's address, as the audit trail has it: a failed login leaves no other trace
-    /// of where it came from.
-    client_ip: Option<std::net::IpAddr>,
     codes: Vec<String>,
 }
 
@@ -116,7 +113,10 @@ fn router(service: Service, settings: &Settings) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(axum::middleware::from_fn(observe::request_log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::request_log,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::map_request(usable_request_id))

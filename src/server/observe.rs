@@ -14,31 +14,43 @@ use super::client_ip::client_ip;
 use super::graphql::bearer_token;
 use super::{AppState, RequestSummary};
 
-/// Logs one line per request once it is answered: its id, method, path, status and duration,
-/// and for GraphQL its operation, the signed-in user, the client's address and the error codes.
+/// Logs one line per request once it is answered: its id, method, path, status, duration and
+/// client's address, and for GraphQL its operation, the signed-in user and the error codes.
 /// Never a body, a header value other than the request id, or a variable, so no password or
 /// token.
-pub async fn request_log(request: Request, next: Next) -> Response {
-    // Filtered out (as under load tests): none of the line's strings are worth building.
-    if !tracing::enabled!(target: "rollcall::request", tracing::Level::INFO) {
-        return next.run(request).await;
-    }
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+pub async fn request_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id: String = request
         .headers()
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-")
         .to_owned();
-    // What the request logs on its way (an internal error's cause, a detected token reuse)
-    // carries its id, so a client's report of an id finds the cause among concurrent ones.
-    let span = tracing::info_span!(
-        target: "rollcall::request",
+    // What the request logs on its way (an internal error's cause, a timeout, a detected token
+    // reuse) carries its id, so a client's report of an id finds the cause among concurrent
+    // ones: at the level of errors, so it does even where the request lines are filtered out.
+    let span = tracing::error_span!(
+        target: "rollcall",
         "request",
         request_id = request_id.as_str()
     );
+    // Filtered out (as under load tests): none of the line's strings are worth building.
+    if !tracing::enabled!(target: "rollcall::request", tracing::Level::INFO) {
+        return next.run(request).instrument(span).await;
+    }
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // As the audit trail has it: a failed login or a refusal leaves no other trace of where
+    // it came from.
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(
+            || "-".to_owned(),
+            |ConnectInfo(peer)| {
+                client_ip(*peer, request.headers(), &state.trusted_proxies).to_string()
+            },
+        );
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     // An orchestrator probes every few seconds: a probe that passes is no news.
@@ -56,9 +68,6 @@ pub async fn request_log(request: Request, next: Next) -> Response {
     let user = summary
         .and_then(|s| s.user)
         .map_or_else(|| "-".to_owned(), |id| id.to_string());
-    let client_ip = summary
-        .and_then(|s| s.client_ip)
-        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let errors = summary
         .map(|s| s.codes.join(","))
         .filter(|codes| !codes.is_empty())
@@ -72,10 +81,10 @@ pub async fn request_log(request: Request, next: Next) -> Response {
         path = path.as_str(),
         status,
         duration_ms,
+        client_ip = %client_ip,
         operation,
         operation_name,
         user = %user,
-        client_ip = %client_ip,
         errors = %errors,
         "request"
     );
