@@ -832,8 +832,12 @@ async fn metrics_count_logins_and_requests() {
         )
         .await;
     assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    // Three errors of one code in one request: one failed request.
+    let body = app.gql(None, "{ me { a b c } }", json!({})).await;
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(3), "{body}");
     let after = app.metrics().await;
     for (code, count) in [
+        ("BAD_USER_INPUT", 1.0),
         ("UNSUPPORTED_MEDIA_TYPE", 1.0),
         ("METHOD_NOT_ALLOWED", 1.0),
         ("NOT_IMPLEMENTED", 1.0),
@@ -848,7 +852,7 @@ async fn metrics_count_logins_and_requests() {
     let invalid = "rollcall_requests_total{operation=\"invalid\"}";
     assert_eq!(
         metric(&after, invalid) - metric(&before, invalid),
-        3.0,
+        4.0,
         "{after}"
     );
     let failures = "rollcall_logins_total{result=\"failure\"}";

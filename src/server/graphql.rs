@@ -590,7 +590,15 @@ async fn execute(
         info.root_field(operation_name.as_deref())
             .unwrap_or_else(|| "unknown".to_owned())
     };
-    let code_refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    // Each code once, however many errors carry it: one request of a hundred invalid fields is
+    // one failed request to an alert, and to the log line.
+    let mut logged: Vec<String> = Vec::new();
+    for code in codes {
+        if !logged.contains(&code) {
+            logged.push(code);
+        }
+    }
+    let code_refs: Vec<&str> = logged.iter().map(String::as_str).collect();
     state
         .service
         .metrics()
@@ -607,13 +615,6 @@ async fn execute(
     } else {
         json_response(StatusCode::OK, &response)
     };
-    // Each code once in the log line, however many errors carry it.
-    let mut logged: Vec<String> = Vec::new();
-    for code in codes {
-        if !logged.contains(&code) {
-            logged.push(code);
-        }
-    }
     http.extensions_mut().insert(RequestSummary {
         operation_name: operation_name.map(|name| name.chars().take(100).collect()),
         operation: Some(operation),
