@@ -197,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // refused by the migration itself.
             let pending = db.pending_migrations().await.ok();
             let migrated = crate::service::migrate(&settings, &db).await;
-            close(&db, settings.db_timeout).await;
+            close(&db, settings.db_timeout, false).await;
             migrated?;
             match pending {
                 Some(0) => tell(
@@ -218,7 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate { revoke }) => {
             let service = Service::open_existing(&settings).await?;
             let rotated = service.rotate_signing_key(revoke).await;
-            close(service.db(), settings.db_timeout).await;
+            close(service.db(), settings.db_timeout, false).await;
             let kid = rotated.map_err(describe)?;
             say!("{kid}");
             let every = service.key_reload_every().as_secs();
@@ -275,7 +275,7 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     );
     let db = service.db().clone();
     crate::server::serve(listener, service, settings, shutdown).await?;
-    close(&db, settings.db_timeout).await;
+    close(&db, settings.db_timeout, true).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -452,16 +452,23 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
             }
         }),
     };
-    close(service.db(), settings.db_timeout).await;
+    close(service.db(), settings.db_timeout, false).await;
     result.map_err(describe)
 }
 
 /// Closes the database's connections before the process ends, waiting at most `timeout`: on
 /// SQLite the last one folds the write-ahead log into the file, so what was written is in the
 /// file by itself (a copy of it alone is whole).
-async fn close(db: &crate::db::Db, timeout: std::time::Duration) {
+async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) {
     match tokio::time::timeout(timeout, db.close()).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(true)) => {}
+        // Said by a server only: beside a running one, a copy of the file alone is no backup
+        // whatever a command leaves.
+        Ok(Ok(false)) if serving => tracing::warn!(
+            "the write-ahead log could not be folded into the database file, which another \
+             process has open: a copy of the file needs its -wal file beside it"
+        ),
+        Ok(Ok(false)) => {}
         Ok(Err(err)) => tracing::warn!(%err, "closing the database connections"),
         Err(_) => tracing::warn!("closing the database connections took too long"),
     }

@@ -119,7 +119,7 @@ impl Metrics {
         );
         registry.register(
             "logins",
-            "Login attempts by result (success, failure)",
+            "Logins checked, by result (success, failure); throttled ones are not checked",
             self.logins.clone(),
         );
         registry.register(

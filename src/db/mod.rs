@@ -131,10 +131,11 @@ impl Db {
     /// Closes the pools once their connections are back. On SQLite the write-ahead log is
     /// folded into the database file first, so a stopped server's file is whole by itself (a
     /// copy of it alone is a backup): closing the last connection does that only when no other
-    /// process has the file open. When the log cannot be folded (another process is reading or
-    /// writing), a warning says so.
-    pub async fn close(&self) -> Result<(), DbErr> {
+    /// process has the file open. Whether the file is whole: false when the log could not be
+    /// folded (another process is reading or writing).
+    pub async fn close(&self) -> Result<bool, DbErr> {
         self.conn.close_by_ref().await?;
+        let mut folded = true;
         if self.file.is_some() {
             // busy, pages in the log, pages folded: a whole fold leaves nothing busy or behind.
             // Passive: it waits for nobody, so a command run beside a busy server ends at once.
@@ -142,7 +143,7 @@ impl Db {
                 DatabaseBackend::Sqlite,
                 "PRAGMA wal_checkpoint(PASSIVE)",
             );
-            let folded = self
+            folded = self
                 .writer
                 .query_one_raw(statement)
                 .await?
@@ -150,14 +151,9 @@ impl Db {
                     let column = |i| row.try_get_by_index::<i64>(i).ok();
                     column(0) == Some(0) && column(1) == column(2)
                 });
-            if !folded {
-                tracing::warn!(
-                    "the write-ahead log could not be folded into the database file, which \
-                     another process has open: a copy of the file needs its -wal file beside it"
-                );
-            }
         }
-        self.writer.close_by_ref().await
+        self.writer.close_by_ref().await?;
+        Ok(folded)
     }
 
     /// Applies pending migrations. Instances started together on one database take turns:
