@@ -1203,6 +1203,29 @@ async fn a_request_timed_out_is_logged_with_its_operation() {
         assert_eq!(fields["operation_name"], "Rename", "{line}");
         assert_eq!(fields["errors"], "TIMEOUT", "{line}");
         assert_eq!(fields["client_ip"], "127.0.0.1", "{line}");
+        // Counted under the operation it ran, as the line names it.
+        let metrics = server
+            .client()
+            .get(format!("{}/metrics", server.base_url))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(
+            metric(&metrics, "rollcall_errors_total{code=\"TIMEOUT\"}"),
+            1.0,
+            "{metrics}"
+        );
+        assert_eq!(
+            metric(
+                &metrics,
+                "rollcall_requests_total{operation=\"updateUser\"}"
+            ),
+            1.0,
+            "{metrics}"
+        );
         let refused = server
             .client()
             .post(format!("{}/graphql", server.base_url))
@@ -1228,8 +1251,10 @@ async fn an_empty_log_filter_is_the_default() {
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
     };
-    let server = ServerProcess::start(&db.url, &[("RUST_LOG", "")]);
-    server.register("alice").await;
-    let lines = server.log_lines_until("operation=\"register\"");
-    assert!(lines.iter().any(|line| line.contains("INFO")), "{lines:?}");
+    for (filter, name) in [("", "alice"), (" , ", "bob")] {
+        let server = ServerProcess::start(&db.url, &[("RUST_LOG", filter)]);
+        server.register(name).await;
+        let lines = server.log_lines_until("operation=\"register\"");
+        assert!(lines.iter().any(|line| line.contains("INFO")), "{lines:?}");
+    }
 }

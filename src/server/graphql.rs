@@ -187,11 +187,11 @@ pub async fn post(
 /// GraphQL ran, or timed out); [`execute`] counts the others.
 pub(super) fn counted(state: &AppState, started: Instant, response: Response) -> Response {
     let summary = response.extensions().get::<RequestSummary>();
-    if let Some(summary) = summary.filter(|summary| summary.operation.is_none()) {
+    if let Some(summary) = summary.filter(|summary| !summary.executed) {
         let codes: Vec<&str> = summary.codes.iter().map(String::as_str).collect();
-        // A timed-out request was valid, but which operation it ran is not known here.
+        // A timed-out request was valid: its operation, when its document was read by then.
         let operation = if codes.contains(&AppError::TIMEOUT_CODE) {
-            "unknown"
+            summary.operation.as_deref().unwrap_or("unknown")
         } else {
             "invalid"
         };
@@ -619,6 +619,7 @@ async fn execute(
         operation_name: operation_name.map(|name| name.chars().take(100).collect()),
         operation: Some(operation),
         user: auth.signed_in(),
+        executed: true,
         codes: logged,
     });
     http

@@ -61,6 +61,8 @@ struct RequestSummary {
     operation: Option<String>,
     /// The signed-in user, when the request checked its token.
     user: Option<Uuid>,
+    /// Whether execution finished and counted the request in the metrics itself.
+    executed: bool,
     codes: Vec<String>,
 }
 
