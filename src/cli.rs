@@ -75,11 +75,11 @@ pub fn main() -> ExitCode {
     let log_format = cli.settings.log_format;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            // An empty value, as a template leaves one, is no filter: taken as one it would
-            // turn every line off, errors included.
+            // An empty value (as a template leaves one, or a list joined of nothing) is no
+            // filter: taken as one it would turn every line off, errors included.
             std::env::var("RUST_LOG")
                 .ok()
-                .filter(|filter| !filter.trim().is_empty())
+                .filter(|filter| filter.split(',').any(|part| !part.trim().is_empty()))
                 .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok())
                 .unwrap_or_else(|| "info,sqlx=warn".into()),
         )
