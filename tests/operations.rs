@@ -1080,11 +1080,7 @@ async fn request_logs_name_the_request_and_hide_secrets() {
             .await
             .expect("JSON");
         assert_code(&body, "UNAUTHENTICATED");
-        let reuse_lines = server.log_lines_until("refresh token reuse");
-        let warning = reuse_lines
-            .iter()
-            .find(|l| l.contains("refresh token reuse"))
-            .expect("the reuse warning");
+        let warning = server.log_line("refresh token reuse");
         assert!(warning.contains(&reuse_id), "{warning}");
         // Once per session, as its audit entry: a later replay finds it ended already.
         assert_code(&server.refresh(&alice.refresh).await, "UNAUTHENTICATED");
@@ -1124,11 +1120,7 @@ async fn request_logs_name_the_request_and_hide_secrets() {
         .await
         .expect("rename");
         assert_code(&server.me(&alice.access).await, "INTERNAL_SERVER_ERROR");
-        let lines = server.log_lines_until("internal error");
-        let line = lines
-            .iter()
-            .find(|l| l.contains("internal error"))
-            .expect("the internal error's line");
+        let line = server.log_line("internal error");
         assert!(line.contains("sessions"), "the cause: {line}");
         let path = match format {
             "json" => "\"path\":\"me\"",
@@ -1179,12 +1171,8 @@ async fn a_request_timed_out_is_logged_with_its_operation() {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         hold.rollback().await.expect("release");
         let _ = blocker.close().await;
-        let lines = server.log_lines_until("request timed out");
-        let warning = lines
-            .iter()
-            .find(|line| line.contains("request timed out"))
-            .expect("the warning");
-        let warning: Value = serde_json::from_str(warning).expect("JSON");
+        let warning: Value =
+            serde_json::from_str(&server.log_line("request timed out")).expect("JSON");
         assert_eq!(
             warning["span"]["request_id"],
             format!("late-{filter}"),
@@ -1193,26 +1181,14 @@ async fn a_request_timed_out_is_logged_with_its_operation() {
         if filter != "info" {
             continue;
         }
-        let lines = server.log_lines_until("\"status\":503");
-        let line = lines
-            .iter()
-            .find(|line| line.contains("\"status\":503"))
-            .expect("the request's line");
-        let fields: Value = serde_json::from_str(line).expect("JSON");
+        let line = server.log_line("\"status\":503");
+        let fields: Value = serde_json::from_str(&line).expect("JSON");
         assert_eq!(fields["operation"], "updateUser", "{line}");
         assert_eq!(fields["operation_name"], "Rename", "{line}");
         assert_eq!(fields["errors"], "TIMEOUT", "{line}");
         assert_eq!(fields["client_ip"], "127.0.0.1", "{line}");
         // Counted under the operation it ran, as the line names it.
-        let metrics = server
-            .client()
-            .get(format!("{}/metrics", server.base_url))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text");
+        let metrics = server.metrics().await;
         assert_eq!(
             metric(&metrics, "rollcall_errors_total{code=\"TIMEOUT\"}"),
             1.0,
@@ -1235,11 +1211,7 @@ async fn a_request_timed_out_is_logged_with_its_operation() {
             .await
             .expect("sent");
         assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        let lines = server.log_lines_until("\"status\":415");
-        let line = lines
-            .iter()
-            .find(|line| line.contains("\"status\":415"))
-            .expect("the refusal's line");
+        let line = server.log_line("\"status\":415");
         assert!(line.contains("\"client_ip\":\"127.0.0.1\""), "{line}");
     }
 }

@@ -703,6 +703,21 @@ impl ServerProcess {
         self.log_lines_until_count(marker, 1)
     }
 
+    /// The first log line containing `marker`, once there is one.
+    pub fn log_line(&self, marker: &str) -> String {
+        let lines = self.log_lines_until(marker);
+        let found = lines.into_iter().find(|line| line.contains(marker));
+        found.expect("the line waited for")
+    }
+
+    /// What the server's `/metrics` says now (to a loopback client).
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(format!("{}/metrics", self.base_url)).send();
+        let response = response.await.expect("sent");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("text")
+    }
+
     /// The server's log lines so far, once `count` of them contain `marker`.
     pub fn log_lines_until_count(&self, marker: &str, count: usize) -> Vec<String> {
         let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
