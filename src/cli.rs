@@ -457,18 +457,20 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
 }
 
 /// Closes the database's connections before the process ends, waiting at most `timeout`: on
-/// SQLite the last one folds the write-ahead log into the file, so what was written is in the
+/// SQLite the write-ahead log is folded into the file first, so what was written is in the
 /// file by itself (a copy of it alone is whole).
 async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) {
     match tokio::time::timeout(timeout, db.close()).await {
-        Ok(Ok(true)) => {}
         // Said by a server only: beside a running one, a copy of the file alone is no backup
         // whatever a command leaves.
-        Ok(Ok(false)) if serving => tracing::warn!(
-            "the write-ahead log could not be folded into the database file, which another \
-             process has open: a copy of the file needs its -wal file beside it"
-        ),
-        Ok(Ok(false)) => {}
+        Ok(Ok(folded)) => {
+            if serving && !folded {
+                tracing::warn!(
+                    "the write-ahead log could not be folded into the database file, which \
+                     another process has open: a copy of the file needs its -wal file beside it"
+                );
+            }
+        }
         Ok(Err(err)) => tracing::warn!(%err, "closing the database connections"),
         Err(_) => tracing::warn!("closing the database connections took too long"),
     }

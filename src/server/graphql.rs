@@ -330,9 +330,23 @@ fn is_out_of_range(err: &serde_json::Error) -> bool {
 
 /// The refusal of a JSON member given twice, named by its path (cut short: a name may be long).
 fn given_twice(path: &str) -> String {
-    let shown: String = path.chars().take(100).collect();
-    let more = if shown.len() < path.len() { "…" } else { "" };
-    format!("`{shown}{more}` is given twice in one JSON object")
+    format!("`{}` is given twice in one JSON object", shown(path))
+}
+
+/// A client's name (an operation's, a JSON member's) as an answer or the log shows it: its
+/// first 100 characters, so a long one costs neither much.
+fn cut_short(name: &str) -> String {
+    name.chars().take(100).collect()
+}
+
+/// [`cut_short`], with an ellipsis where it cut.
+fn shown(name: &str) -> String {
+    let cut = cut_short(name);
+    if cut.len() < name.len() {
+        cut + "…"
+    } else {
+        cut
+    }
 }
 
 /// The refusal of a number beyond a 64-bit float in `part` of a request.
@@ -454,7 +468,7 @@ impl Seen {
         let name = self.name.get().cloned().flatten();
         RequestSummary {
             operation: self.info.root_field(name.as_deref()),
-            operation_name: name.map(|name| name.chars().take(100).collect()),
+            operation_name: name.as_deref().map(cut_short),
             codes: vec![code.to_owned()],
             ..RequestSummary::default()
         }
@@ -616,7 +630,7 @@ async fn execute(
         json_response(StatusCode::OK, &response)
     };
     http.extensions_mut().insert(RequestSummary {
-        operation_name: operation_name.map(|name| name.chars().take(100).collect()),
+        operation_name: operation_name.as_deref().map(cut_short),
         operation: Some(operation),
         user: auth.signed_in(),
         executed: true,
@@ -651,10 +665,8 @@ fn check_values(
         if let Some(name) = wanted.as_deref()
             && graphql::selected_operation(document, Some(name)).is_none()
         {
-            let shown: String = name.chars().take(100).collect();
-            let more = if shown.len() < name.len() { "…" } else { "" };
             return Err(async_graphql::ServerError::new(
-                format!("Unknown operation named \"{shown}{more}\""),
+                format!("Unknown operation named \"{}\"", shown(name)),
                 None,
             ));
         }

@@ -1,10 +1,11 @@
 //! Registration, login and the token lifecycle.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
-use std::time::Duration;
 use uuid::Uuid;
 
 use super::{Service, users::NewUser};
