@@ -1014,3 +1014,41 @@ async fn the_ip_limit_counts_verifications_and_code_confirmations() {
         assert_code(&app.login("alice", PASSWORD).await, "RATE_LIMITED");
     }
 }
+
+#[tokio::test]
+async fn a_verification_box_the_user_does_not_need_is_no_attempt() {
+    for totp in [false, true] {
+        let limit = if totp { 3 } else { 2 };
+        let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| s.ip_rate_limit = limit).await
+        else {
+            return;
+        };
+        // The registration is the first attempt, a confirmation the second.
+        let alice = app.register("alice").await;
+        // A form that always sends both boxes, the one this user needs left empty.
+        let (sent, field) = if totp {
+            turn_on(&app, &alice).await;
+            (
+                json!({"password": PASSWORD, "totpCode": ""}),
+                "verification.totpCode",
+            )
+        } else {
+            (
+                json!({"password": "", "totpCode": "123456"}),
+                "verification.password",
+            )
+        };
+        for _ in 0..3 {
+            let body = app
+                .gql(Some(&alice.access), CREATE_TOKEN, json!({ "v": sent }))
+                .await;
+            assert_field_codes(&body, json!({ field: "REQUIRED" }));
+        }
+        // None of them took the last place, which the next credential does.
+        assert_code(
+            &app.login("alice", "not my password").await,
+            "UNAUTHENTICATED",
+        );
+        assert_code(&app.login("alice", PASSWORD).await, "RATE_LIMITED");
+    }
+}

@@ -67,17 +67,14 @@ impl Service {
 
     /// Checks `verification` for the caller, counted by the client IP's bucket and the session's
     /// throttle, and records the success on the session. With two-factor login on, only a TOTP
-    /// (or recovery) code will do, and `true` says one was checked. A blank verification is not
-    /// an attempt.
+    /// (or recovery) code will do, and `true` says one was checked. Only the box the user needs,
+    /// filled in, is an attempt.
     pub(super) async fn verify(
         &self,
         caller: &Caller<'_>,
         session_id: uuid::Uuid,
         verification: &Verification,
     ) -> AppResult<bool> {
-        if !verification.is_blank() {
-            self.limit_ip(caller.ip)?;
-        }
         let user = caller.user;
         let totp = self.totp_of(user.id).await?;
         if let Some(totp) = &totp {
@@ -88,6 +85,8 @@ impl Service {
             };
             validation::second_factor_code(code)
                 .map_err(|error| error.on("verification.totpCode"))?;
+            // Only now: a blank box, or the other box filled instead, is no attempt.
+            self.limit_ip(caller.ip)?;
             let subject = Subject::Session {
                 session: session_id,
                 factor: Factor::Code,
@@ -127,6 +126,7 @@ impl Service {
             if let Err(error) = validation::given_password(password) {
                 return Err(error.on("verification.password"));
             }
+            self.limit_ip(caller.ip)?;
             let hash = user.password_hash.clone();
             if !self.check_password(session_id, password, hash).await? {
                 return Err(AppError::field(
