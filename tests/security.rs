@@ -78,6 +78,15 @@ async fn waits_grow_and_unknown_logins_are_throttled_alike(app: TestApp) {
     assert_code(&wrong_login(&app, "NOBODY").await, "UNAUTHENTICATED");
     let doubled = retry_after(&wrong_login(&app, "nobody").await);
     assert!((4..=6).contains(&doubled), "{doubled}");
+    // Counted under a hash of the login: what is typed there is at times a password.
+    use sha2::{Digest, Sha256};
+    let hashed = format!("login:{}", hex::encode(Sha256::digest("nobody")));
+    assert_eq!(app.failures(&hashed).await, 6);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM credential_failures WHERE subject LIKE '%nobody%'")
+            .await,
+        0
+    );
 }
 
 /// Runs with a first wait of ten minutes, so no lock ends while the attempts run.

@@ -124,7 +124,7 @@ pub async fn reserve(
             }));
         }
     }
-    // The kind only: an unknown login's subject is what was typed, at times a password.
+    // The kind only: the rest names an account or a session, or hashes what was typed.
     let kind = subject.split(':').next().unwrap_or_default();
     tracing::warn!(
         kind,

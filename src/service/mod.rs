@@ -24,6 +24,7 @@ use crate::db::{Db, throttle};
 use crate::error::{AppError, AppResult, chain};
 use crate::metrics::Metrics;
 use keys::{KeyReloads, reload_keys};
+use sha2::{Digest, Sha256};
 use startup::Purpose;
 
 pub use crate::db::audit::{Action as AuditAction, Filter as AuditFilter};
@@ -143,7 +144,9 @@ impl Subject {
     fn key(&self) -> String {
         match self {
             Subject::User(id) => format!("user:{id}"),
-            Subject::Login(login) => format!("login:{login}"),
+            // Hashed: what was typed as a login is at times a password, and the row outlives
+            // the attempt by a day, in every backup taken meanwhile.
+            Subject::Login(login) => format!("login:{}", hex::encode(Sha256::digest(login))),
             Subject::Session { session, factor } => {
                 let factor = match factor {
                     Factor::Password => "password",
