@@ -1021,6 +1021,8 @@ async fn demo_mode_is_read_only(app: TestApp) {
         "mutation { createApiToken(name: \"demo\") { token } }",
         "mutation { enableTotp { secret } }",
         "mutation { confirmTotp(code: \"123456\") }",
+        // Refused for the mode before its input is looked at, or counted.
+        "mutation { confirmTotp(code: \" \") }",
         "mutation { disableTotp(verification: {password: \"x\"}) }",
         // Out of demo mode the owner would be told `false`: no such token.
         "mutation { revokeApiToken(id: \"0190a0b0-0000-7000-8000-000000000000\") }",

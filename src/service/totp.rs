@@ -73,10 +73,12 @@ impl Service {
         const NOTHING_PENDING: AppError =
             AppError::Forbidden("There is no two-factor setup to confirm: call enableTotp first");
         caller.session()?;
+        // Before anything is counted: in demo mode it never runs, as the other two-factor
+        // mutations do not.
+        self.writable()?;
         // Before the IP is counted: a blank box is no attempt.
         validation::second_factor_code(code).map_err(|error| error.on("code"))?;
         self.limit_ip(caller.ip)?;
-        self.writable()?;
         let user = caller.user;
         let Some(pending) = totp_rows::get(self.db().writer(), user.id).await? else {
             return Err(NOTHING_PENDING);
