@@ -671,6 +671,26 @@ async fn a_slow_oversized_body_still_gets_413() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
 
+/// A body within the limit that stops part-way is answered TIMEOUT at the request timeout; the
+/// rest of it unread, the connection closes, and the answer says so, as a 413's does, so that
+/// a client does not pool it for its next request.
+#[tokio::test]
+async fn a_stalled_body_times_out_and_closes_the_connection() {
+    let Some(app) = TestApp::spawn_with(support::Backend::Sqlite, |settings| {
+        settings.request_timeout = std::time::Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let stalled = "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+                   Content-Length: 49\r\n\r\n{\"query\":";
+    let answer = app.raw_exchange(stalled).await.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+}
+
 /// Introspection tells the description `schema.graphql` gives the schema, wherever the
 /// document asks for it, not async-graphql's text about schemas in general.
 #[tokio::test]

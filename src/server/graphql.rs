@@ -512,6 +512,13 @@ async fn with_timeout(
             );
             // Which operations time out is what an operator asks during an incident.
             response.extensions_mut().insert(seen.summary(error.code()));
+            // Still reading the body: the rest of it is not read, so the connection closes,
+            // said as with a 413.
+            if seen.name.get().is_none() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             response
         }
     }
