@@ -193,20 +193,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&settings).await,
         Command::Migrate => {
             let db = crate::service::connect(&settings, Some(1), settings.db_timeout).await?;
-            // Counted first, to say what was done; a database a newer release migrated is
-            // refused by the migration itself.
-            let pending = db.pending_migrations().await.ok();
+            // A database a newer release migrated is refused by the migration itself. Counted
+            // by the run, after any wait for another's: what it says is what it did.
             let migrated = crate::service::migrate(&settings, &db).await;
             close(&db, settings.db_timeout, false).await;
-            migrated?;
-            match pending {
-                Some(0) => tell(
+            match migrated? {
+                0 => tell(
                     settings.log_format,
                     "the schema is up to date: no migration to apply",
                 ),
-                Some(1) => tell(settings.log_format, "1 migration applied"),
-                Some(n) => tell(settings.log_format, &format!("{n} migrations applied")),
-                None => tell(settings.log_format, "migrations applied"),
+                1 => tell(settings.log_format, "1 migration applied"),
+                n => tell(settings.log_format, &format!("{n} migrations applied")),
             }
             Ok(())
         }
@@ -268,10 +265,11 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     // Until here a signal stops the process at once (start-up may wait on a migration lock).
     let shutdown = shutdown_signal();
     tracing::info!(
-        "rollcall {} listening on http://{}/graphql ({})",
+        "rollcall {} listening on http://{}/graphql ({}; signing with {})",
         env!("CARGO_PKG_VERSION"),
         listener.local_addr()?,
-        service.db().backend_name()
+        service.db().backend_name(),
+        service.token_signer()
     );
     let db = service.db().clone();
     crate::server::serve(listener, service, settings, shutdown).await?;
@@ -383,8 +381,9 @@ fn listen(
 }
 
 async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
-    // Input is read before the database is opened: a command refused for its input leaves
-    // no database file or schema behind.
+    // Input is read before the database is opened: one that cannot be read (a missing file,
+    // no password, JSON that does not parse) leaves no database file or schema behind. Its
+    // fields are judged by the service, on the database it opened.
     let password = match &command {
         UserCommand::Create { .. } => read_password()?,
         _ => String::new(),
@@ -433,7 +432,10 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 .promote_owner(&username)
                 .await
                 .map(|(user, changed)| match changed {
-                    true => say!("{} is now the owner", user.username),
+                    true => say!(
+                        "{} is now the owner; their sessions and the former owner's ended",
+                        user.username
+                    ),
                     false => say!("{} is the owner already", user.username),
                 })
         }

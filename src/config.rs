@@ -59,18 +59,20 @@ pub enum UserCommand {
         #[arg(long, value_enum, ignore_case = true, default_value = "standard")]
         role: CliRole,
     },
-    /// Recovery: make USERNAME the owner; the current owner becomes an admin.
+    /// Recovery: make USERNAME the owner; the current owner becomes an admin, and the sessions
+    /// of both end.
     PromoteOwner { username: String },
     /// Import accounts from another system in one transaction, from FILE (`-` for stdin): a
     /// JSON array of objects with `username`, `email`, `passwordHash` (argon2 PHC, or bcrypt), and
     /// optionally `firstName`, `lastName`, `phone`, `role` (`ADMIN` or `STANDARD`, the
     /// default) and `createdBy` (an existing user's id, kept as attribution). Every row's
-    /// fields are checked as `createUser` checks them; any refusal names its row and imports
-    /// nothing. No owner is imported: a database of
+    /// fields are checked as `createUser` checks them; any refusal names its row (counted from
+    /// 0: `3.email` is the fourth row's) and imports nothing. No owner is imported: a database of
     /// imported users alone gets one with `user promote-owner`.
     Import { file: std::path::PathBuf },
-    /// Recovery: turn off USERNAME's two-factor login (authenticator and recovery codes lost)
-    /// and end their sessions; they log in with their password alone and may set it up again.
+    /// Recovery: turn off USERNAME's two-factor login (authenticator and recovery codes lost),
+    /// or drop a setup not yet confirmed, and end their sessions; they log in with their
+    /// password alone and may set it up again.
     ResetTotp { username: String },
 }
 
@@ -112,6 +114,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_LISTEN",
         default_value = "127.0.0.1:8080",
+        value_parser = parse_listen,
         global = true
     )]
     pub listen: SocketAddr,
@@ -139,13 +142,13 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_ACCESS_TTL", default_value = "15m", value_parser = parse_duration, global = true)]
     pub access_ttl: Duration,
     /// Refresh token lifetime, e.g. `30d`.
-    #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = at_least_a_second, global = true)]
     pub refresh_ttl: Duration,
     /// Longest a session (one login) lasts, however often its refresh token rotates.
-    #[arg(long, env = "ROLLCALL_SESSION_MAX_AGE", default_value = "90d", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_SESSION_MAX_AGE", default_value = "90d", value_parser = at_least_a_second, global = true)]
     pub session_max_age: Duration,
     /// A session not refreshed for this long ends.
-    #[arg(long, env = "ROLLCALL_SESSION_IDLE", default_value = "30d", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_SESSION_IDLE", default_value = "30d", value_parser = at_least_a_second, global = true)]
     pub session_idle: Duration,
     /// A rotated refresh token presented again this soon is answered with a new pair for the
     /// same session, not treated as theft: a client's tabs that refresh at once race themselves.
@@ -183,7 +186,7 @@ pub struct Settings {
     /// Maximum database connections per instance (on SQLite, for reads). Unset: 10 on
     /// PostgreSQL; on SQLite, one per core plus one, since its queries run on this server's
     /// own CPUs and every further connection only adds a cache and a thread.
-    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", value_parser = at_least_one::<u32>, global = true)]
+    #[arg(long, env = "ROLLCALL_DB_MAX_CONNECTIONS", value_parser = pool_size, global = true)]
     pub db_max_connections: Option<u32>,
     /// How long a request waits for a database connection, and (on PostgreSQL) how long one
     /// statement may run, before it fails instead of hanging; a server uses the request
@@ -200,10 +203,10 @@ pub struct Settings {
     pub throttle_after: u32,
     /// First wait of a throttled account (or session), once `throttle_after` checks have
     /// failed; each further failure doubles it, up to `throttle_max`.
-    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = parse_throttle_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_THROTTLE_WAIT", default_value = "1s", value_parser = at_least_a_second, global = true)]
     pub throttle_wait: Duration,
     /// Longest wait a throttled account is given.
-    #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = parse_throttle_duration, global = true)]
+    #[arg(long, env = "ROLLCALL_THROTTLE_MAX", default_value = "15m", value_parser = at_least_a_second, global = true)]
     pub throttle_max: Duration,
     /// Credential attempts per client IP and minute (login, register, refreshToken, a new
     /// password in `updateUser`, `currentPassword`, `verification`, `confirmTotp`, a standard
@@ -383,10 +386,21 @@ pub fn variable_behind(err: &clap::Error) -> Option<String> {
             .strip_prefix(option.as_bytes())
             .is_some_and(|rest| rest.is_empty() || rest[0] == b'=')
     });
-    (!typed && std::env::var_os(variable).is_some()).then(|| {
+    let from_variable = std::env::var_os(variable).is_some_and(|value| {
+        // Typed too, the variable is still read (and refused) first when it is bad.
+        !typed
+            || matches!(err.get(ContextKind::InvalidValue),
+                Some(ContextValue::String(refused)) if value.to_str() == Some(refused.as_str()))
+    });
+    from_variable.then(|| {
         format!(
-            "The value of {option} comes from {}.",
-            variable.to_string_lossy()
+            "The value of {option} comes from {}{}.",
+            variable.to_string_lossy(),
+            if typed {
+                ", read even where the option is given"
+            } else {
+                ""
+            }
         )
     })
 }
@@ -500,6 +514,24 @@ fn at_least_one<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
     }
 }
 
+/// An IP address and port: a host name (`localhost:8080`) is not looked up, so its refusal says
+/// what is taken instead.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("`{text}` is no IP address and port (such as 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080)")
+    })
+}
+
+/// Connections per pool: the pool sets aside room for each at start, so a few zeros too many
+/// would take gigabytes before a single connection opened; no database takes this many.
+fn pool_size(text: &str) -> Result<u32, String> {
+    let size = at_least_one::<u32>(text)?;
+    if size > 10_000 {
+        return Err("must be at most 10000".into());
+    }
+    Ok(size)
+}
+
 /// Hashing threads: each has its own stack, and thousands fail to start.
 fn hash_threads(text: &str) -> Result<usize, String> {
     let threads = at_least_one::<usize>(text)?;
@@ -550,9 +582,10 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// At least a second: clients are told to wait whole seconds, and a lock shorter than the
-/// store's millisecond would hold nothing.
-fn parse_throttle_duration(text: &str) -> Result<Duration, String> {
+/// At least a second: clients are told to wait whole seconds, a lock shorter than the store's
+/// millisecond would hold nothing, and an access token ends on a whole second, so a session
+/// ending within a second of its refresh would be refreshed into a token already dead.
+fn at_least_a_second(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(1) {
         return Err(format!("`{text}` is shorter than a second"));

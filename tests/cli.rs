@@ -136,7 +136,7 @@ async fn create_and_promote(backend: Backend) {
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "bob is now the owner\n"
+        "bob is now the owner; their sessions and the former owner's ended\n"
     );
     assert_eq!(server.login_as("bob").await.role, "OWNER");
     assert_eq!(server.login_as("alice").await.role, "ADMIN");
@@ -552,6 +552,11 @@ async fn postgres_import_users() {
 
 /// Waits until a statement of `conn`'s PostgreSQL database waits for a lock, at most 30 s.
 async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection, never: &str) {
+    wait_for_lock_waits(conn, 1, never).await;
+}
+
+/// Waits until `n` statements of `conn`'s database wait for a lock.
+async fn wait_for_lock_waits(conn: &sea_orm::DatabaseConnection, n: i64, never: &str) {
     use sea_orm::ConnectionTrait;
     let waiting = async || {
         conn.query_one_raw(sea_orm::Statement::from_string(
@@ -561,7 +566,7 @@ async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection, never: &str) {
         .await
         .expect("query")
         .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-        .is_some_and(|count| count > 0)
+        .is_some_and(|count| count >= n)
     };
     support::eventually_every(
         never,
@@ -619,7 +624,8 @@ async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
 }
 
 /// PostgreSQL: an instance waiting for another's migration says so, since the wait has no
-/// bound, then migrates once the other is done.
+/// bound, then migrates once the other is done; of two that waited, the second finds nothing
+/// left to apply, and says that rather than what it found pending before its wait.
 #[tokio::test]
 async fn postgres_migrate_says_it_waits_for_another_instance() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -635,18 +641,26 @@ async fn postgres_migrate_says_it_waits_for_another_instance() {
         .execute_unprepared("SELECT pg_advisory_xact_lock(8245928655518264428)")
         .await
         .expect("lock");
-    let child = rollcall_command(&db.url, &[])
-        .arg("migrate")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rollcall");
-    wait_for_a_lock_wait(&conn, "migrate never waited for the lock").await;
+    let children = [(), ()].map(|()| spawn_cli(&db.url, &["migrate"], ""));
+    wait_for_lock_waits(&conn, 2, "two migrations never waited for the lock").await;
     other.commit().await.expect("commit");
-    let out = output_or_kill(child, "rollcall migrate");
-    assert_succeeded(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("another instance is migrating"), "{stderr}");
+    let mut said: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let out = output_or_kill(child, "rollcall migrate");
+            assert_succeeded(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(stderr.contains("another instance is migrating"), "{stderr}");
+            stderr
+        })
+        .collect();
+    said.sort_by_key(|stderr| !stderr.contains("up to date"));
+    assert!(said[0].contains("no migration to apply"), "{said:?}");
+    let all = rollcall::db::Db::known_migrations();
+    assert!(
+        said[1].contains(&format!("{all} migrations applied")),
+        "{said:?}"
+    );
     let _ = conn.close().await;
 }
 
@@ -1088,6 +1102,56 @@ async fn a_blank_jwt_secret_is_no_secret() {
     }
 }
 
+/// Instances on one database that sign with different secrets, or one with a secret beside
+/// others without, refuse each other's access tokens: each start-up line names what signs (a
+/// secret by the start of its SHA-256, which whitespace around it does not change, or the
+/// stored key's kid), and a refusal says why at DEBUG.
+#[tokio::test]
+async fn the_listening_line_names_what_signs_tokens() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let signer = |env: &[(&str, &str)]| {
+        let (lines, listening) = start_up_lines(&db.url, env, "127.0.0.1:0");
+        assert!(listening, "{lines:?}");
+        let line = lines.last().expect("the listening line");
+        let signer = line.split("signing with ").nth(1);
+        signer.unwrap_or_else(|| panic!("{line}")).to_owned()
+    };
+    let secret = "a".repeat(40);
+    let of_secret = signer(&[("ROLLCALL_JWT_SECRET", &secret)]);
+    assert!(
+        of_secret.starts_with("ROLLCALL_JWT_SECRET, SHA-256 "),
+        "{of_secret}"
+    );
+    assert!(!of_secret.contains("aaaa"), "{of_secret}");
+    let read_from_a_file = format!("{secret}\n");
+    assert_eq!(
+        signer(&[("ROLLCALL_JWT_SECRET", &read_from_a_file)]),
+        of_secret
+    );
+    assert_ne!(
+        signer(&[("ROLLCALL_JWT_SECRET", &"b".repeat(40))]),
+        of_secret
+    );
+    let stored = ServerProcess::start(&db.url, &[]);
+    let alice = stored.register("alice").await;
+    let kid = support::jwt_part(&alice.access, 0)["kid"].clone();
+    let kid = kid.as_str().expect("a kid");
+    assert_eq!(signer(&[]), format!("the stored key {kid})"));
+    let with_secret = ServerProcess::start(
+        &db.url,
+        &[
+            ("ROLLCALL_JWT_SECRET", &secret),
+            ("RUST_LOG", "info,rollcall=debug"),
+        ],
+    );
+    let me = with_secret.gql(Some(&alice.access), "{ me { id } }", serde_json::json!({}));
+    support::assert_code(&me.await, "UNAUTHENTICATED");
+    let refused = with_secret.log_line("access token refused");
+    assert!(refused.contains("InvalidAlgorithm"), "{refused}");
+    assert!(with_secret.terminate().success());
+    assert!(stored.terminate().success());
+}
+
 /// An environment variable that looks like a setting but is none (a misspelling, or the
 /// database URL under the prefix the others have) is named in a warning, not silently ignored.
 #[tokio::test]
@@ -1132,8 +1196,21 @@ fn a_refused_setting_names_its_variable() {
         ("ROLLCALL_MAX_DEPTH", "0", "must be at least 1"),
         ("ROLLCALL_THROTTLE_AFTER", "0", "must be at least 1"),
         ("ROLLCALL_DB_MAX_CONNECTIONS", "5000000000", "is too large"),
+        (
+            "ROLLCALL_DB_MAX_CONNECTIONS",
+            "10001",
+            "must be at most 10000",
+        ),
+        (
+            "ROLLCALL_LISTEN",
+            "localhost:8080",
+            "no IP address and port",
+        ),
         ("ROLLCALL_THROTTLE_WAIT", "500ms", "shorter than a second"),
         ("ROLLCALL_THROTTLE_MAX", "1ms", "shorter than a second"),
+        ("ROLLCALL_SESSION_IDLE", "500ms", "shorter than a second"),
+        ("ROLLCALL_REFRESH_TTL", "999ms", "shorter than a second"),
+        ("ROLLCALL_SESSION_MAX_AGE", "10ms", "shorter than a second"),
     ] {
         let out = run_or_kill(
             rollcall_command("sqlite://unused.db", &[(variable, value)]).arg("migrate"),
@@ -1158,6 +1235,50 @@ fn a_refused_setting_names_its_variable() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("comes from"));
+    // A bad variable under a good option is still read, and refused: said so, since the
+    // message names the option, whose value was typed right.
+    let out = run_or_kill(
+        rollcall_command("sqlite://unused.db", &[("ROLLCALL_ACCESS_TTL", "abc")]).args([
+            "--access-ttl",
+            "5m",
+            "migrate",
+        ]),
+        "rollcall migrate with a bad variable under a good option",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("comes from ROLLCALL_ACCESS_TTL, read even where the option is given"),
+        "{stderr}"
+    );
+}
+
+/// A SQLite URL without `mode=` opens only a file that is there: for one that is not, the
+/// message says how to have it made; a file that is there but no database is not told that.
+#[test]
+fn a_sqlite_file_that_will_not_open_gets_the_hint_that_fits() {
+    let dir = std::env::temp_dir().join(format!("rollcall-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let not_a_database = dir.join("notes.txt");
+    std::fs::write(&not_a_database, "x".repeat(4096)).expect("a file");
+    let said = |path: &std::path::Path| {
+        let url = format!("sqlite://{}", path.display());
+        let out = run_or_kill(
+            rollcall_command(&url, &[]).arg("migrate"),
+            "rollcall migrate of a file that will not open",
+        );
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = said(&dir.join("missing.db"));
+    assert!(
+        missing.contains("needs `?mode=rwc` to be created"),
+        "{missing}"
+    );
+    let other = said(&not_a_database);
+    assert!(other.contains("not a database"), "{other}");
+    assert!(!other.contains("mode=rwc"), "{other}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A database URL that does not parse, or names no driver, fails start-up without its password

@@ -79,6 +79,9 @@ enum KeySet {
     Secret {
         encoding: EncodingKey,
         decoding: DecodingKey,
+        /// The start of the secret's SHA-256, for the log: instances that print different
+        /// ones refuse each other's tokens.
+        fingerprint: String,
     },
     Ed25519 {
         current_kid: String,
@@ -103,6 +106,7 @@ impl TokenKeys {
         let keys = KeySet::Secret {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            fingerprint: hex::encode(&Sha256::digest(secret)[..4]),
         };
         Ok(Self::with(Algorithm::HS256, keys, access_ttl))
     }
@@ -195,6 +199,17 @@ impl TokenKeys {
         match &self.current().keys {
             KeySet::Secret { .. } => None,
             KeySet::Ed25519 { current_kid, .. } => Some(current_kid.clone()),
+        }
+    }
+
+    /// What signs new tokens, for the start-up line: instances on one database that name
+    /// different ones refuse each other's tokens.
+    pub fn signer(&self) -> String {
+        match &self.current().keys {
+            KeySet::Secret { fingerprint, .. } => {
+                format!("ROLLCALL_JWT_SECRET, SHA-256 {fingerprint}…")
+            }
+            KeySet::Ed25519 { current_kid, .. } => format!("the stored key {current_kid}"),
         }
     }
 
@@ -295,13 +310,13 @@ impl TokenKeys {
 
     /// [`Self::verify`] with `keys`, without the memory of earlier verifications.
     fn verify_signed(&self, keys: &KeySet, token: &str) -> AppResult<Verified> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| INVALID_TOKEN)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| refused("not a JWT"))?;
         // A token naming extensions it must be understood with is invalid to a recipient that
         // understands none (RFC 7515, 4.1.11), and jsonwebtoken does not look. Only a holder
         // of the signing key makes one (another service sharing an HS256 secret, say); its
         // restriction must not be silently dropped.
         if header.crit.is_some() {
-            return Err(INVALID_TOKEN);
+            return Err(refused("it names critical extensions"));
         }
         let (decoding, key_until) = match keys {
             KeySet::Secret { decoding, .. } => (decoding, None),
@@ -310,16 +325,21 @@ impl TokenKeys {
                     .kid
                     .as_ref()
                     .and_then(|kid| public.get(kid))
-                    .ok_or(INVALID_TOKEN)?;
+                    .ok_or_else(|| refused("its kid names no key held here"))?;
                 if key.until.is_some_and(|until| until <= Utc::now()) {
-                    return Err(INVALID_TOKEN);
+                    return Err(refused("its key was retired"));
                 }
                 (&key.decoding, key.until)
             }
         };
         let claims = jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| INVALID_TOKEN)?;
+            .map_err(|err| {
+                // Another algorithm or signature: most often an instance on the same database
+                // with another ROLLCALL_JWT_SECRET, or with one where this has none.
+                tracing::debug!(error = %err, "access token refused");
+                INVALID_TOKEN
+            })?;
         // Only what a server issues: issued no later than now (with room for the clocks of
         // other instances) and living no longer than a day, or the access TTL when longer (a
         // day's room, so tokens issued before a change of the TTL, or by an instance not yet
@@ -334,11 +354,26 @@ impl TokenKeys {
             .unwrap_or(i64::MAX)
             .max(DAY_SECONDS)
             .saturating_add(1);
-        if !issued_by_now || lifetime > longest || expired(claims.exp) {
-            return Err(INVALID_TOKEN);
+        if !issued_by_now {
+            return Err(refused("issued in the future"));
+        }
+        if lifetime > longest {
+            return Err(refused(
+                "it lives longer than this instance's access TTL allows",
+            ));
+        }
+        if expired(claims.exp) {
+            return Err(refused("expired"));
         }
         Ok(Verified { claims, key_until })
     }
+}
+
+/// [`INVALID_TOKEN`], as every refusal is answered; why, at DEBUG, for an operator finding out
+/// why instances refuse each other's tokens.
+fn refused(reason: &'static str) -> AppError {
+    tracing::debug!(reason, "access token refused");
+    INVALID_TOKEN
 }
 
 /// How far ahead of this instance's clock another instance's may be.

@@ -160,7 +160,8 @@ impl Db {
     /// the whole run is one write transaction (on PostgreSQL behind an advisory lock, on
     /// SQLite holding the write lock), so the next one finds nothing left to do instead of
     /// failing on a table the first has just created. A failed run leaves nothing behind.
-    pub async fn migrate(&self) -> Result<(), DbErr> {
+    /// Answers how many this run applied: none when another applied them while it waited.
+    pub async fn migrate(&self) -> Result<usize, DbErr> {
         let tx = self.begin_write().await?;
         if self.backend() == DatabaseBackend::Postgres {
             // Building an index on a large table may take longer than a request may.
@@ -184,14 +185,12 @@ impl Db {
         // Another instance may have applied them while this one waited. Then the migrator
         // does not run at all: it first creates its own table, which needs the right to
         // create tables, and a server may run as a role that only reads and writes rows.
-        if Migrator::get_pending_migrations_read_only(&tx)
-            .await?
-            .is_empty()
-        {
-            return tx.commit().await;
+        let pending = Migrator::get_pending_migrations_read_only(&tx).await?.len();
+        if pending > 0 {
+            Migrator::up(&tx, None).await?;
         }
-        Migrator::up(&tx, None).await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(pending)
     }
 
     /// Whether the database's `lower` folds letters beyond ASCII, as the search of names
@@ -721,13 +720,24 @@ pub fn statement_timed_out(err: &DbErr) -> bool {
             .is_some_and(|code| code == "57014")
 }
 
+/// SQLITE_CANTOPEN: no file at the path (or none that may be opened), not a file that is
+/// there but no database.
+pub fn sqlite_cannot_open(err: &DbErr) -> bool {
+    sqlite_code(err) == Some(14)
+}
+
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
 fn sqlite_busy(err: &DbErr) -> bool {
+    matches!(sqlite_code(err), Some(5 | 6))
+}
+
+/// A SQLite error's primary result code (an extended code's low byte).
+fn sqlite_code(err: &DbErr) -> Option<i32> {
     database_error(err)
         .filter(|db| db.try_downcast_ref::<SqliteError>().is_some())
         .and_then(|db| db.code())
         .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+        .map(|code| code & 0xff)
 }
 
 /// Classifies a unique-constraint failure. PostgreSQL names the index, SQLite the columns;

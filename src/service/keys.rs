@@ -121,6 +121,11 @@ impl Service {
         self.0.tokens.reload_every()
     }
 
+    /// What signs new access tokens: the secret (by a fingerprint) or the current key's kid.
+    pub fn token_signer(&self) -> String {
+        self.0.tokens.signer()
+    }
+
     /// The kid new access tokens are signed with; `None` with a secret.
     pub fn current_kid(&self) -> Option<String> {
         self.0.tokens.current_kid()

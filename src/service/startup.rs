@@ -108,7 +108,10 @@ pub async fn connect(
                 } else {
                     String::new()
                 },
-                hint: if url.starts_with("sqlite:") && !url.contains("mode=") {
+                hint: if url.starts_with("sqlite:")
+                    && !url.contains("mode=")
+                    && crate::db::sqlite_cannot_open(&source)
+                {
                     "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
                 } else if url.starts_with("sqlite:") && waited_out {
                     "; another process (a server's write, an import) may hold its lock"
@@ -120,8 +123,8 @@ pub async fn connect(
         })
 }
 
-/// Applies pending migrations to `db`, the configured database.
-pub async fn migrate(settings: &Settings, db: &Db) -> Result<(), StartError> {
+/// Applies pending migrations to `db`, the configured database; answers how many.
+pub async fn migrate(settings: &Settings, db: &Db) -> Result<usize, StartError> {
     db.migrate()
         .await
         .map_err(|source| schema_error(settings, source))
