@@ -15,6 +15,14 @@ async fn health_ready_and_graphiql(app: TestApp) {
         .await
         .expect("health");
     assert_eq!(health.status(), 200);
+    // Another method is refused as an unknown path is, in JSON with a code, and told which
+    // methods the endpoint takes.
+    let posted = app.client.post(format!("{base}/health")).send().await;
+    let posted = posted.expect("health posted");
+    assert_eq!(posted.status(), 405);
+    assert_eq!(posted.headers()["allow"], "GET,HEAD");
+    let answer: Value = posted.json().await.expect("json");
+    assert_code(&answer, "METHOD_NOT_ALLOWED");
     let ready = app
         .client
         .get(format!("{base}/ready"))

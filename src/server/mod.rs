@@ -100,6 +100,7 @@ fn router(service: Service, settings: &Settings) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(observe::metrics))
         .route("/.well-known/jwks.json", get(jwks::jwks))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -386,6 +387,14 @@ async fn refuse_ill_framed(
 
 async fn not_found() -> Response {
     request_error(StatusCode::NOT_FOUND, "No such endpoint")
+}
+
+/// As a 404 is said, with the methods it takes in `Allow` (axum's, added to this answer).
+async fn method_not_allowed() -> Response {
+    request_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This endpoint does not take that method",
+    )
 }
 
 async fn health() -> &'static str {
