@@ -1230,3 +1230,33 @@ async fn an_empty_log_filter_is_the_default() {
         assert!(lines.iter().any(|line| line.contains("INFO")), "{lines:?}");
     }
 }
+
+/// The log keeps a client's `operationName` only when it is a GraphQL name: any other text names
+/// no operation, and is the client's to fill with what the log must not keep.
+#[tokio::test]
+async fn only_a_name_is_logged_as_the_operation_name() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[]);
+    for (name, id) in [
+        ("Info", "named"),
+        ("alice@example.com password=hunter2", "text"),
+    ] {
+        let response = server
+            .client()
+            .post(format!("{}/graphql", server.base_url))
+            .header("x-request-id", id)
+            .json(&json!({"query": "query Info { serverInfo { name } }", "operationName": name}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let named = server.log_line("request_id=\"named\"");
+    assert!(named.contains("operation_name=\"Info\""), "{named}");
+    let text = server.log_line("request_id=\"text\"");
+    assert!(text.contains("operation_name=\"-\""), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(server.terminate().success());
+}

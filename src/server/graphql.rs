@@ -339,6 +339,18 @@ fn cut_short(name: &str) -> String {
     name.chars().take(100).collect()
 }
 
+/// The client's `operationName` as the log shows it: only a GraphQL name (letters, digits and
+/// `_`), which no operation could have otherwise; any other text is the client's to choose, an
+/// email or a password say, and the log keeps none of a body.
+fn logged_name(name: &str) -> Option<String> {
+    let mut bytes = name.bytes();
+    let named = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    named.then(|| cut_short(name))
+}
+
 /// [`cut_short`], with an ellipsis where it cut.
 fn shown(name: &str) -> String {
     let cut = cut_short(name);
@@ -468,7 +480,7 @@ impl Seen {
         let name = self.name.get().cloned().flatten();
         RequestSummary {
             operation: self.info.root_field(name.as_deref()),
-            operation_name: name.as_deref().map(cut_short),
+            operation_name: name.as_deref().and_then(logged_name),
             codes: vec![code.to_owned()],
             ..RequestSummary::default()
         }
@@ -637,7 +649,7 @@ async fn execute(
         json_response(StatusCode::OK, &response)
     };
     http.extensions_mut().insert(RequestSummary {
-        operation_name: operation_name.as_deref().map(cut_short),
+        operation_name: operation_name.as_deref().and_then(logged_name),
         operation: Some(operation),
         user: auth.signed_in(),
         executed: true,
