@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Cli, CliRole, Command, KeysCommand, LogFormat, Settings, UserCommand};
 use crate::error::AppError;
-use crate::service::{NewUser, Service};
+use crate::service::{NewUser, Promotion, Service};
 
 /// Writes a command's result to stdout. A reader that has closed the pipe (`| head`, `| true`)
 /// does not turn a command that did its work into a failure, as `println!`'s panic (exit 101)
@@ -431,12 +431,15 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
             service
                 .promote_owner(&username)
                 .await
-                .map(|(user, changed)| match changed {
-                    true => say!(
-                        "{} is now the owner; their sessions and the former owner's ended",
+                .map(|(user, promotion)| match promotion {
+                    Promotion::From(Some(former)) => say!(
+                        "{} is now the owner and {former} an admin; the sessions of both ended",
                         user.username
                     ),
-                    false => say!("{} is the owner already", user.username),
+                    Promotion::From(None) => {
+                        say!("{} is now the owner; their sessions ended", user.username)
+                    }
+                    Promotion::Unchanged => say!("{} is the owner already", user.username),
                 })
         }
         UserCommand::Import { .. } => service.import_users(rows).await.map(|ids| {

@@ -136,7 +136,7 @@ async fn create_and_promote(backend: Backend) {
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "bob is now the owner; their sessions and the former owner's ended\n"
+        "bob is now the owner and alice an admin; the sessions of both ended\n"
     );
     assert_eq!(server.login_as("bob").await.role, "OWNER");
     assert_eq!(server.login_as("alice").await.role, "ADMIN");
@@ -621,6 +621,40 @@ async fn postgres_import_names_a_row_whose_name_was_taken_meanwhile() {
         "{stderr}"
     );
     let _ = conn.close().await;
+}
+
+/// Upgrading from a release that counted unknown logins under the text typed (at times a
+/// password) deletes those counts; an account's stays.
+#[tokio::test]
+async fn the_upgrade_forgets_unknown_logins_kept_as_typed() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = TestDb::create(backend).await else {
+            continue;
+        };
+        assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+        db.execute(
+            "INSERT INTO credential_failures (subject, failures, locked_until, updated_at) \
+             VALUES ('login:hunter2-typed-as-a-login', 3, 0, 0), ('user:someone', 2, 0, 0)",
+        )
+        .await;
+        // As the release before this one left it.
+        db.execute(
+            "DELETE FROM seaql_migrations WHERE version = 'm20261215_000016_unknown_logins_hashed'",
+        )
+        .await;
+        assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+        let row = db
+            .query_one(
+                "SELECT count(*), sum(CASE WHEN subject = 'user:someone' THEN 1 ELSE 0 END) \
+                 FROM credential_failures",
+            )
+            .await;
+        let left: (i64, i64) = (
+            row.try_get_by_index(0).expect("a count"),
+            row.try_get_by_index(1).expect("a sum"),
+        );
+        assert_eq!(left, (1, 1), "only the account's count is left");
+    }
 }
 
 /// PostgreSQL: an instance waiting for another's migration says so, since the wait has no
@@ -1118,11 +1152,12 @@ async fn the_listening_line_names_what_signs_tokens() {
     };
     let secret = "a".repeat(40);
     let of_secret = signer(&[("ROLLCALL_JWT_SECRET", &secret)]);
-    assert!(
-        of_secret.starts_with("ROLLCALL_JWT_SECRET, SHA-256 "),
-        "{of_secret}"
+    let labelled = format!("rollcall fingerprint:{secret}");
+    let fingerprint = &rollcall::auth::sha256_hex(labelled)[..8];
+    assert_eq!(
+        of_secret,
+        format!("ROLLCALL_JWT_SECRET, SHA-256 {fingerprint}…)")
     );
-    assert!(!of_secret.contains("aaaa"), "{of_secret}");
     let read_from_a_file = format!("{secret}\n");
     assert_eq!(
         signer(&[("ROLLCALL_JWT_SECRET", &read_from_a_file)]),
@@ -1148,8 +1183,16 @@ async fn the_listening_line_names_what_signs_tokens() {
     support::assert_code(&me.await, "UNAUTHENTICATED");
     let refused = with_secret.log_line("access token refused");
     assert!(refused.contains("InvalidAlgorithm"), "{refused}");
-    assert!(with_secret.terminate().success());
-    assert!(stored.terminate().success());
+    // Signed with another secret.
+    let other = ServerProcess::start(&db.url, &[("ROLLCALL_JWT_SECRET", &"b".repeat(40))]);
+    let alice = other.login_as("alice").await;
+    let me = with_secret.gql(Some(&alice.access), "{ me { id } }", serde_json::json!({}));
+    support::assert_code(&me.await, "UNAUTHENTICATED");
+    let refused = with_secret.log_lines_until("InvalidSignature");
+    assert!(!refused.concat().contains(&secret), "{refused:?}");
+    for server in [with_secret, stored, other] {
+        assert!(server.terminate().success());
+    }
 }
 
 /// An environment variable that looks like a setting but is none (a misspelling, or the
@@ -1279,6 +1322,41 @@ fn a_sqlite_file_that_will_not_open_gets_the_hint_that_fits() {
     assert!(other.contains("not a database"), "{other}");
     assert!(!other.contains("mode=rwc"), "{other}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The SQLite file holds password hashes, two-factor secrets and the signing keys: one the
+/// server makes is its owner's alone, its write-ahead files too; and a deleted account's row is
+/// overwritten, not left in the file for anyone who reads it later.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_sqlite_file_is_private_and_keeps_no_deleted_account() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let server = ServerProcess::start(&db.url, &[]);
+    let owner = server.register("owner").await;
+    let marker = "Zebediah-Quixotic-Farthingale";
+    let mut leaving = support::new_user("leaving", "STANDARD");
+    leaving["firstName"] = serde_json::json!(marker);
+    let created = server.create_user_raw(&owner, leaving).await;
+    let id = created["data"]["createUser"]["id"].as_str().expect("an id");
+    let file = db.sqlite_file();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", file.display());
+        let mode = std::fs::metadata(&path).expect(&path).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{path}: {mode:o}");
+    }
+    support::assert_ok(&server.delete_user(&owner, id).await);
+    assert!(server.terminate().success());
+    let bytes = std::fs::read(&file).expect("the file");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains(marker),
+        "the deleted name is still in the file"
+    );
+    assert!(
+        !text.contains("leaving@example.com"),
+        "the deleted email is still in the file"
+    );
 }
 
 /// A database URL that does not parse, or names no driver, fails start-up without its password
@@ -1573,6 +1651,11 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
 
     let promoted = run_cli(&db.url, &["user", "promote-owner", "operator"], "");
     assert!(promoted.status.success(), "{promoted:?}");
+    // Nobody was the owner: nobody else's sessions ended.
+    assert_eq!(
+        String::from_utf8_lossy(&promoted.stdout),
+        "operator is now the owner; their sessions ended\n"
+    );
     let output = create_user(&db.url, "member", "standard");
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -27,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000013_created_by_kept::Migration),
             Box::new(m20261213_000014_audit_actor_role::Migration),
             Box::new(m20261214_000015_throttle_runs::Migration),
+            Box::new(m20261215_000016_unknown_logins_hashed::Migration),
         ]
     }
 }
@@ -875,6 +876,32 @@ mod m20261214_000015_throttle_runs {
                 .execute_unprepared(
                     "ALTER TABLE credential_failures ADD COLUMN run BIGINT NOT NULL DEFAULT 0",
                 )
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+mod m20261215_000016_unknown_logins_hashed {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261215_000016_unknown_logins_hashed"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // Counts of logins that match no account were kept under the text typed, at times
+            // a password; this release keeps them under its SHA-256, and writes none before
+            // it has migrated. Those of the text go: unknown logins start afresh, once.
+            manager
+                .get_connection()
+                .execute_unprepared("DELETE FROM credential_failures WHERE subject LIKE 'login:%'")
                 .await?;
             Ok(())
         }

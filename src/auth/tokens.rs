@@ -106,7 +106,7 @@ impl TokenKeys {
         let keys = KeySet::Secret {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            fingerprint: hex::encode(&Sha256::digest(secret)[..4]),
+            fingerprint: super::sha256_hex([FINGERPRINT_LABEL, secret].concat())[..8].to_owned(),
         };
         Ok(Self::with(Algorithm::HS256, keys, access_ttl))
     }
@@ -285,8 +285,10 @@ impl TokenKeys {
     fn verify_with(&self, held: &Held, token: &str) -> AppResult<AccessClaims> {
         if let Some(hit) = held.verified.get(token) {
             let key_retired = hit.key_until.is_some_and(|until| until <= Utc::now());
-            return if expired(hit.claims.exp) || key_retired {
-                Err(INVALID_TOKEN)
+            return if expired(hit.claims.exp) {
+                Err(refused("expired"))
+            } else if key_retired {
+                Err(refused("its key was retired"))
             } else {
                 Ok(hit.claims)
             };
@@ -321,11 +323,13 @@ impl TokenKeys {
         let (decoding, key_until) = match keys {
             KeySet::Secret { decoding, .. } => (decoding, None),
             KeySet::Ed25519 { public, .. } => {
-                let key = header
+                let kid = header
                     .kid
                     .as_ref()
-                    .and_then(|kid| public.get(kid))
-                    .ok_or_else(|| refused("its kid names no key held here"))?;
+                    .ok_or_else(|| refused("it names no kid (signed with a shared secret?)"))?;
+                // Not said here: the keys are reloaded and the token checked again, and the
+                // caller says so if the kid is still unknown then.
+                let key = public.get(kid).ok_or(INVALID_TOKEN)?;
                 if key.until.is_some_and(|until| until <= Utc::now()) {
                     return Err(refused("its key was retired"));
                 }
@@ -368,6 +372,10 @@ impl TokenKeys {
         Ok(Verified { claims, key_until })
     }
 }
+
+/// Put before the secret for its fingerprint, so that what is logged is no part of the HMAC key
+/// (which is the secret's own SHA-256 when the secret is over 64 bytes).
+pub const FINGERPRINT_LABEL: &[u8] = b"rollcall fingerprint:";
 
 /// [`INVALID_TOKEN`], as every refusal is answered; why, at DEBUG, for an operator finding out
 /// why instances refuse each other's tokens.
@@ -527,7 +535,7 @@ pub fn is_api_token(token: &str) -> bool {
 /// The stored SHA-256 of a refresh or API token: they are random enough that a fast hash is
 /// safe.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    super::sha256_hex(token)
 }
 
 fn random_bytes() -> [u8; 32] {

@@ -1,7 +1,6 @@
 //! TOTP (RFC 6238: SHA-1, six digits, 30-second steps, one step of skew either way) and
 //! recovery codes.
 
-use sha2::{Digest, Sha256};
 use totp_rs::{Builder, Secret, Totp};
 use unicode_normalization::UnicodeNormalization;
 
@@ -98,7 +97,7 @@ pub fn hash_recovery_code(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    hex::encode(Sha256::digest(normal.as_bytes()))
+    super::sha256_hex(normal)
 }
 
 /// The current Unix time in seconds.

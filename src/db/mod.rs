@@ -97,6 +97,8 @@ impl Db {
             }
             _ => err,
         };
+        #[cfg(unix)]
+        create_sqlite_file_privately(url);
         let conn = open(options(url, max_connections.max(1), timeout), &statements)
             .await
             .map_err(redact)?;
@@ -613,6 +615,9 @@ fn options(url: &str, max_connections: u32, timeout: Duration) -> ConnectOptions
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(timeout)
                 .foreign_keys(true)
+                // A deleted account's row is overwritten where its page is written anyway, so
+                // the file does not keep it until the page is reused.
+                .pragma("secure_delete", "FAST")
         });
     options
 }
@@ -682,6 +687,28 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
         return None;
     };
     err.as_database_error()
+}
+
+/// Creates the SQLite file `url` names (with `mode=rwc`) when it is missing, readable and
+/// writable by its owner only: SQLite would create it as the umask has it, most often
+/// readable by every user of the machine, and it holds password hashes, two-factor secrets
+/// and the signing keys. Its `-wal` and `-shm` files take its permissions. A file that is
+/// there keeps those it has.
+#[cfg(unix)]
+fn create_sqlite_file_privately(url: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") || !url.contains("mode=rwc") {
+        return;
+    }
+    if let Ok(options) = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url) {
+        // Another instance starting beside this one may have made it first: that is no error.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(options.get_filename());
+    }
 }
 
 /// Whether `url` names a SQLite file that does not exist or is empty: opened, it would be

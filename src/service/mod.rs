@@ -24,7 +24,6 @@ use crate::db::{Db, throttle};
 use crate::error::{AppError, AppResult, chain};
 use crate::metrics::Metrics;
 use keys::{KeyReloads, reload_keys};
-use sha2::{Digest, Sha256};
 use startup::Purpose;
 
 pub use crate::db::audit::{Action as AuditAction, Filter as AuditFilter};
@@ -36,7 +35,7 @@ pub use sessions::SessionInfo;
 pub use startup::{BUSY, StartError, connect, migrate};
 pub use step_up::Verification;
 pub use totp::TotpSetup;
-pub use users::{ImportedUser, NewUser, UserChanges, UserRef};
+pub use users::{ImportedUser, NewUser, Promotion, UserChanges, UserRef};
 pub use validation::{DEFAULT_PAGE, MAX_PAGE};
 
 /// Shared, cheap to clone handle on everything a request needs.
@@ -146,7 +145,7 @@ impl Subject {
             Subject::User(id) => format!("user:{id}"),
             // Hashed: what was typed as a login is at times a password, and the row outlives
             // the attempt by a day, in every backup taken meanwhile.
-            Subject::Login(login) => format!("login:{}", hex::encode(Sha256::digest(login))),
+            Subject::Login(login) => format!("login:{}", crate::auth::sha256_hex(login)),
             Subject::Session { session, factor } => {
                 let factor = match factor {
                     Factor::Password => "password",

@@ -108,11 +108,12 @@ pub async fn connect(
                 } else {
                     String::new()
                 },
-                hint: if url.starts_with("sqlite:")
-                    && !url.contains("mode=")
+                hint: if !url.contains("mode=")
+                    && crate::db::sqlite_file_missing(url)
                     && crate::db::sqlite_cannot_open(&source)
                 {
-                    "; a SQLite file that does not exist yet needs `?mode=rwc` to be created"
+                    "; a SQLite file that does not exist yet needs `?mode=rwc` to be created, in \
+                     a directory that exists"
                 } else if url.starts_with("sqlite:") && waited_out {
                     "; another process (a server's write, an import) may hold its lock"
                 } else {

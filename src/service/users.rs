@@ -71,6 +71,16 @@ const EDITABLE: [&str; 7] = [
     "disabled",
 ];
 
+/// What [`Service::promote_owner`] did.
+#[derive(Debug)]
+pub enum Promotion {
+    /// The user was the owner already.
+    Unchanged,
+    /// The user became the owner, taking over from the owner named (none where there was
+    /// none): the sessions of both ended, as a role change ends them.
+    From(Option<String>),
+}
+
 impl Service {
     /// Every invalid field of a new account at once, then every name of it already in use;
     /// its profile as stored, and its password.
@@ -765,8 +775,8 @@ impl Service {
     }
 
     /// Recovery from the command line: `username` becomes the owner, the owner an admin. The
-    /// owner, and whether they were someone else before.
-    pub async fn promote_owner(&self, username: &str) -> AppResult<(User, bool)> {
+    /// owner, and whom it took over from.
+    pub async fn promote_owner(&self, username: &str) -> AppResult<(User, Promotion)> {
         // Ownership moved by the API between the read of the owner and its lock: read again.
         for _ in 0..3 {
             if let Some(promoted) = self.promote_owner_once(username).await? {
@@ -780,7 +790,7 @@ impl Service {
 
     /// One try of [`Self::promote_owner`]: `None` when the owner read first was no longer the
     /// owner once locked.
-    async fn promote_owner_once(&self, username: &str) -> AppResult<Option<(User, bool)>> {
+    async fn promote_owner_once(&self, username: &str) -> AppResult<Option<(User, Promotion)>> {
         let tx = self.db().begin_write().await?;
         let Some(found) = by_username(&tx, username).await? else {
             tx.rollback().await?;
@@ -817,7 +827,7 @@ impl Service {
         };
         if target.role == Role::Owner {
             tx.rollback().await?;
-            return Ok(Some((target, false)));
+            return Ok(Some((target, Promotion::Unchanged)));
         }
         if target.disabled {
             tx.rollback().await?;
@@ -852,7 +862,8 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("No such user"))?;
         tx.commit().await?;
-        Ok(Some((updated, true)))
+        let former = previous.map(|previous| previous.username);
+        Ok(Some((updated, Promotion::From(former))))
     }
 
     /// One user: oneself for anyone signed in; others for admins and the owner. A plain user
