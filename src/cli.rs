@@ -415,14 +415,7 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                 let user = service.create_user(None, input, role.into(), None).await?;
                 let role = user.role.to_value();
                 say!("created {} ({role}) {}", user.username, user.id);
-                // Advice only: the user is made whatever it finds.
-                if matches!(service.lacks_owner().await, Ok(true)) {
-                    tell(
-                        settings.log_format,
-                        "the database has no owner yet: make one with `rollcall user \
-                         promote-owner USERNAME` (or create it with --role owner)",
-                    );
-                }
+                advise_owner(&service, settings).await;
                 Ok(())
             };
             created.await
@@ -442,10 +435,15 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
                     Promotion::Unchanged => say!("{} is the owner already", user.username),
                 })
         }
-        UserCommand::Import { .. } => service.import_users(rows).await.map(|ids| {
-            let users = if ids.len() == 1 { "user" } else { "users" };
-            say!("imported {} {users}", ids.len());
-        }),
+        UserCommand::Import { .. } => {
+            let imported = service.import_users(rows).await;
+            if let Ok(ids) = &imported {
+                let users = if ids.len() == 1 { "user" } else { "users" };
+                say!("imported {} {users}", ids.len());
+                advise_owner(&service, settings).await;
+            }
+            imported.map(drop)
+        }
         UserCommand::ResetTotp { username } => service.reset_totp(&username).await.map(|(username, was_on)| {
             if was_on {
                 say!(
@@ -570,6 +568,17 @@ fn import_row(row: serde_json::Value) -> crate::service::ImportedUser {
 }
 
 /// Reads the password from a prompt without echo, or from stdin's first line when piped.
+/// Advice only, after accounts were made: they are made whatever it finds.
+async fn advise_owner(service: &Service, settings: &Settings) {
+    if matches!(service.lacks_owner().await, Ok(true)) {
+        tell(
+            settings.log_format,
+            "the database has no owner yet: make one with `rollcall user promote-owner \
+             USERNAME` (or create it with --role owner)",
+        );
+    }
+}
+
 fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
         let password = rpassword::prompt_password("Password: ")?;
@@ -580,7 +589,10 @@ fn read_password() -> anyhow::Result<String> {
         Ok(password)
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
         let trimmed = line.strip_suffix('\n').unwrap_or(&line);
         let password = trimmed.strip_suffix('\r').unwrap_or(trimmed);
         // Nothing, or an empty line (`echo | rollcall user create …`): no password at all.

@@ -339,6 +339,14 @@ async fn import_users(backend: Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
+    // Into a database without an owner, the import says how to make one, as `user create` does.
+    let first = serde_json::json!([{
+        "username": "zoe", "email": "zoe@example.com", "passwordHash": password_hash(),
+    }]);
+    let out = run_cli(&db.url, &["user", "import", "-"], &first.to_string());
+    assert_succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the database has no owner yet"), "{stderr}");
     assert_succeeded(&create_user(&db.url, "alice", "owner"));
     let hash = rollcall::auth::password::Passwords::new(1)
         .expect("a hashing thread")
@@ -1381,6 +1389,10 @@ fn a_bad_database_url_is_reported_without_its_password() {
             "{stderr}"
         );
         assert!(stderr.contains("error"), "{stderr}");
+        assert!(stderr.matches("Connection Error").count() <= 1, "{stderr}");
+        if url.contains("pa/ss") {
+            assert!(stderr.contains("percent-encoded"), "{stderr}");
+        }
     }
     // An empty one, and an in-memory SQLite database (one per pooled connection, the schema in
     // one of them), are refused with their reason, and as JSON when the logs are.

@@ -93,6 +93,8 @@ impl Db {
         // does not parse, an unknown scheme); they end up in logs.
         let redact = |err: DbErr| match err.to_string() {
             text if text.contains(url) => {
+                // Wrapped again below, which says "Connection Error: " once more.
+                let text = text.strip_prefix("Connection Error: ").unwrap_or(&text);
                 DbErr::Conn(RuntimeErr::Internal(text.replace(url, "<DATABASE_URL>")))
             }
             _ => err,

@@ -114,6 +114,9 @@ pub async fn connect(
                 {
                     "; a SQLite file that does not exist yet needs `?mode=rwc` to be created, in \
                      a directory that exists"
+                } else if source.to_string().ends_with("cannot be parsed.") {
+                    "; a user name or password holding `@`, `:`, `/`, `?`, `#` or `%` must have \
+                     it percent-encoded (`%40` for `@`)"
                 } else if url.starts_with("sqlite:") && waited_out {
                     "; another process (a server's write, an import) may hold its lock"
                 } else {
