@@ -257,6 +257,16 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
              `rollcall user promote-owner USERNAME`"
         );
     }
+    if let Some(all) = settings
+        .trusted_proxies
+        .iter()
+        .find(|net| net.prefix_len() == 0)
+    {
+        tracing::warn!(
+            "ROLLCALL_TRUSTED_PROXIES trusts every address ({all}): any client can name its own \
+             in X-Forwarded-For, and so escape the IP limit; list the proxies' addresses"
+        );
+    }
     #[cfg(unix)]
     raise_open_file_limit();
     let listener = TcpListener::bind(settings.listen)

@@ -635,12 +635,23 @@ fn list<T: 'static>(
     }
 }
 
-/// A proxy's address (`10.0.0.5`, taken as a single host) or range (`10.0.0.0/8`).
+/// A proxy's address (`10.0.0.5`, taken as a single host) or range (`10.0.0.0/8`). An IPv4
+/// address written IPv6-mapped (`::ffff:10.0.0.5`, as a dual-stack listener's tools print it)
+/// is taken as the IPv4 address it is, which is how a connection's address is compared.
 fn parse_proxy(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
-    text.parse::<IpNet>()
+    let net = text
+        .parse::<IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR range"))
+        .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR range"))?;
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && let Some(prefix) = v6.prefix_len().checked_sub(96)
+        && let Ok(mapped) = ipnet::Ipv4Net::new(v4, prefix)
+    {
+        return Ok(IpNet::V4(mapped));
+    }
+    Ok(net)
 }
 
 /// Origins as browsers send them (see [`parse_origin`]), or `*` alone: listed beside others
@@ -849,6 +860,26 @@ mod tests {
         assert_eq!(parse_issuer(" Example Co ").as_deref(), Ok("Example Co"));
         for refused in ["", "  ", "a:b", "tab\there", &"x".repeat(65)] {
             assert!(parse_issuer(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    /// A proxy written IPv6-mapped matches its connections, whose addresses are compared as
+    /// the IPv4 addresses they are.
+    #[test]
+    fn proxies_written_ipv6_mapped_are_their_ipv4_addresses() {
+        for (written, taken) in [
+            ("::ffff:10.0.0.5", "10.0.0.5/32"),
+            (" ::ffff:10.0.0.0/104 ", "10.0.0.0/8"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("10.0.0.5", "10.0.0.5/32"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::/0", "::/0"),
+        ] {
+            assert_eq!(
+                super::parse_proxy(written).map(|net| net.to_string()),
+                Ok(taken.to_owned()),
+                "{written}"
+            );
         }
     }
 

@@ -1365,6 +1365,26 @@ async fn a_sqlite_file_is_private_and_keeps_no_deleted_account() {
         !text.contains("leaving@example.com"),
         "the deleted email is still in the file"
     );
+    // Nor in the search index, which keeps names as trigrams of their folded text.
+    for trigram in ["zeb", "ebe", "ixo", "xot"] {
+        assert!(!text.contains(trigram), "the index still has `{trigram}`");
+    }
+}
+
+/// A link made ahead to a file not made yet (a data directory on a volume, say): the file is
+/// made where it points, private as any other.
+#[cfg(unix)]
+#[test]
+fn a_sqlite_file_made_through_a_link_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("rollcall-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("volume")).expect("dirs");
+    std::os::unix::fs::symlink("volume/rollcall.db", dir.join("rollcall.db")).expect("a link");
+    let url = format!("sqlite://{}?mode=rwc", dir.join("rollcall.db").display());
+    assert_succeeded(&run_cli(&url, &["migrate"], ""));
+    let made = std::fs::metadata(dir.join("volume/rollcall.db")).expect("made where it points");
+    assert_eq!(made.permissions().mode() & 0o777, 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A database URL that does not parse, or names no driver, fails start-up without its password
@@ -1645,6 +1665,14 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
     assert!(warns(&[]), "no warning about the missing owner");
     assert!(!warns(&[("ROLLCALL_REGISTRATION", "closed")]));
     assert!(!tells("127.0.0.1:0", &[], no_owner), "no account at all");
+    // Trusting every address lets any client name its own.
+    let trust = |proxies: &str| {
+        let env = [("ROLLCALL_TRUSTED_PROXIES", proxies)];
+        tells("127.0.0.1:0", &env, "trusts every address")
+    };
+    assert!(trust("10.0.0.5, 0.0.0.0/0"));
+    assert!(trust("::/0"));
+    assert!(!trust("10.0.0.0/8"));
 
     // Upper case as GraphQL writes it, too. Accounts without an owner are told how to get one.
     let output = create_user(&db.url, "operator", "ADMIN");

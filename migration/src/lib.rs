@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261213_000014_audit_actor_role::Migration),
             Box::new(m20261214_000015_throttle_runs::Migration),
             Box::new(m20261215_000016_unknown_logins_hashed::Migration),
+            Box::new(m20261216_000017_search_secure_delete::Migration),
         ]
     }
 }
@@ -902,6 +903,39 @@ mod m20261215_000016_unknown_logins_hashed {
             manager
                 .get_connection()
                 .execute_unprepared("DELETE FROM credential_failures WHERE subject LIKE 'login:%'")
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// SQLite's search index kept a deleted (or renamed) user's names, marked deleted, until its
+/// segments were next merged, however the table's own pages were overwritten: with FTS5's
+/// `secure-delete` they are removed from the index itself. Merged once here, so what earlier
+/// deletions left goes too. PostgreSQL's index has nothing of the kind to set.
+mod m20261216_000017_search_secure_delete {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261216_000017_search_secure_delete"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            if manager.get_database_backend() != DatabaseBackend::Sqlite {
+                return Ok(());
+            }
+            let db = manager.get_connection();
+            db.execute_unprepared(
+                "INSERT INTO users_search (users_search, rank) VALUES ('secure-delete', 1)",
+            )
+            .await?;
+            db.execute_unprepared("INSERT INTO users_search (users_search) VALUES ('optimize')")
                 .await?;
             Ok(())
         }

@@ -341,7 +341,7 @@ impl TokenKeys {
             .map_err(|err| {
                 // Another algorithm or signature: most often an instance on the same database
                 // with another ROLLCALL_JWT_SECRET, or with one where this has none.
-                tracing::debug!(error = %err, "access token refused");
+                tracing::debug!(reason = %err, "access token refused");
                 INVALID_TOKEN
             })?;
         // Only what a server issues: issued no later than now (with room for the clocks of

@@ -494,6 +494,17 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
     // secret, as `sslpassword`'s is) and going on without it (a misspelt `sslmode` would go
     // on without TLS). A URL that does not parse is left to the driver's own refusal.
     let parsed = url::Url::parse(url).ok()?;
+    // The driver would connect to the database named after the user, whatever that holds, and
+    // a server or `migrate` would give it this schema.
+    let no_database = parsed.path().trim_start_matches('/').is_empty()
+        && !parsed.query_pairs().any(|(key, _)| key == "dbname");
+    if no_database {
+        return Some(
+            "DATABASE_URL names no PostgreSQL database: give one, such as \
+             `postgres://user:password@host/rollcall`"
+                .into(),
+        );
+    }
     // Not named: with a `&` or `?` left unencoded in a password, the "parameter" is part of it.
     let unknown = parsed.query_pairs().any(|(key, _)| {
         !POSTGRES_PARAMETERS.contains(&key.as_ref()) && !key.starts_with("options[")
@@ -704,12 +715,23 @@ fn create_sqlite_file_privately(url: &str) {
         return;
     }
     if let Ok(options) = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url) {
+        // A link to a file not made yet: SQLite makes it where the link points. Never opened
+        // when it is there: closing a file drops every lock this process holds on it.
+        let mut path = options.get_filename().to_path_buf();
+        for _ in 0..8 {
+            let Ok(target) = std::fs::read_link(&path) else {
+                break;
+            };
+            path = path
+                .parent()
+                .map_or(target.clone(), |dir| dir.join(&target));
+        }
         // Another instance starting beside this one may have made it first: that is no error.
         let _ = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(options.get_filename());
+            .open(path);
     }
 }
 
@@ -874,6 +896,7 @@ mod tests {
             "postgres://u@/x?host=/run/postgresql&options=-c%20search_path%3Dapp",
             "postgres://u@db/x?sslmode=Verify-Full",
             "postgres://u@db/x?options[search_path]=app&options%5Bstatement_timeout%5D=5s",
+            "postgres://u@db?dbname=x",
         ] {
             assert_eq!(super::url_problem(url), None, "{url}");
         }
@@ -913,6 +936,12 @@ mod tests {
             ),
             ("postgres://u@db/x?ssl-mode=verify%3Bsecret", "`sslmode`"),
             ("postgres://u@db/x?password=ab&secret", "do not take"),
+            ("postgres://", "no PostgreSQL database"),
+            ("postgres://u:secret@db", "no PostgreSQL database"),
+            (
+                "postgresql://u:secret@db/?sslmode=require",
+                "no PostgreSQL database",
+            ),
         ] {
             let problem = super::url_problem(url).expect(url);
             assert!(problem.contains(reason), "{url}: {problem}");

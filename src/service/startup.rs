@@ -114,9 +114,11 @@ pub async fn connect(
                 {
                     "; a SQLite file that does not exist yet needs `?mode=rwc` to be created, in \
                      a directory that exists"
-                } else if source.to_string().ends_with("cannot be parsed.") {
-                    "; a user name or password holding `@`, `:`, `/`, `?`, `#` or `%` must have \
-                     it percent-encoded (`%40` for `@`)"
+                } else if source.to_string().ends_with("cannot be parsed.")
+                    && password_may_need_encoding(url)
+                {
+                    "; a user name or password holding `@`, `/`, `?`, `#` or `%` must have it \
+                     percent-encoded (`%40` for `@`)"
                 } else if url.starts_with("sqlite:") && waited_out {
                     "; another process (a server's write, an import) may hold its lock"
                 } else {
@@ -125,6 +127,14 @@ pub async fn connect(
                 source,
             }
         })
+}
+
+/// Whether the user name and password of a URL that does not parse hold a character that must
+/// be percent-encoded there: the likeliest reason it does not.
+fn password_may_need_encoding(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .is_some_and(|(user_info, _)| user_info.contains(['/', '?', '#', '%', '@']))
 }
 
 /// Applies pending migrations to `db`, the configured database; answers how many.
