@@ -262,9 +262,15 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
         .iter()
         .find(|net| net.prefix_len() == 0)
     {
+        let family = if matches!(all, ipnet::IpNet::V4(_)) {
+            "IPv4"
+        } else {
+            "IPv6"
+        };
         tracing::warn!(
-            "ROLLCALL_TRUSTED_PROXIES trusts every address ({all}): any client can name its own \
-             in X-Forwarded-For, and so escape the IP limit; list the proxies' addresses"
+            "ROLLCALL_TRUSTED_PROXIES trusts every {family} address ({all}): any such client can \
+             name its own in X-Forwarded-For, and so escape the IP limit; list the proxies' \
+             addresses"
         );
     }
     #[cfg(unix)]

@@ -1411,7 +1411,7 @@ fn a_bad_database_url_is_reported_without_its_password() {
         assert!(stderr.contains("error"), "{stderr}");
         assert!(stderr.matches("Connection Error").count() <= 1, "{stderr}");
         if url.contains("pa/ss") {
-            assert!(stderr.contains("percent-encoded"), "{stderr}");
+            assert!(stderr.contains("percent-encode"), "{stderr}");
         }
     }
     // An empty one, and an in-memory SQLite database (one per pooled connection, the schema in
@@ -1668,7 +1668,7 @@ async fn an_exposed_server_without_owner_warns_and_registrations_stay_standard()
     // Trusting every address lets any client name its own.
     let trust = |proxies: &str| {
         let env = [("ROLLCALL_TRUSTED_PROXIES", proxies)];
-        tells("127.0.0.1:0", &env, "trusts every address")
+        tells("127.0.0.1:0", &env, "trusts every IPv")
     };
     assert!(trust("10.0.0.5, 0.0.0.0/0"));
     assert!(trust("::/0"));

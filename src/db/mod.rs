@@ -496,8 +496,16 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
     let parsed = url::Url::parse(url).ok()?;
     // The driver would connect to the database named after the user, whatever that holds, and
     // a server or `migrate` would give it this schema.
-    let no_database = parsed.path().trim_start_matches('/').is_empty()
-        && !parsed.query_pairs().any(|(key, _)| key == "dbname");
+    // A `dbname` parameter stands over the path, the last one given as the driver reads them,
+    // and an empty one names nothing.
+    let no_database = match parsed
+        .query_pairs()
+        .filter(|(key, _)| key == "dbname")
+        .last()
+    {
+        Some((_, name)) => name.is_empty(),
+        None => parsed.path().trim_start_matches('/').is_empty(),
+    };
     if no_database {
         return Some(
             "DATABASE_URL names no PostgreSQL database: give one, such as \
@@ -718,7 +726,8 @@ fn create_sqlite_file_privately(url: &str) {
         // A link to a file not made yet: SQLite makes it where the link points. Never opened
         // when it is there: closing a file drops every lock this process holds on it.
         let mut path = options.get_filename().to_path_buf();
-        for _ in 0..8 {
+        // As many links as Linux follows in one path.
+        for _ in 0..40 {
             let Ok(target) = std::fs::read_link(&path) else {
                 break;
             };
@@ -940,6 +949,13 @@ mod tests {
             ("postgres://u:secret@db", "no PostgreSQL database"),
             (
                 "postgresql://u:secret@db/?sslmode=require",
+                "no PostgreSQL database",
+            ),
+            ("postgres://u:secret@db/?dbname=", "no PostgreSQL database"),
+            ("postgres://u:secret@db?dbname", "no PostgreSQL database"),
+            ("postgres://u:secret@db/x?dbname=", "no PostgreSQL database"),
+            (
+                "postgres://u:secret@db/?dbname=x&dbname=",
                 "no PostgreSQL database",
             ),
         ] {

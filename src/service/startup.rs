@@ -117,8 +117,8 @@ pub async fn connect(
                 } else if source.to_string().ends_with("cannot be parsed.")
                     && password_may_need_encoding(url)
                 {
-                    "; a user name or password holding `@`, `/`, `?`, `#` or `%` must have it \
-                     percent-encoded (`%40` for `@`)"
+                    "; if its user name or password holds `@`, `/`, `?` or `#`, percent-encode \
+                     them (`%40` for `@`)"
                 } else if url.starts_with("sqlite:") && waited_out {
                     "; another process (a server's write, an import) may hold its lock"
                 } else {
@@ -129,12 +129,13 @@ pub async fn connect(
         })
 }
 
-/// Whether the user name and password of a URL that does not parse hold a character that must
-/// be percent-encoded there: the likeliest reason it does not.
+/// Whether a URL that does not parse may hold a user name and password with a character that
+/// must be percent-encoded there: the likeliest reason, though where its user part ends cannot
+/// be told for sure, hence a hint that says "if".
 fn password_may_need_encoding(url: &str) -> bool {
     url.split_once("://")
         .and_then(|(_, rest)| rest.rsplit_once('@'))
-        .is_some_and(|(user_info, _)| user_info.contains(['/', '?', '#', '%', '@']))
+        .is_some_and(|(user_info, _)| user_info.contains(['/', '?', '#', '@']))
 }
 
 /// Applies pending migrations to `db`, the configured database; answers how many.
