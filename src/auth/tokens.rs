@@ -79,8 +79,8 @@ enum KeySet {
     Secret {
         encoding: EncodingKey,
         decoding: DecodingKey,
-        /// The start of the secret's SHA-256, for the log: instances that print different
-        /// ones refuse each other's tokens.
+        /// The start of the labelled secret's SHA-256 ([`FINGERPRINT_LABEL`]), for the log:
+        /// instances that print different ones refuse each other's tokens.
         fingerprint: String,
     },
     Ed25519 {
@@ -338,12 +338,9 @@ impl TokenKeys {
         };
         let claims = jsonwebtoken::decode::<AccessClaims>(token, decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|err| {
-                // Another algorithm or signature: most often an instance on the same database
-                // with another ROLLCALL_JWT_SECRET, or with one where this has none.
-                tracing::debug!(reason = %err, "access token refused");
-                INVALID_TOKEN
-            })?;
+            // Another algorithm or signature: most often an instance on the same database with
+            // another ROLLCALL_JWT_SECRET, or with one where this has none.
+            .map_err(refused)?;
         // Only what a server issues: issued no later than now (with room for the clocks of
         // other instances) and living no longer than a day, or the access TTL when longer (a
         // day's room, so tokens issued before a change of the TTL, or by an instance not yet
@@ -379,8 +376,8 @@ pub const FINGERPRINT_LABEL: &[u8] = b"rollcall fingerprint:";
 
 /// [`INVALID_TOKEN`], as every refusal is answered; why, at DEBUG, for an operator finding out
 /// why instances refuse each other's tokens.
-fn refused(reason: &'static str) -> AppError {
-    tracing::debug!(reason, "access token refused");
+pub(crate) fn refused(reason: impl std::fmt::Display) -> AppError {
+    tracing::debug!(%reason, "access token refused");
     INVALID_TOKEN
 }
 

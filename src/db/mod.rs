@@ -56,9 +56,7 @@ struct OpenedFile {
 impl OpenedFile {
     /// The file `url` names, as configured: a symlink is followed each time it is looked at.
     fn configured(url: &str) -> Option<Self> {
-        use std::str::FromStr;
-        let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
-        let path = options.get_filename().to_path_buf();
+        let path = sqlite_filename(url)?;
         let identity = identity(&path)?;
         Some(Self { path, identity })
     }
@@ -495,9 +493,8 @@ pub fn url_problem(url: &str) -> Option<Cow<'static, str>> {
     // on without TLS). A URL that does not parse is left to the driver's own refusal.
     let parsed = url::Url::parse(url).ok()?;
     // The driver would connect to the database named after the user, whatever that holds, and
-    // a server or `migrate` would give it this schema.
-    // A `dbname` parameter stands over the path, the last one given as the driver reads them,
-    // and an empty one names nothing.
+    // a server or `migrate` would give it this schema. A `dbname` parameter stands over the
+    // path, the last one given as the driver reads them, and an empty one names nothing.
     let no_database = match parsed
         .query_pairs()
         .filter(|(key, _)| key == "dbname")
@@ -718,14 +715,12 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
 #[cfg(unix)]
 fn create_sqlite_file_privately(url: &str) {
     use std::os::unix::fs::OpenOptionsExt;
-    use std::str::FromStr;
-    if !url.starts_with("sqlite:") || !url.contains("mode=rwc") {
+    if !url.contains("mode=rwc") {
         return;
     }
-    if let Ok(options) = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url) {
+    if let Some(mut path) = sqlite_filename(url) {
         // A link to a file not made yet: SQLite makes it where the link points. Never opened
         // when it is there: closing a file drops every lock this process holds on it.
-        let mut path = options.get_filename().to_path_buf();
         // As many links as Linux follows in one path.
         for _ in 0..40 {
             let Ok(target) = std::fs::read_link(&path) else {
@@ -744,14 +739,21 @@ fn create_sqlite_file_privately(url: &str) {
     }
 }
 
+/// The file a SQLite `url` names, as the driver reads it; `None` for any other URL.
+fn sqlite_filename(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
+}
+
 /// Whether `url` names a SQLite file that does not exist or is empty: opened, it would be
 /// created, or made a database.
 pub fn sqlite_file_missing(url: &str) -> bool {
-    use std::str::FromStr;
-    url.starts_with("sqlite:")
-        && sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).is_ok_and(|options| {
-            std::fs::metadata(options.get_filename()).map_or(true, |file| file.len() == 0)
-        })
+    sqlite_filename(url)
+        .is_some_and(|path| std::fs::metadata(path).map_or(true, |file| file.len() == 0))
 }
 
 /// The line of PostgreSQL's own source that raised the error behind `err`, which sqlx writes

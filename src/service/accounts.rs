@@ -485,14 +485,12 @@ impl Service {
         match self.0.tokens.verify(token) {
             Err(_) if self.0.tokens.signed_by_unknown_key(token) => {
                 self.reload_keys_on_demand(token).await;
-                let checked = self.0.tokens.verify(token);
-                if checked.is_err() && self.0.tokens.signed_by_unknown_key(token) {
-                    tracing::debug!(
-                        reason = "its kid names no key in the database",
-                        "access token refused"
-                    );
+                match self.0.tokens.verify(token) {
+                    Err(_) if self.0.tokens.signed_by_unknown_key(token) => Err(
+                        crate::auth::tokens::refused("its kid names no key in the database"),
+                    ),
+                    checked => checked,
                 }
-                checked
             }
             checked => checked,
         }
