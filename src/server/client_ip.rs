@@ -5,6 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+/// The client's address, worked out once per request by the log's middleware and read from
+/// the request's extensions by the handlers that need it.
+#[derive(Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 /// The client's address: the socket's, or, when the socket's is a trusted proxy, the last
 /// address in `X-Forwarded-For` that is not itself a trusted proxy. Addresses a client put
 /// further left are never believed.

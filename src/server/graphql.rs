@@ -12,18 +12,18 @@
 //! (a read, on its own task) runs to its end.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::parser::types::OperationType;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::client_ip::client_ip;
+use super::client_ip::ClientIp;
 use super::{
     AppState, RequestSummary, coded_error, error_answer, json_response, request_error, summarised,
 };
@@ -174,12 +174,12 @@ pub async fn other_method(State(state): State<AppState>) -> Response {
 /// `POST /graphql`: one GraphQL request as JSON.
 pub async fn post(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(client_ip)): Extension<ClientIp>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let response = respond_to_post(&state, peer, &headers, body).await;
+    let response = respond_to_post(&state, client_ip, &headers, body).await;
     counted(&state, started, response)
 }
 
@@ -205,7 +205,7 @@ pub(super) fn counted(state: &AppState, started: Instant, response: Response) ->
 
 async fn respond_to_post(
     state: &AppState,
-    peer: SocketAddr,
+    client_ip: IpAddr,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
@@ -230,7 +230,6 @@ async fn respond_to_post(
     let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
-    let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
     // A declared length over the limit is refused at once, not after waiting for the body,
     // when the client waits for that answer before sending (`Expect: 100-continue`) or the
@@ -373,7 +372,7 @@ const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "exten
 /// browser gets GraphiQL.
 pub async fn get(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(client_ip)): Extension<ClientIp>,
     Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
@@ -403,13 +402,13 @@ pub async fn get(
         // The page itself is no GraphQL request; a refusal in its place is counted.
         return counted(&state, started, super::graphiql(&state, &headers));
     };
-    let response = respond_to_get(&state, peer, query, &params, &headers).await;
+    let response = respond_to_get(&state, client_ip, query, &params, &headers).await;
     counted(&state, started, response)
 }
 
 async fn respond_to_get(
     state: &AppState,
-    peer: SocketAddr,
+    client_ip: IpAddr,
     query: &str,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -458,7 +457,6 @@ async fn respond_to_get(
             }
         }
     }
-    let client_ip = client_ip(peer, headers, &state.trusted_proxies);
     let timeout = state.request_timeout;
     let seen = Seen::default();
     let place = (client_ip, media, Method::Get);

@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::client_ip::client_ip;
+use super::client_ip::{ClientIp, client_ip};
 use super::graphql::bearer_token;
 use super::{AppState, RequestSummary};
 
@@ -18,7 +18,20 @@ use super::{AppState, RequestSummary};
 /// client's address, and for GraphQL its operation, the signed-in user and the error codes.
 /// Never a body, a header value other than the request id, or a variable, so no password or
 /// token.
-pub async fn request_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn request_log(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // As the audit trail has it: a failed login or a refusal leaves no other trace of where
+    // it came from. Worked out here once, for the line and for the handlers.
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| client_ip(*peer, request.headers(), &state.trusted_proxies));
+    if let Some(ip) = client_ip {
+        request.extensions_mut().insert(ClientIp(ip));
+    }
     let request_id: String = request
         .headers()
         .get("x-request-id")
@@ -40,17 +53,7 @@ pub async fn request_log(State(state): State<AppState>, request: Request, next: 
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // As the audit trail has it: a failed login or a refusal leaves no other trace of where
-    // it came from.
-    let client_ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(
-            || "-".to_owned(),
-            |ConnectInfo(peer)| {
-                client_ip(*peer, request.headers(), &state.trusted_proxies).to_string()
-            },
-        );
+    let client_ip = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     // An orchestrator probes every few seconds: a probe that passes is no news.
@@ -97,13 +100,13 @@ pub async fn request_log(State(state): State<AppState>, request: Request, next: 
 /// proxy on the same host, not listed as trusted, would otherwise open it to everyone.
 pub async fn metrics(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(client_ip)): Extension<ClientIp>,
     headers: HeaderMap,
 ) -> Response {
     let forwarded = ["x-forwarded-for", "x-real-ip", "forwarded"]
         .iter()
         .any(|name| headers.contains_key(*name));
-    let loopback = !forwarded && client_ip(peer, &headers, &state.trusted_proxies).is_loopback();
+    let loopback = !forwarded && client_ip.is_loopback();
     if !loopback && !token_matches(&headers, state.metrics_token.as_deref()) {
         return (
             StatusCode::FORBIDDEN,
