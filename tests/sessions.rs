@@ -282,11 +282,13 @@ async fn assert_logout_ends_nothing(app: &TestApp, session: &Session) {
     assert_eq!(logouts, 0, "no session was ended");
 }
 
-/// A session with less than a second left (its maximum age is one second here) refreshes no
-/// more: the access token would end at the last whole second before the session does, dead
-/// on arrival or good for a moment.
+/// A session with less than a second left (its maximum age is two seconds here, and it is
+/// refreshed 1.1 s after its login) refreshes no more: the access token would end at the last
+/// whole second before the session does, dead on arrival or good for a moment. (With a
+/// maximum age of one second, the login itself could cross into that last second.)
 async fn a_session_in_its_last_second_refreshes_no_more(app: TestApp) {
     let alice = app.register("alice").await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_code(&app.refresh(&alice.refresh).await, "UNAUTHENTICATED");
 }
 
@@ -548,7 +550,7 @@ backend_tests!(
     logout_everywhere_ends_every_session,
     sessions_end_at_their_maximum_age with |s| s.session_max_age = std::time::Duration::from_secs(5),
     a_session_in_its_last_second_refreshes_no_more with |s| {
-        s.session_max_age = std::time::Duration::from_secs(1);
+        s.session_max_age = std::time::Duration::from_secs(2);
     },
     idle_sessions_end with |s| s.session_idle = std::time::Duration::from_secs(3),
     sessions_end_with_their_refresh_tokens with |s| s.refresh_ttl = std::time::Duration::from_secs(3),
