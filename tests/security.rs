@@ -495,6 +495,25 @@ async fn graphql_limits(app: TestApp) {
     let sessions = "{ users(first: 100) { nodes { id username \
                     sessions { id createdAt lastUsedAt expiresAt ip userAgent current } } } }";
     assert_ok(&app.gql(token, sessions, json!({})).await);
+    // An operation that does not run counts too: its page as the default 20 where the request
+    // leaves its `first` out, as the largest where the request gives another type for it.
+    let unrun = "query A($first: Int) { users(first: $first) { nodes { id \
+                 sessions { id createdAt lastUsedAt expiresAt ip userAgent current } \
+                 apiTokens { id name createdAt lastUsedAt expiresAt } } } } \
+                 query B { me { id } }";
+    let run_b = async |variables: Value| -> Value {
+        let body = json!({"query": unrun, "operationName": "B", "variables": variables});
+        let response = app.post().bearer_auth(owner.access.as_str()).json(&body);
+        response
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("JSON")
+    };
+    assert_ok(&run_b(json!({})).await);
+    refused(&run_b(json!({"first": "many"})).await, "complex");
     // Clients' standard introspection query (GraphiQL's) passes.
     assert_ok(&app.gql(None, INTROSPECTION, json!({})).await);
     // Aliases: fifteen pass, sixteen do not.

@@ -287,6 +287,35 @@ async fn a_code_raced_twice_lets_one_login_in(app: TestApp) {
     }
 }
 
+/// A confirmation sent twice at once (a double click) turns two-factor login on once, and the
+/// other answer says it is on, not that there is no setup.
+async fn a_double_confirmation_says_it_is_on(app: TestApp) {
+    for user in ["alice", "bob", "carol", "dave"] {
+        let session = app.register(user).await;
+        let (secret, _) = start_setup(&app, &session).await;
+        let confirming = code(&secret, 0);
+        let confirm = || {
+            app.gql(
+                Some(&session.access),
+                CONFIRM_TOTP,
+                json!({"code": confirming}),
+            )
+        };
+        let (a, b) = tokio::join!(confirm(), confirm());
+        let (on, refused) = if a.get("errors").is_none() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(on["data"]["confirmTotp"], true, "{on}");
+        assert_code(&refused, "FORBIDDEN");
+        assert_eq!(
+            refused["errors"][0]["message"], "Two-factor login is already on",
+            "{refused}"
+        );
+    }
+}
+
 /// Runs with a first wait of ten minutes: the lock the fourth login sets must still hold when
 /// the fifth comes, however long the fourth's checks took.
 async fn wrong_codes_count_towards_the_throttle(app: TestApp) {
@@ -958,6 +987,7 @@ async fn postgres_a_recovery_code_login_records_the_role_changed_while_it_ran() 
 
 backend_tests!(
     disables_at_once_turn_it_off_once,
+    a_double_confirmation_says_it_is_on,
     the_issuer_is_the_operators with |s| s.totp_issuer = "Example Co".into(),
     // These logins fail on purpose more often than the default throttle allows.
     totp_is_enforced_once_confirmed with |s| s.throttle_after = 20,

@@ -44,13 +44,19 @@ pub struct UserAgent(pub Option<String>);
 pub const USER_AGENT_MAX: usize = 200;
 
 impl UserAgent {
-    /// From the header's value; not UTF-8 or blank counts as absent.
+    /// From the header's value; beyond printable ASCII or blank counts as absent. A tab,
+    /// which HTTP allows in a value, reads as a space, so no list shows a control character.
     pub fn from_header(value: Option<&axum::http::HeaderValue>) -> Self {
         let text = value
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
             .filter(|text| !text.is_empty())
-            .map(|text| text.chars().take(USER_AGENT_MAX).collect());
+            .map(|text| {
+                text.chars()
+                    .take(USER_AGENT_MAX)
+                    .map(|c| if c == '\t' { ' ' } else { c })
+                    .collect()
+            });
         Self(text)
     }
 }
@@ -188,4 +194,27 @@ fn service<'a>(ctx: &Context<'a>) -> AppResult<&'a Service> {
 /// The signed-in user, loaded once per request.
 async fn viewer<'a>(ctx: &Context<'a>) -> AppResult<&'a User> {
     request_auth(ctx)?.viewer(service(ctx)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn agent(value: &[u8]) -> Option<String> {
+        let value = HeaderValue::from_bytes(value).expect("a header value");
+        UserAgent::from_header(Some(&value)).0
+    }
+
+    #[test]
+    fn user_agents_are_kept_as_printable_ascii() {
+        assert_eq!(agent(b"Laptop/1.0").as_deref(), Some("Laptop/1.0"));
+        assert_eq!(agent(b" \tApp\t1 ").as_deref(), Some("App 1"));
+        assert_eq!(agent(b"caf\xc3\xa9"), None);
+        assert_eq!(agent(b" \t "), None);
+        assert_eq!(
+            agent(&[b'a'; 300]).map(|text| text.len()),
+            Some(USER_AGENT_MAX)
+        );
+    }
 }

@@ -124,9 +124,11 @@ fn page_arguments(
 /// selected of it. async-graphql counts every operation of a document, run or not, and reads
 /// the request's variables for each: an operation not run may use a variable the request does
 /// not give (GraphiQL sends its whole editor and names the one to run) or gives for another
-/// operation's use of the name. Such a `first` counts as the largest page instead of refusing
-/// the document; in the operation that runs, validation and coercion refuse it with their own
-/// errors. The arguments are the ones async-graphql's `complexity` attribute has in scope.
+/// operation's use of the name. A nullable variable left out reads as null, so such a `first`
+/// counts as the default page it would run with; one of another type counts as the largest
+/// page instead of refusing the document (in the operation that runs, validation and coercion
+/// refuse it with their own errors). The arguments are the ones async-graphql's `complexity`
+/// attribute has in scope.
 fn page_complexity(
     ctx: &async_graphql::VisitorContext<'_>,
     variables: &[async_graphql::Positioned<async_graphql::parser::types::VariableDefinition>],

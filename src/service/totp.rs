@@ -72,6 +72,7 @@ impl Service {
     pub async fn confirm_totp(&self, caller: &Caller<'_>, code: &str) -> AppResult<bool> {
         const NOTHING_PENDING: AppError =
             AppError::Forbidden("There is no two-factor setup to confirm: call enableTotp first");
+        const ALREADY_ON: AppError = AppError::Forbidden("Two-factor login is already on");
         caller.session()?;
         // Before anything is counted: in demo mode it never runs, as the other two-factor
         // mutations do not.
@@ -84,7 +85,7 @@ impl Service {
             return Err(NOTHING_PENDING);
         };
         if pending.confirmed_at.is_some() {
-            return Err(AppError::Forbidden("Two-factor login is already on"));
+            return Err(ALREADY_ON);
         }
         let subject = Subject::Session {
             session: caller.session()?,
@@ -107,17 +108,17 @@ impl Service {
         // document) turns nothing on.
         self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
         if !totp_rows::confirm(&tx, user.id, &pending.secret, step).await? {
-            // Replaced by another `enableTotp` since it was read: the code was not wrong.
-            let replaced = totp_rows::get(&tx, user.id)
-                .await?
-                .is_some_and(|row| row.confirmed_at.is_none());
+            // Changed since it was read, and the code was not wrong: confirmed by a request
+            // sent at the same time (a double click), replaced by another `enableTotp`, or
+            // dropped.
+            let now = totp_rows::get(&tx, user.id).await?;
             tx.rollback().await?;
-            return Err(if replaced {
-                AppError::VerificationRequired(
+            return Err(match now {
+                Some(row) if row.confirmed_at.is_some() => ALREADY_ON,
+                Some(_) => AppError::VerificationRequired(
                     "The two-factor setup was replaced meanwhile: confirm a code of its new secret",
-                )
-            } else {
-                NOTHING_PENDING
+                ),
+                None => NOTHING_PENDING,
             });
         }
         audit::record(
