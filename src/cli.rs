@@ -518,8 +518,16 @@ fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::Imp
     };
     // A byte-order mark, as spreadsheet and Windows tools write before UTF-8, is no content.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(text).context("the import is not a JSON array of users")?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|err| {
+        // Where the text stops being JSON (a stray comma, an escape of half a character cut
+        // off mid-emoji) is told by line and column; a row can be named only once it parses.
+        let what = if err.is_data() {
+            "the import is not a JSON array of users"
+        } else {
+            "the import is not valid JSON"
+        };
+        anyhow::Error::new(err).context(what)
+    })?;
     // Which of two values a row means is anyone's guess: none is imported.
     if let Some(path) = crate::service::validation::repeated_member(text.as_bytes()) {
         bail!("{path} is given twice in its row: give each field once");

@@ -170,14 +170,54 @@ const MAX_BCRYPT_COST: u32 = 14;
 /// Whether `hash` is a hash this server can check, at a bounded cost: an argon2 PHC string,
 /// or a bcrypt hash as other stores keep them.
 pub fn is_usable_hash(hash: &str) -> bool {
-    bcrypt_cost(hash).is_some() || PasswordHash::new(hash).is_ok_and(|phc| parts(&phc).is_some())
+    hash_problem(hash).is_none()
 }
 
-/// The cost of a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, a two-digit cost, 22 characters of
-/// salt and 31 of hash in bcrypt's base64), when it is one within the bound.
+/// Why `hash` is not one [`is_usable_hash`] takes, so an operator importing thousands of
+/// them learns which fix they need; `None` when it is one.
+pub fn hash_problem(hash: &str) -> Option<&'static str> {
+    if hash.trim() != hash {
+        return Some("has spaces or line breaks around it");
+    }
+    if BCRYPT_PREFIXES
+        .iter()
+        .any(|prefix| hash.starts_with(prefix))
+    {
+        return match bcrypt_form(hash) {
+            None => Some(
+                "is not a whole bcrypt hash: its prefix, a two-digit cost, `$`, then 53 \
+                 characters of bcrypt's base64",
+            ),
+            Some(cost) if !(4..=MAX_BCRYPT_COST).contains(&cost) => {
+                Some("is a bcrypt hash of a cost outside 4 to 14")
+            }
+            Some(_) => None,
+        };
+    }
+    if !hash.starts_with("$argon2") {
+        return Some("is neither an argon2 PHC string nor a bcrypt hash");
+    }
+    match PasswordHash::new(hash) {
+        Ok(phc) => parts(&phc).err(),
+        Err(_) => Some(
+            "is not a PHC string: `$argon2id$v=19$m=…,t=…,p=…$`, then the salt, `$` and the \
+             hash in base64 without padding (`=`)",
+        ),
+    }
+}
+
+const BCRYPT_PREFIXES: [&str; 3] = ["$2a$", "$2b$", "$2y$"];
+
+/// The cost of a bcrypt hash within the bound (see [`bcrypt_form`]).
 fn bcrypt_cost(hash: &str) -> Option<u32> {
+    bcrypt_form(hash).filter(|cost| (4..=MAX_BCRYPT_COST).contains(cost))
+}
+
+/// The cost of a hash of bcrypt's form, whatever it is: `$2a$`, `$2b$` or `$2y$`, a
+/// two-digit cost, 22 characters of salt and 31 of hash in bcrypt's base64.
+fn bcrypt_form(hash: &str) -> Option<u32> {
     const ALPHABET: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let rest = ["$2a$", "$2b$", "$2y$"]
+    let rest = BCRYPT_PREFIXES
         .iter()
         .find_map(|prefix| hash.strip_prefix(prefix))?;
     let (cost, encoded) = rest.split_once('$')?;
@@ -194,9 +234,7 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
     {
         return None;
     }
-    cost.parse()
-        .ok()
-        .filter(|cost| (4..=MAX_BCRYPT_COST).contains(cost))
+    cost.parse().ok()
 }
 
 /// Whether `hash` was made otherwise than this server makes hashes now (another algorithm,
@@ -214,7 +252,7 @@ pub fn needs_rehash(hash: &str) -> bool {
         phc.salt.map(|salt| salt.len()),
         phc.hash.map(|out| out.len()),
     );
-    parts(&phc).is_none_or(|(algorithm, version, params)| {
+    parts(&phc).ok().is_none_or(|(algorithm, version, params)| {
         (algorithm, version) != (current.0, current.1)
             || (params.m_cost(), params.t_cost(), params.p_cost())
                 != (current.2.m_cost(), current.2.t_cost(), current.2.p_cost())
@@ -225,21 +263,29 @@ pub fn needs_rehash(hash: &str) -> bool {
 /// The salt length (bytes) of this server's hashes: the crate's recommended one.
 const OWN_SALT_LEN: usize = 16;
 
-/// A PHC string's algorithm, version and parameters, when argon2 and within the bounds above.
-fn parts(phc: &PasswordHash) -> Option<(Algorithm, Version, Params)> {
-    phc.salt.as_ref()?;
-    phc.hash.as_ref()?;
-    let algorithm = Algorithm::try_from(phc.algorithm.as_str()).ok()?;
+/// A PHC string's algorithm, version and parameters, when argon2 and within the bounds above;
+/// else what is wrong with it.
+fn parts(phc: &PasswordHash) -> Result<(Algorithm, Version, Params), &'static str> {
+    if phc.salt.is_none() || phc.hash.is_none() {
+        return Err("has no salt or no hash");
+    }
+    let algorithm = Algorithm::try_from(phc.algorithm.as_str())
+        .map_err(|_| "names no argon2 variant: argon2id, argon2i or argon2d")?;
     // Without `v=` a string is of version 1.0 (0x10), as the reference implementation and
     // the PHC format read it; the crate would assume 1.3, and an imported hash of 1.0 never
     // matched. (Verification tries 1.3 too.)
     let version = phc
         .version
         .map_or(Ok(Version::V0x10), Version::try_from)
-        .ok()?;
-    let params = Params::try_from(phc).ok()?;
-    (params.m_cost() <= MAX_MEMORY_KIB && params.t_cost() <= MAX_PASSES)
-        .then_some((algorithm, version, params))
+        .map_err(|_| "is of an argon2 version other than 16 (1.0) and 19 (1.3)")?;
+    let params = Params::try_from(phc).map_err(|_| {
+        "has parameters or lengths argon2 does not take: m, t and p, a salt of 8 to 48 bytes \
+         and a hash of 10 to 64"
+    })?;
+    if params.m_cost() > MAX_MEMORY_KIB || params.t_cost() > MAX_PASSES {
+        return Err("asks for more than 256 MiB or 16 passes");
+    }
+    Ok((algorithm, version, params))
 }
 
 /// argon2's verification (the parameters, salt and expected output from the PHC string, a
@@ -257,7 +303,7 @@ fn verify_in(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
         return false;
     };
-    let Some((algorithm, version, params)) = parts(&phc) else {
+    let Ok((algorithm, version, params)) = parts(&phc) else {
         // Only a stored hash that is not the server's own gets here: say why it never matches.
         tracing::warn!(
             "a stored password hash is not argon2 within the cost bounds; it never matches"
@@ -344,6 +390,44 @@ mod tests {
         assert!(!is_usable_hash(&hash("v=19$", 19_456, MAX_PASSES + 1)));
         assert!(!is_usable_hash(&hash("v=18$", 19_456, 2)));
         assert!(!is_usable_hash("$argon2id$v=19$m=19456,t=2,p=1"));
+    }
+
+    /// An operator importing thousands of hashes learns which fix each needs.
+    #[test]
+    fn unusable_hashes_say_why() {
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        let argon2 = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert_eq!(hash_problem(bcrypt), None);
+        assert_eq!(hash_problem(argon2), None);
+        let problems = [
+            (format!(" {bcrypt}"), "spaces"),
+            (format!("{argon2}\n"), "spaces"),
+            (
+                bcrypt[..bcrypt.len() - 1].to_owned(),
+                "not a whole bcrypt hash",
+            ),
+            (bcrypt.replacen("$12$", "$15$", 1), "cost outside 4 to 14"),
+            (bcrypt.replacen("$2b$", "$2x$", 1), "neither"),
+            ("pbkdf2_sha256$600000$salt$hash".to_owned(), "neither"),
+            (String::new(), "neither"),
+            (format!("{argon2}="), "without padding"),
+            (
+                argon2.replacen("argon2id", "argon2x", 1),
+                "no argon2 variant",
+            ),
+            (argon2.replacen("v=19", "v=20", 1), "version"),
+            (argon2.replacen("m=1024", "m=262145", 1), "256 MiB"),
+            (argon2.replacen("t=1,", "t=17,", 1), "16 passes"),
+            (argon2.replacen("m=1024", "m=7", 1), "parameters or lengths"),
+            (
+                "$argon2id$v=19$m=19456,t=2,p=1".to_owned(),
+                "no salt or no hash",
+            ),
+        ];
+        for (hash, words) in problems {
+            let problem = hash_problem(&hash).unwrap_or_default();
+            assert!(problem.contains(words), "{hash:?}: {problem:?}");
+        }
     }
 
     /// bcrypt as other stores write it, within its cost bound; its first 72 bytes are what it

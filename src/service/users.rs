@@ -1058,13 +1058,15 @@ impl Service {
                 input.last_name.as_deref(),
                 input.phone.as_deref(),
             );
-            if !crate::auth::password::is_usable_hash(&password_hash) {
+            if let Some(problem) = crate::auth::password::hash_problem(&password_hash) {
                 fields.add(
                     "passwordHash",
                     FieldCode::Format,
-                    "must be an argon2 PHC string of at most 256 MiB and 16 passes, with a salt of \
-                     8 to 48 bytes and a hash of 10 to 64 bytes, or a bcrypt hash ($2a$, $2b$ \
-                     or $2y$) of cost 4 to 14",
+                    format!(
+                        "{problem} (it must be an argon2 PHC string of at most 256 MiB and 16 \
+                         passes, with a salt of 8 to 48 bytes and a hash of 10 to 64 bytes, or a \
+                         bcrypt hash ($2a$, $2b$ or $2y$) of cost 4 to 14)"
+                    ),
                 );
             }
             if input.role == Role::Owner {

@@ -546,6 +546,9 @@ pub fn phone(text: Option<&str>) -> Checked<Option<String>> {
     let Some(text) = optional_text(text)? else {
         return Ok(None);
     };
+    // Full-width digits and signs (an East Asian keyboard's) and non-breaking or narrow
+    // spaces (a number copied from a web page) are kept in their plain forms.
+    let text: String = text.nfkc().collect();
     let lower = text.to_ascii_lowercase();
     let (number, extension) = lower.split_at(
         lower
@@ -996,6 +999,16 @@ mod tests {
             assert_eq!(phone(Some(ok)), Ok(Some(ok.to_owned())), "{ok}");
         }
         assert_eq!(phone(Some("  ")), Ok(None));
+        for (typed, kept) in [
+            (
+                "\u{ff0b}\u{ff11} \u{ff15}\u{ff15}\u{ff15}\u{ff0d}\u{ff10}\u{ff11}",
+                "+1 555-01",
+            ),
+            ("+1\u{a0}555\u{202f}0100", "+1 555 0100"),
+            ("555\u{3000}0100 \u{ff58}12", "555 0100 x12"),
+        ] {
+            assert_eq!(phone(Some(typed)), Ok(Some(kept.to_owned())), "{typed}");
+        }
         for bad in [
             "call me",
             "555-0100 x",
