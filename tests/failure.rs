@@ -2193,3 +2193,49 @@ async fn postgres_with_a_short_db_timeout() -> Option<TestApp> {
     })
     .await
 }
+
+/// Out of file descriptors, the server says so in one log line a minute, not one per retry of
+/// its accept (every 50 ms), and serves again once descriptors are free.
+#[tokio::test]
+async fn accept_errors_are_logged_once_a_minute() {
+    use std::os::unix::process::CommandExt;
+
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let mut command = support::rollcall_command(&db.url, &[]);
+    // SAFETY: the child calls only setrlimit, which is async-signal-safe, before it execs.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let server = ServerProcess::spawn_command(command).listening();
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(&address).ok())
+        .collect();
+    server.log_lines_until("accept error");
+    // Some forty retries.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines: Vec<String> = server
+        .log_lines_until("accept error")
+        .into_iter()
+        .filter(|line| line.contains("accept error"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("Too many open files"), "{lines:#?}");
+    drop(held);
+    support::eventually("serving again", async || {
+        server.status("/health").await == reqwest::StatusCode::OK
+    })
+    .await;
+    server.terminate();
+}

@@ -126,6 +126,33 @@ fn router(service: Service, settings: &Settings) -> Router {
         .with_state(state)
 }
 
+/// Accept errors, logged at most once a minute with how many came since the last line: out of
+/// file descriptors, the server tries again every 50 ms, and a line each would flood the log.
+#[derive(Default)]
+struct AcceptErrors {
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl AcceptErrors {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn record(&self, err: &std::io::Error) {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match last.as_mut() {
+            Some((at, unlogged)) if now.duration_since(*at) < Self::EVERY => *unlogged += 1,
+            _ => {
+                let unlogged = last.map_or(0, |(_, unlogged)| unlogged);
+                tracing::error!(%err, more_since_last_line = unlogged, "accept error");
+                *last = Some((now, 0));
+            }
+        }
+    }
+}
+
 /// Keeps a client's `X-Request-Id` only when the log can show it as sent: one value of 1 to
 /// [`REQUEST_ID_MAX`] printable ASCII characters, not all spaces. Any other is dropped, and a
 /// generated one takes its place in the log and the response alike, so the two still match.
@@ -192,7 +219,10 @@ pub fn serve(
         .acceptor(WriteTimeout(settings.header_timeout))
         .handle(handle.clone())
         // Out of file descriptors, say: the server backs off and goes on accepting.
-        .accept_error_handler(|peer, err| tracing::error!(?peer, %err, "accept error"));
+        .accept_error_handler({
+            let errors = AcceptErrors::default();
+            move |_, err| errors.record(err)
+        });
     server
         .http_builder()
         .http1()
