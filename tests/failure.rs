@@ -1014,7 +1014,9 @@ async fn postgres_a_take_back_the_database_refuses_is_tried_again() {
          CREATE TRIGGER no_sessions BEFORE INSERT ON sessions
              FOR EACH ROW EXECUTE FUNCTION refuse();
          CREATE TRIGGER no_take_backs BEFORE UPDATE ON credential_failures
-             FOR EACH ROW WHEN (NEW.failures < OLD.failures) EXECUTE FUNCTION refuse_take_back();",
+             FOR EACH ROW WHEN (NEW.failures < OLD.failures) EXECUTE FUNCTION refuse_take_back();
+         CREATE TRIGGER no_forgetting BEFORE DELETE ON credential_failures
+             FOR EACH ROW EXECUTE FUNCTION refuse_take_back();",
     )
     .await
     .expect("triggers");
@@ -1029,7 +1031,8 @@ async fn postgres_a_take_back_the_database_refuses_is_tried_again() {
     .await;
     assert_eq!(app.failures(&subject).await, 1);
     db.execute_unprepared(
-        "DROP TRIGGER no_take_backs ON credential_failures; DROP TRIGGER no_sessions ON sessions",
+        "DROP TRIGGER no_take_backs ON credential_failures;
+         DROP TRIGGER no_forgetting ON credential_failures; DROP TRIGGER no_sessions ON sessions",
     )
     .await
     .expect("drop triggers");
