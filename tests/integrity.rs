@@ -261,6 +261,50 @@ async fn postgres_search_index_has_no_pending_list() {
     assert_eq!(options.as_deref(), Some("fastupdate=off"));
 }
 
+/// A search is planned for its term each time: after five runs of a prepared statement on a
+/// connection, PostgreSQL may settle on one generic plan for every term, and for a common
+/// term that plan collects and sorts every match. Here the server's one connection is asked
+/// which plans its searches got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_searches_are_planned_for_their_terms() {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let Some(app) = TestApp::spawn_with(support::Backend::Postgres, |s| {
+        s.db_max_connections = Some(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let owner = app.register("owner").await;
+    let search = "query($s: String, $f: Int) { users(first: $f, filter: {search: $s}) { \
+                  totalCount nodes { id } } }";
+    for term in [
+        "own", "owner", "ner", "xyz", "exa", "example", "wne", "o", "ow", "qqq",
+    ] {
+        let page = app
+            .gql(Some(&owner.access), search, json!({"s": term, "f": 5}))
+            .await;
+        support::assert_ok(&page);
+    }
+    let db = app.server().service.db().conn();
+    let plans = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COALESCE(SUM(generic_plans), 0)::int8 AS generic, \
+             COALESCE(SUM(custom_plans), 0)::int8 AS custom \
+             FROM pg_prepared_statements WHERE statement LIKE '%LIKE%' \
+             AND statement NOT LIKE '%pg_prepared_statements%'",
+        ))
+        .await
+        .expect("read the plans")
+        .expect("a row");
+    let generic: i64 = plans.try_get("", "generic").expect("generic");
+    let custom: i64 = plans.try_get("", "custom").expect("custom");
+    assert_eq!(generic, 0, "{custom} custom plans");
+    assert!(custom >= 20, "{custom} custom plans");
+}
+
 /// A request dropped while its transaction's `BEGIN` is on the wire (a client that
 /// disconnects, the request timeout) leaves no pooled connection inside a transaction. If one
 /// did, later requests' statements would run in it and hold its locks, and after their first
