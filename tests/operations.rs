@@ -320,6 +320,37 @@ async fn failed_fields_are_null_up_to_a_nullable_parent() {
 
 /// Fields come back in the order asked for, whichever finishes first (async-graphql writes
 /// concurrently resolved fields as they finish).
+/// Errors point at the line an editor shows, whichever line ends the document uses: a
+/// carriage return alone ends a line too.
+#[tokio::test]
+async fn error_locations_count_every_kind_of_line_end() {
+    let Some(app) = spawn(|_| {}).await else {
+        return;
+    };
+    for end in ["\n", "\r\n", "\r"] {
+        let query = ["{", "  me {", "    nope", "  }", "}"].join(end);
+        let body = app.gql(None, &query, json!({})).await;
+        assert_eq!(
+            body["errors"][0]["locations"],
+            json!([{"line": 3, "column": 5}]),
+            "{end:?}: {body}"
+        );
+    }
+    // Fragments refused before validation are placed too: where one is defined, or spread.
+    for (query, line, column) in [
+        ("{ me { id } }\nfragment F on User { id }", 2, 1),
+        ("{ me { ...G } }", 1, 11),
+        ("{ me { ...F } }\n\nfragment F on User { ...F }", 3, 1),
+    ] {
+        let body = app.gql(None, query, json!({})).await;
+        assert_eq!(
+            body["errors"][0]["locations"],
+            json!([{"line": line, "column": column}]),
+            "{query}: {body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn fields_come_back_in_the_order_asked_for() {
     let Some(app) = spawn(|_| {}).await else {

@@ -145,10 +145,31 @@ pub fn prepare_query(limits: &Limits, request: &mut async_graphql::Request) -> S
             "The query nests brackets more than {MAX_NESTING} deep"
         )));
     }
-    if let Some(mended) = super::spec::strings::mend(query) {
+    if let Some(lines) = lone_carriage_returns(query) {
+        request.query = lines;
+    }
+    if let Some(mended) = super::spec::strings::mend(&request.query) {
         request.query = mended;
     }
     Ok(())
+}
+
+/// `query` with each carriage return not followed by a line feed made one, when it holds
+/// any. The specification ends a line at either, the parser at a line feed only, and would
+/// place every error of a document written with carriage returns alone on its first line.
+/// Nothing else changes: a block string's value reads either as a line feed, and no other
+/// token may hold one.
+fn lone_carriage_returns(query: &str) -> Option<String> {
+    let bytes = query.as_bytes();
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone) {
+        return None;
+    }
+    let lines: Vec<u8> = (0..bytes.len())
+        .map(|i| if lone(i) { b'\n' } else { bytes[i] })
+        .collect();
+    // Only an ASCII byte changed, so the text is still UTF-8.
+    String::from_utf8(lines).ok()
 }
 
 /// Far deeper than any document of this schema nests (the parser refuses selection sets past
@@ -285,7 +306,9 @@ fn check_document<'a>(
         })
         .collect();
     let _ = info.0.set(roots);
-    // Before anything walks the document by recursing.
+    // Before anything walks the document by recursing. Refused here, a fragment is placed
+    // where it is defined, as the engine's refusals are placed, for editors to point at.
+    let at = |name: &Name| document.fragments.get(name).map(|fragment| fragment.pos);
     match super::recursion::check(document) {
         Ok(()) => {}
         Err(Unwalkable::Depth) => {
@@ -294,17 +317,24 @@ fn check_document<'a>(
             )));
         }
         Err(Unwalkable::Cycle(name)) => {
-            return Err(refusal(format!(
-                "Cannot spread fragment \"{name}\" within itself"
-            )));
+            return Err(ServerError::new(
+                format!("Cannot spread fragment \"{name}\" within itself"),
+                at(name),
+            ));
         }
         Err(Unwalkable::Unused(name)) => {
-            return Err(refusal(format!("Fragment \"{name}\" is never used")));
+            return Err(ServerError::new(
+                format!("Fragment \"{name}\" is never used"),
+                at(name),
+            ));
         }
     }
     let counts = Counts::of(document, variables, weights);
-    if let Some(name) = &counts.unknown_fragment {
-        return Err(refusal(format!("Unknown fragment \"{name}\"")));
+    if let Some(spread) = &counts.unknown_fragment {
+        return Err(ServerError::new(
+            format!("Unknown fragment \"{}\"", spread.node),
+            Some(spread.pos),
+        ));
     }
     if counts.introspects && !limits.introspection {
         return Err(refusal("Introspection is turned off on this server".into()));
@@ -485,7 +515,7 @@ struct Counts {
     input: usize,
     /// A fragment spread that the document does not define. Such a spread counts no fields,
     /// yet async-graphql spreads everything above it, once per path, before refusing it.
-    unknown_fragment: Option<Name>,
+    unknown_fragment: Option<Positioned<Name>>,
     /// Whether a mutation runs a root field more often than it has response keys.
     /// async-graphql runs every occurrence (a fragment once per spread) where the
     /// specification merges them into one, so one document could repeat a write thousands of
@@ -603,7 +633,7 @@ impl Counts {
                     self.directives += spread.node.directives.len();
                     let name = &spread.node.fragment_name.node;
                     if self.unknown_fragment.is_none() && !fragments.contains_key(name) {
-                        self.unknown_fragment = Some(name.clone());
+                        self.unknown_fragment = Some(spread.node.fragment_name.clone());
                     }
                 }
                 Selection::InlineFragment(inline) => {
