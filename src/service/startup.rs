@@ -249,10 +249,18 @@ impl Service {
             .table_count()
             .await
             .map_err(|source| schema_error(settings, source))?;
-        let pending = db
-            .pending_migrations()
-            .await
-            .map_err(|source| schema_error(settings, source))?;
+        let pending = match db.pending_migrations().await {
+            Ok(pending) => pending,
+            // The table is visible (the role may write it) but not readable: no migration is
+            // needed, only the right to read which ones were applied.
+            Err(source)
+                if crate::db::lacks_privilege(&source)
+                    && db.migrations_unreadable().await.unwrap_or(false) =>
+            {
+                return Err(StartError::MigrationsUnreadable { url });
+            }
+            Err(source) => return Err(schema_error(settings, source)),
+        };
         let fresh = pending == crate::db::Db::known_migrations();
         // Tables but none of ours: most likely a mistyped DATABASE_URL pointing at another
         // application's database, which neither a server nor a command adds to unasked.
