@@ -328,6 +328,58 @@ async fn sqlite_create_and_promote() {
     create_and_promote(Backend::Sqlite).await;
 }
 
+/// A SQLite file this process may not write would be opened read-only without a word, and
+/// every login would fail: start-up refuses it, naming the file. Root writes files whatever
+/// their mode, so as root the file is made immutable instead.
+#[tokio::test]
+async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Gives the file back its writability however the test ends, so it can be removed.
+    struct Protected(std::path::PathBuf, bool);
+    impl Drop for Protected {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(&self.0)
+                    .status();
+            } else {
+                let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    let file = db.sqlite_file();
+    // SAFETY: no arguments, no side effects.
+    let root = unsafe { libc::geteuid() } == 0;
+    let _protected = Protected(file.clone(), root);
+    if root {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&file)
+            .status()
+            .expect("run chattr");
+        assert!(status.success(), "chattr +i {}", file.display());
+    } else {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    }
+    for command in [&["serve"][..], &["user", "reset-totp", "nobody"]] {
+        let refused = run_or_kill(
+            rollcall_command(&db.url, &[("ROLLCALL_LISTEN", "127.0.0.1:0")]).args(command),
+            "rollcall on a file it may not write",
+        );
+        assert!(!refused.status.success(), "{command:?}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        let expected = format!("this process may not write {}", file.display());
+        assert!(said.contains(&expected), "{command:?}: {said}");
+    }
+}
+
 #[tokio::test]
 async fn postgres_create_and_promote() {
     create_and_promote(Backend::Postgres).await;

@@ -756,6 +756,37 @@ pub fn sqlite_file_missing(url: &str) -> bool {
         .is_some_and(|path| std::fs::metadata(path).map_or(true, |file| file.len() == 0))
 }
 
+/// The first of a SQLite database's files (the database, its `-wal` and `-shm` files, or the
+/// directory that would hold those not there yet) this process may not write. SQLite opens a
+/// database it may not write read-only without a word, and every login would then fail, for
+/// as long as the server ran, as its open files stay read-only when the permissions change.
+#[cfg(unix)]
+pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let file = sqlite_filename(url)?;
+    let directory = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let writable = |path: &std::path::Path| {
+        std::ffi::CString::new(path.as_os_str().as_bytes())
+            // SAFETY: a valid NUL-terminated path; `access` only reads it.
+            .is_ok_and(|path| unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0)
+    };
+    let mut needed = vec![file.clone()];
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = file.clone().into_os_string();
+        companion.push(suffix);
+        let companion = std::path::PathBuf::from(companion);
+        needed.push(if companion.exists() {
+            companion
+        } else {
+            directory.clone()
+        });
+    }
+    needed.into_iter().find(|path| !writable(path))
+}
+
 /// The line of PostgreSQL's own source that raised the error behind `err`, which sqlx writes
 /// at the end of its message ("… does not exist at line 948").
 pub fn postgres_source_line(err: &DbErr) -> Option<usize> {

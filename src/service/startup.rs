@@ -48,6 +48,12 @@ pub enum StartError {
     )]
     MigrationsUnreadable { url: String },
     #[error(
+        "this process may not write {path}: SQLite would open the database read-only, and \
+         every login, registration and change would fail; give the user it runs as write \
+         access to the database file, its -wal and -shm files and their directory"
+    )]
+    ReadOnlyFile { path: String },
+    #[error(
         "the database {url} holds migrations this release does not know, applied by a newer \
          release or another build: run the release that applied them, or restore the backup \
          taken before it ran (or, if it is another application's database, check DATABASE_URL)"
@@ -97,7 +103,7 @@ pub async fn connect(
         return Err(StartError::BadDatabaseUrl(problem));
     }
     let started = Instant::now();
-    Db::connect(url, max_connections, timeout)
+    let db = Db::connect(url, max_connections, timeout)
         .await
         .map_err(|source| {
             let waited_out = started.elapsed() >= timeout;
@@ -126,7 +132,14 @@ pub async fn connect(
                 },
                 source,
             }
-        })
+        })?;
+    #[cfg(unix)]
+    if let Some(path) = crate::db::sqlite_unwritable(url) {
+        return Err(StartError::ReadOnlyFile {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(db)
 }
 
 /// Whether a URL that does not parse may hold a user name and password with a character that
