@@ -543,12 +543,12 @@ pub fn optional_text(text: Option<&str>) -> Checked<Option<String>> {
 /// A phone number as people write one: 3–20 digits with spaces and `+ - ( ) . /` between
 /// them, and an optional extension (`x12`, `ext. 12`). Returned trimmed; blank means "not set".
 pub fn phone(text: Option<&str>) -> Checked<Option<String>> {
-    let Some(text) = optional_text(text)? else {
+    // Full-width digits and signs (an East Asian keyboard's) and non-breaking or narrow
+    // spaces (a number copied from a web page) are kept in their plain forms; bounded as kept.
+    let plain: Option<String> = text.map(|text| text.nfkc().collect());
+    let Some(text) = optional_text(plain.as_deref())? else {
         return Ok(None);
     };
-    // Full-width digits and signs (an East Asian keyboard's) and non-breaking or narrow
-    // spaces (a number copied from a web page) are kept in their plain forms.
-    let text: String = text.nfkc().collect();
     let lower = text.to_ascii_lowercase();
     let (number, extension) = lower.split_at(
         lower
@@ -1006,9 +1006,18 @@ mod tests {
             ),
             ("+1\u{a0}555\u{202f}0100", "+1 555 0100"),
             ("555\u{3000}0100 \u{ff58}12", "555 0100 x12"),
+            ("\u{2487} 1", "(20) 1"),
         ] {
             assert_eq!(phone(Some(typed)), Ok(Some(kept.to_owned())), "{typed}");
         }
+        // Bounded as kept: each `⒇` is four characters once plain.
+        let long = format!("1{}{}1", "\u{2487}".repeat(9), " ".repeat(70));
+        let refused = phone(Some(&long)).expect_err("108 characters once plain");
+        assert!(
+            refused.message.contains("100 characters"),
+            "{}",
+            refused.message
+        );
         for bad in [
             "call me",
             "555-0100 x",
