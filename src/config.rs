@@ -142,13 +142,13 @@ pub struct Settings {
     #[arg(long, env = "ROLLCALL_ACCESS_TTL", default_value = "15m", value_parser = parse_duration, global = true)]
     pub access_ttl: Duration,
     /// Refresh token lifetime, e.g. `30d`.
-    #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = at_least_a_second, global = true)]
+    #[arg(long, env = "ROLLCALL_REFRESH_TTL", default_value = "30d", value_parser = at_least_two_seconds, global = true)]
     pub refresh_ttl: Duration,
     /// Longest a session (one login) lasts, however often its refresh token rotates.
-    #[arg(long, env = "ROLLCALL_SESSION_MAX_AGE", default_value = "90d", value_parser = at_least_a_second, global = true)]
+    #[arg(long, env = "ROLLCALL_SESSION_MAX_AGE", default_value = "90d", value_parser = at_least_two_seconds, global = true)]
     pub session_max_age: Duration,
     /// A session not refreshed for this long ends.
-    #[arg(long, env = "ROLLCALL_SESSION_IDLE", default_value = "30d", value_parser = at_least_a_second, global = true)]
+    #[arg(long, env = "ROLLCALL_SESSION_IDLE", default_value = "30d", value_parser = at_least_two_seconds, global = true)]
     pub session_idle: Duration,
     /// A rotated refresh token presented again this soon is answered with a new pair for the
     /// same session, not treated as theft: a client's tabs that refresh at once race themselves.
@@ -582,13 +582,25 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// At least a second: clients are told to wait whole seconds, a lock shorter than the store's
-/// millisecond would hold nothing, and an access token ends on a whole second, so a session
-/// ending within a second of its refresh would be refreshed into a token already dead.
+/// At least a second: clients are told to wait whole seconds, and a lock shorter than the
+/// store's millisecond would hold nothing.
 fn at_least_a_second(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(1) {
         return Err(format!("`{text}` is shorter than a second"));
+    }
+    Ok(duration)
+}
+
+/// At least two seconds, for the session's limits: an access token ends on a whole second,
+/// before the session does, and a login or refresh may cross into the next second between
+/// writing the session and signing its token; a session of a second would then have no whole
+/// second left to give it, and the login or refresh that was written would be answered that
+/// the session has ended.
+fn at_least_two_seconds(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(2) {
+        return Err(format!("`{text}` is shorter than two seconds"));
     }
     Ok(duration)
 }
