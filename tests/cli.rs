@@ -328,15 +328,13 @@ async fn sqlite_create_and_promote() {
     create_and_promote(Backend::Sqlite).await;
 }
 
-/// A SQLite file this process may not write would be opened read-only without a word, and
-/// every login would fail: start-up refuses it, naming the file. Root writes files whatever
-/// their mode, so as root the file is made immutable instead.
-#[tokio::test]
-async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
+/// Makes `path` unwritable to this process until the guard is dropped, however the test ends,
+/// so that it can be removed: root writes files whatever their mode, so as root it is made
+/// immutable instead.
+fn unwritable(path: &std::path::Path) -> impl Drop {
     use std::os::unix::fs::PermissionsExt;
 
-    /// Gives the file back its writability however the test ends, so it can be removed.
-    struct Protected(std::path::PathBuf, bool);
+    struct Protected(std::path::PathBuf, bool, std::fs::Permissions);
     impl Drop for Protected {
         fn drop(&mut self) {
             if self.1 {
@@ -345,29 +343,38 @@ async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
                     .arg(&self.0)
                     .status();
             } else {
-                let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600));
+                let _ = std::fs::set_permissions(&self.0, self.2.clone());
             }
         }
     }
 
+    // SAFETY: no arguments, no side effects.
+    let root = unsafe { libc::geteuid() } == 0;
+    let before = std::fs::metadata(path).expect("metadata").permissions();
+    let guard = Protected(path.to_owned(), root, before);
+    if root {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("run chattr");
+        assert!(status.success(), "chattr +i {}", path.display());
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    }
+    guard
+}
+
+/// A SQLite file this process may not write would be opened read-only without a word, and
+/// every login would fail: start-up refuses it, naming the file.
+#[tokio::test]
+async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
         return;
     };
     assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
     let file = db.sqlite_file();
-    // SAFETY: no arguments, no side effects.
-    let root = unsafe { libc::geteuid() } == 0;
-    let _protected = Protected(file.clone(), root);
-    if root {
-        let status = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(&file)
-            .status()
-            .expect("run chattr");
-        assert!(status.success(), "chattr +i {}", file.display());
-    } else {
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).expect("chmod");
-    }
+    let _protected = unwritable(&file);
     for command in [&["serve"][..], &["user", "reset-totp", "nobody"]] {
         let refused = run_or_kill(
             rollcall_command(&db.url, &[("ROLLCALL_LISTEN", "127.0.0.1:0")]).args(command),
@@ -378,6 +385,26 @@ async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
         let expected = format!("this process may not write {}", file.display());
         assert!(said.contains(&expected), "{command:?}: {said}");
     }
+}
+
+/// Through a symbolic link, SQLite writes the file the link leads to and keeps its `-wal`
+/// and `-shm` files beside that one: the link's own directory need not be writable.
+#[tokio::test]
+async fn a_sqlite_file_reached_through_a_link_is_judged_where_it_is() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
+    let links = db.sqlite_file().with_file_name("links");
+    std::fs::create_dir(&links).expect("a directory for the link");
+    let link = links.join("linked.db");
+    std::os::unix::fs::symlink(db.sqlite_file(), &link).expect("symlink");
+    let _protected = unwritable(&links);
+    let url = format!("sqlite://{}", link.display());
+    let server = ServerProcess::start(&url, &[]);
+    server.register("alice").await;
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]

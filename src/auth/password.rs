@@ -176,6 +176,7 @@ pub fn is_usable_hash(hash: &str) -> bool {
 /// Why `hash` is not one [`is_usable_hash`] takes, so an operator importing thousands of
 /// them learns which fix they need; `None` when it is one.
 pub fn hash_problem(hash: &str) -> Option<&'static str> {
+    use argon2::password_hash::phc::Error;
     if hash.trim() != hash {
         return Some("has spaces or line breaks around it");
     }
@@ -184,14 +185,11 @@ pub fn hash_problem(hash: &str) -> Option<&'static str> {
         .any(|prefix| hash.starts_with(prefix))
     {
         return match bcrypt_form(hash) {
-            None => Some(
-                "is not a whole bcrypt hash: its prefix, a two-digit cost, `$`, then 53 \
-                 characters of bcrypt's base64",
-            ),
-            Some(cost) if !(4..=MAX_BCRYPT_COST).contains(&cost) => {
+            Err(problem) => Some(problem),
+            Ok(cost) if !(4..=MAX_BCRYPT_COST).contains(&cost) => {
                 Some("is a bcrypt hash of a cost outside 4 to 14")
             }
-            Some(_) => None,
+            Ok(_) => None,
         };
     }
     if !hash.starts_with("$argon2") {
@@ -199,9 +197,18 @@ pub fn hash_problem(hash: &str) -> Option<&'static str> {
     }
     match PasswordHash::new(hash) {
         Ok(phc) => parts(&phc).err(),
+        Err(Error::SaltTooShort | Error::SaltTooLong) => {
+            Some("has a salt of a length argon2 does not take: 8 to 48 bytes")
+        }
+        Err(Error::OutputSize { .. }) => {
+            Some("has a hash of a length argon2 does not take: 10 to 64 bytes")
+        }
+        Err(Error::Base64(_)) => {
+            Some("has a salt or hash that is not base64 without padding (`=`)")
+        }
         Err(_) => Some(
             "is not a PHC string: `$argon2id$v=19$m=…,t=…,p=…$`, then the salt, `$` and the \
-             hash in base64 without padding (`=`)",
+             hash, in base64 without padding",
         ),
     }
 }
@@ -210,31 +217,40 @@ const BCRYPT_PREFIXES: [&str; 3] = ["$2a$", "$2b$", "$2y$"];
 
 /// The cost of a bcrypt hash within the bound (see [`bcrypt_form`]).
 fn bcrypt_cost(hash: &str) -> Option<u32> {
-    bcrypt_form(hash).filter(|cost| (4..=MAX_BCRYPT_COST).contains(cost))
+    bcrypt_form(hash)
+        .ok()
+        .filter(|cost| (4..=MAX_BCRYPT_COST).contains(cost))
 }
 
 /// The cost of a hash of bcrypt's form, whatever it is: `$2a$`, `$2b$` or `$2y$`, a
-/// two-digit cost, 22 characters of salt and 31 of hash in bcrypt's base64.
-fn bcrypt_form(hash: &str) -> Option<u32> {
+/// two-digit cost, 22 characters of salt and 31 of hash in bcrypt's base64; else what is
+/// wrong with it.
+fn bcrypt_form(hash: &str) -> Result<u32, &'static str> {
     const ALPHABET: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const NOT_WHOLE: &str = "is not a whole bcrypt hash: its prefix, a two-digit cost, `$`, then \
+                             53 characters of bcrypt's base64";
     let rest = BCRYPT_PREFIXES
         .iter()
-        .find_map(|prefix| hash.strip_prefix(prefix))?;
-    let (cost, encoded) = rest.split_once('$')?;
+        .find_map(|prefix| hash.strip_prefix(prefix))
+        .ok_or(NOT_WHOLE)?;
+    let (cost, encoded) = rest.split_once('$').ok_or(NOT_WHOLE)?;
     let digits: Vec<usize> = encoded
         .bytes()
         .map(|c| ALPHABET.iter().position(|&a| a == c))
-        .collect::<Option<_>>()?;
+        .collect::<Option<_>>()
+        .ok_or(NOT_WHOLE)?;
+    if cost.len() != 2 || digits.len() != 53 {
+        return Err(NOT_WHOLE);
+    }
     // 16 bytes of salt, then 23 of hash: the last character of each carries 2 and 4 bits,
     // the rest of it zero, or the hash never verifies.
-    if cost.len() != 2
-        || digits.len() != 53
-        || !digits[21].is_multiple_of(16)
-        || !digits[52].is_multiple_of(4)
-    {
-        return None;
+    if !digits[21].is_multiple_of(16) || !digits[52].is_multiple_of(4) {
+        return Err(
+            "has bits set that bcrypt leaves empty in the last character of its salt or hash: \
+             it was changed",
+        );
     }
-    cost.parse().ok()
+    cost.parse().map_err(|_| NOT_WHOLE)
 }
 
 /// Whether `hash` was made otherwise than this server makes hashes now (another algorithm,
@@ -411,6 +427,19 @@ mod tests {
             ("pbkdf2_sha256$600000$salt$hash".to_owned(), "neither"),
             (String::new(), "neither"),
             (format!("{argon2}="), "without padding"),
+            (
+                argon2.replacen("c2FsdHNhbHRzYWx0c2FsdA", "c2FsdHNhbA", 1),
+                "salt of a length",
+            ),
+            (
+                argon2.replacen(
+                    "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+                    "aGFzaGhhc2g",
+                    1,
+                ),
+                "hash of a length",
+            ),
+            (bcrypt.replacen("OPST9", "ZPST9", 1), "bits set"),
             (
                 argon2.replacen("argon2id", "argon2x", 1),
                 "no argon2 variant",

@@ -763,15 +763,21 @@ pub fn sqlite_file_missing(url: &str) -> bool {
 #[cfg(unix)]
 pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
+    // Through a link, SQLite opens the file it leads to, and keeps the others beside that.
     let file = sqlite_filename(url)?;
+    let file = std::fs::canonicalize(&file).unwrap_or(file);
     let directory = match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
     let writable = |path: &std::path::Path| {
         std::ffi::CString::new(path.as_os_str().as_bytes())
-            // SAFETY: a valid NUL-terminated path; `access` only reads it.
-            .is_ok_and(|path| unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0)
+            // As the process opens files: its effective ids and capabilities, which `access`
+            // would not use.
+            // SAFETY: a valid NUL-terminated path, which `faccessat` only reads.
+            .is_ok_and(|path| unsafe {
+                libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0
+            })
     };
     let mut needed = vec![file.clone()];
     for suffix in ["-wal", "-shm"] {

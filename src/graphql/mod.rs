@@ -52,10 +52,12 @@ impl UserAgent {
             .map(str::trim)
             .filter(|text| !text.is_empty())
             .map(|text| {
-                text.chars()
+                let text: String = text
+                    .chars()
                     .take(USER_AGENT_MAX)
                     .map(|c| if c == '\t' { ' ' } else { c })
-                    .collect()
+                    .collect();
+                text.trim_end().to_owned()
             });
         Self(text)
     }
@@ -216,5 +218,7 @@ mod tests {
             agent(&[b'a'; 300]).map(|text| text.len()),
             Some(USER_AGENT_MAX)
         );
+        let cut_at_a_tab = [&[b'a'; 199][..], b"\tb"].concat();
+        assert_eq!(agent(&cut_at_a_tab).map(|text| text.len()), Some(199));
     }
 }
