@@ -174,6 +174,19 @@ pub async fn release(
     Ok(())
 }
 
+/// How long `subject` is still locked, if it is: asked before work that only an attempt that
+/// may run needs, without counting one.
+pub async fn locked_for(
+    db: &impl ConnectionTrait,
+    subject: &str,
+) -> Result<Option<Duration>, DbErr> {
+    let now = now_ms();
+    let row = Entity::find_by_id(subject.to_owned()).one(db).await?;
+    Ok(row
+        .filter(|row| row.locked_until > now)
+        .map(|row| Duration::from_millis((row.locked_until - now) as u64)))
+}
+
 /// A successful check: the subject starts afresh.
 pub async fn clear(db: &impl ConnectionTrait, subject: &str) -> Result<(), DbErr> {
     Entity::delete_by_id(subject.to_owned()).exec(db).await?;

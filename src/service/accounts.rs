@@ -339,6 +339,18 @@ impl Service {
         }
     }
 
+    /// RATE_LIMITED while `subject` is throttled, counting nothing: for work done before the
+    /// attempt itself, such as judging a new password beside the current one, which takes a
+    /// hashing thread that a throttled session must not keep busy.
+    pub(super) async fn refuse_if_throttled(&self, subject: &Subject) -> AppResult<()> {
+        match throttle::locked_for(self.db().writer(), &subject.key()).await? {
+            Some(wait) => {
+                Err(self.throttled("session", "Too many failed attempts; try again later", wait))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Takes back an attempt settled as a failure that turned out to be none; `reserved` is
     /// what [`Attempt::checked`] returned.
     pub(super) async fn take_back_attempt(

@@ -350,6 +350,15 @@ impl Service {
         // passwords in a loop would otherwise keep the threads from logins.
         if changes.password.is_some() {
             self.limit_ip(caller.ip)?;
+            // One's own new password comes with the current one, whose check a throttled
+            // session is refused: refused before the judging too.
+            if caller.user.id == target.id {
+                let subject = super::Subject::Session {
+                    session: caller.session()?,
+                    factor: super::Factor::Password,
+                };
+                self.refuse_if_throttled(&subject).await?;
+            }
         }
         let mut fields = Fields::new();
         let username = changes
