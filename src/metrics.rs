@@ -114,7 +114,8 @@ impl Metrics {
         );
         registry.register(
             "errors",
-            "GraphQL errors by extensions.code",
+            "Requests answered with each error code (a GraphQL error's extensions.code, or an \
+             HTTP refusal's), counted once per code a request carries",
             self.errors.clone(),
         );
         registry.register(

@@ -56,8 +56,10 @@ pub async fn request_log(
     let client_ip = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
-    // An orchestrator probes every few seconds: a probe that passes is no news.
-    if matches!(path.as_str(), "/health" | "/ready") && response.status().is_success() {
+    // An orchestrator probes, and a collector scrapes, every few seconds: one that passes is
+    // no news.
+    if matches!(path.as_str(), "/health" | "/ready" | "/metrics") && response.status().is_success()
+    {
         tracing::debug!(target: "rollcall::request", path = path.as_str(), status, "probe");
         return response;
     }
