@@ -46,8 +46,10 @@ pub struct Metrics {
     pub logins: Family<ResultLabel, Counter>,
     pub throttled: Family<KindLabel, Counter>,
     pub hash_queue: Gauge,
+    pub hash_queue_capacity: Gauge,
     pub hash_wait: Histogram,
     pub db_connections: Family<StateLabel, Gauge>,
+    pub db_connections_max: Gauge,
     /// The database's own count, shared with it (see `Db::statement_counter`).
     pub db_statements: Counter,
 }
@@ -93,8 +95,10 @@ impl Metrics {
             logins: Family::default(),
             throttled: Family::default(),
             hash_queue: Gauge::default(),
+            hash_queue_capacity: Gauge::default(),
             hash_wait: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             db_connections: Family::default(),
+            db_connections_max: Gauge::default(),
             db_statements: Counter::default(),
         }
     }
@@ -134,6 +138,11 @@ impl Metrics {
             self.hash_queue.clone(),
         );
         registry.register(
+            "password_hash_queue_capacity",
+            "The most password hashes that may wait; past it, attempts are refused as busy",
+            self.hash_queue_capacity.clone(),
+        );
+        registry.register(
             "password_hash_wait_seconds",
             "Time a password hash waited for a hashing thread",
             self.hash_wait.clone(),
@@ -142,6 +151,11 @@ impl Metrics {
             "db_connections",
             "Database connections by state (in_use, idle)",
             self.db_connections.clone(),
+        );
+        registry.register(
+            "db_connections_max",
+            "The most database connections the pools may open (in_use plus idle at most)",
+            self.db_connections_max.clone(),
         );
         registry.register(
             "db_statements",

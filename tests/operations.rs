@@ -814,7 +814,14 @@ async fn get_runs_queries_and_refuses_mutations() {
 
 #[tokio::test]
 async fn metrics_count_logins_and_requests() {
-    let Some(app) = spawn(|_| {}).await else {
+    const HASH_THREADS: usize = 2;
+    const READ_CONNECTIONS: u32 = 3;
+    let Some(app) = spawn(|s| {
+        s.hash_concurrency = Some(HASH_THREADS);
+        s.db_max_connections = Some(READ_CONNECTIONS);
+    })
+    .await
+    else {
         return;
     };
     let before = app.metrics().await;
@@ -911,6 +918,18 @@ async fn metrics_count_logins_and_requests() {
         "{after}"
     );
     assert!(after.contains("rollcall_password_hash_queue"), "{after}");
+    // Capacities beside the gauges, for alerts: 32 places per hashing thread, and the SQLite
+    // reading pool's connections and the writer's one.
+    assert_eq!(
+        metric(&after, "rollcall_password_hash_queue_capacity"),
+        32.0 * HASH_THREADS as f64,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "rollcall_db_connections_max"),
+        f64::from(READ_CONNECTIONS + 1),
+        "{after}"
+    );
     assert!(
         after.contains("rollcall_db_connections{state=\"in_use\"}"),
         "{after}"

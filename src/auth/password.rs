@@ -92,6 +92,11 @@ impl Passwords {
         self.jobs.len()
     }
 
+    /// The most jobs that may wait: past it, a new one is refused as busy.
+    pub fn queue_capacity(&self) -> usize {
+        self.jobs.capacity().unwrap_or(usize::MAX)
+    }
+
     /// Default: one hashing thread per core, the most that can make progress at once.
     pub fn default_concurrency() -> usize {
         // As many as the setting allows at most.

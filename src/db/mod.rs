@@ -336,6 +336,25 @@ impl Db {
     }
 
     /// Connections (in use, idle) over the pools, for metrics.
+    /// The most connections the pools may open together.
+    pub fn connection_max(&self) -> u32 {
+        let max = |conn: &DatabaseConnection| match conn.get_database_backend() {
+            DatabaseBackend::Postgres => conn
+                .get_postgres_connection_pool()
+                .options()
+                .get_max_connections(),
+            DatabaseBackend::Sqlite => conn
+                .get_sqlite_connection_pool()
+                .options()
+                .get_max_connections(),
+            _ => 0,
+        };
+        match self.backend() {
+            DatabaseBackend::Sqlite => max(&self.conn) + max(&self.writer),
+            _ => max(&self.conn),
+        }
+    }
+
     pub fn connection_counts(&self) -> (u32, u32) {
         let pools = if self.backend() == DatabaseBackend::Sqlite {
             vec![&self.conn, &self.writer]

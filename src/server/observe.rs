@@ -119,6 +119,12 @@ pub async fn metrics(
     let service = &state.service;
     let metrics = service.metrics();
     metrics.hash_queue.set(service.hash_queue_len() as i64);
+    // Capacities, so an alert compares against them rather than a copy of the settings.
+    let capacity = i64::try_from(service.hash_queue_capacity()).unwrap_or(i64::MAX);
+    metrics.hash_queue_capacity.set(capacity);
+    metrics
+        .db_connections_max
+        .set(i64::from(service.db().connection_max()));
     let (in_use, idle) = service.db().connection_counts();
     for (state, count) in [("in_use", in_use), ("idle", idle)] {
         metrics

@@ -209,6 +209,10 @@ impl Service {
         self.0.passwords.queue_len()
     }
 
+    pub fn hash_queue_capacity(&self) -> usize {
+        self.0.passwords.queue_capacity()
+    }
+
     /// RATE_LIMITED from throttle `kind`, counted.
     fn throttled(&self, kind: &'static str, message: &'static str, wait: Duration) -> AppError {
         self.0.metrics.throttled(kind);
