@@ -335,36 +335,34 @@ impl Db {
             .await
     }
 
-    /// Connections (in use, idle) over the pools, for metrics.
-    /// The most connections the pools may open together.
-    pub fn connection_max(&self) -> u32 {
-        let max = |conn: &DatabaseConnection| match conn.get_database_backend() {
-            DatabaseBackend::Postgres => conn
-                .get_postgres_connection_pool()
-                .options()
-                .get_max_connections(),
-            DatabaseBackend::Sqlite => conn
-                .get_sqlite_connection_pool()
-                .options()
-                .get_max_connections(),
-            _ => 0,
-        };
-        match self.backend() {
-            DatabaseBackend::Sqlite => max(&self.conn) + max(&self.writer),
-            _ => max(&self.conn),
-        }
-    }
-
-    pub fn connection_counts(&self) -> (u32, u32) {
-        let pools = if self.backend() == DatabaseBackend::Sqlite {
+    /// The pools: on SQLite the readers' and the writer's, on PostgreSQL the one.
+    fn pools(&self) -> Vec<&DatabaseConnection> {
+        if self.backend() == DatabaseBackend::Sqlite {
             vec![&self.conn, &self.writer]
         } else {
             vec![&self.conn]
-        };
-        pools.into_iter().fold((0, 0), |(in_use, idle), conn| {
-            let (size, free) = pool_size(conn);
-            (in_use + size.saturating_sub(free), idle + free)
-        })
+        }
+    }
+
+    /// Connections (in use, idle) over the pools, for metrics.
+    pub fn connection_counts(&self) -> (u32, u32) {
+        self.pools()
+            .into_iter()
+            .fold((0, 0), |(in_use, idle), conn| {
+                let pool = pool_size(conn);
+                (
+                    in_use + pool.size.saturating_sub(pool.idle),
+                    idle + pool.idle,
+                )
+            })
+    }
+
+    /// The most connections the pools may open together, for metrics.
+    pub fn connection_max(&self) -> u32 {
+        self.pools()
+            .into_iter()
+            .map(|conn| pool_size(conn).max)
+            .sum()
     }
 }
 
@@ -601,19 +599,37 @@ fn default_pool_size(url: &str) -> u32 {
     }
 }
 
-/// (connections, idle connections) of one pool.
-fn pool_size(conn: &DatabaseConnection) -> (u32, u32) {
+/// One pool's connections: open, idle among them, and the most it may open.
+struct PoolSize {
+    size: u32,
+    idle: u32,
+    max: u32,
+}
+
+fn pool_size(conn: &DatabaseConnection) -> PoolSize {
     let idle = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     match conn.get_database_backend() {
         DatabaseBackend::Postgres => {
             let pool = conn.get_postgres_connection_pool();
-            (pool.size(), idle(pool.num_idle()))
+            PoolSize {
+                size: pool.size(),
+                idle: idle(pool.num_idle()),
+                max: pool.options().get_max_connections(),
+            }
         }
         DatabaseBackend::Sqlite => {
             let pool = conn.get_sqlite_connection_pool();
-            (pool.size(), idle(pool.num_idle()))
+            PoolSize {
+                size: pool.size(),
+                idle: idle(pool.num_idle()),
+                max: pool.options().get_max_connections(),
+            }
         }
-        _ => (0, 0),
+        _ => PoolSize {
+            size: 0,
+            idle: 0,
+            max: 0,
+        },
     }
 }
 
