@@ -329,14 +329,17 @@ impl Service {
                 key: Some(key),
                 reserved,
             }),
-            Err(wait) => {
-                let kind = match subject {
-                    Subject::Session { .. } => "session",
-                    Subject::User(_) | Subject::Login(_) => "account",
-                };
-                Err(self.throttled(kind, "Too many failed attempts; try again later", wait))
-            }
+            Err(wait) => Err(self.locked_out(subject, wait)),
         }
+    }
+
+    /// The answer while `subject` is locked for `wait`, counted under its throttle's kind.
+    fn locked_out(&self, subject: &Subject, wait: Duration) -> AppError {
+        let kind = match subject {
+            Subject::Session { .. } => "session",
+            Subject::User(_) | Subject::Login(_) => "account",
+        };
+        self.throttled(kind, "Too many failed attempts; try again later", wait)
     }
 
     /// RATE_LIMITED while `subject` is throttled, counting nothing: for work done before the
@@ -344,9 +347,7 @@ impl Service {
     /// hashing thread that a throttled session must not keep busy.
     pub(super) async fn refuse_if_throttled(&self, subject: &Subject) -> AppResult<()> {
         match throttle::locked_for(self.db().writer(), &subject.key()).await? {
-            Some(wait) => {
-                Err(self.throttled("session", "Too many failed attempts; try again later", wait))
-            }
+            Some(wait) => Err(self.locked_out(subject, wait)),
             None => Ok(()),
         }
     }
