@@ -4,6 +4,7 @@
 use crate::error::{AppError, AppResult, FieldCode, FieldError, FieldErrors};
 use std::borrow::Cow;
 use unicode_normalization::UnicodeNormalization;
+use unicode_security::MixedScript;
 
 const TEXT_MAX: usize = 100;
 
@@ -260,7 +261,8 @@ pub fn search(text: &str) -> Checked<()> {
 }
 
 /// Characters that show as nothing (Unicode's default-ignorable code points: zero-width
-/// spaces and joiners, bidirectional controls, variation selectors, the byte-order mark):
+/// spaces and joiners, bidirectional controls, variation selectors, the byte-order mark),
+/// and the visible ones fonts draw as nothing (Hangul fillers, the musical null notehead):
 /// two addresses differing only by them would look identical.
 fn invisible(c: char) -> bool {
     matches!(c,
@@ -268,7 +270,7 @@ fn invisible(c: char) -> bool {
         | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
         | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
-        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+        | '\u{1D159}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// Controls that reorder how text around them is shown (a name could make the text after it
@@ -338,6 +340,18 @@ pub fn email(text: &str) -> Checked<String> {
         .is_some_and(|last| last.chars().all(|c| c.is_numeric() || is_mark(c)));
     if !local_ok || !domain_ok || numeric_end || domain.split('.').any(is_ascii_form) {
         return invalid();
+    }
+    // Each part in one script (UTS #39's test, which lets Japanese and Korean mix their own):
+    // `аlice` with a Cyrillic `а` would be another account that reads as `alice`.
+    if !local
+        .split('.')
+        .chain(domain.split('.'))
+        .all(MixedScript::is_single_script)
+    {
+        return refused(
+            FieldCode::Format,
+            "must not mix scripts (such as Latin and Cyrillic) within a part of the address",
+        );
     }
     // As SMTP and DNS allow: DNS carries a label in its ASCII form (`xn--…`), which is longer
     // than the letters for a few, shorter for many.
@@ -793,6 +807,12 @@ mod tests {
             "a\u{378}b@example.com",
             "\u{E000}@example.com",
             "\u{2800}@example.com",
+            "owner\u{1D159}@example.com",
+            // Look-alikes of `alice@example.com` with a Cyrillic letter in one part.
+            "\u{430}lice@example.com",
+            "alice@ex\u{430}mple.com",
+            "alice@example.c\u{43E}m",
+            "alice@xn--exmple-4nf.com",
             // Not one label: U+2024 ONE DOT LEADER is a dot once normalised.
             "a@xn--x-dha240v.com",
             // An IP address, or a last label DNS gives no name.
@@ -809,6 +829,17 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // One script to a part, and scripts that are written together are one.
+        for fine in [
+            "\u{432}\u{430}\u{441}\u{44F}@\u{43F}\u{440}\u{438}\u{43C}\u{435}\u{440}.\u{440}\u{444}",
+            "ivan.\u{438}\u{432}\u{430}\u{43D}@example.com",
+            "\u{3084}\u{307E}\u{3060}\u{5C71}\u{7530}@example.jp",
+            "\u{D64D}\u{AE38}\u{B3D9}\u{6D2A}@example.kr",
+            "user42.\u{3084}\u{307E}@\u{4F8B}\u{3048}.jp",
+        ] {
+            assert!(email(fine).is_ok(), "{fine}");
+        }
+        assert!(email("user42+\u{3084}\u{307E}@example.jp").is_err());
         // IDNA's ideographic full stops are dots in a domain.
         assert_eq!(
             email("anna@münchen\u{3002}de"),
@@ -927,6 +958,7 @@ mod tests {
             " \u{3164} ",
             "\u{FEFF}\u{200D}",
             "\u{2800}",
+            "\u{1D159}\u{1D159}",
             "\u{FFF9}",
             "\u{600}",
             "\u{301}",
@@ -952,6 +984,7 @@ mod tests {
             "Bob\u{E0100}",
             "Bo\u{200B}b",
             "Bob\u{2800}",
+            "Bob\u{1D159}",
             // Keycaps are digits, # and *: on a letter the selector is hidden.
             "a\u{FE0F}\u{20E3}",
             // Tags after a black flag that make no flag keyboards offer: hidden text.
