@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
@@ -170,6 +171,7 @@ pub struct Settings {
         long,
         env = "ROLLCALL_REGISTRATION",
         value_enum,
+        ignore_case = true,
         default_value = "open",
         global = true
     )]
@@ -177,7 +179,7 @@ pub struct Settings {
     /// Read-only demo mode: every mutation that changes users, API tokens or two-factor login
     /// is refused, and so is ending any session but the caller's current one; login, refresh
     /// and logout work. The commands, the operator's, still write.
-    #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ROLLCALL_DEMO", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub demo: bool,
     /// The name authenticator apps show beside a user's two-factor codes (the `issuer` of the
     /// `otpauth://` URI `enableTotp` gives).
@@ -304,16 +306,17 @@ pub struct Settings {
         long,
         env = "ROLLCALL_LOG_FORMAT",
         value_enum,
+        ignore_case = true,
         default_value = "text",
         global = true
     )]
     pub log_format: LogFormat,
     /// Whether the schema may be introspected; `false` also drops "Did you mean …" hints.
-    #[arg(long, env = "ROLLCALL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ROLLCALL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub introspection: bool,
     /// Whether `GET /graphql` serves GraphiQL, an in-browser IDE whose files are all in the
     /// binary; `false` answers 404 there and serves none of its files.
-    #[arg(long, env = "ROLLCALL_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ROLLCALL_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub graphiql: bool,
 }
 
@@ -834,6 +837,26 @@ mod tests {
             assert!(parse(&[limit, "0"]).is_err(), "{limit} 0");
             assert!(parse(&[limit, "1"]).is_ok(), "{limit} 1");
         }
+        // Switches as env files write them, and choices in any case.
+        for (given, on) in [
+            ("1", true),
+            ("YES", true),
+            ("on", true),
+            ("0", false),
+            ("Off", false),
+        ] {
+            let cli = parse(&["--demo", given, "--graphiql", given]).expect(given);
+            assert_eq!(
+                (cli.settings.demo, cli.settings.graphiql),
+                (on, on),
+                "{given}"
+            );
+        }
+        assert!(parse(&["--demo", ""]).is_err());
+        assert!(parse(&["--demo", "maybe"]).is_err());
+        let cli = parse(&["--registration", "Closed", "--log-format", "JSON"]).expect("any case");
+        assert_eq!(cli.settings.registration, Registration::Closed);
+        assert_eq!(cli.settings.log_format, LogFormat::Json);
     }
 
     /// `with_database` is what the flags default to (the listen address aside), so embedders

@@ -84,6 +84,45 @@ async fn cors_answers_allowed_origins_only() {
             .map(|v| v.to_str().expect("ascii").to_owned());
         assert_eq!(header.as_deref(), expected, "{origin}");
     }
+
+    // Pages on other origins read the keys too; other paths are no API, and OPTIONS there is
+    // answered as any other method is.
+    let options = |path: &'static str| {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}{path}", app.base_url()),
+            )
+            .header("origin", APP)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let keys = options("/.well-known/jwks.json").await.expect("sent");
+    assert!(keys.status().is_success(), "{}", keys.status());
+    assert_eq!(keys.headers()["access-control-allow-origin"], APP);
+    let posted = app
+        .client
+        .post(format!("{}/.well-known/jwks.json", app.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(posted.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(posted.headers()["allow"], "GET,HEAD");
+    for (path, status) in [
+        ("/nope", StatusCode::NOT_FOUND),
+        ("/health", StatusCode::METHOD_NOT_ALLOWED),
+        ("/metrics", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let answer = options(path).await.expect("sent");
+        assert_eq!(answer.status(), status, "{path}");
+        assert!(
+            answer
+                .headers()
+                .get("access-control-allow-methods")
+                .is_none(),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

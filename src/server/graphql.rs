@@ -778,8 +778,11 @@ fn holds_more_values(bytes: &[u8], limit: usize) -> bool {
     false
 }
 
-/// One GraphQL request per POST: a JSON array (a batch) is refused.
-fn parse_body(bytes: &Bytes) -> Result<async_graphql::Request, Refusal> {
+/// One GraphQL request per POST: a JSON array (a batch) is refused. A UTF-8 byte-order mark
+/// before it is skipped, as JSON parsers may (RFC 8259, 8.1): Windows tools write one to files
+/// that are then sent as they are.
+fn parse_body(body: &[u8]) -> Result<async_graphql::Request, Refusal> {
+    let bytes = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if holds_more_values(bytes, MAX_JSON_VALUES) {
         return Err(Refusal::Bad(
             "The body holds more than 10,000 JSON values; no request needs that many",
@@ -1136,6 +1139,8 @@ mod tests {
         ));
         assert_eq!(unnamed.map(|request| request.operation_name), Ok(None));
         assert_eq!(refusal("{").as_deref(), Some("The body is not valid JSON"));
+        assert_eq!(refusal("\u{FEFF}{\"query\": \"{ me { id } }\"}"), None);
+        assert!(refusal("\u{FEFF}\u{FEFF}{\"query\": \"{ me { id } }\"}").is_some());
         let hash_only = r#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;
         assert_eq!(refusal(hash_only).as_deref(), Some("not persisted"));
         let null_query = r#"{"query": null, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}}"#;

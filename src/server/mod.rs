@@ -82,6 +82,9 @@ fn router(service: Service, settings: &Settings) -> Router {
         unready: Arc::default(),
     };
     let request_id = HeaderName::from_static("x-request-id");
+    // CORS on the two endpoints pages on other origins call, the API and its keys: it answers
+    // every OPTIONS as a preflight, which elsewhere would say that any path exists.
+    let cors = cors(&settings.cors_origins);
     // Layers run outside in from the last one added: the request id is set first, so the
     // log line and the response both carry it.
     let mut router = Router::new();
@@ -94,24 +97,29 @@ fn router(service: Service, settings: &Settings) -> Router {
             get(graphql::get)
                 .post(graphql::post)
                 .fallback(graphql::other_method)
-                .layer(axum::middleware::from_fn(graphql::in_negotiated_media)),
+                .layer::<_, std::convert::Infallible>(axum::middleware::from_fn(
+                    graphql::in_negotiated_media,
+                ))
+                .layer(cors.clone()),
         )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(observe::metrics))
-        .route("/.well-known/jwks.json", get(jwks::jwks))
+        .route(
+            "/.well-known/jwks.json",
+            get(jwks::jwks).fallback(method_not_allowed).layer(cors),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            refuse_ill_framed,
-        ))
         .layer(DefaultBodyLimit::disable())
         // A panic fails its own request with a 500, not the connection.
         .layer(CatchPanicLayer::custom(|_| {
             request_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
         }))
-        .layer(cors(&settings.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_ill_framed,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
