@@ -1,11 +1,12 @@
 //! The `rollcall` command: serve, migrate, schema, and user administration.
 
 use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 use crate::config::{Cli, CliRole, Command, KeysCommand, LogFormat, Settings, UserCommand};
 use crate::error::AppError;
@@ -242,6 +243,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    raise_open_file_limit();
+    // The address is taken before the database is migrated: a server that cannot listen (a
+    // port in use, a mistyped address) must not upgrade a schema other servers still serve.
+    let socket = reserve(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let service = Service::start(settings).await?;
     if !settings.listen.ip().is_loopback() && service.first_registrant_would_own().await? {
         tracing::warn!(
@@ -273,10 +280,8 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
              addresses"
         );
     }
-    #[cfg(unix)]
-    raise_open_file_limit();
-    let listener = TcpListener::bind(settings.listen)
-        .await
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     // Until here a signal stops the process at once (start-up may wait on a migration lock).
     let shutdown = shutdown_signal();
@@ -294,41 +299,99 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections the kernel queues before they are accepted, as `TcpListener::bind` has it.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `address` and not yet listening: it holds the address, while clients
+/// connecting to it are refused rather than left waiting on a server that is still starting.
+fn reserve(address: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted server takes its port while the last one's
+    // closed connections linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    Ok(socket)
+}
+
 /// Resolves on SIGINT, SIGTERM or SIGHUP (whose default would end the process at once when
 /// its terminal closes). Listens from the call on, not from the first poll: the server says it
 /// is listening before it polls this, and a signal sent as soon as it says so must stop it
-/// cleanly too.
+/// cleanly too. A second signal while requests finish ends the process at once, as an operator
+/// pressing Ctrl-C again expects: the wait may last as long as the request timeout.
 fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let (interrupt, terminate, hangup) = {
-        use tokio::signal::unix::SignalKind;
-        (
-            listen(SignalKind::interrupt(), "SIGINT"),
-            listen(SignalKind::terminate(), "SIGTERM"),
-            // Left ignored where it was (`nohup`): listening for it would undo that.
-            (!ignored(libc::SIGHUP)).then(|| listen(SignalKind::hangup(), "SIGHUP")),
-        )
-    };
-    #[cfg(not(unix))]
-    let (interrupt, terminate, hangup) = (
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
-        std::future::pending::<()>(),
-        None::<std::future::Pending<()>>,
-    );
+    let mut signals = Signals::listen();
     async move {
-        tokio::select! {
-            () = interrupt => {},
-            () = terminate => {},
-            () = async {
-                match hangup {
-                    Some(hangup) => hangup.await,
-                    None => std::future::pending().await,
-                }
-            } => {},
+        signals.next().await;
+        tracing::info!(
+            "shutting down: finishing requests in flight (another signal stops at once)"
+        );
+        tokio::spawn(async move {
+            let (name, status) = signals.next().await;
+            tracing::warn!("{name} again: stopping without finishing requests in flight");
+            std::process::exit(status);
+        });
+    }
+}
+
+/// The signals that stop the server, each with its name and the exit status a shell gives a
+/// process it ends (128 + its number).
+struct Signals {
+    #[cfg(unix)]
+    kinds: Vec<(tokio::signal::unix::Signal, &'static str, i32)>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut wanted = vec![
+                (SignalKind::interrupt(), "SIGINT"),
+                (SignalKind::terminate(), "SIGTERM"),
+            ];
+            // Left ignored where it was (`nohup`): listening for it would undo that.
+            if !ignored(libc::SIGHUP) {
+                wanted.push((SignalKind::hangup(), "SIGHUP"));
+            }
+            let kinds = wanted
+                .into_iter()
+                .filter_map(|(kind, name)| match signal(kind) {
+                    Ok(signals) => Some((signals, name, 128 + kind.as_raw_value())),
+                    Err(err) => {
+                        tracing::error!(%err, "cannot listen for {name}");
+                        None
+                    }
+                })
+                .collect();
+            Self { kinds }
         }
-        tracing::info!("shutting down: finishing requests in flight");
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next signal to arrive; never, when none can be listened for.
+    async fn next(&mut self) -> (&'static str, i32) {
+        #[cfg(unix)]
+        {
+            std::future::poll_fn(|cx| {
+                for (signals, name, status) in &mut self.kinds {
+                    if signals.poll_recv(cx).is_ready() {
+                        return std::task::Poll::Ready((*name, *status));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            ("Ctrl-C", 130)
+        }
     }
 }
 
@@ -374,26 +437,6 @@ fn ignored(signal: libc::c_int) -> bool {
     let read = unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) };
     // SAFETY: zeroed, then written by the call when it succeeded: valid either way.
     read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
-}
-
-/// Resolves when `kind` arrives; never, when it cannot be listened for.
-#[cfg(unix)]
-fn listen(
-    kind: tokio::signal::unix::SignalKind,
-    name: &'static str,
-) -> impl Future<Output = ()> + Send + 'static {
-    let signals = tokio::signal::unix::signal(kind);
-    async move {
-        match signals {
-            Ok(mut signals) => {
-                signals.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for {name}");
-                std::future::pending::<()>().await;
-            }
-        }
-    }
 }
 
 async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {

@@ -1291,6 +1291,55 @@ async fn the_listening_line_names_what_signs_tokens() {
     }
 }
 
+/// A second signal while requests finish stops the server at once, with the status a shell
+/// gives a process that signal ends, rather than after the request timeout.
+#[tokio::test]
+async fn a_second_signal_stops_the_server_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let server = ServerProcess::start(&db.url, &[("ROLLCALL_REQUEST_TIMEOUT", "60s")]);
+    // A request whose body never comes holds a graceful shutdown for the request timeout.
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nHost: rollcall\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"query\":",
+        )
+        .await
+        .expect("sent");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    server.send("TERM");
+    server.log_lines_until("shutting down");
+    let started = std::time::Instant::now();
+    let status = server.signal("INT");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(stalled);
+}
+
+/// A server that cannot listen stops before it opens the database: on a shared PostgreSQL it
+/// would otherwise migrate the schema under the servers already running, then leave.
+#[tokio::test]
+async fn a_server_that_cannot_listen_leaves_the_database_alone() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("address").to_string();
+    let out = run_or_kill(
+        rollcall_command(&db.url, &[("ROLLCALL_LISTEN", &address)]).arg("serve"),
+        "rollcall serve",
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!db.sqlite_file().exists(), "{stderr}");
+}
+
 /// An environment variable that looks like a setting but is none (a misspelling, or the
 /// database URL under the prefix the others have) is named in a warning, not silently ignored.
 #[tokio::test]
