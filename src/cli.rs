@@ -522,6 +522,17 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
 /// SQLite the write-ahead log is folded into the file first, so what was written is in the
 /// file by itself (a copy of it alone is whole).
 async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) {
+    // SQLite keeps the journal of a file moved or deleted under it, at the path: the next
+    // start would replay it into whatever file is there now.
+    if let Some(path) = db.file_replaced().filter(|_| serving) {
+        tracing::error!(
+            path = %path.display(),
+            "the SQLite database file was removed or replaced while this server ran: the -wal \
+             and -shm files beside it are what this server wrote to the file it had open; move \
+             them away (with that file, if it is kept) before starting a server on the file now \
+             there, or SQLite replays them into it"
+        );
+    }
     match tokio::time::timeout(timeout, db.close()).await {
         // Said by a server only: beside a running one, a copy of the file alone is no backup
         // whatever a command leaves.

@@ -366,7 +366,8 @@ fn unwritable(path: &std::path::Path) -> impl Drop {
 }
 
 /// A SQLite file this process may not write would be opened read-only without a word, and
-/// every login would fail: start-up refuses it, naming the file.
+/// every login would fail: start-up refuses it, naming the file. So is one out of WAL mode (a
+/// copy made by `VACUUM INTO`), which SQLite itself would refuse in its own words.
 #[tokio::test]
 async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
@@ -374,17 +375,51 @@ async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
     };
     assert_succeeded(&run_cli(&db.url, &["migrate"], ""));
     let file = db.sqlite_file();
-    let _protected = unwritable(&file);
-    for command in [&["serve"][..], &["user", "reset-totp", "nobody"]] {
-        let refused = run_or_kill(
-            rollcall_command(&db.url, &[("ROLLCALL_LISTEN", "127.0.0.1:0")]).args(command),
-            "rollcall on a file it may not write",
-        );
-        assert!(!refused.status.success(), "{command:?}");
-        let said = String::from_utf8_lossy(&refused.stderr);
-        let expected = format!("this process may not write {}", file.display());
-        assert!(said.contains(&expected), "{command:?}: {said}");
+    for journal in ["WAL", "DELETE"] {
+        let connection = db.connect().await;
+        let mode = format!("PRAGMA journal_mode = {journal}");
+        sea_orm::ConnectionTrait::execute_unprepared(&connection, &mode)
+            .await
+            .expect("journal mode");
+        connection.close().await.expect("closed");
+        let _protected = unwritable(&file);
+        for command in [&["serve"][..], &["user", "reset-totp", "nobody"]] {
+            let refused = run_or_kill(
+                rollcall_command(&db.url, &[("ROLLCALL_LISTEN", "127.0.0.1:0")]).args(command),
+                "rollcall on a file it may not write",
+            );
+            assert!(!refused.status.success(), "{command:?}");
+            let said = String::from_utf8_lossy(&refused.stderr);
+            let expected = format!("this process may not read and write {}", file.display());
+            assert!(said.contains(&expected), "{journal} {command:?}: {said}");
+        }
     }
+}
+
+/// A SQLite file replaced under a running server leaves that server's `-wal` and `-shm` files
+/// at the path when it stops, which the next start would replay into the new file: the stop
+/// says so.
+#[tokio::test]
+async fn a_stop_after_the_sqlite_file_was_replaced_says_what_it_leaves() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let server = ServerProcess::start(&db.url, &[]);
+    server.register("alice").await;
+    let file = db.sqlite_file();
+    let restored = file.with_file_name("restored.db");
+    std::fs::copy(&file, &restored).expect("a copy");
+    std::fs::rename(&restored, &file).expect("put in place");
+    server.send("TERM");
+    let lines = server.log_lines_until("stopped");
+    let warned = lines
+        .iter()
+        .find(|line| line.contains("was removed or replaced while this server ran"));
+    let warned = warned.unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        warned.contains("ERROR") && warned.contains(&*file.to_string_lossy()),
+        "{warned}"
+    );
 }
 
 /// Through a symbolic link, SQLite writes the file the link leads to and keeps its `-wal`

@@ -792,7 +792,7 @@ pub fn sqlite_file_missing(url: &str) -> bool {
 }
 
 /// The first of a SQLite database's files (the database, its `-wal` and `-shm` files, or the
-/// directory that would hold those not there yet) this process may not write. SQLite opens a
+/// directory that would hold those not there yet) this process may not read and write. SQLite opens a
 /// database it may not write read-only without a word, and every login would then fail, for
 /// as long as the server ran, as its open files stay read-only when the permissions change.
 #[cfg(unix)]
@@ -805,27 +805,32 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let writable = |path: &std::path::Path| {
+    let allowed = |path: &std::path::Path, mode| {
         std::ffi::CString::new(path.as_os_str().as_bytes())
             // As the process opens files: its effective ids and capabilities, which `access`
             // would not use.
             // SAFETY: a valid NUL-terminated path, which `faccessat` only reads.
             .is_ok_and(|path| unsafe {
-                libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0
+                libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, libc::AT_EACCESS) == 0
             })
     };
-    let mut needed = vec![file.clone()];
+    // Files are read and written; in the directory, those not there yet are made.
+    let file_mode = libc::R_OK | libc::W_OK;
+    let mut needed = vec![(file.clone(), file_mode)];
     for suffix in ["-wal", "-shm"] {
         let mut companion = file.clone().into_os_string();
         companion.push(suffix);
         let companion = std::path::PathBuf::from(companion);
         needed.push(if companion.exists() {
-            companion
+            (companion, file_mode)
         } else {
-            directory.clone()
+            (directory.clone(), libc::W_OK | libc::X_OK)
         });
     }
-    needed.into_iter().find(|path| !writable(path))
+    needed
+        .into_iter()
+        .find(|(path, mode)| !allowed(path, *mode))
+        .map(|(path, _)| path)
 }
 
 /// The line of PostgreSQL's own source that raised the error behind `err`, which sqlx writes

@@ -48,9 +48,11 @@ pub enum StartError {
     )]
     MigrationsUnreadable { url: String },
     #[error(
-        "this process may not write {path}: SQLite would open the database read-only, and \
-         every login, registration and change would fail; give the user it runs as write \
-         access to the database file, its -wal and -shm files and their directory"
+        "this process may not read and write {path}: SQLite would refuse the database, or \
+         open it read-only so that every login, registration and change would fail; give the \
+         user it runs as read and write access to the database file and its -wal and -shm \
+         files, and write access to their directory (a file made by a command run as another \
+         user, root among them, is that user's alone)"
     )]
     ReadOnlyFile { path: String },
     #[error(
@@ -102,6 +104,21 @@ pub async fn connect(
     if let Some(problem) = crate::db::url_problem(url) {
         return Err(StartError::BadDatabaseUrl(problem));
     }
+    // A file already there is judged before it is opened, which fails with SQLite's own words
+    // ("unable to open database file") where it may not be read, or made read-only; one that
+    // is not there yet is judged once made.
+    #[cfg(unix)]
+    let unwritable = || {
+        crate::db::sqlite_unwritable(url).map(|path| StartError::ReadOnlyFile {
+            path: path.display().to_string(),
+        })
+    };
+    #[cfg(unix)]
+    if !crate::db::sqlite_file_missing(url)
+        && let Some(refusal) = unwritable()
+    {
+        return Err(refusal);
+    }
     let started = Instant::now();
     let db = Db::connect(url, max_connections, timeout)
         .await
@@ -134,10 +151,8 @@ pub async fn connect(
             }
         })?;
     #[cfg(unix)]
-    if let Some(path) = crate::db::sqlite_unwritable(url) {
-        return Err(StartError::ReadOnlyFile {
-            path: path.display().to_string(),
-        });
+    if let Some(refusal) = unwritable() {
+        return Err(refusal);
     }
     Ok(db)
 }
@@ -173,8 +188,10 @@ fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
         StartError::Migrations {
             url: crate::db::redacted_url(&settings.database_url),
             hint: if crate::db::lacks_privilege(&source) {
-                " (applying them needs a role that may create tables: run `rollcall migrate` \
-                 as the database's owner, then serve with this one)"
+                " (applying them needs a role that may create tables and owns rollcall's: run \
+                 `rollcall migrate` as the role that owns them, the database's owner unless a \
+                 restore gave them another (`pg_restore --no-owner` run as a superuser gives \
+                 them to that superuser), then serve with this one)"
             } else {
                 ""
             },
