@@ -54,6 +54,8 @@ pub enum FieldCode {
     PersonalPassword,
     /// A password or code that does not match.
     Incorrect,
+    /// A one-time code that was right but has been accepted once already.
+    Used,
     /// Already used by another account (or by an earlier row of an import).
     Taken,
     /// Names something that does not exist.
@@ -72,6 +74,7 @@ impl FieldCode {
             FieldCode::WeakPassword => "WEAK_PASSWORD",
             FieldCode::PersonalPassword => "PERSONAL_PASSWORD",
             FieldCode::Incorrect => "INCORRECT",
+            FieldCode::Used => "USED",
             FieldCode::Taken => "TAKEN",
             FieldCode::NotFound => "NOT_FOUND",
             FieldCode::NotAllowed => "NOT_ALLOWED",

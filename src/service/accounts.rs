@@ -8,6 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::totp::SecondFactor;
 use super::{Service, users::NewUser};
 use crate::auth::{AccessClaims, password, tokens};
 use crate::db::audit::{self, Action, NewEntry};
@@ -161,9 +162,10 @@ impl Service {
                 attempt.take_back().await?;
                 return Err(CODE_NEEDED);
             };
-            if !self
+            if self
                 .second_factor(&user, &totp, code, origin.ip, None)
                 .await?
+                != SecondFactor::Passed
             {
                 attempt.checked();
                 self.metrics().login(false);

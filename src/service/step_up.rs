@@ -1,6 +1,7 @@
 //! Step-up verification: sensitive actions need a recent login, or the password (the TOTP code
 //! when two-factor login is on) given again.
 
+use super::totp::SecondFactor;
 use super::{Caller, Factor, Service, Subject, validation};
 use crate::db::{self, sessions};
 use crate::error::{AppError, AppResult, FieldCode};
@@ -92,10 +93,20 @@ impl Service {
                 factor: Factor::Code,
             };
             let attempt = self.reserve_attempt(&subject).await?;
-            let passed = self
+            let checked = self
                 .second_factor(user, totp, code, caller.ip, Some(session_id))
                 .await?;
-            if !passed {
+            if checked == SecondFactor::Spent {
+                // The right code, shown until the next one: no guess, so not counted.
+                let lock = attempt.checked();
+                self.take_back_attempt(&subject, lock).await?;
+                return Err(AppError::field(
+                    "verification.totpCode",
+                    FieldCode::Used,
+                    "was already used: give the next code your app shows",
+                ));
+            }
+            if checked == SecondFactor::Wrong {
                 // Settled before anything else is awaited, so a client gone meanwhile cannot
                 // have a wrong code taken back.
                 let lock = attempt.checked();

@@ -238,14 +238,14 @@ impl Service {
         code: &str,
         ip: Option<IpAddr>,
         session: Option<uuid::Uuid>,
-    ) -> AppResult<bool> {
+    ) -> AppResult<SecondFactor> {
         let recovery = totp::is_recovery_code(code);
         let step = if recovery {
             None
         } else {
             match totp::check(&totp.secret, code, totp::unix_now())? {
                 Some(step) => Some(step),
-                None => return Ok(false),
+                None => return Ok(SecondFactor::Wrong),
             }
         };
         let tx = self.db().begin_write().await?;
@@ -281,6 +281,21 @@ impl Service {
             }
         };
         tx.commit().await?;
-        Ok(used)
+        Ok(match (used, step) {
+            (true, _) => SecondFactor::Passed,
+            (false, Some(_)) => SecondFactor::Spent,
+            (false, None) => SecondFactor::Wrong,
+        })
     }
+}
+
+/// How a second-factor code fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SecondFactor {
+    Passed,
+    /// Not the code of now, nor an unused recovery code.
+    Wrong,
+    /// The code of now, accepted once already (by a login or an earlier verification): the
+    /// authenticator shows it until the next step, so the user is told to wait for that.
+    Spent,
 }
