@@ -18,7 +18,7 @@ const CREATE_TOKEN: &str = "mutation($name: String!, $expiresAt: DateTime, $user
 const REVOKE_TOKEN: &str = "mutation($id: ID!) { revokeApiToken(id: $id) }";
 const MY_TOKENS: &str = "{ me { apiTokens { id name lastUsedAt expiresAt } } }";
 const USER_TOKENS: &str = "query($id: ID!) { user(id: $id) { apiTokens { id name } } }";
-const AUDIT: &str = "query($first: Int, $after: String, $filter: AuditFilter) { auditLog(first: $first, after: $after, filter: $filter) { edges { cursor node { id at action actorId targetId ip fields actor { username } target { username } } } pageInfo { hasNextPage hasPreviousPage endCursor } } }";
+const AUDIT: &str = "query($first: Int, $after: String, $filter: AuditFilter) { auditLog(first: $first, after: $after, filter: $filter) { edges { cursor node { id at action actorId targetId targetRole ip fields actor { username } target { username } } } pageInfo { hasNextPage hasPreviousPage endCursor } } }";
 
 /// Creates an API token as `session`; returns (token, id).
 async fn create_token(app: &TestApp, session: &Session, variables: Value) -> (String, String) {
@@ -421,6 +421,11 @@ async fn the_audit_trail_records_every_kind_of_change(app: TestApp) {
     assert_eq!(updated["fields"], json!(["firstName", "phone"]));
     assert_eq!(updated["ip"], "127.0.0.1");
     assert_eq!(edges[1]["node"]["fields"], json!(["role"]));
+    // Which way a role went, and the role of a change's target then.
+    assert_eq!(edges[1]["node"]["targetRole"], "STANDARD");
+    assert_eq!(edges[6]["node"]["targetRole"], "STANDARD");
+    assert_eq!(edges[8]["node"]["targetRole"], "ADMIN");
+    assert_eq!(edges[9]["node"]["targetRole"], "OWNER");
     // Never a secret: no password, token or hash in the stored entries.
     let stored = scalar(
         &app,

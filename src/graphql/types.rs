@@ -200,8 +200,9 @@ impl UserObject {
         at.map(Into::into)
     }
 
-    /// The account that created this one with `createUser`; null when self-registered, or once
-    /// that account is deleted.
+    /// The account that created this one with `createUser`, or the one `rollcall user import`
+    /// named as its creator (an attribution the operator gave, whoever that account is); null
+    /// when self-registered, or once that account is deleted.
     async fn created_by(&self, ctx: &Context<'_>) -> Option<UserObject> {
         related_user(ctx, self.model.created_by, &self.signed_in).await
     }
@@ -432,6 +433,13 @@ impl AuditEntryObject {
     /// The target, while their account exists.
     async fn target(&self, ctx: &Context<'_>) -> Option<UserObject> {
         or_null(ctx, load_user(ctx, self.0.target_id).await)
+    }
+
+    /// The target's role once the change was made: for `ROLE_CHANGED`, the role given, so a
+    /// promotion reads apart from a demotion, also after the account is deleted. Null for a
+    /// change about no user.
+    async fn target_role(&self) -> Option<GqlRole> {
+        self.0.target_role.map(Into::into)
     }
 
     /// The actor's client address; null for the command line, for a detected refresh-token
