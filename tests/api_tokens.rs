@@ -446,6 +446,29 @@ async fn the_audit_trail_records_every_kind_of_change(app: TestApp) {
     )
     .await;
     assert_eq!(actions(&created), ["USER_CREATED"]);
+    // A filter by action reads that action's entries only, however long the trail grows
+    // (SQLite's planner, unlike PostgreSQL's, picks the index on a table this small too).
+    let db = app.database().await;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        let plan = db
+            .query_all_raw(Statement::from_string(
+                sea_orm::DatabaseBackend::Sqlite,
+                "EXPLAIN QUERY PLAN SELECT id FROM audit_log WHERE action = 'ROLE_CHANGED' \
+                 ORDER BY at DESC, id DESC LIMIT 21",
+            ))
+            .await
+            .expect("plan");
+        let detail: Vec<String> = plan
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(3).expect("detail"))
+            .collect();
+        assert!(
+            detail
+                .iter()
+                .any(|step| step.contains("idx_audit_log_action")),
+            "{detail:?}"
+        );
+    }
     let by_bob = audit(&app, &owner, json!({"filter": {"actorId": bob.id}})).await;
     assert_eq!(
         actions(&by_bob),

@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261214_000015_throttle_runs::Migration),
             Box::new(m20261215_000016_unknown_logins_hashed::Migration),
             Box::new(m20261216_000017_search_secure_delete::Migration),
+            Box::new(m20261217_000018_audit_action_index::Migration),
         ]
     }
 }
@@ -936,6 +937,33 @@ mod m20261216_000017_search_secure_delete {
             )
             .await?;
             db.execute_unprepared("INSERT INTO users_search (users_search) VALUES ('optimize')")
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// The audit trail filtered by action (`ROLE_CHANGED`, say) read every entry to count it, and
+/// many to fill a page of a rare action: the trail grows with its retention, not a rate.
+mod m20261217_000018_audit_action_index {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261217_000018_audit_action_index"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "CREATE INDEX IF NOT EXISTS idx_audit_log_action ON audit_log (action, at, id)",
+                )
                 .await?;
             Ok(())
         }
