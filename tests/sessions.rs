@@ -229,6 +229,27 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
     assert_ok(&app.me(&bob.access).await);
     let fresh = app.login_as("alice").await;
     assert_eq!(my_sessions(&app, &fresh).await.len(), 1);
+
+    // Signing out the other devices keeps the one asking.
+    let laptop = app.login_as("alice").await;
+    let phone = app.login_as("alice").await;
+    let body = app
+        .gql(
+            Some(&phone.access),
+            "mutation { logoutEverywhere(keepCurrent: true) }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["logoutEverywhere"], 2, "{body}");
+    for session in [&fresh, &laptop] {
+        assert_code(&app.me(&session.access).await, "UNAUTHENTICATED");
+        assert_code(&app.refresh(&session.refresh).await, "UNAUTHENTICATED");
+    }
+    assert_ok(&app.me(&phone.access).await);
+    let kept = my_sessions(&app, &phone).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["current"], true);
+    assert_ok(&app.refresh(&phone.refresh).await);
 }
 
 /// `ROLLCALL_SESSION_MAX_AGE` (five seconds here) ends a session however often it refreshes,

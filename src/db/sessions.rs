@@ -231,19 +231,21 @@ pub async fn revoke_live(db: &impl ConnectionTrait, id: Uuid, live: &Live) -> Re
     Ok(revoked.rows_affected == 1)
 }
 
-/// Revokes every live session of a user; how many there were.
+/// Revokes every live session of a user but `except`; how many there were.
 pub async fn revoke_live_for_user(
     db: &impl ConnectionTrait,
     user_id: Uuid,
     live: &Live,
+    except: Option<Uuid>,
 ) -> Result<u64, DbErr> {
-    let revoked = session::Entity::update_many()
+    let mut revoked = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(super::now()))
         .filter(session::Column::UserId.eq(user_id))
-        .filter(live.condition())
-        .exec(db)
-        .await?;
-    Ok(revoked.rows_affected)
+        .filter(live.condition());
+    if let Some(kept) = except {
+        revoked = revoked.filter(session::Column::Id.ne(kept));
+    }
+    Ok(revoked.exec(db).await?.rows_affected)
 }
 
 /// Revokes every session of a user that is not revoked yet.

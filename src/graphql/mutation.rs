@@ -63,10 +63,18 @@ impl Mutation {
         service(ctx)?.revoke_session(&caller(ctx).await?, id).await
     }
 
-    /// Ends every session of the caller, this one included; returns how many there were.
+    /// Ends every session of the caller, this one included, or with `keepCurrent` every other
+    /// one ("sign out my other devices"); returns how many ended.
     #[graphql(guard = "InOrder.and(Interactive)")]
-    async fn logout_everywhere(&self, ctx: &Context<'_>) -> AppResult<i32> {
-        let count = service(ctx)?.logout_everywhere(&caller(ctx).await?).await?;
+    async fn logout_everywhere(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] keep_current: bool,
+    ) -> AppResult<i32> {
+        let service = service(ctx)?;
+        let count = service
+            .logout_everywhere(&caller(ctx).await?, keep_current)
+            .await?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 

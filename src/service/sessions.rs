@@ -154,17 +154,23 @@ impl Service {
         Ok(ended)
     }
 
-    /// Ends every live session of the caller, the one asking included; how many there were.
-    /// Refused in demo mode, where it would sign out every visitor of a shared account.
-    pub async fn logout_everywhere(&self, caller: &Caller<'_>) -> AppResult<u64> {
-        caller.session()?;
+    /// Ends every live session of the caller, the one asking included unless `keep_current`
+    /// (signing out the other devices); how many ended. Refused in demo mode, where it would
+    /// sign out every visitor of a shared account.
+    pub async fn logout_everywhere(
+        &self,
+        caller: &Caller<'_>,
+        keep_current: bool,
+    ) -> AppResult<u64> {
+        let current = caller.session()?;
         self.writable()?;
         let user = caller.user;
         let tx = self.db().begin_write().await?;
         // The caller's row, locked as every revocation does, so a write of theirs waiting for
         // it sees its session ended.
         self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
-        let count = sessions::revoke_live_for_user(&tx, user.id, &self.live()).await?;
+        let kept = keep_current.then_some(current);
+        let count = sessions::revoke_live_for_user(&tx, user.id, &self.live(), kept).await?;
         audit::record(
             &tx,
             caller
