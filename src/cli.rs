@@ -165,7 +165,7 @@ fn json_logs_asked() -> bool {
         }
     }
     let chosen = flag.or_else(|| std::env::var_os("ROLLCALL_LOG_FORMAT"));
-    chosen.is_some_and(|format| format == "json")
+    chosen.is_some_and(|format| format.eq_ignore_ascii_case("json"))
 }
 
 /// One line as the JSON logs write theirs.

@@ -960,6 +960,15 @@ async fn closed_registration_is_forbidden(app: TestApp) {
     );
     // Nothing was created: the refused registrant cannot log in.
     assert_code(&app.login("alice", PASSWORD).await, "UNAUTHENTICATED");
+    // A refusal that looks nothing up costs the address none of its budget (two here): a
+    // sign-up form sent again and again leaves its users' logins alone.
+    for _ in 0..3 {
+        assert_code(
+            &app.register_raw("alice", "alice@example.com").await,
+            "FORBIDDEN",
+        );
+    }
+    assert_code(&app.login("alice", PASSWORD).await, "UNAUTHENTICATED");
 }
 
 backend_tests!(
@@ -997,6 +1006,7 @@ backend_tests!(
     user_by_id_checks_the_session_too,
     closed_registration_is_forbidden with |s| {
         s.registration = rollcall::config::Registration::Closed;
+        s.ip_rate_limit = 2;
     },
 );
 

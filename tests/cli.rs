@@ -394,6 +394,27 @@ async fn an_unwritable_sqlite_file_is_refused_at_start_up() {
             assert!(said.contains(&expected), "{journal} {command:?}: {said}");
         }
     }
+    // A file not there yet, in a directory where it may not be made: the directory is named.
+    let Some(fresh) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let directory = fresh
+        .sqlite_file()
+        .parent()
+        .expect("a directory")
+        .to_owned();
+    let _protected = unwritable(&directory);
+    let refused = run_or_kill(
+        rollcall_command(&fresh.url, &[]).arg("migrate"),
+        "rollcall migrate in a directory it may not write",
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    let expected = format!(
+        "this process may not read and write {}",
+        directory.display()
+    );
+    assert!(said.contains(&expected), "{said}");
 }
 
 /// A SQLite file replaced under a running server leaves that server's `-wal` and `-shm` files
@@ -1665,27 +1686,30 @@ async fn commands_write_json_lines_and_outlive_a_closed_stdout() {
     }
     let users = db.query_one("SELECT count(*) FROM users").await;
     assert_eq!(users.try_get_by_index::<i64>(0).expect("count"), 1);
-    // A setting refused before the settings are read is a JSON line too, when JSON was asked.
-    let out = run_or_kill(
-        rollcall_command(
-            &db.url,
-            &[
-                ("ROLLCALL_LOG_FORMAT", "json"),
-                ("ROLLCALL_MAX_ALIASES", "x"),
-            ],
-        )
-        .arg("migrate"),
-        "rollcall with a bad setting",
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON line");
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("ROLLCALL_MAX_ALIASES")),
-        "{stderr}"
-    );
+    // A setting refused before the settings are read is a JSON line too, when JSON was asked
+    // (in any case, as the setting is read).
+    for asked in ["json", "JSON"] {
+        let out = run_or_kill(
+            rollcall_command(
+                &db.url,
+                &[
+                    ("ROLLCALL_LOG_FORMAT", asked),
+                    ("ROLLCALL_MAX_ALIASES", "x"),
+                ],
+            )
+            .arg("migrate"),
+            "rollcall with a bad setting",
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON line");
+        assert!(
+            line["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ROLLCALL_MAX_ALIASES")),
+            "{stderr}"
+        );
+    }
     // Nor does a closed stderr fail a command that did its work.
     let mut child = rollcall_command(&db.url, &[])
         .args(["keys", "rotate"])

@@ -100,6 +100,7 @@ async fn cors_answers_allowed_origins_only() {
     let keys = options("/.well-known/jwks.json").await.expect("sent");
     assert!(keys.status().is_success(), "{}", keys.status());
     assert_eq!(keys.headers()["access-control-allow-origin"], APP);
+    assert_eq!(keys.headers()["access-control-allow-methods"], "GET");
     let posted = app
         .client
         .post(format!("{}/.well-known/jwks.json", app.base_url()))

@@ -287,6 +287,20 @@ async fn a_code_raced_twice_lets_one_login_in(app: TestApp) {
     }
 }
 
+/// A login with the code already accepted, which the app may still show (a second device, a
+/// retry after a lost answer), says so and is not counted: past the throttle's five, the next
+/// code still logs in.
+async fn a_spent_code_at_login_is_not_counted(app: TestApp) {
+    let alice = app.register("alice").await;
+    let (secret, _, confirming) = turn_on(&app, &alice).await;
+    for _ in 0..7 {
+        let spent = login_with(&app, "alice", PASSWORD, Some(&confirming)).await;
+        assert_code(&spent, "TOTP_REQUIRED");
+        assert!(spent.to_string().contains("already used"), "{spent}");
+    }
+    assert_ok(&login_with(&app, "alice", PASSWORD, Some(&code(&secret, 30))).await);
+}
+
 /// A confirmation sent twice at once (a double click) turns two-factor login on once, and the
 /// other answer says it is on, not that there is no setup.
 async fn a_double_confirmation_says_it_is_on(app: TestApp) {
@@ -998,6 +1012,7 @@ async fn postgres_a_recovery_code_login_records_the_role_changed_while_it_ran() 
 }
 
 backend_tests!(
+    a_spent_code_at_login_is_not_counted,
     disables_at_once_turn_it_off_once,
     a_double_confirmation_says_it_is_on,
     the_issuer_is_the_operators with |s| s.totp_issuer = "Example Co".into(),

@@ -816,6 +816,10 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
     };
     // Files are read and written; in the directory, those not there yet are made.
     let file_mode = libc::R_OK | libc::W_OK;
+    let directory_mode = libc::W_OK | libc::X_OK;
+    if !file.exists() {
+        return (!allowed(&directory, directory_mode)).then_some(directory);
+    }
     let mut needed = vec![(file.clone(), file_mode)];
     for suffix in ["-wal", "-shm"] {
         let mut companion = file.clone().into_os_string();
@@ -824,7 +828,7 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
         needed.push(if companion.exists() {
             (companion, file_mode)
         } else {
-            (directory.clone(), libc::W_OK | libc::X_OK)
+            (directory.clone(), directory_mode)
         });
     }
     needed

@@ -107,7 +107,9 @@ fn router(service: Service, settings: &Settings) -> Router {
         .route("/metrics", get(observe::metrics))
         .route(
             "/.well-known/jwks.json",
-            get(jwks::jwks).fallback(method_not_allowed).layer(cors),
+            get(jwks::jwks)
+                .fallback(method_not_allowed)
+                .layer(cors.allow_methods([Method::GET])),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

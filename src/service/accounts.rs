@@ -46,11 +46,14 @@ impl Service {
     /// standard users. The partial unique index on the owner keeps racing first registrations
     /// from making two owners: the loser retries as a standard user.
     pub async fn register(&self, input: NewUser, origin: &Origin) -> AppResult<AuthSession> {
-        self.limit_ip(origin.ip)?;
+        // Refused outright before the IP's budget is charged: no name is looked up.
         self.writable()?;
         if !self.accepts_registrations() {
             return Err(AppError::Forbidden("Registration is closed"));
         }
+        // Charged before the fields are judged, invalid ones too: a new password's strength
+        // estimate takes a hashing thread.
+        self.limit_ip(origin.ip)?;
         let validated = self.validate_new_user(&input).await?;
         let prepared = self.prepare_new_user(validated, None).await?;
         let mut may_own = true;
@@ -162,16 +165,25 @@ impl Service {
                 attempt.take_back().await?;
                 return Err(CODE_NEEDED);
             };
-            if self
+            match self
                 .second_factor(&user, &totp, code, origin.ip, None)
                 .await?
-                != SecondFactor::Passed
             {
-                attempt.checked();
-                self.metrics().login(false);
-                return Err(AppError::TotpRequired(
-                    "The two-factor code is wrong or was already used",
-                ));
+                SecondFactor::Passed => {}
+                // The right code, shown until the next one (a second device, a retry after a
+                // lost answer): no guess, so not counted.
+                SecondFactor::Spent => {
+                    attempt.take_back().await?;
+                    self.metrics().login(false);
+                    return Err(AppError::TotpRequired(
+                        "This two-factor code was already used: give the next one",
+                    ));
+                }
+                SecondFactor::Wrong => {
+                    attempt.checked();
+                    self.metrics().login(false);
+                    return Err(AppError::TotpRequired("The two-factor code is wrong"));
+                }
             }
         }
         // A hash made otherwise (imported, say) is made again, once, under this server's

@@ -104,9 +104,9 @@ pub async fn connect(
     if let Some(problem) = crate::db::url_problem(url) {
         return Err(StartError::BadDatabaseUrl(problem));
     }
-    // A file already there is judged before it is opened, which fails with SQLite's own words
-    // ("unable to open database file") where it may not be read, or made read-only; one that
-    // is not there yet is judged once made.
+    // Judged before the file is opened, which fails with SQLite's own words ("unable to open
+    // database file") where it may not be read or made, or makes it read-only; and again once
+    // a file not there before is made.
     #[cfg(unix)]
     let unwritable = || {
         crate::db::sqlite_unwritable(url).map(|path| StartError::ReadOnlyFile {
@@ -114,9 +114,7 @@ pub async fn connect(
         })
     };
     #[cfg(unix)]
-    if !crate::db::sqlite_file_missing(url)
-        && let Some(refusal) = unwritable()
-    {
+    if let Some(refusal) = unwritable() {
         return Err(refusal);
     }
     let started = Instant::now();
@@ -189,9 +187,9 @@ fn schema_error(settings: &Settings, source: sea_orm::DbErr) -> StartError {
             url: crate::db::redacted_url(&settings.database_url),
             hint: if crate::db::lacks_privilege(&source) {
                 " (applying them needs a role that may create tables and owns rollcall's: run \
-                 `rollcall migrate` as the role that owns them, the database's owner unless a \
-                 restore gave them another (`pg_restore --no-owner` run as a superuser gives \
-                 them to that superuser), then serve with this one)"
+                 `rollcall migrate` as the database's owner, or as the role a restore gave the \
+                 tables to (`pg_restore --no-owner` run as a superuser gives them to that \
+                 superuser), then serve with this one)"
             } else {
                 ""
             },

@@ -341,13 +341,8 @@ pub fn email(text: &str) -> Checked<String> {
     if !local_ok || !domain_ok || numeric_end || domain.split('.').any(is_ascii_form) {
         return invalid();
     }
-    // Each part in one script (UTS #39's test, which lets Japanese and Korean mix their own):
     // `аlice` with a Cyrillic `а` would be another account that reads as `alice`.
-    if !local
-        .split('.')
-        .chain(domain.split('.'))
-        .all(MixedScript::is_single_script)
-    {
+    if !local.split('.').chain(domain.split('.')).all(one_script) {
         return refused(
             FieldCode::Format,
             "must not mix scripts (such as Latin and Cyrillic) within a part of the address",
@@ -373,6 +368,18 @@ pub fn email(text: &str) -> Checked<String> {
         );
     }
     Ok(email)
+}
+
+/// One script to a part, as UTS #39's single-script test has it (Japanese and Korean mixing
+/// their own scripts), or Latin letters beside Japanese, Chinese or Korean, which are written
+/// together (its "highly restrictive" level, as browsers judge domain names).
+fn one_script(part: &str) -> bool {
+    if part.is_single_script() {
+        return true;
+    }
+    let rest: String = part.chars().filter(|c| !c.is_ascii_alphabetic()).collect();
+    let set = rest.as_str().resolve_script_set();
+    rest.as_str().is_single_script() && (set.jpan || set.hanb || set.kore)
 }
 
 /// A character that draws something of its own: a letter, digit, punctuation mark or symbol
@@ -839,7 +846,16 @@ mod tests {
         ] {
             assert!(email(fine).is_ok(), "{fine}");
         }
-        assert!(email("user42+\u{3084}\u{307E}@example.jp").is_err());
+        // Latin beside Japanese, Chinese or Korean too, not beside Cyrillic.
+        for written_together in [
+            "user42+\u{3084}\u{307E}@example.jp",
+            "info@abc\u{30DE}\u{30FC}\u{30C8}.jp",
+            "taro\u{5C71}\u{7530}@example.jp",
+            "\u{C0AC}\u{C6A9}\u{C790}user@example.kr",
+        ] {
+            assert!(email(written_together).is_ok(), "{written_together}");
+        }
+        assert!(email("abc\u{430}\u{5C71}@example.jp").is_err());
         // IDNA's ideographic full stops are dots in a domain.
         assert_eq!(
             email("anna@münchen\u{3002}de"),
