@@ -114,6 +114,33 @@ pub async fn accept_step(
     Ok(updated.rows_affected == 1)
 }
 
+/// Whether `user_id`'s two-factor login is on with `secret`: a code [`accept_step`] refused
+/// was then spent under it, not checked against a secret replaced or removed meanwhile.
+pub async fn confirmed_with(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    secret: &str,
+) -> Result<bool, DbErr> {
+    let found = get(db, user_id).await?;
+    Ok(found.is_some_and(|totp| totp.secret == secret && totp.confirmed_at.is_some()))
+}
+
+/// Whether recovery code `code_hash` of `user_id` was used: one [`use_recovery_code`] refused
+/// is then spent, not unknown.
+pub async fn recovery_code_used(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    code_hash: &str,
+) -> Result<bool, DbErr> {
+    let used = Codes::find()
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .filter(recovery_code::Column::CodeHash.eq(code_hash))
+        .filter(recovery_code::Column::UsedAt.is_not_null())
+        .one(db)
+        .await?;
+    Ok(used.is_some())
+}
+
 /// Uses recovery code `code_hash` of `user_id` once: `false` when unknown or already used.
 pub async fn use_recovery_code(
     db: &impl ConnectionTrait,

@@ -170,13 +170,14 @@ impl Service {
                 .await?
             {
                 SecondFactor::Passed => {}
-                // The right code, shown until the next one (a second device, a retry after a
-                // lost answer): no guess, so not counted.
+                // A right code (a second device, a retry after a lost answer): no guess, so not
+                // counted.
                 SecondFactor::Spent => {
                     attempt.take_back().await?;
                     self.metrics().login(false);
                     return Err(AppError::TotpRequired(
-                        "This two-factor code was already used: give the next one",
+                        "This two-factor code was already used: give the next code your app \
+                         shows, or an unused recovery code",
                     ));
                 }
                 SecondFactor::Wrong => {

@@ -97,13 +97,12 @@ impl Service {
                 .second_factor(user, totp, code, caller.ip, Some(session_id))
                 .await?;
             if checked == SecondFactor::Spent {
-                // The right code, shown until the next one: no guess, so not counted.
-                let lock = attempt.checked();
-                self.take_back_attempt(&subject, lock).await?;
+                // A right code: no guess, so not counted.
+                attempt.take_back().await?;
                 return Err(AppError::field(
                     "verification.totpCode",
                     FieldCode::Used,
-                    "was already used: give the next code your app shows",
+                    "was already used: give the next code your app shows, or an unused recovery code",
                 ));
             }
             if checked == SecondFactor::Wrong {

@@ -263,29 +263,39 @@ impl Service {
             tx.rollback().await?;
             return Err(crate::error::INVALID_TOKEN);
         }
-        let used = match step {
+        let spent_or_wrong = |spent| {
+            if spent {
+                SecondFactor::Spent
+            } else {
+                SecondFactor::Wrong
+            }
+        };
+        let checked = match step {
             // A code is accepted once: replaying it, or an earlier one, fails.
-            Some(step) => totp_rows::accept_step(&tx, user.id, &totp.secret, step).await?,
+            Some(step) => {
+                if totp_rows::accept_step(&tx, user.id, &totp.secret, step).await? {
+                    SecondFactor::Passed
+                } else {
+                    spent_or_wrong(totp_rows::confirmed_with(&tx, user.id, &totp.secret).await?)
+                }
+            }
             None => {
                 let hash = totp::hash_recovery_code(code);
-                let used = totp_rows::use_recovery_code(&tx, user.id, &hash).await?;
-                if used {
+                if totp_rows::use_recovery_code(&tx, user.id, &hash).await? {
                     audit::record(
                         &tx,
                         NewEntry::new(Action::RecoveryCodeUsed, Some((user.id, role)), ip)
                             .target(user.id, role),
                     )
                     .await?;
+                    SecondFactor::Passed
+                } else {
+                    spent_or_wrong(totp_rows::recovery_code_used(&tx, user.id, &hash).await?)
                 }
-                used
             }
         };
         tx.commit().await?;
-        Ok(match (used, step) {
-            (true, _) => SecondFactor::Passed,
-            (false, Some(_)) => SecondFactor::Spent,
-            (false, None) => SecondFactor::Wrong,
-        })
+        Ok(checked)
     }
 }
 
@@ -293,9 +303,11 @@ impl Service {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SecondFactor {
     Passed,
-    /// Not the code of now, nor an unused recovery code.
+    /// A code of no step near now, or no recovery code of the user's; or one checked against a
+    /// secret replaced or removed meanwhile.
     Wrong,
-    /// The code of now, accepted once already (by a login or an earlier verification): the
-    /// authenticator shows it until the next step, so the user is told to wait for that.
+    /// A right code, spent: a recovery code used already, or a step's code no later than one
+    /// accepted (by a login or an earlier verification), which the authenticator may still
+    /// show. The user is told to give the next one, and nothing is counted.
     Spent,
 }
