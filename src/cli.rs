@@ -299,11 +299,15 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connections the kernel queues before they are accepted, as `TcpListener::bind` has it.
-const LISTEN_BACKLOG: u32 = 1024;
+/// Connections the kernel queues before they are accepted, as `TcpListener::bind` (and the
+/// standard library) has it.
+const LISTEN_BACKLOG: u32 = 128;
 
-/// A socket bound to `address` and not yet listening: it holds the address, while clients
-/// connecting to it are refused rather than left waiting on a server that is still starting.
+/// A socket bound to `address` and not yet listening: a port in use, or an address not this
+/// machine's, is found before the database is touched, while clients connecting meanwhile are
+/// refused rather than left waiting on a server that is still starting. It does not hold the
+/// address: another socket that allows reuse, as servers' do, may bind it too until this one
+/// listens.
 fn reserve(address: SocketAddr) -> std::io::Result<TcpSocket> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -326,16 +330,28 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     let mut signals = Signals::listen();
     async move {
         signals.next().await;
+        let first = std::time::Instant::now();
         tracing::info!(
             "shutting down: finishing requests in flight (another signal stops at once)"
         );
         tokio::spawn(async move {
-            let (name, status) = signals.next().await;
-            tracing::warn!("{name} again: stopping without finishing requests in flight");
-            std::process::exit(status);
+            loop {
+                let (name, status) = signals.next().await;
+                // One stop often arrives twice (a terminal's Ctrl-C beside the one a wrapper
+                // such as npm forwards; systemd's SIGHUP after its SIGTERM), and a hang-up
+                // comes with a closed terminal, not from an operator asking again.
+                if name == "SIGHUP" || first.elapsed() < DOUBLED_SIGNAL {
+                    continue;
+                }
+                tracing::warn!("{name} again: stopping without finishing requests in flight");
+                std::process::exit(status);
+            }
         });
     }
 }
+
+/// Signals this soon after the first are taken as the same stop, delivered twice.
+const DOUBLED_SIGNAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The signals that stop the server, each with its name and the exit status a shell gives a
 /// process it ends (128 + its number).
@@ -522,17 +538,10 @@ async fn user_command(settings: &Settings, command: UserCommand) -> anyhow::Resu
 /// SQLite the write-ahead log is folded into the file first, so what was written is in the
 /// file by itself (a copy of it alone is whole).
 async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) {
-    // SQLite keeps the journal of a file moved or deleted under it, at the path: the next
-    // start would replay it into whatever file is there now.
-    if let Some(path) = db.file_replaced().filter(|_| serving) {
-        tracing::error!(
-            path = %path.display(),
-            "the SQLite database file was removed or replaced while this server ran: the -wal \
-             and -shm files beside it are what this server wrote to the file it had open; move \
-             them away (with that file, if it is kept) before starting a server on the file now \
-             there, or SQLite replays them into it"
-        );
-    }
+    let replaced = db
+        .file_replaced()
+        .filter(|_| serving)
+        .map(std::path::Path::to_path_buf);
     match tokio::time::timeout(timeout, db.close()).await {
         // Said by a server only: beside a running one, a copy of the file alone is no backup
         // whatever a command leaves.
@@ -546,6 +555,24 @@ async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) 
         }
         Ok(Err(err)) => tracing::warn!(%err, "closing the database connections"),
         Err(_) => tracing::warn!("closing the database connections took too long"),
+    }
+    // SQLite keeps the journal of a file moved or deleted under it, at the path: the next
+    // start would replay it into whatever file is there now.
+    if let Some(path) = replaced {
+        let left = ["-wal", "-shm"].into_iter().any(|suffix| {
+            let mut companion = path.clone().into_os_string();
+            companion.push(suffix);
+            std::path::Path::new(&companion).exists()
+        });
+        if left {
+            tracing::error!(
+                path = %path.display(),
+                "the SQLite database file was removed or replaced while this server ran: the \
+                 -wal and -shm files beside it are what this server wrote to the file it had \
+                 open; move them away (with that file, if it is kept) before starting a server \
+                 on the file now there, or SQLite replays them into it"
+            );
+        }
     }
 }
 

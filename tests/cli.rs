@@ -441,6 +441,9 @@ async fn a_stop_after_the_sqlite_file_was_replaced_says_what_it_leaves() {
         warned.contains("ERROR") && warned.contains(&*file.to_string_lossy()),
         "{warned}"
     );
+    let mut journal = file.clone().into_os_string();
+    journal.push("-wal");
+    assert!(std::path::Path::new(&journal).exists(), "warned of no file");
 }
 
 /// Through a symbolic link, SQLite writes the file the link leads to and keeps its `-wal`
@@ -1353,7 +1356,7 @@ async fn the_listening_line_names_what_signs_tokens() {
 async fn a_second_signal_stops_the_server_at_once() {
     use tokio::io::AsyncWriteExt;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let server = ServerProcess::start(&db.url, &[("ROLLCALL_REQUEST_TIMEOUT", "60s")]);
+    let mut server = ServerProcess::start(&db.url, &[("ROLLCALL_REQUEST_TIMEOUT", "60s")]);
     // A request whose body never comes holds a graceful shutdown for the request timeout.
     let address = server.base_url.trim_start_matches("http://").to_owned();
     let mut stalled = tokio::net::TcpStream::connect(&address)
@@ -1369,6 +1372,11 @@ async fn a_second_signal_stops_the_server_at_once() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     server.send("TERM");
     server.log_lines_until("shutting down");
+    // The same stop delivered twice at once, and a hang-up, are no second signal.
+    server.send("TERM");
+    server.send("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(server.is_running(), "stopped by a doubled signal");
     let started = std::time::Instant::now();
     let status = server.signal("INT");
     assert_eq!(status.code(), Some(130), "{status:?}");

@@ -752,6 +752,12 @@ impl ServerProcess {
         wait_or_kill(&mut child, &format!("rollcall serve after SIG{name}"))
     }
 
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("started");
+        child.try_wait().expect("poll child process").is_none()
+    }
+
     /// Sends signal `name` without waiting for anything.
     pub fn send(&self, name: &str) {
         let child = self.child.as_ref().expect("running");
