@@ -250,6 +250,26 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0]["current"], true);
     assert_ok(&app.refresh(&phone.refresh).await);
+    // With nothing else to end, nothing is recorded; what was is marked as keeping one.
+    let body = app
+        .gql(
+            Some(&phone.access),
+            "mutation { logoutEverywhere(keepCurrent: true) }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["logoutEverywhere"], 0, "{body}");
+    let recorded = app
+        .count("SELECT count(*) FROM audit_log WHERE action = 'ALL_SESSIONS_REVOKED'")
+        .await;
+    assert_eq!(recorded, 2);
+    let marked = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE action = 'ALL_SESSIONS_REVOKED' \
+             AND fields = 'keepCurrent'",
+        )
+        .await;
+    assert_eq!(marked, 1);
 }
 
 /// `ROLLCALL_SESSION_MAX_AGE` (five seconds here) ends a session however often it refreshes,

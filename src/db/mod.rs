@@ -791,8 +791,9 @@ pub fn sqlite_file_missing(url: &str) -> bool {
         .is_some_and(|path| std::fs::metadata(path).map_or(true, |file| file.len() == 0))
 }
 
-/// The first of a SQLite database's files (the database, its `-wal` and `-shm` files, or the
-/// directory that would hold those not there yet) this process may not read and write. SQLite opens a
+/// The first of a SQLite database's files (the database, its `-wal` and `-shm` files) this
+/// process may not read and write, or the directory that would hold those not there yet, where
+/// it may not make them. SQLite opens a
 /// database it may not write read-only without a word, and every login would then fail, for
 /// as long as the server ran, as its open files stay read-only when the permissions change.
 #[cfg(unix)]

@@ -231,7 +231,7 @@ pub async fn revoke_live(db: &impl ConnectionTrait, id: Uuid, live: &Live) -> Re
     Ok(revoked.rows_affected == 1)
 }
 
-/// Revokes every live session of a user but `except`; how many there were.
+/// Revokes every live session of a user but `except`; how many it revoked.
 pub async fn revoke_live_for_user(
     db: &impl ConnectionTrait,
     user_id: Uuid,

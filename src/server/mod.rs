@@ -100,6 +100,8 @@ fn router(service: Service, settings: &Settings) -> Router {
                 .layer::<_, std::convert::Infallible>(axum::middleware::from_fn(
                     graphql::in_negotiated_media,
                 ))
+                // Here too, inside CORS: a page on another origin reads the 500 as such.
+                .layer::<_, std::convert::Infallible>(CatchPanicLayer::custom(panicked))
                 .layer(cors.clone()),
         )
         .route("/health", get(health))
@@ -114,10 +116,7 @@ fn router(service: Service, settings: &Settings) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
-        // A panic fails its own request with a 500, not the connection.
-        .layer(CatchPanicLayer::custom(|_| {
-            request_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
-        }))
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refuse_ill_framed,
@@ -134,6 +133,11 @@ fn router(service: Service, settings: &Settings) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::map_request(usable_request_id))
         .with_state(state)
+}
+
+/// A panic fails its own request with a 500, not the connection.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    request_error(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
 }
 
 /// Accept errors, logged at most once a minute with how many came since the last line: out of

@@ -171,13 +171,19 @@ impl Service {
         self.recheck(&tx, caller, user.id, |_, _| Ok(())).await?;
         let kept = keep_current.then_some(current);
         let count = sessions::revoke_live_for_user(&tx, user.id, &self.live(), kept).await?;
-        audit::record(
-            &tx,
-            caller
+        // Recorded when it ended something, as a logout is; one that kept the caller's session
+        // says so, lest the trail read as every session ended.
+        if count > 0 {
+            let entry = caller
                 .audit(Action::AllSessionsRevoked)
-                .target(user.id, user.role),
-        )
-        .await?;
+                .target(user.id, user.role);
+            let entry = if keep_current {
+                entry.fields(["keepCurrent"])
+            } else {
+                entry
+            };
+            audit::record(&tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(count)
     }

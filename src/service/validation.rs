@@ -377,7 +377,11 @@ fn one_script(part: &str) -> bool {
     if part.is_single_script() {
         return true;
     }
-    let rest: String = part.chars().filter(|c| !c.is_ascii_alphabetic()).collect();
+    use unicode_script::{Script, UnicodeScript};
+    let rest: String = part
+        .chars()
+        .filter(|c| c.script() != Script::Latin)
+        .collect();
     let set = rest.as_str().resolve_script_set();
     rest.as_str().is_single_script() && (set.jpan || set.hanb || set.kore)
 }
@@ -851,6 +855,7 @@ mod tests {
             "user42+\u{3084}\u{307E}@example.jp",
             "info@abc\u{30DE}\u{30FC}\u{30C8}.jp",
             "taro\u{5C71}\u{7530}@example.jp",
+            "jos\u{E9}\u{5C71}\u{7530}@example.jp",
             "\u{C0AC}\u{C6A9}\u{C790}user@example.kr",
         ] {
             assert!(email(written_together).is_ok(), "{written_together}");
