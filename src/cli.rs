@@ -332,7 +332,8 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         signals.next().await;
         let first = std::time::Instant::now();
         tracing::info!(
-            "shutting down: finishing requests in flight (another signal stops at once)"
+            "shutting down: finishing requests in flight (SIGINT or SIGTERM again, a second \
+             from now, stops at once)"
         );
         tokio::spawn(async move {
             loop {
@@ -341,6 +342,7 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 // such as npm forwards; systemd's SIGHUP after its SIGTERM), and a hang-up
                 // comes with a closed terminal, not from an operator asking again.
                 if name == "SIGHUP" || first.elapsed() < DOUBLED_SIGNAL {
+                    tracing::info!("{name} taken as the same stop: still finishing requests");
                     continue;
                 }
                 tracing::warn!("{name} again: stopping without finishing requests in flight");
@@ -571,6 +573,12 @@ async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) 
                  -wal and -shm files beside it are what this server wrote to the file it had \
                  open; move them away (with that file, if it is kept) before starting a server \
                  on the file now there, or SQLite replays them into it"
+            );
+        } else {
+            tracing::error!(
+                path = %path.display(),
+                "the SQLite database file was removed or replaced while this server ran: what \
+                 it wrote since went to the file it had open, not to the one there now"
             );
         }
     }

@@ -446,6 +446,38 @@ async fn a_stop_after_the_sqlite_file_was_replaced_says_what_it_leaves() {
     assert!(std::path::Path::new(&journal).exists(), "warned of no file");
 }
 
+/// A file to be made in a directory that is not there is told so, not as a matter of
+/// permissions; one to be made through a link is judged where the link leads.
+#[tokio::test]
+async fn a_sqlite_file_not_made_yet_is_judged_where_it_would_be() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let file = db.sqlite_file();
+    let missing = file.with_file_name("not-there").join("rollcall.db");
+    let url = format!("sqlite://{}?mode=rwc", missing.display());
+    let refused = run_or_kill(
+        rollcall_command(&url, &[]).arg("migrate"),
+        "rollcall migrate",
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("does not exist: create it first"), "{said}");
+    assert!(!said.contains("may not read and write"), "{said}");
+
+    let links = file.with_file_name("links");
+    std::fs::create_dir(&links).expect("a directory for the link");
+    let link = links.join("linked.db");
+    std::os::unix::fs::symlink(&file, &link).expect("symlink");
+    let _protected = unwritable(&links);
+    let url = format!("sqlite://{}?mode=rwc", link.display());
+    assert_succeeded(&run_or_kill(
+        rollcall_command(&url, &[]).arg("migrate"),
+        "rollcall migrate through a link to a file not made yet",
+    ));
+    assert!(file.exists());
+}
+
 /// Through a symbolic link, SQLite writes the file the link leads to and keeps its `-wal`
 /// and `-shm` files beside that one: the link's own directory need not be writable.
 #[tokio::test]

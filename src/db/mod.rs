@@ -791,6 +791,16 @@ pub fn sqlite_file_missing(url: &str) -> bool {
         .is_some_and(|path| std::fs::metadata(path).map_or(true, |file| file.len() == 0))
 }
 
+/// Whether a SQLite URL's file would go in a directory that is not there.
+pub fn sqlite_directory_missing(url: &str) -> bool {
+    sqlite_filename(url).is_some_and(|file| {
+        let directory = file
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty());
+        directory.is_some_and(|directory| !directory.is_dir())
+    })
+}
+
 /// The first of a SQLite database's files (the database, its `-wal` and `-shm` files) this
 /// process may not read and write, or the directory that would hold those not there yet, where
 /// it may not make them. SQLite opens a
@@ -801,7 +811,12 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     // Through a link, SQLite opens the file it leads to, and keeps the others beside that.
     let file = sqlite_filename(url)?;
-    let file = std::fs::canonicalize(&file).unwrap_or(file);
+    let file = match std::fs::canonicalize(&file) {
+        Ok(target) => target,
+        // A link to a file not made yet: SQLite makes it where the link points, judged once made.
+        Err(_) if file.symlink_metadata().is_ok_and(|meta| meta.is_symlink()) => return None,
+        Err(_) => file,
+    };
     let directory = match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -819,7 +834,8 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
     let file_mode = libc::R_OK | libc::W_OK;
     let directory_mode = libc::W_OK | libc::X_OK;
     if !file.exists() {
-        return (!allowed(&directory, directory_mode)).then_some(directory);
+        // A directory that is not there is no matter of permissions: opening says so.
+        return (directory.is_dir() && !allowed(&directory, directory_mode)).then_some(directory);
     }
     let mut needed = vec![(file.clone(), file_mode)];
     for suffix in ["-wal", "-shm"] {

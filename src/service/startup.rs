@@ -129,7 +129,11 @@ pub async fn connect(
                 } else {
                     String::new()
                 },
-                hint: if !url.contains("mode=")
+                hint: if crate::db::sqlite_directory_missing(url)
+                    && crate::db::sqlite_cannot_open(&source)
+                {
+                    "; the directory it would be in does not exist: create it first"
+                } else if !url.contains("mode=")
                     && crate::db::sqlite_file_missing(url)
                     && crate::db::sqlite_cannot_open(&source)
                 {

@@ -383,7 +383,45 @@ fn one_script(part: &str) -> bool {
         .filter(|c| c.script() != Script::Latin)
         .collect();
     let set = rest.as_str().resolve_script_set();
-    rest.as_str().is_single_script() && (set.jpan || set.hanb || set.kore)
+    rest.as_str().is_single_script()
+        && (set.jpan || set.hanb || set.kore)
+        && !posing_beside_latin(part)
+}
+
+/// Whether a character that reads as Latin stands beside a Latin letter: `alice〇`, not the
+/// `ー` of `abcマート`.
+fn posing_beside_latin(part: &str) -> bool {
+    use unicode_script::{Script, UnicodeScript};
+    let chars: Vec<char> = part.chars().collect();
+    let latin = |at: Option<&char>| at.is_some_and(|c| c.script() == Script::Latin);
+    chars.iter().enumerate().any(|(at, &c)| {
+        reads_as_latin(c)
+            && (latin(at.checked_sub(1).and_then(|i| chars.get(i))) || latin(chars.get(at + 1)))
+    })
+}
+
+/// Characters of Japanese and Chinese that read as Latin letters, digits or a hyphen beside
+/// them (`alice〇`, `paypa丨`, `adm工n`), as browsers' checks of domain names list them.
+fn reads_as_latin(c: char) -> bool {
+    matches!(
+        c,
+        '\u{3007}' // 〇
+            | '\u{4E00}' // 一
+            | '\u{4E28}' // 丨
+            | '\u{4E36}' // 丶
+            | '\u{4E3F}' // 丿
+            | '\u{4E59}' // 乙
+            | '\u{4E5A}' // 乚
+            | '\u{4E85}' // 亅
+            | '\u{5DE5}' // 工
+            | '\u{53E3}' // 口
+            | '\u{30FC}' // ー
+            | '\u{30CE}' // ノ
+            | '\u{30BD}' // ソ
+            | '\u{30F3}' // ン
+            | '\u{30A8}' // エ
+            | '\u{30ED}' // ロ
+    )
 }
 
 /// A character that draws something of its own: a letter, digit, punctuation mark or symbol
@@ -861,6 +899,17 @@ mod tests {
             assert!(email(written_together).is_ok(), "{written_together}");
         }
         assert!(email("abc\u{430}\u{5C71}@example.jp").is_err());
+        // Unless what stands beside the Latin letters reads as one of them.
+        for posing in [
+            "alice\u{3007}@example.com",
+            "paypal@paypa\u{4E28}.com",
+            "adm\u{5DE5}n@example.com",
+            "root\u{30FC}@example.com",
+        ] {
+            assert!(email(posing).is_err(), "{posing}");
+        }
+        // Alone, in their own scripts' words, they are letters like any other.
+        assert!(email("\u{30EB}\u{30FC}\u{30C8}@\u{4F8B}\u{3048}.jp").is_ok());
         // IDNA's ideographic full stops are dots in a domain.
         assert_eq!(
             email("anna@münchen\u{3002}de"),
