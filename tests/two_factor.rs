@@ -910,6 +910,9 @@ async fn postgres_a_code_of_a_secret_replaced_meanwhile_is_refused() {
     let login = login_with(&app, "alice", PASSWORD, Some(&old_code));
     let body = app.while_held(&replacement, 1, login).await;
     assert_code(&body, "TOTP_REQUIRED");
+    // Neither wrong nor spent: the factor changed under it, and it is not counted.
+    assert!(body.to_string().contains("changed meanwhile"), "{body}");
+    assert_eq!(app.failures(&format!("user:{}", alice.id)).await, 0);
 }
 
 /// A sensitive action's new password is hashed before its verification is checked: here the

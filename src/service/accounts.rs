@@ -181,8 +181,20 @@ impl Service {
                     ));
                 }
                 SecondFactor::Wrong => {
-                    attempt.checked();
+                    // Settled before anything else is awaited, as a verification's is.
+                    let lock = attempt.checked();
                     self.metrics().login(false);
+                    if self
+                        .totp_of(user.id)
+                        .await?
+                        .is_none_or(|now| now.secret != totp.secret)
+                    {
+                        // Turned off or replaced while the code was checked: no wrong code.
+                        self.take_back_attempt(&subject, lock).await?;
+                        return Err(AppError::TotpRequired(
+                            "Two-factor login changed meanwhile: log in again",
+                        ));
+                    }
                     return Err(AppError::TotpRequired("The two-factor code is wrong"));
                 }
             }
