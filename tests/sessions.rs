@@ -233,13 +233,14 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
     // Signing out the other devices keeps the one asking.
     let laptop = app.login_as("alice").await;
     let phone = app.login_as("alice").await;
-    let body = app
-        .gql(
+    let sign_out_others = || {
+        app.gql(
             Some(&phone.access),
             "mutation { logoutEverywhere(keepCurrent: true) }",
             json!({}),
         )
-        .await;
+    };
+    let body = sign_out_others().await;
     assert_eq!(body["data"]["logoutEverywhere"], 2, "{body}");
     for session in [&fresh, &laptop] {
         assert_code(&app.me(&session.access).await, "UNAUTHENTICATED");
@@ -251,13 +252,7 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
     assert_eq!(kept[0]["current"], true);
     assert_ok(&app.refresh(&phone.refresh).await);
     // With nothing else to end, nothing is recorded; what was is marked as keeping one.
-    let body = app
-        .gql(
-            Some(&phone.access),
-            "mutation { logoutEverywhere(keepCurrent: true) }",
-            json!({}),
-        )
-        .await;
+    let body = sign_out_others().await;
     assert_eq!(body["data"]["logoutEverywhere"], 0, "{body}");
     let recorded = app
         .count("SELECT count(*) FROM audit_log WHERE action = 'ALL_SESSIONS_REVOKED'")
