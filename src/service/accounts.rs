@@ -184,11 +184,7 @@ impl Service {
                     // Settled before anything else is awaited, as a verification's is.
                     let lock = attempt.checked();
                     self.metrics().login(false);
-                    if self
-                        .totp_of(user.id)
-                        .await?
-                        .is_none_or(|now| now.secret != totp.secret)
-                    {
+                    if self.totp_changed(user.id, &totp).await? {
                         // Turned off or replaced while the code was checked: no wrong code.
                         self.take_back_attempt(&subject, lock).await?;
                         return Err(AppError::TotpRequired(

@@ -109,11 +109,7 @@ impl Service {
                 // Settled before anything else is awaited, so a client gone meanwhile cannot
                 // have a wrong code taken back.
                 let lock = attempt.checked();
-                if self
-                    .totp_of(user.id)
-                    .await?
-                    .is_none_or(|now| now.secret != totp.secret)
-                {
+                if self.totp_changed(user.id, totp).await? {
                     // Turned off or replaced while the code was checked (its recovery codes
                     // went with it): no wrong code, so it is taken back.
                     self.take_back_attempt(&subject, lock).await?;

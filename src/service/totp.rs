@@ -219,6 +219,16 @@ impl Service {
         Ok(totp_rows::confirmed_among(self.db().conn(), user_ids).await?)
     }
 
+    /// Whether `user_id`'s two-factor login is no longer `totp` (turned off or replaced): a
+    /// code checked against it meanwhile was no wrong guess.
+    pub(super) async fn totp_changed(
+        &self,
+        user_id: uuid::Uuid,
+        totp: &UserTotp,
+    ) -> AppResult<bool> {
+        Ok(!totp_rows::confirmed_with(self.db().conn(), user_id, &totp.secret).await?)
+    }
+
     /// The user's confirmed two-factor settings, if they have it on.
     pub(super) async fn totp_of(&self, user_id: uuid::Uuid) -> AppResult<Option<UserTotp>> {
         Ok(totp_rows::get(self.db().conn(), user_id)
