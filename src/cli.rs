@@ -247,8 +247,8 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
     raise_open_file_limit();
     // The address is taken before the database is migrated: a server that cannot listen (a
     // port in use, a mistyped address) must not upgrade a schema other servers still serve.
-    let socket = reserve(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let cannot_listen = || format!("cannot listen on {}", settings.listen);
+    let socket = reserve(settings.listen).with_context(cannot_listen)?;
     let service = Service::start(settings).await?;
     if !settings.listen.ip().is_loopback() && service.first_registrant_would_own().await? {
         tracing::warn!(
@@ -280,9 +280,7 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
              addresses"
         );
     }
-    let listener = socket
-        .listen(LISTEN_BACKLOG)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener = socket.listen(LISTEN_BACKLOG).with_context(cannot_listen)?;
     // Until here a signal stops the process at once (start-up may wait on a migration lock).
     let shutdown = shutdown_signal();
     tracing::info!(
@@ -561,12 +559,10 @@ async fn close(db: &crate::db::Db, timeout: std::time::Duration, serving: bool) 
     // SQLite keeps the journal of a file moved or deleted under it, at the path: the next
     // start would replay it into whatever file is there now.
     if let Some(path) = replaced {
-        let left = ["-wal", "-shm"].into_iter().any(|suffix| {
-            let mut companion = path.clone().into_os_string();
-            companion.push(suffix);
-            std::path::Path::new(&companion).exists()
-        });
-        if left {
+        if crate::db::sqlite_companions(&path)
+            .iter()
+            .any(|companion| companion.exists())
+        {
             tracing::error!(
                 path = %path.display(),
                 "the SQLite database file was removed or replaced while this server ran: the \

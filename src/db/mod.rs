@@ -793,11 +793,23 @@ pub fn sqlite_file_missing(url: &str) -> bool {
 
 /// Whether a SQLite URL's file would go in a directory that is not there.
 pub fn sqlite_directory_missing(url: &str) -> bool {
-    sqlite_filename(url).is_some_and(|file| {
-        let directory = file
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty());
-        directory.is_some_and(|directory| !directory.is_dir())
+    sqlite_filename(url).is_some_and(|file| !directory_of(&file).is_dir())
+}
+
+/// The directory holding `file` (`.` for a bare name).
+fn directory_of(file: &std::path::Path) -> std::path::PathBuf {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+/// The `-wal` and `-shm` files SQLite keeps beside database `file`.
+pub fn sqlite_companions(file: &std::path::Path) -> [std::path::PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| {
+        let mut companion = file.as_os_str().to_owned();
+        companion.push(suffix);
+        companion.into()
     })
 }
 
@@ -817,10 +829,7 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
         Err(_) if file.symlink_metadata().is_ok_and(|meta| meta.is_symlink()) => return None,
         Err(_) => file,
     };
-    let directory = match file.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
+    let directory = directory_of(&file);
     let allowed = |path: &std::path::Path, mode| {
         std::ffi::CString::new(path.as_os_str().as_bytes())
             // As the process opens files: its effective ids and capabilities, which `access`
@@ -838,10 +847,7 @@ pub fn sqlite_unwritable(url: &str) -> Option<std::path::PathBuf> {
         return (directory.is_dir() && !allowed(&directory, directory_mode)).then_some(directory);
     }
     let mut needed = vec![(file.clone(), file_mode)];
-    for suffix in ["-wal", "-shm"] {
-        let mut companion = file.clone().into_os_string();
-        companion.push(suffix);
-        let companion = std::path::PathBuf::from(companion);
+    for companion in sqlite_companions(&file) {
         needed.push(if companion.exists() {
             (companion, file_mode)
         } else {

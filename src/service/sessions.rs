@@ -176,12 +176,8 @@ impl Service {
         if count > 0 {
             let entry = caller
                 .audit(Action::AllSessionsRevoked)
-                .target(user.id, user.role);
-            let entry = if keep_current {
-                entry.fields(["keepCurrent"])
-            } else {
-                entry
-            };
+                .target(user.id, user.role)
+                .fields(keep_current.then_some("keepCurrent"));
             audit::record(&tx, entry).await?;
         }
         tx.commit().await?;

@@ -117,6 +117,8 @@ pub async fn connect(
     if let Some(refusal) = unwritable() {
         return Err(refusal);
     }
+    #[cfg(unix)]
+    let made_here = crate::db::sqlite_file_missing(url);
     let started = Instant::now();
     let db = Db::connect(url, max_connections, timeout)
         .await
@@ -153,7 +155,7 @@ pub async fn connect(
             }
         })?;
     #[cfg(unix)]
-    if let Some(refusal) = unwritable() {
+    if made_here && let Some(refusal) = unwritable() {
         return Err(refusal);
     }
     Ok(db)
