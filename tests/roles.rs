@@ -305,7 +305,7 @@ async fn visibility_of_users_and_private_fields(app: TestApp) {
     let body = app
         .gql(
             Some(&standard.access),
-            "{ me { createdBy { id username role email firstName lastName phone lastLoginAt } } }",
+            "{ me { createdBy { id username role email firstName lastName phone lastLoginAt updatedAt } } }",
             json!({}),
         )
         .await;
@@ -314,7 +314,15 @@ async fn visibility_of_users_and_private_fields(app: TestApp) {
     assert_eq!(creator["id"], admin.id, "{body}");
     assert_eq!(creator["username"], "admin1");
     assert_eq!(creator["role"], "ADMIN");
-    for field in ["email", "firstName", "lastName", "phone", "lastLoginAt"] {
+    // When those changed tells of them too.
+    for field in [
+        "email",
+        "firstName",
+        "lastName",
+        "phone",
+        "lastLoginAt",
+        "updatedAt",
+    ] {
         assert!(creator[field].is_null(), "{field} leaked: {body}");
     }
     // The owner, who manages that admin, sees when they signed in.

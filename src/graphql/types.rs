@@ -188,8 +188,11 @@ impl UserObject {
         self.model.created_at.into()
     }
 
-    async fn updated_at(&self) -> Timestamp {
-        self.model.updated_at.into()
+    /// The last change to this account (profile, email, password, role, login switch); null
+    /// unless the viewer may see its email, since when those changed tells of them.
+    async fn updated_at(&self, ctx: &Context<'_>) -> Option<Timestamp> {
+        let at = self.private(ctx, Some(self.model.updated_at)).await;
+        at.map(Into::into)
     }
 
     /// The last login (a registration is the first); null for an account never signed in, and
