@@ -265,6 +265,21 @@ async fn logout_everywhere_ends_every_session(app: TestApp) {
         )
         .await;
     assert_eq!(marked, 1);
+
+    // A form's optional variable left out leaves the argument to its default (false): this
+    // session ends too, as the specification reads it, where it was refused as null.
+    let laptop = app.login_as("alice").await;
+    let body = app
+        .gql(
+            Some(&phone.access),
+            "mutation($keep: Boolean) { logoutEverywhere(keepCurrent: $keep) }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["logoutEverywhere"], 2, "{body}");
+    for session in [&phone, &laptop] {
+        assert_code(&app.me(&session.access).await, "UNAUTHENTICATED");
+    }
 }
 
 /// `ROLLCALL_SESSION_MAX_AGE` (five seconds here) ends a session however often it refreshes,

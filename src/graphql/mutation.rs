@@ -69,9 +69,12 @@ impl Mutation {
     async fn logout_everywhere(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = false)] keep_current: bool,
+        // Nullable: a client's optional variable left out reaches here as null (async-graphql
+        // passes it on where the specification would apply the default), meaning false.
+        #[graphql(default_with = "Some(false)")] keep_current: Option<bool>,
     ) -> AppResult<i32> {
         let service = service(ctx)?;
+        let keep_current = keep_current.unwrap_or(false);
         let count = service
             .logout_everywhere(&caller(ctx).await?, keep_current)
             .await?;

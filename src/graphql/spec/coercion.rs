@@ -56,6 +56,16 @@ impl SchemaTypes {
                 if let Some(default) = &variable.default_value {
                     let value = default.node.clone().into_value();
                     let ty = &variable.var_type.node;
+                    // async-graphql's own refusal calls the variable an argument and drops `!`.
+                    if matches!(value, Written::Null) && !ty.nullable {
+                        return Err(ServerError::new(
+                            format!(
+                                "The default of variable `${}` is not a `{ty}`: it must not be null",
+                                variable.name.node
+                            ),
+                            Some(default.pos),
+                        ));
+                    }
                     walk.check(&value, ty, false, Source::Document, default.pos, || {
                         format!("The default of variable `${}`", variable.name.node)
                     })?;
@@ -496,6 +506,10 @@ mod tests {
                 serde_json::json!({"f": null})
             ),
             Err("Variable `$f` of type `Int!` must not be null".to_owned())
+        );
+        assert_eq!(
+            check("query($f: Int! = null) { me { id } }", None, none.clone()),
+            Err("The default of variable `$f` is not a `Int!`: it must not be null".to_owned())
         );
         assert_eq!(
             check(
