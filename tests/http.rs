@@ -485,6 +485,23 @@ async fn get_parameters_are_checked(app: TestApp) {
     let (status, body) =
         get("query=query%20A%7BserverInfo%7Bname%7D%7D&operationName=A&operationName=B").await;
     assert_eq!(status, 400, "{body}");
+    // A subscription client's handshake is told there are none, not that `query` is missing.
+    let handshake = app
+        .client
+        .get(format!("{}/graphql", app.base_url()))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "graphql-transport-ws")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(handshake.status(), 400);
+    let body: serde_json::Value = handshake.json().await.expect("JSON");
+    assert_code(&body, "BAD_REQUEST");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no subscriptions"), "{body}");
     let (status, body) = get("query=%7BserverInfo%7Bname%7D%7D&_=1&_=2").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["serverInfo"]["name"], "rollcall");

@@ -368,6 +368,9 @@ fn out_of_range(part: &str) -> String {
 /// The parameters of a GraphQL request in a query string.
 const GET_PARAMETERS: [&str; 4] = ["query", "variables", "operationName", "extensions"];
 
+/// The answer to a WebSocket handshake.
+const NO_WEBSOCKETS: &str = "This schema has no subscriptions, and the server takes no WebSocket connections: send queries and mutations as HTTP GET or POST requests";
+
 /// `GET /graphql?query=…&variables=…&operationName=…`: queries only. Without a query, a
 /// browser gets GraphiQL.
 pub async fn get(
@@ -377,6 +380,23 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
+    // A subscription client's handshake (graphql-ws): the page or a missing `query` would be
+    // no answer to it.
+    let upgrade = headers.get(axum::http::header::UPGRADE);
+    if upgrade
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(',')
+                .any(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
+        })
+    {
+        return counted(
+            &state,
+            started,
+            request_error(StatusCode::BAD_REQUEST, NO_WEBSOCKETS),
+        );
+    }
     let mut params = HashMap::new();
     for (key, value) in pairs {
         // One of the request's own parameters given twice: which one a cache or proxy in
