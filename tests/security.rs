@@ -1446,3 +1446,51 @@ const INTROSPECTION: &str = r#"
         ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
     }
 "#;
+
+/// Lists nest through an API token's `createdBy`: a user with a hundred tokens of long names
+/// asks in one short query, within the document limits, for an answer of megabytes. It is not
+/// sent (nor held for a client that does not read it), and the error says why.
+#[tokio::test]
+async fn an_answer_too_long_is_not_sent() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let alice = app.register("alice").await;
+    // A hundred characters of four bytes each.
+    let long = "😀".repeat(96);
+    for n in 0..100 {
+        let body = app
+            .gql(
+                Some(&alice.access),
+                "mutation($name: String!) { createApiToken(name: $name) { token } }",
+                json!({"name": format!("t{n:03}{long}")}),
+            )
+            .await;
+        assert_ok(&body);
+    }
+    let nested = "{ me { apiTokens { createdBy { apiTokens { name a: name } } } } }";
+    let response = app
+        .post()
+        .bearer_auth(&alice.access)
+        .json(&json!({ "query": nested }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_code(&body, "RESPONSE_TOO_LARGE");
+    assert!(body["data"].is_null(), "{body}");
+    // The same list once is answered.
+    let once = app
+        .gql(
+            Some(&alice.access),
+            "{ me { apiTokens { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&once);
+    assert_eq!(
+        once["data"]["me"]["apiTokens"].as_array().map(Vec::len),
+        Some(100)
+    );
+}

@@ -25,7 +25,8 @@ use axum::response::Response;
 
 use super::client_ip::ClientIp;
 use super::{
-    AppState, RequestSummary, coded_error, error_answer, json_response, request_error, summarised,
+    AppState, RequestSummary, coded_error, error_answer, json_bytes, json_response, request_error,
+    summarised,
 };
 use crate::error::{AppError, finalize_response};
 use crate::graphql::{self, OperationInfo, RequestAuth, SchemaTypes};
@@ -619,6 +620,22 @@ async fn execute(
     };
     graphql::name_complexity_limit(&mut response, state.limits.complexity);
     finalize_response(&mut response);
+    // Refused before execution: parse, validation, limits, variables.
+    let refused = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    // Serialized before it is counted: an answer too long to send is counted as refused.
+    let mut answer = None;
+    if !refused {
+        match serde_json::to_vec(&response) {
+            Ok(bytes) if bytes.len() > MAX_ANSWER_BYTES => {
+                response = async_graphql::Response::from_errors(vec![too_long(bytes.len())]);
+            }
+            Ok(bytes) => answer = Some(bytes),
+            // Left to `json_response` below, which logs it.
+            Err(_) => {}
+        }
+    }
 
     let codes: Vec<String> = response
         .errors
@@ -631,10 +648,6 @@ async fn execute(
             }
         })
         .collect();
-    // Refused before execution: parse, validation, limits, variables.
-    let refused = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|error| error.path.is_empty());
     let operation = if refused {
         "invalid".to_owned()
     } else {
@@ -663,6 +676,8 @@ async fn execute(
             Media::Json => StatusCode::OK,
         };
         json_response(status, &serde_json::json!({ "errors": response.errors }))
+    } else if let Some(bytes) = answer {
+        json_bytes(StatusCode::OK, bytes)
     } else {
         json_response(StatusCode::OK, &response)
     };
@@ -674,6 +689,28 @@ async fn execute(
         codes: logged,
     });
     http
+}
+
+/// The longest answer sent. The document limits bound the fields asked for, not their
+/// length, and lists nest through an API token's `createdBy`: one short query of a user with
+/// a hundred tokens of long names could otherwise be answered with tens of megabytes, held
+/// for a client that does not read them until the write timeout.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// The error that stands for an answer longer than [`MAX_ANSWER_BYTES`].
+fn too_long(bytes: usize) -> async_graphql::ServerError {
+    let mut error = async_graphql::ServerError::new(
+        format!(
+            "The answer would be {bytes} bytes, more than the 4 MiB ({MAX_ANSWER_BYTES} bytes) \
+             sent at most: select fewer fields or smaller pages (what a mutation changed stays \
+             changed)"
+        ),
+        None,
+    );
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "RESPONSE_TOO_LARGE");
+    error.extensions = Some(extensions);
+    error
 }
 
 /// What execution's answer is shaped by afterwards.

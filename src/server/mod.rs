@@ -350,17 +350,22 @@ fn summarised(mut response: Response, code: &str) -> Response {
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            status,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => json_bytes(status, bytes),
         Err(err) => {
             tracing::error!(%err, "serializing response");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// [`json_response`] of a body serialized already.
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        bytes,
+    )
+        .into_response()
 }
 
 /// `GET /graphql` without a query: GraphiQL for a browser (404 when it is turned off), a 400
