@@ -455,6 +455,31 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
         .raw_exchange(&post("").replace("HTTP/1.1", "HTTP/1.0"))
         .await;
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+
+    // A body of tiny chunks costs the server for each: past a megabyte's worth of 64-byte
+    // ones (16,384) it is refused as too large, however few bytes it holds.
+    let padded = format!("{body}{}", " ".repeat(20_000 - body.len()));
+    let in_chunks = |size: usize| {
+        let chunks: String = padded
+            .as_bytes()
+            .chunks(size)
+            .map(|chunk| {
+                format!(
+                    "{:x}\r\n{}\r\n",
+                    chunk.len(),
+                    String::from_utf8_lossy(chunk)
+                )
+            })
+            .collect();
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: {{address}}\r\nContent-Type: application/json\r\n\
+             {accept}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunks}0\r\n\r\n"
+        )
+    };
+    let answer = app.raw_exchange(&in_chunks(1)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = app.raw_exchange(&in_chunks(64)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 /// A GraphQL parameter given twice in a GET is refused, not settled by whichever one the
