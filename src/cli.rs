@@ -220,6 +220,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let kid = rotated.map_err(describe)?;
             say!("{kid}");
             let every = service.key_reload_every().as_secs();
+            // Read once this rotation was written: another one at the same moment may have
+            // made its own key current since (and deleted this one, with --revoke).
+            let current = service.current_kid().unwrap_or_default();
+            if current != kid {
+                tell(
+                    settings.log_format,
+                    &format!(
+                        "new signing key {kid} was made current, but another rotation at the \
+                         same moment made its key {current} current since: servers switch to \
+                         that one within {every}s"
+                    ),
+                );
+                return Ok(());
+            }
             tell(
                 settings.log_format,
                 &format!(

@@ -429,3 +429,28 @@ async fn sqlite_instances_starting_together_agree() {
 async fn postgres_instances_starting_together_agree() {
     instances_starting_together_agree(support::Backend::Postgres).await;
 }
+
+/// A running server says when a rotation reaches it, naming the key it signs with from then
+/// on, as its start-up line names the first: an operator sees every instance has the new key
+/// before retiring the old one with `--revoke`.
+#[tokio::test]
+async fn a_server_logs_the_key_it_switches_to() {
+    let Some(db) = support::TestDb::create(support::Backend::Sqlite).await else {
+        return;
+    };
+    // Keys are reloaded every 2 s with this lifetime.
+    let server = support::ServerProcess::start(&db.url, &[("ROLLCALL_ACCESS_TTL", "4s")]);
+    let out = run_or_kill(
+        rollcall_command(&db.url, &[]).args(["keys", "rotate"]),
+        "rollcall keys rotate",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let line = server.log_line("now signing with the stored key");
+    assert!(line.contains(&new_kid), "{line}");
+    assert!(server.terminate().success());
+}

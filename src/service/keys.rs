@@ -220,6 +220,20 @@ async fn load_keys(inner: &Inner) -> AppResult<Vec<String>> {
     {
         tracing::warn!(error = %chain(&err), "recording how long this instance's tokens live");
     }
+    let signed_with = inner.tokens.current_kid();
     inner.tokens.reload(&live)?;
+    // The start-up line names the first key; a rotation's reaching this instance shows here,
+    // so an operator can tell when every instance has it (before `keys rotate --revoke`, say).
+    let signs_with = inner.tokens.current_kid();
+    if inner.purpose == Purpose::Serve
+        && signed_with.is_some()
+        && signs_with != signed_with
+        && let Some(kid) = signs_with
+    {
+        tracing::info!(
+            verifying = live.len(),
+            "now signing with the stored key {kid}"
+        );
+    }
     Ok(expired.into_iter().map(|key| key.kid).collect())
 }
