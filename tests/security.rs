@@ -1468,7 +1468,8 @@ async fn an_answer_too_long_is_not_sent() {
             .await;
         assert_ok(&body);
     }
-    let nested = "{ me { apiTokens { createdBy { apiTokens { name a: name } } } } }";
+    let nested =
+        "{ me { apiTokens { createdBy { apiTokens { name a: name b: name c: name } } } } }";
     let response = app
         .post()
         .bearer_auth(&alice.access)

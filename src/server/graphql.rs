@@ -38,12 +38,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Says the connection closes: the rest of the body is not read, so the connection cannot
 /// carry another request, and a client that pooled it would write its next request into a
 /// closed socket.
-fn body_too_large() -> Response {
+fn body_too_large(unread: Unread) -> Response {
     let mib = MAX_BODY_BYTES / (1024 * 1024);
-    let mut response = request_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("Request body exceeds {mib} MiB"),
-    );
+    let message = match unread {
+        Unread::TooManyChunks => format!(
+            "Request body comes in more than {} chunks (of {SMALL_CHUNK} bytes on average or \
+             less): send it in larger ones",
+            MAX_BODY_BYTES as u64 / SMALL_CHUNK
+        ),
+        _ => format!("Request body exceeds {mib} MiB"),
+    };
+    let mut response = request_error(StatusCode::PAYLOAD_TOO_LARGE, &message);
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -240,13 +245,15 @@ async fn respond_to_post(
         .get(header::EXPECT)
         .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if declared > MAX_BODY_BYTES as u64 && (waits || declared > READ_THROUGH_BYTES) {
-        return body_too_large();
+        return body_too_large(Unread::TooLarge);
     }
     let seen = Seen::default();
     let work = async {
         let bytes = match read_body(body, declared, timeout / 2).await {
             Ok(bytes) => bytes,
-            Err(Unread::TooLarge) => return body_too_large(),
+            Err(unread @ (Unread::TooLarge | Unread::TooManyChunks)) => {
+                return body_too_large(unread);
+            }
             Err(Unread::Broken) => {
                 return request_error(StatusCode::BAD_REQUEST, "Could not read the request body");
             }
@@ -282,6 +289,7 @@ const SMALL_CHUNK: u64 = 64;
 
 enum Unread {
     TooLarge,
+    TooManyChunks,
     Broken,
 }
 
@@ -312,6 +320,11 @@ async fn read_body(
             bytes.extend_from_slice(&data);
         }
     }
+    let refused = if read > max || declared > max {
+        Unread::TooLarge
+    } else {
+        Unread::TooManyChunks
+    };
     let read_through = async {
         while let Some(Ok(frame)) = body.frame().await {
             read += frame.data_ref().map_or(0, |data| data.len() as u64);
@@ -322,7 +335,7 @@ async fn read_body(
         }
     };
     let _ = tokio::time::timeout(read_through_for, read_through).await;
-    Err(Unread::TooLarge)
+    Err(refused)
 }
 
 /// Whether `err` is serde_json's refusal of JSON nested past its bound (128), told by its own
@@ -704,13 +717,13 @@ async fn execute(
 /// length, and lists nest through an API token's `createdBy`: one short query of a user with
 /// a hundred tokens of long names could otherwise be answered with tens of megabytes, held
 /// for a client that does not read them until the write timeout.
-pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// The error that stands for an answer longer than [`MAX_ANSWER_BYTES`].
 fn too_long(bytes: usize) -> async_graphql::ServerError {
     let mut error = async_graphql::ServerError::new(
         format!(
-            "The answer would be {bytes} bytes, more than the 4 MiB ({MAX_ANSWER_BYTES} bytes) \
+            "The answer would be {bytes} bytes, more than the 8 MiB ({MAX_ANSWER_BYTES} bytes) \
              sent at most: select fewer fields or smaller pages (what a mutation changed stays \
              changed)"
         ),
