@@ -775,6 +775,30 @@ async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
         json!({"me": {"role": "OWNER"}}),
         "{skipped}"
     );
+    // A field selected again under its key merges with the first, whose every field was
+    // skipped: its object is not lost to the first's emptiness, through fragments too.
+    for (query, variables, expected) in [
+        (
+            "{ me { id @skip(if: true) } me { username } }",
+            json!({}),
+            json!({"me": {"username": "alice"}}),
+        ),
+        (
+            "query($d: Boolean!) { me { ...A ...B } } \
+             fragment A on User { sessions { id @include(if: $d) } } \
+             fragment B on User { sessions { current } }",
+            json!({"d": false}),
+            json!({"me": {"sessions": [{"current": true}]}}),
+        ),
+        (
+            "{ me { id @skip(if: true) } }",
+            json!({}),
+            json!({"me": {}}),
+        ),
+    ] {
+        let body = app.gql(Some(&owner.access), query, variables).await;
+        assert_eq!(body, json!({ "data": expected }), "{query}");
+    }
     // Written as the specification wants, the same values are accepted.
     let fine = app
         .gql(

@@ -617,8 +617,11 @@ async fn execute(
                 graphql::UserAgent::from_header(headers.get(axum::http::header::USER_AGENT)),
             );
             let mut response = state.schema.execute(request).await;
-            let failed = response.errors.iter().any(|error| !error.path.is_empty());
             let skips = shape.skips;
+            if skips {
+                graphql::unkeep(&mut response);
+            }
+            let failed = response.errors.iter().any(|error| !error.path.is_empty());
             if (failed || skips)
                 && let Ok(document) = async_graphql::parser::parse_query(&query)
             {
@@ -772,10 +775,14 @@ fn check_values(
             descriptions: graphql::description_keys(document, wanted.as_deref()),
             skips: checked.skips,
         };
-        Ok((shape, checked.left_out))
+        let kept = checked.skips.then(|| graphql::keep_objects(document));
+        Ok((shape, checked.left_out, kept))
     });
     request.variables = variables;
-    let (shape, left_out) = checked?;
+    let (shape, left_out, kept) = checked?;
+    if let Some(document) = kept {
+        request.set_parsed_query(document);
+    }
     request.data.insert(left_out);
     Ok(shape)
 }

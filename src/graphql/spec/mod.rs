@@ -6,13 +6,14 @@
 //! place of async-graphql's fixed text (`description`); string escapes the parser does not
 //! know, rewritten before it reads them (`strings`); an input object naming a field twice,
 //! refused where the parser keeps the last (`input_fields`); a selection written twice run
-//! once (`repeats`). All but `overlap`, `input_fields` and `repeats` read the schema's types
+//! once (`repeats`); an object whose fields are all skipped kept one until merged (`kept`). All but `overlap`, `input_fields`, `repeats` and `kept` read the schema's types
 //! (`schema_types`). Nothing here makes a rule of
 //! rollcall's own.
 
 pub(super) mod coercion;
 pub(super) mod description;
 pub(super) mod input_fields;
+pub(super) mod kept;
 mod nulls;
 pub(super) mod order;
 pub(super) mod overlap;

@@ -1,0 +1,175 @@
+//! Objects whose selected fields are all skipped (`@skip`, `@include`) kept as objects while
+//! async-graphql runs the document. It makes such an object null, and a null swallows what a
+//! later selection of the same field under that response key adds, where the specification
+//! merges the two: `{ me { id @skip(if: true) } me { username } }` came back as `{"me": {}}`,
+//! or `null` at a nullable field. A selection set that skips anything gets one more field,
+//! `__typename` under [`KEPT`], taken out of the response afterwards.
+
+use std::collections::HashSet;
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Field, Selection, SelectionSet,
+};
+use async_graphql::{Name, Pos, Positioned, Response, Value};
+
+/// The response key of the added field; no client would choose it.
+const KEPT: &str = "__rollcallKept";
+
+/// `document` with `__rollcallKept: __typename` in every field's selection set that skips
+/// anything at its own level (through fragments too).
+pub fn keep_objects(document: &ExecutableDocument) -> ExecutableDocument {
+    let mut kept = document.clone();
+    let mut sets: Vec<&mut SelectionSet> = Vec::new();
+    match &mut kept.operations {
+        DocumentOperations::Single(operation) => sets.push(&mut operation.node.selection_set.node),
+        DocumentOperations::Multiple(operations) => sets.extend(
+            operations
+                .values_mut()
+                .map(|operation| &mut operation.node.selection_set.node),
+        ),
+    }
+    for fragment in kept.fragments.values_mut() {
+        sets.push(&mut fragment.node.selection_set.node);
+    }
+    for set in sets {
+        add_kept(document, set);
+    }
+    kept
+}
+
+/// Adds the field under each field of `set`, nested ones first; `document` is the unchanged
+/// one, for the fragments a set spreads.
+fn add_kept(document: &ExecutableDocument, set: &mut SelectionSet) {
+    for item in &mut set.items {
+        match &mut item.node {
+            Selection::Field(field) => {
+                let nested = &mut field.node.selection_set.node;
+                if nested.items.is_empty() {
+                    continue;
+                }
+                let skips = skips_at_level(document, nested, &mut HashSet::new());
+                add_kept(document, nested);
+                if skips {
+                    nested.items.push(kept_field());
+                }
+            }
+            Selection::InlineFragment(fragment) => {
+                add_kept(document, &mut fragment.node.selection_set.node);
+            }
+            Selection::FragmentSpread(_) => {}
+        }
+    }
+}
+
+/// Whether a field, inline fragment or spread of `set`, or of the fragments it spreads, has
+/// `@skip` or `@include`: what could leave the object without fields.
+fn skips_at_level<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    seen: &mut HashSet<&'a Name>,
+) -> bool {
+    set.items.iter().any(|item| {
+        let (directives, inner) = match &item.node {
+            Selection::Field(field) => (&field.node.directives, None),
+            Selection::InlineFragment(fragment) => (
+                &fragment.node.directives,
+                Some(&fragment.node.selection_set.node),
+            ),
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                let fragment = document
+                    .fragments
+                    .get(name)
+                    .filter(|_| seen.insert(name))
+                    .map(|fragment| &fragment.node.selection_set.node);
+                (&spread.node.directives, fragment)
+            }
+        };
+        directives
+            .iter()
+            .any(|directive| matches!(directive.node.name.node.as_str(), "skip" | "include"))
+            || inner.is_some_and(|inner| skips_at_level(document, inner, seen))
+    })
+}
+
+fn kept_field() -> Positioned<Selection> {
+    let at = |name: &str| Positioned::new(Name::new(name), Pos::default());
+    let field = Field {
+        alias: Some(at(KEPT)),
+        name: at("__typename"),
+        arguments: Vec::new(),
+        directives: Vec::new(),
+        selection_set: Positioned::new(SelectionSet::default(), Pos::default()),
+    };
+    Positioned::new(
+        Selection::Field(Positioned::new(field, Pos::default())),
+        Pos::default(),
+    )
+}
+
+/// Takes the added field out of `response`.
+pub fn unkeep(response: &mut Response) {
+    remove_kept(&mut response.data);
+}
+
+fn remove_kept(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            fields.shift_remove(KEPT);
+            fields.values_mut().for_each(remove_kept);
+        }
+        Value::List(items) => items.iter_mut().for_each(remove_kept),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept_under(document: &ExecutableDocument) -> usize {
+        fn count(set: &SelectionSet) -> usize {
+            set.items
+                .iter()
+                .map(|item| match &item.node {
+                    Selection::Field(field) => {
+                        let own =
+                            usize::from(field.node.alias.as_ref().is_some_and(|a| a.node == KEPT));
+                        own + count(&field.node.selection_set.node)
+                    }
+                    Selection::InlineFragment(f) => count(&f.node.selection_set.node),
+                    Selection::FragmentSpread(_) => 0,
+                })
+                .sum()
+        }
+        let operations: usize = document
+            .operations
+            .iter()
+            .map(|(_, o)| count(&o.node.selection_set.node))
+            .sum();
+        let fragments: usize = document
+            .fragments
+            .values()
+            .map(|f| count(&f.node.selection_set.node))
+            .sum();
+        operations + fragments
+    }
+
+    #[test]
+    fn only_sets_that_skip_get_the_field() {
+        let parse = |query: &str| async_graphql::parser::parse_query(query).expect("parses");
+        let plain = parse("{ me { id createdBy { id } } }");
+        assert_eq!(kept_under(&keep_objects(&plain)), 0);
+        let skips = parse("{ me { id @skip(if: true) createdBy { id } } me { username } }");
+        assert_eq!(kept_under(&keep_objects(&skips)), 1);
+        // Through a fragment spread, and in the fragment's own nested sets.
+        let spread = parse(
+            "query($d: Boolean!) { me { ...A ...B } } \
+             fragment A on User { createdBy { email @include(if: $d) } } \
+             fragment B on User { createdBy { username } }",
+        );
+        assert_eq!(kept_under(&keep_objects(&spread)), 1);
+        let nested = parse("{ me { ... @skip(if: true) { id } } }");
+        assert_eq!(kept_under(&keep_objects(&nested)), 1);
+    }
+}
