@@ -478,7 +478,7 @@ async fn ill_framed_requests_are_refused(app: TestApp) {
     };
     let answer = app.raw_exchange(&in_chunks(1)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("more than 16384 chunks"), "{answer}");
+    assert!(answer.contains("more than 16384 pieces"), "{answer}");
     let answer = app.raw_exchange(&in_chunks(64)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

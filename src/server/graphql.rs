@@ -42,8 +42,8 @@ fn body_too_large(unread: Unread) -> Response {
     let mib = MAX_BODY_BYTES / (1024 * 1024);
     let message = match unread {
         Unread::TooManyChunks => format!(
-            "Request body comes in more than {} chunks (of {SMALL_CHUNK} bytes on average or \
-             less): send it in larger ones",
+            "Request body comes in more than {} pieces (of {SMALL_CHUNK} bytes on average or \
+             less, as chunks or as received): send it in larger ones",
             MAX_BODY_BYTES as u64 / SMALL_CHUNK
         ),
         _ => format!("Request body exceeds {mib} MiB"),
@@ -652,11 +652,12 @@ async fn execute(
     // Serialized before it is counted: an answer too long to send is counted as refused.
     let mut answer = None;
     if !refused {
-        match serde_json::to_vec(&response) {
-            Ok(bytes) if bytes.len() > MAX_ANSWER_BYTES => {
-                response = async_graphql::Response::from_errors(vec![too_long(bytes.len())]);
+        let mut capped = Capped(Vec::new());
+        match serde_json::to_writer(&mut capped, &response) {
+            Ok(()) => answer = Some(capped.0),
+            Err(err) if err.is_io() => {
+                response = async_graphql::Response::from_errors(vec![too_long()]);
             }
-            Ok(bytes) => answer = Some(bytes),
             // Left to `json_response` below, which logs it.
             Err(_) => {}
         }
@@ -722,13 +723,30 @@ async fn execute(
 /// for a client that does not read them until the write timeout.
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
+/// An answer as it is serialized, given up once longer than [`MAX_ANSWER_BYTES`] rather than
+/// copied whole first (tens of megabytes, beside the response it is made from).
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_ANSWER_BYTES {
+            return Err(std::io::Error::other("the answer is too long to send"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The error that stands for an answer longer than [`MAX_ANSWER_BYTES`].
-fn too_long(bytes: usize) -> async_graphql::ServerError {
+fn too_long() -> async_graphql::ServerError {
     let mut error = async_graphql::ServerError::new(
         format!(
-            "The answer would be {bytes} bytes, more than the 8 MiB ({MAX_ANSWER_BYTES} bytes) \
-             sent at most: select fewer fields or smaller pages (what a mutation changed stays \
-             changed)"
+            "The answer is longer than the 8 MiB ({MAX_ANSWER_BYTES} bytes) sent at most: select \
+             fewer fields or smaller pages (what a mutation changed stays changed)"
         ),
         None,
     );
