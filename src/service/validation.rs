@@ -298,10 +298,14 @@ pub fn email(text: &str) -> Checked<String> {
     if email.len() > MAX_BYTES {
         return too_long();
     }
-    if email
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
-    {
+    // Named, since the address looks valid on screen.
+    if email.chars().any(|c| c.is_control() || invisible(c)) {
+        return refused(
+            FieldCode::Format,
+            "must be a valid email address: it holds control or invisible characters",
+        );
+    }
+    if email.chars().any(char::is_whitespace) {
         return invalid();
     }
     let Some((local, domain)) = email.split_once('@') else {
@@ -820,6 +824,12 @@ mod tests {
         assert_eq!(
             email(" Alice@Example.COM ").as_deref(),
             Ok("alice@example.com")
+        );
+        // An address that looks valid on screen is told why it is not.
+        let hidden = email("al\u{200B}ice@example.com").map_err(|error| error.message);
+        assert_eq!(
+            hidden.as_ref().map_err(AsRef::as_ref),
+            Err("must be a valid email address: it holds control or invisible characters")
         );
         for bad in [
             "alice",
