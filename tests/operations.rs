@@ -438,6 +438,10 @@ async fn fields_come_back_in_the_order_asked_for() {
     // An API token's creator waits for a DataLoader, in a list and in a mutation's payload.
     let tokens = "{ me { apiTokens { createdBy { username } name id } } }";
     let token_keys = ["\"createdBy\"", "\"name\"", "\"id\""];
+    // A root field selected twice, the first occurrence waiting for a DataLoader: the merged
+    // object keeps the document's order, not the order the occurrences finished in.
+    let repeated = "{ me { sessions { id } } me { username } }";
+    let repeated_keys = ["\"sessions\"", "\"id\"", "\"username\""];
     let created = text_of(json!({"query": "mutation { createApiToken(name: \"ci\") { apiToken { createdBy { id } name } token } }"})).await;
     let at = |text: &str, key: &str| text.find(key).unwrap_or_else(|| panic!("{key} in {text}"));
     assert!(
@@ -453,6 +457,7 @@ async fn fields_come_back_in_the_order_asked_for() {
             (query, &keys[..]),
             (waiting_first, &waiting_keys[..]),
             (tokens, &token_keys[..]),
+            (repeated, &repeated_keys[..]),
         ] {
             let text = text_of(json!({"query": query})).await;
             let at: Vec<usize> = keys
@@ -791,9 +796,21 @@ async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
             json!({"me": {"sessions": [{"current": true}]}}),
         ),
         (
-            "{ me { id @skip(if: true) } }",
+            "{ me { ...F } me { username } } fragment F on User { id @skip(if: true) }",
             json!({}),
-            json!({"me": {}}),
+            json!({"me": {"username": "alice"}}),
+        ),
+        // At a nullable position too, an object all of whose fields are skipped is one.
+        (
+            "{ user(username: \"alice\") { id @skip(if: true) } }",
+            json!({}),
+            json!({"user": {}}),
+        ),
+        // A client's own alias of the name the server uses for this is kept.
+        (
+            "{ me { __rollcallKept: username } x: me { id @skip(if: true) } }",
+            json!({}),
+            json!({"me": {"__rollcallKept": "alice"}, "x": {}}),
         ),
     ] {
         let body = app.gql(Some(&owner.access), query, variables).await;

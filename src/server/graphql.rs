@@ -294,9 +294,10 @@ enum Unread {
 }
 
 /// The request body, when it is at most [`MAX_BODY_BYTES`] (`declared` long, as far as the
-/// request says) in at most as many chunks of [`SMALL_CHUNK`]. A larger one is read through to its end, up to [`READ_THROUGH_BYTES`] and
-/// for at most `read_through_for` (so that a slow sender still gets its 413 rather than the
-/// request timeout's 503, which invites a retry), and refused.
+/// request says) in at most as many chunks of [`SMALL_CHUNK`]. A larger one is read through to
+/// its end, up to [`READ_THROUGH_BYTES`] and for at most `read_through_for` (so that a slow
+/// sender still gets its 413 rather than the request timeout's 503, which invites a retry), and
+/// refused.
 async fn read_body(
     mut body: Body,
     declared: u64,
@@ -618,14 +619,17 @@ async fn execute(
             );
             let mut response = state.schema.execute(request).await;
             let skips = shape.skips;
-            if skips {
+            if shape.kept {
                 graphql::unkeep(&mut response);
             }
             let failed = response.errors.iter().any(|error| !error.path.is_empty());
-            if (failed || skips)
+            if (failed || skips || shape.root_repeats)
                 && let Ok(document) = async_graphql::parser::parse_query(&query)
             {
                 let wanted = operation_name.as_deref();
+                if shape.root_repeats {
+                    graphql::order_repeated_root(&mut response, &document, wanted);
+                }
                 if failed {
                     state
                         .schema_types
@@ -649,7 +653,7 @@ async fn execute(
     let refused = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|error| error.path.is_empty());
-    // Serialized before it is counted: an answer too long to send is counted as refused.
+    // Serialized before it is counted: an answer too long to send is counted by its code.
     let mut answer = None;
     if !refused {
         let mut capped = Capped(Vec::new());
@@ -765,6 +769,10 @@ struct Shape {
     /// Whether the document skips fields (`@skip`, `@include`), for
     /// [`SchemaTypes::restore_skipped`].
     skips: bool,
+    /// Whether the document runs with [`graphql::keep_objects`]'s field, to take out after.
+    kept: bool,
+    /// Whether a root field is selected twice, for [`graphql::order_repeated_root`].
+    root_repeats: bool,
 }
 
 /// Checks the input values of the request's (parsed) document against their types, gives its
@@ -777,6 +785,7 @@ fn check_values(
     // Set aside while the parsed document borrows the request.
     let mut variables = std::mem::take(&mut request.variables);
     let wanted = request.operation_name.clone();
+    let names_kept = graphql::names_kept(&request.query);
     let checked = request.parsed_query().and_then(|document| {
         // async-graphql's own refusal would repeat the whole name, however long.
         if let Some(name) = wanted.as_deref()
@@ -792,8 +801,10 @@ fn check_values(
             root_keys: graphql::root_keys(document, wanted.as_deref()),
             descriptions: graphql::description_keys(document, wanted.as_deref()),
             skips: checked.skips,
+            kept: checked.skips && !names_kept,
+            root_repeats: graphql::root_repeats(document, wanted.as_deref()),
         };
-        let kept = checked.skips.then(|| graphql::keep_objects(document));
+        let kept = shape.kept.then(|| graphql::keep_objects(document));
         Ok((shape, checked.left_out, kept))
     });
     request.variables = variables;

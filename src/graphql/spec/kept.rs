@@ -3,7 +3,8 @@
 //! later selection of the same field under that response key adds, where the specification
 //! merges the two: `{ me { id @skip(if: true) } me { username } }` came back as `{"me": {}}`,
 //! or `null` at a nullable field. A selection set that skips anything gets one more field,
-//! `__typename` under [`KEPT`], taken out of the response afterwards.
+//! `__typename` under [`KEPT`], taken out of the response afterwards (async-graphql's
+//! complexity does not count `__typename`).
 
 use std::collections::HashSet;
 
@@ -12,8 +13,14 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Name, Pos, Positioned, Response, Value};
 
-/// The response key of the added field; no client would choose it.
+/// The response key of the added field.
 const KEPT: &str = "__rollcallKept";
+
+/// Whether the document's text `query` holds the added field's name already: a client's own
+/// alias, which the answer must keep, so the document is left as it is.
+pub fn names_kept(query: &str) -> bool {
+    query.contains(KEPT)
+}
 
 /// `document` with `__rollcallKept: __typename` in every field's selection set that skips
 /// anything at its own level (through fragments too).
@@ -158,18 +165,26 @@ mod tests {
     #[test]
     fn only_sets_that_skip_get_the_field() {
         let parse = |query: &str| async_graphql::parser::parse_query(query).expect("parses");
+        let keep = keep_objects;
         let plain = parse("{ me { id createdBy { id } } }");
-        assert_eq!(kept_under(&keep_objects(&plain)), 0);
+        assert_eq!(kept_under(&keep(&plain)), 0);
         let skips = parse("{ me { id @skip(if: true) createdBy { id } } me { username } }");
-        assert_eq!(kept_under(&keep_objects(&skips)), 1);
-        // Through a fragment spread, and in the fragment's own nested sets.
+        assert_eq!(kept_under(&keep(&skips)), 1);
+        // In a fragment's own nested sets.
         let spread = parse(
             "query($d: Boolean!) { me { ...A ...B } } \
              fragment A on User { createdBy { email @include(if: $d) } } \
              fragment B on User { createdBy { username } }",
         );
-        assert_eq!(kept_under(&keep_objects(&spread)), 1);
+        assert_eq!(kept_under(&keep(&spread)), 1);
+        let spread = parse("{ me { ...F } } fragment F on User { id @skip(if: true) }");
+        assert_eq!(kept_under(&keep(&spread)), 1);
         let nested = parse("{ me { ... @skip(if: true) { id } } }");
-        assert_eq!(kept_under(&keep_objects(&nested)), 1);
+        assert_eq!(kept_under(&keep(&nested)), 1);
+        // A client's own field of that name is told apart.
+        assert!(names_kept(
+            "{ me { __rollcallKept: id username @skip(if: true) } }"
+        ));
+        assert!(!names_kept("{ me { id @skip(if: true) } }"));
     }
 }
