@@ -347,8 +347,8 @@ fn check_document<'a>(
     }
     if counts.fields > limits.complexity {
         return Err(refusal(format!(
-            "The document spreads its fragments into {} fields; at most {} (the complexity \
-             limit) are accepted",
+            "The document selects {} fields, its fragments spread and skipped fields counted; at \
+             most {} (the complexity limit) are accepted",
             counts.fields, limits.complexity
         )));
     }
