@@ -610,6 +610,7 @@ async fn execute(
         Ok(shape) => {
             // Kept to mend the response afterwards (parsed again only then).
             let query = request.query.clone();
+            let variables = shape.root_repeats.then(|| request.variables.clone());
             let request = graphql::request_data(
                 request,
                 &state.service,
@@ -627,9 +628,6 @@ async fn execute(
                 && let Ok(document) = async_graphql::parser::parse_query(&query)
             {
                 let wanted = operation_name.as_deref();
-                if shape.root_repeats {
-                    graphql::order_repeated_root(&mut response, &document, wanted);
-                }
                 if failed {
                     state
                         .schema_types
@@ -639,6 +637,10 @@ async fn execute(
                     state
                         .schema_types
                         .restore_skipped(&mut response, &document, wanted);
+                }
+                // Last: the mending above adds the nulls it makes at an object's end.
+                if let Some(variables) = &variables {
+                    graphql::order_repeated_root(&mut response, &document, wanted, variables);
                 }
             }
             graphql::order_root(&mut response, &shape.root_keys);
@@ -785,7 +787,6 @@ fn check_values(
     // Set aside while the parsed document borrows the request.
     let mut variables = std::mem::take(&mut request.variables);
     let wanted = request.operation_name.clone();
-    let names_kept = graphql::names_kept(&request.query);
     let checked = request.parsed_query().and_then(|document| {
         // async-graphql's own refusal would repeat the whole name, however long.
         if let Some(name) = wanted.as_deref()
@@ -798,11 +799,11 @@ fn check_values(
         }
         let checked = types.check_values(document, wanted.as_deref(), &mut variables)?;
         let shape = Shape {
-            root_keys: graphql::root_keys(document, wanted.as_deref()),
+            root_keys: graphql::root_keys(document, wanted.as_deref(), &variables),
             descriptions: graphql::description_keys(document, wanted.as_deref()),
             skips: checked.skips,
-            kept: checked.skips && !names_kept,
-            root_repeats: graphql::root_repeats(document, wanted.as_deref()),
+            kept: checked.skips && !graphql::names_kept(document),
+            root_repeats: graphql::root_repeats(document, wanted.as_deref(), &variables),
         };
         let kept = shape.kept.then(|| graphql::keep_objects(document));
         Ok((shape, checked.left_out, kept))

@@ -16,10 +16,26 @@ use async_graphql::{Name, Pos, Positioned, Response, Value};
 /// The response key of the added field.
 const KEPT: &str = "__rollcallKept";
 
-/// Whether the document's text `query` holds the added field's name already: a client's own
-/// alias, which the answer must keep, so the document is left as it is.
-pub fn names_kept(query: &str) -> bool {
-    query.contains(KEPT)
+/// Whether `document` gives a field the added field's key already: a client's own alias,
+/// which the answer must keep, so the document is left as it is.
+pub fn names_kept(document: &ExecutableDocument) -> bool {
+    fn in_set(set: &SelectionSet) -> bool {
+        set.items.iter().any(|item| match &item.node {
+            Selection::Field(field) => {
+                field.node.response_key().node == KEPT || in_set(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => in_set(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    document
+        .operations
+        .iter()
+        .any(|(_, operation)| in_set(&operation.node.selection_set.node))
+        || document
+            .fragments
+            .values()
+            .any(|fragment| in_set(&fragment.node.selection_set.node))
 }
 
 /// `document` with `__rollcallKept: __typename` in every field's selection set that skips
@@ -181,10 +197,10 @@ mod tests {
         assert_eq!(kept_under(&keep(&spread)), 1);
         let nested = parse("{ me { ... @skip(if: true) { id } } }");
         assert_eq!(kept_under(&keep(&nested)), 1);
-        // A client's own field of that name is told apart.
-        assert!(names_kept(
-            "{ me { __rollcallKept: id username @skip(if: true) } }"
-        ));
-        assert!(!names_kept("{ me { id @skip(if: true) } }"));
+        // A client's own field of that name is told apart, not the name in a value.
+        let own = parse("{ me { ...F } } fragment F on User { __rollcallKept: id }");
+        assert!(names_kept(&own));
+        let value = parse("{ user(username: \"__rollcallKept\") { id @skip(if: true) } }");
+        assert!(!names_kept(&value));
     }
 }

@@ -58,49 +58,71 @@ impl SchemaTypes {
         };
         if let Value::Object(fields) = &mut response.data {
             let sets = [&operation.node.selection_set.node];
-            self.restore_skipped_in(document, root, &sets, fields);
+            self.restore_skipped_in(document, root, &sets, fields, &mut Selected::new());
         }
     }
 
-    fn restore_skipped_in(
-        &self,
-        document: &ExecutableDocument,
+    /// `seen` holds what each key of `fields` was found to select, shared by the objects of
+    /// one list: each would otherwise walk the document's selections again.
+    fn restore_skipped_in<'a>(
+        &'a self,
+        document: &'a ExecutableDocument,
         parent: &str,
-        sets: &[&SelectionSet],
+        sets: &[&'a SelectionSet],
         fields: &mut IndexMap<Name, Value>,
+        seen: &mut Selected<'a>,
     ) {
         for (key, value) in fields.iter_mut() {
-            let mut name = None;
-            let mut inner = Vec::new();
-            for set in sets {
-                fields_named(document, set, key.as_str(), &mut name, &mut inner);
-            }
-            let ty = name.and_then(|name| self.fields.get(parent)?.get(name.as_str()));
+            let (ty, inner) = seen.entry(key.clone()).or_insert_with(|| {
+                let mut name = None;
+                let mut inner = Vec::new();
+                for set in sets {
+                    fields_named(document, set, key.as_str(), &mut name, &mut inner);
+                }
+                let ty = name.and_then(|name| self.fields.get(parent)?.get(name.as_str()));
+                (ty, inner)
+            });
             if let Some(ty) = ty {
-                self.restore_skipped_at(document, ty, &inner, value);
+                self.restore_skipped_at(document, ty, inner, value);
             }
         }
     }
 
-    fn restore_skipped_at(
-        &self,
-        document: &ExecutableDocument,
+    fn restore_skipped_at<'a>(
+        &'a self,
+        document: &'a ExecutableDocument,
         ty: &Type,
-        sets: &[&SelectionSet],
+        sets: &[&'a SelectionSet],
         value: &mut Value,
     ) {
+        let mut seen = Selected::new();
         match (&ty.base, value) {
             (BaseType::List(item), Value::List(items)) => {
                 for value in items {
-                    self.restore_skipped_at(document, item, sets, value);
+                    self.restore_skipped_item(document, item, sets, value, &mut seen);
                 }
             }
+            (_, value) => self.restore_skipped_item(document, ty, sets, value, &mut seen),
+        }
+    }
+
+    fn restore_skipped_item<'a>(
+        &'a self,
+        document: &'a ExecutableDocument,
+        ty: &Type,
+        sets: &[&'a SelectionSet],
+        value: &mut Value,
+        seen: &mut Selected<'a>,
+    ) {
+        match (&ty.base, value) {
+            // The schema has no lists of lists.
+            (BaseType::List(_), _) => {}
             // Objects only: scalars and enums have no fields to skip.
             (BaseType::Named(name), value) if self.fields.contains_key(name.as_str()) => {
                 match value {
                     Value::Null if !ty.nullable => *value = Value::Object(Default::default()),
                     Value::Object(fields) => {
-                        self.restore_skipped_in(document, name.as_str(), sets, fields);
+                        self.restore_skipped_in(document, name.as_str(), sets, fields, seen);
                     }
                     _ => {}
                 }
@@ -150,6 +172,9 @@ impl SchemaTypes {
 
 /// Collects the fields of `set` (through fragments) answering to `key`: the field's name, and
 /// the selections below them, which the next path segment is looked up in.
+/// What each response key of an object selects: the field's type, and the selection sets below.
+type Selected<'a> = std::collections::HashMap<Name, (Option<&'a Type>, Vec<&'a SelectionSet>)>;
+
 fn fields_named<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,

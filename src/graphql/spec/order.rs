@@ -3,27 +3,38 @@
 //! the root); objects below the root that wait keep their order by resolving serially, except
 //! under a root field selected twice, whose occurrences merge in the order they finish.
 
+use std::collections::HashSet;
+
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{ExecutableDocument, SelectionSet};
-use async_graphql::{Name, Response, Value};
+use async_graphql::parser::types::{Directive, ExecutableDocument, Field, Selection, SelectionSet};
+use async_graphql::{Name, Positioned, Response, Value, Variables};
+use async_graphql_value::Value as Written;
 
-use super::schema_types::each_field;
-
-/// The response keys of the root fields of the operation `wanted`, in document order (through
-/// fragments), each once.
-pub fn root_keys(document: &ExecutableDocument, wanted: Option<&str>) -> Vec<Name> {
+/// The response keys of the root fields of the operation `wanted` that run with `variables`
+/// (defaults applied), in document order (through fragments), each once.
+pub fn root_keys(
+    document: &ExecutableDocument,
+    wanted: Option<&str>,
+    variables: &Variables,
+) -> Vec<Name> {
     match crate::graphql::selected_operation(document, wanted) {
-        Some(operation) => response_keys(document, &[&operation.node.selection_set.node]),
+        Some(operation) => {
+            response_keys(document, &[&operation.node.selection_set.node], variables)
+        }
         None => Vec::new(),
     }
 }
 
-/// The response keys selected by `sets` (the selections of one response object), in document
-/// order, each once.
-pub(super) fn response_keys(document: &ExecutableDocument, sets: &[&SelectionSet]) -> Vec<Name> {
+/// The response keys selected by `sets` (the selections of one response object) that run, in
+/// document order, each once.
+fn response_keys(
+    document: &ExecutableDocument,
+    sets: &[&SelectionSet],
+    variables: &Variables,
+) -> Vec<Name> {
     let mut keys = Vec::new();
     for set in sets {
-        each_field(document, set, &mut |field| {
+        each_running_field(document, set, variables, &mut |field| {
             let key = &field.response_key().node;
             if !keys.contains(key) {
                 keys.push(key.clone());
@@ -33,19 +44,97 @@ pub(super) fn response_keys(document: &ExecutableDocument, sets: &[&SelectionSet
     keys
 }
 
+/// Each field of `set` that runs with `variables`, through fragments (each spread once), as
+/// the specification collects them: a field, spread or inline fragment that `@skip` or
+/// `@include` leaves out takes no place.
+fn each_running_field<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    variables: &Variables,
+    visit: &mut impl FnMut(&'a Field),
+) {
+    fn walk<'a>(
+        document: &'a ExecutableDocument,
+        set: &'a SelectionSet,
+        variables: &Variables,
+        visit: &mut impl FnMut(&'a Field),
+        seen: &mut HashSet<&'a Name>,
+    ) {
+        for item in &set.items {
+            let nested = match &item.node {
+                Selection::Field(field) => {
+                    if !skipped(&field.node.directives, variables) {
+                        visit(&field.node);
+                    }
+                    continue;
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    if skipped(&spread.node.directives, variables) || !seen.insert(name) {
+                        continue;
+                    }
+                    document
+                        .fragments
+                        .get(name)
+                        .map(|fragment| &fragment.node.selection_set.node)
+                }
+                Selection::InlineFragment(fragment) => {
+                    (!skipped(&fragment.node.directives, variables))
+                        .then_some(&fragment.node.selection_set.node)
+                }
+            };
+            if let Some(nested) = nested {
+                walk(document, nested, variables, visit, seen);
+            }
+        }
+    }
+    walk(document, set, variables, visit, &mut HashSet::new());
+}
+
+/// Whether `directives` leave their selection out: `@skip(if: true)` or `@include(if: false)`,
+/// a variable read from `variables`.
+fn skipped(directives: &[Positioned<Directive>], variables: &Variables) -> bool {
+    directives.iter().any(|directive| {
+        let condition = directive
+            .node
+            .get_argument("if")
+            .and_then(|value| match &value.node {
+                Written::Boolean(condition) => Some(*condition),
+                Written::Variable(name) => match variables.get(name) {
+                    Some(Value::Boolean(condition)) => Some(*condition),
+                    _ => None,
+                },
+                _ => None,
+            });
+        matches!(
+            (directive.node.name.node.as_str(), condition),
+            ("skip", Some(true)) | ("include", Some(false))
+        )
+    })
+}
+
 /// Whether the operation `wanted` selects a root field more than once under one key (through
 /// fragments), for [`order_repeated_root`].
-pub fn root_repeats(document: &ExecutableDocument, wanted: Option<&str>) -> bool {
+pub fn root_repeats(
+    document: &ExecutableDocument,
+    wanted: Option<&str>,
+    variables: &Variables,
+) -> bool {
     let Some(operation) = crate::graphql::selected_operation(document, wanted) else {
         return false;
     };
     let mut seen = Vec::new();
     let mut repeats = false;
-    each_field(document, &operation.node.selection_set.node, &mut |field| {
-        let key = &field.response_key().node;
-        repeats = repeats || seen.contains(&key);
-        seen.push(key);
-    });
+    each_running_field(
+        document,
+        &operation.node.selection_set.node,
+        variables,
+        &mut |field| {
+            let key = &field.response_key().node;
+            repeats = repeats || seen.contains(&key);
+            seen.push(key);
+        },
+    );
     repeats
 }
 
@@ -55,6 +144,7 @@ pub fn order_repeated_root(
     response: &mut Response,
     document: &ExecutableDocument,
     wanted: Option<&str>,
+    variables: &Variables,
 ) {
     let Some(operation) = crate::graphql::selected_operation(document, wanted) else {
         return;
@@ -64,22 +154,23 @@ pub fn order_repeated_root(
     };
     let root = [&operation.node.selection_set.node];
     for (key, value) in fields.iter_mut() {
-        let inner = selections_under(document, &root, key.as_str());
+        let inner = selections_under(document, &root, key.as_str(), variables);
         if inner.len() > 1 {
-            order_below(document, &inner, value);
+            Order::of(document, &inner, variables).apply(value);
         }
     }
 }
 
-/// The selection sets of the fields `sets` select under `key`.
+/// The selection sets of the fields `sets` select under `key` that run.
 fn selections_under<'a>(
     document: &'a ExecutableDocument,
     sets: &[&'a SelectionSet],
     key: &str,
+    variables: &Variables,
 ) -> Vec<&'a SelectionSet> {
     let mut inner = Vec::new();
     for set in sets {
-        each_field(document, set, &mut |field| {
+        each_running_field(document, set, variables, &mut |field| {
             if field.response_key().node.as_str() == key {
                 inner.push(&field.selection_set.node);
             }
@@ -88,21 +179,40 @@ fn selections_under<'a>(
     inner
 }
 
-fn order_below(document: &ExecutableDocument, sets: &[&SelectionSet], value: &mut Value) {
-    match value {
-        Value::List(items) => {
-            for item in items {
-                order_below(document, sets, item);
+/// The order of one level's keys and of the objects below them, worked out once from the
+/// document however many objects a list holds (each would cost a walk of its selections).
+struct Order {
+    keys: Vec<Name>,
+    below: Vec<(Name, Order)>,
+}
+
+impl Order {
+    fn of(document: &ExecutableDocument, sets: &[&SelectionSet], variables: &Variables) -> Self {
+        let keys = response_keys(document, sets, variables);
+        let below = keys
+            .iter()
+            .filter_map(|key| {
+                let inner = selections_under(document, sets, key.as_str(), variables);
+                let objects = inner.iter().any(|set| !set.items.is_empty());
+                objects.then(|| (key.clone(), Order::of(document, &inner, variables)))
+            })
+            .collect();
+        Self { keys, below }
+    }
+
+    fn apply(&self, value: &mut Value) {
+        match value {
+            Value::List(items) => items.iter_mut().for_each(|item| self.apply(item)),
+            Value::Object(fields) => {
+                in_order(fields, &self.keys);
+                for (key, below) in &self.below {
+                    if let Some(value) = fields.get_mut(key) {
+                        below.apply(value);
+                    }
+                }
             }
+            _ => {}
         }
-        Value::Object(fields) => {
-            in_order(fields, &response_keys(document, sets));
-            for (key, value) in fields.iter_mut() {
-                let inner = selections_under(document, sets, key.as_str());
-                order_below(document, &inner, value);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -146,7 +256,10 @@ mod tests {
     fn ordered(query: &str, data: serde_json::Value) -> Value {
         let document = async_graphql::parser::parse_query(query).expect("parses");
         let mut response = Response::new(Value::from_json(data).expect("value"));
-        order_root(&mut response, &root_keys(&document, None));
+        order_root(
+            &mut response,
+            &root_keys(&document, None, &Variables::default()),
+        );
         response.data
     }
 
@@ -164,26 +277,49 @@ mod tests {
 
     #[test]
     fn fields_merged_under_a_repeated_root_field_follow_the_document() {
+        let none = Variables::default();
         let query =
             "{ me { sessions { id } } me { username sessions { current } } serverInfo { name } }";
         let document = async_graphql::parser::parse_query(query).expect("parses");
-        assert!(root_repeats(&document, None));
+        assert!(root_repeats(&document, None, &none));
         let plain =
             async_graphql::parser::parse_query("{ me { id } a: me { id } }").expect("parses");
-        assert!(!root_repeats(&plain, None));
+        assert!(!root_repeats(&plain, None, &none));
         // As the later-finishing occurrence's fields merge after the other's.
         let data = serde_json::json!({
             "serverInfo": {"name": "rollcall"},
             "me": {"username": "alice", "sessions": [{"current": true, "id": "1"}]},
         });
         let mut response = Response::new(Value::from_json(data).expect("value"));
-        order_repeated_root(&mut response, &document, None);
-        order_root(&mut response, &root_keys(&document, None));
+        order_repeated_root(&mut response, &document, None, &none);
+        order_root(&mut response, &root_keys(&document, None, &none));
         let text = serde_json::to_string(&response.data).expect("serializes");
         assert_eq!(
             text,
             r#"{"me":{"sessions":[{"id":"1","current":true}],"username":"alice"},"serverInfo":{"name":"rollcall"}}"#
         );
+    }
+
+    #[test]
+    fn a_skipped_selection_takes_no_place() {
+        let variables = Variables::from_json(serde_json::json!({"d": false}));
+        let query = "query($d: Boolean!) { me @include(if: $d) { email username } \
+                     me { username email } ...F @skip(if: true) s: serverInfo { name } ...F } \
+                     fragment F on Query { f: serverInfo { name } }";
+        let document = async_graphql::parser::parse_query(query).expect("parses");
+        let keys = root_keys(&document, None, &variables);
+        let keys: Vec<&str> = keys.iter().map(Name::as_str).collect();
+        assert_eq!(keys, ["me", "s", "f"]);
+        // The first `me` is skipped: no repeat, and the one that runs decides the order.
+        assert!(!root_repeats(&document, None, &variables));
+        let repeated = "{ me { email @skip(if: true) username email } me { id } }";
+        let document = async_graphql::parser::parse_query(repeated).expect("parses");
+        let none = Variables::default();
+        let data = serde_json::json!({"me": {"id": "1", "email": "e", "username": "u"}});
+        let mut response = Response::new(Value::from_json(data).expect("value"));
+        order_repeated_root(&mut response, &document, None, &none);
+        let text = serde_json::to_string(&response.data).expect("serializes");
+        assert_eq!(text, r#"{"me":{"username":"u","email":"e","id":"1"}}"#);
     }
 
     #[test]
