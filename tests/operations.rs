@@ -806,11 +806,12 @@ async fn input_values_of_the_wrong_kind_are_refused_before_anything_runs() {
             json!({}),
             json!({"user": {}}),
         ),
-        // A client's own alias of the name the server uses for this is kept.
+        // A client's own alias of the key the server uses for this is kept, and the merge
+        // still made.
         (
-            "{ me { __rollcallKept: username } x: me { id @skip(if: true) } }",
+            "{ me { id @skip(if: true) } me { username } x: me { __rollcallKept: username } }",
             json!({}),
-            json!({"me": {"__rollcallKept": "alice"}, "x": {}}),
+            json!({"me": {"username": "alice"}, "x": {"__rollcallKept": "alice"}}),
         ),
     ] {
         let body = app.gql(Some(&owner.access), query, variables).await;

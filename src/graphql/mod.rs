@@ -24,7 +24,7 @@ pub use loaders::UserLoader;
 pub use mutation::Mutation;
 pub use query::Query;
 pub use spec::description::{describe, description_keys};
-pub use spec::kept::{keep_objects, names_kept, unkeep};
+pub use spec::kept::{keep_objects, unkeep};
 pub use spec::order::{order_repeated_root, order_root, root_keys, root_repeats};
 pub use spec::schema_types::SchemaTypes;
 pub use types::encode_cursor;

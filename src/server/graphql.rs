@@ -620,8 +620,8 @@ async fn execute(
             );
             let mut response = state.schema.execute(request).await;
             let skips = shape.skips;
-            if shape.kept {
-                graphql::unkeep(&mut response);
+            if let Some(key) = &shape.kept {
+                graphql::unkeep(&mut response, key);
             }
             let failed = response.errors.iter().any(|error| !error.path.is_empty());
             if (failed || skips || shape.root_repeats)
@@ -771,8 +771,9 @@ struct Shape {
     /// Whether the document skips fields (`@skip`, `@include`), for
     /// [`SchemaTypes::restore_skipped`].
     skips: bool,
-    /// Whether the document runs with [`graphql::keep_objects`]'s field, to take out after.
-    kept: bool,
+    /// The key of [`graphql::keep_objects`]'s field when the document runs with it, to take
+    /// out after.
+    kept: Option<async_graphql::Name>,
     /// Whether a root field is selected twice, for [`graphql::order_repeated_root`].
     root_repeats: bool,
 }
@@ -798,14 +799,20 @@ fn check_values(
             ));
         }
         let checked = types.check_values(document, wanted.as_deref(), &mut variables)?;
+        let (kept, key) = match checked.skips {
+            true => {
+                let (kept, key) = graphql::keep_objects(document);
+                (Some(kept), Some(key))
+            }
+            false => (None, None),
+        };
         let shape = Shape {
             root_keys: graphql::root_keys(document, wanted.as_deref(), &variables),
             descriptions: graphql::description_keys(document, wanted.as_deref()),
             skips: checked.skips,
-            kept: checked.skips && !graphql::names_kept(document),
+            kept: key,
             root_repeats: graphql::root_repeats(document, wanted.as_deref(), &variables),
         };
-        let kept = shape.kept.then(|| graphql::keep_objects(document));
         Ok((shape, checked.left_out, kept))
     });
     request.variables = variables;

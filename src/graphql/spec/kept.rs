@@ -3,8 +3,8 @@
 //! later selection of the same field under that response key adds, where the specification
 //! merges the two: `{ me { id @skip(if: true) } me { username } }` came back as `{"me": {}}`,
 //! or `null` at a nullable field. A selection set that skips anything gets one more field,
-//! `__typename` under [`KEPT`], taken out of the response afterwards (async-graphql's
-//! complexity does not count `__typename`).
+//! `__typename` under a key no field of the document has ([`KEPT`], or it numbered), taken out
+//! of the response afterwards (async-graphql's complexity does not count `__typename`).
 
 use std::collections::HashSet;
 
@@ -13,34 +13,47 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Name, Pos, Positioned, Response, Value};
 
-/// The response key of the added field.
+/// The response key of the added field, unless a field of the document has it (a client's
+/// own alias, which the answer must keep): then the first of it numbered that none has.
 const KEPT: &str = "__rollcallKept";
 
-/// Whether `document` gives a field the added field's key already: a client's own alias,
-/// which the answer must keep, so the document is left as it is.
-pub fn names_kept(document: &ExecutableDocument) -> bool {
-    fn in_set(set: &SelectionSet) -> bool {
-        set.items.iter().any(|item| match &item.node {
-            Selection::Field(field) => {
-                field.node.response_key().node == KEPT || in_set(&field.node.selection_set.node)
+/// A response key no field of `document` has.
+fn free_key(document: &ExecutableDocument) -> Name {
+    fn collect<'a>(set: &'a SelectionSet, keys: &mut HashSet<&'a str>) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    keys.insert(field.node.response_key().node.as_str());
+                    collect(&field.node.selection_set.node, keys);
+                }
+                Selection::InlineFragment(fragment) => {
+                    collect(&fragment.node.selection_set.node, keys);
+                }
+                Selection::FragmentSpread(_) => {}
             }
-            Selection::InlineFragment(fragment) => in_set(&fragment.node.selection_set.node),
-            Selection::FragmentSpread(_) => false,
-        })
+        }
     }
-    document
-        .operations
-        .iter()
-        .any(|(_, operation)| in_set(&operation.node.selection_set.node))
-        || document
-            .fragments
-            .values()
-            .any(|fragment| in_set(&fragment.node.selection_set.node))
+    let mut keys = HashSet::new();
+    for (_, operation) in document.operations.iter() {
+        collect(&operation.node.selection_set.node, &mut keys);
+    }
+    for fragment in document.fragments.values() {
+        collect(&fragment.node.selection_set.node, &mut keys);
+    }
+    let key = (0..)
+        .map(|n| match n {
+            0 => KEPT.to_owned(),
+            n => format!("{KEPT}{n}"),
+        })
+        .find(|key| !keys.contains(key.as_str()))
+        .unwrap_or_else(|| KEPT.to_owned());
+    Name::new(key)
 }
 
-/// `document` with `__rollcallKept: __typename` in every field's selection set that skips
-/// anything at its own level (through fragments too).
-pub fn keep_objects(document: &ExecutableDocument) -> ExecutableDocument {
+/// `document` with `__typename` under a free key (returned too) in every field's selection
+/// set that skips anything at its own level (through fragments too).
+pub fn keep_objects(document: &ExecutableDocument) -> (ExecutableDocument, Name) {
+    let key = free_key(document);
     let mut kept = document.clone();
     let mut sets: Vec<&mut SelectionSet> = Vec::new();
     match &mut kept.operations {
@@ -55,14 +68,14 @@ pub fn keep_objects(document: &ExecutableDocument) -> ExecutableDocument {
         sets.push(&mut fragment.node.selection_set.node);
     }
     for set in sets {
-        add_kept(document, set);
+        add_kept(document, set, &key);
     }
-    kept
+    (kept, key)
 }
 
 /// Adds the field under each field of `set`, nested ones first; `document` is the unchanged
 /// one, for the fragments a set spreads.
-fn add_kept(document: &ExecutableDocument, set: &mut SelectionSet) {
+fn add_kept(document: &ExecutableDocument, set: &mut SelectionSet, key: &Name) {
     for item in &mut set.items {
         match &mut item.node {
             Selection::Field(field) => {
@@ -71,13 +84,13 @@ fn add_kept(document: &ExecutableDocument, set: &mut SelectionSet) {
                     continue;
                 }
                 let skips = skips_at_level(document, nested, &mut HashSet::new());
-                add_kept(document, nested);
+                add_kept(document, nested, key);
                 if skips {
-                    nested.items.push(kept_field());
+                    nested.items.push(kept_field(key));
                 }
             }
             Selection::InlineFragment(fragment) => {
-                add_kept(document, &mut fragment.node.selection_set.node);
+                add_kept(document, &mut fragment.node.selection_set.node, key);
             }
             Selection::FragmentSpread(_) => {}
         }
@@ -115,10 +128,10 @@ fn skips_at_level<'a>(
     })
 }
 
-fn kept_field() -> Positioned<Selection> {
+fn kept_field(key: &Name) -> Positioned<Selection> {
     let at = |name: &str| Positioned::new(Name::new(name), Pos::default());
     let field = Field {
-        alias: Some(at(KEPT)),
+        alias: Some(Positioned::new(key.clone(), Pos::default())),
         name: at("__typename"),
         arguments: Vec::new(),
         directives: Vec::new(),
@@ -130,18 +143,20 @@ fn kept_field() -> Positioned<Selection> {
     )
 }
 
-/// Takes the added field out of `response`.
-pub fn unkeep(response: &mut Response) {
-    remove_kept(&mut response.data);
+/// Takes the field added under `key` out of `response`.
+pub fn unkeep(response: &mut Response, key: &Name) {
+    remove_kept(&mut response.data, key);
 }
 
-fn remove_kept(value: &mut Value) {
+fn remove_kept(value: &mut Value, key: &Name) {
     match value {
         Value::Object(fields) => {
-            fields.shift_remove(KEPT);
-            fields.values_mut().for_each(remove_kept);
+            fields.shift_remove(key);
+            fields
+                .values_mut()
+                .for_each(|value| remove_kept(value, key));
         }
-        Value::List(items) => items.iter_mut().for_each(remove_kept),
+        Value::List(items) => items.iter_mut().for_each(|value| remove_kept(value, key)),
         _ => {}
     }
 }
@@ -181,7 +196,7 @@ mod tests {
     #[test]
     fn only_sets_that_skip_get_the_field() {
         let parse = |query: &str| async_graphql::parser::parse_query(query).expect("parses");
-        let keep = keep_objects;
+        let keep = |document: &ExecutableDocument| keep_objects(document).0;
         let plain = parse("{ me { id createdBy { id } } }");
         assert_eq!(kept_under(&keep(&plain)), 0);
         let skips = parse("{ me { id @skip(if: true) createdBy { id } } me { username } }");
@@ -197,10 +212,14 @@ mod tests {
         assert_eq!(kept_under(&keep(&spread)), 1);
         let nested = parse("{ me { ... @skip(if: true) { id } } }");
         assert_eq!(kept_under(&keep(&nested)), 1);
-        // A client's own field of that name is told apart, not the name in a value.
-        let own = parse("{ me { ...F } } fragment F on User { __rollcallKept: id }");
-        assert!(names_kept(&own));
+        // A key a client's own field has, in any operation or fragment, is not taken; the
+        // name in a value is no key.
+        let own = parse(
+            "query A { me { ...F } } query B { me { __rollcallKept1: id } } \
+             fragment F on User { __rollcallKept: id }",
+        );
+        assert_eq!(free_key(&own).as_str(), "__rollcallKept2");
         let value = parse("{ user(username: \"__rollcallKept\") { id @skip(if: true) } }");
-        assert!(!names_kept(&value));
+        assert_eq!(free_key(&value).as_str(), "__rollcallKept");
     }
 }
