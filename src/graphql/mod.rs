@@ -25,7 +25,7 @@ pub use mutation::Mutation;
 pub use query::Query;
 pub use spec::description::{describe, description_keys};
 pub use spec::kept::{keep_objects, unkeep};
-pub use spec::order::{order_repeated_root, order_root, root_keys, root_repeats};
+pub use spec::order::{order_repeated_root, order_root, root_keys};
 pub use spec::schema_types::SchemaTypes;
 pub use types::encode_cursor;
 pub use viewer::RequestAuth;

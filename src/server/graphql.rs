@@ -799,21 +799,16 @@ fn check_values(
             ));
         }
         let checked = types.check_values(document, wanted.as_deref(), &mut variables)?;
-        let (kept, key) = match checked.skips {
-            true => {
-                let (kept, key) = graphql::keep_objects(document);
-                (Some(kept), Some(key))
-            }
-            false => (None, None),
-        };
+        let kept = checked.skips.then(|| graphql::keep_objects(document));
+        let (root_keys, root_repeats) = graphql::root_keys(document, wanted.as_deref(), &variables);
         let shape = Shape {
-            root_keys: graphql::root_keys(document, wanted.as_deref(), &variables),
+            root_keys,
             descriptions: graphql::description_keys(document, wanted.as_deref()),
             skips: checked.skips,
-            kept: key,
-            root_repeats: graphql::root_repeats(document, wanted.as_deref(), &variables),
+            kept: kept.as_ref().map(|(_, key)| key.clone()),
+            root_repeats,
         };
-        Ok((shape, checked.left_out, kept))
+        Ok((shape, checked.left_out, kept.map(|(document, _)| document)))
     });
     request.variables = variables;
     let (shape, left_out, kept) = checked?;

@@ -13,6 +13,8 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Name, Pos, Positioned, Response, Value};
 
+use super::schema_types::each_field_where;
+
 /// The response key of the added field, unless a field of the document has it (a client's
 /// own alias, which the answer must keep): then the first of it numbered that none has.
 const KEPT: &str = "__rollcallKept";
@@ -83,7 +85,7 @@ fn add_kept(document: &ExecutableDocument, set: &mut SelectionSet, key: &Name) {
                 if nested.items.is_empty() {
                     continue;
                 }
-                let skips = skips_at_level(document, nested, &mut HashSet::new());
+                let skips = skips_at_level(document, nested);
                 add_kept(document, nested, key);
                 if skips {
                     nested.items.push(kept_field(key));
@@ -99,33 +101,16 @@ fn add_kept(document: &ExecutableDocument, set: &mut SelectionSet, key: &Name) {
 
 /// Whether a field, inline fragment or spread of `set`, or of the fragments it spreads, has
 /// `@skip` or `@include`: what could leave the object without fields.
-fn skips_at_level<'a>(
-    document: &'a ExecutableDocument,
-    set: &'a SelectionSet,
-    seen: &mut HashSet<&'a Name>,
-) -> bool {
-    set.items.iter().any(|item| {
-        let (directives, inner) = match &item.node {
-            Selection::Field(field) => (&field.node.directives, None),
-            Selection::InlineFragment(fragment) => (
-                &fragment.node.directives,
-                Some(&fragment.node.selection_set.node),
-            ),
-            Selection::FragmentSpread(spread) => {
-                let name = &spread.node.fragment_name.node;
-                let fragment = document
-                    .fragments
-                    .get(name)
-                    .filter(|_| seen.insert(name))
-                    .map(|fragment| &fragment.node.selection_set.node);
-                (&spread.node.directives, fragment)
-            }
-        };
-        directives
-            .iter()
-            .any(|directive| matches!(directive.node.name.node.as_str(), "skip" | "include"))
-            || inner.is_some_and(|inner| skips_at_level(document, inner, seen))
-    })
+fn skips_at_level(document: &ExecutableDocument, set: &SelectionSet) -> bool {
+    let mut skips = false;
+    each_field_where(document, set, &mut |_| {}, &mut |directives| {
+        skips = skips
+            || directives
+                .iter()
+                .any(|directive| matches!(directive.node.name.node.as_str(), "skip" | "include"));
+        true
+    });
+    skips
 }
 
 fn kept_field(key: &Name) -> Positioned<Selection> {

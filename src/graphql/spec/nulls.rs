@@ -170,11 +170,11 @@ impl SchemaTypes {
     }
 }
 
-/// Collects the fields of `set` (through fragments) answering to `key`: the field's name, and
-/// the selections below them, which the next path segment is looked up in.
 /// What each response key of an object selects: the field's type, and the selection sets below.
 type Selected<'a> = std::collections::HashMap<Name, (Option<&'a Type>, Vec<&'a SelectionSet>)>;
 
+/// Collects the fields of `set` (through fragments) answering to `key`: the field's name, and
+/// the selections below them, which the next path segment is looked up in.
 fn fields_named<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,

@@ -3,26 +3,34 @@
 //! the root); objects below the root that wait keep their order by resolving serially, except
 //! under a root field selected twice, whose occurrences merge in the order they finish.
 
-use std::collections::HashSet;
-
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{Directive, ExecutableDocument, Field, Selection, SelectionSet};
-use async_graphql::{Name, Positioned, Response, Value, Variables};
-use async_graphql_value::Value as Written;
+use async_graphql::parser::types::{ExecutableDocument, SelectionSet};
+use async_graphql::{Name, Response, Value, Variables};
+
+use super::schema_types::each_running_field;
 
 /// The response keys of the root fields of the operation `wanted` that run with `variables`
-/// (defaults applied), in document order (through fragments), each once.
+/// (defaults applied), in document order (through fragments), each once; and whether one is
+/// selected more than once, for [`order_repeated_root`].
 pub fn root_keys(
     document: &ExecutableDocument,
     wanted: Option<&str>,
     variables: &Variables,
-) -> Vec<Name> {
-    match crate::graphql::selected_operation(document, wanted) {
-        Some(operation) => {
-            response_keys(document, &[&operation.node.selection_set.node], variables)
-        }
-        None => Vec::new(),
+) -> (Vec<Name>, bool) {
+    let mut keys = Vec::new();
+    let mut repeats = false;
+    if let Some(operation) = crate::graphql::selected_operation(document, wanted) {
+        let root = &operation.node.selection_set.node;
+        each_running_field(document, root, variables, &mut |field| {
+            let key = &field.response_key().node;
+            if keys.contains(key) {
+                repeats = true;
+            } else {
+                keys.push(key.clone());
+            }
+        });
     }
+    (keys, repeats)
 }
 
 /// The response keys selected by `sets` (the selections of one response object) that run, in
@@ -42,100 +50,6 @@ fn response_keys(
         });
     }
     keys
-}
-
-/// Each field of `set` that runs with `variables`, through fragments (each spread once), as
-/// the specification collects them: a field, spread or inline fragment that `@skip` or
-/// `@include` leaves out takes no place.
-fn each_running_field<'a>(
-    document: &'a ExecutableDocument,
-    set: &'a SelectionSet,
-    variables: &Variables,
-    visit: &mut impl FnMut(&'a Field),
-) {
-    fn walk<'a>(
-        document: &'a ExecutableDocument,
-        set: &'a SelectionSet,
-        variables: &Variables,
-        visit: &mut impl FnMut(&'a Field),
-        seen: &mut HashSet<&'a Name>,
-    ) {
-        for item in &set.items {
-            let nested = match &item.node {
-                Selection::Field(field) => {
-                    if !skipped(&field.node.directives, variables) {
-                        visit(&field.node);
-                    }
-                    continue;
-                }
-                Selection::FragmentSpread(spread) => {
-                    let name = &spread.node.fragment_name.node;
-                    if skipped(&spread.node.directives, variables) || !seen.insert(name) {
-                        continue;
-                    }
-                    document
-                        .fragments
-                        .get(name)
-                        .map(|fragment| &fragment.node.selection_set.node)
-                }
-                Selection::InlineFragment(fragment) => {
-                    (!skipped(&fragment.node.directives, variables))
-                        .then_some(&fragment.node.selection_set.node)
-                }
-            };
-            if let Some(nested) = nested {
-                walk(document, nested, variables, visit, seen);
-            }
-        }
-    }
-    walk(document, set, variables, visit, &mut HashSet::new());
-}
-
-/// Whether `directives` leave their selection out: `@skip(if: true)` or `@include(if: false)`,
-/// a variable read from `variables`.
-fn skipped(directives: &[Positioned<Directive>], variables: &Variables) -> bool {
-    directives.iter().any(|directive| {
-        let condition = directive
-            .node
-            .get_argument("if")
-            .and_then(|value| match &value.node {
-                Written::Boolean(condition) => Some(*condition),
-                Written::Variable(name) => match variables.get(name) {
-                    Some(Value::Boolean(condition)) => Some(*condition),
-                    _ => None,
-                },
-                _ => None,
-            });
-        matches!(
-            (directive.node.name.node.as_str(), condition),
-            ("skip", Some(true)) | ("include", Some(false))
-        )
-    })
-}
-
-/// Whether the operation `wanted` selects a root field more than once under one key (through
-/// fragments), for [`order_repeated_root`].
-pub fn root_repeats(
-    document: &ExecutableDocument,
-    wanted: Option<&str>,
-    variables: &Variables,
-) -> bool {
-    let Some(operation) = crate::graphql::selected_operation(document, wanted) else {
-        return false;
-    };
-    let mut seen = Vec::new();
-    let mut repeats = false;
-    each_running_field(
-        document,
-        &operation.node.selection_set.node,
-        variables,
-        &mut |field| {
-            let key = &field.response_key().node;
-            repeats = repeats || seen.contains(&key);
-            seen.push(key);
-        },
-    );
-    repeats
 }
 
 /// Puts the fields below each root field the operation `wanted` selects more than once in
@@ -258,7 +172,7 @@ mod tests {
         let mut response = Response::new(Value::from_json(data).expect("value"));
         order_root(
             &mut response,
-            &root_keys(&document, None, &Variables::default()),
+            &root_keys(&document, None, &Variables::default()).0,
         );
         response.data
     }
@@ -281,10 +195,11 @@ mod tests {
         let query =
             "{ me { sessions { id } } me { username sessions { current } } serverInfo { name } }";
         let document = async_graphql::parser::parse_query(query).expect("parses");
-        assert!(root_repeats(&document, None, &none));
+        let (keys, repeats) = root_keys(&document, None, &none);
+        assert!(repeats);
         let plain =
             async_graphql::parser::parse_query("{ me { id } a: me { id } }").expect("parses");
-        assert!(!root_repeats(&plain, None, &none));
+        assert!(!root_keys(&plain, None, &none).1);
         // As the later-finishing occurrence's fields merge after the other's.
         let data = serde_json::json!({
             "serverInfo": {"name": "rollcall"},
@@ -292,7 +207,7 @@ mod tests {
         });
         let mut response = Response::new(Value::from_json(data).expect("value"));
         order_repeated_root(&mut response, &document, None, &none);
-        order_root(&mut response, &root_keys(&document, None, &none));
+        order_root(&mut response, &keys);
         let text = serde_json::to_string(&response.data).expect("serializes");
         assert_eq!(
             text,
@@ -307,11 +222,11 @@ mod tests {
                      me { username email } ...F @skip(if: true) s: serverInfo { name } ...F } \
                      fragment F on Query { f: serverInfo { name } }";
         let document = async_graphql::parser::parse_query(query).expect("parses");
-        let keys = root_keys(&document, None, &variables);
+        let (keys, repeats) = root_keys(&document, None, &variables);
         let keys: Vec<&str> = keys.iter().map(Name::as_str).collect();
         assert_eq!(keys, ["me", "s", "f"]);
         // The first `me` is skipped: no repeat, and the one that runs decides the order.
-        assert!(!root_repeats(&document, None, &variables));
+        assert!(!repeats);
         let repeated = "{ me { email @skip(if: true) username email } me { id } }";
         let document = async_graphql::parser::parse_query(repeated).expect("parses");
         let none = Variables::default();

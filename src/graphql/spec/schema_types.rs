@@ -5,10 +5,11 @@
 use std::collections::{HashMap, HashSet};
 
 use async_graphql::parser::types::{
-    ExecutableDocument, Field, InputValueDefinition, OperationDefinition, OperationType, Selection,
-    SelectionSet, Type, TypeKind, TypeSystemDefinition,
+    Directive, ExecutableDocument, Field, InputValueDefinition, OperationDefinition, OperationType,
+    Selection, SelectionSet, Type, TypeKind, TypeSystemDefinition,
 };
-use async_graphql::{Name, Positioned};
+use async_graphql::{Name, Positioned, Value, Variables};
+use async_graphql_value::Value as Written;
 
 /// Named input values (arguments, or an input object's fields): their types, and whether each
 /// has a default.
@@ -175,39 +176,90 @@ pub(in crate::graphql) fn each_field<'a>(
     set: &'a SelectionSet,
     visit: &mut impl FnMut(&'a Field),
 ) {
-    each_field_in(document, set, visit, &mut HashSet::new());
+    each_field_where(document, set, visit, &mut |_| true);
 }
 
-fn each_field_in<'a>(
+/// [`each_field`] over the fields that run with `variables` (defaults applied), as the
+/// specification collects them: a field, spread or inline fragment that `@skip` or `@include`
+/// leaves out takes no place.
+pub(in crate::graphql) fn each_running_field<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    variables: &Variables,
+    visit: &mut impl FnMut(&'a Field),
+) {
+    each_field_where(document, set, visit, &mut |directives| {
+        !skipped(directives, variables)
+    });
+}
+
+/// [`each_field`] through the selections whose directives `runs` lets through; it is asked of
+/// every field, spread and inline fragment met.
+pub(in crate::graphql) fn each_field_where<'a>(
     document: &'a ExecutableDocument,
     set: &'a SelectionSet,
     visit: &mut impl FnMut(&'a Field),
-    seen: &mut HashSet<&'a Name>,
+    runs: &mut impl FnMut(&'a [Positioned<Directive>]) -> bool,
 ) {
-    for item in &set.items {
-        let nested = match &item.node {
-            Selection::Field(field) => {
-                visit(&field.node);
-                continue;
-            }
-            Selection::FragmentSpread(spread) => {
-                let name = &spread.node.fragment_name.node;
-                // A fragment spread twice adds nothing; one spreading itself (which
-                // validation refuses later) must not make the walk endless.
-                if !seen.insert(name) {
+    fn walk<'a>(
+        document: &'a ExecutableDocument,
+        set: &'a SelectionSet,
+        visit: &mut impl FnMut(&'a Field),
+        runs: &mut impl FnMut(&'a [Positioned<Directive>]) -> bool,
+        seen: &mut HashSet<&'a Name>,
+    ) {
+        for item in &set.items {
+            let nested = match &item.node {
+                Selection::Field(field) => {
+                    if runs(&field.node.directives) {
+                        visit(&field.node);
+                    }
                     continue;
                 }
-                document
-                    .fragments
-                    .get(name)
-                    .map(|fragment| &fragment.node.selection_set.node)
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    // A fragment spread twice adds nothing; one spreading itself (which
+                    // validation refuses later) must not make the walk endless.
+                    if !runs(&spread.node.directives) || !seen.insert(name) {
+                        continue;
+                    }
+                    document
+                        .fragments
+                        .get(name)
+                        .map(|fragment| &fragment.node.selection_set.node)
+                }
+                Selection::InlineFragment(fragment) => {
+                    runs(&fragment.node.directives).then_some(&fragment.node.selection_set.node)
+                }
+            };
+            if let Some(nested) = nested {
+                walk(document, nested, visit, runs, seen);
             }
-            Selection::InlineFragment(fragment) => Some(&fragment.node.selection_set.node),
-        };
-        if let Some(nested) = nested {
-            each_field_in(document, nested, visit, seen);
         }
     }
+    walk(document, set, visit, runs, &mut HashSet::new());
+}
+
+/// Whether `directives` leave their selection out: `@skip(if: true)` or `@include(if: false)`,
+/// a variable read from `variables`.
+fn skipped(directives: &[Positioned<Directive>], variables: &Variables) -> bool {
+    directives.iter().any(|directive| {
+        let condition = directive
+            .node
+            .get_argument("if")
+            .and_then(|value| match &value.node {
+                Written::Boolean(condition) => Some(*condition),
+                Written::Variable(name) => match variables.get(name) {
+                    Some(Value::Boolean(condition)) => Some(*condition),
+                    _ => None,
+                },
+                _ => None,
+            });
+        matches!(
+            (directive.node.name.node.as_str(), condition),
+            ("skip", Some(true)) | ("include", Some(false))
+        )
+    })
 }
 
 fn input_values(values: Vec<Positioned<InputValueDefinition>>) -> InputValues {
